@@ -1,0 +1,20 @@
+"""symback: symbolic backpropagation.
+
+Write a network as SymPy expressions; get the closed-form chain-rule
+formula of every ∂L/∂parameter, rendered as LaTeX or Markdown, and
+compiled into fast NumPy training code.
+"""
+from .errors import SymbackError
+from .functions import (activation, loss_function, get_activation, get_loss,
+                        identity, sigmoid, tanh, relu, leaky_relu, softplus, swish, softmax)
+from .graph import Graph
+from .derive import Derivation, Factor, derive
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SymbackError", "Graph", "Derivation", "Factor", "derive",
+    "activation", "loss_function", "get_activation", "get_loss",
+    "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish", "softmax",
+    "__version__",
+]

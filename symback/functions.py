@@ -1,0 +1,354 @@
+"""Activations and losses: each defined once as a SymPy expression.
+
+An entry in the registry holds only a *definition*.  SymPy derives the
+derivative from it, and symback then looks for the compact form a
+lecturer writes (σ' = σ(1−σ), tanh' = 1−tanh², softplus' = σ) by asking
+SymPy to prove an identity, never by typing the answer in.
+
+Every activation becomes a SymPy ``Function`` subclass, so ``sb.sigmoid(z)``
+can be used inside any graph expression, evaluates with ``evalf`` and
+rewrites into elementary functions with ``expr.rewrite(sp.exp)``.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import sympy as sp
+from sympy.core.evalf import prec_to_dps
+
+from .errors import DefinitionError
+
+__all__ = [
+    "Activation", "LossFunction", "activation", "loss_function",
+    "get_activation", "get_loss", "ACTIVATIONS", "LOSSES",
+    "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish",
+    "softmax",
+]
+
+ACTIVATIONS: dict[str, type] = {}
+LOSSES: dict[str, "LossFunction"] = {}
+
+_z = sp.Symbol("z", real=True)
+
+
+class Activation(sp.Function):
+    """A scalar function known to symback through its SymPy definition.
+
+    Subclasses are made by :func:`activation`; each carries
+
+    * ``definition`` – a ``Lambda`` giving the function in elementary terms;
+    * ``derivative`` – a ``Lambda`` for f'(z), SymPy's derivative put in
+      compact form (it may call the function itself, as σ(1−σ) does);
+    * ``output_derivative`` – a ``Lambda`` g with f'(z) = g(f(z)) when such
+      a form exists (lets compiled code reuse the forward value), or None;
+    * ``stable`` – an equal expression safe from overflow, used by the
+      NumPy printer, proven equal to the definition at registration.
+    """
+
+    definition: sp.Lambda
+    derivative: sp.Lambda
+    output_derivative: sp.Lambda | None = None
+    stable: sp.Lambda | None = None
+    latex_name: str = ""
+    extra_params: tuple = ()
+    convention: str = ""
+
+    @classmethod
+    def eval(cls, *args):
+        # Numbers evaluate exactly (sigmoid(0) = 1/2) so worked examples
+        # can be substituted; symbolic arguments stay unevaluated.
+        if all(a.is_Number for a in args):
+            return cls.definition(*args)
+        return None
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            var = sp.Dummy("p")
+            args = list(self.args)
+            args[argindex - 1] = var
+            return sp.diff(self.definition(*args), var).subs(var, self.args[argindex - 1])
+        return self.derivative(*self.args)
+
+    def _eval_evalf(self, prec):
+        if not all(a.is_number for a in self.args):
+            return None
+        return self.definition(*self.args).evalf(prec_to_dps(prec))
+
+    def _eval_rewrite(self, rule, args, **hints):
+        # Any rewrite target (sp.exp, sp.Piecewise, ...) starts from the
+        # definition, which is already written in elementary functions.
+        return self.definition(*args).rewrite(rule) if rule is not None else self.definition(*args)
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _latex(self, printer, exp=None):
+        arg = printer._print(self.args[0])
+        name = self.latex_name
+        s = rf"{name}\left({arg}\right)"
+        return s if exp is None else rf"{name}^{{{exp}}}\left({arg}\right)"
+
+
+def _numeric_equal(a: sp.Expr, b: sp.Expr, var: sp.Symbol, points=(-2.3, -0.7, 0.4, 1.9, 3.1)) -> bool:
+    """Cheap necessary check that two expressions of `var` agree."""
+    for p in points:
+        try:
+            va = complex(sp.N(a.subs(var, p)))
+            vb = complex(sp.N(b.subs(var, p)))
+        except (TypeError, ValueError):
+            return False
+        if abs(va - vb) > 1e-9 * (1 + abs(va)):
+            return False
+    return True
+
+
+def _proved_equal(a: sp.Expr, b: sp.Expr, var: sp.Symbol) -> bool:
+    """True when SymPy shows a == b for every real `var` (after a numeric pre-check).
+
+    Expressions with branches (Piecewise, Max, Abs) are proved on each
+    side of zero separately, where the branches disappear, and at zero.
+    """
+    if not _numeric_equal(a, b, var):
+        return False
+    diff = a - b
+    if not diff.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside):
+        return sp.simplify(diff.rewrite(sp.exp)) == 0
+    pos = sp.Symbol("_pos", positive=True)
+    return all(sp.simplify(sp.piecewise_fold(diff.subs(var, v)).rewrite(sp.exp)) == 0
+               for v in (pos, -pos, sp.S.Zero))
+
+
+def _compact_derivative(cls, d: sp.Expr, var: sp.Symbol):
+    """Put f'(var) = d in the form a lecturer writes; returns (f', g) with g(f) = f' or None."""
+    f_of = cls(var, *[sp.Symbol(f"_p{i}") for i in range(len(cls.extra_params))]) \
+        if cls.extra_params else cls(var)
+    defn = cls.definition(var, *cls.extra_params) if cls.extra_params else cls.definition(var)
+    if d.has(sp.Piecewise) or not d.has(var):
+        return sp.piecewise_fold(d), None
+    # 1. f' as a polynomial of degree <= 2 in f itself (σ' = σ − σ², tanh' = 1 − tanh²,
+    #    exp' = exp).  Coefficients from three sample points, then proved.
+    pts = (0.3, -0.8, 1.1)
+    try:
+        rows = [[1.0, float(defn.subs(var, p)), float(defn.subs(var, p)) ** 2] for p in pts]
+        rhs = [float(d.subs(var, p)) for p in pts]
+        coeffs = [sp.nsimplify(c, rational=True, tolerance=1e-9) for c in _solve3(rows, rhs)]
+    except (TypeError, ValueError, ZeroDivisionError):
+        coeffs = None
+    if coeffs is not None:
+        u = sp.Dummy("u")
+        c0, c1, c2 = coeffs
+        if c0 == 0 and c2 != 0:
+            g = u * (c1 + c2 * u)          # σ(1 − σ) rather than σ − σ²
+        else:
+            g = c0 + c1 * u + c2 * u ** 2
+        if g.has(u) or g != 0:
+            if _proved_equal(g.subs(u, defn), d, var):
+                return g.subs(u, f_of), sp.Lambda(u, g)
+    # 2. f' equal to another registered activation (softplus' = σ).
+    for other in ACTIVATIONS.values():
+        if other is cls or other.extra_params:
+            continue
+        if _proved_equal(other.definition(var), d, var):
+            return other(var), None
+    simpler = sp.simplify(d)
+    return (simpler if sp.count_ops(simpler) < sp.count_ops(d) else d), None
+
+
+def _solve3(a, b):
+    """Solve a 3x3 linear system (Cramer); raises ZeroDivisionError if singular."""
+    def det(m):
+        return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+    d = det(a)
+    if abs(d) < 1e-12:
+        raise ZeroDivisionError
+    out = []
+    for j in range(3):
+        m = [row[:] for row in a]
+        for i in range(3):
+            m[i][j] = b[i]
+        out.append(det(m) / d)
+    return out
+
+
+def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
+               params: dict | None = None, stable=None) -> type:
+    """Register a new activation from its SymPy definition alone.
+
+    >>> z = sp.Symbol("z")
+    >>> mish = activation("mish", z * sp.tanh(sp.log(1 + sp.exp(z))), var=z)
+
+    The derivative is derived by SymPy.  ``params`` maps extra constant
+    symbols (such as leaky ReLU's α) to their defaults; ``stable`` is an
+    optional overflow-safe equal expression, checked equal by SymPy.
+    Returns the new SymPy ``Function`` class, usable as ``mish(z)``.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise DefinitionError(f"activation name {name!r} must be an identifier")
+    if not isinstance(var, sp.Symbol):
+        raise DefinitionError(f"activation {name!r}: var must be a SymPy Symbol, got {var!r}")
+    expr = sp.sympify(expr, strict=True) if not isinstance(expr, sp.Basic) else expr
+    params = dict(params or {})
+    extra = set(expr.free_symbols) - {var} - set(params)
+    if extra:
+        raise DefinitionError(
+            f"activation {name!r}: definition uses unknown symbols {sorted(map(str, extra))}; "
+            f"only {var} (and declared params) may appear")
+    pvars = tuple(params)
+    lam = sp.Lambda((var, *pvars), expr)
+    cls = type(name, (Activation,), {
+        "definition": lam,
+        "latex_name": latex or rf"\operatorname{{{_tex_ident(name)}}}",
+        "extra_params": tuple(sp.sympify(v) for v in params.values()),
+        "nargs": (1, 1 + len(pvars)) if pvars else 1,
+    })
+    if pvars:
+        defaults = cls.extra_params
+
+        def eval_(klass, *args):
+            if len(args) == 1:
+                return klass(args[0], *defaults)
+            return Activation.eval.__func__(klass, *args)
+        cls.eval = classmethod(eval_)
+    # Derive f' and its compact form.
+    w = sp.Dummy("w", real=True)
+    defn_w = lam(w, *cls.extra_params)
+    d = sp.diff(defn_w, w)
+    if pvars:
+        pv = [sp.Dummy(str(p)) for p in pvars]
+        d_gen = sp.diff(lam(w, *pv), w)
+        cls.derivative = sp.Lambda((w, *pv), sp.piecewise_fold(d_gen))
+        cls.output_derivative = None
+    else:
+        compact, g = _compact_derivative(cls, d, w)
+        cls.derivative = sp.Lambda(w, compact)
+        cls.output_derivative = g
+    if stable is not None:
+        st = stable.subs(var, w)
+        if not _proved_equal(st, defn_w, w):
+            raise DefinitionError(f"activation {name!r}: the stable form is not equal to the definition")
+        cls.stable = sp.Lambda(w, st)
+    ACTIVATIONS[name] = cls
+    return cls
+
+
+def _tex_ident(name: str) -> str:
+    return name.replace("_", r"\_")
+
+
+def get_activation(spec) -> type:
+    """Look up an activation by name, or pass an Activation class through."""
+    if isinstance(spec, type) and issubclass(spec, Activation):
+        return spec
+    if spec == "softmax":
+        return softmax
+    if isinstance(spec, str) and spec in ACTIVATIONS:
+        return ACTIVATIONS[spec]
+    raise DefinitionError(
+        f"unknown activation {spec!r}; known: {', '.join(sorted(ACTIVATIONS) + ['softmax'])}")
+
+
+# ---------------------------------------------------------------- registry
+# Each line is a definition; everything else is derived.
+identity = activation("identity", _z, var=_z, latex=r"\operatorname{id}")
+sigmoid = activation("sigmoid", 1 / (1 + sp.exp(-_z)), var=_z, latex=r"\sigma",
+                     stable=(1 + sp.tanh(_z / 2)) / 2)
+tanh = activation("tanh", sp.tanh(_z), var=_z, latex=r"\tanh")
+relu = activation("relu", sp.Piecewise((0, _z < 0), (_z, True)), var=_z,
+                  latex=r"\operatorname{ReLU}")
+relu.convention = r"\operatorname{ReLU}'(0) = 1, as in the notes (1 for z \geq 0)"
+_alpha = sp.Symbol("alpha", positive=True)
+leaky_relu = activation("leaky_relu", sp.Piecewise((_alpha * _z, _z < 0), (_z, True)), var=_z,
+                        latex=r"\operatorname{LReLU}", params={_alpha: sp.Rational(1, 100)})
+leaky_relu.convention = r"\operatorname{LReLU}'(0) = 1"
+softplus = activation("softplus", sp.log(1 + sp.exp(_z)), var=_z, latex=r"\operatorname{softplus}",
+                      stable=sp.Max(_z, 0) + sp.log(1 + sp.exp(-sp.Abs(_z))))
+swish = activation("swish", _z * sigmoid(_z), var=_z, latex=r"\operatorname{swish}")
+ACTIVATIONS["silu"] = swish
+
+
+class softmax:
+    """The softmax output layer: s_k = exp(z_k) / Σ_j exp(z_j), row by row.
+
+    It is a vector function, so it is not an ``Activation``; its partial
+    derivatives are derived by SymPy in :func:`softmax_jacobian`.
+    """
+
+    __name__ = "softmax"
+    latex_name = r"\operatorname{softmax}"
+
+    @staticmethod
+    def components(zs):
+        """The list of softmax outputs for the symbols `zs`, as SymPy expressions."""
+        total = sum(sp.exp(z) for z in zs)
+        return [sp.exp(z) / total for z in zs]
+
+
+# ---------------------------------------------------------------- losses
+@dataclass(frozen=True)
+class LossFunction:
+    """A per-output loss ℓ(prediction, target), summed over a sample's outputs.
+
+    ``expr`` is written in ``prediction`` and ``target``; ``outputs`` is
+    "elementwise" for an ordinary loss, or "softmax" when it consumes the
+    softmax of the logits (cross-entropy).  ``scale`` and ``latex`` are
+    only for display.
+    """
+
+    name: str
+    expr: sp.Expr
+    prediction: sp.Symbol
+    target: sp.Symbol
+    latex: str = ""
+    needs: str = "elementwise"
+    extra: dict = field(default_factory=dict)
+
+    def __call__(self, prediction, target):
+        """The loss for one output, as a SymPy expression."""
+        return self.expr.xreplace({self.prediction: prediction, self.target: target})
+
+
+def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
+                  latex: str | None = None, needs: str = "elementwise") -> LossFunction:
+    """Register a new loss from its SymPy definition alone.
+
+    >>> yh, t = sp.symbols("yhat t")
+    >>> logcosh = loss_function("logcosh", sp.log(sp.cosh(yh - t)), prediction=yh, target=t)
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise DefinitionError(f"loss name {name!r} must be an identifier")
+    if not isinstance(prediction, sp.Symbol) or not isinstance(target, sp.Symbol):
+        raise DefinitionError(f"loss {name!r}: prediction and target must be SymPy Symbols")
+    expr = sp.sympify(expr)
+    extra = set(expr.free_symbols) - {prediction, target}
+    if extra:
+        raise DefinitionError(
+            f"loss {name!r}: definition uses unknown symbols {sorted(map(str, extra))}")
+    if not expr.has(prediction):
+        raise DefinitionError(f"loss {name!r} does not depend on its prediction {prediction}")
+    lf = LossFunction(name, expr, prediction, target, latex or rf"\operatorname{{{_tex_ident(name)}}}", needs)
+    LOSSES[name] = lf
+    return lf
+
+
+def get_loss(spec) -> LossFunction:
+    """Look up a loss by name, or pass a LossFunction through."""
+    if isinstance(spec, LossFunction):
+        return spec
+    if isinstance(spec, str) and spec in LOSSES:
+        return LOSSES[spec]
+    raise DefinitionError(f"unknown loss {spec!r}; known: {', '.join(sorted(LOSSES))}")
+
+
+_p, _t = sp.Symbol("p", real=True), sp.Symbol("t", real=True)
+loss_function("mse", (_p - _t) ** 2, _p, _t, latex=r"(\hat y - y)^2")
+loss_function("half_mse", (_p - _t) ** 2 / 2, _p, _t, latex=r"\tfrac12(\hat y - y)^2")
+loss_function("binary_cross_entropy", -(_t * sp.log(_p) + (1 - _t) * sp.log(1 - _p)), _p, _t,
+              latex=r"-\left(y\log\hat y + (1-y)\log(1-\hat y)\right)")
+loss_function("cross_entropy", -_t * sp.log(_p), _p, _t, latex=r"-\sum_k y_k \log \hat y_k",
+              needs="softmax")
+loss_function("logcosh", sp.log(sp.cosh(_p - _t)), _p, _t)
+loss_function("huber", sp.Piecewise(((_p - _t) ** 2 / 2, sp.Abs(_p - _t) <= 1),
+                                    (sp.Abs(_p - _t) - sp.Rational(1, 2), True)), _p, _t)
