@@ -9,11 +9,12 @@ from .functions import (activation, loss_function, get_activation, get_loss,
                         identity, sigmoid, tanh, relu, leaky_relu, softplus, swish, softmax)
 from .graph import Graph
 from .derive import Derivation, Factor, derive
+from .layers import Dense, Sequential, mlp, LayerDerivation
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SymbackError", "Graph", "Derivation", "Factor", "derive",
+    "SymbackError", "Graph", "Dense", "Sequential", "mlp", "LayerDerivation", "Derivation", "Factor", "derive",
     "activation", "loss_function", "get_activation", "get_loss",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish", "softmax",
     "__version__",
