@@ -1,0 +1,193 @@
+"""Shared fixtures: the seed networks as small builders, and numeric helpers.
+
+Each builder returns ``(graph, s)`` where ``s`` maps every name to its SymPy
+symbol, so a test can write the seed's closed forms in the seed's own letters.
+The numeric helpers never go through symback: they substitute numbers into
+SymPy expressions, or replace symback's functions by definitions written here.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symback as sb
+
+
+def _symbols(g: sb.Graph) -> dict[str, sp.Symbol]:
+    return {n: g.symbol(n) for n in g.order}
+
+
+def seed002_graph():
+    """Seed 002: a1 = w1 x1, a2 = w2 x2, ŷ = b + a1 + a2, Loss = (ŷ − y)²."""
+    g = sb.Graph()
+    x1, x2 = g.inputs("x1 x2")
+    y = g.targets("y")
+    w1, w2, b = g.params("w1 w2 b")
+    a1 = g.node("a_1", w1 * x1)
+    a2 = g.node("a_2", w2 * x2)
+    yhat = g.node("yhat", b + a1 + a2)
+    g.loss((yhat - y) ** 2)
+    return g, _symbols(g)
+
+
+def seed000_graph():
+    """Seed 000: c = x1 w1 + x2 w2 + b, p = ReLU(c), L = 1/(2m) Σ (p − y)²."""
+    g = sb.Graph()
+    x1, x2 = g.inputs("x1 x2")
+    y = g.targets("y")
+    w1, w2, b = g.params("w1 w2 b")
+    c = g.node("c", x1 * w1 + x2 * w2 + b)
+    p = g.node("p", sb.relu(c))
+    g.loss((p - y) ** 2 / 2, reduction="mean")   # C/2 averaged: the seed's 1/(2m) Σ
+    return g, _symbols(g)
+
+
+def seed001_graph():
+    """Seed 001: a1 = ReLU(i1 w1), a2 = ReLU(a1 w2), a3 = σ(a2 w3), C = (a3 − y)²."""
+    g = sb.Graph()
+    i1 = g.inputs("i1")
+    y = g.targets("y")
+    w1, w2, w3 = g.params("w1 w2 w3")
+    a1 = g.node("a1", sb.relu(i1 * w1))
+    a2 = g.node("a2", sb.relu(a1 * w2))
+    a3 = g.node("a3", sb.sigmoid(a2 * w3))
+    g.loss((a3 - y) ** 2)
+    return g, _symbols(g)
+
+
+def seed003_case2_graph():
+    """Seed 003, chain rule case 2: x = g(s), y = h(s), z = k(x, y); C = z."""
+    g = sb.Graph()
+    t = g.inputs("t")
+    s = g.params("s")
+    x = g.node("x", sp.sin(s * t))
+    y = g.node("y", sp.exp(s))
+    z = g.node("z", x * y + x)
+    g.loss(z, reduction="sum")                      # L = Σ_n C^n, as in the seed
+    return g, _symbols(g)
+
+
+def seed004_graph():
+    """Seed 004's punchline network, one unit per layer (X W1 ... written as scalars)."""
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    W1, W2, W3 = g.params("W1 W2 W3")
+    z2 = g.node("z2", x * W1)
+    a2 = g.node("a2", sb.sigmoid(z2))
+    z3 = g.node("z3", a2 * W2)
+    a3 = g.node("a3", sb.sigmoid(z3))
+    yhat = g.node("yhat", a3 * W3)
+    g.loss((yhat - y) ** 2 / 2)
+    return g, _symbols(g)
+
+
+def seed004_1d_graph():
+    """Seed 004's numbers: ŷ = a(w x) with a the identity, L = (ŷ − y)²."""
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    w = g.params("w")
+    yhat = g.node("yhat", sb.identity(w * x))
+    g.loss((yhat - y) ** 2)
+    return g, _symbols(g)
+
+
+def chain_graph(depth: int, act=None):
+    """A deep chain of one-neuron layers: z_l = a_{l-1} w_l + b_l, a_l = act(z_l); C = (a_L − y)²/2."""
+    act = act or sb.tanh
+    g = sb.Graph()
+    a = g.inputs("x")
+    y = g.targets("y")
+    for l in range(1, depth + 1):
+        w, b = g.params(f"w{l} b{l}")
+        z = g.node(f"z{l}", a * w + b)
+        a = g.node(f"a{l}", act(z))
+    g.loss((a - y) ** 2 / 2)
+    return g
+
+
+def scalar_mlp_graph(sizes, act=None):
+    """A fully connected net with every weight its own symbol w{l}_{i}_{j}; linear output, C = (ŷ − y)²/2."""
+    act = act or sb.tanh
+    g = sb.Graph()
+    prev = list(np.atleast_1d(g.inputs([f"x{i}" for i in range(1, sizes[0] + 1)])))
+    y = g.targets("y")
+    for l in range(1, len(sizes)):
+        cur = []
+        for j in range(1, sizes[l] + 1):
+            ws = np.atleast_1d(g.params([f"w{l}_{i}_{j}" for i in range(1, len(prev) + 1)]))
+            b = g.params(f"b{l}_{j}")
+            z = g.node(f"z{l}_{j}", sp.Add(*[w * a for w, a in zip(ws, prev)]) + b)
+            cur.append(z if l == len(sizes) - 1 else g.node(f"a{l}_{j}", act(z)))
+        prev = cur
+    g.loss(sp.Add(*[(o - y) ** 2 for o in prev]) / 2)
+    return g
+
+
+# ---------------------------------------------------------------- numbers
+# The oracle's own definitions of symback's functions, written here.
+ORACLE_DEFS = {
+    "identity": lambda z: z,
+    "sigmoid": lambda z: 1 / (1 + sp.exp(-z)),
+    "tanh": sp.tanh,
+    "relu": lambda z: sp.Piecewise((z, z >= 0), (0, True)),
+    "leaky_relu": lambda z, a=sp.Rational(1, 100): sp.Piecewise((z, z >= 0), (a * z, True)),
+    "softplus": lambda z: sp.log(1 + sp.exp(z)),
+    "swish": lambda z: z / (1 + sp.exp(-z)),
+    "silu": lambda z: z / (1 + sp.exp(-z)),
+}
+
+
+def to_elementary(expr: sp.Expr) -> sp.Expr:
+    """Replace every symback function in `expr` by the oracle's own definition."""
+    def is_sb(e):
+        return isinstance(e, sb.functions.Activation) and type(e).__name__ in ORACLE_DEFS
+
+    return expr.replace(is_sb, lambda e: ORACLE_DEFS[type(e).__name__](*e.args))
+
+
+def num(expr, values: dict) -> float:
+    """Evaluate a SymPy expression at `values` (name or symbol -> number) as a float."""
+    subs = {(sp.Symbol(k) if isinstance(k, str) else k): sp.Float(v, 30) for k, v in values.items()}
+    out = sp.sympify(expr).xreplace(subs)
+    return float(sp.N(out, 20))
+
+
+@pytest.fixture
+def seed002():
+    return seed002_graph()
+
+
+@pytest.fixture
+def seed000():
+    return seed000_graph()
+
+
+@pytest.fixture
+def seed001():
+    return seed001_graph()
+
+
+@pytest.fixture
+def seed003_case2():
+    return seed003_case2_graph()
+
+
+@pytest.fixture
+def seed004():
+    return seed004_graph()
+
+
+@pytest.fixture
+def seed004_1d():
+    return seed004_1d_graph()
+
+
+@pytest.fixture
+def rng():
+    """A seeded random.Random for reproducible random points."""
+    return random.Random(1234)
