@@ -124,6 +124,17 @@ class Elementwise(sp.MatrixExpr):
         return r"\left[%s\right]_{\text{elementwise}}" % printer._print(self.function.expr.xreplace(subs))
 
 
+def _explicit(e):
+    """An explicit matrix for Softmax or Elementwise of explicit matrices."""
+    if isinstance(e, Softmax):
+        z = e.arg
+        return sp.ImmutableMatrix(z.rows, z.cols, lambda i, k: sp.exp(z[i, k]) / sum(
+            sp.exp(z[i, j]) for j in range(z.cols)))
+    ops = [sp.ImmutableMatrix(o) for o in e.operands]
+    return sp.ImmutableMatrix(ops[0].rows, ops[0].cols,
+                              lambda i, k: e.function(*[o[i, k] for o in ops]))
+
+
 def _elementwise(fn, arg):
     """f applied element-wise to a matrix expression."""
     return ElementwiseApplyFunction(fn, arg)
@@ -208,6 +219,7 @@ def mlp(sizes, activation="sigmoid", output="identity", loss="mse", reduction="m
         raise DefinitionError(f"sizes must be a list of layer widths, got {sizes!r}") from None
     if len(sizes) < 2:
         raise DefinitionError(f"mlp needs at least two sizes (inputs and outputs), got {sizes!r}")
+    get_activation(activation)      # checked even when there is no hidden layer
     layers = [Dense(n, activation) for n in sizes[1:-1]] + [Dense(sizes[-1], output)]
     return Sequential(*layers, inputs=sizes[0], loss=loss, reduction=reduction)
 
@@ -304,8 +316,11 @@ class LayerDerivation(Derivation):
     * ``adjoint``: name -> recursive formula; for ``delta_Z{l}`` it is
       δ_{l+1} W_{l+1}ᵀ ⊙ f'(Z_l) (with :class:`FPrime`), for ``W{l}`` and
       ``b{l}`` the gradients A_{l-1}ᵀ δ_l and 1ᵀ δ_l, summed over samples;
-    * ``backward``: ``[(delta_Z_L, top), (W_L, ...), (b_L, ...), (delta_Z_{L-1}, ...), ...]``,
-      the order in which compiled code evaluates them.
+    * ``grad[p]``: a MatrixSymbol ``grad_W1`` etc. naming ∂C/∂p (summed over rows);
+    * ``backward``: ``[(delta_Z_L, top), (grad_W_L, A_{L-1}ᵀ δ_L), (grad_b_L, 1ᵀ δ_L),
+      (delta_Z_{L-1}, ...), ...]``, the order in which compiled code evaluates them.
+      These are per-sample adjoints stacked in rows: for the batch loss
+      L multiply by 1/m when the reduction is the mean (once, at δ_L).
 
     :meth:`gradient` gives per-sample gradients summed over the batch's
     rows (for one sample, m = 1, exactly ∂C/∂p); :meth:`batch_gradient`
@@ -370,12 +385,13 @@ class LayerDerivation(Derivation):
         top = _to_matrix(g, {z: self.Z[L], a: self.A[L], y: self.Y}, (m, self.sizes[-1]))
         self.adjoint = {self.delta[L].name: top}
         self.backward = [(self.delta[L], top)]
-        self.local = {}
+        self.local, self.grad = {}, {}
         for l in range(L, 0, -1):
             dZ = self.delta[l]
             for p in (self.W[l], self.b[l]):
                 self.adjoint[p.name] = self._vjp(self.Z[l], dZ, p)
-                self.backward.append((p, self.adjoint[p.name]))
+                self.grad[p.name] = sp.MatrixSymbol(f"grad_{p.name}", *p.shape)
+                self.backward.append((self.grad[p.name], self.adjoint[p.name]))
             self.local[(self.Z[l].name, self.W[l].name)] = self.A[l - 1].T
             if l > 1:
                 dA = self._vjp(self.Z[l], dZ, self.A[l - 1])          # δ_l W_lᵀ
@@ -468,9 +484,44 @@ class LayerDerivation(Derivation):
         return [path]
 
     def evaluate(self, values: dict) -> dict:
-        """Not available for layer networks: use ``symback.compile``."""
-        raise SymbackError("evaluate() substitutes numbers into scalar graphs; "
-                           "for a layer network use symback.compile(d) and Model.grad")
+        """Substitute numbers into the formulas, exactly as SymPy reads them.
+
+        ``values`` maps "X", "Y" and every parameter to arrays (b_l as a
+        row).  Returns {'forward': {node: ndarray}, 'gradient': {p: ndarray}}
+        with the gradients of the batch loss L (reduction applied).  Slow:
+        meant for small networks, worked examples and checking the formulas.
+        """
+        import numpy as np
+        missing = [n for n in ["X", "Y"] + self.params if n not in values]
+        if missing:
+            raise SymbackError(f"values missing for {', '.join(missing)}")
+        arrays = {n: np.atleast_2d(np.asarray(values[n], dtype=float)) for n in ["X", "Y"] + self.params}
+        rows = arrays["X"].shape[0]
+        env = {}
+        for sym in [self.X, self.Y] + [s for l in self.W for s in (self.W[l], self.b[l])]:
+            a = arrays[sym.name]
+            if sym.shape[1] != a.shape[1] or (sym.shape[0] != BATCH_SIZE and sym.shape[0] != a.shape[0]):
+                raise SymbackError(f"{sym.name} has shape {a.shape}, expected {sym.shape}")
+            env[sym] = sp.ImmutableMatrix(a)
+
+        def ev(e):
+            e = e.xreplace(env).subs(BATCH_SIZE, rows)
+            e = e.replace(lambda x: isinstance(x, FPrime), lambda x: x.as_elementwise())
+            e = e.replace(lambda x: isinstance(x, (Softmax, Elementwise)), _explicit)
+            return sp.ImmutableMatrix(e.doit()).evalf()
+        forward = {}
+        for node, e in self.forward:
+            env[node] = forward[node.name] = ev(e)
+        grads = {}
+        for target, e in self.backward:
+            value = ev(e)
+            env[target] = value
+            if not isinstance(target, AdjointMatrix):
+                p = target.name[len("grad_"):]
+                grads[p] = value / rows if self.reduction == "mean" else value
+        to_np = lambda m: np.array(m.tolist(), dtype=float)
+        return {"forward": {k: to_np(v) for k, v in forward.items()},
+                "gradient": {p: to_np(grads[p]) for p in self.params}}
 
     def __repr__(self):
         return (f"<LayerDerivation {'-'.join(map(str, self.sizes))} "
