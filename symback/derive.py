@@ -76,8 +76,9 @@ def backward(graph: Graph):
             continue
         terms = []
         for child in graph.children(name):
-            # factor_terms keeps 2(ŷ − y) rather than SymPy's 2ŷ − 2y
-            d = sp.factor_terms(sp.diff(graph.expr(child), graph.symbol(name)))
+            # Kept in SymPy's canonical form, so it compares equal (==) to the
+            # same formula typed by a user; printers factor it for display.
+            d = sp.diff(graph.expr(child), graph.symbol(name))
             local[(child, name)] = d
             terms.append(delta(graph, child) * d)
         adjoint[name] = sp.Add(*terms)
