@@ -10,6 +10,7 @@ from .functions import (activation, loss_function, get_activation, get_loss,
 from .graph import Graph
 from .derive import Derivation, Factor, derive
 from .layers import Dense, Sequential, mlp, LayerDerivation
+from .spec import load_spec, parse_expr
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,6 @@ __all__ = [
     "SymbackError", "Graph", "Dense", "Sequential", "mlp", "LayerDerivation", "Derivation", "Factor", "derive",
     "activation", "loss_function", "get_activation", "get_loss",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish", "softmax",
+    "load_spec", "parse_expr",
     "__version__",
 ]

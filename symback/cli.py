@@ -1,0 +1,749 @@
+"""The ``symback`` command line: derive, train, codegen, demo.
+
+Every mistake a user can make ends as one line on stderr,
+``symback: error: <message>``, and a non-zero exit status (2 for bad
+input, 1 when a file or tool could not be used); no traceback, and no
+output file left behind, because every file is written whole or not at all.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import DataError, OutputError, SpecError, SymbackError
+
+__all__ = ["main", "build_parser", "parse_layers", "load_data"]
+
+DOC_SUFFIXES = (".tex", ".md", ".pdf")
+
+# Seed 004's worked example, embedded so `symback demo` needs no files.
+SEED004_SPEC = """
+inputs  = ["x"]
+targets = ["y"]
+params  = ["w1"]
+
+[nodes]
+yhat = "identity(w1*x)"
+
+[loss]
+cost = "(yhat - y)**2"
+
+[example]
+values = { x = 3, w1 = 0.1, y = 1 }
+lr     = 1
+"""
+
+
+# ====================================================================== parsing
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is the same single line as any other error."""
+
+    def error(self, message):
+        _fail(f"{message} (see '{self.prog} --help')")
+        raise SystemExit(2)
+
+
+def _fail(message: str):
+    text = " ".join(str(message).split())
+    print(f"symback: error: {text}", file=sys.stderr)
+
+
+def parse_layers(text: str) -> list[int]:
+    """'784,128,64,10' -> [784, 128, 64, 10]; a clear error for anything else."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if any(p == "" for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is malformed: an empty width between commas")
+    sizes = []
+    for p in parts:
+        if not p.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is malformed: {p!r} is not a positive whole number")
+        sizes.append(int(p))
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is malformed: give at least the input and output widths, e.g. 2,8,1")
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is malformed: widths must be at least 1")
+    return sizes
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive and finite")
+        return value
+    convert.__name__ = f"positive {kind.__name__}"
+    return convert
+
+
+def _network_options(p: argparse.ArgumentParser):
+    g = p.add_argument_group("the network: a TOML spec file, or a layer network from flags")
+    g.add_argument("spec", nargs="?", metavar="SPEC.toml",
+                   help="a scalar graph written as a TOML spec file (format: DESIGN.md, examples/*.toml)")
+    g.add_argument("--layers", type=parse_layers, metavar="N0,N1,...",
+                   help="layer widths, inputs first, e.g. 784,128,64,10")
+    g.add_argument("--activation", metavar="NAME",
+                   help="hidden-layer activation (default sigmoid): identity, sigmoid, tanh, relu, "
+                        "leaky_relu, softplus, swish")
+    g.add_argument("--output", metavar="NAME",
+                   help="output-layer activation (default identity); softmax for classes")
+    g.add_argument("--loss", metavar="NAME",
+                   help="mse, half_mse, binary_cross_entropy, cross_entropy, logcosh, huber "
+                        "(default mse, or cross_entropy with --output softmax)")
+    g.add_argument("--reduction", choices=("mean", "sum"),
+                   help="batch reduction of a layer network's loss (default mean)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``symback`` command."""
+    parser = _Parser(
+        prog="symback",
+        description="Symbolic backpropagation: derive the chain-rule formulas of a network, "
+                    "render them as LaTeX or Markdown, and train with NumPy code generated from them.",
+        epilog="Errors are one line on stderr; exit status 2 for bad input, 1 when a file or "
+               "tool could not be used.  Start with: symback demo")
+    parser.add_argument("--version", action="version", version=f"symback {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("derive", help="derive and print (or write) the backpropagation formulas",
+                       description="Derive dLoss/dparameter for every parameter and print the "
+                                   "derivation (LaTeX by default) or write it to a file.",
+                       epilog="examples: symback derive examples/seed002.toml -o seed002.pdf;  "
+                              "symback derive --layers 784,128,64,10 --activation sigmoid "
+                              "--output softmax --loss cross_entropy -o mlp.tex")
+    _network_options(d)
+    d.add_argument("-o", "--out", metavar="FILE",
+                   help="write .tex, .md or .pdf (by suffix; .pdf needs pdflatex) instead of printing")
+    d.add_argument("--format", choices=("latex", "markdown", "text"),
+                   help="what to print without -o (default latex; text is a plain list of gradients)")
+    d.add_argument("--template", metavar="NAME|FILE.j2",
+                   help="article (default), snippet, beamer, markdown, or a path to your own *.j2")
+    d.add_argument("--param", metavar="NAME", help="the parameter whose path is highlighted")
+    d.add_argument("--values", metavar="x=3,w1=0.1,y=1",
+                   help="numbers for every input, target and parameter: a worked example")
+    d.add_argument("--lr", type=_positive(float), metavar="RATE",
+                   help="learning rate of the worked example's update step")
+    d.add_argument("--title", help="document title")
+    d.set_defaults(func=cmd_derive)
+
+    t = sub.add_parser("train", help="train a network on a CSV or .npz file",
+                       description="Train with NumPy code generated from the derived formulas.",
+                       epilog="Data: a CSV file with a header row, or an .npz file holding arrays X "
+                              "and Y.  A spec file's inputs and targets are read from the columns "
+                              "of those names.  For a layer network the target columns are named "
+                              "by --targets (default: the last column) and every other column is "
+                              "an input.  With a softmax output of K classes a single target "
+                              "column of integer class labels 0..K-1 is one-hot encoded.")
+    _network_options(t)
+    t.add_argument("--data", required=True, metavar="FILE.csv|FILE.npz", help="training data")
+    t.add_argument("--targets", metavar="COL[,COL...]",
+                   help="target column names for a layer network (default: the last column)")
+    t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
+    t.add_argument("--lr", type=_positive(float), default=0.1, metavar="RATE",
+                   help="learning rate (default 0.1)")
+    t.add_argument("--epochs", type=_positive(int), default=20, metavar="N", help="default 20")
+    t.add_argument("--batch-size", type=_positive(int), default=32, metavar="N", help="default 32")
+    t.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed (default 0)")
+    t.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    t.add_argument("--out", default="params.npz", metavar="FILE.npz",
+                   help="where to save the trained parameters (default params.npz)")
+    t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run")
+    t.add_argument("--plot", metavar="FILE.png",
+                   help="a PNG of the loss curve (and gradient norms); needs matplotlib")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar with the running loss (needs tqdm; default: on when stderr is a terminal)")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("codegen", help="write a standalone NumPy-only training module",
+                       description="Write the generated forward, gradient and training-step "
+                                   "functions as a Python module that needs NumPy only.",
+                       epilog="example: symback codegen --layers 2,8,1 --activation tanh -o net.py; "
+                              "then: import net; loss, grads = net.grad(X, Y, params)")
+    _network_options(c)
+    c.add_argument("-o", "--out", required=True, metavar="FILE.py", help="the module to write")
+    c.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    c.set_defaults(func=cmd_codegen)
+
+    m = sub.add_parser("demo", help="derive, render and train on built-in examples (no data needed)",
+                       description="Derive seed 004's worked example and a small MLP, write their "
+                                   "derivations (.tex, and .pdf when pdflatex is installed), train "
+                                   "the MLP on generated data and print the results.")
+    m.add_argument("--outdir", default=".", metavar="DIR", help="where to write the files (default .)")
+    m.add_argument("--dataset", choices=("moons", "xor"), default="moons")
+    m.add_argument("--no-pdf", action="store_true", help="write .tex only, even if pdflatex is there")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=cmd_demo)
+    return parser
+
+
+# ====================================================================== network
+def _network(args):
+    """(derivation source, spec or None) from the positional spec file or the layer flags."""
+    import symback as sb
+    from .spec import read_spec
+
+    layer_flags = [f for f in ("activation", "output", "loss", "reduction") if getattr(args, f)]
+    if args.spec and args.layers:
+        raise SymbackError("give either a spec file or --layers, not both")
+    if args.spec:
+        if layer_flags:
+            raise SymbackError(f"--{layer_flags[0]} applies to --layers networks; "
+                               "a spec file defines its own functions and loss")
+        spec = read_spec(args.spec)
+        return spec.graph, spec
+    if not args.layers:
+        raise SymbackError("no network: give a spec file (e.g. examples/seed002.toml) "
+                           "or --layers, e.g. --layers 2,8,1")
+    output = args.output or "identity"
+    loss = args.loss or ("cross_entropy" if output == "softmax" else "mse")
+    net = sb.mlp(args.layers, activation=args.activation or "sigmoid", output=output, loss=loss,
+                 reduction=args.reduction or "mean")
+    return net, None
+
+
+def _derive(args):
+    import symback as sb
+    source, spec = _network(args)
+    return sb.derive(source), spec
+
+
+# ====================================================================== derive
+def cmd_derive(args) -> int:
+    """symback derive: print or write the derivation."""
+    from .spec import parse_values
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_output(out, DOC_SUFFIXES, "-o")
+        if args.format:
+            wanted = {".tex": "latex", ".pdf": "latex", ".md": "markdown"}[out.suffix.lower()]
+            if args.format != wanted:
+                raise SymbackError(f"--format {args.format} does not match {out.name}; "
+                                   "the suffix of -o chooses the format")
+    d, spec = _derive(args)
+    values = parse_values(args.values) if args.values else (dict(spec.values) if spec else {})
+    lr = args.lr if args.lr is not None else (spec.lr if spec else None)
+    if values:
+        _check_values(d, values)
+    if args.param is not None:
+        d._param(args.param)               # unknown name -> a clear error now
+    options = {k: v for k, v in (("param", args.param), ("values", values or None),
+                                 ("lr", lr), ("title", args.title)) if v is not None}
+    if args.template:
+        options["template"] = args.template
+    if out is not None:
+        d.write(out, **options)
+        print(f"wrote {out}")
+        return 0
+    fmt = args.format or "latex"
+    if fmt == "text":
+        if args.template:
+            raise SymbackError("--template applies to latex and markdown output")
+        sys.stdout.write(text_report(d, values, lr))
+    elif fmt == "markdown":
+        options.setdefault("template", "markdown")
+        sys.stdout.write(d.markdown(**options))
+    else:
+        sys.stdout.write(d.latex(**options))
+    return 0
+
+
+def _check_values(d, values: dict):
+    if getattr(d, "kind", "scalar") == "layers":
+        raise SymbackError("--values gives numbers to the symbols of a scalar graph (a spec file); "
+                           "a layer network's worked example is what `symback train` computes")
+    g = d.graph
+    known = g.input_names + g.target_names + g.param_names
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise SymbackError(f"--values: unknown name(s) {', '.join(unknown)}; "
+                           f"the graph has {', '.join(known)}")
+    missing = [k for k in known if k not in values]
+    if missing:
+        raise SymbackError(f"--values: missing {', '.join(missing)} (every input, target and "
+                           "parameter needs a number)")
+
+
+def text_report(d, values: dict | None = None, lr=None) -> str:
+    """The gradients as plain text: chain form, each path's factors, and a worked example."""
+    import sympy as sp
+    lines = [repr(d), ""]
+    for p in d.params:
+        lines.append(f"d{d.loss_name}/d{p} = {sp.sstr(d.gradient(p))}")
+        for path in d.chain(p):
+            lines.append("    path: " + " * ".join(f"d{f.of}/d{f.wrt} [{sp.sstr(f.expr)}]" for f in path))
+    if values:
+        ev = d.evaluate(values)
+        lines += ["", "worked example: " + ", ".join(f"{k} = {v}" for k, v in values.items())]
+        lines += [f"    {n} = {_num(v)}" for n, v in ev["forward"].items()]
+        lines += [f"    d{d.loss_name}/d{p} = {_num(v)}" for p, v in ev["gradient"].items()]
+        if lr is not None:
+            lines += [f"    {p} <- {p} - {_num(lr)} * d{d.loss_name}/d{p} = {_num(values[p] - sp.nsimplify(lr) * v)}"
+                      for p, v in ev["gradient"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    """A number as a user reads it: 0.49 rather than 49/100."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.10g}"
+
+
+# ====================================================================== data
+def load_data(path) -> tuple[list[str] | None, dict]:
+    """Read training data: a CSV file with a header row, or an .npz file.
+
+    Returns ``(columns, arrays)``: for a CSV the column names and
+    ``{"table": n×k array}``; for an .npz ``(None, {name: array})``.
+    Non-numeric cells, ragged rows, NaN or infinite values raise DataError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such data file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: np.asarray(z[k]) for k in z.files}
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: not a readable .npz file ({' '.join(str(exc).split())})") from None
+        for k, a in arrays.items():
+            if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+                raise DataError(f"{path}: array {k!r} is not real numbers (dtype {a.dtype})")
+            if not np.all(np.isfinite(a)):
+                raise DataError(f"{path}: array {k!r} contains NaN or infinite values")
+        return None, arrays
+    if suffix not in (".csv", ".txt"):
+        raise DataError(f"{path}: data must be a .csv file with a header row or an .npz file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path}: empty file")
+    header = [h.strip() for h in rows[0]]
+    if any(not h for h in header) or len(set(header)) != len(header):
+        raise DataError(f"{path}: the header row needs a distinct name for every column, got {rows[0]}")
+    if all(_is_number(h) for h in header):
+        raise DataError(f"{path}: the first row must name the columns (a header row), got numbers")
+    if len(rows) < 2:
+        raise DataError(f"{path}: no data rows after the header")
+    table = np.empty((len(rows) - 1, len(header)))
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {i} has {len(row)} values, the header has {len(header)} columns")
+        for j, cell in enumerate(row):
+            try:
+                table[i - 2, j] = float(cell)
+            except ValueError:
+                raise DataError(f"{path}: row {i}, column {header[j]!r}: {cell.strip()!r} is not a number") from None
+    bad = ~np.isfinite(table)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{path}: column {header[j]!r} has NaN or infinite values (first at row {i + 2})")
+    return header, {"table": table}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:
+    if columns is not None:
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise DataError(f"{path}: no column {', '.join(map(repr, missing))} for the {what}; "
+                            f"columns are {', '.join(columns)}")
+        return arrays["table"][:, [columns.index(n) for n in names]]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise DataError(f"{path}: no array {', '.join(map(repr, missing))} for the {what}; "
+                        f"arrays are {', '.join(arrays)}")
+    cols = []
+    for n in names:
+        a = arrays[n]
+        if a.ndim != 1 and not (a.ndim == 2 and a.shape[1] == 1):
+            raise DataError(f"{path}: array {n!r} must be one column, got shape {a.shape}")
+        cols.append(a.reshape(-1))
+    if len({len(c) for c in cols}) != 1:
+        raise DataError(f"{path}: the arrays {', '.join(names)} have different lengths")
+    return np.column_stack(cols)
+
+
+def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """X and Y for derivation `d` from the data file at `path` (see ``symback train --help``)."""
+    columns, arrays = load_data(path)
+    if getattr(d, "kind", "scalar") != "layers":
+        if targets:
+            raise SymbackError("--targets is for layer networks; a spec file names its inputs "
+                               "and targets, and the data's columns are matched by those names")
+        g = d.graph
+        if columns is None and "X" in arrays and not set(g.input_names) <= set(arrays):
+            X, Y = _xy_arrays(path, arrays)
+        else:
+            X = _select(path, columns, arrays, g.input_names, "inputs")
+            Y = _select(path, columns, arrays, g.target_names, "targets") if g.target_names \
+                else np.zeros((len(X), 0))
+        _check_width(path, X, len(g.input_names), "input columns", "the spec's inputs")
+        _check_width(path, Y, len(g.target_names), "target columns", "the spec's targets")
+        return X, Y
+    sizes = d.sizes
+    if columns is None:
+        if targets:
+            raise SymbackError("--targets names CSV columns; an .npz file holds arrays X and Y")
+        X, Y = _xy_arrays(path, arrays)
+    else:
+        names = [t.strip() for t in targets.split(",")] if targets else [columns[-1]]
+        if any(not n for n in names):
+            raise SymbackError(f"malformed --targets {targets!r}")
+        Y = _select(path, columns, arrays, names, "targets")
+        X = arrays["table"][:, [j for j, c in enumerate(columns) if c not in names]]
+    _check_width(path, X, sizes[0], "input columns", f"--layers starts with {sizes[0]}")
+    K = sizes[-1]
+    from .functions import softmax
+    if Y.shape[1] == 1 and K > 1 and d.activation_list[-1] is softmax:
+        Y = _one_hot(path, Y[:, 0], K)
+    _check_width(path, Y, K, "target columns", f"the output layer has {K} units")
+    return X, Y
+
+
+def _xy_arrays(path, arrays):
+    if "X" not in arrays or "Y" not in arrays:
+        raise DataError(f"{path}: an .npz file needs arrays named X and Y; it has {', '.join(arrays) or 'none'}")
+    X, Y = arrays["X"], arrays["Y"]
+    X = X.reshape(-1, 1) if X.ndim == 1 else X
+    Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+    if X.ndim != 2 or Y.ndim != 2:
+        raise DataError(f"{path}: X and Y must be 2-D (samples in rows), got {X.shape} and {Y.shape}")
+    if len(X) != len(Y):
+        raise DataError(f"{path}: X has {len(X)} rows but Y has {len(Y)}")
+    return X.astype(float), Y.astype(float)
+
+
+def _check_width(path, A, width, what, why):
+    if A.shape[1] != width:
+        raise DataError(f"{path}: {A.shape[1]} {what}, but {why} (expected {width})")
+    if len(A) == 0:
+        raise DataError(f"{path}: no samples")
+
+
+def _one_hot(path, labels, K) -> np.ndarray:
+    ints = labels.astype(int)
+    if not np.array_equal(ints, labels) or ints.min() < 0 or ints.max() >= K:
+        raise DataError(f"{path}: for a softmax output of {K} classes the target column must hold "
+                        f"integer labels 0..{K - 1} (or give {K} one-hot target columns)")
+    Y = np.zeros((len(ints), K))
+    Y[np.arange(len(ints)), ints] = 1.0
+    return Y
+
+
+# ====================================================================== train
+def cmd_train(args) -> int:
+    """symback train: fit the network to the data and save the parameters."""
+    import symback as sb
+    from .render import _atomic_write
+
+    out = Path(args.out)
+    _check_output(out, (".npz",), "--out")
+    plot = Path(args.plot) if args.plot else None
+    if plot is not None:
+        _check_output(plot, (".png",), "--plot")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise OutputError("--plot needs matplotlib: pip install matplotlib") from None
+    d, _ = _derive(args)
+    X, Y = training_arrays(d, args.data, args.targets)
+    model = sb.compile(d, dtype=args.dtype)
+    params = model.init(seed=args.seed)
+    if args.resume:
+        params = load_params(args.resume, params)
+    progress = args.progress
+    if progress is None:
+        progress = sys.stderr.isatty() and _has("tqdm")
+    elif progress and not _has("tqdm"):
+        raise OutputError("--progress needs tqdm: pip install tqdm")
+    start = time.perf_counter()
+    history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        seed=args.seed, optimizer=args.optimizer, progress=progress)
+    seconds = time.perf_counter() - start
+    losses = _losses(history)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
+    _atomic_write(out, buf.getvalue())
+    print(f"trained {d!r} on {len(X)} samples: {args.epochs} epochs of {args.optimizer}, "
+          f"lr {args.lr}, batch {args.batch_size} in {seconds:.2f} s")
+    print(f"loss: first epoch {losses[0]:.6g}, final {losses[-1]:.6g}")
+    acc = accuracy(d, model, X, Y, params)
+    if acc is not None:
+        print(f"training accuracy: {acc:.4f}")
+    print(f"parameters saved to {out}")
+    if plot is not None:
+        _atomic_write(plot, plot_history(history))
+        print(f"loss curve saved to {plot}")
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def _losses(history) -> list[float]:
+    """Per-epoch losses from fit's history (a list, or a dict/object holding 'loss')."""
+    if isinstance(history, dict):
+        history = history.get("loss", history.get("losses"))
+    elif hasattr(history, "loss") and not callable(history.loss):
+        history = history.loss
+    return [float(v) for v in history]
+
+
+def accuracy(d, model, X, Y, params) -> float | None:
+    """Classification accuracy for softmax (argmax) or one-sigmoid-output networks, else None."""
+    if getattr(d, "kind", "scalar") != "layers":
+        return None
+    from .functions import sigmoid, softmax
+    out = d.activation_list[-1]
+    P = np.asarray(model.predict(X, params))
+    if out is softmax:
+        return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
+    if out is sigmoid and Y.shape[1] == 1 and np.isin(Y, (0.0, 1.0)).all():
+        return float(np.mean((P[:, 0] > 0.5) == (Y[:, 0] > 0.5)))
+    return None
+
+
+def load_params(path, like: dict) -> dict:
+    """Parameters saved by ``symback train``, checked against the network's (names, shapes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such parameter file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            loaded = {k: np.asarray(z[k]) for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({' '.join(str(exc).split())})") from None
+    if set(loaded) != set(like):
+        raise DataError(f"{path}: holds {', '.join(sorted(loaded))}, but the network's parameters "
+                        f"are {', '.join(sorted(like))}")
+    out = {}
+    for k, ref in like.items():
+        a = loaded[k]
+        if np.shape(a) != np.shape(ref):
+            raise DataError(f"{path}: {k} has shape {np.shape(a)}, the network needs {np.shape(ref)}")
+        if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
+            raise DataError(f"{path}: {k} is not an array of numbers")
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{path}: {k} contains NaN or infinite values")
+        out[k] = np.array(a, dtype=np.asarray(ref).dtype)
+    return out
+
+
+def plot_history(history) -> bytes:
+    """PNG bytes: the loss per epoch, and gradient norms per parameter when fit recorded them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = _losses(history)
+    norms = history.get("grad_norms") if isinstance(history, dict) else getattr(history, "grad_norms", None)
+    fig, axes = plt.subplots(1, 2 if norms else 1, figsize=(10 if norms else 5.5, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    if min(losses) > 0:
+        ax.set_yscale("log")
+    ax.set_title("loss")
+    if norms:
+        ax2 = axes[0][1]
+        for name, series in norms.items():
+            ax2.plot(range(1, len(series) + 1), series, label=name)
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("gradient norm")
+        ax2.set_yscale("log")
+        ax2.legend(fontsize="small")
+        ax2.set_title("gradient norm per parameter")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ====================================================================== codegen
+def cmd_codegen(args) -> int:
+    """symback codegen: write a standalone NumPy-only module."""
+    from .codegen import codegen_module
+    from .render import _atomic_write
+
+    out = Path(args.out)
+    _check_output(out, (".py",), "-o")
+    d, _ = _derive(args)
+    source = codegen_module(d, dtype=args.dtype)
+    _atomic_write(out, source.encode())
+    print(f"wrote {out}: NumPy-only functions predict, loss, grad, step for {d!r}")
+    return 0
+
+
+# ====================================================================== demo
+def two_moons(n: int = 400, noise: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaving half circles, generated with NumPy: X (n×2), Y (n×1) of 0/1."""
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    t = rng.uniform(0, np.pi, n)
+    X = np.where(np.arange(n)[:, None] < half,
+                 np.column_stack([np.cos(t), np.sin(t)]),
+                 np.column_stack([1 - np.cos(t), 0.5 - np.sin(t)]))
+    X = X + rng.normal(scale=noise, size=X.shape)
+    Y = (np.arange(n) >= half).astype(float)[:, None]
+    p = rng.permutation(n)
+    return X[p], Y[p]
+
+
+def xor(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy XOR: points near the four corners of the unit square, label x1 XOR x2."""
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 2, size=(n, 2))
+    X = corners + rng.normal(scale=noise, size=(n, 2))
+    Y = (corners[:, 0] ^ corners[:, 1]).astype(float)[:, None]
+    return X, Y
+
+
+def cmd_demo(args) -> int:
+    """symback demo: the whole pipeline on built-in examples."""
+    import sympy as sp
+
+    import symback as sb
+    from .spec import spec_from_dict, tomllib
+
+    start = time.perf_counter()
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"--outdir {outdir}: not a directory")
+    outdir.mkdir(parents=True, exist_ok=True)
+    pdf = not args.no_pdf and shutil.which("pdflatex") is not None
+    written = []
+
+    print("1. Seed 004's worked example: yhat = w1 x, C = (yhat - y)^2, x = 3, w1 = 0.1, y = 1, lr = 1")
+    spec = spec_from_dict(tomllib.loads(SEED004_SPEC), "seed 004")
+    d = sb.derive(spec.graph)
+    ev = d.evaluate(spec.values)
+    grad = ev["gradient"]["w1"]
+    print(f"   dC/dw1 = {' * '.join(f'd{f.of}/d{f.wrt}' for f in d.chain('w1')[0])} = {sp.sstr(d.gradient('w1'))}")
+    print(f"   C = {_num(ev['forward']['C'])}, dC/dw1 = {_num(grad)}, "
+          f"w1 <- 0.1 - 1 * ({_num(grad)}) = {_num(spec.values['w1'] - spec.lr * grad)}")
+    written += _write_docs(d, outdir / "seed004", pdf, values=spec.values, lr=spec.lr,
+                           title="Seed 004: a worked example")
+
+    sizes = [2, 16, 16, 1]
+    print(f"2. An MLP {'-'.join(map(str, sizes))}, tanh hidden layers, sigmoid output, binary cross-entropy")
+    net = sb.mlp(sizes, activation="tanh", output="sigmoid", loss="binary_cross_entropy")
+    d2 = sb.derive(net)
+    print(f"   dC/dZ{d2.depth} = {sp.sstr(d2.output_delta[0])}   (per output: a = prediction, y = target)")
+    written += _write_docs(d2, outdir / "mlp", pdf, title="A two-hidden-layer MLP")
+
+    make = two_moons if args.dataset == "moons" else xor
+    X, Y = make(n=500, seed=args.seed)
+    Xtr, Ytr, Xte, Yte = X[:400], Y[:400], X[400:], Y[400:]
+    model = sb.compile(d2)
+    params = model.init(seed=args.seed)
+    t0 = time.perf_counter()
+    history = model.fit(Xtr, Ytr, params, epochs=150, lr=0.01, batch_size=32, seed=args.seed,
+                        optimizer="adam")
+    seconds = time.perf_counter() - t0
+    losses = _losses(history)
+    train_acc = accuracy(d2, model, Xtr, Ytr, params)
+    test_acc = accuracy(d2, model, Xte, Yte, params)
+    print(f"3. Trained on {len(Xtr)} points of {args.dataset} (generated with NumPy), "
+          f"150 epochs of Adam in {seconds:.1f} s, with NumPy code generated from these formulas")
+    print(f"   loss {losses[0]:.4f} -> {losses[-1]:.4f}; accuracy: training {train_acc:.3f}, "
+          f"held-out {test_acc:.3f} ({len(Xte)} points)")
+    print("Files:")
+    for f in written:
+        print(f"   {f}")
+    if not pdf:
+        print("   (no .pdf: " + ("--no-pdf given" if args.no_pdf else "pdflatex is not installed") + ")")
+    print(f"Done in {time.perf_counter() - start:.1f} s.  Next: symback derive --help")
+    return 0
+
+
+def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
+    """Write stem.tex (and stem.pdf); a failing TeX run is reported, not fatal, in the demo."""
+    paths = [d.write(stem.with_suffix(".tex"), **options)]
+    if pdf:
+        try:
+            paths.append(d.write(stem.with_suffix(".pdf"), **options))
+        except OutputError as exc:
+            print(f"   (no {stem.name}.pdf: {' '.join(str(exc).split())[:200]})")
+    return paths
+
+
+# ====================================================================== helpers
+def _check_output(path: Path, suffixes, flag: str):
+    """Refuse an output path before any work: wrong suffix or missing folder."""
+    if path.suffix.lower() not in suffixes:
+        raise OutputError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{flag} {path}: the folder {parent} does not exist")
+    if path.is_dir():
+        raise OutputError(f"{flag} {path}: is a directory")
+
+
+def main(argv=None) -> int:
+    """Run the ``symback`` command with `argv` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:          # --help, --version, or a usage error already printed
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except OutputError as exc:
+        _fail(exc)
+        return 1
+    except (SymbackError, ValueError) as exc:
+        _fail(exc)
+        return 2
+    except OSError as exc:
+        _fail(_os_message(exc))
+        return 1
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
