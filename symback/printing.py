@@ -1,0 +1,232 @@
+"""The LaTeX printer: formulas the way a lecturer writes them.
+
+:class:`LatexPrinter` is SymPy's LaTeX printer with a few small,
+type-named overrides: positive terms before negative ones
+(``\\hat{y} - y``, not SymPy's ``- y + \\hat{y}``), short decimals for
+floats, ``⊙`` and ``^{\\top}`` in matrix formulas, ``σ'(z)`` where an
+expression is an activation's derivative, and an optional table of
+numbers to print in place of symbols (the worked example).  Chain order
+is kept by never handing a product of path factors to SymPy: the
+functions :func:`chain_symbols` and :func:`chain_values` print each
+factor by itself and join them with ``\\cdot`` in path order.
+
+The same LaTeX serves Markdown (MathJax understands all of it).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
+
+from .functions import Activation
+
+__all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
+           "factor_latex", "activation_of_factor", "prime", "name_latex"]
+
+
+# ------------------------------------------------------------------ numbers
+def number(value, digits: int = 6) -> str:
+    """A number as a reader writes it: 0.49, -4.2, 3, 1.5 \\times 10^{-7}.
+
+    Exact integers stay integers; everything else is shown with at most
+    `digits` significant digits and no trailing zeros.
+    """
+    v = sp.sympify(value)
+    if v is sp.nan:
+        return r"\mathrm{NaN}"
+    if v.is_infinite:
+        return r"\infty" if v is sp.oo else (r"-\infty" if v is -sp.oo else r"\tilde{\infty}")
+    if v.is_Integer:
+        return str(int(v))
+    if not v.is_number:
+        raise TypeError(f"not a number: {value!r}")
+    if not v.is_real:
+        re, im = v.as_real_imag()
+        return rf"{number(re, digits)} {'-' if im < 0 else '+'} {number(abs(im), digits)}\,i"
+    f = float(v)
+    if f == 0:
+        return "0"
+    text = f"{f:.{digits}g}"
+    if "e" in text:
+        mant, exp = text.split("e")
+        exp = int(exp)
+        return rf"{mant} \times 10^{{{exp}}}" if mant not in ("1", "-1") else \
+            rf"{'-' if mant == '-1' else ''}10^{{{exp}}}"
+    return text
+
+
+# ------------------------------------------------------- σ'(z) notation
+_PRIME_CLASSES: dict[type, type] = {}
+
+
+def prime(act: type, args) -> sp.Expr:
+    """An unevaluated ``f'(z)``, printed as such (``\\sigma'(z)``)."""
+    if act not in _PRIME_CLASSES:
+        def _latex(self, printer, exp=None, _name=act.latex_name):
+            s = rf"{_name}'\left({printer._print(self.args[0])}\right)"
+            return s if exp is None else rf"\left({s}\right)^{{{exp}}}"
+        _PRIME_CLASSES[act] = type(f"{act.__name__}_prime", (sp.Function,), {
+            "_latex": _latex, "nargs": len(args)})
+    return _PRIME_CLASSES[act](*args)
+
+
+def _derivative_of(f: sp.Expr) -> sp.Expr:
+    """cls.derivative at the arguments of the application `f` (SymPy-derived)."""
+    return type(f).derivative(*f.args)
+
+
+def _applications(exprs: Iterable[sp.Expr]) -> list[sp.Expr]:
+    seen: dict = {}
+    for e in exprs:
+        for f in sp.sympify(e).atoms(Activation):
+            seen.setdefault(f, None)
+    return list(seen)
+
+
+def mark_primes(expr: sp.Expr, applications: Iterable[sp.Expr] = ()) -> sp.Expr:
+    """Replace every activation derivative f'(z) inside `expr` by the unevaluated ``prime``.
+
+    `applications` are extra f(z) to look for (those whose derivative,
+    like ReLU's step, no longer mentions f itself); the applications
+    found in `expr` are always looked for.  A derivative that is a
+    product (σ(z)(1−σ(z))) is also found inside a longer product.
+    """
+    if not isinstance(expr, sp.Basic) or isinstance(expr, (sp.MatrixBase,)):
+        return expr
+    apps = _applications([expr]) + [a for a in applications if isinstance(a, Activation)]
+    table = {}
+    for f in dict.fromkeys(apps):
+        d = _derivative_of(f)
+        if d.is_number:          # identity' = 1 stays 1
+            continue
+        table[d] = prime(type(f), f.args)
+    if not table:
+        return expr
+
+    def visit(e):
+        if e in table:
+            return table[e]
+        if e.is_Atom:
+            return e
+        args = [visit(a) for a in e.args]
+        if isinstance(e, sp.Mul):
+            # the derivative may be a sub-product of a longer product
+            have = Counter(args)
+            for d, p in table.items():
+                if isinstance(d, sp.Mul):
+                    need = Counter(d.args)
+                    if all(have[k] >= n for k, n in need.items()):
+                        have -= need
+                        have[p] += 1
+            if have == Counter(e.args):
+                return e
+            # unevaluated, so 2(ŷ − y) is not distributed into 2ŷ − 2y
+            return sp.Mul(*have.elements(), evaluate=False)
+        return e if args == list(e.args) else e.func(*args)
+
+    return visit(expr)
+
+
+def activation_of_factor(factor_expr: sp.Expr, of_expr: sp.Expr):
+    """The application f(z) in `of_expr` whose derivative is `factor_expr`, or None.
+
+    Compared with ``cls.derivative(z)``, so ReLU's step and σ(1−σ) are
+    both recognised; identity's constant 1 is not (it reads better as 1).
+    """
+    for f in _applications([of_expr]):
+        d = _derivative_of(f)
+        if not d.is_number and sp.simplify(d - factor_expr) == 0:
+            return f
+    return None
+
+
+# ----------------------------------------------------------------- printer
+class LatexPrinter(_SympyLatexPrinter):
+    """SymPy's LaTeX printer, adjusted to read like lecture notes.
+
+    Extra settings: ``values`` maps symbol names to numbers printed in
+    their place (parenthesised when negative), for substituted formulas;
+    ``applications`` lists activation applications f(z) whose derivative
+    should print as f'(z); ``primes=False`` prints derivatives written out.
+    """
+
+    _default_settings = {**_SympyLatexPrinter._default_settings, "values": None,
+                         "applications": (), "primes": True}
+
+    def doprint(self, expr):
+        """Print `expr`, first marking activation derivatives as f'(z) (unless primes=False)."""
+        if isinstance(expr, sp.Expr) and not expr.is_Matrix and not expr.is_Atom:
+            # SymPy keeps derivatives expanded (2ŷ − 2y); a reader wants 2(ŷ − y)
+            expr = sp.factor_terms(expr)
+        if self._settings["primes"]:
+            expr = mark_primes(expr, self._settings["applications"])
+        return super().doprint(expr)
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = super()._as_ordered_terms(expr, order=order)
+        if isinstance(expr, sp.Add):
+            # ŷ − y, not −y + ŷ: positive terms first, each group in SymPy's order
+            terms = sorted(terms, key=lambda t: t.could_extract_minus_sign())
+        return terms
+
+    def _print_Symbol(self, expr, style="plain"):
+        values = self._settings["values"]
+        if values and expr.name in values:
+            text = number(values[expr.name])
+            return rf"\left({text}\right)" if text.startswith("-") else text
+        return super()._print_Symbol(expr, style=style)
+
+    def _print_Float(self, expr):
+        text = number(expr)
+        return rf"\left({text}\right)" if "times" in text else text
+
+    def _print_HadamardProduct(self, expr):
+        return r" \odot ".join(self.parenthesize(a, 50) for a in expr.args)
+
+    def _print_Transpose(self, expr):
+        text = super()._print_Transpose(expr)
+        return text[:-len("^{T}")] + r"^{\top}" if text.endswith("^{T}") else text
+
+
+def latex(expr, values: dict | None = None, applications: Iterable = (), **settings) -> str:
+    """Print `expr` with :class:`LatexPrinter`.
+
+    With ``values`` (name -> number) the numbers stand in for the symbols
+    and products use ``\\cdot``, for the substituted lines of a worked example.
+    """
+    if values:
+        settings.setdefault("mul_symbol", "dot")
+    return LatexPrinter(dict(settings, values=values, applications=tuple(applications))).doprint(expr)
+
+
+def name_latex(name: str) -> str:
+    """A node name as the user wrote it: ``a_1`` -> a_{1}, ``yhat`` -> \\hat{y}, ``W1`` -> W_{1}."""
+    return latex(sp.Symbol(str(name)))
+
+
+def partial(of: str, wrt: str, straight: bool = False) -> str:
+    """∂of/∂wrt as a fraction (``d`` instead of ∂ when `straight`)."""
+    d = "d" if straight else r"\partial"
+    return rf"\frac{{{d} {name_latex(of)}}}{{{d} {name_latex(wrt)}}}"
+
+
+def factor_latex(expr, values: dict | None = None, applications: Iterable = ()) -> str:
+    """One factor of a product, bracketed when it is a sum or starts with a sign."""
+    text = latex(expr, values=values, applications=applications)
+    if isinstance(expr, sp.Expr) and not expr.is_Matrix:
+        expr = sp.factor_terms(expr)        # as the printer shows it
+    if isinstance(expr, sp.Add) or text.lstrip().startswith("-"):
+        return rf"\left({text}\right)"
+    return text
+
+
+def chain_symbols(path) -> str:
+    """A path's factors as partial derivatives, in path order: ∂C/∂ŷ · ∂ŷ/∂a_1 · ∂a_1/∂w_1."""
+    return r" \cdot ".join(partial(f.of, f.wrt) for f in path)
+
+
+def chain_values(path, values: dict | None = None, applications: Iterable = ()) -> str:
+    """A path's factors as expressions, in path order, joined by ``\\cdot`` (never reordered)."""
+    return r" \cdot ".join(factor_latex(f.expr, values, applications) for f in path)
