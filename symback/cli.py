@@ -464,47 +464,69 @@ def _one_hot(path, labels, K) -> np.ndarray:
 def cmd_train(args) -> int:
     """symback train: fit the network to the data and save the parameters."""
     import symback as sb
-    from .render import _atomic_write
+    from .compile import _write_atomic
 
     out = Path(args.out)
     _check_output(out, (".npz",), "--out")
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
         _check_output(plot, (".png",), "--plot")
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise OutputError("--plot needs matplotlib: pip install matplotlib") from None
-    d, _ = _derive(args)
-    X, Y = training_arrays(d, args.data, args.targets)
-    model = sb.compile(d, dtype=args.dtype)
-    params = model.init(seed=args.seed)
-    if args.resume:
-        params = load_params(args.resume, params)
+        if not _has("matplotlib"):
+            raise OutputError("--plot needs matplotlib: pip install matplotlib")
     progress = args.progress
     if progress is None:
         progress = sys.stderr.isatty() and _has("tqdm")
     elif progress and not _has("tqdm"):
         raise OutputError("--progress needs tqdm: pip install tqdm")
+    d, _ = _derive(args)
+    X, Y = training_arrays(d, args.data, args.targets)
+    model = sb.compile(d, dtype=args.dtype)
+    params = load_params(model, args.resume) if args.resume else model.init(seed=args.seed)
+    optimizer = args.optimizer
+    if plot is not None:        # record gradient norms on the way, for the second panel
+        optimizer = NormRecorder(optimizer, model.params, -(-len(X) // args.batch_size))
     start = time.perf_counter()
     history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        seed=args.seed, optimizer=args.optimizer, progress=progress)
+                        seed=args.seed, optimizer=optimizer, progress=progress)
     seconds = time.perf_counter() - start
     losses = _losses(history)
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
-    _atomic_write(out, buf.getvalue())
+    model.save(params, out)
     print(f"trained {d!r} on {len(X)} samples: {args.epochs} epochs of {args.optimizer}, "
-          f"lr {args.lr}, batch {args.batch_size} in {seconds:.2f} s")
+          f"lr {args.lr}, batch size {args.batch_size}, in {seconds:.2f} s")
     print(f"loss: first epoch {losses[0]:.6g}, final {losses[-1]:.6g}")
     acc = accuracy(d, model, X, Y, params)
     if acc is not None:
         print(f"training accuracy: {acc:.4f}")
     print(f"parameters saved to {out}")
     if plot is not None:
-        _atomic_write(plot, plot_history(history))
+        _write_atomic(plot, plot_history(losses, optimizer.per_epoch()))
         print(f"loss curve saved to {plot}")
     return 0
+
+
+class NormRecorder:
+    """An optimizer wrapper for fit that records each parameter's gradient norm per epoch."""
+
+    def __init__(self, name: str, params: list[str], batches_per_epoch: int):
+        from .train import get_optimizer
+        self.inner = get_optimizer(name)
+        self.params, self.batches = list(params), batches_per_epoch
+        self.norms: dict[str, list[float]] = {p: [] for p in self.params}
+
+    def update(self, params: dict, grads: dict, lr: float) -> None:
+        """Record ||grad|| for every parameter, then let the real optimizer step."""
+        for p in self.params:
+            self.norms[p].append(float(np.linalg.norm(grads[p])))
+        self.inner.update(params, grads, lr)
+
+    def per_epoch(self) -> dict[str, list[float]]:
+        """Mean gradient norm over each epoch's batches, per parameter."""
+        out = {}
+        for p, series in self.norms.items():
+            a = np.asarray(series)
+            n = len(a) // self.batches
+            out[p] = list(a[:n * self.batches].reshape(n, self.batches).mean(axis=1)) if n else []
+        return out
 
 
 def _has(module: str) -> bool:
@@ -513,11 +535,7 @@ def _has(module: str) -> bool:
 
 
 def _losses(history) -> list[float]:
-    """Per-epoch losses from fit's history (a list, or a dict/object holding 'loss')."""
-    if isinstance(history, dict):
-        history = history.get("loss", history.get("losses"))
-    elif hasattr(history, "loss") and not callable(history.loss):
-        history = history.loss
+    """Per-epoch losses from fit's History (a list of floats)."""
     return [float(v) for v in history]
 
 
@@ -535,40 +553,25 @@ def accuracy(d, model, X, Y, params) -> float | None:
     return None
 
 
-def load_params(path, like: dict) -> dict:
-    """Parameters saved by ``symback train``, checked against the network's (names, shapes)."""
+def load_params(model, path) -> dict:
+    """Parameters saved by ``symback train`` (no pickle), checked against the model and finite."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such parameter file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            loaded = {k: np.asarray(z[k]) for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({' '.join(str(exc).split())})") from None
-    if set(loaded) != set(like):
-        raise DataError(f"{path}: holds {', '.join(sorted(loaded))}, but the network's parameters "
-                        f"are {', '.join(sorted(like))}")
-    out = {}
-    for k, ref in like.items():
-        a = loaded[k]
-        if np.shape(a) != np.shape(ref):
-            raise DataError(f"{path}: {k} has shape {np.shape(a)}, the network needs {np.shape(ref)}")
-        if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
-            raise DataError(f"{path}: {k} is not an array of numbers")
-        if not np.all(np.isfinite(a)):
-            raise DataError(f"{path}: {k} contains NaN or infinite values")
-        out[k] = np.array(a, dtype=np.asarray(ref).dtype)
-    return out
+    params = model.load(path)
+    for k, v in params.items():
+        if not np.all(np.isfinite(v)):
+            raise DataError(f"{path}: parameter {k} contains NaN or infinite values")
+    return params
 
 
-def plot_history(history) -> bytes:
-    """PNG bytes: the loss per epoch, and gradient norms per parameter when fit recorded them."""
+def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
+    """PNG bytes: the loss per epoch, and each parameter's gradient norm per epoch if given."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    losses = _losses(history)
-    norms = history.get("grad_norms") if isinstance(history, dict) else getattr(history, "grad_norms", None)
+    norms = {k: v for k, v in (norms or {}).items() if len(v) and min(v) > 0}
     fig, axes = plt.subplots(1, 2 if norms else 1, figsize=(10 if norms else 5.5, 4), squeeze=False)
     ax = axes[0][0]
     ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
@@ -596,15 +599,13 @@ def plot_history(history) -> bytes:
 # ====================================================================== codegen
 def cmd_codegen(args) -> int:
     """symback codegen: write a standalone NumPy-only module."""
-    from .codegen import codegen_module
-    from .render import _atomic_write
+    import symback as sb
 
     out = Path(args.out)
     _check_output(out, (".py",), "-o")
     d, _ = _derive(args)
-    source = codegen_module(d, dtype=args.dtype)
-    _atomic_write(out, source.encode())
-    print(f"wrote {out}: NumPy-only functions predict, loss, grad, step for {d!r}")
+    sb.compile(d, dtype=args.dtype).export(out)
+    print(f"wrote {out}: NumPy-only functions init, predict, loss, grad and step for {d!r}")
     return 0
 
 
