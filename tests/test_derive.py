@@ -1,0 +1,317 @@
+"""The chain rule, symbolically: random graphs and expressions, paths, losses, scale, errors.
+
+Oracles: SymPy's diff of the unrolled loss (built here alongside each graph,
+with the functions' definitions written in conftest), central finite
+differences of hand-written NumPy, and the textbook closed forms.
+"""
+import time
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import symback as sb
+from conftest import ORACLE_DEFS, chain_graph, num, scalar_mlp_graph, to_elementary
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# (symback function, the oracle's own definition) pairs for random graphs
+UNARY = [
+    (sb.sigmoid, ORACLE_DEFS["sigmoid"]),
+    (sb.tanh, ORACLE_DEFS["tanh"]),
+    (sb.softplus, ORACLE_DEFS["softplus"]),
+    (sb.swish, ORACLE_DEFS["swish"]),
+    (sb.relu, ORACLE_DEFS["relu"]),
+    (sb.identity, ORACLE_DEFS["identity"]),
+    (lambda u: sb.leaky_relu(u, sp.Rational(1, 10)), lambda u: ORACLE_DEFS["leaky_relu"](u, sp.Rational(1, 10))),
+    (sp.sin, sp.sin),
+    (sp.cos, sp.cos),
+    (lambda u: sp.exp(-u ** 2), lambda u: sp.exp(-u ** 2)),
+    (lambda u: sp.log(1 + u ** 2), lambda u: sp.log(1 + u ** 2)),
+    (lambda u: u ** 3, lambda u: u ** 3),
+]
+
+
+@st.composite
+def random_graphs(draw):
+    """A random scalar DAG and, built alongside, its loss unrolled with the oracle's definitions."""
+    g = sb.Graph()
+    x1, x2 = g.inputs("x1 x2")
+    y = g.targets("y")
+    params = list(g.params("p1 p2 p3"))
+    avail = [x1, x2, *params]
+    oracle = {s: s for s in avail}
+    used = set()
+    for k in range(1, draw(st.integers(1, 6)) + 1):
+        op = draw(st.sampled_from(["add", "mul", "unary", "affine"]))
+        a, b = draw(st.sampled_from(avail)), draw(st.sampled_from(avail))
+        if op == "add":
+            expr, oexpr = a + b, oracle[a] + oracle[b]
+        elif op == "mul":
+            expr, oexpr = a * b, oracle[a] * oracle[b]
+        elif op == "affine":
+            c = draw(st.sampled_from(params))
+            expr, oexpr = a * c + b, oracle[a] * oracle[c] + oracle[b]
+            used.add(c)
+        else:
+            f, of = draw(st.sampled_from(UNARY))
+            expr, oexpr = f(a), of(oracle[a])
+        used |= {a, b}
+        node = g.node(f"n{k}", expr)
+        oracle[node] = oexpr
+        avail.append(node)
+    last = avail[-1]
+    # dangling nodes feed the loss too, so every node is on some path
+    dangling = [n for n in avail[5:-1] if n not in used]
+    loss = (last - y) ** 2 + sp.Rational(1, 3) * sp.Add(*dangling)
+    g.loss(loss)
+    oloss = (oracle[last] - y) ** 2 + sp.Rational(1, 3) * sp.Add(*[oracle[n] for n in dangling])
+    return g, oracle, oloss
+
+
+def random_point(g, seed):
+    rs = np.random.default_rng(seed)
+    return {n: float(rs.uniform(-1.5, 1.5)) for n in g.input_names + g.target_names + g.param_names}
+
+
+@settings(FAST, max_examples=60)
+@given(random_graphs(), st.integers(0, 2 ** 16))
+def test_random_graph_gradients_equal_diff_of_unrolled(case, seed):
+    """Expanded and chain forms, and Σ over paths of Π factors, all equal SymPy's diff."""
+    g, oracle, oloss = case
+    d = sb.derive(g)
+    at = random_point(g, seed)
+    # forward values of every node, from the oracle's unrolled expressions
+    nodes = {n: num(oracle[g.symbol(n)], at) for n in g.node_names}
+    for p in d.params:
+        expected = num(sp.diff(oloss, sp.Symbol(p)), at)
+        assert num(to_elementary(d.gradient(p, form="expanded")), at) == pytest.approx(
+            expected, rel=1e-9, abs=1e-11)
+        assert num(d.gradient(p), {**at, **nodes}) == pytest.approx(expected, rel=1e-9, abs=1e-11)
+        paths = d.chain(p)
+        for path in paths:                       # each path runs from the loss down to p
+            assert path[0].of == d.loss_name and path[-1].wrt == p
+            assert all(a.wrt == b.of for a, b in zip(path, path[1:]))
+        total = sum(num(sp.Mul(*[f.expr for f in path]), {**at, **nodes}) for path in paths)
+        assert total == pytest.approx(expected, rel=1e-9, abs=1e-11)
+
+
+LEAVES = st.sampled_from(sp.symbols("x y w1 w2") + (sp.Integer(2), sp.Rational(1, 2)))
+
+
+def _random_expressions():
+    def extend(children):
+        return st.one_of(
+            st.tuples(children, children).map(lambda t: t[0] + t[1]),
+            st.tuples(children, children).map(lambda t: t[0] * t[1]),
+            st.tuples(st.sampled_from(UNARY), children).map(lambda t: t[0][0](t[1])),
+        )
+    return st.recursive(LEAVES, extend, max_leaves=8)
+
+
+@settings(FAST, max_examples=60)
+@given(_random_expressions(), st.integers(0, 2 ** 16))
+def test_random_expression_derive_equals_diff(expr, seed):
+    w1, w2 = sp.symbols("w1 w2")
+    wrt = [w for w in (w1, w2) if w in expr.free_symbols]
+    assume(wrt and not expr.is_Atom)   # else nothing to differentiate: derive() refuses it (tested below)
+    d = sb.derive(expr, wrt=wrt)
+    assert d.params == [w.name for w in wrt]
+    rs = np.random.default_rng(seed)
+    at = {s: float(rs.uniform(-1.5, 1.5)) for s in expr.free_symbols}
+    oracle = to_elementary(expr)
+    for w in wrt:
+        assert num(to_elementary(d.gradient(w, form="expanded")), at) == pytest.approx(
+            num(sp.diff(oracle, w), at), rel=1e-9, abs=1e-11)
+
+
+def test_decompose_names_each_step():
+    x, y, w, b = sp.symbols("x y w b")
+    d = sb.derive((sb.sigmoid(w * x + b) - y) ** 2, wrt=[w, b])
+    g = d.graph
+    assert g.input_names == ["x", "y"] and g.param_names == ["w", "b"]
+    # w x, w x + b, σ(·), σ − y: four steps, each a node of its own
+    exprs = [g.expr(n) for n in g.node_names]
+    assert len(exprs) == 4 and any(e.func is sb.sigmoid for e in exprs)
+    (path,) = d.chain("w")
+    assert len(path) == 5
+    assert path[2].expr.has(sb.sigmoid) and not path[2].expr.has(sp.exp)   # σ(1 − σ), compact
+
+
+# ------------------------------------------------------------------ losses
+def test_logistic_regression_bce_gradient_is_p_minus_y_times_x():
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    w, b = g.params("w b")
+    z = g.node("z", w * x + b)
+    p = g.node("p", sb.sigmoid(z))
+    g.loss(-(y * sp.log(p) + (1 - y) * sp.log(1 - p)))
+    d = sb.derive(g)
+    # with the prediction named p = σ(z), the chain form cancels to (p − y)·x exactly
+    gw = sp.cancel(d.gradient("w").subs(sb.sigmoid(z), p))
+    assert gw == sp.expand((p - y) * x)                           # p x − x y, nothing left over
+    assert sp.expand(sp.cancel(d.gradient("b").subs(sb.sigmoid(z), p)) - (p - y)) == 0
+    # expanded and simplified: (σ(wx + b) − y)·x, as compact as that
+    compact = sp.simplify(d.gradient("w", form="expanded"))
+    target = (sb.sigmoid(w * x + b) - y) * x
+    assert sp.simplify(compact - target) == 0
+    assert sp.count_ops(compact) <= sp.count_ops(target)
+
+
+def softmax_graph(K):
+    g = sb.Graph()
+    x = g.inputs("x")
+    ys = np.atleast_1d(g.targets([f"y{k}" for k in range(1, K + 1)]))
+    ws = np.atleast_1d(g.params([f"w{k}" for k in range(1, K + 1)]))
+    zs = [g.node(f"z{k}", w * x) for k, w in enumerate(ws, 1)]
+    total = sp.Add(*[sp.exp(zk) for zk in zs])
+    ss = [g.node(f"s{k}", sp.exp(zk) / total) for k, zk in enumerate(zs, 1)]
+    g.loss(-sp.Add(*[yk * sp.log(sk) for yk, sk in zip(ys, ss)]))
+    return g, list(ys), zs
+
+
+@pytest.mark.parametrize("K", [2, 3, 4, 5])
+def test_softmax_cross_entropy_scalar_graph_gives_softmax_minus_y(K):
+    g, ys, zs = softmax_graph(K)
+    d = sb.derive(g)
+    total = sp.Add(*[sp.exp(zk) for zk in zs])
+    onehot = {ys[-1]: 1 - sp.Add(*ys[:-1])}                       # Σ y_k = 1
+    rs = np.random.default_rng(K)
+    for k in range(K):
+        dz = d.delta(f"z{k + 1}", form="chain")
+        dz = dz.xreplace({g.symbol(f"s{j + 1}"): sp.exp(zs[j]) / total for j in range(K)}).xreplace(onehot)
+        expected = (sp.exp(zs[k]) / total - ys[k]).xreplace(onehot)
+        if K <= 3:
+            assert sp.simplify(dz - expected) == 0
+        for _ in range(3):
+            at = {s: float(rs.normal()) for s in zs + ys[:-1]}
+            assert num(dz, at) == pytest.approx(num(expected, at), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("K", [2, 3, 4, 5])
+def test_softmax_cross_entropy_layers_give_prediction_minus_target(K):
+    net = sb.mlp([3, K], output="softmax", loss="cross_entropy")
+    d = sb.derive(net)
+    assert isinstance(d, sb.LayerDerivation) and d.kind == "layers"
+    delta, (z, a, y) = d.output_delta
+    assert sp.expand(delta - (a - y)) == 0
+    # numbers: ∂L/∂W1 against finite differences of a hand-written softmax cross-entropy
+    rs = np.random.default_rng(K)
+    X = rs.normal(size=(4, 3))
+    Y = np.eye(K)[rs.integers(0, K, size=4)]
+    W, bias = rs.normal(size=(3, K)), rs.normal(size=(1, K))
+
+    def L(Wv, bv):
+        Zv = X @ Wv + bv
+        S = np.exp(Zv - Zv.max(axis=1, keepdims=True))
+        S /= S.sum(axis=1, keepdims=True)
+        return -np.mean(np.sum(Y * np.log(S), axis=1))
+
+    grads = d.evaluate({"X": X, "Y": Y, "W1": W, "b1": bias})["gradient"]
+    h = 1e-6
+    for idx in np.ndindex(W.shape):
+        E = np.zeros_like(W)
+        E[idx] = h
+        assert grads["W1"][idx] == pytest.approx((L(W + E, bias) - L(W - E, bias)) / (2 * h), rel=1e-5, abs=1e-8)
+
+
+def test_sigmoid_bce_layer_gives_prediction_minus_target():
+    d = sb.derive(sb.mlp([2, 1], output="sigmoid", loss="binary_cross_entropy"))
+    delta, (z, a, y) = d.output_delta
+    assert sp.expand(delta - (a - y)) == 0
+
+
+# ------------------------------------------------------------------ scale
+def numpy_chain_loss(depth, v):
+    a = v["x"]
+    for l in range(1, depth + 1):
+        a = np.tanh(a * v[f"w{l}"] + v[f"b{l}"])
+    return (a - v["y"]) ** 2 / 2
+
+
+def numpy_mlp_loss(sizes, v):
+    a = np.array([v[f"x{i}"] for i in range(1, sizes[0] + 1)])
+    for l in range(1, len(sizes)):
+        W = np.array([[v[f"w{l}_{i}_{j}"] for j in range(1, sizes[l] + 1)] for i in range(1, sizes[l - 1] + 1)])
+        bias = np.array([v[f"b{l}_{j}"] for j in range(1, sizes[l] + 1)])
+        a = a @ W + bias
+        if l < len(sizes) - 1:
+            a = np.tanh(a)
+    return np.sum((a - v["y"]) ** 2) / 2
+
+
+@pytest.mark.parametrize("case", ["chain50", "mlp_2_16_16_1"])
+def test_large_graphs_derive_in_seconds_and_match_finite_differences(case):
+    if case == "chain50":
+        g, loss = chain_graph(50), lambda v: numpy_chain_loss(50, v)
+        n_params = 100
+    else:
+        g, loss = scalar_mlp_graph([2, 16, 16, 1]), lambda v: numpy_mlp_loss([2, 16, 16, 1], v)
+        n_params = 2 * 16 + 16 + 16 * 16 + 16 + 16 + 1
+    start = time.perf_counter()
+    d = sb.derive(g)
+    grads = {p: d.gradient(p) for p in d.params}
+    elapsed = time.perf_counter() - start
+    assert len(d.params) == n_params
+    assert elapsed < 30, f"derive took {elapsed:.1f} s"      # a guard only; benchmarks/ has the numbers
+    assert all(isinstance(e, sp.Expr) for e in grads.values())
+    rs = np.random.default_rng(3)
+    scale = 1.0 if case == "chain50" else 0.5
+    v = {n: float(rs.normal(scale=scale)) for n in g.input_names + g.target_names + g.param_names}
+    got = d.evaluate(v)
+    assert float(got["forward"][d.loss_name]) == pytest.approx(loss(v), rel=1e-10)
+    h = 1e-6
+    for p in d.params:
+        up, down = dict(v), dict(v)
+        up[p] += h
+        down[p] -= h
+        fd = (loss(up) - loss(down)) / (2 * h)
+        assert float(got["gradient"][p]) == pytest.approx(fd, rel=1e-5, abs=1e-9), p
+
+
+# ------------------------------------------------------------------ errors
+def test_derive_expression_without_wrt():
+    x, w = sp.symbols("x w")
+    with pytest.raises(sb.SymbackError, match="wrt"):
+        sb.derive((w * x - 1) ** 2)
+
+
+def test_derive_expression_wrt_absent_symbol():
+    x, w, q = sp.symbols("x w q")
+    with pytest.raises(sb.SymbackError, match="'q'"):
+        sb.derive((w * x - 1) ** 2, wrt=[q])
+
+
+def test_derive_non_scalar_expression():
+    x, w = sp.symbols("x w")
+    with pytest.raises(sb.SymbackError, match="scalar"):
+        sb.derive(sp.Matrix([w * x, w]), wrt=[w])
+
+
+@pytest.mark.parametrize("thing", ["w*x", 3.5, None, [1, 2]])
+def test_derive_something_else(thing):
+    with pytest.raises(sb.SymbackError):
+        sb.derive(thing, wrt=["w"])
+
+
+def test_unknown_parameter_and_form(seed002):
+    d = sb.derive(seed002[0])
+    for call in (lambda: d.gradient("w9"), lambda: d.chain("w9"), lambda: d.batch_gradient("w9"),
+                 lambda: d.gradient("yhat")):
+        with pytest.raises(sb.SymbackError, match="unknown parameter") as err:
+            call()
+        assert "w1" in str(err.value)                     # lists the real ones
+    with pytest.raises(sb.SymbackError, match="'sideways'"):
+        d.gradient("w1", form="sideways")
+
+
+def test_unknown_names_in_layer_networks():
+    with pytest.raises(sb.SymbackError, match="'sigmoidd'"):
+        sb.mlp([2, 3, 1], activation="sigmoidd")
+    with pytest.raises(sb.SymbackError, match="'msee'"):
+        sb.mlp([2, 3, 1], loss="msee")
+    with pytest.raises(sb.SymbackError, match="'swishy'"):
+        sb.Sequential(sb.Dense(3, "swishy"), inputs=2)
