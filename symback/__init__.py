@@ -11,11 +11,13 @@ from .graph import Graph
 from .derive import Derivation, Factor, derive
 from .layers import Dense, Sequential, mlp, LayerDerivation
 from .spec import load_spec, parse_expr
+from .compile import Model, compile
+from .codegen import codegen_module
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SymbackError", "Graph", "Dense", "Sequential", "mlp", "LayerDerivation", "Derivation", "Factor", "derive",
+    "SymbackError", "Graph", "compile", "Model", "codegen_module", "Dense", "Sequential", "mlp", "LayerDerivation", "Derivation", "Factor", "derive",
     "activation", "loss_function", "get_activation", "get_loss",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish", "softmax",
     "load_spec", "parse_expr",

@@ -1,0 +1,244 @@
+"""compile(): a Derivation turned into a trainable NumPy model.
+
+The model's numbers come only from code generated out of the derivation's
+formulas (:mod:`symback.codegen`); this module loads that code once per
+derivation and dtype, and wraps it with data checks, initialisation,
+training (:mod:`symback.train`), export and saving of parameters.
+"""
+from __future__ import annotations
+
+import builtins
+import hashlib
+import linecache
+import os
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from .codegen import _check_dtype, codegen_module
+from .derive import Derivation
+from .errors import DataError, SymbackError
+
+__all__ = ["compile", "Model", "save_params", "load_params"]
+
+_CACHE: "weakref.WeakKeyDictionary[Derivation, dict]" = weakref.WeakKeyDictionary()
+_LOADED: dict[str, dict] = {}   # source digest -> namespace; identical code is loaded once
+
+
+def compile(derivation: Derivation, dtype="float64") -> "Model":
+    """Generate, load and wrap the NumPy training code of `derivation`.
+
+    ``dtype`` is ``"float64"`` (default) or ``"float32"``.  The code is
+    generated and compiled once per derivation and dtype, then cached.
+    """
+    if not isinstance(derivation, Derivation):
+        raise SymbackError(f"compile() needs a Derivation from sb.derive(...), got {type(derivation).__name__}")
+    dtype = _check_dtype(dtype)
+    per = _CACHE.setdefault(derivation, {})
+    if dtype not in per:
+        per[dtype] = _load(codegen_module(derivation, dtype))
+    return Model(derivation, dtype, per[dtype])
+
+
+def _load(source: str) -> dict:
+    """Execute generated (never user-written) source as a fresh module namespace."""
+    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    if digest not in _LOADED:
+        filename = f"<symback-generated-{digest}>"
+        # linecache lets tracebacks and inspect.getsource show the generated lines
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        ns = {"__name__": f"symback_generated_{digest}", "__source__": source}
+        exec(builtins.compile(source, filename, "exec"), ns)
+        _LOADED[digest] = ns
+    return _LOADED[digest]
+
+
+class Model:
+    """A network's generated training code, with data checks around it.
+
+    Parameters are a dict name -> ndarray of the model's dtype: a scalar
+    graph's parameters are 0-d arrays (so that ``step`` and ``fit`` can
+    update them in place), a layer network's are ``W1`` (fan_in × fan_out),
+    ``b1`` (fan_out,), ....  Data have samples in rows: ``X`` is n × d,
+    ``Y`` is n × k (a 1-D array is taken as one column).
+    """
+
+    def __init__(self, derivation: Derivation, dtype: str, namespace: dict):
+        self.derivation = derivation
+        self.dtype = np.dtype(dtype)
+        self._ns = namespace
+        self.kind: str = namespace["KIND"]
+        self.reduction: str = namespace["REDUCTION"]
+        self.params: tuple = namespace["PARAMS"]
+        self.n_inputs: int = namespace["N_INPUTS"]
+        self.n_targets: int = namespace["N_TARGETS"]
+        self._predict = namespace["predict"]
+        self._loss = namespace["loss"]
+        self._grad = namespace["grad"]
+        self._step = namespace["step"]
+
+    @property
+    def source(self) -> str:
+        """The generated Python source (NumPy only) that this model runs."""
+        return self._ns["__source__"]
+
+    def __repr__(self):
+        return f"<Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
+
+    # -- data ------------------------------------------------------------------
+    def _x(self, X) -> np.ndarray:
+        if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2):
+            X = _as_array(X, self.dtype, "X")
+            if X.ndim == 1:
+                X = X.reshape(-1, 1) if self.n_inputs == 1 else X.reshape(1, -1)
+            if X.ndim != 2:
+                raise DataError(f"X must be a 2-D array (samples in rows), got shape {X.shape}")
+        if X.shape[1] != self.n_inputs:
+            raise DataError(f"X has {X.shape[1]} columns but the network has {self.n_inputs} inputs")
+        if X.shape[0] == 0:
+            raise DataError("X has no rows")
+        return X
+
+    def _xy(self, X, Y):
+        X = self._x(X)
+        if not (type(Y) is np.ndarray and Y.dtype == self.dtype and Y.ndim == 2):
+            Y = _as_array(Y, self.dtype, "Y")
+            if Y.ndim == 1:
+                Y = Y.reshape(-1, 1) if self.n_targets == 1 else Y.reshape(1, -1)
+            if Y.ndim != 2:
+                raise DataError(f"Y must be a 2-D array (samples in rows), got shape {Y.shape}")
+        if Y.shape[1] != self.n_targets:
+            raise DataError(f"Y has {Y.shape[1]} columns but the network has {self.n_targets} targets")
+        if Y.shape[0] != X.shape[0]:
+            raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+        return X, Y
+
+    def _run(self, fn, *args):
+        try:
+            return fn(*args)
+        except KeyError as exc:
+            raise DataError(f"params has no entry {exc.args[0]!r}; the model's parameters are "
+                            f"{', '.join(self.params)}") from None
+        except ValueError as exc:
+            self.check_params(args[-2] if fn is self._step else args[-1])
+            raise DataError(f"the data do not fit the network: {exc}") from exc
+
+    # -- the model ----------------------------------------------------------------
+    def init(self, seed: int = 0) -> dict:
+        """Fresh parameters: Glorot (He for ReLU-like layers) weights and zero biases
+        for a layer network; small random 0-d arrays (N(0, 0.5²)) for a scalar graph."""
+        return self._ns["init"](seed)
+
+    def predict(self, X, params: dict) -> np.ndarray:
+        """The network's output for the rows of X (n × outputs)."""
+        return self._run(self._predict, self._x(X), params)
+
+    def loss(self, X, Y, params: dict) -> float:
+        """The batch loss L (mean, or sum, of the per-sample cost over the rows)."""
+        X, Y = self._xy(X, Y)
+        return float(self._run(self._loss, X, Y, params))
+
+    def grad(self, X, Y, params: dict) -> dict:
+        """∂L/∂p for every parameter, as a dict shaped like ``params``."""
+        X, Y = self._xy(X, Y)
+        _, grads = self._run(self._grad, X, Y, params)
+        return {p: np.asarray(g, dtype=self.dtype) for p, g in zip(self.params, grads)}
+
+    def value_and_grad(self, X, Y, params: dict) -> tuple[float, dict]:
+        """(L, grads) from one forward and one backward pass."""
+        X, Y = self._xy(X, Y)
+        value, grads = self._run(self._grad, X, Y, params)
+        return float(value), {p: np.asarray(g, dtype=self.dtype) for p, g in zip(self.params, grads)}
+
+    def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
+        """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step."""
+        X, Y = self._xy(X, Y)
+        return float(self._run(self._step, X, Y, params, lr))
+
+    def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
+            seed: int = 0, optimizer="sgd", validation=None, progress: bool = False, **options):
+        """Train `params` in place with shuffled mini-batches; returns the History.
+
+        See :func:`symback.train.fit` for the options (optimizer ``"sgd"``,
+        ``"momentum"`` or ``"adam"``, ``validation=(Xv, Yv)``, ``progress``).
+        """
+        from .train import fit
+        return fit(self, X, Y, params, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                   optimizer=optimizer, validation=validation, progress=progress, **options)
+
+    # -- parameters -----------------------------------------------------------------
+    def check_params(self, params: dict) -> None:
+        """Raise DataError unless params holds every parameter with the expected shape."""
+        if not isinstance(params, dict):
+            raise DataError(f"params must be a dict name -> array, got {type(params).__name__}")
+        shapes = self._ns["SHAPES"]
+        for p in self.params:
+            if p not in params:
+                raise DataError(f"params has no entry {p!r}; the model's parameters are {', '.join(self.params)}")
+            shape = np.shape(params[p])
+            if shape != tuple(shapes[p]) and None not in shapes[p]:
+                raise DataError(f"parameter {p!r} has shape {shape}, expected {tuple(shapes[p])}")
+
+    def save(self, params: dict, path) -> Path:
+        """Write params to an .npz file (whole or not at all)."""
+        self.check_params(params)
+        return save_params({p: params[p] for p in self.params}, path)
+
+    def load(self, path) -> dict:
+        """Read params saved by :meth:`save`, checked against this model, in its dtype."""
+        raw = load_params(path)
+        params = {k: np.array(v, dtype=self.dtype) for k, v in raw.items()}
+        self.check_params(params)
+        return {p: params[p] for p in self.params}
+
+    def export(self, path) -> Path:
+        """Write the generated source as a standalone module that needs NumPy only."""
+        path = Path(path)
+        if path.suffix != ".py":
+            raise SymbackError(f"export writes a Python module: give a .py path, got {str(path)!r}")
+        _write_atomic(path, self.source.encode())
+        return path
+
+
+def _as_array(a, dtype, what) -> np.ndarray:
+    try:
+        return np.asarray(a, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} is not numeric array data: {exc}") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a temp file beside `path`, then rename: the file is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_params(params: dict, path) -> Path:
+    """Save a dict name -> array as .npz (no pickle), whole or not at all."""
+    import io
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise SymbackError(f"parameters are saved as .npz: give a .npz path, got {str(path)!r}")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
+    _write_atomic(path, buf.getvalue())
+    return path
+
+
+def load_params(path) -> dict:
+    """Load a dict name -> array from .npz, without pickle."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot load parameters from {str(path)!r}: {exc}") from None
