@@ -14,6 +14,10 @@ The same LaTeX serves Markdown (MathJax understands all of it).
 """
 from __future__ import annotations
 
+import html
+import re
+import unicodedata
+
 from collections import Counter
 from typing import Iterable
 
@@ -22,7 +26,7 @@ from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 
 from .functions import Activation
 
-__all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
+__all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
            "factor_latex", "activation_of_factor", "prime", "name_latex"]
 
 
@@ -182,6 +186,43 @@ class LatexPrinter(_SympyLatexPrinter):
         text = number(expr)
         return rf"\left({text}\right)" if "times" in text else text
 
+    def _print(self, expr, **kwargs):
+        # Layer adjoints print as the notes' δ^{(l)}; they carry their own
+        # _latex, which SymPy would otherwise prefer to any _print_ method.
+        if type(expr).__name__ == "AdjointMatrix":
+            layer = re.fullmatch(r"Z(\d+)", expr.node)
+            if layer:
+                return rf"\delta^{{({layer.group(1)})}}"
+        return super()._print(expr, **kwargs)
+
+    def _print_MatrixSymbol(self, expr):
+        if expr.name.startswith("grad_"):      # the layers' names for ∂C/∂W_l
+            return partial("C", expr.name[len("grad_"):])
+        return super()._print_MatrixSymbol(expr)
+
+    def _print_OneMatrix(self, expr):
+        # 1 b (a column of ones) and 1ᵀ δ (summing rows)
+        return r"\mathbf{1}^{\top}" if expr.rows == 1 and expr.cols != 1 else r"\mathbf{1}"
+
+    def _print_ElementwiseApplyFunction(self, expr):
+        f = expr.function
+        if isinstance(f, type) and issubclass(f, Activation):
+            return rf"{f.latex_name}\left({self._print(expr.expr)}\right)"
+        if isinstance(f, sp.Lambda) and len(f.variables) == 1:
+            body = f.expr
+            if isinstance(body, Activation) and body.args[0] == f.variables[0]:
+                return rf"{type(body).latex_name}\left({self._print(expr.expr)}\right)"
+        return super()._print_ElementwiseApplyFunction(expr)
+
+    def _print_MatAdd(self, expr):
+        # 2Ŷ − 2Y reads better as 2(Ŷ − Y): pull out a common number
+        coeffs = [t.as_coeff_mmul()[0] if isinstance(t, sp.MatMul) else sp.S.One for t in expr.args]
+        common = sp.gcd_list(coeffs) if all(c.is_Rational for c in coeffs) else sp.S.One
+        if common not in (0, 1) and len(expr.args) > 1:
+            inner = sp.MatAdd(*[t / common for t in expr.args]).doit()
+            return rf"{self._print(common)} \left({self._print_Add(inner)}\right)"
+        return self._print_Add(expr)
+
     def _print_HadamardProduct(self, expr):
         return r" \odot ".join(self.parenthesize(a, 50) for a in expr.args)
 
@@ -230,3 +271,50 @@ def chain_symbols(path) -> str:
 def chain_values(path, values: dict | None = None, applications: Iterable = ()) -> str:
     """A path's factors as expressions, in path order, joined by ``\\cdot`` (never reordered)."""
     return r" \cdot ".join(factor_latex(f.expr, values, applications) for f in path)
+
+
+# ------------------------------------------------------------ user text
+class Tex(str):
+    """Text that is already valid output (printed formulas, escaped user text)."""
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&",
+    "$": r"\$", "_": r"\_", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", '"': r"\textquotedbl{}",
+}
+
+
+def _plain(text) -> str:
+    # one line, no control characters: a newline pair would end a paragraph inside \title
+    return re.sub(r"\s+", " ", "".join(c for c in str(text) if unicodedata.category(c)[0] != "C"
+                                       or c.isspace())).strip()
+
+
+def latex_escape(text) -> Tex:
+    """User text made inert for LaTeX: specials escaped, characters pdflatex lacks replaced.
+
+    Greek letters become ``$\\alpha$`` and so on; any other character
+    outside Latin-1 becomes ``?`` (pdflatex would stop on it).
+    """
+    out = []
+    for c in _plain(text):
+        if c in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[c])
+        elif ord(c) < 128 or 0xA0 <= ord(c) < 0x100 and c.isalpha():
+            out.append(c)
+        else:
+            name = unicodedata.name(c, "")
+            greek = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", name)
+            if greek:
+                letter = greek.group(2).lower()
+                out.append(rf"$\{letter.capitalize() if greek.group(1) == 'CAPITAL' else letter}$")
+            else:
+                out.append("?")
+    return Tex("".join(out))
+
+
+def markdown_escape(text) -> Tex:
+    """User text made inert for Markdown with MathJax: HTML and Markdown punctuation escaped."""
+    text = html.escape(_plain(text), quote=True)
+    return Tex(re.sub(r"([\\`*_{}\[\]()#+\-.!|~$])", r"\\\1", text))
