@@ -486,8 +486,9 @@ def cmd_train(args) -> int:
     if plot is not None:        # record gradient norms on the way, for the second panel
         optimizer = NormRecorder(optimizer, model.params, -(-len(X) // args.batch_size))
     start = time.perf_counter()
-    history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        seed=args.seed, optimizer=optimizer, progress=progress)
+    with np.errstate(all="ignore"):     # a diverging run ends in one TrainingError, not warnings
+        history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                            seed=args.seed, optimizer=optimizer, progress=progress)
     seconds = time.perf_counter() - start
     losses = _losses(history)
     model.save(params, out)
