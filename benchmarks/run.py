@@ -1,6 +1,6 @@
 """Benchmark symback's compiled training step against hand-written NumPy and autodiff peers.
 
-    python benchmarks/run.py [--quick] [--only NAME] [--markdown FILE]
+    python benchmarks/run.py [--quick] [--only NAME] [--markdown FILE] [--threads N]
 
 Section 1, *training step*: for each network, every available implementation
 (numpy, torch, autograd, jax, symback) starts from the same parameters and data
@@ -14,6 +14,12 @@ Section 2, *time to a ready model*: wall time of ``sb.mlp``, ``sb.derive``,
 ``sb.compile`` and the first ``m.step`` (one cold run each, every measurement
 in a fresh Python process so no cache -- SymPy's included -- carries over),
 for the same networks and for tanh nets of width 8 and growing depth.
+
+Threads: by default every library runs single-threaded (``--threads 1``: the
+OpenMP/BLAS thread variables, ``torch.set_num_threads`` and ``XLA_FLAGS`` are
+set before anything loads). On a small shared machine, multi-threaded pools
+of different libraries spin against each other and against other processes,
+and timings become erratic; ``--threads 0`` keeps the libraries' defaults.
 
 A missing library, or a symback that cannot yet build a network, shows as
 "n/a" with the reason in the notes; the rest still runs. The Markdown report
@@ -36,6 +42,46 @@ import sys
 import tempfile
 import time
 import traceback
+
+# Thread pools must be sized before numpy, torch or jax load them. On a small
+# machine, libraries' pools spinning against each other (and against other
+# processes) distort timings badly, so the default is one thread per library.
+DEFAULT_THREADS = 1
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+ORIGINAL_ENV = {k: os.environ.get(k) for k in
+                ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "XLA_FLAGS") + THREAD_VARS}
+
+
+def _early_threads(argv):
+    """--threads N from argv (before argparse runs); None if malformed."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith("--threads="):
+            value = a.split("=", 1)[1]
+    if value is None:
+        return DEFAULT_THREADS
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _limit_threads(n):
+    if not n or n < 0:
+        return
+    for k in THREAD_VARS:
+        os.environ[k] = str(n)
+    xla = [f"intra_op_parallelism_threads={n}"]
+    if n == 1:
+        xla.insert(0, "--xla_cpu_multi_thread_eigen=false")
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", "")] + xla))
+
+
+THREADS = _early_threads(sys.argv[1:])
+_limit_threads(THREADS)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -154,16 +200,22 @@ def machine_info():
     versions = ", ".join(f"{d} {v}" for d in ("numpy", "sympy", "torch", "jax", "jaxlib", "autograd",
                                                "symback")
                          if (v := _version(d)))
-    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in
-                    ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                     "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+    env = ", ".join(f"{k}={'unset' if v is None else v}" for k, v in ORIGINAL_ENV.items()
+                    if v is not None or k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+    if THREADS and THREADS > 0:
+        threads = (f"{THREADS} per library (--threads {THREADS}: "
+                   + "/".join(k.split("_")[0] for k in THREAD_VARS)
+                   + f" thread variables set to {THREADS}, torch.set_num_threads, XLA_FLAGS)")
+    else:
+        threads = "library defaults (--threads 0)"
     lines = [
         f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
         + (f", repo commit {commit}" if commit else ""),
         f"- CPU: {cpu}, {ncpu} usable cores; {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; {versions}",
         f"- BLAS: " + "; ".join(blas),
-        f"- env: {env}",
+        f"- threads: {threads}",
+        f"- environment as given: {env}",
     ]
     try:
         import torch
@@ -284,7 +336,7 @@ def step_table(results, impls):
 # ---------------------------------------------------------------------------
 
 def ready_child(spec):
-    """Run in a subprocess: build, derive, compile and step once; print JSON."""
+    """Run in a subprocess (same thread settings): build, derive, compile, step once; print JSON."""
     sizes, act, out, loss, batch = spec
     res = {}
     stage = "import symback"
@@ -320,7 +372,8 @@ def ready_child(spec):
 
 
 def ready_measure(spec, timeout):
-    cmd = [sys.executable, os.path.abspath(__file__), "--_ready-child", json.dumps(spec)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(THREADS),
+           "--_ready-child", json.dumps(spec)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                            stdin=subprocess.DEVNULL)
@@ -403,6 +456,9 @@ def main(argv=None):
     ap.add_argument("--skip-ready", action="store_true", help="skip the ready-model section")
     ap.add_argument("--ready-timeout", type=float, default=600.0,
                     help="seconds allowed per ready-model measurement (default 600)")
+    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                    help="threads per library, set before they load (default 1; "
+                    "0 = the libraries' own defaults)")
     ap.add_argument("--_ready-child", dest="ready_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -410,6 +466,13 @@ def main(argv=None):
         ready_child(json.loads(args.ready_child))
         return 0
 
+    if args.threads > 0:
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except Exception:
+            pass
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     unknown = [i for i in impls if i not in FACTORIES]
     if unknown:
