@@ -1,0 +1,154 @@
+"""fit() and its optimizers: training works, and each update is the textbook one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symback as sb
+from symback.errors import DataError, TrainingError
+from symback.train import Adam, History, Momentum, get_optimizer
+
+
+def regression_data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    Y = np.stack([np.sin(X[:, 0]) + 0.5 * X[:, 1], X[:, 2] * X[:, 0]], axis=1)
+    return X, Y
+
+
+@pytest.fixture(scope="module")
+def model():
+    return sb.compile(sb.derive(sb.mlp([3, 8, 2], "tanh", "identity", "mse")))
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("momentum", 0.02), ("adam", 0.01)])
+def test_fit_reduces_the_loss(model, optimizer, lr):
+    X, Y = regression_data()
+    params = model.init(seed=0)
+    start = model.loss(X, Y, params)
+    history = model.fit(X, Y, params, epochs=15, lr=lr, batch_size=16, seed=0, optimizer=optimizer)
+    assert isinstance(history, History) and len(history) == 15
+    assert history[-1] < 0.7 * history[0]
+    assert model.loss(X, Y, params) < 0.6 * start          # params were trained in place
+
+
+def test_fit_is_reproducible_and_shuffles(model):
+    X, Y = regression_data()
+    runs = []
+    for seed in (0, 0, 1):
+        p = model.init(seed=0)
+        model.fit(X, Y, p, epochs=2, lr=0.05, batch_size=8, seed=seed)
+        runs.append(p)
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(np.array_equal(runs[0][k], runs[2][k]) for k in runs[0])   # another order
+
+
+def test_full_batch_sgd_equals_repeated_steps(model):
+    X, Y = regression_data(n=20)
+    a, b = model.init(seed=4), model.init(seed=4)
+    history = model.fit(X, Y, a, epochs=3, lr=0.1, batch_size=None, shuffle=False)
+    losses = [model.step(X, Y, b, lr=0.1) for _ in range(3)]
+    assert list(history) == pytest.approx(losses, rel=1e-12)
+    assert all(np.allclose(a[k], b[k], rtol=1e-12, atol=1e-14) for k in a)
+
+
+def test_validation_history(model):
+    X, Y = regression_data(n=80)
+    params = model.init(seed=0)
+    h = model.fit(X[:60], Y[:60], params, epochs=4, lr=0.05, validation=(X[60:], Y[60:]))
+    assert len(h.val_loss) == 4 and h["val_loss"] is h.val_loss
+    assert h["loss"] == h.loss == list(h)
+    assert h.val_loss[-1] == pytest.approx(model.loss(X[60:], Y[60:], params))
+    with pytest.raises(DataError):
+        model.fit(X, Y, params, epochs=1, validation=X)
+
+
+def test_progress_bar(model, capsys):
+    pytest.importorskip("tqdm")
+    X, Y = regression_data(n=16)
+    model.fit(X, Y, model.init(), epochs=3, lr=0.05, progress=True)
+    assert "3/3" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_a_clear_error(model):
+    X, Y = regression_data(n=32)
+    params = model.init(seed=0)
+    with pytest.raises(TrainingError, match=r"epoch \d+, batch \d+"), np.errstate(all="ignore"):
+        model.fit(X * 1e3, Y * 1e6, params, epochs=50, lr=10.0, batch_size=8)
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    with pytest.raises(TrainingError, match="nan"):
+        model.fit(Xn, Y, model.init(), epochs=1, lr=0.01, batch_size=None)
+
+
+def test_bad_arguments(model):
+    X, Y = regression_data(n=8)
+    p = model.init()
+    with pytest.raises(TrainingError, match="optimizer"):
+        model.fit(X, Y, p, epochs=1, optimizer="lbfgs")
+    with pytest.raises(TrainingError, match="lr"):
+        model.fit(X, Y, p, epochs=1, lr=-1.0)
+    with pytest.raises(TrainingError, match="batch_size"):
+        model.fit(X, Y, p, epochs=1, batch_size=0)
+    with pytest.raises(TrainingError, match="epochs"):
+        model.fit(X, Y, p, epochs=-2)
+    with pytest.raises(TrainingError):
+        get_optimizer("adam", beta1=1.5)
+
+
+def test_momentum_and_adam_follow_the_textbook():
+    """Each update against the formulas written out here for a fixed gradient sequence."""
+    g_seq = [np.array([0.5, -1.0]), np.array([0.25, 2.0]), np.array([-1.0, 0.1])]
+    lr = 0.1
+    p_m, p_a = {"w": np.zeros(2)}, {"w": np.zeros(2)}
+    mom, adam = Momentum(beta=0.9), Adam(beta1=0.9, beta2=0.999, eps=1e-8)
+    v = np.zeros(2)
+    m1, m2 = np.zeros(2), np.zeros(2)
+    w_m, w_a = np.zeros(2), np.zeros(2)
+    for t, g in enumerate(g_seq, start=1):
+        mom.update(p_m, {"w": g}, lr)
+        adam.update(p_a, {"w": g}, lr)
+        v = 0.9 * v + g
+        w_m = w_m - lr * v
+        m1 = 0.9 * m1 + 0.1 * g
+        m2 = 0.999 * m2 + 0.001 * g * g
+        mhat, vhat = m1 / (1 - 0.9 ** t), m2 / (1 - 0.999 ** t)
+        w_a = w_a - lr * mhat / (np.sqrt(vhat) + 1e-8)
+        np.testing.assert_allclose(p_m["w"], w_m, rtol=1e-13)
+        np.testing.assert_allclose(p_a["w"], w_a, rtol=1e-6)
+
+
+def test_scalar_graph_fit_updates_zero_d_params():
+    g = sb.Graph()
+    x1, x2 = g.inputs("x1 x2")
+    y = g.targets("y")
+    w1, w2, b = g.params("w1 w2 b")
+    yhat = g.node("yhat", w1 * x1 + w2 * x2 + b)
+    g.loss((yhat - y) ** 2)
+    m = sb.compile(sb.derive(g))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2))
+    Y = X @ np.array([[2.0], [-1.0]]) + 0.5
+    params = m.init(seed=0)
+    objs = {k: id(v) for k, v in params.items()}
+    m.fit(X, Y, params, epochs=60, lr=0.1, batch_size=10, optimizer="adam")
+    assert {k: id(v) for k, v in params.items()} == objs
+    assert float(params["w1"]) == pytest.approx(2.0, abs=0.05)
+    assert float(params["w2"]) == pytest.approx(-1.0, abs=0.05)
+    assert float(params["b"]) == pytest.approx(0.5, abs=0.05)
+
+
+def test_digits_above_95_percent():
+    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn.model_selection import train_test_split
+    X, y = datasets.load_digits(return_X_y=True)
+    X = X / 16.0
+    Y = np.eye(10)[y]
+    Xtr, Xte, Ytr, Yte = train_test_split(X, Y, test_size=0.25, random_state=0, stratify=y)
+    m = sb.compile(sb.derive(sb.mlp([64, 32, 10], "tanh", "softmax", "cross_entropy")))
+    params = m.init(seed=0)
+    history = m.fit(Xtr, Ytr, params, epochs=20, lr=0.1, batch_size=32, seed=0, validation=(Xte, Yte))
+    accuracy = np.mean(m.predict(Xte, params).argmax(axis=1) == Yte.argmax(axis=1))
+    assert accuracy > 0.95
+    assert history[-1] < history[0] / 5
+
