@@ -204,7 +204,7 @@ def _local_table(d) -> list[dict]:
             full = latex(e, primes=False)
             rows.append({"of": Tex(name_latex(child)), "wrt": Tex(name_latex(parent)),
                          "partial": Tex(partial(child, parent)), "value": Tex(short),
-                         "written_out": Tex(full) if full != short else None})
+                         "written_out": Tex(full) if full != short else None, "how": None})
     return rows
 
 
@@ -251,6 +251,18 @@ def _deltas(d) -> list[dict]:
     return rows
 
 
+def _product_latex(e) -> str:
+    """A product with the function values first and the sums after: σ(z)(1 − σ(z))."""
+    e = sp.factor_terms(e)
+    if not isinstance(e, sp.Mul):
+        return latex(e, primes=False)
+    coeff, rest = e.as_coeff_Mul()
+    factors = sorted(sp.Mul.make_args(rest), key=lambda f: isinstance(f, sp.Add))
+    head = "" if coeff == 1 else ("-" if coeff == -1 else latex(coeff) + " ")
+    return head + " ".join(factor_latex(f) if isinstance(f, sp.Add) else latex(f, primes=False)
+                           for f in factors)
+
+
 def _activations(classes) -> list[dict]:
     out = []
     for cls in dict.fromkeys(classes):
@@ -262,7 +274,7 @@ def _activations(classes) -> list[dict]:
         out.append({
             "name": cls.__name__,
             "definition": Tex(rf"{latex(app)} = {latex(cls.definition(*app.args))}"),
-            "derivative": Tex(rf"{latex(prime(cls, app.args))} = {latex(deriv, primes=False)}"),
+            "derivative": Tex(rf"{latex(prime(cls, app.args))} = {_product_latex(deriv)}"),
             "sup": sup, "sup_exact": exact,
             "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
                             rf"{'=' if exact else ''} {sup_text}"),
@@ -516,7 +528,7 @@ def _layer_context(d, fmt: str, param: str, exact_values, lr, options) -> dict:
     sign = "- " if term.could_extract_minus_sign() else ""
     term = -term if sign else term
     body = rf"{sign}\sum_{{k=1}}^{{{width}}} {factor_latex(term)}" if width > 1 else sign + latex(term)
-    ctx["loss"] = _loss_block(d, "C", body)
+    ctx["loss"] = _loss_block(d, "C", body, full=rf"\left({body}\right)" if sign or width > 1 else body)
     g, (z, a, y) = d.output_delta
     top = d.adjoint[d.delta[L].name]
     out = d.activation_list[-1]
@@ -616,16 +628,19 @@ def _layer_diagram(d, param: str) -> Diagram:
     return Diagram(order, kind, parents, labels, plain, on_path, names)
 
 
-def _loss_block(d, lhs: str, rhs: str) -> dict:
+def _loss_block(d, lhs: str, rhs: str, full: str | None = None) -> dict:
     """The per-sample cost and its batch reduction L = (1/m) Σ C^{(i)}, from d.batch_loss()."""
-    bl = d.batch_loss()
-    sign = ""
-    if bl.could_extract_minus_sign():
-        sign, bl = "- ", -bl
-    num, den = sp.fraction(bl)
-    batch = sign + (rf"\frac{{1}}{{{latex(den)}}} {latex(num)}" if den != 1 else latex(bl))
-    per = rf"{lhs}^{{(i)}}"
     frac = r"\frac{1}{m}" if d.reduction == "mean" else ""
+    if full is None:
+        bl = d.batch_loss()
+        sign = ""
+        if bl.could_extract_minus_sign():
+            sign, bl = "- ", -bl
+        num, den = sp.fraction(bl)
+        batch = sign + (rf"\frac{{1}}{{{latex(den)}}} {latex(num)}" if den != 1 else latex(bl))
+    else:
+        batch = rf"{frac} \sum_{{i=1}}^{{m}} {full}"
+    per = rf"{lhs}^{{(i)}}"
     return {"lhs": Tex(lhs), "rhs": Tex(rhs), "reduction": d.reduction,
             "batch": Tex(rf"L = {frac} \sum_{{i=1}}^{{m}} {per}"),
             "batch_full": Tex(rf"L = {batch}"),

@@ -161,7 +161,7 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def doprint(self, expr):
         """Print `expr`, first marking activation derivatives as f'(z) (unless primes=False)."""
-        if isinstance(expr, sp.Expr) and not expr.is_Matrix and not expr.is_Atom:
+        if isinstance(expr, sp.Expr) and not expr.is_Matrix and not expr.is_Atom and not expr.has(sp.Sum):
             # SymPy keeps derivatives expanded (2ŷ − 2y); a reader wants 2(ŷ − y)
             expr = sp.factor_terms(expr)
         if self._settings["primes"]:

@@ -14,6 +14,7 @@ or ``.pdf`` (through ``latexmk`` or ``pdflatex``), whole or not at all.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -73,6 +74,8 @@ def _environment(fmt: str, dirs: tuple[str, ...]) -> jinja2.Environment:
     env.filters["markdown_escape"] = markdown_escape
     env.filters["escape_text"] = escape
     env.filters["number"] = lambda v: Tex(number(v))
+    # "element-wise ($\odot$)" -> "element-wise": no math inside \text{} of a Markdown formula
+    env.filters["striptex"] = lambda v: Tex(re.sub(r"\s*\(\$.*?\$\)", "", str(v)))
     return env
 
 
