@@ -11,7 +11,9 @@ the same keys, so one template serves both.
 """
 from __future__ import annotations
 
+import functools
 import random
+import weakref
 import re
 from typing import NamedTuple
 
@@ -53,6 +55,7 @@ def _apps(graph) -> list:
     return list(found)
 
 
+@functools.lru_cache(maxsize=None)
 def derivative_sup(cls) -> tuple[sp.Expr, bool]:
     """(sup over real z of |f'(z)|, exact?) computed by SymPy for an activation class.
 
@@ -172,7 +175,7 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
     ctx["example"] = _example(d, exact, lr) if exact and options.get("example", True) else None
     ctx["vanishing"] = _vanishing(d, param, ctx["activations"]) if options.get("vanishing", True) else None
     ctx["verify"] = _verify(d, exact, options.get("seed", 0)) if options.get("verify", True) else None
-    ctx["cost"] = _cost(d) if options.get("cost", True) else None
+    ctx["cost"] = _cached_cost(d) if options.get("cost", True) else None
     return ctx
 
 
@@ -302,7 +305,7 @@ def _scalar_diagram(d, param: str) -> Diagram:
     for (child, parent), e in d.local.items():
         text = latex(e, applications=apps)
         labels[(child, parent)] = text if len(text) <= 40 else partial(child, parent)
-        plain[(child, parent)] = str(e)
+        plain[(child, parent)] = str(sp.factor_terms(e))
     on_path = {(f.of, f.wrt) for path in d.chain(param) for f in path}
     return Diagram(list(g.order), {n: g.kind(n) for n in g.order},
                    {n: g.parents(n) for n in g.order}, labels, plain, on_path,
@@ -364,7 +367,7 @@ def _mermaid(dg: Diagram):
         lines.append(f'  {ids[n]}(["{n}"])')
     for child in dg.order:
         for parent in dg.parents[child]:
-            label = re.sub(r"[^A-Za-z0-9_+\-*/^(). ]", "", dg.plain.get((child, parent), ""))
+            label = re.sub(r"[^A-Za-z0-9_+\-*/^(). ']", "", dg.plain.get((child, parent), ""))
             arrow = f'-- "{label}" -->' if label else "-->"
             lines.append(f"  {ids[parent]} {arrow} {ids[child]}")
             if (child, parent) in dg.on_path:
@@ -574,7 +577,7 @@ def _layer_context(d, fmt: str, param: str, exact_values, lr, options) -> dict:
         ctx["verify"] = _layer_verify(d, exact_values, options.get("seed", 0)) if small else None
     else:
         ctx["verify"] = None
-    ctx["cost"] = _layer_cost(d) if options.get("cost", True) else None
+    ctx["cost"] = _cached_cost(d) if options.get("cost", True) else None
     ctx["layer_note"] = None if small else Tex(
         "The network is too large for the numeric appendix (it evaluates the formulas exactly, "
         "entry by entry); the formulas above hold for any width.")
@@ -617,7 +620,12 @@ def _layer_diagram(d, param: str) -> Diagram:
     kind.update({"Y": "target", "C": "loss"})
     parents.update({"Y": [], "C": [prev, "Y"]})
     labels[("C", prev)] = latex(d.delta[L])
-    plain = {k: re.sub(r"[\\{}]|mathbf|top|operatorname|left|right", "", v) for k, v in labels.items()}
+    plain = {(f"Z{l}", f"W{l}"): f"{d.A[l - 1].name}.T" for l in range(1, L + 1)}
+    plain.update({(f"Z{l}", f"b{l}"): "1.T" for l in range(1, L + 1)})
+    plain.update({(f"Z{l}", d.A[l - 1].name): f"W{l}.T" for l in range(2, L + 1)})
+    plain.update({(d.A[l].name, f"Z{l}"): f"{getattr(d.activation_list[l - 1], '__name__', '')}'(Z{l})"
+                  for l in range(1, L + 1)})
+    plain[("C", prev)] = f"delta{L}"
     on_path = set()
     for fct in d.chain(param)[0]:
         if fct.of == "C":
@@ -775,6 +783,16 @@ def _layer_verify(d, values, seed) -> dict:
                      "fd": Tex(number(np.linalg.norm(fd), 8)), "error": Tex(number(err, 2)), "err": err})
     return {"rows": rows, "point": [], "source": source, "digits": 16, "h": Tex(number(h)),
             "worst": Tex(number(worst, 2)), "matrices": True}
+
+
+_COST: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached_cost(d) -> dict:
+    """The operation counts of a derivation, computed once (they never change)."""
+    if d not in _COST:
+        _COST[d] = _layer_cost(d) if getattr(d, "kind", "scalar") == "layers" else _cost(d)
+    return _COST[d]
 
 
 def _layer_cost(d) -> dict:
