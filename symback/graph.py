@@ -52,6 +52,7 @@ class Graph:
         self._kind: dict[str, str] = {}
         self._symbol: dict[str, sp.Symbol] = {}
         self._expr: dict[str, sp.Expr] = {}
+        self._children: dict[str, list[str]] = {}   # name -> users, in definition order
         self.order: list[str] = []
         self.loss_name: str | None = None
         self.reduction = "mean"
@@ -92,6 +93,7 @@ class Graph:
         expr = self._check_expr(name, expr)
         sym = sp.Symbol(name)
         self._kind[name], self._symbol[name], self._expr[name] = "node", sym, expr
+        self._index_children(name, expr)
         self.order.append(name)
         return sym
 
@@ -113,6 +115,7 @@ class Graph:
             raise DefinitionError("the loss depends on no parameter or node")
         sym = sp.Symbol(name)
         self._kind[name], self._symbol[name], self._expr[name] = "loss", sym, expr
+        self._index_children(name, expr)
         self.order.append(name)
         self.loss_name, self.reduction = name, reduction
         return sym
@@ -189,8 +192,13 @@ class Graph:
 
     def children(self, name: str) -> list[str]:
         """The nodes (and loss) whose definitions use `name`, in definition order."""
-        sym = self._symbol[name]
-        return [n for n in self.order if n in self._expr and sym in self._expr[n].free_symbols]
+        self._symbol[name]                  # KeyError for an unknown name, as before
+        # kept as nodes are added: scanning every node here made backward() quadratic
+        return list(self._children.get(name, ()))
+
+    def _index_children(self, name: str, expr: sp.Expr):
+        for s in expr.free_symbols:
+            self._children.setdefault(s.name, []).append(name)
 
     def unrolled(self) -> dict[str, sp.Expr]:
         """Each node and the loss written in inputs, targets and parameters only."""
