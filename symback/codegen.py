@@ -318,11 +318,8 @@ def _scalar_module(d: Derivation, dtype: str) -> str:
     bwd = [(sym[Adjoint(n)].name, adj[n]) for n in reversed(g.order) if n in needed]
     bwd += [(gsym[p].name, reduce_expr(adj[p])) for p in g.param_names]
 
-    def rename(pairs):
-        return [(name if isinstance(name, str) else name, e.xreplace(sym)) for name, e in pairs]
-
     fwd_lines = straight_line([(sym[g.symbol(n)].name, e.xreplace(sym)) for n, e in fwd], printer, namer)
-    bwd_lines = straight_line(rename(bwd), printer, namer)
+    bwd_lines = straight_line([(name, e.xreplace(sym)) for name, e in bwd], printer, namer)
 
     outputs = [n for n in g.parents(loss) if g.kind(n) == "node"
                and not (g.unrolled()[n].free_symbols & {g.symbol(t) for t in g.target_names})]
@@ -515,7 +512,7 @@ class InPlace:
 
     _UFUNC = {sp.exp: "np.exp", sp.tanh: "np.tanh", sp.Abs: "np.abs", sp.sign: "np.sign",
               sp.cosh: "np.cosh", sp.sinh: "np.sinh", sp.sin: "np.sin", sp.cos: "np.cos",
-              sp.atan: "np.arctan", sp.erf: None}
+              sp.atan: "np.arctan"}
 
     def __init__(self, printer: NumpyPrinter, namer: Namer, arrays: set, indent="    "):
         self.printer, self.namer, self.arrays, self.indent = printer, namer, arrays, indent
@@ -540,11 +537,6 @@ class InPlace:
         self.lines.append(f"{self.indent}{name} = {code}")
         return name
 
-    def _own(self, e) -> tuple[str, bool]:
-        """Evaluate e into a buffer this formula may overwrite."""
-        ref, owned = self.ev(e)
-        return (ref, True) if owned else (self._new(f"np.array({ref})" if e.is_Symbol else ref), True)
-
     def ev(self, e) -> tuple[str, bool]:
         """(code or name, owned): owned means a buffer this formula may overwrite."""
         p = self.printer
@@ -567,7 +559,7 @@ class InPlace:
             if arg.is_Add and sp.S.One in arg.args:
                 return self._unary("np.log1p", arg - 1)
             return self._unary("np.log", arg)
-        if type(e) in self._UFUNC and self._UFUNC[type(e)]:
+        if type(e) in self._UFUNC:
             return self._unary(self._UFUNC[type(e)], e.args[0])
         return self._new(p.doprint(e)), True
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import linecache
-import os
-import tempfile
 import weakref
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 from .codegen import _check_dtype, codegen_module
 from .derive import Derivation
 from .errors import DataError, SymbackError
+from .render import _atomic_write
 
 __all__ = ["compile", "Model", "save_params", "load_params"]
 
@@ -88,29 +87,27 @@ class Model:
         return f"<Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 
     # -- data ------------------------------------------------------------------
+    def _matrix(self, a, width: int, what: str, unit: str) -> np.ndarray:
+        # Fast path first: step() is called in tight loops.
+        if not (type(a) is np.ndarray and a.dtype == self.dtype and a.ndim == 2):
+            a = _as_array(a, self.dtype, what)
+            if a.ndim == 1:
+                a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
+            if a.ndim != 2:
+                raise DataError(f"{what} must be a 2-D array (samples in rows), got shape {a.shape}")
+        if a.shape[1] != width:
+            raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
+        return a
+
     def _x(self, X) -> np.ndarray:
-        if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2):
-            X = _as_array(X, self.dtype, "X")
-            if X.ndim == 1:
-                X = X.reshape(-1, 1) if self.n_inputs == 1 else X.reshape(1, -1)
-            if X.ndim != 2:
-                raise DataError(f"X must be a 2-D array (samples in rows), got shape {X.shape}")
-        if X.shape[1] != self.n_inputs:
-            raise DataError(f"X has {X.shape[1]} columns but the network has {self.n_inputs} inputs")
+        X = self._matrix(X, self.n_inputs, "X", "inputs")
         if X.shape[0] == 0:
             raise DataError("X has no rows")
         return X
 
     def _xy(self, X, Y):
         X = self._x(X)
-        if not (type(Y) is np.ndarray and Y.dtype == self.dtype and Y.ndim == 2):
-            Y = _as_array(Y, self.dtype, "Y")
-            if Y.ndim == 1:
-                Y = Y.reshape(-1, 1) if self.n_targets == 1 else Y.reshape(1, -1)
-            if Y.ndim != 2:
-                raise DataError(f"Y must be a 2-D array (samples in rows), got shape {Y.shape}")
-        if Y.shape[1] != self.n_targets:
-            raise DataError(f"Y has {Y.shape[1]} columns but the network has {self.n_targets} targets")
+        Y = self._matrix(Y, self.n_targets, "Y", "targets")
         if Y.shape[0] != X.shape[0]:
             raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
         return X, Y
@@ -198,7 +195,7 @@ class Model:
         path = Path(path)
         if path.suffix != ".py":
             raise SymbackError(f"export writes a Python module: give a .py path, got {str(path)!r}")
-        _write_atomic(path, self.source.encode())
+        _atomic_write(path, self.source.encode())
         return path
 
 
@@ -209,20 +206,6 @@ def _as_array(a, dtype, what) -> np.ndarray:
         raise DataError(f"{what} is not numeric array data: {exc}") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a temp file beside `path`, then rename: the file is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_params(params: dict, path) -> Path:
     """Save a dict name -> array as .npz (no pickle), whole or not at all."""
     import io
@@ -231,7 +214,7 @@ def save_params(params: dict, path) -> Path:
         raise SymbackError(f"parameters are saved as .npz: give a .npz path, got {str(path)!r}")
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
-    _write_atomic(path, buf.getvalue())
+    _atomic_write(path, buf.getvalue())
     return path
 
 

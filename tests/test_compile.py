@@ -18,6 +18,7 @@ import sympy as sp
 from autograd import grad as ag_grad
 
 import symback as sb
+from conftest import seed004_1d_graph
 from symback.errors import DataError, SymbackError
 from symback.functions import ACTIVATIONS, LOSSES
 
@@ -148,22 +149,17 @@ def check_layers(net, act, out, loss, seed=0):
 
 # ------------------------------------------------------------------ seed 004
 def test_seed004_one_step_through_compile():
-    g = sb.Graph()
-    x = g.inputs("x")
-    y = g.targets("y")
-    w1 = g.params("w1")
-    yhat = g.node("yhat", sb.identity(w1 * x))
-    g.loss((yhat - y) ** 2)
+    g, _ = seed004_1d_graph()
     m = sb.compile(sb.derive(g))
-    params = {"w1": np.array(0.1)}
+    params = {"w": np.array(0.1)}
     X, Y = np.array([[3.0]]), np.array([[1.0]])
     assert m.loss(X, Y, params) == pytest.approx(0.49, abs=1e-12)
-    assert m.grad(X, Y, params)["w1"] == pytest.approx(-4.2, abs=1e-12)
+    assert m.grad(X, Y, params)["w"] == pytest.approx(-4.2, abs=1e-12)
     assert m.predict(X, params)[0, 0] == pytest.approx(0.3, abs=1e-12)
-    w = params["w1"]
+    w = params["w"]
     assert m.step(X, Y, params, lr=1.0) == pytest.approx(0.49, abs=1e-12)
-    assert params["w1"] is w                     # updated in place
-    assert float(params["w1"]) == pytest.approx(4.3, abs=1e-12)
+    assert params["w"] is w                      # updated in place
+    assert float(params["w"]) == pytest.approx(4.3, abs=1e-12)
 
 
 # ------------------------------------------------------------------ scalar graphs

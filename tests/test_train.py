@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import symback as sb
+from conftest import seed002_graph
 from symback.errors import DataError, TrainingError
 from symback.train import Adam, History, Momentum, get_optimizer
 
@@ -119,12 +120,7 @@ def test_momentum_and_adam_follow_the_textbook():
 
 
 def test_scalar_graph_fit_updates_zero_d_params():
-    g = sb.Graph()
-    x1, x2 = g.inputs("x1 x2")
-    y = g.targets("y")
-    w1, w2, b = g.params("w1 w2 b")
-    yhat = g.node("yhat", w1 * x1 + w2 * x2 + b)
-    g.loss((yhat - y) ** 2)
+    g, _ = seed002_graph()          # ŷ = b + w1 x1 + w2 x2, squared error
     m = sb.compile(sb.derive(g))
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 2))
