@@ -116,7 +116,11 @@ def _kinks(cls) -> list[dict]:
             points |= set(sp.solve(sp.Eq(rel.lhs, rel.rhs), z))
     out = []
     for b in sorted(points):
-        left, right, at = sp.limit(d, z, b, "-"), sp.limit(d, z, b, "+"), d.subs(z, b)
+        # one-sided values: pick the branch at b ∓ ε, then let ε → 0 (SymPy's limit of a
+        # Piecewise does not always take the side into account)
+        eps = sp.Symbol("epsilon", positive=True)
+        left, right = (sp.limit(d.subs(z, b + s * eps), eps, 0, "+") for s in (-1, 1))
+        at = d.subs(z, b)
         if left != right:
             side = "right-hand" if at == right else ("left-hand" if at == left else "chosen")
             out.append({"at": Tex(latex(b)),
@@ -454,14 +458,30 @@ def _verify(d, values, seed) -> dict:
     names = g.input_names + g.target_names + g.param_names
     if values:
         point, source = {n: values[n] for n in names}, "the values of the worked example"
+        rows = _verify_rows(d, point)
     else:
         rng = random.Random(seed)
-        point = {n: sp.Rational(round(rng.uniform(0.05, 0.95) if g.kind(n) == "target"
-                                      else rng.uniform(-1, 1), 3)).limit_denominator(1000)
-                 for n in names}
+        for _ in range(20):     # a point where some gradient is nonzero (ReLU can switch all off)
+            point = {n: sp.Rational(round(rng.uniform(0.05, 0.95) if g.kind(n) == "target"
+                                          else rng.uniform(-1, 1), 3)).limit_denominator(1000)
+                     for n in names}
+            rows = _verify_rows(d, point)
+            if any(r.get("value") for r in rows):
+                break
         source = f"random values (seed {seed})"
-    digits, h = 40, sp.Rational(1, 10 ** 12)
-    env = {g.symbol(n): sp.Float(point[n], digits) for n in names}
+    point_tex = [{"name": Tex(name_latex(n)), "value": Tex(number(point[n]))} for n in names]
+    worst = max((r["err"] for r in rows if "err" in r), default=None)
+    return {"rows": rows, "point": point_tex, "source": source, "digits": VERIFY_DIGITS,
+            "h": Tex(number(VERIFY_H)), "worst": Tex(number(worst, 2)) if worst is not None else None,
+            "matrices": False}
+
+
+VERIFY_DIGITS, VERIFY_H = 40, sp.Rational(1, 10 ** 12)
+
+
+def _verify_rows(d, point) -> list[dict]:
+    g, digits, h = d.graph, VERIFY_DIGITS, VERIFY_H
+    env = {g.symbol(n): sp.Float(v, digits) for n, v in point.items()}
     loss = g.unrolled()[d.loss_name]
     rows = []
     for p in d.params:
@@ -477,12 +497,9 @@ def _verify(d, values, seed) -> dict:
         scale = max(abs(formula), abs(fd))
         err = abs(formula - fd) / scale if scale else abs(formula - fd)
         rows.append({"name": Tex(name_latex(p)), "formula": Tex(number(formula, 10)),
-                     "fd": Tex(number(fd, 10)), "error": Tex(number(err, 2)), "err": err})
-    point_tex = [{"name": Tex(name_latex(n)), "value": Tex(number(point[n]))} for n in names]
-    worst = max((r["err"] for r in rows if "err" in r), default=None)
-    return {"rows": rows, "point": point_tex, "source": source, "digits": digits,
-            "h": Tex(number(h)), "worst": Tex(number(worst, 2)) if worst is not None else None,
-            "matrices": False}
+                     "fd": Tex(number(fd, 10)), "error": Tex(number(err, 2)), "err": err,
+                     "value": formula})
+    return rows
 
 
 # ------------------------------------------------------------------- cost

@@ -122,7 +122,8 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
     tpl = _template(template, fmt, template_dir)
     ctx = context(derivation, fmt=fmt, **options)
     try:
-        return tpl.render(**ctx)
+        # the %# comment lines at a template's top leave blank lines behind
+        return tpl.render(**ctx).lstrip("\n")
     except jinja2.TemplateError as exc:
         raise OutputError(f"template {tpl.name!r} failed: {exc}") from None
 

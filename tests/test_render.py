@@ -1,0 +1,401 @@
+"""Derivation documents: the printer, the templates, the files, and real pdflatex runs.
+
+Oracles: the seeds' own formulas and numbers (chain order, 0.49 / −4.2 / 4.3,
+σ' ≤ 1/4), a NumPy grid for suprema, pdflatex with -halt-on-error for every
+template, and pdftotext for what a reader actually sees.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symback as sb
+from symback.document import context, derivative_sup
+from symback.errors import DefinitionError, OutputError, SymbackError
+from symback.printing import chain_symbols, chain_values, latex, name_latex, number
+from symback.render import compile_pdf, latex_escape, markdown_escape, render, template_names, write
+
+from conftest import (seed000_graph, seed001_graph, seed002_graph, seed003_case2_graph, seed004_1d_graph,
+                      seed004_graph, chain_graph)
+
+PDFLATEX = shutil.which("pdflatex")
+SEED004_VALUES = {"x": 3, "w": 0.1, "y": 1}
+
+
+def _mish():
+    z = sp.Symbol("z")
+    return sb.activation("mish_doc", z * sp.tanh(sp.log(1 + sp.exp(z))), var=z)
+
+
+def _custom_graph():
+    mish = _mish()
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    w, b = g.params("w b")
+    h = g.node("h", mish(w * x + b))
+    g.loss((h - y) ** 2)
+    return g
+
+
+def _plain_expression():
+    x, w, b, t = sp.symbols("x w b t")
+    return sb.derive((sp.tanh(w * x + b) - t) ** 2 + w ** 2 / 10, wrt=[w, b])
+
+
+def _punchline_net():
+    """Seed 004's punchline network in matrix form: three sigmoid/identity layers, ½‖ŷ − y‖²."""
+    return sb.mlp([2, 3, 3, 1], activation="sigmoid", output="identity", loss="half_mse")
+
+
+NETWORKS = {
+    "seed000": lambda: sb.derive(seed000_graph()[0]),
+    "seed001": lambda: sb.derive(seed001_graph()[0]),
+    "seed002": lambda: sb.derive(seed002_graph()[0]),
+    "seed003": lambda: sb.derive(seed003_case2_graph()[0]),
+    "seed004_scalar": lambda: sb.derive(seed004_graph()[0]),
+    "seed004_numbers": lambda: sb.derive(seed004_1d_graph()[0]),
+    "plain_expression": _plain_expression,
+    "custom_activation": lambda: sb.derive(_custom_graph()),
+    "mlp_sigmoid_mse": lambda: sb.derive(sb.mlp([2, 3, 3, 1], "sigmoid", "identity", "mse")),
+    "mlp_relu_softmax_ce": lambda: sb.derive(sb.mlp([3, 4, 3], "relu", "softmax", "cross_entropy")),
+}
+
+
+def _pdflatex(tex: str, tmp_path: Path, name: str = "doc") -> Path:
+    """Compile with the real pdflatex, -halt-on-error; fail the test with the TeX error."""
+    assert PDFLATEX, "pdflatex is required (TeX Live from Debian, installed by .ci/run)"
+    src = tmp_path / f"{name}.tex"
+    src.write_text(tex, encoding="utf-8")
+    done = subprocess.run([PDFLATEX, "-halt-on-error", "-interaction=nonstopmode", "-no-shell-escape",
+                           src.name], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    errors = [ln for ln in done.stdout.splitlines() if ln.startswith("!") or ln.startswith("l.")]
+    assert done.returncode == 0, f"pdflatex failed on {name}: {errors or done.stdout[-2000:]}"
+    return tmp_path / f"{name}.pdf"
+
+
+def _pdftext(pdf: Path) -> str:
+    exe = shutil.which("pdftotext")
+    assert exe, "pdftotext (poppler-utils) is required"
+    return subprocess.run([exe, "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+SNIPPET_WRAPPER = r"""\documentclass{article}
+\usepackage{amsmath,amssymb}
+\begin{document}
+\input{snippet}
+\end{document}
+"""
+
+
+# ------------------------------------------------------------------ compile everything
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_every_template_compiles_with_pdflatex(network, tmp_path):
+    d = NETWORKS[network]()
+    opts = {"values": SEED004_VALUES, "lr": 1} if network == "seed004_numbers" else {}
+    article = d.latex(**opts)
+    beamer = d.latex(template="beamer", **opts)
+    snippet = d.latex(template="snippet")
+    for text in (article, beamer, snippet):
+        assert r"\VAR{" not in text and r"\BLOCK{" not in text
+    assert _pdflatex(article, tmp_path, "article").stat().st_size > 10_000
+    assert _pdflatex(beamer, tmp_path, "beamer").stat().st_size > 10_000
+    (tmp_path / "snippet.tex").write_text(snippet)
+    assert _pdflatex(SNIPPET_WRAPPER, tmp_path, "main").stat().st_size > 1_000
+    md = d.markdown()
+    assert md.startswith("# ") and "$$" in md and r"\BLOCK{" not in md
+    # every parameter gets its chain in every output
+    for p in d.params:
+        assert name_latex(p) in article and name_latex(p) in md
+
+
+# ------------------------------------------------------------------ the seeds' content
+def test_seed004_worked_example_numbers(tmp_path):
+    d = sb.derive(seed004_1d_graph()[0])
+    tex = d.latex(values=SEED004_VALUES, lr=1)
+    assert "= 0.49" in tex                       # L = (1 − 0.3)² = 0.49
+    assert "= -4.2" in tex                       # ∂L/∂w = 2(−0.7)·3
+    assert "= 4.3" in tex                        # w ← 0.1 − 1·(−4.2)
+    assert "0.4900" not in tex and "4.20000" not in tex
+    text = _pdftext(_pdflatex(tex, tmp_path))
+    for n in ("0.49", "4.2", "4.3"):
+        assert n in text
+    md = d.markdown(values=SEED004_VALUES, lr=1)
+    assert "= 0.49" in md and "= -4.2" in md and "= 4.3" in md
+
+
+def test_seed004_punchline_in_chain_order():
+    """∂J/∂W3 = (ŷ − y)·a, ∂J/∂W2 = (ŷ − y)·W3·σ'·a, ∂J/∂W1 = (ŷ − y)·W3·σ'·W2·σ'·X (seed 004)."""
+    d = sb.derive(_punchline_net())
+    tex = d.latex()
+    err, dot = r"\left(\hat{Y} - Y\right)", r" \cdot "
+    w3 = err + dot + r"A_{2}^{\top}"
+    w2 = err + dot + r"W_{3}^{\top}" + dot + r"\sigma'\left(Z_{2}\right)" + dot + r"A_{1}^{\top}"
+    w1 = (err + dot + r"W_{3}^{\top}" + dot + r"\sigma'\left(Z_{2}\right)" + dot + r"W_{2}^{\top}" + dot
+          + r"\sigma'\left(Z_{1}\right)" + dot + r"X^{\top}")
+    punch = tex[tex.index(r"\section{The punchline}"):]
+    punch = punch[:punch.index(r"\end{align*}")]
+    lines = [ln for ln in punch.splitlines() if "&=" in ln]
+    assert [ln.split("&=")[1].strip().rstrip("\\").strip() for ln in lines] == [w3, w2, w1]
+    assert lines[0].startswith(r"\frac{\partial C}{\partial W_{3}}")
+    assert lines[2].startswith(r"\frac{\partial C}{\partial W_{1}}")
+    # the δ recursion and the matrix forms: ⊙ and ᵀ
+    assert r"\delta^{(2)} &= \left(\delta^{(3)} W_{3}^{\top}\right) \odot \sigma'\left(Z_{2}\right)" in tex
+    assert r"\frac{\partial C}{\partial W_{1}} &= X^{\top} \delta^{(1)}" in tex
+    # compact derivative as in the notes
+    assert r"\sigma'\left(z\right) = \sigma\left(z\right) \left(1 - \sigma\left(z\right)\right)" in tex
+
+
+def test_seed002_chain_as_in_the_notes():
+    d = sb.derive(seed002_graph()[0])
+    [path] = d.chain("w1")
+    assert chain_symbols(path) == (r"\frac{\partial C}{\partial \hat{y}} \cdot \frac{\partial \hat{y}}"
+                                   r"{\partial a_{1}} \cdot \frac{\partial a_{1}}{\partial w_{1}}")
+    assert chain_values(path) == r"2 \left(\hat{y} - y\right) \cdot 1 \cdot x_{1}"
+    tex = d.latex()
+    assert chain_symbols(path) + r" \\" in tex and "&= " + chain_values(path) + r" \\" in tex
+    # b's path is shorter: ∂C/∂ŷ · ∂ŷ/∂b = 2(ŷ − y) · 1
+    assert chain_values(d.chain("b")[0]) == r"2 \left(\hat{y} - y\right) \cdot 1"
+
+
+def test_seed000_relu_convention_and_batch_reduction():
+    d = sb.derive(seed000_graph()[0])
+    tex = d.latex()
+    assert r"\operatorname{ReLU}'\left(c\right)" in tex          # the factor ∂p/∂c, named
+    assert r"\operatorname{ReLU}'\left(0\right) = 1" in tex       # 1 for c ≥ 0, as in seed 000
+    assert "right-hand value" in tex
+    assert r"L = \frac{1}{m} \sum_{i=1}^{m} C^{(i)}" in tex
+
+
+def test_seed003_two_paths_summed():
+    d = sb.derive(seed003_case2_graph()[0])
+    ctx = context(d)
+    [g] = ctx["gradients"]
+    assert len(g["paths"]) == 2                # seed 003 case 2: via x and via y, summed
+    assert [p["symbols"].split(r" \cdot ")[1:] for p in g["paths"]] == [
+        [r"\frac{\partial z}{\partial x}", r"\frac{\partial x}{\partial s}"],
+        [r"\frac{\partial z}{\partial y}", r"\frac{\partial y}{\partial s}"]]
+    assert r"&\quad + " + g["paths"][1]["symbols"] in sb.derive(seed003_case2_graph()[0]).latex()
+    assert ctx["loss"]["reduction"] == "sum" and r"\frac{1}{m}" not in ctx["loss"]["batch"]
+
+
+# ------------------------------------------------------------------ printer
+def test_printer_names_and_notation():
+    assert name_latex("a_1") == "a_{1}"
+    assert name_latex("yhat") == r"\hat{y}"
+    assert name_latex("W1") == "W_{1}"
+    z, x = sp.symbols("z x")
+    s = sb.sigmoid(z)
+    assert latex(s * (1 - s)) == r"\sigma'\left(z\right)"
+    assert latex(3 * x * s * (1 - s)) == r"3 x \sigma'\left(z\right)"
+    assert latex(1 - sb.tanh(z) ** 2) == r"\tanh'\left(z\right)"
+    assert latex(sb.relu.derivative(z), applications=[sb.relu(z)]) == r"\operatorname{ReLU}'\left(z\right)"
+    assert latex(s * (1 - s), primes=False) == r"\left(1 - \sigma\left(z\right)\right) \sigma\left(z\right)"
+    A, B = sp.MatrixSymbol("A", 2, 2), sp.MatrixSymbol("B", 2, 2)
+    assert latex(sp.HadamardProduct(A, B.T)) == r"A \odot B^{\top}"
+    assert latex(sp.Transpose(A * B)) == r"\left(A B\right)^{\top}"
+
+
+@pytest.mark.parametrize("value,text", [
+    (sp.Rational(49, 100), "0.49"), (-4.2, "-4.2"), (sp.Float("4.30000000000000"), "4.3"),
+    (0.1 + 0.2, "0.3"), (3, "3"), (sp.Integer(-7), "-7"), (1.5e-12, r"1.5 \times 10^{-12}"),
+    (2.5e9, r"2.5 \times 10^{9}"), (0.0, "0")])
+def test_numbers_are_short(value, text):
+    assert number(value) == text
+
+
+def test_substituted_formula_brackets_negative_numbers():
+    y, yh, x = sp.symbols("y yhat x")
+    assert latex(2 * (yh - y) * x, values={"yhat": 0.3, "y": 1, "x": -3}) == \
+        r"2 \cdot \left(-3\right) \cdot \left(0.3 - 1\right)"
+
+
+# ------------------------------------------------------------------ extras
+@pytest.mark.parametrize("name,exact", [("sigmoid", sp.Rational(1, 4)), ("tanh", 1), ("relu", 1),
+                                        ("identity", 1), ("softplus", 1), ("leaky_relu", 1)])
+def test_derivative_sup_exact(name, exact):
+    sup, is_exact = derivative_sup(sb.get_activation(name))
+    assert is_exact and sup == exact
+
+
+def test_derivative_sup_numeric_matches_grid():
+    sup, is_exact = derivative_sup(sb.get_activation("swish"))
+    zs = np.linspace(-30, 30, 600_001)
+    s = 1 / (1 + np.exp(-zs))
+    grid = np.abs(s + zs * s * (1 - s)).max()          # d/dz z σ(z), written here
+    assert not is_exact and abs(float(sup) - grid) < 1e-8
+
+
+def test_vanishing_bound_sigmoid_chain():
+    d = sb.derive(seed004_graph()[0])
+    ctx = context(d)
+    v = ctx["vanishing"]
+    assert v["factors"] == 2 and v["shrinking"] == ["sigmoid"]
+    assert v["bound"].count(r"\frac{1}{4}") == 2
+    layers = context(sb.derive(_punchline_net()))["vanishing"]
+    assert r"\frac{1}{16}" in layers["bound"] and layers["factors"] == 2
+
+
+def test_verification_table_agrees_with_finite_differences():
+    d = sb.derive(seed001_graph()[0])
+    rows = context(d, seed=3)["verify"]["rows"]
+    assert len(rows) == 3 and all(r["err"] < 1e-20 for r in rows)
+    rows = context(sb.derive(_punchline_net()), cost=False)["verify"]["rows"]
+    assert len(rows) == 6 and all(r["err"] < 1e-6 for r in rows)
+
+
+def test_cost_section_shows_expression_swell():
+    d = sb.derive(chain_graph(5, sb.sigmoid))
+    cost = context(d)["cost"]
+    naive_oracle = sum(sp.count_ops(sp.diff(d.graph.unrolled()[d.loss_name], d.graph.symbol(p)))
+                       for p in d.params) + sp.count_ops(d.graph.unrolled()[d.loss_name])
+    assert cost["naive"] == naive_oracle
+    assert cost["naive"] > 5 * cost["cse"] and cost["saves"]
+
+
+def test_figure_highlights_the_chosen_path():
+    d = sb.derive(seed002_graph()[0])
+    fig = context(d, param="w2")["figure"]
+    highlighted = [ln for ln in fig.splitlines() if ln.startswith(r"\draw[hledge]")]
+    assert len(highlighted) == 3            # w2 -> a_2 -> ŷ -> C
+    assert any("$x_{2}$" in ln for ln in highlighted)
+    assert r"{$w_{2}$}" in fig and "param,hl" in fig
+
+
+# ------------------------------------------------------------------ escaping
+EVIL = r"50% #1 a_b & c \input{/etc/passwd} \write18{touch pwned} {x} ~^ $\alpha$ σ"
+
+
+def test_user_text_cannot_run_tex(tmp_path):
+    d = sb.derive(seed002_graph()[0])
+    tex = d.latex(title=EVIL, author="A & B")
+    assert r"\input{/etc" not in tex and r"\write18{" not in tex
+    pdf = _pdflatex(tex, tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    text = _pdftext(pdf)
+    assert "50% #1 a_b & c" in text and "input{/etc/passwd}" in text and "write18" in text
+    assert "root:" not in text
+
+
+def test_escape_functions():
+    assert latex_escape("a_b%c") == r"a\_b\%c"
+    assert latex_escape("\\input") == r"\textbackslash{}input"
+    assert latex_escape("α") == r"$\alpha$"
+    assert "\n" not in latex_escape("two\n\nparagraphs")
+    md = markdown_escape("<script>*x*</script> $y$")
+    assert "<script>" not in md and r"\*x\*" in md and r"\$y\$" in md
+
+
+def test_names_with_tex_specials_are_refused():
+    g = sb.Graph()
+    for bad in ["a%", "a#1", r"a\input", "a{b}", "a&b", "a_{1}"]:
+        with pytest.raises(DefinitionError):
+            g.inputs(bad)
+    with pytest.raises(SymbackError):
+        sb.derive(sp.Symbol("x") * sp.Symbol("w"), wrt=[sp.Symbol("w%")])
+
+
+def test_markdown_title_escaped():
+    md = sb.derive(seed002_graph()[0]).markdown(title="<img src=x onerror=alert(1)> *bold*")
+    assert "<img" not in md and r"\*bold\*" in md
+
+
+# ------------------------------------------------------------------ templates and files
+def test_builtin_templates_found():
+    assert {"article", "beamer", "snippet", "markdown"} <= set(template_names())
+
+
+def test_user_template_file_and_folder(tmp_path):
+    d = sb.derive(seed002_graph()[0])
+    (tmp_path / "mine.tex.j2").write_text(
+        "%# a user's template\n\\VAR{title}: \\BLOCK{for g in gradients}$\\VAR{g.closed}$ \\BLOCK{endfor}\n")
+    out = render(d, template=str(tmp_path / "mine.tex.j2"), title="T_1 & co")
+    assert out.startswith(r"T\_1 \& co: $2 x_{1} \left(\hat{y} - y\right)$")
+    out2 = d.latex(template="mine", template_dir=tmp_path, title="x")
+    assert out2.startswith("x: $")
+    # a user template may include the built-in pieces
+    (tmp_path / "wrap.tex.j2").write_text("\\BLOCK{include \"snippet.tex.j2\"}")
+    assert r"\begin{align*}" in d.latex(template="wrap", template_dir=tmp_path)
+
+
+def test_template_errors_are_clear(tmp_path):
+    d = sb.derive(seed002_graph()[0])
+    with pytest.raises(OutputError, match="no latex template 'nosuch'"):
+        d.latex(template="nosuch")
+    with pytest.raises(OutputError, match="not found"):
+        d.latex(template=str(tmp_path / "missing.tex.j2"))
+    with pytest.raises(OutputError, match="unknown option"):
+        d.latex(colour="red")
+    with pytest.raises(SymbackError, match="unknown parameter"):
+        d.latex(param="nope")
+    (tmp_path / "bad.tex.j2").write_text("\\BLOCK{for x in}")
+    with pytest.raises(OutputError, match="bad.tex.j2"):
+        d.latex(template=str(tmp_path / "bad.tex.j2"))
+    with pytest.raises(SymbackError, match="values missing"):
+        sb.derive(seed004_1d_graph()[0]).latex(values={"x": 1})
+
+
+def test_write_tex_md_pdf(tmp_path):
+    d = sb.derive(seed004_1d_graph()[0])
+    tex = d.write(tmp_path / "out" / "d.tex", values=SEED004_VALUES, lr=1)
+    assert tex.read_text().startswith("\\documentclass[11pt]{article}")
+    md = d.write(tmp_path / "d.md")
+    assert md.read_text().startswith("# Backpropagation")
+    pdf = d.write(tmp_path / "d.pdf", values=SEED004_VALUES, lr=1)
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert "0.49" in _pdftext(pdf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.md", "d.pdf", "out"]   # no temp files left
+    with pytest.raises(OutputError, match=r"\.tex, \.md or \.pdf"):
+        d.write(tmp_path / "d.docx")
+
+
+def test_failed_pdf_leaves_no_file(tmp_path):
+    d = sb.derive(seed002_graph()[0])
+    (tmp_path / "broken.tex.j2").write_text("\\documentclass{article}\\begin{document}\\undefinedmacro\\end{document}")
+    target = tmp_path / "d.pdf"
+    target.write_bytes(b"old")
+    with pytest.raises(OutputError, match="Undefined control sequence"):
+        d.write(target, template=str(tmp_path / "broken.tex.j2"))
+    assert target.read_bytes() == b"old"                          # untouched: whole or not at all
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.tex.j2", "d.pdf"]
+
+
+def test_pdf_without_tex_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(OutputError, match="pdflatex"):
+        compile_pdf("\\documentclass{article}\\begin{document}x\\end{document}")
+
+
+def test_shell_escape_is_off(tmp_path):
+    tex = ("\\documentclass{article}\\begin{document}\\immediate\\write18{touch " + str(tmp_path / "pwned")
+           + "}ok\\end{document}")
+    pdf = compile_pdf(tex)
+    assert pdf[:5] == b"%PDF-" and not (tmp_path / "pwned").exists()
+
+
+def test_notebook_reprs():
+    d = sb.derive(seed002_graph()[0])
+    rl = d._repr_latex_()
+    assert rl.strip().startswith("$$\\begin{aligned}") and rl.strip().endswith("\\end{aligned}$$")
+    assert r"\begin{align*}" not in rl
+    assert d._repr_markdown_().startswith("# ")
+
+
+def test_wheel_contains_templates(tmp_path):
+    """The built-in templates ship in the wheel as package data of symback.templates."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(["python3", "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import zipfile
+    [wheel] = list(tmp_path.glob("symback-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for t in ("article.tex.j2", "beamer.tex.j2", "snippet.tex.j2", "markdown.md.j2", "_preamble.tex.j2"):
+        assert f"symback/templates/{t}" in names
