@@ -525,3 +525,21 @@ def test_errors_name_the_problem():
         sb.compile(sb.mlp([3, 4, 2]))
     with pytest.raises(SymbackError, match=r"\.py"):
         m.export("model.txt")
+
+
+def test_relu_derivative_at_zero_is_one_as_in_seed_000():
+    """ReLU'(0) = 1: with z = 0 exactly the gradient still flows (seed 000's convention)."""
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    w, b = g.params("w b")
+    p = g.node("p", sb.relu(w * x + b))
+    g.loss((p - y) ** 2)
+    m = sb.compile(sb.derive(g))
+    grads = m.grad([[0.0]], [[1.0]], {"w": np.array(0.5), "b": np.array(0.0)})
+    assert float(grads["b"]) == 2 * (0.0 - 1.0) * 1.0
+    net = sb.compile(sb.derive(sb.mlp([1, 2, 1], "relu", "identity", "mse")))
+    params = {"W1": np.array([[0.7, 0.2]]), "b1": np.zeros(2), "W2": np.array([[-1.3], [0.5]]),
+              "b2": np.array([0.4])}
+    g2 = net.grad([[0.0]], [[1.5]], params)          # x = 0: both pre-activations are exactly 0
+    np.testing.assert_allclose(g2["b1"], [2 * (0.4 - 1.5) * (-1.3), 2 * (0.4 - 1.5) * 0.5], atol=1e-15)
