@@ -693,13 +693,21 @@ def cmd_demo(args) -> int:
 
 
 def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
-    """Write stem.tex (and stem.pdf); a failing TeX run is reported, not fatal, in the demo."""
-    paths = [d.write(stem.with_suffix(".tex"), **options)]
+    """Write stem.tex (and stem.pdf from the same text); a failing TeX run is reported, not fatal."""
+    from .compile import _write_atomic
+    from .render import compile_pdf
+
+    tex = d.latex(**options)
+    paths = [stem.with_suffix(".tex")]
+    _write_atomic(paths[0], tex.encode())
     if pdf:
         try:
-            paths.append(d.write(stem.with_suffix(".pdf"), **options))
+            data = compile_pdf(tex)
         except OutputError as exc:
             print(f"   (no {stem.name}.pdf: {' '.join(str(exc).split())[:200]})")
+        else:
+            paths.append(stem.with_suffix(".pdf"))
+            _write_atomic(paths[-1], data)
     return paths
 
 

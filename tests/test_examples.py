@@ -1,0 +1,51 @@
+"""Each example script runs as a user runs it and asserts the numbers it reproduces.
+
+The scripts hold the checks (the seeds' numbers and formulas, hand-written
+NumPy, sympy.diff); here they run in a subprocess from a fresh folder, and
+a failed assertion inside a script fails the test.
+"""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SEED_SCRIPTS = sorted(EXAMPLES.glob("seed00*_*.py"))
+
+
+def run_script(path, cwd):
+    r = subprocess.run([sys.executable, str(path)], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_one_script_per_seed():
+    assert [p.name[:7] for p in SEED_SCRIPTS] == ["seed000", "seed001", "seed002", "seed003", "seed004"]
+
+
+# What each script must print beside its own assertions: the notes' numbers and chains.
+PRINTS = {
+    "seed000": ["dC/dw1 = dC/dp * dp/dc * dc/dw1", "ReLU'(0) = 1"],
+    "seed001": ["dC/dw_1 = dC/da_3 * da_3/da_2 * da_2/da_1 * da_1/dw_1"],
+    "seed002": ["dLoss/dw1 = dC/dyhat * dyhat/da_1 * da_1/dw1"],
+    "seed003": ["case 2: dz/ds = dz/dx * dx/ds + dz/dy * dy/ds"],
+    "seed004": ["L = 49/100 = 0.49", "dL/dw1 = -21/5 = -4.2", "w1_new = 43/10 = 4.3", "sup sigma' = 1/4"],
+}
+
+
+@pytest.mark.parametrize("script", SEED_SCRIPTS, ids=lambda p: p.name)
+def test_seed_script(script, tmp_path):
+    out = run_script(script, tmp_path)
+    assert f"{script.name[:4]} {script.name[4:7]} reproduced" in out
+    for text in PRINTS[script.name[:7]]:
+        assert text in out
+    assert list(tmp_path.iterdir()) == []          # examples write nothing unasked
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
+def test_digits_above_95_percent(tmp_path):
+    out = run_script(EXAMPLES / "digits.py", tmp_path)
+    test_acc = float(out.rsplit("test ", 1)[1].split()[0])
+    assert test_acc > 0.95
