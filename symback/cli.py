@@ -464,7 +464,7 @@ def _one_hot(path, labels, K) -> np.ndarray:
 def cmd_train(args) -> int:
     """symback train: fit the network to the data and save the parameters."""
     import symback as sb
-    from .compile import _write_atomic
+    from .render import _atomic_write
 
     out = Path(args.out)
     _check_output(out, (".npz",), "--out")
@@ -500,7 +500,7 @@ def cmd_train(args) -> int:
         print(f"training accuracy: {acc:.4f}")
     print(f"parameters saved to {out}")
     if plot is not None:
-        _write_atomic(plot, plot_history(losses, optimizer.per_epoch()))
+        _atomic_write(plot, plot_history(losses, optimizer.per_epoch()))
         print(f"loss curve saved to {plot}")
     return 0
 
@@ -694,12 +694,12 @@ def cmd_demo(args) -> int:
 
 def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
     """Write stem.tex (and stem.pdf from the same text); a failing TeX run is reported, not fatal."""
-    from .compile import _write_atomic
+    from .render import _atomic_write
     from .render import compile_pdf
 
     tex = d.latex(**options)
     paths = [stem.with_suffix(".tex")]
-    _write_atomic(paths[0], tex.encode())
+    _atomic_write(paths[0], tex.encode())
     if pdf:
         try:
             data = compile_pdf(tex)
@@ -707,7 +707,7 @@ def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
             print(f"   (no {stem.name}.pdf: {' '.join(str(exc).split())[:200]})")
         else:
             paths.append(stem.with_suffix(".pdf"))
-            _write_atomic(paths[-1], data)
+            _atomic_write(paths[-1], data)
     return paths
 
 
