@@ -16,10 +16,13 @@ in a fresh Python process so no cache -- SymPy's included -- carries over),
 for the same networks and for tanh nets of width 8 and growing depth.
 
 Threads: by default every library runs single-threaded (``--threads 1``: the
-OpenMP/BLAS thread variables, ``torch.set_num_threads`` and ``XLA_FLAGS`` are
-set before anything loads). On a small shared machine, multi-threaded pools
-of different libraries spin against each other and against other processes,
-and timings become erratic; ``--threads 0`` keeps the libraries' defaults.
+OpenMP/BLAS thread variables, ``torch.set_num_threads`` and, for JAX,
+``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`` are set before anything
+loads). On a small shared machine, multi-threaded pools of different
+libraries spin against each other and against other processes, and timings
+become erratic; ``--threads 0`` keeps the libraries' defaults. JAX's
+asynchronous dispatch still hands work between threads, so its times are
+the most sensitive to other load on the machine.
 
 A missing library, or a symback that cannot yet build a network, shows as
 "n/a" with the reason in the notes; the rest still runs. The Markdown report
@@ -74,10 +77,9 @@ def _limit_threads(n):
         return
     for k in THREAD_VARS:
         os.environ[k] = str(n)
-    xla = [f"intra_op_parallelism_threads={n}"]
-    if n == 1:
-        xla.insert(0, "--xla_cpu_multi_thread_eigen=false")
-    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", "")] + xla))
+    if n == 1:  # XLA has no thread-count flag; this one makes its CPU matmuls serial
+        os.environ["XLA_FLAGS"] = " ".join(
+            filter(None, [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false"]))
 
 
 THREADS = _early_threads(sys.argv[1:])
@@ -205,7 +207,8 @@ def machine_info():
     if THREADS and THREADS > 0:
         threads = (f"{THREADS} per library (--threads {THREADS}: "
                    + "/".join(k.split("_")[0] for k in THREAD_VARS)
-                   + f" thread variables set to {THREADS}, torch.set_num_threads, XLA_FLAGS)")
+                   + f" thread variables set to {THREADS}, torch.set_num_threads"
+                   + (", XLA_FLAGS=--xla_cpu_multi_thread_eigen=false)" if THREADS == 1 else ")"))
     else:
         threads = "library defaults (--threads 0)"
     lines = [
