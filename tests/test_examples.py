@@ -5,6 +5,7 @@ NumPy, sympy.diff); here they run in a subprocess from a fresh folder, and
 a failed assertion inside a script fails the test.
 """
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,25 @@ def test_digits_above_95_percent(tmp_path):
     out = run_script(EXAMPLES / "digits.py", tmp_path)
     test_acc = float(out.rsplit("test ", 1)[1].split()[0])
     assert test_acc > 0.95
+
+
+README = EXAMPLES.parent / "README.md"
+
+
+def test_readme_starts_with_the_two_commands():
+    first_block = README.read_text().split("```")[1]
+    assert first_block.strip().splitlines()[1:] == [
+        "pip install . && symback demo",
+        'pip install ".[test]" && python3 -m pytest -q',
+    ]
+
+
+def test_readme_quick_start_runs_and_prints_what_it_says(tmp_path):
+    block = re.search(r"## Quick start\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    assert len(block.splitlines()) <= 10
+    r = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    promised = re.search(r"# (x1\*.*)$", block, re.M).group(1)
+    assert r.stdout.strip() == promised
+    assert (tmp_path / "seed002.tex").read_text().rstrip().endswith("\\end{document}")
