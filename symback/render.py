@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -41,7 +40,9 @@ def _builtin_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "templates"
     if (checkout / "article.tex.j2").is_file():
         return checkout
-    return Path(str(resources.files("symback.templates")))
+    # In a wheel they are installed as symback/templates (a namespace package, whose
+    # resources.files() is a MultiplexedPath that str() does not turn into a path).
+    return Path(__file__).resolve().parent / "templates"
 
 
 def template_names() -> list[str]:
