@@ -82,12 +82,13 @@ def functions() -> dict:
 
 
 
-def parse_expr(text: str, names: Mapping[str, sp.Expr] | Iterable[str] = (), *,
+def parse_expr(text: str, names: Mapping[str, sp.Expr] | Iterable[str] | Graph | None = (), *,
                where: str = "expression") -> sp.Expr:
     """Parse expression text into a SymPy expression, by a whitelist, without evaluating it.
 
-    ``names`` maps each allowed name to its SymPy object (or lists names,
-    which become plain Symbols).  Allowed: numbers, those names, ``pi``
+    ``names`` maps each allowed name to its SymPy object; a list of names
+    (or a string "x y") makes plain Symbols; a :class:`Graph` offers
+    every name it has so far.  Allowed: numbers, those names, ``pi``
     and ``E``, ``+ - * / **`` and unary ``-``/``+``, and calls of the
     registry's activations (sigmoid, tanh, relu, ...) and of exp, log,
     sqrt, sin, cos, tan, sinh, cosh, abs, Max, Min.  Anything else —
@@ -95,7 +96,13 @@ def parse_expr(text: str, names: Mapping[str, sp.Expr] | Iterable[str] = (), *,
     dunder names — raises :class:`SpecError`, which names the offending
     piece and its column; ``where`` says which expression it was in.
     """
-    if not isinstance(names, Mapping):
+    if isinstance(names, Graph):
+        names = _known(names)
+    elif names is None:
+        names = {}
+    elif isinstance(names, str):
+        names = {n: sp.Symbol(n) for n in names.replace(",", " ").split()}
+    elif not isinstance(names, Mapping):
         names = {n: sp.Symbol(n) for n in names}
     if not isinstance(text, str):
         raise SpecError(f"{where}: expected expression text, got {type(text).__name__} {text!r}")

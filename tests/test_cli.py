@@ -171,7 +171,8 @@ def test_train_npz_data(tmp_path):
     Y = X @ np.array([[1.0], [-2.0], [0.5]])
     np.savez(tmp_path / "d.npz", X=X, Y=Y)
     r = ok(run("train", "--layers", "3,1", "--output", "identity", "--data", "d.npz", "--epochs", "80",
-               "--optimizer", "momentum", "--lr", "0.05", cwd=tmp_path))
+               "--optimizer", "momentum", "--lr", "0.05", "--progress", cwd=tmp_path))
+    assert "loss=" in r.stderr and "80/80" in r.stderr        # tqdm's bar, with the running loss
     with np.load(tmp_path / "params.npz", allow_pickle=False) as z:
         np.testing.assert_allclose(z["W1"].ravel(), [1.0, -2.0, 0.5], atol=1e-3)
     assert "final" in r.stdout

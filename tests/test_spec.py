@@ -28,9 +28,18 @@ def test_operators_and_precedence():
     assert sp.simplify(e - (-x + y * z ** 2 / 3 - 1 / (x - y))) == 0
 
 
-def test_names_may_be_given_as_a_list():
-    e = sb.parse_expr("a*b", ["a", "b"])
-    assert e == sp.Symbol("a") * sp.Symbol("b")
+def test_names_may_be_given_as_a_list_a_string_or_a_graph():
+    a, b = sp.symbols("a b")
+    assert sb.parse_expr("a*b", ["a", "b"]) == a * b
+    assert sb.parse_expr("a*b", "a b") == a * b
+    g = sb.Graph()
+    g.inputs("a")
+    g.params("b")
+    assert sb.parse_expr("a*b", g) == g.symbol("a") * g.symbol("b")
+    with pytest.raises(SpecError, match="unknown name"):
+        sb.parse_expr("a*c", g)
+    with pytest.raises(SpecError, match="none declared"):
+        sb.parse_expr("a", None)
 
 
 def test_floats_are_exact_decimals():
