@@ -238,6 +238,8 @@ def cmd_derive(args) -> int:
     lr = args.lr if args.lr is not None else (spec.lr if spec else None)
     if values:
         _check_values(d, values)
+    elif args.lr is not None:
+        raise SymbackError("--lr is the learning rate of a worked example: give --values too")
     if args.param is not None:
         d._param(args.param)               # unknown name -> a clear error now
     options = {k: v for k, v in (("param", args.param), ("values", values or None),
@@ -287,7 +289,7 @@ def text_report(d, values: dict | None = None, lr=None) -> str:
             lines.append("    path: " + " * ".join(f"d{f.of}/d{f.wrt} [{sp.sstr(f.expr)}]" for f in path))
     if values:
         ev = d.evaluate(values)
-        lines += ["", "worked example: " + ", ".join(f"{k} = {v}" for k, v in values.items())]
+        lines += ["", "worked example: " + ", ".join(f"{k} = {_num(v)}" for k, v in values.items())]
         lines += [f"    {n} = {_num(v)}" for n, v in ev["forward"].items()]
         lines += [f"    d{d.loss_name}/d{p} = {_num(v)}" for p, v in ev["gradient"].items()]
         if lr is not None:
@@ -500,7 +502,10 @@ def cmd_train(args) -> int:
         print(f"training accuracy: {acc:.4f}")
     print(f"parameters saved to {out}")
     if plot is not None:
-        _atomic_write(plot, plot_history(losses, optimizer.per_epoch()))
+        norms = optimizer.per_epoch()
+        if getattr(d, "kind", "scalar") == "layers":     # one line per layer: its weight matrix
+            norms = {k: v for k, v in norms.items() if k.startswith("W")}
+        _atomic_write(plot, plot_history(losses, norms))
         print(f"loss curve saved to {plot}")
     return 0
 
@@ -578,7 +583,7 @@ def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
     ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
-    if min(losses) > 0:
+    if min(losses) > 0 and max(losses) > 20 * min(losses):
         ax.set_yscale("log")
     ax.set_title("loss")
     if norms:
@@ -589,7 +594,7 @@ def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
         ax2.set_ylabel("gradient norm")
         ax2.set_yscale("log")
         ax2.legend(fontsize="small")
-        ax2.set_title("gradient norm per parameter")
+        ax2.set_title("gradient norm (mean over each epoch's batches)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -288,6 +288,7 @@ BAD = [
     ("derive", "good.toml", "-o", "out.tex", "--values", "x1=1,x2=2"),
     ("derive", "good.toml", "--values", "x1=1,x2=2,y=1,w1=1,w2=1,b=__import__"),
     ("derive", "--layers", "2,3,1", "--values", "x=1"),
+    ("derive", "good.toml", "--lr", "0.5"),
     ("derive", "--nonsense"),
     ("frobnicate",),
     ("train", "good.toml"),

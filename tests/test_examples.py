@@ -72,3 +72,18 @@ def test_readme_quick_start_runs_and_prints_what_it_says(tmp_path):
     promised = re.search(r"# (x1\*.*)$", block, re.M).group(1)
     assert r.stdout.strip() == promised
     assert (tmp_path / "seed002.tex").read_text().rstrip().endswith("\\end{document}")
+
+
+def test_readme_commands_are_valid_and_their_files_exist():
+    import shlex
+
+    from symback.cli import build_parser
+    block = re.search(r"## The command line\n\n```sh\n(.*?)```", README.read_text(), re.S).group(1)
+    lines = [l.split("  #")[0].strip() for l in re.sub(r"\\\n\s*", "", block).splitlines()]
+    commands = [shlex.split(l)[1:] for l in lines if l.startswith("symback ")]
+    assert {c[0] for c in commands} == {"derive", "train", "codegen", "demo"}
+    for argv in commands:
+        args = build_parser().parse_args(argv)            # a typo in a flag raises SystemExit
+        for name in ("spec", "data"):
+            if getattr(args, name, None):
+                assert (EXAMPLES.parent / getattr(args, name)).is_file(), argv
