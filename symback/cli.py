@@ -349,8 +349,23 @@ def load_data(path) -> tuple[list[str] | None, dict]:
         raise DataError(f"{path}: the first row must name the columns (a header row), got numbers")
     if len(rows) < 2:
         raise DataError(f"{path}: no data rows after the header")
-    table = np.empty((len(rows) - 1, len(header)))
-    for i, row in enumerate(rows[1:], start=2):
+    try:        # NumPy's C reader first; the loop below only runs to name a bad cell
+        table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, ndmin=2, dtype=float)
+        if table.shape != (len(rows) - 1, len(header)):
+            raise ValueError("shape")
+    except ValueError:
+        table = _parse_cells(path, header, rows[1:])
+    bad = ~np.isfinite(table)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{path}: column {header[j]!r} has NaN or infinite values (first at row {i + 2})")
+    return header, {"table": table}
+
+
+def _parse_cells(path, header, rows) -> np.ndarray:
+    """Cell by cell, so that the error names the row and column of a bad value."""
+    table = np.empty((len(rows), len(header)))
+    for i, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}: row {i} has {len(row)} values, the header has {len(header)} columns")
         for j, cell in enumerate(row):
@@ -358,11 +373,7 @@ def load_data(path) -> tuple[list[str] | None, dict]:
                 table[i - 2, j] = float(cell)
             except ValueError:
                 raise DataError(f"{path}: row {i}, column {header[j]!r}: {cell.strip()!r} is not a number") from None
-    bad = ~np.isfinite(table)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"{path}: column {header[j]!r} has NaN or infinite values (first at row {i + 2})")
-    return header, {"table": table}
+    return table
 
 
 def _is_number(text: str) -> bool:
