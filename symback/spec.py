@@ -28,6 +28,7 @@ operators ``+ - * / **``.  Nothing a user writes is ever handed to
 from __future__ import annotations
 
 import ast
+import keyword
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,7 +287,15 @@ def _name_list(data, key, where) -> list[str]:
         value = value.replace(",", " ").split()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SpecError(f"{where}: {key!r} must be a list of names, e.g. {key} = [\"a\", \"b\"]")
+    for v in value:
+        _usable(v, where)
     return value
+
+
+def _usable(name: str, where: str) -> None:
+    """Refuse a name that expression text could never refer to (a Python keyword)."""
+    if keyword.iskeyword(name):
+        raise SpecError(f"{where}: {name!r} is a Python keyword, so expressions cannot use it; rename it")
 
 
 def spec_from_dict(data: dict, where: str = "spec") -> Spec:
@@ -309,6 +318,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
         for name, text in nodes.items():
             if not isinstance(text, str):
                 raise SpecError(f"{where}: node {name!r} must be expression text in quotes")
+            _usable(name, where)
             g.node(name, parse_expr(text, _known(g), where=f"{where}: node {name!r}"))
         loss = data.get("loss")
         if isinstance(loss, str):

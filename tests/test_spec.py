@@ -210,6 +210,8 @@ BAD_SPECS = [
     ('params = ["w"]\n[loss]\ncost = "w**2"\n[example]\nvalues = {q = 1}', "not an input"),
     ('params = ["w"]\n[loss]\ncost = "w**2"\n[example]\nlr = "fast"', "lr must be a number"),
     ('params = [1, 2]\n[loss]\ncost = "w**2"', "list of names"),
+    ('params = ["lambda"]\n[loss]\ncost = "w**2"', "Python keyword"),
+    ('params = ["w"]\n[nodes]\nif = "w"\n[loss]\ncost = "w**2"', "Python keyword"),
 ]
 
 
