@@ -89,10 +89,14 @@ def _positive(kind):
     return convert
 
 
-def _network_options(p: argparse.ArgumentParser):
+def _network_options(p: argparse.ArgumentParser, with_data: bool = False):
     g = p.add_argument_group("the network: a TOML spec file, or a layer network from flags")
-    g.add_argument("spec", nargs="?", metavar="SPEC.toml",
-                   help="a scalar graph written as a TOML spec file (format: DESIGN.md, examples/*.toml)")
+    if with_data:   # train: the spec and the data file may both be positional, in either order
+        g.add_argument("spec", nargs="*", metavar="SPEC.toml|DATA.csv",
+                       help="a TOML spec file (a scalar graph) and/or the data file")
+    else:
+        g.add_argument("spec", nargs="?", metavar="SPEC.toml",
+                       help="a scalar graph written as a TOML spec file (see examples/*.toml)")
     g.add_argument("--layers", type=parse_layers, metavar="N0,N1,...",
                    help="layer widths, inputs first, e.g. 784,128,64,10")
     g.add_argument("--activation", metavar="NAME",
@@ -147,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "by --targets (default: the last column) and every other column is "
                               "an input.  With a softmax output of K classes a single target "
                               "column of integer class labels 0..K-1 is one-hot encoded.")
-    _network_options(t)
-    t.add_argument("--data", required=True, metavar="FILE.csv|FILE.npz", help="training data")
+    _network_options(t, with_data=True)
+    t.add_argument("--data", metavar="FILE.csv|FILE.npz", help="training data (or give it positionally)")
     t.add_argument("--targets", metavar="COL[,COL...]",
                    help="target column names for a layer network (default: the last column)")
     t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
@@ -491,6 +495,7 @@ def cmd_train(args) -> int:
         progress = sys.stderr.isatty() and _has("tqdm")
     elif progress and not _has("tqdm"):
         raise OutputError("--progress needs tqdm: pip install tqdm")
+    _split_train_files(args)
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
     model = sb.compile(d, dtype=args.dtype)
@@ -519,6 +524,20 @@ def cmd_train(args) -> int:
         _atomic_write(plot, plot_history(losses, norms))
         print(f"loss curve saved to {plot}")
     return 0
+
+
+def _split_train_files(args) -> None:
+    """`symback train [SPEC.toml] [DATA.csv]`: tell the positional files apart by suffix."""
+    specs, data = [], []
+    for f in args.spec:
+        (data if Path(f).suffix.lower() in (".csv", ".npz", ".txt") else specs).append(f)
+    if args.data:
+        data.append(args.data)
+    if len(specs) > 1 or len(data) > 1:
+        raise SymbackError(f"train takes one spec file and one data file, got {' '.join(specs + data)}")
+    if not data:
+        raise SymbackError("no training data: give a .csv or .npz file (or --data FILE)")
+    args.spec, args.data = (specs[0] if specs else None), data[0]
 
 
 class NormRecorder:
@@ -743,7 +762,12 @@ def main(argv=None) -> int:
     """Run the ``symback`` command with `argv` (default: sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:       # `train --epochs 3 data.csv`: a file after the options is still a file
+            if getattr(args, "command", None) == "train" and not any(e.startswith("-") for e in extra):
+                args.spec = list(args.spec) + extra
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:          # --help, --version, or a usage error already printed
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not getattr(args, "func", None):

@@ -160,7 +160,8 @@ def test_train_layers_with_one_hot_labels_and_resume(moons_csv, tmp_path):
     final = float(re.search(r"final ([\d.e+-]+)", r.stdout).group(1))
     with np.load(tmp_path / "net.npz", allow_pickle=False) as z:
         assert z["W1"].shape == (2, 16) and z["W2"].shape == (16, 2)
-    r = ok(run(*args[:-2], "--resume", "net.npz", "--out", "net2.npz", "--epochs", "1", cwd=tmp_path))
+    positional = [a for a in args[:-2] if a not in ("--data", moons_csv)] + [moons_csv]   # DATA.csv positional
+    r = ok(run(*positional, "--resume", "net.npz", "--out", "net2.npz", "--epochs", "1", cwd=tmp_path))
     first = float(re.search(r"first epoch ([\d.e+-]+)", r.stdout).group(1))
     assert first < 1.5 * final + 0.05      # it starts where the first run ended, not from scratch
 
@@ -292,6 +293,8 @@ BAD = [
     ("derive", "--nonsense"),
     ("frobnicate",),
     ("train", "good.toml"),
+    ("train", "good.toml", "good.toml", "good.csv"),
+    ("train", "good.csv", "--data", "good.csv"),
     ("train", "good.toml", "--data", "missing.csv"),
     ("train", "good.toml", "--data", "nan.csv"),
     ("train", "good.toml", "--data", "text.csv"),
