@@ -84,6 +84,7 @@ def test_readme_commands_are_valid_and_their_files_exist():
     assert {c[0] for c in commands} == {"derive", "train", "codegen", "demo"}
     for argv in commands:
         args = build_parser().parse_args(argv)            # a typo in a flag raises SystemExit
-        spec = args.spec if isinstance(args.spec, list) else [args.spec] if getattr(args, "spec", None) else []
+        spec = getattr(args, "spec", None) or []
+        spec = spec if isinstance(spec, list) else [spec]
         for f in spec + ([args.data] if getattr(args, "data", None) else []):
             assert (EXAMPLES.parent / f).is_file(), argv
