@@ -543,3 +543,22 @@ def test_relu_derivative_at_zero_is_one_as_in_seed_000():
               "b2": np.array([0.4])}
     g2 = net.grad([[0.0]], [[1.5]], params)          # x = 0: both pre-activations are exactly 0
     np.testing.assert_allclose(g2["b1"], [2 * (0.4 - 1.5) * (-1.3), 2 * (0.4 - 1.5) * 0.5], atol=1e-15)
+
+
+@pytest.mark.parametrize("act,out,loss", [("relu", "softmax", "cross_entropy"), ("sigmoid", "identity", "mse"),
+                                          ("tanh", "sigmoid", "binary_cross_entropy")])
+def test_generated_backward_reuses_forward_values_unchanged(act, out, loss):
+    m = sb.compile(sb.derive(sb.mlp([3, 4, 5, 2], act, out, loss)))
+    ns = m._ns
+    params = m.init(seed=0)
+    X, Y = layer_data([3, 4, 5, 2], loss, 1)
+    values = ns["forward"](X, params)
+    assert set(values) == {"Z1", "A1", "Z2", "A2", "Z3", "Yhat"}
+    np.testing.assert_allclose(values["Yhat"], m.predict(X, params), rtol=1e-15)
+    copies = {k: v.copy() for k, v in values.items()}
+    value, grads = ns["backward"](X, Y, params, values)
+    assert all(np.array_equal(values[k], copies[k]) for k in values)     # nothing overwritten
+    ref_value, ref = m.value_and_grad(X, Y, params)
+    assert value == pytest.approx(ref_value, rel=1e-14)
+    for p, g in zip(m.params, grads):
+        np.testing.assert_allclose(g, ref[p], rtol=1e-13, atol=1e-16)
