@@ -775,7 +775,14 @@ class _LayerPlan:
                     self._fail(target.name, e)
             else:
                 pending = []
-                scalar = realify(self._scalar(e, pending))
+                try:
+                    scalar = realify(self._scalar(e, pending))
+                except SymbackError:
+                    # SymPy's matrix calculus returns traces and contractions when
+                    # a layer is one unit wide; the derivation's local factors
+                    # (δ Wᵀ, then ⊙ f'(Z)) state the same δ in the usual form.
+                    pending = []
+                    scalar = realify(self._scalar(self._from_locals(target), pending))
                 if target.name == d.delta[L].name:
                     scalar = self.c * scalar
                 # the δ Wᵀ product needs W before the update of its layer
@@ -784,6 +791,15 @@ class _LayerPlan:
                                        st[1] == mmst[3] for mmst in pending)), len(self.backward))
                 self.backward[first_grad:first_grad] = pending
                 self.backward.append(("ew", self.s(target.name), sp.factor_terms(_fixpoint_lower(scalar))))
+
+    def _from_locals(self, target):
+        """δ_{k} = (δ_{k+1} · ∂Z_{k+1}/∂A_k) ⊙ ∂A_k/∂Z_k, from the derivation's local factors."""
+        d = self.d
+        k = next((l for l, D in d.delta.items() if D.name == target.name), None)
+        if k is None or k == d.depth:
+            self._fail(target.name, d.adjoint.get(target.name))
+        z_next, a_k, z_k = d.Z[k + 1].name, d.A[k].name, d.Z[k].name
+        return sp.HadamardProduct(d.delta[k + 1] * d.local[(z_next, a_k)], d.local[(a_k, z_k)])
 
     def _scalar(self, e, pending) -> sp.Expr:
         """A matrix formula that is element-wise, as a scalar formula over array symbols."""

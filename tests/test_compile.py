@@ -562,3 +562,9 @@ def test_generated_backward_reuses_forward_values_unchanged(act, out, loss):
     assert value == pytest.approx(ref_value, rel=1e-14)
     for p, g in zip(m.params, grads):
         np.testing.assert_allclose(g, ref[p], rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize("sizes", [[1, 1, 1], [2, 1, 3, 1, 2]])
+def test_one_unit_wide_layers(sizes):
+    """Width-1 layers (where SymPy's matrix calculus writes δ with traces) compile correctly."""
+    check_layers(sb.mlp(sizes, "tanh", "identity", "mse"), "tanh", "identity", "mse")
