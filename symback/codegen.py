@@ -20,7 +20,7 @@ from itertools import count
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from .derive import Adjoint, Derivation
+from .derive import BATCH_SIZE, Adjoint, Derivation
 from .errors import SymbackError
 from .functions import Activation, _proved_equal, sigmoid, softplus
 
@@ -313,7 +313,7 @@ def _scalar_module(d: Derivation, dtype: str) -> str:
     def reduce_expr(e):
         if e.free_symbols & per_sample:
             return (BatchMean if d.reduction == "mean" else BatchSum)(e)
-        return e if d.reduction == "mean" else sp.Symbol("m") * e
+        return e if d.reduction == "mean" else BATCH_SIZE * e     # prints as m = X.shape[0]
 
     bwd = [(sym[Adjoint(n)].name, adj[n]) for n in reversed(g.order) if n in needed]
     bwd += [(gsym[p].name, reduce_expr(adj[p])) for p in g.param_names]
