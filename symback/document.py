@@ -31,6 +31,7 @@ __all__ = ["context", "derivative_sup"]
 MAX_FIGURE_NODES = 30      # a bigger graph is unreadable as a figure
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
+MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
 
 
 def _exact(name, value):
@@ -76,6 +77,9 @@ def derivative_sup(cls) -> tuple[sp.Expr, bool]:
             best = sp.Max(best, sp.Abs(e))
             continue
         try:
+            if sp.count_ops(e) > MAX_EXACT_SUP_OPS:
+                # SymPy's critical-point search can run for minutes on long expressions
+                raise NotImplementedError
             hi, lo = maximum(e, z, dom), minimum(e, z, dom)
         except (NotImplementedError, ValueError, TypeError):
             hi, lo = _numeric_extremes(e, z, dom)
