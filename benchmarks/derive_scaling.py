@@ -22,6 +22,7 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -160,11 +161,11 @@ def measure(depths, cap: float, net: bool = True) -> list[str]:
     return rows
 
 
-def section(rows: list[str], cap: float) -> str:
+def section(rows: list[str], cap: float, command: str = "python benchmarks/derive_scaling.py") -> str:
     import sympy
     return "\n".join([
         HEADING, "",
-        "`python benchmarks/derive_scaling.py` (each cell a fresh process, tanh activations, "
+        f"`{command}` (each cell a fresh process, tanh activations, "
         "C = (ŷ − y)²/2).",
         "Only the differentiation is timed, not building the graph or the unrolled expression. "
         "symback: `sb.derive(graph)` (the reverse-mode pass), then `d.gradient(p)` in chain form for every "
@@ -172,6 +173,11 @@ def section(rows: list[str], cap: float) -> str:
         f"as one expression; stopped after {cap:g} s, and not tried deeper once it stops or fails.",
         "",
         *rows,
+        "",
+        "symback differentiates each edge of the graph once, so its backward pass grows about linearly "
+        "with depth; the gradients in chain form share the named intermediates. The naive route "
+        "differentiates one ever deeper nested expression per parameter, grows much faster, and fails "
+        "once the nesting passes Python's recursion limit.",
         "",
         f"Measured on {platform.machine()}, Python {platform.python_version()}, SymPy {sympy.__version__}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}.",
@@ -204,7 +210,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     depths = [int(d) for d in args.depths.split(",") if d.strip()]
     rows = measure(depths, args.cap, net=not args.no_net)
-    text = section(rows, args.cap)
+    command = " ".join(["python benchmarks/derive_scaling.py", *(argv if argv is not None else sys.argv[1:])])
+    text = section(rows, args.cap, command.replace(" --readme", ""))
     print()
     print(text)
     if args.readme:
