@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import DataError, OutputError, SpecError, SymbackError
+from .errors import DataError, OutputError, SymbackError
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
 
@@ -689,9 +689,11 @@ def cmd_demo(args) -> int:
     d = sb.derive(spec.graph)
     ev = d.evaluate(spec.values)
     grad = ev["gradient"]["w1"]
-    print(f"   dC/dw1 = {' * '.join(f'd{f.of}/d{f.wrt}' for f in d.chain('w1')[0])} = {sp.sstr(d.gradient('w1'))}")
+    path = " * ".join(f"d{f.of}/d{f.wrt}" for f in d.chain("w1")[0])
+    print(f"   dC/dw1 = {path} = {sp.sstr(d.gradient('w1'))}")
     print(f"   C = {_num(ev['forward']['C'])}, dC/dw1 = {_num(grad)}, "
-          f"w1 <- 0.1 - 1 * ({_num(grad)}) = {_num(spec.values['w1'] - spec.lr * grad)}")
+          f"w1 <- {_num(spec.values['w1'])} - {_num(spec.lr)} * ({_num(grad)}) "
+          f"= {_num(spec.values['w1'] - spec.lr * grad)}")
     written += _write_docs(d, outdir / "seed004", pdf, values=spec.values, lr=spec.lr,
                            title="Seed 004: a worked example")
 
