@@ -783,6 +783,9 @@ def main(argv=None) -> int:
     except (SymbackError, ValueError) as exc:
         _fail(exc)
         return 2
+    except BrokenPipeError:            # `symback derive ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:
         _fail(_os_message(exc))
         return 1
