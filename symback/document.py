@@ -23,8 +23,8 @@ from sympy.calculus.util import maximum, minimum
 from .derive import Adjoint
 from .errors import OutputError, SymbackError
 from .functions import Activation
-from .printing import (Tex, activation_of_factor, chain_symbols, chain_values, factor_latex, latex,
-                       latex_escape, markdown_escape, name_latex, number, partial, prime)
+from .printing import (Tex, chain_symbols, chain_values, factor_latex, latex,
+                       latex_escape, markdown_escape, name_latex, number, partial, prime, split_primes)
 
 __all__ = ["context", "derivative_sup"]
 
@@ -203,6 +203,11 @@ def _network(d) -> dict:
             "loss": _loss_block(d, name_latex(loss), latex(g.expr(loss), applications=apps))}
 
 
+def _inline_partial(of: str, wrt: str) -> str:
+    """∂of/∂wrt on one line, for slides."""
+    return rf"\partial {name_latex(of)} / \partial {name_latex(wrt)}"
+
+
 def _local_table(d) -> list[dict]:
     g, apps = d.graph, _apps(d.graph)
     rows = []
@@ -215,6 +220,7 @@ def _local_table(d) -> list[dict]:
             full = latex(e, primes=False)
             rows.append({"of": Tex(name_latex(child)), "wrt": Tex(name_latex(parent)),
                          "partial": Tex(partial(child, parent)), "value": Tex(short),
+                         "inline": Tex(_inline_partial(child, parent)),
                          "written_out": Tex(full) if full != short else None, "how": None})
     return rows
 
@@ -437,13 +443,13 @@ def _vanishing(d, param: str, activations: list[dict]) -> dict:
     for path in d.chain(param):
         parts, k = [], 0
         for f in path:
-            app = activation_of_factor(f.expr, g.expr(f.of)) if f.of in g._expr else None
-            if app is not None and type(app) in sups:
-                k += 1
-                s = sups[type(app)]
+            acts, rest = split_primes(f.expr, apps)
+            for act in acts:
+                s = sups.get(act, sp.oo)
+                k += act in sups
                 parts.append(latex(s) if s.is_Rational or s.is_Integer else number(s, 4))
-            elif f.expr != 1:
-                parts.append(rf"\left|{latex(f.expr, applications=apps)}\right|")
+            if rest != 1:
+                parts.append(rf"\left|{latex(rest, applications=apps)}\right|")
         counts.append(k)
         bound_paths.append(r" \cdot ".join(parts) or "1")
     shrinking = [a for a in activations if a["sup"].is_number and a["sup"] < 1]
@@ -570,6 +576,7 @@ def _layer_context(d, fmt: str, param: str, exact_values, lr, options) -> dict:
             seen.add((f.of, f.wrt))
             local.append({"of": Tex(name_latex(f.of)), "wrt": Tex(name_latex(f.wrt)),
                           "partial": Tex(partial(f.of, f.wrt)), "value": Tex(latex(f.expr)),
+                          "inline": Tex(_inline_partial(f.of, f.wrt)),
                           "written_out": None, "how": _how(f)})
     ctx["local"] = local
     ctx["local_cols"] = 1

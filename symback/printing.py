@@ -27,7 +27,7 @@ from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 from .functions import Activation
 
 __all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
-           "factor_latex", "activation_of_factor", "prime", "name_latex"]
+           "factor_latex", "split_primes", "mark_primes", "prime", "name_latex"]
 
 
 # ------------------------------------------------------------------ numbers
@@ -72,7 +72,7 @@ def prime(act: type, args) -> sp.Expr:
             s = rf"{_name}'\left({printer._print(self.args[0])}\right)"
             return s if exp is None else rf"\left({s}\right)^{{{exp}}}"
         _PRIME_CLASSES[act] = type(f"{act.__name__}_prime", (sp.Function,), {
-            "_latex": _latex, "nargs": len(args)})
+            "_latex": _latex, "nargs": len(args), "activation": act})
     return _PRIME_CLASSES[act](*args)
 
 
@@ -133,17 +133,18 @@ def mark_primes(expr: sp.Expr, applications: Iterable[sp.Expr] = ()) -> sp.Expr:
     return visit(expr)
 
 
-def activation_of_factor(factor_expr: sp.Expr, of_expr: sp.Expr):
-    """The application f(z) in `of_expr` whose derivative is `factor_expr`, or None.
+def split_primes(expr: sp.Expr, applications: Iterable[sp.Expr] = ()) -> tuple[list, sp.Expr]:
+    """(the activations whose derivative f'(z) is a factor of `expr`, the remaining factor).
 
-    Compared with ``cls.derivative(z)``, so ReLU's step and σ(1−σ) are
-    both recognised; identity's constant 1 is not (it reads better as 1).
+    ``x·σ'(w x)`` gives ``([sigmoid], x)``; recognised by :func:`mark_primes`,
+    i.e. by comparison with ``cls.derivative(z)``.
     """
-    for f in _applications([of_expr]):
-        d = _derivative_of(f)
-        if not d.is_number and sp.simplify(d - factor_expr) == 0:
-            return f
-    return None
+    marked = mark_primes(sp.factor_terms(expr), applications)
+    acts, rest = [], []
+    for f in sp.Mul.make_args(marked):
+        act = getattr(type(f), "activation", None)
+        (acts.append(act) if act is not None else rest.append(f))
+    return acts, sp.Mul(*rest)
 
 
 # ----------------------------------------------------------------- printer
@@ -174,6 +175,11 @@ class LatexPrinter(_SympyLatexPrinter):
             # ŷ − y, not −y + ŷ: positive terms first, each group in SymPy's order
             terms = sorted(terms, key=lambda t: t.could_extract_minus_sign())
         return terms
+
+    def _print_Add(self, expr, order=None):
+        text = super()._print_Add(expr, order=order)
+        # a negative number standing first in a sum needs no brackets: −1.25 − 3
+        return re.sub(r"^\\left\((-[0-9.]+)\\right\)", r"\1", text)
 
     def _print_Symbol(self, expr, style="plain"):
         values = self._settings["values"]
