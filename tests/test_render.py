@@ -399,3 +399,21 @@ def test_wheel_contains_templates(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for t in ("article.tex.j2", "beamer.tex.j2", "snippet.tex.j2", "markdown.md.j2", "_preamble.tex.j2"):
         assert f"symback/templates/{t}" in names
+
+
+def test_layer_worked_example_against_hand_numpy(tmp_path):
+    d = sb.derive(sb.mlp([2, 2, 1], "sigmoid", "identity", "mse"))
+    v = {"X": [[1.0, 2.0]], "Y": [[1.0]], "W1": [[0.1, 0.2], [0.3, 0.4]], "b1": [[0.0, 0.1]],
+         "W2": [[0.5], [-0.5]], "b2": [[0.2]]}
+    tex = d.latex(values=v, lr=0.5)
+    # the same step by hand
+    X, Y, W1, b1, W2, b2 = (np.array(v[k]) for k in ("X", "Y", "W1", "b1", "W2", "b2"))
+    a1 = 1 / (1 + np.exp(-(X @ W1 + b1)))
+    yhat = a1 @ W2 + b2
+    err = 2 * (yhat - Y)
+    dW2 = a1.T @ err
+    dW1 = X.T @ ((err @ W2.T) * a1 * (1 - a1))
+    assert f"L = {float(((yhat - Y) ** 2).sum()):.6g}" in tex
+    for value in list((W2 - 0.5 * dW2).ravel()) + list((W1 - 0.5 * dW1).ravel()):
+        assert f"{value:.6g}" in tex
+    _pdflatex(tex, tmp_path)
