@@ -23,7 +23,7 @@ from sympy.calculus.util import maximum, minimum
 from .derive import Adjoint
 from .errors import OutputError, SymbackError
 from .functions import Activation
-from .printing import (Tex, chain_symbols, chain_values, factor_latex, latex,
+from .printing import (LatexPrinter, Tex, chain_symbols, chain_values, factor_latex, latex,
                        latex_escape, markdown_escape, name_latex, number, partial, prime, split_primes)
 
 __all__ = ["context", "derivative_sup"]
@@ -31,6 +31,7 @@ __all__ = ["context", "derivative_sup"]
 MAX_FIGURE_NODES = 30      # a bigger graph is unreadable as a figure
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
+LINE_WIDTH = 110           # characters of LaTeX per display row before it is broken
 MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
 
 
@@ -240,9 +241,52 @@ def _gradient(d, p) -> dict:
                    "length": len(path)} for path in paths],
         "symbolic": Tex(symbolic), "valued": Tex(valued),
         "closed": Tex(latex(closed, applications=apps)),
+        "closed_aligned": Tex(_aligned_lines(closed, apps)),
         "expanded": Tex(latex(expanded, applications=apps)) if show_expanded else None,
         "recursive": None, "weight": False,
     }
+
+
+def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
+    """`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
+
+    A long sum breaks between its terms; a product with a long sum breaks inside that sum.
+    """
+    text = latex(expr, applications=apps)
+    if len(text) <= width:
+        return text
+    e = sp.factor_terms(expr)
+    body, prefix, suffix = e, "", ""
+    if isinstance(e, sp.Mul):
+        adds = [f for f in e.args if isinstance(f, sp.Add)]
+        if not adds:
+            return text
+        body = max(adds, key=lambda f: len(f.args))
+        prefix, suffix = latex(e / body, applications=apps) + r" \bigl(", r"\bigr)"
+    if not isinstance(body, sp.Add):
+        return text
+    lines, cur = [], prefix
+    for term in _signed_terms(body, apps):
+        if cur not in ("", prefix) and len(cur) + len(term) > width:
+            lines.append(cur)
+            cur = ""
+        cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
+    lines.append(cur + suffix)
+    return r" \\ &\qquad ".join(lines)
+
+
+def _signed_terms(add: sp.Add, apps) -> list[str]:
+    """The terms of a sum as the printer shows them, each with its sign (the first without '+')."""
+    printer = LatexPrinter({"applications": tuple(apps)})
+    out = []
+    for i, t in enumerate(printer._as_ordered_terms(add)):
+        neg = t.could_extract_minus_sign()
+        term = -t if neg else t
+        body = printer.doprint(term)
+        if isinstance(term, sp.Add):
+            body = rf"\left({body}\right)"
+        out.append(("- " if neg else ("+ " if i else "")) + body)
+    return out
 
 
 def _deltas(d) -> list[dict]:
@@ -280,6 +324,14 @@ def _product_latex(e) -> str:
                            for f in factors)
 
 
+def _definition(cls, app):
+    """The definition, in exponentials when it is just a SymPy function (tanh(z) = ...)."""
+    e = cls.definition(*app.args)
+    if isinstance(e, sp.Function) and not isinstance(e, Activation) and e.args == app.args[:1]:
+        e = e.rewrite(sp.exp)
+    return e
+
+
 def _activations(classes) -> list[dict]:
     out = []
     for cls in dict.fromkeys(classes):
@@ -290,7 +342,7 @@ def _activations(classes) -> list[dict]:
         sup_text = latex(sup) if exact else r"\approx " + number(sup, 4)
         out.append({
             "name": cls.__name__,
-            "definition": Tex(rf"{latex(app)} = {latex(cls.definition(*app.args))}"),
+            "definition": Tex(rf"{latex(app)} = {latex(_definition(cls, app))}"),
             "derivative": Tex(rf"{latex(prime(cls, app.args))} = {_product_latex(deriv)}"),
             "sup": sup, "sup_exact": exact,
             "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
@@ -586,7 +638,8 @@ def _layer_context(d, fmt: str, param: str, exact_values, lr, options) -> dict:
         grads.append({"name": Tex(name_latex(p)), "lhs": Tex(partial("C", p)),
                       "paths": [{"symbols": Tex(chain_symbols(path)), "factors": Tex(chain_values(path)),
                                  "length": len(path)}],
-                      "closed": Tex(latex(d.gradient(p))), "expanded": None,
+                      "closed": Tex(latex(d.gradient(p))), "closed_aligned": Tex(latex(d.gradient(p))),
+                      "expanded": None,
                       "recursive": Tex(latex(d.adjoint[p])), "weight": p.startswith("W")})
     ctx["gradients"] = grads
     ctx["punchline"] = [gr for gr in reversed(grads) if gr["weight"]]

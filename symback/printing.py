@@ -263,7 +263,7 @@ def factor_latex(expr, values: dict | None = None, applications: Iterable = ()) 
     """One factor of a product, bracketed when it is a sum or starts with a sign."""
     text = latex(expr, values=values, applications=applications)
     if isinstance(expr, sp.Expr) and not expr.is_Matrix:
-        expr = sp.factor_terms(expr)        # as the printer shows it
+        expr = mark_primes(sp.factor_terms(expr), applications)    # as the printer shows it
     if isinstance(expr, sp.Add) or text.lstrip().startswith("-"):
         return rf"\left({text}\right)"
     return text
