@@ -248,7 +248,7 @@ def _gradient(d, p) -> dict:
 
 
 def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
-    """`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
+    r"""`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
 
     A long sum breaks between its terms; a product with a long sum breaks inside that sum.
     """
