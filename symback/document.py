@@ -24,7 +24,8 @@ from .derive import Adjoint
 from .errors import OutputError, SymbackError
 from .functions import Activation
 from .printing import (LatexPrinter, Tex, chain_symbols, chain_values, factor_latex, latex,
-                       latex_escape, markdown_escape, name_latex, number, partial, prime, split_primes)
+                       latex_escape, markdown_escape, mark_primes, name_latex, number, partial, prime,
+                       split_primes)
 
 __all__ = ["context", "derivative_sup"]
 
@@ -371,7 +372,7 @@ def _scalar_diagram(d, param: str) -> Diagram:
     for (child, parent), e in d.local.items():
         text = latex(e, applications=apps)
         labels[(child, parent)] = text if len(text) <= 40 else partial(child, parent)
-        plain[(child, parent)] = str(sp.factor_terms(e))
+        plain[(child, parent)] = str(mark_primes(sp.factor_terms(e), apps)).replace("_prime(", "'(")
     on_path = {(f.of, f.wrt) for path in d.chain(param) for f in path}
     return Diagram(list(g.order), {n: g.kind(n) for n in g.order},
                    {n: g.parents(n) for n in g.order}, labels, plain, on_path,

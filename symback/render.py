@@ -163,7 +163,7 @@ def write(derivation, path, **options) -> Path:
         if suffix == ".pdf":
             data = compile_pdf(data.decode())
     else:
-        raise OutputError(f"cannot write {latex_escape(path.name)!s}: use a .tex, .md or .pdf suffix")
+        raise OutputError(f"cannot write {path.name!r}: use a .tex, .md or .pdf suffix")
     _atomic_write(path, data)
     return path
 
