@@ -32,6 +32,7 @@ __all__ = ["context", "derivative_sup"]
 MAX_FIGURE_NODES = 30      # a bigger graph is unreadable as a figure
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
+COLUMN = 3.2              # cm between the columns of the computational graph
 LINE_WIDTH = 110           # characters of LaTeX per display row before it is broken
 MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
 
@@ -172,7 +173,8 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
         return ctx
     ctx.update(_network(d))
     ctx["local"] = _local_table(d)
-    ctx["local_cols"] = 2 if all(r["written_out"] is None and len(r["value"]) < 40 for r in ctx["local"]) else 1
+    widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
+    ctx["local_cols"] = 2 if widest < 60 else 1
     ctx["gradients"] = [_gradient(d, p) for p in d.params]
     ctx["deltas"] = _deltas(d)
     ctx["activations"] = _activations(type(f) for f in _apps(d.graph))
@@ -399,7 +401,7 @@ def _layout(dg: Diagram) -> dict[str, tuple[float, float]]:
         members.sort(key=key, reverse=True)
         center = sum(key(n) for n in members) / len(members)
         for i, n in enumerate(members):
-            pos[n] = (c * 3.2, center + 1.5 * ((len(members) - 1) / 2 - i))
+            pos[n] = (c * COLUMN, center + 1.5 * ((len(members) - 1) / 2 - i))
     return pos
 
 
@@ -420,7 +422,10 @@ def _tikz(dg: Diagram):
             edge = "hledge" if (child, parent) in dg.on_path else "edge"
             label = dg.labels.get((child, parent))
             mid = rf" node[lbl] {{${label}$}}" if label else ""
-            lines.append(rf"\draw[{edge}] ({ids[parent]}) --{mid} ({ids[child]});")
+            # an edge that skips columns bends, so it does not run through the nodes between
+            skips = abs(pos[child][0] - pos[parent][0]) > COLUMN + 0.01
+            link = " to[bend left=18]" if skips else " --"
+            lines.append(rf"\draw[{edge}] ({ids[parent]}){link}{mid} ({ids[child]});")
     return Tex("\n".join(lines))
 
 
