@@ -33,7 +33,7 @@ MAX_FIGURE_NODES = 30      # a bigger graph is unreadable as a figure
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
 COLUMN = 3.2              # cm between the columns of the computational graph
-LINE_WIDTH = 110           # characters of LaTeX per display row before it is broken
+LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
 MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
 
 
@@ -237,7 +237,8 @@ def _gradient(d, p) -> dict:
     symbolic = " + ".join(chain_symbols(path) for path in paths)
     valued = " + ".join(chain_values(path, applications=apps) for path in paths)
     expanded = d.gradient(p, form="expanded")
-    show_expanded = sp.count_ops(expanded) <= MAX_EXPANDED_OPS and expanded != closed
+    show_expanded = (sp.count_ops(expanded) <= MAX_EXPANDED_OPS and expanded != closed
+                     and _visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
     return {
         "name": Tex(name_latex(p)), "lhs": Tex(lhs),
         "paths": [{"symbols": Tex(chain_symbols(path)), "factors": Tex(chain_values(path, applications=apps)),
@@ -256,7 +257,7 @@ def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
     A long sum breaks between its terms; a product with a long sum breaks inside that sum.
     """
     text = latex(expr, applications=apps)
-    if len(text) <= width:
+    if _visual_len(text) <= width:
         return text
     e = sp.factor_terms(expr)
     body, prefix, suffix = e, "", ""
@@ -265,17 +266,26 @@ def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
         if not adds:
             return text
         body = max(adds, key=lambda f: len(f.args))
+        if _visual_len(latex(body, applications=apps)) < width // 2:
+            return text         # no long sum inside: a break would only split a short factor
         prefix, suffix = latex(e / body, applications=apps) + r" \bigl(", r"\bigr)"
     if not isinstance(body, sp.Add):
         return text
     lines, cur = [], prefix
     for term in _signed_terms(body, apps):
-        if cur not in ("", prefix) and len(cur) + len(term) > width:
+        if cur not in ("", prefix) and _visual_len(cur) + _visual_len(term) > width:
             lines.append(cur)
             cur = ""
         cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
     lines.append(cur + suffix)
     return r" \\ &\qquad ".join(lines)
+
+
+def _visual_len(tex: str) -> int:
+    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup as none)."""
+    tex = re.sub(r"\\(left|right|bigl|bigr|operatorname|mathrm|mathbf)\b|\\[,;!]", "", tex)
+    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: max(m.group(1), m.group(2), key=len), tex)
+    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
 
 
 def _signed_terms(add: sp.Add, apps) -> list[str]:

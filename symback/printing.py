@@ -119,15 +119,26 @@ def mark_primes(expr: sp.Expr, applications: Iterable[sp.Expr] = ()) -> sp.Expr:
             # the derivative may be a sub-product of a longer product
             have = Counter(args)
             for d, p in table.items():
-                if isinstance(d, sp.Mul):
-                    need = Counter(d.args)
+                if not isinstance(d, sp.Mul):
+                    continue
+                # σ(1 − σ), or −σ' written as σ(σ − 1) after a sign was pulled out of a sum
+                for sign, factors in [(1, d.args)] + [
+                        (-1, [-f if j == i else f for j, f in enumerate(d.args)])
+                        for i, a in enumerate(d.args) if isinstance(a, sp.Add)]:
+                    need = Counter(factors)
                     if all(have[k] >= n for k, n in need.items()):
                         have -= need
                         have[p] += 1
+                        if sign == -1:
+                            have[sp.S.NegativeOne] += 1
+                        break
             if have == Counter(e.args):
                 return e
-            # unevaluated, so 2(ŷ − y) is not distributed into 2ŷ − 2y
-            return sp.Mul(*have.elements(), evaluate=False)
+            # unevaluated, so 2(ŷ − y) is not distributed into 2ŷ − 2y; the number first
+            elems = list(have.elements())
+            coeff = sp.Mul(*[a for a in elems if a.is_Number])
+            rest = [a for a in elems if not a.is_Number]
+            return sp.Mul(*([coeff] if coeff != 1 else []), *rest, evaluate=False)
         return e if args == list(e.args) else e.func(*args)
 
     return visit(expr)
