@@ -391,7 +391,13 @@ def test_notebook_reprs():
 def test_wheel_contains_templates(tmp_path):
     """The built-in templates ship in the wheel as package data of symback.templates."""
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(["python3", "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+    src = tmp_path / "src"          # a copy, so the build leaves nothing in the checkout
+    for part in ("symback", "templates"):
+        shutil.copytree(root / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        if (root / part).exists():
+            shutil.copy(root / part, src / part)
+    done = subprocess.run(["python3", "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                            "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     import zipfile
