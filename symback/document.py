@@ -31,6 +31,7 @@ __all__ = ["context", "derivative_sup"]
 
 MAX_FIGURE_NODES = 30      # a bigger graph is unreadable as a figure
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
+MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
 COLUMN = 3.2              # cm between the columns of the computational graph
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
@@ -236,9 +237,10 @@ def _gradient(d, p) -> dict:
     lhs = partial(d.loss_name, p)
     symbolic = " + ".join(chain_symbols(path) for path in paths)
     valued = " + ".join(chain_values(path, applications=apps) for path in paths)
-    expanded = d.gradient(p, form="expanded")
-    show_expanded = (sp.count_ops(expanded) <= MAX_EXPANDED_OPS and expanded != closed
-                     and _visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
+    # the expanded form only helps on small graphs (and counting a huge one is slow)
+    expanded = d.gradient(p, form="expanded") if len(d.graph.order) <= MAX_EXPANDED_NODES else None
+    show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
+                     and expanded != closed and _visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
     return {
         "name": Tex(name_latex(p)), "lhs": Tex(lhs),
         "paths": [{"symbols": Tex(chain_symbols(path)), "factors": Tex(chain_values(path, applications=apps)),

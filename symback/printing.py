@@ -14,6 +14,7 @@ The same LaTeX serves Markdown (MathJax understands all of it).
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -89,6 +90,17 @@ def _applications(exprs: Iterable[sp.Expr]) -> list[sp.Expr]:
     return list(seen)
 
 
+@functools.lru_cache(maxsize=256)
+def _prime_table(apps: tuple) -> dict:
+    """f'(z) as SymPy derives it -> the unevaluated prime, for each application f(z)."""
+    table = {}
+    for f in apps:
+        d = _derivative_of(f)
+        if not d.is_number:          # identity' = 1 stays 1
+            table[d] = prime(type(f), f.args)
+    return table
+
+
 def mark_primes(expr: sp.Expr, applications: Iterable[sp.Expr] = ()) -> sp.Expr:
     """Replace every activation derivative f'(z) inside `expr` by the unevaluated ``prime``.
 
@@ -100,12 +112,7 @@ def mark_primes(expr: sp.Expr, applications: Iterable[sp.Expr] = ()) -> sp.Expr:
     if not isinstance(expr, sp.Basic) or isinstance(expr, (sp.MatrixBase,)):
         return expr
     apps = _applications([expr]) + [a for a in applications if isinstance(a, Activation)]
-    table = {}
-    for f in dict.fromkeys(apps):
-        d = _derivative_of(f)
-        if d.is_number:          # identity' = 1 stays 1
-            continue
-        table[d] = prime(type(f), f.args)
+    table = _prime_table(tuple(dict.fromkeys(apps)))
     if not table:
         return expr
 
