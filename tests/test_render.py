@@ -423,3 +423,20 @@ def test_layer_worked_example_against_hand_numpy(tmp_path):
     for value in list((W2 - 0.5 * dW2).ravel()) + list((W1 - 0.5 * dW1).ravel()):
         assert f"{value:.6g}" in tex
     _pdflatex(tex, tmp_path)
+
+
+def test_random_user_text_always_compiles(tmp_path):
+    """200 random strings over TeX's specials, control characters and non-Latin letters, typeset verbatim."""
+    import random
+    rng = random.Random(7)
+    pool = list("\\{}%#&$_^~<>|\"'` \t\n abcXYZ019.,;:!?-") + ["α", "Ω", "é", "ß", "€", "😀", "\x00", "\x07", "中"]
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(200)]
+    body = "\n\n".join(f"{i}: " + latex_escape(t) for i, t in enumerate(texts))
+    assert not re.search(r"(?<!\\)[%#&_^~]", body.replace(r"\textasciicircum{}", "").replace(
+        r"\textasciitilde{}", ""))
+    tex = "\\documentclass{article}\\usepackage[T1]{fontenc}\\begin{document}\n" + body + "\n\\end{document}\n"
+    text = _pdftext(_pdflatex(tex, tmp_path))
+    assert "199: " in text
+    # and through a document title, where a stray brace or paragraph would break \title
+    d = sb.derive(seed004_1d_graph()[0])
+    _pdflatex(d.latex(title=" ".join(texts[:20]), verify=False, cost=False), tmp_path, "titled")
