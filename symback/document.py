@@ -12,6 +12,7 @@ the same keys, so one template serves both.
 from __future__ import annotations
 
 import functools
+import math
 import random
 import weakref
 import re
@@ -505,6 +506,14 @@ def _example(d, values: dict, lr) -> dict:
 
 
 # -------------------------------------------------------- vanishing gradient
+def _upper(bound: sp.Expr) -> str:
+    """An exact bound as it is; a numeric one rounded up (to 4 digits), so it stays a bound."""
+    if bound.is_Rational or not bound.is_finite:
+        return latex(bound)
+    scale = 10 ** (3 - math.floor(math.log10(abs(float(bound))))) if bound else 1
+    return number(sp.Rational(math.ceil(float(bound) * scale), scale))
+
+
 def _vanishing(d, param: str, activations: list[dict]) -> dict:
     """Bound |∂C/∂param| by replacing each activation-derivative factor with its supremum."""
     g, apps = d.graph, _apps(d.graph)
@@ -517,7 +526,7 @@ def _vanishing(d, param: str, activations: list[dict]) -> dict:
             for act in acts:
                 s = sups.get(act, sp.oo)
                 k += act in sups
-                parts.append(latex(s) if s.is_Rational or s.is_Integer else number(s, 4))
+                parts.append(_upper(s))
             if rest != 1:
                 parts.append(rf"\left|{latex(rest, applications=apps)}\right|")
         counts.append(k)
@@ -829,7 +838,7 @@ def _layer_vanishing(d, param: str, activations: list[dict]) -> dict:
     for k in range(l, L):
         s = sups.get(d.activation_list[k - 1])
         if s is not None:
-            factors.append(latex(s) if s.is_Rational else number(s, 4))
+            factors.append(_upper(s))
     norms = [rf"\|{latex(d.A[l - 1])}\|_F" if param.startswith("W") else r"\sqrt{m}"]
     norms += [rf"\|{latex(d.delta[L])}\|_F"] + [rf"\|{latex(d.W[k])}\|_F" for k in range(l + 1, L + 1)]
     total = sp.Mul(*[sups[d.activation_list[k - 1]] for k in range(l, L) if d.activation_list[k - 1] in sups])
@@ -837,7 +846,7 @@ def _layer_vanishing(d, param: str, activations: list[dict]) -> dict:
                  and any(a["cls"] is d.activation_list[k - 1] for k in range(l, L))]
     bound = r" \cdot ".join(factors + norms)
     if len(factors) > 1:
-        bound += rf" = {latex(total) if total.is_Rational else number(total, 4)} \cdot " + r" \cdot ".join(norms)
+        bound += rf" = {_upper(total)} \cdot " + r" \cdot ".join(norms)
     return {"param": Tex(name_latex(param)),
             "bound": Tex(rf"\left\|{partial('C', param)}\right\|_F \le {bound}"),
             "factors": len(factors), "shrinking": shrinking, "any": bool(activations),
