@@ -22,7 +22,7 @@ PDFLATEX = shutil.which("pdflatex")
 
 def run(*args, cwd, script=False, timeout=300):
     """`python -m symback ARGS` (or the `symback` console script) in `cwd`."""
-    cmd = [SCRIPT] if script else [sys.executable, "-m", "symback"]
+    cmd = [SCRIPT] if script and SCRIPT else [sys.executable, "-m", "symback"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
@@ -59,6 +59,7 @@ def moons_csv(tmp_path):
 def test_version_and_help(tmp_path, capsys):
     import symback
     from symback.cli import main
+    assert SCRIPT, "the `symback` console script is not installed: pip install -e ."
     r = ok(run("--version", cwd=tmp_path, script=True))
     assert r.stdout.strip() == f"symback {symback.__version__}"
     assert "one-hot" in ok(run("train", "--help", cwd=tmp_path)).stdout
