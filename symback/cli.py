@@ -783,6 +783,10 @@ def main(argv=None) -> int:
     except (SymbackError, ValueError) as exc:
         _fail(exc)
         return 2
+    except RecursionError:
+        _fail("the network is nested too deeply for SymPy's recursive algorithms (RecursionError); "
+              "a layer network (--layers) handles depth better than a long scalar chain")
+        return 1
     except BrokenPipeError:            # `symback derive ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
