@@ -353,6 +353,7 @@ class LayerDerivation(Derivation):
             f = self.activation_list[l - 1]
             self.forward.append((self.A[l], Softmax(self.Z[l]) if f is softmax else _elementwise(f, self.Z[l])))
         self._forward = dict(self.forward)
+        self._biases = set(self.b.values())
         self._backward()
 
     # -- the chain rule over the matrix graph ---------------------------------
@@ -369,14 +370,24 @@ class LayerDerivation(Derivation):
             f = sp.Function(f"f_{l}")
             names[f] = self.activation_list[l - 1].__name__
             expr = ElementwiseApplyFunction(f, expr.expr)
-        r = sp.Trace(adj.T * expr).diff(node)
+        # Differentiate with symbolic widths: SymPy's matrix calculus turns a
+        # width-1 dimension into traces of 1x1 matrices, while the formula
+        # itself does not depend on the widths, which are put back after.
+        width = lambda d: d if d == BATCH_SIZE else sp.Symbol(f"n_{d}", positive=True, integer=True)
+        rows = lambda s: s.shape[0] if s in self._biases else width(s.shape[0])   # b_l is one row
+        generic = {s: sp.MatrixSymbol(s.name, rows(s), width(s.shape[1]))
+                   for s in expr.atoms(sp.MatrixSymbol) | adj.atoms(sp.MatrixSymbol) | {node}}
+        r = sp.Trace(adj.xreplace(generic).T * expr.xreplace(generic)).diff(generic[node])
 
         def name_fprime(e):
             body = e.function.expr
             if isinstance(body, sp.Derivative) and body.expr.func in names:
                 return FPrime(names[body.expr.func], e.expr)
             raise SymbackError(f"unexpected element-wise term {e} in a layer derivative")
-        return r.replace(lambda e: isinstance(e, ElementwiseApplyFunction), name_fprime)
+        r = r.replace(lambda e: isinstance(e, ElementwiseApplyFunction), name_fprime)
+        concrete = {g: s for s, g in generic.items()}
+        concrete.update({width(d): d for s in generic for d in s.shape if d != BATCH_SIZE and d != 1})
+        return r.xreplace(concrete)
 
     def _backward(self):
         L, m = self.depth, BATCH_SIZE

@@ -51,6 +51,8 @@ def random_values(sizes, softmax_out, seed=1, n=5):
     ([3, 4, 3, 1], "tanh", "sigmoid", "mse"),
     ([2, 3, 1], "relu", "sigmoid", "binary_cross_entropy"),
     ([2, 2, 2], "softplus", "identity", "half_mse"),
+    ([2, 1, 1], "tanh", "identity", "mse"),          # width-1 layers: no 1x1 traces
+    ([1, 1, 1, 1], "sigmoid", "identity", "half_mse"),
 ])
 def test_matrix_formulas_match_finite_differences(sizes, act, out, loss):
     d = sb.derive(sb.mlp(sizes, act, out, loss))
@@ -110,6 +112,11 @@ def test_delta_recursion_and_weight_gradients_have_textbook_shape():
     assert set(rec.args) == {d.delta[3] * W3.T, FPrime("sigmoid", Z2)}
     assert d.gradient("W2", form="recursive") == d.A[1].T * dZ2
     assert d.gradient("b2", form="recursive") == sp.OneMatrix(1, d.X.shape[0]) * dZ2
+
+
+def test_width_one_layers_keep_the_textbook_form():
+    d = sb.derive(sb.mlp([2, 1, 1], "tanh", "identity", "mse"))
+    assert d.delta_of(1) == sp.HadamardProduct(d.delta[2] * d.W[2].T, FPrime("tanh", d.Z[1]))
 
 
 def test_punchline_path_runs_from_output_back_to_first_layer():
