@@ -78,11 +78,25 @@ def backward(graph: Graph):
         for child in graph.children(name):
             # Kept in SymPy's canonical form, so it compares equal (==) to the
             # same formula typed by a user; printers factor it for display.
-            d = sp.diff(graph.expr(child), graph.symbol(name))
+            d = real_diff(graph.expr(child), graph.symbol(name))
             local[(child, name)] = d
             terms.append(delta(graph, child) * d)
         adjoint[name] = sp.Add(*terms)
     return local, adjoint
+
+
+def real_diff(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
+    """SymPy's ∂expr/∂var, taken with every symbol real.
+
+    Network quantities are real numbers; without saying so SymPy writes
+    d|u|/du with re(u) and im(u).  The user's own symbols are put back.
+    """
+    free = [s for s in expr.free_symbols if s.is_real is None]
+    if not free or not expr.has(sp.Abs, sp.sign, sp.re, sp.im, sp.arg, sp.conjugate):
+        return sp.diff(expr, var)
+    real = {s: sp.Dummy(s.name, real=True) for s in free}
+    d = sp.diff(expr.xreplace(real), real.get(var, var))
+    return d.xreplace({v: k for k, v in real.items()})
 
 
 def delta(graph: Graph, name: str) -> sp.Expr:

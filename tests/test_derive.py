@@ -315,3 +315,21 @@ def test_unknown_names_in_layer_networks():
         sb.mlp([2, 3, 1], loss="msee")
     with pytest.raises(sb.SymbackError, match="'swishy'"):
         sb.Sequential(sb.Dense(3, "swishy"), inputs=2)
+
+
+def test_abs_and_huber_derive_as_real_functions():
+    # Network values are real: |u|' is sign(u), with no re(u)/im(u) in the formula.
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    w = g.params("w")
+    p = g.node("p", w * x)
+    g.loss(sb.get_loss("huber")(p, y) + sp.Abs(p - y))
+    grad = sb.derive(g).gradient("w", form="expanded")
+    assert not grad.has(sp.re, sp.im, sp.Derivative)
+    unrolled = g.unrolled()["C"]
+    for xv, yv, wv in [(1.5, 0.2, 0.4), (2.0, -3.0, 1.1), (-0.7, 0.9, 2.5)]:
+        at = {x: xv, y: yv}
+        h = 1e-6
+        fd = (unrolled.subs({**at, w: wv + h}) - unrolled.subs({**at, w: wv - h})) / (2 * h)
+        assert abs(float(grad.subs({**at, w: wv})) - float(fd)) < 1e-6
