@@ -321,8 +321,13 @@ def _scalar_module(d: Derivation, dtype: str) -> str:
     fwd_lines = straight_line([(sym[g.symbol(n)].name, e.xreplace(sym)) for n, e in fwd], printer, namer)
     bwd_lines = straight_line([(name, e.xreplace(sym)) for name, e in bwd], printer, namer)
 
-    outputs = [n for n in g.parents(loss) if g.kind(n) == "node"
-               and not (g.unrolled()[n].free_symbols & {g.symbol(t) for t in g.target_names})]
+    # The predictions: the loss's node parents that do not use a target,
+    # found by walking the definitions forward (unrolling would recurse deeply).
+    uses_target = set(g.target_names)
+    for n in g.order:
+        if any(p in uses_target for p in g.parents(n)):
+            uses_target.add(n)
+    outputs = [n for n in g.parents(loss) if g.kind(n) == "node" and n not in uses_target]
     pred_needed = _closure(g, outputs)
     pred_lines = straight_line([(sym[g.symbol(n)].name, e.xreplace(sym)) for n, e in fwd
                                 if n in pred_needed], printer, namer)

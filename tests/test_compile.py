@@ -568,3 +568,32 @@ def test_generated_backward_reuses_forward_values_unchanged(act, out, loss):
 def test_one_unit_wide_layers(sizes):
     """Width-1 layers (where SymPy's matrix calculus writes δ with traces) compile correctly."""
     check_layers(sb.mlp(sizes, "tanh", "identity", "mse"), "tanh", "identity", "mse")
+
+
+def test_deep_scalar_chain_compiles_and_matches_finite_differences():
+    # 400 nested nodes: prediction detection must not unroll the graph recursively.
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    prev = x
+    for l in range(200):
+        w = g.params(f"w{l}")
+        prev = g.node(f"a{l}", sb.tanh(g.node(f"z{l}", w * prev)))
+    g.loss((prev - y) ** 2)
+    m = sb.compile(sb.derive(g))
+    rng = np.random.default_rng(0)
+    params = {p: np.asarray(1.0 + 0.1 * rng.normal()) for p in m.init(seed=0)}
+    X, Y = np.array([[0.7], [-0.3]]), np.array([[0.2], [0.1]])
+
+    def numpy_loss(ps):      # hand-written forward pass
+        a = X[:, 0]
+        for l in range(200):
+            a = np.tanh(float(ps[f"w{l}"]) * a)
+        return np.mean((a - Y[:, 0]) ** 2)
+    grads = m.grad(X, Y, params)
+    for p in ("w0", "w100", "w199"):
+        h = 1e-6
+        up, dn = dict(params), dict(params)
+        up[p], dn[p] = params[p] + h, params[p] - h
+        fd = (numpy_loss(up) - numpy_loss(dn)) / (2 * h)
+        assert abs(float(grads[p]) - fd) <= 1e-6 * (1 + abs(fd))
