@@ -173,8 +173,41 @@ def _solve3(a, b):
     return out
 
 
+class _LazyRule:
+    """A class attribute derived by :func:`_derive_rules` on first access."""
+
+    def __init__(self, attr):
+        self.attr = attr
+
+    def __get__(self, obj, owner):
+        _derive_rules(owner)
+        return getattr(owner, self.attr)
+
+
+def _derive_rules(cls):
+    """Set cls.derivative, cls.output_derivative and cls.stable from the definition."""
+    lam, pvars, stable, var = cls._rules_from
+    w = sp.Dummy("w", real=True)
+    defn_w = lam(w, *cls.extra_params)
+    if pvars:
+        pv = [sp.Dummy(str(p)) for p in pvars]
+        derivative = sp.Lambda((w, *pv), sp.piecewise_fold(sp.diff(lam(w, *pv), w)))
+        output_derivative = None
+    else:
+        compact, output_derivative = _compact_derivative(cls, sp.diff(defn_w, w), w)
+        derivative = sp.Lambda(w, compact)
+    stable_rule = None
+    if stable is not None:
+        st = stable.subs(var, w)
+        if not _proved_equal(st, defn_w, w):
+            raise DefinitionError(
+                f"activation {cls.__name__!r}: the stable form is not equal to the definition")
+        stable_rule = sp.Lambda(w, st)
+    cls.derivative, cls.output_derivative, cls.stable = derivative, output_derivative, stable_rule
+
+
 def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
-               params: dict | None = None, stable=None) -> type:
+               params: dict | None = None, stable=None, lazy: bool = False) -> type:
     """Register a new activation from its SymPy definition alone.
 
     >>> z = sp.Symbol("z")
@@ -183,6 +216,7 @@ def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
     The derivative is derived by SymPy.  ``params`` maps extra constant
     symbols (such as leaky ReLU's α) to their defaults; ``stable`` is an
     optional overflow-safe equal expression, checked equal by SymPy.
+    ``lazy=True`` defers deriving (and checking) to first use.
     Returns the new SymPy ``Function`` class, usable as ``mish(z)``.
     """
     if not isinstance(name, str) or not name.isidentifier():
@@ -212,24 +246,14 @@ def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
                 return klass(args[0], *defaults)
             return Activation.eval.__func__(klass, *args)
         cls.eval = classmethod(eval_)
-    # Derive f' and its compact form.
-    w = sp.Dummy("w", real=True)
-    defn_w = lam(w, *cls.extra_params)
-    d = sp.diff(defn_w, w)
-    if pvars:
-        pv = [sp.Dummy(str(p)) for p in pvars]
-        d_gen = sp.diff(lam(w, *pv), w)
-        cls.derivative = sp.Lambda((w, *pv), sp.piecewise_fold(d_gen))
-        cls.output_derivative = None
+    cls._rules_from = (lam, pvars, stable, var)
+    if lazy:
+        # Built-in entries are proved by the test suite; deriving their rules
+        # on first use keeps `import symback` (and every CLI call) fast.
+        for attr in ("derivative", "output_derivative", "stable"):
+            setattr(cls, attr, _LazyRule(attr))
     else:
-        compact, g = _compact_derivative(cls, d, w)
-        cls.derivative = sp.Lambda(w, compact)
-        cls.output_derivative = g
-    if stable is not None:
-        st = stable.subs(var, w)
-        if not _proved_equal(st, defn_w, w):
-            raise DefinitionError(f"activation {name!r}: the stable form is not equal to the definition")
-        cls.stable = sp.Lambda(w, st)
+        _derive_rules(cls)       # a user's definition is checked at once
     ACTIVATIONS[name] = cls
     return cls
 
@@ -252,20 +276,20 @@ def get_activation(spec) -> type:
 
 # ---------------------------------------------------------------- registry
 # Each line is a definition; everything else is derived.
-identity = activation("identity", _z, var=_z, latex=r"\operatorname{id}")
+identity = activation("identity", _z, var=_z, latex=r"\operatorname{id}", lazy=True)
 sigmoid = activation("sigmoid", 1 / (1 + sp.exp(-_z)), var=_z, latex=r"\sigma",
-                     stable=(1 + sp.tanh(_z / 2)) / 2)
-tanh = activation("tanh", sp.tanh(_z), var=_z, latex=r"\tanh")
+                     stable=(1 + sp.tanh(_z / 2)) / 2, lazy=True)
+tanh = activation("tanh", sp.tanh(_z), var=_z, latex=r"\tanh", lazy=True)
 relu = activation("relu", sp.Piecewise((0, _z < 0), (_z, True)), var=_z,
-                  latex=r"\operatorname{ReLU}")
+                  latex=r"\operatorname{ReLU}", lazy=True)
 relu.convention = r"\operatorname{ReLU}'(0) = 1, as in the notes (1 for z \geq 0)"
 _alpha = sp.Symbol("alpha", positive=True)
 leaky_relu = activation("leaky_relu", sp.Piecewise((_alpha * _z, _z < 0), (_z, True)), var=_z,
-                        latex=r"\operatorname{LReLU}", params={_alpha: sp.Rational(1, 100)})
+                        latex=r"\operatorname{LReLU}", params={_alpha: sp.Rational(1, 100)}, lazy=True)
 leaky_relu.convention = r"\operatorname{LReLU}'(0) = 1"
 softplus = activation("softplus", sp.log(1 + sp.exp(_z)), var=_z, latex=r"\operatorname{softplus}",
-                      stable=sp.Max(_z, 0) + sp.log(1 + sp.exp(-sp.Abs(_z))))
-swish = activation("swish", _z * sigmoid(_z), var=_z, latex=r"\operatorname{swish}")
+                      stable=sp.Max(_z, 0) + sp.log(1 + sp.exp(-sp.Abs(_z))), lazy=True)
+swish = activation("swish", _z * sigmoid(_z), var=_z, latex=r"\operatorname{swish}", lazy=True)
 ACTIVATIONS["silu"] = swish
 
 
