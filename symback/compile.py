@@ -49,6 +49,8 @@ def _load(source: str) -> dict:
         # linecache lets tracebacks and inspect.getsource show the generated lines
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         ns = {"__name__": f"symback_generated_{digest}", "__source__": source}
+        # The source is printed by codegen from SymPy formulas; the only user
+        # text in it is names, which graph.check_name limits to identifiers.
         exec(builtins.compile(source, filename, "exec"), ns)
         _LOADED[digest] = ns
     return _LOADED[digest]
