@@ -6,9 +6,11 @@ compiled into fast NumPy training code.
 """
 from .errors import SymbackError
 from .functions import (activation, loss_function, get_activation, get_loss,
-                        identity, sigmoid, tanh, relu, leaky_relu, softplus, swish, softmax)
+                        identity, sigmoid, tanh, relu, leaky_relu, softplus, swish, softmax,
+                        mse, half_mse, binary_cross_entropy, cross_entropy, logcosh, huber)
+from .matrix import BATCH, ones, hadamard, sumsq
 from .graph import Graph
-from .derive import Derivation, Factor, derive
+from .engine import Derivation, Factor, derive
 from .layers import Dense, Sequential, mlp, LayerDerivation
 from .spec import load_spec, parse_expr
 from .compile import Model, compile
@@ -20,6 +22,8 @@ __all__ = [
     "SymbackError", "Graph", "compile", "Model", "codegen_module", "Dense", "Sequential", "mlp", "LayerDerivation", "Derivation", "Factor", "derive",
     "activation", "loss_function", "get_activation", "get_loss",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish", "softmax",
+    "mse", "half_mse", "binary_cross_entropy", "cross_entropy", "logcosh", "huber",
+    "BATCH", "ones", "hadamard", "sumsq",
     "load_spec", "parse_expr",
     "__version__",
 ]

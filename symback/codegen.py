@@ -20,7 +20,7 @@ from itertools import count
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from .derive import BATCH_SIZE, Adjoint, Derivation
+from .engine import BATCH_SIZE, Adjoint, Derivation
 from .errors import SymbackError
 from .functions import Activation, _proved_equal, sigmoid, softplus
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .codegen import _check_dtype, codegen_module
-from .derive import Derivation
+from .engine import Derivation
 from .errors import DataError, SymbackError
 from .render import _atomic_write
 

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import sympy as sp
 from sympy.calculus.util import maximum, minimum
 
-from .derive import Adjoint
+from .engine import Adjoint
 from .errors import OutputError, SymbackError
 from .functions import Activation
 from .printing import (LatexPrinter, Tex, chain_symbols, chain_values, factor_latex, latex,
@@ -905,7 +905,7 @@ def _cached_cost(d) -> dict:
 
 def _layer_cost(d) -> dict:
     """Operation counts on explicit matrices of symbols (one sample): naive vs chain vs cse."""
-    from .derive import BATCH_SIZE
+    from .engine import BATCH_SIZE
     from .layers import Elementwise, FPrime, Softmax
     L = d.depth
     entries = sum(d.sizes[l - 1] * d.sizes[l] + d.sizes[l] for l in range(1, L + 1))

@@ -27,3 +27,7 @@ class TrainingError(SymbackError, FloatingPointError):
 
 class OutputError(SymbackError, OSError):
     """A document or file cannot be produced (missing TeX engine, bad suffix...)."""
+
+
+class UnusedParameterWarning(UserWarning):
+    """A parameter does not affect the loss (its gradient is always 0)."""

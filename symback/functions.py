@@ -23,7 +23,7 @@ __all__ = [
     "Activation", "LossFunction", "activation", "loss_function",
     "get_activation", "get_loss", "ACTIVATIONS", "LOSSES",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish",
-    "softmax",
+    "softmax", "mse", "half_mse", "binary_cross_entropy", "cross_entropy", "logcosh", "huber",
 ]
 
 ACTIVATIONS: dict[str, type] = {}
@@ -53,6 +53,13 @@ class Activation(sp.Function):
     latex_name: str = ""
     extra_params: tuple = ()
     convention: str = ""
+
+    def __new__(cls, *args, **options):
+        # f(M) for a matrix M is f applied to every entry (sb.tanh(X @ W1)).
+        if args and isinstance(args[0], sp.MatrixExpr):
+            from .matrix import ENTRY, elementwise
+            return elementwise(sp.Lambda(ENTRY, cls(ENTRY, *args[1:])), args[0])
+        return super().__new__(cls, *args, **options)
 
     @classmethod
     def eval(cls, *args):
@@ -303,6 +310,11 @@ class softmax:
     __name__ = "softmax"
     latex_name = r"\operatorname{softmax}"
 
+    def __new__(cls, arg):
+        # sb.softmax(Z) on a matrix: softmax of each row
+        from .matrix import Softmax
+        return Softmax(arg)
+
     @staticmethod
     def components(zs):
         """The list of softmax outputs for the symbols `zs`, as SymPy expressions."""
@@ -330,7 +342,14 @@ class LossFunction:
     extra: dict = field(default_factory=dict)
 
     def __call__(self, prediction, target):
-        """The loss for one output, as a SymPy expression."""
+        """The loss for one output, as a SymPy expression.
+
+        Called on matrices (rows are samples) it gives the m×1 column of
+        per-sample costs, the loss summed over each row's outputs.
+        """
+        if isinstance(prediction, sp.MatrixExpr) or isinstance(target, sp.MatrixExpr):
+            from .matrix import RowCost
+            return RowCost(self.name, prediction, target)
         return self.expr.xreplace({self.prediction: prediction, self.target: target})
 
 
@@ -367,12 +386,12 @@ def get_loss(spec) -> LossFunction:
 
 
 _p, _t = sp.Symbol("p", real=True), sp.Symbol("t", real=True)
-loss_function("mse", (_p - _t) ** 2, _p, _t, latex=r"(\hat y - y)^2")
-loss_function("half_mse", (_p - _t) ** 2 / 2, _p, _t, latex=r"\tfrac12(\hat y - y)^2")
-loss_function("binary_cross_entropy", -(_t * sp.log(_p) + (1 - _t) * sp.log(1 - _p)), _p, _t,
+mse = loss_function("mse", (_p - _t) ** 2, _p, _t, latex=r"(\hat y - y)^2")
+half_mse = loss_function("half_mse", (_p - _t) ** 2 / 2, _p, _t, latex=r"\tfrac12(\hat y - y)^2")
+binary_cross_entropy = loss_function("binary_cross_entropy", -(_t * sp.log(_p) + (1 - _t) * sp.log(1 - _p)), _p, _t,
               latex=r"-\left(y\log\hat y + (1-y)\log(1-\hat y)\right)")
-loss_function("cross_entropy", -_t * sp.log(_p), _p, _t, latex=r"-\sum_k y_k \log \hat y_k",
+cross_entropy = loss_function("cross_entropy", -_t * sp.log(_p), _p, _t, latex=r"-\sum_k y_k \log \hat y_k",
               needs="softmax")
-loss_function("logcosh", sp.log(sp.cosh(_p - _t)), _p, _t)
-loss_function("huber", sp.Piecewise(((_p - _t) ** 2 / 2, sp.Abs(_p - _t) <= 1),
+logcosh = loss_function("logcosh", sp.log(sp.cosh(_p - _t)), _p, _t)
+huber = loss_function("huber", sp.Piecewise(((_p - _t) ** 2 / 2, sp.Abs(_p - _t) <= 1),
                                     (sp.Abs(_p - _t) - sp.Rational(1, 2), True)), _p, _t)

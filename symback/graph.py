@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import sympy as sp
 
-from .errors import DefinitionError
+from .errors import DefinitionError, UnusedParameterWarning
+from .matrix import BATCH, RowCost, Softmax, activation_of, elementwise, is_matrix
 
 __all__ = ["Graph", "split_names", "check_name"]
 
@@ -20,7 +22,7 @@ def check_name(name) -> str:
     underscore (``a_1``).  Anything TeX could act on (``\\``, ``%``, ``#``,
     ``&``, braces) is refused here, so no user name can inject TeX.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DefinitionError(
             f"invalid name {name!r}: names start with a letter and use only letters, "
             "digits and '_' (write a subscript as a_1)")
@@ -58,11 +60,13 @@ class Graph:
         self.reduction = "mean"
 
     # -- building -------------------------------------------------------
-    def _declare(self, names, kind):
+    def _declare(self, names, kind, shape=None):
+        names = split_names(names)
+        shapes = _shapes(names, shape, kind)
         syms = []
-        for name in split_names(names):
+        for name, shp in zip(names, shapes):
             self._claim(name)
-            sym = sp.Symbol(name)
+            sym = sp.Symbol(name) if shp is None else sp.MatrixSymbol(name, *shp)
             self._kind[name], self._symbol[name] = kind, sym
             self.order.append(name)
             syms.append(sym)
@@ -74,65 +78,136 @@ class Graph:
         if name in self._kind:
             raise DefinitionError(f"duplicate name {name!r}: already defined as a {self._kind[name]}")
 
-    def inputs(self, names):
-        """Declare input features (the columns of X, in this order)."""
-        return self._declare(names, "input")
+    def inputs(self, names, shape=None):
+        """Declare inputs: scalar features (the columns of X, in order), or with
+        ``shape=(sb.BATCH, d)`` one data matrix X whose rows are samples."""
+        return self._declare(names, "input", shape)
 
-    def targets(self, names):
-        """Declare targets (the columns of Y, in this order)."""
-        return self._declare(names, "target")
+    def targets(self, names, shape=None):
+        """Declare targets: scalars (the columns of Y), or one matrix with ``shape=(sb.BATCH, k)``."""
+        return self._declare(names, "target", shape)
 
-    def params(self, names):
-        """Declare trainable scalar parameters."""
-        return self._declare(names, "param")
+    def params(self, names, shape=None):
+        """Declare trainable parameters: scalars, or matrices with ``shape=(rows, cols)``
+        (one shape for all names, or a list with one shape per name)."""
+        return self._declare(names, "param", shape)
 
     def node(self, name: str, expr) -> sp.Symbol:
-        """Define an intermediate ``name = expr``; expr may use only earlier names."""
+        """Define an intermediate ``name = expr``; expr may use only earlier names.
+
+        A matrix node that applies an activation or softmax to a compound
+        argument keeps that argument as a node of its own, ``Z_<name>``
+        (the pre-activation z of the notes), so that its δ can be named.
+        """
         check_name(name)
         self._claim(name)
         expr = self._check_expr(name, expr)
-        sym = sp.Symbol(name)
-        self._kind[name], self._symbol[name], self._expr[name] = "node", sym, expr
+        expr = self._split(name, expr)
+        return self._add(name, "node", expr)
+
+    def _add(self, name, kind, expr):
+        sym = sp.MatrixSymbol(name, *expr.shape) if is_matrix(expr) else sp.Symbol(name)
+        self._kind[name], self._symbol[name], self._expr[name] = kind, sym, expr
         self._index_children(name, expr)
         self.order.append(name)
         return sym
 
-    def loss(self, expr, reduction: str = "mean", name: str = "C") -> sp.Symbol:
-        """Define the per-sample cost C = expr (a scalar) and its batch reduction."""
+    def _fresh(self, wanted: str) -> str:
+        name, k = wanted, 2
+        while name in self._kind:
+            name, k = f"{wanted}{k}", k + 1
+        return name
+
+    def _split(self, name, expr):
+        """Give the compound argument of a top-level f(·) or softmax(·) its own node."""
+        if activation_of(expr) is not None and not isinstance(expr.expr, sp.MatrixSymbol):
+            z = self._add(self._fresh(f"Z_{name}"), "node", expr.expr)
+            return elementwise(expr.function, z)
+        if isinstance(expr, Softmax) and not isinstance(expr.arg, sp.MatrixSymbol):
+            return Softmax(self._add(self._fresh(f"Z_{name}"), "node", expr.arg))
+        return expr
+
+    def loss(self, expr, reduction: str = "mean", name: str = "C", penalty=None) -> sp.Symbol:
+        """Define the per-sample cost C = expr and its batch reduction.
+
+        For a scalar graph ``expr`` is a scalar, the cost of one sample.  For
+        a matrix graph it is the m×1 column of per-sample costs (a built-in
+        loss called on matrices, ``sb.cross_entropy(Yhat, Y)``); the batch
+        loss is then the node ``L = (1/m) 1ᵀ C + penalty`` (Σ for
+        ``reduction="sum"``), ``penalty`` a scalar expression of parameters
+        such as ``λ/2 · sb.sumsq(W1)``.
+        """
         if self.loss_name is not None:
             raise DefinitionError(f"a second loss: the graph already has the loss {self.loss_name!r}")
         if reduction not in ("mean", "sum"):
             raise DefinitionError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)) or (
-                hasattr(expr, "shape") and getattr(expr, "shape", ()) not in ((), (1, 1))):
-            raise DefinitionError(f"the loss must be a scalar, got a {type(expr).__name__} "
-                                  f"of shape {getattr(expr, 'shape', '?')}")
         check_name(name)
         if name in self._kind:
             raise DefinitionError(f"duplicate name {name!r}: already defined as a {self._kind[name]}")
+        if is_matrix(expr):
+            return self._matrix_loss(expr, reduction, name, penalty)
+        if hasattr(expr, "shape") and getattr(expr, "shape", ()) not in ((), (1, 1)):
+            raise DefinitionError(f"the loss must be a scalar, got a {type(expr).__name__} "
+                                  f"of shape {getattr(expr, 'shape', '?')}")
+        if penalty is not None:
+            raise DefinitionError("penalty= is for matrix graphs; in a scalar graph add it to the cost")
         expr = self._check_expr(name, expr)
-        if not any(self._kind[s.name] in ("param", "node") for s in expr.free_symbols):
+        if not any(self._kind[s.name] in ("param", "node") for s in _names_in(expr)):
             raise DefinitionError("the loss depends on no parameter or node")
-        sym = sp.Symbol(name)
-        self._kind[name], self._symbol[name], self._expr[name] = "loss", sym, expr
-        self._index_children(name, expr)
-        self.order.append(name)
+        sym = self._add(name, "loss", expr)
         self.loss_name, self.reduction = name, reduction
         return sym
+
+    def _matrix_loss(self, expr, reduction, name, penalty):
+        if expr.shape[1] != 1 or expr.shape[0] != BATCH:
+            raise DefinitionError(f"the loss must be a scalar per-sample cost or, in a matrix graph, the "
+                                  f"m×1 column of per-sample costs (sb.mse(Yhat, Y)); got shape {expr.shape}")
+        expr = self._check_expr(name, expr)
+        if isinstance(expr, RowCost) and not isinstance(expr.prediction, sp.MatrixSymbol):
+            pred = self._add(self._fresh("Yhat"), "node", expr.prediction)
+            expr = RowCost(expr.args[0], pred, expr.target)
+        cost = self._add(name, "node", expr)
+        total = sp.Trace(sp.OneMatrix(1, BATCH) * cost)
+        total = total / BATCH if reduction == "mean" else total
+        if penalty is not None:
+            penalty = self._check_expr("penalty", penalty)
+            if is_matrix(penalty) or not (_names_in(penalty) and all(
+                    self._kind.get(s.name) == "param" for s in _names_in(penalty))):
+                raise DefinitionError(f"penalty must be a scalar expression of parameters, got {penalty}")
+            total = total + penalty
+        sym = self._add(self._fresh("L"), "loss", total)
+        self.loss_name, self.reduction, self.cost_name = sym.name, reduction, name
+        return sym
+
+    def ancestors(self, name: str) -> set:
+        """Every name that `name` is computed from, directly or not."""
+        reach, todo = set(), list(self.parents(name))
+        while todo:
+            n = todo.pop()
+            if n not in reach:
+                reach.add(n)
+                todo += self.parents(n)
+        return reach
 
     def _check_expr(self, name, expr) -> sp.Expr:
         if isinstance(expr, str):
             raise DefinitionError(f"{name!r}: give a SymPy expression, not a string "
                                   "(spec files parse text; see symback.spec)")
-        if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)):
-            raise DefinitionError(f"{name!r} must be a scalar expression, got a matrix")
-        try:
-            expr = sp.sympify(expr, strict=True)
-        except (sp.SympifyError, TypeError) as exc:
-            raise DefinitionError(f"{name!r}: not a SymPy expression: {expr!r}") from exc
-        if not isinstance(expr, sp.Expr):
-            raise DefinitionError(f"{name!r}: not a scalar SymPy expression: {expr!r}")
-        used = {s.name for s in expr.free_symbols}
+        if isinstance(expr, sp.MatrixBase):
+            raise DefinitionError(f"{name!r}: an explicit Matrix is not a node: give a scalar expression, "
+                                  "or a matrix expression of declared matrix symbols")
+        if not is_matrix(expr):
+            try:
+                expr = sp.sympify(expr, strict=True)
+            except (sp.SympifyError, TypeError) as exc:
+                raise DefinitionError(f"{name!r}: not a SymPy expression: {expr!r}") from exc
+            if not isinstance(expr, sp.Expr):
+                raise DefinitionError(f"{name!r}: not a scalar SymPy expression: {expr!r}")
+        nested = [e for e in sp.preorder_traversal(expr) if isinstance(e, (Softmax, RowCost)) and e != expr]
+        if nested:
+            raise DefinitionError(f"{name!r}: {type(nested[0]).__name__.lower()} must be a node's whole "
+                                  "definition, not part of a larger expression")
+        used = {s.name for s in _names_in(expr)}
         if name in used:
             raise DefinitionError(f"cycle: {name!r} is defined in terms of itself")
         unknown = sorted(used - set(self._kind))
@@ -140,10 +215,10 @@ class Graph:
             raise DefinitionError(
                 f"{name!r} uses unknown symbol(s) {', '.join(unknown)}: declare them "
                 "(inputs/targets/params) or define them as nodes before use")
-        for s in expr.free_symbols:
+        for s in _names_in(expr):
             if self._symbol[s.name] != s:
                 raise DefinitionError(
-                    f"{name!r} uses a symbol {s.name!r} with other assumptions than the declared one")
+                    f"{name!r} uses a symbol {s.name!r} with other assumptions or shape than the declared one")
         return expr
 
     # -- reading --------------------------------------------------------
@@ -187,7 +262,7 @@ class Graph:
         """The names `name` is defined from, in definition order."""
         if name not in self._expr:
             return []
-        used = {s.name for s in self._expr[name].free_symbols}
+        used = {s.name for s in _names_in(self._expr[name])}
         return [n for n in self.order if n in used]
 
     def children(self, name: str) -> list[str]:
@@ -197,7 +272,7 @@ class Graph:
         return list(self._children.get(name, ()))
 
     def _index_children(self, name: str, expr: sp.Expr):
-        for s in expr.free_symbols:
+        for s in _names_in(expr):
             self._children.setdefault(s.name, []).append(name)
 
     def unrolled(self) -> dict[str, sp.Expr]:
@@ -208,14 +283,74 @@ class Graph:
                 full[n] = self._expr[n].xreplace({self._symbol[k]: v for k, v in full.items()})
         return full
 
+    def shape(self, name: str):
+        """A matrix's (rows, cols), or () for a scalar."""
+        s = self._symbol[name]
+        return tuple(s.shape) if is_matrix(s) else ()
+
+    @property
+    def is_matrix(self) -> bool:
+        """Whether the graph's nodes are matrices (rows are samples)."""
+        return any(is_matrix(s) for s in self._symbol.values())
+
     def check_complete(self):
         """Raise DefinitionError unless the graph has a loss and a parameter."""
         if self.loss_name is None:
             raise DefinitionError("the graph has no loss: call g.loss(expr)")
         if not self.param_names:
             raise DefinitionError("the graph has no parameters: declare some with g.params(...)")
+        used = self.ancestors(self.loss_name)
+        if not any(self._kind[n] == "param" for n in used):
+            raise DefinitionError(f"the loss {self.loss_name!r} depends on no parameters: nothing to train")
+        unused = [p for p in self.param_names if p not in used]
+        if unused:
+            warnings.warn(f"parameter(s) {', '.join(unused)} do not affect the loss; "
+                          "their gradients are 0", UnusedParameterWarning, stacklevel=3)
 
     def __repr__(self):
+        if self.is_matrix:
+            lines = [f"Graph(inputs={self.input_names}, targets={self.target_names}, params={self.param_names})"]
+            lines += [f"  {n} = {self._expr[n]}" for n in self.order if n in self._expr]
+            return "\n".join(lines)
         lines = [f"Graph(inputs={self.input_names}, targets={self.target_names}, params={self.param_names})"]
         lines += [f"  {n} = {self._expr[n]}" for n in self.order if n in self._expr]
         return "\n".join(lines)
+
+
+def _names_in(expr) -> set:
+    """The graph symbols an expression uses: scalar symbols and MatrixSymbols."""
+    out = set(expr.free_symbols)
+    if isinstance(expr, sp.Basic) and expr.has(sp.MatrixSymbol):
+        out |= expr.atoms(sp.MatrixSymbol)
+    # a MatrixSymbol's shape symbols (the batch size m) are not graph names
+    return {s for s in out if isinstance(s, (sp.Symbol, sp.MatrixSymbol)) and s != BATCH}
+
+
+def _dim(d, what):
+    if d is BATCH or d == BATCH:
+        return BATCH
+    if isinstance(d, (int, sp.Integer)) and not isinstance(d, bool) and int(d) >= 1:
+        return int(d)
+    raise DefinitionError(f"{what}: a dimension must be a positive integer or sb.BATCH, got {d!r}")
+
+
+def _shapes(names, shape, kind):
+    """One shape (or None for a scalar) per name, checked."""
+    if shape is None:
+        return [None] * len(names)
+    if isinstance(shape, tuple) and len(shape) == 2 and not isinstance(shape[0], (tuple, list)):
+        shape = [shape] * len(names)
+    shape = list(shape)
+    if len(shape) != len(names) or not all(isinstance(s, (tuple, list)) and len(s) == 2 for s in shape):
+        raise DefinitionError(f"shape: give one (rows, cols) for all of {', '.join(names)} "
+                              f"or a list with one per name, got {shape!r}")
+    out = []
+    for n, (r, c) in zip(names, shape):
+        r, c = _dim(r, n), _dim(c, n)
+        if kind == "param" and BATCH in (r, c):
+            raise DefinitionError(f"parameter {n!r} cannot have the batch size in its shape")
+        if kind in ("input", "target") and (r != BATCH or c == BATCH):
+            raise DefinitionError(f"{kind} {n!r}: rows are samples, so the shape is (sb.BATCH, columns), "
+                                  f"got ({r}, {c})")
+        out.append((r, c))
+    return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from .derive import BATCH_SIZE, Derivation, Factor, Name
+from .engine import BATCH_SIZE, Derivation, Factor, Name
 from .errors import DefinitionError, SymbackError
 from .functions import Activation, LossFunction, get_activation, get_loss, softmax
 

@@ -10,7 +10,7 @@ import sympy as sp
 
 import symback as sb
 from conftest import num, seed004_1d_graph, to_elementary
-from symback.derive import BATCH_SIZE, SAMPLE
+from symback.engine import BATCH_SIZE, SAMPLE
 
 
 def path_names(path):

@@ -1,0 +1,530 @@
+"""The chain rule, symbolically: reverse-mode accumulation over a Graph.
+
+The whole algorithm is :func:`backward`: visit the graph in reverse
+definition order and give each node its adjoint δ_node, the sum over its
+children of what flows back along each edge — δ_child · ∂child/∂node for
+scalars, the vector-Jacobian product for matrices.  SymPy computes every
+local derivative (:mod:`symback.vjp`).  Scalar graphs and matrix graphs
+(layer networks) go through this one loop; everything else in this module
+reads its result in the views a reader wants (chain, recursive, expanded),
+as paths from the loss back to a parameter, or as a :class:`Program` of
+assignments that documents and code generators print.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import sympy as sp
+
+from .errors import DefinitionError, SymbackError
+from .graph import Graph, check_name
+from .matrix import BATCH, RowCost, Softmax, activation_of, explicit, is_matrix
+from .vjp import AdjointMatrix, fused_output, local_factor, real_diff, to_matrix
+
+__all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program", "derive",
+           "backward", "decompose", "BATCH_SIZE", "SAMPLE", "real_diff"]
+
+BATCH_SIZE = BATCH
+SAMPLE = sp.Symbol("i", positive=True, integer=True)
+MAX_PATHS = 10_000
+
+
+class Name(str):
+    """A node name that also equals the SymPy symbol of that name."""
+
+    def __eq__(self, other):
+        if isinstance(other, (sp.Symbol, sp.MatrixSymbol)):
+            return str.__eq__(self, other.name)
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = str.__hash__
+
+
+class Factor(NamedTuple):
+    """One local factor on a path: ``expr`` = ∂of/∂wrt for scalars; for a
+    matrix ``of``, the vector-Jacobian product, linear in δ_of."""
+
+    of: Name
+    wrt: Name
+    expr: sp.Expr
+
+
+class Adjoint(sp.Symbol):
+    """The adjoint δ_node = ∂C/∂node of a scalar node, as a symbol in recursive formulas."""
+
+    def __new__(cls, node: str):
+        return super().__new__(cls, f"delta_{node}")
+
+    @property
+    def node(self) -> str:
+        """The name of the node this adjoint belongs to."""
+        return self.name[len("delta_"):]
+
+    def _latex(self, printer, exp=None):
+        s = r"\delta_{%s}" % printer._print(sp.Symbol(self.node))
+        return s if exp is None else r"%s^{%s}" % (s, exp)
+
+
+def delta(graph: Graph, name: str):
+    """The symbol standing for δ_name (1 for the loss itself)."""
+    if name == graph.loss_name:
+        return sp.S.One
+    sym = graph.symbol(name)
+    return AdjointMatrix(f"delta_{name}", *sym.shape) if is_matrix(sym) else Adjoint(name)
+
+
+def contribution(factor, child_adjoint, child_expr):
+    """What flows back along one edge: δ_child · factor, or the VJP itself for a matrix child."""
+    return factor if is_matrix(child_expr) else child_adjoint * factor
+
+
+def backward(graph: Graph):
+    """Reverse-mode accumulation: the one place where the chain rule happens.
+
+    Returns ``(local, adjoint)``: ``local[(child, parent)]`` is the edge's
+    local factor from SymPy (:func:`symback.vjp.local_factor`), and
+    ``adjoint[name]`` is δ_name in recursive form: the sum over the
+    children of what flows back along each edge, with δ_loss = 1.  Each
+    edge is differentiated once, so the cost is linear in the graph's size.
+    """
+    local, adjoint = {}, {graph.loss_name: sp.S.One}
+    for name in reversed(graph.order):
+        if graph.kind(name) not in ("node", "param"):
+            continue
+        terms = []
+        for child in graph.children(name):
+            expr, d = graph.expr(child), delta(graph, child)
+            # Kept in SymPy's canonical form, so it compares equal (==) to the
+            # same formula typed by a user; printers factor it for display.
+            local[(child, name)] = local_factor(expr, d, graph.symbol(name))
+            fused = _fused(graph, child, name)
+            terms.append(fused if fused is not None else contribution(local[(child, name)], d, expr))
+        adjoint[name] = _sum(terms, graph.symbol(name))
+    return local, adjoint
+
+
+def _sum(terms, sym):
+    if not terms:       # an unused parameter: its gradient is zero
+        return sp.ZeroMatrix(*sym.shape) if is_matrix(sym) else sp.S.Zero
+    if len(terms) == 1:
+        return terms[0]
+    return sp.MatAdd(*terms).doit() if is_matrix(terms[0]) else sp.Add(*terms)
+
+
+def _fused(graph: Graph, child: str, name: str):
+    """δ_Z straight from δ_C when Z → A = f(Z) → C = loss(A, Y) is an output block.
+
+    The fused rule (softmax + cross-entropy → Ŷ − Y, sigmoid + binary
+    cross-entropy → Ŷ − Y, ...) is derived and simplified by SymPy
+    (:func:`symback.vjp.fused_output`); it replaces δ_A ⊙ f'(Z), whose
+    division by Ŷ overflows when the output saturates.
+    """
+    a_expr = graph.expr(child)
+    if isinstance(a_expr, Softmax):
+        from .functions import softmax
+        out = softmax
+    elif activation_of(a_expr) is not None and not activation_of(a_expr)[1]:
+        out = activation_of(a_expr)[0]
+    else:
+        return None
+    users = graph.children(child)
+    if len(users) != 1 or not isinstance(graph.expr(users[0]), RowCost):
+        return None
+    cost = graph.expr(users[0])
+    if cost.prediction != graph.symbol(child):
+        return None
+    g, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
+    Z, A, Y = graph.symbol(name), graph.symbol(child), cost.target
+    spread = delta(graph, users[0]) * sp.OneMatrix(1, A.shape[1])
+    return sp.HadamardProduct(spread, to_matrix(g, {z: Z, a: A, y: Y}, A.shape)).doit()
+
+
+class Program(NamedTuple):
+    """A derivation as straight-line assignments: what documents and code generators read.
+
+    ``forward``: (symbol, expr) for every node in definition order, the
+    batch loss last; ``backward``: (adjoint symbol, expr) in the order they
+    are computed; ``gradients``: parameter name → ∂L/∂p, an expression of
+    the backward symbols; ``loss``: the batch loss L; ``outputs``: the
+    prediction nodes.  Scalar graphs' symbols hold one value per sample
+    (their gradients reduce over the batch with :class:`BatchMean` or
+    :class:`BatchSum`); matrix graphs' symbols are whole matrices.
+    """
+
+    inputs: tuple
+    targets: tuple
+    params: tuple
+    forward: tuple
+    backward: tuple
+    gradients: dict
+    loss: sp.Expr
+    outputs: tuple
+    reduction: str
+
+
+class BatchMean(sp.Function):
+    """The mean over a batch's rows of a per-sample value."""
+
+
+class BatchSum(sp.Function):
+    """The sum over a batch's rows of a per-sample value."""
+
+
+class Derivation:
+    """The closed-form gradients of a graph's loss, in every view.
+
+    Built by :func:`derive`.  ``params`` lists the parameters;
+    :meth:`gradient` gives ∂C/∂p for one sample of a scalar graph (∂L/∂p,
+    the batch loss's gradient, for a matrix graph), :meth:`chain` the paths
+    behind it, :meth:`batch_gradient` the batch reduction, :meth:`program`
+    the assignments code is printed from.  :meth:`latex`, :meth:`markdown`
+    and :meth:`write` render it; ``symback.compile`` turns it into code.
+    """
+
+    def __init__(self, graph: Graph):
+        graph.check_complete()
+        self.graph = graph
+        self.local, self.adjoint = backward(graph)
+        self._chain: dict[str, sp.Expr] = {}
+
+    @property
+    def kind(self) -> str:
+        """'matrix' when the nodes are matrices (rows are samples), else 'scalar'."""
+        return "matrix" if self.graph.is_matrix else "scalar"
+
+    # -- names ------------------------------------------------------------
+    @property
+    def params(self) -> list[str]:
+        """Parameter names, in order."""
+        return list(self.graph.param_names)
+
+    @property
+    def loss_name(self) -> str:
+        """The name of the loss node (the per-sample cost C, or a matrix graph's batch loss L)."""
+        return self.graph.loss_name
+
+    @property
+    def reduction(self) -> str:
+        """'mean' (L = 1/m Σ C_i) or 'sum' (L = Σ C_i)."""
+        return self.graph.reduction
+
+    def _param(self, p) -> str:
+        name = p.name if isinstance(p, (sp.Symbol, sp.MatrixSymbol)) else p
+        if name not in self.graph.param_names:
+            raise SymbackError(f"unknown parameter {name!r}; parameters are {', '.join(self.params)}")
+        return name
+
+    # -- the three views ----------------------------------------------------
+    def gradient(self, p, form: str = "chain") -> sp.Expr:
+        """∂C/∂p for one sample (a matrix graph: ∂L/∂p, shaped like p).
+
+        ``form="chain"``: what flows back along every path from the loss to
+        p, summed, in terms of named intermediates; ``"recursive"``: in terms
+        of the adjoints δ of p's children; ``"expanded"``: inputs, targets
+        and parameters only.
+        """
+        name = self._param(p)
+        if form == "chain":
+            return self._chain_form(name)
+        if form == "recursive":
+            return self.adjoint[name]
+        if form == "expanded":
+            return self._expand(self._chain_form(name))
+        raise SymbackError(f"unknown form {form!r}: use 'chain', 'recursive' or 'expanded'")
+
+    def _expand(self, expr):
+        g = self.graph
+        if not g.is_matrix:
+            full = g.unrolled()
+            return expr.xreplace({g.symbol(n): e for n, e in full.items()})
+        for n in reversed(g.order):
+            if n in g._expr:
+                expr = expr.xreplace({g.symbol(n): g.expr(n)})
+        return expr
+
+    def delta(self, name: str, form: str = "recursive") -> sp.Expr:
+        """The adjoint δ_name of a node ('recursive' or 'chain' form)."""
+        if name not in self.adjoint:
+            raise SymbackError(f"no adjoint for {name!r}: not a node or parameter of the graph")
+        return self.adjoint[name] if form == "recursive" else self._chain_form(name)
+
+    def _chain_form(self, name: str) -> sp.Expr:
+        # δ-symbols replaced by their own chain forms, memoised, so the
+        # cost stays linear however many paths share a sub-path.
+        if name == self.loss_name:
+            return sp.S.One
+        if name not in self._chain:
+            rec = self.adjoint[name]
+            subs = {s: self._chain_form(s.node) for s in _adjoints_in(rec)}
+            self._chain[name] = rec.xreplace(subs) if subs else rec
+        return self._chain[name]
+
+    def chain(self, p) -> list[list[Factor]]:
+        """Every path from the loss back to `p`, each a list of Factors.
+
+        Applying the factors in order (:func:`apply_path`) and summing over
+        the paths gives ``gradient(p)`` (the chain rule's sum over paths).
+        """
+        target = self._param(p) if not (isinstance(p, str) and p in self.adjoint) else p
+        reaches = self._descendants(target)
+        paths: list[list[Factor]] = []
+
+        def walk(node, prefix):
+            if node == target:
+                paths.append(prefix)
+                if len(paths) > MAX_PATHS:
+                    raise SymbackError(f"more than {MAX_PATHS} paths to {target!r}; "
+                                       "use gradient(p, form='recursive')")
+                return
+            for parent in self.graph.parents(node):
+                if parent in reaches:
+                    walk(parent, prefix + [Factor(Name(node), Name(parent), self.local[(node, parent)])])
+
+        walk(self.loss_name, [])
+        return paths
+
+    def apply_path(self, path) -> sp.Expr:
+        """What flows from the loss to the end of `path`: its factors applied in order."""
+        value = sp.S.One
+        for f in path:
+            child = self.graph.expr(f.of)
+            value = contribution(f.expr, value, child).xreplace({delta(self.graph, f.of): value}) \
+                if is_matrix(child) else value * f.expr
+        return value
+
+    def _descendants(self, name) -> set[str]:
+        seen, todo = {name}, [name]
+        while todo:
+            for c in self.graph.children(todo.pop()):
+                if c not in seen:
+                    seen.add(c)
+                    todo.append(c)
+        return seen
+
+    # -- batch reduction ------------------------------------------------------
+    def reduce(self, expr: sp.Expr) -> sp.Expr:
+        """Σ_i expr (sum) or 1/m Σ_i expr (mean) over the samples of a batch, unevaluated."""
+        total = sp.Sum(expr, (SAMPLE, 1, BATCH_SIZE))
+        return total / BATCH_SIZE if self.reduction == "mean" else total
+
+    def batch_loss(self) -> sp.Expr:
+        """L: the reduction of the per-sample cost over a batch (plus a matrix graph's penalty)."""
+        if self.graph.is_matrix:
+            return self.graph.expr(self.loss_name)
+        return self.reduce(self.graph.expr(self.loss_name))
+
+    def batch_gradient(self, p, form: str = "chain") -> sp.Expr:
+        """∂L/∂p = (1/m) Σ_i ∂C_i/∂p (or the plain sum); a matrix graph's gradient already is ∂L/∂p."""
+        if self.graph.is_matrix:
+            return self.gradient(p, form)
+        return self.reduce(self.gradient(p, form))
+
+    # -- the program ---------------------------------------------------------------
+    def program(self) -> Program:
+        """The derivation as assignments (forward, then backward), for printers."""
+        g = self.graph
+        forward = tuple((g.symbol(n), g.expr(n)) for n in g.order if n in g._expr)
+        needed = self._needed()
+        backward = tuple((delta(g, n), self.adjoint[n]) for n in reversed(g.order) if n in needed)
+        if g.is_matrix:
+            grads = {p: delta(g, p) for p in g.param_names}
+            loss = g.symbol(self.loss_name)
+        else:
+            red = BatchMean if self.reduction == "mean" else BatchSum
+            grads = {p: red(delta(g, p)) for p in g.param_names}
+            loss = red(g.symbol(self.loss_name))
+        return Program(tuple(g.symbol(n) for n in g.input_names), tuple(g.symbol(n) for n in g.target_names),
+                       tuple(g.symbol(n) for n in g.param_names), forward, backward, grads, loss,
+                       tuple(g.symbol(n) for n in self.outputs), self.reduction)
+
+    def _needed(self) -> set:
+        """The nodes and parameters whose adjoints the parameter gradients use."""
+        needed, todo = set(), list(self.params)
+        while todo:
+            n = todo.pop()
+            if n not in needed:
+                needed.add(n)
+                todo += [s.node for s in _adjoints_in(self.adjoint[n])]
+        return needed
+
+    @property
+    def outputs(self) -> list[str]:
+        """The prediction nodes: the loss's inputs that are computed without the targets."""
+        g = self.graph
+        uses_target = set(g.target_names)
+        for n in g.order:
+            if any(p in uses_target for p in g.parents(n)):
+                uses_target.add(n)
+        cost = getattr(g, "cost_name", None) or self.loss_name
+        return [n for n in g.parents(cost) if g.kind(n) == "node" and n not in uses_target]
+
+    # -- numbers ----------------------------------------------------------------
+    def evaluate(self, values: dict) -> dict:
+        """Substitute numbers: returns {'forward': {node: value}, 'gradient': {p: value}}.
+
+        ``values`` maps every input, target and parameter name to a number
+        (an array for a matrix graph's matrices, samples in rows).  A scalar
+        graph's values are exact SymPy numbers when the inputs are, and its
+        gradients are per sample (∂C/∂p); a matrix graph's are NumPy arrays,
+        the gradients of the batch loss L.  Slow: for checking and examples.
+        """
+        g = self.graph
+        needed = g.input_names + g.target_names + g.param_names
+        missing = [n for n in needed if n not in values]
+        if missing:
+            raise SymbackError(f"values missing for {', '.join(missing)}")
+        if g.is_matrix:
+            return self._evaluate_matrix(values)
+        env = {g.symbol(n): sp.sympify(values[n]) for n in needed}
+        forward = {}
+        for n in g.order:
+            if n in g._expr:
+                forward[n] = sp.simplify(g.expr(n).xreplace(env)).evalf() \
+                    if not g.expr(n).xreplace(env).is_Number else g.expr(n).xreplace(env)
+                env[g.symbol(n)] = forward[n]
+        grads = {}
+        for p in self.params:
+            grads[p] = sp.sympify(self._chain_form(p).xreplace(env))
+            if not grads[p].is_Number:
+                grads[p] = grads[p].evalf()
+        return {"forward": forward, "gradient": grads}
+
+    def _evaluate_matrix(self, values):
+        import numpy as np
+        g = self.graph
+        names = g.input_names + g.target_names + g.param_names
+        arrays = {n: np.atleast_2d(np.asarray(values[n], dtype=float)) for n in names}
+        rows = arrays[g.input_names[0]].shape[0] if g.input_names else 1
+        env = {}
+        for n in names:
+            sym, a = g.symbol(n), arrays[n]
+            want = tuple(rows if d == BATCH else int(d) for d in sym.shape)
+            if a.shape != want:
+                raise SymbackError(f"{n} has shape {a.shape}, expected {want}")
+            env[sym] = sp.ImmutableMatrix(a)
+        from .vjp import SoftmaxVJP
+
+        def ev(e):
+            e = e.xreplace(env)
+            e = e.replace(lambda x: isinstance(x, SoftmaxVJP),
+                          lambda x: x.entries(explicit(x.args[0], rows).tolist(), explicit(x.args[1], rows).tolist()))
+            r = explicit(e, rows)
+            return r.evalf() if hasattr(r, "evalf") else r
+        forward = {}
+        for n in g.order:
+            if n in g._expr:
+                env[g.symbol(n)] = forward[n] = ev(g.expr(n))
+        adj = {}
+        for n in reversed(g.order):
+            if n in self.adjoint and n != self.loss_name and g.kind(n) in ("node", "param"):
+                env[delta(g, n)] = adj[n] = ev(self.adjoint[n])
+        to_np = lambda m: np.array(m.tolist(), dtype=float) if hasattr(m, "tolist") else float(m)
+        return {"forward": {k: to_np(v) for k, v in forward.items()},
+                "gradient": {p: to_np(adj[p]) for p in self.params}}
+
+    # -- outputs (render.py does the work) ---------------------------------------
+    def latex(self, template: str = "article", **options) -> str:
+        """A complete LaTeX document (or the named template) for this derivation."""
+        from .render import render
+        return render(self, template=template, fmt="latex", **options)
+
+    def markdown(self, template: str = "markdown", **options) -> str:
+        """The derivation as Markdown with MathJax-compatible math."""
+        from .render import render
+        return render(self, template=template, fmt="markdown", **options)
+
+    def write(self, path, **options):
+        """Write .tex, .md or .pdf (chosen by suffix), whole or not at all."""
+        from .render import write
+        return write(self, path, **options)
+
+    def _repr_latex_(self):
+        from .render import render
+        return render(self, template="snippet", fmt="latex", display=True)
+
+    def _repr_markdown_(self):
+        return self.markdown()
+
+    def __repr__(self):
+        return f"<Derivation of {self.loss_name} w.r.t. {', '.join(self.params)}>"
+
+
+def _adjoints_in(expr) -> set:
+    """The adjoint symbols (scalar and matrix) an expression uses."""
+    if not isinstance(expr, sp.Basic):
+        return set()
+    return {s for s in expr.atoms(Adjoint, AdjointMatrix)}
+
+
+def decompose(expr: sp.Expr, wrt) -> Graph:
+    """Turn a plain SymPy expression into a Graph of named steps.
+
+    Every compound sub-expression that depends on a parameter in `wrt`
+    (each function application, power, product and sum) becomes a node
+    u_1, u_2, ... (a repeated one is reused), and the whole is the loss C.
+    Symbols not in `wrt` become inputs.
+    """
+    if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)) or not isinstance(expr, sp.Expr):
+        raise DefinitionError(f"derive() needs a scalar SymPy expression, got {type(expr).__name__}")
+    if wrt is None:
+        raise DefinitionError("derive(expr) needs wrt=[...], the parameters to differentiate by")
+    wrt = [sp.Symbol(w) if isinstance(w, str) else w for w in (wrt if isinstance(wrt, (list, tuple)) else [wrt])]
+    for w in wrt:
+        if not isinstance(w, sp.Symbol):
+            raise DefinitionError(f"wrt must hold symbols or names, got {w!r}")
+        check_name(w.name)
+        if w not in expr.free_symbols:
+            raise DefinitionError(f"the expression does not depend on {w.name!r}")
+    g = Graph()
+    others = sorted((s for s in expr.free_symbols if s not in wrt), key=lambda s: s.name)
+    taken = {s.name for s in expr.free_symbols}
+    for s in others:
+        check_name(s.name)
+    if others:
+        g._declare([s.name for s in others], "input")
+        for s in others:   # keep the user's own symbols (and their assumptions)
+            g._symbol[s.name] = s
+    g._declare([w.name for w in wrt], "param")
+    for w in wrt:
+        g._symbol[w.name] = w
+    wrtset, names, counter = set(wrt), {}, [0]
+
+    def visit(e):
+        if e.is_Atom or not (e.free_symbols & wrtset):
+            return e
+        rebuilt = e.func(*[visit(a) for a in e.args])
+        if rebuilt in names:
+            return names[rebuilt]
+        if e is expr:
+            return rebuilt
+        counter[0] += 1
+        while f"u_{counter[0]}" in taken:
+            counter[0] += 1
+        sym = g.node(f"u_{counter[0]}", rebuilt)
+        names[rebuilt] = sym
+        return sym
+
+    top = visit(expr)
+    loss_name = "C" if "C" not in taken else "C_loss"
+    g.loss(top, name=loss_name)
+    return g
+
+
+def derive(model, wrt=None) -> Derivation:
+    """Apply the chain rule symbolically.
+
+    ``model`` is a :class:`Graph`, a layer network (``sb.mlp``,
+    ``sb.Sequential``), or a plain SymPy expression with ``wrt`` naming
+    the parameters.  Returns a :class:`Derivation`.
+    """
+    if isinstance(model, Graph):
+        return Derivation(model)
+    if hasattr(model, "derive"):
+        return model.derive()
+    if isinstance(model, sp.Basic) or isinstance(model, (sp.MatrixBase,)):
+        return Derivation(decompose(model, wrt))
+    raise DefinitionError(f"cannot derive a {type(model).__name__}: give a Graph, a layer "
+                          "network or a SymPy expression")

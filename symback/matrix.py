@@ -1,0 +1,237 @@
+"""Matrix building blocks for graphs whose nodes are matrices.
+
+Rows are samples: an input ``X`` is ``BATCH × d``.  Everything here is a
+SymPy matrix expression, so SymPy's matrix calculus can differentiate it:
+
+* ``ones(m)``: the m×1 column of ones (``ones(m) @ b`` broadcasts a bias row);
+* ``hadamard(A, B)``: the element-wise product;
+* ``sumsq(W)``: ‖W‖²_F, written as tr(Wᵀ W) so that SymPy knows its gradient;
+* :class:`Softmax`: softmax applied to each row;
+* :class:`RowCost`: a registered loss applied element by element and summed
+  over each row, giving the m×1 column of per-sample costs;
+* :class:`FPrime`: an activation's derivative applied element-wise, the form
+  in which the engine names f'(Z);
+* :class:`Elementwise`: a scalar formula of several matrices, entry by entry.
+
+Nothing here states a derivative: FPrime and Elementwise only *hold* what
+the engine obtained from SymPy.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+
+from .errors import DefinitionError
+
+__all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "RowCost", "FPrime", "Elementwise",
+           "elementwise", "is_matrix", "activation_of", "explicit"]
+
+#: The batch size: the number of rows (samples) of every data matrix.
+BATCH = sp.Symbol("m", positive=True, integer=True)
+#: The variable of every element-wise Lambda, one for all so that equal
+#: applications (tanh of the same matrix) are equal expressions.
+ENTRY = sp.Dummy("w", real=True)
+
+
+def is_matrix(e) -> bool:
+    """Whether `e` is a SymPy matrix expression (a MatrixSymbol, product, ...)."""
+    return isinstance(e, sp.MatrixExpr)
+
+
+def ones(rows=BATCH, cols=1) -> sp.OneMatrix:
+    """The rows×cols matrix of ones; ``ones(m) @ b`` repeats the row b on every sample."""
+    return sp.OneMatrix(rows, cols)
+
+
+def hadamard(*factors) -> sp.MatrixExpr:
+    """The element-wise (Hadamard) product A ⊙ B of matrices of one shape."""
+    shapes = {f.shape for f in factors}
+    if len(shapes) != 1:
+        raise DefinitionError(f"hadamard: the factors have different shapes {sorted(map(str, shapes))}")
+    return sp.HadamardProduct(*factors)
+
+
+def sumsq(W) -> sp.Expr:
+    """‖W‖²_F, the sum of the squared entries of W (a weight-decay penalty)."""
+    if not is_matrix(W):
+        raise DefinitionError(f"sumsq takes a matrix, got {W!r}")
+    return sp.Trace(W.T * W)
+
+
+def elementwise(fn, arg) -> ElementwiseApplyFunction:
+    """fn applied to every entry of the matrix `arg`."""
+    return ElementwiseApplyFunction(fn, arg)
+
+
+def activation_of(e):
+    """(Activation class, its arguments after the first) when e is f(M) element-wise, else None."""
+    if isinstance(e, ElementwiseApplyFunction):
+        body = e.function.expr
+        var = e.function.variables[0]
+        if isinstance(body, sp.Function) and body.args and body.args[0] == var:
+            return type(body), body.args[1:]
+    return None
+
+
+class Softmax(sp.MatrixExpr):
+    """softmax applied to each row of a matrix: S_ik = exp(Z_ik) / Σ_j exp(Z_ij)."""
+
+    def __new__(cls, arg):
+        if not is_matrix(arg):
+            raise DefinitionError(f"softmax takes a matrix (rows are samples), got {arg!r}")
+        return super().__new__(cls, arg)
+
+    @property
+    def arg(self):
+        """The logits."""
+        return self.args[0]
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _latex(self, printer, exp=None):
+        return r"\operatorname{softmax}\left(%s\right)" % printer._print(self.arg)
+
+
+class RowCost(sp.MatrixExpr):
+    """The per-sample cost column: C_i = Σ_k ℓ(Ŷ_ik, Y_ik) for a registered loss ℓ.
+
+    ``RowCost(Str(loss name), Yhat, Y)`` has shape m × 1.
+    """
+
+    def __new__(cls, name, prediction, target):
+        name = name if isinstance(name, sp.core.symbol.Str) else sp.core.symbol.Str(str(name))
+        for what, e in (("prediction", prediction), ("target", target)):
+            if not is_matrix(e):
+                raise DefinitionError(f"loss {name.name!r}: the {what} must be a matrix "
+                                      f"(rows are samples), got {e!r}")
+        if prediction.shape != target.shape:
+            raise DefinitionError(f"loss {name.name!r}: prediction {prediction} has shape "
+                                  f"{prediction.shape} but target {target} has {target.shape}")
+        return super().__new__(cls, name, prediction, target)
+
+    @property
+    def loss(self):
+        """The LossFunction."""
+        from .functions import get_loss
+        return get_loss(self.args[0].name)
+
+    @property
+    def prediction(self):
+        """Ŷ."""
+        return self.args[1]
+
+    @property
+    def target(self):
+        """Y."""
+        return self.args[2]
+
+    @property
+    def shape(self):
+        return (self.args[1].shape[0], sp.S.One)
+
+    def _latex(self, printer, exp=None):
+        return r"\operatorname{%s}\left(%s, %s\right)" % (
+            self.args[0].name.replace("_", r"\_"), printer._print(self.prediction), printer._print(self.target))
+
+
+class FPrime(sp.MatrixExpr):
+    """f'(Z): the derivative of an activation applied element-wise to a matrix.
+
+    ``FPrime(Lambda(w, f(w, ...)), Z)`` holds the activation as it was
+    applied; :meth:`as_elementwise` gives the derivative SymPy derives.
+    """
+
+    def __new__(cls, function, arg):
+        return super().__new__(cls, function, arg)
+
+    @property
+    def function(self) -> sp.Lambda:
+        """The activation as a Lambda of one variable."""
+        return self.args[0]
+
+    @property
+    def activation(self):
+        """The Activation class."""
+        return type(self.args[0].expr)
+
+    @property
+    def arg(self):
+        """The matrix the derivative is applied to."""
+        return self.args[1]
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+    def scalar(self, z) -> sp.Expr:
+        """f'(z) for a scalar z, as SymPy derives it (compact form)."""
+        return sp.diff(self.function(z), z) if not isinstance(z, sp.Symbol) else \
+            sp.diff(self.function.expr, self.function.variables[0]).xreplace({self.function.variables[0]: z})
+
+    def as_elementwise(self) -> ElementwiseApplyFunction:
+        """The equivalent element-wise application of f'."""
+        w = sp.Dummy("w", real=True)
+        return ElementwiseApplyFunction(sp.Lambda(w, self.scalar(w)), self.arg)
+
+    def _latex(self, printer, exp=None):
+        return r"%s'\left(%s\right)" % (self.activation.latex_name, printer._print(self.arg))
+
+
+class Elementwise(sp.MatrixExpr):
+    """A scalar formula of several matrices applied entry by entry.
+
+    ``Elementwise(Lambda((a, y), expr), A, Y)``: entry (i, k) is
+    expr(A_ik, Y_ik).  All operands have one shape.
+    """
+
+    @property
+    def function(self) -> sp.Lambda:
+        """The scalar formula."""
+        return self.args[0]
+
+    @property
+    def operands(self) -> tuple:
+        """The matrices, in the order of the formula's variables."""
+        return self.args[1:]
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+    def _latex(self, printer, exp=None):
+        subs = {v: sp.Symbol(printer._print(m)) for v, m in zip(self.function.variables, self.operands)}
+        return r"\left[%s\right]_{\odot}" % printer._print(self.function.expr.xreplace(subs))
+
+
+def explicit(e, rows: int):
+    """An explicit ImmutableMatrix for a matrix expression of explicit matrices.
+
+    Substitutes ``rows`` for the batch size and writes out symback's own
+    matrix classes entry by entry (for exact evaluation and checking).
+    """
+    e = e.subs(BATCH, rows) if e.has(BATCH) else e
+    # SymPy leaves 1·M unevaluated when 1 is a OneMatrix: write the constants out
+    e = e.replace(lambda x: isinstance(x, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity))
+                  and all(d.is_Integer for d in x.shape), lambda x: x.as_explicit())
+
+    def out(x):
+        if isinstance(x, Softmax):
+            z = sp.ImmutableMatrix(x.arg.doit())
+            return sp.ImmutableMatrix(z.rows, z.cols, lambda i, k: sp.exp(z[i, k]) / sum(
+                sp.exp(z[i, j]) for j in range(z.cols)))
+        if isinstance(x, RowCost):
+            a, y = sp.ImmutableMatrix(x.prediction.doit()), sp.ImmutableMatrix(x.target.doit())
+            return sp.ImmutableMatrix(a.rows, 1, lambda i, _: sum(x.loss(a[i, k], y[i, k]) for k in range(a.cols)))
+        if isinstance(x, FPrime):
+            return explicit(x.as_elementwise(), rows)
+        if isinstance(x, Elementwise):
+            ops = [sp.ImmutableMatrix(o.doit()) for o in x.operands]
+            return sp.ImmutableMatrix(ops[0].rows, ops[0].cols, lambda i, k: x.function(*[o[i, k] for o in ops]))
+        return None
+
+    e = e.replace(lambda x: isinstance(x, (Softmax, RowCost, FPrime, Elementwise)),
+                  lambda x: out(x.func(*[explicit(a, rows) if is_matrix(a) else a for a in x.args])))
+    r = e.doit()
+    return sp.ImmutableMatrix(r) if is_matrix(r) or isinstance(r, sp.MatrixBase) else r

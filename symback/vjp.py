@@ -1,0 +1,278 @@
+"""Local derivatives: one vector-Jacobian product per kind of step, all from SymPy.
+
+:func:`local_factor` answers the one question the engine asks of an edge
+child ← parent: how does the child's adjoint flow back to the parent?
+
+* scalar child, scalar parent: SymPy's ∂child/∂parent (``sympy.diff``);
+* matrix child: SymPy's matrix calculus, ∂ tr(δᵀ · child) / ∂parent, where δ
+  is the child's adjoint; an activation f enters as an undefined function,
+  so SymPy's answer holds f'(·), which is named :class:`~symback.matrix.FPrime`;
+* scalar child of matrices (the batch loss, a penalty): ∂child/∂parent, term by term;
+* a per-sample cost ``RowCost(ℓ, Ŷ, Y)``: entry by entry, SymPy's ∂ℓ/∂ŷ.
+
+Matrix results are derived once per *kind* of step: the child's expression
+is put in a canonical form (its matrices renamed in order of appearance,
+widths made symbols, functions made undefined) and the answer cached under
+that form.  Every layer ``A W + 1 b`` of a deep network is one kind, so
+depth costs a substitution, not a derivation.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+
+from .errors import DefinitionError
+from .matrix import BATCH, ENTRY, Elementwise, FPrime, RowCost, Softmax, activation_of, is_matrix
+
+__all__ = ["local_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP",
+           "fused_output"]
+
+
+class AdjointMatrix(sp.MatrixSymbol):
+    """δ_node = ∂L/∂node for a matrix node (same shape as the node).
+
+    The name is ``delta_<node>``; ``node`` gives the node's name back.
+    """
+
+    @property
+    def node(self) -> str:
+        """The node this adjoint belongs to."""
+        return self.name[len("delta_"):]
+
+    def _latex(self, printer, exp=None):
+        return r"\delta_{%s}" % printer._print(sp.Symbol(self.node))
+
+
+def real_diff(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
+    """SymPy's ∂expr/∂var, taken with every symbol real.
+
+    Network quantities are real numbers; without saying so SymPy writes
+    d|u|/du with re(u) and im(u).  The user's own symbols are put back.
+    """
+    free = [s for s in expr.free_symbols if s.is_real is None]
+    if not free or not expr.has(sp.Abs, sp.sign, sp.re, sp.im, sp.arg, sp.conjugate):
+        return sp.diff(expr, var)
+    real = {s: sp.Dummy(s.name, real=True) for s in free}
+    d = sp.diff(expr.xreplace(real), real.get(var, var))
+    return d.xreplace({v: k for k, v in real.items()})
+
+
+def local_factor(child_expr, child_adjoint, parent):
+    """The local factor of the edge child ← parent.
+
+    For a scalar child it is ∂child/∂parent (a matrix when the parent is
+    one), and δ_child times it is the edge's contribution to δ_parent.  For
+    a matrix child it is the vector-Jacobian product itself, linear in the
+    symbol ``child_adjoint`` that stands for δ_child.
+    """
+    if not is_matrix(child_expr):
+        if not is_matrix(parent):
+            return real_diff(child_expr, parent)
+        # SymPy differentiates a sum of traces plus a constant to 0 (a bug in
+        # its matrix derivative of Add), so each term is differentiated alone.
+        terms = [t.diff(parent) for t in sp.Add.make_args(sp.expand(child_expr)) if t.has(parent)]
+        return sp.MatAdd(*terms).doit() if len(terms) > 1 else terms[0]
+    if isinstance(child_expr, RowCost):
+        if parent != child_expr.prediction:
+            raise DefinitionError(f"the loss {child_expr.loss.name!r} is differentiated by its prediction only")
+        k = child_expr.prediction.shape[1]
+        spread = child_adjoint * sp.OneMatrix(1, k)          # δ_C repeated on each output
+        return sp.HadamardProduct(spread, cost_derivative(child_expr)).doit()
+    if isinstance(child_expr, Softmax):
+        return SoftmaxVJP(child_adjoint, child_expr.arg)
+    return _matrix_vjp(child_expr, child_adjoint, parent)
+
+
+class SoftmaxVJP(sp.MatrixExpr):
+    """δ_Z for S = softmax(Z) row by row: entry (i, j) = Σ_k δ_ik ∂S_ik/∂Z_ij.
+
+    ``SoftmaxVJP(δ_S, Z)``; the partial derivatives are SymPy's, taken of
+    softmax's definition entry by entry (see :meth:`explicit_rows`).  Compiled
+    code never needs it: softmax feeding cross-entropy is fused (Ŷ − Y).
+    """
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+    def entries(self, delta_rows, z_rows):
+        """The explicit matrix for explicit δ and Z (lists of rows)."""
+        out = []
+        for d, z in zip(delta_rows, z_rows):
+            zs = sp.symbols(f"z0:{len(z)}", real=True)
+            s = [sp.exp(v) / sum(sp.exp(u) for u in zs) for v in zs]
+            at = dict(zip(zs, z))
+            out.append([sum(d[k] * sp.diff(s[k], zs[j]).xreplace(at) for k in range(len(z)))
+                        for j in range(len(z))])
+        return sp.ImmutableMatrix(out)
+
+    def _latex(self, printer, exp=None):
+        return r"\left(%s\right) J_{\operatorname{softmax}}(%s)" % (
+            printer._print(self.args[0]), printer._print(self.args[1]))
+
+
+def cost_derivative(cost: RowCost) -> sp.MatrixExpr:
+    """∂ℓ(Ŷ, Y)/∂Ŷ entry by entry: SymPy's derivative of the loss's definition."""
+    lf = cost.loss
+    p, t = sp.Dummy("p", real=True), sp.Dummy("t", real=True)
+    d = real_diff(lf(p, t), p)
+    return Elementwise(sp.Lambda((p, t), d), cost.prediction, cost.target)
+
+
+# ---------------------------------------------------------------- matrix calculus, cached by kind
+def _matrix_vjp(child_expr, adj, parent):
+    canon, back, fns = _canonical(child_expr, adj, parent)
+    result = _derive_canonical(*canon)
+    # undefined functions back to the activations, f' to FPrime
+    def restore(e):
+        body = e.function.expr
+        if isinstance(body, sp.Derivative) and body.expr.func in fns:
+            return FPrime(fns[body.expr.func], e.expr)
+        if isinstance(body, sp.core.function.AppliedUndef) and body.func in fns:
+            return ElementwiseApplyFunction(fns[body.func], e.expr)
+        raise DefinitionError(f"internal: unexpected element-wise term {e} in a derivative")
+    result = result.xreplace(back["symbols"])
+    result = result.replace(lambda e: isinstance(e, ElementwiseApplyFunction), restore)
+    result = result.xreplace(back["dims"])
+    return result.doit() if result.has(sp.Trace) else result
+
+
+@lru_cache(maxsize=None)
+def _derive_canonical(expr, adj, parent):
+    """∂ tr(adjᵀ expr)/∂parent for a canonical step (cached: one derivation per kind)."""
+    return sp.Trace(adj.T * expr).diff(parent)
+
+
+def _canonical(expr, adj, parent):
+    """expr, adj and parent with matrices renamed _P0, _P1, ... (in order of appearance),
+    widths replaced by symbols, activations by undefined functions _F0, _F1, ...
+
+    Returns ((expr, adj, parent) canonical, {'symbols': ..., 'dims': ...} to go
+    back, {undefined function: original Lambda}).
+    """
+    dims: dict = {}
+
+    def dim(d):
+        if d == BATCH:
+            return d
+        if d not in dims:
+            dims[d] = sp.Symbol(f"_d{len(dims)}", positive=True, integer=True)
+        return dims[d]
+
+    order = []
+    for e in sp.preorder_traversal(expr):
+        if isinstance(e, sp.MatrixSymbol) and e not in order:
+            order.append(e)
+    if parent not in order:
+        order.append(parent)
+    sym = {s: sp.MatrixSymbol(f"_P{i}", dim(s.shape[0]), dim(s.shape[1])) for i, s in enumerate(order)}
+    sym[adj] = sp.MatrixSymbol("_A", dim(adj.shape[0]), dim(adj.shape[1]))
+    ones = {o: sp.OneMatrix(dim(o.shape[0]), dim(o.shape[1])) for o in expr.atoms(sp.OneMatrix)}
+    fns: dict = {}
+    lams: dict = {}
+
+    def undefined(e):
+        lam = e.function
+        if lam not in lams:
+            f = sp.Function(f"_F{len(lams)}")
+            lams[lam] = f
+            fns[f] = lam
+        return ElementwiseApplyFunction(lams[lam], e.expr)
+
+    canon = expr.xreplace({**sym, **ones})
+    canon = canon.replace(lambda e: isinstance(e, ElementwiseApplyFunction), undefined)
+    if canon.has(Elementwise, FPrime, Softmax, RowCost):
+        raise DefinitionError(f"cannot differentiate {expr}: write softmax and losses as whole nodes")
+    back = {"symbols": {v: k for k, v in sym.items()}, "dims": {v: k for k, v in dims.items()}}
+    return (canon, sym[adj], sym[parent]), back, fns
+
+
+# ---------------------------------------------------------------- fused output rules
+def _best(*candidates):
+    return min(candidates, key=lambda e: (sp.count_ops(e), len(str(e))))
+
+
+_FUSED: dict = {}
+
+
+def fused_output(out, loss, width: int):
+    """δ_z = ∂C/∂z for an output activation `out` feeding the loss, for one output entry.
+
+    Derived by SymPy and simplified; returns ``(expr, (z, a, y))`` with expr
+    in the logit z, the prediction a = out(z) and the target y.  For softmax
+    the derivation runs over all `width` components with one-hot targets
+    (Σ_k y_k = 1), and is checked component by component.  This is how
+    softmax + cross-entropy and sigmoid + binary cross-entropy become
+    a − y: SymPy's simplification, not a special case.
+    """
+    key = (out, loss.name, loss.expr, width)
+    if key not in _FUSED:
+        _FUSED[key] = _fused_output(out, loss, width)
+    return _FUSED[key]
+
+
+def _fused_output(out, loss, width):
+    from .functions import softmax
+    z, a, y = sp.symbols("z a y", real=True)
+    if out is softmax:
+        K = max(width, 2)
+        zs = sp.symbols(f"z0:{K}", real=True)
+        ys = sp.symbols(f"y0:{K}", real=True)
+        ss = sp.symbols(f"s0:{K}", positive=True)
+        comps = softmax.components(zs)
+        total, Ssym = sum(sp.exp(v) for v in zs), sp.Dummy("S", positive=True)
+        in_s = {zs[k]: sp.log(ss[k] * Ssym) for k in range(K)}   # exp(z_k) = s_k S
+        dl = [sp.diff(loss(a, y), a).xreplace({a: ss[k], y: ys[k]}) for k in range(K)]
+        templ = None
+        for j in range(K):
+            # ∂s_k/∂z_j from the definition, rewritten in the s_k themselves
+            jac = [sp.cancel(sp.diff(comps[k], zs[j]).subs(total, Ssym).xreplace(in_s)) for k in range(K)]
+            g = sp.collect(sp.expand(sp.cancel(sum(dl[k] * jac[k] for k in range(K)))), ss[j])
+            g = g.subs(sp.Add(*ys), 1)          # one-hot targets: Σ_k y_k = 1
+            e = g.xreplace({ss[j]: a, ys[j]: y})
+            if e.free_symbols - {a, y}:
+                raise DefinitionError(f"softmax with loss {loss.name!r} does not reduce to an element-wise δ")
+            if templ is None:
+                templ = e
+            elif sp.expand(e - templ) != 0:
+                raise DefinitionError(f"softmax with loss {loss.name!r}: δ differs between outputs")
+        return _best(templ, sp.factor_terms(templ)), (z, a, y)
+    g = sp.diff(loss(out(z), y), z)
+    g = g.subs(out(z), a)                      # name the prediction a = f(z)
+    plain = not g.has(sp.Piecewise)
+    g = _best(g, sp.factor_terms(sp.cancel(g)), sp.factor_terms(g),
+              sp.factor(g) if plain else g, sp.factor_terms(sp.simplify(g)) if plain else g)
+    return g, (z, a, y)
+
+
+def to_matrix(expr, mapping: dict, shape):
+    """Lift an element-wise scalar expression to a matrix expression.
+
+    Symbols become the matrices in `mapping`, sums matrix sums, products
+    Hadamard products, constants multiples of the all-ones matrix; what
+    cannot be lifted stays an :class:`~symback.matrix.Elementwise`.
+    """
+    if expr in mapping:
+        return mapping[expr]
+    if expr.is_Number:
+        return expr * sp.OneMatrix(*shape)
+    if expr.is_Add:
+        return sp.MatAdd(*[to_matrix(t, mapping, shape) for t in expr.args]).doit()
+    if expr.is_Mul:
+        coeff, rest = expr.as_coeff_Mul()
+        factors = [to_matrix(f, mapping, shape) for f in sp.Mul.make_args(rest)]
+        body = factors[0] if len(factors) == 1 else sp.HadamardProduct(*factors)
+        return body if coeff == 1 else coeff * body
+    free = [s for s in mapping if s in expr.free_symbols]
+    return Elementwise(sp.Lambda(tuple(free), expr), *[mapping[s] for s in free])
+
+
+def is_activation_node(expr) -> bool:
+    """Whether a node is f(Z) element-wise or softmax(Z) of one named matrix Z."""
+    return (activation_of(expr) is not None and isinstance(expr.expr, sp.MatrixSymbol)) or \
+        isinstance(expr, Softmax)
+
+
+__all__ += ["is_activation_node", "ENTRY"]
