@@ -11,7 +11,7 @@ from .functions import (activation, loss_function, get_activation, get_loss,
 from .matrix import BATCH, ones, hadamard, sumsq
 from .graph import Graph
 from .engine import Derivation, Factor, derive
-from .layers import Dense, Sequential, mlp, LayerDerivation
+from .nn import Dense, Residual, Sequential, mlp, rnn
 from .spec import load_spec, parse_expr
 from .compile import Model, compile
 from .codegen import codegen_module
@@ -19,7 +19,7 @@ from .codegen import codegen_module
 __version__ = "0.1.0"
 
 __all__ = [
-    "SymbackError", "Graph", "compile", "Model", "codegen_module", "Dense", "Sequential", "mlp", "LayerDerivation", "Derivation", "Factor", "derive",
+    "SymbackError", "Graph", "compile", "Model", "codegen_module", "Dense", "Residual", "Sequential", "mlp", "rnn", "Derivation", "Factor", "derive",
     "activation", "loss_function", "get_activation", "get_loss",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish", "softmax",
     "mse", "half_mse", "binary_cross_entropy", "cross_entropy", "logcosh", "huber",

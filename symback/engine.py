@@ -18,7 +18,7 @@ import sympy as sp
 
 from .errors import DefinitionError, SymbackError
 from .graph import Graph, check_name
-from .matrix import BATCH, RowCost, Softmax, activation_of, explicit, is_matrix
+from .matrix import BATCH, RowCost, Softmax, activation_of, explicit, is_matrix, simplify_ones
 from .vjp import AdjointMatrix, fused_output, local_factor, real_diff, to_matrix
 
 __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program", "derive",
@@ -91,8 +91,12 @@ def backward(graph: Graph):
     edge is differentiated once, so the cost is linear in the graph's size.
     """
     local, adjoint = {}, {graph.loss_name: sp.S.One}
+    trainable = set(graph.param_names)        # nodes computed from inputs alone need no δ
+    for name in graph.order:
+        if any(p in trainable for p in graph.parents(name)):
+            trainable.add(name)
     for name in reversed(graph.order):
-        if graph.kind(name) not in ("node", "param"):
+        if graph.kind(name) not in ("node", "param") or name not in trainable:
             continue
         terms = []
         for child in graph.children(name):
@@ -259,7 +263,7 @@ class Derivation:
         if name not in self._chain:
             rec = self.adjoint[name]
             subs = {s: self._chain_form(s.node) for s in _adjoints_in(rec)}
-            self._chain[name] = rec.xreplace(subs) if subs else rec
+            self._chain[name] = simplify_ones(rec.xreplace(subs)) if subs else rec
         return self._chain[name]
 
     def chain(self, p) -> list[list[Factor]]:
@@ -328,7 +332,15 @@ class Derivation:
         g = self.graph
         forward = tuple((g.symbol(n), g.expr(n)) for n in g.order if n in g._expr)
         needed = self._needed()
-        backward = tuple((delta(g, n), self.adjoint[n]) for n in reversed(g.order) if n in needed)
+        backward, constant = [], {}
+        for n in reversed(g.order):
+            if n in needed:
+                e = simplify_ones(self.adjoint[n].xreplace(constant)) if constant else self.adjoint[n]
+                if is_matrix(e) and not _adjoints_in(e) and not (e.free_symbols - {BATCH}):
+                    constant[delta(g, n)] = e      # δ_C = (1/m)·1: folded into its users
+                else:
+                    backward.append((delta(g, n), e))
+        backward = tuple(backward)
         if g.is_matrix:
             grads = {p: delta(g, p) for p in g.param_names}
             loss = g.symbol(self.loss_name)

@@ -24,7 +24,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from .errors import DefinitionError
 
 __all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "RowCost", "FPrime", "Elementwise",
-           "elementwise", "is_matrix", "activation_of", "explicit"]
+           "elementwise", "is_matrix", "simplify_ones", "activation_of", "explicit"]
 
 #: The batch size: the number of rows (samples) of every data matrix.
 BATCH = sp.Symbol("m", positive=True, integer=True)
@@ -203,6 +203,57 @@ class Elementwise(sp.MatrixExpr):
     def _latex(self, printer, exp=None):
         subs = {v: sp.Symbol(printer._print(m)) for v, m in zip(self.function.variables, self.operands)}
         return r"\left[%s\right]_{\odot}" % printer._print(self.function.expr.xreplace(subs))
+
+
+def _ones_coeff(e):
+    """(c, True) when e is c times a matrix of ones, else (None, False)."""
+    if isinstance(e, sp.OneMatrix):
+        return sp.S.One, True
+    if isinstance(e, sp.MatMul):
+        coeff, mats = e.as_coeff_matrices()
+        if len(mats) == 1 and isinstance(mats[0], sp.OneMatrix):
+            return coeff, True
+    return None, False
+
+
+def simplify_ones(expr):
+    """Fold products of all-ones matrices: 1ₘₓₙ 1ₙₓₖ = n·1ₘₓₖ and (c·1) ⊙ A = c·A.
+
+    The batch loss's adjoint δ_C = (1/m)·1 spreads over the outputs as such
+    products; folding them leaves the formula a reader (and NumPy) expects.
+    """
+    def matmul(e):
+        e = e.doit(deep=False)          # flatten nested products, pull the scalars out
+        if not isinstance(e, sp.MatMul):
+            return e
+        coeff, mats = e.as_coeff_matrices()
+        out = []
+        for M in mats:
+            if out and isinstance(M, sp.OneMatrix) and isinstance(out[-1], sp.OneMatrix):
+                coeff *= M.shape[0]
+                out[-1] = sp.OneMatrix(out[-1].shape[0], M.shape[1])
+            else:
+                out.append(M)
+        return coeff * (out[0] if len(out) == 1 else sp.MatMul(*out)) if coeff != 1 else (
+            out[0] if len(out) == 1 else sp.MatMul(*out))
+
+    def hadamard(e):
+        coeff, rest = sp.S.One, []
+        for a in e.args:
+            c, is_ones = _ones_coeff(a)
+            if is_ones:
+                coeff *= c
+            else:
+                rest.append(a)
+        if not rest:
+            return coeff * sp.OneMatrix(*e.shape)
+        body = rest[0] if len(rest) == 1 else sp.HadamardProduct(*rest)
+        return body if coeff == 1 else coeff * body
+
+    if not isinstance(expr, sp.Basic) or not expr.has(sp.OneMatrix):
+        return expr
+    expr = expr.replace(lambda e: isinstance(e, sp.MatMul), matmul)
+    return expr.replace(lambda e: isinstance(e, sp.HadamardProduct), hadamard)
 
 
 def explicit(e, rows: int):

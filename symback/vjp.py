@@ -118,7 +118,7 @@ def cost_derivative(cost: RowCost) -> sp.MatrixExpr:
     lf = cost.loss
     p, t = sp.Dummy("p", real=True), sp.Dummy("t", real=True)
     d = real_diff(lf(p, t), p)
-    return Elementwise(sp.Lambda((p, t), d), cost.prediction, cost.target)
+    return to_matrix(d, {p: cost.prediction, t: cost.target}, cost.prediction.shape)
 
 
 # ---------------------------------------------------------------- matrix calculus, cached by kind

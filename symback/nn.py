@@ -1,0 +1,263 @@
+"""Builders of matrix graphs: Dense, Residual, Sequential, mlp, rnn.
+
+Nothing here differentiates.  Each builder writes a network as the nodes
+of an ordinary :class:`~symback.graph.Graph` whose symbols are matrices
+with samples in rows, and :func:`symback.derive` treats it like any other
+graph (micrograd's ``nn.py`` over its ``engine.py``).  Layer ``l`` is
+
+    Z{l} = A{l-1} @ W{l} + ones(m) @ b{l},   A{l} = f(Z{l}),   A0 = X,
+
+the last layer's output is ``Yhat``, its per-sample cost ``C`` and the
+batch loss ``L = (1/m) 1ᵀ C + λ/2 Σ_l ‖W{l}‖²_F``.  An identity layer has no
+activation node: its output is Z{l} itself.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from .errors import DefinitionError
+from .functions import get_activation, get_loss, identity, softmax
+from .graph import Graph
+from .matrix import BATCH, ones, sumsq
+
+__all__ = ["Dense", "Residual", "Sequential", "mlp", "rnn"]
+
+#: Parameter count above which a builder refuses to build (8 bytes each: 16 GB).
+MAX_PARAMS = 2 * 10 ** 9
+
+
+def _width(value, what) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DefinitionError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+class Dense:
+    """A fully connected layer of `units` outputs and an activation.
+
+    ``activation`` is a registry name ("sigmoid", "relu", ...), an
+    Activation class (e.g. from :func:`symback.activation`) or "softmax"
+    (output layer only).  ``tie="W1"`` reuses that earlier weight,
+    transposed, instead of a new one (the layer keeps its own bias).
+    """
+
+    def __init__(self, units: int, activation="identity", tie: str | None = None):
+        self.units = _width(units, "Dense: units")
+        self.activation = get_activation(activation)
+        if tie is not None and not isinstance(tie, str):
+            raise DefinitionError(f"Dense: tie names an earlier weight such as 'W1', got {tie!r}")
+        self.tie = tie
+
+    def __repr__(self):
+        tie = f", tie={self.tie!r}" if self.tie else ""
+        return f"Dense({self.units}, {self.activation.__name__!r}{tie})"
+
+
+class Residual:
+    """A skip connection: output = input + layers(input); the widths must match."""
+
+    def __init__(self, *layers):
+        if not layers:
+            raise DefinitionError("Residual needs at least one layer")
+        for layer in layers:
+            if not isinstance(layer, (Dense, Residual)):
+                raise DefinitionError(f"Residual takes Dense or Residual layers, got {layer!r}")
+        self.layers = list(layers)
+
+    def __repr__(self):
+        return f"Residual({', '.join(map(repr, self.layers))})"
+
+
+def _dense_layers(layers):
+    for layer in layers:
+        if isinstance(layer, Residual):
+            yield from _dense_layers(layer.layers)
+        else:
+            yield layer
+
+
+class Sequential(Graph):
+    """Layers applied in order to inputs of width `inputs`, with a loss: a matrix Graph.
+
+    ``loss`` is a registry name or a LossFunction; ``reduction`` is "mean"
+    (L = 1/m Σ C_i, the default) or "sum"; ``l2 = λ`` adds the penalty
+    λ/2 · Σ_l ‖W_l‖²_F (biases are not penalised).
+    """
+
+    def __init__(self, *layers, inputs: int, loss="mse", reduction: str = "mean", l2=0.0):
+        super().__init__()
+        if not layers:
+            raise DefinitionError("Sequential needs at least one Dense layer")
+        for layer in layers:
+            if not isinstance(layer, (Dense, Residual)):
+                raise DefinitionError(f"Sequential takes Dense and Residual layers, got {layer!r}")
+        self.layers = list(layers)
+        self.inputs_width = _width(inputs, "inputs")
+        self.loss_function = get_loss(loss)
+        dense = list(_dense_layers(self.layers))
+        for layer in dense[:-1]:
+            if layer.activation is softmax:
+                raise DefinitionError("softmax can only be the output layer's activation")
+        if isinstance(self.layers[-1], Residual):
+            raise DefinitionError("the last layer must be a Dense layer (the output)")
+        out = dense[-1].activation
+        if (out is softmax) != (self.loss_function.needs == "softmax"):
+            raise DefinitionError(
+                f"loss {self.loss_function.name!r} and output {out.__name__!r} do not go together: "
+                "cross_entropy needs a softmax output, and a softmax output needs cross_entropy")
+        if out is softmax and dense[-1].units == 1:
+            raise DefinitionError("softmax on one output unit is always 1 (its gradient is zero): "
+                                  "use output='sigmoid' with loss='binary_cross_entropy'")
+        _check_size(self.sizes)
+        self._build(reduction, _l2(l2))
+
+    @property
+    def sizes(self) -> list[int]:
+        """Widths [d_0, d_1, ..., d_L] of the Dense layers, inputs first."""
+        return [self.inputs_width] + [layer.units for layer in _dense_layers(self.layers)]
+
+    @property
+    def activations(self) -> list:
+        """The activation of each Dense layer, in order."""
+        return [layer.activation for layer in _dense_layers(self.layers)]
+
+    def _build(self, reduction, l2):
+        X = self.inputs("X", shape=(BATCH, self.inputs_width))
+        weights, count = [], [0]
+        last = list(_dense_layers(self.layers))[-1]
+
+        def dense(layer, A):
+            count[0] += 1
+            l = count[0]
+            if layer.tie is not None:
+                W = self._tied(layer, A)
+            else:
+                W = self.params(f"W{l}", shape=(A.shape[1], layer.units))
+                weights.append(W)
+            b = self.params(f"b{l}", shape=(1, layer.units))
+            out = layer is last
+            pre = A @ W + ones(BATCH) @ b
+            if layer.activation is identity:
+                return self.node("Yhat" if out else f"Z{l}", pre)
+            Z = self.node(f"Z{l}", pre)
+            return self.node("Yhat" if out else f"A{l}", layer.activation(Z))
+
+        def run(layers, A):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    inner = run(layer.layers, A)
+                    if inner.shape != A.shape:
+                        raise DefinitionError(f"Residual: the layers map width {A.shape[1]} to "
+                                              f"{inner.shape[1]}; a skip connection needs equal widths")
+                    A = self.node(f"H{count[0]}", A + inner)
+                else:
+                    A = dense(layer, A)
+            return A
+
+        Yhat = run(self.layers, X)
+        Y = self.targets("Y", shape=(BATCH, Yhat.shape[1]))
+        penalty = l2 / 2 * sp.Add(*[sumsq(W) for W in weights]) if l2 else None
+        self.loss(self.loss_function(Yhat, Y), reduction=reduction, penalty=penalty)
+
+    def _tied(self, layer, A):
+        if layer.tie not in self._kind or self._kind[layer.tie] != "param":
+            raise DefinitionError(f"tie={layer.tie!r}: no earlier weight of that name "
+                                  f"(weights so far: {', '.join(n for n in self.param_names if n[0] == 'W')})")
+        W = self.symbol(layer.tie).T
+        if W.shape != (A.shape[1], layer.units):
+            raise DefinitionError(f"tie={layer.tie!r}: its transpose is {W.shape[0]}×{W.shape[1]} but "
+                                  f"this layer maps {A.shape[1]} to {layer.units}")
+        return W
+
+    def derive(self):
+        """The derivation of this network (same as ``sb.derive(net)``)."""
+        from .engine import Derivation
+        return Derivation(self)
+
+    def __repr__(self):
+        return (f"Sequential({', '.join(map(repr, self.layers))}, inputs={self.inputs_width}, "
+                f"loss={self.loss_function.name!r})")
+
+
+def _l2(l2):
+    try:
+        value = sp.nsimplify(l2) if isinstance(l2, float) else sp.sympify(l2, strict=True)
+    except (sp.SympifyError, TypeError, ValueError):
+        raise DefinitionError(f"l2 must be a non-negative number, got {l2!r}") from None
+    if not value.is_number or not value.is_real or value < 0 or not value.is_finite:
+        raise DefinitionError(f"l2 must be a non-negative number, got {l2!r}")
+    return value
+
+
+def _check_size(sizes):
+    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    if count > MAX_PARAMS:
+        raise DefinitionError(f"the network would have {count:,} parameters "
+                              f"({count * 8 / 1e9:.1f} GB in float64): too large to build")
+
+
+def mlp(sizes, activation="sigmoid", output="identity", loss="mse", reduction="mean", l2=0.0) -> Sequential:
+    """A multi-layer perceptron: ``mlp([784, 128, 64, 10], "sigmoid", "softmax", "cross_entropy")``.
+
+    ``sizes`` lists the input width and then each layer's width; hidden
+    layers use `activation`, the last layer `output`; ``l2 = λ`` adds
+    λ/2 · Σ_l ‖W_l‖²_F to the loss.
+    """
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        raise DefinitionError(f"sizes must be a list of layer widths, got {sizes!r}") from None
+    if len(sizes) < 2:
+        raise DefinitionError(f"mlp needs at least two sizes (inputs and outputs), got {sizes!r}")
+    get_activation(activation)      # checked even when there is no hidden layer
+    for s in sizes:
+        _width(s, "a layer width")
+    _check_size(sizes)
+    layers = [Dense(n, activation) for n in sizes[1:-1]] + [Dense(sizes[-1], output)]
+    return Sequential(*layers, inputs=sizes[0], loss=loss, reduction=reduction, l2=l2)
+
+
+class RNN(Graph):
+    """An Elman RNN unrolled over `steps` time steps: a matrix Graph with shared weights.
+
+    X is m × (steps·inputs) and x_t = X[:, (t−1)·inputs : t·inputs];
+    h_0 = 0, h_t = f(x_t Wx + h_{t−1} Wh + 1 bh), Ŷ = g(h_T Wy + 1 by).
+    The gradient of a shared weight is the sum over the steps that use it
+    (backpropagation through time), which the engine's sum over children gives.
+    """
+
+    def __init__(self, inputs: int, hidden: int, outputs: int, steps: int, activation="tanh",
+                 output="identity", loss="mse", reduction="mean", l2=0.0):
+        super().__init__()
+        d, n, k, T = (_width(inputs, "inputs"), _width(hidden, "hidden"), _width(outputs, "outputs"),
+                      _width(steps, "steps"))
+        f, out, lf = get_activation(activation), get_activation(output), get_loss(loss)
+        if f is softmax:
+            raise DefinitionError("softmax can only be the output's activation")
+        if (out is softmax) != (lf.needs == "softmax"):
+            raise DefinitionError(f"loss {lf.name!r} and output {out.__name__!r} do not go together")
+        if out is softmax and k == 1:
+            raise DefinitionError("softmax on one output unit is always 1 (its gradient is zero): "
+                                  "use output='sigmoid' with loss='binary_cross_entropy'")
+        _check_size([d + n, n, k])
+        self.steps, self.loss_function = T, lf
+        X = self.inputs("X", shape=(BATCH, T * d))
+        Wx, Wh, bh = self.params("Wx Wh bh", shape=[(d, n), (n, n), (1, n)])
+        Wy, by = self.params("Wy by", shape=[(n, k), (1, k)])
+        h = None
+        for t in range(1, T + 1):
+            x = self.node(f"x{t}", X[:, (t - 1) * d:t * d])
+            pre = x @ Wx + ones(BATCH) @ bh if h is None else x @ Wx + h @ Wh + ones(BATCH) @ bh
+            h = self.node(f"h{t}", pre if f is identity else f(self.node(f"z{t}", pre)))
+        pre = h @ Wy + ones(BATCH) @ by
+        Yhat = self.node("Yhat", pre if out is identity else out(self.node("Zy", pre)))
+        Y = self.targets("Y", shape=(BATCH, k))
+        l2 = _l2(l2)
+        penalty = l2 / 2 * (sumsq(Wx) + sumsq(Wh) + sumsq(Wy)) if l2 else None
+        self.loss(lf(Yhat, Y), reduction=reduction, penalty=penalty)
+
+
+def rnn(inputs: int, hidden: int, outputs: int, steps: int, activation="tanh", output="identity",
+        loss="mse", reduction="mean", l2=0.0) -> RNN:
+    """An Elman RNN unrolled over `steps` steps (see :class:`RNN`); parameters Wx, Wh, bh, Wy, by."""
+    return RNN(inputs, hidden, outputs, steps, activation, output, loss, reduction, l2)
