@@ -297,7 +297,7 @@ class Derivation:
             child = self.graph.expr(f.of)
             value = contribution(f.expr, value, child).xreplace({delta(self.graph, f.of): value}) \
                 if is_matrix(child) else value * f.expr
-        return value
+        return simplify_ones(value)
 
     def _descendants(self, name) -> set[str]:
         seen, todo = {name}, [name]
@@ -417,13 +417,8 @@ class Derivation:
             if a.shape != want:
                 raise SymbackError(f"{n} has shape {a.shape}, expected {want}")
             env[sym] = sp.ImmutableMatrix(a)
-        from .vjp import SoftmaxVJP
-
         def ev(e):
-            e = e.xreplace(env)
-            e = e.replace(lambda x: isinstance(x, SoftmaxVJP),
-                          lambda x: x.entries(explicit(x.args[0], rows).tolist(), explicit(x.args[1], rows).tolist()))
-            r = explicit(e, rows)
+            r = explicit(e.xreplace(env), rows)
             return r.evalf() if hasattr(r, "evalf") else r
         forward = {}
         for n in g.order:

@@ -57,6 +57,7 @@ class Graph:
         self._children: dict[str, list[str]] = {}   # name -> users, in definition order
         self.order: list[str] = []
         self.loss_name: str | None = None
+        self.cost_name: str | None = None       # a matrix graph's per-sample cost column C
         self.reduction = "mean"
 
     # -- building -------------------------------------------------------

@@ -23,7 +23,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError
 
-__all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "RowCost", "FPrime", "Elementwise",
+__all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "SoftmaxVJP", "RowCost", "FPrime", "Elementwise",
            "elementwise", "is_matrix", "simplify_ones", "activation_of", "explicit"]
 
 #: The batch size: the number of rows (samples) of every data matrix.
@@ -134,6 +134,34 @@ class RowCost(sp.MatrixExpr):
     def _latex(self, printer, exp=None):
         return r"\operatorname{%s}\left(%s, %s\right)" % (
             self.args[0].name.replace("_", r"\_"), printer._print(self.prediction), printer._print(self.target))
+
+
+class SoftmaxVJP(sp.MatrixExpr):
+    """δ_Z for S = softmax(Z) row by row: entry (i, j) = Σ_k δ_ik ∂S_ik/∂Z_ij.
+
+    ``SoftmaxVJP(δ_S, Z)``; the partial derivatives are SymPy's, taken of
+    softmax's definition entry by entry (see :meth:`explicit_rows`).  Compiled
+    code never needs it: softmax feeding cross-entropy is fused (Ŷ − Y).
+    """
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+    def entries(self, delta_rows, z_rows):
+        """The explicit matrix for explicit δ and Z (lists of rows)."""
+        out = []
+        for d, z in zip(delta_rows, z_rows):
+            zs = sp.symbols(f"z0:{len(z)}", real=True)
+            s = [sp.exp(v) / sum(sp.exp(u) for u in zs) for v in zs]
+            at = dict(zip(zs, z))
+            out.append([sum(d[k] * sp.diff(s[k], zs[j]).xreplace(at) for k in range(len(z)))
+                        for j in range(len(z))])
+        return sp.ImmutableMatrix(out)
+
+    def _latex(self, printer, exp=None):
+        return r"\left(%s\right) J_{\operatorname{softmax}}(%s)" % (
+            printer._print(self.args[0]), printer._print(self.args[1]))
 
 
 class FPrime(sp.MatrixExpr):
@@ -277,12 +305,14 @@ def explicit(e, rows: int):
             return sp.ImmutableMatrix(a.rows, 1, lambda i, _: sum(x.loss(a[i, k], y[i, k]) for k in range(a.cols)))
         if isinstance(x, FPrime):
             return explicit(x.as_elementwise(), rows)
+        if isinstance(x, SoftmaxVJP):
+            return x.entries(sp.ImmutableMatrix(x.args[0]).tolist(), sp.ImmutableMatrix(x.args[1]).tolist())
         if isinstance(x, Elementwise):
             ops = [sp.ImmutableMatrix(o.doit()) for o in x.operands]
             return sp.ImmutableMatrix(ops[0].rows, ops[0].cols, lambda i, k: x.function(*[o[i, k] for o in ops]))
         return None
 
-    e = e.replace(lambda x: isinstance(x, (Softmax, RowCost, FPrime, Elementwise)),
+    e = e.replace(lambda x: isinstance(x, (Softmax, RowCost, FPrime, Elementwise, SoftmaxVJP)),
                   lambda x: out(x.func(*[explicit(a, rows) if is_matrix(a) else a for a in x.args])))
     r = e.doit()
     return sp.ImmutableMatrix(r) if is_matrix(r) or isinstance(r, sp.MatrixBase) else r

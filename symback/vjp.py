@@ -24,7 +24,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError
-from .matrix import BATCH, ENTRY, Elementwise, FPrime, RowCost, Softmax, activation_of, is_matrix
+from .matrix import BATCH, ENTRY, Elementwise, FPrime, RowCost, Softmax, SoftmaxVJP, activation_of, is_matrix
 
 __all__ = ["local_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP",
            "fused_output"]
@@ -83,34 +83,6 @@ def local_factor(child_expr, child_adjoint, parent):
     if isinstance(child_expr, Softmax):
         return SoftmaxVJP(child_adjoint, child_expr.arg)
     return _matrix_vjp(child_expr, child_adjoint, parent)
-
-
-class SoftmaxVJP(sp.MatrixExpr):
-    """δ_Z for S = softmax(Z) row by row: entry (i, j) = Σ_k δ_ik ∂S_ik/∂Z_ij.
-
-    ``SoftmaxVJP(δ_S, Z)``; the partial derivatives are SymPy's, taken of
-    softmax's definition entry by entry (see :meth:`explicit_rows`).  Compiled
-    code never needs it: softmax feeding cross-entropy is fused (Ŷ − Y).
-    """
-
-    @property
-    def shape(self):
-        return self.args[1].shape
-
-    def entries(self, delta_rows, z_rows):
-        """The explicit matrix for explicit δ and Z (lists of rows)."""
-        out = []
-        for d, z in zip(delta_rows, z_rows):
-            zs = sp.symbols(f"z0:{len(z)}", real=True)
-            s = [sp.exp(v) / sum(sp.exp(u) for u in zs) for v in zs]
-            at = dict(zip(zs, z))
-            out.append([sum(d[k] * sp.diff(s[k], zs[j]).xreplace(at) for k in range(len(z)))
-                        for j in range(len(z))])
-        return sp.ImmutableMatrix(out)
-
-    def _latex(self, printer, exp=None):
-        return r"\left(%s\right) J_{\operatorname{softmax}}(%s)" % (
-            printer._print(self.args[0]), printer._print(self.args[1]))
 
 
 def cost_derivative(cost: RowCost) -> sp.MatrixExpr:

@@ -8,7 +8,9 @@ import pytest
 import sympy as sp
 
 import symback as sb
-from symback.layers import FPrime, output_delta
+from symback.functions import softmax
+from symback.matrix import FPrime, explicit
+from symback.vjp import AdjointMatrix, fused_output
 
 ACT = {"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh,
        "relu": lambda z: np.maximum(z, 0), "identity": lambda z: z,
@@ -74,7 +76,9 @@ def test_matrix_formulas_match_finite_differences(sizes, act, out, loss):
 @pytest.mark.parametrize("K", [2, 3, 4, 5])
 def test_softmax_cross_entropy_delta_is_prediction_minus_target(K):
     d = sb.derive(sb.mlp([3, K], "tanh", "softmax", "cross_entropy"))
-    g, (z, a, y) = d.output_delta
+    Yhat, Y = d.graph.symbol("Yhat"), d.graph.symbol("Y")
+    assert d.delta("Z1", form="chain") == (Yhat - Y) / sb.BATCH     # the batch loss's δ at the logits
+    g, (z, a, y) = fused_output(softmax, sb.get_loss("cross_entropy"), K)
     assert sp.expand(g - (a - y)) == 0
     # Oracle: SymPy's diff of -Σ y_k log softmax_k at random one-hot targets.
     zs = sp.symbols(f"z0:{K}")
@@ -91,12 +95,14 @@ def test_softmax_cross_entropy_delta_is_prediction_minus_target(K):
 
 def test_sigmoid_binary_cross_entropy_delta_is_prediction_minus_target():
     d = sb.derive(sb.mlp([2, 3, 1], "relu", "sigmoid", "binary_cross_entropy"))
-    g, (z, a, y) = d.output_delta
+    Yhat, Y = d.graph.symbol("Yhat"), d.graph.symbol("Y")
+    assert d.delta("Z2", form="chain") == (Yhat - Y) / sb.BATCH
+    g, (z, a, y) = fused_output(sb.sigmoid, sb.get_loss("binary_cross_entropy"), 1)
     assert sp.expand(g - (a - y)) == 0
 
 
 def test_mse_sigmoid_output_delta_matches_sympy_diff():
-    g, (z, a, y) = output_delta(sb.get_activation("sigmoid"), sb.get_loss("mse"), 1)
+    g, (z, a, y) = fused_output(sb.get_activation("sigmoid"), sb.get_loss("mse"), 1)
     zz, yy = sp.symbols("zz yy")
     oracle = sp.diff((1 / (1 + sp.exp(-zz)) - yy) ** 2, zz)
     for zv, yv in [(0.3, 0.1), (-1.2, 0.8), (2.0, 0.5)]:
@@ -104,30 +110,82 @@ def test_mse_sigmoid_output_delta_matches_sympy_diff():
         assert abs(float(got - oracle.subs({zz: zv, yy: yv}))) < 1e-12
 
 
+def _sigma(name):
+    return sp.Lambda(sb.matrix.ENTRY, sb.get_activation(name)(sb.matrix.ENTRY))
+
+
 def test_delta_recursion_and_weight_gradients_have_textbook_shape():
     d = sb.derive(sb.mlp([4, 5, 3, 2], "sigmoid", "identity", "mse"))
-    dZ2, W3, Z2 = d.delta[2], d.W[3], d.Z[2]
-    rec = d.delta_of(2)
+    s = d.graph.symbol
+    delta = lambda n: AdjointMatrix(f"delta_{n}", *s(n).shape)
+    rec = d.delta("Z2")
     assert isinstance(rec, sp.HadamardProduct)
-    assert set(rec.args) == {d.delta[3] * W3.T, FPrime("sigmoid", Z2)}
-    assert d.gradient("W2", form="recursive") == d.A[1].T * dZ2
-    assert d.gradient("b2", form="recursive") == sp.OneMatrix(1, d.X.shape[0]) * dZ2
+    assert set(rec.args) == {delta("A2"), FPrime(_sigma("sigmoid"), s("Z2"))}
+    assert d.delta("A2") == delta("Yhat") * s("W3").T
+    assert d.gradient("W2", form="recursive") == s("A1").T * delta("Z2")
+    assert d.gradient("b2", form="recursive") == sp.OneMatrix(1, sb.BATCH) * delta("Z2")
 
 
 def test_width_one_layers_keep_the_textbook_form():
     d = sb.derive(sb.mlp([2, 1, 1], "tanh", "identity", "mse"))
-    assert d.delta_of(1) == sp.HadamardProduct(d.delta[2] * d.W[2].T, FPrime("tanh", d.Z[1]))
+    s = d.graph.symbol
+    assert d.delta("Z1") == sp.HadamardProduct(FPrime(_sigma("tanh"), s("Z1")),
+                                               AdjointMatrix("delta_A1", *s("A1").shape))
+    assert d.delta("A1") == AdjointMatrix("delta_Yhat", *s("Yhat").shape) * s("W2").T
+
+
+def _numeric(expr, env, rows):
+    return np.array(explicit(expr.xreplace(env), rows).evalf().tolist(), dtype=float)
 
 
 def test_punchline_path_runs_from_output_back_to_first_layer():
     # seed 004: dJ/dW1 = (ŷ − y) · W3 · σ'(z3) · W2 · σ'(z2) · X
     d = sb.derive(sb.mlp([1, 1, 1, 1], "sigmoid", "identity", "half_mse"))
     (path,) = d.chain("W1")
-    assert [(f.of, f.wrt) for f in path] == [("C", "Z3"), ("Z3", "A2"), ("A2", "Z2"),
+    assert [(f.of, f.wrt) for f in path] == [("L", "C"), ("C", "Yhat"), ("Yhat", "A2"), ("A2", "Z2"),
                                              ("Z2", "A1"), ("A1", "Z1"), ("Z1", "W1")]
+    s = d.graph.symbol
+    delta = lambda n: AdjointMatrix(f"delta_{n}", *s(n).shape)
     exprs = [f.expr for f in path]
-    assert exprs[0] == d.A[3] - d.Y
-    assert exprs[1:] == [d.W[3].T, FPrime("sigmoid", d.Z[2]), d.W[2].T, FPrime("sigmoid", d.Z[1]), d.X.T]
+    assert exprs[2:] == [delta("Yhat") * s("W3").T, sp.HadamardProduct(FPrime(_sigma("sigmoid"), s("Z2")), delta("A2")),
+                         delta("Z2") * s("W2").T, sp.HadamardProduct(FPrime(_sigma("sigmoid"), s("Z1")), delta("A1")),
+                         s("X").T * delta("Z1")]
+
+
+@pytest.mark.parametrize("net", [
+    lambda: sb.mlp([3, 4, 4, 2], "sigmoid", "identity", "mse"),
+    lambda: sb.mlp([2, 3, 3], "tanh", "softmax", "cross_entropy"),
+    lambda: sb.Sequential(sb.Dense(3, "tanh"), sb.Residual(sb.Dense(3, "relu")), sb.Dense(1, "sigmoid"),
+                          inputs=2, loss="binary_cross_entropy", l2=0.1),
+    lambda: sb.Sequential(sb.Dense(2, "tanh"), sb.Dense(3, "identity", tie="W1"), inputs=3, loss="half_mse"),
+    lambda: sb.rnn(inputs=2, hidden=2, outputs=1, steps=3),
+])
+def test_layer_chain_factors_compose_numerically_to_the_gradient(net):
+    """Apply each path's factors in order, numerically; the sum over paths is the
+    gradient, itself checked against finite differences of the loss's own value."""
+    d = sb.derive(net())
+    g, rows = d.graph, 4
+    rng = np.random.default_rng(3)
+    vals = {}
+    for n in g.input_names + g.target_names + g.param_names:
+        shape = tuple(rows if k == sb.BATCH else int(k) for k in g.symbol(n).shape)
+        vals[n] = rng.uniform(0.1, 0.9, size=shape) if n == "Y" else rng.normal(size=shape)
+    if g.cost_name and isinstance(g.expr(g.cost_name), sb.matrix.RowCost) and \
+            g.expr(g.cost_name).loss.name == "cross_entropy":
+        vals["Y"] = np.eye(vals["Y"].shape[1])[rng.integers(0, vals["Y"].shape[1], rows)]
+    ev = d.evaluate(vals)
+    env = {g.symbol(n): sp.ImmutableMatrix(v) for n, v in vals.items()}
+    env.update({g.symbol(n): sp.ImmutableMatrix(np.atleast_2d(v)) for n, v in ev["forward"].items()
+                if n != d.loss_name})
+    loss = lambda v: float(d.evaluate(v)["forward"][d.loss_name])
+    for p in d.params:
+        total = sum(_numeric(d.apply_path(path), env, rows) for path in d.chain(p))
+        np.testing.assert_allclose(total, ev["gradient"][p], rtol=1e-9, atol=1e-12, err_msg=p)
+        idx = tuple(rng.integers(0, k) for k in vals[p].shape)
+        up, down = ({**vals, p: vals[p].copy()} for _ in range(2))
+        up[p][idx] += 1e-6
+        down[p][idx] -= 1e-6
+        assert total[idx] == pytest.approx((loss(up) - loss(down)) / 2e-6, rel=1e-5, abs=1e-8)
 
 
 @pytest.mark.parametrize("bad,match", [
