@@ -31,7 +31,7 @@ t0 = time.perf_counter()
 d = sb.derive(net)
 model = sb.compile(d)
 print(f"derive + compile: {time.perf_counter() - t0:.2f} s")
-print("dC/dZ2 per output =", d.output_delta[0], "  (softmax + cross-entropy: prediction - target)")
+print("dL/dZ2 =", d.delta("Z2", form="chain"), "  (softmax + cross-entropy: prediction - target, over m)")
 
 # %% training
 params = model.init(seed=0)

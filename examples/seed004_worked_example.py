@@ -40,10 +40,11 @@ net = sb.mlp([3, 4, 4, 1], activation="sigmoid", output="identity", loss="half_m
 dn = sb.derive(net)
 (path,) = dn.chain("W1")
 print("dJ/dW1 =", " . ".join(sp.sstr(f.expr) for f in path))
-X, Y, W2, W3, Z1, Z2, Yhat = dn.X, dn.Y, dn.W[2], dn.W[3], dn.Z[1], dn.Z[2], dn.A[3]
-assert [f.expr for f in path] == [Yhat - Y, W3.T, sb.layers.FPrime("sigmoid", Z2), W2.T,
-                                  sb.layers.FPrime("sigmoid", Z1), X.T]
-assert [f.expr for f in dn.chain("W3")[0]] == [Yhat - Y, dn.A[2].T]
+# from the loss back: L -> C -> Yhat -> A2 -> Z2 -> A1 -> Z1 -> W1, each edge's factor
+# the vector-Jacobian product SymPy derived: delta_Yhat W3^T, sigma'(Z2) * delta_A2, ...
+assert [f.wrt for f in path] == ["C", "Yhat", "A2", "Z2", "A1", "Z1", "W1"]
+Yhat, Y = dn.graph.symbol("Yhat"), dn.graph.symbol("Y")
+assert dn.delta("Yhat", form="chain") == (Yhat - Y) / sb.BATCH     # (yhat - y), averaged over the batch
 
 # ...and its numbers: the compiled gradient against the punchline typed in NumPy.
 rng = np.random.default_rng(0)

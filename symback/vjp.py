@@ -151,7 +151,9 @@ def _canonical(expr, adj, parent):
             f = sp.Function(f"_F{len(lams)}")
             lams[lam] = f
             fns[f] = lam
-        return ElementwiseApplyFunction(lams[lam], e.expr)
+        # a Lambda of the one shared variable: SymPy would wrap a bare function
+        # in a Lambda of a fresh Dummy, and no two steps would share a cache entry
+        return ElementwiseApplyFunction(sp.Lambda(ENTRY, lams[lam](ENTRY)), e.expr)
 
     canon = expr.xreplace({**sym, **ones})
     canon = canon.replace(lambda e: isinstance(e, ElementwiseApplyFunction), undefined)
