@@ -249,6 +249,41 @@ class Derivation:
                 expr = expr.xreplace({g.symbol(n): g.expr(n)})
         return expr
 
+    def named(self, expr):
+        """`expr` with every node's definition replaced by the node's name.
+
+        σ(z)(1 − σ(z)) becomes p(1 − p) when p = σ(z) is a node: the local
+        derivatives in the notes' own letters.  Equal by definition.
+        """
+        g = self.graph
+        defs = {g.expr(n): g.symbol(n) for n in g.node_names
+                if not is_matrix(g.expr(n)) and not g.expr(n).is_Atom}
+        return expr.xreplace(defs) if defs and isinstance(expr, sp.Basic) else expr
+
+    def simplified(self, p, form: str = "chain"):
+        """A shorter equal form of ∂C/∂p, or None when SymPy finds none.
+
+        Written in named nodes (:meth:`named`), then cancelled, factored or
+        simplified by SymPy; the shortest candidate is kept only when its
+        difference from the chain form simplifies to 0 — proved, not assumed.
+        Logistic regression's chain x(1−p)p((1−y)/(1−p) − y/p) gives x(p − y).
+        """
+        chain = self.named(self.gradient(p, form))
+        if is_matrix(chain):
+            return None
+        candidates = []
+        for fn in (sp.cancel, sp.factor, sp.simplify):
+            try:
+                candidates.append(fn(chain))
+            except (sp.PolynomialError, TypeError, ValueError):
+                continue
+        best = min(candidates, key=sp.count_ops, default=None)
+        if best is None or sp.count_ops(best) >= sp.count_ops(chain):
+            return None
+        if sp.simplify(sp.cancel(best - chain)) != 0:
+            return None
+        return best
+
     def delta(self, name: str, form: str = "recursive") -> sp.Expr:
         """The adjoint δ_name of a node ('recursive' or 'chain' form)."""
         if name not in self.adjoint:

@@ -337,3 +337,33 @@ def test_abs_and_huber_derive_as_real_functions():
         h = 1e-6
         fd = (unrolled.subs({**at, w: wv + h}) - unrolled.subs({**at, w: wv - h})) / (2 * h)
         assert abs(float(grad.subs({**at, w: wv})) - float(fd)) < 1e-6
+
+
+def test_simplified_form_of_logistic_regression_is_p_minus_y_times_x():
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    w, b = g.params("w b")
+    z = g.node("z", w * x + b)
+    p = g.node("p", sb.sigmoid(z))
+    g.loss(-(y * sp.log(p) + (1 - y) * sp.log(1 - p)))
+    d = sb.derive(g)
+    assert d.named(sb.sigmoid(z) * (1 - sb.sigmoid(z))) == p * (1 - p)
+    assert sp.expand(d.simplified("w") - (p - y) * x) == 0
+    assert sp.expand(d.simplified("b") - (p - y)) == 0
+    # oracle: SymPy's diff of the unrolled loss, at random points, equals the simplified form
+    loss = -(y * sp.log(sp.S(1) / (1 + sp.exp(-(w * x + b)))) + (1 - y) * sp.log(1 - 1 / (1 + sp.exp(-(w * x + b)))))
+    rs = np.random.default_rng(0)
+    for _ in range(5):
+        at = {x: rs.normal(), y: rs.uniform(), w: rs.normal(), b: rs.normal()}
+        pv = 1 / (1 + np.exp(-(at[w] * at[x] + at[b])))
+        assert float(d.simplified("w").subs({**at, p: pv})) == pytest.approx(
+            float(sp.diff(loss, w).subs(at)), rel=1e-10)
+
+
+def test_simplified_is_none_when_nothing_shorter_exists():
+    g = sb.Graph()
+    x = g.inputs("x")
+    w = g.params("w")
+    g.loss(sb.tanh(w * x))
+    assert sb.derive(g).simplified("w") is None
