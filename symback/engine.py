@@ -17,7 +17,7 @@ from typing import NamedTuple
 import sympy as sp
 
 from .errors import DefinitionError, SymbackError
-from .graph import Graph, check_name
+from .graph import Graph, decompose
 from .matrix import BATCH, RowCost, Softmax, activation_of, explicit, is_matrix, simplify_ones
 from .vjp import AdjointMatrix, fused_output, local_factor, real_diff, to_matrix
 
@@ -418,54 +418,8 @@ class Derivation:
         gradients are per sample (∂C/∂p); a matrix graph's are NumPy arrays,
         the gradients of the batch loss L.  Slow: for checking and examples.
         """
-        g = self.graph
-        needed = g.input_names + g.target_names + g.param_names
-        missing = [n for n in needed if n not in values]
-        if missing:
-            raise SymbackError(f"values missing for {', '.join(missing)}")
-        if g.is_matrix:
-            return self._evaluate_matrix(values)
-        env = {g.symbol(n): sp.sympify(values[n]) for n in needed}
-        forward = {}
-        for n in g.order:
-            if n in g._expr:
-                forward[n] = sp.simplify(g.expr(n).xreplace(env)).evalf() \
-                    if not g.expr(n).xreplace(env).is_Number else g.expr(n).xreplace(env)
-                env[g.symbol(n)] = forward[n]
-        grads = {}
-        for p in self.params:
-            grads[p] = sp.sympify(self._chain_form(p).xreplace(env))
-            if not grads[p].is_Number:
-                grads[p] = grads[p].evalf()
-        return {"forward": forward, "gradient": grads}
-
-    def _evaluate_matrix(self, values):
-        import numpy as np
-        g = self.graph
-        names = g.input_names + g.target_names + g.param_names
-        arrays = {n: np.atleast_2d(np.asarray(values[n], dtype=float)) for n in names}
-        rows = arrays[g.input_names[0]].shape[0] if g.input_names else 1
-        env = {}
-        for n in names:
-            sym, a = g.symbol(n), arrays[n]
-            want = tuple(rows if d == BATCH else int(d) for d in sym.shape)
-            if a.shape != want:
-                raise SymbackError(f"{n} has shape {a.shape}, expected {want}")
-            env[sym] = sp.ImmutableMatrix(a)
-        def ev(e):
-            r = explicit(e.xreplace(env), rows)
-            return r.evalf() if hasattr(r, "evalf") else r
-        forward = {}
-        for n in g.order:
-            if n in g._expr:
-                env[g.symbol(n)] = forward[n] = ev(g.expr(n))
-        adj = {}
-        for n in reversed(g.order):
-            if n in self.adjoint and n != self.loss_name and g.kind(n) in ("node", "param"):
-                env[delta(g, n)] = adj[n] = ev(self.adjoint[n])
-        to_np = lambda m: np.array(m.tolist(), dtype=float) if hasattr(m, "tolist") else float(m)
-        return {"forward": {k: to_np(v) for k, v in forward.items()},
-                "gradient": {p: to_np(adj[p]) for p in self.params}}
+        from .evaluate import evaluate
+        return evaluate(self, values)
 
     # -- outputs (render.py does the work) ---------------------------------------
     def latex(self, template: str = "article", **options) -> str:
@@ -499,60 +453,6 @@ def _adjoints_in(expr) -> set:
     if not isinstance(expr, sp.Basic):
         return set()
     return {s for s in expr.atoms(Adjoint, AdjointMatrix)}
-
-
-def decompose(expr: sp.Expr, wrt) -> Graph:
-    """Turn a plain SymPy expression into a Graph of named steps.
-
-    Every compound sub-expression that depends on a parameter in `wrt`
-    (each function application, power, product and sum) becomes a node
-    u_1, u_2, ... (a repeated one is reused), and the whole is the loss C.
-    Symbols not in `wrt` become inputs.
-    """
-    if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)) or not isinstance(expr, sp.Expr):
-        raise DefinitionError(f"derive() needs a scalar SymPy expression, got {type(expr).__name__}")
-    if wrt is None:
-        raise DefinitionError("derive(expr) needs wrt=[...], the parameters to differentiate by")
-    wrt = [sp.Symbol(w) if isinstance(w, str) else w for w in (wrt if isinstance(wrt, (list, tuple)) else [wrt])]
-    for w in wrt:
-        if not isinstance(w, sp.Symbol):
-            raise DefinitionError(f"wrt must hold symbols or names, got {w!r}")
-        check_name(w.name)
-        if w not in expr.free_symbols:
-            raise DefinitionError(f"the expression does not depend on {w.name!r}")
-    g = Graph()
-    others = sorted((s for s in expr.free_symbols if s not in wrt), key=lambda s: s.name)
-    taken = {s.name for s in expr.free_symbols}
-    for s in others:
-        check_name(s.name)
-    if others:
-        g._declare([s.name for s in others], "input")
-        for s in others:   # keep the user's own symbols (and their assumptions)
-            g._symbol[s.name] = s
-    g._declare([w.name for w in wrt], "param")
-    for w in wrt:
-        g._symbol[w.name] = w
-    wrtset, names, counter = set(wrt), {}, [0]
-
-    def visit(e):
-        if e.is_Atom or not (e.free_symbols & wrtset):
-            return e
-        rebuilt = e.func(*[visit(a) for a in e.args])
-        if rebuilt in names:
-            return names[rebuilt]
-        if e is expr:
-            return rebuilt
-        counter[0] += 1
-        while f"u_{counter[0]}" in taken:
-            counter[0] += 1
-        sym = g.node(f"u_{counter[0]}", rebuilt)
-        names[rebuilt] = sym
-        return sym
-
-    top = visit(expr)
-    loss_name = "C" if "C" not in taken else "C_loss"
-    g.loss(top, name=loss_name)
-    return g
 
 
 def derive(model, wrt=None) -> Derivation:
