@@ -18,7 +18,7 @@ import sympy as sp
 
 from .errors import DefinitionError, SymbackError
 from .graph import Graph, decompose
-from .matrix import BATCH, RowCost, Softmax, activation_of, explicit, is_matrix, simplify_ones
+from .matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from .vjp import AdjointMatrix, fused_output, local_factor, real_diff, to_matrix
 
 __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program", "derive",
