@@ -20,7 +20,7 @@ def check_name(name) -> str:
     underscore (``a_1``).  Anything TeX could act on (``\\``, ``%``, ``#``,
     ``&``, braces) is refused here, so no user name can inject TeX.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DefinitionError(
             f"invalid name {name!r}: names start with a letter and use only letters, "
             "digits and '_' (write a subscript as a_1)")
