@@ -8,7 +8,6 @@ output file left behind, because every file is written whole or not at all.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import os
 import shutil
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import DataError, OutputError, SymbackError
+from .data import available_memory, format_bytes, load_data
+from .errors import DataError, OutputError, SymbackError, restore_interrupt
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
 
@@ -64,9 +64,11 @@ def parse_layers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is malformed: an empty width between commas")
     sizes = []
     for p in parts:
-        if not p.isdigit():
+        if not (p.isascii() and p.isdigit()):      # "²".isdigit() is True, int("²") fails
             raise argparse.ArgumentTypeError(
                 f"{text!r} is malformed: {p!r} is not a positive whole number")
+        if len(p.lstrip("0")) > 12:
+            raise argparse.ArgumentTypeError(f"{text!r}: the width {p} is far too large")
         sizes.append(int(p))
     if len(sizes) < 2:
         raise argparse.ArgumentTypeError(
@@ -77,11 +79,13 @@ def parse_layers(text: str) -> list[int]:
 
 
 def _positive(kind):
+    noun = "whole number" if kind is int else "number"
+
     def convert(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
         if not value > 0 or value != value or value == float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be positive and finite")
         return value
@@ -237,6 +241,7 @@ def cmd_derive(args) -> int:
             if args.format != wanted:
                 raise SymbackError(f"--format {args.format} does not match {out.name}; "
                                    "the suffix of -o chooses the format")
+        _refuse_overwrite(out, "-o", spec=args.spec, template=args.template)
     d, spec = _derive(args)
     values = parse_values(args.values) if args.values else (dict(spec.values) if spec else {})
     lr = args.lr if args.lr is not None else (spec.lr if spec else None)
@@ -312,82 +317,6 @@ def _num(v) -> str:
 
 
 # ====================================================================== data
-def load_data(path) -> tuple[list[str] | None, dict]:
-    """Read training data: a CSV file with a header row, or an .npz file.
-
-    Returns ``(columns, arrays)``: for a CSV the column names and
-    ``{"table": n×k array}``; for an .npz ``(None, {name: array})``.
-    Non-numeric cells, ragged rows, NaN or infinite values raise DataError.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such data file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a data file")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: np.asarray(z[k]) for k in z.files}
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({' '.join(str(exc).split())})") from None
-        for k, a in arrays.items():
-            if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-                raise DataError(f"{path}: array {k!r} is not real numbers (dtype {a.dtype})")
-            if not np.all(np.isfinite(a)):
-                raise DataError(f"{path}: array {k!r} contains NaN or infinite values")
-        return None, arrays
-    if suffix not in (".csv", ".txt"):
-        raise DataError(f"{path}: data must be a .csv file with a header row or an .npz file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(f"{path}: empty file")
-    header = [h.strip() for h in rows[0]]
-    if any(not h for h in header) or len(set(header)) != len(header):
-        raise DataError(f"{path}: the header row needs a distinct name for every column, got {rows[0]}")
-    if all(_is_number(h) for h in header):
-        raise DataError(f"{path}: the first row must name the columns (a header row), got numbers")
-    if len(rows) < 2:
-        raise DataError(f"{path}: no data rows after the header")
-    try:        # NumPy's C reader first; the loop below only runs to name a bad cell
-        table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, ndmin=2, dtype=float)
-        if table.shape != (len(rows) - 1, len(header)):
-            raise ValueError("shape")
-    except ValueError:
-        table = _parse_cells(path, header, rows[1:])
-    bad = ~np.isfinite(table)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"{path}: column {header[j]!r} has NaN or infinite values (first at row {i + 2})")
-    return header, {"table": table}
-
-
-def _parse_cells(path, header, rows) -> np.ndarray:
-    """Cell by cell, so that the error names the row and column of a bad value."""
-    table = np.empty((len(rows), len(header)))
-    for i, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: row {i} has {len(row)} values, the header has {len(header)} columns")
-        for j, cell in enumerate(row):
-            try:
-                table[i - 2, j] = float(cell)
-            except ValueError:
-                raise DataError(f"{path}: row {i}, column {header[j]!r}: {cell.strip()!r} is not a number") from None
-    return table
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:
     if columns is not None:
         missing = [n for n in names if n not in columns]
@@ -496,8 +425,13 @@ def cmd_train(args) -> int:
     elif progress and not _has("tqdm"):
         raise OutputError("--progress needs tqdm: pip install tqdm")
     _split_train_files(args)
+    for target, flag in ((out, "--out"), (plot, "--plot")):
+        if target is not None:
+            _refuse_overwrite(target, flag, data=args.data, spec=args.spec)
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
+    if getattr(d, "kind", "scalar") == "layers":
+        _check_memory(d.sizes, min(args.batch_size, len(X)), args.optimizer, np.dtype(args.dtype).itemsize)
     model = sb.compile(d, dtype=args.dtype)
     params = load_params(model, args.resume) if args.resume else model.init(seed=args.seed)
     optimizer = args.optimizer
@@ -528,11 +462,15 @@ def cmd_train(args) -> int:
 
 def _split_train_files(args) -> None:
     """`symback train [SPEC.toml] [DATA.csv]`: tell the positional files apart by suffix."""
-    specs, data = [], []
+    specs, data, other = [], [], []
     for f in args.spec:
-        (data if Path(f).suffix.lower() in (".csv", ".npz", ".txt") else specs).append(f)
+        suffix = Path(f).suffix.lower()
+        (data if suffix in (".csv", ".npz", ".txt") else specs if suffix == ".toml" else other).append(f)
     if args.data:
         data.append(args.data)
+    # Any other name is the spec, unless the network is already given (--layers or a .toml
+    # file): then it can only be meant as data, and reading it says what is wrong with it.
+    (data if args.layers or specs else specs).extend(other)
     if len(specs) > 1 or len(data) > 1:
         raise SymbackError(f"train takes one spec file and one data file, got {' '.join(specs + data)}")
     if not data:
@@ -639,6 +577,7 @@ def cmd_codegen(args) -> int:
 
     out = Path(args.out)
     _check_output(out, (".py",), "-o")
+    _refuse_overwrite(out, "-o", spec=args.spec)
     d, _ = _derive(args)
     sb.compile(d, dtype=args.dtype).export(out)
     print(f"wrote {out}: NumPy-only functions init, predict, loss, grad and step for {d!r}")
@@ -760,8 +699,50 @@ def _check_output(path: Path, suffixes, flag: str):
         raise OutputError(f"{flag} {path}: is a directory")
 
 
+def _refuse_overwrite(out: Path, flag: str, **inputs) -> None:
+    """Refuse an output path that is one of the command's input files (same file, any spelling)."""
+    for what, given in inputs.items():
+        if given and _same_file(out, Path(given)):
+            raise SymbackError(f"{flag} {out} is the {what} file {given}: writing it would destroy "
+                               "the input; choose another output name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)     # hard links and symlinks too
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _check_memory(sizes: list[int], batch: int, optimizer: str, itemsize: int) -> None:
+    """Refuse a layer network whose training cannot fit in this machine's memory, before
+    anything is allocated (the OS would otherwise kill the process minutes later)."""
+    count = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    # parameters, gradients, fit's two snapshots, and the optimizer's state per parameter
+    copies = 4 + {"momentum": 1, "adam": 2}.get(optimizer, 0)
+    # each layer's Z and A for the batch, and their adjoints on the way back
+    activations = 4 * batch * sum(sizes)
+    need = (count * copies + activations) * itemsize
+    free = available_memory()
+    if free is not None and need > free:
+        raise SymbackError(f"--layers {','.join(map(str, sizes))}: training would need about "
+                           f"{format_bytes(need)} ({count:.3g} parameters); this machine has "
+                           f"{format_bytes(free)} available")
+
+
 def main(argv=None) -> int:
     """Run the ``symback`` command with `argv` (default: sys.argv[1:]); returns the exit status."""
+    restore_interrupt()     # from here on Ctrl-C is a KeyboardInterrupt, answered below
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+
+
+def _main(argv) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -787,15 +768,15 @@ def main(argv=None) -> int:
         _fail("the network is nested too deeply for SymPy's recursive algorithms (RecursionError); "
               "a layer network (--layers) handles depth better than a long scalar chain")
         return 1
+    except MemoryError:
+        _fail("out of memory (MemoryError): the network or the data is too large for this machine")
+        return 1
     except BrokenPipeError:            # `symback derive ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
         _fail(_os_message(exc))
         return 1
-    except KeyboardInterrupt:
-        _fail("interrupted")
-        return 130
 
 
 def _os_message(exc: OSError) -> str:

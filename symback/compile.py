@@ -17,7 +17,8 @@ import numpy as np
 
 from .codegen import _check_dtype, codegen_module
 from .engine import Derivation
-from .errors import DataError, SymbackError
+from .data import available_memory, format_bytes
+from .errors import DataError, DefinitionError, SymbackError
 from .render import _atomic_write
 
 __all__ = ["compile", "Model", "save_params", "load_params"]
@@ -127,8 +128,28 @@ class Model:
     # -- the model ----------------------------------------------------------------
     def init(self, seed: int = 0) -> dict:
         """Fresh parameters: Glorot (He for ReLU-like layers) weights and zero biases
-        for a layer network; small random 0-d arrays (N(0, 0.5²)) for a scalar graph."""
+        for a layer network; small random 0-d arrays (N(0, 0.5²)) for a scalar graph.
+
+        Raises DefinitionError, before allocating, when the parameters would
+        not fit in this machine's available memory.
+        """
+        need = self.param_count() * self.dtype.itemsize
+        free = available_memory()
+        if free is not None and need > free:
+            raise DefinitionError(f"the parameters would need {format_bytes(need)} "
+                                  f"({self.param_count():.3g} numbers); this machine has "
+                                  f"{format_bytes(free)} available")
         return self._ns["init"](seed)
+
+    def param_count(self) -> int:
+        """How many numbers the parameters hold (a sum of Python ints: never overflows)."""
+        total = 0
+        for shape in self._ns["SHAPES"].values():
+            size = 1
+            for n in shape:
+                size *= int(n) if isinstance(n, (int, np.integer)) else 1   # None: a free size
+            total += size
+        return total
 
     def predict(self, X, params: dict) -> np.ndarray:
         """The network's output for the rows of X (n × outputs)."""
@@ -221,9 +242,6 @@ def save_params(params: dict, path) -> Path:
 
 
 def load_params(path) -> dict:
-    """Load a dict name -> array from .npz, without pickle."""
-    try:
-        with np.load(Path(path), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot load parameters from {str(path)!r}: {exc}") from None
+    """Load a dict name -> array from .npz, without pickle (see :func:`symback.data.read_npz`)."""
+    from .data import read_npz
+    return read_npz(path, "parameters")

@@ -1,4 +1,7 @@
 """The one exception family symback raises for bad input."""
+import os
+import signal
+import sys
 
 
 class SymbackError(Exception):
@@ -31,3 +34,40 @@ class OutputError(SymbackError, OSError):
 
 class UnusedParameterWarning(UserWarning):
     """A parameter does not affect the loss (its gradient is always 0)."""
+
+
+# ---------------------------------------------------------------- Ctrl-C while the command starts
+# `symback ...` and `python -m symback ...` spend about a second importing SymPy
+# and NumPy before cli.main() can catch anything, and an uncaught Ctrl-C there
+# prints a traceback.  This module is the first one `import symback` runs, so
+# when this process is that command it answers Ctrl-C with the same one line and
+# exit status as main() until main() takes over (restore_interrupt).  A program
+# that merely imports symback keeps Python's own KeyboardInterrupt.
+def _interrupted_at_startup(signum, frame):   # pragma: no cover - exercised in a subprocess
+    try:
+        os.write(2, b"symback: error: interrupted\n")
+    finally:
+        os._exit(130)   # nothing has been written yet, so there is nothing to clean up
+
+
+def _started_as_command() -> bool:
+    argv = getattr(sys, "argv", None) or [""]
+    if os.path.basename(argv[0]) in ("symback", "symback.exe"):
+        return True
+    # python -m symback: while runpy imports the package, argv[0] is "-m"
+    orig = getattr(sys, "orig_argv", [])
+    return argv[0] == "-m" and ("-msymback" in orig
+                                or any(a == "-m" and b == "symback" for a, b in zip(orig, orig[1:])))
+
+
+def restore_interrupt() -> None:
+    """Give Ctrl-C back to Python (a KeyboardInterrupt) once cli.main() can handle it."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_at_startup:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+if _started_as_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    try:
+        signal.signal(signal.SIGINT, _interrupted_at_startup)
+    except ValueError:   # pragma: no cover - not the main thread
+        pass

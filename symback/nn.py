@@ -22,9 +22,6 @@ from .matrix import BATCH, ones, sumsq
 
 __all__ = ["Dense", "Residual", "Sequential", "mlp", "rnn"]
 
-#: Parameter count above which a builder refuses to build (8 bytes each: 16 GB).
-MAX_PARAMS = 2 * 10 ** 9
-
 
 def _width(value, what) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -108,7 +105,6 @@ class Sequential(Graph):
         if out is softmax and dense[-1].units == 1:
             raise DefinitionError("softmax on one output unit is always 1 (its gradient is zero): "
                                   "use output='sigmoid' with loss='binary_cross_entropy'")
-        _check_size(self.sizes)
         self._build(reduction, _l2(l2))
 
     @property
@@ -189,13 +185,6 @@ def _l2(l2):
     return value
 
 
-def _check_size(sizes):
-    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    if count > MAX_PARAMS:
-        raise DefinitionError(f"the network would have {count:,} parameters "
-                              f"({count * 8 / 1e9:.1f} GB in float64): too large to build")
-
-
 def mlp(sizes, activation="sigmoid", output="identity", loss="mse", reduction="mean", l2=0.0) -> Sequential:
     """A multi-layer perceptron: ``mlp([784, 128, 64, 10], "sigmoid", "softmax", "cross_entropy")``.
 
@@ -212,7 +201,6 @@ def mlp(sizes, activation="sigmoid", output="identity", loss="mse", reduction="m
     get_activation(activation)      # checked even when there is no hidden layer
     for s in sizes:
         _width(s, "a layer width")
-    _check_size(sizes)
     layers = [Dense(n, activation) for n in sizes[1:-1]] + [Dense(sizes[-1], output)]
     return Sequential(*layers, inputs=sizes[0], loss=loss, reduction=reduction, l2=l2)
 
@@ -239,7 +227,6 @@ class RNN(Graph):
         if out is softmax and k == 1:
             raise DefinitionError("softmax on one output unit is always 1 (its gradient is zero): "
                                   "use output='sigmoid' with loss='binary_cross_entropy'")
-        _check_size([d + n, n, k])
         self.steps, self.loss_function = T, lf
         X = self.inputs("X", shape=(BATCH, T * d))
         Wx, Wh, bh = self.params("Wx Wh bh", shape=[(d, n), (n, n), (1, n)])

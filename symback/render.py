@@ -13,6 +13,8 @@ or ``.pdf`` (through ``latexmk`` or ``pdflatex``), whole or not at all.
 """
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import re
 import shutil
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import jinja2
 import sympy as sp
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.compiler import CodeGenerator
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from .document import context
 from .errors import OutputError
@@ -33,6 +36,86 @@ __all__ = ["render", "write", "compile_pdf", "latex_escape", "markdown_escape", 
 
 FORMATS = {"latex": ".tex.j2", "markdown": ".md.j2"}
 PDF_TIMEOUT = 240
+MAX_OUTPUT = 10_000_000   # characters a template may produce, or build in one string or list
+
+
+# ---------------------------------------------------------------- a bounded sandbox
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` to a size-checked join, so a loop cannot double a string forever."""
+
+    def visit_Concat(self, node, frame):
+        self.write("environment.bounded(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """Jinja's sandbox (no attribute beginning with _, no unsafe callables), and no way for
+    a template to ask for more than MAX_OUTPUT characters or items at once: sizes given
+    to ``*``, ``**`` and to calls (``'x'.center(n)``, ``lipsum(n)``) are checked before
+    Python allocates, and joined strings after."""
+
+    code_generator_class = _BoundedCodeGenerator
+    intercepted_binops = frozenset(["*", "**"])
+
+    def bounded(self, value):
+        """value, unless it is a string or sequence longer than MAX_OUTPUT."""
+        if isinstance(value, (str, list, tuple, dict)) and len(value) > MAX_OUTPUT:
+            raise SecurityError(f"the template built something longer than {MAX_OUTPUT:,}")
+        return value
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT:
+                    raise SecurityError(f"the template asked for a repetition longer than {MAX_OUTPUT:,}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) \
+                and abs(right) * max(abs(left), 2).bit_length() > 10_000:
+            raise SecurityError("the template asked for a power too large to compute")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
+        """Call from the template, refusing sizes (int arguments) above MAX_OUTPUT."""
+        _check_sizes(args, kwargs)
+        return __self.bounded(super().call(__context, __obj, *args, **kwargs))
+
+
+def _check_sizes(args, kwargs):
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_OUTPUT:
+            raise SecurityError(f"the template passed {v}, more than the {MAX_OUTPUT:,} allowed")
+
+
+def _bounded_filter(f):
+    """A built-in filter whose int arguments (widths, counts) are checked first."""
+    @functools.wraps(f)     # keeps Jinja's pass_context/pass_environment marks
+    def filter_(*args, **kwargs):
+        _check_sizes(args[1:], kwargs)
+        return f(*args, **kwargs)
+    return filter_
+
+
+def _plain(value):
+    """The template's view of a context value: str (Tex kept), numbers, None, lists, dicts.
+
+    Templates get plain data, never live objects: a Derivation or a SymPy
+    object would let a template call methods that write files or compute
+    without bound (``derivation.write(...)``, ``x.evalf(10**9)``).
+    """
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, sp.Integer):
+        return int(value)
+    if isinstance(value, sp.Number):
+        try:
+            return float(value)         # nan and oo too: the template's number() prints them
+        except TypeError:
+            return Tex(number(value))
+    return str(getattr(value, "__name__", value))     # a SymPy function class prints as its name
 
 # ---------------------------------------------------------------- templates
 def _builtin_dir() -> Path:
@@ -63,7 +146,7 @@ def _environment(fmt: str, dirs: tuple[str, ...]) -> jinja2.Environment:
             return number(value)
         return escape(value)
 
-    env = SandboxedEnvironment(
+    env = _BoundedSandbox(
         block_start_string=r"\BLOCK{", block_end_string="}",
         variable_start_string=r"\VAR{", variable_end_string="}",
         comment_start_string=r"\#{", comment_end_string="}",
@@ -71,6 +154,7 @@ def _environment(fmt: str, dirs: tuple[str, ...]) -> jinja2.Environment:
         autoescape=False, undefined=jinja2.StrictUndefined, finalize=finalize,
         keep_trailing_newline=True,
         loader=jinja2.FileSystemLoader(list(dirs) + [str(_builtin_dir())]))
+    env.filters = {k: _bounded_filter(f) for k, f in env.filters.items()}
     env.filters["latex_escape"] = latex_escape
     env.filters["markdown_escape"] = markdown_escape
     env.filters["escape_text"] = escape
@@ -105,6 +189,12 @@ def _template(template: str, fmt: str, template_dir=None) -> jinja2.Template:
                           + (f"; also searched {template_dir}" if template_dir else "")) from None
     except jinja2.TemplateSyntaxError as exc:
         raise OutputError(f"template {name!r} line {exc.lineno}: {exc.message}") from None
+    except UnicodeDecodeError:
+        raise OutputError(f"template {text!r} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise OutputError(f"cannot read template {text!r}: {_reason(exc)}") from None
+    except (RecursionError, MemoryError):
+        raise OutputError(f"template {text!r} is too deeply nested or too large to compile") from None
 
 
 def render(derivation, template: str = "article", fmt: str = "latex", **options) -> str:
@@ -121,29 +211,71 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
     """
     template_dir = options.pop("template_dir", None)
     tpl = _template(template, fmt, template_dir)
-    ctx = context(derivation, fmt=fmt, **options)
+    ctx = _plain({k: v for k, v in context(derivation, fmt=fmt, **options).items() if k != "derivation"})
     try:
-        # the %# comment lines at a template's top leave blank lines behind
-        return tpl.render(**ctx).lstrip("\n")
-    except jinja2.TemplateError as exc:
-        raise OutputError(f"template {tpl.name!r} failed: {exc}") from None
+        parts, size = [], 0
+        for piece in tpl.generate(**ctx):
+            size += len(piece)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"the output is longer than {MAX_OUTPUT:,} characters")
+            parts.append(piece)
+    except RecursionError:
+        raise OutputError(f"template {tpl.name!r} failed: it recurses too deeply") from None
+    except MemoryError:
+        raise OutputError(f"template {tpl.name!r} failed: out of memory") from None
+    except Exception as exc:   # noqa: BLE001 - a user's template can raise anything Python can
+        what = "" if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: "
+        raise OutputError(f"template {tpl.name!r} failed: {what}{' '.join(str(exc).split())}") from None
+    # the %# comment lines at a template's top leave blank lines behind
+    return "".join(parts).lstrip("\n")
 
 
 # ---------------------------------------------------------------- writing
 def _atomic_write(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to `path` whole or not at all: a temporary file beside it, then a rename.
+
+    Any failure is an OutputError naming `path` (never the temporary file)
+    and why: "cannot write out.tex: permission denied".
+    """
+    path = Path(path)
+    tmp = None
+    made = [d for d in reversed(path.parent.parents) if not d.exists()] + \
+        ([path.parent] if not path.parent.exists() else [])
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         umask = os.umask(0)    # mkstemp makes 0600 files; give the usual 0666 & ~umask
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        for d in reversed(made):     # folders made for this file go too: nothing left behind
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {_reason(exc, path)}") from None
         raise
+
+
+def _reason(exc: OSError, path: Path | None = None) -> str:
+    """The plain reason of an OSError, about the user's path rather than a temporary file."""
+    if path is not None and isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    if path is not None and not path.parent.is_dir():
+        for d in (path.parent, *path.parent.parents):
+            if d.exists() and not d.is_dir():
+                return f"{d} is not a directory"
+        return f"no such directory {path.parent}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
 
 
 def write(derivation, path, **options) -> Path:

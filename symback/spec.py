@@ -23,13 +23,17 @@ Expression text goes through :func:`parse_expr`: Python's ``ast`` parses
 it and a whitelist walk builds SymPy objects directly — numbers, declared
 names, the registry's activations and a few elementary functions, the
 operators ``+ - * / **``.  Nothing a user writes is ever handed to
-``eval``, ``exec`` or ``sympify``.
+``eval``, ``exec`` or ``sympify``.  Every number the walk meets or makes
+must be a real float64-sized value, and powers are bounded before SymPy
+computes them, so no text can make the parser hang or exhaust memory.
 """
 from __future__ import annotations
 
 import ast
 import keyword
+import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -55,10 +59,7 @@ _ELEMENTARY = {
 }
 _ALIASES = {"ReLU": "relu", "sigma": "sigmoid", "LReLU": "leaky_relu"}
 _CONSTANTS = {"pi": sp.pi, "E": sp.E}
-_BINARY = {ast.Add: sp.Add, ast.Mult: sp.Mul,
-           ast.Sub: lambda a, b: sp.Add(a, -b),
-           ast.Div: lambda a, b: sp.Mul(a, sp.Pow(b, -1)),
-           ast.Pow: sp.Pow}
+_BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
 _REFUSED = {  # node type -> what to tell the user
     ast.Attribute: "attribute access", ast.Subscript: "subscripts", ast.Lambda: "lambda",
     ast.ListComp: "comprehensions", ast.SetComp: "comprehensions", ast.DictComp: "comprehensions",
@@ -69,6 +70,8 @@ _REFUSED = {  # node type -> what to tell the user
 }
 MAX_TEXT = 10_000      # characters in one expression
 MAX_EXPONENT = 1_000   # |n| in a numeric power, so "9**9**9" cannot hang the parser
+MAX_DEPTH = 100        # nesting of calls, powers and unary signs (flat sums and products are free)
+MAX_BITS = 1 << 16     # bits of an exact number's numerator or denominator: bounds SymPy's work
 
 
 def functions() -> dict:
@@ -113,23 +116,77 @@ def parse_expr(text: str, names: Mapping[str, sp.Expr] | Iterable[str] | Graph |
         raise SpecError(f"{where}: empty expression")
     if "\n" in text.strip() or "\r" in text:
         raise SpecError(f"{where}: an expression must be on one line")
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        col = f" at column {exc.offset}" if exc.offset else ""
-        raise SpecError(f"{where}: cannot parse {_short(text.strip())!r}{col}: {exc.msg}") from None
-    except (RecursionError, MemoryError, ValueError):
-        raise SpecError(f"{where}: expression too deeply nested or malformed") from None
+    tree = _ast(text.strip(), where)
     walker = _Walker(names, functions(), where, text.strip())
     try:
-        result = walker.visit(tree.body)
+        result, _ = walker.visit(tree.body)
     except RecursionError:
         raise SpecError(f"{where}: expression too deeply nested") from None
     if not isinstance(result, sp.Expr):
         raise SpecError(f"{where}: {_short(text.strip())!r} is not a scalar expression")
     if result.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         raise SpecError(f"{where}: {_short(text.strip())!r} is undefined or infinite (e.g. log(0))")
+    if result.has(sp.I):
+        raise SpecError(f"{where}: {_short(text.strip())!r} is not real (it involves sqrt(-1))")
     return result
+
+
+def _ast(text: str, where: str) -> ast.Expression:
+    """Python's parse of one expression line, quietly, allowing long flat sums."""
+    # The parser warns about things like "1 is 1" or "\\d"; the walk refuses those
+    # with a proper message, so a warning on stderr would only be noise.
+    # CPython builds the tree of "a+b+c+..." recursively, one level per operator, so
+    # a flat sum of a few thousand terms needs more than the default recursion limit;
+    # MAX_TEXT bounds how much more.  Real nesting is bounded by the parser itself
+    # ("too many nested parentheses") and by MAX_DEPTH in the walk.
+    limit = sys.getrecursionlimit()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sys.setrecursionlimit(max(limit, MAX_TEXT + 1_000))
+            return ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        col = f" at column {exc.offset}" if exc.offset else ""
+        raise SpecError(f"{where}: cannot parse {_short(text)!r}{col}: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise SpecError(f"{where}: expression too deeply nested or malformed") from None
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _number_problem(num) -> str | None:
+    """Why the SymPy number `num` cannot be a float64 value, or None if it can."""
+    if num in (sp.nan, sp.zoo) or num.is_infinite:
+        return "is undefined or infinite"
+    if not num.is_Rational:
+        f = float(num)
+        return None if math.isfinite(f) else "is too large for a float64 (above 1.8e308)"
+    p, q = int(num.p), int(num.q)
+    if max(p.bit_length(), q.bit_length()) > MAX_BITS:
+        return f"has more than {MAX_BITS} bits"
+    try:
+        f = p / q      # exact int division, correctly rounded: overflow and underflow are real
+    except OverflowError:
+        return "is too large for a float64 (above 1.8e308)"
+    if f == 0 and p != 0:
+        return "is too small for a float64 (below 5e-324)"
+    return None
+
+
+def _bits(expr) -> int:
+    """Bits of the largest exact number in `expr`'s coefficients (what a power multiplies)."""
+    return max((max(int(c.p).bit_length(), int(c.q).bit_length()) for c in _coefficients(expr)
+                if c.is_Rational), default=0)
+
+
+def _coefficients(expr):
+    """The numbers SymPy keeps in `expr`'s top level: the number itself, a product's
+    coefficient, each term's coefficient of a sum (SymPy distributes 2*(x + y))."""
+    for term in (expr.args if expr.is_Add else (expr,)):
+        if term.is_Number:
+            yield term
+        elif term.is_Mul and term.args and term.args[0].is_Number:
+            yield term.args[0]
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -137,7 +194,12 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 class _Walker:
-    """Builds SymPy objects from a whitelisted subset of Python's expression syntax."""
+    """Builds SymPy objects from a whitelisted subset of Python's expression syntax.
+
+    ``visit`` returns ``(expr, constant)``: ``constant`` says the piece has no
+    names in it, so its value is checked (real, finite, float64-sized) as soon
+    as it is built, before anything larger is built from it.
+    """
 
     def __init__(self, names, funcs, where, text):
         self.names, self.funcs, self.where, self.text = names, funcs, where, text
@@ -148,29 +210,62 @@ class _Walker:
         at = f" (column {col + 1})" if col is not None else ""
         raise SpecError(f"{self.where}: {what} {piece!r}{at}")
 
-    def visit(self, node):
+    def visit(self, node, depth: int = 0):
+        if depth > MAX_DEPTH:
+            self.fail(node, f"expression nested more than {MAX_DEPTH} deep:")
         if isinstance(node, ast.Constant):
-            return self.constant(node)
+            return self.checked(node, self.constant(node), True)
         if isinstance(node, ast.Name):
             return self.name(node)
         if isinstance(node, ast.BinOp):
-            return self.binop(node)
+            return self.binop(node, depth)
         if isinstance(node, ast.UnaryOp):
-            return self.unary(node)
+            return self.unary(node, depth)
         if isinstance(node, ast.Call):
-            return self.call(node)
+            return self.call(node, depth)
         what = _REFUSED.get(type(node), f"unsupported syntax ({type(node).__name__})")
         self.fail(node, f"{what} not allowed:")
+
+    def checked(self, node, expr, constant: bool):
+        """(expr, constant) once expr's numbers are known to be float64-sized reals."""
+        if constant and isinstance(expr, sp.Expr) and not expr.is_Number:
+            self.check_value(node, expr)
+        elif isinstance(expr, sp.Expr):
+            for c in _coefficients(expr):
+                problem = _number_problem(c)
+                if problem:
+                    self.fail(node, f"a number that {problem} in")
+        return expr, constant
+
+    def check_value(self, node, expr):
+        """A constant that is not a plain number (sqrt(2), log(-1), exp(800)): evaluate it."""
+        if expr.has(sp.I):
+            self.fail(node, "not a real number:")
+        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            self.fail(node, "undefined or infinite value:")
+        try:
+            # cheap: every argument was checked to be a float64-sized real before this
+            value = expr.evalf(20)
+        except (ValueError, TypeError, ArithmeticError, RecursionError):
+            self.fail(node, "a constant that cannot be evaluated:")
+        if value.has(sp.I):
+            self.fail(node, "not a real number:")
+        if value.is_Number:
+            problem = _number_problem(value)
+            if problem:
+                self.fail(node, f"a value that {problem}:")
 
     def constant(self, node):
         v = node.value
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             self.fail(node, "only numbers are allowed as constants, not")
         if isinstance(v, float):
-            if v != v or v in (float("inf"), float("-inf")):
+            if not math.isfinite(v):
                 self.fail(node, "non-finite number")
             # the shortest repr of a float gives the decimal the user wrote: 0.1 -> 1/10, exactly
             return sp.Rational(repr(v))
+        if v.bit_length() > MAX_BITS:
+            self.fail(node, f"a number with more than {MAX_BITS} bits:")
         return sp.Integer(v)
 
     def name(self, node):
@@ -178,34 +273,69 @@ class _Walker:
         if n.startswith("__"):
             self.fail(node, "dunder names are not allowed:")
         if n in self.names:
-            return self.names[n]
+            return self.names[n], False
         if n in _CONSTANTS:
-            return _CONSTANTS[n]
+            return _CONSTANTS[n], True
         if n in self.funcs:
             self.fail(node, "a function must be called with an argument:")
         known = ", ".join(sorted(self.names)) or "none declared"
         self.fail(node, f"unknown name (declared names: {known}):")
 
-    def binop(self, node):
-        op = _BINARY.get(type(node.op))
-        if op is None:
+    def binop(self, node, depth):
+        if not isinstance(node.op, _BINARY):
             hint = "; write powers as **" if isinstance(node.op, ast.BitXor) else ""
             self.fail(node, f"operator {type(node.op).__name__} not allowed{hint}:")
-        left, right = self.visit(node.left), self.visit(node.right)
-        if isinstance(node.op, ast.Pow) and right.is_Number and abs(right) > MAX_EXPONENT:
-            self.fail(node, f"exponent larger than {MAX_EXPONENT} in")
-        if isinstance(node.op, ast.Div) and right == 0:
-            self.fail(node, "division by zero in")
-        return op(left, right)
+        if isinstance(node.op, ast.Pow):
+            return self.power(node, depth)
+        # "a+b-c+..." is a left-nested chain in Python's tree, one level per operator:
+        # walk it in a loop, so a long flat sum (or product) costs no depth and is
+        # built with one Add (Mul) rather than one per term.
+        additive = isinstance(node.op, (ast.Add, ast.Sub))
+        group, op = ((ast.Add, ast.Sub), sp.Add) if additive else ((ast.Mult, ast.Div), sp.Mul)
+        chain = []
+        while isinstance(node, ast.BinOp) and isinstance(node.op, group):
+            chain.append(node)
+            node = node.left
+        first, constant = self.visit(node, depth + 1)
+        terms = [first]
+        running = first if first.is_Number else None    # the exact number so far, while there is one
+        for link in reversed(chain):
+            right, const_right = self.visit(link.right, depth + 1)
+            if isinstance(link.op, ast.Div):
+                if right == 0:
+                    self.fail(link, "division by zero in")
+                right = sp.Pow(right, -1)
+            elif isinstance(link.op, ast.Sub):
+                right = -right
+            terms.append(right)
+            constant = constant and const_right
+            # a running number is checked at each step, so "1e308*10*..." stops at its first piece
+            running = op(running, right) if running is not None and right.is_Number else None
+            if running is not None:
+                self.checked(link, running, True)
+        return self.checked(chain[0], op(*terms), constant)
 
-    def unary(self, node):
-        if isinstance(node.op, ast.USub):
-            return -self.visit(node.operand)
-        if isinstance(node.op, ast.UAdd):
-            return self.visit(node.operand)
+    def power(self, node, depth):
+        base, const_base = self.visit(node.left, depth + 1)
+        exp, const_exp = self.visit(node.right, depth + 1)
+        if exp.is_Number:
+            if abs(exp) > MAX_EXPONENT:
+                self.fail(node, f"exponent larger than {MAX_EXPONENT} in")
+            # SymPy computes a number's power (and a product's coefficient's) exactly:
+            # refuse before it starts when the result would be too long to be a float64
+            if _bits(base) * abs(float(exp)) > MAX_BITS:
+                self.fail(node, "a number too large for a float64 in")
+            if base == 0 and exp < 0:
+                self.fail(node, "division by zero in")
+        return self.checked(node, sp.Pow(base, exp), const_base and const_exp)
+
+    def unary(self, node, depth):
+        if isinstance(node.op, (ast.USub, ast.UAdd)):
+            value, constant = self.visit(node.operand, depth + 1)
+            return (-value if isinstance(node.op, ast.USub) else value), constant
         self.fail(node, f"operator {type(node.op).__name__} not allowed:")
 
-    def call(self, node):
+    def call(self, node, depth):
         if not isinstance(node.func, ast.Name):
             self.fail(node.func, "only plain function names may be called, not")
         fname = node.func.id
@@ -216,11 +346,13 @@ class _Walker:
             self.fail(node, "keyword arguments are not allowed:")
         if not node.args:
             self.fail(node, "a function needs an argument:")
-        args = [self.visit(a) for a in node.args]
+        visited = [self.visit(a, depth + 1) for a in node.args]
+        args = [a for a, _ in visited]
         try:
-            return self.funcs[fname](*args)
+            result = self.funcs[fname](*args)
         except (TypeError, ValueError) as exc:
             self.fail(node, f"bad call ({exc}):")
+        return self.checked(node, result, all(c for _, c in visited))
 
 
 def parse_values(text: str) -> dict:
@@ -236,7 +368,9 @@ def parse_values(text: str) -> dict:
         name = name.strip()
         if not eq or not name.isidentifier():
             raise SpecError(f"--values: expected name=number, got {item!r}")
-        num = parse_expr(value, {}, where=f"value of {name}")
+        if value.strip().lstrip("+-").lower() in ("nan", "inf", "infinity"):
+            raise SpecError(f"--values: the value of {name} must be a finite number, got {value.strip()!r}")
+        num = parse_expr(value, {}, where=f"--values: value of {name}")
         if not num.is_Number:
             raise SpecError(f"--values: the value of {name} must be a number, got {value.strip()!r}")
         out[name] = num
@@ -268,7 +402,8 @@ def read_spec(path) -> Spec:
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
@@ -345,15 +480,27 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
     for k, v in values.items():
         if k not in g.order or g.kind(k) not in ("input", "target", "param"):
             raise SpecError(f"{where}: [example] value for {k!r}, which is not an input, target or param")
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SpecError(f"{where}: [example] value of {k!r} must be a number")
-        spec.values[k] = sp.Rational(repr(v)) if isinstance(v, float) else sp.Integer(v)
+        spec.values[k] = _example_number(v, f"{where}: [example] value of {k!r}")
     if "lr" in example:
-        lr = example["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-            raise SpecError(f"{where}: [example] lr must be a number")
-        spec.lr = sp.Rational(repr(lr)) if isinstance(lr, float) else sp.Integer(lr)
+        spec.lr = _example_number(example["lr"], f"{where}: [example] lr")
+        if spec.lr <= 0:
+            raise SpecError(f"{where}: [example] lr must be positive, got {example['lr']}")
     return spec
+
+
+def _example_number(v, what: str) -> sp.Rational:
+    """A TOML number as the exact SymPy number the user wrote; nan, inf and huge ones refused."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SpecError(f"{what} must be a number, got {v!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SpecError(f"{what} must be a finite number, got {v}")
+    if isinstance(v, int) and v.bit_length() > MAX_BITS:
+        raise SpecError(f"{what} has more than {MAX_BITS} bits")
+    num = sp.Rational(repr(v)) if isinstance(v, float) else sp.Integer(v)
+    problem = _number_problem(num)
+    if problem:
+        raise SpecError(f"{what} {problem}")
+    return num
 
 
 def _known(g: Graph) -> dict:

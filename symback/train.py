@@ -137,6 +137,26 @@ def _progress_bar(epochs: int, progress: bool):
     return bar, bar
 
 
+def _snapshot_buffers(params: dict, names) -> list[dict]:
+    """Two copies of params, for the snapshots fit() takes before updates."""
+    try:
+        return [{k: np.array(params[k], copy=True) for k in names} for _ in range(2)]
+    except MemoryError:
+        raise TrainingError("not enough memory to keep a copy of the parameters while training") from None
+
+
+def _restore(params: dict, newest: dict, older: dict) -> None:
+    """Put the newest all-finite snapshot back into params, in place."""
+    for snapshot in (newest, older):
+        if all(np.isfinite(v).all() for v in snapshot.values()):
+            for k, v in snapshot.items():
+                if isinstance(params[k], np.ndarray) and params[k].flags.writeable:
+                    np.copyto(params[k], v)
+                else:       # a plain number the update rebound: rebind it back
+                    params[k] = v.copy()
+            return
+
+
 def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
         seed: int = 0, optimizer="sgd", validation=None, progress: bool = False,
         shuffle: bool = True, **options) -> History:
@@ -148,7 +168,9 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
     "adam" (``beta1``, ``beta2``, ``eps``), or an object with
     ``update(params, grads, lr)``.  ``validation=(Xv, Yv)`` records the
     validation loss after every epoch; ``progress=True`` shows a tqdm bar.
-    A non-finite loss stops training with a TrainingError.
+    A non-finite loss stops training with a TrainingError, and ``params``
+    are left as they were before the update that led there (their last
+    finite values), not at what that update made of them.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise TrainingError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -156,6 +178,9 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
         raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
     X, Y = model._xy(X, Y)
     model.check_params(params)
+    bad = [k for k in model.params if not np.all(np.isfinite(params[k]))]
+    if bad:
+        raise DataError(f"parameter {bad[0]} holds NaN or infinite values; training cannot start from it")
     n = X.shape[0]
     if batch_size is None:
         batch_size = n
@@ -173,23 +198,37 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
     history = History()
     epochs_iter, bar = _progress_bar(int(epochs), progress)
     step, grad = model._step, model._grad
+    # The loss a step reports is the one *before* its update, so a non-finite loss is
+    # seen only after the update it produced has been applied.  Two snapshots, taken
+    # in turn before each update into buffers allocated once, keep the last finite
+    # parameters: the older one is needed when a finite loss came with a non-finite
+    # gradient, so that the parameters it left were already bad.
+    snapshots = _snapshot_buffers(params, model.params)
+    t = 0      # updates so far: the snapshot slot alternates with it, across epochs too
     for epoch in epochs_iter:
         order = rng.permutation(n) if shuffle else np.arange(n)
         total = 0.0
         for b, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
             xb, yb = X[idx], Y[idx]
+            snapshot, older = snapshots[t % 2], snapshots[(t + 1) % 2]
+            t += 1
+            for k, buf in snapshot.items():
+                np.copyto(buf, params[k])
             if fast_sgd:
                 value = float(model._run(step, xb, yb, params, lr))
             else:
                 value, grads = model._run(grad, xb, yb, params)
                 value = float(value)
-                opt.update(params, dict(zip(model.params, grads)), lr)
+                if math.isfinite(value):
+                    opt.update(params, dict(zip(model.params, grads)), lr)
             if not math.isfinite(value):
                 if bar is not None:
                     bar.close()
+                _restore(params, snapshot, older)
                 raise TrainingError(
                     f"the loss became {value} at epoch {epoch + 1}, batch {b + 1}: training stopped "
+                    f"and the parameters were left at their last finite values "
                     f"(lr={lr} may be too large, or the data hold non-finite values)")
             total += value * len(idx) if model.reduction == "mean" else value
         history.append(total / n if model.reduction == "mean" else total)

@@ -1,0 +1,204 @@
+"""Reading data and parameter files: CSV with a header row, and .npz without pickle.
+
+Every way a file can be wrong — missing, not what its suffix says,
+truncated, corrupt, declaring arrays larger than it holds or than this
+machine could hold, non-numeric or non-finite values — ends in one
+:class:`~symback.errors.DataError` that names the user's path and the
+problem.  Nothing here allocates more than a file really contains.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+__all__ = ["load_data", "read_npz", "available_memory", "format_bytes"]
+
+# Headers written by np.save are a few hundred bytes; a larger one is not a real array.
+_MAX_HEADER = 10_000
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give a process (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:    # other Unix: physical memory, an upper bound
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """1.6e12 -> '1.6 TB' (decimal units, as disks and `free -h --si` count)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def read_npz(path, what: str = "data") -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (``np.savez``), read without pickle.
+
+    Each array's header is read and checked against the bytes the archive
+    really holds (and against this machine's memory) before anything is
+    allocated, so a corrupt or hostile file is a DataError, never a
+    MemoryError or a process killed for memory.  ``what`` ("data",
+    "parameters") goes into the messages.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {info.filename[:-4]: _read_member(path, archive, info)
+                    for info in archive.infolist() if info.filename.endswith(".npy")}
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a {what} file") from None
+    except PermissionError:
+        raise DataError(f"cannot read {path}: permission denied") from None
+    except zipfile.BadZipFile as exc:
+        if _starts_with(path, b"\x93NUMPY"):
+            reason = "it is a single .npy array, not an .npz archive (write one with np.savez)"
+        elif _starts_with(path, b"PK"):
+            detail = "its zip directory is missing" if "not a zip file" in str(exc) else str(exc)
+            reason = f"a damaged .npz file, truncated or corrupt ({detail})"
+        else:
+            reason = "not an .npz file (a zip archive written by np.savez)"
+        raise DataError(f"{path}: {reason}") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read the {what}") from None
+    except (EOFError, ValueError, TypeError, OSError, RuntimeError, NotImplementedError,
+            zlib.error, struct.error, OverflowError) as exc:
+        # truncated or corrupt members, unsupported compression, encrypted entries...
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: a damaged .npz file of {what}, truncated or corrupt ({reason})") from None
+
+
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    name = info.filename[:-4]
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=_MAX_HEADER)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=_MAX_HEADER)
+        else:
+            raise DataError(f"{path}: array {name!r} uses .npy format {version}, which symback does not read")
+        if dtype.hasobject:
+            raise DataError(f"{path}: array {name!r} holds Python objects, which would need pickle; "
+                            "symback loads numbers only")
+        count = 1
+        for n in shape:
+            count *= n
+        nbytes = count * dtype.itemsize          # Python ints: a hostile shape cannot overflow
+        held = info.file_size - fh.tell()
+        if nbytes > held:
+            raise DataError(f"{path}: array {name!r} declares shape {shape} ({format_bytes(nbytes)}) "
+                            f"but the file holds {format_bytes(max(held, 0))} of it: truncated or corrupt")
+        free = available_memory()
+        if free is not None and nbytes > free:
+            raise DataError(f"{path}: array {name!r} of shape {shape} needs {format_bytes(nbytes)}; "
+                            f"this machine has {format_bytes(free)} available")
+        raw = fh.read(nbytes)
+    if len(raw) != nbytes:
+        raise DataError(f"{path}: array {name!r} is truncated ({len(raw)} of {nbytes} bytes)")
+    flat = np.frombuffer(raw, dtype=dtype, count=count)
+    return flat.reshape(shape, order="F" if fortran else "C").copy()   # copy: a writable array
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(prefix)) == prefix
+    except OSError:
+        return False
+
+
+def load_data(path) -> tuple[list[str] | None, dict]:
+    """Read training data: a CSV file with a header row, or an .npz file.
+
+    Returns ``(columns, arrays)``: for a CSV the column names and
+    ``{"table": n×k array}``; for an .npz ``(None, {name: array})``.
+    Non-numeric cells, ragged rows, NaN or infinite values raise DataError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such data file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        arrays = read_npz(path, "data")
+        for k, a in arrays.items():
+            if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+                raise DataError(f"{path}: array {k!r} is not real numbers (dtype {a.dtype})")
+            if not np.all(np.isfinite(a)):
+                raise DataError(f"{path}: array {k!r} contains NaN or infinite values")
+        return None, arrays
+    if suffix not in (".csv", ".txt"):
+        what = f"{path.suffix} is not a data format symback reads" if path.suffix else "no suffix"
+        raise DataError(f"{path}: {what}; data must be a .csv file with a header row or an .npz file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+    except PermissionError:
+        raise DataError(f"cannot read {path}: permission denied") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path}: empty file")
+    header = [h.strip() for h in rows[0]]
+    if any(not h for h in header) or len(set(header)) != len(header):
+        raise DataError(f"{path}: the header row needs a distinct name for every column, got {rows[0]}")
+    if all(_is_number(h) for h in header):
+        raise DataError(f"{path}: the first row must name the columns (a header row), got numbers")
+    if len(rows) < 2:
+        raise DataError(f"{path}: no data rows after the header")
+    try:        # NumPy's C reader first; the loop below only runs to name a bad cell
+        table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, ndmin=2, dtype=float)
+        if table.shape != (len(rows) - 1, len(header)):
+            raise ValueError("shape")
+    except ValueError:
+        table = _parse_cells(path, header, rows[1:])
+    bad = ~np.isfinite(table)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{path}: column {header[j]!r} has NaN or infinite values (first at row {i + 2})")
+    return header, {"table": table}
+
+
+def _parse_cells(path, header, rows) -> np.ndarray:
+    """Cell by cell, so that the error names the row and column of a bad value."""
+    table = np.empty((len(rows), len(header)))
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {i} has {len(row)} values, the header has {len(header)} columns")
+        for j, cell in enumerate(row):
+            try:
+                table[i - 2, j] = float(cell)
+            except ValueError:
+                raise DataError(f"{path}: row {i}, column {header[j]!r}: {cell.strip()!r} is not a number") from None
+    return table
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

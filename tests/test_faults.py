@@ -1,0 +1,456 @@
+"""Faults found by fuzzing the command line and the API (issue 8, item 4).
+
+Each fault is run as a user runs it — ``python -m symback ...`` in a fresh
+folder — and must end in one line on stderr, no traceback, the documented
+exit status, and no file written or changed (every file compared byte for
+byte).  Library-level faults are checked through the API as well.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symback as sb
+from symback.errors import DataError, DefinitionError, OutputError, SpecError, TrainingError
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED002 = (ROOT / "examples" / "seed002.toml").read_text()
+
+
+def command(*args):
+    return [sys.executable, "-m", "symback", *map(str, args)]
+
+
+def environment():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def run(*args, cwd, timeout=120, python=()):
+    """`python [python options] -m symback ARGS` in `cwd`."""
+    cmd = command(*args)
+    cmd[1:1] = list(python)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=environment(), stdin=subprocess.DEVNULL)
+
+
+def files(folder: Path) -> dict:
+    """Every file below `folder` and its bytes: compared before and after a failed run."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*")) if not p.is_symlink() or p.exists()}
+
+
+def refused(r, before, folder, code, *words):
+    """The run failed with `code`, one line naming `words`, and left `folder` as it was."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("symback: error: ")
+    assert "Traceback" not in r.stderr + r.stdout
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert files(folder) == before
+    return lines[0]
+
+
+def spec_text(**nodes) -> str:
+    body = "\n".join(f'{k} = "{v}"' for k, v in nodes.items())
+    return f'inputs = ["x"]\ntargets = ["y"]\nparams = ["w"]\n[nodes]\n{body}\n[loss]\ncost = "(yhat - y)**2"\n'
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """A user's folder: a spec, CSV and .npz data, and saved parameters."""
+    (tmp_path / "good.toml").write_text(SEED002)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    y = X @ [1.0, -2.0] + 0.5
+    np.savetxt(tmp_path / "good.csv", np.column_stack([X, y]), delimiter=",", header="x1,x2,y", comments="")
+    np.savez(tmp_path / "data.npz", X=X, Y=y[:, None])
+    np.savez(tmp_path / "p.npz", w1=np.array(0.1), w2=np.array(0.2), b=np.array(0.3))
+    return tmp_path
+
+
+# ------------------------------------------------------------------ spec expressions
+@pytest.mark.parametrize("text,words", [
+    ("(((9**999)**999)**999)", ("too large for a float64", "9**999")),
+    ("1e308*1e308*x", ("too large for a float64", "1e308*1e308")),
+    ("log(-1)*x", ("not a real number", "log(-1)")),
+])
+def test_exploding_and_non_real_constants_refused_at_parse_time(text, words, folder):
+    (folder / "bad.toml").write_text(spec_text(yhat=text))
+    before = files(folder)
+    start = time.perf_counter()
+    r = run("derive", "bad.toml", cwd=folder, timeout=20)      # hung for ever before the fix
+    seconds = time.perf_counter() - start
+    refused(r, before, folder, 2, "bad.toml", *words)
+    print(f"{text}: refused in {seconds:.2f} s (process start included)")
+
+
+BOUNDED = [
+    ("(((9**999)**999)**999)", "too large"),
+    ("(x*9**300)**999", "too large"),
+    ("1e308*1e308", "too large"),
+    ("10**400", "too large"),
+    ("10**-400", "too small"),
+    ("exp(1000)", "too large"),
+    ("pi*1e308", "too large"),
+    ("exp(exp(exp(700)))", "too large"),
+    ("sqrt(-1)", "not a real number"),
+    ("log(-1)", "not a real number"),
+    ("(-8)**(1/3)", "not a real number"),
+    ("tan(pi/2)", "undefined or infinite"),
+    ("0**-1", "division by zero"),
+    ("-" * 150 + "x", "nested more than"),
+    ("x**" * 150 + "x", "nested more than"),
+]
+PARSE_EACH = """
+import sys, time, symback as sb
+for text in sys.stdin.read().split("\\n"):
+    start = time.perf_counter()
+    try:
+        sb.parse_expr(text, ["x"])
+        print("parsed", text)
+    except sb.SymbackError as exc:
+        print(f"{time.perf_counter() - start:.4f}", exc)
+"""
+
+
+def test_parse_expr_bounds_every_number(tmp_path):
+    # In a subprocess with a timeout: before the fix the first of these never finished.
+    r = subprocess.run([sys.executable, "-c", PARSE_EACH], input="\n".join(t for t, _ in BOUNDED),
+                       capture_output=True, text=True, timeout=60, env=environment(), cwd=tmp_path)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == len(BOUNDED), r.stderr
+    for (text, why), line in zip(BOUNDED, lines):
+        seconds, message = line.split(" ", 1)
+        assert why in message and message.startswith("expression: "), (text, line)
+        assert float(seconds) < 5      # generous: each takes milliseconds
+
+
+def test_large_but_representable_numbers_still_parse():
+    x = sp.Symbol("x")
+    assert sb.parse_expr("1e308*x", ["x"]) == sp.Integer(10) ** 308 * x
+    assert sb.parse_expr("2**1000 + (1/3)**600 + sqrt(2)", []) == \
+        sp.Integer(2) ** 1000 + sp.Rational(1, 3) ** 600 + sp.sqrt(2)
+    assert sb.parse_expr("exp(700)*x", ["x"]) == sp.exp(700) * x
+    assert sb.parse_expr("sqrt(x**2 - 1)", ["x"]) == sp.sqrt(x ** 2 - 1)
+
+
+def test_long_flat_sums_and_products_parse(folder):
+    terms = " + ".join(f"{k}*x" for k in range(1, 501))
+    (folder / "flat.toml").write_text(spec_text(yhat=f"w*({terms})"))
+    r = run("derive", "flat.toml", "--format", "text", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    assert "125250" in r.stdout and r.stderr == ""          # 1 + 2 + ... + 500
+    x = sp.Symbol("x")
+    assert sb.parse_expr("+".join(["x"] * 4000), ["x"]) == 4000 * x
+    assert sb.parse_expr("*".join(["x"] * 3000), ["x"]) == x ** 3000
+    assert sb.parse_expr("x - " + " - ".join(["1"] * 2000), ["x"]) == x - 2000
+
+
+@pytest.mark.parametrize("text", ["1 is 1", r"'\d' + x"])
+def test_parser_warnings_do_not_leak(text, folder):
+    (folder / "warn.toml").write_text(spec_text(yhat=text.replace("\\", "\\\\")))
+    before = files(folder)
+    r = run("derive", "warn.toml", cwd=folder, python=("-W", "always"))   # warnings on: still none
+    refused(r, before, folder, 2, "warn.toml")
+
+
+# ------------------------------------------------------------------ spec files
+@pytest.mark.parametrize("example,words", [
+    ("values = { x = nan, w = 0.1, y = 1 }", ("value of 'x'", "finite", "nan")),
+    ("values = { x = 3, w = 0.1, y = 1 }\nlr = -1", ("lr must be positive", "-1")),
+])
+def test_bad_worked_example_in_a_spec(example, words, folder):
+    (folder / "ex.toml").write_text(spec_text(yhat="w*x") + f"[example]\n{example}\n")
+    before = files(folder)
+    refused(run("derive", "ex.toml", cwd=folder), before, folder, 2, "ex.toml", *words)
+
+
+def test_worked_example_numbers_checked_in_the_api():
+    from symback.spec import spec_from_dict
+    base = {"inputs": ["x"], "targets": ["y"], "params": ["w"], "nodes": {"yhat": "w*x"},
+            "loss": {"cost": "(yhat - y)**2"}}
+    for example, why in [({"values": {"x": float("inf")}}, "finite"),
+                         ({"values": {"x": 10 ** 400}}, "too large"),
+                         ({"lr": 0}, "positive"), ({"lr": float("nan")}, "finite")]:
+        with pytest.raises(SpecError, match=why):
+            spec_from_dict({**base, "example": example})
+
+
+def test_spec_and_csv_with_a_byte_order_mark_are_read(folder):
+    bom = b"\xef\xbb\xbf"
+    (folder / "bom.toml").write_bytes(bom + SEED002.encode())
+    (folder / "bom.csv").write_bytes(bom + (folder / "good.csv").read_bytes())
+    r = run("train", "bom.toml", "bom.csv", "--epochs", "2", "--out", "bom.npz", cwd=folder)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert (folder / "bom.npz").is_file()
+    assert sb.load_spec(folder / "bom.toml").param_names == ["w1", "w2", "b"]
+
+
+def test_names_with_a_trailing_newline_are_refused(folder):
+    with pytest.raises(DefinitionError, match="invalid name"):
+        sb.Graph().inputs(["x\n"])
+    g = sb.Graph()
+    g.inputs("x")
+    w = g.params("w")
+    with pytest.raises(DefinitionError, match="invalid name"):
+        g.node("a\n", w * g.symbol("x"))
+    (folder / "nl.toml").write_text('inputs = ["x"]\nparams = ["w\\n"]\n[loss]\ncost = "x**2"\n')
+    before = files(folder)
+    refused(run("derive", "nl.toml", cwd=folder), before, folder, 2, "nl.toml", "invalid name")
+
+
+# ------------------------------------------------------------------ data files
+def _huge_header_npz(path):
+    """An .npz whose X declares 10^11 rows but holds 64 bytes."""
+    import io
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10 ** 11, 2)})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("X.npy", header.getvalue() + bytes(64))
+        z.writestr("Y.npy", header.getvalue())
+
+
+@pytest.mark.parametrize("name,make,words", [
+    ("trunc.npz", lambda f: f.write_bytes((f.parent / "data.npz").read_bytes()[:300]),
+     ("trunc.npz", "truncated or corrupt")),
+    ("huge.npz", _huge_header_npz, ("huge.npz", "(100000000000, 2)", "holds 64 bytes")),
+    ("text.npz", lambda f: f.write_text("x1,x2,y\n1,2,3\n"), ("text.npz", "not an .npz file")),
+    ("data", lambda f: f.write_text("x1,x2,y\n1,2,3\n"), ("data: no suffix", ".csv")),
+])
+def test_bad_data_files_name_the_path_and_the_problem(name, make, words, folder):
+    make(folder / name)
+    before = files(folder)
+    r = run("train", "--layers", "2,3,1", name, cwd=folder)
+    refused(r, before, folder, 2, *words)
+
+
+def test_read_npz_bounds_and_reports_in_the_api(folder):
+    from symback.compile import load_params
+    from symback.data import read_npz
+    _huge_header_npz(folder / "huge.npz")
+    with pytest.raises(DataError, match="huge.npz.*declares shape"):
+        read_npz(folder / "huge.npz")
+    raw = bytearray((folder / "p.npz").read_bytes())
+    raw[len(raw) // 3] ^= 0xFF          # a flipped byte: the CRC check finds it
+    (folder / "flip.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="flip.npz.*corrupt"):
+        load_params(folder / "flip.npz")
+    np.save(folder / "one.npy", np.ones(3))
+    os.replace(folder / "one.npy", folder / "one.npz")
+    with pytest.raises(DataError, match="single .npy array"):
+        load_params(folder / "one.npz")
+    arrays = read_npz(folder / "data.npz")      # and a good file reads as np.load reads it
+    with np.load(folder / "data.npz") as z:
+        assert set(arrays) == set(z.files) and all(np.array_equal(arrays[k], z[k]) for k in z.files)
+
+
+# ------------------------------------------------------------------ outputs
+def test_output_that_is_the_data_file_is_refused(folder):
+    os.symlink("data.npz", folder / "alias.npz")
+    before = files(folder)
+    r = run("train", "--layers", "2,3,1", "--data", "data.npz", "--out", "data.npz", cwd=folder)
+    refused(r, before, folder, 2, "--out data.npz", "data file")
+    r = run("train", "--layers", "2,3,1", "--data", "alias.npz", "--out", "data.npz", cwd=folder)
+    refused(r, before, folder, 2, "--out data.npz", "alias.npz")
+
+
+def test_output_that_cannot_be_written_names_the_path(folder, monkeypatch):
+    if not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and os.getuid() != 0:
+        pytest.skip("needs an unwritable /sys")
+    before = files(folder)
+    r = run("derive", "good.toml", "-o", "/sys/out.tex", cwd=folder)
+    refused(r, before, folder, 1, "cannot write /sys/out.tex", "permission denied")
+    # in the API, a failing rename names the user's file, not the temporary one, and cleans up
+    from symback import render
+
+    def deny(src, dst):
+        raise PermissionError(13, "Permission denied", src)
+    monkeypatch.setattr(render.os, "replace", deny)
+    d = sb.derive(sb.load_spec(folder / "good.toml"))
+    with pytest.raises(OutputError, match=r"cannot write .*out\.md: permission denied$"):
+        d.write(folder / "out.md")
+    with pytest.raises(OutputError, match="new/dir/out.md"):
+        d.write(folder / "new" / "dir" / "out.md")
+    assert files(folder) == before           # no temporary file, no folder made for it
+
+
+# ------------------------------------------------------------------ sizes and training
+def test_width_that_cannot_fit_in_memory_is_refused(folder):
+    before = files(folder)
+    r = run("train", "--layers", "2,100000000000,1", "good.csv", cwd=folder, timeout=60)
+    refused(r, before, folder, 2, "--layers 2,100000000000,1", "would need", "TB", "available")
+    m = sb.compile(sb.derive(sb.mlp([2, 100_000_000_000, 1])))
+    with pytest.raises(DefinitionError, match="parameters would need .* available"):
+        m.init()
+
+
+def test_diverging_training_leaves_the_parameters_file_alone(folder):
+    before = files(folder)
+    r = run("train", "good.toml", "good.csv", "--resume", "p.npz", "--out", "p.npz",
+            "--lr", "1e6", "--epochs", "50", cwd=folder)
+    refused(r, before, folder, 2, "loss became", "last finite values")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_fit_that_diverges_keeps_the_last_finite_parameters(optimizer):
+    g = sb.load_spec(ROOT / "examples" / "seed002.toml")
+    m = sb.compile(sb.derive(g))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 2))
+    Y = X @ [1.0, -2.0] + 0.5
+    params = m.init(seed=0)
+    start = {k: v.copy() for k, v in params.items()}
+    with np.errstate(all="ignore"), pytest.raises(TrainingError, match="last finite values") as info:
+        m.fit(X, Y, params, epochs=500, lr=50.0, batch_size=None, optimizer=optimizer)
+    failed_at = int(str(info.value).split("epoch ")[1].split(",")[0])
+    # Oracle: replay the same full-batch updates by hand with NumPy; the parameters must be
+    # those at which the loss was last computed, i.e. after failed_at - 1 updates.
+    w = np.array([float(start["w1"]), float(start["w2"])])
+    b, v = float(start["b"]), np.zeros(3)
+    with np.errstate(all="ignore"):
+        for _ in range(failed_at - 1):
+            r = X @ w + b - Y
+            g_ = np.array([*(2 * X.T @ r / len(X)), 2 * r.mean()])
+            v = (0.9 * v + g_) if optimizer == "momentum" else g_
+            w, b = w - 50.0 * v[:2], b - 50.0 * v[2]
+    got = np.array([params["w1"], params["w2"], params["b"]], dtype=float)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, [*w, b], rtol=1e-9)
+
+
+def test_fit_restores_parameters_after_a_non_finite_gradient():
+    # C = sqrt(w) at w = 0: the loss is 0, the gradient infinite, so the first update
+    # makes w = -inf and only the next loss shows it; w must come back as 0.
+    g = sb.Graph()
+    g.inputs("x")
+    w = g.params("w")
+    g.loss(sp.sqrt(w) + 0 * g.symbol("x"))
+    m = sb.compile(sb.derive(g))
+    params = {"w": np.array(0.0)}
+    with np.errstate(all="ignore"), pytest.raises(TrainingError):
+        m.fit(np.ones((4, 1)), np.zeros((4, 0)), params, epochs=3, lr=0.1, batch_size=None)
+    assert float(params["w"]) == 0.0
+    with pytest.raises(DataError, match="NaN or infinite"):
+        m.fit(np.ones((4, 1)), np.zeros((4, 0)), {"w": np.array(np.nan)}, epochs=1)
+
+
+# ------------------------------------------------------------------ templates
+def test_template_gets_plain_data_not_the_derivation(folder):
+    (folder / "evil.tex.j2").write_text("\\VAR{derivation.write('pwned.tex')}\n")
+    before = files(folder)
+    r = run("derive", "good.toml", "--template", "evil.tex.j2", "-o", "out.tex", cwd=folder)
+    refused(r, before, folder, 1, "template 'evil.tex.j2'", "'derivation' is undefined")
+
+
+@pytest.mark.parametrize("body,why", [
+    ("\\VAR{'x' * 10**10}", "repetition"),
+    ("\\VAR{'x'|center(10**10)}", "more than"),
+    ("\\VAR{'x'.ljust(10**10)}", "more than"),
+    ("\\VAR{lipsum(10**9)}", "more than"),
+    ("\\VAR{9**99999999}", "power"),
+    ("\\BLOCK{set ns = namespace(s='xxxxxxxx')}\\BLOCK{for i in range(60)}"
+     "\\BLOCK{set ns.s = ns.s ~ ns.s}\\BLOCK{endfor}\\VAR{ns.s|length}", "longer than"),
+    ("\\BLOCK{for i in range(100000)}\\BLOCK{for j in range(1000)}xxxxxxxxxx"
+     "\\BLOCK{endfor}\\BLOCK{endfor}", "output is longer"),
+    ("\\BLOCK{macro f(n)}\\VAR{f(n+1)}\\BLOCK{endmacro}\\VAR{f(0)}", "recurses"),
+    ("\\VAR{gradients[0].__class__}", "unsafe"),
+    ("\\VAR{1/0}", "ZeroDivisionError"),
+    ("\\VAR{title.zfill(10**10)}", "more than"),
+])
+def test_template_errors_and_bombs_are_output_errors(body, why, tmp_path):
+    (tmp_path / "t.tex.j2").write_text(body + "\n")
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml"))
+    with pytest.raises(OutputError, match=why) as info:
+        d.latex(template=str(tmp_path / "t.tex.j2"))
+    assert "t.tex.j2" in str(info.value)
+
+
+def test_template_context_is_plain_data():
+    from symback.document import context
+    from symback.render import _plain
+
+    def leaves(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                yield from leaves(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from leaves(x)
+        else:
+            yield v
+    for d in (sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml")), sb.derive(sb.mlp([2, 3, 1]))):
+        ctx = _plain(context(d))
+        assert {type(v) for v in leaves(ctx)} <= {str, int, float, bool, type(None),
+                                                  type(sb.printing.Tex(""))}
+
+
+# ------------------------------------------------------------------ numbers on the command line
+@pytest.mark.parametrize("args,words", [
+    (("derive", "good.toml", "--values", "x1=nan,x2=1,y=1,w1=1,w2=1,b=1"), ("x1", "finite")),
+    (("derive", "good.toml", "--values", "x1=1e999,x2=1,y=1,w1=1,w2=1,b=1"), ("x1", "non-finite")),
+    (("derive", "good.toml", "--values", "x1=10**400,x2=1,y=1,w1=1,w2=1,b=1"), ("x1", "too large")),
+    (("train", "good.toml", "good.csv", "--batch-size", "0"), ("--batch-size", "positive")),
+    (("train", "good.toml", "good.csv", "--batch-size", "nan"), ("--batch-size", "whole number")),
+    (("train", "good.toml", "good.csv", "--epochs", "-3"), ("--epochs", "positive")),
+    (("train", "good.toml", "good.csv", "--epochs", "1.5"), ("--epochs", "whole number")),
+    (("train", "good.toml", "good.csv", "--lr", "inf"), ("--lr", "finite")),
+    (("train", "good.toml", "good.csv", "--lr", "0"), ("--lr", "positive")),
+    (("derive", "--layers", "2,\u00b2,1"), ("--layers", "whole number")),
+    (("derive", "--layers", "2," + "9" * 5000 + ",1"), ("--layers", "too large")),
+])
+def test_nonsense_numbers_on_the_command_line(args, words, folder, monkeypatch, capsys):
+    from symback.cli import main
+    monkeypatch.chdir(folder)
+    before = files(folder)
+    code = main(list(args))
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert all(w in err for w in words), err
+    assert files(folder) == before
+
+
+def test_nonsense_values_as_a_user_types_them(folder):
+    before = files(folder)
+    r = run("derive", "good.toml", "--values", "x1=inf,x2=1,y=1,w1=1,w2=1,b=1", cwd=folder)
+    refused(r, before, folder, 2, "--values", "x1", "finite")
+
+
+# ------------------------------------------------------------------ Ctrl-C
+@pytest.mark.parametrize("delay", [0.15, 0.4])
+def test_ctrl_c_while_starting_is_one_line(delay, folder):
+    """SIGINT while Python is still importing SymPy (about the first second)."""
+    before = files(folder)
+    p = subprocess.Popen(command("derive", "good.toml", "-o", "out.tex"), cwd=folder, env=environment(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (p.returncode, err)
+    assert err == "symback: error: interrupted\n" and "Traceback" not in out
+    assert files(folder) == before
+
+
+def test_startup_guard_only_in_the_command(tmp_path):
+    probe = ("import sys; sys.argv[0] = {argv0!r}; import signal, symback; "
+             "print(signal.getsignal(signal.SIGINT).__name__)")
+    out = {}
+    for argv0 in ("/usr/local/bin/symback", "myscript.py"):
+        r = subprocess.run([sys.executable, "-c", probe.format(argv0=argv0)], capture_output=True,
+                           text=True, env=environment(), cwd=tmp_path, timeout=60)
+        out[argv0] = r.stdout.strip()
+    assert out == {"/usr/local/bin/symback": "_interrupted_at_startup",
+                   "myscript.py": "default_int_handler"}
