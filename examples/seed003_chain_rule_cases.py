@@ -10,7 +10,7 @@ import numpy as np
 import sympy as sp
 
 import symback as sb
-from symback.derive import Adjoint
+from symback.engine import Adjoint
 
 # Case 1: a chain, one path.
 g1 = sb.Graph()

@@ -24,7 +24,7 @@ import jinja2
 import sympy as sp
 from jinja2.sandbox import SandboxedEnvironment
 
-from .document import context
+from .document import context, plain
 from .errors import OutputError
 from .printing import Tex, latex_escape, markdown_escape, number
 
@@ -121,7 +121,8 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
     """
     template_dir = options.pop("template_dir", None)
     tpl = _template(template, fmt, template_dir)
-    ctx = context(derivation, fmt=fmt, **options)
+    # templates get plain data: the SymPy expressions behind the formulas stay behind
+    ctx = plain(context(derivation, fmt=fmt, **options))
     try:
         # the %# comment lines at a template's top leave blank lines behind
         return tpl.render(**ctx).lstrip("\n")
