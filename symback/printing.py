@@ -29,7 +29,7 @@ from .functions import Activation
 
 __all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
            "factor_latex", "split_primes", "mark_primes", "prime", "name_latex",
-           "Chain", "Partial", "PerSample", "Norm", "Bound", "Terms"]
+           "Chain", "Partial", "PerSample", "Norm", "Bound", "Terms", "visual_len"]
 
 
 # ------------------------------------------------------------------ numbers
@@ -368,6 +368,13 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print_Bound(self, expr):
         return rf"{self._print(expr.args[0])} \le " + " = ".join(self._print(a) for a in expr.args[1:])
+
+
+def visual_len(tex: str) -> int:
+    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup as none)."""
+    tex = re.sub(r"\\(left|right|bigl|bigr|operatorname|mathrm|mathbf)\b|\\[,;!]", "", tex)
+    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: max(m.group(1), m.group(2), key=len), tex)
+    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
 
 
 def _is_reduction(e) -> bool:

@@ -23,7 +23,7 @@ from symback.printing import chain_symbols, chain_values, latex, name_latex, num
 from symback.render import compile_pdf, latex_escape, markdown_escape, render, template_names, write
 
 from conftest import (seed000_graph, seed001_graph, seed002_graph, seed003_case2_graph, seed004_1d_graph,
-                      seed004_graph, chain_graph)
+                      seed004_graph, chain_graph, skip_graph)
 
 PDFLATEX = shutil.which("pdflatex")
 SEED004_VALUES = {"x": 3, "w": 0.1, "y": 1}
@@ -66,6 +66,8 @@ NETWORKS = {
     "custom_activation": lambda: sb.derive(_custom_graph()),
     "mlp_sigmoid_mse": lambda: sb.derive(sb.mlp([2, 3, 3, 1], "sigmoid", "identity", "mse")),
     "mlp_relu_softmax_ce": lambda: sb.derive(sb.mlp([3, 4, 3], "relu", "softmax", "cross_entropy")),
+    "mlp_sigmoid_bce": lambda: sb.derive(sb.mlp([2, 3, 1], "sigmoid", "sigmoid", "binary_cross_entropy")),
+    "skip_penalty_softmax_ce": lambda: sb.derive(skip_graph()),
 }
 
 

@@ -138,7 +138,7 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
             items = [Norm(delta(d.graph, node))] + coeffs
         else:
             items = [edge_expr(d, f.of, f.wrt) if not isinstance(edge_expr(d, f.of, f.wrt), sp.Lambda)
-                     else Norm(Partial(f.of, f.wrt)) for f in path]
+                     else Norm(Partial(d.graph.symbol(f.of), d.graph.symbol(f.wrt))) for f in path]
         parts, found = [], []
         for it in items:
             acts, rest = _activation_factors(it, apps)

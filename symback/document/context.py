@@ -19,7 +19,7 @@ from ..errors import OutputError, SymbackError
 from ..functions import Activation
 from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix
 from ..printing import (Chain, LatexPrinter, Partial, PerSample, Terms, Tex, latex, latex_escape,
-                        markdown_escape, number, prime)
+                        markdown_escape, number, prime, visual_len)
 from . import analysis
 from .factors import as_derivation, compose, edge_expr, notes_chain
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
@@ -29,7 +29,7 @@ __all__ = ["context", "plain"]
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
-MAX_MATRIX_WIDTH = 3 * LINE_WIDTH // 2   # a composed matrix formula longer than this is left out
+MAX_MATRIX_WIDTH = LINE_WIDTH   # a composed matrix formula longer than this is left out (not broken)
 MAX_SHOWN = 6              # matrices larger than this are not written out in the example
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
            "verify", "cost", "display", "date"}
@@ -199,6 +199,7 @@ def _loss(d) -> dict:
     parts = {"rhs": rhs, "lhs": lhs, "sample": sample, "batch": batch, "batch_full": full,
              "batch_gradient": gradient}
     out = {k: (_tex(v) if v is not None else None) for k, v in parts.items()}
+    out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
     out.update({"cost": _tex(C), "of": _tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
                 "name": getattr(cost, "loss", None) and cost.loss.name, "sympy": parts})
     return out
@@ -260,21 +261,21 @@ def _gradient(d, p, apps) -> dict:
         factors = compose(labels) if any(isinstance(x, sp.Lambda) for x in labels) else Chain(*labels)
         text = latex(factors, applications=apps)
         paths.append({"symbols": _tex(symbols), "length": len(path),
-                      "factors": Tex(text) if _visual_len(text) <= MAX_MATRIX_WIDTH else None,
+                      "factors": Tex(text) if visual_len(text) <= MAX_MATRIX_WIDTH else None,
                       "sympy": {"symbols": symbols, "factors": factors, "labels": labels}})
     closed, recursive = d.gradient(p), d.gradient(p, form="recursive")
     closed_text = latex(closed, applications=apps)
-    if is_matrix(closed) and _visual_len(closed_text) > MAX_MATRIX_WIDTH:
+    if is_matrix(closed) and visual_len(closed_text) > MAX_MATRIX_WIDTH:
         closed, closed_text = None, None
     expanded = d.gradient(p, form="expanded") if len(g.order) <= MAX_EXPANDED_NODES and not is_matrix(
         g.symbol(p)) else None
     show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
-                     and expanded != closed and _visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
+                     and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
     return {"name": _tex(g.symbol(p)), "lhs": _tex(lhs), "paths": paths,
             "closed": Tex(closed_text) if closed_text else None,
             "closed_aligned": Tex(_aligned_lines(closed, apps)) if closed_text else None,
             "expanded": _tex(expanded, applications=apps) if show_expanded else None,
-            "recursive": _tex(recursive, applications=apps) if recursive != closed else None,
+            "recursive": Tex(_aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive,
                       "expanded": expanded if show_expanded else None}}
 
@@ -321,7 +322,7 @@ def _deltas(d, apps) -> list[dict]:
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym
         rows.append({"name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
-                     "value": _tex(value, applications=apps), "param": g.kind(n) == "param",
+                     "value": Tex(_aligned_lines(value, apps)), "param": g.kind(n) == "param",
                      "recursive": _tex(e, applications=apps) if value != e else None,
                      "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value}})
     return rows
@@ -415,8 +416,10 @@ def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
     A long sum breaks between its terms; a product with a long sum breaks inside that sum.
     """
     text = latex(expr, applications=apps)
-    if _visual_len(text) <= width or is_matrix(expr):
+    if visual_len(text) <= width:
         return text
+    if is_matrix(expr):
+        return _matrix_lines(expr, apps, width) if isinstance(expr, sp.MatAdd) else text
     e = sp.factor_terms(expr)
     body, prefix, suffix = e, "", ""
     if isinstance(e, sp.Mul):
@@ -424,14 +427,14 @@ def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
         if not adds:
             return text
         body = max(adds, key=lambda f: len(f.args))
-        if _visual_len(latex(body, applications=apps)) < width // 2:
+        if visual_len(latex(body, applications=apps)) < width // 2:
             return text         # no long sum inside: a break would only split a short factor
         prefix, suffix = latex(e / body, applications=apps) + r" \bigl(", r"\bigr)"
     if not isinstance(body, sp.Add):
         return text
     lines, cur = [], prefix
     for term in _signed_terms(body, apps):
-        if cur not in ("", prefix) and _visual_len(cur) + _visual_len(term) > width:
+        if cur not in ("", prefix) and visual_len(cur) + visual_len(term) > width:
             lines.append(cur)
             cur = ""
         cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
@@ -439,11 +442,20 @@ def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
     return r" \\ &\qquad ".join(lines)
 
 
-def _visual_len(tex: str) -> int:
-    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup as none)."""
-    tex = re.sub(r"\\(left|right|bigl|bigr|operatorname|mathrm|mathbf)\b|\\[,;!]", "", tex)
-    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: max(m.group(1), m.group(2), key=len), tex)
-    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
+def _matrix_lines(expr, apps, width) -> str:
+    """A long sum of matrices, one or more terms per continuation row."""
+    printer = LatexPrinter({"applications": tuple(apps)})
+    lines, cur = [], ""
+    for i, t in enumerate(expr.args):
+        neg = t.could_extract_minus_sign()
+        body = printer.doprint(-t if neg else t)
+        term = ("- " if neg else ("+ " if i else "")) + body
+        if cur and visual_len(cur) + visual_len(term) > width:
+            lines.append(cur)
+            cur = ""
+        cur = f"{cur} {term}" if cur else term
+    lines.append(cur)
+    return r" \\ &\qquad ".join(lines)
 
 
 def _signed_terms(add: sp.Add, apps) -> list[str]:

@@ -14,13 +14,13 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from ..printing import Partial, Tex, latex, mark_primes
+from ..printing import Partial, Tex, latex, mark_primes, visual_len
 from .factors import edge_expr
 
 __all__ = ["Diagram", "diagram", "tikz", "mermaid", "MAX_FIGURE_NODES"]
 
 MAX_FIGURE_NODES = 30      # a bigger graph is unreadable as a figure
-MAX_LABEL = 40             # characters of LaTeX on one edge
+MAX_LABEL = 12             # symbols on one edge
 COLUMN = 3.2               # cm between the columns of the computational graph
 
 
@@ -44,7 +44,8 @@ def diagram(d, param: str, apps=()) -> Diagram:
     for (child, parent) in d.local:
         e = edge_expr(d, child, parent, generic=True)
         text = latex(e, applications=apps)
-        labels[(child, parent)] = text if len(text) <= MAX_LABEL else latex(Partial(child, parent))
+        labels[(child, parent)] = text if visual_len(text) <= MAX_LABEL else latex(
+            Partial(g.symbol(child), g.symbol(parent)))
         exprs[(child, parent)] = e
         shown = e if isinstance(e, sp.Lambda) else mark_primes(sp.factor_terms(e), apps)
         plain[(child, parent)] = str(shown).replace("_prime(", "'(").replace("Lambda(delta_, ", "delta -> (")
