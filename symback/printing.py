@@ -28,7 +28,8 @@ from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 from .functions import Activation
 
 __all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
-           "factor_latex", "split_primes", "mark_primes", "prime", "name_latex"]
+           "factor_latex", "split_primes", "mark_primes", "prime", "name_latex",
+           "Chain", "Partial", "PerSample", "Norm", "Bound", "Terms", "visual_len"]
 
 
 # ------------------------------------------------------------------ numbers
@@ -176,11 +177,13 @@ class LatexPrinter(_SympyLatexPrinter):
     """
 
     _default_settings = {**_SympyLatexPrinter._default_settings, "values": None,
-                         "applications": (), "primes": True}
+                         "applications": (), "primes": True, "sums_last": False}
 
     def doprint(self, expr):
         """Print `expr`, first marking activation derivatives as f'(z) (unless primes=False)."""
-        if isinstance(expr, sp.Expr) and not expr.is_Matrix and not expr.is_Atom and not expr.has(sp.Sum):
+        # (not around matrices: factor_terms turns (1/100)·W inside a norm into a scalar W/100)
+        if isinstance(expr, sp.Expr) and not expr.is_Matrix and not expr.is_Atom and not expr.has(sp.Sum) \
+                and not expr.has(sp.MatrixSymbol):
             # SymPy keeps derivatives expanded (2ŷ − 2y); a reader wants 2(ŷ − y)
             expr = sp.factor_terms(expr)
         if self._settings["primes"]:
@@ -210,14 +213,92 @@ class LatexPrinter(_SympyLatexPrinter):
         text = number(expr)
         return rf"\left({text}\right)" if "times" in text else text
 
+    # symback's matrix classes carry a _latex of their own, which SymPy would
+    # prefer to any _print_ method: these names are dispatched here first.
+    _OWN = ("AdjointMatrix", "FPrime", "Elementwise", "RowCost", "SoftmaxVJP", "Softmax")
+
     def _print(self, expr, **kwargs):
-        # Layer adjoints print as the notes' δ^{(l)}; they carry their own
-        # _latex, which SymPy would otherwise prefer to any _print_ method.
-        if type(expr).__name__ == "AdjointMatrix":
-            layer = re.fullmatch(r"Z(\d+)", expr.node)
-            if layer:
-                return rf"\delta^{{({layer.group(1)})}}"
+        name = type(expr).__name__
+        if name in self._OWN:
+            return getattr(self, f"_print_{name}")(expr)
         return super()._print(expr, **kwargs)
+
+    def _print_AdjointMatrix(self, expr):
+        # the notes' δ^{(l)} for a layer's pre-activation Z_l; δ_v for any other node
+        layer = re.fullmatch(r"Z(\d+)", expr.node)
+        if layer:
+            return rf"\delta^{{({layer.group(1)})}}"
+        return r"\delta_{%s}" % self._print(sp.Symbol(expr.node)) if expr.node else r"\delta"
+
+    def _print_FPrime(self, expr):
+        # f' applied entry by entry; a constant derivative (the identity's) is that constant
+        w = sp.Dummy("w", real=True)
+        d = expr.scalar(w)
+        if d.is_number:
+            return self._print(d) if d != 1 else r"\mathbf{1}"
+        return rf"{expr.activation.latex_name}'\left({self._print(expr.arg)}\right)"
+
+    def _print_Elementwise(self, expr):
+        # the scalar formula with the matrices' own names, marked as taken entry by entry
+        names = {v: sp.Symbol(m.name) if isinstance(m, sp.MatrixSymbol) else sp.Symbol(self._print(m))
+                 for v, m in zip(expr.function.variables, expr.operands)}
+        return r"\left[%s\right]_{\odot}" % self._print(expr.function.expr.xreplace(names))
+
+    def _print_RowCost(self, expr):
+        return rf"\ell\left({self._print(expr.prediction)}, {self._print(expr.target)}\right)"
+
+    def _print_Softmax(self, expr):
+        return rf"\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
+
+    def _print_SoftmaxVJP(self, expr):
+        return rf"{self.parenthesize(expr.args[0], 60)} \, J_{{\operatorname{{softmax}}}}\left({self._print(expr.args[1])}\right)"
+
+    def _print_Trace(self, expr):
+        # tr(1ᵀ C) is the sum of the per-sample costs; tr(Wᵀ W) the squared Frobenius norm
+        arg = expr.arg
+        if isinstance(arg, sp.MatMul) and len(arg.args) == 2:
+            a, b = arg.args
+            if isinstance(a, sp.OneMatrix) and a.rows == 1:
+                return rf"\sum_{{i=1}}^{{{self._print(a.cols)}}} {self._print(b)}_{{i}}"
+            if isinstance(a, sp.Transpose) and a.arg == b:
+                return rf"\lVert {self._print(b)} \rVert_F^{{2}}"
+        return super()._print_Trace(expr)
+
+    def _print_Mul(self, expr):
+        if not isinstance(expr, sp.Mul):          # SymPy prints 1/x through here too
+            return super()._print_Mul(expr)
+        if self._settings["sums_last"] and any(isinstance(f, sp.Add) for f in expr.args):
+            # σ(z) (1 − σ(z)): the function values first, the sums after, as the notes write it
+            coeff, rest = expr.as_coeff_Mul()
+            factors = sorted(sp.Mul.make_args(rest), key=lambda f: isinstance(f, sp.Add))
+            head = "" if coeff == 1 else ("- " if coeff == -1 else self._print(coeff) + " ")
+            return head + " ".join(rf"\left({self._print(f)}\right)" if isinstance(f, sp.Add)
+                                   else self.parenthesize(f, 50) for f in factors)
+        # (1/m) Σ_i C_i and (1/200) ‖W‖²: a sum or norm keeps its coefficient in front
+        coeff, rest = expr.as_coeff_Mul()
+        num, den = sp.fraction(sp.Mul(*[f for f in sp.Mul.make_args(rest) if not _is_reduction(f)]) * coeff)
+        body = [f for f in sp.Mul.make_args(rest) if _is_reduction(f)]
+        if len(body) == 1 and not num.has(sp.Sum, sp.Trace) and not den.has(sp.Sum, sp.Trace):
+            sign = "- " if num.could_extract_minus_sign() else ""
+            num = -num if sign else num
+            front = "" if num == 1 and den == 1 else (
+                self._print(num) + " " if den == 1 else rf"\frac{{{self._print(num)}}}{{{self._print(den)}}} ")
+            return sign + front + self._print(body[0])
+        return super()._print_Mul(expr)
+
+    def _print_MatMul(self, expr):
+        # (1/100) W: a rational coefficient in front as a fraction, not in brackets
+        coeff, rest = expr.as_coeff_mmul()
+        if coeff.is_Rational and coeff not in (1, -1) and rest.args:
+            body = rest.args[0] if len(rest.args) == 1 else sp.MatMul(*rest.args)
+            return rf"{self._print(coeff)} {self.parenthesize(body, 60)}"
+        return super()._print_MatMul(expr)
+
+    def _print_HadamardProduct(self, expr):
+        # δ ⊙ f'(Z): the flowing adjoint first, the element-wise factors after (as the notes write it)
+        args = sorted(expr.args, key=lambda a: (isinstance(a, _ELEMENTWISE_TYPES()),
+                                               not a.has(sp.MatrixSymbol) or not _has_adjoint(a)))
+        return r" \odot ".join(self.parenthesize(a, 50) for a in args)
 
     def _print_MatrixSymbol(self, expr):
         if expr.name.startswith("grad_"):      # the layers' names for ∂C/∂W_l
@@ -242,17 +323,123 @@ class LatexPrinter(_SympyLatexPrinter):
         # 2Ŷ − 2Y reads better as 2(Ŷ − Y): pull out a common number
         coeffs = [t.as_coeff_mmul()[0] if isinstance(t, sp.MatMul) else sp.S.One for t in expr.args]
         common = sp.gcd_list(coeffs) if all(c.is_Rational for c in coeffs) else sp.S.One
-        if common not in (0, 1) and len(expr.args) > 1:
+        # only a whole number: pulling 1/100 out of λW + Xᵀδ would put 100 in front of every other term
+        if common.is_Integer and common not in (0, 1) and len(expr.args) > 1:
             inner = sp.MatAdd(*[t / common for t in expr.args]).doit()
             return rf"{self._print(common)} \left({self._print_Add(inner)}\right)"
         return self._print_Add(expr)
 
-    def _print_HadamardProduct(self, expr):
-        return r" \odot ".join(self.parenthesize(a, 50) for a in expr.args)
-
     def _print_Transpose(self, expr):
         text = super()._print_Transpose(expr)
         return text[:-len("^{T}")] + r"^{\top}" if text.endswith("^{T}") else text
+
+    def _print_Partial(self, expr):
+        of, wrt = expr.args
+        if isinstance(of, (sp.Symbol, sp.MatrixSymbol, PerSample)):
+            return rf"\frac{{\partial {self._print(of)}}}{{\partial {self._print(wrt)}}}"
+        return rf"\frac{{\partial}}{{\partial {self._print(wrt)}}} \left({self._print(of)}\right)"
+
+    def _print_PerSample(self, expr):
+        return rf"{self._print(expr.args[0])}^{{(i)}}"
+
+    def _print_Norm(self, expr):
+        body = self._print(expr.args[0])
+        return rf"\left\lVert {body} \right\rVert_F" if _is_matrixy(expr.args[0]) else rf"\left|{body}\right|"
+
+    def _print_Chain(self, expr):
+        # each factor printed alone and bracketed when it is a sum or starts with a sign
+        out = []
+        for f in expr.args:
+            if isinstance(f, sp.Expr) and not f.is_Matrix and not f.is_Atom and not f.has(sp.Sum, sp.MatrixSymbol):
+                f = sp.factor_terms(f)
+            if self._settings["primes"]:
+                f = mark_primes(f, self._settings["applications"])
+            text = self._print(f)
+            if isinstance(f, (sp.Add, sp.MatAdd)) or text.lstrip().startswith("-"):
+                text = rf"\left({text}\right)"
+            out.append(text)
+        return r" \cdot ".join(out) or "1"
+
+    def _print_Terms(self, expr):
+        return " + ".join(self._print(a) for a in expr.args) or "0"
+
+    def _print_MatrixSet(self, expr):
+        return rf"\mathbb{{R}}^{{{self._print(expr.args[0])} \times {self._print(expr.args[1])}}}"
+
+    def _print_Bound(self, expr):
+        return rf"{self._print(expr.args[0])} \le " + " = ".join(self._print(a) for a in expr.args[1:])
+
+
+def visual_len(tex: str) -> int:
+    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup as none)."""
+    tex = re.sub(r"\\(left|right|bigl|bigr|operatorname|mathrm|mathbf)\b|\\[,;!]", "", tex)
+    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: max(m.group(1), m.group(2), key=len), tex)
+    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
+
+
+def _is_reduction(e) -> bool:
+    return isinstance(e, (sp.Sum, sp.Trace))
+
+
+def _has_adjoint(e) -> bool:
+    return any(type(s).__name__ == "AdjointMatrix" for s in e.atoms(sp.MatrixSymbol))
+
+
+def _ELEMENTWISE_TYPES():
+    from .matrix import Elementwise, FPrime
+    return (FPrime, Elementwise)
+
+
+# ------------------------------------------------- document-only expressions
+class Partial(sp.Expr):
+    """∂of/∂wrt as a symbol in a formula (unevaluated; ``Partial(C, w1)``)."""
+
+    is_commutative = True
+
+    def __new__(cls, of, wrt):
+        return super().__new__(cls, _as_symbol(of), _as_symbol(wrt))
+
+
+class PerSample(sp.Expr):
+    """The value of a per-sample quantity for sample i, printed C^{(i)}."""
+
+    is_commutative = True
+
+    def __new__(cls, of):
+        return super().__new__(cls, _as_symbol(of))
+
+
+class Norm(sp.Expr):
+    """|x| for a scalar, ‖x‖_F for a matrix (or a ∂/∂ of a matrix)."""
+
+    is_commutative = True
+
+
+class Chain(sp.Basic):
+    """An ordered product that is never reordered: the factors of one path, in path order."""
+
+    @property
+    def factors(self) -> tuple:
+        """The factors, in order."""
+        return self.args
+
+
+class Terms(sp.Basic):
+    """A sum of chains, kept in order: one term per path."""
+
+
+class Bound(sp.Basic):
+    """``lhs ≤ rhs_1 = rhs_2 = …``: an inequality with its right side simplified step by step."""
+
+
+def _as_symbol(x):
+    return sp.Symbol(x) if isinstance(x, str) else x
+
+
+def _is_matrixy(e) -> bool:
+    if isinstance(e, Partial):
+        return any(isinstance(a, sp.MatrixSymbol) for a in e.args)
+    return bool(getattr(e, "is_Matrix", False))
 
 
 def latex(expr, values: dict | None = None, applications: Iterable = (), **settings) -> str:

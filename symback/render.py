@@ -27,7 +27,7 @@ import sympy as sp
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from .document import context
+from .document import context, plain
 from .errors import OutputError
 from .printing import Tex, latex_escape, markdown_escape, number
 
@@ -211,7 +211,8 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
     """
     template_dir = options.pop("template_dir", None)
     tpl = _template(template, fmt, template_dir)
-    ctx = _plain({k: v for k, v in context(derivation, fmt=fmt, **options).items() if k != "derivation"})
+    # templates get plain data: no live objects, and the SymPy expressions behind the formulas stay behind
+    ctx = _plain(plain({k: v for k, v in context(derivation, fmt=fmt, **options).items() if k != "derivation"}))
     try:
         parts, size = [], 0
         for piece in tpl.generate(**ctx):

@@ -96,6 +96,21 @@ def seed004_1d_graph():
     return g, _symbols(g)
 
 
+def skip_graph():
+    """A hand-written matrix graph: a tanh layer, a skip connection reusing W1, softmax +
+    cross-entropy, and the penalty (1/200)‖W1‖²."""
+    m = sb.BATCH
+    g = sb.Graph()
+    X = g.inputs("X", shape=(m, 3))
+    Y = g.targets("Y", shape=(m, 2))
+    W1, b1, W2, b2 = g.params("W1 b1 W2 b2", shape=[(3, 4), (1, 4), (4, 2), (1, 2)])
+    A1 = g.node("A1", sb.tanh(X @ W1 + sb.ones(m) @ b1))
+    H = g.node("H", A1 + sb.relu(A1 @ W1.T @ W1))
+    Yhat = g.node("Yhat", sb.softmax(H @ W2 + sb.ones(m) @ b2))
+    g.loss(sb.cross_entropy(Yhat, Y), penalty=sp.Rational(1, 200) * sb.sumsq(W1))
+    return g
+
+
 def chain_graph(depth: int, act=None):
     """A deep chain of one-neuron layers: z_l = a_{l-1} w_l + b_l, a_l = act(z_l); C = (a_L − y)²/2."""
     act = act or sb.tanh

@@ -23,7 +23,7 @@ from symback.printing import chain_symbols, chain_values, latex, name_latex, num
 from symback.render import compile_pdf, latex_escape, markdown_escape, render, template_names, write
 
 from conftest import (seed000_graph, seed001_graph, seed002_graph, seed003_case2_graph, seed004_1d_graph,
-                      seed004_graph, chain_graph)
+                      seed004_graph, chain_graph, skip_graph)
 
 PDFLATEX = shutil.which("pdflatex")
 SEED004_VALUES = {"x": 3, "w": 0.1, "y": 1}
@@ -66,6 +66,8 @@ NETWORKS = {
     "custom_activation": lambda: sb.derive(_custom_graph()),
     "mlp_sigmoid_mse": lambda: sb.derive(sb.mlp([2, 3, 3, 1], "sigmoid", "identity", "mse")),
     "mlp_relu_softmax_ce": lambda: sb.derive(sb.mlp([3, 4, 3], "relu", "softmax", "cross_entropy")),
+    "mlp_sigmoid_bce": lambda: sb.derive(sb.mlp([2, 3, 1], "sigmoid", "sigmoid", "binary_cross_entropy")),
+    "skip_penalty_softmax_ce": lambda: sb.derive(skip_graph()),
 }
 
 
@@ -147,8 +149,12 @@ def test_seed004_punchline_in_chain_order():
     assert lines[0].startswith(r"\frac{\partial C}{\partial W_{3}}")
     assert lines[2].startswith(r"\frac{\partial C}{\partial W_{1}}")
     # the δ recursion and the matrix forms: ⊙ and ᵀ
-    assert r"\delta^{(2)} &= \left(\delta^{(3)} W_{3}^{\top}\right) \odot \sigma'\left(Z_{2}\right)" in tex
-    assert r"\frac{\partial C}{\partial W_{1}} &= X^{\top} \delta^{(1)}" in tex
+    # (one engine: δ^{(2)} goes through δ_{A_2}, shown inlined; a matrix graph's gradients are ∂L/∂W)
+    [row] = [ln for ln in tex.splitlines() if ln.startswith(r"\delta^{(2)} &= ")]
+    # (an identity output layer has no Z_3 of its own: its δ is δ_Ŷ)
+    assert row.endswith(r"= \left(\delta_{\hat{Y}} W_{3}^{\top}\right) \odot \sigma'\left(Z_{2}\right) \\")
+    assert r"\delta_{W_{1}} &= \delta^{(1)} \cdot \frac{\partial Z_{1}}{\partial W_{1}} = X^{\top} \delta^{(1)}" in tex
+    assert r"\frac{\partial L}{\partial W_{1}} &= " in tex and r"&= X^{\top} \delta^{(1)}" in tex
     # compact derivative as in the notes
     assert r"\sigma'\left(z\right) = \sigma\left(z\right) \left(1 - \sigma\left(z\right)\right)" in tex
 

@@ -1,0 +1,435 @@
+"""The numbers a document reports: activation suprema and kinks, the
+vanishing-gradient bound, the finite-difference check and operation counts.
+
+Every function reads the one :class:`~symback.engine.Derivation`; what
+differs between a scalar and a matrix graph is only how an expression is
+evaluated (exact SymPy numbers, or NumPy arrays computed from the
+definitions), decided by the expressions themselves.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import random
+import weakref
+
+import numpy as np
+import sympy as sp
+from sympy.calculus.util import maximum, minimum
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+
+from ..engine import delta
+from ..functions import Activation
+from ..matrix import BATCH, FPrime, RowCost, Softmax, explicit, is_matrix
+from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
+from .factors import edge_expr, notes_chain
+
+__all__ = ["derivative_sup", "kinks", "vanishing", "verify", "cost", "numpy_forward", "numeric",
+           "random_values", "upper", "evaluate", "inert"]
+
+MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
+MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
+MAX_NAIVE_WORK = 30_000    # ... or when the loss's size times the number of parameter entries is above this
+MAX_COUNTED_ENTRIES = 60   # matrix graphs: operations are counted entry by entry up to this size
+VERIFY_DIGITS, VERIFY_H = 40, sp.Rational(1, 10 ** 12)
+MATRIX_H = 1e-6
+
+
+# ------------------------------------------------------------ activations
+@functools.lru_cache(maxsize=None)
+def derivative_sup(cls) -> tuple[sp.Expr, bool]:
+    """(sup over real z of |f'(z)|, exact?) computed by SymPy for an activation class.
+
+    Each branch of a piecewise derivative is maximised and minimised on
+    its own interval (``sympy.calculus.util.maximum``); when SymPy cannot
+    find the critical points in closed form they are found numerically
+    from f'' = 0 (``nsolve``) and the limits at ±∞.
+    """
+    z = sp.Symbol("z", real=True)
+    app = cls(z)
+    d = cls.derivative(*app.args).rewrite(sp.exp)
+    pieces = d.as_expr_set_pairs(sp.S.Reals) if isinstance(d, sp.Piecewise) else [(d, sp.S.Reals)]
+    best, exact = sp.S.Zero, True
+    for e, dom in pieces:
+        if dom is sp.S.EmptySet:
+            continue
+        if not e.has(z):
+            best = sp.Max(best, sp.Abs(e))
+            continue
+        try:
+            if sp.count_ops(e) > MAX_EXACT_SUP_OPS:
+                # SymPy's critical-point search can run for minutes on long expressions
+                raise NotImplementedError
+            hi, lo = maximum(e, z, dom), minimum(e, z, dom)
+        except (NotImplementedError, ValueError, TypeError):
+            hi, lo = _numeric_extremes(e, z, dom)
+            exact = False
+        best = sp.Max(best, sp.Abs(hi), sp.Abs(lo))
+    return sp.nsimplify(best) if exact else best, exact
+
+
+def _numeric_extremes(e, z, dom):
+    f = sp.lambdify(z, e, "mpmath")
+    lo_end = dom.inf if dom.inf.is_finite else -40
+    hi_end = dom.sup if dom.sup.is_finite else 40
+    grid = [lo_end + (hi_end - lo_end) * k / 400 for k in range(401)]
+    vals = [sp.Float(f(sp.Float(x))) for x in grid]
+    cands = list(vals) + [sp.limit(e, z, dom.inf, "+"), sp.limit(e, z, dom.sup, "-")]
+    de = sp.diff(e, z)
+    for k in (max(range(len(vals)), key=vals.__getitem__), min(range(len(vals)), key=vals.__getitem__)):
+        try:
+            root = sp.nsolve(de, z, grid[k])
+            if dom.contains(root) is sp.true:
+                cands.append(e.subs(z, root).evalf())
+        except (ValueError, ZeroDivisionError):
+            pass
+    cands = [c for c in cands if c.is_real]
+    return max(cands), min(cands)
+
+
+def kinks(cls) -> list[dict]:
+    """Points where a piecewise derivative jumps, with the value symback uses there."""
+    z = sp.Symbol("z", real=True)
+    app = cls(z)
+    d = cls.derivative(*app.args)
+    if not isinstance(d, sp.Piecewise):
+        return []
+    points = set()
+    for _, cond in d.args:
+        for rel in cond.atoms(sp.core.relational.Relational):
+            points |= set(sp.solve(sp.Eq(rel.lhs, rel.rhs), z))
+    out = []
+    for b in sorted(points):
+        # one-sided values: pick the branch at b ∓ ε, then let ε → 0 (SymPy's limit of a
+        # Piecewise does not always take the side into account)
+        eps = sp.Symbol("epsilon", positive=True)
+        left, right = (sp.limit(d.subs(z, b + s * eps), eps, 0, "+") for s in (-1, 1))
+        at = d.subs(z, b)
+        if left != right:
+            side = "right-hand" if at == right else ("left-hand" if at == left else "chosen")
+            eq = sp.Eq(prime(cls, (b, *app.args[1:])), at, evaluate=False)
+            out.append({"at": Tex(latex(b)), "equation": Tex(latex(eq)),
+                        "left": Tex(latex(left)), "right": Tex(latex(right)), "side": side})
+    return out
+
+
+def upper(bound: sp.Expr) -> sp.Expr:
+    """An exact bound as it is; a numeric one rounded up (to 4 digits), so it stays a bound."""
+    if bound.is_Rational or not bound.is_finite:
+        return bound
+    scale = 10 ** (3 - math.floor(math.log10(abs(float(bound))))) if bound else 1
+    return sp.Rational(math.ceil(float(bound) * scale), scale)
+
+
+# -------------------------------------------------------- vanishing gradient
+def vanishing(d, param: str, sups: dict, apps) -> dict:
+    """Bound ‖∂/∂param‖ path by path: every activation derivative by its supremum, the rest by norms.
+
+    A scalar path's factors multiply (|ab| = |a||b|); a matrix path in the
+    notes' form uses ‖AB‖_F ≤ ‖A‖_F‖B‖_F and ‖A ⊙ f'(Z)‖_F ≤ sup|f'| ‖A‖_F,
+    starting from the δ the engine computed at the output block; a factor
+    with no such form is bounded by its own norm.
+    """
+    terms, collapsed, counts, seen = [], [], [], []
+    for path in d.chain(param):
+        notes = notes_chain(d, path)
+        if notes is not None:
+            node, _, coeffs = notes
+            items = [Norm(delta(d.graph, node))] + coeffs
+        else:
+            items = [edge_expr(d, f.of, f.wrt) if not isinstance(edge_expr(d, f.of, f.wrt), sp.Lambda)
+                     else Norm(Partial(d.graph.symbol(f.of), d.graph.symbol(f.wrt))) for f in path]
+        parts, found = [], []
+        for it in items:
+            acts, rest = _activation_factors(it, apps)
+            for act in acts:
+                found.append(act)
+                parts.append(upper(sups.get(act, sp.oo)))
+            if rest != 1:
+                parts.append(rest if isinstance(rest, Norm) else Norm(rest))
+        counts.append(sum(a in sups for a in found))
+        seen += found
+        terms.append(Chain(*parts))
+        nums = [p for p in parts if p.is_number]
+        collapsed.append(Chain(sp.Mul(*nums), *[p for p in parts if not p.is_number]) if len(nums) > 1 else None)
+    rhs = [Terms(*terms)]
+    if len(terms) == 1 and collapsed[0] is not None:
+        rhs.append(collapsed[0])
+    expr = Bound(Norm(Partial(d.loss_name, param)), *rhs)
+    shrinking = [a.__name__ for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
+    return {"param": Tex(latex(d.graph.symbol(param))), "bound": Tex(latex(expr, applications=apps)),
+            "factors": max(counts, default=0), "shrinking": shrinking, "any": bool(sups),
+            "matrix_note": is_matrix(d.graph.symbol(param)), "sympy": {"bound": expr}}
+
+
+def _activation_factors(e, apps):
+    """(activation classes whose f' is a factor of e, the rest): σ'(Z) in a matrix, or inside a product."""
+    if isinstance(e, FPrime):
+        w = sp.Dummy("w", real=True)
+        return ([], sp.S.One) if e.scalar(w).is_number else ([e.activation], sp.S.One)
+    if isinstance(e, Norm) or is_matrix(e) or not isinstance(e, sp.Expr):
+        return [], e
+    acts, rest = split_primes(e, apps)
+    return acts, rest
+
+
+# ------------------------------------------------------------- evaluation
+def numpy_forward(d, values: dict) -> dict:
+    """Every node of a matrix graph computed with NumPy from the definitions alone (no derivative)."""
+    g = d.graph
+    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float))
+           for n in g.input_names + g.target_names + g.param_names}
+    out = {}
+    for n in g.order:
+        if n in g._expr:
+            env[g.symbol(n)] = out[n] = _np(g.expr(n), env, rows)
+    return out
+
+
+def _np(e, env, rows):
+    """A NumPy value for a (matrix or scalar) expression of the graph's symbols."""
+    if e in env:
+        return env[e]
+    if e == BATCH:
+        return float(rows)
+    if isinstance(e, sp.OneMatrix):
+        return np.ones(tuple(rows if k == BATCH else int(k) for k in e.shape))
+    if isinstance(e, sp.Number):
+        return float(e)
+    if isinstance(e, sp.Transpose):
+        return _np(e.arg, env, rows).T
+    if isinstance(e, sp.Trace):
+        return float(np.trace(_np(e.arg, env, rows)))
+    if isinstance(e, (sp.MatMul, sp.Mul)):
+        val = 1.0
+        for a in e.args:
+            v = _np(a, env, rows)
+            val = val @ v if np.ndim(val) == 2 and np.ndim(v) == 2 else val * v
+        return val
+    if isinstance(e, (sp.MatAdd, sp.Add)):
+        return sum(_np(a, env, rows) for a in e.args)
+    if isinstance(e, sp.Pow):
+        return _np(e.base, env, rows) ** _np(e.exp, env, rows)
+    if isinstance(e, sp.HadamardProduct):
+        return np.prod([_np(a, env, rows) for a in e.args], axis=0)
+    if isinstance(e, ElementwiseApplyFunction):
+        body, w = e.function.expr, e.function.variables[0]
+        defn = type(body).definition(*body.args) if isinstance(body, Activation) else body
+        return np.vectorize(sp.lambdify(w, defn, "mpmath"), otypes=[float])(_np(e.expr, env, rows))
+    if isinstance(e, Softmax):
+        z = _np(e.arg, env, rows)
+        ez = np.exp(z - z.max(axis=1, keepdims=True))
+        return ez / ez.sum(axis=1, keepdims=True)
+    if isinstance(e, RowCost):
+        lf = e.loss
+        ell = np.vectorize(sp.lambdify((lf.prediction, lf.target), lf.expr, "mpmath"), otypes=[float])
+        return ell(_np(e.prediction, env, rows), _np(e.target, env, rows)).sum(axis=1, keepdims=True)
+    raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {e}")
+
+
+def inert(e):
+    """f(M) entry by entry as symback's Elementwise, which stays unevaluated when M is replaced.
+
+    SymPy's ElementwiseApplyFunction calls f on a 1×1 matrix put in its place,
+    and a symback activation called on a matrix builds an ElementwiseApplyFunction
+    again, without end; Elementwise means the same and is written out by ``explicit``.
+    """
+    from ..matrix import Elementwise
+    return e.replace(lambda x: isinstance(x, ElementwiseApplyFunction),
+                     lambda x: Elementwise(x.function, x.expr)) if isinstance(e, sp.Basic) else e
+
+
+def evaluate(d, values: dict) -> dict:
+    """``Derivation.evaluate``, with a matrix graph's values computed through :func:`inert` forms.
+
+    Returns {'forward': {node: value}, 'gradient': {param: value}} (NumPy
+    arrays for matrices, computed exactly by SymPy and then rounded).
+    """
+    g = d.graph
+    if not g.is_matrix:
+        return d.evaluate(values)
+    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
+    env = {g.symbol(n): sp.ImmutableMatrix(np.atleast_2d(np.asarray(values[n], dtype=float)))
+           for n in g.input_names + g.target_names + g.param_names}
+    forward, grads = {}, {}
+    for n in g.order:
+        if n in g._expr:
+            forward[n] = numeric(g.expr(n), env, rows)
+            env[g.symbol(n)] = sp.ImmutableMatrix(forward[n]) if np.ndim(forward[n]) else sp.Float(forward[n])
+    for sym, e in d.program().backward:
+        value = numeric(e, env, rows)
+        env[sym] = sp.ImmutableMatrix(value) if np.ndim(value) else sp.Float(value)
+        grads[sym.name[len("delta_"):]] = value
+    return {"forward": forward, "gradient": {p: grads[p] for p in d.params}}
+
+
+def numeric(expr, values: dict, rows: int):
+    """A matrix expression of a graph's symbols (and δs, FPrime, SoftmaxVJP) evaluated exactly, as floats."""
+    from ..vjp import SoftmaxVJP
+    e = inert(expr).xreplace(values)
+    e = e.replace(lambda x: isinstance(x, SoftmaxVJP), lambda x: x.entries(
+        explicit(x.args[0], rows).tolist(), explicit(x.args[1], rows).tolist()))
+    r = explicit(e, rows)
+    r = r.evalf() if hasattr(r, "evalf") else r
+    return np.array(r.tolist(), dtype=float) if hasattr(r, "tolist") else float(r)
+
+
+def random_values(d, seed: int, rows: int = 3) -> dict:
+    """Random inputs, targets and parameters for a matrix graph (targets fit the loss: one-hot, in (0, 1))."""
+    rng, g = np.random.default_rng(seed), d.graph
+    cost = g.expr(g.cost_name) if getattr(g, "cost_name", None) else None
+    out = {}
+    for n in g.input_names + g.target_names + g.param_names:
+        shape = tuple(rows if k == BATCH else int(k) for k in g.symbol(n).shape)
+        if g.kind(n) == "target" and isinstance(cost, RowCost) and cost.loss.name == "cross_entropy":
+            out[n] = np.eye(shape[1])[rng.integers(0, shape[1], size=shape[0])]
+        elif g.kind(n) == "target" and isinstance(cost, RowCost) and cost.loss.name == "binary_cross_entropy":
+            out[n] = rng.uniform(0.05, 0.95, size=shape)
+        else:
+            out[n] = rng.normal(scale=0.8 if g.kind(n) != "target" else 1.0, size=shape)
+    return out
+
+
+# ----------------------------------------------------------- verification
+def verify(d, values, seed) -> dict:
+    """Each gradient from the formulas next to a central finite difference of the loss."""
+    if d.graph.is_matrix:
+        return _verify_matrix(d, values, seed)
+    g = d.graph
+    names = g.input_names + g.target_names + g.param_names
+    if values:
+        point, source = {n: values[n] for n in names}, "the values of the worked example"
+        rows = _verify_rows(d, point)
+    else:
+        rng = random.Random(seed)
+        for _ in range(20):     # a point where some gradient is nonzero (ReLU can switch all off)
+            point = {n: sp.Rational(round(rng.uniform(0.05, 0.95) if g.kind(n) == "target"
+                                          else rng.uniform(-1, 1), 3)).limit_denominator(1000)
+                     for n in names}
+            rows = _verify_rows(d, point)
+            if any(r.get("value") for r in rows):
+                break
+        source = f"random values (seed {seed})"
+    for r in rows:
+        r.pop("value", None)
+    point_tex = [{"name": Tex(latex(g.symbol(n))), "value": Tex(number(point[n]))} for n in names]
+    worst = max((r["err"] for r in rows if "err" in r), default=None)
+    return {"rows": rows, "point": point_tex, "source": source, "digits": VERIFY_DIGITS,
+            "h": Tex(number(VERIFY_H)), "worst": Tex(number(worst, 2)) if worst is not None else None,
+            "matrices": False}
+
+
+def _verify_rows(d, point) -> list[dict]:
+    g, digits, h = d.graph, VERIFY_DIGITS, VERIFY_H
+    env = {g.symbol(n): sp.Float(v, digits) for n, v in point.items()}
+    loss = g.unrolled()[d.loss_name]
+    rows = []
+    for p in d.params:
+        sym = g.symbol(p)
+        formula = sp.N(d.gradient(p, form="expanded").xreplace(env), digits)
+        plus = sp.N(loss.xreplace({**env, sym: env[sym] + h}), digits)
+        minus = sp.N(loss.xreplace({**env, sym: env[sym] - h}), digits)
+        fd = (plus - minus) / (2 * h)
+        if not (formula.is_real and fd.is_real):
+            rows.append({"name": Tex(latex(sym)), "formula": Tex(r"\text{--}"),
+                         "fd": Tex(r"\text{--}"), "error": Tex(r"\text{not real here}")})
+            continue
+        scale = max(abs(formula), abs(fd))
+        err = float(abs(formula - fd) / scale if scale else abs(formula - fd))
+        rows.append({"name": Tex(latex(sym)), "formula": Tex(number(formula, 10)),
+                     "fd": Tex(number(fd, 10)), "error": Tex(number(err, 2)), "err": err,
+                     "value": formula})
+    return rows
+
+
+def _verify_matrix(d, values, seed) -> dict:
+    """The formulas' gradients (SymPy, exact matrices) against central differences of a NumPy loss."""
+    if values is None:
+        values, source = random_values(d, seed), f"random values (seed {seed}, 3 samples)"
+    else:
+        source = "the values of the worked example"
+    grads = evaluate(d, values)["gradient"]
+    loss = lambda v: float(numpy_forward(d, v)[d.loss_name])     # noqa: E731
+    rows, worst = [], 0.0
+    for p in d.params:
+        base = np.atleast_2d(np.asarray(values[p], dtype=float))
+        fd = np.zeros_like(base)
+        for idx in np.ndindex(fd.shape):
+            plus, minus = base.copy(), base.copy()
+            plus[idx] += MATRIX_H
+            minus[idx] -= MATRIX_H
+            fd[idx] = (loss({**values, p: plus}) - loss({**values, p: minus})) / (2 * MATRIX_H)
+        gp = grads[p]
+        err = float(np.linalg.norm(gp - fd) / max(np.linalg.norm(fd), np.linalg.norm(gp), 1e-300))
+        worst = max(worst, err)
+        rows.append({"name": Tex(latex(d.graph.symbol(p))), "formula": Tex(number(np.linalg.norm(gp), 8)),
+                     "fd": Tex(number(np.linalg.norm(fd), 8)), "error": Tex(number(err, 2)), "err": err})
+    return {"rows": rows, "point": [], "source": source, "digits": 16, "h": Tex(number(MATRIX_H)),
+            "worst": Tex(number(worst, 2)), "matrices": True}
+
+
+# ------------------------------------------------------------------- cost
+_COST: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def cost(d) -> dict:
+    """Operation counts, computed once: the loss differentiated naively vs the chain program (and after cse)."""
+    if d not in _COST:
+        _COST[d] = _cost(d)
+    return _COST[d]
+
+
+def _cost(d) -> dict:
+    g = d.graph
+    leaves = g.input_names + g.target_names + g.param_names
+    if g.is_matrix:
+        entries = sum(math.prod(int(k) for k in g.symbol(p).shape) for p in g.param_names)
+        if entries > MAX_COUNTED_ENTRIES:
+            return {"naive": None, "chain": None, "cse": None, "ratio": None, "saves": False, "loss_ops": None,
+                    "note": Tex(f"The network has {entries} parameter entries; counting operations entry "
+                                "by entry was skipped (it is shown for small networks).")}
+    env = {g.symbol(n): _entries(g.symbol(n), n) for n in leaves}
+    flat = lambda e: list(e) if isinstance(e, sp.MatrixBase) else [e]   # noqa: E731
+    # the chain program: each node and adjoint in terms of the previous named ones
+    named, program = dict(env), []
+    prog = d.program()
+    for sym, e in list(prog.forward) + list(prog.backward):
+        program += flat(_explicit(e, named))
+        named[sym] = _entries(sym, f"v{len(named)}")
+    chain_ops = sum(sp.count_ops(e) for e in program)
+    reps, reduced = sp.cse(program)
+    cse_ops = sum(sp.count_ops(e) for _, e in reps) + sum(sp.count_ops(e) for e in reduced)
+    full = dict(env)
+    for sym, e in prog.forward:
+        full[sym] = _explicit(e, full)
+    loss = full[g.symbol(d.loss_name)]
+    naive, note = None, None
+    n_entries = sum(len(flat(env[g.symbol(p)])) for p in g.param_names)
+    # differentiating the written-out loss once per entry is what is slow: bound that work
+    if sp.count_ops(loss) > MAX_NAIVE_OPS or sp.count_ops(loss) * n_entries > MAX_NAIVE_WORK:
+        note = Tex(f"The unrolled loss has {sp.count_ops(loss)} operations; differentiating it "
+                   "symbolically for every parameter was skipped.")
+    else:
+        naive = sp.count_ops(loss) + sum(sp.count_ops(sp.diff(loss, s))
+                                         for p in g.param_names for s in flat(env[g.symbol(p)]))
+    return {"naive": naive, "chain": chain_ops, "cse": cse_ops, "note": note,
+            "loss_ops": sp.count_ops(loss) if naive is not None else None,
+            "ratio": Tex(number(sp.Rational(naive, cse_ops), 3)) if naive and cse_ops else None,
+            "saves": bool(naive and cse_ops and naive > cse_ops)}
+
+
+def _entries(sym, name):
+    """A scalar stays itself; a matrix becomes explicit symbols (one sample: the batch size is 1)."""
+    if not is_matrix(sym):
+        return sym if isinstance(name, str) and sym.name == name else sp.Symbol(name)
+    r, c = (1 if k == BATCH else int(k) for k in sym.shape)
+    return sp.ImmutableMatrix(r, c, lambda i, j: sp.Symbol(f"{name}_{i}_{j}"))
+
+
+def _explicit(e, table):
+    e = inert(e).xreplace(table)
+    if isinstance(e, sp.MatrixBase) or is_matrix(e) or e.has(sp.Trace, sp.MatrixSymbol, sp.OneMatrix):
+        r = explicit(e, 1)
+        return r.subs(BATCH, 1) if hasattr(r, "subs") else r
+    return e

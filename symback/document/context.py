@@ -1,0 +1,472 @@
+"""The keys the templates read, for any Derivation, scalar or matrix.
+
+:func:`context` walks the one Derivation (its graph, local factors,
+chains, adjoints and program) and prints every formula from one SymPy
+expression.  Each part is plain data (``Tex`` strings, numbers, lists,
+dicts); the expressions the formulas were printed from ride along under
+``"sympy"`` keys, for tests to check against oracles, and :func:`plain`
+removes them before a template sees the context.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import sympy as sp
+
+from ..engine import Adjoint, delta
+from ..errors import OutputError, SymbackError
+from ..functions import Activation
+from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix
+from ..printing import (Chain, LatexPrinter, Partial, PerSample, Terms, Tex, latex, latex_escape,
+                        markdown_escape, number, prime, visual_len)
+from . import analysis
+from .factors import as_derivation, compose, edge_expr, notes_chain
+from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
+
+__all__ = ["context", "plain"]
+
+MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
+MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
+LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
+MAX_MATRIX_WIDTH = LINE_WIDTH   # a composed matrix formula longer than this is left out (not broken)
+MAX_SHOWN = 6              # matrices larger than this are not written out in the example
+OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
+           "verify", "cost", "display", "date"}
+
+
+def context(derivation, fmt: str = "latex", **options) -> dict:
+    """Everything a template needs, every formula printed (see :func:`symback.render.render`).
+
+    Formulas are ``Tex``; beside them, each part's ``"sympy"`` dict holds
+    the expressions they were printed from.  ``plain(context(...))`` is
+    what templates get.
+    """
+    unknown = sorted(set(options) - OPTIONS)
+    if unknown:
+        raise OutputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+    d = as_derivation(derivation)
+    g = d.graph
+    escape = latex_escape if fmt == "latex" else markdown_escape
+    param = d._param(options["param"]) if options.get("param") is not None else _deepest_param(d)
+    values = _values(d, options.get("values")) if options.get("values") else None
+    lr, apps = options.get("lr"), _apps(d)
+    ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
+           "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
+           "display": bool(options.get("display", False)),
+           "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
+    ctx.update(_network(d, apps))
+    ctx["loss"] = _loss(d)
+    ctx["output"] = _output(d)
+    ctx["local"] = _local(d, apps)
+    widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
+    ctx["local_cols"] = 2 if widest < 60 else 1
+    ctx["gradients"] = [_gradient(d, p, apps) for p in d.params]
+    ctx["punchline"] = _punchline(d)
+    ctx["deltas"] = _deltas(d, apps)
+    sups = {}
+    ctx["activations"] = _activations({type(f) for f in apps}, sups)
+    dg = diagram(d, param, apps)
+    draw = options.get("figure", True)
+    ctx["figure"] = analysis_or_none(draw and fmt == "latex", lambda: tikz(dg))
+    ctx["mermaid"] = analysis_or_none(draw and fmt == "markdown", lambda: mermaid(dg))
+    ctx["figure_note"] = None if len(dg.order) <= MAX_FIGURE_NODES else Tex(
+        f"The graph has {len(dg.order)} nodes, too many to draw legibly; "
+        "the table of local derivatives lists its edges.")
+    ctx["example"] = analysis_or_none(values is not None and options.get("example", True),
+                                      lambda: _example(d, values, lr, apps))
+    ctx["vanishing"] = analysis_or_none(options.get("vanishing", True),
+                                        lambda: analysis.vanishing(d, param, sups, apps))
+    ctx["verify"] = analysis_or_none(options.get("verify", True),
+                                     lambda: analysis.verify(d, values, options.get("seed", 0)))
+    ctx["cost"] = analysis_or_none(options.get("cost", True), lambda: analysis.cost(d))
+    ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param}
+    return ctx
+
+
+def analysis_or_none(wanted, build):
+    """build() when the section is wanted, else None (the template leaves it out)."""
+    return build() if wanted else None
+
+
+def plain(ctx):
+    """The context without its ``"sympy"`` keys: only strings, numbers, lists and dicts."""
+    if isinstance(ctx, dict):
+        return {k: plain(v) for k, v in ctx.items() if k != "sympy"}
+    if isinstance(ctx, (list, tuple)):
+        return [plain(v) for v in ctx]
+    return ctx
+
+
+def _tex(expr, **settings) -> Tex:
+    return Tex(latex(expr, **settings))
+
+
+def _apps(d) -> list:
+    """The activation applications f(z) of the graph (to print their derivatives as f'(z))."""
+    found: dict = {}
+    for n in d.graph.order:
+        if n in d.graph._expr:
+            for f in d.graph.expr(n).atoms(Activation):
+                found.setdefault(f, None)
+    return list(found)
+
+
+def _deepest_param(d) -> str:
+    """The parameter farthest from the loss (the notes' first-layer weight)."""
+    return max(d.params, key=lambda p: (max(len(path) for path in d.chain(p)), -d.params.index(p)))
+
+
+def _values(d, values: dict) -> dict:
+    """The worked example's values: exact numbers for a scalar graph, float arrays for a matrix graph."""
+    g = d.graph
+    names = g.input_names + g.target_names + g.param_names
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise SymbackError(f"values missing for {', '.join(missing)}")
+    out = {}
+    for n in names:
+        v = values[n]
+        if is_matrix(g.symbol(n)):
+            try:
+                out[n] = np.atleast_2d(np.asarray(v, dtype=float))
+            except (TypeError, ValueError):
+                raise SymbackError(f"values for {n!r} must be numbers or arrays of numbers") from None
+        else:
+            out[n] = _exact(n, v)
+    return out
+
+
+def _exact(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, sp.Number)):
+        try:
+            value = sp.sympify(value, strict=True)
+        except (sp.SympifyError, TypeError, ValueError):
+            raise SymbackError(f"value for {name!r} must be a number, got {value!r}") from None
+        if not value.is_number:
+            raise SymbackError(f"value for {name!r} must be a number, got {value!r}")
+    if isinstance(value, float):
+        return sp.Rational(repr(value))     # 0.1 means 1/10: the example stays exact
+    return sp.sympify(value)
+
+
+# ------------------------------------------------------------- the network
+def _network(d, apps) -> dict:
+    g = d.graph
+
+    def declared(kind):
+        syms = [g.symbol(n) for n in g.names(kind)]
+        # a matrix is shown with its shape: X ∈ R^{m×3}
+        shown = [sp.Contains(s, _space(s), evaluate=False) if is_matrix(s) else s for s in syms]
+        return Tex(", ".join(latex(s) for s in shown))
+    forward = [{"lhs": _tex(sym), "rhs": _tex(e, applications=apps), "sympy": {"lhs": sym, "rhs": e}}
+               for sym, e in d.program().forward]
+    return {"inputs": declared("input"), "targets": declared("target"), "params": declared("param"),
+            "n_params": len(d.params), "forward": forward}
+
+
+def _space(s):
+    from sympy.matrices.expressions.sets import MatrixSet
+    return MatrixSet(*s.shape, sp.S.Reals)
+
+
+def _loss(d) -> dict:
+    """The per-sample cost as defined (a matrix graph: the loss ℓ(ŷ, y) summed over a row) and L."""
+    g = d.graph
+    cost_name = getattr(g, "cost_name", None) or d.loss_name
+    cost, C = g.expr(cost_name), g.symbol(cost_name)
+    i = sp.Symbol("i", positive=True, integer=True)
+    if isinstance(cost, RowCost):
+        lf, width = cost.loss, cost.prediction.shape[1]
+        yh, y = sp.Symbol("yhat"), sp.Symbol("y")
+        lhs, rhs = sp.Function("ell")(yh, y), lf.expr.xreplace({lf.prediction: yh, lf.target: y})
+        k = sp.Symbol("k", positive=True, integer=True)
+        yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
+        row = sp.Function("ell")(yk, tk)
+        sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(C.name)), i),
+                       sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
+    else:
+        lhs, rhs, sample = C, cost, None
+    L = sp.Symbol(d.loss_name if d.loss_name != cost_name else "L")
+    if cost_name == d.loss_name:      # the loss is the per-sample cost: L reduces it
+        batch = sp.Eq(L, d.reduce(PerSample(C)), evaluate=False)
+        full = sp.Eq(L, d.batch_loss(), evaluate=False)
+        theta = sp.Symbol("theta")
+        gradient = sp.Eq(Partial(L, theta), d.reduce(Partial(PerSample(C), theta)), evaluate=False)
+    else:                             # a matrix graph's loss node is L itself
+        batch = sp.Eq(L, g.expr(d.loss_name), evaluate=False)
+        full, gradient = None, None
+    parts = {"rhs": rhs, "lhs": lhs, "sample": sample, "batch": batch, "batch_full": full,
+             "batch_gradient": gradient}
+    out = {k: (_tex(v) if v is not None else None) for k, v in parts.items()}
+    out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
+    out.update({"cost": _tex(C), "of": _tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
+                "name": getattr(cost, "loss", None) and cost.loss.name, "sympy": parts})
+    return out
+
+
+def _output(d):
+    """The output block the engine fused (softmax + cross-entropy, sigmoid + BCE, ...), if any.
+
+    Z is fused when its one child A = f(Z) feeds only the per-sample cost and
+    δ_Z does not go through δ_A: the engine used SymPy's simplified rule.
+    """
+    from ..functions import softmax
+    from ..vjp import AdjointMatrix, fused_output
+    g = d.graph
+    for n in g.node_names:
+        kids = g.children(n)
+        if len(kids) != 1 or not is_matrix(g.symbol(n)) or len(g.children(kids[0])) != 1:
+            continue
+        a_expr, cost = g.expr(kids[0]), g.expr(g.children(kids[0])[0])
+        out = softmax if isinstance(a_expr, Softmax) else (activation_of(a_expr) or (None,))[0]
+        if out is None or not isinstance(cost, RowCost) or delta(g, kids[0]) in d.adjoint[n].atoms(AdjointMatrix):
+            continue
+        rule, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
+        zk, ak, yk = sp.symbols("z_k yhat_k y_k")
+        scalar = sp.Eq(Partial(sp.Symbol(g.cost_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
+        matrix = sp.Eq(delta(g, n), d.adjoint[n], evaluate=False)
+        return {"scalar": _tex(scalar), "matrix": _tex(matrix), "function": out.__name__,
+                "loss": cost.loss.name, "sympy": {"scalar": scalar, "matrix": matrix}}
+    return None
+
+
+# ------------------------------------------------------ local factors, chains
+def _local(d, apps) -> list[dict]:
+    g = d.graph
+    rows = []
+    for child in g.order:
+        for parent in g.parents(child):
+            if (child, parent) not in d.local:
+                continue
+            e = edge_expr(d, child, parent)
+            short, full = latex(e, applications=apps), latex(e, primes=False)
+            lhs = Partial(g.symbol(child), g.symbol(parent))
+            rows.append({"of": _tex(g.symbol(child)), "wrt": _tex(g.symbol(parent)), "partial": _tex(lhs),
+                         "value": Tex(short), "inline": Tex(rf"\partial {latex(g.symbol(child))} / "
+                                                            rf"\partial {latex(g.symbol(parent))}"),
+                         "written_out": Tex(full) if full != short else None,
+                         "maps": isinstance(e, sp.Lambda), "sympy": {"partial": lhs, "value": e}})
+    return rows
+
+
+def _gradient(d, p, apps) -> dict:
+    g = d.graph
+    lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
+    paths = []
+    for path in d.chain(p):
+        labels = [edge_expr(d, f.of, f.wrt) for f in path]
+        symbols = Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path])
+        # derivatives multiply in path order; maps into matrices are applied in turn
+        factors = compose(labels) if any(isinstance(x, sp.Lambda) for x in labels) else Chain(*labels)
+        text = latex(factors, applications=apps)
+        paths.append({"symbols": _tex(symbols), "length": len(path),
+                      "factors": Tex(text) if visual_len(text) <= MAX_MATRIX_WIDTH else None,
+                      "sympy": {"symbols": symbols, "factors": factors, "labels": labels}})
+    closed, recursive = d.gradient(p), d.gradient(p, form="recursive")
+    closed_text = latex(closed, applications=apps)
+    if is_matrix(closed) and visual_len(closed_text) > MAX_MATRIX_WIDTH:
+        closed, closed_text = None, None
+    expanded = d.gradient(p, form="expanded") if len(g.order) <= MAX_EXPANDED_NODES and not is_matrix(
+        g.symbol(p)) else None
+    show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
+                     and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
+    return {"name": _tex(g.symbol(p)), "lhs": _tex(lhs), "paths": paths,
+            "closed": Tex(closed_text) if closed_text else None,
+            "closed_aligned": Tex(_aligned_lines(closed, apps)) if closed_text else None,
+            "expanded": _tex(expanded, applications=apps) if show_expanded else None,
+            "recursive": Tex(_aligned_lines(recursive, apps)) if recursive != closed else None,
+            "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive,
+                      "expanded": expanded if show_expanded else None}}
+
+
+def _punchline(d):
+    """Each weight's chain in the notes' shorthand, from the last layer back: (Ŷ − Y) · W^T · σ'(Z) · A^T.
+
+    Only where the engine fused an output block and every later factor is a
+    plain product or an element-wise f'; a parameter whose last factor sums
+    over the rows (a bias) is left out, as in the notes.
+    """
+    g, rows = d.graph, []
+    cost = getattr(g, "cost_name", None)
+    for p in reversed(d.params):
+        forms = [notes_chain(d, path) for path in d.chain(p)]
+        forms = [f for f in forms if f is not None]
+        if not forms or any(isinstance(f[2][-1] if f[2] else None, sp.OneMatrix) or
+                            (f[2] and isinstance(f[2][-1], sp.Transpose) and isinstance(f[2][-1].arg, sp.OneMatrix))
+                            for f in forms):
+            continue
+        lhs = Partial(g.symbol(cost), g.symbol(p))
+        rhs = Terms(*[Chain(first, *coeffs) for _, first, coeffs in forms])
+        rows.append({"lhs": _tex(lhs), "factors": _tex(rhs), "sympy": {"lhs": lhs, "factors": rhs}})
+    return rows or None
+
+
+def _deltas(d, apps) -> list[dict]:
+    g = d.graph
+    # the output A_l = f(Z_l) of a matrix layer passes δ straight on: shown inlined, as in the notes
+    inline = {}
+    for n in g.order:
+        if n in d.adjoint and is_matrix(g.symbol(n)) and activation_of(g.expr(n) if n in g._expr else None) \
+                and len(g.children(n)) == 1 and n != d.loss_name:
+            inline[delta(g, n)] = d.adjoint[n]
+    C = g.symbol(d.loss_name)
+    rows = [{"name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
+             "value": Tex("1"), "param": False, "recursive": None,
+             "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One}}]
+    for sym, e in d.program().backward:
+        n = sym.name[len("delta_"):]
+        parts = [Chain(delta(g, c), Partial(g.symbol(c), g.symbol(n))) if c != d.loss_name
+                 else Partial(g.symbol(c), g.symbol(n)) for c in g.children(n)]
+        symbolic = parts[0] if len(parts) == 1 else Terms(*parts)
+        value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
+        lhs = sym
+        rows.append({"name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
+                     "value": Tex(_aligned_lines(value, apps)), "param": g.kind(n) == "param",
+                     "recursive": _tex(e, applications=apps) if value != e else None,
+                     "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value}})
+    return rows
+
+
+# ------------------------------------------------------------- activations
+def _activations(classes, sups: dict) -> list[dict]:
+    out = []
+    for cls in sorted(classes, key=lambda c: c.__name__):
+        z = sp.Symbol("z", real=True)
+        app = cls(z)
+        sup, exact = analysis.derivative_sup(cls)
+        sups[cls] = sup
+        defn = sp.Eq(app, _definition(cls, app), evaluate=False)
+        deriv = sp.Eq(prime(cls, app.args), sp.factor_terms(cls.derivative(*app.args)), evaluate=False)
+        sup_line = sp.Eq(sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup, evaluate=False) if exact else None
+        out.append({
+            "name": cls.__name__,
+            "definition": _tex(defn),
+            "derivative": Tex(latex(deriv.lhs) + " = " + latex(deriv.rhs, primes=False, sums_last=True)),
+            "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
+                            + (f"= {latex(sup)}" if exact else rf"\approx {number(sup, 4)}")),
+            "kinks": analysis.kinks(cls),
+            "sympy": {"definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
+                      "sup_line": sup_line}})
+    return out
+
+
+def _definition(cls, app):
+    """The definition, in exponentials when it is just a SymPy function (tanh(z) = ...)."""
+    e = cls.definition(*app.args)
+    if isinstance(e, sp.Function) and not isinstance(e, Activation) and e.args == app.args[:1]:
+        e = e.rewrite(sp.exp)
+    return e
+
+
+# ---------------------------------------------------------- worked example
+def _example(d, values: dict, lr, apps) -> dict:
+    g = d.graph
+    ev = analysis.evaluate(d, values)
+    show = _shown
+    given = [{"name": _tex(g.symbol(n)), "value": show(values[n])}
+             for n in g.input_names + g.target_names + g.param_names]
+    known = {n: v for n, v in values.items() if not isinstance(v, np.ndarray)}
+    forward = []
+    for sym, e in d.program().forward:
+        n = sym.name
+        sub = Tex(latex(e, values=known, applications=apps)) if known and not is_matrix(e) and \
+            not isinstance(ev["forward"][n], np.ndarray) else None
+        forward.append({"lhs": _tex(sym), "formula": _tex(e, applications=apps), "substituted": sub,
+                        "value": show(ev["forward"][n])})
+        if not isinstance(ev["forward"][n], np.ndarray):
+            known[n] = ev["forward"][n]
+    grads = []
+    for p in d.params:
+        lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
+        chains = [Chain(*[f.expr for f in path]) for path in d.chain(p)]
+        scalar = not is_matrix(g.symbol(p))
+        grads.append({"lhs": _tex(lhs), "value": show(ev["gradient"][p]),
+                      "formula": _tex(Terms(*chains), applications=apps) if scalar else None,
+                      "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None})
+    updates = []
+    if lr is not None:
+        eta = _exact("lr", lr)
+        for p in d.params:
+            rule = sp.Symbol(p) - sp.Symbol("eta") * Partial(d.loss_name, p)
+            grad, old = ev["gradient"][p], values[p]
+            step = sp.Symbol(p) - sp.Symbol("eta") * sp.Symbol("gradient")
+            sub = None if isinstance(old, np.ndarray) else Tex(latex(step, values={p: old, "eta": eta, "gradient": grad}))
+            updates.append({"name": _tex(g.symbol(p)), "rule": _tex(rule), "substituted": sub,
+                            "value": show(old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad)})
+    loss = ev["forward"][d.loss_name]
+    return {"given": given, "forward": forward, "loss": show(loss), "gradients": grads, "updates": updates,
+            "lr": Tex(number(_exact("lr", lr))) if lr is not None else None,
+            "matrices": any(isinstance(v, np.ndarray) for v in values.values())}
+
+
+def _shown(v) -> Tex:
+    """A number, or a small matrix written out (a large one by its shape)."""
+    if not isinstance(v, np.ndarray):
+        return Tex(number(v))
+    if max(v.shape) > MAX_SHOWN:
+        return Tex(rf"\text{{a }} {v.shape[0]} \times {v.shape[1]} \text{{ matrix}}")
+    return _tex(sp.Matrix(v.tolist()).applyfunc(sp.Float))
+
+
+# ----------------------------------------------------------- line breaking
+def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
+    r"""`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
+
+    A long sum breaks between its terms; a product with a long sum breaks inside that sum.
+    """
+    text = latex(expr, applications=apps)
+    if visual_len(text) <= width:
+        return text
+    if is_matrix(expr):
+        return _matrix_lines(expr, apps, width) if isinstance(expr, sp.MatAdd) else text
+    e = sp.factor_terms(expr)
+    body, prefix, suffix = e, "", ""
+    if isinstance(e, sp.Mul):
+        adds = [f for f in e.args if isinstance(f, sp.Add)]
+        if not adds:
+            return text
+        body = max(adds, key=lambda f: len(f.args))
+        if visual_len(latex(body, applications=apps)) < width // 2:
+            return text         # no long sum inside: a break would only split a short factor
+        prefix, suffix = latex(e / body, applications=apps) + r" \bigl(", r"\bigr)"
+    if not isinstance(body, sp.Add):
+        return text
+    lines, cur = [], prefix
+    for term in _signed_terms(body, apps):
+        if cur not in ("", prefix) and visual_len(cur) + visual_len(term) > width:
+            lines.append(cur)
+            cur = ""
+        cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
+    lines.append(cur + suffix)
+    return r" \\ &\qquad ".join(lines)
+
+
+def _matrix_lines(expr, apps, width) -> str:
+    """A long sum of matrices, one or more terms per continuation row."""
+    printer = LatexPrinter({"applications": tuple(apps)})
+    lines, cur = [], ""
+    for i, t in enumerate(expr.args):
+        neg = t.could_extract_minus_sign()
+        body = printer.doprint(-t if neg else t)
+        term = ("- " if neg else ("+ " if i else "")) + body
+        if cur and visual_len(cur) + visual_len(term) > width:
+            lines.append(cur)
+            cur = ""
+        cur = f"{cur} {term}" if cur else term
+    lines.append(cur)
+    return r" \\ &\qquad ".join(lines)
+
+
+def _signed_terms(add: sp.Add, apps) -> list[str]:
+    """The terms of a sum as the printer shows them, each with its sign (the first without '+')."""
+    printer = LatexPrinter({"applications": tuple(apps)})
+    out = []
+    for i, t in enumerate(printer._as_ordered_terms(add)):
+        neg = t.could_extract_minus_sign()
+        term = -t if neg else t
+        body = printer.doprint(term)
+        if isinstance(term, sp.Add):
+            body = rf"\left({body}\right)"
+        out.append(("- " if neg else ("+ " if i else "")) + body)
+    return out

@@ -1,0 +1,135 @@
+"""The local factors of a derivation as a document shows them, and how they compose.
+
+An edge child ← parent carries what the engine computed for it
+(:attr:`Derivation.local`): for a scalar child the derivative
+∂child/∂parent, which multiplies along a path; for a matrix child the
+vector-Jacobian product, linear in δ_child, shown as the map
+``δ ↦ VJP(δ)``, which composes along a path.  :func:`compose` is that
+rule, so a path's labels give its contribution to the gradient, and the
+tests check it against finite differences.  :func:`coefficient` reads
+the lecture notes' shorthand off a VJP (δ W^T → W^T, A^T δ → A^T,
+δ ⊙ f'(Z) → f'(Z)) for the punchline and the bound.
+"""
+from __future__ import annotations
+
+
+import sympy as sp
+
+from ..engine import Derivation, delta
+from ..matrix import BATCH, is_matrix
+from ..vjp import AdjointMatrix
+
+__all__ = ["as_derivation", "edge_expr", "compose", "coefficient", "cost_adjoint", "notes_chain",
+           "GENERIC"]
+
+#: The placeholder δ of a figure's edge labels (printed as a bare δ).
+GENERIC = "delta_"
+
+
+def as_derivation(d) -> Derivation:
+    """The Derivation a document is built from (checked: nothing else renders)."""
+    if not isinstance(d, Derivation):
+        from ..errors import SymbackError
+        raise SymbackError(f"a document needs a Derivation from sb.derive(...), got {type(d).__name__}")
+    return d
+
+
+def edge_expr(d: Derivation, child: str, parent: str, generic: bool = False):
+    """The label of the edge child ← parent: ∂child/∂parent, or the map δ_child ↦ VJP.
+
+    With ``generic`` the map's variable is a bare δ (short figure labels).
+    """
+    e = d.local[(child, parent)]
+    if not is_matrix(d.graph.expr(child)):
+        return e
+    adj = delta(d.graph, child)
+    if generic:
+        g = AdjointMatrix(GENERIC, *adj.shape)
+        e, adj = e.xreplace({adj: g}), g
+    return sp.Lambda(adj, e)
+
+
+def compose(labels) -> sp.Expr:
+    """What flows from the loss along a path whose edge labels are `labels` (in path order).
+
+    A derivative multiplies what has arrived; a map δ ↦ VJP(δ) is applied to it.
+    """
+    value = sp.S.One
+    for lab in labels:
+        if isinstance(lab, sp.Lambda):
+            value = lab.expr.xreplace({lab.variables[0]: value})
+        else:
+            value = value * lab
+        if is_matrix(value):
+            value = value.doit() if value.has(sp.MatMul, sp.MatAdd) else value
+    return value
+
+
+def coefficient(lab):
+    """The notes' shorthand of a map δ ↦ VJP(δ): (how, M) for δ M, M δ, δ ⊙ M or δ itself; else None."""
+    if not isinstance(lab, sp.Lambda):
+        return ("times", lab)
+    dv, e = lab.variables[0], lab.expr
+    if e == dv:
+        return ("identity", sp.S.One)
+    if isinstance(e, sp.MatMul):
+        args = list(e.args)
+        if args.count(dv) == 1 and not any(a.has(dv) for a in args if a != dv):
+            rest = [a for a in args if a != dv]
+            coeff = rest[0] if len(rest) == 1 else sp.MatMul(*rest)
+            if args[0] == dv:
+                return ("right", coeff)
+            if args[-1] == dv:
+                return ("left", coeff)
+    if isinstance(e, sp.HadamardProduct) and dv in e.args and e.args.count(dv) == 1:
+        rest = [a for a in e.args if a != dv]
+        if not any(a.has(dv) for a in rest):
+            return ("hadamard", rest[0] if len(rest) == 1 else sp.HadamardProduct(*rest))
+    return None
+
+
+def cost_adjoint(d: Derivation):
+    """δ_C of a matrix graph's per-sample cost column (None for a scalar graph)."""
+    name = getattr(d.graph, "cost_name", None)
+    return delta(d.graph, name) if name and is_matrix(d.graph.symbol(name)) else None
+
+
+def notes_chain(d: Derivation, path):
+    """A path in the notes' form: (start node, δ at the start for one sample, coefficients), or None.
+
+    The start is the last node on the path whose adjoint the engine did not
+    take from its predecessor's (an output block the engine fused, like
+    softmax with cross-entropy, δ = Ŷ − Y); every factor after it must
+    be a plain product, a transpose or an element-wise f'(Z).  For one
+    sample δ_C is 1, so the start reads as in the notes.
+    """
+    start = None
+    for k, f in enumerate(path):
+        node = f.wrt
+        if node in d.adjoint and is_matrix(d.graph.symbol(node)) and \
+                delta(d.graph, f.of) not in d.adjoint[node].atoms(AdjointMatrix) and f.of != d.loss_name:
+            start = k
+    dc = cost_adjoint(d)
+    if start is None and dc is not None:
+        # no fused block (an identity output): δ starts at the prediction, δ_Ŷ = ℓ'(Ŷ, Y)
+        start = next((k for k, f in enumerate(path) if delta(d.graph, f.of) == dc), None)
+    if start is None or dc is None:
+        return None
+    coeffs = []
+    for f in path[start + 1:]:
+        c = coefficient(edge_expr(d, f.of, f.wrt))
+        if c is None:
+            return None
+        if c[0] != "identity" and not (c[0] == "hadamard" and _is_one(c[1])):
+            coeffs.append(c[1])
+    node = path[start].wrt
+    first = d.adjoint[node].xreplace({dc: sp.OneMatrix(*dc.shape)}).doit()
+    return node, first, coeffs
+
+
+def _is_one(e) -> bool:
+    from ..matrix import FPrime
+    if isinstance(e, FPrime):
+        w = sp.Dummy("w", real=True)
+        return e.scalar(w) == 1
+    return isinstance(e, sp.OneMatrix)
