@@ -335,7 +335,8 @@ class ArrayPrinter:
         if pieces[-1].cond != sp.true:
             raise SymbackError(f"a Piecewise without an otherwise-branch cannot be printed: {expr}")
         val = lambda v: f"{float(v)!r}" if v.is_Number else self._print(v)
-        out = val(pieces[-1].expr)
+        constant = all(p.expr.is_Number for p in pieces)
+        out = self._typed(float(pieces[-1].expr)) if constant else val(pieces[-1].expr)
         for p in reversed(pieces[:-1]):
             out = self._fn("where", self._print(p.cond), val(p.expr), out)
         return out
@@ -358,6 +359,10 @@ class ArrayPrinter:
         for c in consts:
             out = self._clip(fn, out, float(c))
         return out
+
+    def _typed(self, c: float) -> str:
+        """A number in the model's dtype, where a library would otherwise pick its default."""
+        return repr(c)
 
     def _clip(self, fn, code, c):
         return self._fn(fn, code, repr(c))

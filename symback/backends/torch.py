@@ -47,6 +47,10 @@ def printer(names: dict):
         def _full(self, value, shape):
             return f"torch.full({self._shape(shape)}, {value}, dtype=DTYPE, device=_X.device)"
 
+        def _typed(self, c):
+            # torch.where of two Python numbers is torch's default dtype (float32)
+            return f"_X.new_tensor({c!r})"
+
         def _clip(self, fn, code, c):
             return f"torch.clamp({code}, {'min' if fn == 'maximum' else 'max'}={c!r})"
 
