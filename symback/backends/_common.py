@@ -61,16 +61,27 @@ class LogSoftmax(sp.MatrixExpr):
 
 
 # ------------------------------------------------------------------ rewrites
+#: Activations every array library has as one fused kernel of the same definition
+#: (σ, max(z, 0)); printed as the library's function instead of being lowered.
+NATIVE = ("sigmoid", "relu")
+
+
 def lower(expr):
-    """Activations replaced by their proven overflow-safe ``stable`` form, else their definition."""
+    """Activations replaced by their proven overflow-safe ``stable`` form, else their definition
+    (those in :data:`NATIVE`, of one argument, are kept for the printer)."""
+    def keep(e):
+        return type(e).__name__ in NATIVE and len(e.args) == 1
+
     def rule(e):
+        if keep(e):
+            return e
         cls = type(e)
         if cls.stable is not None and len(e.args) == 1:
             return cls.stable(*e.args)
         return cls.definition(*e.args)
 
-    while expr.has(Activation):
-        expr = expr.replace(lambda e: isinstance(e, Activation), rule)
+    while any(isinstance(a, Activation) and not keep(a) for a in sp.preorder_traversal(expr)):
+        expr = expr.replace(lambda e: isinstance(e, Activation) and not keep(e), rule)
     return expr
 
 
@@ -279,6 +290,8 @@ class ArrayPrinter:
 
     def _print(self, expr, **kwargs):
         if isinstance(expr, Activation):         # its class name (tanh) could shadow a method
+            if type(expr).__name__ in NATIVE and len(expr.args) == 1:
+                return self._native(type(expr).__name__, self._print(expr.args[0]))
             return self._print(lower(expr))
         return super()._print(expr, **kwargs)
 
@@ -409,9 +422,37 @@ class ArrayPrinter:
                        for c, t in zip(compact, terms))
 
     def _print_MatAdd(self, expr):
-        return self._join(expr.args, " + ", expr.shape)
+        # positive terms first, so that −Y + Ŷ prints as Ŷ - Y (one operation, not two)
+        neg = [t for t in expr.args if _split(t)[0].could_extract_minus_sign()]
+        pos = [t for t in expr.args if t not in neg]
+        if not pos or not neg:
+            return self._join(expr.args, " + ", expr.shape)
+        text = self._join(pos, " + ", expr.shape) if len(pos) > 1 else self._print_term(pos[0])
+        for t in neg:
+            text += " - " + self._print_term(-t if not isinstance(t, sp.MatMul) else sp.MatMul(*(
+                [-_split(t)[0]] + _split(t)[1])), paren=True)
+        return text
+
+    def _print_term(self, t, paren=False):
+        c = self._compact(t)
+        if c is not None:
+            return c
+        s = self._print(t)
+        return f"({s})" if paren and isinstance(t, (sp.MatAdd,)) else s
 
     def _print_HadamardProduct(self, expr):
+        # m ⊙ D with m a 0/1 mask (ReLU'): where(cond, 0, D), one pass instead of three
+        for i, f in enumerate(expr.args):
+            body = lower(f.function.expr) if isinstance(f, ElementwiseApplyFunction) else None
+            if isinstance(body, sp.Piecewise) and {p.expr for p in body.args} <= {sp.S.Zero, sp.S.One} \
+                    and len(expr.args) == 2:
+                other = self._atom(expr.args[1 - i])
+                arg = Code(self._atom(f.expr))
+                out = other if body.args[-1].expr == 1 else "0.0"
+                for p in reversed(body.args[:-1]):
+                    cond = self._print(p.cond.xreplace({f.function.variables[0]: arg}))
+                    out = self._fn("where", cond, other if p.expr == 1 else "0.0", out)
+                return out
         return self._join(expr.args, " * ", expr.shape)
 
     def _print_MatMul(self, expr):
@@ -491,6 +532,10 @@ class ArrayPrinter:
         raise NotImplementedError
 
     def _join_columns(self, codes):
+        raise NotImplementedError
+
+    def _native(self, name, code):
+        """The library's own kernel for an activation in :data:`NATIVE`."""
         raise NotImplementedError
 
 

@@ -53,6 +53,9 @@ class JaxArrayPrinter(ArrayPrinter, JaxPrinter):
     def _softmax(self, fn, code):
         return f"jax.nn.{fn}({code}, axis=1)"
 
+    def _native(self, name, code):
+        return f"jax.nn.{name}({code})"
+
     def _join_columns(self, codes):
         return f"jnp.concatenate([{', '.join(codes)}], axis=1)"
 

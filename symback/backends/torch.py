@@ -14,9 +14,10 @@ float64 is the default, as for the NumPy backend; float32 when asked.
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 
 from ..errors import SymbackError
-from ._common import ArrayPrinter, check_dtype, SHARED_SOURCE, constants, function_texts, identifiers, plan
+from ._common import ArrayPrinter, _split, check_dtype, SHARED_SOURCE, constants, function_texts, identifiers, plan
 from ._model import BackendModel, load_source
 
 __all__ = ["Model", "compile", "module_source", "printer", "DEFAULT_DTYPE"]
@@ -59,6 +60,19 @@ def printer(names: dict):
 
         def _softmax(self, fn, code):
             return f"torch.{fn}({code}, dim=1)"
+
+        def _print_MatAdd(self, expr):
+            # A W + 1 b as one fused call (addmm): eager torch pays per operation
+            if len(expr.args) == 2:
+                for prod, bias in (expr.args, expr.args[::-1]):
+                    (c, mats), (cb, row) = _split(prod), _split(bias)
+                    if c == 1 == cb and len(mats) == 2 == len(row) and isinstance(row[0], sp.OneMatrix) \
+                            and row[0].shape[1] == 1 and not any(isinstance(m_, sp.OneMatrix) for m_ in mats):
+                        return f"torch.addmm({self._atom(row[1])}, {self._atom(mats[0])}, {self._atom(mats[1])})"
+            return super()._print_MatAdd(expr)
+
+        def _native(self, name, code):
+            return f"torch.{name}({code})"
 
         def _join_columns(self, codes):
             return f"torch.cat([{', '.join(codes)}], dim=1)"
