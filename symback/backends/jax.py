@@ -75,7 +75,8 @@ def _sgd(_X, _Y, _params, _lr):
 
 
 def _asarray(a):
-    return jnp.asarray(a, dtype=DTYPE)
+    # jnp.asarray of a JAX array is a dispatched operation: skipped when there is nothing to do
+    return a if isinstance(a, jax.Array) and a.dtype == DTYPE else jnp.asarray(a, dtype=DTYPE)
 
 
 def _is_native(a):
