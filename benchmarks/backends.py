@@ -25,7 +25,6 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import run  # noqa: E402  (sets the thread variables before numpy, torch and jax load)
 import numpy as np  # noqa: E402
-import sympy as sp  # noqa: E402
 
 import symback as sb  # noqa: E402
 from baselines import init_params, jax_step, make_data, torch_step  # noqa: E402

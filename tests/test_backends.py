@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 
 import autograd.numpy as anp
 import numpy as np

@@ -18,7 +18,9 @@ import numpy as np
 from sympy.printing.numpy import JaxPrinter
 
 from ..errors import SymbackError
-from ._common import ArrayPrinter, check_dtype, SHARED_SOURCE, constants, function_texts, identifiers, plan
+from ._common import check_dtype, plan
+from ._printer import ArrayPrinter
+from ._source import SHARED_SOURCE, constants, function_texts, identifiers
 from ._model import BackendModel, load_source
 
 __all__ = ["Model", "compile", "module_source", "JaxArrayPrinter", "DEFAULT_DTYPE"]

@@ -13,11 +13,12 @@ float64 is the default, as for the NumPy backend; float32 when asked.
 """
 from __future__ import annotations
 
-import numpy as np
 import sympy as sp
 
 from ..errors import SymbackError
-from ._common import ArrayPrinter, _split, check_dtype, SHARED_SOURCE, constants, function_texts, identifiers, plan
+from ._common import _split, check_dtype, plan
+from ._printer import ArrayPrinter
+from ._source import SHARED_SOURCE, constants, function_texts, identifiers
 from ._model import BackendModel, load_source
 
 __all__ = ["Model", "compile", "module_source", "printer", "DEFAULT_DTYPE"]
