@@ -19,6 +19,28 @@ A spec file declares names and defines nodes by expression text::
     values = { x1 = 3, w1 = 0.1, b = 0, y = 1 }
     lr     = 1
 
+A matrix graph gives a ``[shapes]`` table, ``name = ["m", 3]`` (``"m"``
+is the batch: rows are samples), and writes products with ``@``, the
+transpose as ``W.T``, the m×1 column of ones as ``ones``, and calls
+``softmax``, ``hadamard``, ``sumsq`` and the losses (``cross_entropy(Yhat, Y)``)::
+
+    inputs = ["X"]
+    targets = ["Y"]
+    params = ["W1", "b1", "W2", "b2"]
+    [shapes]
+    X = ["m", 3]
+    Y = ["m", 2]
+    W1 = [3, 4]
+    b1 = [1, 4]
+    W2 = [4, 2]
+    b2 = [1, 2]
+    [nodes]
+    A1 = "tanh(X @ W1 + ones @ b1)"
+    Yhat = "softmax(A1 @ W2 + ones @ b2)"
+    [loss]
+    cost = "cross_entropy(Yhat, Y)"
+    penalty = "sumsq(W1) / 200"           # optional
+
 Expression text goes through :func:`parse_expr`: Python's ``ast`` parses
 it and a whitelist walk builds SymPy objects directly — numbers, declared
 names, the registry's activations and a few elementary functions, the
@@ -41,8 +63,9 @@ from typing import Iterable, Mapping
 import sympy as sp
 
 from .errors import DefinitionError, SpecError
-from .functions import ACTIVATIONS
+from .functions import ACTIVATIONS, LOSSES, softmax
 from .graph import Graph
+from .matrix import BATCH, hadamard, is_matrix, ones, sumsq
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,7 +82,7 @@ _ELEMENTARY = {
 }
 _ALIASES = {"ReLU": "relu", "sigma": "sigmoid", "LReLU": "leaky_relu"}
 _CONSTANTS = {"pi": sp.pi, "E": sp.E}
-_BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+_BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.MatMult)
 _REFUSED = {  # node type -> what to tell the user
     ast.Attribute: "attribute access", ast.Subscript: "subscripts", ast.Lambda: "lambda",
     ast.ListComp: "comprehensions", ast.SetComp: "comprehensions", ast.DictComp: "comprehensions",
@@ -79,6 +102,8 @@ def functions() -> dict:
     so activations registered by the user are included)."""
     table = dict(_ELEMENTARY)
     table.update(ACTIVATIONS)
+    table.update(LOSSES)            # mse(yhat, y); on matrices, the per-sample cost column
+    table.update({"softmax": softmax, "hadamard": hadamard, "sumsq": sumsq})
     for alias, name in _ALIASES.items():
         if name in ACTIVATIONS:
             table[alias] = ACTIVATIONS[name]
@@ -189,6 +214,10 @@ def _coefficients(expr):
             yield term.args[0]
 
 
+def _shape(m) -> str:
+    return "×".join(str(d) for d in m.shape)
+
+
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -223,11 +252,18 @@ class _Walker:
             return self.unary(node, depth)
         if isinstance(node, ast.Call):
             return self.call(node, depth)
+        if isinstance(node, ast.Attribute) and node.attr == "T":
+            value, constant = self.visit(node.value, depth + 1)
+            if not is_matrix(value):
+                self.fail(node, "only a matrix has a transpose .T:")
+            return value.T, constant
         what = _REFUSED.get(type(node), f"unsupported syntax ({type(node).__name__})")
         self.fail(node, f"{what} not allowed:")
 
     def checked(self, node, expr, constant: bool):
         """(expr, constant) once expr's numbers are known to be float64-sized reals."""
+        if is_matrix(expr):          # its numbers were checked as its scalar pieces were built
+            return expr, constant
         if constant and isinstance(expr, sp.Expr) and not expr.is_Number:
             self.check_value(node, expr)
         elif isinstance(expr, sp.Expr):
@@ -287,6 +323,8 @@ class _Walker:
             self.fail(node, f"operator {type(node.op).__name__} not allowed{hint}:")
         if isinstance(node.op, ast.Pow):
             return self.power(node, depth)
+        if isinstance(node.op, ast.MatMult):
+            return self.matmul(node, depth)
         # "a+b-c+..." is a left-nested chain in Python's tree, one level per operator:
         # walk it in a loop, so a long flat sum (or product) costs no depth and is
         # built with one Add (Mul) rather than one per term.
@@ -314,6 +352,15 @@ class _Walker:
             if running is not None:
                 self.checked(link, running, True)
         return self.checked(chain[0], op(*terms), constant)
+
+    def matmul(self, node, depth):
+        left, const_left = self.visit(node.left, depth + 1)
+        right, const_right = self.visit(node.right, depth + 1)
+        if not (is_matrix(left) and is_matrix(right)):
+            self.fail(node, "@ multiplies matrices; for numbers write *:")
+        if left.shape[1] != right.shape[0]:
+            self.fail(node, f"shapes do not fit ({_shape(left)} @ {_shape(right)}) in")
+        return left @ right, const_left and const_right
 
     def power(self, node, depth):
         base, const_base = self.visit(node.left, depth + 1)
@@ -350,7 +397,7 @@ class _Walker:
         args = [a for a, _ in visited]
         try:
             result = self.funcs[fname](*args)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, DefinitionError) as exc:
             self.fail(node, f"bad call ({exc}):")
         return self.checked(node, result, all(c for _, c in visited))
 
@@ -389,7 +436,7 @@ class Spec:
     lr: sp.Expr | None = None
 
 
-_KEYS = {"inputs", "targets", "params", "nodes", "loss", "example"}
+_KEYS = {"inputs", "targets", "params", "shapes", "nodes", "loss", "example"}
 
 
 def read_spec(path) -> Spec:
@@ -440,11 +487,14 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
         raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; "
                         f"expected {', '.join(sorted(_KEYS))}")
     g = Graph()
+    shapes = _shapes(data.get("shapes", {}), where)
     try:
         for key, declare in (("inputs", g.inputs), ("targets", g.targets), ("params", g.params)):
-            names = _name_list(data, key, where)
-            if names:
-                declare(names)
+            for name in _name_list(data, key, where):
+                declare(name, shape=shapes.pop(name, None))
+        if shapes:
+            raise SpecError(f"{where}: [shapes] names {', '.join(sorted(shapes))}, which "
+                            "are not declared inputs, targets or params")
         if not g.param_names:
             raise SpecError(f"{where}: no params declared (params = [\"w1\", ...])")
         nodes = data.get("nodes", {})
@@ -460,14 +510,15 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
             loss = {"cost": loss}
         if not isinstance(loss, dict) or "cost" not in loss:
             raise SpecError(f"{where}: missing [loss] with cost = \"expression\"")
-        extra = sorted(set(loss) - {"cost", "reduction", "name"})
+        extra = sorted(set(loss) - {"cost", "reduction", "name", "penalty"})
         if extra:
             raise SpecError(f"{where}: unknown key(s) in [loss]: {', '.join(extra)}")
         name = loss.get("name", "C")
         if not isinstance(name, str) or not isinstance(loss.get("reduction", "mean"), str):
             raise SpecError(f"{where}: [loss] name and reduction must be strings")
         cost = parse_expr(loss["cost"], _known(g), where=f"{where}: loss")
-        g.loss(cost, reduction=loss.get("reduction", "mean"), name=name)
+        penalty = parse_expr(loss["penalty"], _known(g), where=f"{where}: penalty") if "penalty" in loss else None
+        g.loss(cost, reduction=loss.get("reduction", "mean"), name=name, penalty=penalty)
     except DefinitionError as exc:
         raise SpecError(f"{where}: {exc}") from None
     spec = Spec(g, where)
@@ -503,6 +554,31 @@ def _example_number(v, what: str) -> sp.Rational:
     return num
 
 
+def _shapes(table, where) -> dict:
+    """[shapes] name = [rows, cols], "m" for the batch -> {name: (rows, cols)}."""
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: [shapes] must be a table name = [rows, cols]")
+    out = {}
+    for name, shape in table.items():
+        if not (isinstance(shape, list) and len(shape) == 2):
+            raise SpecError(f"{where}: shape of {name!r} must be [rows, cols], got {shape!r}")
+        dims = []
+        for d in shape:
+            if d == "m":
+                dims.append(BATCH)
+            elif isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 10 ** 9:
+                dims.append(d)
+            else:
+                raise SpecError(f"{where}: shape of {name!r}: a dimension is a positive "
+                                f"integer or \"m\" (the batch), got {d!r}")
+        out[name] = tuple(dims)
+    return out
+
+
 def _known(g: Graph) -> dict:
-    """Names usable in the next expression: everything declared or defined so far."""
-    return {n: g.symbol(n) for n in g.order}
+    """Names usable in the next expression: everything declared or defined so far
+    (and ``ones``, the column of ones, in a matrix graph)."""
+    known = {n: g.symbol(n) for n in g.order}
+    if g.is_matrix and "ones" not in known:
+        known["ones"] = ones(BATCH)
+    return known

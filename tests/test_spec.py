@@ -5,13 +5,14 @@ of the unrolled loss, and the seeds' numbers.
 """
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sympy as sp
 from hypothesis import given, settings, strategies as st
 
 import symback as sb
 from symback.errors import SpecError
-from symback.spec import parse_values, read_spec
+from symback.spec import parse_values, read_spec, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SPECS = sorted(EXAMPLES.glob("seed*.toml"))
@@ -232,3 +233,45 @@ def test_missing_and_binary_spec_files(tmp_path):
         sb.load_spec(tmp_path / "bin.toml")
     with pytest.raises(SpecError, match="directory"):
         sb.load_spec(tmp_path)
+
+
+# ------------------------------------------------------------------ matrix graphs in spec files
+def test_matrix_spec_file_matches_autograd():
+    """examples/skip_connection.toml: its gradients against autograd of a NumPy forward pass."""
+    import autograd.numpy as anp
+    from autograd import grad as ag_grad
+    from pathlib import Path
+    spec = read_spec(Path(__file__).parent.parent / "examples" / "skip_connection.toml")
+    d = sb.derive(spec.graph)
+    rng = np.random.default_rng(0)
+    shapes = {"X": (5, 3), "W1": (3, 4), "b1": (1, 4), "W2": (4, 4), "b2": (1, 4), "W3": (4, 2), "b3": (1, 2)}
+    vals = {k: rng.normal(size=s) for k, s in shapes.items()}
+    vals["Y"] = np.eye(2)[rng.integers(0, 2, 5)]
+
+    def loss(v):
+        A1 = anp.tanh(anp.dot(v["X"], v["W1"]) + v["b1"])
+        H = A1 + anp.maximum(anp.dot(A1, v["W2"]) + v["b2"], 0)
+        Z = anp.dot(H, v["W3"]) + v["b3"]
+        logS = Z - anp.log(anp.sum(anp.exp(Z), axis=1, keepdims=True))
+        return -anp.sum(v["Y"] * logS) / 5 + (anp.sum(v["W1"] ** 2) + anp.sum(v["W2"] ** 2)) / 200
+    got = d.evaluate(vals)["gradient"]
+    for p in d.params:
+        want = ag_grad(lambda x, p=p: loss({**vals, p: x}))(vals[p])
+        np.testing.assert_allclose(got[p], want, rtol=1e-8, atol=1e-12, err_msg=p)
+
+
+@pytest.mark.parametrize("shapes,nodes,match", [
+    ({"x": ["m", 2]}, {"h": "x @ w"}, "@ multiplies matrices"),
+    ({"x": ["m", 2], "w": [3, 1]}, {"h": "x @ w"}, "shapes do not fit"),
+    ({"x": ["m", 2], "w": [2, 1]}, {"h": "w.T.__class__"}, "attribute"),
+    ({"x": ["m", 2], "w": [2, 1]}, {"h": "x.shape"}, "attribute"),
+    ({"w": [2, 1]}, {"h": "x.T"}, "transpose"),
+    ({"x": ["m", 2], "w": [2, 1], "q": [1, 1]}, {"h": "x @ w"}, "not declared"),
+    ({"x": ["m", 0]}, {"h": "x"}, "positive integer"),
+    ({"x": "m x 2"}, {"h": "x"}, "rows, cols"),
+])
+def test_matrix_spec_mistakes_are_one_clear_error(shapes, nodes, match):
+    data = {"inputs": ["x"], "targets": ["y"], "params": ["w"], "shapes": shapes, "nodes": nodes,
+            "loss": {"cost": "(h - y)**2"}}
+    with pytest.raises(SpecError, match=match):
+        spec_from_dict(data)
