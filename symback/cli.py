@@ -93,6 +93,16 @@ def _positive(kind):
     return convert
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive and finite")
+    return value
+
+
 def _network_options(p: argparse.ArgumentParser, with_data: bool = False):
     g = p.add_argument_group("the network: a TOML spec file, or a layer network from flags")
     if with_data:   # train: the spec and the data file may both be positional, in either order
@@ -113,6 +123,10 @@ def _network_options(p: argparse.ArgumentParser, with_data: bool = False):
                         "(default mse, or cross_entropy with --output softmax)")
     g.add_argument("--reduction", choices=("mean", "sum"),
                    help="batch reduction of a layer network's loss (default mean)")
+    g.add_argument("--l2", type=_non_negative, metavar="LAMBDA",
+                   help="weight decay: adds LAMBDA/2 times the sum of the squared weights to the loss")
+    g.add_argument("--residual", action="store_true", default=None,
+                   help="every hidden layer after the first as a skip connection (equal widths)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,7 +217,8 @@ def _network(args):
     import symback as sb
     from .spec import read_spec
 
-    layer_flags = [f for f in ("activation", "output", "loss", "reduction") if getattr(args, f)]
+    layer_flags = [f for f in ("activation", "output", "loss", "reduction", "l2", "residual")
+                   if getattr(args, f) is not None]
     if args.spec and args.layers:
         raise SymbackError("give either a spec file or --layers, not both")
     if args.spec:
@@ -218,7 +233,7 @@ def _network(args):
     output = args.output or "identity"
     loss = args.loss or ("cross_entropy" if output == "softmax" else "mse")
     net = sb.mlp(args.layers, activation=args.activation or "sigmoid", output=output, loss=loss,
-                 reduction=args.reduction or "mean")
+                 reduction=args.reduction or "mean", l2=args.l2 or 0.0, residual=bool(args.residual))
     return net, None
 
 

@@ -185,12 +185,15 @@ def _l2(l2):
     return value
 
 
-def mlp(sizes, activation="sigmoid", output="identity", loss="mse", reduction="mean", l2=0.0) -> Sequential:
+def mlp(sizes, activation="sigmoid", output="identity", loss="mse", reduction="mean", l2=0.0,
+        residual: bool = False) -> Sequential:
     """A multi-layer perceptron: ``mlp([784, 128, 64, 10], "sigmoid", "softmax", "cross_entropy")``.
 
     ``sizes`` lists the input width and then each layer's width; hidden
     layers use `activation`, the last layer `output`; ``l2 = λ`` adds
-    λ/2 · Σ_l ‖W_l‖²_F to the loss.
+    λ/2 · Σ_l ‖W_l‖²_F to the loss; ``residual=True`` makes every hidden
+    layer after the first a skip connection (``Residual``), which needs
+    the hidden widths equal.
     """
     try:
         sizes = list(sizes)
@@ -201,7 +204,12 @@ def mlp(sizes, activation="sigmoid", output="identity", loss="mse", reduction="m
     get_activation(activation)      # checked even when there is no hidden layer
     for s in sizes:
         _width(s, "a layer width")
-    layers = [Dense(n, activation) for n in sizes[1:-1]] + [Dense(sizes[-1], output)]
+    hidden = [Dense(n, activation) for n in sizes[1:-1]]
+    if residual:
+        if len(set(sizes[1:-1])) > 1:
+            raise DefinitionError(f"residual layers need equal hidden widths, got {sizes[1:-1]}")
+        hidden = hidden[:1] + [Residual(layer) for layer in hidden[1:]]
+    layers = hidden + [Dense(sizes[-1], output)]
     return Sequential(*layers, inputs=sizes[0], loss=loss, reduction=reduction, l2=l2)
 
 
