@@ -56,6 +56,8 @@ class Activation(sp.Function):
 
     def __new__(cls, *args, **options):
         # f(M) for a matrix M is f applied to every entry (sb.tanh(X @ W1)).
+        if args and isinstance(args[0], sp.MatrixBase):      # explicit entries: entry by entry
+            return args[0].applyfunc(lambda e: cls(e, *args[1:]))
         if args and isinstance(args[0], sp.MatrixExpr):
             from .matrix import ENTRY, elementwise
             return elementwise(sp.Lambda(ENTRY, cls(ENTRY, *args[1:])), args[0])

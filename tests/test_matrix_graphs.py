@@ -221,3 +221,13 @@ def test_deep_networks_derive_once_per_kind_of_step():
     d = sb.derive(sb.mlp([3] + [8] * 60 + [1], "tanh"))
     assert _derive_canonical.cache_info().misses - before <= 2      # depth costs no new derivation
     assert len(d.params) == 122
+
+
+def test_one_sample_one_output_evaluates():
+    """A 1×1 activation node: SymPy hands the explicit matrix to the activation itself."""
+    d = sb.derive(sb.mlp([2, 1], "tanh", "sigmoid", "binary_cross_entropy"))
+    X, W = np.array([[1.0, 2.0]]), np.array([[0.5], [-0.25]])
+    ev = d.evaluate({"X": X, "Y": np.array([[1.0]]), "W1": W, "b1": np.zeros((1, 1))})
+    p = 1 / (1 + np.exp(-(X @ W)))
+    assert float(ev["forward"]["L"]) == pytest.approx(float(-np.log(p[0, 0])), rel=1e-12)
+    np.testing.assert_allclose(ev["gradient"]["W1"], X.T * (p - 1), rtol=1e-12)
