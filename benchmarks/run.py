@@ -124,10 +124,34 @@ def short_error(exc):
 # symback as one more implementation (public API of DESIGN.md only)
 # ---------------------------------------------------------------------------
 
-def symback_step(sizes, activation, output, loss):
+def build_net(sizes, activation, output, loss):
+    """The network as a matrix graph (Z_l = A_{l-1} W_l + 1 b_l, A_l = f(Z_l)).
+
+    This is what ``sb.mlp`` builds once the builders in main produce matrix
+    graphs; until then they are written here, and ``symback_layers`` times
+    the LayerDerivation that ``sb.mlp`` still returns.
+    """
     import symback as sb
 
-    net = sb.mlp(list(sizes), activation=activation, output=output, loss=loss)
+    mlp = sb.mlp(list(sizes), activation=activation, output=output, loss=loss)
+    if isinstance(mlp, sb.Graph):
+        return mlp
+    m, g = sb.BATCH, sb.Graph()
+    A = g.inputs("X", shape=(m, sizes[0]))
+    Y = g.targets("Y", shape=(m, sizes[-1]))
+    for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
+        W, bias = g.params(f"W{l} b{l}", shape=[(a, b), (1, b)])
+        f = sb.get_activation(output if l == len(sizes) - 1 else activation)
+        A = g.node("Yhat" if l == len(sizes) - 1 else f"A{l}", f(A @ W + sb.ones(m) @ bias))
+    g.loss(sb.get_loss(loss)(A, Y))
+    return g
+
+
+def symback_step(sizes, activation, output, loss, layers=False):
+    import symback as sb
+
+    net = sb.mlp(list(sizes), activation=activation, output=output, loss=loss) if layers \
+        else build_net(sizes, activation, output, loss)
     m = sb.compile(sb.derive(net))
     shapes = {k: np.shape(v) for k, v in m.init(seed=0).items()}
     expected = {k for l in range(1, len(sizes)) for k in (f"W{l}", f"b{l}")}
@@ -150,7 +174,12 @@ def symback_step(sizes, activation, output, loss):
     return Baseline("symback", params_in, data_in, step, params_out)
 
 
-FACTORIES = dict(BASELINES, symback=symback_step)
+def symback_layers_step(sizes, activation, output, loss):
+    """The legacy LayerDerivation code path, for comparison (not in the default set)."""
+    return symback_step(sizes, activation, output, loss, layers=True)
+
+
+FACTORIES = dict(BASELINES, symback=symback_step, symback_layers=symback_layers_step)
 
 
 # ---------------------------------------------------------------------------
@@ -350,7 +379,7 @@ def ready_child(spec):
         t1 = time.perf_counter()
         res["import"] = t1 - t0
         stage = "sb.mlp"
-        net = sb.mlp(list(sizes), activation=act, output=out, loss=loss)
+        net = build_net(sizes, act, out, loss)
         t2 = time.perf_counter()
         res["mlp"] = t2 - t1
         stage = "sb.derive"
