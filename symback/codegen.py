@@ -124,8 +124,13 @@ def rewrite(stmts: list[Stmt], defs: dict, adjoints: set) -> list[Stmt]:
         if st.op == "let" and st.target in defs and not args[0].is_Atom:
             known[args[0]] = st.target
     _fuse_risky(out, adjoints)
-    return [st._replace(args=tuple(_safe(a, defs) if st.op in EXPR_OPS and isinstance(a, sp.Basic) else a
-                                   for a in st.args)) for st in out]
+    # 2(Ŷ − Y) rather than 2Ŷ − 2Y: the common factor is what CSE shares with the loss
+    return [st._replace(args=tuple(_factor(_safe(a, defs)) if st.op in EXPR_OPS and isinstance(a, sp.Basic)
+                                   else a for a in st.args)) for st in out]
+
+
+def _factor(expr: sp.Expr) -> sp.Expr:
+    return sp.factor_terms(expr) if expr.has(sp.Add) else expr
 
 
 def _fuse_risky(stmts: list[Stmt], adjoints: set) -> None:
@@ -171,7 +176,7 @@ def scale_seed(expr, seed):
 _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
     "np", "X", "Y", "params", "lr", "m", "DTYPE", "PARAMS", "INPUTS", "TARGETS", "OUTPUTS", "SHAPES",
     "INIT", "KIND", "REDUCTION", "N_INPUTS", "N_TARGETS", "forward", "backward", "predict", "loss",
-    "grad", "step", "init", "values", "grads", "name", "g", "_ones", "_ONES"}
+    "grad", "step", "init", "values", "grads", "name", "g", "_ones", "_ONES", "ones"}
 
 
 class Namer:

@@ -236,9 +236,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
         else:
             raise AssertionError(f"unknown statement {st.op}")
         lines.append(f"{ind}{t} = {code}")
-    lines = _fuse_updates(lines, ind, temps)
     lines.append(f"{ind}return {spec.ret}")
-    return lines
+    return printer.finish(_fuse_updates(lines, ind, temps), ind)
 
 
 def _operand(x, printer):
@@ -304,5 +303,10 @@ def _rename_aliases(lines: list[str], temps: set) -> list[str]:
             if not any(wn.search(x) for x in lines[:i]) and not any(wo.search(x) for x in lines[i + 1:]):
                 lines = [wo.sub(new, x) for x in lines[:i]] + lines[i + 1:]
                 continue
+        if m and m.group(2) in temps:          # t4 = Z3: later lines read Z3 itself
+            new, old = m.group(3), m.group(2)
+            wo = re.compile(rf"\b{old}\b")
+            lines = lines[:i] + [wo.sub(new, x) for x in lines[i + 1:]]
+            continue
         i += 1
     return lines

@@ -255,7 +255,7 @@ def test_source_reads_like_hand_written_numpy():
     src = sb.compile(sb.derive(matrix_mlp([784, 128, 64, 10], "sigmoid", "softmax", "cross_entropy"))).source
     step = src[src.index("def step("):]
     for line in ["Z1 = X @ W1" if "Z1 = X @ W1" in step else "= X @ W1", "+= b1",
-                 "params['W1'] -= X.T @ delta_", "params['b1'] -= _ones(m) @ delta_",
+                 "params['W1'] -= X.T @ delta_", "params['b1'] -= ones @ delta_",
                  "np.subtract(1, A1)", ".max(axis=1, keepdims=True)", "np.tanh("]:
         assert line in step, line
     assert "exp(-" not in step                      # sigmoid through tanh: no overflow

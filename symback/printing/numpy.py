@@ -129,6 +129,14 @@ class NumpyPrinter(NumPyPrinter):
         """1ᵀ a: the 1×k row of column sums; a BLAS product with a cached row of ones."""
         return f"_ones(m) @ {a}"
 
+    def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
+        """The body lines of a function, last touches: the row of ones fetched once."""
+        if sum(line.count("_ones(m)") for line in lines) < 2:
+            return lines
+        at = next(i for i, line in enumerate(lines) if line.strip() == "m = X.shape[0]")
+        body = [line.replace("_ones(m)", "ones") for line in lines[at + 1:]]
+        return lines[:at + 1] + [f"{indent}ones = _ones(m)"] + body
+
     def op_rowsum(self, a: str) -> str:
         """a 1: the m×1 column of row sums."""
         return f"{a}.sum(axis=1, keepdims=True)"
