@@ -119,17 +119,22 @@ class Model:
     def _run(self, fn, *args):
         try:
             return fn(*args)
-        except KeyError as exc:
+        except (KeyError, ValueError) as exc:
+            self._failed(exc, args[-2] if fn is self._step else args[-1])
+
+    def _failed(self, exc, params):
+        """Raise the DataError that says why generated code failed on these params and data."""
+        if isinstance(exc, KeyError):
             raise DataError(f"params has no entry {exc.args[0]!r}; the model's parameters are "
                             f"{', '.join(self.params)}") from None
-        except ValueError as exc:
-            self.check_params(args[-2] if fn is self._step else args[-1])
-            raise DataError(f"the data do not fit the network: {exc}") from exc
+        self.check_params(params)
+        raise DataError(f"the data do not fit the network: {exc}") from exc
 
     # -- the model ----------------------------------------------------------------
     def init(self, seed: int = 0) -> dict:
-        """Fresh parameters: Glorot (He for ReLU-like layers) weights and zero biases
-        for a layer network; small random 0-d arrays (N(0, 0.5²)) for a scalar graph."""
+        """Fresh parameters in their declared shapes: Glorot weights (He before a ReLU-like
+        activation) and zero biases for a matrix graph or layer network; small random 0-d
+        arrays (N(0, 0.5²)) for a scalar graph."""
         return self._ns["init"](seed)
 
     def predict(self, X, params: dict) -> np.ndarray:
@@ -165,7 +170,10 @@ class Model:
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step."""
         X, Y = self._xy(X, Y)
-        return float(self._run(self._step, X, Y, params, lr))
+        try:          # called directly: step() runs in training's tight loop
+            return float(self._step(X, Y, params, lr))
+        except (KeyError, ValueError) as exc:
+            self._failed(exc, params)
 
     def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
             seed: int = 0, optimizer="sgd", validation=None, progress: bool = False, **options):

@@ -144,7 +144,7 @@ def schedule(stmts: list[Stmt], updates: dict) -> list[Stmt]:
     stmts = list(stmts)
     for name, (p, g) in updates.items():
         at = max([i for i, st in enumerate(stmts) if p in st.reads() or st.target == g] + [-1])
-        stmts.insert(at + 1, Stmt(p, "update", (g, name), ()))
+        stmts.insert(at + 1, Stmt(p, "update", (g, name, p), ()))
         # the gradient's own product moves down next to its only use, so it prints as `p -= A.T @ D`
         users = [st for st in stmts if g in st.reads()]
         k = next((i for i, st in enumerate(stmts) if st.target == g), None)
@@ -166,7 +166,7 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
     wanted = set(spec.results) | {g for _, g in spec.updates.values()}
     body = select(stmts, wanted)
     body = coalesce(propagate(body, keep, shape_of), keep)
-    body = select(body, wanted | {sym for r in spec.results for sym in ([r] if isinstance(r, sp.Symbol) else [])})
+    body = select(body, wanted)     # what propagation left unread goes
     body = cse(body, fresh, low)
     if spec.updates:
         body = schedule(body, spec.updates)
@@ -177,7 +177,7 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
 
 def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> list[str]:
     ind = "    "
-    ew = InPlace(printer, lambda: fresh().name, arrays, ind)
+    ew = InPlace(printer, lambda: fresh().name, arrays, ind, shape_of)
     last, alias = {}, {}
     for i, st in enumerate(body):
         for r in st.reads():
@@ -231,7 +231,9 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
         elif st.op == "batch":
             code = "X.shape[0]"
         elif st.op == "update":
-            lines.append(f"{ind}params[{a[1]!r}] -= {a[0]}")
+            # an array is updated through its local name; a number only through the dict
+            target = str(a[2]) if a[2] in arrays else f"params[{a[1]!r}]"
+            lines.append(f"{ind}{target} -= {a[0]}")
             continue
         else:
             raise AssertionError(f"unknown statement {st.op}")
@@ -270,15 +272,15 @@ _ALIAS = re.compile(r"^(\s*)(\w+) = (\w+)$")
 
 
 def _fuse_updates(lines: list[str], ind: str, temps: set) -> list[str]:
-    """``g = A.T @ D`` then ``params['W'] -= g`` (g used nowhere else) as one line, and
+    """``g = A.T @ D`` then ``W -= g`` (g used nowhere else) as ``W -= A.T @ D``, and
     ``t = X @ W; ...; Z = t`` with t used nowhere else as ``Z = X @ W; ...``."""
     out = []
     for line in lines:
-        m = re.match(rf"^{ind}params\[('\w+')\] -= (\w+)$", line)
+        m = re.match(rf"^{ind}(params\['\w+'\]|\w+) -= (\w+)$", line)
         if m and out:
             prev = _ALIAS_ASSIGN.match(out[-1])
             if prev and prev.group(1) == m.group(2) and not _used(lines, m.group(2), skip=2):
-                out[-1] = f"{ind}params[{m.group(1)}] -= {prev.group(2)}"
+                out[-1] = f"{ind}{m.group(1)} -= {prev.group(2)}"
                 continue
         out.append(line)
     return _rename_aliases(out, temps)

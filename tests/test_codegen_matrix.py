@@ -255,11 +255,11 @@ def test_source_reads_like_hand_written_numpy():
     src = sb.compile(sb.derive(matrix_mlp([784, 128, 64, 10], "sigmoid", "softmax", "cross_entropy"))).source
     step = src[src.index("def step("):]
     for line in ["Z1 = X @ W1" if "Z1 = X @ W1" in step else "= X @ W1", "+= b1",
-                 "params['W1'] -= X.T @ delta_", "params['b1'] -= ones @ delta_",
+                 "W1 -= X.T @ delta_", "b1 -= ones @ delta_", "W1 = params['W1']",
                  "np.subtract(1, A1)", ".max(axis=1, keepdims=True)", "np.tanh("]:
         assert line in step, line
     assert "exp(-" not in step                      # sigmoid through tanh: no overflow
-    assert step.index("@ W2.T") < step.index("params['W2'] -=")       # δ W2ᵀ before W2 changes
+    assert step.index("@ W2.T") < step.index("W2 -=")       # δ W2ᵀ before W2 changes
     relu = sb.compile(sb.derive(matrix_mlp([3, 4, 2], "relu", "identity", "mse"))).source
     assert "np.maximum(" in relu and ">= 0)" in relu
 
@@ -304,3 +304,21 @@ def test_unfused_softmax_and_several_inputs_are_clear_errors():
     g.loss(sb.mse(g.symbol("Yhat"), Y))
     with pytest.raises(SymbackError, match="one input matrix"):
         sb.compile(sb.derive(g))
+
+
+def test_a_column_times_a_matrix_broadcasts_without_writing_into_the_column():
+    g = sb.Graph()
+    X = g.inputs("X", shape=(m, 3))
+    Y = g.targets("Y", shape=(m, 2))
+    W1, b1, w, W2 = g.params("W1 b1 w W2", shape=[(3, 2), (1, 2), (3, 1), (2, 2)])
+    s = g.node("s", sb.tanh(X @ w))                          # an m×1 column
+    A = g.node("A", sb.tanh(X @ W1 + sb.ones(m) @ b1))       # m×2
+    g.node("H", sb.hadamard(s @ sb.ones(1, 2), A) + A @ W2)
+    g.loss(sb.mse(g.symbol("H"), Y))
+
+    def f(p, X, Y):
+        s = anp.tanh(anp.dot(X, p["w"]))
+        A = anp.tanh(anp.dot(X, p["W1"]) + p["b1"])
+        return anp.sum((s * A + anp.dot(A, p["W2"]) - Y) ** 2) / X.shape[0]
+    X, Y = data(3, 2, "mse", n=5, seed=8)
+    check(g, f, X, Y)

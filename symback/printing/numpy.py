@@ -214,9 +214,14 @@ class InPlace:
     _UFUNC = {sp.exp: "exp", sp.tanh: "tanh", sp.Abs: "abs", sp.sign: "sign",
               sp.cosh: "cosh", sp.sinh: "sinh", sp.sin: "sin", sp.cos: "cos", sp.atan: "arctan"}
 
-    def __init__(self, printer: NumpyPrinter, fresh, arrays: set, indent="    "):
+    def __init__(self, printer: NumpyPrinter, fresh, arrays: set, indent="    ", shape_of=None):
         self.printer, self.fresh, self.arrays, self.indent = printer, fresh, arrays, indent
         self.np = printer.prefix
+        # a buffer is written in place only with a value of its own shape (D *= S needs D ⊇ S)
+        self.shape_of = shape_of or (lambda e: None)
+
+    def _fits(self, part, whole) -> bool:
+        return self.shape_of(part) == self.shape_of(whole)
 
     def is_array(self, e) -> bool:
         """Whether e involves an array (else it is a number or a scalar value)."""
@@ -279,10 +284,12 @@ class InPlace:
         for t in (t for t in e.args if self.is_array(t)):
             c, _ = t.as_coeff_Mul()
             signed.append((-1, -t) if c.is_negative else (1, t))
-        signed.sort(key=lambda st: (st[0] < 0, st[1].is_Symbol and st[1] not in self.free))
+        signed.sort(key=lambda st: (not self._fits(st[1], e), st[0] < 0,
+                                    st[1].is_Symbol and st[1] not in self.free))
         sign, first = signed[0]
         if sign > 0:
             ref, owned = self.ev(first)
+            owned = owned and self._fits(first, e)
             rest = signed[1:]
             if not owned:
                 if rest:
@@ -303,6 +310,7 @@ class InPlace:
             return ref, True
         # every array term is subtracted: s - t1 - t2 ...
         ref, owned = self.ev(first)
+        owned = owned and self._fits(first, e)
         s_code = self.printer.doprint(scalar)
         if owned:
             self.lines.append(f"{self.indent}{self.np}.subtract({s_code}, {ref}, out={ref})")
@@ -322,7 +330,8 @@ class InPlace:
         divs = [f.base for f in factors if f.is_Pow and f.exp == -1]
         factors = [f for f in factors if not (f.is_Pow and f.exp == -1)]
         # a buffer we may overwrite goes first, so the product builds in it
-        factors.sort(key=lambda f: 0 if (f.is_Symbol and f in self.free) or not f.is_Symbol else 1)
+        factors.sort(key=lambda f: (not self._fits(f, e),
+                                    0 if (f.is_Symbol and f in self.free) or not f.is_Symbol else 1))
         if not factors and not masks:
             ref, owned = self._new(f"{p.parenthesize(coeff, 50)}/{self.ev(divs[0])[0]}"), True
             coeff, divs = sp.S.One, divs[1:]
@@ -331,6 +340,7 @@ class InPlace:
             masks = masks[1:]
         else:
             ref, owned = self.ev(factors[0])
+            owned = owned and self._fits(factors[0], e)
             factors = factors[1:]
             if not owned:
                 if factors:
