@@ -169,8 +169,13 @@ class Model:
 
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step."""
-        X, Y = self._xy(X, Y)
-        try:          # called directly: step() runs in training's tight loop
+        # step() runs in training's tight loop: arrays already right are checked in one expression
+        # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
+        if not (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype is self.dtype is Y.dtype
+                and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
+                and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
+            X, Y = self._xy(X, Y)
+        try:
             return float(self._step(X, Y, params, lr))
         except (KeyError, ValueError) as exc:
             self._failed(exc, params)
