@@ -62,9 +62,11 @@ class Model:
 
     Parameters are a dict name -> ndarray of the model's dtype: a scalar
     graph's parameters are 0-d arrays (so that ``step`` and ``fit`` can
-    update them in place), a layer network's are ``W1`` (fan_in × fan_out),
-    ``b1`` (fan_out,), ....  Data have samples in rows: ``X`` is n × d,
-    ``Y`` is n × k (a 1-D array is taken as one column).
+    update them in place), a matrix graph's have their declared shapes
+    (``W1`` fan_in × fan_out, ``b1`` 1 × fan_out; an (n,) array is accepted
+    for a 1 × n parameter and kept so).  Data have samples in rows: ``X``
+    is n × d (a scalar graph's inputs are its columns, in order), ``Y`` is
+    n × k (a 1-D array is taken as one column).
     """
 
     def __init__(self, derivation: Derivation, dtype: str, namespace: dict):
@@ -118,17 +120,22 @@ class Model:
     def _run(self, fn, *args):
         try:
             return fn(*args)
-        except KeyError as exc:
+        except (KeyError, ValueError) as exc:
+            self._failed(exc, args[-2] if fn is self._step else args[-1])
+
+    def _failed(self, exc, params):
+        """Raise the DataError that says why generated code failed on these params and data."""
+        if isinstance(exc, KeyError):
             raise DataError(f"params has no entry {exc.args[0]!r}; the model's parameters are "
                             f"{', '.join(self.params)}") from None
-        except ValueError as exc:
-            self.check_params(args[-2] if fn is self._step else args[-1])
-            raise DataError(f"the data do not fit the network: {exc}") from exc
+        self.check_params(params)
+        raise DataError(f"the data do not fit the network: {exc}") from exc
 
     # -- the model ----------------------------------------------------------------
     def init(self, seed: int = 0) -> dict:
-        """Fresh parameters: Glorot (He for ReLU-like layers) weights and zero biases
-        for a layer network; small random 0-d arrays (N(0, 0.5²)) for a scalar graph.
+        """Fresh parameters in their declared shapes: Glorot weights (He before a ReLU-like
+        activation) and zero biases for a matrix graph or layer network; small random 0-d
+        arrays (N(0, 0.5²)) for a scalar graph.
 
         Raises DefinitionError, before allocating, when the parameters would
         not fit in this machine's available memory.
@@ -164,18 +171,35 @@ class Model:
         """∂L/∂p for every parameter, as a dict shaped like ``params``."""
         X, Y = self._xy(X, Y)
         _, grads = self._run(self._grad, X, Y, params)
-        return {p: np.asarray(g, dtype=self.dtype) for p, g in zip(self.params, grads)}
+        return self._shaped(grads, params)
 
     def value_and_grad(self, X, Y, params: dict) -> tuple[float, dict]:
         """(L, grads) from one forward and one backward pass."""
         X, Y = self._xy(X, Y)
         value, grads = self._run(self._grad, X, Y, params)
-        return float(value), {p: np.asarray(g, dtype=self.dtype) for p, g in zip(self.params, grads)}
+        return float(value), self._shaped(grads, params)
+
+    def _shaped(self, grads, params) -> dict:
+        # a (1, n) parameter may be given as an (n,) array: its gradient comes back the same way
+        out = {}
+        for p, g in zip(self.params, grads):
+            g = np.asarray(g, dtype=self.dtype)
+            given = np.shape(params[p])
+            out[p] = g.reshape(given) if g.shape != given and g.size == np.size(params[p]) else g
+        return out
 
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step."""
-        X, Y = self._xy(X, Y)
-        return float(self._run(self._step, X, Y, params, lr))
+        # step() runs in training's tight loop: arrays already right are checked in one expression
+        # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
+        if not (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype is self.dtype is Y.dtype
+                and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
+                and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
+            X, Y = self._xy(X, Y)
+        try:
+            return float(self._step(X, Y, params, lr))
+        except (KeyError, ValueError) as exc:
+            self._failed(exc, params)
 
     def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
             seed: int = 0, optimizer="sgd", validation=None, progress: bool = False, **options):
@@ -197,8 +221,8 @@ class Model:
         for p in self.params:
             if p not in params:
                 raise DataError(f"params has no entry {p!r}; the model's parameters are {', '.join(self.params)}")
-            shape = np.shape(params[p])
-            if shape != tuple(shapes[p]) and None not in shapes[p]:
+            shape, want = np.shape(params[p]), tuple(shapes[p])
+            if shape != want and not (len(want) == 2 and want[0] == 1 and shape == want[1:]):
                 raise DataError(f"parameter {p!r} has shape {shape}, expected {tuple(shapes[p])}")
 
     def save(self, params: dict, path) -> Path:

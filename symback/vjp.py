@@ -135,7 +135,10 @@ def _canonical(expr, adj, parent):
 
     order = []
     for e in sp.preorder_traversal(expr):
-        if isinstance(e, sp.MatrixSymbol) and e not in order:
+        if isinstance(e, (sp.MatrixSymbol, sp.MatrixSlice)) and e not in order:
+            if isinstance(e, sp.MatrixSlice) and e.has(parent):
+                raise DefinitionError(f"cannot differentiate through the slice {e}: slice a node "
+                                      "that needs no gradient (data), or make the slice a node")
             order.append(e)
     if parent not in order:
         order.append(parent)
@@ -155,6 +158,7 @@ def _canonical(expr, adj, parent):
         # in a Lambda of a fresh Dummy, and no two steps would share a cache entry
         return ElementwiseApplyFunction(sp.Lambda(ENTRY, lams[lam](ENTRY)), e.expr)
 
+    # a slice of data (X[:, 0:2]) is one more matrix to the calculus: it needs no gradient
     canon = expr.xreplace({**sym, **ones})
     canon = canon.replace(lambda e: isinstance(e, ElementwiseApplyFunction), undefined)
     if canon.has(Elementwise, FPrime, Softmax, RowCost):

@@ -401,7 +401,7 @@ def test_source_reads_like_hand_written_numpy():
     m = sb.compile(sb.derive(sb.mlp([784, 128, 64, 10], "sigmoid", "softmax", "cross_entropy")))
     src = m.source
     step = src[src.index("def step("):]
-    for line in ["Z1 = X @ W1", "Z1 += b1", "W3 -= A2.T @ D3", "b1 -= ones @ D1", "W1 -= X.T @ D1",
+    for line in ["Z1 = X @ W1", "Z1 += b1", "W3 -= A2.T @ delta_Z3", "b1 -= ones @ delta_Z1", "W1 -= X.T @ delta_Z1",
                  "np.subtract(1, A1)", ".max(axis=1, keepdims=True)"]:
         assert line in step, line
     assert "params[" in step and "exp(-" not in step     # sigmoid via tanh: no overflow
@@ -416,7 +416,7 @@ def test_scalar_source_uses_cse_and_node_names():
     assert "def forward(" in src and "def backward(" in src
     assert "yhat = " in src and "delta_" in src
     assert "t0 = " in src                       # common subexpressions named once
-    assert "np.log1p(np.exp(-" in src           # BCE through softplus: no log(0)
+    assert "np.log1p(" in src and "np.log(yhat" not in src   # BCE through softplus: no log(0)
 
 
 def test_compiled_code_is_cached_per_derivation():
@@ -471,7 +471,7 @@ def test_init_glorot_and_he():
     m = sb.compile(sb.derive(sb.mlp([50, 40, 30, 2], "relu", "identity", "mse")))
     p = m.init(seed=0)
     assert set(p) == {"W1", "b1", "W2", "b2", "W3", "b3"}
-    assert p["W1"].shape == (50, 40) and p["b1"].shape == (40,)
+    assert p["W1"].shape == (50, 40) and p["b1"].shape == (1, 40)     # a bias is a 1×n row
     assert np.all(p["b1"] == 0)
     assert np.std(p["W1"]) == pytest.approx(np.sqrt(2 / 50), rel=0.1)        # He before ReLU
     lim = np.sqrt(6 / (30 + 2))
@@ -552,8 +552,10 @@ def test_generated_backward_reuses_forward_values_unchanged(act, out, loss):
     ns = m._ns
     params = m.init(seed=0)
     X, Y = layer_data([3, 4, 5, 2], loss, 1)
-    values = ns["forward"](X, params)
-    assert set(values) == {"Z1", "A1", "Z2", "A2", "Z3", "Yhat"}
+    values = ns["forward"](X, Y, params)
+    # every node by name (an identity output layer's Yhat is its own pre-activation)
+    assert {"Z1", "A1", "Z2", "A2", "Yhat", "C", "L"} <= set(values)
+    assert ("Z3" in values) == (out != "identity")
     np.testing.assert_allclose(values["Yhat"], m.predict(X, params), rtol=1e-15)
     copies = {k: v.copy() for k, v in values.items()}
     value, grads = ns["backward"](X, Y, params, values)

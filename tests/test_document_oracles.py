@@ -49,11 +49,7 @@ def skip_forward(v):
 
 
 def bce_net():
-    """The layer network of the users' report: a sigmoid output and binary cross-entropy.
-
-    (sb.mlp gives a LayerDerivation until the builders make matrix Graphs;
-    ``as_derivation`` is the matrix Graph the documents are built from.)
-    """
+    """The layer network of the users' report: a sigmoid output and binary cross-entropy."""
     return sb.mlp([2, 3, 1], activation="sigmoid", output="sigmoid", loss="binary_cross_entropy")
 
 

@@ -25,7 +25,7 @@ from typing import Iterable
 import sympy as sp
 from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 
-from .functions import Activation
+from ..functions import Activation
 
 __all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
            "factor_latex", "split_primes", "mark_primes", "prime", "name_latex",

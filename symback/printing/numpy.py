@@ -1,0 +1,387 @@
+"""The NumPy printer: symback's formulas as NumPy source text.
+
+:class:`NumpyPrinter` is SymPy's ``NumPyPrinter`` taught symback's
+functions and faster idioms; it prints one scalar formula (whose symbols
+may stand for whole arrays: NumPy broadcasting does the element-wise part)
+and, through its ``op_*`` methods, the few operations that are not
+element-wise (matrix product, sums over rows or columns, slices).
+:class:`InPlace` prints an element-wise formula as ufunc calls that write
+into buffers nothing else reads any more.
+
+A JAX or PyTorch printer is a subclass: it sets ``prefix`` (the module
+the generated code calls, ``jnp`` or ``torch``), ``inplace = False`` where
+arrays are immutable, and overrides the ``op_*`` methods that differ.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from ..functions import Activation
+
+__all__ = ["NumpyPrinter", "InPlace", "lower"]
+
+
+def lower(expr: sp.Expr) -> sp.Expr:
+    """Replace every activation by its overflow-safe ``stable`` form, else its definition.
+
+    Done before CSE, so that repeated pieces (|z| in softplus) are computed once.
+    """
+    def rule(e):
+        cls = type(e)
+        if cls.stable is not None and len(e.args) == 1:
+            return cls.stable(*e.args)
+        return cls.definition(*e.args)
+
+    while expr.has(Activation):
+        expr = expr.replace(lambda e: isinstance(e, Activation), rule)
+    return expr
+
+
+class NumpyPrinter(NumPyPrinter):
+    """SymPy's NumPy printer, taught symback's functions and faster idioms.
+
+    Activations print through their overflow-safe ``stable`` form when they
+    have one, else through their definition; a two-branch Piecewise prints
+    as ``np.where`` (``np.maximum`` for a ReLU); ``Max`` as ``np.maximum``;
+    ``log(1 + x)`` as ``np.log1p``; ``x**-1`` as a division.  Numbers in
+    all-constant branches are cast to ``DTYPE`` so float32 code stays float32.
+    """
+
+    #: the name the generated module imports its array library as
+    prefix = "np"
+    #: whether generated code may overwrite buffers (False for immutable arrays)
+    inplace = True
+
+    def __init__(self, settings=None):
+        super().__init__({"fully_qualified_modules": True, **(settings or {})})
+
+    def _module_format(self, fqn, register=True):
+        s = super()._module_format(fqn, register)
+        return f"{self.prefix}." + s[len("numpy."):] if s.startswith("numpy.") else s
+
+    def _print(self, expr, **kwargs):
+        # Dispatch on the base class first: an activation's class name (tanh)
+        # can shadow a SymPy printer method of the same name.
+        if isinstance(expr, Activation):
+            return self._print_Activation(expr)
+        return super()._print(expr, **kwargs)
+
+    def _print_Activation(self, expr):
+        # Normally lowered before CSE (see `lower`); kept for direct printing.
+        return f"({self._print(lower(expr))})"
+
+    def _print_Piecewise(self, expr):
+        pieces = list(expr.args)
+        if pieces[-1].cond != sp.true:
+            return super()._print_Piecewise(expr)
+        relu_arg = relu_arg_of(expr)
+        if relu_arg is not None:
+            return f"{self.prefix}.maximum({self._print(relu_arg)}, 0)"
+        constant = all(p.expr.is_Number for p in pieces)
+        val = (lambda v: f"DTYPE({self._print(v)})") if constant else self._print
+        out = val(pieces[-1].expr)
+        for p in reversed(pieces[:-1]):
+            out = f"{self.prefix}.where({self._print(p.cond)}, {val(p.expr)}, {out})"
+        return out
+
+    def _print_Relational(self, expr):
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}.get(expr.rel_op)
+        if op is None:
+            return super()._print_Relational(expr)
+        return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
+
+    def _print_Max(self, expr):
+        return self._nested(f"{self.prefix}.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested(f"{self.prefix}.minimum", expr.args)
+
+    def _nested(self, fn, args):
+        out = self._print(args[0])
+        for a in args[1:]:
+            out = f"{fn}({out}, {self._print(a)})"
+        return out
+
+    def _print_log(self, expr):
+        arg = expr.args[0]
+        if isinstance(arg, sp.Add) and sp.S.One in arg.args:
+            return f"{self.prefix}.log1p({self._print(arg - 1)})"
+        return f"{self.prefix}.log({self._print(arg)})"
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == -1:
+            return f"1/{self.parenthesize(expr.base, sp.printing.precedence.PRECEDENCE['Pow'])}"
+        if expr.exp == 2 and expr.base.is_Symbol:
+            return f"{self._print(expr.base)}*{self._print(expr.base)}"
+        return super()._print_Pow(expr, rational=rational)
+
+    # -- the operations that are not element-wise; a, b are printed operands ----------
+    def op_matmul(self, a: str, b: str) -> str:
+        """The matrix product a b."""
+        return f"{a} @ {b}"
+
+    def op_transpose(self, a: str) -> str:
+        """aᵀ (a view in NumPy)."""
+        return f"{a}.T"
+
+    def op_colsum(self, a: str) -> str:
+        """1ᵀ a: the 1×k row of column sums; a BLAS product with a cached row of ones."""
+        return f"_ones(m) @ {a}"
+
+    def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
+        """The body lines of a function, last touches: the row of ones fetched once."""
+        if sum(line.count("_ones(m)") for line in lines) < 2:
+            return lines
+        at = next(i for i, line in enumerate(lines) if line.strip() == "m = X.shape[0]")
+        body = [line.replace("_ones(m)", "ones") for line in lines[at + 1:]]
+        return lines[:at + 1] + [f"{indent}ones = _ones(m)"] + body
+
+    def op_rowsum(self, a: str) -> str:
+        """a 1: the m×1 column of row sums."""
+        return f"{a}.sum(axis=1, keepdims=True)"
+
+    def op_rowmax(self, a: str) -> str:
+        """The m×1 column of row maxima (the shift that keeps exp from overflowing)."""
+        return f"{a}.max(axis=1, keepdims=True)"
+
+    def op_sum(self, a: str) -> str:
+        """The sum of every entry."""
+        return f"{self.prefix}.sum({a})"
+
+    def op_mean(self, a: str) -> str:
+        """The mean of every entry (a scalar graph's batch mean)."""
+        return f"{self.prefix}.mean({a})"
+
+    def op_vdot(self, a: str, b: str) -> str:
+        """Σ a ⊙ b over every entry, as one dot product."""
+        return f"{self.prefix}.vdot({a}, {b})"
+
+    def op_trace(self, a: str) -> str:
+        """tr(a)."""
+        return f"{self.prefix}.trace({a})"
+
+    def op_slice(self, a: str, rows, cols) -> str:
+        """a[rows, cols] for (start, stop, step) triples; a view in NumPy."""
+        def one(s):
+            start, stop, step = s
+            text = f"{'' if start == 0 else start}:{'' if stop is None else stop}"
+            return text + (f":{step}" if step != 1 else "")
+        return f"{a}[{one(rows)}, {one(cols)}]"
+
+    def op_column(self, a: str, j: int) -> str:
+        """Column j of a (a scalar graph's input or target)."""
+        return f"{a}[:, {j}]"
+
+    def op_full(self, a: str, shape: str) -> str:
+        """a broadcast to `shape` as a fresh array (a value that does not depend on the sample)."""
+        return f"{self.prefix}.full({shape}, {a}, dtype=DTYPE)"
+
+
+def relu_arg_of(pw: sp.Piecewise):
+    """z when pw is ReLU(z) written as Piecewise((0, z < 0), (z, True)) (or with ≤)."""
+    if len(pw.args) != 2:
+        return None
+    (e0, c0), (e1, _) = pw.args
+    if e0 == 0 and isinstance(c0, (sp.StrictLessThan, sp.LessThan)) and c0.rhs == 0 and c0.lhs == e1:
+        return e1
+    return None
+
+
+def mask_of(e):
+    """The boolean condition c when e is Piecewise((0, not c), (1, True)) or ((1, c), (0, True))."""
+    if not isinstance(e, sp.Piecewise) or len(e.args) != 2 or e.args[1].cond != sp.true:
+        return None
+    (v0, c0), (v1, _) = e.args
+    if (v0, v1) == (0, 1):
+        return c0.negated if isinstance(c0, sp.core.relational.Relational) else None
+    if (v0, v1) == (1, 0):
+        return c0
+    return None
+
+
+class InPlace:
+    """Prints an element-wise formula over arrays as ufunc calls, in place where allowed.
+
+    Symbols stand for whole arrays (broadcasting does the element-wise
+    part).  A buffer is overwritten only if it was made for this formula
+    or the caller lists its name in ``overwritable`` and the formula uses
+    it once: ``dA * A*(1 - A)`` becomes ``dA *= A; t = 1 - A; dA *= t``.
+    With a printer whose ``inplace`` is False the formula prints as one
+    expression.
+    """
+
+    _UFUNC = {sp.exp: "exp", sp.tanh: "tanh", sp.Abs: "abs", sp.sign: "sign",
+              sp.cosh: "cosh", sp.sinh: "sinh", sp.sin: "sin", sp.cos: "cos", sp.atan: "arctan"}
+
+    def __init__(self, printer: NumpyPrinter, fresh, arrays: set, indent="    ", shape_of=None):
+        self.printer, self.fresh, self.arrays, self.indent = printer, fresh, arrays, indent
+        self.np = printer.prefix
+        # a buffer is written in place only with a value of its own shape (D *= S needs D ⊇ S)
+        self.shape_of = shape_of or (lambda e: None)
+
+    def _fits(self, part, whole) -> bool:
+        return self.shape_of(part) == self.shape_of(whole)
+
+    def is_array(self, e) -> bool:
+        """Whether e involves an array (else it is a number or a scalar value)."""
+        return bool(e.free_symbols & self.arrays)
+
+    def emit(self, expr: sp.Expr, overwritable=()) -> tuple[list[str], str]:
+        """(lines, name or code of the value) for `expr`."""
+        self.lines = []
+        if not self.printer.inplace or not self.is_array(expr):
+            return [], self.printer.doprint(expr)
+        counts = {}
+        for a in sp.preorder_traversal(expr):
+            if a.is_Symbol:
+                counts[a] = counts.get(a, 0) + 1
+        self.free = {s for s in overwritable if counts.get(s, 0) == 1}
+        ref, _ = self.ev(expr)
+        return self.lines, ref
+
+    def _new(self, code: str) -> str:
+        name = self.fresh()
+        self.lines.append(f"{self.indent}{name} = {code}")
+        return name
+
+    def ev(self, e) -> tuple[str, bool]:
+        """(code or name, owned): owned means a buffer this formula may overwrite."""
+        p = self.printer
+        if not self.is_array(e):
+            return p.doprint(e), False
+        if e.is_Symbol:
+            return e.name, e in self.free
+        if e.is_Add:
+            return self._add(e)
+        if e.is_Mul:
+            return self._mul(e)
+        if e.is_Pow:
+            return self._pow(e)
+        if isinstance(e, sp.Piecewise) and relu_arg_of(e) is not None:
+            return self._unary("maximum", relu_arg_of(e), extra=", 0")
+        if isinstance(e, sp.Max) and len(e.args) == 2 and not self.is_array(e.args[0]):
+            return self._unary("maximum", e.args[1], extra=f", {p.doprint(e.args[0])}")
+        if isinstance(e, sp.log):
+            arg = e.args[0]
+            if arg.is_Add and sp.S.One in arg.args:
+                return self._unary("log1p", arg - 1)
+            return self._unary("log", arg)
+        if type(e) in self._UFUNC:
+            return self._unary(self._UFUNC[type(e)], e.args[0])
+        return self._new(p.doprint(e)), True
+
+    def _unary(self, fn, arg, extra=""):
+        ref, owned = self.ev(arg)
+        if owned:
+            self.lines.append(f"{self.indent}{self.np}.{fn}({ref}{extra}, out={ref})")
+            return ref, True
+        return self._new(f"{self.np}.{fn}({ref}{extra})"), True
+
+    def _add(self, e):
+        scalar = sp.Add(*[t for t in e.args if not self.is_array(t)])
+        signed = []
+        for t in (t for t in e.args if self.is_array(t)):
+            c, _ = t.as_coeff_Mul()
+            signed.append((-1, -t) if c.is_negative else (1, t))
+        signed.sort(key=lambda st: (not self._fits(st[1], e), st[0] < 0,
+                                    st[1].is_Symbol and st[1] not in self.free))
+        sign, first = signed[0]
+        if sign > 0:
+            ref, owned = self.ev(first)
+            owned = owned and self._fits(first, e)
+            rest = signed[1:]
+            if not owned:
+                if rest:
+                    s2, t2 = rest[0]
+                    r2, _ = self.ev(t2)
+                    ref = self._new(f"{ref} {'+' if s2 > 0 else '-'} {r2}")
+                    rest = rest[1:]
+                elif scalar != 0:
+                    ref = self._new(f"{ref} + {self.printer.doprint(scalar)}")
+                    scalar = sp.S.Zero
+                else:
+                    return ref, False
+            for s, t in rest:
+                r, _ = self.ev(t)
+                self.lines.append(f"{self.indent}{ref} {'+' if s > 0 else '-'}= {r}")
+            if scalar != 0:
+                self.lines.append(f"{self.indent}{ref} += {self.printer.doprint(scalar)}")
+            return ref, True
+        # every array term is subtracted: s - t1 - t2 ...
+        ref, owned = self.ev(first)
+        owned = owned and self._fits(first, e)
+        s_code = self.printer.doprint(scalar)
+        if owned:
+            self.lines.append(f"{self.indent}{self.np}.subtract({s_code}, {ref}, out={ref})")
+        else:
+            ref = self._new(f"{self.np}.subtract({s_code}, {ref})")
+        for _, t in signed[1:]:
+            r, _ = self.ev(t)
+            self.lines.append(f"{self.indent}{ref} -= {r}")
+        return ref, True
+
+    def _mul(self, e):
+        p = self.printer
+        coeff = sp.Mul(*[f for f in e.args if not self.is_array(f)])
+        factors = [f for f in e.args if self.is_array(f)]
+        masks = [f for f in factors if mask_of(f) is not None]
+        factors = [f for f in factors if mask_of(f) is None]
+        divs = [f.base for f in factors if f.is_Pow and f.exp == -1]
+        factors = [f for f in factors if not (f.is_Pow and f.exp == -1)]
+        # a buffer we may overwrite goes first, so the product builds in it
+        factors.sort(key=lambda f: (not self._fits(f, e),
+                                    0 if (f.is_Symbol and f in self.free) or not f.is_Symbol else 1))
+        if not factors and not masks:
+            ref, owned = self._new(f"{p.parenthesize(coeff, 50)}/{self.ev(divs[0])[0]}"), True
+            coeff, divs = sp.S.One, divs[1:]
+        elif not factors:       # only masks: turn the first into numbers
+            ref, owned = self._new(f"{p.doprint(mask_of(masks[0]))}.astype(DTYPE)"), True
+            masks = masks[1:]
+        else:
+            ref, owned = self.ev(factors[0])
+            owned = owned and self._fits(factors[0], e)
+            factors = factors[1:]
+            if not owned:
+                if factors:
+                    r2, _ = self.ev(factors[0])
+                    ref = self._new(f"{ref}*{r2}")
+                    factors = factors[1:]
+                elif masks:
+                    ref = self._new(f"{ref}*{p.doprint(mask_of(masks[0]))}")
+                    masks = masks[1:]
+                elif coeff != 1:
+                    ref = self._new(f"{p.parenthesize(coeff, 50)}*{ref}")
+                    coeff = sp.S.One
+                elif divs:
+                    r2, _ = self.ev(divs[0])
+                    ref = self._new(f"{ref}/{r2}")
+                    divs = divs[1:]
+                else:
+                    return ref, False
+        for f in factors:
+            r, _ = self.ev(f)
+            self.lines.append(f"{self.indent}{ref} *= {r}")
+        for m in masks:
+            self.lines.append(f"{self.indent}{ref} *= {p.doprint(mask_of(m))}")
+        for dv in divs:
+            r, _ = self.ev(dv)
+            self.lines.append(f"{self.indent}{ref} /= {r}")
+        if coeff != 1:
+            self.lines.append(f"{self.indent}{ref} *= {p.doprint(coeff)}")
+        return ref, True
+
+    def _pow(self, e):
+        base, ex = e.args
+        if ex == -1:
+            return self._unary("reciprocal", base)
+        if ex == 2:
+            ref, owned = self.ev(base)
+            if owned:
+                self.lines.append(f"{self.indent}{self.np}.multiply({ref}, {ref}, out={ref})")
+                return ref, True
+            return self._new(f"{ref}*{ref}"), True
+        if ex == sp.S.Half:
+            return self._unary("sqrt", base)
+        ref, _ = self.ev(base)
+        return self._new(f"{ref}**{self.printer.parenthesize(ex, 60)}"), True

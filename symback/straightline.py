@@ -1,0 +1,314 @@
+"""Straight-line functions from array statements: select, CSE, schedule, print.
+
+One generated function (``predict``, ``loss``, ``grad``, ``step``, ...)
+is the list of :class:`~symback.lowering.Stmt` its results need, after
+
+1. *selection*: only the statements the results depend on;
+2. *copy propagation*: ``δ_b = δ_z`` and constants like ``δ_C = 1/m`` are
+   substituted into their users instead of being stored;
+3. *CSE*: :func:`sympy.cse` over every element-wise formula of the function;
+4. *scheduling* (``step``): a parameter's update ``p -= δ_p`` goes right
+   after the last statement that reads p, its matrix product just before it;
+5. *printing* with a liveness pass: a buffer the function made is
+   overwritten in place once nothing later reads it (never X, Y, a
+   parameter, a given value, a returned one, or a view of them).
+"""
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+from .lowering import EXPR_OPS, VIEWS, Stmt, Tr
+from .printing.numpy import InPlace, NumpyPrinter
+
+__all__ = ["FunctionSpec", "build_function"]
+
+
+class FunctionSpec:
+    """What one generated function computes.
+
+    ``results``: the symbols it returns (in ``ret``, a format string of
+    their printed names); ``inputs``: symbols its arguments provide;
+    ``updates``: parameter name -> (parameter symbol, gradient symbol) to
+    apply in place (``step``).
+    """
+
+    def __init__(self, name, args, doc, results, ret, inputs=(), updates=None):
+        self.name, self.args, self.doc = name, args, doc
+        self.results, self.ret, self.inputs = list(results), ret, set(inputs)
+        self.updates = updates or {}
+
+
+def select(stmts: list[Stmt], wanted: set) -> list[Stmt]:
+    """The statements `wanted` depends on, in order."""
+    need, out = set(wanted), []
+    for st in reversed(stmts):
+        if st.target in need:
+            out.append(st)
+            need |= st.reads()
+    return out[::-1]
+
+
+def propagate(stmts: list[Stmt], keep: set, shape_of) -> list[Stmt]:
+    """Substitute aliases (x = y) and numbers (x = lr/m) into their users."""
+    subs, out = {}, []
+    expr_only = {}
+    for st in stmts:
+        for s in st.reads():
+            if st.op not in EXPR_OPS:
+                expr_only[s] = False
+    for st in stmts:
+        args = tuple(_sub(a, subs) for a in st.args)
+        st = st._replace(args=args)
+        if st.op == "let" and st.target not in keep:
+            e = args[0]
+            if isinstance(e, sp.Symbol) or (shape_of(e) == () and expr_only.get(st.target, True)):
+                subs[st.target] = e
+                continue
+        out.append(st)
+    return out
+
+
+def coalesce(stmts: list[Stmt], keep: set) -> list[Stmt]:
+    """``t = X.T @ D; delta_W = t`` (t read nowhere else) as ``delta_W = X.T @ D``."""
+    reads = {}
+    for st in stmts:
+        for s in st.reads():
+            reads[s] = reads.get(s, 0) + 1
+    index = {st.target: i for i, st in enumerate(stmts)}
+    out = list(stmts)
+    for i, st in enumerate(stmts):
+        src = st.args[0] if st.op == "let" else None
+        if isinstance(src, sp.Symbol) and src in index and reads.get(src) == 1 and src not in keep \
+                and st.target in keep and out[index[src]] is not None:
+            out[index[src]] = out[index[src]]._replace(target=st.target)
+            out[i] = None
+    return [st for st in out if st is not None]
+
+
+def _sub(a, subs):
+    if isinstance(a, Tr):
+        return Tr(subs.get(a.sym, a.sym))
+    if isinstance(a, sp.Basic) and subs and a.free_symbols & subs.keys():
+        return a.xreplace(subs)
+    return a
+
+
+def cse(stmts: list[Stmt], fresh, low) -> list[Stmt]:
+    """Common subexpressions of all element-wise formulas, each computed once."""
+    where = [(i, j) for i, st in enumerate(stmts) if st.op in EXPR_OPS for j in range(len(st.args))
+             if isinstance(st.args[j], sp.Basic)]
+    exprs = [stmts[i].args[j] for i, j in where]
+    if not exprs:
+        return stmts
+    # Conditions stay inside their Piecewise, where the printer reads a ReLU or a mask.
+    rels = {}
+    for e in exprs:
+        for r in e.atoms(sp.core.relational.Relational):
+            rels.setdefault(r, sp.Dummy())
+    hidden = [e.xreplace(rels) for e in exprs]
+    back = {v: k for k, v in rels.items()}
+    reps, reduced = sp.cse(hidden, symbols=_symbols(fresh), order="none")
+    temps = {s: v.xreplace(back) for s, v in reps}
+    reduced = [e.xreplace(back) for e in reduced]
+    new_args = {}
+    for (i, j), e in zip(where, reduced):
+        new_args.setdefault(i, list(stmts[i].args))[j] = e
+    out, done = [], set()
+
+    def need(expr):
+        for s in sorted(expr.free_symbols & temps.keys(), key=str):
+            if s not in done:
+                need(temps[s])
+                done.add(s)
+                low.shapes[s] = low.shape_of(temps[s])
+                out.append(Stmt(s, "let", (temps[s],), low.shapes[s]))
+    for i, st in enumerate(stmts):
+        if i in new_args:
+            st = st._replace(args=tuple(new_args[i]))
+            for a in st.args:
+                if isinstance(a, sp.Basic):
+                    need(a)
+        out.append(st)
+    return out
+
+
+def _symbols(fresh):
+    while True:
+        yield fresh()
+
+
+def schedule(stmts: list[Stmt], updates: dict) -> list[Stmt]:
+    """Insert each in-place update after the last read of its parameter."""
+    stmts = list(stmts)
+    for name, (p, g) in updates.items():
+        at = max([i for i, st in enumerate(stmts) if p in st.reads() or st.target == g] + [-1])
+        stmts.insert(at + 1, Stmt(p, "update", (g, name, p), ()))
+        # the gradient's own product moves down next to its only use, so it prints as `p -= A.T @ D`
+        users = [st for st in stmts if g in st.reads()]
+        k = next((i for i, st in enumerate(stmts) if st.target == g), None)
+        if k is not None and len(users) == 1 and stmts[k].op in ("matmul", "colsum"):
+            st = stmts.pop(k)
+            stmts.insert(at, st)
+    return stmts
+
+
+def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter, low, protected: set) -> list[str]:
+    """The source lines of one function (def line, docstring, body, return).
+
+    ``low`` is the :class:`~symback.lowering.Lowering` the statements came
+    from (their shapes and its supply of fresh names); ``protected`` the
+    symbols never overwritten (data, parameters).
+    """
+    fresh, shape_of, temps = low.fresh, low.shape_of, low.fresh.made
+    keep = set(spec.results) | {s for pg in spec.updates.values() for s in pg}
+    wanted = set(spec.results) | {g for _, g in spec.updates.values()}
+    body = select(stmts, wanted)
+    body = coalesce(propagate(body, keep, shape_of), keep)
+    body = select(body, wanted)     # what propagation left unread goes
+    body = cse(body, fresh, low)
+    if spec.updates:
+        body = schedule(body, spec.updates)
+    arrays = {s for s, shp in low.shapes.items() if shp != ()}
+    return _print(body, spec, printer, fresh, shape_of, arrays | {st.target for st in body if st.shape != ()},
+                  protected | set(spec.inputs) | set(spec.results), temps)
+
+
+def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> list[str]:
+    ind = "    "
+    ew = InPlace(printer, lambda: fresh().name, arrays, ind, shape_of)
+    last, alias = {}, {}
+    for i, st in enumerate(body):
+        for r in st.reads():
+            last[r] = i
+        if st.op in VIEWS and st.args and isinstance(st.args[0], sp.Symbol):
+            alias[st.target] = st.args[0]
+    names = {str(st.target): st.target for st in body}
+
+    def root(n):
+        while n in alias:
+            n = alias[n]
+        return n
+
+    def free_at(i, syms) -> set:
+        out = set()
+        for n in syms:
+            if st_of.get(n) in VIEWS or n not in arrays:
+                continue
+            group = [k for k in set(last) | set(alias) | {n} if root(k) == root(n)]
+            if any(k in protected for k in group) or any(st_of.get(k) in VIEWS for k in group):
+                continue
+            if all(last.get(k, -1) <= i for k in group):
+                out.add(n)
+        return out
+    st_of = {st.target: st.op for st in body}
+    lines = [f"def {spec.name}({spec.args}):", f'{ind}"""{spec.doc}"""']
+    for i, st in enumerate(body):
+        free = free_at(i, st.reads())
+        t, a = st.target, st.args
+        if st.op == "let":
+            out, ref = ew.emit(a[0], free)
+            if ref != t.name and ref in names:
+                alias[t] = names[ref]
+            out.append(f"{ind}{t} = {ref}")
+            lines += out
+            continue
+        if st.op in ("sum", "mean", "rowsum"):
+            code = _reduction(st, ew, free, lines, printer, shape_of)
+        elif st.op == "matmul":
+            code = printer.op_matmul(*[_operand(x, printer) for x in a])
+        elif st.op in ("colsum", "rowmax", "trace", "transpose"):
+            code = getattr(printer, f"op_{st.op}")(str(a[0]))
+        elif st.op == "slice":
+            code = printer.op_slice(str(a[0]), a[1], a[2])
+        elif st.op == "column":
+            code = printer.op_column(str(a[0]), a[1])
+        elif st.op == "param":
+            code = f"params[{a[0]!r}]"
+        elif st.op == "value":
+            code = f"values[{a[0]!r}]"
+        elif st.op == "batch":
+            code = "X.shape[0]"
+        elif st.op == "update":
+            # an array is updated through its local name; a number only through the dict
+            target = str(a[2]) if a[2] in arrays else f"params[{a[1]!r}]"
+            lines.append(f"{ind}{target} -= {a[0]}")
+            continue
+        else:
+            raise AssertionError(f"unknown statement {st.op}")
+        lines.append(f"{ind}{t} = {code}")
+    lines.append(f"{ind}return {spec.ret}")
+    return printer.finish(_fuse_updates(lines, ind, temps), ind)
+
+
+def _operand(x, printer):
+    return printer.op_transpose(str(x.sym)) if isinstance(x, Tr) else str(x)
+
+
+def _reduction(st, ew, free, lines, printer, shape_of) -> str:
+    """Σ (or mean, or row sums) of an element-wise formula; Σ a ⊙ b as one dot product."""
+    expr = st.args[0]
+    if st.op == "sum":
+        coeff, rest = expr.as_coeff_Mul()
+        factors = sp.Mul.make_args(rest)
+        k = "" if coeff == 1 else ("-" if coeff == -1 else f"{printer.parenthesize(coeff, 50)}*")
+        if len(factors) == 1 and rest.is_Pow and rest.exp == 2 and shape_of(rest.base) != ():
+            body, ref = ew.emit(rest.base, free)
+            lines += body
+            return f"{k}{printer.op_vdot(ref, ref)}"
+        if len(factors) == 2 and shape_of(factors[0]) == shape_of(factors[1]) != ():
+            body1, r1 = ew.emit(factors[0], free)
+            lines += body1
+            body2, r2 = ew.emit(factors[1], free - set(factors[0].free_symbols))
+            lines += body2
+            return f"{k}{printer.op_vdot(r1, r2)}"
+    body, ref = ew.emit(expr, free)
+    lines += body
+    return getattr(printer, f"op_{st.op}")(ref)
+
+
+_ALIAS = re.compile(r"^(\s*)(\w+) = (\w+)$")
+
+
+def _fuse_updates(lines: list[str], ind: str, temps: set) -> list[str]:
+    """``g = A.T @ D`` then ``W -= g`` (g used nowhere else) as ``W -= A.T @ D``, and
+    ``t = X @ W; ...; Z = t`` with t used nowhere else as ``Z = X @ W; ...``."""
+    out = []
+    for line in lines:
+        m = re.match(rf"^{ind}(params\['\w+'\]|\w+) -= (\w+)$", line)
+        if m and out:
+            prev = _ALIAS_ASSIGN.match(out[-1])
+            if prev and prev.group(1) == m.group(2) and not _used(lines, m.group(2), skip=2):
+                out[-1] = f"{ind}{m.group(1)} -= {prev.group(2)}"
+                continue
+        out.append(line)
+    return _rename_aliases(out, temps)
+
+
+_ALIAS_ASSIGN = re.compile(r"^\s*(\w+) = (.+)$")
+
+
+def _used(lines, name, skip) -> bool:
+    word = re.compile(rf"\b{name}\b")
+    return sum(1 for line in lines if word.search(line)) > skip
+
+
+def _rename_aliases(lines: list[str], temps: set) -> list[str]:
+    """A fresh temporary renamed to the name it is finally given (``Z1 = X @ W1; Z1 += b1``)."""
+    i = 0
+    while i < len(lines):
+        m = _ALIAS.match(lines[i])
+        if m and m.group(3) in temps:
+            new, old = m.group(2), m.group(3)
+            wn, wo = re.compile(rf"\b{new}\b"), re.compile(rf"\b{old}\b")
+            if not any(wn.search(x) for x in lines[:i]) and not any(wo.search(x) for x in lines[i + 1:]):
+                lines = [wo.sub(new, x) for x in lines[:i]] + lines[i + 1:]
+                continue
+        if m and m.group(2) in temps:          # t4 = Z3: later lines read Z3 itself
+            new, old = m.group(3), m.group(2)
+            wo = re.compile(rf"\b{old}\b")
+            lines = lines[:i] + [wo.sub(new, x) for x in lines[i + 1:]]
+            continue
+        i += 1
+    return lines
