@@ -18,7 +18,7 @@ import sympy as sp
 from autograd import grad as ag_grad
 
 import symback as sb
-from conftest import seed004_1d_graph
+from conftest import AG_ACT, AG_LOSS, ag_sigmoid, seed004_1d_graph
 from symback.errors import DataError, SymbackError
 from symback.functions import ACTIVATIONS, LOSSES
 
@@ -26,28 +26,9 @@ RTOL = 1e-7
 
 
 # ------------------------------------------------------------------ hand-written oracles
-def _sig(z):
-    return 1 / (1 + anp.exp(-z))
-
-
-ACT = {   # each activation's definition, written again here for autograd
-    "identity": lambda z: z,
-    "sigmoid": _sig,
-    "tanh": anp.tanh,
-    "relu": lambda z: anp.where(z >= 0, z, 0.0),
-    "leaky_relu": lambda z: anp.where(z >= 0, z, 0.01 * z),
-    "softplus": lambda z: anp.log(1 + anp.exp(z)),
-    "swish": lambda z: z * _sig(z),
-    "mish": lambda z: z * anp.tanh(anp.log(1 + anp.exp(z))),
-}
-LOSS = {  # per output element; summed over outputs, mean over samples
-    "mse": lambda p, t: (p - t) ** 2,
-    "half_mse": lambda p, t: (p - t) ** 2 / 2,
-    "binary_cross_entropy": lambda p, t: -(t * anp.log(p) + (1 - t) * anp.log(1 - p)),
-    "logcosh": lambda p, t: anp.log(anp.cosh(p - t)),
-    "huber": lambda p, t: anp.where(anp.abs(p - t) <= 1, (p - t) ** 2 / 2, anp.abs(p - t) - 0.5),
-    "logcosh2": lambda p, t: anp.log(anp.cosh(2 * (p - t))) / 2,
-}
+_sig = ag_sigmoid
+ACT = {**AG_ACT, "mish": lambda z: z * anp.tanh(anp.log(1 + anp.exp(z)))}    # definitions, for autograd
+LOSS = {**AG_LOSS, "logcosh2": lambda p, t: anp.log(anp.cosh(2 * (p - t))) / 2}   # per output element
 OUTPUT_FOR = {"binary_cross_entropy": "sigmoid"}
 
 
