@@ -100,12 +100,17 @@ def realify(expr: sp.Expr) -> sp.Expr:
     return expr.doit()
 
 
-def _risky(expr: sp.Expr, values: set) -> bool:
-    """True when expr divides by something computed (it can blow up at saturation)."""
+def _risky(expr: sp.Expr, values: set) -> set:
+    """The computed factors expr divides by (it can blow up at saturation), signs dropped."""
     if not expr.has(sp.Pow):
-        return False
+        return set()
     _, den = sp.fraction(sp.together(expr))
-    return bool(den.free_symbols & values)
+    out = set()
+    for f in sp.Mul.make_args(den):
+        base = f.base if f.is_Pow else f
+        if base.free_symbols & values:
+            out.add(min(base, -base, key=sp.default_sort_key))   # 1 − ŷ and ŷ − 1 alike
+    return out
 
 
 # ------------------------------------------------------------------ printer
@@ -278,9 +283,19 @@ def _scalar_module(d: Derivation, dtype: str) -> str:
     fwd = [(n, lower(realify(stabilize(g.expr(n), defs)))) for n in nodes + [loss]]
 
     # backward: adjoints in reverse order, with forward values reused by name
-    known = {g.expr(n): g.symbol(n) for n in nodes if not g.expr(n).is_Atom}
-    adj = {n: realify(d.adjoint[n]).xreplace(known) for n in reversed(g.order)
-           if g.kind(n) in ("node", "param")}
+    # Nodes with equal definitions hold one value: name it by the first of them everywhere,
+    # else δ of one (dividing by 1 − ŷ) cannot cancel against σ' written with the other.
+    same, known = {}, {}
+    for n in nodes:
+        e = g.expr(n).xreplace(same)
+        if e.is_Atom:
+            continue
+        if e in known:
+            same[g.symbol(n)] = known[e]
+        else:
+            known[e] = g.symbol(n)
+    adj = {n: realify(d.adjoint[n]).xreplace(same).xreplace(known)
+           for n in reversed(g.order) if g.kind(n) in ("node", "param")}
     _fuse_risky(adj, g)
     for n in list(adj):    # δ_b = δ_z: use δ_z itself rather than a copy
         if adj[n].is_Atom:
@@ -448,12 +463,14 @@ def _fuse_risky(adj: dict, g) -> None:
 
     δ_ŷ = −y/ŷ + (1−y)/(1−ŷ) overflows when ŷ = σ(z) saturates, but
     δ_z = δ_ŷ·ŷ(1−ŷ) cancels to ŷ − y.  Replacing δ_ŷ in δ_z and letting
-    SymPy cancel the fraction gives that equal, safe form; if cancelling
-    leaves a computed denominator, the formula is kept as it was.
+    SymPy cancel the fraction gives that equal, safe form.  It is kept when
+    none of δ_ŷ's denominators is left (the user's own divisions, such as
+    z = u/v, may stay); otherwise the formula is kept as it was.
     """
     values = {g.symbol(n) for n in g.order if g.kind(n) in ("node", "param")}
     for n in list(adj):
-        if not _risky(adj[n], values):
+        risky = _risky(adj[n], values)
+        if not risky:
             continue
         a = Adjoint(n)
         for other, e in adj.items():
@@ -462,7 +479,7 @@ def _fuse_risky(adj: dict, g) -> None:
                     fused = sp.cancel(sp.together(e.xreplace({a: adj[n]})))
                 except (sp.PolynomialError, TypeError, ValueError):
                     continue
-                if not _risky(fused, values):
+                if not _risky(fused, values) & risky:
                     adj[other] = sp.factor_terms(fused)
 
 
