@@ -25,21 +25,31 @@ from .errors import SymbackError
 from .functions import Activation, _proved_equal, sigmoid, softplus
 
 __all__ = ["NumpyPrinter", "Namer", "codegen_module", "stabilize", "realify", "straight_line",
-           "STABLE_IDENTITIES"]
+           "STABLE_IDENTITIES", "STABLE_QUOTIENTS"]
 
 DTYPES = ("float64", "float32")
 
 # ------------------------------------------------------------------ stable rewrites
 _u = sp.Symbol("u", real=True)
+#: log cosh u, written so that nothing overflows: cosh itself does past |u| ≈ 710.
+_LOGCOSH = sp.Abs(_u) + sp.log(1 + sp.exp(-2 * sp.Abs(_u))) - sp.log(2)
 #: Equal forms used in place of ones that overflow, each proved by SymPy below.
 STABLE_IDENTITIES = (
     (sp.log(sigmoid(_u)), -softplus(-_u)),          # log σ(u)       = −softplus(−u)
     (sp.log(1 - sigmoid(_u)), -softplus(_u)),       # log(1 − σ(u))  = −softplus(u)
     (sp.log(1 + sp.exp(_u)), softplus(_u)),         # log(1 + eᵘ)    = softplus(u)
+    (sp.log(sp.cosh(_u)), _LOGCOSH),                # log cosh u     = |u| + log(1 + e^(−2|u|)) − log 2
 )
-for _lhs, _rhs in STABLE_IDENTITIES:   # proved once, at import: never trusted
-    if not _proved_equal(_lhs, _rhs, _u):
+#: Quotients num(u)/den(u) that are ∞/∞ for large u, as (num, den, equal bounded form).
+#: They are the derivatives of the functions above, so they appear in backward passes.
+STABLE_QUOTIENTS = (
+    (sp.exp(_u), 1 + sp.exp(_u), sigmoid(_u)),     # eᵘ/(1 + eᵘ)  = σ(u)     (log(1 + eᵘ))'
+    (sp.sinh(_u), sp.cosh(_u), sp.tanh(_u)),       # sinh u/cosh u = tanh u  (log cosh u)'
+)
+for _lhs, _rhs in STABLE_IDENTITIES + tuple((n / d, q) for n, d, q in STABLE_QUOTIENTS):
+    if not _proved_equal(_lhs, _rhs, _u):   # proved once, at import: never trusted
         raise SymbackError(f"internal: could not prove the stable rewrite {_lhs} = {_rhs}")
+_W = sp.Wild("w")
 
 
 def _sigmoid_arg(e: sp.Expr, defs: dict):
@@ -49,10 +59,11 @@ def _sigmoid_arg(e: sp.Expr, defs: dict):
 
 
 def stabilize(expr: sp.Expr, defs: dict | None = None) -> sp.Expr:
-    """Rewrite log σ(u), log(1 − σ(u)) and log(1 + eᵘ) into softplus forms.
+    """Rewrite log σ(u), log(1 − σ(u)), log(1 + eᵘ), log cosh u, eᵘ/(1 + eᵘ) and sinh/cosh.
 
     ``defs`` maps node symbols to their definitions, so that ``log(ŷ)`` with
-    ŷ = σ(z) is recognised too.  Each rewrite is one of ``STABLE_IDENTITIES``.
+    ŷ = σ(z) is recognised too.  Each rewrite is one of ``STABLE_IDENTITIES``
+    or ``STABLE_QUOTIENTS``.
     """
     defs = defs or {}
 
@@ -65,11 +76,32 @@ def stabilize(expr: sp.Expr, defs: dict | None = None) -> sp.Expr:
         if u is not None:
             return -softplus(u)
         rest = arg - 1
-        if isinstance(rest, sp.exp) and not rest.args[0].is_nonpositive:
+        if isinstance(rest, sp.exp) and not rest.args[0].is_extended_nonpositive:
             return softplus(rest.args[0])     # (when u <= 0, log(1 + eᵘ) is already safe)
+        if isinstance(arg, sp.cosh):
+            return _LOGCOSH.xreplace({_u: arg.args[0]})
         return e
 
-    return expr.replace(lambda e: isinstance(e, sp.log), rule)
+    expr = expr.replace(lambda e: isinstance(e, sp.log), rule)
+    return expr.replace(lambda e: e.is_Mul, _stable_quotient)
+
+
+def _stable_quotient(mul: sp.Mul) -> sp.Mul:
+    """mul with each pair of factors num(u), den(u)⁻¹ of ``STABLE_QUOTIENTS`` replaced by its form."""
+    factors = list(mul.args)
+    for f in factors:
+        if not (f.is_Pow and f.exp == -1):
+            continue
+        for num, den, form in STABLE_QUOTIENTS:
+            m = f.base.match(den.xreplace({_u: _W}))
+            if not m or _W not in m or den.xreplace({_u: m[_W]}) != f.base:
+                continue
+            n = num.xreplace({_u: m[_W]})
+            if n in factors:
+                factors.remove(f)
+                factors.remove(n)
+                return _stable_quotient(sp.Mul(*factors, form.xreplace({_u: m[_W]})))
+    return mul
 
 
 def lower(expr: sp.Expr) -> sp.Expr:
@@ -294,7 +326,7 @@ def _scalar_module(d: Derivation, dtype: str) -> str:
             same[g.symbol(n)] = known[e]
         else:
             known[e] = g.symbol(n)
-    adj = {n: realify(d.adjoint[n]).xreplace(same).xreplace(known)
+    adj = {n: stabilize(realify(d.adjoint[n]).xreplace(same).xreplace(known), defs)
            for n in reversed(g.order) if g.kind(n) in ("node", "param")}
     _fuse_risky(adj, g)
     for n in list(adj):    # δ_b = δ_z: use δ_z itself rather than a copy

@@ -362,14 +362,17 @@ def test_extreme_inputs_scalar_sigmoid_bce():
 
 
 def test_stable_rewrites_are_identities():
-    """log σ(u) = −softplus(−u), log(1−σ(u)) = −softplus(u), log softmax = z − max − log Σ exp(z − max)."""
-    from symback.codegen import STABLE_IDENTITIES
+    """log σ(u) = −softplus(−u), log(1−σ(u)) = −softplus(u), log cosh, eᵘ/(1+eᵘ) = σ(u), sinh/cosh = tanh,
+    log softmax = z − max − log Σ exp(z − max)."""
+    from symback.codegen import STABLE_IDENTITIES, STABLE_QUOTIENTS
     u = sp.Symbol("u", real=True)
-    for lhs, rhs in STABLE_IDENTITIES:
-        diff = sp.simplify(sp.expand_log((lhs - rhs).rewrite(sp.exp), force=True))
-        assert diff == 0
-        for val in (-30, -1, sp.Rational(1, 2), 12):     # and numerically, at 50 digits
-            assert abs(sp.N((lhs - rhs).subs(lhs.free_symbols.pop(), val), 50)) < 1e-40
+    pos = sp.Symbol("p", positive=True)
+    for lhs, rhs in list(STABLE_IDENTITIES) + [(n / d, q) for n, d, q in STABLE_QUOTIENTS]:
+        for branch in (pos, -pos):                       # on each side of 0, |u| is ±u
+            diff = sp.expand_log((lhs - rhs).subs(u, branch).rewrite(sp.exp), force=True)
+            assert sp.simplify(diff) == 0 or sp.simplify(sp.logcombine(diff, force=True)) == 0
+        for val in (-100, -30, -1, sp.Rational(1, 2), 12, 100):     # and numerically, at 100 digits
+            assert abs(sp.N((lhs - rhs).subs(u, val), 100)) < 1e-60
     z = sp.symbols("z0:3", real=True)
     mx = sp.Symbol("M", real=True)
     log_softmax = sp.log(sp.exp(z[0]) / sum(sp.exp(v) for v in z))
