@@ -4,10 +4,10 @@ Every registered activation × loss, as a scalar graph, as an ``sb.mlp``
 network and, for log(1 + eᶻ) and log cosh written by hand, as a spec file.
 The compiled loss and gradient must be finite without a floating-point
 warning (``np.errstate`` raises on overflow, invalid and divide) and must
-equal a high-precision oracle: mpmath at 600 digits (e^−1000 ≈ 10^−435
-must not vanish against 1), of SymPy's expression and ``sympy.diff`` for
-scalar graphs, of a forward pass written here and central differences for
-networks.
+equal a high-precision oracle, mpmath: for scalar graphs SymPy's expression
+and ``sympy.diff`` at 600 digits (so that e^−1000 ≈ 10^−435 does not vanish
+against 1); for networks a forward pass written here and central
+differences, at 60 digits plus what a cross-entropy's logits need.
 """
 from __future__ import annotations
 
