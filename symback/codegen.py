@@ -35,21 +35,31 @@ from .printing.numpy import NumpyPrinter, lower
 from .straightline import FunctionSpec, build_function
 
 __all__ = ["NumpyPrinter", "Namer", "codegen_module", "stabilize", "realify", "scale_seed",
-           "STABLE_IDENTITIES"]
+           "STABLE_IDENTITIES", "STABLE_QUOTIENTS"]
 
 DTYPES = ("float64", "float32")
 
 # ------------------------------------------------------------------ stable rewrites
 _u = sp.Symbol("u", real=True)
+#: log cosh u, written so that nothing overflows: cosh itself does past |u| ≈ 710.
+_LOGCOSH = sp.Abs(_u) + sp.log(1 + sp.exp(-2 * sp.Abs(_u))) - sp.log(2)
 #: Equal forms used in place of ones that overflow, each proved by SymPy below.
 STABLE_IDENTITIES = (
     (sp.log(sigmoid(_u)), -softplus(-_u)),          # log σ(u)       = −softplus(−u)
     (sp.log(1 - sigmoid(_u)), -softplus(_u)),       # log(1 − σ(u))  = −softplus(u)
     (sp.log(1 + sp.exp(_u)), softplus(_u)),         # log(1 + eᵘ)    = softplus(u)
+    (sp.log(sp.cosh(_u)), _LOGCOSH),                # log cosh u     = |u| + log(1 + e^(−2|u|)) − log 2
 )
-for _lhs, _rhs in STABLE_IDENTITIES:   # proved once, at import: never trusted
-    if not _proved_equal(_lhs, _rhs, _u):
+#: Quotients num(u)/den(u) that are ∞/∞ for large u, as (num, den, equal bounded form).
+#: They are the derivatives of the functions above, so they appear in backward passes.
+STABLE_QUOTIENTS = (
+    (sp.exp(_u), 1 + sp.exp(_u), sigmoid(_u)),     # eᵘ/(1 + eᵘ)  = σ(u)     (log(1 + eᵘ))'
+    (sp.sinh(_u), sp.cosh(_u), sp.tanh(_u)),       # sinh u/cosh u = tanh u  (log cosh u)'
+)
+for _lhs, _rhs in STABLE_IDENTITIES + tuple((n / d, q) for n, d, q in STABLE_QUOTIENTS):
+    if not _proved_equal(_lhs, _rhs, _u):   # proved once, at import: never trusted
         raise SymbackError(f"internal: could not prove the stable rewrite {_lhs} = {_rhs}")
+_W = sp.Wild("w")
 
 
 def _sigmoid_arg(e: sp.Expr, defs: dict):
@@ -59,10 +69,11 @@ def _sigmoid_arg(e: sp.Expr, defs: dict):
 
 
 def stabilize(expr: sp.Expr, defs: dict | None = None) -> sp.Expr:
-    """Rewrite log σ(u), log(1 − σ(u)) and log(1 + eᵘ) into softplus forms.
+    """Rewrite log σ(u), log(1 − σ(u)), log(1 + eᵘ), log cosh u, eᵘ/(1 + eᵘ) and sinh/cosh.
 
     ``defs`` maps node symbols to their definitions, so that ``log(ŷ)`` with
-    ŷ = σ(z) is recognised too.  Each rewrite is one of ``STABLE_IDENTITIES``.
+    ŷ = σ(z) is recognised too.  Each rewrite is one of ``STABLE_IDENTITIES``
+    or ``STABLE_QUOTIENTS``.
     """
     defs = defs or {}
 
@@ -75,11 +86,32 @@ def stabilize(expr: sp.Expr, defs: dict | None = None) -> sp.Expr:
         if u is not None:
             return -softplus(u)
         rest = arg - 1
-        if isinstance(rest, sp.exp) and not rest.args[0].is_nonpositive:
+        if isinstance(rest, sp.exp) and not rest.args[0].is_extended_nonpositive:
             return softplus(rest.args[0])     # (when u <= 0, log(1 + eᵘ) is already safe)
+        if isinstance(arg, sp.cosh):
+            return _LOGCOSH.xreplace({_u: arg.args[0]})
         return e
 
-    return expr.replace(lambda e: isinstance(e, sp.log), rule)
+    expr = expr.replace(lambda e: isinstance(e, sp.log), rule)
+    return expr.replace(lambda e: e.is_Mul, _stable_quotient)
+
+
+def _stable_quotient(mul: sp.Mul) -> sp.Mul:
+    """mul with each pair of factors num(u), den(u)⁻¹ of ``STABLE_QUOTIENTS`` replaced by its form."""
+    factors = list(mul.args)
+    for f in factors:
+        if not (f.is_Pow and f.exp == -1):
+            continue
+        for num, den, form in STABLE_QUOTIENTS:
+            m = f.base.match(den.xreplace({_u: _W}))
+            if not m or _W not in m or den.xreplace({_u: m[_W]}) != f.base:
+                continue
+            n = num.xreplace({_u: m[_W]})
+            if n in factors:
+                factors.remove(f)
+                factors.remove(n)
+                return _stable_quotient(sp.Mul(*factors, form.xreplace({_u: m[_W]})))
+    return mul
 
 
 def realify(expr: sp.Expr) -> sp.Expr:
@@ -94,12 +126,17 @@ def realify(expr: sp.Expr) -> sp.Expr:
     return expr.doit()
 
 
-def _risky(expr: sp.Expr, values: set) -> bool:
-    """True when expr divides by something computed (it can blow up at saturation)."""
+def _risky(expr: sp.Expr, values: set) -> set:
+    """The computed factors expr divides by (it can blow up at saturation), signs dropped."""
     if not expr.has(sp.Pow):
-        return False
+        return set()
     _, den = sp.fraction(sp.together(expr))
-    return bool(den.free_symbols & values)
+    out = set()
+    for f in sp.Mul.make_args(den):
+        base = f.base if f.is_Pow else f
+        if base.free_symbols & values:
+            out.add(min(base, -base, key=sp.default_sort_key))   # 1 − ŷ and ŷ − 1 alike
+    return out
 
 
 def _safe(expr: sp.Expr, defs: dict | None = None) -> sp.Expr:
@@ -116,13 +153,18 @@ def rewrite(stmts: list[Stmt], defs: dict, adjoints: set) -> list[Stmt]:
     """The equal, safe forms of every formula: re/im dropped, forward values reused by
     name, risky adjoints merged into their users, log σ and softplus stabilised,
     activations lowered to their stable definitions."""
-    known, out = {}, []
+    # Nodes with equal definitions hold one value: name it by the first of them everywhere,
+    # else δ of one (dividing by 1 − ŷ) cannot cancel against σ' written with the other.
+    known, same, out = {}, {}, []
     for st in stmts:
-        args = tuple(realify(a).xreplace(known) if st.op in EXPR_OPS and isinstance(a, sp.Basic) else a
-                     for a in st.args)
+        args = tuple(realify(a).xreplace(same).xreplace(known) if st.op in EXPR_OPS and isinstance(a, sp.Basic)
+                     else a for a in st.args)
         out.append(st._replace(args=args))
         if st.op == "let" and st.target in defs and not args[0].is_Atom:
-            known[args[0]] = st.target
+            if args[0] in known and not isinstance(st.target, sp.MatrixSymbol):
+                same[st.target] = known[args[0]]
+            else:
+                known[args[0]] = st.target
     _fuse_risky(out, adjoints)
     # 2(Ŷ − Y) rather than 2Ŷ − 2Y: the common factor is what CSE shares with the loss
     return [st._replace(args=tuple(_factor(_safe(a, defs)) if st.op in EXPR_OPS and isinstance(a, sp.Basic)
@@ -138,12 +180,14 @@ def _fuse_risky(stmts: list[Stmt], adjoints: set) -> None:
 
     δ_ŷ = −y/ŷ + (1−y)/(1−ŷ) overflows when ŷ = σ(z) saturates, but
     δ_z = δ_ŷ·ŷ(1−ŷ) cancels to ŷ − y.  Replacing δ_ŷ in δ_z and letting
-    SymPy cancel the fraction gives that equal, safe form; if cancelling
-    leaves a computed denominator, the formula is kept as it was.
+    SymPy cancel the fraction gives that equal, safe form.  It is kept when
+    none of δ_ŷ's denominators is left (the user's own divisions, such as
+    z = u/v, may stay); otherwise the formula is kept as it was.
     """
     values = {st.target for st in stmts}
     for i, st in enumerate(stmts):
-        if st.op != "let" or st.target not in adjoints or not _risky(st.args[0], values):
+        risky = _risky(st.args[0], values) if st.op == "let" and st.target in adjoints else set()
+        if not risky:
             continue
         for k in range(i + 1, len(stmts)):
             other = stmts[k]
@@ -152,7 +196,7 @@ def _fuse_risky(stmts: list[Stmt], adjoints: set) -> None:
                     fused = sp.cancel(sp.together(other.args[0].xreplace({st.target: st.args[0]})))
                 except (sp.PolynomialError, TypeError, ValueError):
                     continue
-                if not _risky(fused, values):
+                if not _risky(fused, values) & risky:
                     stmts[k] = other._replace(args=(sp.factor_terms(fused),))
 
 

@@ -193,7 +193,10 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
 
     def free_at(i, syms) -> set:
         out = set()
+        roots = [root(n) for n in syms]
         for n in syms:
+            if roots.count(root(n)) > 1:     # two names of one buffer in one formula: keep it
+                continue
             if st_of.get(n) in VIEWS or n not in arrays:
                 continue
             group = [k for k in set(last) | set(alias) | {n} if root(k) == root(n)]

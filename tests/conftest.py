@@ -7,13 +7,37 @@ SymPy expressions, or replace symback's functions by definitions written here.
 """
 from __future__ import annotations
 
+import os
 import random
 
+import autograd.numpy as anp
+import mpmath
 import numpy as np
 import pytest
 import sympy as sp
 
 import symback as sb
+
+# ---------------------------------------------------------------- slow mode
+# `SYMBACK_SLOW=1 pytest` or `pytest --slow` runs the differential tests with
+# SLOW_FACTOR times more hypothesis examples (thousands instead of hundreds).
+SLOW_FACTOR = 20
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help=f"run {SLOW_FACTOR}x more hypothesis examples (same as SYMBACK_SLOW=1)")
+
+
+def pytest_configure(config):
+    # Set before the test modules are imported, which read it in examples().
+    if config.getoption("--slow"):
+        os.environ["SYMBACK_SLOW"] = "1"
+
+
+def examples(n: int) -> int:
+    """max_examples for a hypothesis test: n normally, SLOW_FACTOR·n in slow mode."""
+    return n * SLOW_FACTOR if os.environ.get("SYMBACK_SLOW") == "1" else n
 
 
 def _symbols(g: sb.Graph) -> dict[str, sp.Symbol]:
@@ -157,6 +181,30 @@ ORACLE_DEFS = {
 }
 
 
+def ag_sigmoid(z):
+    """σ in autograd.numpy."""
+    return 1 / (1 + anp.exp(-z))
+
+
+# The same definitions in autograd.numpy, for oracles differentiated by HIPS autograd.
+AG_ACT = {
+    "identity": lambda z: z,
+    "sigmoid": ag_sigmoid,
+    "tanh": anp.tanh,
+    "relu": lambda z: anp.where(z >= 0, z, 0.0),
+    "leaky_relu": lambda z: anp.where(z >= 0, z, 0.01 * z),
+    "softplus": lambda z: anp.log(1 + anp.exp(z)),
+    "swish": lambda z: z * ag_sigmoid(z),
+}
+AG_LOSS = {  # per output element; summed over a sample's outputs
+    "mse": lambda p, t: (p - t) ** 2,
+    "half_mse": lambda p, t: (p - t) ** 2 / 2,
+    "binary_cross_entropy": lambda p, t: -(t * anp.log(p) + (1 - t) * anp.log(1 - p)),
+    "logcosh": lambda p, t: anp.log(anp.cosh(p - t)),
+    "huber": lambda p, t: anp.where(anp.abs(p - t) <= 1, (p - t) ** 2 / 2, anp.abs(p - t) - 0.5),
+}
+
+
 def to_elementary(expr: sp.Expr) -> sp.Expr:
     """Replace every symback function in `expr` by the oracle's own definition."""
     def is_sb(e):
@@ -170,6 +218,48 @@ def num(expr, values: dict) -> float:
     subs = {(sp.Symbol(k) if isinstance(k, str) else k): sp.Float(v, 30) for k, v in values.items()}
     out = sp.sympify(expr).xreplace(subs)
     return float(sp.N(out, 20))
+
+
+class MpOracle:
+    """A scalar graph's batch loss and gradient from a SymPy expression of its loss, evaluated by mpmath.
+
+    ``expr`` is the per-sample cost written in the graph's input, target and
+    parameter names (any assumptions); the gradient is ``sympy.diff`` of it,
+    and ``fd`` central differences of it.  Evaluate inside ``mpmath.workdps``.
+    """
+
+    def __init__(self, g, expr):
+        self.names = g.input_names + g.target_names + g.param_names
+        syms = {s.name: s for s in expr.free_symbols}
+        self.args = [syms.get(n, sp.Symbol(n, real=True)) for n in self.names]
+        self.params = g.param_names
+        self.loss_fn = sp.lambdify(self.args, expr, "mpmath")
+        self.grad_fn = {p: sp.lambdify(self.args, sp.diff(expr, syms[p]) if p in syms else sp.S.Zero, "mpmath")
+                        for p in self.params}
+        self.reduction = g.reduction
+
+    def _reduce(self, fn, X, Y, params, shift=None):
+        total = mpmath.mpf(0)
+        for xr, yr in zip(X, Y):
+            vals = {**dict(zip(self.names, list(xr) + list(yr))), **{p: float(params[p]) for p in self.params}}
+            vals = {n: mpmath.mpf(float(v)) for n, v in vals.items()}
+            if shift:
+                vals[shift[0]] += shift[1]
+            total += fn(*[vals[n] for n in self.names])
+        return total / len(X) if self.reduction == "mean" else total
+
+    def loss(self, X, Y, params, shift=None) -> mpmath.mpf:
+        """The batch loss, optionally with one parameter moved by shift = (name, h)."""
+        return self._reduce(self.loss_fn, X, Y, params, shift)
+
+    def grad(self, X, Y, params) -> dict:
+        """∂L/∂p from sympy.diff of the loss."""
+        return {p: self._reduce(self.grad_fn[p], X, Y, params) for p in self.params}
+
+    def fd(self, X, Y, params, h=mpmath.mpf("1e-25")) -> dict:
+        """∂L/∂p by central differences of the oracle loss (exact enough at 80 or more digits)."""
+        return {p: (self.loss(X, Y, params, (p, h)) - self.loss(X, Y, params, (p, -h))) / (2 * h)
+                for p in self.params}
 
 
 @pytest.fixture

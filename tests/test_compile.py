@@ -18,7 +18,7 @@ import sympy as sp
 from autograd import grad as ag_grad
 
 import symback as sb
-from conftest import seed004_1d_graph
+from conftest import AG_ACT, AG_LOSS, ag_sigmoid, seed004_1d_graph
 from symback.errors import DataError, SymbackError
 from symback.functions import ACTIVATIONS, LOSSES
 
@@ -26,28 +26,9 @@ RTOL = 1e-7
 
 
 # ------------------------------------------------------------------ hand-written oracles
-def _sig(z):
-    return 1 / (1 + anp.exp(-z))
-
-
-ACT = {   # each activation's definition, written again here for autograd
-    "identity": lambda z: z,
-    "sigmoid": _sig,
-    "tanh": anp.tanh,
-    "relu": lambda z: anp.where(z >= 0, z, 0.0),
-    "leaky_relu": lambda z: anp.where(z >= 0, z, 0.01 * z),
-    "softplus": lambda z: anp.log(1 + anp.exp(z)),
-    "swish": lambda z: z * _sig(z),
-    "mish": lambda z: z * anp.tanh(anp.log(1 + anp.exp(z))),
-}
-LOSS = {  # per output element; summed over outputs, mean over samples
-    "mse": lambda p, t: (p - t) ** 2,
-    "half_mse": lambda p, t: (p - t) ** 2 / 2,
-    "binary_cross_entropy": lambda p, t: -(t * anp.log(p) + (1 - t) * anp.log(1 - p)),
-    "logcosh": lambda p, t: anp.log(anp.cosh(p - t)),
-    "huber": lambda p, t: anp.where(anp.abs(p - t) <= 1, (p - t) ** 2 / 2, anp.abs(p - t) - 0.5),
-    "logcosh2": lambda p, t: anp.log(anp.cosh(2 * (p - t))) / 2,
-}
+_sig = ag_sigmoid
+ACT = {**AG_ACT, "mish": lambda z: z * anp.tanh(anp.log(1 + anp.exp(z)))}    # definitions, for autograd
+LOSS = {**AG_LOSS, "logcosh2": lambda p, t: anp.log(anp.cosh(2 * (p - t))) / 2}   # per output element
 OUTPUT_FOR = {"binary_cross_entropy": "sigmoid"}
 
 
@@ -381,14 +362,17 @@ def test_extreme_inputs_scalar_sigmoid_bce():
 
 
 def test_stable_rewrites_are_identities():
-    """log σ(u) = −softplus(−u), log(1−σ(u)) = −softplus(u), log softmax = z − max − log Σ exp(z − max)."""
-    from symback.codegen import STABLE_IDENTITIES
+    """log σ(u) = −softplus(−u), log(1−σ(u)) = −softplus(u), log cosh, eᵘ/(1+eᵘ) = σ(u), sinh/cosh = tanh,
+    log softmax = z − max − log Σ exp(z − max)."""
+    from symback.codegen import STABLE_IDENTITIES, STABLE_QUOTIENTS
     u = sp.Symbol("u", real=True)
-    for lhs, rhs in STABLE_IDENTITIES:
-        diff = sp.simplify(sp.expand_log((lhs - rhs).rewrite(sp.exp), force=True))
-        assert diff == 0
-        for val in (-30, -1, sp.Rational(1, 2), 12):     # and numerically, at 50 digits
-            assert abs(sp.N((lhs - rhs).subs(lhs.free_symbols.pop(), val), 50)) < 1e-40
+    pos = sp.Symbol("p", positive=True)
+    for lhs, rhs in list(STABLE_IDENTITIES) + [(n / d, q) for n, d, q in STABLE_QUOTIENTS]:
+        for branch in (pos, -pos):                       # on each side of 0, |u| is ±u
+            diff = sp.expand_log((lhs - rhs).subs(u, branch).rewrite(sp.exp), force=True)
+            assert sp.simplify(diff) == 0 or sp.simplify(sp.logcombine(diff, force=True)) == 0
+        for val in (-100, -30, -1, sp.Rational(1, 2), 12, 100):     # and numerically, at 100 digits
+            assert abs(sp.N((lhs - rhs).subs(u, val), 100)) < 1e-60
     z = sp.symbols("z0:3", real=True)
     mx = sp.Symbol("M", real=True)
     log_softmax = sp.log(sp.exp(z[0]) / sum(sp.exp(v) for v in z))

@@ -112,8 +112,6 @@ class NumpyPrinter(NumPyPrinter):
     def _print_Pow(self, expr, rational=False):
         if expr.exp == -1:
             return f"1/{self.parenthesize(expr.base, sp.printing.precedence.PRECEDENCE['Pow'])}"
-        if expr.exp == 2 and expr.base.is_Symbol:
-            return f"{self._print(expr.base)}*{self._print(expr.base)}"
         return super()._print_Pow(expr, rational=rational)
 
     # -- the operations that are not element-wise; a, b are printed operands ----------
