@@ -288,9 +288,9 @@ def cmd_derive(args) -> int:
 
 
 def _check_values(d, values: dict):
-    if getattr(d, "kind", "scalar") == "layers":
+    if d.kind == "matrix":
         raise SymbackError("--values gives numbers to the symbols of a scalar graph (a spec file); "
-                           "a layer network's worked example is what `symback train` computes")
+                           "a matrix network's worked example is what `symback train` computes")
     g = d.graph
     known = g.input_names + g.target_names + g.param_names
     unknown = [k for k in values if k not in known]
@@ -357,7 +357,7 @@ def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:
 def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """X and Y for derivation `d` from the data file at `path` (see ``symback train --help``)."""
     columns, arrays = load_data(path)
-    if getattr(d, "kind", "scalar") != "layers":
+    if d.kind != "matrix":
         if targets:
             raise SymbackError("--targets is for layer networks; a spec file names its inputs "
                                "and targets, and the data's columns are matched by those names")
@@ -371,7 +371,11 @@ def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np
         _check_width(path, X, len(g.input_names), "input columns", "the spec's inputs")
         _check_width(path, Y, len(g.target_names), "target columns", "the spec's targets")
         return X, Y
-    sizes = d.sizes
+    g = d.graph
+    if len(g.input_names) != 1 or len(g.target_names) != 1:
+        raise SymbackError("training data fill one input matrix X and one target matrix Y; "
+                           f"this graph has inputs {g.input_names} and targets {g.target_names}")
+    n_in, K = g.shape(g.input_names[0])[1], g.shape(g.target_names[0])[1]
     if columns is None:
         if targets:
             raise SymbackError("--targets names CSV columns; an .npz file holds arrays X and Y")
@@ -382,10 +386,9 @@ def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np
             raise SymbackError(f"malformed --targets {targets!r}")
         Y = _select(path, columns, arrays, names, "targets")
         X = arrays["table"][:, [j for j, c in enumerate(columns) if c not in names]]
-    _check_width(path, X, sizes[0], "input columns", f"--layers starts with {sizes[0]}")
-    K = sizes[-1]
+    _check_width(path, X, n_in, "input columns", f"the network takes {n_in} inputs")
     from .functions import softmax
-    if Y.shape[1] == 1 and K > 1 and d.activation_list[-1] is softmax:
+    if Y.shape[1] == 1 and K > 1 and output_function(d) is softmax:
         Y = _one_hot(path, Y[:, 0], K)
     _check_width(path, Y, K, "target columns", f"the output layer has {K} units")
     return X, Y
@@ -445,8 +448,8 @@ def cmd_train(args) -> int:
             _refuse_overwrite(target, flag, data=args.data, spec=args.spec)
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
-    if getattr(d, "kind", "scalar") == "layers":
-        _check_memory(d.sizes, min(args.batch_size, len(X)), args.optimizer, np.dtype(args.dtype).itemsize)
+    if d.kind == "matrix":
+        _check_memory(d, args, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize)
     model = sb.compile(d, dtype=args.dtype)
     params = load_params(model, args.resume) if args.resume else model.init(seed=args.seed)
     optimizer = args.optimizer
@@ -468,7 +471,7 @@ def cmd_train(args) -> int:
     print(f"parameters saved to {out}")
     if plot is not None:
         norms = optimizer.per_epoch()
-        if getattr(d, "kind", "scalar") == "layers":     # one line per layer: its weight matrix
+        if d.kind == "matrix":     # one line per weight matrix
             norms = {k: v for k, v in norms.items() if k.startswith("W")}
         _atomic_write(plot, plot_history(losses, norms))
         print(f"loss curve saved to {plot}")
@@ -530,10 +533,8 @@ def _losses(history) -> list[float]:
 
 def accuracy(d, model, X, Y, params) -> float | None:
     """Classification accuracy for softmax (argmax) or one-sigmoid-output networks, else None."""
-    if getattr(d, "kind", "scalar") != "layers":
-        return None
     from .functions import sigmoid, softmax
-    out = d.activation_list[-1]
+    out = output_function(d)
     P = np.asarray(model.predict(X, params))
     if out is softmax:
         return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
@@ -655,7 +656,8 @@ def cmd_demo(args) -> int:
     print(f"2. An MLP {'-'.join(map(str, sizes))}, tanh hidden layers, sigmoid output, binary cross-entropy")
     net = sb.mlp(sizes, activation="tanh", output="sigmoid", loss="binary_cross_entropy")
     d2 = sb.derive(net)
-    print(f"   dC/dZ{d2.depth} = {sp.sstr(d2.output_delta[0])}   (per output: a = prediction, y = target)")
+    print(f"   dL/dZ{len(sizes) - 1} = {sp.sstr(d2.delta(f'Z{len(sizes) - 1}', form='chain'))}   "
+          "(sigmoid + binary cross-entropy: prediction - target, over the batch)")
     written += _write_docs(d2, outdir / "mlp", pdf, title="A two-hidden-layer MLP")
 
     make = two_moons if args.dataset == "moons" else xor
@@ -731,20 +733,36 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_memory(sizes: list[int], batch: int, optimizer: str, itemsize: int) -> None:
-    """Refuse a layer network whose training cannot fit in this machine's memory, before
+def _check_memory(d, args, batch: int, itemsize: int) -> None:
+    """Refuse a matrix network whose training cannot fit in this machine's memory, before
     anything is allocated (the OS would otherwise kill the process minutes later)."""
-    count = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    g = d.graph
+    size = lambda n: int(g.shape(n)[0]) * int(g.shape(n)[1])     # noqa: E731
+    count = sum(size(p) for p in g.param_names)
     # parameters, gradients, fit's two snapshots, and the optimizer's state per parameter
-    copies = 4 + {"momentum": 1, "adam": 2}.get(optimizer, 0)
-    # each layer's Z and A for the batch, and their adjoints on the way back
-    activations = 4 * batch * sum(sizes)
+    copies = 4 + {"momentum": 1, "adam": 2}.get(args.optimizer, 0)
+    # every node's value for the batch, and its adjoint on the way back
+    activations = 2 * batch * sum(int(g.shape(n)[1]) for n in g.node_names if g.shape(n))
     need = (count * copies + activations) * itemsize
     free = available_memory()
     if free is not None and need > free:
-        raise SymbackError(f"--layers {','.join(map(str, sizes))}: training would need about "
+        what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
+        raise SymbackError(f"{what}: training would need about "
                            f"{format_bytes(need)} ({count:.3g} parameters); this machine has "
                            f"{format_bytes(free)} available")
+
+
+def output_function(d):
+    """The function the prediction node applies (softmax, sigmoid, ...), or None."""
+    from .functions import softmax
+    from .matrix import Softmax, activation_of
+    if len(d.outputs) != 1:
+        return None
+    e = d.graph.expr(d.outputs[0])
+    if isinstance(e, Softmax):
+        return softmax
+    act = activation_of(e)
+    return act[0] if act else None
 
 
 def main(argv=None) -> int:

@@ -386,7 +386,7 @@ def _has_adjoint(e) -> bool:
 
 
 def _ELEMENTWISE_TYPES():
-    from .matrix import Elementwise, FPrime
+    from ..matrix import Elementwise, FPrime
     return (FPrime, Elementwise)
 
 
