@@ -462,7 +462,10 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - start
     losses = _losses(history)
     model.save(params, out)
-    print(f"trained {d!r} on {len(X)} samples: {args.epochs} epochs of {args.optimizer}, "
+    spec = args.spec[0] if isinstance(args.spec, list) and args.spec else args.spec
+    what = "-".join(map(str, args.layers)) + " network" if args.layers else \
+        (f"the network of {Path(spec).name}" if spec else "the network")
+    print(f"trained {what} ({', '.join(d.params)}) on {len(X)} samples: {args.epochs} epochs of {args.optimizer}, "
           f"lr {args.lr}, batch size {args.batch_size}, in {seconds:.2f} s")
     print(f"loss: first epoch {losses[0]:.6g}, final {losses[-1]:.6g}")
     acc = accuracy(d, model, X, Y, params)

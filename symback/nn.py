@@ -177,7 +177,8 @@ class Sequential(Graph):
 
 def _l2(l2):
     try:
-        value = sp.nsimplify(l2) if isinstance(l2, float) else sp.sympify(l2, strict=True)
+        # a float as the decimal it prints as (0.1 -> 1/10), exactly: λ shows as typed
+        value = sp.Rational(repr(l2)) if isinstance(l2, float) else sp.sympify(l2, strict=True)
     except (sp.SympifyError, TypeError, ValueError):
         raise DefinitionError(f"l2 must be a non-negative number, got {l2!r}") from None
     if not value.is_number or not value.is_real or value < 0 or not value.is_finite:

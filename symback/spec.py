@@ -491,7 +491,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
     try:
         for key, declare in (("inputs", g.inputs), ("targets", g.targets), ("params", g.params)):
             for name in _name_list(data, key, where):
-                declare(name, shape=shapes.pop(name, None))
+                declare([name], shape=shapes.pop(name, None))   # a list: the name is used as written
         if shapes:
             raise SpecError(f"{where}: [shapes] names {', '.join(sorted(shapes))}, which "
                             "are not declared inputs, targets or params")

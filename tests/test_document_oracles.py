@@ -305,6 +305,9 @@ def test_delta_rows_evaluate_like_the_engine():
     ctx = context(d, verify=False, cost=False, vanishing=False, figure=False)
     v = random_point(d, 2, rows=3)
     env = matrix_env(d, v, skip_forward)
+    from symback.engine import delta
+    # δ_C = (1/m)·1 is folded into its users (it has no row of its own)
+    env[delta(d.graph, "C")] = sp.ImmutableMatrix(np.atleast_2d(numeric(d.adjoint["C"], env, 3)))
     for row in ctx["deltas"][1:]:
         sym, value = row["sympy"]["lhs"], row["sympy"]["value"]
         env[sym] = sp.ImmutableMatrix(np.atleast_2d(numeric(d.adjoint[sym.name[len("delta_"):]], env, 3)))

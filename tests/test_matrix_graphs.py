@@ -141,8 +141,8 @@ def test_rnn_gradient_sums_over_time_steps():
     check_gradients(d, loss, vals)
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.lists(st.integers(1, 4), min_size=2, max_size=4), st.sampled_from(list(ACT)),
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.integers(1, 3), min_size=2, max_size=3), st.sampled_from(list(ACT)),
        st.sampled_from([("identity", "mse"), ("identity", "half_mse"), ("sigmoid", "binary_cross_entropy"),
                         ("softmax", "cross_entropy"), ("tanh", "mse")]),
        st.floats(0, 1), st.sampled_from(["mean", "sum"]), st.integers(0, 2 ** 16))
@@ -153,7 +153,7 @@ def test_random_mlps_match_autograd(sizes, act, head, l2, reduction, seed):
     net = sb.mlp(sizes, act, out, lossname, reduction=reduction, l2=l2)
     d = sb.derive(net)
     vals = random_values(net, rows=3, seed=seed, one_hot=out == "softmax")
-    lam = float(sp.nsimplify(l2))
+    lam = l2
 
     def loss(v):
         A = v["X"]
