@@ -199,13 +199,18 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
                 continue
             if st_of.get(n) in VIEWS or n not in arrays:
                 continue
-            group = [k for k in set(last) | set(alias) | {n} if root(k) == root(n)]
+            group = members.get(root(n), set()) | {n}
             if any(k in protected for k in group) or any(st_of.get(k) in VIEWS for k in group):
                 continue
             if all(last.get(k, -1) <= i for k in group):
                 out.add(n)
         return out
     st_of = {st.target: st.op for st in body}
+    # the names that share a buffer, by the name at the end of their alias chain
+    # (kept up to date below, so free_at costs no scan of every name)
+    members = {}
+    for k in set(last) | set(alias) | set(names.values()):
+        members.setdefault(root(k), set()).add(k)
     lines = [f"def {spec.name}({spec.args}):", f'{ind}"""{spec.doc}"""']
     for i, st in enumerate(body):
         free = free_at(i, st.reads())
@@ -213,7 +218,10 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
         if st.op == "let":
             out, ref = ew.emit(a[0], free)
             if ref != t.name and ref in names:
+                before = root(t)
                 alias[t] = names[ref]
+                if root(t) != before:
+                    members.setdefault(root(t), set()).update(members.pop(before, {before}))
             out.append(f"{ind}{t} = {ref}")
             lines += out
             continue
@@ -252,6 +260,11 @@ def _operand(x, printer):
 def _reduction(st, ew, free, lines, printer, shape_of) -> str:
     """Σ (or mean, or row sums) of an element-wise formula; Σ a ⊙ b as one dot product."""
     expr = st.args[0]
+    if st.op in ("sum", "mean") and shape_of(expr) == ():
+        # propagation left one value for every sample (δ_p = 1/3): its mean is itself,
+        # its sum over the batch is m times it
+        value = printer._print(expr)
+        return value if st.op == "mean" else f"X.shape[0]*{printer.parenthesize(expr, 50)}"
     if st.op == "sum":
         coeff, rest = expr.as_coeff_Mul()
         factors = sp.Mul.make_args(rest)

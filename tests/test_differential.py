@@ -248,11 +248,14 @@ def _graph(build, reduction="mean"):
     # found by this suite in the one-program code generator: δ_n and δ_w2 shared one
     # buffer and were both scaled in place
     lambda g, x, y, w1, w2: (g.node("n", w2 ** 2) - y + sb.tanh(w2)) ** 2,
+    # and: a gradient left the same for every sample (δ = 1/3), summed over the batch
+    lambda g, x, y, w1, w2: g.node("n", w1 + x) / 3 + (y - x) ** 2,
 ], ids=["w_over_x_squared", "w1_over_1_plus_w2_squared", "x_to_minus_3_halves", "node_squared_denominator",
-        "two_names_of_one_buffer"])
-def test_reported_graphs(build):
-    """The graphs from issue 8, at fixed seeds."""
-    g, oracle, domains = _graph(build)
+        "two_names_of_one_buffer", "constant_gradient_summed"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reported_graphs(build, reduction):
+    """The graphs from issue 8 and those this suite found since, at fixed seeds."""
+    g, oracle, domains = _graph(build, reduction)
     for seed in range(5):
         assert check_scalar(g, oracle, domains, seed)
 
