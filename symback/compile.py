@@ -78,10 +78,11 @@ class Model:
         self.params: tuple = namespace["PARAMS"]
         self.n_inputs: int = namespace["N_INPUTS"]
         self.n_targets: int = namespace["N_TARGETS"]
-        self._predict = namespace["predict"]
-        self._loss = namespace["loss"]
-        self._grad = namespace["grad"]
-        self._step = namespace["step"]
+        # the printed functions themselves: the Model checks the data once, then calls them
+        self._predict = namespace["_predict"]
+        self._loss = namespace["_loss"]
+        self._grad = namespace["_grad"]
+        self._step = namespace["_apply_step"]
 
     @property
     def source(self) -> str:
