@@ -216,7 +216,7 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
     text = _HEADER.format(
         kind="matrix" if matrix else "scalar", loss=d.loss_name, params=", ".join(g.param_names),
         lib=printer.library if printer.library == "NumPy" else f"{printer.library} and NumPy",
-        imports=printer.imports, dtype_code=printer.dtype_code(dtype), dtype=dtype, target_kind=_target_kind(d), reduction=d.reduction, inputs=tuple(g.input_names),
+        imports=printer.imports(dtype), dtype_code=printer.dtype_code(dtype), dtype=dtype, target_kind=_target_kind(d), reduction=d.reduction, inputs=tuple(g.input_names),
         targets=tuple(g.target_names), param_names=tuple(g.param_names),
         outputs=tuple(str(o) for o in d.outputs), n_inputs=n_in, n_targets=n_out,
         shapes=shapes, init=init_rows(d))

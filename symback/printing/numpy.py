@@ -54,8 +54,6 @@ class NumpyPrinter(NumPyPrinter):
     inplace = True
     #: the library's name in the generated module's docstring
     library = "NumPy"
-    #: the module's imports besides NumPy (which every generated module uses for init and checks)
-    imports = ""
     #: helpers the printed functions call (``_asarray``; NumPy: the cached row of ones)
     helpers = '''
 _ONES = {}
@@ -83,6 +81,10 @@ def _is_native(a):
     glue = '''
 _apply_step = _step
 '''
+
+    def imports(self, dtype: str) -> str:
+        """The module's imports besides NumPy (which every generated module uses for init and checks)."""
+        return ""
 
     def dtype_code(self, dtype: str) -> str:
         """The module's ``DTYPE`` value for 'float64' or 'float32'."""
