@@ -121,7 +121,7 @@ def selfcheck(n=8, seed=0, entries=3):
     rng = np.random.default_rng(seed + 1)
     worst = 0.0
     for k in PARAMS:
-        base = np.array(params[k], dtype=np.float64)
+        base = np.asarray(params[k]).astype(np.float64)     # (a copy; tensors too)
         for _ in range(entries):
             idx = tuple(int(rng.integers(0, s)) for s in base.shape)
             moved = []
@@ -220,7 +220,7 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
         targets=tuple(g.target_names), param_names=tuple(g.param_names),
         outputs=tuple(str(o) for o in d.outputs), n_inputs=n_in, n_targets=n_out,
         shapes=shapes, init=init_rows(d))
-    parts = [text + printer.helpers + _INIT]
+    parts = [text + printer.helpers() + _INIT]
     for spec in specs:
         if spec.name == "_predict" and predict_ret is None:
             parts.append("\ndef _predict(X, params):\n    \"\"\"(This graph has no prediction node.)\"\"\"\n"
@@ -233,4 +233,4 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
                 [st for st in stmts if st.target not in given and st.op not in ("param", "batch", "column")]
         lines = build_function(spec, stmts, printer, lw, protected)
         parts.append("\n" + "\n".join(lines) + "\n")
-    return "\n".join(parts) + printer.glue + _API
+    return "\n".join(parts) + printer.glue() + _API

@@ -19,32 +19,16 @@ class JaxPrinter(NumpyPrinter):
     prefix = "jnp"
     inplace = False
     library = "JAX"
-    helpers = '''
-
-def _asarray(a):
-    """a as a JAX array of DTYPE (a JAX array of DTYPE as it is: asarray is a dispatched call)."""
-    return a if isinstance(a, jax.Array) and a.dtype == DTYPE else jnp.asarray(a, dtype=DTYPE)
-
-
-def _is_native(a):
-    """Whether a is already a 2-D JAX array of DTYPE."""
-    return isinstance(a, jax.Array) and a.ndim == 2 and a.dtype == DTYPE
-'''
-    glue = '''
-# one compiled XLA program per function and batch shape; forward/backward stay plain
-# (jax.jit them, or call them inside a function you jit)
-_predict = jax.jit(_predict)
-_loss = jax.jit(_loss)
-_grad = jax.jit(_grad)
-_step = jax.jit(_step)
-
-
-def _apply_step(X, Y, params, lr):
+    array_type, convert = "jax.Array", "jnp.asarray(a, dtype=DTYPE)"
+    #: one compiled XLA program per function and batch shape (forward/backward stay plain:
+    #: jit them, or call them inside a function you jit)
+    wrap = "jax.jit"
+    extra_helpers = ""
+    apply_step = '''def _apply_step(X, Y, params, lr):
     """One compiled step; JAX arrays are immutable, so the dict's entries are replaced."""
     value, new = _step(X, Y, params, lr)
     params.update(new)
-    return value
-'''
+    return value'''
 
     def imports(self, dtype: str) -> str:
         """``jax`` and ``jax.numpy``; float64 needs JAX's process-wide x64 switch."""

@@ -54,8 +54,13 @@ class NumpyPrinter(NumPyPrinter):
     inplace = True
     #: the library's name in the generated module's docstring
     library = "NumPy"
-    #: helpers the printed functions call (``_asarray``; NumPy: the cached row of ones)
-    helpers = '''
+    #: the library's array type and how the module makes one of DTYPE from anything
+    array_type, convert = "np.ndarray", "np.asarray(a, dtype=DTYPE)"
+    #: how the module's glue wraps each printed function (jax.jit, torch.no_grad()); "" leaves it
+    wrap = ""
+    #: helpers only this library's functions call (NumPy: the cached row of ones)
+    extra_helpers = '''
+
 _ONES = {}
 
 
@@ -65,22 +70,28 @@ def _ones(m):
     if ones is None:
         ones = _ONES[m] = np.ones(m, dtype=DTYPE)
     return ones
+'''
+    #: ``_apply_step(X, Y, params, lr)``: one step that leaves the new values in params
+    apply_step = "_apply_step = _step"
 
+    def helpers(self) -> str:
+        """The module's helpers: ``_asarray``, ``_is_native`` and the library's own."""
+        return f'''
 
 def _asarray(a):
-    """a as an array of DTYPE (no copy when it already is one)."""
-    return np.asarray(a, dtype=DTYPE)
+    """a as an array of DTYPE (as it is when it already is one)."""
+    return a if isinstance(a, {self.array_type}) and a.dtype == DTYPE else {self.convert}
 
 
 def _is_native(a):
-    """Whether a is already a 2-D array of this module's library and dtype."""
-    return type(a) is np.ndarray and a.ndim == 2 and a.dtype == DTYPE
-'''
-    #: text after the printed functions: how the library runs them (jit, no_grad) and
-    #: ``_apply_step(X, Y, params, lr)``, one step that leaves the new values in params
-    glue = '''
-_apply_step = _step
-'''
+    """Whether a is already a 2-D array of this module's library and DTYPE."""
+    return isinstance(a, {self.array_type}) and a.ndim == 2 and a.dtype == DTYPE
+''' + self.extra_helpers
+
+    def glue(self) -> str:
+        """The text after the printed functions: how the library runs them, and ``_apply_step``."""
+        wrapped = [f"{f} = {self.wrap}({f})" for f in ("_predict", "_loss", "_grad", "_step")] if self.wrap else []
+        return "\n" + "\n".join(wrapped + ["", "", self.apply_step] if wrapped else [self.apply_step]) + "\n"
 
     def imports(self, dtype: str) -> str:
         """The module's imports besides NumPy (which every generated module uses for init and checks)."""

@@ -23,29 +23,13 @@ class TorchPrinter(NumpyPrinter):
     prefix = "torch"
     inplace = False
     library = "PyTorch"
-    helpers = '''
-
-def _asarray(a):
-    """a as a tensor of DTYPE (a tensor of DTYPE as it is, on its device)."""
-    return a if isinstance(a, torch.Tensor) and a.dtype == DTYPE else torch.as_tensor(a, dtype=DTYPE)
-
-
-def _is_native(a):
-    """Whether a is already a 2-D tensor of DTYPE."""
-    return isinstance(a, torch.Tensor) and a.dim() == 2 and a.dtype == DTYPE
-'''
-    glue = '''
-# the derived formulas are the backward pass: torch's autograd records nothing
-_predict = torch.no_grad()(_predict)
-_loss = torch.no_grad()(_loss)
-_grad = torch.no_grad()(_grad)
-_step = torch.no_grad()(_step)
-
-
-def _apply_step(X, Y, params, lr):
+    array_type, convert = "torch.Tensor", "torch.as_tensor(a, dtype=DTYPE)"
+    #: the derived formulas are the backward pass: torch's autograd records nothing
+    wrap = "torch.no_grad()"
+    extra_helpers = ""
+    apply_step = '''def _apply_step(X, Y, params, lr):
     """One step; the parameter tensors are updated in place."""
-    return _step(X, Y, params, lr)[0]
-'''
+    return _step(X, Y, params, lr)[0]'''
 
     def imports(self, dtype: str) -> str:
         """``torch``."""
