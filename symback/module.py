@@ -36,6 +36,7 @@ N_TARGETS = {n_targets}
 SHAPES = {shapes!r}
 INIT = {init!r}
 TARGET_KIND = {target_kind!r}
+LOSS = {loss_key!r}
 '''
 
 _INIT = '''
@@ -191,6 +192,11 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
                          if matrix else f"{printer.prefix}.broadcast_to({o}, X.shape[:1])" for o in outputs)
         predict_ret = f"{printer.prefix}.column_stack([{cols}])"
     given = set(fsyms)
+    # the key under which forward() reports the batch loss: its node's name when it is one
+    # forward() reports the batch loss under LOSS: its node's name, when it is a node
+    loss_key = next((n for n, s in zip(fnames, fsyms) if s == loss), None)
+    out_names, out_syms = (fnames, fsyms) if loss_key else (fnames + ["_batch_loss"], fsyms + [loss])
+    loss_key = loss_key or "_batch_loss"
     if printer.inplace:
         step_doc, step_ret = "One gradient-descent step on params, in place; returns L before it.", str(loss_s)
     else:   # immutable arrays: the new values are returned (the glue puts them into params)
@@ -199,8 +205,9 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
     specs = [
         FunctionSpec("_predict", "X, params", "The prediction node(s) for the rows of X.",
                      outputs, predict_ret or "None"),
-        FunctionSpec("forward", "X, Y, params", "Every forward value by name (nothing overwritten).",
-                     fsyms, "{" + ", ".join(f"{n!r}: {s}" for n, s in zip(fnames, fsyms)) + "}"),
+        FunctionSpec("forward", "X, Y, params", "Every forward value by name (nothing overwritten), "
+                     "and the batch loss under LOSS.", out_syms,
+                     "{" + ", ".join(f"{n!r}: {s}" for n, s in zip(out_names, out_syms)) + "}"),
         FunctionSpec("backward", "X, Y, params, values",
                      "(L, gradients in PARAMS order) from the values forward() returned.",
                      [loss] + [grads[p] for p in g.param_names], f"{loss}, {ret_grads(grads)}",
@@ -216,7 +223,7 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
     text = _HEADER.format(
         kind="matrix" if matrix else "scalar", loss=d.loss_name, params=", ".join(g.param_names),
         lib=printer.library if printer.library == "NumPy" else f"{printer.library} and NumPy",
-        imports=printer.imports(dtype), dtype_code=printer.dtype_code(dtype), dtype=dtype, target_kind=_target_kind(d), reduction=d.reduction, inputs=tuple(g.input_names),
+        imports=printer.imports(dtype), dtype_code=printer.dtype_code(dtype), dtype=dtype, target_kind=_target_kind(d), loss_key=loss_key, reduction=d.reduction, inputs=tuple(g.input_names),
         targets=tuple(g.target_names), param_names=tuple(g.param_names),
         outputs=tuple(str(o) for o in d.outputs), n_inputs=n_in, n_targets=n_out,
         shapes=shapes, init=init_rows(d))

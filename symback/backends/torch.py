@@ -23,14 +23,14 @@ def _function_class():
         """L(X, Y, params) forward; backward: symback's ∂L/∂p times the incoming gradient."""
 
         @staticmethod
-        def forward(ctx, ns, loss_name, X, Y, *params):
+        def forward(ctx, ns, X, Y, *params):
             names = ns["PARAMS"]
             values = ns["forward"](X, Y, dict(zip(names, params)))
             tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
             ctx.ns, ctx.keys = ns, list(tensors)
             ctx.others = {k: v for k, v in values.items() if k not in tensors}
             ctx.save_for_backward(X, Y, *params, *tensors.values())
-            return values[loss_name]
+            return values[ns["LOSS"]]
 
         @staticmethod
         def backward(ctx, upstream):
@@ -39,7 +39,7 @@ def _function_class():
             n = len(names)
             values = {**dict(zip(ctx.keys, rest[n:])), **ctx.others}
             _, grads = ctx.ns["backward"](X, Y, dict(zip(names, rest[:n])), values)
-            return (None, None, None, None, *[upstream * g for g in grads])
+            return (None, None, None, *[upstream * g for g in grads])
 
     return SymbackLoss
 
@@ -66,7 +66,7 @@ class Model(BackendModel):
         ``module.params`` (a ParameterDict keyed by symback's names).
         """
         import torch
-        ns, names, fn, loss_name = self._ns, self.params, _function_class(), self.derivation.loss_name
+        ns, names, fn = self._ns, self.params, _function_class()
         start = self.init(seed) if params is None else params
         self.check_params(start)
 
@@ -84,6 +84,6 @@ class Model(BackendModel):
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""
-                return fn.apply(ns, loss_name, X, Y, *[self.params[k] for k in names])
+                return fn.apply(ns, X, Y, *[self.params[k] for k in names])
 
         return SymbackModule()
