@@ -10,6 +10,8 @@ and typed scalars.  Printing needs no PyTorch: this module is text only.
 """
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 from .numpy import NumpyPrinter
@@ -82,5 +84,26 @@ class TorchPrinter(NumpyPrinter):
         return f"X.new_zeros({shape}) + {a}"
 
     def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
-        """The body lines as printed (nothing NumPy-specific to fetch once)."""
-        return lines
+        """The body lines, ``t = A @ W`` then ``Z = b + t`` (t read nowhere else, b a parameter)
+        fused into ``Z = torch.addmm(b, A, W)``: eager torch pays per operation and per pass."""
+        params = {m.group(1) for line in lines if (m := _PARAM.match(line))}
+        out = list(lines)
+        for i, line in enumerate(lines):
+            mm = _MATMUL.match(line)
+            if not mm:
+                continue
+            t, a, w = mm.groups()
+            uses = [k for k, other in enumerate(lines) if k != i and re.search(rf"\b{t}\b", other)]
+            if len(uses) != 1:
+                continue
+            add = _ADD.match(lines[uses[0]])
+            if add and t in add.group(2, 3) and ({add.group(2), add.group(3)} - {t}) <= params:
+                bias = add.group(3) if add.group(2) == t else add.group(2)
+                out[uses[0]] = f"{indent}{add.group(1)} = torch.addmm({bias}, {a}, {w})"
+                out[i] = None
+        return [line for line in out if line is not None]
+
+
+_PARAM = re.compile(r"^\s*(\w+) = params\['\w+'\]$")
+_MATMUL = re.compile(r"^\s*(\w+) = ([\w.]+) @ ([\w.]+)$")
+_ADD = re.compile(r"^\s*(\w+) = (\w+) \+ (\w+)$")
