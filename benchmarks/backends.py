@@ -1,18 +1,21 @@
 """symback's JAX and torch backends against the hand-written step of the same library.
 
-    python benchmarks/backends.py            # ~3 min on 2 cores; --quick for a smoke run
+    python benchmarks/backends.py              # ~3 min on 2 cores; --quick for a smoke run
+    python benchmarks/backends.py --large --device cuda    # adds 784-4096-4096-10, batch 4096
 
 One training step (forward, backward, SGD update, loss as a float), float64,
-one thread per library, on the five networks of ``run.py``:
+one thread per library on CPU, on the five networks of ``run.py``, each
+built by ``sb.mlp`` and compiled with ``sb.compile(d, backend=...)``:
 
 * symback-JAX ``m.step`` ÷ ``jax.jit`` of ``jax.value_and_grad`` plus the
   update (``baselines.jax_step``);
 * symback-torch ``m.step`` ÷ PyTorch eager autograd plus the update under
   ``no_grad`` (``baselines.torch_step``).
 
-Each symback network is a hand-written matrix graph (``X W1 + 1 b1``, ...)
-until ``sb.mlp`` builds matrix graphs.  Steps run in interleaved rounds (the
-order rotates); a ratio is the median of the per-round ratios.  CPU only.
+Steps run in interleaved rounds (the order rotates); a ratio is the median
+of the per-round ratios.  ``--device cuda`` puts the torch tensors (both
+implementations) on the GPU; JAX runs on its default device (a GPU when
+jaxlib has one).  ``--large`` adds a 4096-wide network at batch 4096.
 """
 from __future__ import annotations
 
@@ -28,22 +31,12 @@ import numpy as np  # noqa: E402
 
 import symback as sb  # noqa: E402
 from baselines import init_params, jax_step, make_data, torch_step  # noqa: E402
-from symback.backends import compile_backend  # noqa: E402
 
 LR = 0.01
-
-
-def matrix_net(sizes, hidden, output, loss):
-    """The network as a matrix graph: Z_l = A_{l-1} W_l + 1 b_l, A_l = f(Z_l)."""
-    m, g = sb.BATCH, sb.Graph()
-    A = g.inputs("X", shape=(m, sizes[0]))
-    Y = g.targets("Y", shape=(m, sizes[-1]))
-    for l, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-        W, b = g.params(f"W{l} b{l}", shape=[(fi, fo), (1, fo)])
-        f = getattr(sb, output if l == len(sizes) - 1 else hidden)
-        A = g.node("Yhat" if l == len(sizes) - 1 else f"A{l}", f(A @ W + sb.ones(m) @ b))
-    g.loss(getattr(sb, loss)(A, Y))
-    return sb.derive(g)
+#: the configuration for a GPU: two 4096-wide hidden layers, batch 4096
+LARGE = ("784-4096-4096-10", "784-4096-4096-10 relu/softmax-CE batch 4096", [784, 4096, 4096, 10],
+         "relu", "softmax", "cross_entropy", 4096)
+DEVICE = "cpu"
 
 
 def runners(net):
@@ -51,14 +44,20 @@ def runners(net):
     _, _, sizes, act, out, loss, batch = net
     params = init_params(sizes, seed=0)
     X, Y = make_data(sizes, batch, loss, seed=1)
-    d = matrix_net(sizes, act, out, loss)
+    d = sb.derive(sb.mlp(sizes, activation=act, output=out, loss=loss))
     ours = {k: (v.reshape(1, -1) if k.startswith("b") else v) for k, v in params.items()}
     out_ = {}
     for name, factory in (("jax", jax_step), ("torch", torch_step)):
         b = factory(sizes, act, out, loss)
-        out_[name] = (b.step, *b.data_in(X, Y), b.params_in(params))
-        m = compile_backend(d, name, "float64")
+        m = sb.compile(d, "float64", backend=name)
         conv = m._ns["_asarray"]
+        if name == "torch":      # both torch implementations on the chosen device
+            move = lambda t: t.detach().to(DEVICE)   # noqa: E731
+            out_[name] = (b.step, *map(move, b.data_in(X, Y)),
+                          [move(t).requires_grad_(True) for t in b.params_in(params)])
+            conv = lambda a, c=conv: move(c(a))     # noqa: E731
+        else:
+            out_[name] = (b.step, *b.data_in(X, Y), b.params_in(params))
         out_["symback-" + name] = (m.step, conv(X), conv(Y), {k: conv(v) for k, v in ours.items()})
     return out_
 
@@ -86,21 +85,32 @@ def bench(net, rounds, block_s):
 
 
 def main(argv=None):
+    global DEVICE
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
+    if "--device" in argv:
+        DEVICE = argv[argv.index("--device") + 1]
+    networks = run.NETWORKS + ([LARGE] if "--large" in argv else [])
     import torch
-    torch.set_num_threads(1)
+    if DEVICE == "cpu":
+        torch.set_num_threads(1)
     rounds, block_s = (3, 0.05) if quick else (11, 0.25)
     rows = ["| network | jax µs | symback-JAX µs | symback-JAX / jax | torch µs | symback-torch µs "
             "| symback-torch / torch |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for net in run.NETWORKS:
+    for net in networks:
         med, ratio = bench(net, rounds, block_s)
         us = {k: f"{v * 1e6:,.1f}" if v < 1e-3 else f"{v * 1e6:,.0f}" for k, v in med.items()}
         rows.append(f"| {net[1]} | {us['jax']} | {us['symback-jax']} | {ratio['jax']:.2f} | {us['torch']} "
                     f"| {us['symback-torch']} | {ratio['torch']:.2f} |")
         print(rows[-1], flush=True)
     print("\n".join(["", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                     f"{rounds} rounds, float64, lr={LR}, 1 thread per library", "", *rows]))
+                     f"{rounds} rounds, float64, lr={LR}, torch on {DEVICE}, JAX on {_jax_device()}"
+                     + (", 1 thread per library" if DEVICE == "cpu" else ""), "", *rows]))
+
+
+def _jax_device() -> str:
+    import jax
+    return str(jax.devices()[0].platform)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,12 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _backend_option(p: argparse.ArgumentParser, verb: str):
+    p.add_argument("--backend", choices=("numpy", "jax", "torch"), default="numpy",
+                   help=f"the array library to {verb} (default numpy; jax and torch need "
+                        "pip install symback[jax] or symback[torch])")
+
+
 def _network_options(p: argparse.ArgumentParser, with_data: bool = False):
     g = p.add_argument_group("the network: a TOML spec file, or a layer network from flags")
     if with_data:   # train: the spec and the data file may both be positional, in either order
@@ -180,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive(int), default=32, metavar="N", help="default 32")
     t.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed (default 0)")
     t.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    _backend_option(t, "train with")
     t.add_argument("--out", default="params.npz", metavar="FILE.npz",
                    help="where to save the trained parameters (default params.npz)")
     t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run")
@@ -189,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar with the running loss (needs tqdm; default: on when stderr is a terminal)")
     t.set_defaults(func=cmd_train)
 
-    c = sub.add_parser("codegen", help="write a standalone NumPy-only training module",
+    c = sub.add_parser("codegen", help="write a standalone training module (NumPy only, or --backend jax|torch)",
                        description="Write the generated forward, gradient and training-step "
                                    "functions as a Python module that needs NumPy only.",
                        epilog="example: symback codegen --layers 2,8,1 --activation tanh -o net.py; "
@@ -197,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _network_options(c)
     c.add_argument("-o", "--out", required=True, metavar="FILE.py", help="the module to write")
     c.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    _backend_option(c, "write code for")
     c.set_defaults(func=cmd_codegen)
 
     m = sub.add_parser("demo", help="derive, render and train on built-in examples (no data needed)",
@@ -450,15 +458,19 @@ def cmd_train(args) -> int:
     X, Y = training_arrays(d, args.data, args.targets)
     if d.kind == "matrix":
         _check_memory(d, args, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize)
-    model = sb.compile(d, dtype=args.dtype)
+    model = sb.compile(d, dtype=args.dtype, backend=args.backend)
+    if args.backend != "numpy" and (plot is not None or progress):
+        raise OutputError(f"--plot and --progress record training with the numpy backend only, "
+                          f"not --backend {args.backend}")
     params = load_params(model, args.resume) if args.resume else model.init(seed=args.seed)
     optimizer = args.optimizer
     if plot is not None:        # record gradient norms on the way, for the second panel
         optimizer = NormRecorder(optimizer, model.params, -(-len(X) // args.batch_size))
     start = time.perf_counter()
     with np.errstate(all="ignore"):     # a diverging run ends in one TrainingError, not warnings
+        extra = {"progress": progress} if args.backend == "numpy" else {}
         history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            seed=args.seed, optimizer=optimizer, progress=progress)
+                            seed=args.seed, optimizer=optimizer, **extra)
     seconds = time.perf_counter() - start
     losses = _losses(history)
     model.save(params, out)
@@ -591,15 +603,18 @@ def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
 
 # ====================================================================== codegen
 def cmd_codegen(args) -> int:
-    """symback codegen: write a standalone NumPy-only module."""
+    """symback codegen: write a standalone module that needs only NumPy (and the --backend library)."""
     import symback as sb
 
     out = Path(args.out)
     _check_output(out, (".py",), "-o")
     _refuse_overwrite(out, "-o", spec=args.spec)
     d, _ = _derive(args)
-    sb.compile(d, dtype=args.dtype).export(out)
-    print(f"wrote {out}: NumPy-only functions init, predict, loss, grad and step for {d!r}")
+    from .backends import backend_module_source
+    from .render import _atomic_write
+    _atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
+    lib = "NumPy-only" if args.backend == "numpy" else f"{args.backend} + NumPy"
+    print(f"wrote {out}: {lib} functions init, predict, loss, grad and step for {d!r}")
     return 0
 
 

@@ -220,7 +220,10 @@ def scale_seed(expr, seed):
 _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
     "np", "X", "Y", "params", "lr", "m", "DTYPE", "PARAMS", "INPUTS", "TARGETS", "OUTPUTS", "SHAPES",
     "INIT", "KIND", "REDUCTION", "N_INPUTS", "N_TARGETS", "forward", "backward", "predict", "loss",
-    "grad", "step", "init", "values", "grads", "name", "g", "_ones", "_ONES", "ones"}
+    "grad", "step", "init", "values", "grads", "name", "g", "_ones", "_ONES", "ones",
+    # the module's other names, and the libraries other backends import
+    "_predict", "_loss", "_grad", "_step", "_apply_step", "_data", "_asarray", "_is_native",
+    "value_and_grad", "random_data", "selfcheck", "NP_DTYPE", "TARGET_KIND", "jax", "jnp", "torch", "sys"}
 
 
 class Namer:

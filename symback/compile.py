@@ -27,19 +27,27 @@ _CACHE: "weakref.WeakKeyDictionary[Derivation, dict]" = weakref.WeakKeyDictionar
 _LOADED: dict[str, dict] = {}   # source digest -> namespace; identical code is loaded once
 
 
-def compile(derivation: Derivation, dtype="float64") -> "Model":
-    """Generate, load and wrap the NumPy training code of `derivation`.
+def compile(derivation: Derivation, dtype=None, backend: str = "numpy") -> "Model":
+    """Generate, load and wrap the training code of `derivation` for one backend.
 
-    ``dtype`` is ``"float64"`` (default) or ``"float32"``.  The code is
-    generated and compiled once per derivation and dtype, then cached.
+    ``backend`` is ``"numpy"`` (default), ``"jax"`` or ``"torch"``: every
+    backend's Model has the same methods and dict keys, with the library's
+    own arrays.  ``dtype`` is ``"float64"`` or ``"float32"`` (None: float64,
+    float32 for JAX).  The code is generated and compiled once per
+    derivation, backend and dtype, then cached.
     """
     if not isinstance(derivation, Derivation):
         raise SymbackError(f"compile() needs a Derivation from sb.derive(...), got {type(derivation).__name__}")
-    dtype = _check_dtype(dtype)
+    from .backends import DEFAULT_DTYPES, backend_module_source, model_class, require
+    require(backend)
+    dtype = _check_dtype(DEFAULT_DTYPES[backend] if dtype is None else dtype)
     per = _CACHE.setdefault(derivation, {})
-    if dtype not in per:
-        per[dtype] = _load(codegen_module(derivation, dtype))
-    return Model(derivation, dtype, per[dtype])
+    key = dtype if backend == "numpy" else (backend, dtype)
+    if key not in per:
+        source = codegen_module(derivation, dtype) if backend == "numpy" else \
+            backend_module_source(derivation, backend, dtype)
+        per[key] = _load(source)
+    return model_class(backend)(derivation, dtype, per[key])
 
 
 def _load(source: str) -> dict:
@@ -78,10 +86,11 @@ class Model:
         self.params: tuple = namespace["PARAMS"]
         self.n_inputs: int = namespace["N_INPUTS"]
         self.n_targets: int = namespace["N_TARGETS"]
-        self._predict = namespace["predict"]
-        self._loss = namespace["loss"]
-        self._grad = namespace["grad"]
-        self._step = namespace["step"]
+        # the printed functions themselves: the Model checks the data once, then calls them
+        self._predict = namespace["_predict"]
+        self._loss = namespace["_loss"]
+        self._grad = namespace["_grad"]
+        self._step = namespace["_apply_step"]
 
     @property
     def source(self) -> str:

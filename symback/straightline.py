@@ -243,8 +243,9 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = "X.shape[0]"
         elif st.op == "update":
             # an array is updated through its local name; a number only through the dict
-            target = str(a[2]) if a[2] in arrays else f"params[{a[1]!r}]"
-            lines.append(f"{ind}{target} -= {a[0]}")
+            # (immutable arrays: the local name is rebound, and the step returns it)
+            target = str(a[2]) if a[2] in arrays or not printer.inplace else f"params[{a[1]!r}]"
+            lines.append(f"{ind}{printer.op_update(target, str(a[0]))}")
             continue
         else:
             raise AssertionError(f"unknown statement {st.op}")

@@ -219,7 +219,8 @@ rng = np.random.default_rng(0)
 X = rng.normal(size=(7, gen.N_INPUTS if hasattr(gen, "N_INPUTS") else int(sys.argv[2])))
 Y = rng.uniform(0.1, 0.9, size=(7, int(sys.argv[3])))
 params = gen.init(0)
-value, grads = gen.grad(X, Y, params)
+value, grads = gen.value_and_grad(X, Y, params)      # (L, dict), as Model.value_and_grad
+grads = [grads[k] for k in gen.PARAMS]
 fd = []
 for name in gen.PARAMS:
     p = params[name]

@@ -249,7 +249,7 @@ def test_float32_and_init_schemes():
 
 def test_source_reads_like_hand_written_numpy():
     src = sb.compile(sb.derive(matrix_mlp([784, 128, 64, 10], "sigmoid", "softmax", "cross_entropy"))).source
-    step = src[src.index("def step("):]
+    step = src[src.index("def _step("):]
     for line in ["Z1 = X @ W1" if "Z1 = X @ W1" in step else "= X @ W1", "+= b1",
                  "W1 -= X.T @ delta_", "b1 -= ones @ delta_", "W1 = params['W1']",
                  "np.subtract(1, A1)", ".max(axis=1, keepdims=True)", "np.tanh("]:

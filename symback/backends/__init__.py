@@ -1,55 +1,73 @@
-"""The same formulas beyond one CPU: a backend per array library.
+"""The same formulas beyond one CPU: one code generator, a printer per array library.
 
-``compile_backend(d, "numpy" | "jax" | "torch", dtype)`` gives a Model with
-the NumPy Model's methods and dict keys, whose arrays are the library's
-own; ``backend_module_source`` gives the standalone module behind it
-(that library and NumPy only; ``python module.py`` checks its gradient
-against finite differences).  Importing this package imports neither JAX
-nor PyTorch: each backend imports its library when first used, and a
-missing library is one SymbackError naming the extra to install.
+``compile_backend(d, "numpy" | "jax" | "torch", dtype)`` (what
+``sb.compile(d, backend=...)`` calls) gives a Model with the NumPy Model's
+methods and dict keys, whose arrays are the library's own;
+``backend_module_source`` gives the standalone module behind it.  Both
+read the one pipeline of :mod:`symback.codegen` (program → lowering →
+proved rewrites → straight-line functions), printed by
+:class:`~symback.printing.jax.JaxPrinter` or
+:class:`~symback.printing.torch.TorchPrinter`.  Importing this package
+imports neither JAX nor PyTorch; a missing library is one SymbackError
+naming the extra to install.
 """
 from __future__ import annotations
 
+import importlib
+
 from ..errors import SymbackError
 
-__all__ = ["BACKENDS", "compile_backend", "backend_module_source"]
+__all__ = ["BACKENDS", "DEFAULT_DTYPES", "compile_backend", "backend_module_source", "require"]
 
 BACKENDS = ("numpy", "jax", "torch")
+#: float32 for JAX (its float64 is a process-wide switch), float64 elsewhere.
+DEFAULT_DTYPES = {"numpy": "float64", "jax": "float32", "torch": "float64"}
+_EXTRA = {"jax": "JAX", "torch": "PyTorch"}
 
 
-def _backend(name: str):
-    if name not in BACKENDS:
-        raise SymbackError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
-    if name == "jax":
-        from . import jax as module
-    elif name == "torch":
-        from . import torch as module
-    else:
-        return None
-    return module
+def require(backend: str):
+    """The backend's library, imported now; SymbackError when the backend is unknown or missing."""
+    if backend not in BACKENDS:
+        raise SymbackError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    try:
+        return importlib.import_module(backend)
+    except ImportError:
+        raise SymbackError(f"the {backend} backend needs {_EXTRA[backend]}: "
+                           f"pip install symback[{backend}]") from None
 
 
-def compile_backend(derivation, backend: str = "numpy", dtype=None):
-    """The trainable Model of `derivation` for one backend.
-
-    ``dtype`` None means the backend's default: float64 for NumPy and
-    PyTorch, float32 for JAX (whose float64 is a process-wide switch).
-    """
-    module = _backend(backend)
-    if module is None:
-        from ..compile import compile
-        return compile(derivation, dtype="float64" if dtype is None else dtype)
-    return module.compile(derivation) if dtype is None else module.compile(derivation, dtype)
+def _printer(backend: str):
+    if backend == "jax":
+        from ..printing.jax import JaxPrinter
+        return JaxPrinter()
+    if backend == "torch":
+        from ..printing.torch import TorchPrinter
+        return TorchPrinter()
+    from ..printing.numpy import NumpyPrinter
+    return NumpyPrinter()
 
 
 def backend_module_source(derivation, backend: str = "numpy", dtype=None) -> str:
-    """The standalone module text for one backend (what ``symback codegen --backend`` writes)."""
-    module = _backend(backend)
-    if module is None:
-        from ..codegen import codegen_module
-        return codegen_module(derivation, "float64" if dtype is None else dtype)
+    """The standalone module text for one backend (what ``symback codegen --backend`` writes):
+    that library and NumPy only; ``python module.py`` checks grad() by finite differences."""
+    from ..codegen import codegen_module
+    require(backend)        # a missing library is reported now, not when the file is run
+    dtype = DEFAULT_DTYPES[backend] if dtype is None else dtype
+    return codegen_module(derivation, dtype, _printer(backend))
+
+
+def compile_backend(derivation, backend: str = "numpy", dtype=None):
+    """The trainable Model of `derivation` for one backend (``dtype`` None: the backend's default)."""
+    from ..compile import compile
+    return compile(derivation, dtype, backend=backend)
+
+
+def model_class(backend: str):
+    """The Model class of a backend (NumPy's own, or the library's subclass of it)."""
     if backend == "jax":
-        module._jax()       # a missing library is reported now, not when the file is run
+        from .jax import Model
+    elif backend == "torch":
+        from .torch import Model
     else:
-        module._torch()
-    return module.module_source(derivation) if dtype is None else module.module_source(derivation, dtype)
+        from ..compile import Model
+    return Model

@@ -1,44 +1,25 @@
-"""The Model every array backend shares: data checks, the API of the NumPy Model, fit.
+"""What the JAX and torch Models add to the NumPy Model: native arrays, and a compiled fit.
 
-A backend gives a namespace loaded from its generated module (``init``,
-``predict``, ``loss``, ``grad``, ``value_and_grad``, ``step``, ``_asarray``,
-the pure ``_value_and_grad``) and two methods: :meth:`BackendModel._compile`
-(how a training update runs: ``jax.jit``, ``torch.no_grad``) and
-:meth:`BackendModel._place` (a host batch onto the backend's devices).
+:class:`BackendModel` is :class:`symback.compile.Model` (the same methods,
+checks and dict keys) with the library's arrays passed through instead of
+converted to NumPy, and a :meth:`~BackendModel.fit` whose whole update
+(step and optimizer) is one function the backend compiles
+(:meth:`_compile`: ``jax.jit``, ``torch.no_grad``) and whose batches the
+backend places on its devices (:meth:`_place`).
 """
 from __future__ import annotations
 
-import builtins
-import hashlib
-import linecache
 import math
-from pathlib import Path
 
 import numpy as np
 
+from ..compile import Model
 from ..errors import DataError, SymbackError, TrainingError
-from ..render import _atomic_write
-from ._common import Optimizer
 
-__all__ = ["BackendModel", "load_source"]
+__all__ = ["BackendModel", "Optimizer"]
 
 
-def load_source(source: str, tag: str) -> dict:
-    """Execute generated (never user-written) source as a fresh namespace.
-
-    The text is printed from SymPy formulas; the only user text in it is
-    names, which ``graph.check_name`` limits to identifiers.  linecache makes
-    tracebacks and ``inspect.getsource`` show the generated lines.
-    """
-    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
-    filename = f"<symback-{tag}-{digest}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    ns = {"__name__": f"symback_{tag}_{digest}", "__source__": source}
-    exec(builtins.compile(source, filename, "exec"), ns)
-    return ns
-
-
-class BackendModel:
+class BackendModel(Model):
     """A network's generated code for one array library, with the NumPy Model's methods.
 
     Parameters are a dict name → array of the library; data have samples in
@@ -47,93 +28,35 @@ class BackendModel:
 
     backend = ""
 
-    def __init__(self, derivation, dtype: str, namespace: dict):
-        self.derivation = derivation
-        self.dtype = np.dtype(dtype)
-        self._ns = namespace
-        self.kind: str = namespace["KIND"]
-        self.reduction: str = namespace["REDUCTION"]
-        self.params: tuple = namespace["PARAMS"]
-        self.n_inputs: int = namespace["N_INPUTS"]
-        self.n_targets: int = namespace["N_TARGETS"]
-
-    @property
-    def source(self) -> str:
-        """The generated module's source (this library and NumPy only)."""
-        return self._ns["__source__"]
-
     def __repr__(self):
         return f"<{self.backend} Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 
-    # -- data ------------------------------------------------------------------
     def _matrix(self, a, width: int, what: str, unit: str):
         if self._ns["_is_native"](a):
-            shape = a.shape
-        else:
-            try:
-                a = np.asarray(a, dtype=self.dtype)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"{what} is not numeric array data: {exc}") from None
-            if a.ndim == 1:
-                a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
-            if a.ndim != 2:
-                raise DataError(f"{what} must be a 2-D array (samples in rows), got shape {a.shape}")
-            shape = a.shape
-            a = self._ns["_asarray"](a)
-        if shape[1] != width:
-            raise DataError(f"{what} has {shape[1]} columns but the network has {width} {unit}")
-        if shape[0] == 0:
-            raise DataError(f"{what} has no rows")
-        return a
+            if a.shape[1] != width:
+                raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
+            return a
+        return self._ns["_asarray"](super()._matrix(self._host(a), width, what, unit))
 
-    def _xy(self, X, Y):
-        X = self._matrix(X, self.n_inputs, "X", "inputs")
-        Y = self._matrix(Y, self.n_targets, "Y", "targets")
-        if Y.shape[0] != X.shape[0]:
-            raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-        return X, Y
-
-    def check_params(self, params: dict) -> None:
-        """Raise DataError unless params holds every parameter with the expected shape."""
-        if not isinstance(params, dict):
-            raise DataError(f"params must be a dict name -> array, got {type(params).__name__}")
-        for p in self.params:
-            if p not in params:
-                raise DataError(f"params has no entry {p!r}; the model's parameters are {', '.join(self.params)}")
-            if tuple(np.shape(params[p]) if not hasattr(params[p], "shape") else params[p].shape) \
-                    != tuple(self._ns["SHAPES"][p]):
-                raise DataError(f"parameter {p!r} has shape {tuple(params[p].shape)}, "
-                                f"expected {self._ns['SHAPES'][p]}")
-
-    # -- the model ----------------------------------------------------------------
-    def init(self, seed: int = 0) -> dict:
-        """Fresh parameters (the same numbers as every other backend's, in this dtype)."""
-        return self._ns["init"](seed)
-
-    def predict(self, X, params: dict):
-        """The network's output for the rows of X (n × outputs), an array of the library."""
-        self.check_params(params)
-        return self._ns["predict"](self._matrix(X, self.n_inputs, "X", "inputs"), params)
-
-    def loss(self, X, Y, params: dict) -> float:
-        """The batch loss L (mean, or sum, of the per-sample cost over the rows)."""
-        self.check_params(params)
-        return float(self._ns["loss"](*self._xy(X, Y), params))
-
-    def grad(self, X, Y, params: dict) -> dict:
-        """∂L/∂p for every parameter, as a dict shaped like ``params``."""
-        self.check_params(params)
-        return self._ns["grad"](*self._xy(X, Y), params)
-
-    def value_and_grad(self, X, Y, params: dict):
-        """(L, grads) from one forward and one backward pass."""
-        self.check_params(params)
-        value, grads = self._ns["value_and_grad"](*self._xy(X, Y), params)
-        return float(value), grads
+    def _shaped(self, grads, params) -> dict:
+        # the library's arrays, as they come; a (1, n) parameter given as (n,) gets an (n,) gradient
+        out = {}
+        for p, g in zip(self.params, grads):
+            given = tuple(params[p].shape)
+            out[p] = g.reshape(given) if tuple(g.shape) != given else g
+        return out
 
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
-        """One gradient-descent step p ← p − lr·∂L/∂p; updates the dict's entries, returns L before it."""
-        return float(self._ns["step"](*self._xy(X, Y), params, lr))
+        """One gradient-descent step p ← p − lr·∂L/∂p, left in params; returns L before it."""
+        return float(self._step(*self._xy(X, Y), params, lr))     # (no NumPy fast path here)
+
+    def load(self, path) -> dict:
+        """Read params saved by :meth:`save`, checked against this model, as the library's arrays."""
+        return {k: self._ns["_asarray"](v) for k, v in super().load(path).items()}
+
+    def _host(self, a):
+        """A library array as a NumPy array (anything else as it is)."""
+        return a
 
     def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
             seed: int = 0, optimizer: str = "sgd", **options):
@@ -150,7 +73,7 @@ class BackendModel:
         if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
             raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
         self.check_params(params)
-        X, Y = (np.asarray(self._ns["_to_numpy"](a), dtype=self.dtype) for a in self._xy(X, Y))
+        X, Y = (np.asarray(self._host(a), dtype=self.dtype) for a in self._xy(X, Y))
         n = X.shape[0]
         batch_size = n if batch_size is None else batch_size
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -177,14 +100,13 @@ class BackendModel:
         params.update(current)
         return history
 
-    # -- backend hooks --------------------------------------------------------------
-    def _compiled_update(self, opt: Optimizer):
+    def _compiled_update(self, opt: "Optimizer"):
         """(X, Y, params, state, lr) → (L, params, state), compiled by :meth:`_compile`."""
-        vg = self._ns["_value_and_grad"]
+        vg, names = self._ns["_grad"], self.params
 
         def update(X, Y, params, state, lr):
             value, grads = vg(X, Y, params)
-            params, state = opt.update(params, grads, state, lr)
+            params, state = opt.update(params, dict(zip(names, grads)), state, lr)
             return value, params, state
 
         return self._compile(update)
@@ -200,11 +122,36 @@ class BackendModel:
     def _replicate(self, tree):
         return tree
 
-    # -- files ---------------------------------------------------------------------
-    def export(self, path) -> Path:
-        """Write the generated module (this library and NumPy only); ``python it.py`` self-checks."""
-        path = Path(path)
-        if path.suffix != ".py":
-            raise SymbackError(f"export writes a Python module: give a .py path, got {str(path)!r}")
-        _atomic_write(path, self.source.encode())
-        return path
+
+class Optimizer:
+    """SGD, momentum or Adam as pure array arithmetic (works on JAX and torch arrays alike).
+
+    ``state = opt.init(params)``; ``params, state = opt.update(params, grads, state, lr)``.
+    """
+
+    def __init__(self, name="sgd", beta=0.9, beta1=0.9, beta2=0.999, eps=1e-8):
+        if name not in ("sgd", "momentum", "adam"):
+            raise SymbackError(f"unknown optimizer {name!r}; use 'sgd', 'momentum' or 'adam'")
+        self.name, self.beta, self.beta1, self.beta2, self.eps = name, beta, beta1, beta2, eps
+
+    def init(self, params: dict) -> dict:
+        """The optimizer's state for these params (velocities, moments, step count)."""
+        zeros = {k: v * 0 for k, v in params.items()}
+        if self.name == "momentum":
+            return {"v": zeros}
+        if self.name == "adam":
+            return {"m": zeros, "v": {k: v * 0 for k, v in params.items()}, "t": 0}
+        return {}
+
+    def update(self, params: dict, grads: dict, state: dict, lr):
+        """New (params, state) after one update."""
+        if self.name == "sgd":
+            return {k: params[k] - lr * grads[k] for k in params}, state
+        if self.name == "momentum":
+            v = {k: self.beta * state["v"][k] + grads[k] for k in params}
+            return {k: params[k] - lr * v[k] for k in params}, {"v": v}
+        b1, b2, t = self.beta1, self.beta2, state["t"] + 1
+        m = {k: b1 * state["m"][k] + (1 - b1) * grads[k] for k in params}
+        v = {k: b2 * state["v"][k] + (1 - b2) * grads[k] * grads[k] for k in params}
+        scale = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+        return {k: params[k] - scale * m[k] / (v[k] ** 0.5 + self.eps) for k in params}, {"m": m, "v": v, "t": t}

@@ -1,141 +1,22 @@
-"""The JAX backend: symback's formulas printed with SymPy's JAX printer, under ``jax.jit``.
+"""The JAX Model: the generated module's jitted functions, and a data-parallel fit.
 
-The generated module holds pure functions of ``(X, Y, params)`` — the forward
-assignments, then the adjoints of the derivation, nothing differentiated by
-JAX — and jitted wrappers.  :class:`Model` has the NumPy Model's methods;
-its :meth:`~Model.fit` shards every batch over all local devices (data
-parallel, parameters replicated), which XLA turns into per-device passes
+The module (printed by :class:`~symback.printing.jax.JaxPrinter`) holds
+pure functions of ``(X, Y, params)`` — the forward assignments, then the
+derivation's adjoints, nothing differentiated by JAX — under ``jax.jit``.
+:meth:`Model.fit` shards every batch over all local devices (data
+parallel, parameters replicated); XLA turns that into per-device passes
 and an all-reduce of the gradient sums.
 
 float32 is the default.  float64 needs JAX's *global* switch
-``jax.config.update("jax_enable_x64", True)``: compiling (or importing) a
-float64 model flips it for the whole process, so other JAX code running in
-the same process then defaults to 64-bit too.
+``jax_enable_x64``: loading a float64 model flips it for the whole process.
 """
 from __future__ import annotations
 
 import numpy as np
-from sympy.printing.numpy import JaxPrinter
 
-from ..errors import SymbackError
-from ._common import check_dtype, plan
-from ._printer import ArrayPrinter
-from ._source import SHARED_SOURCE, constants, function_texts, identifiers
-from ._model import BackendModel, load_source
+from ._model import BackendModel
 
-__all__ = ["Model", "compile", "module_source", "JaxArrayPrinter", "DEFAULT_DTYPE"]
-
-#: float32 by default: float64 needs the process-wide jax_enable_x64 switch.
-DEFAULT_DTYPE = "float32"
-
-
-def _jax():
-    try:
-        import jax
-    except ImportError:
-        raise SymbackError("the JAX backend needs JAX: pip install symback[jax]") from None
-    return jax
-
-
-class JaxArrayPrinter(ArrayPrinter, JaxPrinter):
-    """SymPy's JaxPrinter with symback's matrix classes; ``jnp.`` for ``jax.numpy.``."""
-
-    lib = "jnp"
-
-    def __init__(self, names, settings=None):
-        super().__init__(names, {"fully_qualified_modules": True, **(settings or {})})
-
-    def _module_format(self, fqn, register=True):
-        s = super()._module_format(fqn, register)
-        return "jnp." + s[len("jax.numpy."):] if s.startswith("jax.numpy.") else s
-
-    def _reduce(self, fn, code, axis=None):
-        return f"jnp.{fn}({code})" if axis is None else f"jnp.{fn}({code}, axis={axis}, keepdims=True)"
-
-    def _softmax(self, fn, code):
-        return f"jax.nn.{fn}({code}, axis=1)"
-
-    def _native(self, name, code):
-        return f"jax.nn.{name}({code})"
-
-    def _join_columns(self, codes):
-        return f"jnp.concatenate([{', '.join(codes)}], axis=1)"
-
-
-_API = '''
-
-_predict_jit = jax.jit(_predict)
-_loss_jit = jax.jit(_loss)
-_value_and_grad_jit = jax.jit(_value_and_grad)
-
-
-@jax.jit
-def _sgd(_X, _Y, _params, _lr):
-    """(L, params after p - lr dL/dp) in one compiled call."""
-    value, grads = _value_and_grad(_X, _Y, _params)
-    return value, {k: _params[k] - _lr * grads[k] for k in PARAMS}
-
-
-def _asarray(a):
-    # jnp.asarray of a JAX array is a dispatched operation: skipped when there is nothing to do
-    return a if isinstance(a, jax.Array) and a.dtype == DTYPE else jnp.asarray(a, dtype=DTYPE)
-
-
-def _is_native(a):
-    return isinstance(a, jax.Array) and a.ndim == 2 and a.dtype == DTYPE
-
-
-def _to_numpy(a):
-    return np.asarray(a)
-
-
-def predict(X, params):
-    """The network's output for the rows of X."""
-    return _predict_jit(_asarray(X), params)
-
-
-def loss(X, Y, params):
-    """The batch loss L, a float."""
-    return float(_loss_jit(_asarray(X), _asarray(Y), params))
-
-
-def value_and_grad(X, Y, params):
-    """(L, {parameter: dL/dparameter})."""
-    value, grads = _value_and_grad_jit(_asarray(X), _asarray(Y), params)
-    return float(value), grads
-
-
-def grad(X, Y, params):
-    """{parameter: dL/dparameter}."""
-    return value_and_grad(X, Y, params)[1]
-
-
-def step(X, Y, params, lr=0.1):
-    """One gradient-descent step; the dict's entries are replaced (JAX arrays are immutable).
-    Returns L before the step."""
-    value, new = _sgd(_asarray(X), _asarray(Y), params, lr)
-    params.update(new)
-    return float(value)
-'''
-
-
-def module_source(derivation, dtype: str = DEFAULT_DTYPE) -> str:
-    """A standalone module (JAX and NumPy only) for `derivation`: the Model's functions and a self-check."""
-    dtype = check_dtype(dtype, DEFAULT_DTYPE)
-    p = plan(derivation)
-    names = identifiers(p, reserved={"jax", "jnp"})
-    fns = function_texts(p, JaxArrayPrinter(names), names)
-    x64 = ['jax.config.update("jax_enable_x64", True)   # float64 in JAX is a global switch'] \
-        if dtype == "float64" else []
-    return "\n".join([
-        f'"""{p.kind.capitalize()} network: training code generated by symback for JAX ({dtype}).',
-        "",
-        "Forward assignments, then the adjoints of symback's derivation, printed with",
-        "SymPy's JaxPrinter; JAX differentiates nothing here.  `python thisfile.py` compares",
-        'grad() with finite differences of loss() on random data."""',
-        "import jax", "import jax.numpy as jnp", "import numpy as np", "", *x64,
-        f"DTYPE = jnp.{dtype}", f"NP_DTYPE = np.{dtype}", constants(p), "", "",
-        "\n\n\n".join(fns[k] for k in ("_predict", "_loss", "_value_and_grad")), _API, SHARED_SOURCE])
+__all__ = ["Model"]
 
 
 class Model(BackendModel):
@@ -143,12 +24,17 @@ class Model(BackendModel):
 
     backend = "jax"
 
+    def _host(self, a):
+        import jax
+        return np.asarray(a) if isinstance(a, jax.Array) else a
+
     def _compile(self, fn):
-        return _jax().jit(fn)
+        import jax
+        return jax.jit(fn)
 
     def _mesh(self):
         if not hasattr(self, "_shardings"):
-            jax = _jax()
+            import jax
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
             devices = jax.local_devices()
             mesh = Mesh(np.array(devices), ("data",))
@@ -157,20 +43,12 @@ class Model(BackendModel):
         return self._shardings
 
     def _place(self, batch):
-        # Rows split over the devices when they divide evenly, else the batch is replicated.
-        jax = _jax()
+        # rows split over the devices when they divide evenly, else the batch is replicated
+        import jax
         count, rows, replicated = self._mesh()
         sharding = rows if count > 1 and batch.shape[0] % count == 0 else replicated
-        return jax.device_put(batch, sharding)
+        return jax.device_put(self._ns["_asarray"](batch), sharding)
 
     def _replicate(self, tree):
-        return _jax().device_put(tree, self._mesh()[2])
-
-
-def compile(derivation, dtype: str = DEFAULT_DTYPE) -> Model:
-    """Generate, load and wrap the JAX code of `derivation` (float32 unless asked)."""
-    dtype = check_dtype(dtype, DEFAULT_DTYPE)
-    jax = _jax()
-    if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    return Model(derivation, dtype, load_source(module_source(derivation, dtype), "jax"))
+        import jax
+        return jax.device_put(tree, self._mesh()[2])

@@ -1,177 +1,45 @@
-"""The PyTorch backend: symback's formulas printed with SymPy's torch printer.
+"""The PyTorch Model, and ``Model.module()``: a ``torch.nn.Module`` whose backward is symback's.
 
-The generated module computes the forward assignments and then the
-derivation's adjoints with plain tensor operations under ``torch.no_grad``;
-torch's autograd records nothing.  :class:`Model` has the NumPy Model's
-methods; :meth:`Model.module` gives a ``torch.nn.Module`` for ordinary
-PyTorch code: ``module(X)`` is the prediction, ``module(X, Y)`` (or
-``module.loss(X, Y)``) the batch loss, whose ``backward()`` runs symback's
-formulas through a ``torch.autograd.Function`` — so optimizers, LR
-schedulers and ``DistributedDataParallel`` work on it unchanged.
-
-float64 is the default, as for the NumPy backend; float32 when asked.
+The generated module (printed by :class:`~symback.printing.torch.TorchPrinter`)
+computes the forward assignments and then the derivation's adjoints with
+plain tensor operations under ``torch.no_grad``; torch's autograd records
+nothing.  :meth:`Model.module` wraps its ``forward``/``backward`` pair in a
+``torch.autograd.Function``, so ordinary PyTorch code — optimizers, LR
+schedulers, ``DistributedDataParallel`` — trains the network on symback's
+derived formulas.  float64 by default, as the NumPy backend.
 """
 from __future__ import annotations
 
-import sympy as sp
+from ._model import BackendModel
 
-from ..errors import SymbackError
-from ._common import _split, check_dtype, plan
-from ._printer import ArrayPrinter
-from ._source import SHARED_SOURCE, constants, function_texts, identifiers
-from ._model import BackendModel, load_source
-
-__all__ = ["Model", "compile", "module_source", "printer", "DEFAULT_DTYPE"]
-
-#: float64 by default, as the NumPy backend.
-DEFAULT_DTYPE = "float64"
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise SymbackError("the torch backend needs PyTorch: pip install symback[torch]") from None
-    return torch
-
-
-def printer(names: dict):
-    """A printer for torch code: SymPy's TorchPrinter with symback's matrix classes.
-
-    Made on demand because ``sympy.printing.pytorch`` imports torch.
-    """
-    _torch()
-    from sympy.printing.pytorch import TorchPrinter
-
-    class TorchArrayPrinter(ArrayPrinter, TorchPrinter):
-        lib = "torch"
-
-        def _full(self, value, shape):
-            return f"torch.full({self._shape(shape)}, {value}, dtype=DTYPE, device=_X.device)"
-
-        def _typed(self, c):
-            # torch.where of two Python numbers is torch's default dtype (float32)
-            return f"_X.new_tensor({c!r})"
-
-        def _clip(self, fn, code, c):
-            return f"torch.clamp({code}, {'min' if fn == 'maximum' else 'max'}={c!r})"
-
-        def _reduce(self, fn, code, axis=None):
-            return f"torch.{fn}({code})" if axis is None else f"torch.{fn}({code}, dim={axis}, keepdim=True)"
-
-        def _softmax(self, fn, code):
-            return f"torch.{fn}({code}, dim=1)"
-
-        def _print_MatAdd(self, expr):
-            # A W + 1 b as one fused call (addmm): eager torch pays per operation
-            if len(expr.args) == 2:
-                for prod, bias in (expr.args, expr.args[::-1]):
-                    (c, mats), (cb, row) = _split(prod), _split(bias)
-                    if c == 1 == cb and len(mats) == 2 == len(row) and isinstance(row[0], sp.OneMatrix) \
-                            and row[0].shape[1] == 1 and not any(isinstance(m_, sp.OneMatrix) for m_ in mats):
-                        return f"torch.addmm({self._atom(row[1])}, {self._atom(mats[0])}, {self._atom(mats[1])})"
-            return super()._print_MatAdd(expr)
-
-        def _native(self, name, code):
-            return f"torch.{name}({code})"
-
-        def _join_columns(self, codes):
-            return f"torch.cat([{', '.join(codes)}], dim=1)"
-
-    return TorchArrayPrinter(names)
-
-
-_API = '''
-
-def _asarray(a):
-    return torch.as_tensor(a, dtype=DTYPE)
-
-
-def _is_native(a):
-    return isinstance(a, torch.Tensor) and a.dim() == 2 and a.dtype == DTYPE
-
-
-def _to_numpy(a):
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
-@torch.no_grad()
-def predict(X, params):
-    """The network's output for the rows of X."""
-    return _predict(_asarray(X), params)
-
-
-@torch.no_grad()
-def loss(X, Y, params):
-    """The batch loss L, a float."""
-    return float(_loss(_asarray(X), _asarray(Y), params))
-
-
-@torch.no_grad()
-def value_and_grad(X, Y, params):
-    """(L, {parameter: dL/dparameter})."""
-    value, grads = _value_and_grad(_asarray(X), _asarray(Y), params)
-    return float(value), grads
-
-
-def grad(X, Y, params):
-    """{parameter: dL/dparameter}."""
-    return value_and_grad(X, Y, params)[1]
-
-
-@torch.no_grad()
-def step(X, Y, params, lr=0.1):
-    """One gradient-descent step on the tensors of params, in place; returns L before it."""
-    value, grads = _value_and_grad(_asarray(X), _asarray(Y), params)
-    for k in PARAMS:
-        params[k].sub_(grads[k], alpha=lr)
-    return float(value)
-'''
-
-
-def module_source(derivation, dtype: str = DEFAULT_DTYPE) -> str:
-    """A standalone module (PyTorch and NumPy only) for `derivation`: the Model's functions,
-    ``_forward``/``_backward`` for a custom autograd Function, and a self-check."""
-    dtype = check_dtype(dtype, DEFAULT_DTYPE)
-    p = plan(derivation)
-    names = identifiers(p, reserved={"torch"})
-    fns = function_texts(p, printer(names), names)
-    return "\n".join([
-        f'"""{p.kind.capitalize()} network: training code generated by symback for PyTorch ({dtype}).',
-        "",
-        "Forward assignments, then the adjoints of symback's derivation, printed with",
-        "SymPy's TorchPrinter; torch.autograd differentiates nothing here.  `python thisfile.py`",
-        'compares grad() with finite differences of loss() on random data."""',
-        "import numpy as np", "import torch", "",
-        f"DTYPE = torch.{dtype}", f"NP_DTYPE = np.{dtype}", constants(p), "", "",
-        "\n\n\n".join(fns[k] for k in ("_predict", "_loss", "_value_and_grad", "_forward", "_backward")),
-        _API, SHARED_SOURCE])
+__all__ = ["Model"]
 
 
 def _function_class():
     """The torch.autograd.Function whose backward is the derivation's backward assignments."""
-    torch = _torch()
+    import torch
 
     class SymbackLoss(torch.autograd.Function):
         """L(X, Y, params) forward; backward: symback's ∂L/∂p times the incoming gradient."""
 
         @staticmethod
-        def forward(ctx, ns, names, X, Y, *params):
-            p = dict(zip(names, params))
-            value, saved = ns["_forward"](X, Y, p)
-            tensors = {k: v for k, v in saved.items() if isinstance(v, torch.Tensor)}
-            ctx.ns, ctx.names, ctx.keys = ns, names, list(tensors)
-            ctx.others = {k: v for k, v in saved.items() if k not in tensors}
+        def forward(ctx, ns, X, Y, *params):
+            names = ns["PARAMS"]
+            values = ns["forward"](X, Y, dict(zip(names, params)))
+            tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+            ctx.ns, ctx.keys = ns, list(tensors)
+            ctx.others = {k: v for k, v in values.items() if k not in tensors}
             ctx.save_for_backward(X, Y, *params, *tensors.values())
-            return value
+            return values[ns["LOSS"]]
 
         @staticmethod
         def backward(ctx, upstream):
             X, Y, *rest = ctx.saved_tensors
-            n = len(ctx.names)
+            names = ctx.ns["PARAMS"]
+            n = len(names)
             values = {**dict(zip(ctx.keys, rest[n:])), **ctx.others}
-            grads = ctx.ns["_backward"](X, Y, dict(zip(ctx.names, rest[:n])), values)
-            return (None, None, None, None, *[upstream * grads[k] for k in ctx.names])
+            _, grads = ctx.ns["backward"](X, Y, dict(zip(names, rest[:n])), values)
+            return (None, None, None, *[upstream * g for g in grads])
 
     return SymbackLoss
 
@@ -181,8 +49,13 @@ class Model(BackendModel):
 
     backend = "torch"
 
+    def _host(self, a):
+        import torch
+        return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+
     def _compile(self, fn):
-        return _torch().no_grad()(fn)
+        import torch
+        return torch.no_grad()(fn)
 
     def module(self, params: dict | None = None, seed: int = 0):
         """A ``torch.nn.Module`` holding the parameters (``params``, else ``init(seed)``).
@@ -192,12 +65,14 @@ class Model(BackendModel):
         backward is symback's derived formulas.  Parameters live in
         ``module.params`` (a ParameterDict keyed by symback's names).
         """
-        torch = _torch()
+        import torch
         ns, names, fn = self._ns, self.params, _function_class()
         start = self.init(seed) if params is None else params
         self.check_params(start)
 
         class SymbackModule(torch.nn.Module):
+            """The network; its loss's backward runs symback's derived formulas."""
+
             def __init__(self):
                 super().__init__()
                 self.params = torch.nn.ParameterDict(
@@ -209,13 +84,6 @@ class Model(BackendModel):
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""
-                return fn.apply(ns, names, X, Y, *[self.params[k] for k in names])
+                return fn.apply(ns, X, Y, *[self.params[k] for k in names])
 
         return SymbackModule()
-
-
-def compile(derivation, dtype: str = DEFAULT_DTYPE) -> Model:
-    """Generate, load and wrap the PyTorch code of `derivation` (float64 unless asked)."""
-    dtype = check_dtype(dtype, DEFAULT_DTYPE)
-    _torch()
-    return Model(derivation, dtype, load_source(module_source(derivation, dtype), "torch"))

@@ -52,6 +52,54 @@ class NumpyPrinter(NumPyPrinter):
     prefix = "np"
     #: whether generated code may overwrite buffers (False for immutable arrays)
     inplace = True
+    #: the library's name in the generated module's docstring
+    library = "NumPy"
+    #: the library's array type and how the module makes one of DTYPE from anything
+    array_type, convert = "np.ndarray", "np.asarray(a, dtype=DTYPE)"
+    #: how the module's glue wraps each printed function (jax.jit, torch.no_grad()); "" leaves it
+    wrap = ""
+    #: helpers only this library's functions call (NumPy: the cached row of ones)
+    extra_helpers = '''
+
+_ONES = {}
+
+
+def _ones(m):
+    """A cached row of m ones: 1^T D sums D over the samples in one BLAS call."""
+    ones = _ONES.get(m)
+    if ones is None:
+        ones = _ONES[m] = np.ones(m, dtype=DTYPE)
+    return ones
+'''
+    #: ``_apply_step(X, Y, params, lr)``: one step that leaves the new values in params
+    apply_step = "_apply_step = _step"
+
+    def helpers(self) -> str:
+        """The module's helpers: ``_asarray``, ``_is_native`` and the library's own."""
+        return f'''
+
+def _asarray(a):
+    """a as an array of DTYPE (as it is when it already is one)."""
+    return a if isinstance(a, {self.array_type}) and a.dtype == DTYPE else {self.convert}
+
+
+def _is_native(a):
+    """Whether a is already a 2-D array of this module's library and DTYPE."""
+    return isinstance(a, {self.array_type}) and a.ndim == 2 and a.dtype == DTYPE
+''' + self.extra_helpers
+
+    def glue(self) -> str:
+        """The text after the printed functions: how the library runs them, and ``_apply_step``."""
+        wrapped = [f"{f} = {self.wrap}({f})" for f in ("_predict", "_loss", "_grad", "_step")] if self.wrap else []
+        return "\n" + "\n".join(wrapped + ["", "", self.apply_step] if wrapped else [self.apply_step]) + "\n"
+
+    def imports(self, dtype: str) -> str:
+        """The module's imports besides NumPy (which every generated module uses for init and checks)."""
+        return ""
+
+    def dtype_code(self, dtype: str) -> str:
+        """The module's ``DTYPE`` value for 'float64' or 'float32'."""
+        return f"np.{dtype}"
 
     def __init__(self, settings=None):
         super().__init__({"fully_qualified_modules": True, **(settings or {})})
@@ -77,9 +125,9 @@ class NumpyPrinter(NumPyPrinter):
             return super()._print_Piecewise(expr)
         relu_arg = relu_arg_of(expr)
         if relu_arg is not None:
-            return f"{self.prefix}.maximum({self._print(relu_arg)}, 0)"
+            return self.op_maximum(self._print(relu_arg), "0")
         constant = all(p.expr.is_Number for p in pieces)
-        val = (lambda v: f"DTYPE({self._print(v)})") if constant else self._print
+        val = (lambda v: self.op_const(self._print(v))) if constant else self._print
         out = val(pieces[-1].expr)
         for p in reversed(pieces[:-1]):
             out = f"{self.prefix}.where({self._print(p.cond)}, {val(p.expr)}, {out})"
@@ -114,7 +162,29 @@ class NumpyPrinter(NumPyPrinter):
             return f"1/{self.parenthesize(expr.base, sp.printing.precedence.PRECEDENCE['Pow'])}"
         return super()._print_Pow(expr, rational=rational)
 
+    def _print_Mul(self, expr):
+        # Immutable arrays: m ⊙ D with m a 0/1 mask (ReLU') is where(c, D, 0), one pass, not two
+        if not self.inplace:
+            for f in expr.args:
+                cond = mask_of(f)
+                if cond is not None:
+                    rest = self._print(sp.Mul(*[a for a in expr.args if a is not f]))
+                    return f"{self.prefix}.where({self._print(cond)}, {rest}, 0)"
+        return super()._print_Mul(expr)
+
     # -- the operations that are not element-wise; a, b are printed operands ----------
+    def op_const(self, c: str) -> str:
+        """A number of the module's dtype (a branch of an all-constant ``where``)."""
+        return f"DTYPE({c})"
+
+    def op_maximum(self, a: str, c: str) -> str:
+        """max(a, c) entry by entry for a number c (ReLU)."""
+        return f"{self.prefix}.maximum({a}, {c})"
+
+    def op_update(self, target: str, g: str) -> str:
+        """The line of a step that moves a parameter by −g (in place here)."""
+        return f"{target} -= {g}"
+
     def op_matmul(self, a: str, b: str) -> str:
         """The matrix product a b."""
         return f"{a} @ {b}"

@@ -1,0 +1,53 @@
+"""The JAX printer: the NumPy printer's formulas as ``jax.numpy`` calls, functional.
+
+JAX arrays are immutable, so nothing is printed in place (``inplace =
+False``): a step returns the new parameters, and XLA fuses the element-wise
+work that the NumPy printer schedules into buffers by hand.  The printed
+functions are wrapped in ``jax.jit`` by the module's glue.  Printing needs
+no JAX: this module is text only.
+"""
+from __future__ import annotations
+
+from .numpy import NumpyPrinter
+
+__all__ = ["JaxPrinter"]
+
+
+class JaxPrinter(NumpyPrinter):
+    """:class:`~symback.printing.numpy.NumpyPrinter` for ``jax.numpy`` (``jnp.``), no in-place writes."""
+
+    prefix = "jnp"
+    inplace = False
+    library = "JAX"
+    array_type, convert = "jax.Array", "jnp.asarray(a, dtype=DTYPE)"
+    #: one compiled XLA program per function and batch shape (forward/backward stay plain:
+    #: jit them, or call them inside a function you jit)
+    wrap = "jax.jit"
+    extra_helpers = ""
+    apply_step = '''def _apply_step(X, Y, params, lr):
+    """One compiled step; JAX arrays are immutable, so the dict's entries are replaced."""
+    value, new = _step(X, Y, params, lr)
+    params.update(new)
+    return value'''
+
+    def imports(self, dtype: str) -> str:
+        """``jax`` and ``jax.numpy``; float64 needs JAX's process-wide x64 switch."""
+        x64 = '\njax.config.update("jax_enable_x64", True)     # float64 in JAX is a global switch' \
+            if dtype == "float64" else ""
+        return "import jax\nimport jax.numpy as jnp" + x64
+
+    def dtype_code(self, dtype: str) -> str:
+        """``jnp.float32`` or ``jnp.float64``."""
+        return f"jnp.{dtype}"
+
+    def op_colsum(self, a: str) -> str:
+        """1ᵀ a: the column sums (XLA fuses the reduction; no cached row of ones)."""
+        return f"jnp.sum({a}, axis=0)"
+
+    def op_update(self, target: str, g: str) -> str:
+        """The parameter's new value, bound to its local name (returned by the step)."""
+        return f"{target} = {target} - {g}"
+
+    def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
+        """The body lines as printed (nothing NumPy-specific to fetch once)."""
+        return lines
