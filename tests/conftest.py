@@ -206,11 +206,18 @@ AG_LOSS = {  # per output element; summed over a sample's outputs
 
 
 def to_elementary(expr: sp.Expr) -> sp.Expr:
-    """Replace every symback function in `expr` by the oracle's own definition."""
-    def is_sb(e):
-        return isinstance(e, sb.functions.Activation) and type(e).__name__ in ORACLE_DEFS
+    """Replace every symback function in `expr` by the oracle's own definition.
 
-    return expr.replace(is_sb, lambda e: ORACLE_DEFS[type(e).__name__](*e.args))
+    A plain bottom-up rebuild: ``Expr.replace`` (simultaneous) leaves
+    ``identity(identity(p))`` as ``identity(p)``, since the rebuilt node
+    equals its old child and is skipped.
+    """
+    if not expr.args:
+        return expr
+    new = expr.func(*[to_elementary(a) for a in expr.args])
+    if isinstance(new, sb.functions.Activation) and type(new).__name__ in ORACLE_DEFS:
+        return ORACLE_DEFS[type(new).__name__](*new.args)
+    return new
 
 
 def num(expr, values: dict) -> float:

@@ -250,8 +250,11 @@ def _graph(build, reduction="mean"):
     lambda g, x, y, w1, w2: (g.node("n", w2 ** 2) - y + sb.tanh(w2)) ** 2,
     # and: a gradient left the same for every sample (δ = 1/3), summed over the batch
     lambda g, x, y, w1, w2: g.node("n", w1 + x) / 3 + (y - x) ** 2,
+    # and, in the oracle this time: SymPy's replace left identity(identity(w)) half unrolled
+    lambda g, x, y, w1, w2: (g.node("b", sb.identity(g.node("a", sb.identity(w1)))) - y) ** 2 + w2 ** 2,
 ], ids=["w_over_x_squared", "w1_over_1_plus_w2_squared", "x_to_minus_3_halves", "node_squared_denominator",
-        "two_names_of_one_buffer", "constant_gradient_summed"])
+        "two_names_of_one_buffer", "constant_gradient_summed",
+         "identity_of_identity"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_reported_graphs(build, reduction):
     """The graphs from issue 8 and those this suite found since, at fixed seeds."""
