@@ -281,7 +281,8 @@ def test_punchline_and_output_block_for_bce():
     zk, ak, yk = sp.symbols("z_k yhat_k y_k")
     assert sp.simplify(out.rhs - (ak - yk)) == 0
     [w2, w1] = ctx["punchline"]
-    assert w2["factors"] == r"\left(\hat{Y} - Y\right) \cdot A_{1}^{\top}"
+    # issue 10: the default notation prints the valid matrix product (the shorthand is notation="lecture")
+    assert w2["factors"] == r"A_{1}^{\top} \left(\hat{Y} - Y\right)"
     assert w1["factors"].count(r"\sigma'") == 1          # σ'(Z1) only: the output's σ' is in Ŷ − Y
 
 
@@ -305,6 +306,8 @@ def test_delta_rows_evaluate_like_the_engine():
     ctx = context(d, verify=False, cost=False, vanishing=False, figure=False)
     v = random_point(d, 2, rows=3)
     env = matrix_env(d, v, skip_forward)
+    # δ_C = (1/m)·1 is folded into its users by the program, so it has no row of its own
+    env[sb.engine.delta(d.graph, "C")] = sp.ImmutableMatrix(numeric(d.adjoint["C"], env, 3))
     for row in ctx["deltas"][1:]:
         sym, value = row["sympy"]["lhs"], row["sympy"]["value"]
         env[sym] = sp.ImmutableMatrix(np.atleast_2d(numeric(d.adjoint[sym.name[len("delta_"):]], env, 3)))

@@ -19,10 +19,12 @@ from ..errors import OutputError, SymbackError
 from ..functions import Activation
 from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix
 from ..printing import (Chain, LatexPrinter, Partial, PerSample, Terms, Tex, latex, latex_escape,
-                        markdown_escape, number, prime, visual_len)
+                        markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis
 from .factors import as_derivation, compose, edge_expr, notes_chain
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
+from . import steps
+from .notation import layer_names, notation, punchline_forms
 
 __all__ = ["context", "plain"]
 
@@ -32,7 +34,7 @@ LINE_WIDTH = 60            # symbols per display row before it is broken (about 
 MAX_MATRIX_WIDTH = LINE_WIDTH   # a composed matrix formula longer than this is left out (not broken)
 MAX_SHOWN = 6              # matrices larger than this are not written out in the example
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
-           "verify", "cost", "display", "date"}
+           "verify", "cost", "display", "date", "notation", "steps", "steps_taken"}
 
 
 def context(derivation, fmt: str = "latex", **options) -> dict:
@@ -46,6 +48,14 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
     if unknown:
         raise OutputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
     d = as_derivation(derivation)
+    nt = notation(d, options.get("notation"))
+    if options.get("steps", "brief") not in ("brief", "full"):
+        raise OutputError(f"unknown steps {options['steps']!r}: use 'brief' or 'full'")
+    with notation_settings(nt.settings):
+        return _context(d, fmt, nt, options)
+
+
+def _context(d, fmt, nt, options) -> dict:
     g = d.graph
     escape = latex_escape if fmt == "latex" else markdown_escape
     param = d._param(options["param"]) if options.get("param") is not None else _deepest_param(d)
@@ -61,12 +71,18 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
     ctx["local"] = _local(d, apps)
     widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
     ctx["local_cols"] = 2 if widest < 60 else 1
-    ctx["gradients"] = [_gradient(d, p, apps) for p in d.params]
-    ctx["punchline"] = _punchline(d)
-    ctx["deltas"] = _deltas(d, apps)
+    full = options.get("steps", "brief") == "full"
+    ctx["steps"] = "full" if full else "brief"
+    ctx["gradients"] = [_gradient(d, p, apps, full) for p in d.params]
+    ctx["reduction_steps"] = steps.reduction_steps(d) if full else None
+    ctx["punchline"] = _punchline(d, nt)
+    ctx["notation"] = _notation_keys(d, nt)
+    ctx["deltas"] = _deltas(d, apps, full)
+    ctx["bp"] = _bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
     sups = {}
     ctx["activations"] = _activations({type(f) for f in apps}, sups)
-    dg = diagram(d, param, apps)
+    numbers = _numbers(d, values) if values is not None and options.get("example", True) else None
+    dg = diagram(d, param, apps, numbers)
     draw = options.get("figure", True)
     ctx["figure"] = analysis_or_none(draw and fmt == "latex", lambda: tikz(dg))
     ctx["mermaid"] = analysis_or_none(draw and fmt == "markdown", lambda: mermaid(dg))
@@ -75,6 +91,15 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
         "the table of local derivatives lists its edges.")
     ctx["example"] = analysis_or_none(values is not None and options.get("example", True),
                                       lambda: _example(d, values, lr, apps))
+    if ctx["example"] is not None and numbers:
+        ctx["example"]["path"] = _path_product(d, param, dg)
+    taken = options.get("steps_taken")
+    if taken:
+        if values is None or lr is None or g.is_matrix:
+            raise OutputError("steps_taken needs a scalar graph's values and a learning rate (values=, lr=)")
+        if isinstance(taken, bool) or not isinstance(taken, int) or not 1 <= taken <= 20:
+            raise OutputError(f"steps_taken must be a whole number from 1 to 20, got {taken!r}")
+    ctx["iterations"] = steps.iterations(d, values, lr, taken) if taken else None
     ctx["vanishing"] = analysis_or_none(options.get("vanishing", True),
                                         lambda: analysis.vanishing(d, param, sups, apps))
     ctx["verify"] = analysis_or_none(options.get("verify", True),
@@ -242,7 +267,10 @@ def _local(d, apps) -> list[dict]:
             e = edge_expr(d, child, parent)
             short, full = latex(e, applications=apps), latex(e, primes=False)
             lhs = Partial(g.symbol(child), g.symbol(parent))
-            rows.append({"of": _tex(g.symbol(child)), "wrt": _tex(g.symbol(parent)), "partial": _tex(lhs),
+            named = d.named(e) if not isinstance(e, sp.Lambda) else e
+            named_text = latex(named, primes=False, sums_last=True) if named != e else None
+            rows.append({"named": Tex(named_text) if named_text and named_text not in (short, full) else None,
+                         "of": _tex(g.symbol(child)), "wrt": _tex(g.symbol(parent)), "partial": _tex(lhs),
                          "value": Tex(short), "inline": Tex(rf"\partial {latex(g.symbol(child))} / "
                                                             rf"\partial {latex(g.symbol(parent))}"),
                          "written_out": Tex(full) if full != short else None,
@@ -250,7 +278,7 @@ def _local(d, apps) -> list[dict]:
     return rows
 
 
-def _gradient(d, p, apps) -> dict:
+def _gradient(d, p, apps, full=False) -> dict:
     g = d.graph
     lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
     paths = []
@@ -271,38 +299,86 @@ def _gradient(d, p, apps) -> dict:
         g.symbol(p)) else None
     show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
                      and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
+    simple = d.simplified(p) if closed is not None and not is_matrix(closed) else None
+    if simple is not None and latex(simple, applications=apps) == closed_text:
+        simple = None       # the printer already shows the chain this way
+    # the error factor first, as the notes write it: (p − y) · x
+    simple_chain = Chain(*sorted(sp.Mul.make_args(simple), key=lambda f: not isinstance(f, sp.Add))) \
+        if simple is not None else None
     return {"name": _tex(g.symbol(p)), "lhs": _tex(lhs), "paths": paths,
+            "simplified": _tex(simple_chain, applications=apps) if simple is not None else None,
+            "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
             "closed": Tex(closed_text) if closed_text else None,
             "closed_aligned": Tex(_aligned_lines(closed, apps)) if closed_text else None,
             "expanded": _tex(expanded, applications=apps) if show_expanded else None,
             "recursive": Tex(_aligned_lines(recursive, apps)) if recursive != closed else None,
-            "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive,
+            "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None}}
 
 
-def _punchline(d):
-    """Each weight's chain in the notes' shorthand, from the last layer back: (Ŷ − Y) · W^T · σ'(Z) · A^T.
+def _gradient_steps(d, p, apps) -> dict:
+    """steps="full": the loss's terms (vanishing ones braced), then each local factor by its rule."""
+    g, seen, factors = d.graph, set(), []
+    terms = steps.loss_terms(d, p, None)
+    for path in d.chain(p):
+        for f in path:
+            if (f.of, f.wrt) in seen:
+                continue
+            seen.add((f.of, f.wrt))
+            st = steps.local_steps(g.expr(f.of), g.symbol(f.wrt))
+            if st is None:
+                continue
+            factors.append({"partial": _tex(Partial(g.symbol(f.of), g.symbol(f.wrt))), "rule": st["rule"],
+                            "line": Tex(" = ".join(latex(x, applications=apps) for x in st["lines"])),
+                            "zeros": _tex(st["zeros"]) if st["zeros"] is not None else None,
+                            "sympy": st})
+    lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
+    return {"terms": _tex(terms) if terms is not None else None, "lhs": _tex(lhs), "factors": factors,
+            "cases": "several paths: add them (case 2)" if len(d.chain(p)) > 1 else None,
+            "sympy": {"terms": terms}}
 
-    Only where the engine fused an output block and every later factor is a
-    plain product or an element-wise f'; a parameter whose last factor sums
-    over the rows (a bias) is left out, as in the notes.
+
+def _punchline(d, nt):
+    """Each weight's gradient for one sample, from the last layer back.
+
+    Lecture notation: the notes' shorthand, (ŷ − y) · W⁽³⁾ · σ'(z⁽³⁾) · … · X,
+    with the valid matrix product beside it; matrix and Nielsen notation: the
+    valid product itself (transposes shown; Nielsen's transposed).  Only where
+    every step back is a plain product or an element-wise f'; a parameter
+    whose last factor sums over the rows (a bias) is left out, as in the notes.
     """
     g, rows = d.graph, []
     cost = getattr(g, "cost_name", None)
     for p in reversed(d.params):
-        forms = [notes_chain(d, path) for path in d.chain(p)]
+        forms = [punchline_forms(d, path) for path in d.chain(p)]
         forms = [f for f in forms if f is not None]
-        if not forms or any(isinstance(f[2][-1] if f[2] else None, sp.OneMatrix) or
-                            (f[2] and isinstance(f[2][-1], sp.Transpose) and isinstance(f[2][-1].arg, sp.OneMatrix))
-                            for f in forms):
+        if not forms or any(_sums_rows(f[0].args[-1]) for f in forms):
             continue
-        lhs = Partial(g.symbol(cost), g.symbol(p))
-        rhs = Terms(*[Chain(first, *coeffs) for _, first, coeffs in forms])
-        rows.append({"lhs": _tex(lhs), "factors": _tex(rhs), "sympy": {"lhs": lhs, "factors": rhs}})
+        lhs = Partial(sp.Symbol(nt.loss) if nt.name == "lecture" else g.symbol(cost), g.symbol(p))
+        short = Terms(*[f[0] for f in forms])
+        product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
+        lecture = nt.name == "lecture"
+        rows.append({"lhs": _tex(lhs),
+                     "factors": _tex(short, transposes=False) if lecture else _tex(product),
+                     "product": _tex(product) if lecture else None,
+                     "sympy": {"lhs": lhs, "factors": short, "product": product}})
     return rows or None
 
 
-def _deltas(d, apps) -> list[dict]:
+def _sums_rows(last) -> bool:
+    return isinstance(last, sp.OneMatrix) or (isinstance(last, sp.Transpose) and isinstance(last.arg, sp.OneMatrix))
+
+
+def _notation_keys(d, nt) -> dict:
+    """What a template says about the notation: its name, and the notes' a^{(1)} = X."""
+    g, input_row = d.graph, None
+    if nt.name == "lecture" and layer_names(d) and g.input_names and is_matrix(g.symbol(g.input_names[0])):
+        X = g.symbol(g.input_names[0])
+        input_row = _tex(sp.Eq(sp.MatrixSymbol("A0", *X.shape), X, evaluate=False))
+    return {"name": nt.name, "input_row": input_row}
+
+
+def _deltas(d, apps, full=False) -> list[dict]:
     g = d.graph
     # the output A_l = f(Z_l) of a matrix layer passes δ straight on: shown inlined, as in the notes
     inline = {}
@@ -311,7 +387,7 @@ def _deltas(d, apps) -> list[dict]:
                 and len(g.children(n)) == 1 and n != d.loss_name:
             inline[delta(g, n)] = d.adjoint[n]
     C = g.symbol(d.loss_name)
-    rows = [{"name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
+    rows = [{"case": None, "node": d.loss_name, "name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
              "value": Tex("1"), "param": False, "recursive": None,
              "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One}}]
     for sym, e in d.program().backward:
@@ -321,11 +397,35 @@ def _deltas(d, apps) -> list[dict]:
         symbolic = parts[0] if len(parts) == 1 else Terms(*parts)
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym
-        rows.append({"name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
+        rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
+                     "name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
                      "value": Tex(_aligned_lines(value, apps)), "param": g.kind(n) == "param",
                      "recursive": _tex(e, applications=apps) if value != e else None,
                      "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value}})
     return rows
+
+
+def _bp(d, deltas) -> list[dict]:
+    """Nielsen's four equations, read off the δ rows (printed as columns by the notation).
+
+    BP1 the output layer's δ, BP2 each hidden layer's δ from the next one's,
+    BP3 ∂C/∂b = δ, BP4 ∂C/∂w = δ aᵀ.
+    """
+    layers = layer_names(d)
+    out = []
+    for r in deltas[1:]:
+        n = r["node"]
+        kind = layers.get(n, (None,))[0] if n in layers else ("Yhat" if n == "Yhat" else None)
+        if kind in ("Z", "Yhat") and d.graph.kind(n) == "node":
+            label = "BP2" if kind == "Z" and steps.delta_case(d, n) == "not output layer" else "BP1"
+        elif kind in ("W", "b"):
+            label = "BP4" if kind == "W" else "BP3"
+        else:
+            continue
+        lhs = r["lhs"] if label in ("BP1", "BP2") else _tex(
+            Partial(d.graph.symbol(d.graph.cost_name), d.graph.symbol(n)))
+        out.append({"label": label, "lhs": lhs, "value": r["value"]})
+    return sorted(out, key=lambda r: r["label"])
 
 
 # ------------------------------------------------------------- activations
@@ -360,6 +460,26 @@ def _definition(cls, app):
 
 
 # ---------------------------------------------------------- worked example
+def _numbers(d, values):
+    """Every node's value at the worked example (scalar graphs; None for matrices)."""
+    if d.graph.is_matrix:
+        return None
+    ev = analysis.evaluate(d, values)
+    return {**values, **ev["forward"]}
+
+
+def _path_product(d, param, dg):
+    """Seed 002's yellow path with numbers: each edge's local derivative there, multiplied."""
+    g = d.graph
+    lhs = Partial(g.symbol(d.loss_name), g.symbol(param))
+    symbols = Terms(*[Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path]) for path in d.chain(param)])
+    dec = lambda v: v if sp.sympify(v).is_Integer else sp.Float(v, 15)      # noqa: E731 - decimals
+    numbers = Terms(*[Chain(*[dec(dg.edge_values[(f.of, f.wrt)]) for f in path]) for path in d.chain(param)])
+    value = sp.Add(*[sp.Mul(*[dg.edge_values[(f.of, f.wrt)] for f in path]) for path in d.chain(param)])
+    return {"lhs": _tex(lhs), "symbols": _tex(symbols), "numbers": _tex(numbers),
+            "value": Tex(number(value)), "sympy": {"numbers": numbers, "value": value}}
+
+
 def _example(d, values: dict, lr, apps) -> dict:
     g = d.graph
     ev = analysis.evaluate(d, values)
@@ -396,6 +516,7 @@ def _example(d, values: dict, lr, apps) -> dict:
                             "value": show(old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad)})
     loss = ev["forward"][d.loss_name]
     return {"given": given, "forward": forward, "loss": show(loss), "gradients": grads, "updates": updates,
+            "path": None,
             "lr": Tex(number(_exact("lr", lr))) if lr is not None else None,
             "matrices": any(isinstance(v, np.ndarray) for v in values.values())}
 
