@@ -105,6 +105,8 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["verify"] = analysis_or_none(options.get("verify", True),
                                      lambda: analysis.verify(d, values, options.get("seed", 0)))
     ctx["cost"] = analysis_or_none(options.get("cost", True), lambda: analysis.cost(d))
+    if ctx["cost"] is not None and ctx["cost"]["chain"] is None:
+        ctx["cost"] = None        # not counted for a network this large: the section is left out
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param}
     return ctx
 
@@ -300,7 +302,7 @@ def _gradient(d, p, apps, full=False) -> dict:
     show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
                      and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
     simple = d.simplified(p) if closed is not None and not is_matrix(closed) else None
-    if simple is not None and latex(simple, applications=apps) == closed_text:
+    if simple is not None and (latex(simple, applications=apps) == closed_text or simple.has(sp.Piecewise)):
         simple = None       # the printer already shows the chain this way
     # the error factor first, as the notes write it: (p − y) · x
     simple_chain = Chain(*sorted(sp.Mul.make_args(simple), key=lambda f: not isinstance(f, sp.Add))) \
@@ -432,8 +434,14 @@ def _bp(d, deltas) -> list[dict]:
 def _activations(classes, sups: dict) -> list[dict]:
     out = []
     for cls in sorted(classes, key=lambda c: c.__name__):
+        if cls.__name__ == "identity":
+            sups[cls] = sp.S.One
+            continue          # ŷ = w x needs no activation section
         z = sp.Symbol("z", real=True)
-        app = cls(z)
+        # a parameter such as leaky ReLU's α is shown as a letter, its value stated beside it
+        greek = [sp.Symbol(str(v), positive=True) for v in cls._rules_from[1]]
+        app = cls(z, *greek) if greek else cls(z)
+        params = [sp.Eq(a, v, evaluate=False) for a, v in zip(greek, cls.extra_params)]
         sup, exact = analysis.derivative_sup(cls)
         sups[cls] = sup
         defn = sp.Eq(app, _definition(cls, app), evaluate=False)
@@ -446,7 +454,8 @@ def _activations(classes, sups: dict) -> list[dict]:
             "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
                             + (f"= {latex(sup)}" if exact else rf"\approx {number(sup, 4)}")),
             "kinks": analysis.kinks(cls),
-            "sympy": {"definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
+            "params": Tex(", ".join(latex(e) for e in params)) if params else None,
+            "sympy": {"params": params, "definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
                       "sup_line": sup_line}})
     return out
 

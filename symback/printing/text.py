@@ -53,7 +53,20 @@ class TextPrinter(StrPrinter):
         return (arg if isinstance(expr.arg, sp.MatrixSymbol) else f"({arg})") + "ᵀ"
 
     def _print_HadamardProduct(self, expr):
-        return " ⊙ ".join(self.parenthesize(a, 60) for a in expr.args)
+        # the flowing δ first, the element-wise factors after, as the LaTeX printer orders them
+        from ..matrix import Elementwise, FPrime
+        args = sorted(expr.args, key=lambda a: isinstance(a, (FPrime, Elementwise)))
+        return " ⊙ ".join(self.parenthesize(a, 60) for a in args)
+
+    def _print_Add(self, expr, order=None):
+        # ŷ − y, not −y + ŷ: positive terms first
+        terms = sorted(self._as_ordered_terms(expr, order=order), key=lambda t: t.could_extract_minus_sign())
+        out = ""
+        for i, t in enumerate(terms):
+            neg = t.could_extract_minus_sign()
+            body = self.parenthesize(-t if neg else t, 40)
+            out += (" - " if neg and i else "-" if neg else " + " if i else "") + body
+        return out
 
     def _print_MatMul(self, expr):
         coeff, rest = expr.as_coeff_mmul()
