@@ -482,11 +482,11 @@ def _path_product(d, param, dg):
     g = d.graph
     lhs = Partial(g.symbol(d.loss_name), g.symbol(param))
     symbols = Terms(*[Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path]) for path in d.chain(param)])
-    dec = lambda v: v if sp.sympify(v).is_Integer else sp.Float(v, 15)      # noqa: E731 - decimals
+    dec = lambda v: v if sp.sympify(v).is_Integer else sp.Float(sp.N(v, 15), 15)      # noqa: E731 - decimals
     numbers = Terms(*[Chain(*[dec(dg.edge_values[(f.of, f.wrt)]) for f in path]) for path in d.chain(param)])
     value = sp.Add(*[sp.Mul(*[dg.edge_values[(f.of, f.wrt)] for f in path]) for path in d.chain(param)])
     return {"lhs": _tex(lhs), "symbols": _tex(symbols), "numbers": _tex(numbers),
-            "value": Tex(number(value)), "sympy": {"numbers": numbers, "value": value}}
+            "value": Tex(number(sp.N(value, 15))), "sympy": {"numbers": numbers, "value": value}}
 
 
 def _example(d, values: dict, lr, apps) -> dict:

@@ -70,7 +70,8 @@ def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
 
 
 def _plain_number(v) -> str:
-    return text_label(sp.Float(v, 6) if not sp.sympify(v).is_Integer else sp.sympify(v))
+    v = sp.sympify(v)
+    return text_label(v if v.is_Integer else sp.Float(sp.N(v, 15), 6))
 
 
 def _layout(dg: Diagram) -> dict[str, tuple[float, float]]:

@@ -196,7 +196,8 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
     for t in range(count):
         ev = d.evaluate({**values, **theta})
         grad = [ev["gradient"][p] for p in params]
-        new = {p: theta[p] - eta * gp for p, gp in zip(params, grad)}
+        # exact while the numbers are rational; 30 digits once exp() appears (σ of a number)
+        new = {p: _settle(theta[p] - eta * gp) for p, gp in zip(params, grad)}
         now, nxt = sp.Symbol(f"theta^{t}"), sp.Symbol(f"theta^{t + 1}")
         rule = Equal(nxt, sp.Add(now, sp.Mul(-1, eta_sym, GradL(now), evaluate=False), evaluate=False),
                      _vec([new[p] for p in params]))
@@ -211,9 +212,14 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
     return rows
 
 
+def _settle(x):
+    x = sp.sympify(x)
+    return x if x.is_Rational else sp.N(x, 30)
+
+
 def _shown(x):
     x = sp.sympify(x)
-    return x if x.is_Integer else sp.Float(x, 15)
+    return x if x.is_Integer else sp.Float(sp.N(x, 15), 15)
 
 
 def _vec(xs):
