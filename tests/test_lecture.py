@@ -21,7 +21,7 @@ from symback.document.analysis import numeric
 from symback.document.notation import columns
 from symback.document.steps import Equal, Vanishes
 from symback.matrix import FPrime
-from symback.printing import Chain, Partial, Terms
+from symback.printing import Partial
 
 PDFLATEX = shutil.which("pdflatex")
 QUICK = {"verify": False, "cost": False, "vanishing": False}

@@ -9,30 +9,26 @@ removes them before a template sees the context.
 """
 from __future__ import annotations
 
-import re
-
-import numpy as np
 import sympy as sp
 
 from ..engine import Adjoint, delta
-from ..errors import OutputError, SymbackError
+from ..errors import OutputError
 from ..functions import Activation
-from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix
-from ..printing import (Chain, LatexPrinter, Partial, PerSample, Terms, Tex, latex, latex_escape,
+from ..matrix import RowCost, Softmax, activation_of, is_matrix
+from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, number, prime, visual_len)
-from . import analysis
-from .factors import as_derivation, compose, edge_expr, notes_chain
+from . import analysis, steps
+from .factors import as_derivation, compose, edge_expr
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
-from . import steps
+from .example import example, numbers, path_product, values_of
+from .lines import LINE_WIDTH, aligned_lines
 from .notation import layer_names, notation, punchline_forms
 
 __all__ = ["context", "plain"]
 
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
-LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
 MAX_MATRIX_WIDTH = LINE_WIDTH   # a composed matrix formula longer than this is left out (not broken)
-MAX_SHOWN = 6              # matrices larger than this are not written out in the example
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
            "verify", "cost", "display", "date", "notation", "steps", "steps_taken"}
 
@@ -59,7 +55,7 @@ def _context(d, fmt, nt, options) -> dict:
     g = d.graph
     escape = latex_escape if fmt == "latex" else markdown_escape
     param = d._param(options["param"]) if options.get("param") is not None else _deepest_param(d)
-    values = _values(d, options.get("values")) if options.get("values") else None
+    values = values_of(d, options.get("values")) if options.get("values") else None
     lr, apps = options.get("lr"), _apps(d)
     ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
@@ -81,8 +77,8 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["bp"] = _bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
     sups = {}
     ctx["activations"] = _activations({type(f) for f in apps}, sups)
-    numbers = _numbers(d, values) if values is not None and options.get("example", True) else None
-    dg = diagram(d, param, apps, numbers)
+    at = numbers(d, values) if values is not None and options.get("example", True) else None
+    dg = diagram(d, param, apps, at)
     draw = options.get("figure", True)
     ctx["figure"] = analysis_or_none(draw and fmt == "latex", lambda: tikz(dg))
     ctx["mermaid"] = analysis_or_none(draw and fmt == "markdown", lambda: mermaid(dg))
@@ -90,9 +86,9 @@ def _context(d, fmt, nt, options) -> dict:
         f"The graph has {len(dg.order)} nodes, too many to draw legibly; "
         "the table of local derivatives lists its edges.")
     ctx["example"] = analysis_or_none(values is not None and options.get("example", True),
-                                      lambda: _example(d, values, lr, apps))
-    if ctx["example"] is not None and numbers:
-        ctx["example"]["path"] = _path_product(d, param, dg)
+                                      lambda: example(d, values, lr, apps))
+    if ctx["example"] is not None and at:
+        ctx["example"]["path"] = path_product(d, param, dg)
     taken = options.get("steps_taken")
     if taken:
         if values is None or lr is None or g.is_matrix:
@@ -142,39 +138,6 @@ def _apps(d) -> list:
 def _deepest_param(d) -> str:
     """The parameter farthest from the loss (the notes' first-layer weight)."""
     return max(d.params, key=lambda p: (max(len(path) for path in d.chain(p)), -d.params.index(p)))
-
-
-def _values(d, values: dict) -> dict:
-    """The worked example's values: exact numbers for a scalar graph, float arrays for a matrix graph."""
-    g = d.graph
-    names = g.input_names + g.target_names + g.param_names
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise SymbackError(f"values missing for {', '.join(missing)}")
-    out = {}
-    for n in names:
-        v = values[n]
-        if is_matrix(g.symbol(n)):
-            try:
-                out[n] = np.atleast_2d(np.asarray(v, dtype=float))
-            except (TypeError, ValueError):
-                raise SymbackError(f"values for {n!r} must be numbers or arrays of numbers") from None
-        else:
-            out[n] = _exact(n, v)
-    return out
-
-
-def _exact(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, sp.Number)):
-        try:
-            value = sp.sympify(value, strict=True)
-        except (sp.SympifyError, TypeError, ValueError):
-            raise SymbackError(f"value for {name!r} must be a number, got {value!r}") from None
-        if not value.is_number:
-            raise SymbackError(f"value for {name!r} must be a number, got {value!r}")
-    if isinstance(value, float):
-        return sp.Rational(repr(value))     # 0.1 means 1/10: the example stays exact
-    return sp.sympify(value)
 
 
 # ------------------------------------------------------------- the network
@@ -311,9 +274,9 @@ def _gradient(d, p, apps, full=False) -> dict:
             "simplified": _tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
             "closed": Tex(closed_text) if closed_text else None,
-            "closed_aligned": Tex(_aligned_lines(closed, apps)) if closed_text else None,
+            "closed_aligned": Tex(aligned_lines(closed, apps)) if closed_text else None,
             "expanded": _tex(expanded, applications=apps) if show_expanded else None,
-            "recursive": Tex(_aligned_lines(recursive, apps)) if recursive != closed else None,
+            "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None}}
 
@@ -401,7 +364,7 @@ def _deltas(d, apps, full=False) -> list[dict]:
         lhs = sym
         rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
                      "name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
-                     "value": Tex(_aligned_lines(value, apps)), "param": g.kind(n) == "param",
+                     "value": Tex(aligned_lines(value, apps)), "param": g.kind(n) == "param",
                      "recursive": _tex(e, applications=apps) if value != e else None,
                      "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value}})
     return rows
@@ -468,135 +431,3 @@ def _definition(cls, app):
     return e
 
 
-# ---------------------------------------------------------- worked example
-def _numbers(d, values):
-    """Every node's value at the worked example (scalar graphs; None for matrices)."""
-    if d.graph.is_matrix:
-        return None
-    ev = analysis.evaluate(d, values)
-    return {**values, **ev["forward"]}
-
-
-def _path_product(d, param, dg):
-    """Seed 002's yellow path with numbers: each edge's local derivative there, multiplied."""
-    g = d.graph
-    lhs = Partial(g.symbol(d.loss_name), g.symbol(param))
-    symbols = Terms(*[Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path]) for path in d.chain(param)])
-    dec = lambda v: v if sp.sympify(v).is_Integer else sp.Float(sp.N(v, 15), 15)      # noqa: E731 - decimals
-    numbers = Terms(*[Chain(*[dec(dg.edge_values[(f.of, f.wrt)]) for f in path]) for path in d.chain(param)])
-    value = sp.Add(*[sp.Mul(*[dg.edge_values[(f.of, f.wrt)] for f in path]) for path in d.chain(param)])
-    return {"lhs": _tex(lhs), "symbols": _tex(symbols), "numbers": _tex(numbers),
-            "value": Tex(number(sp.N(value, 15))), "sympy": {"numbers": numbers, "value": value}}
-
-
-def _example(d, values: dict, lr, apps) -> dict:
-    g = d.graph
-    ev = analysis.evaluate(d, values)
-    show = _shown
-    given = [{"name": _tex(g.symbol(n)), "value": show(values[n])}
-             for n in g.input_names + g.target_names + g.param_names]
-    known = {n: v for n, v in values.items() if not isinstance(v, np.ndarray)}
-    forward = []
-    for sym, e in d.program().forward:
-        n = sym.name
-        sub = Tex(latex(e, values=known, applications=apps)) if known and not is_matrix(e) and \
-            not isinstance(ev["forward"][n], np.ndarray) else None
-        forward.append({"lhs": _tex(sym), "formula": _tex(e, applications=apps), "substituted": sub,
-                        "value": show(ev["forward"][n])})
-        if not isinstance(ev["forward"][n], np.ndarray):
-            known[n] = ev["forward"][n]
-    grads = []
-    for p in d.params:
-        lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
-        chains = [Chain(*[f.expr for f in path]) for path in d.chain(p)]
-        scalar = not is_matrix(g.symbol(p))
-        grads.append({"lhs": _tex(lhs), "value": show(ev["gradient"][p]),
-                      "formula": _tex(Terms(*chains), applications=apps) if scalar else None,
-                      "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None})
-    updates = []
-    if lr is not None:
-        eta = _exact("lr", lr)
-        for p in d.params:
-            rule = sp.Symbol(p) - sp.Symbol("eta") * Partial(d.loss_name, p)
-            grad, old = ev["gradient"][p], values[p]
-            step = sp.Symbol(p) - sp.Symbol("eta") * sp.Symbol("gradient")
-            sub = None if isinstance(old, np.ndarray) else Tex(latex(step, values={p: old, "eta": eta, "gradient": grad}))
-            updates.append({"name": _tex(g.symbol(p)), "rule": _tex(rule), "substituted": sub,
-                            "value": show(old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad)})
-    loss = ev["forward"][d.loss_name]
-    return {"given": given, "forward": forward, "loss": show(loss), "gradients": grads, "updates": updates,
-            "path": None,
-            "lr": Tex(number(_exact("lr", lr))) if lr is not None else None,
-            "matrices": any(isinstance(v, np.ndarray) for v in values.values())}
-
-
-def _shown(v) -> Tex:
-    """A number, or a small matrix written out (a large one by its shape)."""
-    if not isinstance(v, np.ndarray):
-        return Tex(number(v))
-    if max(v.shape) > MAX_SHOWN:
-        return Tex(rf"\text{{a }} {v.shape[0]} \times {v.shape[1]} \text{{ matrix}}")
-    return _tex(sp.Matrix(v.tolist()).applyfunc(sp.Float))
-
-
-# ----------------------------------------------------------- line breaking
-def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
-    r"""`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
-
-    A long sum breaks between its terms; a product with a long sum breaks inside that sum.
-    """
-    text = latex(expr, applications=apps)
-    if visual_len(text) <= width:
-        return text
-    if is_matrix(expr):
-        return _matrix_lines(expr, apps, width) if isinstance(expr, sp.MatAdd) else text
-    e = sp.factor_terms(expr)
-    body, prefix, suffix = e, "", ""
-    if isinstance(e, sp.Mul):
-        adds = [f for f in e.args if isinstance(f, sp.Add)]
-        if not adds:
-            return text
-        body = max(adds, key=lambda f: len(f.args))
-        if visual_len(latex(body, applications=apps)) < width // 2:
-            return text         # no long sum inside: a break would only split a short factor
-        prefix, suffix = latex(e / body, applications=apps) + r" \bigl(", r"\bigr)"
-    if not isinstance(body, sp.Add):
-        return text
-    lines, cur = [], prefix
-    for term in _signed_terms(body, apps):
-        if cur not in ("", prefix) and visual_len(cur) + visual_len(term) > width:
-            lines.append(cur)
-            cur = ""
-        cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
-    lines.append(cur + suffix)
-    return r" \\ &\qquad ".join(lines)
-
-
-def _matrix_lines(expr, apps, width) -> str:
-    """A long sum of matrices, one or more terms per continuation row."""
-    printer = LatexPrinter({"applications": tuple(apps)})
-    lines, cur = [], ""
-    for i, t in enumerate(expr.args):
-        neg = t.could_extract_minus_sign()
-        body = printer.doprint(-t if neg else t)
-        term = ("- " if neg else ("+ " if i else "")) + body
-        if cur and visual_len(cur) + visual_len(term) > width:
-            lines.append(cur)
-            cur = ""
-        cur = f"{cur} {term}" if cur else term
-    lines.append(cur)
-    return r" \\ &\qquad ".join(lines)
-
-
-def _signed_terms(add: sp.Add, apps) -> list[str]:
-    """The terms of a sum as the printer shows them, each with its sign (the first without '+')."""
-    printer = LatexPrinter({"applications": tuple(apps)})
-    out = []
-    for i, t in enumerate(printer._as_ordered_terms(add)):
-        neg = t.could_extract_minus_sign()
-        term = -t if neg else t
-        body = printer.doprint(term)
-        if isinstance(term, sp.Add):
-            body = rf"\left({body}\right)"
-        out.append(("- " if neg else ("+ " if i else "")) + body)
-    return out

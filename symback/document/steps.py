@@ -15,10 +15,10 @@ from __future__ import annotations
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from ..engine import Adjoint, SAMPLE, BATCH_SIZE
+from ..engine import BATCH_SIZE, SAMPLE
 from ..functions import Activation
 from ..matrix import RowCost, Softmax, is_matrix
-from ..printing import Chain, LatexPrinter, Partial, Terms, Tex, latex, number, prime
+from ..printing import Chain, LatexPrinter, Partial, Terms, Tex, latex, prime
 
 __all__ = ["rule_name", "local_steps", "loss_terms", "reduction_steps", "delta_case", "iterations",
            "Vanishes", "Equal"]

@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import html
 import re
-import unicodedata
 
 from collections import Counter
 from typing import Iterable
@@ -28,6 +26,8 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 
 from ..functions import Activation
+from .escape import Tex, latex_escape, markdown_escape
+from .expressions import Bound, Chain, Norm, Partial, PerSample, Terms, _is_matrixy
 
 __all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
            "factor_latex", "split_primes", "mark_primes", "prime", "name_latex",
@@ -435,58 +435,6 @@ def _ELEMENTWISE_TYPES():
     return (FPrime, Elementwise)
 
 
-# ------------------------------------------------- document-only expressions
-class Partial(sp.Expr):
-    """∂of/∂wrt as a symbol in a formula (unevaluated; ``Partial(C, w1)``)."""
-
-    is_commutative = True
-
-    def __new__(cls, of, wrt):
-        return super().__new__(cls, _as_symbol(of), _as_symbol(wrt))
-
-
-class PerSample(sp.Expr):
-    """The value of a per-sample quantity for sample i, printed C^{(i)}."""
-
-    is_commutative = True
-
-    def __new__(cls, of):
-        return super().__new__(cls, _as_symbol(of))
-
-
-class Norm(sp.Expr):
-    """|x| for a scalar, ‖x‖_F for a matrix (or a ∂/∂ of a matrix)."""
-
-    is_commutative = True
-
-
-class Chain(sp.Basic):
-    """An ordered product that is never reordered: the factors of one path, in path order."""
-
-    @property
-    def factors(self) -> tuple:
-        """The factors, in order."""
-        return self.args
-
-
-class Terms(sp.Basic):
-    """A sum of chains, kept in order: one term per path."""
-
-
-class Bound(sp.Basic):
-    """``lhs ≤ rhs_1 = rhs_2 = …``: an inequality with its right side simplified step by step."""
-
-
-def _as_symbol(x):
-    return sp.Symbol(x) if isinstance(x, str) else x
-
-
-def _is_matrixy(e) -> bool:
-    if isinstance(e, Partial):
-        return any(isinstance(a, sp.MatrixSymbol) for a in e.args)
-    return bool(getattr(e, "is_Matrix", False))
-
-
 _NOTATION: contextvars.ContextVar = contextvars.ContextVar("symback_notation", default={})
 
 
@@ -542,48 +490,3 @@ def chain_values(path, values: dict | None = None, applications: Iterable = ()) 
     return r" \cdot ".join(factor_latex(f.expr, values, applications) for f in path)
 
 
-# ------------------------------------------------------------ user text
-class Tex(str):
-    """Text that is already valid output (printed formulas, escaped user text)."""
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&",
-    "$": r"\$", "_": r"\_", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", '"': r"\textquotedbl{}",
-}
-
-
-def _plain(text) -> str:
-    # one line, no control characters: a newline pair would end a paragraph inside \title
-    return re.sub(r"\s+", " ", "".join(c for c in str(text) if unicodedata.category(c)[0] != "C"
-                                       or c.isspace())).strip()
-
-
-def latex_escape(text) -> Tex:
-    """User text made inert for LaTeX: specials escaped, characters pdflatex lacks replaced.
-
-    Greek letters become ``$\\alpha$`` and so on; any other character
-    outside Latin-1 becomes ``?`` (pdflatex would stop on it).
-    """
-    out = []
-    for c in _plain(text):
-        if c in _LATEX_SPECIAL:
-            out.append(_LATEX_SPECIAL[c])
-        elif ord(c) < 128 or 0xA0 <= ord(c) < 0x100 and c.isalpha():
-            out.append(c)
-        else:
-            name = unicodedata.name(c, "")
-            greek = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", name)
-            if greek:
-                letter = greek.group(2).lower()
-                out.append(rf"$\{letter.capitalize() if greek.group(1) == 'CAPITAL' else letter}$")
-            else:
-                out.append("?")
-    return Tex("".join(out))
-
-
-def markdown_escape(text) -> Tex:
-    """User text made inert for Markdown with MathJax: HTML and Markdown punctuation escaped."""
-    text = html.escape(_plain(text), quote=True)
-    return Tex(re.sub(r"([\\`*_{}\[\]()#+\-.!|~$])", r"\\\1", text))
