@@ -14,7 +14,7 @@ import sympy as sp
 from ..engine import Adjoint, delta
 from ..errors import OutputError
 from ..functions import Activation
-from ..matrix import RowCost, Softmax, activation_of, is_matrix
+from ..matrix import RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
@@ -251,7 +251,8 @@ def _gradient(d, p, apps, full=False) -> dict:
         labels = [edge_expr(d, f.of, f.wrt) for f in path]
         symbols = Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path])
         # derivatives multiply in path order; maps into matrices are applied in turn
-        factors = compose(labels) if any(isinstance(x, sp.Lambda) for x in labels) else Chain(*labels)
+        # (1/m 1) ⊙ (Ŷ − Y) reads (1/m)(Ŷ − Y): a column of ones times δ is δ
+        factors = simplify_ones(compose(labels)) if any(isinstance(x, sp.Lambda) for x in labels) else Chain(*labels)
         text = latex(factors, applications=apps)
         paths.append({"symbols": _tex(symbols), "length": len(path),
                       "factors": Tex(text) if visual_len(text) <= MAX_MATRIX_WIDTH else None,
@@ -267,9 +268,9 @@ def _gradient(d, p, apps, full=False) -> dict:
     simple = d.simplified(p) if closed is not None and not is_matrix(closed) else None
     if simple is not None and (latex(simple, applications=apps) == closed_text or simple.has(sp.Piecewise)):
         simple = None       # the printer already shows the chain this way
-    # the error factor first, as the notes write it: (p − y) · x
-    simple_chain = Chain(*sorted(sp.Mul.make_args(simple), key=lambda f: not isinstance(f, sp.Add))) \
-        if simple is not None else None
+    simple_chain = _error_first(simple, {g.symbol(t) for t in g.target_names}) if simple is not None else None
+    if len(paths) == 1 and paths[0]["factors"] == closed_text:
+        closed_text = None          # the path's factors already read as the closed form
     return {"name": _tex(g.symbol(p)), "lhs": _tex(lhs), "paths": paths,
             "simplified": _tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
@@ -279,6 +280,28 @@ def _gradient(d, p, apps, full=False) -> dict:
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None}}
+
+
+def _error_first(expr, targets) -> Chain:
+    """A product as the notes write it: the error factor first, (p − y) · x, signs inside the sums.
+
+    (a₃ − 1)(y − a₃) becomes (1 − a₃)(a₃ − y); a number joins the error factor, 2(a₃ − y).
+    """
+    coeff, factors = expr.as_coeff_mul()
+    fixed = []
+    for f in factors:
+        if isinstance(f, sp.Add):
+            t = next(iter(f.free_symbols & targets), None)
+            number = sum(a for a in f.args if a.is_number)
+            # the target subtracted (p − y), the constant in front positive (1 − a)
+            if (t is not None and f.coeff(t).is_positive) or (t is None and number.is_negative):
+                f, coeff = -f, -coeff
+        fixed.append(f)
+    errors = [f for f in fixed if isinstance(f, sp.Add) and f.free_symbols & targets]
+    rest = sorted((f for f in fixed if f not in errors), key=lambda f: isinstance(f, sp.Add))
+    if errors and coeff != 1:
+        errors[0], coeff = sp.Mul(coeff, errors[0], evaluate=False), sp.S.One
+    return Chain(*([coeff] if coeff != 1 else []), *errors, *rest)
 
 
 def _gradient_steps(d, p, apps) -> dict:

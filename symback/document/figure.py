@@ -60,7 +60,7 @@ def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
             Partial(g.symbol(child), g.symbol(parent)))
         exprs[(child, parent)] = e
         plain[(child, parent)] = text_label(e, apps)
-        if (child, parent) in edge_values:
+        if (child, parent) in edge_values and not sp.sympify(e).is_number:     # not "1 = 1"
             labels[(child, parent)] += rf" = {number(edge_values[(child, parent)])}"
             plain[(child, parent)] += f" = {_plain_number(edge_values[(child, parent)])}"
     on_path = {(f.of, f.wrt) for path in d.chain(param) for f in path}

@@ -223,5 +223,5 @@ def _shown(x):
 
 
 def _vec(xs):
-    """A column of numbers (decimals, as the example's other numbers), printed by the printer."""
-    return sp.Matrix([[_shown(x)] for x in xs])
+    """A column of numbers written as a transposed row (compact), decimals as in the example."""
+    return sp.Transpose(sp.ImmutableMatrix([[_shown(x) for x in xs]]))
