@@ -5,7 +5,7 @@ formula of every ∂L/∂parameter, rendered as LaTeX or Markdown, and
 compiled into fast NumPy training code.
 """
 from .errors import SymbackError
-from .functions import (activation, loss_function, get_activation, get_loss,
+from .functions import (activation, loss_function, get_activation, get_loss, LeakyReLU,
                         identity, sigmoid, tanh, relu, leaky_relu, softplus, swish, softmax,
                         mse, half_mse, binary_cross_entropy, cross_entropy, logcosh, huber)
 from .matrix import BATCH, ones, hadamard, sumsq
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SymbackError", "Graph", "compile", "Model", "codegen_module", "Dense", "Residual", "Sequential", "mlp", "rnn", "Derivation", "Factor", "derive",
-    "activation", "loss_function", "get_activation", "get_loss",
+    "activation", "loss_function", "get_activation", "get_loss", "LeakyReLU",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish", "softmax",
     "mse", "half_mse", "binary_cross_entropy", "cross_entropy", "logcosh", "huber",
     "BATCH", "ones", "hadamard", "sumsq",

@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lr", type=_positive(float), metavar="RATE",
                    help="learning rate of the worked example's update step")
     d.add_argument("--title", help="document title")
+    d.add_argument("--notation", choices=("matrix", "lecture", "nielsen"),
+                   help="matrix (default: row-major, valid matrix products), lecture (the notes': J, "
+                        "superscript layers a^(1) = X), nielsen (column vectors z = w a + b, BP1-BP4)")
+    d.add_argument("--steps", choices=("brief", "full"),
+                   help="full: every step named by its rule, with inner derivatives and vanishing terms")
+    d.add_argument("--steps-taken", type=_positive(int), metavar="N",
+                   help="with --values and --lr: N steps of gradient descent, theta^0 -> theta^1 -> ...")
     d.set_defaults(func=cmd_derive)
 
     t = sub.add_parser("train", help="train a network on a CSV or .npz file",
@@ -274,8 +281,11 @@ def cmd_derive(args) -> int:
         raise SymbackError("--lr is the learning rate of a worked example: give --values too")
     if args.param is not None:
         d._param(args.param)               # unknown name -> a clear error now
+    if args.steps_taken is not None and (not values or lr is None):
+        raise SymbackError("--steps-taken iterates the worked example: give --values and --lr too")
     options = {k: v for k, v in (("param", args.param), ("values", values or None),
-                                 ("lr", lr), ("title", args.title)) if v is not None}
+                                 ("lr", lr), ("title", args.title), ("notation", args.notation),
+                                 ("steps", args.steps), ("steps_taken", args.steps_taken)) if v is not None}
     if args.template:
         options["template"] = args.template
     if out is not None:
@@ -286,7 +296,7 @@ def cmd_derive(args) -> int:
     if fmt == "text":
         if args.template:
             raise SymbackError("--template applies to latex and markdown output")
-        sys.stdout.write(text_report(d, values, lr))
+        sys.stdout.write(text_report(d, values, lr, steps_taken=args.steps_taken))
     elif fmt == "markdown":
         options.setdefault("template", "markdown")
         sys.stdout.write(d.markdown(**options))
@@ -311,14 +321,28 @@ def _check_values(d, values: dict):
                            "parameter needs a number)")
 
 
-def text_report(d, values: dict | None = None, lr=None) -> str:
-    """The gradients as plain text: chain form, each path's factors, and a worked example."""
+def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str:
+    """The gradients as plain text: chain form, each path's factors, and a worked example.
+
+    A scalar graph's gradient lines are SymPy's text (they parse back); matrix
+    formulas and the factors are written as on a board: σ'(Z1), ⊙, δ_Z1, Wᵀ.
+    """
     import sympy as sp
-    lines = [repr(d), ""]
+    from .printing.text import text, text_name
+    from .functions import Activation
+    g = d.graph
+    apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
+    lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(d.params)}", ""]
     for p in d.params:
-        lines.append(f"d{d.loss_name}/d{p} = {sp.sstr(d.gradient(p))}")
+        grad = d.gradient(p)
+        shown = text(grad, apps) if g.is_matrix else sp.sstr(grad)
+        lines.append(f"d{d.loss_name}/d{p} = {shown}")
+        simple = None if g.is_matrix else d.simplified(p)
+        if simple is not None and not simple.has(sp.Piecewise):
+            lines.append(f"    simplified: {text(simple, apps)}")
         for path in d.chain(p):
-            lines.append("    path: " + " * ".join(f"d{f.of}/d{f.wrt} [{sp.sstr(f.expr)}]" for f in path))
+            lines.append("    path: " + " * ".join(f"d{text_name(f.of)}/d{text_name(f.wrt)} [{text(f.expr, apps)}]"
+                                                   for f in path))
     if values:
         ev = d.evaluate(values)
         lines += ["", "worked example: " + ", ".join(f"{k} = {_num(v)}" for k, v in values.items())]
@@ -327,6 +351,12 @@ def text_report(d, values: dict | None = None, lr=None) -> str:
         if lr is not None:
             lines += [f"    {p} <- {p} - {_num(lr)} * d{d.loss_name}/d{p} = {_num(values[p] - sp.nsimplify(lr) * v)}"
                       for p, v in ev["gradient"].items()]
+        if steps_taken:
+            from .document.steps import iterations
+            for r in iterations(d, values, lr, steps_taken):
+                t, s = r["t"], r["sympy"]
+                lines.append(f"    theta^{t + 1} = theta^{t} - {_num(lr)} * grad L(theta^{t}) = "
+                             f"({', '.join(_num(v) for v in s['next'])}),  L(theta^{t}) = {_num(s['loss'])}")
     return "\n".join(lines) + "\n"
 
 

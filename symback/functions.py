@@ -21,7 +21,7 @@ from .errors import DefinitionError
 
 __all__ = [
     "Activation", "LossFunction", "activation", "loss_function",
-    "get_activation", "get_loss", "ACTIVATIONS", "LOSSES",
+    "get_activation", "get_loss", "ACTIVATIONS", "LOSSES", "parametrised", "LeakyReLU",
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "swish",
     "softmax", "mse", "half_mse", "binary_cross_entropy", "cross_entropy", "logcosh", "huber",
 ]
@@ -286,15 +286,62 @@ def _tex_ident(name: str) -> str:
 
 
 def get_activation(spec) -> type:
-    """Look up an activation by name, or pass an Activation class through."""
+    """Look up an activation by name, or pass an Activation class through.
+
+    A parametrised activation takes its constants too: ``("leaky_relu", 0.1)``
+    or the text ``"leaky_relu:0.1"`` is leaky ReLU with α = 0.1.
+    """
     if isinstance(spec, type) and issubclass(spec, Activation):
         return spec
+    if isinstance(spec, str) and ":" in spec:
+        name, _, rest = spec.partition(":")
+        spec = (name, *rest.split(","))
+    if isinstance(spec, tuple) and spec and isinstance(spec[0], str):
+        return parametrised(get_activation(spec[0]), *spec[1:])
     if spec == "softmax":
         return softmax
     if isinstance(spec, str) and spec in ACTIVATIONS:
         return ACTIVATIONS[spec]
     raise DefinitionError(
         f"unknown activation {spec!r}; known: {', '.join(sorted(ACTIVATIONS) + ['softmax'])}")
+
+
+_PARAMETRISED: dict = {}
+
+
+def parametrised(cls, *values) -> type:
+    """`cls` with its constants (leaky ReLU's α) set to `values`: same name, rules and printing.
+
+    The constants ride along as the function's extra arguments (LReLU(z, 1/10)),
+    so derivatives, code and documents see them; the class is made once per value.
+    """
+    if not cls.extra_params:
+        raise DefinitionError(f"activation {cls.__name__!r} has no parameter to set")
+    if len(values) != len(cls.extra_params):
+        raise DefinitionError(f"activation {cls.__name__!r} takes {len(cls.extra_params)} parameter(s), "
+                              f"got {len(values)}")
+    try:
+        # text is a number written out ("0.1"), parsed by float(), never evaluated
+        vals = tuple(sp.nsimplify(float(v) if isinstance(v, str) else v, rational=True) for v in values)
+    except (sp.SympifyError, TypeError, ValueError):
+        raise DefinitionError(f"activation {cls.__name__!r}: parameters must be numbers, got {values!r}") from None
+    if not all(v.is_number and v.is_real for v in vals):
+        raise DefinitionError(f"activation {cls.__name__!r}: parameters must be real numbers, got {values!r}")
+    base = getattr(cls, "_base", cls)
+    key = (base, vals)
+    if key not in _PARAMETRISED:
+        def eval_(klass, *args):
+            if len(args) == 1:
+                return klass(args[0], *vals)
+            return Activation.eval.__func__(klass, *args)
+        _PARAMETRISED[key] = type(base.__name__, (base,), {"extra_params": vals, "eval": classmethod(eval_),
+                                                         "_base": base})
+    return _PARAMETRISED[key]
+
+
+def LeakyReLU(alpha=sp.Rational(1, 100)) -> type:      # noqa: N802 - reads like a layer, as in Keras
+    """Leaky ReLU with slope `alpha` below zero: ``sb.mlp(..., activation=sb.LeakyReLU(0.1))``."""
+    return parametrised(leaky_relu, alpha)
 
 
 # ---------------------------------------------------------------- registry

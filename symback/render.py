@@ -207,7 +207,10 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
     rate of the worked update), ``seed`` (random verification values),
     ``figure``, ``example``, ``vanishing``, ``verify``, ``cost`` (False
     leaves a section out), ``display`` (snippet: one ``$$`` block for a
-    notebook), ``template_dir`` (a folder searched before the built-ins).
+    notebook), ``template_dir`` (a folder searched before the built-ins),
+    ``notation`` ("matrix", "lecture" or "nielsen"), ``steps`` ("brief" or
+    "full": every rule named) and ``steps_taken`` (iterates θ⁰ → θ¹ → … of
+    the worked example, with ``values`` and ``lr``).
     """
     template_dir = options.pop("template_dir", None)
     tpl = _template(template, fmt, template_dir)

@@ -281,7 +281,8 @@ def test_punchline_and_output_block_for_bce():
     zk, ak, yk = sp.symbols("z_k yhat_k y_k")
     assert sp.simplify(out.rhs - (ak - yk)) == 0
     [w2, w1] = ctx["punchline"]
-    assert w2["factors"] == r"\left(\hat{Y} - Y\right) \cdot A_{1}^{\top}"
+    # issue 10: the default notation prints the valid matrix product (the shorthand is notation="lecture")
+    assert w2["factors"] == r"A_{1}^{\top} \left(\hat{Y} - Y\right)"
     assert w1["factors"].count(r"\sigma'") == 1          # σ'(Z1) only: the output's σ' is in Ŷ − Y
 
 

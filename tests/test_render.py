@@ -137,11 +137,13 @@ def test_seed004_punchline_in_chain_order():
     """∂J/∂W3 = (ŷ − y)·a, ∂J/∂W2 = (ŷ − y)·W3·σ'·a, ∂J/∂W1 = (ŷ − y)·W3·σ'·W2·σ'·X (seed 004)."""
     d = sb.derive(_punchline_net())
     tex = d.latex()
-    err, dot = r"\left(\hat{Y} - Y\right)", r" \cdot "
-    w3 = err + dot + r"A_{2}^{\top}"
-    w2 = err + dot + r"W_{3}^{\top}" + dot + r"\sigma'\left(Z_{2}\right)" + dot + r"A_{1}^{\top}"
-    w1 = (err + dot + r"W_{3}^{\top}" + dot + r"\sigma'\left(Z_{2}\right)" + dot + r"W_{2}^{\top}" + dot
-          + r"\sigma'\left(Z_{1}\right)" + dot + r"X^{\top}")
+    # issue 10: the default (matrix) notation shows each punchline as a valid matrix product in
+    # chain order (the notes' shorthand moved to notation="lecture", tested in test_lecture.py)
+    err = r"\left(\hat{Y} - Y\right)"
+    d3 = rf"\left(\left({err} W_{{3}}^{{\top}}\right) \odot \sigma'\left(Z_{{2}}\right)\right)"
+    w3 = r"A_{2}^{\top} " + err
+    w2 = r"A_{1}^{\top} " + d3
+    w1 = rf"X^{{\top}} \left(\left({d3} W_{{2}}^{{\top}}\right) \odot \sigma'\left(Z_{{1}}\right)\right)"
     punch = tex[tex.index(r"\section{The punchline}"):]
     punch = punch[:punch.index(r"\end{align*}")]
     lines = [ln for ln in punch.splitlines() if "&=" in ln]

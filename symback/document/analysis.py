@@ -144,7 +144,8 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
             acts, rest = _activation_factors(it, apps)
             for act in acts:
                 found.append(act)
-                parts.append(upper(sups.get(act, sp.oo)))
+                if sups.get(act, sp.oo) != 1:       # a factor 1 bounds nothing: not printed
+                    parts.append(upper(sups.get(act, sp.oo)))
             if rest != 1:
                 parts.append(rest if isinstance(rest, Norm) else Norm(rest))
         counts.append(sum(a in sups for a in found))
@@ -158,7 +159,7 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     expr = Bound(Norm(Partial(d.loss_name, param)), *rhs)
     shrinking = [a.__name__ for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": Tex(latex(expr, applications=apps)),
-            "factors": max(counts, default=0), "shrinking": shrinking, "any": bool(sups),
+            "factors": max(counts, default=0), "shrinking": shrinking, "any": any(a.__name__ != "identity" for a in sups),
             "matrix_note": is_matrix(d.graph.symbol(param)), "sympy": {"bound": expr}}
 
 
@@ -408,8 +409,7 @@ def _cost(d) -> dict:
     n_entries = sum(len(flat(env[g.symbol(p)])) for p in g.param_names)
     # differentiating the written-out loss once per entry is what is slow: bound that work
     if sp.count_ops(loss) > MAX_NAIVE_OPS or sp.count_ops(loss) * n_entries > MAX_NAIVE_WORK:
-        note = Tex(f"The unrolled loss has {sp.count_ops(loss)} operations; differentiating it "
-                   "symbolically for every parameter was skipped.")
+        pass        # too large to differentiate written out: the naive row is left out
     else:
         naive = sp.count_ops(loss) + sum(sp.count_ops(sp.diff(loss, s))
                                          for p in g.param_names for s in flat(env[g.symbol(p)]))

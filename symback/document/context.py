@@ -9,30 +9,28 @@ removes them before a template sees the context.
 """
 from __future__ import annotations
 
-import re
-
-import numpy as np
 import sympy as sp
 
 from ..engine import Adjoint, delta
-from ..errors import OutputError, SymbackError
+from ..errors import OutputError
 from ..functions import Activation
-from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix
-from ..printing import (Chain, LatexPrinter, Partial, PerSample, Terms, Tex, latex, latex_escape,
-                        markdown_escape, number, prime, visual_len)
-from . import analysis
-from .factors import as_derivation, compose, edge_expr, notes_chain
+from ..matrix import RowCost, Softmax, activation_of, is_matrix, simplify_ones
+from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
+                        markdown_escape, notation_settings, number, prime, visual_len)
+from . import analysis, steps
+from .factors import as_derivation, compose, edge_expr
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
+from .example import example, numbers, path_product, values_of
+from .lines import LINE_WIDTH, aligned_lines
+from .notation import layer_names, notation, punchline_forms
 
 __all__ = ["context", "plain"]
 
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
-LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
 MAX_MATRIX_WIDTH = LINE_WIDTH   # a composed matrix formula longer than this is left out (not broken)
-MAX_SHOWN = 6              # matrices larger than this are not written out in the example
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
-           "verify", "cost", "display", "date"}
+           "verify", "cost", "display", "date", "notation", "steps", "steps_taken"}
 
 
 def context(derivation, fmt: str = "latex", **options) -> dict:
@@ -46,10 +44,18 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
     if unknown:
         raise OutputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
     d = as_derivation(derivation)
+    nt = notation(d, options.get("notation"))
+    if options.get("steps", "brief") not in ("brief", "full"):
+        raise OutputError(f"unknown steps {options['steps']!r}: use 'brief' or 'full'")
+    with notation_settings(nt.settings):
+        return _context(d, fmt, nt, options)
+
+
+def _context(d, fmt, nt, options) -> dict:
     g = d.graph
     escape = latex_escape if fmt == "latex" else markdown_escape
     param = d._param(options["param"]) if options.get("param") is not None else _deepest_param(d)
-    values = _values(d, options.get("values")) if options.get("values") else None
+    values = values_of(d, options.get("values")) if options.get("values") else None
     lr, apps = options.get("lr"), _apps(d)
     ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
@@ -61,12 +67,18 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
     ctx["local"] = _local(d, apps)
     widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
     ctx["local_cols"] = 2 if widest < 60 else 1
-    ctx["gradients"] = [_gradient(d, p, apps) for p in d.params]
-    ctx["punchline"] = _punchline(d)
-    ctx["deltas"] = _deltas(d, apps)
+    full = options.get("steps", "brief") == "full"
+    ctx["steps"] = "full" if full else "brief"
+    ctx["gradients"] = [_gradient(d, p, apps, full) for p in d.params]
+    ctx["reduction_steps"] = steps.reduction_steps(d) if full else None
+    ctx["punchline"] = _punchline(d, nt)
+    ctx["notation"] = _notation_keys(d, nt)
+    ctx["deltas"] = _deltas(d, apps, full)
+    ctx["bp"] = _bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
     sups = {}
     ctx["activations"] = _activations({type(f) for f in apps}, sups)
-    dg = diagram(d, param, apps)
+    at = numbers(d, values) if values is not None and options.get("example", True) else None
+    dg = diagram(d, param, apps, at)
     draw = options.get("figure", True)
     ctx["figure"] = analysis_or_none(draw and fmt == "latex", lambda: tikz(dg))
     ctx["mermaid"] = analysis_or_none(draw and fmt == "markdown", lambda: mermaid(dg))
@@ -74,12 +86,23 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
         f"The graph has {len(dg.order)} nodes, too many to draw legibly; "
         "the table of local derivatives lists its edges.")
     ctx["example"] = analysis_or_none(values is not None and options.get("example", True),
-                                      lambda: _example(d, values, lr, apps))
+                                      lambda: example(d, values, lr, apps))
+    if ctx["example"] is not None and at:
+        ctx["example"]["path"] = path_product(d, param, dg)
+    taken = options.get("steps_taken")
+    if taken:
+        if values is None or lr is None or g.is_matrix:
+            raise OutputError("steps_taken needs a scalar graph's values and a learning rate (values=, lr=)")
+        if isinstance(taken, bool) or not isinstance(taken, int) or not 1 <= taken <= 20:
+            raise OutputError(f"steps_taken must be a whole number from 1 to 20, got {taken!r}")
+    ctx["iterations"] = steps.iterations(d, values, lr, taken) if taken else None
     ctx["vanishing"] = analysis_or_none(options.get("vanishing", True),
                                         lambda: analysis.vanishing(d, param, sups, apps))
     ctx["verify"] = analysis_or_none(options.get("verify", True),
                                      lambda: analysis.verify(d, values, options.get("seed", 0)))
     ctx["cost"] = analysis_or_none(options.get("cost", True), lambda: analysis.cost(d))
+    if ctx["cost"] is not None and ctx["cost"]["chain"] is None:
+        ctx["cost"] = None        # not counted for a network this large: the section is left out
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param}
     return ctx
 
@@ -115,39 +138,6 @@ def _apps(d) -> list:
 def _deepest_param(d) -> str:
     """The parameter farthest from the loss (the notes' first-layer weight)."""
     return max(d.params, key=lambda p: (max(len(path) for path in d.chain(p)), -d.params.index(p)))
-
-
-def _values(d, values: dict) -> dict:
-    """The worked example's values: exact numbers for a scalar graph, float arrays for a matrix graph."""
-    g = d.graph
-    names = g.input_names + g.target_names + g.param_names
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise SymbackError(f"values missing for {', '.join(missing)}")
-    out = {}
-    for n in names:
-        v = values[n]
-        if is_matrix(g.symbol(n)):
-            try:
-                out[n] = np.atleast_2d(np.asarray(v, dtype=float))
-            except (TypeError, ValueError):
-                raise SymbackError(f"values for {n!r} must be numbers or arrays of numbers") from None
-        else:
-            out[n] = _exact(n, v)
-    return out
-
-
-def _exact(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, sp.Number)):
-        try:
-            value = sp.sympify(value, strict=True)
-        except (sp.SympifyError, TypeError, ValueError):
-            raise SymbackError(f"value for {name!r} must be a number, got {value!r}") from None
-        if not value.is_number:
-            raise SymbackError(f"value for {name!r} must be a number, got {value!r}")
-    if isinstance(value, float):
-        return sp.Rational(repr(value))     # 0.1 means 1/10: the example stays exact
-    return sp.sympify(value)
 
 
 # ------------------------------------------------------------- the network
@@ -242,7 +232,10 @@ def _local(d, apps) -> list[dict]:
             e = edge_expr(d, child, parent)
             short, full = latex(e, applications=apps), latex(e, primes=False)
             lhs = Partial(g.symbol(child), g.symbol(parent))
-            rows.append({"of": _tex(g.symbol(child)), "wrt": _tex(g.symbol(parent)), "partial": _tex(lhs),
+            named = d.named(e) if not isinstance(e, sp.Lambda) else e
+            named_text = latex(named, primes=False, sums_last=True) if named != e else None
+            rows.append({"named": Tex(named_text) if named_text and named_text not in (short, full) else None,
+                         "of": _tex(g.symbol(child)), "wrt": _tex(g.symbol(parent)), "partial": _tex(lhs),
                          "value": Tex(short), "inline": Tex(rf"\partial {latex(g.symbol(child))} / "
                                                             rf"\partial {latex(g.symbol(parent))}"),
                          "written_out": Tex(full) if full != short else None,
@@ -250,7 +243,7 @@ def _local(d, apps) -> list[dict]:
     return rows
 
 
-def _gradient(d, p, apps) -> dict:
+def _gradient(d, p, apps, full=False) -> dict:
     g = d.graph
     lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
     paths = []
@@ -258,7 +251,8 @@ def _gradient(d, p, apps) -> dict:
         labels = [edge_expr(d, f.of, f.wrt) for f in path]
         symbols = Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path])
         # derivatives multiply in path order; maps into matrices are applied in turn
-        factors = compose(labels) if any(isinstance(x, sp.Lambda) for x in labels) else Chain(*labels)
+        # (1/m 1) ⊙ (Ŷ − Y) reads (1/m)(Ŷ − Y): a column of ones times δ is δ
+        factors = simplify_ones(compose(labels)) if any(isinstance(x, sp.Lambda) for x in labels) else Chain(*labels)
         text = latex(factors, applications=apps)
         paths.append({"symbols": _tex(symbols), "length": len(path),
                       "factors": Tex(text) if visual_len(text) <= MAX_MATRIX_WIDTH else None,
@@ -271,38 +265,108 @@ def _gradient(d, p, apps) -> dict:
         g.symbol(p)) else None
     show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
                      and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
+    simple = d.simplified(p) if closed is not None and not is_matrix(closed) else None
+    if simple is not None and (latex(simple, applications=apps) == closed_text or simple.has(sp.Piecewise)):
+        simple = None       # the printer already shows the chain this way
+    simple_chain = _error_first(simple, {g.symbol(t) for t in g.target_names}) if simple is not None else None
+    if len(paths) == 1 and paths[0]["factors"] == closed_text:
+        closed_text = None          # the path's factors already read as the closed form
     return {"name": _tex(g.symbol(p)), "lhs": _tex(lhs), "paths": paths,
+            "simplified": _tex(simple_chain, applications=apps) if simple is not None else None,
+            "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
             "closed": Tex(closed_text) if closed_text else None,
-            "closed_aligned": Tex(_aligned_lines(closed, apps)) if closed_text else None,
+            "closed_aligned": Tex(aligned_lines(closed, apps)) if closed_text else None,
             "expanded": _tex(expanded, applications=apps) if show_expanded else None,
-            "recursive": Tex(_aligned_lines(recursive, apps)) if recursive != closed else None,
-            "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive,
+            "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
+            "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None}}
 
 
-def _punchline(d):
-    """Each weight's chain in the notes' shorthand, from the last layer back: (Ŷ − Y) · W^T · σ'(Z) · A^T.
+def _error_first(expr, targets) -> Chain:
+    """A product as the notes write it: the error factor first, (p − y) · x, signs inside the sums.
 
-    Only where the engine fused an output block and every later factor is a
-    plain product or an element-wise f'; a parameter whose last factor sums
-    over the rows (a bias) is left out, as in the notes.
+    (a₃ − 1)(y − a₃) becomes (1 − a₃)(a₃ − y); a number joins the error factor, 2(a₃ − y).
+    """
+    coeff, factors = expr.as_coeff_mul()
+    fixed = []
+    for f in factors:
+        if isinstance(f, sp.Add):
+            t = next(iter(f.free_symbols & targets), None)
+            number = sum(a for a in f.args if a.is_number)
+            # the target subtracted (p − y), the constant in front positive (1 − a)
+            if (t is not None and f.coeff(t).is_positive) or (t is None and number.is_negative):
+                f, coeff = -f, -coeff
+        fixed.append(f)
+    errors = [f for f in fixed if isinstance(f, sp.Add) and f.free_symbols & targets]
+    rest = sorted((f for f in fixed if f not in errors), key=lambda f: isinstance(f, sp.Add))
+    if errors and coeff != 1:
+        errors[0], coeff = sp.Mul(coeff, errors[0], evaluate=False), sp.S.One
+    return Chain(*([coeff] if coeff != 1 else []), *errors, *rest)
+
+
+def _gradient_steps(d, p, apps) -> dict:
+    """steps="full": the loss's terms (vanishing ones braced), then each local factor by its rule."""
+    g, seen, factors = d.graph, set(), []
+    terms = steps.loss_terms(d, p, None)
+    for path in d.chain(p):
+        for f in path:
+            if (f.of, f.wrt) in seen:
+                continue
+            seen.add((f.of, f.wrt))
+            st = steps.local_steps(g.expr(f.of), g.symbol(f.wrt))
+            if st is None:
+                continue
+            factors.append({"partial": _tex(Partial(g.symbol(f.of), g.symbol(f.wrt))), "rule": st["rule"],
+                            "line": Tex(" = ".join(latex(x, applications=apps) for x in st["lines"])),
+                            "zeros": _tex(st["zeros"]) if st["zeros"] is not None else None,
+                            "sympy": st})
+    lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
+    return {"terms": _tex(terms) if terms is not None else None, "lhs": _tex(lhs), "factors": factors,
+            "cases": "several paths: add them (case 2)" if len(d.chain(p)) > 1 else None,
+            "sympy": {"terms": terms}}
+
+
+def _punchline(d, nt):
+    """Each weight's gradient for one sample, from the last layer back.
+
+    Lecture notation: the notes' shorthand, (ŷ − y) · W⁽³⁾ · σ'(z⁽³⁾) · … · X,
+    with the valid matrix product beside it; matrix and Nielsen notation: the
+    valid product itself (transposes shown; Nielsen's transposed).  Only where
+    every step back is a plain product or an element-wise f'; a parameter
+    whose last factor sums over the rows (a bias) is left out, as in the notes.
     """
     g, rows = d.graph, []
     cost = getattr(g, "cost_name", None)
     for p in reversed(d.params):
-        forms = [notes_chain(d, path) for path in d.chain(p)]
+        forms = [punchline_forms(d, path) for path in d.chain(p)]
         forms = [f for f in forms if f is not None]
-        if not forms or any(isinstance(f[2][-1] if f[2] else None, sp.OneMatrix) or
-                            (f[2] and isinstance(f[2][-1], sp.Transpose) and isinstance(f[2][-1].arg, sp.OneMatrix))
-                            for f in forms):
+        if not forms or any(_sums_rows(f[0].args[-1]) for f in forms):
             continue
-        lhs = Partial(g.symbol(cost), g.symbol(p))
-        rhs = Terms(*[Chain(first, *coeffs) for _, first, coeffs in forms])
-        rows.append({"lhs": _tex(lhs), "factors": _tex(rhs), "sympy": {"lhs": lhs, "factors": rhs}})
+        lhs = Partial(sp.Symbol(nt.loss) if nt.name == "lecture" else g.symbol(cost), g.symbol(p))
+        short = Terms(*[f[0] for f in forms])
+        product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
+        lecture = nt.name == "lecture"
+        rows.append({"lhs": _tex(lhs),
+                     "factors": _tex(short, transposes=False) if lecture else _tex(product),
+                     "product": _tex(product) if lecture else None,
+                     "sympy": {"lhs": lhs, "factors": short, "product": product}})
     return rows or None
 
 
-def _deltas(d, apps) -> list[dict]:
+def _sums_rows(last) -> bool:
+    return isinstance(last, sp.OneMatrix) or (isinstance(last, sp.Transpose) and isinstance(last.arg, sp.OneMatrix))
+
+
+def _notation_keys(d, nt) -> dict:
+    """What a template says about the notation: its name, and the notes' a^{(1)} = X."""
+    g, input_row = d.graph, None
+    if nt.name == "lecture" and layer_names(d) and g.input_names and is_matrix(g.symbol(g.input_names[0])):
+        X = g.symbol(g.input_names[0])
+        input_row = _tex(sp.Eq(sp.MatrixSymbol("A0", *X.shape), X, evaluate=False))
+    return {"name": nt.name, "input_row": input_row}
+
+
+def _deltas(d, apps, full=False) -> list[dict]:
     g = d.graph
     # the output A_l = f(Z_l) of a matrix layer passes δ straight on: shown inlined, as in the notes
     inline = {}
@@ -311,7 +375,7 @@ def _deltas(d, apps) -> list[dict]:
                 and len(g.children(n)) == 1 and n != d.loss_name:
             inline[delta(g, n)] = d.adjoint[n]
     C = g.symbol(d.loss_name)
-    rows = [{"name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
+    rows = [{"case": None, "node": d.loss_name, "name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
              "value": Tex("1"), "param": False, "recursive": None,
              "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One}}]
     for sym, e in d.program().backward:
@@ -321,19 +385,49 @@ def _deltas(d, apps) -> list[dict]:
         symbolic = parts[0] if len(parts) == 1 else Terms(*parts)
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym
-        rows.append({"name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
-                     "value": Tex(_aligned_lines(value, apps)), "param": g.kind(n) == "param",
+        rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
+                     "name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
+                     "value": Tex(aligned_lines(value, apps)), "param": g.kind(n) == "param",
                      "recursive": _tex(e, applications=apps) if value != e else None,
                      "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value}})
     return rows
+
+
+def _bp(d, deltas) -> list[dict]:
+    """Nielsen's four equations, read off the δ rows (printed as columns by the notation).
+
+    BP1 the output layer's δ, BP2 each hidden layer's δ from the next one's,
+    BP3 ∂C/∂b = δ, BP4 ∂C/∂w = δ aᵀ.
+    """
+    layers = layer_names(d)
+    out = []
+    for r in deltas[1:]:
+        n = r["node"]
+        kind = layers.get(n, (None,))[0] if n in layers else ("Yhat" if n == "Yhat" else None)
+        if kind in ("Z", "Yhat") and d.graph.kind(n) == "node":
+            label = "BP2" if kind == "Z" and steps.delta_case(d, n) == "not output layer" else "BP1"
+        elif kind in ("W", "b"):
+            label = "BP4" if kind == "W" else "BP3"
+        else:
+            continue
+        lhs = r["lhs"] if label in ("BP1", "BP2") else _tex(
+            Partial(d.graph.symbol(d.graph.cost_name), d.graph.symbol(n)))
+        out.append({"label": label, "lhs": lhs, "value": r["value"]})
+    return sorted(out, key=lambda r: r["label"])
 
 
 # ------------------------------------------------------------- activations
 def _activations(classes, sups: dict) -> list[dict]:
     out = []
     for cls in sorted(classes, key=lambda c: c.__name__):
+        if cls.__name__ == "identity":
+            sups[cls] = sp.S.One
+            continue          # ŷ = w x needs no activation section
         z = sp.Symbol("z", real=True)
-        app = cls(z)
+        # a parameter such as leaky ReLU's α is shown as a letter, its value stated beside it
+        greek = [sp.Symbol(str(v), positive=True) for v in cls._rules_from[1]]
+        app = cls(z, *greek) if greek else cls(z)
+        params = [sp.Eq(a, v, evaluate=False) for a, v in zip(greek, cls.extra_params)]
         sup, exact = analysis.derivative_sup(cls)
         sups[cls] = sup
         defn = sp.Eq(app, _definition(cls, app), evaluate=False)
@@ -346,7 +440,8 @@ def _activations(classes, sups: dict) -> list[dict]:
             "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
                             + (f"= {latex(sup)}" if exact else rf"\approx {number(sup, 4)}")),
             "kinks": analysis.kinks(cls),
-            "sympy": {"definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
+            "params": Tex(", ".join(latex(e) for e in params)) if params else None,
+            "sympy": {"params": params, "definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
                       "sup_line": sup_line}})
     return out
 
@@ -359,114 +454,3 @@ def _definition(cls, app):
     return e
 
 
-# ---------------------------------------------------------- worked example
-def _example(d, values: dict, lr, apps) -> dict:
-    g = d.graph
-    ev = analysis.evaluate(d, values)
-    show = _shown
-    given = [{"name": _tex(g.symbol(n)), "value": show(values[n])}
-             for n in g.input_names + g.target_names + g.param_names]
-    known = {n: v for n, v in values.items() if not isinstance(v, np.ndarray)}
-    forward = []
-    for sym, e in d.program().forward:
-        n = sym.name
-        sub = Tex(latex(e, values=known, applications=apps)) if known and not is_matrix(e) and \
-            not isinstance(ev["forward"][n], np.ndarray) else None
-        forward.append({"lhs": _tex(sym), "formula": _tex(e, applications=apps), "substituted": sub,
-                        "value": show(ev["forward"][n])})
-        if not isinstance(ev["forward"][n], np.ndarray):
-            known[n] = ev["forward"][n]
-    grads = []
-    for p in d.params:
-        lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
-        chains = [Chain(*[f.expr for f in path]) for path in d.chain(p)]
-        scalar = not is_matrix(g.symbol(p))
-        grads.append({"lhs": _tex(lhs), "value": show(ev["gradient"][p]),
-                      "formula": _tex(Terms(*chains), applications=apps) if scalar else None,
-                      "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None})
-    updates = []
-    if lr is not None:
-        eta = _exact("lr", lr)
-        for p in d.params:
-            rule = sp.Symbol(p) - sp.Symbol("eta") * Partial(d.loss_name, p)
-            grad, old = ev["gradient"][p], values[p]
-            step = sp.Symbol(p) - sp.Symbol("eta") * sp.Symbol("gradient")
-            sub = None if isinstance(old, np.ndarray) else Tex(latex(step, values={p: old, "eta": eta, "gradient": grad}))
-            updates.append({"name": _tex(g.symbol(p)), "rule": _tex(rule), "substituted": sub,
-                            "value": show(old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad)})
-    loss = ev["forward"][d.loss_name]
-    return {"given": given, "forward": forward, "loss": show(loss), "gradients": grads, "updates": updates,
-            "lr": Tex(number(_exact("lr", lr))) if lr is not None else None,
-            "matrices": any(isinstance(v, np.ndarray) for v in values.values())}
-
-
-def _shown(v) -> Tex:
-    """A number, or a small matrix written out (a large one by its shape)."""
-    if not isinstance(v, np.ndarray):
-        return Tex(number(v))
-    if max(v.shape) > MAX_SHOWN:
-        return Tex(rf"\text{{a }} {v.shape[0]} \times {v.shape[1]} \text{{ matrix}}")
-    return _tex(sp.Matrix(v.tolist()).applyfunc(sp.Float))
-
-
-# ----------------------------------------------------------- line breaking
-def _aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
-    r"""`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
-
-    A long sum breaks between its terms; a product with a long sum breaks inside that sum.
-    """
-    text = latex(expr, applications=apps)
-    if visual_len(text) <= width:
-        return text
-    if is_matrix(expr):
-        return _matrix_lines(expr, apps, width) if isinstance(expr, sp.MatAdd) else text
-    e = sp.factor_terms(expr)
-    body, prefix, suffix = e, "", ""
-    if isinstance(e, sp.Mul):
-        adds = [f for f in e.args if isinstance(f, sp.Add)]
-        if not adds:
-            return text
-        body = max(adds, key=lambda f: len(f.args))
-        if visual_len(latex(body, applications=apps)) < width // 2:
-            return text         # no long sum inside: a break would only split a short factor
-        prefix, suffix = latex(e / body, applications=apps) + r" \bigl(", r"\bigr)"
-    if not isinstance(body, sp.Add):
-        return text
-    lines, cur = [], prefix
-    for term in _signed_terms(body, apps):
-        if cur not in ("", prefix) and visual_len(cur) + visual_len(term) > width:
-            lines.append(cur)
-            cur = ""
-        cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
-    lines.append(cur + suffix)
-    return r" \\ &\qquad ".join(lines)
-
-
-def _matrix_lines(expr, apps, width) -> str:
-    """A long sum of matrices, one or more terms per continuation row."""
-    printer = LatexPrinter({"applications": tuple(apps)})
-    lines, cur = [], ""
-    for i, t in enumerate(expr.args):
-        neg = t.could_extract_minus_sign()
-        body = printer.doprint(-t if neg else t)
-        term = ("- " if neg else ("+ " if i else "")) + body
-        if cur and visual_len(cur) + visual_len(term) > width:
-            lines.append(cur)
-            cur = ""
-        cur = f"{cur} {term}" if cur else term
-    lines.append(cur)
-    return r" \\ &\qquad ".join(lines)
-
-
-def _signed_terms(add: sp.Add, apps) -> list[str]:
-    """The terms of a sum as the printer shows them, each with its sign (the first without '+')."""
-    printer = LatexPrinter({"applications": tuple(apps)})
-    out = []
-    for i, t in enumerate(printer._as_ordered_terms(add)):
-        neg = t.could_extract_minus_sign()
-        term = -t if neg else t
-        body = printer.doprint(term)
-        if isinstance(term, sp.Add):
-            body = rf"\left({body}\right)"
-        out.append(("- " if neg else ("+ " if i else "")) + body)
-    return out

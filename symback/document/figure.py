@@ -9,12 +9,12 @@ of the gradient.  A label too long to read on an edge is written as the
 """
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import sympy as sp
 
-from ..printing import Partial, Tex, latex, mark_primes, visual_len
+from ..printing import Partial, Tex, latex, number, visual_len
+from ..printing.text import text as text_label, text_name
 from .factors import edge_expr
 
 __all__ = ["Diagram", "diagram", "tikz", "mermaid", "MAX_FIGURE_NODES"]
@@ -35,24 +35,43 @@ class Diagram(NamedTuple):
     on_path: set               # (child, parent) edges on the highlighted paths
     names: dict                # name -> LaTeX of the node's label
     exprs: dict                # (child, parent) -> the SymPy expression the label prints
+    values: dict = {}          # name -> LaTeX of the node's forward value (a worked example)
+    edge_values: dict = {}     # (child, parent) -> the local derivative's value there
 
 
-def diagram(d, param: str, apps=()) -> Diagram:
-    """The derivation's graph with every edge labelled by its local factor, `param`'s paths marked."""
+def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
+    """The derivation's graph with every edge labelled by its local factor, `param`'s paths marked.
+
+    With `numbers` (every node's value at a worked example, scalar graphs) each
+    node shows its forward value and each edge its local derivative's value:
+    micrograd's picture, and seed 002's path with the numbers to multiply.
+    """
     g = d.graph
     labels, plain, exprs = {}, {}, {}
+    values, edge_values = {}, {}
+    if numbers:
+        env = {g.symbol(n): v for n, v in numbers.items()}
+        values = {n: number(v) for n, v in numbers.items()}
+        edge_values = {e: sp.sympify(f).xreplace(env) for e, f in d.local.items()}
     for (child, parent) in d.local:
         e = edge_expr(d, child, parent, generic=True)
         text = latex(e, applications=apps)
         labels[(child, parent)] = text if visual_len(text) <= MAX_LABEL else latex(
             Partial(g.symbol(child), g.symbol(parent)))
         exprs[(child, parent)] = e
-        shown = e if isinstance(e, sp.Lambda) else mark_primes(sp.factor_terms(e), apps)
-        plain[(child, parent)] = str(shown).replace("_prime(", "'(").replace("Lambda(delta_, ", "delta -> (")
+        plain[(child, parent)] = text_label(e, apps)
+        if (child, parent) in edge_values and not sp.sympify(e).is_number:     # not "1 = 1"
+            labels[(child, parent)] += rf" = {number(edge_values[(child, parent)])}"
+            plain[(child, parent)] += f" = {_plain_number(edge_values[(child, parent)])}"
     on_path = {(f.of, f.wrt) for path in d.chain(param) for f in path}
     return Diagram(list(g.order), {n: g.kind(n) for n in g.order},
                    {n: g.parents(n) for n in g.order}, labels, plain, on_path,
-                   {n: latex(g.symbol(n)) for n in g.order}, exprs)
+                   {n: latex(g.symbol(n)) for n in g.order}, exprs, values, edge_values)
+
+
+def _plain_number(v) -> str:
+    v = sp.sympify(v)
+    return text_label(v if v.is_Integer else sp.Float(sp.N(v, 15), 6))
 
 
 def _layout(dg: Diagram) -> dict[str, tuple[float, float]]:
@@ -90,7 +109,8 @@ def tikz(dg: Diagram):
     for n in dg.order:
         x, y = pos[n]
         hl = ",hl" if n in path_nodes else ""
-        lines.append(rf"\node[{style[dg.kind[n]]}{hl}] ({ids[n]}) at ({x:.2f},{y:.2f}) {{${dg.names[n]}$}};")
+        val = rf",label={{[val]below:${dg.values[n]}$}}" if n in dg.values else ""
+        lines.append(rf"\node[{style[dg.kind[n]]}{hl}{val}] ({ids[n]}) at ({x:.2f},{y:.2f}) {{${dg.names[n]}$}};")
     for child in dg.order:
         for parent in dg.parents[child]:
             edge = "hledge" if (child, parent) in dg.on_path else "edge"
@@ -110,10 +130,12 @@ def mermaid(dg: Diagram):
     ids = {n: f"n{i}" for i, n in enumerate(dg.order)}
     lines, thick, k = ["flowchart LR"], [], 0
     for n in dg.order:
-        lines.append(f'  {ids[n]}(["{n}"])')
+        name = text_name(n)
+        shown = f"{name} = {_plain_number(dg.values[n])}" if n in dg.values else name
+        lines.append(f'  {ids[n]}(["{shown}"])')
     for child in dg.order:
         for parent in dg.parents[child]:
-            label = re.sub(r"[^A-Za-z0-9_+\-*/^(). ']", "", dg.plain.get((child, parent), ""))
+            label = dg.plain.get((child, parent), "").replace('"', "'")
             arrow = f'-- "{label}" -->' if label else "-->"
             lines.append(f"  {ids[parent]} {arrow} {ids[child]}")
             if (child, parent) in dg.on_path:

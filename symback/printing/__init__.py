@@ -14,10 +14,10 @@ The same LaTeX serves Markdown (MathJax understands all of it).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-import html
 import re
-import unicodedata
 
 from collections import Counter
 from typing import Iterable
@@ -26,10 +26,13 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 
 from ..functions import Activation
+from .escape import Tex, latex_escape, markdown_escape
+from .expressions import Bound, Chain, Norm, Partial, PerSample, Terms, _is_matrixy
 
 __all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
            "factor_latex", "split_primes", "mark_primes", "prime", "name_latex",
-           "Chain", "Partial", "PerSample", "Norm", "Bound", "Terms", "visual_len"]
+           "Chain", "Partial", "PerSample", "Norm", "Bound", "Terms", "visual_len",
+           "notation_settings"]
 
 
 # ------------------------------------------------------------------ numbers
@@ -177,7 +180,13 @@ class LatexPrinter(_SympyLatexPrinter):
     """
 
     _default_settings = {**_SympyLatexPrinter._default_settings, "values": None,
-                         "applications": (), "primes": True, "sums_last": False}
+                         "applications": (), "primes": True, "sums_last": False,
+                         "names": None, "tnames": None, "transposes": True, "columns": None}
+
+    def __init__(self, settings=None):
+        # a document's notation (symbol map, transposes, column form) applies to every formula in it
+        super().__init__({**_NOTATION.get(), **(settings or {})})
+        self._in_columns = False
 
     def doprint(self, expr):
         """Print `expr`, first marking activation derivatives as f'(z) (unless primes=False)."""
@@ -207,6 +216,9 @@ class LatexPrinter(_SympyLatexPrinter):
         if values and expr.name in values:
             text = number(values[expr.name])
             return rf"\left({text}\right)" if text.startswith("-") else text
+        names = self._settings["names"]
+        if names and expr.name in names:
+            return names[expr.name]
         return super()._print_Symbol(expr, style=style)
 
     def _print_Float(self, expr):
@@ -219,12 +231,26 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print(self, expr, **kwargs):
         name = type(expr).__name__
+        columns = self._settings["columns"]
+        if columns and not self._in_columns and getattr(expr, "is_Matrix", False) \
+                and isinstance(expr, sp.MatrixExpr):
+            # Nielsen's form: the row-major expression transposed, one sample a column
+            self._in_columns = True
+            try:
+                return self._print(columns(expr))
+            finally:
+                self._in_columns = False
+        if isinstance(expr, Activation) and type(expr).__name__ == "identity":
+            return self._print(expr.args[0])      # the identity is not a function worth naming
         if name in self._OWN:
             return getattr(self, f"_print_{name}")(expr)
         return super()._print(expr, **kwargs)
 
     def _print_AdjointMatrix(self, expr):
         # the notes' δ^{(l)} for a layer's pre-activation Z_l; δ_v for any other node
+        names = self._settings["names"]
+        if names and expr.name in names:
+            return names[expr.name]
         layer = re.fullmatch(r"Z(\d+)", expr.node)
         if layer:
             return rf"\delta^{{({layer.group(1)})}}"
@@ -245,7 +271,10 @@ class LatexPrinter(_SympyLatexPrinter):
         return r"\left[%s\right]_{\odot}" % self._print(expr.function.expr.xreplace(names))
 
     def _print_RowCost(self, expr):
-        return rf"\ell\left({self._print(expr.prediction)}, {self._print(expr.target)}\right)"
+        pred, target = expr.prediction, expr.target
+        if self._settings["columns"]:     # one sample's cost of its columns
+            pred, target = self._settings["columns"](pred), self._settings["columns"](target)
+        return rf"\ell\left({self._print(pred)}, {self._print(target)}\right)"
 
     def _print_Softmax(self, expr):
         return rf"\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
@@ -259,7 +288,9 @@ class LatexPrinter(_SympyLatexPrinter):
         if isinstance(arg, sp.MatMul) and len(arg.args) == 2:
             a, b = arg.args
             if isinstance(a, sp.OneMatrix) and a.rows == 1:
-                return rf"\sum_{{i=1}}^{{{self._print(a.cols)}}} {self._print(b)}_{{i}}"
+                body = self._print(b)
+                body = f"{{{body}}}" if re.search(r"[_^]", body) else body     # C_{x}: no double subscript
+                return rf"\sum_{{i=1}}^{{{self._print(a.cols)}}} {body}_{{i}}"
             if isinstance(a, sp.Transpose) and a.arg == b:
                 return rf"\lVert {self._print(b)} \rVert_F^{{2}}"
         return super()._print_Trace(expr)
@@ -301,6 +332,9 @@ class LatexPrinter(_SympyLatexPrinter):
         return r" \odot ".join(self.parenthesize(a, 50) for a in args)
 
     def _print_MatrixSymbol(self, expr):
+        names = self._settings["names"]
+        if names and expr.name in names:
+            return names[expr.name]
         if expr.name.startswith("grad_"):      # the layers' names for ∂C/∂W_l
             return partial("C", expr.name[len("grad_"):])
         return super()._print_MatrixSymbol(expr)
@@ -315,6 +349,8 @@ class LatexPrinter(_SympyLatexPrinter):
             return rf"{f.latex_name}\left({self._print(expr.expr)}\right)"
         if isinstance(f, sp.Lambda) and len(f.variables) == 1:
             body = f.expr
+            if isinstance(body, Activation) and type(body).__name__ == "identity":
+                return self._print(expr.expr)
             if isinstance(body, Activation) and body.args[0] == f.variables[0]:
                 return rf"{type(body).latex_name}\left({self._print(expr.expr)}\right)"
         return super()._print_ElementwiseApplyFunction(expr)
@@ -330,6 +366,11 @@ class LatexPrinter(_SympyLatexPrinter):
         return self._print_Add(expr)
 
     def _print_Transpose(self, expr):
+        if not self._settings["transposes"]:
+            return self._print(expr.arg)      # the notes' shorthand: layout stated in words
+        tnames = self._settings["tnames"]
+        if tnames and isinstance(expr.arg, sp.MatrixSymbol) and expr.arg.name in tnames:
+            return tnames[expr.arg.name]
         text = super()._print_Transpose(expr)
         return text[:-len("^{T}")] + r"^{\top}" if text.endswith("^{T}") else text
 
@@ -337,6 +378,10 @@ class LatexPrinter(_SympyLatexPrinter):
         of, wrt = expr.args
         if isinstance(of, (sp.Symbol, sp.MatrixSymbol, PerSample)):
             return rf"\frac{{\partial {self._print(of)}}}{{\partial {self._print(wrt)}}}"
+        body = self._print(of)
+        if visual_len(body) <= 10:       # short: ∂(a_3 − y)/∂a_3, as the notes write it
+            body = rf"\left({body}\right)" if isinstance(of, sp.Add) else body
+            return rf"\frac{{\partial {body}}}{{\partial {self._print(wrt)}}}"
         return rf"\frac{{\partial}}{{\partial {self._print(wrt)}}} \left({self._print(of)}\right)"
 
     def _print_PerSample(self, expr):
@@ -390,56 +435,17 @@ def _ELEMENTWISE_TYPES():
     return (FPrime, Elementwise)
 
 
-# ------------------------------------------------- document-only expressions
-class Partial(sp.Expr):
-    """∂of/∂wrt as a symbol in a formula (unevaluated; ``Partial(C, w1)``)."""
-
-    is_commutative = True
-
-    def __new__(cls, of, wrt):
-        return super().__new__(cls, _as_symbol(of), _as_symbol(wrt))
+_NOTATION: contextvars.ContextVar = contextvars.ContextVar("symback_notation", default={})
 
 
-class PerSample(sp.Expr):
-    """The value of a per-sample quantity for sample i, printed C^{(i)}."""
-
-    is_commutative = True
-
-    def __new__(cls, of):
-        return super().__new__(cls, _as_symbol(of))
-
-
-class Norm(sp.Expr):
-    """|x| for a scalar, ‖x‖_F for a matrix (or a ∂/∂ of a matrix)."""
-
-    is_commutative = True
-
-
-class Chain(sp.Basic):
-    """An ordered product that is never reordered: the factors of one path, in path order."""
-
-    @property
-    def factors(self) -> tuple:
-        """The factors, in order."""
-        return self.args
-
-
-class Terms(sp.Basic):
-    """A sum of chains, kept in order: one term per path."""
-
-
-class Bound(sp.Basic):
-    """``lhs ≤ rhs_1 = rhs_2 = …``: an inequality with its right side simplified step by step."""
-
-
-def _as_symbol(x):
-    return sp.Symbol(x) if isinstance(x, str) else x
-
-
-def _is_matrixy(e) -> bool:
-    if isinstance(e, Partial):
-        return any(isinstance(a, sp.MatrixSymbol) for a in e.args)
-    return bool(getattr(e, "is_Matrix", False))
+@contextlib.contextmanager
+def notation_settings(settings: dict):
+    """Every formula printed inside the block uses these printer settings (a notation)."""
+    token = _NOTATION.set(dict(settings))
+    try:
+        yield
+    finally:
+        _NOTATION.reset(token)
 
 
 def latex(expr, values: dict | None = None, applications: Iterable = (), **settings) -> str:
@@ -484,48 +490,3 @@ def chain_values(path, values: dict | None = None, applications: Iterable = ()) 
     return r" \cdot ".join(factor_latex(f.expr, values, applications) for f in path)
 
 
-# ------------------------------------------------------------ user text
-class Tex(str):
-    """Text that is already valid output (printed formulas, escaped user text)."""
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&",
-    "$": r"\$", "_": r"\_", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", '"': r"\textquotedbl{}",
-}
-
-
-def _plain(text) -> str:
-    # one line, no control characters: a newline pair would end a paragraph inside \title
-    return re.sub(r"\s+", " ", "".join(c for c in str(text) if unicodedata.category(c)[0] != "C"
-                                       or c.isspace())).strip()
-
-
-def latex_escape(text) -> Tex:
-    """User text made inert for LaTeX: specials escaped, characters pdflatex lacks replaced.
-
-    Greek letters become ``$\\alpha$`` and so on; any other character
-    outside Latin-1 becomes ``?`` (pdflatex would stop on it).
-    """
-    out = []
-    for c in _plain(text):
-        if c in _LATEX_SPECIAL:
-            out.append(_LATEX_SPECIAL[c])
-        elif ord(c) < 128 or 0xA0 <= ord(c) < 0x100 and c.isalpha():
-            out.append(c)
-        else:
-            name = unicodedata.name(c, "")
-            greek = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", name)
-            if greek:
-                letter = greek.group(2).lower()
-                out.append(rf"$\{letter.capitalize() if greek.group(1) == 'CAPITAL' else letter}$")
-            else:
-                out.append("?")
-    return Tex("".join(out))
-
-
-def markdown_escape(text) -> Tex:
-    """User text made inert for Markdown with MathJax: HTML and Markdown punctuation escaped."""
-    text = html.escape(_plain(text), quote=True)
-    return Tex(re.sub(r"([\\`*_{}\[\]()#+\-.!|~$])", r"\\\1", text))

@@ -1,0 +1,129 @@
+"""The worked example: numbers for every symbol, the forward pass and gradients substituted.
+
+A scalar graph's numbers stay exact (0.1 means 1/10); a matrix graph's are
+NumPy arrays.  The computational graph shows each node's value and each
+edge's local derivative there, and the highlighted path multiplies them
+(seed 002's yellow path, with numbers).
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from ..errors import SymbackError
+from ..matrix import is_matrix
+from ..printing import Chain, Partial, Terms, Tex, latex, number
+from . import analysis
+
+__all__ = ["values_of", "exact", "example", "numbers", "path_product"]
+
+MAX_SHOWN = 6              # matrices larger than this are not written out in the example
+
+
+def _tex(expr, **settings) -> Tex:
+    return Tex(latex(expr, **settings))
+
+
+def values_of(d, values: dict) -> dict:
+    """The worked example's values: exact numbers for a scalar graph, float arrays for a matrix graph."""
+    g = d.graph
+    names = g.input_names + g.target_names + g.param_names
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise SymbackError(f"values missing for {', '.join(missing)}")
+    out = {}
+    for n in names:
+        v = values[n]
+        if is_matrix(g.symbol(n)):
+            try:
+                out[n] = np.atleast_2d(np.asarray(v, dtype=float))
+            except (TypeError, ValueError):
+                raise SymbackError(f"values for {n!r} must be numbers or arrays of numbers") from None
+        else:
+            out[n] = exact(n, v)
+    return out
+
+
+def exact(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, sp.Number)):
+        try:
+            value = sp.sympify(value, strict=True)
+        except (sp.SympifyError, TypeError, ValueError):
+            raise SymbackError(f"value for {name!r} must be a number, got {value!r}") from None
+        if not value.is_number:
+            raise SymbackError(f"value for {name!r} must be a number, got {value!r}")
+    if isinstance(value, float):
+        return sp.Rational(repr(value))     # 0.1 means 1/10: the example stays exact
+    return sp.sympify(value)
+
+
+def numbers(d, values):
+    """Every node's value at the worked example (scalar graphs; None for matrices)."""
+    if d.graph.is_matrix:
+        return None
+    ev = analysis.evaluate(d, values)
+    return {**values, **ev["forward"]}
+
+
+def path_product(d, param, dg):
+    """Seed 002's yellow path with numbers: each edge's local derivative there, multiplied."""
+    g = d.graph
+    lhs = Partial(g.symbol(d.loss_name), g.symbol(param))
+    symbols = Terms(*[Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path]) for path in d.chain(param)])
+    dec = lambda v: v if sp.sympify(v).is_Integer else sp.Float(sp.N(v, 15), 15)      # noqa: E731 - decimals
+    numbers = Terms(*[Chain(*[dec(dg.edge_values[(f.of, f.wrt)]) for f in path]) for path in d.chain(param)])
+    value = sp.Add(*[sp.Mul(*[dg.edge_values[(f.of, f.wrt)] for f in path]) for path in d.chain(param)])
+    return {"lhs": _tex(lhs), "symbols": _tex(symbols), "numbers": _tex(numbers),
+            "value": Tex(number(sp.N(value, 15))), "sympy": {"numbers": numbers, "value": value}}
+
+
+def example(d, values: dict, lr, apps) -> dict:
+    g = d.graph
+    ev = analysis.evaluate(d, values)
+    show = _shown
+    given = [{"name": _tex(g.symbol(n)), "value": show(values[n])}
+             for n in g.input_names + g.target_names + g.param_names]
+    known = {n: v for n, v in values.items() if not isinstance(v, np.ndarray)}
+    forward = []
+    for sym, e in d.program().forward:
+        n = sym.name
+        sub = Tex(latex(e, values=known, applications=apps)) if known and not is_matrix(e) and \
+            not isinstance(ev["forward"][n], np.ndarray) else None
+        forward.append({"lhs": _tex(sym), "formula": _tex(e, applications=apps), "substituted": sub,
+                        "value": show(ev["forward"][n])})
+        if not isinstance(ev["forward"][n], np.ndarray):
+            known[n] = ev["forward"][n]
+    grads = []
+    for p in d.params:
+        lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
+        chains = [Chain(*[f.expr for f in path]) for path in d.chain(p)]
+        scalar = not is_matrix(g.symbol(p))
+        grads.append({"lhs": _tex(lhs), "value": show(ev["gradient"][p]),
+                      "formula": _tex(Terms(*chains), applications=apps) if scalar else None,
+                      "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None})
+    updates = []
+    if lr is not None:
+        eta = exact("lr", lr)
+        for p in d.params:
+            rule = sp.Symbol(p) - sp.Symbol("eta") * Partial(d.loss_name, p)
+            grad, old = ev["gradient"][p], values[p]
+            step = sp.Symbol(p) - sp.Symbol("eta") * sp.Symbol("gradient")
+            sub = None if isinstance(old, np.ndarray) else Tex(latex(step, values={p: old, "eta": eta, "gradient": grad}))
+            updates.append({"name": _tex(g.symbol(p)), "rule": _tex(rule), "substituted": sub,
+                            "value": show(old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad)})
+    loss = ev["forward"][d.loss_name]
+    return {"given": given, "forward": forward, "loss": show(loss), "gradients": grads, "updates": updates,
+            "path": None,
+            "lr": Tex(number(exact("lr", lr))) if lr is not None else None,
+            "matrices": any(isinstance(v, np.ndarray) for v in values.values())}
+
+
+def _shown(v) -> Tex:
+    """A number, or a small matrix written out (a large one by its shape)."""
+    if not isinstance(v, np.ndarray):
+        return Tex(number(v))
+    if max(v.shape) > MAX_SHOWN:
+        return Tex(rf"\text{{a }} {v.shape[0]} \times {v.shape[1]} \text{{ matrix}}")
+    return _tex(sp.Matrix(v.tolist()).applyfunc(sp.Float))
+
+

@@ -1,0 +1,73 @@
+"""Long formulas broken into continuation rows of an align environment."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..matrix import is_matrix
+from ..printing import LatexPrinter, latex, visual_len
+
+__all__ = ["aligned_lines", "LINE_WIDTH"]
+
+LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
+
+
+def aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
+    r"""`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
+
+    A long sum breaks between its terms; a product with a long sum breaks inside that sum.
+    """
+    text = latex(expr, applications=apps)
+    if visual_len(text) <= width:
+        return text
+    if is_matrix(expr):
+        return _matrix_lines(expr, apps, width) if isinstance(expr, sp.MatAdd) else text
+    e = sp.factor_terms(expr)
+    body, prefix, suffix = e, "", ""
+    if isinstance(e, sp.Mul):
+        adds = [f for f in e.args if isinstance(f, sp.Add)]
+        if not adds:
+            return text
+        body = max(adds, key=lambda f: len(f.args))
+        if visual_len(latex(body, applications=apps)) < width // 2:
+            return text         # no long sum inside: a break would only split a short factor
+        prefix, suffix = latex(e / body, applications=apps) + r" \bigl(", r"\bigr)"
+    if not isinstance(body, sp.Add):
+        return text
+    lines, cur = [], prefix
+    for term in _signed_terms(body, apps):
+        if cur not in ("", prefix) and visual_len(cur) + visual_len(term) > width:
+            lines.append(cur)
+            cur = ""
+        cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
+    lines.append(cur + suffix)
+    return r" \\ &\qquad ".join(lines)
+
+
+def _matrix_lines(expr, apps, width) -> str:
+    """A long sum of matrices, one or more terms per continuation row."""
+    printer = LatexPrinter({"applications": tuple(apps)})
+    lines, cur = [], ""
+    for i, t in enumerate(expr.args):
+        neg = t.could_extract_minus_sign()
+        body = printer.doprint(-t if neg else t)
+        term = ("- " if neg else ("+ " if i else "")) + body
+        if cur and visual_len(cur) + visual_len(term) > width:
+            lines.append(cur)
+            cur = ""
+        cur = f"{cur} {term}" if cur else term
+    lines.append(cur)
+    return r" \\ &\qquad ".join(lines)
+
+
+def _signed_terms(add: sp.Add, apps) -> list[str]:
+    """The terms of a sum as the printer shows them, each with its sign (the first without '+')."""
+    printer = LatexPrinter({"applications": tuple(apps)})
+    out = []
+    for i, t in enumerate(printer._as_ordered_terms(add)):
+        neg = t.could_extract_minus_sign()
+        term = -t if neg else t
+        body = printer.doprint(term)
+        if isinstance(term, sp.Add):
+            body = rf"\left({body}\right)"
+        out.append(("- " if neg else ("+ " if i else "")) + body)
+    return out

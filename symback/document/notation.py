@@ -1,0 +1,181 @@
+"""Notations a reader chooses: one Derivation, printed three ways.
+
+A notation is a renaming and a reordering applied when printing — a
+symbol map and a few printer settings (:func:`symback.printing.notation_settings`)
+— never a second derivation:
+
+* ``"matrix"`` (the default): the row-major form the engine derives,
+  ``Z1 = X W1 + 1 b1``, every product a valid matrix product with its
+  transposes shown;
+* ``"lecture"``: seed 004's notation — the loss is J, layer indices are
+  superscripts numbered as in the notes (a⁽¹⁾ = X, z⁽ˡ⁺¹⁾ = a⁽ˡ⁾W⁽ˡ⁾,
+  a⁽ˡ⁾ = σ(z⁽ˡ⁾)), and the punchline lists its factors in the notes'
+  order, the matrix layout stated in words;
+* ``"nielsen"``: Nielsen's column vectors, z = w a + b for one sample
+  (every row-major formula transposed, w = Wᵀ), and the four equations
+  BP1–BP4.
+"""
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+
+from ..errors import OutputError
+from ..matrix import BATCH, FPrime, RowCost, Softmax, is_matrix
+from ..printing import Chain
+from .factors import coefficient, edge_expr, notes_chain
+
+__all__ = ["NOTATIONS", "Notation", "notation", "columns", "punchline_forms", "layer_names"]
+
+NOTATIONS = ("matrix", "lecture", "nielsen")
+
+_LAYER = re.compile(r"(Z|A|W|b)(\d+)")
+
+
+class Notation(NamedTuple):
+    """A notation: its name, the printer settings that realise it, and the loss's letter."""
+
+    name: str
+    settings: dict
+    loss: str          # the name the batch loss prints as (its key in the symbol map)
+
+
+def layer_names(d) -> dict:
+    """Layer index l of each mlp-style node name (Z1, A1, W1, b1; Yhat is the last layer's output)."""
+    out = {}
+    for n in d.graph.order:
+        m = _LAYER.fullmatch(n)
+        if m:
+            out[n] = (m.group(1), int(m.group(2)))
+    return out
+
+
+def notation(d, name: str | None) -> Notation:
+    """The printer settings of notation `name` for derivation `d` (see the module docstring)."""
+    name = name or "matrix"
+    if name not in NOTATIONS:
+        raise OutputError(f"unknown notation {name!r}; use one of {', '.join(NOTATIONS)}")
+    g = d.graph
+    if name == "matrix":
+        return Notation(name, {}, "L")
+    layers = layer_names(d)
+    depth = max((l for k, l in layers.values() if k == "W"), default=0)
+    names, tnames = {}, {}
+    if name == "lecture":
+        # seed 004: J the loss; W^{(l)} between a^{(l)} and z^{(l+1)}, a^{(1)} = X
+        names["L"] = "J"
+        if not g.is_matrix:
+            names[d.loss_name] = "J"
+        for n, (kind, l) in layers.items():
+            letter = {"Z": "z", "A": "a", "W": "W", "b": "b"}[kind]
+            idx = l if kind in "Wb" else l + 1
+            names[n] = rf"{letter}^{{({idx})}}"
+            tnames[n] = rf"{letter}^{{({idx})\top}}"
+            if kind == "Z":
+                names[f"delta_{n}"] = rf"\delta^{{({idx})}}"
+        names["A0"] = r"a^{(1)}"
+        if g.is_matrix:
+            names.update({"Yhat": r"\hat{y}", "Y": "y"})
+        return Notation(name, {"names": names, "tnames": tnames}, "L")
+    # nielsen: input layer 1, w^{l} = W_{l-1}^T, one sample a column
+    if not g.is_matrix:
+        return Notation(name, {"names": {"L": "C"}}, "L")
+    last = depth + 1
+    for n in g.order:
+        sym = g.symbol(n)
+        if not is_matrix(sym):
+            continue
+        if n in layers:
+            kind, l = layers[n]
+            letter = {"Z": "z", "A": "a", "W": "w", "b": "b"}[kind]
+            col = rf"{letter}^{{{l + 1}}}"
+        elif n == "Yhat":
+            col = rf"a^{{{last}}}"
+        else:
+            col = {"X": "x", "Y": "y", "C": "C_x"}.get(n, sp.latex(sp.Symbol(n.lower())))
+        tnames[n], names[n] = col, _transpose_of(col)
+        if g.kind(n) not in ("input", "target"):
+            dl = rf"\delta^{{{layers[n][1] + 1}}}" if n in layers and layers[n][0] == "Z" else (
+                rf"\delta^{{{last}}}" if n == "Yhat" else rf"\delta_{{{col}}}")
+            tnames[f"delta_{n}"], names[f"delta_{n}"] = dl, _transpose_of(dl)
+    names["L"] = "C"
+    return Notation(name, {"names": names, "tnames": tnames, "columns": columns}, "L")
+
+
+def _transpose_of(col: str) -> str:
+    """xᵀ, or (a^{3})ᵀ when the name already carries a superscript."""
+    return rf"\left({col}\right)^{{\top}}" if "^" in col else rf"{col}^{{\top}}"
+
+
+# ------------------------------------------------------------- column form
+def columns(e):
+    """A row-major matrix formula for one sample, transposed: each row becomes a column.
+
+    (X W + 1 b)ᵀ = Wᵀ xᵀ + bᵀ with m = 1 (the column of ones is the number 1);
+    transposes move onto the symbols, where the notation's map names them.
+    """
+    return _transposed(e.xreplace({BATCH: sp.S.One}))
+
+
+def _transposed(e):
+    if isinstance(e, sp.Transpose):
+        return e.arg
+    if isinstance(e, sp.MatMul):
+        coeff, rest = e.as_coeff_mmul()
+        factors = [_transposed(a) for a in reversed(rest.args) if not _unit_ones(a)]
+        if not factors:
+            return e
+        body = factors[0] if len(factors) == 1 else sp.MatMul(*factors)
+        return body if coeff == 1 else sp.MatMul(coeff, body)
+    if isinstance(e, sp.MatAdd):
+        return sp.MatAdd(*[_transposed(a) for a in e.args])
+    if isinstance(e, sp.HadamardProduct):
+        return sp.HadamardProduct(*[_transposed(a) for a in e.args])
+    if isinstance(e, FPrime):
+        return FPrime(e.function, _transposed(e.arg))
+    if isinstance(e, ElementwiseApplyFunction):
+        return ElementwiseApplyFunction(e.function, _transposed(e.expr))
+    if isinstance(e, Softmax):
+        return Softmax(_transposed(e.arg))
+    if isinstance(e, RowCost):
+        return e              # one sample's cost is a number; its printer turns its arguments
+    if isinstance(e, sp.MatrixExpr):
+        return sp.Transpose(e)
+    return e
+
+
+def _unit_ones(a) -> bool:
+    return isinstance(a, sp.OneMatrix) and a.shape == (1, 1)
+
+
+# ------------------------------------------------------------- the punchline
+def punchline_forms(d, path):
+    """(the notes' shorthand, the valid matrix product) of one path, or None.
+
+    The shorthand lists the start δ (for one sample, δ_C = 1) and each step
+    back's coefficient in the notes' order (Ŷ − Y, Wᵀ, σ'(Z), ..., Xᵀ);
+    the product applies each coefficient on its own side (δ Wᵀ, δ ⊙ σ'(Z),
+    Xᵀ δ), so it is a valid matrix formula equal to the gradient.
+    """
+    nc = notes_chain(d, path)
+    if nc is None:
+        return None
+    node, first, _ = nc
+    start = max(k for k, f in enumerate(path) if f.wrt == node)
+    value, short = first, [first]
+    for f in path[start + 1:]:
+        how, M = coefficient(edge_expr(d, f.of, f.wrt))
+        if how == "identity" or (how == "hadamard" and _is_one(M)):
+            continue
+        value = {"right": lambda: sp.MatMul(value, M), "left": lambda: sp.MatMul(M, value),
+                 "hadamard": lambda: sp.HadamardProduct(value, M), "times": lambda: value * M}[how]()
+        short.append(M)
+    return Chain(*short), value
+
+
+def _is_one(M) -> bool:
+    from .factors import _is_one as one
+    return one(M)

@@ -1,0 +1,143 @@
+"""A plain-text printer: formulas a terminal or a Mermaid label can show.
+
+SymPy's ``str`` of symback's expressions is Python (``HadamardProduct(...)``,
+``FPrime(Lambda(_w, sigmoid(_w)), Z1)``, ``X.T``, ``delta_Z1``); this
+printer writes what a reader writes on a board: ``σ'(Z1)``, ``⊙``,
+``δ_Z1``, ``Xᵀ``, ``ŷ``, ``δ ↦ δ W2ᵀ``.
+"""
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+from sympy.printing.str import StrPrinter
+
+from ..functions import Activation
+
+__all__ = ["TextPrinter", "text", "text_name"]
+
+_FUNCTION_NAMES = {"sigmoid": "σ", "identity": "", "relu": "ReLU", "leaky_relu": "LReLU"}
+
+
+def text_name(name: str) -> str:
+    """A node name as text: yhat → ŷ, Yhat → Ŷ, delta_Z1 → δ_Z1; others unchanged."""
+    name = str(name)
+    if name.startswith("delta_"):
+        return "δ" + (f"_{text_name(name[len('delta_'):])}" if len(name) > len("delta_") else "")
+    m = re.fullmatch(r"([A-Za-z])hat(.*)", name)
+    if m:
+        return m.group(1) + "\u0302" + m.group(2)
+    return name
+
+
+def _fname(cls) -> str:
+    return _FUNCTION_NAMES.get(cls.__name__, cls.__name__)
+
+
+class TextPrinter(StrPrinter):
+    """StrPrinter with symback's expressions written as on a board (one overridden method per type)."""
+
+    _default_settings = {**StrPrinter._default_settings, "applications": ()}
+
+    def _print_Symbol(self, expr):
+        return text_name(expr.name)
+
+    def _print_MatrixSymbol(self, expr):
+        return text_name(expr.name)
+
+    def _print_AdjointMatrix(self, expr):
+        return text_name(expr.name)
+
+    def _print_Transpose(self, expr):
+        arg = self._print(expr.arg)
+        return (arg if isinstance(expr.arg, sp.MatrixSymbol) else f"({arg})") + "ᵀ"
+
+    def _print_HadamardProduct(self, expr):
+        # the flowing δ first, the element-wise factors after, as the LaTeX printer orders them
+        from ..matrix import Elementwise, FPrime
+        args = sorted(expr.args, key=lambda a: isinstance(a, (FPrime, Elementwise)))
+        return " ⊙ ".join(self.parenthesize(a, 60) for a in args)
+
+    def _print_Add(self, expr, order=None):
+        # ŷ − y, not −y + ŷ: positive terms first
+        terms = sorted(self._as_ordered_terms(expr, order=order), key=lambda t: t.could_extract_minus_sign())
+        out = ""
+        for i, t in enumerate(terms):
+            neg = t.could_extract_minus_sign()
+            body = self.parenthesize(-t if neg else t, 40)
+            out += (" - " if neg and i else "-" if neg else " + " if i else "") + body
+        return out
+
+    def _print_MatMul(self, expr):
+        coeff, rest = expr.as_coeff_mmul()
+        body = " ".join(self.parenthesize(a, 60) for a in rest.args)
+        return body if coeff == 1 else f"{self._print(coeff)} {body}"
+
+    def _print_OneMatrix(self, expr):
+        return "1ᵀ" if expr.rows == 1 and expr.cols != 1 else "1"
+
+    def _print_FPrime(self, expr):
+        return f"{_fname(expr.activation)}'({self._print(expr.arg)})"
+
+    def _print_ElementwiseApplyFunction(self, expr):
+        f = expr.function
+        body = f.expr if isinstance(f, sp.Lambda) else None
+        if isinstance(body, Activation):
+            name = _fname(type(body))
+            return f"{name}({self._print(expr.expr)})" if name else self._print(expr.expr)
+        return f"{self._print(f)}∘({self._print(expr.expr)})"
+
+    def _print_Softmax(self, expr):
+        return f"softmax({self._print(expr.arg)})"
+
+    def _print_RowCost(self, expr):
+        return f"ℓ({self._print(expr.prediction)}, {self._print(expr.target)})"
+
+    def _print_SoftmaxVJP(self, expr):
+        return f"({self._print(expr.args[0])}) J_softmax({self._print(expr.args[1])})"
+
+    def _print_Lambda(self, expr):
+        return f"{self._print(expr.variables[0])} ↦ {self._print(expr.expr)}"
+
+    def _print_MatAdd(self, expr):
+        # 2(Ŷ − Y), not −2 Y + 2 Ŷ: a common whole number in front, positive terms first
+        coeffs = [t.as_coeff_mmul()[0] if isinstance(t, sp.MatMul) else sp.S.One for t in expr.args]
+        common = sp.gcd_list(coeffs) if all(c.is_Rational for c in coeffs) else sp.S.One
+        terms = list(expr.args)
+        if common.is_Integer and common not in (0, 1):
+            terms = [sp.MatMul(t / common).doit() for t in terms]
+        terms.sort(key=lambda t: t.could_extract_minus_sign())
+        out = ""
+        for i, t in enumerate(terms):
+            neg = t.could_extract_minus_sign()
+            body = self.parenthesize(-t if neg else t, 40)
+            out += ("- " if neg else ("+ " if i else "")) + body + " "
+        out = out.strip()
+        return f"{self._print(common)}({out})" if common.is_Integer and common not in (0, 1) else out
+
+    def _print_Function(self, expr):
+        if isinstance(expr, Activation):
+            name = _fname(type(expr))
+            arg = self._print(expr.args[0])
+            return f"{name}({arg})" if name else arg
+        act = getattr(type(expr), "activation", None)      # an unevaluated f'(z)
+        if act is not None:
+            return f"{_fname(act)}'({self._print(expr.args[0])})"
+        return super()._print_Function(expr)
+
+    def _print_Trace(self, expr):
+        arg = expr.arg
+        if isinstance(arg, sp.MatMul) and len(arg.args) == 2 and isinstance(arg.args[0], sp.OneMatrix):
+            return f"Σ_i {self._print(arg.args[1])}_i"
+        return f"tr({self._print(arg)})"
+
+    def _print_Float(self, expr):
+        return f"{float(expr):.6g}"
+
+
+def text(expr, applications=()) -> str:
+    """`expr` as plain text, activation derivatives written f'(z) (σ(z)(1 − σ(z)) → σ'(z))."""
+    from . import mark_primes
+    if isinstance(expr, sp.Expr) and not expr.is_Matrix and not isinstance(expr, sp.Lambda):
+        expr = mark_primes(sp.factor_terms(expr), applications)
+    return TextPrinter({"applications": tuple(applications)}).doprint(expr)
