@@ -94,7 +94,7 @@ class Model:
 
     @property
     def source(self) -> str:
-        """The generated Python source (NumPy only) that this model runs."""
+        """The generated Python source that this model runs."""
         return self._ns["__source__"]
 
     def __repr__(self):
@@ -247,7 +247,8 @@ class Model:
         return {p: params[p] for p in self.params}
 
     def export(self, path) -> Path:
-        """Write the generated source as a standalone module that needs NumPy only."""
+        """Write the generated source as a standalone module: NumPy only (JAX or torch too for
+        those backends); ``python module.py`` checks its gradient by finite differences."""
         path = Path(path)
         if path.suffix != ".py":
             raise SymbackError(f"export writes a Python module: give a .py path, got {str(path)!r}")

@@ -202,6 +202,48 @@ def test_jax_fit_on_4_devices_equals_1_device():
         np.testing.assert_allclose(four["params"][k], np.asarray(params[k]), rtol=1e-10, atol=1e-13)
 
 
+# The README's several-hosts recipe, on one host: a mesh over every device, each
+# batch given as this process's rows, a jitted SGD step over the public m.grad.
+GLOBAL_MESH_SCRIPT = """
+import json, sys
+import numpy as np, jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+sys.path.insert(0, {tests!r})
+import symback as sb
+from _backend_nets import mlp_net, data
+m = sb.compile(mlp_net("tanh", "softmax", "cross_entropy")[0], "float64", backend="jax")
+mesh = Mesh(np.array(jax.devices()), ("data",))
+rows, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+@jax.jit
+def sgd(X, Y, params, lr):
+    grads = m.grad(X, Y, params)
+    return {{k: params[k] - lr * grads[k] for k in params}}
+
+X, Y = data(3, 2, "softmax", n=64)
+params = jax.device_put(m.init(seed=0), replicated)
+for start in range(0, 64, 16):
+    Xb, Yb = (jax.make_array_from_process_local_data(rows, a[start:start + 16]) for a in (X, Y))
+    params = sgd(Xb, Yb, params, 0.3)
+print(json.dumps({{"devices": len(jax.devices()), "shards": len(Xb.sharding.device_set),
+                  "params": {{k: np.asarray(v).tolist() for k, v in params.items()}}}}))
+"""
+
+
+def test_readme_global_mesh_loop_equals_one_device_steps():
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    four = json.loads(_run(GLOBAL_MESH_SCRIPT.format(tests=os.path.join(ROOT, "tests")), {"XLA_FLAGS": flags})
+                      .splitlines()[-1])
+    assert (four["devices"], four["shards"]) == (4, 4)
+    m = sb.compile(net(("tanh", "softmax", "cross_entropy"))[0], "float64", backend="jax")
+    X, Y = data(3, 2, "softmax", n=64)
+    params = m.init(seed=0)
+    for start in range(0, 64, 16):        # the same batches, in order, stepped on one device
+        m.step(X[start:start + 16], Y[start:start + 16], params, lr=0.3)
+    for k in params:
+        np.testing.assert_allclose(four["params"][k], np.asarray(params[k]), rtol=1e-10, atol=1e-13)
+
+
 DDP_SCRIPT = """
 import os, sys
 import numpy as np, torch, torch.distributed as dist

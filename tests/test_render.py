@@ -259,6 +259,18 @@ def test_verification_table_agrees_with_finite_differences():
     assert len(rows) == 6 and all(r["err"] < 1e-6 for r in rows)
 
 
+def test_verification_of_a_wide_network_samples_entries_and_agrees():
+    """Above 2,000 entries the formulas run as their NumPy code and 12 entries per parameter are
+    differenced (SymPy's explicit 784×128 matrices took minutes: `symback derive --layers 784,...`)."""
+    from symback.document import analysis
+    d = sb.derive(sb.mlp([60, 40, 10], activation="sigmoid", output="softmax", loss="cross_entropy"))
+    v = analysis.verify(d, None, 0)
+    assert v["sampled"] == analysis.VERIFY_SAMPLES and len(v["rows"]) == 4
+    assert all(r["err"] < 1e-6 for r in v["rows"]), [r["err"] for r in v["rows"]]
+    small = analysis.verify(sb.derive(_punchline_net()), None, 0)
+    assert small["sampled"] is None
+
+
 def test_cost_section_shows_expression_swell():
     d = sb.derive(chain_graph(5, sb.sigmoid))
     cost = context(d)["cost"]

@@ -317,7 +317,9 @@ class InPlace:
         """(code or name, owned): owned means a buffer this formula may overwrite."""
         p = self.printer
         if not self.is_array(e):
-            return p.doprint(e), False
+            # bracketed unless atomic: callers splice it into `a**b`, `a*b` (a scalar base
+            # under an array power, (p**2 + 1)**tanh(x), found by the differential suite)
+            return p.parenthesize(e, sp.printing.precedence.PRECEDENCE["Pow"]), False
         if e.is_Symbol:
             return e.name, e in self.free
         if e.is_Add:
