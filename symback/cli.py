@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__
 from .data import available_memory, format_bytes, load_data
 from .errors import DataError, OutputError, SymbackError, restore_interrupt
+from .files import atomic_write, check_output, refuse_overwrite
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
 
@@ -265,13 +266,13 @@ def cmd_derive(args) -> int:
 
     out = Path(args.out) if args.out else None
     if out is not None:
-        _check_output(out, DOC_SUFFIXES, "-o")
+        check_output(out, DOC_SUFFIXES, "-o")
         if args.format:
             wanted = {".tex": "latex", ".pdf": "latex", ".md": "markdown"}[out.suffix.lower()]
             if args.format != wanted:
                 raise SymbackError(f"--format {args.format} does not match {out.name}; "
                                    "the suffix of -o chooses the format")
-        _refuse_overwrite(out, "-o", spec=args.spec, template=args.template)
+        refuse_overwrite(out, "-o", spec=args.spec, template=args.template)
     d, spec = _derive(args)
     values = parse_values(args.values) if args.values else (dict(spec.values) if spec else {})
     lr = args.lr if args.lr is not None else (spec.lr if spec else None)
@@ -466,13 +467,12 @@ def _one_hot(path, labels, K) -> np.ndarray:
 def cmd_train(args) -> int:
     """symback train: fit the network to the data and save the parameters."""
     import symback as sb
-    from .render import _atomic_write
 
     out = Path(args.out)
-    _check_output(out, (".npz",), "--out")
+    check_output(out, (".npz",), "--out")
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
-        _check_output(plot, (".png",), "--plot")
+        check_output(plot, (".png",), "--plot")
         if not _has("matplotlib"):
             raise OutputError("--plot needs matplotlib: pip install matplotlib")
     progress = args.progress
@@ -483,7 +483,7 @@ def cmd_train(args) -> int:
     _split_train_files(args)
     for target, flag in ((out, "--out"), (plot, "--plot")):
         if target is not None:
-            _refuse_overwrite(target, flag, data=args.data, spec=args.spec)
+            refuse_overwrite(target, flag, data=args.data, spec=args.spec)
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
     if d.kind == "matrix":
@@ -518,7 +518,7 @@ def cmd_train(args) -> int:
         norms = optimizer.per_epoch()
         if d.kind == "matrix":     # one line per weight matrix
             norms = {k: v for k, v in norms.items() if k.startswith("W")}
-        _atomic_write(plot, plot_history(losses, norms))
+        atomic_write(plot, plot_history(losses, norms))
         print(f"loss curve saved to {plot}")
     return 0
 
@@ -637,12 +637,11 @@ def cmd_codegen(args) -> int:
     import symback as sb
 
     out = Path(args.out)
-    _check_output(out, (".py",), "-o")
-    _refuse_overwrite(out, "-o", spec=args.spec)
+    check_output(out, (".py",), "-o")
+    refuse_overwrite(out, "-o", spec=args.spec)
     d, _ = _derive(args)
     from .backends import backend_module_source
-    from .render import _atomic_write
-    _atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
+    atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
     lib = "NumPy-only" if args.backend == "numpy" else f"{args.backend} + NumPy"
     print(f"wrote {out}: {lib} functions init, predict, loss, grad and step for {d!r}")
     return 0
@@ -735,12 +734,11 @@ def cmd_demo(args) -> int:
 
 def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
     """Write stem.tex (and stem.pdf from the same text); a failing TeX run is reported, not fatal."""
-    from .render import _atomic_write
     from .render import compile_pdf
 
     tex = d.latex(**options)
     paths = [stem.with_suffix(".tex")]
-    _atomic_write(paths[0], tex.encode())
+    atomic_write(paths[0], tex.encode())
     if pdf:
         try:
             data = compile_pdf(tex)
@@ -748,39 +746,11 @@ def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
             print(f"   (no {stem.name}.pdf: {' '.join(str(exc).split())[:200]})")
         else:
             paths.append(stem.with_suffix(".pdf"))
-            _atomic_write(paths[-1], data)
+            atomic_write(paths[-1], data)
     return paths
 
 
 # ====================================================================== helpers
-def _check_output(path: Path, suffixes, flag: str):
-    """Refuse an output path before any work: wrong suffix or missing folder."""
-    if path.suffix.lower() not in suffixes:
-        raise OutputError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{flag} {path}: the folder {parent} does not exist")
-    if path.is_dir():
-        raise OutputError(f"{flag} {path}: is a directory")
-
-
-def _refuse_overwrite(out: Path, flag: str, **inputs) -> None:
-    """Refuse an output path that is one of the command's input files (same file, any spelling)."""
-    for what, given in inputs.items():
-        if given and _same_file(out, Path(given)):
-            raise SymbackError(f"{flag} {out} is the {what} file {given}: writing it would destroy "
-                               "the input; choose another output name")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)     # hard links and symlinks too
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
 def _check_memory(d, args, batch: int, itemsize: int) -> None:
     """Refuse a matrix network whose training cannot fit in this machine's memory, before
     anything is allocated (the OS would otherwise kill the process minutes later)."""
