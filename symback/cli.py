@@ -8,7 +8,6 @@ output file left behind, because every file is written whole or not at all.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import sys
@@ -18,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import available_memory, format_bytes, load_data
-from .errors import DataError, OutputError, SymbackError, restore_interrupt
+from .data import load_data, training_arrays
+from .errors import OutputError, SymbackError, restore_interrupt
 from .files import atomic_write, check_output, refuse_overwrite
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
@@ -297,6 +296,7 @@ def cmd_derive(args) -> int:
     if fmt == "text":
         if args.template:
             raise SymbackError("--template applies to latex and markdown output")
+        from .printing.text import text_report
         sys.stdout.write(text_report(d, values, lr, steps_taken=args.steps_taken))
     elif fmt == "markdown":
         options.setdefault("template", "markdown")
@@ -322,151 +322,11 @@ def _check_values(d, values: dict):
                            "parameter needs a number)")
 
 
-def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str:
-    """The gradients as plain text: chain form, each path's factors, and a worked example.
-
-    A scalar graph's gradient lines are SymPy's text (they parse back); matrix
-    formulas and the factors are written as on a board: σ'(Z1), ⊙, δ_Z1, Wᵀ.
-    """
-    import sympy as sp
-    from .printing.text import text, text_name
-    from .functions import Activation
-    g = d.graph
-    apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
-    lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(d.params)}", ""]
-    for p in d.params:
-        grad = d.gradient(p)
-        shown = text(grad, apps) if g.is_matrix else sp.sstr(grad)
-        lines.append(f"d{d.loss_name}/d{p} = {shown}")
-        simple = None if g.is_matrix else d.simplified(p)
-        if simple is not None and not simple.has(sp.Piecewise):
-            lines.append(f"    simplified: {text(simple, apps)}")
-        for path in d.chain(p):
-            lines.append("    path: " + " * ".join(f"d{text_name(f.of)}/d{text_name(f.wrt)} [{text(f.expr, apps)}]"
-                                                   for f in path))
-    if values:
-        ev = d.evaluate(values)
-        lines += ["", "worked example: " + ", ".join(f"{k} = {_num(v)}" for k, v in values.items())]
-        lines += [f"    {n} = {_num(v)}" for n, v in ev["forward"].items()]
-        lines += [f"    d{d.loss_name}/d{p} = {_num(v)}" for p, v in ev["gradient"].items()]
-        if lr is not None:
-            lines += [f"    {p} <- {p} - {_num(lr)} * d{d.loss_name}/d{p} = {_num(values[p] - sp.nsimplify(lr) * v)}"
-                      for p, v in ev["gradient"].items()]
-        if steps_taken:
-            from .document.steps import iterations
-            for r in iterations(d, values, lr, steps_taken):
-                t, s = r["t"], r["sympy"]
-                lines.append(f"    theta^{t + 1} = theta^{t} - {_num(lr)} * grad L(theta^{t}) = "
-                             f"({', '.join(_num(v) for v in s['next'])}),  L(theta^{t}) = {_num(s['loss'])}")
-    return "\n".join(lines) + "\n"
-
-
-def _num(v) -> str:
-    """A number as a user reads it: 0.49 rather than 49/100."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return f"{f:.10g}"
-
-
-# ====================================================================== data
-def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:
-    if columns is not None:
-        missing = [n for n in names if n not in columns]
-        if missing:
-            raise DataError(f"{path}: no column {', '.join(map(repr, missing))} for the {what}; "
-                            f"columns are {', '.join(columns)}")
-        return arrays["table"][:, [columns.index(n) for n in names]]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise DataError(f"{path}: no array {', '.join(map(repr, missing))} for the {what}; "
-                        f"arrays are {', '.join(arrays)}")
-    cols = []
-    for n in names:
-        a = arrays[n]
-        if a.ndim != 1 and not (a.ndim == 2 and a.shape[1] == 1):
-            raise DataError(f"{path}: array {n!r} must be one column, got shape {a.shape}")
-        cols.append(a.reshape(-1))
-    if len({len(c) for c in cols}) != 1:
-        raise DataError(f"{path}: the arrays {', '.join(names)} have different lengths")
-    return np.column_stack(cols)
-
-
-def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """X and Y for derivation `d` from the data file at `path` (see ``symback train --help``)."""
-    columns, arrays = load_data(path)
-    if d.kind != "matrix":
-        if targets:
-            raise SymbackError("--targets is for layer networks; a spec file names its inputs "
-                               "and targets, and the data's columns are matched by those names")
-        g = d.graph
-        if columns is None and "X" in arrays and not set(g.input_names) <= set(arrays):
-            X, Y = _xy_arrays(path, arrays)
-        else:
-            X = _select(path, columns, arrays, g.input_names, "inputs")
-            Y = _select(path, columns, arrays, g.target_names, "targets") if g.target_names \
-                else np.zeros((len(X), 0))
-        _check_width(path, X, len(g.input_names), "input columns", "the spec's inputs")
-        _check_width(path, Y, len(g.target_names), "target columns", "the spec's targets")
-        return X, Y
-    g = d.graph
-    if len(g.input_names) != 1 or len(g.target_names) != 1:
-        raise SymbackError("training data fill one input matrix X and one target matrix Y; "
-                           f"this graph has inputs {g.input_names} and targets {g.target_names}")
-    n_in, K = g.shape(g.input_names[0])[1], g.shape(g.target_names[0])[1]
-    if columns is None:
-        if targets:
-            raise SymbackError("--targets names CSV columns; an .npz file holds arrays X and Y")
-        X, Y = _xy_arrays(path, arrays)
-    else:
-        names = [t.strip() for t in targets.split(",")] if targets else [columns[-1]]
-        if any(not n for n in names):
-            raise SymbackError(f"malformed --targets {targets!r}")
-        Y = _select(path, columns, arrays, names, "targets")
-        X = arrays["table"][:, [j for j, c in enumerate(columns) if c not in names]]
-    _check_width(path, X, n_in, "input columns", f"the network takes {n_in} inputs")
-    from .functions import softmax
-    if Y.shape[1] == 1 and K > 1 and output_function(d) is softmax:
-        Y = _one_hot(path, Y[:, 0], K)
-    _check_width(path, Y, K, "target columns", f"the output layer has {K} units")
-    return X, Y
-
-
-def _xy_arrays(path, arrays):
-    if "X" not in arrays or "Y" not in arrays:
-        raise DataError(f"{path}: an .npz file needs arrays named X and Y; it has {', '.join(arrays) or 'none'}")
-    X, Y = arrays["X"], arrays["Y"]
-    X = X.reshape(-1, 1) if X.ndim == 1 else X
-    Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
-    if X.ndim != 2 or Y.ndim != 2:
-        raise DataError(f"{path}: X and Y must be 2-D (samples in rows), got {X.shape} and {Y.shape}")
-    if len(X) != len(Y):
-        raise DataError(f"{path}: X has {len(X)} rows but Y has {len(Y)}")
-    return X.astype(float), Y.astype(float)
-
-
-def _check_width(path, A, width, what, why):
-    if A.shape[1] != width:
-        raise DataError(f"{path}: {A.shape[1]} {what}, but {why} (expected {width})")
-    if len(A) == 0:
-        raise DataError(f"{path}: no samples")
-
-
-def _one_hot(path, labels, K) -> np.ndarray:
-    ints = labels.astype(int)
-    if not np.array_equal(ints, labels) or ints.min() < 0 or ints.max() >= K:
-        raise DataError(f"{path}: for a softmax output of {K} classes the target column must hold "
-                        f"integer labels 0..{K - 1} (or give {K} one-hot target columns)")
-    Y = np.zeros((len(ints), K))
-    Y[np.arange(len(ints)), ints] = 1.0
-    return Y
-
-
 # ====================================================================== train
 def cmd_train(args) -> int:
     """symback train: fit the network to the data and save the parameters."""
     import symback as sb
+    from .train import NormRecorder, accuracy, check_memory, epoch_losses, plot_history, resume_params
 
     out = Path(args.out)
     check_output(out, (".npz",), "--out")
@@ -487,12 +347,13 @@ def cmd_train(args) -> int:
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
     if d.kind == "matrix":
-        _check_memory(d, args, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize)
+        what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
+        check_memory(d, args.optimizer, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize, what)
     model = sb.compile(d, dtype=args.dtype, backend=args.backend)
     if args.backend != "numpy" and (plot is not None or progress):
         raise OutputError(f"--plot and --progress record training with the numpy backend only, "
                           f"not --backend {args.backend}")
-    params = load_params(model, args.resume) if args.resume else model.init(seed=args.seed)
+    params = resume_params(model, args.resume) if args.resume else model.init(seed=args.seed)
     optimizer = args.optimizer
     if plot is not None:        # record gradient norms on the way, for the second panel
         optimizer = NormRecorder(optimizer, model.params, -(-len(X) // args.batch_size))
@@ -502,7 +363,7 @@ def cmd_train(args) -> int:
         history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                             seed=args.seed, optimizer=optimizer, **extra)
     seconds = time.perf_counter() - start
-    losses = _losses(history)
+    losses = epoch_losses(history)
     model.save(params, out)
     spec = args.spec[0] if isinstance(args.spec, list) and args.spec else args.spec
     what = "-".join(map(str, args.layers)) + " network" if args.layers else \
@@ -541,94 +402,9 @@ def _split_train_files(args) -> None:
     args.spec, args.data = (specs[0] if specs else None), data[0]
 
 
-class NormRecorder:
-    """An optimizer wrapper for fit that records each parameter's gradient norm per epoch."""
-
-    def __init__(self, name: str, params: list[str], batches_per_epoch: int):
-        from .train import get_optimizer
-        self.inner = get_optimizer(name)
-        self.params, self.batches = list(params), batches_per_epoch
-        self.norms: dict[str, list[float]] = {p: [] for p in self.params}
-
-    def update(self, params: dict, grads: dict, lr: float) -> None:
-        """Record ||grad|| for every parameter, then let the real optimizer step."""
-        for p in self.params:
-            self.norms[p].append(float(np.linalg.norm(grads[p])))
-        self.inner.update(params, grads, lr)
-
-    def per_epoch(self) -> dict[str, list[float]]:
-        """Mean gradient norm over each epoch's batches, per parameter."""
-        out = {}
-        for p, series in self.norms.items():
-            a = np.asarray(series)
-            n = len(a) // self.batches
-            out[p] = list(a[:n * self.batches].reshape(n, self.batches).mean(axis=1)) if n else []
-        return out
-
-
 def _has(module: str) -> bool:
     import importlib.util
     return importlib.util.find_spec(module) is not None
-
-
-def _losses(history) -> list[float]:
-    """Per-epoch losses from fit's History (a list of floats)."""
-    return [float(v) for v in history]
-
-
-def accuracy(d, model, X, Y, params) -> float | None:
-    """Classification accuracy for softmax (argmax) or one-sigmoid-output networks, else None."""
-    from .functions import sigmoid, softmax
-    out = output_function(d)
-    P = np.asarray(model.predict(X, params))
-    if out is softmax:
-        return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
-    if out is sigmoid and Y.shape[1] == 1 and np.isin(Y, (0.0, 1.0)).all():
-        return float(np.mean((P[:, 0] > 0.5) == (Y[:, 0] > 0.5)))
-    return None
-
-
-def load_params(model, path) -> dict:
-    """Parameters saved by ``symback train`` (no pickle), checked against the model and finite."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such parameter file")
-    params = model.load(path)
-    for k, v in params.items():
-        if not np.all(np.isfinite(v)):
-            raise DataError(f"{path}: parameter {k} contains NaN or infinite values")
-    return params
-
-
-def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
-    """PNG bytes: the loss per epoch, and each parameter's gradient norm per epoch if given."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    norms = {k: v for k, v in (norms or {}).items() if len(v) and min(v) > 0}
-    fig, axes = plt.subplots(1, 2 if norms else 1, figsize=(10 if norms else 5.5, 4), squeeze=False)
-    ax = axes[0][0]
-    ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    if min(losses) > 0 and max(losses) > 20 * min(losses):
-        ax.set_yscale("log")
-    ax.set_title("loss")
-    if norms:
-        ax2 = axes[0][1]
-        for name, series in norms.items():
-            ax2.plot(range(1, len(series) + 1), series, label=name)
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel("gradient norm")
-        ax2.set_yscale("log")
-        ax2.legend(fontsize="small")
-        ax2.set_title("gradient norm (mean over each epoch's batches)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 # ====================================================================== codegen
@@ -648,35 +424,15 @@ def cmd_codegen(args) -> int:
 
 
 # ====================================================================== demo
-def two_moons(n: int = 400, noise: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaving half circles, generated with NumPy: X (n×2), Y (n×1) of 0/1."""
-    rng = np.random.default_rng(seed)
-    half = n // 2
-    t = rng.uniform(0, np.pi, n)
-    X = np.where(np.arange(n)[:, None] < half,
-                 np.column_stack([np.cos(t), np.sin(t)]),
-                 np.column_stack([1 - np.cos(t), 0.5 - np.sin(t)]))
-    X = X + rng.normal(scale=noise, size=X.shape)
-    Y = (np.arange(n) >= half).astype(float)[:, None]
-    p = rng.permutation(n)
-    return X[p], Y[p]
-
-
-def xor(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy XOR: points near the four corners of the unit square, label x1 XOR x2."""
-    rng = np.random.default_rng(seed)
-    corners = rng.integers(0, 2, size=(n, 2))
-    X = corners + rng.normal(scale=noise, size=(n, 2))
-    Y = (corners[:, 0] ^ corners[:, 1]).astype(float)[:, None]
-    return X, Y
-
-
 def cmd_demo(args) -> int:
     """symback demo: the whole pipeline on built-in examples."""
     import sympy as sp
 
     import symback as sb
+    from .datasets import two_moons, xor
+    from .printing.text import text_number
     from .spec import spec_from_dict, tomllib
+    from .train import accuracy, epoch_losses
 
     start = time.perf_counter()
     outdir = Path(args.outdir)
@@ -693,9 +449,9 @@ def cmd_demo(args) -> int:
     grad = ev["gradient"]["w1"]
     path = " * ".join(f"d{f.of}/d{f.wrt}" for f in d.chain("w1")[0])
     print(f"   dC/dw1 = {path} = {sp.sstr(d.gradient('w1'))}")
-    print(f"   C = {_num(ev['forward']['C'])}, dC/dw1 = {_num(grad)}, "
-          f"w1 <- {_num(spec.values['w1'])} - {_num(spec.lr)} * ({_num(grad)}) "
-          f"= {_num(spec.values['w1'] - spec.lr * grad)}")
+    print(f"   C = {text_number(ev['forward']['C'])}, dC/dw1 = {text_number(grad)}, "
+          f"w1 <- {text_number(spec.values['w1'])} - {text_number(spec.lr)} * ({text_number(grad)}) "
+          f"= {text_number(spec.values['w1'] - spec.lr * grad)}")
     written += _write_docs(d, outdir / "seed004", pdf, values=spec.values, lr=spec.lr,
                            title="Seed 004: a worked example")
 
@@ -716,7 +472,7 @@ def cmd_demo(args) -> int:
     history = model.fit(Xtr, Ytr, params, epochs=150, lr=0.01, batch_size=32, seed=args.seed,
                         optimizer="adam")
     seconds = time.perf_counter() - t0
-    losses = _losses(history)
+    losses = epoch_losses(history)
     train_acc = accuracy(d2, model, Xtr, Ytr, params)
     test_acc = accuracy(d2, model, Xte, Yte, params)
     print(f"3. Trained on {len(Xtr)} points of {args.dataset} (generated with NumPy), "
@@ -751,38 +507,6 @@ def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
 
 
 # ====================================================================== helpers
-def _check_memory(d, args, batch: int, itemsize: int) -> None:
-    """Refuse a matrix network whose training cannot fit in this machine's memory, before
-    anything is allocated (the OS would otherwise kill the process minutes later)."""
-    g = d.graph
-    size = lambda n: int(g.shape(n)[0]) * int(g.shape(n)[1])     # noqa: E731
-    count = sum(size(p) for p in g.param_names)
-    # parameters, gradients, fit's two snapshots, and the optimizer's state per parameter
-    copies = 4 + {"momentum": 1, "adam": 2}.get(args.optimizer, 0)
-    # every node's value for the batch, and its adjoint on the way back
-    activations = 2 * batch * sum(int(g.shape(n)[1]) for n in g.node_names if g.shape(n))
-    need = (count * copies + activations) * itemsize
-    free = available_memory()
-    if free is not None and need > free:
-        what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
-        raise SymbackError(f"{what}: training would need about "
-                           f"{format_bytes(need)} ({count:.3g} parameters); this machine has "
-                           f"{format_bytes(free)} available")
-
-
-def output_function(d):
-    """The function the prediction node applies (softmax, sigmoid, ...), or None."""
-    from .functions import softmax
-    from .matrix import Softmax, activation_of
-    if len(d.outputs) != 1:
-        return None
-    e = d.graph.expr(d.outputs[0])
-    if isinstance(e, Softmax):
-        return softmax
-    act = activation_of(e)
-    return act[0] if act else None
-
-
 def main(argv=None) -> int:
     """Run the ``symback`` command with `argv` (default: sys.argv[1:]); returns the exit status."""
     restore_interrupt()     # from here on Ctrl-C is a KeyboardInterrupt, answered below
