@@ -63,8 +63,8 @@ def demo(outdir: Path, dataset: str = "moons", seed: int = 0, no_pdf: str | None
     print(f"   C = {text_number(ev['forward']['C'])}, dC/dw1 = {text_number(grad)}, "
           f"w1 <- {text_number(spec.values['w1'])} - {text_number(spec.lr)} * ({text_number(grad)}) "
           f"= {text_number(spec.values['w1'] - spec.lr * grad)}")
-    written += _write_docs(d, outdir / "seed004", pdf, values=spec.values, lr=spec.lr,
-                           title="Seed 004: a worked example")
+    title = "A one-weight linear neuron with squared error: one gradient step, worked out"
+    written += _write_docs(d, outdir / "seed004", pdf, values=spec.values, lr=spec.lr, title=title)
 
     sizes = [2, 16, 16, 1]
     print(f"2. An MLP {'-'.join(map(str, sizes))}, tanh hidden layers, sigmoid output, binary cross-entropy")
