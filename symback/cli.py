@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ====================================================================== network
-def _network(args):
-    """(derivation source, spec or None) from the positional spec file or the layer flags."""
+def _derive(args):
+    """(derivation, spec or None) of the positional spec file or the layer flags."""
     import symback as sb
     from .spec import read_spec
 
@@ -223,7 +223,7 @@ def _network(args):
             raise SymbackError(f"--{layer_flags[0]} applies to --layers networks; "
                                "a spec file defines its own functions and loss")
         spec = read_spec(args.spec)
-        return spec.graph, spec
+        return sb.derive(spec.graph), spec
     if not args.layers:
         raise SymbackError("no network: give a spec file (e.g. examples/seed002.toml) "
                            "or --layers, e.g. --layers 2,8,1")
@@ -231,13 +231,7 @@ def _network(args):
     loss = args.loss or ("cross_entropy" if output == "softmax" else "mse")
     net = sb.mlp(args.layers, activation=args.activation or "sigmoid", output=output, loss=loss,
                  reduction=args.reduction or "mean", l2=args.l2 or 0.0, residual=bool(args.residual))
-    return net, None
-
-
-def _derive(args):
-    import symback as sb
-    source, spec = _network(args)
-    return sb.derive(source), spec
+    return sb.derive(net), None
 
 
 # ====================================================================== derive
@@ -308,7 +302,7 @@ def _check_values(d, values: dict):
 def cmd_train(args) -> int:
     """symback train: fit the network to the data and save the parameters."""
     import symback as sb
-    from .train import NormRecorder, accuracy, check_memory, epoch_losses, plot_history, resume_params
+    from .train import accuracy, check_memory, fit_recorded, plot_history, resume_params
 
     out = Path(args.out)
     check_output(out, (".npz",), "--out")
@@ -336,16 +330,11 @@ def cmd_train(args) -> int:
         raise OutputError(f"--plot and --progress record training with the numpy backend only, "
                           f"not --backend {args.backend}")
     params = resume_params(model, args.resume) if args.resume else model.init(seed=args.seed)
-    optimizer = args.optimizer
-    if plot is not None:        # record gradient norms on the way, for the second panel
-        optimizer = NormRecorder(optimizer, model.params, -(-len(X) // args.batch_size))
-    start = time.perf_counter()
-    with np.errstate(all="ignore"):     # a diverging run ends in one TrainingError, not warnings
-        extra = {"progress": progress} if args.backend == "numpy" else {}
-        history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            seed=args.seed, optimizer=optimizer, **extra)
+    extra = {"progress": progress} if args.backend == "numpy" else {}
+    start = time.perf_counter()     # gradient norms are recorded for the plot's second panel
+    losses, norms = fit_recorded(model, X, Y, params, norms=plot is not None, epochs=args.epochs, lr=args.lr,
+                                 batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer, **extra)
     seconds = time.perf_counter() - start
-    losses = epoch_losses(history)
     model.save(params, out)
     spec = args.spec[0] if isinstance(args.spec, list) and args.spec else args.spec
     what = "-".join(map(str, args.layers)) + " network" if args.layers else \
@@ -358,7 +347,6 @@ def cmd_train(args) -> int:
         print(f"training accuracy: {acc:.4f}")
     print(f"parameters saved to {out}")
     if plot is not None:
-        norms = optimizer.per_epoch()
         if d.kind == "matrix":     # one line per weight matrix
             norms = {k: v for k, v in norms.items() if k.startswith("W")}
         atomic_write(plot, plot_history(losses, norms))

@@ -20,7 +20,7 @@ from .data import available_memory, format_bytes, output_function
 from .errors import DataError, SymbackError, TrainingError
 
 __all__ = ["SGD", "Momentum", "Adam", "OPTIMIZERS", "get_optimizer", "History", "fit", "check_memory",
-           "NormRecorder", "epoch_losses", "accuracy", "resume_params", "plot_history"]
+           "NormRecorder", "epoch_losses", "fit_recorded", "accuracy", "resume_params", "plot_history"]
 
 
 class SGD:
@@ -293,6 +293,21 @@ class NormRecorder:
 def epoch_losses(history) -> list[float]:
     """Per-epoch losses from fit's History (a list of floats)."""
     return [float(v) for v in history]
+
+
+def fit_recorded(model, X, Y, params: dict, *, norms: bool = False, **options) -> tuple[list, dict]:
+    """``model.fit`` for a report: (the per-epoch losses, each parameter's gradient norms).
+
+    With ``norms`` the optimizer is wrapped in a :class:`NormRecorder` and the
+    second item is its mean gradient norm per epoch, per parameter (else {}).
+    NumPy's warnings are silenced: a diverging run ends in one TrainingError.
+    """
+    optimizer = options.pop("optimizer", "sgd")
+    if norms:
+        optimizer = NormRecorder(optimizer, model.params, -(-len(X) // (options.get("batch_size") or len(X))))
+    with np.errstate(all="ignore"):
+        history = model.fit(X, Y, params, optimizer=optimizer, **options)
+    return epoch_losses(history), (optimizer.per_epoch() if norms else {})
 
 
 def accuracy(d, model, X, Y, params) -> float | None:
