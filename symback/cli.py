@@ -237,7 +237,7 @@ def _derive(args):
 # ====================================================================== derive
 def cmd_derive(args) -> int:
     """symback derive: print or write the derivation."""
-    from .spec import parse_values
+    from .parse import parse_values
 
     out = Path(args.out) if args.out else None
     if out is not None:
