@@ -138,7 +138,7 @@ class TextPrinter(StrPrinter):
 
 def text(expr, applications=()) -> str:
     """`expr` as plain text, activation derivatives written f'(z) (σ(z)(1 − σ(z)) → σ'(z))."""
-    from . import mark_primes
+    from .primes import mark_primes
     if isinstance(expr, sp.Expr) and not expr.is_Matrix and not isinstance(expr, sp.Lambda):
         expr = mark_primes(sp.factor_terms(expr), applications)
     return TextPrinter({"applications": tuple(applications)}).doprint(expr)
