@@ -380,13 +380,12 @@ def _has(module: str) -> bool:
 # ====================================================================== codegen
 def cmd_codegen(args) -> int:
     """symback codegen: write a standalone module that needs only NumPy (and the --backend library)."""
-    import symback as sb
+    from .backends import backend_module_source
 
     out = Path(args.out)
     check_output(out, (".py",), "-o")
     refuse_overwrite(out, "-o", spec=args.spec)
     d, _ = _derive(args)
-    from .backends import backend_module_source
     atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
     lib = "NumPy-only" if args.backend == "numpy" else f"{args.backend} + NumPy"
     print(f"wrote {out}: {lib} functions init, predict, loss, grad and step for {d!r}")
