@@ -4,7 +4,7 @@
 type-named overrides: positive terms before negative ones
 (``\\hat{y} - y``, not SymPy's ``- y + \\hat{y}``), short decimals for
 floats, ``⊙`` and ``^{\\top}`` in matrix formulas, ``σ'(z)`` where an
-expression is an activation's derivative, and an optional table of
+expression is an activation's derivative (:mod:`.primes`), and an optional table of
 numbers to print in place of symbols (the worked example).  Chain order
 is kept by never handing a product of path factors to SymPy: the
 functions :func:`chain_symbols` and :func:`chain_values` print each
