@@ -146,7 +146,6 @@ def numpy_step(sizes, activation, output, loss):
     bkeys = [f"b{l}" for l in range(1, L + 1)]
     hidden_sigmoid = activation == "sigmoid"
     hidden_tanh = activation == "tanh"
-    hidden_relu = activation == "relu"
     ones_cache = {}
 
     mul, sub, add, exp, neg, recip = (np.multiply, np.subtract, np.add, np.exp,

@@ -222,7 +222,7 @@ def machine_info():
         + (f", repo commit {commit}" if commit else ""),
         f"- CPU: {cpu}, {ncpu} usable cores; {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; {versions}",
-        f"- BLAS: " + "; ".join(blas),
+        "- BLAS: " + "; ".join(blas),
         f"- threads: {threads}",
         f"- environment as given: {env}",
     ]

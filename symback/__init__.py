@@ -12,7 +12,8 @@ from .matrix import BATCH, ones, hadamard, sumsq
 from .graph import Graph
 from .engine import Derivation, Factor, derive
 from .nn import Dense, Residual, Sequential, mlp, rnn
-from .spec import load_spec, parse_expr
+from .parse import parse_expr
+from .spec import load_spec
 from .compile import Model, compile
 from .codegen import codegen_module
 

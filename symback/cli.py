@@ -8,7 +8,6 @@ output file left behind, because every file is written whole or not at all.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import sys
@@ -18,30 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import available_memory, format_bytes, load_data
-from .errors import DataError, OutputError, SymbackError, restore_interrupt
+from .data import load_data, training_arrays
+from .errors import OutputError, SymbackError, restore_interrupt
+from .files import atomic_write, check_output, refuse_overwrite
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
 
 DOC_SUFFIXES = (".tex", ".md", ".pdf")
-
-# Seed 004's worked example, embedded so `symback demo` needs no files.
-SEED004_SPEC = """
-inputs  = ["x"]
-targets = ["y"]
-params  = ["w1"]
-
-[nodes]
-yhat = "identity(w1*x)"
-
-[loss]
-cost = "(yhat - y)**2"
-
-[example]
-values = { x = 3, w1 = 0.1, y = 1 }
-lr     = 1
-"""
-
 
 # ====================================================================== parsing
 class _Parser(argparse.ArgumentParser):
@@ -227,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ====================================================================== network
-def _network(args):
-    """(derivation source, spec or None) from the positional spec file or the layer flags."""
+def _derive(args):
+    """(derivation, spec or None) of the positional spec file or the layer flags."""
     import symback as sb
     from .spec import read_spec
 
@@ -241,7 +223,7 @@ def _network(args):
             raise SymbackError(f"--{layer_flags[0]} applies to --layers networks; "
                                "a spec file defines its own functions and loss")
         spec = read_spec(args.spec)
-        return spec.graph, spec
+        return sb.derive(spec.graph), spec
     if not args.layers:
         raise SymbackError("no network: give a spec file (e.g. examples/seed002.toml) "
                            "or --layers, e.g. --layers 2,8,1")
@@ -249,29 +231,23 @@ def _network(args):
     loss = args.loss or ("cross_entropy" if output == "softmax" else "mse")
     net = sb.mlp(args.layers, activation=args.activation or "sigmoid", output=output, loss=loss,
                  reduction=args.reduction or "mean", l2=args.l2 or 0.0, residual=bool(args.residual))
-    return net, None
-
-
-def _derive(args):
-    import symback as sb
-    source, spec = _network(args)
-    return sb.derive(source), spec
+    return sb.derive(net), None
 
 
 # ====================================================================== derive
 def cmd_derive(args) -> int:
     """symback derive: print or write the derivation."""
-    from .spec import parse_values
+    from .parse import parse_values
 
     out = Path(args.out) if args.out else None
     if out is not None:
-        _check_output(out, DOC_SUFFIXES, "-o")
+        check_output(out, DOC_SUFFIXES, "-o")
         if args.format:
             wanted = {".tex": "latex", ".pdf": "latex", ".md": "markdown"}[out.suffix.lower()]
             if args.format != wanted:
                 raise SymbackError(f"--format {args.format} does not match {out.name}; "
                                    "the suffix of -o chooses the format")
-        _refuse_overwrite(out, "-o", spec=args.spec, template=args.template)
+        refuse_overwrite(out, "-o", spec=args.spec, template=args.template)
     d, spec = _derive(args)
     values = parse_values(args.values) if args.values else (dict(spec.values) if spec else {})
     lr = args.lr if args.lr is not None else (spec.lr if spec else None)
@@ -296,6 +272,7 @@ def cmd_derive(args) -> int:
     if fmt == "text":
         if args.template:
             raise SymbackError("--template applies to latex and markdown output")
+        from .printing.text import text_report
         sys.stdout.write(text_report(d, values, lr, steps_taken=args.steps_taken))
     elif fmt == "markdown":
         options.setdefault("template", "markdown")
@@ -321,158 +298,17 @@ def _check_values(d, values: dict):
                            "parameter needs a number)")
 
 
-def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str:
-    """The gradients as plain text: chain form, each path's factors, and a worked example.
-
-    A scalar graph's gradient lines are SymPy's text (they parse back); matrix
-    formulas and the factors are written as on a board: σ'(Z1), ⊙, δ_Z1, Wᵀ.
-    """
-    import sympy as sp
-    from .printing.text import text, text_name
-    from .functions import Activation
-    g = d.graph
-    apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
-    lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(d.params)}", ""]
-    for p in d.params:
-        grad = d.gradient(p)
-        shown = text(grad, apps) if g.is_matrix else sp.sstr(grad)
-        lines.append(f"d{d.loss_name}/d{p} = {shown}")
-        simple = None if g.is_matrix else d.simplified(p)
-        if simple is not None and not simple.has(sp.Piecewise):
-            lines.append(f"    simplified: {text(simple, apps)}")
-        for path in d.chain(p):
-            lines.append("    path: " + " * ".join(f"d{text_name(f.of)}/d{text_name(f.wrt)} [{text(f.expr, apps)}]"
-                                                   for f in path))
-    if values:
-        ev = d.evaluate(values)
-        lines += ["", "worked example: " + ", ".join(f"{k} = {_num(v)}" for k, v in values.items())]
-        lines += [f"    {n} = {_num(v)}" for n, v in ev["forward"].items()]
-        lines += [f"    d{d.loss_name}/d{p} = {_num(v)}" for p, v in ev["gradient"].items()]
-        if lr is not None:
-            lines += [f"    {p} <- {p} - {_num(lr)} * d{d.loss_name}/d{p} = {_num(values[p] - sp.nsimplify(lr) * v)}"
-                      for p, v in ev["gradient"].items()]
-        if steps_taken:
-            from .document.steps import iterations
-            for r in iterations(d, values, lr, steps_taken):
-                t, s = r["t"], r["sympy"]
-                lines.append(f"    theta^{t + 1} = theta^{t} - {_num(lr)} * grad L(theta^{t}) = "
-                             f"({', '.join(_num(v) for v in s['next'])}),  L(theta^{t}) = {_num(s['loss'])}")
-    return "\n".join(lines) + "\n"
-
-
-def _num(v) -> str:
-    """A number as a user reads it: 0.49 rather than 49/100."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return f"{f:.10g}"
-
-
-# ====================================================================== data
-def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:
-    if columns is not None:
-        missing = [n for n in names if n not in columns]
-        if missing:
-            raise DataError(f"{path}: no column {', '.join(map(repr, missing))} for the {what}; "
-                            f"columns are {', '.join(columns)}")
-        return arrays["table"][:, [columns.index(n) for n in names]]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise DataError(f"{path}: no array {', '.join(map(repr, missing))} for the {what}; "
-                        f"arrays are {', '.join(arrays)}")
-    cols = []
-    for n in names:
-        a = arrays[n]
-        if a.ndim != 1 and not (a.ndim == 2 and a.shape[1] == 1):
-            raise DataError(f"{path}: array {n!r} must be one column, got shape {a.shape}")
-        cols.append(a.reshape(-1))
-    if len({len(c) for c in cols}) != 1:
-        raise DataError(f"{path}: the arrays {', '.join(names)} have different lengths")
-    return np.column_stack(cols)
-
-
-def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """X and Y for derivation `d` from the data file at `path` (see ``symback train --help``)."""
-    columns, arrays = load_data(path)
-    if d.kind != "matrix":
-        if targets:
-            raise SymbackError("--targets is for layer networks; a spec file names its inputs "
-                               "and targets, and the data's columns are matched by those names")
-        g = d.graph
-        if columns is None and "X" in arrays and not set(g.input_names) <= set(arrays):
-            X, Y = _xy_arrays(path, arrays)
-        else:
-            X = _select(path, columns, arrays, g.input_names, "inputs")
-            Y = _select(path, columns, arrays, g.target_names, "targets") if g.target_names \
-                else np.zeros((len(X), 0))
-        _check_width(path, X, len(g.input_names), "input columns", "the spec's inputs")
-        _check_width(path, Y, len(g.target_names), "target columns", "the spec's targets")
-        return X, Y
-    g = d.graph
-    if len(g.input_names) != 1 or len(g.target_names) != 1:
-        raise SymbackError("training data fill one input matrix X and one target matrix Y; "
-                           f"this graph has inputs {g.input_names} and targets {g.target_names}")
-    n_in, K = g.shape(g.input_names[0])[1], g.shape(g.target_names[0])[1]
-    if columns is None:
-        if targets:
-            raise SymbackError("--targets names CSV columns; an .npz file holds arrays X and Y")
-        X, Y = _xy_arrays(path, arrays)
-    else:
-        names = [t.strip() for t in targets.split(",")] if targets else [columns[-1]]
-        if any(not n for n in names):
-            raise SymbackError(f"malformed --targets {targets!r}")
-        Y = _select(path, columns, arrays, names, "targets")
-        X = arrays["table"][:, [j for j, c in enumerate(columns) if c not in names]]
-    _check_width(path, X, n_in, "input columns", f"the network takes {n_in} inputs")
-    from .functions import softmax
-    if Y.shape[1] == 1 and K > 1 and output_function(d) is softmax:
-        Y = _one_hot(path, Y[:, 0], K)
-    _check_width(path, Y, K, "target columns", f"the output layer has {K} units")
-    return X, Y
-
-
-def _xy_arrays(path, arrays):
-    if "X" not in arrays or "Y" not in arrays:
-        raise DataError(f"{path}: an .npz file needs arrays named X and Y; it has {', '.join(arrays) or 'none'}")
-    X, Y = arrays["X"], arrays["Y"]
-    X = X.reshape(-1, 1) if X.ndim == 1 else X
-    Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
-    if X.ndim != 2 or Y.ndim != 2:
-        raise DataError(f"{path}: X and Y must be 2-D (samples in rows), got {X.shape} and {Y.shape}")
-    if len(X) != len(Y):
-        raise DataError(f"{path}: X has {len(X)} rows but Y has {len(Y)}")
-    return X.astype(float), Y.astype(float)
-
-
-def _check_width(path, A, width, what, why):
-    if A.shape[1] != width:
-        raise DataError(f"{path}: {A.shape[1]} {what}, but {why} (expected {width})")
-    if len(A) == 0:
-        raise DataError(f"{path}: no samples")
-
-
-def _one_hot(path, labels, K) -> np.ndarray:
-    ints = labels.astype(int)
-    if not np.array_equal(ints, labels) or ints.min() < 0 or ints.max() >= K:
-        raise DataError(f"{path}: for a softmax output of {K} classes the target column must hold "
-                        f"integer labels 0..{K - 1} (or give {K} one-hot target columns)")
-    Y = np.zeros((len(ints), K))
-    Y[np.arange(len(ints)), ints] = 1.0
-    return Y
-
-
 # ====================================================================== train
 def cmd_train(args) -> int:
     """symback train: fit the network to the data and save the parameters."""
     import symback as sb
-    from .render import _atomic_write
+    from .train import accuracy, check_memory, fit_recorded, plot_history, resume_params
 
     out = Path(args.out)
-    _check_output(out, (".npz",), "--out")
+    check_output(out, (".npz",), "--out")
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
-        _check_output(plot, (".png",), "--plot")
+        check_output(plot, (".png",), "--plot")
         if not _has("matplotlib"):
             raise OutputError("--plot needs matplotlib: pip install matplotlib")
     progress = args.progress
@@ -483,26 +319,22 @@ def cmd_train(args) -> int:
     _split_train_files(args)
     for target, flag in ((out, "--out"), (plot, "--plot")):
         if target is not None:
-            _refuse_overwrite(target, flag, data=args.data, spec=args.spec)
+            refuse_overwrite(target, flag, data=args.data, spec=args.spec)
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
     if d.kind == "matrix":
-        _check_memory(d, args, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize)
+        what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
+        check_memory(d, args.optimizer, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize, what)
     model = sb.compile(d, dtype=args.dtype, backend=args.backend)
     if args.backend != "numpy" and (plot is not None or progress):
         raise OutputError(f"--plot and --progress record training with the numpy backend only, "
                           f"not --backend {args.backend}")
-    params = load_params(model, args.resume) if args.resume else model.init(seed=args.seed)
-    optimizer = args.optimizer
-    if plot is not None:        # record gradient norms on the way, for the second panel
-        optimizer = NormRecorder(optimizer, model.params, -(-len(X) // args.batch_size))
-    start = time.perf_counter()
-    with np.errstate(all="ignore"):     # a diverging run ends in one TrainingError, not warnings
-        extra = {"progress": progress} if args.backend == "numpy" else {}
-        history = model.fit(X, Y, params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            seed=args.seed, optimizer=optimizer, **extra)
+    params = resume_params(model, args.resume) if args.resume else model.init(seed=args.seed)
+    extra = {"progress": progress} if args.backend == "numpy" else {}
+    start = time.perf_counter()     # gradient norms are recorded for the plot's second panel
+    losses, norms = fit_recorded(model, X, Y, params, norms=plot is not None, epochs=args.epochs, lr=args.lr,
+                                 batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer, **extra)
     seconds = time.perf_counter() - start
-    losses = _losses(history)
     model.save(params, out)
     spec = args.spec[0] if isinstance(args.spec, list) and args.spec else args.spec
     what = "-".join(map(str, args.layers)) + " network" if args.layers else \
@@ -515,10 +347,9 @@ def cmd_train(args) -> int:
         print(f"training accuracy: {acc:.4f}")
     print(f"parameters saved to {out}")
     if plot is not None:
-        norms = optimizer.per_epoch()
         if d.kind == "matrix":     # one line per weight matrix
             norms = {k: v for k, v in norms.items() if k.startswith("W")}
-        _atomic_write(plot, plot_history(losses, norms))
+        atomic_write(plot, plot_history(losses, norms))
         print(f"loss curve saved to {plot}")
     return 0
 
@@ -541,278 +372,41 @@ def _split_train_files(args) -> None:
     args.spec, args.data = (specs[0] if specs else None), data[0]
 
 
-class NormRecorder:
-    """An optimizer wrapper for fit that records each parameter's gradient norm per epoch."""
-
-    def __init__(self, name: str, params: list[str], batches_per_epoch: int):
-        from .train import get_optimizer
-        self.inner = get_optimizer(name)
-        self.params, self.batches = list(params), batches_per_epoch
-        self.norms: dict[str, list[float]] = {p: [] for p in self.params}
-
-    def update(self, params: dict, grads: dict, lr: float) -> None:
-        """Record ||grad|| for every parameter, then let the real optimizer step."""
-        for p in self.params:
-            self.norms[p].append(float(np.linalg.norm(grads[p])))
-        self.inner.update(params, grads, lr)
-
-    def per_epoch(self) -> dict[str, list[float]]:
-        """Mean gradient norm over each epoch's batches, per parameter."""
-        out = {}
-        for p, series in self.norms.items():
-            a = np.asarray(series)
-            n = len(a) // self.batches
-            out[p] = list(a[:n * self.batches].reshape(n, self.batches).mean(axis=1)) if n else []
-        return out
-
-
 def _has(module: str) -> bool:
     import importlib.util
     return importlib.util.find_spec(module) is not None
 
 
-def _losses(history) -> list[float]:
-    """Per-epoch losses from fit's History (a list of floats)."""
-    return [float(v) for v in history]
-
-
-def accuracy(d, model, X, Y, params) -> float | None:
-    """Classification accuracy for softmax (argmax) or one-sigmoid-output networks, else None."""
-    from .functions import sigmoid, softmax
-    out = output_function(d)
-    P = np.asarray(model.predict(X, params))
-    if out is softmax:
-        return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
-    if out is sigmoid and Y.shape[1] == 1 and np.isin(Y, (0.0, 1.0)).all():
-        return float(np.mean((P[:, 0] > 0.5) == (Y[:, 0] > 0.5)))
-    return None
-
-
-def load_params(model, path) -> dict:
-    """Parameters saved by ``symback train`` (no pickle), checked against the model and finite."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such parameter file")
-    params = model.load(path)
-    for k, v in params.items():
-        if not np.all(np.isfinite(v)):
-            raise DataError(f"{path}: parameter {k} contains NaN or infinite values")
-    return params
-
-
-def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
-    """PNG bytes: the loss per epoch, and each parameter's gradient norm per epoch if given."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    norms = {k: v for k, v in (norms or {}).items() if len(v) and min(v) > 0}
-    fig, axes = plt.subplots(1, 2 if norms else 1, figsize=(10 if norms else 5.5, 4), squeeze=False)
-    ax = axes[0][0]
-    ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    if min(losses) > 0 and max(losses) > 20 * min(losses):
-        ax.set_yscale("log")
-    ax.set_title("loss")
-    if norms:
-        ax2 = axes[0][1]
-        for name, series in norms.items():
-            ax2.plot(range(1, len(series) + 1), series, label=name)
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel("gradient norm")
-        ax2.set_yscale("log")
-        ax2.legend(fontsize="small")
-        ax2.set_title("gradient norm (mean over each epoch's batches)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 # ====================================================================== codegen
 def cmd_codegen(args) -> int:
     """symback codegen: write a standalone module that needs only NumPy (and the --backend library)."""
-    import symback as sb
+    from .backends import backend_module_source
 
     out = Path(args.out)
-    _check_output(out, (".py",), "-o")
-    _refuse_overwrite(out, "-o", spec=args.spec)
+    check_output(out, (".py",), "-o")
+    refuse_overwrite(out, "-o", spec=args.spec)
     d, _ = _derive(args)
-    from .backends import backend_module_source
-    from .render import _atomic_write
-    _atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
+    atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
     lib = "NumPy-only" if args.backend == "numpy" else f"{args.backend} + NumPy"
     print(f"wrote {out}: {lib} functions init, predict, loss, grad and step for {d!r}")
     return 0
 
 
 # ====================================================================== demo
-def two_moons(n: int = 400, noise: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaving half circles, generated with NumPy: X (n×2), Y (n×1) of 0/1."""
-    rng = np.random.default_rng(seed)
-    half = n // 2
-    t = rng.uniform(0, np.pi, n)
-    X = np.where(np.arange(n)[:, None] < half,
-                 np.column_stack([np.cos(t), np.sin(t)]),
-                 np.column_stack([1 - np.cos(t), 0.5 - np.sin(t)]))
-    X = X + rng.normal(scale=noise, size=X.shape)
-    Y = (np.arange(n) >= half).astype(float)[:, None]
-    p = rng.permutation(n)
-    return X[p], Y[p]
-
-
-def xor(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy XOR: points near the four corners of the unit square, label x1 XOR x2."""
-    rng = np.random.default_rng(seed)
-    corners = rng.integers(0, 2, size=(n, 2))
-    X = corners + rng.normal(scale=noise, size=(n, 2))
-    Y = (corners[:, 0] ^ corners[:, 1]).astype(float)[:, None]
-    return X, Y
-
-
 def cmd_demo(args) -> int:
     """symback demo: the whole pipeline on built-in examples."""
-    import sympy as sp
+    from .demo import demo
 
-    import symback as sb
-    from .spec import spec_from_dict, tomllib
-
-    start = time.perf_counter()
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"--outdir {outdir}: not a directory")
-    outdir.mkdir(parents=True, exist_ok=True)
-    pdf = not args.no_pdf and shutil.which("pdflatex") is not None
-    written = []
-
-    print("1. Seed 004's worked example: yhat = w1 x, C = (yhat - y)^2, x = 3, w1 = 0.1, y = 1, lr = 1")
-    spec = spec_from_dict(tomllib.loads(SEED004_SPEC), "seed 004")
-    d = sb.derive(spec.graph)
-    ev = d.evaluate(spec.values)
-    grad = ev["gradient"]["w1"]
-    path = " * ".join(f"d{f.of}/d{f.wrt}" for f in d.chain("w1")[0])
-    print(f"   dC/dw1 = {path} = {sp.sstr(d.gradient('w1'))}")
-    print(f"   C = {_num(ev['forward']['C'])}, dC/dw1 = {_num(grad)}, "
-          f"w1 <- {_num(spec.values['w1'])} - {_num(spec.lr)} * ({_num(grad)}) "
-          f"= {_num(spec.values['w1'] - spec.lr * grad)}")
-    written += _write_docs(d, outdir / "seed004", pdf, values=spec.values, lr=spec.lr,
-                           title="Seed 004: a worked example")
-
-    sizes = [2, 16, 16, 1]
-    print(f"2. An MLP {'-'.join(map(str, sizes))}, tanh hidden layers, sigmoid output, binary cross-entropy")
-    net = sb.mlp(sizes, activation="tanh", output="sigmoid", loss="binary_cross_entropy")
-    d2 = sb.derive(net)
-    print(f"   dL/dZ{len(sizes) - 1} = {sp.sstr(d2.delta(f'Z{len(sizes) - 1}', form='chain'))}   "
-          "(sigmoid + binary cross-entropy: prediction - target, over the batch)")
-    written += _write_docs(d2, outdir / "mlp", pdf, title="A two-hidden-layer MLP")
-
-    make = two_moons if args.dataset == "moons" else xor
-    X, Y = make(n=500, seed=args.seed)
-    Xtr, Ytr, Xte, Yte = X[:400], Y[:400], X[400:], Y[400:]
-    model = sb.compile(d2)
-    params = model.init(seed=args.seed)
-    t0 = time.perf_counter()
-    history = model.fit(Xtr, Ytr, params, epochs=150, lr=0.01, batch_size=32, seed=args.seed,
-                        optimizer="adam")
-    seconds = time.perf_counter() - t0
-    losses = _losses(history)
-    train_acc = accuracy(d2, model, Xtr, Ytr, params)
-    test_acc = accuracy(d2, model, Xte, Yte, params)
-    print(f"3. Trained on {len(Xtr)} points of {args.dataset} (generated with NumPy), "
-          f"150 epochs of Adam in {seconds:.1f} s, with NumPy code generated from these formulas")
-    print(f"   loss {losses[0]:.4f} -> {losses[-1]:.4f}; accuracy: training {train_acc:.3f}, "
-          f"held-out {test_acc:.3f} ({len(Xte)} points)")
-    print("Files:")
-    for f in written:
-        print(f"   {f}")
-    if not pdf:
-        print("   (no .pdf: " + ("--no-pdf given" if args.no_pdf else "pdflatex is not installed") + ")")
-    print(f"Done in {time.perf_counter() - start:.1f} s.  Next: symback derive --help")
+    no_pdf = "--no-pdf given" if args.no_pdf else \
+        (None if shutil.which("pdflatex") else "pdflatex is not installed")
+    demo(outdir, dataset=args.dataset, seed=args.seed, no_pdf=no_pdf)
     return 0
 
 
-def _write_docs(d, stem: Path, pdf: bool, **options) -> list[Path]:
-    """Write stem.tex (and stem.pdf from the same text); a failing TeX run is reported, not fatal."""
-    from .render import _atomic_write
-    from .render import compile_pdf
-
-    tex = d.latex(**options)
-    paths = [stem.with_suffix(".tex")]
-    _atomic_write(paths[0], tex.encode())
-    if pdf:
-        try:
-            data = compile_pdf(tex)
-        except OutputError as exc:
-            print(f"   (no {stem.name}.pdf: {' '.join(str(exc).split())[:200]})")
-        else:
-            paths.append(stem.with_suffix(".pdf"))
-            _atomic_write(paths[-1], data)
-    return paths
-
-
 # ====================================================================== helpers
-def _check_output(path: Path, suffixes, flag: str):
-    """Refuse an output path before any work: wrong suffix or missing folder."""
-    if path.suffix.lower() not in suffixes:
-        raise OutputError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{flag} {path}: the folder {parent} does not exist")
-    if path.is_dir():
-        raise OutputError(f"{flag} {path}: is a directory")
-
-
-def _refuse_overwrite(out: Path, flag: str, **inputs) -> None:
-    """Refuse an output path that is one of the command's input files (same file, any spelling)."""
-    for what, given in inputs.items():
-        if given and _same_file(out, Path(given)):
-            raise SymbackError(f"{flag} {out} is the {what} file {given}: writing it would destroy "
-                               "the input; choose another output name")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)     # hard links and symlinks too
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def _check_memory(d, args, batch: int, itemsize: int) -> None:
-    """Refuse a matrix network whose training cannot fit in this machine's memory, before
-    anything is allocated (the OS would otherwise kill the process minutes later)."""
-    g = d.graph
-    size = lambda n: int(g.shape(n)[0]) * int(g.shape(n)[1])     # noqa: E731
-    count = sum(size(p) for p in g.param_names)
-    # parameters, gradients, fit's two snapshots, and the optimizer's state per parameter
-    copies = 4 + {"momentum": 1, "adam": 2}.get(args.optimizer, 0)
-    # every node's value for the batch, and its adjoint on the way back
-    activations = 2 * batch * sum(int(g.shape(n)[1]) for n in g.node_names if g.shape(n))
-    need = (count * copies + activations) * itemsize
-    free = available_memory()
-    if free is not None and need > free:
-        what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
-        raise SymbackError(f"{what}: training would need about "
-                           f"{format_bytes(need)} ({count:.3g} parameters); this machine has "
-                           f"{format_bytes(free)} available")
-
-
-def output_function(d):
-    """The function the prediction node applies (softmax, sigmoid, ...), or None."""
-    from .functions import softmax
-    from .matrix import Softmax, activation_of
-    if len(d.outputs) != 1:
-        return None
-    e = d.graph.expr(d.outputs[0])
-    if isinstance(e, Softmax):
-        return softmax
-    act = activation_of(e)
-    return act[0] if act else None
-
-
 def main(argv=None) -> int:
     """Run the ``symback`` command with `argv` (default: sys.argv[1:]); returns the exit status."""
     restore_interrupt()     # from here on Ctrl-C is a KeyboardInterrupt, answered below

@@ -19,7 +19,7 @@ from .codegen import _check_dtype, codegen_module
 from .engine import Derivation
 from .data import available_memory, format_bytes
 from .errors import DataError, DefinitionError, SymbackError
-from .render import _atomic_write
+from .files import atomic_write
 
 __all__ = ["compile", "Model", "save_params", "load_params"]
 
@@ -252,7 +252,7 @@ class Model:
         path = Path(path)
         if path.suffix != ".py":
             raise SymbackError(f"export writes a Python module: give a .py path, got {str(path)!r}")
-        _atomic_write(path, self.source.encode())
+        atomic_write(path, self.source.encode())
         return path
 
 
@@ -271,7 +271,7 @@ def save_params(params: dict, path) -> Path:
         raise SymbackError(f"parameters are saved as .npz: give a .npz path, got {str(path)!r}")
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 

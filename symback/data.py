@@ -1,5 +1,9 @@
 """Reading data and parameter files: CSV with a header row, and .npz without pickle.
 
+:func:`training_arrays` turns such a file into the X and Y a derivation
+trains on: columns matched by name (a spec file) or split into inputs and
+targets (a layer network), class labels one-hot encoded for a softmax.
+
 Every way a file can be wrong — missing, not what its suffix says,
 truncated, corrupt, declaring arrays larger than it holds or than this
 machine could hold, non-numeric or non-finite values — ends in one
@@ -18,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, SymbackError
 
-__all__ = ["load_data", "read_npz", "available_memory", "format_bytes"]
+__all__ = ["load_data", "read_npz", "available_memory", "format_bytes", "training_arrays",
+           "output_function"]
 
 # Headers written by np.save are a few hundred bytes; a larger one is not a real array.
 _MAX_HEADER = 10_000
@@ -202,3 +207,109 @@ def _is_number(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# ---------------------------------------------------------------- training data
+def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """X and Y for derivation `d` from the data file at `path` (see ``symback train --help``)."""
+    from .functions import softmax
+    columns, arrays = load_data(path)
+    if d.kind != "matrix":
+        if targets:
+            raise SymbackError("--targets is for layer networks; a spec file names its inputs "
+                               "and targets, and the data's columns are matched by those names")
+        g = d.graph
+        if columns is None and "X" in arrays and not set(g.input_names) <= set(arrays):
+            X, Y = _xy_arrays(path, arrays)
+        else:
+            X = _select(path, columns, arrays, g.input_names, "inputs")
+            Y = _select(path, columns, arrays, g.target_names, "targets") if g.target_names \
+                else np.zeros((len(X), 0))
+        _check_width(path, X, len(g.input_names), "input columns", "the spec's inputs")
+        _check_width(path, Y, len(g.target_names), "target columns", "the spec's targets")
+        return X, Y
+    g = d.graph
+    if len(g.input_names) != 1 or len(g.target_names) != 1:
+        raise SymbackError("training data fill one input matrix X and one target matrix Y; "
+                           f"this graph has inputs {g.input_names} and targets {g.target_names}")
+    n_in, K = g.shape(g.input_names[0])[1], g.shape(g.target_names[0])[1]
+    if columns is None:
+        if targets:
+            raise SymbackError("--targets names CSV columns; an .npz file holds arrays X and Y")
+        X, Y = _xy_arrays(path, arrays)
+    else:
+        names = [t.strip() for t in targets.split(",")] if targets else [columns[-1]]
+        if any(not n for n in names):
+            raise SymbackError(f"malformed --targets {targets!r}")
+        Y = _select(path, columns, arrays, names, "targets")
+        X = arrays["table"][:, [j for j, c in enumerate(columns) if c not in names]]
+    _check_width(path, X, n_in, "input columns", f"the network takes {n_in} inputs")
+    if Y.shape[1] == 1 and K > 1 and output_function(d) is softmax:
+        Y = _one_hot(path, Y[:, 0], K)
+    _check_width(path, Y, K, "target columns", f"the output layer has {K} units")
+    return X, Y
+
+
+def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:
+    if columns is not None:
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise DataError(f"{path}: no column {', '.join(map(repr, missing))} for the {what}; "
+                            f"columns are {', '.join(columns)}")
+        return arrays["table"][:, [columns.index(n) for n in names]]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise DataError(f"{path}: no array {', '.join(map(repr, missing))} for the {what}; "
+                        f"arrays are {', '.join(arrays)}")
+    cols = []
+    for n in names:
+        a = arrays[n]
+        if a.ndim != 1 and not (a.ndim == 2 and a.shape[1] == 1):
+            raise DataError(f"{path}: array {n!r} must be one column, got shape {a.shape}")
+        cols.append(a.reshape(-1))
+    if len({len(c) for c in cols}) != 1:
+        raise DataError(f"{path}: the arrays {', '.join(names)} have different lengths")
+    return np.column_stack(cols)
+
+
+def _xy_arrays(path, arrays):
+    if "X" not in arrays or "Y" not in arrays:
+        raise DataError(f"{path}: an .npz file needs arrays named X and Y; it has {', '.join(arrays) or 'none'}")
+    X, Y = arrays["X"], arrays["Y"]
+    X = X.reshape(-1, 1) if X.ndim == 1 else X
+    Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+    if X.ndim != 2 or Y.ndim != 2:
+        raise DataError(f"{path}: X and Y must be 2-D (samples in rows), got {X.shape} and {Y.shape}")
+    if len(X) != len(Y):
+        raise DataError(f"{path}: X has {len(X)} rows but Y has {len(Y)}")
+    return X.astype(float), Y.astype(float)
+
+
+def _check_width(path, A, width, what, why):
+    if A.shape[1] != width:
+        raise DataError(f"{path}: {A.shape[1]} {what}, but {why} (expected {width})")
+    if len(A) == 0:
+        raise DataError(f"{path}: no samples")
+
+
+def _one_hot(path, labels, K) -> np.ndarray:
+    ints = labels.astype(int)
+    if not np.array_equal(ints, labels) or ints.min() < 0 or ints.max() >= K:
+        raise DataError(f"{path}: for a softmax output of {K} classes the target column must hold "
+                        f"integer labels 0..{K - 1} (or give {K} one-hot target columns)")
+    Y = np.zeros((len(ints), K))
+    Y[np.arange(len(ints)), ints] = 1.0
+    return Y
+
+
+def output_function(d):
+    """The function the prediction node applies (softmax, sigmoid, ...), or None."""
+    from .functions import softmax
+    from .matrix import Softmax, activation_of
+    if len(d.outputs) != 1:
+        return None
+    e = d.graph.expr(d.outputs[0])
+    if isinstance(e, Softmax):
+        return softmax
+    act = activation_of(e)
+    return act[0] if act else None

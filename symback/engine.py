@@ -438,11 +438,14 @@ class Derivation:
         return write(self, path, **options)
 
     def _repr_latex_(self):
-        from .render import render
-        return render(self, template="snippet", fmt="latex", display=True)
+        """Jupyter's LaTeX display: the formulas, compactly (see :mod:`symback.document.display`)."""
+        from .document.display import repr_latex
+        return repr_latex(self)
 
     def _repr_markdown_(self):
-        return self.markdown()
+        """Jupyter's Markdown display: a title and the formulas, compactly."""
+        from .document.display import repr_markdown
+        return repr_markdown(self)
 
     def __repr__(self):
         return f"<Derivation of {self.loss_name} w.r.t. {', '.join(self.params)}>"

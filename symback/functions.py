@@ -11,7 +11,6 @@ rewrites into elementary functions with ``expr.rewrite(sp.exp)``.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import sympy as sp

@@ -13,7 +13,6 @@ or ``.pdf`` (through ``latexmk`` or ``pdflatex``), whole or not at all.
 """
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import re
@@ -29,6 +28,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from .document import context, plain
 from .errors import OutputError
+from .files import atomic_write, os_reason
 from .printing import Tex, latex_escape, markdown_escape, number
 
 __all__ = ["render", "write", "compile_pdf", "latex_escape", "markdown_escape", "Tex",
@@ -192,7 +192,7 @@ def _template(template: str, fmt: str, template_dir=None) -> jinja2.Template:
     except UnicodeDecodeError:
         raise OutputError(f"template {text!r} is not a UTF-8 text file") from None
     except OSError as exc:
-        raise OutputError(f"cannot read template {text!r}: {_reason(exc)}") from None
+        raise OutputError(f"cannot read template {text!r}: {os_reason(exc)}") from None
     except (RecursionError, MemoryError):
         raise OutputError(f"template {text!r} is too deeply nested or too large to compile") from None
 
@@ -235,53 +235,6 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
 
 
 # ---------------------------------------------------------------- writing
-def _atomic_write(path: Path, data: bytes):
-    """Write `data` to `path` whole or not at all: a temporary file beside it, then a rename.
-
-    Any failure is an OutputError naming `path` (never the temporary file)
-    and why: "cannot write out.tex: permission denied".
-    """
-    path = Path(path)
-    tmp = None
-    made = [d for d in reversed(path.parent.parents) if not d.exists()] + \
-        ([path.parent] if not path.parent.exists() else [])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)    # mkstemp makes 0600 files; give the usual 0666 & ~umask
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        for d in reversed(made):     # folders made for this file go too: nothing left behind
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {_reason(exc, path)}") from None
-        raise
-
-
-def _reason(exc: OSError, path: Path | None = None) -> str:
-    """The plain reason of an OSError, about the user's path rather than a temporary file."""
-    if path is not None and isinstance(exc, IsADirectoryError):
-        return "it is a directory"
-    if path is not None and not path.parent.is_dir():
-        for d in (path.parent, *path.parent.parents):
-            if d.exists() and not d.is_dir():
-                return f"{d} is not a directory"
-        return f"no such directory {path.parent}"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]
-
-
 def write(derivation, path, **options) -> Path:
     """Write the derivation to `path`: ``.tex``, ``.md`` or ``.pdf`` by suffix.
 
@@ -300,7 +253,7 @@ def write(derivation, path, **options) -> Path:
             data = compile_pdf(data.decode())
     else:
         raise OutputError(f"cannot write {path.name!r}: use a .tex, .md or .pdf suffix")
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return path
 
 

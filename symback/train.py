@@ -1,19 +1,26 @@
-"""Training: optimizers and the mini-batch loop behind ``Model.fit``.
+"""Training: optimizers and the mini-batch loop behind ``Model.fit``, and what a run reports.
 
 Every gradient comes from the model's generated code; this module only
 shuffles, batches and applies updates.  Updates are in place, so the
-caller's parameter dict is the trained one.
+caller's parameter dict is the trained one.  Around a run (``symback
+train``, ``symback demo``): a memory check before it, gradient norms
+recorded during it, and after it the per-epoch losses, the accuracy and
+a plot of the loss curve.
 """
 from __future__ import annotations
 
+import io
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, TrainingError
+from .data import available_memory, format_bytes, output_function
+from .errors import DataError, SymbackError, TrainingError
 
-__all__ = ["SGD", "Momentum", "Adam", "OPTIMIZERS", "get_optimizer", "History", "fit"]
+__all__ = ["SGD", "Momentum", "Adam", "OPTIMIZERS", "get_optimizer", "History", "fit", "check_memory",
+           "NormRecorder", "epoch_losses", "fit_recorded", "accuracy", "resume_params", "plot_history"]
 
 
 class SGD:
@@ -238,3 +245,121 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
             bar.set_postfix(loss=f"{history[-1]:.4g}",
                             **({"val_loss": f"{history.val_loss[-1]:.4g}"} if validation is not None else {}))
     return history
+
+
+# ---------------------------------------------------------------- what a run reports
+def check_memory(d, optimizer: str, batch: int, itemsize: int, what: str = "the network") -> None:
+    """Refuse a matrix network whose training cannot fit in this machine's memory, before
+    anything is allocated (the OS would otherwise kill the process minutes later)."""
+    g = d.graph
+    size = lambda n: int(g.shape(n)[0]) * int(g.shape(n)[1])     # noqa: E731
+    count = sum(size(p) for p in g.param_names)
+    # parameters, gradients, fit's two snapshots, and the optimizer's state per parameter
+    copies = 4 + {"momentum": 1, "adam": 2}.get(optimizer, 0)
+    # every node's value for the batch, and its adjoint on the way back
+    activations = 2 * batch * sum(int(g.shape(n)[1]) for n in g.node_names if g.shape(n))
+    need = (count * copies + activations) * itemsize
+    free = available_memory()
+    if free is not None and need > free:
+        raise SymbackError(f"{what}: training would need about "
+                           f"{format_bytes(need)} ({count:.3g} parameters); this machine has "
+                           f"{format_bytes(free)} available")
+
+
+class NormRecorder:
+    """An optimizer wrapper for fit that records each parameter's gradient norm per epoch."""
+
+    def __init__(self, name: str, params: list[str], batches_per_epoch: int):
+        self.inner = get_optimizer(name)
+        self.params, self.batches = list(params), batches_per_epoch
+        self.norms: dict[str, list[float]] = {p: [] for p in self.params}
+
+    def update(self, params: dict, grads: dict, lr: float) -> None:
+        """Record ||grad|| for every parameter, then let the real optimizer step."""
+        for p in self.params:
+            self.norms[p].append(float(np.linalg.norm(grads[p])))
+        self.inner.update(params, grads, lr)
+
+    def per_epoch(self) -> dict[str, list[float]]:
+        """Mean gradient norm over each epoch's batches, per parameter."""
+        out = {}
+        for p, series in self.norms.items():
+            a = np.asarray(series)
+            n = len(a) // self.batches
+            out[p] = list(a[:n * self.batches].reshape(n, self.batches).mean(axis=1)) if n else []
+        return out
+
+
+def epoch_losses(history) -> list[float]:
+    """Per-epoch losses from fit's History (a list of floats)."""
+    return [float(v) for v in history]
+
+
+def fit_recorded(model, X, Y, params: dict, *, norms: bool = False, **options) -> tuple[list, dict]:
+    """``model.fit`` for a report: (the per-epoch losses, each parameter's gradient norms).
+
+    With ``norms`` the optimizer is wrapped in a :class:`NormRecorder` and the
+    second item is its mean gradient norm per epoch, per parameter (else {}).
+    NumPy's warnings are silenced: a diverging run ends in one TrainingError.
+    """
+    optimizer = options.pop("optimizer", "sgd")
+    if norms:
+        optimizer = NormRecorder(optimizer, model.params, -(-len(X) // (options.get("batch_size") or len(X))))
+    with np.errstate(all="ignore"):
+        history = model.fit(X, Y, params, optimizer=optimizer, **options)
+    return epoch_losses(history), (optimizer.per_epoch() if norms else {})
+
+
+def accuracy(d, model, X, Y, params) -> float | None:
+    """Classification accuracy for softmax (argmax) or one-sigmoid-output networks, else None."""
+    from .functions import sigmoid, softmax
+    out = output_function(d)
+    P = np.asarray(model.predict(X, params))
+    if out is softmax:
+        return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
+    if out is sigmoid and Y.shape[1] == 1 and np.isin(Y, (0.0, 1.0)).all():
+        return float(np.mean((P[:, 0] > 0.5) == (Y[:, 0] > 0.5)))
+    return None
+
+
+def resume_params(model, path) -> dict:
+    """Parameters saved by ``symback train`` (no pickle), checked against the model and finite."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such parameter file")
+    params = model.load(path)
+    for k, v in params.items():
+        if not np.all(np.isfinite(v)):
+            raise DataError(f"{path}: parameter {k} contains NaN or infinite values")
+    return params
+
+
+def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
+    """PNG bytes: the loss per epoch, and each parameter's gradient norm per epoch if given."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norms = {k: v for k, v in (norms or {}).items() if len(v) and min(v) > 0}
+    fig, axes = plt.subplots(1, 2 if norms else 1, figsize=(10 if norms else 5.5, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    if min(losses) > 0 and max(losses) > 20 * min(losses):
+        ax.set_yscale("log")
+    ax.set_title("loss")
+    if norms:
+        ax2 = axes[0][1]
+        for name, series in norms.items():
+            ax2.plot(range(1, len(series) + 1), series, label=name)
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("gradient norm")
+        ax2.set_yscale("log")
+        ax2.legend(fontsize="small")
+        ax2.set_title("gradient norm (mean over each epoch's batches)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()

@@ -49,7 +49,7 @@ def linear_csv(tmp_path):
 
 @pytest.fixture()
 def moons_csv(tmp_path):
-    from symback.cli import two_moons
+    from symback.datasets import two_moons
     X, Y = two_moons(n=300, seed=3)
     write_csv(tmp_path / "moons.csv", ["u", "v", "label"], np.column_stack([X, Y]))
     return tmp_path / "moons.csv"

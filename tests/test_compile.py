@@ -313,6 +313,7 @@ def test_float32_model():
     m32, m64 = sb.compile(d, dtype="float32"), sb.compile(d)
     p32, p64 = m32.init(seed=0), m64.init(seed=0)
     assert all(v.dtype == np.float32 for v in p32.values())
+    assert all(v.dtype == np.float64 for v in p64.values())
     X, Y = layer_data([3, 5, 2], "cross_entropy", 0)
     g32 = m32.grad(X, Y, p32)
     g64 = m64.grad(X, Y, {k: v.astype(np.float64) for k, v in p32.items()})
@@ -414,7 +415,7 @@ def test_codegen_module_and_export_run_without_sympy_or_symback(tmp_path):
     d = sb.derive(sb.mlp([3, 4, 2], "tanh", "softmax", "cross_entropy"))
     m = sb.compile(d)
     assert sb.codegen_module(d) == m.source
-    path = m.export(tmp_path / "net_mod.py")
+    assert m.export(tmp_path / "net_mod.py") == tmp_path / "net_mod.py"
     params = m.init(seed=3)
     X, Y = layer_data([3, 4, 2], "cross_entropy", 3)
     m.save(params, tmp_path / "p.npz")

@@ -6,7 +6,6 @@ exit status, and no file written or changed (every file compared byte for
 byte).  Library-level faults are checked through the API as well.
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys

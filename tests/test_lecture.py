@@ -272,7 +272,7 @@ def test_leaky_relu_alpha_is_shown_and_settable():
 
 
 def test_text_and_mermaid_are_readable():
-    from symback.cli import text_report
+    from symback.printing.text import text_report
     d = sb.derive(sb.mlp([2, 3, 1], "sigmoid", "identity", "mse"))
     out = text_report(d)
     assert "⊙" in out and "σ'(Z1)" in out and "Xᵀ" in out and "δ_Z1" in out

@@ -6,7 +6,6 @@ template, and pdftotext for what a reader actually sees.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import symback as sb
 from symback.document import context, derivative_sup
 from symback.errors import DefinitionError, OutputError, SymbackError
 from symback.printing import chain_symbols, chain_values, latex, name_latex, number
-from symback.render import compile_pdf, latex_escape, markdown_escape, render, template_names, write
+from symback.render import compile_pdf, latex_escape, markdown_escape, render, template_names
 
 from conftest import (seed000_graph, seed001_graph, seed002_graph, seed003_case2_graph, seed004_1d_graph,
                       seed004_graph, chain_graph, skip_graph)

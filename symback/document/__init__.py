@@ -5,11 +5,7 @@ from one SymPy expression; :mod:`.figure` draws the computational graph,
 :mod:`.analysis` computes suprema, bounds, checks and counts, and
 :mod:`.factors` says what an edge carries and how edges compose.
 """
-from ..engine import Derivation
 from .analysis import derivative_sup
 from .context import context, plain
-from .display import install as _install_display
-
-_install_display(Derivation)
 
 __all__ = ["context", "plain", "derivative_sup"]

@@ -1,15 +1,17 @@
 """What a notebook shows for a Derivation: its formulas, compactly.
 
-Jupyter calls ``_repr_markdown_`` / ``_repr_latex_``; the whole article
-(figure, verification table, operation counts) is too much for an output
-cell, and Mermaid diagrams render only in some front ends, so the display
-is the forward pass, each gradient's chain and the δ recursion, in one
-``$$`` block (MathJax renders it everywhere).  The sections that need
-computing (verification, counts, bounds, figure) are not built at all.
+Jupyter calls ``_repr_markdown_`` / ``_repr_latex_``, methods of
+:class:`~symback.engine.Derivation` that call the functions here.  The
+whole article (figure, verification table, operation counts) is too much
+for an output cell, and Mermaid diagrams render only in some front ends,
+so the display is the forward pass, each gradient's chain and the δ
+recursion, in one ``$$`` block (MathJax renders it everywhere).  The
+sections that need computing (verification, counts, bounds, figure) are
+not built at all.
 """
 from __future__ import annotations
 
-__all__ = ["repr_markdown", "repr_latex", "install"]
+__all__ = ["repr_markdown", "repr_latex"]
 
 _COMPACT = {"display": True, "verify": False, "cost": False, "vanishing": False, "figure": False}
 
@@ -24,13 +26,3 @@ def repr_latex(d) -> str:
     """The derivation's formulas as one ``$$\\begin{aligned}...\\end{aligned}$$`` block."""
     from ..render import render
     return render(d, template="snippet", fmt="latex", **_COMPACT)
-
-
-def install(cls) -> None:
-    """Give `cls` (the Derivation) the compact notebook display.
-
-    The display is a document's business, so it is defined here and set on the
-    class once, when the document package is imported (``import symback`` does).
-    """
-    cls._repr_markdown_ = lambda self: repr_markdown(self)
-    cls._repr_latex_ = lambda self: repr_latex(self)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..engine import Derivation, delta
-from ..matrix import BATCH, is_matrix
+from ..matrix import is_matrix
 from ..vjp import AdjointMatrix
 
 __all__ = ["as_derivation", "edge_expr", "compose", "coefficient", "cost_adjoint", "notes_chain",

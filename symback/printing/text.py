@@ -3,7 +3,8 @@
 SymPy's ``str`` of symback's expressions is Python (``HadamardProduct(...)``,
 ``FPrime(Lambda(_w, sigmoid(_w)), Z1)``, ``X.T``, ``delta_Z1``); this
 printer writes what a reader writes on a board: ``σ'(Z1)``, ``⊙``,
-``δ_Z1``, ``Xᵀ``, ``ŷ``, ``δ ↦ δ W2ᵀ``.
+``δ_Z1``, ``Xᵀ``, ``ŷ``, ``δ ↦ δ W2ᵀ``.  :func:`text_report` writes a whole
+derivation that way (``symback derive --format text``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sympy.printing.str import StrPrinter
 
 from ..functions import Activation
 
-__all__ = ["TextPrinter", "text", "text_name"]
+__all__ = ["TextPrinter", "text", "text_name", "text_number", "text_report"]
 
 _FUNCTION_NAMES = {"sigmoid": "σ", "identity": "", "relu": "ReLU", "leaky_relu": "LReLU"}
 
@@ -137,7 +138,53 @@ class TextPrinter(StrPrinter):
 
 def text(expr, applications=()) -> str:
     """`expr` as plain text, activation derivatives written f'(z) (σ(z)(1 − σ(z)) → σ'(z))."""
-    from . import mark_primes
+    from .primes import mark_primes
     if isinstance(expr, sp.Expr) and not expr.is_Matrix and not isinstance(expr, sp.Lambda):
         expr = mark_primes(sp.factor_terms(expr), applications)
     return TextPrinter({"applications": tuple(applications)}).doprint(expr)
+
+
+def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str:
+    """The gradients as plain text: chain form, each path's factors, and a worked example.
+
+    A scalar graph's gradient lines are SymPy's text (they parse back); matrix
+    formulas and the factors are written as on a board: σ'(Z1), ⊙, δ_Z1, Wᵀ.
+    """
+    g = d.graph
+    apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
+    lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(d.params)}", ""]
+    for p in d.params:
+        grad = d.gradient(p)
+        shown = text(grad, apps) if g.is_matrix else sp.sstr(grad)
+        lines.append(f"d{d.loss_name}/d{p} = {shown}")
+        simple = None if g.is_matrix else d.simplified(p)
+        if simple is not None and not simple.has(sp.Piecewise):
+            lines.append(f"    simplified: {text(simple, apps)}")
+        for path in d.chain(p):
+            lines.append("    path: " + " * ".join(f"d{text_name(f.of)}/d{text_name(f.wrt)} [{text(f.expr, apps)}]"
+                                                   for f in path))
+    if values:
+        ev = d.evaluate(values)
+        lines += ["", "worked example: " + ", ".join(f"{k} = {text_number(v)}" for k, v in values.items())]
+        lines += [f"    {n} = {text_number(v)}" for n, v in ev["forward"].items()]
+        lines += [f"    d{d.loss_name}/d{p} = {text_number(v)}" for p, v in ev["gradient"].items()]
+        if lr is not None:
+            lines += [f"    {p} <- {p} - {text_number(lr)} * d{d.loss_name}/d{p} = "
+                      f"{text_number(values[p] - sp.nsimplify(lr) * v)}" for p, v in ev["gradient"].items()]
+        if steps_taken:
+            from ..document.steps import iterations
+            for r in iterations(d, values, lr, steps_taken):
+                t, s = r["t"], r["sympy"]
+                lines.append(f"    theta^{t + 1} = theta^{t} - {text_number(lr)} * grad L(theta^{t}) = "
+                             f"({', '.join(text_number(v) for v in s['next'])}),  "
+                             f"L(theta^{t}) = {text_number(s['loss'])}")
+    return "\n".join(lines) + "\n"
+
+
+def text_number(v) -> str:
+    """A number as a user reads it: 0.49 rather than 49/100."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.10g}"

@@ -1,0 +1,382 @@
+"""The LaTeX printer: formulas the way a lecturer writes them.
+
+:class:`LatexPrinter` is SymPy's LaTeX printer with a few small,
+type-named overrides: positive terms before negative ones
+(``\\hat{y} - y``, not SymPy's ``- y + \\hat{y}``), short decimals for
+floats, ``⊙`` and ``^{\\top}`` in matrix formulas, ``σ'(z)`` where an
+expression is an activation's derivative (:mod:`.primes`), and an optional table of
+numbers to print in place of symbols (the worked example).  Chain order
+is kept by never handing a product of path factors to SymPy: the
+functions :func:`chain_symbols` and :func:`chain_values` print each
+factor by itself and join them with ``\\cdot`` in path order.
+
+The same LaTeX serves Markdown (MathJax understands all of it).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+from typing import Iterable
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
+
+from ..functions import Activation
+from .expressions import PerSample, _is_matrixy
+from .primes import mark_primes
+
+__all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values", "factor_latex",
+           "name_latex", "visual_len", "notation_settings"]
+
+
+# ------------------------------------------------------------------ numbers
+def number(value, digits: int = 6) -> str:
+    """A number as a reader writes it: 0.49, -4.2, 3, 1.5 \\times 10^{-7}.
+
+    Exact integers stay integers; everything else is shown with at most
+    `digits` significant digits and no trailing zeros.
+    """
+    v = sp.sympify(value)
+    if v is sp.nan:
+        return r"\mathrm{NaN}"
+    if v.is_infinite:
+        return r"\infty" if v is sp.oo else (r"-\infty" if v is -sp.oo else r"\tilde{\infty}")
+    if v.is_Integer:
+        return str(int(v))
+    if not v.is_number:
+        raise TypeError(f"not a number: {value!r}")
+    if not v.is_real:
+        re, im = v.as_real_imag()
+        return rf"{number(re, digits)} {'-' if im < 0 else '+'} {number(abs(im), digits)}\,i"
+    f = float(v)
+    if f == 0:
+        return "0"
+    text = f"{f:.{digits}g}"
+    if "e" in text:
+        mant, exp = text.split("e")
+        exp = int(exp)
+        return rf"{mant} \times 10^{{{exp}}}" if mant not in ("1", "-1") else \
+            rf"{'-' if mant == '-1' else ''}10^{{{exp}}}"
+    return text
+
+
+# ----------------------------------------------------------------- printer
+class LatexPrinter(_SympyLatexPrinter):
+    """SymPy's LaTeX printer, adjusted to read like lecture notes.
+
+    Extra settings: ``values`` maps symbol names to numbers printed in
+    their place (parenthesised when negative), for substituted formulas;
+    ``applications`` lists activation applications f(z) whose derivative
+    should print as f'(z); ``primes=False`` prints derivatives written out.
+    """
+
+    _default_settings = {**_SympyLatexPrinter._default_settings, "values": None,
+                         "applications": (), "primes": True, "sums_last": False,
+                         "names": None, "tnames": None, "transposes": True, "columns": None}
+
+    def __init__(self, settings=None):
+        # a document's notation (symbol map, transposes, column form) applies to every formula in it
+        super().__init__({**_NOTATION.get(), **(settings or {})})
+        self._in_columns = False
+
+    def doprint(self, expr):
+        """Print `expr`, first marking activation derivatives as f'(z) (unless primes=False)."""
+        # (not around matrices: factor_terms turns (1/100)·W inside a norm into a scalar W/100)
+        if isinstance(expr, sp.Expr) and not expr.is_Matrix and not expr.is_Atom and not expr.has(sp.Sum) \
+                and not expr.has(sp.MatrixSymbol):
+            # SymPy keeps derivatives expanded (2ŷ − 2y); a reader wants 2(ŷ − y)
+            expr = sp.factor_terms(expr)
+        if self._settings["primes"]:
+            expr = mark_primes(expr, self._settings["applications"])
+        return super().doprint(expr)
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = super()._as_ordered_terms(expr, order=order)
+        if isinstance(expr, sp.Add):
+            # ŷ − y, not −y + ŷ: positive terms first, each group in SymPy's order
+            terms = sorted(terms, key=lambda t: t.could_extract_minus_sign())
+        return terms
+
+    def _print_Add(self, expr, order=None):
+        text = super()._print_Add(expr, order=order)
+        # a negative number standing first in a sum needs no brackets: −1.25 − 3
+        return re.sub(r"^\\left\((-[0-9.]+)\\right\)", r"\1", text)
+
+    def _print_Symbol(self, expr, style="plain"):
+        values = self._settings["values"]
+        if values and expr.name in values:
+            text = number(values[expr.name])
+            return rf"\left({text}\right)" if text.startswith("-") else text
+        names = self._settings["names"]
+        if names and expr.name in names:
+            return names[expr.name]
+        return super()._print_Symbol(expr, style=style)
+
+    def _print_Float(self, expr):
+        text = number(expr)
+        return rf"\left({text}\right)" if "times" in text else text
+
+    # symback's matrix classes carry a _latex of their own, which SymPy would
+    # prefer to any _print_ method: these names are dispatched here first.
+    _OWN = ("AdjointMatrix", "FPrime", "Elementwise", "RowCost", "SoftmaxVJP", "Softmax")
+
+    def _print(self, expr, **kwargs):
+        name = type(expr).__name__
+        columns = self._settings["columns"]
+        if columns and not self._in_columns and getattr(expr, "is_Matrix", False) \
+                and isinstance(expr, sp.MatrixExpr):
+            # Nielsen's form: the row-major expression transposed, one sample a column
+            self._in_columns = True
+            try:
+                return self._print(columns(expr))
+            finally:
+                self._in_columns = False
+        if isinstance(expr, Activation) and type(expr).__name__ == "identity":
+            return self._print(expr.args[0])      # the identity is not a function worth naming
+        if name in self._OWN:
+            return getattr(self, f"_print_{name}")(expr)
+        return super()._print(expr, **kwargs)
+
+    def _print_AdjointMatrix(self, expr):
+        # the notes' δ^{(l)} for a layer's pre-activation Z_l; δ_v for any other node
+        names = self._settings["names"]
+        if names and expr.name in names:
+            return names[expr.name]
+        layer = re.fullmatch(r"Z(\d+)", expr.node)
+        if layer:
+            return rf"\delta^{{({layer.group(1)})}}"
+        return r"\delta_{%s}" % self._print(sp.Symbol(expr.node)) if expr.node else r"\delta"
+
+    def _print_FPrime(self, expr):
+        # f' applied entry by entry; a constant derivative (the identity's) is that constant
+        w = sp.Dummy("w", real=True)
+        d = expr.scalar(w)
+        if d.is_number:
+            return self._print(d) if d != 1 else r"\mathbf{1}"
+        return rf"{expr.activation.latex_name}'\left({self._print(expr.arg)}\right)"
+
+    def _print_Elementwise(self, expr):
+        # the scalar formula with the matrices' own names, marked as taken entry by entry
+        names = {v: sp.Symbol(m.name) if isinstance(m, sp.MatrixSymbol) else sp.Symbol(self._print(m))
+                 for v, m in zip(expr.function.variables, expr.operands)}
+        return r"\left[%s\right]_{\odot}" % self._print(expr.function.expr.xreplace(names))
+
+    def _print_RowCost(self, expr):
+        pred, target = expr.prediction, expr.target
+        if self._settings["columns"]:     # one sample's cost of its columns
+            pred, target = self._settings["columns"](pred), self._settings["columns"](target)
+        return rf"\ell\left({self._print(pred)}, {self._print(target)}\right)"
+
+    def _print_Softmax(self, expr):
+        return rf"\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
+
+    def _print_SoftmaxVJP(self, expr):
+        return rf"{self.parenthesize(expr.args[0], 60)} \, J_{{\operatorname{{softmax}}}}\left({self._print(expr.args[1])}\right)"
+
+    def _print_Trace(self, expr):
+        # tr(1ᵀ C) is the sum of the per-sample costs; tr(Wᵀ W) the squared Frobenius norm
+        arg = expr.arg
+        if isinstance(arg, sp.MatMul) and len(arg.args) == 2:
+            a, b = arg.args
+            if isinstance(a, sp.OneMatrix) and a.rows == 1:
+                body = self._print(b)
+                body = f"{{{body}}}" if re.search(r"[_^]", body) else body     # C_{x}: no double subscript
+                return rf"\sum_{{i=1}}^{{{self._print(a.cols)}}} {body}_{{i}}"
+            if isinstance(a, sp.Transpose) and a.arg == b:
+                return rf"\lVert {self._print(b)} \rVert_F^{{2}}"
+        return super()._print_Trace(expr)
+
+    def _print_Mul(self, expr):
+        if not isinstance(expr, sp.Mul):          # SymPy prints 1/x through here too
+            return super()._print_Mul(expr)
+        if self._settings["sums_last"] and any(isinstance(f, sp.Add) for f in expr.args):
+            # σ(z) (1 − σ(z)): the function values first, the sums after, as the notes write it
+            coeff, rest = expr.as_coeff_Mul()
+            factors = sorted(sp.Mul.make_args(rest), key=lambda f: isinstance(f, sp.Add))
+            head = "" if coeff == 1 else ("- " if coeff == -1 else self._print(coeff) + " ")
+            return head + " ".join(rf"\left({self._print(f)}\right)" if isinstance(f, sp.Add)
+                                   else self.parenthesize(f, 50) for f in factors)
+        # (1/m) Σ_i C_i and (1/200) ‖W‖²: a sum or norm keeps its coefficient in front
+        coeff, rest = expr.as_coeff_Mul()
+        num, den = sp.fraction(sp.Mul(*[f for f in sp.Mul.make_args(rest) if not _is_reduction(f)]) * coeff)
+        body = [f for f in sp.Mul.make_args(rest) if _is_reduction(f)]
+        if len(body) == 1 and not num.has(sp.Sum, sp.Trace) and not den.has(sp.Sum, sp.Trace):
+            sign = "- " if num.could_extract_minus_sign() else ""
+            num = -num if sign else num
+            front = "" if num == 1 and den == 1 else (
+                self._print(num) + " " if den == 1 else rf"\frac{{{self._print(num)}}}{{{self._print(den)}}} ")
+            return sign + front + self._print(body[0])
+        return super()._print_Mul(expr)
+
+    def _print_MatMul(self, expr):
+        # (1/100) W: a rational coefficient in front as a fraction, not in brackets
+        coeff, rest = expr.as_coeff_mmul()
+        if coeff.is_Rational and coeff not in (1, -1) and rest.args:
+            body = rest.args[0] if len(rest.args) == 1 else sp.MatMul(*rest.args)
+            return rf"{self._print(coeff)} {self.parenthesize(body, 60)}"
+        return super()._print_MatMul(expr)
+
+    def _print_HadamardProduct(self, expr):
+        # δ ⊙ f'(Z): the flowing adjoint first, the element-wise factors after (as the notes write it)
+        args = sorted(expr.args, key=lambda a: (isinstance(a, _ELEMENTWISE_TYPES()),
+                                               not a.has(sp.MatrixSymbol) or not _has_adjoint(a)))
+        return r" \odot ".join(self.parenthesize(a, 50) for a in args)
+
+    def _print_MatrixSymbol(self, expr):
+        names = self._settings["names"]
+        if names and expr.name in names:
+            return names[expr.name]
+        if expr.name.startswith("grad_"):      # the layers' names for ∂C/∂W_l
+            return partial("C", expr.name[len("grad_"):])
+        return super()._print_MatrixSymbol(expr)
+
+    def _print_OneMatrix(self, expr):
+        # 1 b (a column of ones) and 1ᵀ δ (summing rows)
+        return r"\mathbf{1}^{\top}" if expr.rows == 1 and expr.cols != 1 else r"\mathbf{1}"
+
+    def _print_ElementwiseApplyFunction(self, expr):
+        f = expr.function
+        if isinstance(f, type) and issubclass(f, Activation):
+            return rf"{f.latex_name}\left({self._print(expr.expr)}\right)"
+        if isinstance(f, sp.Lambda) and len(f.variables) == 1:
+            body = f.expr
+            if isinstance(body, Activation) and type(body).__name__ == "identity":
+                return self._print(expr.expr)
+            if isinstance(body, Activation) and body.args[0] == f.variables[0]:
+                return rf"{type(body).latex_name}\left({self._print(expr.expr)}\right)"
+        return super()._print_ElementwiseApplyFunction(expr)
+
+    def _print_MatAdd(self, expr):
+        # 2Ŷ − 2Y reads better as 2(Ŷ − Y): pull out a common number
+        coeffs = [t.as_coeff_mmul()[0] if isinstance(t, sp.MatMul) else sp.S.One for t in expr.args]
+        common = sp.gcd_list(coeffs) if all(c.is_Rational for c in coeffs) else sp.S.One
+        # only a whole number: pulling 1/100 out of λW + Xᵀδ would put 100 in front of every other term
+        if common.is_Integer and common not in (0, 1) and len(expr.args) > 1:
+            inner = sp.MatAdd(*[t / common for t in expr.args]).doit()
+            return rf"{self._print(common)} \left({self._print_Add(inner)}\right)"
+        return self._print_Add(expr)
+
+    def _print_Transpose(self, expr):
+        if not self._settings["transposes"]:
+            return self._print(expr.arg)      # the notes' shorthand: layout stated in words
+        tnames = self._settings["tnames"]
+        if tnames and isinstance(expr.arg, sp.MatrixSymbol) and expr.arg.name in tnames:
+            return tnames[expr.arg.name]
+        text = super()._print_Transpose(expr)
+        return text[:-len("^{T}")] + r"^{\top}" if text.endswith("^{T}") else text
+
+    def _print_Partial(self, expr):
+        of, wrt = expr.args
+        if isinstance(of, (sp.Symbol, sp.MatrixSymbol, PerSample)):
+            return rf"\frac{{\partial {self._print(of)}}}{{\partial {self._print(wrt)}}}"
+        body = self._print(of)
+        if visual_len(body) <= 10:       # short: ∂(a_3 − y)/∂a_3, as the notes write it
+            body = rf"\left({body}\right)" if isinstance(of, sp.Add) else body
+            return rf"\frac{{\partial {body}}}{{\partial {self._print(wrt)}}}"
+        return rf"\frac{{\partial}}{{\partial {self._print(wrt)}}} \left({self._print(of)}\right)"
+
+    def _print_PerSample(self, expr):
+        return rf"{self._print(expr.args[0])}^{{(i)}}"
+
+    def _print_Norm(self, expr):
+        body = self._print(expr.args[0])
+        return rf"\left\lVert {body} \right\rVert_F" if _is_matrixy(expr.args[0]) else rf"\left|{body}\right|"
+
+    def _print_Chain(self, expr):
+        # each factor printed alone and bracketed when it is a sum or starts with a sign
+        out = []
+        for f in expr.args:
+            if isinstance(f, sp.Expr) and not f.is_Matrix and not f.is_Atom and not f.has(sp.Sum, sp.MatrixSymbol):
+                f = sp.factor_terms(f)
+            if self._settings["primes"]:
+                f = mark_primes(f, self._settings["applications"])
+            text = self._print(f)
+            if isinstance(f, (sp.Add, sp.MatAdd)) or text.lstrip().startswith("-"):
+                text = rf"\left({text}\right)"
+            out.append(text)
+        return r" \cdot ".join(out) or "1"
+
+    def _print_Terms(self, expr):
+        return " + ".join(self._print(a) for a in expr.args) or "0"
+
+    def _print_MatrixSet(self, expr):
+        return rf"\mathbb{{R}}^{{{self._print(expr.args[0])} \times {self._print(expr.args[1])}}}"
+
+    def _print_Bound(self, expr):
+        return rf"{self._print(expr.args[0])} \le " + " = ".join(self._print(a) for a in expr.args[1:])
+
+
+def visual_len(tex: str) -> int:
+    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup as none)."""
+    tex = re.sub(r"\\(left|right|bigl|bigr|operatorname|mathrm|mathbf)\b|\\[,;!]", "", tex)
+    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: max(m.group(1), m.group(2), key=len), tex)
+    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
+
+
+def _is_reduction(e) -> bool:
+    return isinstance(e, (sp.Sum, sp.Trace))
+
+
+def _has_adjoint(e) -> bool:
+    return any(type(s).__name__ == "AdjointMatrix" for s in e.atoms(sp.MatrixSymbol))
+
+
+def _ELEMENTWISE_TYPES():
+    from ..matrix import Elementwise, FPrime
+    return (FPrime, Elementwise)
+
+
+_NOTATION: contextvars.ContextVar = contextvars.ContextVar("symback_notation", default={})
+
+
+@contextlib.contextmanager
+def notation_settings(settings: dict):
+    """Every formula printed inside the block uses these printer settings (a notation)."""
+    token = _NOTATION.set(dict(settings))
+    try:
+        yield
+    finally:
+        _NOTATION.reset(token)
+
+
+def latex(expr, values: dict | None = None, applications: Iterable = (), **settings) -> str:
+    """Print `expr` with :class:`LatexPrinter`.
+
+    With ``values`` (name -> number) the numbers stand in for the symbols
+    and products use ``\\cdot``, for the substituted lines of a worked example.
+    """
+    if values:
+        settings.setdefault("mul_symbol", "dot")
+    return LatexPrinter(dict(settings, values=values, applications=tuple(applications))).doprint(expr)
+
+
+def name_latex(name: str) -> str:
+    """A node name as the user wrote it: ``a_1`` -> a_{1}, ``yhat`` -> \\hat{y}, ``W1`` -> W_{1}."""
+    return latex(sp.Symbol(str(name)))
+
+
+def partial(of: str, wrt: str, straight: bool = False) -> str:
+    """∂of/∂wrt as a fraction (``d`` instead of ∂ when `straight`)."""
+    d = "d" if straight else r"\partial"
+    return rf"\frac{{{d} {name_latex(of)}}}{{{d} {name_latex(wrt)}}}"
+
+
+def factor_latex(expr, values: dict | None = None, applications: Iterable = ()) -> str:
+    """One factor of a product, bracketed when it is a sum or starts with a sign."""
+    text = latex(expr, values=values, applications=applications)
+    if isinstance(expr, sp.Expr) and not expr.is_Matrix:
+        expr = mark_primes(sp.factor_terms(expr), applications)    # as the printer shows it
+    if isinstance(expr, sp.Add) or text.lstrip().startswith("-"):
+        return rf"\left({text}\right)"
+    return text
+
+
+def chain_symbols(path) -> str:
+    """A path's factors as partial derivatives, in path order: ∂C/∂ŷ · ∂ŷ/∂a_1 · ∂a_1/∂w_1."""
+    return r" \cdot ".join(partial(f.of, f.wrt) for f in path)
+
+
+def chain_values(path, values: dict | None = None, applications: Iterable = ()) -> str:
+    """A path's factors as expressions, in path order, joined by ``\\cdot`` (never reordered)."""
+    return r" \cdot ".join(factor_latex(f.expr, values, applications) for f in path)
