@@ -67,6 +67,12 @@ NETWORKS = {
     "mlp_relu_softmax_ce": lambda: sb.derive(sb.mlp([3, 4, 3], "relu", "softmax", "cross_entropy")),
     "mlp_sigmoid_bce": lambda: sb.derive(sb.mlp([2, 3, 1], "sigmoid", "sigmoid", "binary_cross_entropy")),
     "skip_penalty_softmax_ce": lambda: sb.derive(skip_graph()),
+    "residual_l2": lambda: sb.derive(sb.Sequential(sb.Dense(3, "tanh"), sb.Residual(sb.Dense(3, "relu")),
+                                                   sb.Dense(1, "sigmoid"), inputs=2,
+                                                   loss="binary_cross_entropy", l2=0.1)),
+    "tied": lambda: sb.derive(sb.Sequential(sb.Dense(2, "tanh"), sb.Dense(3, "identity", tie="W1"),
+                                            inputs=3, loss="half_mse")),
+    "rnn": lambda: sb.derive(sb.rnn(inputs=2, hidden=2, outputs=1, steps=3)),
 }
 
 
@@ -268,6 +274,20 @@ def test_verification_of_a_wide_network_samples_entries_and_agrees():
     assert all(r["err"] < 1e-6 for r in v["rows"]), [r["err"] for r in v["rows"]]
     small = analysis.verify(sb.derive(_punchline_net()), None, 0)
     assert small["sampled"] is None
+
+
+def test_rnn_document_sums_over_time_steps_and_verifies():
+    """The δ recursion's row for Wh is Σ_t h_{t−1}ᵀ δ_{z_t} (h_0 = 0), and the document's
+    verification, through the input slices x_t = X[:, ...], agrees with finite differences."""
+    from symback.matrix import BATCH
+    from symback.vjp import AdjointMatrix
+    d = sb.derive(sb.rnn(inputs=2, hidden=3, outputs=1, steps=4))
+    ctx = context(d, cost=False, vanishing=False, figure=False)
+    rows = {r["sympy"]["lhs"].name: r["sympy"]["value"] for r in ctx["deltas"]}
+    s = d.graph.symbol
+    assert rows["delta_Wh"] == sp.MatAdd(*[s(f"h{t - 1}").T * AdjointMatrix(f"delta_z{t}", BATCH, 3)
+                                          for t in range(2, 5)])
+    assert all(r["err"] < 1e-6 for r in ctx["verify"]["rows"]) and len(ctx["verify"]["rows"]) == 5
 
 
 def test_cost_section_shows_expression_swell():

@@ -204,6 +204,9 @@ def _np(e, env, rows):
         return _np(e.arg, env, rows).T
     if isinstance(e, sp.Trace):
         return float(np.trace(_np(e.arg, env, rows)))
+    if isinstance(e, sp.MatrixSlice):        # x_t = X[:, (t−1)k : tk] of an unrolled RNN
+        cut = lambda s: slice(*(int(sp.sympify(v).subs(BATCH, rows)) for v in s))   # noqa: E731
+        return _np(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
     if isinstance(e, (sp.MatMul, sp.Mul)):
         val = 1.0
         for a in e.args:
