@@ -14,6 +14,7 @@ import re
 
 import sympy as sp
 
+from ..functions import sigmoid
 from .numpy import NumpyPrinter
 
 __all__ = ["TorchPrinter"]
@@ -29,6 +30,9 @@ class TorchPrinter(NumpyPrinter):
     #: the derived formulas are the backward pass: torch's autograd records nothing
     wrap = "torch.no_grad()"
     extra_helpers = ""
+    #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
+    #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
+    native = {sigmoid: "torch.sigmoid"}
     apply_step = '''def _apply_step(X, Y, params, lr):
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
