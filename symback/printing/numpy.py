@@ -81,6 +81,9 @@ def _ones(m):
     #: activation class -> the library function that computes it (the class is then not
     #: lowered to its definition before CSE; see :func:`lower`); NumPy has none
     native: dict = {}
+    #: the symbols that stand for arrays in the function being printed (set by
+    #: :func:`symback.straightline.build_function`; the rest are numbers)
+    arrays: frozenset = frozenset()
 
     def helpers(self) -> str:
         """The module's helpers: ``_asarray``, ``_is_native`` and the library's own."""
