@@ -144,7 +144,10 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
         """The body lines, ``t = A @ W`` then ``Z = b + t`` (t read nowhere else, b a parameter)
-        fused into ``Z = torch.addmm(b, A, W)``: eager torch pays per operation and per pass."""
+        fused into ``Z = torch.addmm(b, A, W)``, and a step's ``W -= A.T @ D`` into
+        ``W.addmm_(A.T, D, alpha=-1)`` (the product accumulated into W, no temporary):
+        eager torch pays per operation and per pass."""
+        lines = [_UPDATE.sub(r"\1\2.addmm_(\3, \4, alpha=-1)", line) for line in lines]
         params = {m.group(1) for line in lines if (m := _PARAM.match(line))}
         out = list(lines)
         for i, line in enumerate(lines):
@@ -166,6 +169,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 _PARAM = re.compile(r"^\s*(\w+) = params\['\w+'\]$")
 _MATMUL = re.compile(r"^\s*(\w+) = ([\w.]+) @ ([\w.]+)$")
 _ADD = re.compile(r"^\s*(\w+) = (\w+) \+ (\w+)$")
+_UPDATE = re.compile(r"^(\s*)(\w+) -= ([\w.]+) @ ([\w.]+)$")
 
 
 def _threshold(cond):
