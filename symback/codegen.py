@@ -139,20 +139,21 @@ def _risky(expr: sp.Expr, values: set) -> set:
     return out
 
 
-def _safe(expr: sp.Expr, defs: dict | None = None) -> sp.Expr:
-    """stabilize + lower until nothing changes (lowering can expose log(1 + eᵘ))."""
+def _safe(expr: sp.Expr, defs: dict | None = None, keep=()) -> sp.Expr:
+    """stabilize + lower until nothing changes (lowering can expose log(1 + eᵘ)); the
+    activations in ``keep`` stay (the printer has the library's function for them)."""
     for _ in range(4):
-        new = lower(stabilize(expr, defs))
+        new = lower(stabilize(expr, defs), keep)
         if new == expr:
             break
         expr = new
     return expr
 
 
-def rewrite(stmts: list[Stmt], defs: dict, adjoints: set) -> list[Stmt]:
+def rewrite(stmts: list[Stmt], defs: dict, adjoints: set, keep=()) -> list[Stmt]:
     """The equal, safe forms of every formula: re/im dropped, forward values reused by
     name, risky adjoints merged into their users, log σ and softplus stabilised,
-    activations lowered to their stable definitions."""
+    activations lowered to their stable definitions (except those in ``keep``)."""
     # Nodes with equal definitions hold one value: name it by the first of them everywhere,
     # else δ of one (dividing by 1 − ŷ) cannot cancel against σ' written with the other.
     known, same, out = {}, {}, []
@@ -167,7 +168,7 @@ def rewrite(stmts: list[Stmt], defs: dict, adjoints: set) -> list[Stmt]:
                 known[args[0]] = st.target
     _fuse_risky(out, adjoints)
     # 2(Ŷ − Y) rather than 2Ŷ − 2Y: the common factor is what CSE shares with the loss
-    return [st._replace(args=tuple(_factor(_safe(a, defs)) if st.op in EXPR_OPS and isinstance(a, sp.Basic)
+    return [st._replace(args=tuple(_factor(_safe(a, defs, keep)) if st.op in EXPR_OPS and isinstance(a, sp.Basic)
                                    else a for a in st.args)) for st in out]
 
 
@@ -281,8 +282,9 @@ def _check_dtype(dtype) -> str:
     return name
 
 
-def lower_program(d: Derivation, namer: Namer, seed):
-    """The Program of `d` as array statements, with ``seed`` as δ_L (1, or lr for a step).
+def lower_program(d: Derivation, namer: Namer, seed, keep=()):
+    """The Program of `d` as array statements, with ``seed`` as δ_L (1, or lr for a step);
+    the activation classes in ``keep`` are not lowered (the printer's ``native`` ones).
 
     Returns (lowering, forward targets, adjoint targets, names, gradients
     (param name -> code symbol), loss symbol, output symbols).
@@ -320,7 +322,7 @@ def lower_program(d: Derivation, namer: Namer, seed):
         grads[p] = low.materialize(low.scalar(e)) if not (isinstance(e, sp.Basic) and e in names) else names[e]
     loss = low.materialize(low.scalar(P.loss))
     outputs = [names[o] for o in P.outputs]
-    low.stmts = rewrite(low.stmts, {t: low.defs[t] for t in forward if t in low.defs}, set(adjoints))
+    low.stmts = rewrite(low.stmts, {t: low.defs[t] for t in forward if t in low.defs}, set(adjoints), keep)
     return low, forward, adjoints, names, grads, loss, outputs, fresh
 
 

@@ -157,9 +157,10 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
     """The module text for a Derivation (scalar or matrix graph)."""
     g = d.graph
     namer = Namer()
-    low, fwd, adj, names, grads, loss, outputs, _ = lower_program(d, namer, sp.S.One)
+    keep = tuple(printer.native)      # activations the library computes itself (torch.sigmoid)
+    low, fwd, adj, names, grads, loss, outputs, _ = lower_program(d, namer, sp.S.One, keep)
     lr = sp.Symbol("lr", real=True)
-    low_step, _, _, names_s, grads_s, loss_s, _, _ = lower_program(d, Namer(), lr)
+    low_step, _, _, names_s, grads_s, loss_s, _, _ = lower_program(d, Namer(), lr, keep)
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
     params = [names[g.symbol(p)] for p in g.param_names]
     protected = {X, Y} | set(params)

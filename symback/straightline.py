@@ -177,6 +177,7 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
 
 def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> list[str]:
     ind = "    "
+    printer.arrays = frozenset(arrays)      # which symbols are arrays, for printers that care
     ew = InPlace(printer, lambda: fresh().name, arrays, ind, shape_of)
     last, alias = {}, {}
     for i, st in enumerate(body):

@@ -109,6 +109,35 @@ def test_module_backward_matches_torch_autograd(key):
     assert_close(module(X).detach(), m.predict(X, {k: v.detach() for k, v in module.params.items()}), 1e-14)
 
 
+@pytest.mark.parametrize("hidden,kernel", [("relu", "threshold_backward"), ("sigmoid", "sigmoid_backward"),
+                                           ("tanh", "tanh_backward")])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_torch_fused_kernels_keep_the_formulas(hidden, kernel, dtype):
+    """The torch printer's one-pass kernels (σ by torch.sigmoid, g⊙[z ≥ 0], g⊙y⊙(1−y), g⊙(1−y²),
+    W -= Aᵀ D as addmm_) compute the NumPy backend's formulas, ReLU'(0) = 1 included: rows of
+    X that are 0 with zero biases give pre-activations that are exactly 0."""
+    d = sb.derive(sb.mlp([3, 4, 4, 2], activation=hidden, output="softmax", loss="cross_entropy"))
+    m, numpy_model = sb.compile(d, dtype, backend="torch"), sb.compile(d, dtype)
+    step = m.source[m.source.index("def _step"):]
+    assert f"torch.ops.aten.{kernel}(" in step and ".addmm_(" in step
+    assert ("torch.sigmoid(" in step) == (hidden == "sigmoid") and "torch.where" not in step
+    X, Y = data(3, 2, "softmax", n=9)
+    X[:3] = 0.0
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    params = {k: (np.zeros_like(v) if k.startswith("b") else v) for k, v in numpy_model.init(seed=1).items()}
+    want = numpy_model.grad(X, Y, params)
+    if hidden == "relu":      # the zero rows count: with ReLU'(0) = 0 they would add nothing to b1's
+        assert not np.allclose(want["b1"], sb.compile(d, dtype).grad(X[3:], Y[3:], params)["b1"] * 6 / 9)
+    got = m.grad(X, Y, {k: torch.tensor(v) for k, v in params.items()})
+    tol = TOL[dtype] / 100
+    for k in want:
+        assert_close(got[k], want[k], tol)
+    theirs, ours = {k: v.copy() for k, v in params.items()}, {k: torch.tensor(v) for k, v in params.items()}
+    assert m.step(X, Y, ours, lr=0.3) == pytest.approx(numpy_model.step(X, Y, theirs, lr=0.3), rel=tol)
+    for k in theirs:
+        assert_close(ours[k], theirs[k], tol)
+
+
 # ------------------------------------------------------------------ the Model API
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_model_api_step_and_fit(backend):

@@ -22,10 +22,12 @@ from ..functions import Activation
 __all__ = ["NumpyPrinter", "InPlace", "lower"]
 
 
-def lower(expr: sp.Expr) -> sp.Expr:
+def lower(expr: sp.Expr, keep=()) -> sp.Expr:
     """Replace every activation by its overflow-safe ``stable`` form, else its definition.
 
     Done before CSE, so that repeated pieces (|z| in softplus) are computed once.
+    ``keep``: activation classes left as they are, because the printer has the
+    library's own function for them (a printer's ``native``).
     """
     def rule(e):
         cls = type(e)
@@ -33,8 +35,11 @@ def lower(expr: sp.Expr) -> sp.Expr:
             return cls.stable(*e.args)
         return cls.definition(*e.args)
 
-    while expr.has(Activation):
-        expr = expr.replace(lambda e: isinstance(e, Activation), rule)
+    def lowered(e):
+        return isinstance(e, Activation) and type(e) not in keep
+
+    while any(type(a) not in keep for a in expr.atoms(Activation)):
+        expr = expr.replace(lowered, rule)
     return expr
 
 
@@ -73,6 +78,12 @@ def _ones(m):
 '''
     #: ``_apply_step(X, Y, params, lr)``: one step that leaves the new values in params
     apply_step = "_apply_step = _step"
+    #: activation class -> the library function that computes it (the class is then not
+    #: lowered to its definition before CSE; see :func:`lower`); NumPy has none
+    native: dict = {}
+    #: the symbols that stand for arrays in the function being printed (set by
+    #: :func:`symback.straightline.build_function`; the rest are numbers)
+    arrays: frozenset = frozenset()
 
     def helpers(self) -> str:
         """The module's helpers: ``_asarray``, ``_is_native`` and the library's own."""
@@ -116,7 +127,10 @@ def _is_native(a):
         return super()._print(expr, **kwargs)
 
     def _print_Activation(self, expr):
-        # Normally lowered before CSE (see `lower`); kept for direct printing.
+        # Normally lowered before CSE (see `lower`), unless the library has it (`native`)
+        fn = self.native.get(type(expr))
+        if fn is not None and len(expr.args) == 1:
+            return f"{fn}({self._print(expr.args[0])})"
         return f"({self._print(lower(expr))})"
 
     def _print_Piecewise(self, expr):

@@ -14,7 +14,8 @@ import re
 
 import sympy as sp
 
-from .numpy import NumpyPrinter
+from ..functions import sigmoid
+from .numpy import NumpyPrinter, mask_of
 
 __all__ = ["TorchPrinter"]
 
@@ -28,7 +29,14 @@ class TorchPrinter(NumpyPrinter):
     array_type, convert = "torch.Tensor", "torch.as_tensor(a, dtype=DTYPE)"
     #: the derived formulas are the backward pass: torch's autograd records nothing
     wrap = "torch.no_grad()"
-    extra_helpers = ""
+    extra_helpers = '''
+
+#: the largest number of DTYPE below 0: z > _BELOW_ZERO is z >= 0 (a mask's threshold)
+_BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtype=DTYPE)).item()
+'''
+    #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
+    #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
+    native = {sigmoid: "torch.sigmoid"}
     apply_step = '''def _apply_step(X, Y, params, lr):
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
@@ -46,6 +54,57 @@ class TorchPrinter(NumpyPrinter):
         if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Number and expr.is_real:
             return repr(float(expr))
         return super()._print(expr, **kwargs)
+
+    def _print_Mul(self, expr):
+        fused = self._fused(expr)
+        return fused if fused is not None else super()._print_Mul(expr)
+
+    def _fused(self, expr: sp.Mul) -> str | None:
+        """A product as one of torch's one-pass element-wise kernels, or None.
+
+        Eager torch pays a pass over memory (and a fresh tensor) per
+        operation, and its ``where`` on a boolean mask is slow, so three
+        shapes of product print as the fused kernels that compute exactly
+        them (the Core ATen operators autograd itself runs):
+
+        * g ⊙ [z > c], g ⊙ [z ≥ 0], g ⊙ [z < c], g ⊙ [z ≤ 0] (a 0/1 mask, ReLU'):
+          ``threshold_backward(g, z, c)``, which is g where z > c, else 0;
+          z ≥ 0 is z > the largest number below 0 (``_BELOW_ZERO``), z < c is −z > −c;
+        * g ⊙ y ⊙ (1 − y) (σ' from σ's value): ``sigmoid_backward(g, y)``;
+        * g ⊙ (1 − y²) (tanh' from tanh's value): ``tanh_backward(g, y)``.
+
+        Only when g and y (or z) are tensors (they involve an array symbol).
+        This is printing: the product is whatever formula the derivation
+        gave; nothing here knows where it came from.  Two differences from
+        ``where(z >= 0, g, 0)``, both off the real numbers: a NaN z passes g
+        through (NaN is already everywhere by then), and under
+        ``torch.set_flush_denormal(True)`` the threshold below 0 reads as 0,
+        so a z of exactly 0 gets 0 (torch's own ReLU'(0)).
+        """
+        args = list(expr.args)
+        tensor = lambda e: bool(e.free_symbols & self.arrays)     # noqa: E731
+        for f in args:
+            rest = sp.Mul(*[a for a in args if a is not f])
+            if not tensor(rest):
+                continue
+            cond = mask_of(f)
+            if cond is not None:
+                found = _threshold(cond)
+                if found is not None and tensor(found[0]):
+                    z, th = found
+                    return (f"torch.ops.aten.threshold_backward({self._print(rest)}, {self._print(z)}, "
+                            f"{th if isinstance(th, str) else self._print(th)})")
+                continue
+            if not f.is_Add:
+                continue
+            y = 1 - f
+            if y.is_Symbol and y in self.arrays and y in args:
+                g = sp.Mul(*[a for a in args if a is not f and a is not y])
+                if tensor(g):
+                    return f"torch.ops.aten.sigmoid_backward({self._print(g)}, {self._print(y)})"
+            if y.is_Pow and y.exp == 2 and y.base.is_Symbol and y.base in self.arrays:
+                return f"torch.ops.aten.tanh_backward({self._print(rest)}, {self._print(y.base)})"
+        return None
 
     def op_const(self, c: str) -> str:
         """A 0-d tensor of X's dtype and device (torch.where of two Python numbers is float32)."""
@@ -85,7 +144,10 @@ class TorchPrinter(NumpyPrinter):
 
     def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
         """The body lines, ``t = A @ W`` then ``Z = b + t`` (t read nowhere else, b a parameter)
-        fused into ``Z = torch.addmm(b, A, W)``: eager torch pays per operation and per pass."""
+        fused into ``Z = torch.addmm(b, A, W)``, and a step's ``W -= A.T @ D`` into
+        ``W.addmm_(A.T, D, alpha=-1)`` (the product accumulated into W, no temporary):
+        eager torch pays per operation and per pass."""
+        lines = [_UPDATE.sub(r"\1\2.addmm_(\3, \4, alpha=-1)", line) for line in lines]
         params = {m.group(1) for line in lines if (m := _PARAM.match(line))}
         out = list(lines)
         for i, line in enumerate(lines):
@@ -107,3 +169,22 @@ class TorchPrinter(NumpyPrinter):
 _PARAM = re.compile(r"^\s*(\w+) = params\['\w+'\]$")
 _MATMUL = re.compile(r"^\s*(\w+) = ([\w.]+) @ ([\w.]+)$")
 _ADD = re.compile(r"^\s*(\w+) = (\w+) \+ (\w+)$")
+_UPDATE = re.compile(r"^(\s*)(\w+) -= ([\w.]+) @ ([\w.]+)$")
+
+
+def _threshold(cond):
+    """(z, t) with [cond] = [z > t] (t a number, or the name ``_BELOW_ZERO``), or None."""
+    if not isinstance(cond, sp.core.relational.Relational):
+        return None
+    if cond.lhs.is_Number and not cond.rhs.is_Number:
+        cond = cond.reversed
+    z, c, op = cond.lhs, cond.rhs, cond.rel_op
+    if not c.is_Number or not c.is_real:
+        return None
+    if op in ("<", "<="):                    # [z < c] = [−z > −c]
+        z, c, op = -z, -c, {"<": ">", "<=": ">="}[op]
+    if op == ">":
+        return z, c
+    if op == ">=" and c == 0:
+        return z, "_BELOW_ZERO"
+    return None
