@@ -46,9 +46,21 @@ class BackendModel(Model):
             out[p] = g.reshape(given) if tuple(g.shape) != given else g
         return out
 
+    #: (array type, dtype) of the library arrays the last call accepted: step's fast path
+    _accepted = (None, None)
+
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p ← p − lr·∂L/∂p, left in params; returns L before it."""
-        return float(self._step(*self._xy(X, Y), params, lr))     # (no NumPy fast path here)
+        # the tight loop's arrays are the kind accepted last time: checked in one expression
+        # (the library's isinstance and dtype checks cost more than a small network's step)
+        kind, dtype = self._accepted
+        if not (type(X) is kind and type(Y) is kind and X.dtype is dtype and Y.dtype is dtype
+                and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
+                and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
+            X, Y = self._xy(X, Y)
+            if self._ns["_is_native"](X) and type(X) is type(Y) and X.dtype is Y.dtype:
+                self._accepted = (type(X), X.dtype)
+        return float(self._step(X, Y, params, lr))
 
     def load(self, path) -> dict:
         """Read params saved by :meth:`save`, checked against this model, as the library's arrays."""

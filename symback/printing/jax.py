@@ -8,6 +8,7 @@ no JAX: this module is text only.
 """
 from __future__ import annotations
 
+from ..functions import sigmoid
 from .numpy import NumpyPrinter
 
 __all__ = ["JaxPrinter"]
@@ -24,10 +25,22 @@ class JaxPrinter(NumpyPrinter):
     #: jit them, or call them inside a function you jit)
     wrap = "jax.jit"
     extra_helpers = ""
-    apply_step = '''def _apply_step(X, Y, params, lr):
+    #: σ as XLA's logistic op (overflow-safe, one fused op) rather than (1 + tanh(z/2))/2
+    native = {sigmoid: "jax.nn.sigmoid"}
+    apply_step = '''def _flat_step(X, Y, flat, lr):
+    """_step on the parameters as a tuple in PARAMS order (a tuple crosses jit's boundary
+    faster than a dict, whose keys are sorted on every call)."""
+    value, new = _step.__wrapped__(X, Y, dict(zip(PARAMS, flat)), lr)
+    return value, tuple(new[p] for p in PARAMS)
+
+
+_flat_step = jax.jit(_flat_step)
+
+
+def _apply_step(X, Y, params, lr):
     """One compiled step; JAX arrays are immutable, so the dict's entries are replaced."""
-    value, new = _step(X, Y, params, lr)
-    params.update(new)
+    value, new = _flat_step(X, Y, tuple(params[p] for p in PARAMS), lr)
+    params.update(zip(PARAMS, new))
     return value'''
 
     def imports(self, dtype: str) -> str:
