@@ -345,19 +345,20 @@ def init_rows(d: Derivation) -> tuple:
     if not g.is_matrix:
         return tuple((p, (), "normal") for p in g.param_names)
     rows = []
-    forward = [(g.symbol(n), g.expr(n)) for n in g.order if n in g._expr]
+    # (node, definition, its symbols) once: a parameter's uses are read off the symbol sets
+    forward = [(g.symbol(n), g.expr(n), g.expr(n).free_symbols) for n in g.order if n in g._expr]
+    relu_args = {e.expr for _, e, _ in forward
+                 if activation_of(e) is not None and activation_of(e)[0].__name__ in ("relu", "leaky_relu")}
     for p in g.param_names:
         W = g.symbol(p)
         shape = tuple(int(x) for x in W.shape)
-        uses = [e for _, e in forward if e.has(W)]
+        uses = [e for _, e, syms in forward if W in syms]
         as_bias = all(_only_broadcast(e, W) for e in uses)
         if (p.startswith("b") and shape[0] == 1) or (uses and as_bias):
             rows.append((p, shape, "zeros"))
             continue
-        fed = {s for s, e in forward if e.has(W)}
-        relu_like = any(activation_of(e) is not None and e.expr in fed and
-                        activation_of(e)[0].__name__ in ("relu", "leaky_relu") for _, e in forward)
-        rows.append((p, shape, "he" if relu_like else "glorot"))
+        fed = {s for s, _, syms in forward if W in syms}
+        rows.append((p, shape, "he" if relu_args & fed else "glorot"))
     return tuple(rows)
 
 

@@ -16,6 +16,7 @@ is the list of :class:`~symback.lowering.Stmt` its results need, after
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import sympy as sp
 
@@ -142,15 +143,25 @@ def _symbols(fresh):
 def schedule(stmts: list[Stmt], updates: dict) -> list[Stmt]:
     """Insert each in-place update after the last read of its parameter."""
     stmts = list(stmts)
+    reads = [st.reads() for st in stmts]      # kept beside stmts: read sets computed once each
+
+    def move(src, dst, st=None):
+        if st is None:
+            st, r = stmts.pop(src), reads.pop(src)
+        else:
+            r = st.reads()
+        stmts.insert(dst, st)
+        reads.insert(dst, r)
+
     for name, (p, g) in updates.items():
-        at = max([i for i, st in enumerate(stmts) if p in st.reads() or st.target == g] + [-1])
-        stmts.insert(at + 1, Stmt(p, "update", (g, name, p), ()))
+        own = {g}         # set lookups: hashes first, SymPy's slow __eq__ only on a match
+        at = max([i for i, (st, r) in enumerate(zip(stmts, reads)) if p in r or st.target in own] + [-1])
+        move(None, at + 1, Stmt(p, "update", (g, name, p), ()))
         # the gradient's own product moves down next to its only use, so it prints as `p -= A.T @ D`
-        users = [st for st in stmts if g in st.reads()]
-        k = next((i for i, st in enumerate(stmts) if st.target == g), None)
-        if k is not None and len(users) == 1 and stmts[k].op in ("matmul", "colsum"):
-            st = stmts.pop(k)
-            stmts.insert(at, st)
+        users = sum(1 for r in reads if g in r)
+        k = next((i for i, st in enumerate(stmts) if st.target in own), None)
+        if k is not None and users == 1 and stmts[k].op in ("matmul", "colsum"):
+            move(k, at)
     return stmts
 
 
@@ -293,11 +304,13 @@ def _fuse_updates(lines: list[str], ind: str, temps: set) -> list[str]:
     """``g = A.T @ D`` then ``W -= g`` (g used nowhere else) as ``W -= A.T @ D``, and
     ``t = X @ W; ...; Z = t`` with t used nowhere else as ``Z = X @ W; ...``."""
     out = []
+    in_lines = Counter(w for line in lines for w in set(_WORD.findall(line)))   # name -> lines using it
+    update = re.compile(rf"^{ind}(params\['\w+'\]|\w+) -= (\w+)$")
     for line in lines:
-        m = re.match(rf"^{ind}(params\['\w+'\]|\w+) -= (\w+)$", line)
+        m = update.match(line)
         if m and out:
             prev = _ALIAS_ASSIGN.match(out[-1])
-            if prev and prev.group(1) == m.group(2) and not _used(lines, m.group(2), skip=2):
+            if prev and prev.group(1) == m.group(2) and in_lines[m.group(2)] <= 2:
                 out[-1] = f"{ind}{m.group(1)} -= {prev.group(2)}"
                 continue
         out.append(line)
@@ -305,11 +318,7 @@ def _fuse_updates(lines: list[str], ind: str, temps: set) -> list[str]:
 
 
 _ALIAS_ASSIGN = re.compile(r"^\s*(\w+) = (.+)$")
-
-
-def _used(lines, name, skip) -> bool:
-    word = re.compile(rf"\b{name}\b")
-    return sum(1 for line in lines if word.search(line)) > skip
+_WORD = re.compile(r"\w+")
 
 
 def _rename_aliases(lines: list[str], temps: set) -> list[str]:
