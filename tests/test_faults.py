@@ -428,13 +428,19 @@ def test_nonsense_values_as_a_user_types_them(folder):
 
 
 # ------------------------------------------------------------------ Ctrl-C
+def _default_sigint():
+    """In the child: SIGINT as a terminal gives it.  A test run started in the background
+    (`pytest &`) inherits SIGINT ignored, and Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("delay", [0.15, 0.4])
 def test_ctrl_c_while_starting_is_one_line(delay, folder):
     """SIGINT while Python is still importing SymPy (about the first second)."""
     before = files(folder)
     p = subprocess.Popen(command("derive", "good.toml", "-o", "out.tex"), cwd=folder, env=environment(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         stdin=subprocess.DEVNULL)
+                         stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
@@ -449,7 +455,8 @@ def test_startup_guard_only_in_the_command(tmp_path):
     out = {}
     for argv0 in ("/usr/local/bin/symback", "myscript.py"):
         r = subprocess.run([sys.executable, "-c", probe.format(argv0=argv0)], capture_output=True,
-                           text=True, env=environment(), cwd=tmp_path, timeout=60)
+                           text=True, env=environment(), cwd=tmp_path, timeout=60, preexec_fn=_default_sigint)
+        assert r.returncode == 0, r.stderr
         out[argv0] = r.stdout.strip()
     assert out == {"/usr/local/bin/symback": "_interrupted_at_startup",
                    "myscript.py": "default_int_handler"}
