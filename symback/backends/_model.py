@@ -48,18 +48,24 @@ class BackendModel(Model):
 
     #: (array type, dtype) of the library arrays the last call accepted: step's fast path
     _accepted = (None, None)
+    #: whether the library's arrays are immutable (JAX): then the (X, Y) accepted last
+    #: need no second look when they come again, as in full-batch gradient descent
+    _immutable = False
+    _last = (None, None)
 
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p ← p − lr·∂L/∂p, left in params; returns L before it."""
-        # the tight loop's arrays are the kind accepted last time: checked in one expression
-        # (the library's isinstance and dtype checks cost more than a small network's step)
-        kind, dtype = self._accepted
-        if not (type(X) is kind and type(Y) is kind and X.dtype is dtype and Y.dtype is dtype
-                and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
-                and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
-            X, Y = self._xy(X, Y)
-            if self._ns["_is_native"](X) and type(X) is type(Y) and X.dtype is Y.dtype:
-                self._accepted = (type(X), X.dtype)
+        if not (X is self._last[0] and Y is self._last[1]):
+            # the tight loop's arrays are the kind accepted last time: checked in one expression
+            # (each .shape and .dtype of a JAX array is a Python property: read each once)
+            kind, dtype = self._accepted
+            if not (type(X) is kind and type(Y) is kind and X.dtype is dtype and Y.dtype is dtype
+                    and _fits(X.shape, Y.shape, self.n_inputs, self.n_targets)):
+                X, Y = self._xy(X, Y)
+                if self._ns["_is_native"](X) and type(X) is type(Y) and X.dtype is Y.dtype:
+                    self._accepted = (type(X), X.dtype)
+            if self._immutable and type(X) is self._accepted[0]:
+                self._last = (X, Y)
         return float(self._step(X, Y, params, lr))
 
     def load(self, path) -> dict:
@@ -133,6 +139,11 @@ class BackendModel(Model):
 
     def _replicate(self, tree):
         return tree
+
+
+def _fits(xs: tuple, ys: tuple, n_inputs: int, n_targets: int) -> bool:
+    """Shapes (m, n_inputs) and (m, n_targets) with m ≥ 1."""
+    return len(xs) == 2 == len(ys) and xs[0] == ys[0] and xs[0] > 0 and xs[1] == n_inputs and ys[1] == n_targets
 
 
 class Optimizer:

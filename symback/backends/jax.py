@@ -23,6 +23,7 @@ class Model(BackendModel):
     """symback's generated JAX code for one network (see the module docstring)."""
 
     backend = "jax"
+    _immutable = True
 
     def _host(self, a):
         import jax
