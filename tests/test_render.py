@@ -288,6 +288,9 @@ def test_rnn_document_sums_over_time_steps_and_verifies():
     assert rows["delta_Wh"] == sp.MatAdd(*[s(f"h{t - 1}").T * AdjointMatrix(f"delta_z{t}", BATCH, 3)
                                           for t in range(2, 5)])
     assert all(r["err"] < 1e-6 for r in ctx["verify"]["rows"]) and len(ctx["verify"]["rows"]) == 5
+    # the punchline prints one line per path (the sum over time steps fits the page)
+    wh = next(r for r in ctx["punchline"] if r["sympy"]["lhs"].args[1] == s("Wh"))
+    assert len(wh["terms"]) == len(d.chain("Wh")) == 3
 
 
 def test_cost_section_shows_expression_swell():

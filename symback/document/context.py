@@ -346,9 +346,13 @@ def _punchline(d, nt):
         short = Terms(*[f[0] for f in forms])
         product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
         lecture = nt.name == "lecture"
+        # one line per path (an unrolled RNN's sum over time steps is wider than a page)
+        terms = [{"factors": _tex(f[0], transposes=False) if lecture else _tex(f[1]),
+                  "product": _tex(f[1]) if lecture else None} for f in forms]
         rows.append({"lhs": _tex(lhs),
                      "factors": _tex(short, transposes=False) if lecture else _tex(product),
                      "product": _tex(product) if lecture else None,
+                     "terms": terms,
                      "sympy": {"lhs": lhs, "factors": short, "product": product}})
     return rows or None
 
