@@ -5,6 +5,7 @@ folder — and must end in one line on stderr, no traceback, the documented
 exit status, and no file written or changed (every file compared byte for
 byte).  Library-level faults are checked through the API as well.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -428,19 +429,27 @@ def test_nonsense_values_as_a_user_types_them(folder):
 
 
 # ------------------------------------------------------------------ Ctrl-C
-def _default_sigint():
-    """In the child: SIGINT as a terminal gives it.  A test run started in the background
-    (`pytest &`) inherits SIGINT ignored, and Python then leaves it ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+@contextlib.contextmanager
+def _sigint_for_children():
+    """Children get SIGINT as a terminal gives it.  A test run started in the background
+    (`pytest &`) has SIGINT ignored, which children inherit (and Python then leaves it
+    ignored); a handled signal is reset to its default by exec.  (No preexec_fn: forking
+    a process that runs JAX's threads and then running Python code in the child can deadlock.)"""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.mark.parametrize("delay", [0.15, 0.4])
 def test_ctrl_c_while_starting_is_one_line(delay, folder):
     """SIGINT while Python is still importing SymPy (about the first second)."""
     before = files(folder)
-    p = subprocess.Popen(command("derive", "good.toml", "-o", "out.tex"), cwd=folder, env=environment(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
+    with _sigint_for_children():
+        p = subprocess.Popen(command("derive", "good.toml", "-o", "out.tex"), cwd=folder, env=environment(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
@@ -454,8 +463,9 @@ def test_startup_guard_only_in_the_command(tmp_path):
              "print(signal.getsignal(signal.SIGINT).__name__)")
     out = {}
     for argv0 in ("/usr/local/bin/symback", "myscript.py"):
-        r = subprocess.run([sys.executable, "-c", probe.format(argv0=argv0)], capture_output=True,
-                           text=True, env=environment(), cwd=tmp_path, timeout=60, preexec_fn=_default_sigint)
+        with _sigint_for_children():
+            r = subprocess.run([sys.executable, "-c", probe.format(argv0=argv0)], capture_output=True,
+                               text=True, env=environment(), cwd=tmp_path, timeout=60)
         assert r.returncode == 0, r.stderr
         out[argv0] = r.stdout.strip()
     assert out == {"/usr/local/bin/symback": "_interrupted_at_startup",
