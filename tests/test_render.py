@@ -333,6 +333,9 @@ def test_escape_functions():
     assert "\n" not in latex_escape("two\n\nparagraphs")
     md = markdown_escape("<script>*x*</script> $y$")
     assert "<script>" not in md and r"\*x\*" in md and r"\$y\$" in md
+    # no \( or \[ (MathJax's math delimiters); brackets as entities, so no link can form
+    assert markdown_escape("(seed 0) [a](b)") == "(seed 0) &#91;a&#93;(b)"
+    assert markdown_escape("it's") == "it&#x27;s"          # an entity is not escaped again
 
 
 def test_names_with_tex_specials_are_refused():

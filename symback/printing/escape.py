@@ -49,6 +49,12 @@ def latex_escape(text) -> Tex:
 
 
 def markdown_escape(text) -> Tex:
-    """User text made inert for Markdown with MathJax: HTML and Markdown punctuation escaped."""
-    text = html.escape(_plain(text), quote=True)
-    return Tex(re.sub(r"([\\`*_{}\[\]()#+\-.!|~$])", r"\\\1", text))
+    """User text made inert for Markdown with MathJax: HTML and Markdown punctuation escaped.
+
+    Brackets become HTML entities and parentheses stay as they are: ``\\[`` and
+    ``\\(`` are MathJax's math delimiters in Jupyter and many viewers, and without
+    brackets no link can form.
+    """
+    text = re.sub(r"([\\`*_{}#+\-.!|~$])", r"\\\1", _plain(text))
+    # entities last, so that their own & and # are not escaped again
+    return Tex(html.escape(text, quote=True).replace("[", "&#91;").replace("]", "&#93;"))
