@@ -291,6 +291,10 @@ def test_rnn_document_sums_over_time_steps_and_verifies():
     # the punchline prints one line per path (the sum over time steps fits the page)
     wh = next(r for r in ctx["punchline"] if r["sympy"]["lhs"].args[1] == s("Wh"))
     assert len(wh["terms"]) == len(d.chain("Wh")) == 3
+    # and so does the vanishing-gradient bound: one line per path to Wx, each a product of norms
+    v = context(d, cost=False, verify=False, figure=False)["vanishing"]
+    assert v["param"] == "Wx" and len(v["bound_lines"]) == len(d.chain("Wx")) == 4
+    assert len(v["sympy"]["bound"].args[1].args) == 4
 
 
 def test_cost_section_shows_expression_swell():

@@ -160,7 +160,11 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
         rhs.append(collapsed[0])
     expr = Bound(Norm(Partial(d.loss_name, param)), *rhs)
     shrinking = [a.__name__ for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
+    lhs = Norm(Partial(d.loss_name, param))
+    # several paths: one line per path (an unrolled RNN's bound is wider than a page)
+    lines = [Tex(latex(t, applications=apps)) for t in terms] if len(terms) > 1 else None
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": Tex(latex(expr, applications=apps)),
+            "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
             "factors": max(counts, default=0), "shrinking": shrinking, "any": any(a.__name__ != "identity" for a in sups),
             "matrix_note": is_matrix(d.graph.symbol(param)), "sympy": {"bound": expr}}
 
