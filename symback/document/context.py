@@ -191,7 +191,8 @@ def _loss(d) -> dict:
     out = {k: (_tex(v) if v is not None else None) for k, v in parts.items()}
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
     out.update({"cost": _tex(C), "of": _tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
-                "name": getattr(cost, "loss", None) and cost.loss.name, "sympy": parts})
+                "name": getattr(cost, "loss", None) and cost.loss.name.replace("_", " "),    # words, not an identifier
+                "sympy": parts})
     return out
 
 
