@@ -2,6 +2,7 @@
 
     python benchmarks/backends.py              # ~3 min on 2 cores; --quick for a smoke run
     python benchmarks/backends.py --large --device cuda    # adds 784-4096-4096-10, batch 4096
+    python benchmarks/backends.py --large --device cuda --dtype float32
 
 One training step (forward, backward, SGD update, loss as a float), float64,
 one thread per library on CPU, on the five networks of ``run.py``, each
@@ -16,6 +17,7 @@ Steps run in interleaved rounds (the order rotates); a ratio is the median
 of the per-round ratios.  ``--device cuda`` puts the torch tensors (both
 implementations) on the GPU; JAX runs on its default device (a GPU when
 jaxlib has one).  ``--large`` adds a 4096-wide network at batch 4096.
+``--dtype float32`` runs every implementation in float32 (float64 by default).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ LR = 0.01
 LARGE = ("784-4096-4096-10", "784-4096-4096-10 relu/softmax-CE batch 4096", [784, 4096, 4096, 10],
          "relu", "softmax", "cross_entropy", 4096)
 DEVICE = "cpu"
+DTYPE = "float64"
 
 
 def runners(net):
@@ -48,8 +51,8 @@ def runners(net):
     ours = {k: (v.reshape(1, -1) if k.startswith("b") else v) for k, v in params.items()}
     out_ = {}
     for name, factory in (("jax", jax_step), ("torch", torch_step)):
-        b = factory(sizes, act, out, loss)
-        m = sb.compile(d, "float64", backend=name)
+        b = factory(sizes, act, out, loss, DTYPE)
+        m = sb.compile(d, DTYPE, backend=name)
         conv = m._ns["_asarray"]
         if name == "torch":      # both torch implementations on the chosen device
             move = lambda t: t.detach().to(DEVICE)   # noqa: E731
@@ -65,8 +68,9 @@ def runners(net):
 def bench(net, rounds, block_s):
     rs = runners(net)
     first = {k: step(X, Y, state, LR) for k, (step, X, Y, state) in rs.items()}   # warm-up, jit
+    tol = 1e-9 if DTYPE == "float64" else 1e-3     # float32 matrix products may run in TF32
     for lib in ("jax", "torch"):
-        if abs(first["symback-" + lib] - first[lib]) > 1e-9 * abs(first[lib]):
+        if abs(first["symback-" + lib] - first[lib]) > tol * abs(first[lib]):
             raise SystemExit(f"{net[1]}: first losses differ: {first['symback-' + lib]} vs {first[lib]}")
     reps = {}
     for k, (step, X, Y, state) in rs.items():
@@ -85,11 +89,13 @@ def bench(net, rounds, block_s):
 
 
 def main(argv=None):
-    global DEVICE
+    global DEVICE, DTYPE
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
     if "--device" in argv:
         DEVICE = argv[argv.index("--device") + 1]
+    if "--dtype" in argv:
+        DTYPE = argv[argv.index("--dtype") + 1]
     networks = run.NETWORKS + ([LARGE] if "--large" in argv else [])
     import torch
     if DEVICE == "cpu":
@@ -104,7 +110,7 @@ def main(argv=None):
                     f"| {us['symback-torch']} | {ratio['torch']:.2f} |")
         print(rows[-1], flush=True)
     print("\n".join(["", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                     f"{rounds} rounds, float64, lr={LR}, torch on {DEVICE}, JAX on {_jax_device()}"
+                     f"{rounds} rounds, {DTYPE}, lr={LR}, torch on {DEVICE}, JAX on {_jax_device()}"
                      + (", 1 thread per library" if DEVICE == "cpu" else ""), "", *rows]))
 
 

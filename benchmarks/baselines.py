@@ -263,7 +263,8 @@ def numpy_baseline(sizes, activation, output, loss):
 # PyTorch (CPU, eager, float64)
 # ---------------------------------------------------------------------------
 
-def torch_step(sizes, activation, output, loss):
+def torch_step(sizes, activation, output, loss, dtype="float64"):
+    """PyTorch eager autograd; ``dtype`` "float32" for the GPU tables (float64 elsewhere)."""
     import torch
     import torch.nn.functional as F
 
@@ -273,12 +274,12 @@ def torch_step(sizes, activation, output, loss):
     act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[activation]
 
     def params_in(params):
-        return [torch.tensor(np.asarray(params[k], dtype=np.float64)).requires_grad_(True)
+        return [torch.tensor(np.asarray(params[k], dtype=dtype)).requires_grad_(True)
                 for k in names]
 
     def data_in(X, Y):
-        return (torch.tensor(np.asarray(X, dtype=np.float64)),
-                torch.tensor(np.asarray(Y, dtype=np.float64)))
+        return (torch.tensor(np.asarray(X, dtype=dtype)),
+                torch.tensor(np.asarray(Y, dtype=dtype)))
 
     def step(X, Y, state, lr):
         A = X
@@ -366,7 +367,8 @@ def autograd_step(sizes, activation, output, loss):
 # JAX (CPU, jit, float64)
 # ---------------------------------------------------------------------------
 
-def jax_step(sizes, activation, output, loss):
+def jax_step(sizes, activation, output, loss, dtype="float64"):
+    """``jax.jit`` of ``jax.value_and_grad`` plus the update; ``dtype`` as :func:`torch_step`."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -399,11 +401,11 @@ def jax_step(sizes, activation, output, loss):
 
     def params_in(params):
         # the holder is a one-element list, so step can replace its contents
-        return [[jnp.asarray(np.asarray(params[k], dtype=np.float64)) for k in names]]
+        return [[jnp.asarray(np.asarray(params[k], dtype=dtype)) for k in names]]
 
     def data_in(X, Y):
-        return (jnp.asarray(np.asarray(X, dtype=np.float64)),
-                jnp.asarray(np.asarray(Y, dtype=np.float64)))
+        return (jnp.asarray(np.asarray(X, dtype=dtype)),
+                jnp.asarray(np.asarray(Y, dtype=dtype)))
 
     def step(X, Y, holder, lr):
         holder[0], value = update(holder[0], X, Y, lr)

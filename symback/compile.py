@@ -101,7 +101,8 @@ class Model:
         return f"<Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 
     # -- data ------------------------------------------------------------------
-    def _matrix(self, a, width: int, what: str, unit: str) -> np.ndarray:
+    def _matrix(self, a, width: int, what: str, unit: str, params=None) -> np.ndarray:
+        # params: where the data will meet them (a backend places converted data beside them)
         # Fast path first: step() is called in tight loops.
         if not (type(a) is np.ndarray and a.dtype == self.dtype and a.ndim == 2):
             a = _as_array(a, self.dtype, what)
@@ -113,15 +114,15 @@ class Model:
             raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
         return a
 
-    def _x(self, X) -> np.ndarray:
-        X = self._matrix(X, self.n_inputs, "X", "inputs")
+    def _x(self, X, params=None) -> np.ndarray:
+        X = self._matrix(X, self.n_inputs, "X", "inputs", params)
         if X.shape[0] == 0:
             raise DataError("X has no rows")
         return X
 
-    def _xy(self, X, Y):
-        X = self._x(X)
-        Y = self._matrix(Y, self.n_targets, "Y", "targets")
+    def _xy(self, X, Y, params=None):
+        X = self._x(X, params)
+        Y = self._matrix(Y, self.n_targets, "Y", "targets", params)
         if Y.shape[0] != X.shape[0]:
             raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
         return X, Y
@@ -169,22 +170,22 @@ class Model:
 
     def predict(self, X, params: dict) -> np.ndarray:
         """The network's output for the rows of X (n × outputs)."""
-        return self._run(self._predict, self._x(X), params)
+        return self._run(self._predict, self._x(X, params), params)
 
     def loss(self, X, Y, params: dict) -> float:
         """The batch loss L (mean, or sum, of the per-sample cost over the rows)."""
-        X, Y = self._xy(X, Y)
+        X, Y = self._xy(X, Y, params)
         return float(self._run(self._loss, X, Y, params))
 
     def grad(self, X, Y, params: dict) -> dict:
         """∂L/∂p for every parameter, as a dict shaped like ``params``."""
-        X, Y = self._xy(X, Y)
+        X, Y = self._xy(X, Y, params)
         _, grads = self._run(self._grad, X, Y, params)
         return self._shaped(grads, params)
 
     def value_and_grad(self, X, Y, params: dict) -> tuple[float, dict]:
         """(L, grads) from one forward and one backward pass."""
-        X, Y = self._xy(X, Y)
+        X, Y = self._xy(X, Y, params)
         value, grads = self._run(self._grad, X, Y, params)
         return float(value), self._shaped(grads, params)
 
@@ -230,7 +231,7 @@ class Model:
         for p in self.params:
             if p not in params:
                 raise DataError(f"params has no entry {p!r}; the model's parameters are {', '.join(self.params)}")
-            shape, want = np.shape(params[p]), tuple(shapes[p])
+            shape, want = tuple(np.shape(params[p])), tuple(shapes[p])
             if shape != want and not (len(want) == 2 and want[0] == 1 and shape == want[1:]):
                 raise DataError(f"parameter {p!r} has shape {shape}, expected {tuple(shapes[p])}")
 

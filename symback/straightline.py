@@ -256,7 +256,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
         if st.op in ("sum", "mean", "rowsum"):
             code = _reduction(st, ew, free, lines, printer, shape_of)
         elif st.op == "matmul":
-            code = printer.op_matmul(*[_operand(x, printer) for x in a])
+            code = printer.op_product(*[str(x.sym) if isinstance(x, Tr) else str(x) for x in a],
+                                      *[isinstance(x, Tr) for x in a])
         elif st.op in ("colsum", "rowmax", "trace", "transpose"):
             code = getattr(printer, f"op_{st.op}")(str(a[0]))
         elif st.op == "slice":
@@ -280,10 +281,6 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
         lines.append(f"{ind}{t} = {code}")
     lines.append(f"{ind}return {spec.ret}")
     return printer.finish(_fuse_updates(lines, ind, temps), ind)
-
-
-def _operand(x, printer):
-    return printer.op_transpose(str(x.sym)) if isinstance(x, Tr) else str(x)
 
 
 def _reduction(st, ew, free, lines, printer, shape_of) -> str:

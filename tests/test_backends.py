@@ -25,7 +25,7 @@ from autograd import grad as ag_grad
 
 import symback as sb
 from symback.backends import backend_module_source
-from symback.errors import SymbackError
+from symback.errors import DataError, SymbackError
 from _backend_nets import BUILDERS, HEADS, HIDDEN, data, mlp_net
 
 jax = pytest.importorskip("jax")
@@ -191,6 +191,94 @@ def test_numpy_style_fit_is_the_same_run_in_jax_and_torch():
         np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-9, atol=1e-12)
 
 
+# ------------------------------------------------------------------ devices and bad input
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_bad_params_are_data_errors_and_change_nothing(backend):
+    d = net(("tanh", "softmax", "cross_entropy"))[0]
+    m = sb.compile(d, backend=backend, dtype="float64")
+    X, Y = data(3, 2, "softmax", n=8)
+    params = m.init(seed=0)
+    wrong = {**params, "W1": m._ns["_asarray"](np.zeros((4, 4)))}
+    for call in (m.loss, m.grad, m.step):
+        with pytest.raises(DataError, match=r"parameter 'W1' has shape \(4, 4\), expected \(3, "):
+            call(X, Y, wrong)
+    with pytest.raises(DataError, match="params has no entry 'b2'"):
+        m.step(X, Y, {k: v for k, v in params.items() if k != "b2"})
+    np.testing.assert_array_equal(np.asarray(wrong["b1"]), np.asarray(params["b1"]))
+
+
+def test_torch_tensor_on_another_device_is_a_data_error():
+    """A tensor on another device than the parameters is one DataError naming both ('meta'
+    stands in for a GPU), the parameters untouched; NumPy data go beside the parameters."""
+    m = sb.compile(net(("relu", "softmax", "cross_entropy"))[0], backend="torch")
+    X, Y = data(3, 2, "softmax", n=8)
+    params = m.init(seed=0)
+    before = {k: v.clone() for k, v in params.items()}
+    Xm, Ym = torch.tensor(X).to("meta"), torch.tensor(Y).to("meta")
+    for call in (lambda: m.grad(Xm, Y, params), lambda: m.step(Xm, Ym, params), lambda: m.predict(Xm, params)):
+        with pytest.raises(DataError, match=r"X is on meta but the parameters are on cpu: move it with X.to\('cpu'\)"):
+            call()
+    with pytest.raises(DataError, match="Y is on meta"):
+        m.loss(torch.tensor(X), Ym, params)
+    for k in params:
+        assert torch.equal(params[k], before[k])
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (run on a GPU machine)")
+
+
+@CUDA
+def test_torch_model_and_module_on_cuda():
+    """On a GPU: NumPy data follow the parameters there, grad and fit equal the CPU's, the
+    module's backward equals torch.autograd's, and a CPU tensor is a DataError."""
+    d, oracle, _ = net(("relu", "softmax", "cross_entropy"))
+    m, numpy_model = sb.compile(d, backend="torch"), sb.compile(d)
+    X, Y = data(3, 2, "softmax", n=64)
+    p64 = start_params(d)
+    gpu = {k: torch.tensor(v, device="cuda") for k, v in p64.items()}
+    want = numpy_model.grad(X, Y, p64)
+    for k, g in m.grad(X, Y, gpu).items():
+        assert g.device.type == "cuda"
+        assert_close(g.cpu(), want[k], 1e-10)
+    cpu = {k: torch.tensor(v) for k, v in p64.items()}
+    runs = [m.fit(X, Y, p, epochs=3, lr=0.3, batch_size=16, seed=2, optimizer="adam") for p in (cpu, gpu)]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-10)
+    for k in cpu:
+        assert gpu[k].device.type == "cuda"
+        assert_close(gpu[k].cpu(), cpu[k], 1e-10)
+    module = m.module(params=p64).to("cuda")
+    Xc, Yc = torch.tensor(X, device="cuda"), torch.tensor(Y, device="cuda")
+    module(Xc, Yc).backward()
+    plain = {k: v.detach().clone().requires_grad_(True) for k, v in module.params.items()}
+    oracle(plain, Xc, Yc, torch).backward()
+    for k, p in plain.items():
+        assert module.params[k].grad.device.type == "cuda"
+        assert_close(module.params[k].grad.cpu(), p.grad.cpu(), 1e-10)
+    with pytest.raises(DataError, match="X is on cpu but the parameters are on cuda"):
+        m.grad(torch.tensor(X), torch.tensor(Y), gpu)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="JAX has no GPU here (run on a GPU machine)")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_jax_model_on_the_gpu(dtype):
+    """On a GPU, jitted: the gradients and a fit equal the NumPy backend's formulas."""
+    d, oracle, _ = net(("sigmoid", "softmax", "cross_entropy"))
+    m, numpy_model = sb.compile(d, dtype, backend="jax"), sb.compile(d)
+    X, Y = data(3, 2, "softmax", n=64)
+    p64 = start_params(d)
+    params = {k: m._ns["_asarray"](v) for k, v in p64.items()}
+    value, grads = m.value_and_grad(X, Y, params)
+    want_value, want = numpy_model.value_and_grad(X, Y, p64)
+    assert_close(value, want_value, TOL[dtype])
+    for k in want:
+        assert grads[k].devices().pop().platform == "gpu"
+        assert_close(grads[k], want[k], TOL[dtype])
+    ours, theirs = dict(params), {k: v.copy() for k, v in p64.items()}
+    np.testing.assert_allclose(m.fit(X, Y, ours, epochs=3, lr=0.3, batch_size=16, seed=2),
+                               numpy_model.fit(X, Y, theirs, epochs=3, lr=0.3, batch_size=16, seed=2),
+                               rtol=TOL[dtype])
+
+
 # ------------------------------------------------------------------ data parallel, really run
 JAX_SCRIPT = """
 import json, sys
@@ -218,10 +306,11 @@ def _run(script, env_extra=None, timeout=120):
 
 def test_jax_fit_on_4_devices_equals_1_device():
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    four = json.loads(_run(JAX_SCRIPT.format(tests=os.path.join(ROOT, "tests")), {"XLA_FLAGS": flags})
+    four = json.loads(_run(JAX_SCRIPT.format(tests=os.path.join(ROOT, "tests")),
+                           {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
                       .splitlines()[-1])
     assert (four["devices"], four["shards"]) == (4, 4)     # every batch split over 4 devices
-    assert len(jax.devices()) == 1                          # this process: one CPU device
+    assert len(jax.devices()) == 1                          # this process: one device
     m = sb.compile(net(("tanh", "softmax", "cross_entropy"))[0], "float64", backend="jax")
     X, Y = data(3, 2, "softmax", n=64)
     params = m.init(seed=0)
@@ -261,7 +350,8 @@ print(json.dumps({{"devices": len(jax.devices()), "shards": len(Xb.sharding.devi
 
 def test_readme_global_mesh_loop_equals_one_device_steps():
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    four = json.loads(_run(GLOBAL_MESH_SCRIPT.format(tests=os.path.join(ROOT, "tests")), {"XLA_FLAGS": flags})
+    four = json.loads(_run(GLOBAL_MESH_SCRIPT.format(tests=os.path.join(ROOT, "tests")),
+                           {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
                       .splitlines()[-1])
     assert (four["devices"], four["shards"]) == (4, 4)
     m = sb.compile(net(("tanh", "softmax", "cross_entropy"))[0], "float64", backend="jax")

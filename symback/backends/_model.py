@@ -18,6 +18,10 @@ from ..errors import DataError, SymbackError, TrainingError
 
 __all__ = ["BackendModel", "Optimizer"]
 
+#: what generated code raises on bad parameters or data: Python's errors, torch's RuntimeError
+#: (shapes, devices), JAX's TypeError (shapes)
+_FAULTS = (KeyError, ValueError, RuntimeError, TypeError)
+
 
 class BackendModel(Model):
     """A network's generated code for one array library, with the NumPy Model's methods.
@@ -31,12 +35,36 @@ class BackendModel(Model):
     def __repr__(self):
         return f"<{self.backend} Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 
-    def _matrix(self, a, width: int, what: str, unit: str):
+    def _matrix(self, a, width: int, what: str, unit: str, params=None):
         if self._ns["_is_native"](a):
             if a.shape[1] != width:
                 raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
             return a
-        return self._ns["_asarray"](super()._matrix(self._host(a), width, what, unit))
+        return self._convert(super()._matrix(self._host(a), width, what, unit), params)
+
+    def _convert(self, a: np.ndarray, params=None):
+        """A checked NumPy matrix as the library's array, where ``params`` live (if the library
+        places arrays: torch); a library array is left where it is."""
+        return self._ns["_asarray"](a)
+
+    def _run(self, fn, *args):
+        try:
+            return fn(*args)
+        except _FAULTS as exc:
+            data, params = (args[:-2], args[-2]) if fn is self._step else (args[:-1], args[-1])
+            self._failed(exc, params, data)
+
+    def _failed(self, exc, params, data=()):
+        """The NumPy Model's DataErrors; for the library's own errors (torch's RuntimeError,
+        JAX's TypeError) the parameters are checked, then the data's device; else exc stands."""
+        if isinstance(exc, (KeyError, ValueError)):
+            super()._failed(exc, params)
+        self.check_params(params)
+        self._misplaced(data, params)
+        raise exc
+
+    def _misplaced(self, data, params):
+        """Raise the DataError for data on another device than params (torch places arrays)."""
 
     def _shaped(self, grads, params) -> dict:
         # the library's arrays, as they come; a (1, n) parameter given as (n,) gets an (n,) gradient
@@ -61,12 +89,15 @@ class BackendModel(Model):
             kind, dtype = self._accepted
             if not (type(X) is kind and type(Y) is kind and X.dtype is dtype and Y.dtype is dtype
                     and _fits(X.shape, Y.shape, self.n_inputs, self.n_targets)):
-                X, Y = self._xy(X, Y)
+                X, Y = self._xy(X, Y, params)
                 if self._ns["_is_native"](X) and type(X) is type(Y) and X.dtype is Y.dtype:
                     self._accepted = (type(X), X.dtype)
             if self._immutable and type(X) is self._accepted[0]:
                 self._last = (X, Y)
-        return float(self._step(X, Y, params, lr))
+        try:
+            return float(self._step(X, Y, params, lr))
+        except _FAULTS as exc:
+            self._failed(exc, params, (X, Y))
 
     def load(self, path) -> dict:
         """Read params saved by :meth:`save`, checked against this model, as the library's arrays."""
@@ -107,7 +138,8 @@ class BackendModel(Model):
             total = 0.0
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                value, current, state = update(self._place(X[idx]), self._place(Y[idx]), current, state, lr)
+                value, current, state = update(self._place(X[idx], current), self._place(Y[idx], current),
+                                               current, state, lr)
                 # summed on the device: one synchronisation per epoch, not per batch
                 total = total + (value * len(idx) if self.reduction == "mean" else value)
             loss = float(total) / n if self.reduction == "mean" else float(total)
@@ -133,9 +165,9 @@ class BackendModel(Model):
         """`fn` as the library runs it best (jax.jit; torch.no_grad)."""
         raise NotImplementedError
 
-    def _place(self, batch: np.ndarray):
-        """A NumPy batch as an array of the library, on its devices."""
-        return self._ns["_asarray"](batch)
+    def _place(self, batch: np.ndarray, params: dict):
+        """A NumPy batch as an array of the library, on its devices (where ``params`` are)."""
+        return self._convert(batch, params)
 
     def _replicate(self, tree):
         return tree

@@ -43,7 +43,7 @@ class Model(BackendModel):
                                NamedSharding(mesh, PartitionSpec()))
         return self._shardings
 
-    def _place(self, batch):
+    def _place(self, batch, params=None):
         # rows split over the devices when they divide evenly, else the batch is replicated
         import jax
         count, rows, replicated = self._mesh()

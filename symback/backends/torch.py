@@ -10,6 +10,7 @@ derived formulas.  float64 by default, as the NumPy backend.
 """
 from __future__ import annotations
 
+from ..errors import DataError
 from ._model import BackendModel
 
 __all__ = ["Model"]
@@ -57,6 +58,20 @@ class Model(BackendModel):
         import torch
         return torch.no_grad()(fn)
 
+    def _convert(self, a, params=None):
+        # NumPy data go where the parameters are (a GPU, say); tensors stay where they are given
+        t = self._ns["_asarray"](a)
+        device = _device(params)
+        return t if device is None or t.device == device else t.to(device)
+
+    def _misplaced(self, data, params):
+        device = _device(params)
+        for what, a in zip(("X", "Y"), data):
+            where = getattr(a, "device", None)
+            if device is not None and where is not None and where != device:
+                raise DataError(f"{what} is on {where} but the parameters are on {device}: "
+                                f"move it with {what}.to({str(device)!r}) (NumPy data are moved for you)")
+
     def module(self, params: dict | None = None, seed: int = 0):
         """A ``torch.nn.Module`` holding the parameters (``params``, else ``init(seed)``).
 
@@ -87,3 +102,12 @@ class Model(BackendModel):
                 return fn.apply(ns, X, Y, *[self.params[k] for k in names])
 
         return SymbackModule()
+
+
+def _device(params):
+    """The device of the first tensor in params (None for no tensor)."""
+    for v in (params or {}).values():
+        device = getattr(v, "device", None)
+        if device is not None:
+            return device
+    return None

@@ -203,6 +203,10 @@ def _is_native(a):
         """The matrix product a b."""
         return f"{a} @ {b}"
 
+    def op_product(self, a: str, b: str, ta: bool = False, tb: bool = False) -> str:
+        """The product of a (aᵀ when ta) and b (bᵀ when tb)."""
+        return self.op_matmul(self.op_transpose(a) if ta else a, self.op_transpose(b) if tb else b)
+
     def op_transpose(self, a: str) -> str:
         """aᵀ (a view in NumPy)."""
         return f"{a}.T"
