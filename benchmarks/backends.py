@@ -17,11 +17,16 @@ Steps run in interleaved rounds (the order rotates); a ratio is the median
 of the per-round ratios.  ``--device cuda`` puts the torch tensors (both
 implementations) on the GPU; JAX runs on its default device (a GPU when
 jaxlib has one).  ``--large`` adds a 4096-wide network at batch 4096.
-``--dtype float32`` runs every implementation in float32 (float64 by default).
+``--dtype float32`` runs every implementation in float32 (float64 by default);
+``--rounds N`` sets the rounds (11).  The column "XLA kernels" counts the
+instructions of the two compiled JAX programs' entry computations (fusions,
+dots, copies; parameters and constants left out): equal counts mean XLA
+runs the same kernels for both.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -85,7 +90,26 @@ def bench(net, rounds, block_s):
     med = {k: float(np.median(v)) for k, v in times.items()}
     ratio = {lib: float(np.median([a / b for a, b in zip(times["symback-" + lib], times[lib])]))
              for lib in ("jax", "torch")}
-    return med, ratio
+    kernels = _kernel_pair(rs)
+    return med, ratio, kernels
+
+
+def _kernel_pair(rs):
+    """(symback's, the hand-written) number of kernels in the compiled JAX step."""
+    step, X, Y, params = rs["symback-jax"]
+    ns = step.__self__._ns
+    ours = ns["_flat_step"].lower(X, Y, tuple(params[p] for p in ns["PARAMS"]), LR).compile()
+    base, Xb, Yb, holder = rs["jax"]
+    theirs = base.jitted.lower(holder[0], Xb, Yb, LR).compile()
+    return _kernels(ours.as_text()), _kernels(theirs.as_text())
+
+
+def _kernels(hlo: str) -> int:
+    """Instructions of the ENTRY computation that run work (not parameters, constants, tuples)."""
+    entry = hlo[hlo.index("\nENTRY"):]
+    entry = entry[:entry.index("\n}")]
+    ops = re.findall(r"^\s+(?:ROOT )?%\S+ = \S+ ([\w-]+)\(", entry, re.M)
+    return sum(op not in ("parameter", "constant", "tuple", "get-tuple-element", "bitcast") for op in ops)
 
 
 def main(argv=None):
@@ -101,13 +125,15 @@ def main(argv=None):
     if DEVICE == "cpu":
         torch.set_num_threads(1)
     rounds, block_s = (3, 0.05) if quick else (11, 0.25)
-    rows = ["| network | jax µs | symback-JAX µs | symback-JAX / jax | torch µs | symback-torch µs "
-            "| symback-torch / torch |", "|---|---:|---:|---:|---:|---:|---:|"]
+    if "--rounds" in argv:
+        rounds = int(argv[argv.index("--rounds") + 1])
+    rows = ["| network | jax µs | symback-JAX µs | symback-JAX / jax | XLA kernels symback / jax "
+            "| torch µs | symback-torch µs | symback-torch / torch |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for net in networks:
-        med, ratio = bench(net, rounds, block_s)
+        med, ratio, kernels = bench(net, rounds, block_s)
         us = {k: f"{v * 1e6:,.1f}" if v < 1e-3 else f"{v * 1e6:,.0f}" for k, v in med.items()}
-        rows.append(f"| {net[1]} | {us['jax']} | {us['symback-jax']} | {ratio['jax']:.2f} | {us['torch']} "
-                    f"| {us['symback-torch']} | {ratio['torch']:.2f} |")
+        rows.append(f"| {net[1]} | {us['jax']} | {us['symback-jax']} | {ratio['jax']:.2f} | {kernels[0]} / {kernels[1]} "
+                    f"| {us['torch']} | {us['symback-torch']} | {ratio['torch']:.2f} |")
         print(rows[-1], flush=True)
     print("\n".join(["", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
                      f"{rounds} rounds, {DTYPE}, lr={LR}, torch on {DEVICE}, JAX on {_jax_device()}"

@@ -411,6 +411,8 @@ def jax_step(sizes, activation, output, loss, dtype="float64"):
         holder[0], value = update(holder[0], X, Y, lr)
         return float(value)
 
+    step.jitted = update        # for a look at the XLA program (benchmarks/backends.py)
+
     def params_out(holder):
         return {k: np.array(p, dtype=np.float64) for k, p in zip(names, holder[0])}
 
