@@ -129,6 +129,7 @@ class BackendModel(Model):
             raise TrainingError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         opt = Optimizer(optimizer, **options)
         update = self._compiled_update(opt)
+        rate = self._rate(lr)
         current = self._replicate({k: params[k] for k in self.params})
         state = self._replicate(opt.init(current))
         rng = np.random.default_rng(seed)
@@ -139,7 +140,7 @@ class BackendModel(Model):
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
                 value, current, state = update(self._place(X[idx], current), self._place(Y[idx], current),
-                                               current, state, lr)
+                                               current, state, rate)
                 # summed on the device: one synchronisation per epoch, not per batch
                 total = total + (value * len(idx) if self.reduction == "mean" else value)
             loss = float(total) / n if self.reduction == "mean" else float(total)
@@ -171,6 +172,10 @@ class BackendModel(Model):
 
     def _replicate(self, tree):
         return tree
+
+    def _rate(self, lr):
+        """The learning rate as the compiled update takes it best (a Python number here)."""
+        return lr
 
 
 def _fits(xs: tuple, ys: tuple, n_inputs: int, n_targets: int) -> bool:

@@ -53,3 +53,7 @@ class Model(BackendModel):
     def _replicate(self, tree):
         import jax
         return jax.device_put(tree, self._mesh()[2])
+
+    def _rate(self, lr):
+        # on the devices once per fit, not copied there with every batch
+        return self._replicate(self._ns["_rate"](float(lr)))
