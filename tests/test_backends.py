@@ -220,6 +220,8 @@ def test_torch_tensor_on_another_device_is_a_data_error():
             call()
     with pytest.raises(DataError, match="Y is on meta"):
         m.loss(torch.tensor(X), Ym, params)
+    with pytest.raises(DataError, match="parameter 'W1' is a ndarray, not a torch.Tensor"):
+        m.grad(X, Y, {k: v.numpy() for k, v in params.items()})
     for k in params:
         assert torch.equal(params[k], before[k])
 

@@ -65,6 +65,11 @@ class Model(BackendModel):
         return t if device is None or t.device == device else t.to(device)
 
     def _misplaced(self, data, params):
+        import torch
+        for k in self.params:
+            if not isinstance(params[k], torch.Tensor):
+                raise DataError(f"parameter {k!r} is a {type(params[k]).__name__}, not a torch.Tensor: "
+                                f"start from m.init(), or convert with torch.as_tensor")
         device = _device(params)
         for what, a in zip(("X", "Y"), data):
             where = getattr(a, "device", None)
@@ -106,8 +111,8 @@ class Model(BackendModel):
 
 def _device(params):
     """The device of the first tensor in params (None for no tensor)."""
+    import torch
     for v in (params or {}).values():
-        device = getattr(v, "device", None)
-        if device is not None:
-            return device
+        if isinstance(v, torch.Tensor):
+            return v.device
     return None
