@@ -297,12 +297,15 @@ def lower_program(d: Derivation, namer: Namer, seed, keep=()):
                            f"this one has inputs {[s.name for s in P.inputs]} and targets "
                            f"{[s.name for s in P.targets]}")
     fresh = _fresh_factory(namer)
-    low = Lowering(names, shapes, fresh)
+    sample = g.per_sample
+    low = Lowering(names, shapes, fresh, sample)
+    if sample:   # δ_L = seed/m: each sample's cost enters the batch mean with weight 1/m
+        seed = seed / BATCH if d.reduction == "mean" else seed
     for kind, syms in (("X", P.inputs), ("Y", P.targets)):
         for j, s in enumerate(syms):
             if matrix:
                 names[s] = sp.Symbol(kind, real=True)
-                low.shapes[names[s]] = tuple(s.shape)
+                low.shapes[names[s]] = ((BATCH,) if sample else ()) + tuple(s.shape)
             else:
                 names[s] = sp.Symbol(namer.take(s.name), real=True)
                 low.shapes[sp.Symbol(kind, real=True)] = (BATCH, sp.Integer(len(syms)))
@@ -315,10 +318,14 @@ def lower_program(d: Derivation, namer: Namer, seed, keep=()):
         names[s] = sp.Symbol(namer.take(s.name), real=True)
     for s, _ in P.backward:
         names[s] = sp.Symbol(namer.take(s.name), real=True)
+    if sample:  # the δ of what every sample shares (a parameter) is the sum over the batch
+        low.shared = {names[s] for s, _ in P.backward if s.node not in d.sample_nodes}
     forward = [low.assign(s, e) for s, e in P.forward]
     adjoints = [low.assign(s, scale_seed(e, seed)) for s, e in P.backward]
     grads = {}
     for p, e in P.gradients.items():
+        if sample:      # δ_p (already over the batch, seeded) + seed·∂penalty/∂p
+            e = scale_seed(e, seed * BATCH if d.reduction == "mean" else seed)
         grads[p] = low.materialize(low.scalar(e)) if not (isinstance(e, sp.Basic) and e in names) else names[e]
     loss = low.materialize(low.scalar(P.loss))
     outputs = [names[o] for o in P.outputs]

@@ -86,6 +86,8 @@ class Model:
         self.params: tuple = namespace["PARAMS"]
         self.n_inputs: int = namespace["N_INPUTS"]
         self.n_targets: int = namespace["N_TARGETS"]
+        # one sample's shape of X and Y for a one-sample graph (data (n, rows, columns)), else None
+        self._sample = {"X": namespace.get("X_SAMPLE"), "Y": namespace.get("Y_SAMPLE")}
         # the printed functions themselves: the Model checks the data once, then calls them
         self._predict = namespace["_predict"]
         self._loss = namespace["_loss"]
@@ -103,6 +105,8 @@ class Model:
     # -- data ------------------------------------------------------------------
     def _matrix(self, a, width: int, what: str, unit: str, params=None) -> np.ndarray:
         # params: where the data will meet them (a backend places converted data beside them)
+        if self._sample[what] is not None:
+            return self._samples(a, what)
         # Fast path first: step() is called in tight loops.
         if not (type(a) is np.ndarray and a.dtype == self.dtype and a.ndim == 2):
             a = _as_array(a, self.dtype, what)
@@ -112,6 +116,18 @@ class Model:
                 raise DataError(f"{what} must be a 2-D array (samples in rows), got shape {a.shape}")
         if a.shape[1] != width:
             raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
+        return a
+
+    def _samples(self, a, what: str) -> np.ndarray:
+        """Data of a one-sample graph: (n, rows, columns), or one sample (rows, columns)."""
+        want = tuple(self._sample[what])
+        if not (type(a) is np.ndarray and a.dtype == self.dtype):
+            a = _as_array(a, self.dtype, what)
+        if a.shape == want:
+            a = a[None]
+        if a.shape[1:] != want:
+            raise DataError(f"{what} has shape {a.shape}, but one sample of the network is {want}: "
+                            f"give {what} of shape (n, {', '.join(map(str, want))})")
         return a
 
     def _x(self, X, params=None) -> np.ndarray:

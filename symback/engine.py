@@ -103,7 +103,7 @@ def backward(graph: Graph):
             expr, d = graph.expr(child), delta(graph, child)
             # Kept in SymPy's canonical form, so it compares equal (==) to the
             # same formula typed by a user; printers factor it for display.
-            local[(child, name)] = local_factor(expr, d, graph.symbol(name))
+            local[(child, name)] = local_factor(expr, d, graph.symbol(name), graph.symbol(child))
             fused = _fused(graph, child, name)
             terms.append(fused if fused is not None else contribution(local[(child, name)], d, expr))
         adjoint[name] = _sum(terms, graph.symbol(name))
@@ -127,9 +127,11 @@ def _fused(graph: Graph, child: str, name: str):
     division by Ŷ overflows when the output saturates.
     """
     a_expr = graph.expr(child)
-    if isinstance(a_expr, Softmax):
+    if isinstance(a_expr, Softmax) and a_expr.mask is None:
         from .functions import softmax
         out = softmax
+    elif isinstance(a_expr, Softmax):
+        return None
     elif activation_of(a_expr) is not None and not activation_of(a_expr)[1]:
         out = activation_of(a_expr)[0]
     else:
@@ -351,15 +353,17 @@ class Derivation:
 
     def batch_loss(self) -> sp.Expr:
         """L: the reduction of the per-sample cost over a batch (plus a matrix graph's penalty)."""
-        if self.graph.is_matrix:
+        if self.graph.is_matrix and not self.graph.per_sample:
             return self.graph.expr(self.loss_name)
-        return self.reduce(self.graph.expr(self.loss_name))
+        return _plus(self.reduce(self.graph.expr(self.loss_name)), self.graph.penalty)
 
     def batch_gradient(self, p, form: str = "chain") -> sp.Expr:
-        """∂L/∂p = (1/m) Σ_i ∂C_i/∂p (or the plain sum); a matrix graph's gradient already is ∂L/∂p."""
-        if self.graph.is_matrix:
+        """∂L/∂p = (1/m) Σ_i ∂C_i/∂p (or the plain sum), plus a one-sample graph's ∂penalty/∂p;
+        a batch-rows matrix graph's gradient already is ∂L/∂p."""
+        if self.graph.is_matrix and not self.graph.per_sample:
             return self.gradient(p, form)
-        return self.reduce(self.gradient(p, form))
+        total = self.reduce(self.gradient(p, form))
+        return _plus(total, self.penalty_gradient(p)) if self.graph.per_sample else total
 
     # -- the program ---------------------------------------------------------------
     def program(self) -> Program:
@@ -376,7 +380,11 @@ class Derivation:
                 else:
                     backward.append((delta(g, n), e))
         backward = tuple(backward)
-        if g.is_matrix:
+        if g.per_sample:   # δ_p sums the samples' (seeded with 1/m for the mean), + ∂penalty/∂p
+            grads = {p: _plus(delta(g, p), self.penalty_gradient(p)) for p in g.param_names}
+            red = BatchMean if self.reduction == "mean" else BatchSum
+            loss = red(g.symbol(self.loss_name)) + g.penalty
+        elif g.is_matrix:
             grads = {p: delta(g, p) for p in g.param_names}
             loss = g.symbol(self.loss_name)
         else:
@@ -386,6 +394,25 @@ class Derivation:
         return Program(tuple(g.symbol(n) for n in g.input_names), tuple(g.symbol(n) for n in g.target_names),
                        tuple(g.symbol(n) for n in g.param_names), forward, backward, grads, loss,
                        tuple(g.symbol(n) for n in self.outputs), self.reduction)
+
+    def penalty_gradient(self, p):
+        """∂penalty/∂p of a one-sample graph's penalty (0 when there is none): SymPy's."""
+        name = self._param(p)
+        sym, pen = self.graph.symbol(name), self.graph.penalty
+        if not pen.has(sym):
+            return sp.ZeroMatrix(*sym.shape) if is_matrix(sym) else sp.S.Zero
+        return local_factor(pen, sp.S.One, sym)
+
+    @property
+    def sample_nodes(self) -> set:
+        """The names whose values differ from sample to sample: the data and what is computed
+        from them (the rest, parameters and what they alone give, every sample shares)."""
+        g = self.graph
+        out = set(g.input_names) | set(g.target_names)
+        for n in g.order:
+            if any(q in out for q in g.parents(n)):
+                out.add(n)
+        return out
 
     def _needed(self) -> set:
         """The nodes and parameters whose adjoints the parameter gradients use."""
@@ -406,6 +433,9 @@ class Derivation:
             if any(p in uses_target for p in g.parents(n)):
                 uses_target.add(n)
         cost = getattr(g, "cost_name", None) or self.loss_name
+        rows = [n for n in g.parents(cost) if isinstance(g.expr(n) if g.kind(n) == "node" else None, RowCost)]
+        if g.per_sample and len(rows) == 1:     # C = 1ᵀ c: the prediction feeds the cost column c
+            cost = rows[0]
         return [n for n in g.parents(cost) if g.kind(n) == "node" and n not in uses_target]
 
     # -- numbers ----------------------------------------------------------------
@@ -449,6 +479,13 @@ class Derivation:
 
     def __repr__(self):
         return f"<Derivation of {self.loss_name} w.r.t. {', '.join(self.params)}>"
+
+
+def _plus(a, b):
+    """a + b, leaving out a zero (scalar or matrix) b."""
+    if b == 0 or isinstance(b, sp.ZeroMatrix):
+        return a
+    return sp.MatAdd(a, b) if is_matrix(a) else a + b
 
 
 def _adjoints_in(expr) -> set:

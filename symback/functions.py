@@ -372,10 +372,10 @@ class softmax:
     __name__ = "softmax"
     latex_name = r"\operatorname{softmax}"
 
-    def __new__(cls, arg):
-        # sb.softmax(Z) on a matrix: softmax of each row
+    def __new__(cls, arg, mask=None):
+        # sb.softmax(Z) on a matrix: softmax of each row; mask="causal" keeps j <= i
         from .matrix import Softmax
-        return Softmax(arg)
+        return Softmax(arg, mask)
 
     @staticmethod
     def components(zs):

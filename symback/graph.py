@@ -59,12 +59,15 @@ class Graph:
         self.loss_name: str | None = None
         self.cost_name: str | None = None       # a matrix graph's per-sample cost column C
         self.reduction = "mean"
+        self.penalty = sp.S.Zero                # a one-sample graph's penalty (not in C)
 
     # -- building -------------------------------------------------------
     def _declare(self, names, kind, shape=None):
         names = split_names(names)
         shapes = _shapes(names, shape, kind)
         syms = []
+        if kind in ("input", "target") and shape is not None:
+            self._check_sample_form(names, shapes)
         for name, shp in zip(names, shapes):
             self._claim(name)
             sym = sp.Symbol(name) if shp is None else sp.MatrixSymbol(name, *shp)
@@ -72,6 +75,15 @@ class Graph:
             self.order.append(name)
             syms.append(sym)
         return syms[0] if len(syms) == 1 else tuple(syms)
+
+    def _check_sample_form(self, names, shapes):
+        """Data matrices are all batches (sb.BATCH rows) or all single samples, never mixed."""
+        batch = {BATCH in shp for shp in shapes}
+        batch |= {BATCH in self.shape(n) for n in self.order if self._kind[n] in ("input", "target")
+                  and self.shape(n)}
+        if len(batch) > 1:
+            raise DefinitionError(f"{', '.join(names)}: data matrices either all have sb.BATCH rows (a batch, "
+                                  "rows are samples) or none has (one sample of any shape); this graph mixes them")
 
     def _claim(self, name):
         if self.loss_name is not None:
@@ -125,7 +137,7 @@ class Graph:
             z = self._add(self._fresh(f"Z_{name}"), "node", expr.expr)
             return elementwise(expr.function, z)
         if isinstance(expr, Softmax) and not isinstance(expr.arg, sp.MatrixSymbol):
-            return Softmax(self._add(self._fresh(f"Z_{name}"), "node", expr.arg))
+            return Softmax(self._add(self._fresh(f"Z_{name}"), "node", expr.arg), *expr.args[1:])
         return expr
 
     def loss(self, expr, reduction: str = "mean", name: str = "C", penalty=None) -> sp.Symbol:
@@ -150,16 +162,48 @@ class Graph:
         if hasattr(expr, "shape") and getattr(expr, "shape", ()) not in ((), (1, 1)):
             raise DefinitionError(f"the loss must be a scalar, got a {type(expr).__name__} "
                                   f"of shape {getattr(expr, 'shape', '?')}")
-        if penalty is not None:
+        if penalty is not None and not self.per_sample:
             raise DefinitionError("penalty= is for matrix graphs; in a scalar graph add it to the cost")
         expr = self._check_expr(name, expr)
         if not any(self._kind[s.name] in ("param", "node") for s in _names_in(expr)):
             raise DefinitionError("the loss depends on no parameter or node")
+        self.penalty = self._check_penalty(penalty)
         sym = self._add(name, "loss", expr)
         self.loss_name, self.reduction = name, reduction
         return sym
 
+    def _check_penalty(self, penalty):
+        if penalty is None:
+            return sp.S.Zero
+        penalty = self._check_expr("penalty", penalty)
+        if is_matrix(penalty) or not (_names_in(penalty) and all(
+                self._kind.get(s.name) == "param" for s in _names_in(penalty))):
+            raise DefinitionError(f"penalty must be a scalar expression of parameters, got {penalty}")
+        return penalty
+
+    def _sample_loss(self, expr, reduction, name, penalty):
+        """One sample's cost: the column of a built-in loss (one entry per row of the
+        sample) summed, C = 1ᵀ c; the batch loss is then (1/m) Σᵢ Cᵢ + penalty."""
+        if expr.shape[1] != 1 or not isinstance(expr, RowCost):
+            raise DefinitionError(f"the loss of a one-sample graph must be a scalar (its cost) or a built-in "
+                                  f"loss called on matrices (sb.mse(Yhat, Y)); got shape {expr.shape}")
+        expr = self._check_expr(name, expr)
+        if not isinstance(expr.prediction, sp.MatrixSymbol):
+            pred = self._add(self._fresh("Yhat"), "node", expr.prediction)
+            expr = RowCost(expr.args[0], pred, expr.target)
+        rows = self._add(self._fresh("c"), "node", expr)
+        return self.loss(sp.Trace(sp.OneMatrix(1, expr.shape[0]) * rows), reduction, name, penalty)
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether this matrix graph describes one sample (no sb.BATCH in its data shapes):
+        data then carry the batch on a leading axis, X of shape (n, rows, columns)."""
+        return self.is_matrix and not any(BATCH in self.shape(n) for n in self.order
+                                          if self._kind[n] in ("input", "target"))
+
     def _matrix_loss(self, expr, reduction, name, penalty):
+        if self.per_sample:
+            return self._sample_loss(expr, reduction, name, penalty)
         if expr.shape[1] != 1 or expr.shape[0] != BATCH:
             raise DefinitionError(f"the loss must be a scalar per-sample cost or, in a matrix graph, the "
                                   f"m×1 column of per-sample costs (sb.mse(Yhat, Y)); got shape {expr.shape}")
@@ -171,11 +215,7 @@ class Graph:
         total = sp.Trace(sp.OneMatrix(1, BATCH) * cost)
         total = total / BATCH if reduction == "mean" else total
         if penalty is not None:
-            penalty = self._check_expr("penalty", penalty)
-            if is_matrix(penalty) or not (_names_in(penalty) and all(
-                    self._kind.get(s.name) == "param" for s in _names_in(penalty))):
-                raise DefinitionError(f"penalty must be a scalar expression of parameters, got {penalty}")
-            total = total + penalty
+            total = total + self._check_penalty(penalty)
         sym = self._add(self._fresh("L"), "loss", total)
         self.loss_name, self.reduction, self.cost_name = sym.name, reduction, name
         return sym
@@ -350,9 +390,9 @@ def _shapes(names, shape, kind):
         r, c = _dim(r, n), _dim(c, n)
         if kind == "param" and BATCH in (r, c):
             raise DefinitionError(f"parameter {n!r} cannot have the batch size in its shape")
-        if kind in ("input", "target") and (r != BATCH or c == BATCH):
-            raise DefinitionError(f"{kind} {n!r}: rows are samples, so the shape is (sb.BATCH, columns), "
-                                  f"got ({r}, {c})")
+        if kind in ("input", "target") and c == BATCH:
+            raise DefinitionError(f"{kind} {n!r}: rows are samples, so the shape is (sb.BATCH, columns) "
+                                  f"(or, for one sample of any shape, (rows, columns)), got ({r}, {c})")
         out.append((r, c))
     return out
 

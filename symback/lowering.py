@@ -23,15 +23,17 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .engine import BatchMean, BatchSum
 from .errors import SymbackError
-from .matrix import BATCH, Elementwise, FPrime, RowCost, Softmax
+from .matrix import BATCH, Elementwise, FPrime, RowCost, Softmax, is_matrix
 from .vjp import SoftmaxVJP
 
-__all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS"]
+__all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
 #: operations whose result is a view of their first operand (never overwritten in place)
 VIEWS = ("transpose", "slice", "column", "param", "value")
 #: operations whose operand is an element-wise formula rather than symbols
-EXPR_OPS = ("let", "sum", "mean", "rowsum")
+EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
+#: operations whose value carries the batch axis when an operand does (one-sample graphs)
+BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask")
 
 
 class Tr(NamedTuple):
@@ -79,8 +81,11 @@ class Lowering:
     :meth:`assign` for each assignment in order; ``stmts`` collects them.
     """
 
-    def __init__(self, names: dict, shapes: dict, fresh):
+    def __init__(self, names: dict, shapes: dict, fresh, sample: bool = False, shared=()):
         self.names, self.shapes, self.fresh = names, dict(shapes), fresh
+        # one-sample graphs: a value that depends on the data carries the batch on a leading
+        # axis, its shape (m, rows, cols); ``shared`` targets (a parameter's δ) sum over it
+        self.sample, self.shared = sample, set(shared)
         self.stmts: list[Stmt] = []
         self._memo: dict = {}
         self.defs: dict = {}         # code symbol -> its element-wise formula (forward values)
@@ -99,14 +104,25 @@ class Lowering:
         return self.shape_of(formula) != ()
 
     # -- statements ---------------------------------------------------------------
+    def batched(self, value) -> bool:
+        """Whether a formula's or operand's value carries the batch axis (one-sample graphs)."""
+        if isinstance(value, Tr):
+            value = value.sym
+        return self.sample and len(self.shape_of(value)) == 3
+
     def emit(self, op: str, args: tuple, shape: tuple, target=None) -> sp.Symbol:
-        """Append a statement (an equal one already emitted is reused) and return its symbol."""
+        """Append a statement (an equal one already emitted is reused) and return its symbol.
+
+        ``shape`` is one sample's; an operation on batched operands gets the batch axis.
+        """
         key = (op, args)
         if target is None and key in self._memo:
             return self._memo[key]
         t = target if target is not None else self.fresh()
         if op == "let":
             shape = self.shape_of(args[0])
+        elif op in BATCHED_OPS and any(self.batched(a) for a in args if isinstance(a, (sp.Basic, Tr))):
+            shape = (BATCH,) + tuple(shape)
         self.shapes[t] = shape
         self.stmts.append(Stmt(t, op, args, shape))
         if target is None:
@@ -122,6 +138,10 @@ class Lowering:
     def assign(self, target, expr):
         """Lower ``target = expr``; ``target`` is a graph symbol (or adjoint)."""
         t = self.names[target]
+        if t in self.shared:
+            value = self.reduced(expr)
+            self.emit("let", (value,), (), target=t)
+            return t
         if isinstance(expr, Softmax):
             value = self._softmax(expr, t)
         elif isinstance(expr, RowCost):
@@ -134,6 +154,44 @@ class Lowering:
         self.defs[t] = value
         self.emit("let", (value,), (), target=t)
         return t
+
+    def reduced(self, e):
+        """Σ over the batch of a one-sample formula (a parameter's δ is the sum of each sample's):
+        a product of two batched factors is one GEMM over every sample's rows, a value that is
+        the same for every sample counts m times."""
+        if isinstance(e, sp.MatAdd):
+            return sp.Add(*[self.reduced(a) for a in e.args])
+        if isinstance(e, sp.MatMul):
+            return self._reduced_product(e)
+        value = self.scalar(e)
+        if not self.batched(value):
+            return BATCH * value
+        return self.emit("bsum", (self.materialize(value),), tuple(e.shape) if is_matrix(e) else ())
+
+    def _reduced_product(self, e):
+        """Σᵢ L Mᵢ R = L (Σᵢ Mᵢ) R for shared L, R; Σᵢ Aᵢ Bᵢ of two batched halves is one GEMM."""
+        coeff = sp.Mul(*[a for a in e.args if not isinstance(a, sp.MatrixExpr)])
+        mats = [a for a in e.args if isinstance(a, sp.MatrixExpr)]
+        ops = [self._operand(f) for f in mats]
+        hit = [k for k, o in enumerate(ops) if self.batched(o)]
+        if not hit:
+            return BATCH * self.scalar(e)
+        lo, hi = hit[0], hit[-1]
+        core = mats[lo:hi + 1]
+        shape = (core[0].shape[0], core[-1].shape[1])
+        if len(core) == 1:
+            value = self.emit("bsum", (self.materialize(self._unwrap(ops[lo])),), shape)
+        else:
+            right = core[1] if len(core) == 2 else sp.MatMul(*core[1:])
+            a, b = ops[lo], self._operand(right)
+            a = a if isinstance(a, Tr) else self.materialize(a)
+            b = b if isinstance(b, Tr) else self.materialize(b)
+            value = self.emit("bgemm", (a, b), shape)
+        for f, o in zip(reversed(mats[:lo]), reversed(ops[:lo])):
+            value, shape = self._product(o, f.shape, value, shape), (f.shape[0], shape[1])
+        for f, o in zip(mats[hi + 1:], ops[hi + 1:]):
+            value, shape = self._product(value, shape, o, f.shape), (shape[0], f.shape[1])
+        return coeff * self._unwrap(value)
 
     # -- expressions ----------------------------------------------------------------
     def scalar(self, e):
@@ -152,6 +210,8 @@ class Lowering:
             return self.scalar(e.base) ** self.scalar(e.exp)
         if isinstance(e, sp.MatMul):
             return self._matmul(e)
+        if isinstance(e, sp.MatPow) and e.exp.is_Integer and e.exp >= 1:    # A A (SymPy folds it)
+            return self._matmul(sp.MatMul(*[e.base] * int(e.exp), evaluate=False))
         if isinstance(e, sp.Transpose):
             inner = e.arg
             if isinstance(inner, sp.MatMul):
@@ -176,7 +236,7 @@ class Lowering:
             rows, cols = [(int(s[0]), None if s[1] == n else int(s[1]), int(s[2]))
                           for s, n in zip((e.rowslice, e.colslice), e.parent.shape)]
             return self.emit("slice", (parent, rows, cols), tuple(e.shape))
-        if isinstance(e, SoftmaxVJP):
+        if isinstance(e, SoftmaxVJP):   # (documents' older form; the engine gives the closed form)
             raise SymbackError("cannot compile the derivative of a softmax that does not feed "
                                "cross-entropy directly (its Jacobian-vector product is not fused); "
                                "use softmax with sb.cross_entropy, or another output activation")
@@ -226,6 +286,8 @@ class Lowering:
         return self.emit("matmul", (a, b), (lshape[0], rshape[1]))
 
     def _trace(self, m):
+        if self.sample:
+            return self._sample_trace(m)
         coeff = sp.S.One
         if isinstance(m, sp.MatMul):
             coeff = sp.Mul(*[a for a in m.args if not isinstance(a, sp.MatrixExpr)])
@@ -238,6 +300,26 @@ class Lowering:
                 return coeff * self._sum(a * b)
             m = sp.MatMul(*mats)
         return coeff * self.emit("trace", (self.materialize(self.scalar(m)),), ())
+
+    def _sample_trace(self, m):
+        """tr of a one-sample matrix: 1ᵀ c (a cost column) and tr(Aᵀ B) as sums of entries."""
+        coeff = sp.S.One
+        if isinstance(m, sp.MatMul):
+            coeff = sp.Mul(*[a for a in m.args if not isinstance(a, sp.MatrixExpr)])
+            mats = [a for a in m.args if isinstance(a, sp.MatrixExpr)]
+            if len(mats) == 2 and isinstance(mats[0], sp.OneMatrix) and mats[0].shape[0] == 1:
+                c = self.scalar(mats[1])
+                return coeff * self._sample_sum(self.rowsum_of.get(c, c))
+            if len(mats) == 2 and isinstance(mats[0], sp.Transpose) and mats[0].shape == mats[1].T.shape:
+                return coeff * self._sample_sum(self.scalar(mats[0].arg) * self.scalar(mats[1]))
+            m = sp.MatMul(*mats)
+        return coeff * self.emit("trace", (self.materialize(self.scalar(m)),), ())
+
+    def _sample_sum(self, formula):
+        """Σ of one sample's entries: per sample (m, 1, 1) when batched, else one number."""
+        if self.batched(formula):
+            return self.emit("ssum", (formula,), (1, 1))
+        return self._sum(formula)
 
     def _sum(self, formula):
         return self.emit("sum", (formula,), ()) if self.is_array(formula) else formula
@@ -252,9 +334,12 @@ class Lowering:
         return e.scalar(w).xreplace({w: z})
 
     def _softmax(self, e: Softmax, target):
-        """softmax row by row, shifted by the row max; records the log-softmax for losses."""
+        """softmax row by row, shifted by the row max; records the log-softmax for losses.
+        A masked entry is −∞ before the shift, so its exponential is 0."""
         z = self.materialize(self.scalar(e.arg))
         rows, cols = e.shape
+        if e.mask is not None:
+            z = self.emit("mask", (z, e.mask), (rows, cols))
         zs = self.emit("let", (z - self.emit("rowmax", (z,), (rows, 1)),), ())
         ex = self.emit("let", (sp.exp(zs),), ())
         total = self.emit("rowsum", (ex,), (rows, 1))

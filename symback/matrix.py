@@ -73,13 +73,26 @@ def activation_of(e):
     return None
 
 
-class Softmax(sp.MatrixExpr):
-    """softmax applied to each row of a matrix: S_ik = exp(Z_ik) / Σ_j exp(Z_ij)."""
+#: the masks softmax knows: name -> whether entry (i, j) is kept
+MASKS = {"causal": lambda i, j: j <= i}
 
-    def __new__(cls, arg):
+
+class Softmax(sp.MatrixExpr):
+    """softmax applied to each row of a matrix: S_ik = exp(Z_ik) / Σ_j exp(Z_ij).
+
+    ``Softmax(Z, "causal")`` masks the entries above the diagonal (j > i)
+    first: they are left out of the row's sum and their S_ij is 0.
+    """
+
+    def __new__(cls, arg, mask=None):
         if not is_matrix(arg):
             raise DefinitionError(f"softmax takes a matrix (rows are samples), got {arg!r}")
-        return super().__new__(cls, arg)
+        if mask is None:
+            return super().__new__(cls, arg)
+        mask = mask if isinstance(mask, sp.core.symbol.Str) else sp.core.symbol.Str(str(mask))
+        if mask.name not in MASKS:
+            raise DefinitionError(f"softmax: unknown mask {mask.name!r}; masks are {', '.join(MASKS)}")
+        return super().__new__(cls, arg, mask)
 
     @property
     def arg(self):
@@ -87,11 +100,29 @@ class Softmax(sp.MatrixExpr):
         return self.args[0]
 
     @property
+    def mask(self):
+        """The mask's name ('causal'), or None."""
+        return self.args[1].name if len(self.args) > 1 else None
+
+    def kept(self, i: int, j: int) -> bool:
+        """Whether entry (i, j) takes part (is not masked)."""
+        return self.mask is None or MASKS[self.mask](i, j)
+
+    @property
     def shape(self):
         return self.args[0].shape
 
+    def rows(self, z) -> "sp.ImmutableMatrix":
+        """The explicit softmax of an explicit matrix z, from the definition (masked entries 0)."""
+        def entry(i, k):
+            if not self.kept(i, k):
+                return sp.S.Zero
+            return sp.exp(z[i, k]) / sum(sp.exp(z[i, j]) for j in range(z.cols) if self.kept(i, j))
+        return sp.ImmutableMatrix(z.rows, z.cols, entry)
+
     def _latex(self, printer, exp=None):
-        return r"\operatorname{softmax}\left(%s\right)" % printer._print(self.arg)
+        name = r"\operatorname{softmax}" if self.mask is None else r"\operatorname{softmax}_{\text{%s}}" % self.mask
+        return r"%s\left(%s\right)" % (name, printer._print(self.arg))
 
 
 class RowCost(sp.MatrixExpr):
@@ -297,9 +328,7 @@ def explicit(e, rows: int):
 
     def out(x):
         if isinstance(x, Softmax):
-            z = sp.ImmutableMatrix(x.arg.doit())
-            return sp.ImmutableMatrix(z.rows, z.cols, lambda i, k: sp.exp(z[i, k]) / sum(
-                sp.exp(z[i, j]) for j in range(z.cols)))
+            return x.rows(sp.ImmutableMatrix(x.arg.doit()))
         if isinstance(x, RowCost):
             a, y = sp.ImmutableMatrix(x.prediction.doit()), sp.ImmutableMatrix(x.target.doit())
             return sp.ImmutableMatrix(a.rows, 1, lambda i, _: sum(x.loss(a[i, k], y[i, k]) for k in range(a.cols)))

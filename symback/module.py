@@ -37,6 +37,11 @@ SHAPES = {shapes!r}
 INIT = {init!r}
 TARGET_KIND = {target_kind!r}
 LOSS = {loss_key!r}
+#: one sample's shapes of X and Y when the graph describes one sample (data (n, rows, columns));
+#: None when rows are samples (data (n, columns))
+X_SAMPLE = {x_sample!r}
+Y_SAMPLE = {y_sample!r}
+NDIM = {ndim}
 '''
 
 _INIT = '''
@@ -66,11 +71,14 @@ def init(seed=0):
 _API = '''
 
 def _data(a, width):
-    """a as a 2-D array of DTYPE; a 1-D array is one column (one row when width > 1)."""
+    """a as an array of DTYPE with samples on the first axis; a 1-D array is one column (one
+    row when width > 1); one sample of a one-sample graph gets its batch axis."""
     if not _is_native(a):
         a = _asarray(a)
-        if a.ndim == 1:
+        if a.ndim == 1 and NDIM == 2:
             a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
+        elif a.ndim == NDIM - 1:
+            a = a[None]
     return a
 
 
@@ -103,13 +111,14 @@ def step(X, Y, params, lr=0.1):
 def random_data(n=8, seed=0):
     """Random (X, Y) of the network's widths; targets one-hot, in (0, 1) or real as the loss needs."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, N_INPUTS))
+    xs, ys = (n,) + (X_SAMPLE or (N_INPUTS,)), (n,) + (Y_SAMPLE or (N_TARGETS,))
+    X = rng.normal(size=xs)
     if TARGET_KIND == "onehot":
-        Y = np.eye(N_TARGETS)[rng.integers(0, N_TARGETS, n)]
+        Y = np.eye(N_TARGETS)[rng.integers(0, N_TARGETS, ys[:-1])]
     elif TARGET_KIND == "unit":
-        Y = rng.uniform(0.1, 0.9, size=(n, N_TARGETS))
+        Y = rng.uniform(0.1, 0.9, size=ys)
     else:
-        Y = rng.normal(size=(n, N_TARGETS))
+        Y = rng.normal(size=ys)
     return X, Y
 
 
@@ -151,6 +160,13 @@ def _target_kind(d) -> str:
         return "onehot"
     costs = [c.loss.expr for e in exprs for c in ([e] if isinstance(e, RowCost) else e.atoms(RowCost))]
     return "unit" if any(e.has(sp.log) for e in exprs + costs) else "real"
+
+
+def _sample_shape(g, names):
+    """One sample's (rows, columns) of a one-sample graph's data matrix, else None."""
+    if not (g.per_sample and names):
+        return None
+    return tuple(int(x) for x in g.symbol(names[0]).shape)
 
 
 def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
@@ -227,7 +243,8 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
         imports=printer.imports(dtype), dtype_code=printer.dtype_code(dtype), dtype=dtype, target_kind=_target_kind(d), loss_key=loss_key, reduction=d.reduction, inputs=tuple(g.input_names),
         targets=tuple(g.target_names), param_names=tuple(g.param_names),
         outputs=tuple(str(o) for o in d.outputs), n_inputs=n_in, n_targets=n_out,
-        shapes=shapes, init=init_rows(d))
+        shapes=shapes, init=init_rows(d), ndim=3 if g.per_sample else 2,
+        x_sample=_sample_shape(g, g.input_names), y_sample=_sample_shape(g, g.target_names))
     parts = [text + printer.helpers() + _INIT]
     for spec in specs:
         if spec.name == "_predict" and predict_ret is None:

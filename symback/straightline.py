@@ -240,6 +240,10 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
     for k in set(last) | set(alias) | set(names.values()):
         members.setdefault(root(k), set()).add(k)
     lines = [f"def {spec.name}({spec.args}):", f'{ind}"""{spec.doc}"""']
+
+    def batched(x):     # a value with the batch on a leading axis (one-sample graphs: rank 3)
+        x = x.sym if isinstance(x, Tr) else x
+        return isinstance(x, sp.Basic) and len(shape_of(x)) == 3
     for i, st in enumerate(body):
         free = free_at(i, st.reads())
         t, a = st.target, st.args
@@ -253,7 +257,9 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             out.append(f"{ind}{t} = {ref}")
             lines += out
             continue
-        if st.op in ("sum", "mean", "rowsum"):
+        if any(batched(x) for x in a):
+            code = _batched(st, ew, free, lines, printer, batched)
+        elif st.op in ("sum", "mean", "rowsum"):
             code = _reduction(st, ew, free, lines, printer, shape_of)
         elif st.op == "matmul":
             code = printer.op_product(*[str(x.sym) if isinstance(x, Tr) else str(x) for x in a],
@@ -262,6 +268,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = getattr(printer, f"op_{st.op}")(str(a[0]))
         elif st.op == "slice":
             code = printer.op_slice(str(a[0]), a[1], a[2])
+        elif st.op == "mask":
+            code = printer.op_mask(str(a[0]), a[1], *st.shape[-2:])
         elif st.op == "column":
             code = printer.op_column(str(a[0]), a[1])
         elif st.op == "param":
@@ -308,6 +316,29 @@ def _reduction(st, ew, free, lines, printer, shape_of) -> str:
     body, ref = ew.emit(expr, free)
     lines += body
     return getattr(printer, f"op_{st.op}")(ref)
+
+
+def _batched(st, ew, free, lines, printer, batched) -> str:
+    """An operation on values that carry the batch axis (one sample's graph over a batch)."""
+    a, op = st.args, st.op
+    if op in EXPR_OPS:
+        body, ref = ew.emit(a[0], free)
+        lines += body
+        ref = ref if ref.isidentifier() else f"({ref})"     # a whole formula (immutable arrays)
+        return getattr(printer, {"sum": "op_bsum_all", "mean": "op_bmean", "rowsum": "op_browsum",
+                                 "ssum": "op_bssum"}[op])(ref)
+    if op == "bsum":
+        return printer.op_bsum(str(a[0]))
+    names = [str(x.sym) if isinstance(x, Tr) else str(x) for x in a[:2]]
+    if op == "matmul":
+        return printer.op_bproduct(*names, *[isinstance(x, Tr) for x in a], *[batched(x) for x in a])
+    if op == "bgemm":
+        return printer.op_bgemm(*names, *[isinstance(x, Tr) for x in a], st.shape[0], st.shape[1])
+    if op == "slice":
+        return printer.op_bslice(names[0], a[1], a[2])
+    if op == "mask":
+        return printer.op_mask(names[0], a[1], *st.shape[-2:])
+    return getattr(printer, f"op_b{op}")(names[0])
 
 
 _ALIAS = re.compile(r"^(\s*)(\w+) = (\w+)$")

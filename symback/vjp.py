@@ -27,7 +27,7 @@ from .errors import DefinitionError
 from .matrix import BATCH, ENTRY, Elementwise, FPrime, RowCost, Softmax, SoftmaxVJP, activation_of, is_matrix
 
 __all__ = ["local_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP",
-           "fused_output"]
+           "fused_output", "softmax_vjp", "prove_softmax_vjp"]
 
 
 class AdjointMatrix(sp.MatrixSymbol):
@@ -59,13 +59,14 @@ def real_diff(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
     return d.xreplace({v: k for k, v in real.items()})
 
 
-def local_factor(child_expr, child_adjoint, parent):
+def local_factor(child_expr, child_adjoint, parent, child=None):
     """The local factor of the edge child ← parent.
 
     For a scalar child it is ∂child/∂parent (a matrix when the parent is
     one), and δ_child times it is the edge's contribution to δ_parent.  For
     a matrix child it is the vector-Jacobian product itself, linear in the
-    symbol ``child_adjoint`` that stands for δ_child.
+    symbol ``child_adjoint`` that stands for δ_child.  ``child`` is the child's own
+    symbol, in which a closed form may be written (softmax's P).
     """
     if not is_matrix(child_expr):
         if not is_matrix(parent):
@@ -81,8 +82,43 @@ def local_factor(child_expr, child_adjoint, parent):
         spread = child_adjoint * sp.OneMatrix(1, k)          # δ_C repeated on each output
         return sp.HadamardProduct(spread, cost_derivative(child_expr)).doit()
     if isinstance(child_expr, Softmax):
-        return SoftmaxVJP(child_adjoint, child_expr.arg)
+        return softmax_vjp(child_expr, child_adjoint, child)
     return _matrix_vjp(child_expr, child_adjoint, parent)
+
+
+def softmax_vjp(S: Softmax, D, P=None):
+    """δ_Z for P = softmax(Z) (row by row, masked or not) and δ_P = D, in closed form:
+    P ⊙ (D − (D ⊙ P) 𝟏 𝟏ᵀ), FlashAttention's dS.
+
+    The closed form is used only after SymPy has proved it equal, entry by
+    entry, to Σ_k D_ik ∂P_ik/∂Z_ij taken of softmax's definition
+    (:func:`prove_softmax_vjp`); a masked entry has P_ij = 0, so its δ is 0.
+    ``P`` is the symbol the forward pass holds softmax(Z) in (else S itself).
+    """
+    prove_softmax_vjp()
+    P = S if P is None else P
+    k = S.shape[1]
+    rows = sp.MatMul(sp.HadamardProduct(D, P), sp.OneMatrix(k, 1), sp.OneMatrix(1, k))
+    return sp.HadamardProduct(P, sp.MatAdd(D, -rows))
+
+
+@lru_cache(maxsize=None)
+def prove_softmax_vjp(widths: int = 4) -> bool:
+    """Prove, for rows of 1..`widths` entries of which a leading part is kept (the causal
+    mask's rows; all kept is the plain softmax), that the closed form of :func:`softmax_vjp`
+    equals the vector-Jacobian product of softmax's definition.  Raises if it does not."""
+    for k in range(1, widths + 1):
+        z, d = sp.symbols(f"z0:{k}", real=True), sp.symbols(f"d0:{k}", real=True)
+        for kept in range(1, k + 1):
+            total = sum(sp.exp(z[j]) for j in range(kept))
+            s = [sp.exp(z[j]) / total if j < kept else sp.S.Zero for j in range(k)]
+            dot = sum(d[i] * s[i] for i in range(k))
+            for j in range(k):
+                vjp = sum(d[i] * sp.diff(s[i], z[j]) for i in range(k))
+                if sp.cancel(sp.together(vjp - s[j] * (d[j] - dot))) != 0:
+                    raise DefinitionError(f"internal: softmax's closed-form VJP is not proved "
+                                          f"(width {k}, {kept} kept, entry {j})")
+    return True
 
 
 def cost_derivative(cost: RowCost) -> sp.MatrixExpr:

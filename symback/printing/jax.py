@@ -89,6 +89,13 @@ def _apply_step(X, Y, params, lr):
             return super().op_product(a, b, ta, tb)
         return f"_at_b({a}, {b})" if ta else f"_a_bt({a}, {b})"
 
+    def op_bproduct(self, a: str, b: str, ta: bool, tb: bool, ba: bool, bb: bool) -> str:
+        """Each sample's a b: ``jnp.matmul`` (a batch times a shared matrix is one dot over
+        every sample's rows in XLA)."""
+        a = (self.op_btranspose(a) if ba else self.op_transpose(a)) if ta else a
+        b = (self.op_btranspose(b) if bb else self.op_transpose(b)) if tb else b
+        return f"jnp.matmul({a}, {b})"
+
     def op_colsum(self, a: str) -> str:
         """1ᵀ a: the column sums (XLA fuses the reduction; no cached row of ones)."""
         return f"jnp.sum({a}, axis=0)"

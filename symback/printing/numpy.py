@@ -75,6 +75,11 @@ def _ones(m):
     if ones is None:
         ones = _ONES[m] = np.ones(m, dtype=DTYPE)
     return ones
+
+
+def _mm(a, b):
+    """(m, r, q) @ (q, c) as one (m·r)×q GEMM (NumPy would loop over the m samples)."""
+    return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
 '''
     #: ``_apply_step(X, Y, params, lr)``: one step that leaves the new values in params
     apply_step = "_apply_step = _step"
@@ -95,8 +100,8 @@ def _asarray(a):
 
 
 def _is_native(a):
-    """Whether a is already a 2-D array of this module's library and DTYPE."""
-    return isinstance(a, {self.array_type}) and a.ndim == 2 and a.dtype == DTYPE
+    """Whether a is already an array of this module's library and DTYPE, samples on axis 0."""
+    return isinstance(a, {self.array_type}) and a.ndim == NDIM and a.dtype == DTYPE
 ''' + self.extra_helpers
 
     def glue(self) -> str:
@@ -258,6 +263,67 @@ def _is_native(a):
     def op_column(self, a: str, j: int) -> str:
         """Column j of a (a scalar graph's input or target)."""
         return f"{a}[:, {j}]"
+
+    # -- one sample's graph over a batch: values carry the batch on a leading axis ----------
+    def op_bproduct(self, a: str, b: str, ta: bool, tb: bool, ba: bool, bb: bool) -> str:
+        """a b per sample (aᵀ, bᵀ when ta, tb); a batch times a shared matrix is one GEMM
+        over every sample's rows (the module's ``_mm``)."""
+        a = (self.op_btranspose(a) if ba else self.op_transpose(a)) if ta else a
+        b = (self.op_btranspose(b) if bb else self.op_transpose(b)) if tb else b
+        if ba and not bb:
+            return f"_mm({a}, {b})"
+        return f"{self.prefix}.matmul({a}, {b})"
+
+    def op_bgemm(self, a: str, b: str, ta: bool, tb: bool, p, r) -> str:
+        """Σ over the samples of aᵢ bᵢ (a p×q, b q×r per sample; aᵀ, bᵀ when ta, tb): one
+        GEMM that contracts every sample's q rows at once."""
+        a2 = f"{a if ta else self.op_btranspose(a)}.reshape(-1, {p})"
+        b2 = f"{self.op_btranspose(b) if tb else b}.reshape(-1, {r})"
+        return self.op_product(a2, b2, True, False)
+
+    def op_btranspose(self, a: str) -> str:
+        """Each sample's aᵀ."""
+        return f"{self.prefix}.swapaxes({a}, -1, -2)"
+
+    def op_bsum(self, a: str) -> str:
+        """The sum over the samples (the leading axis)."""
+        return f"{a}.sum(axis=0)"
+
+    def op_bssum(self, a: str) -> str:
+        """Each sample's sum of entries, kept as (m, 1, 1)."""
+        return f"{a}.sum(axis=(-2, -1), keepdims=True)"
+
+    def op_browsum(self, a: str) -> str:
+        """Each sample's row sums."""
+        return f"{a}.sum(axis=-1, keepdims=True)"
+
+    def op_browmax(self, a: str) -> str:
+        """Each sample's row maxima."""
+        return f"{a}.max(axis=-1, keepdims=True)"
+
+    def op_bcolsum(self, a: str) -> str:
+        """Each sample's column sums, kept as (m, 1, k)."""
+        return f"{a}.sum(axis=-2, keepdims=True)"
+
+    def op_bsum_all(self, a: str) -> str:
+        """The sum of every entry of every sample."""
+        return f"{self.prefix}.sum({a})"
+
+    def op_bmean(self, a: str) -> str:
+        """The mean over the samples of a per-sample value (m, 1, 1)."""
+        return f"{self.prefix}.mean({a})"
+
+    def op_btrace(self, a: str) -> str:
+        """Each sample's trace, as (m, 1, 1)."""
+        return f"{self.prefix}.einsum('nii->n', {a})[:, None, None]"
+
+    def op_bslice(self, a: str, rows, cols) -> str:
+        """Each sample's a[rows, cols]."""
+        return self.op_slice(a, rows, cols).replace("[", "[:, ", 1)
+
+    def op_mask(self, a: str, kind: str, rows, cols) -> str:
+        """a with the masked entries (causal: above the diagonal) set to −∞."""
+        return f"{self.prefix}.where({self.prefix}.tri({rows}, {cols}, dtype=bool), {a}, -{self.prefix}.inf)"
 
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh array (a value that does not depend on the sample)."""

@@ -138,6 +138,42 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """Σ a ⊙ b (torch.vdot takes 1-D tensors only)."""
         return f"torch.sum(torch.mul({a}, {b}))"     # a and b may be formulas: no precedence to mind
 
+    def op_bproduct(self, a: str, b: str, ta: bool, tb: bool, ba: bool, bb: bool) -> str:
+        """Each sample's a b: ``torch.matmul`` (it folds a batch times a shared matrix into one
+        GEMM; spelled out, so the ``addmm`` fusion of 2-D products leaves it alone)."""
+        a = (self.op_btranspose(a) if ba else self.op_transpose(a)) if ta else a
+        b = (self.op_btranspose(b) if bb else self.op_transpose(b)) if tb else b
+        return f"torch.matmul({a}, {b})"
+
+    def op_btranspose(self, a: str) -> str:
+        """Each sample's aᵀ (a view)."""
+        return f"{a}.transpose(-1, -2)"
+
+    def op_bsum(self, a: str) -> str:
+        """The sum over the samples."""
+        return f"{a}.sum(dim=0)"
+
+    def op_bssum(self, a: str) -> str:
+        """Each sample's sum of entries, as (m, 1, 1)."""
+        return f"{a}.sum(dim=(-2, -1), keepdim=True)"
+
+    def op_browsum(self, a: str) -> str:
+        """Each sample's row sums."""
+        return f"{a}.sum(dim=-1, keepdim=True)"
+
+    def op_browmax(self, a: str) -> str:
+        """Each sample's row maxima."""
+        return f"{a}.amax(dim=-1, keepdim=True)"
+
+    def op_bcolsum(self, a: str) -> str:
+        """Each sample's column sums, as (m, 1, k)."""
+        return f"{a}.sum(dim=-2, keepdim=True)"
+
+    def op_mask(self, a: str, kind: str, rows, cols) -> str:
+        """a with the entries above the diagonal set to −∞ (the causal mask)."""
+        return (f"{a}.masked_fill(torch.ones({rows}, {cols}, dtype=torch.bool, device={a}.device)"
+                f".triu(1), float('-inf'))")
+
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
         return f"X.new_zeros({shape}) + {a}"
