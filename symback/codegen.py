@@ -359,6 +359,9 @@ def init_rows(d: Derivation) -> tuple:
     for p in g.param_names:
         W = g.symbol(p)
         shape = tuple(int(x) for x in W.shape)
+        if p in getattr(g, "init_scheme", {}):
+            rows.append((p, shape, g.init_scheme[p]))
+            continue
         uses = [e for _, e, syms in forward if W in syms]
         as_bias = all(_only_broadcast(e, W) for e in uses)
         if (p.startswith("b") and shape[0] == 1) or (uses and as_bias):

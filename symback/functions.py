@@ -360,6 +360,9 @@ softplus = activation("softplus", sp.log(1 + sp.exp(_z)), var=_z, latex=r"\opera
                       stable=sp.Max(_z, 0) + sp.log(1 + sp.exp(-sp.Abs(_z))), lazy=True)
 swish = activation("swish", _z * sigmoid(_z), var=_z, latex=r"\operatorname{swish}", lazy=True)
 ACTIVATIONS["silu"] = swish
+#: GELU in its tanh form (GPT-2's; torch's gelu(approximate="tanh"))
+gelu = activation("gelu", _z / 2 * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (_z + sp.Rational(44715, 10**6) * _z**3))),
+                  var=_z, latex=r"\operatorname{GELU}", lazy=True)
 
 
 class softmax:

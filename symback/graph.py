@@ -7,7 +7,7 @@ import warnings
 import sympy as sp
 
 from .errors import DefinitionError, UnusedParameterWarning
-from .matrix import BATCH, RowCost, Softmax, activation_of, elementwise, is_matrix
+from .matrix import BATCH, RowCost, RowNorm, Select, Softmax, activation_of, elementwise, is_matrix
 
 __all__ = ["Graph", "split_names", "check_name", "decompose"]
 
@@ -60,6 +60,7 @@ class Graph:
         self.cost_name: str | None = None       # a matrix graph's per-sample cost column C
         self.reduction = "mean"
         self.penalty = sp.S.Zero                # a one-sample graph's penalty (not in C)
+        self.init_scheme: dict[str, str] = {}    # parameter -> how init() fills it ('ones': a scale)
 
     # -- building -------------------------------------------------------
     def _declare(self, names, kind, shape=None):
@@ -132,12 +133,24 @@ class Graph:
         return name
 
     def _split(self, name, expr):
-        """Give the compound argument of a top-level f(·) or softmax(·) its own node."""
+        """Give the compound argument of a top-level f(·), softmax(·) or norm(·) its own node,
+        and each softmax or norm inside a larger expression a node of its own (``P_<name>``,
+        ``Hhat_<name>``): the engine knows their derivatives only as whole nodes."""
         if activation_of(expr) is not None and not isinstance(expr.expr, sp.MatrixSymbol):
             z = self._add(self._fresh(f"Z_{name}"), "node", expr.expr)
             return elementwise(expr.function, z)
-        if isinstance(expr, Softmax) and not isinstance(expr.arg, sp.MatrixSymbol):
-            return Softmax(self._add(self._fresh(f"Z_{name}"), "node", expr.arg), *expr.args[1:])
+        if isinstance(expr, (Softmax, RowNorm)):
+            if isinstance(expr.arg, sp.MatrixSymbol):
+                return expr
+            z = self._add(self._fresh(f"Z_{name}"), "node", self._split(f"Z_{name}", expr.arg))
+            return expr.func(z, *expr.args[1:])
+        if is_matrix(expr):
+            for sub in [e for e in sp.postorder_traversal(expr) if isinstance(e, (Softmax, RowNorm))]:
+                if not expr.has(sub):
+                    continue
+                part = self._fresh(("P_" if isinstance(sub, Softmax) else "Hhat_") + name)
+                sym = self._add(part, "node", self._split(part, sub))
+                expr = expr.xreplace({sub: sym})
         return expr
 
     def loss(self, expr, reduction: str = "mean", name: str = "C", penalty=None) -> sp.Symbol:
@@ -244,7 +257,7 @@ class Graph:
                 raise DefinitionError(f"{name!r}: not a SymPy expression: {expr!r}") from exc
             if not isinstance(expr, sp.Expr):
                 raise DefinitionError(f"{name!r}: not a scalar SymPy expression: {expr!r}")
-        nested = [e for e in sp.preorder_traversal(expr) if isinstance(e, (Softmax, RowCost)) and e != expr]
+        nested = [e for e in sp.preorder_traversal(expr) if isinstance(e, RowCost) and e != expr]
         if nested:
             raise DefinitionError(f"{name!r}: {type(nested[0]).__name__.lower()} must be a node's whole "
                                   "definition, not part of a larger expression")
@@ -364,7 +377,8 @@ def _names_in(expr) -> set:
     if isinstance(expr, sp.Basic) and expr.has(sp.MatrixSymbol):
         out |= expr.atoms(sp.MatrixSymbol)
     # a MatrixSymbol's shape symbols (the batch size m) are not graph names
-    return {s for s in out if isinstance(s, (sp.Symbol, sp.MatrixSymbol)) and s != BATCH}
+    return {s for s in out if isinstance(s, (sp.Symbol, sp.MatrixSymbol)) and s != BATCH
+            and not isinstance(s, Select)}
 
 
 def _dim(d, what):

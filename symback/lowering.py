@@ -23,7 +23,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .engine import BatchMean, BatchSum
 from .errors import SymbackError
-from .matrix import BATCH, Elementwise, FPrime, RowCost, Softmax, is_matrix
+from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Softmax, is_matrix
 from .vjp import SoftmaxVJP
 
 __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
@@ -33,7 +33,7 @@ VIEWS = ("transpose", "slice", "column", "param", "value")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
-BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask")
+BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad")
 
 
 class Tr(NamedTuple):
@@ -61,6 +61,25 @@ class Stmt(NamedTuple):
         if self.op == "colsum":
             out.add(BATCH)
         return out
+
+
+class _Held(NamedTuple):
+    """A value already lowered (a formula or symbol) and its shape, among matrices to multiply."""
+
+    value: object
+    shape: tuple
+
+
+def _selection(a):
+    """("E", (start, stop, n)) for a column selection E, ("Et", ...) for Eᵀ, else None."""
+    from .matrix import Select
+    if isinstance(a, _Held):
+        return None
+    if isinstance(a, Select):
+        return ("E", a.span)
+    if isinstance(a, sp.Transpose) and isinstance(a.arg, Select):
+        return ("Et", a.arg.span)
+    return None
 
 
 def broadcast(*shapes) -> tuple:
@@ -172,14 +191,17 @@ class Lowering:
         """Σᵢ L Mᵢ R = L (Σᵢ Mᵢ) R for shared L, R; Σᵢ Aᵢ Bᵢ of two batched halves is one GEMM."""
         coeff = sp.Mul(*[a for a in e.args if not isinstance(a, sp.MatrixExpr)])
         mats = [a for a in e.args if isinstance(a, sp.MatrixExpr)]
-        ops = [self._operand(f) for f in mats]
-        hit = [k for k, o in enumerate(ops) if self.batched(o)]
+        sels = [_selection(f) for f in mats]
+        ops = [sel or self._operand(f) for f, sel in zip(mats, sels)]
+        hit = [k for k, o in enumerate(ops) if not sels[k] and self.batched(o)]
         if not hit:
             return BATCH * self.scalar(e)
         lo, hi = hit[0], hit[-1]
         core = mats[lo:hi + 1]
         shape = (core[0].shape[0], core[-1].shape[1])
-        if len(core) == 1:
+        if any(sels[lo:hi + 1]):        # a head's selection between two batched factors
+            value = self.emit("bsum", (self.materialize(self.scalar(sp.MatMul(*core))),), shape)
+        elif len(core) == 1:
             value = self.emit("bsum", (self.materialize(self._unwrap(ops[lo])),), shape)
         else:
             right = core[1] if len(core) == 2 else sp.MatMul(*core[1:])
@@ -188,9 +210,17 @@ class Lowering:
             b = b if isinstance(b, Tr) else self.materialize(b)
             value = self.emit("bgemm", (a, b), shape)
         for f, o in zip(reversed(mats[:lo]), reversed(ops[:lo])):
-            value, shape = self._product(o, f.shape, value, shape), (f.shape[0], shape[1])
+            if _selection(f):
+                value = self._selected([f, _Held(value, shape)])
+            else:
+                value = self._product(o, f.shape, value, shape)
+            shape = (f.shape[0], shape[1])
         for f, o in zip(mats[hi + 1:], ops[hi + 1:]):
-            value, shape = self._product(value, shape, o, f.shape), (shape[0], f.shape[1])
+            if _selection(f):
+                value = self._selected([_Held(value, shape), f])
+            else:
+                value = self._product(value, shape, o, f.shape)
+            shape = (shape[0], f.shape[1])
         return coeff * self._unwrap(value)
 
     # -- expressions ----------------------------------------------------------------
@@ -225,6 +255,8 @@ class Lowering:
             return e.function(*[self.scalar(o) for o in e.operands])
         if isinstance(e, Softmax):
             return self._softmax(e, None)
+        if isinstance(e, RowNorm):
+            return self.scalar(e.definition())
         if isinstance(e, RowCost):
             body = self._row_loss(e)
             return self.emit("rowsum", (body,), (e.shape[0], 1))
@@ -253,11 +285,60 @@ class Lowering:
 
     def _matmul(self, e):
         coeff = sp.Mul(*[a for a in e.args if not isinstance(a, sp.MatrixExpr)])
-        items = [(self._operand(a), a.shape) for a in e.args if isinstance(a, sp.MatrixExpr)]
+        mats = [a for a in e.args if isinstance(a, sp.MatrixExpr)]
+        if any(_selection(a) for a in mats):
+            return coeff * self._selected(mats)
+        items = [(self._operand(a), a.shape) for a in mats]
         value, shape = items[0]
         for right, rshape in items[1:]:
             value, shape = self._product(value, shape, right, rshape), (shape[0], rshape[1])
         return coeff * self._unwrap(value)
+
+    def _selected(self, mats):
+        """A product with column selections E (multi-head attention's heads): A E is a slice of
+        A's columns and Eᵀ B of B's rows (views), done first; E B and A Eᵀ put the block back
+        in place among zeros (a pad); the rest multiply left to right."""
+        items = [(a.value, a.shape) if isinstance(a, _Held) else _selection(a) or (self._operand(a), tuple(a.shape))
+                 for a in mats]
+        changed = True
+        while changed:
+            changed = False
+            for i in range(len(items) - 1):
+                (a, ash), (b, bsh) = items[i], items[i + 1]
+                if not isinstance(a, str) and b == "E":                    # A E: columns of A
+                    start, stop, _ = bsh
+                    items[i:i + 2] = [(self._cut(a, ash, None, (start, stop)), (ash[0], stop - start))]
+                elif a == "Et" and not isinstance(b, str):                 # Eᵀ B: rows of B
+                    start, stop, _ = ash
+                    items[i:i + 2] = [(self._cut(b, bsh, (start, stop), None), (stop - start, bsh[1]))]
+                else:
+                    continue
+                changed = True
+                break
+        value, shape = items[0]
+        if value == "E":                                                   # E B: rows put back
+            (start, stop, n), (value, shape) = shape, items[1]
+            value, shape, items = self._pad(value, -2, start, n), (n, shape[1]), items[1:]
+        for right, rshape in items[1:]:
+            if right == "Et":                                              # A Eᵀ: columns put back
+                start, stop, n = rshape
+                value, shape = self._pad(value, -1, start, n), (shape[0], n)
+            else:
+                value, shape = self._product(value, shape, right, rshape), (shape[0], rshape[1])
+        return self._unwrap(value)
+
+    def _cut(self, a, shape, rows, cols):
+        a = self.materialize(self._unwrap(a))
+        whole = lambda span, n: (0, None, 1) if span is None else (span[0], span[1], 1)   # noqa: E731
+        out = (rows[1] - rows[0] if rows else shape[0], cols[1] - cols[0] if cols else shape[1])
+        return self.emit("slice", (a, whole(rows, shape[0]), whole(cols, shape[1])), out)
+
+    def _pad(self, a, axis, start, n):
+        a = self.materialize(self._unwrap(a))
+        shape = list(self.shapes[a][-2:]) if a in self.shapes else []
+        width = shape[axis] if shape else None
+        shape[axis] = n
+        return self.emit("pad", (a, axis, start, n - start - width), tuple(shape))
 
     def _operand(self, a):
         # W.T of a named matrix stays a transposed operand (no copy); the rest is a formula
@@ -266,7 +347,8 @@ class Lowering:
         return self.scalar(a)
 
     def _unwrap(self, v):
-        return self.emit("transpose", (v.sym,), tuple(reversed(self.shapes[v.sym]))) if isinstance(v, Tr) else v
+        # (one sample's shape: emit adds the batch axis back)
+        return self.emit("transpose", (v.sym,), tuple(reversed(self.shapes[v.sym][-2:]))) if isinstance(v, Tr) else v
 
     def _product(self, left, lshape, right, rshape):
         """left @ right for formulas; ones-matrices become broadcasts and sums."""
@@ -277,7 +359,13 @@ class Lowering:
             return left * right * inner
         if lnum:                                # c 1 @ R: a row broadcast, or c times column sums
             r = self._unwrap(right)
-            return left * r if inner == 1 else left * self.emit("colsum", (self.materialize(r),), (rshape[1],))
+            if inner == 1:
+                return left * r
+            if self.sample:     # a sample's rows, not the batch: summed over their own axis
+                r = self.materialize(r)
+                return left * (self.emit("colsum", (r,), (1, rshape[1])) if self.batched(r)
+                               else self.emit("bsum", (r,), (rshape[1],)))
+            return left * self.emit("colsum", (self.materialize(r),), (rshape[1],))
         if rnum:                                # L @ d 1: a column broadcast, or d times row sums
             l_ = self._unwrap(left)
             return l_ * right if inner == 1 else right * self.emit("rowsum", (l_,), (lshape[0], 1))

@@ -23,7 +23,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError
 
-__all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "SoftmaxVJP", "RowCost", "FPrime", "Elementwise",
+__all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "RowNorm", "Select", "layer_norm", "MASKS", "SoftmaxVJP", "RowCost", "FPrime", "Elementwise",
            "elementwise", "is_matrix", "simplify_ones", "activation_of", "explicit"]
 
 #: The batch size: the number of rows (samples) of every data matrix.
@@ -165,6 +165,93 @@ class RowCost(sp.MatrixExpr):
     def _latex(self, printer, exp=None):
         return r"\operatorname{%s}\left(%s, %s\right)" % (
             self.args[0].name.replace("_", r"\_"), printer._print(self.prediction), printer._print(self.target))
+
+
+class Select(sp.MatrixSymbol):
+    """The n×w matrix E whose columns are the unit vectors e_{start}, …, e_{start+w−1}:
+    A E is the block of A's columns start … start+w−1, A Eᵀ puts w columns back in place
+    (zeros elsewhere).  A constant, not a graph name: SymPy's matrix calculus carries it
+    like any matrix (δ of A E is δ Eᵀ), and compiled code slices and pads instead of
+    multiplying.  Multi-head attention selects each head's columns with it.
+    """
+
+    @classmethod
+    def of(cls, n: int, start: int, width: int) -> "Select":
+        """The selection of columns start … start+width−1 out of n."""
+        return cls(f"E_{start}_{start + width}_of_{n}", n, width)
+
+    @property
+    def span(self) -> tuple[int, int, int]:
+        """(start, stop, n): the columns start … stop−1 of n."""
+        rest = self.name[len("E_"):].split("_")
+        return int(rest[0]), int(rest[1]), int(rest[3])
+
+    def as_explicit(self):
+        start, stop, n = self.span
+        return sp.ImmutableMatrix(n, stop - start, lambda i, j: 1 if i == start + j else 0)
+
+    def _latex(self, printer, exp=None):
+        start, stop, _ = self.span
+        return r"E_{%d:%d}" % (start + 1, stop)
+
+
+class RowNorm(sp.MatrixExpr):
+    """Each row of H standardised: Ĥ_ij = (H_ij − μ_i)/σ_i, with the row's mean μ_i and
+    σ_i = √(var_i + ε) (the biased variance), layer norm before its scale and shift.
+
+    ``RowNorm(H, eps)``; :meth:`definition` writes it as matrix operations, which the
+    compiled code and the exact evaluation use; its VJP is the closed form of
+    :func:`symback.vjp.rownorm_vjp`, proved equal to the derivative of this definition.
+    """
+
+    def __new__(cls, arg, eps=sp.Rational(1, 10**5)):
+        if not is_matrix(arg):
+            raise DefinitionError(f"layer_norm takes a matrix (a row per position), got {arg!r}")
+        eps = sp.nsimplify(eps) if not isinstance(eps, sp.Basic) else eps
+        if not (eps.is_number and eps.is_nonnegative):
+            raise DefinitionError(f"layer_norm: eps must be a number >= 0, got {eps}")
+        return super().__new__(cls, arg, eps)
+
+    @property
+    def arg(self):
+        """H."""
+        return self.args[0]
+
+    @property
+    def eps(self):
+        """ε, added to the variance."""
+        return self.args[1]
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def rstd(self):
+        """The T×1 column 1/σ = 1/√(var + ε), as matrix operations on H."""
+        H, (T, d) = self.arg, self.shape
+        one = sp.OneMatrix(d, 1)
+        centred = sp.MatAdd(H, -sp.MatMul(H, one, one.T) / d)
+        var = sp.MatMul(sp.HadamardProduct(centred, centred), one) / d
+        # the one shared entry variable: equal definitions are equal expressions (shared code)
+        return ElementwiseApplyFunction(sp.Lambda(ENTRY, 1 / sp.sqrt(ENTRY + self.eps)), var), centred
+
+    def definition(self):
+        """Ĥ = (H − μ𝟏ᵀ) ⊙ (σ⁻¹ 𝟏ᵀ), as matrix operations."""
+        r, centred = self.rstd()
+        return sp.HadamardProduct(centred, sp.MatMul(r, sp.OneMatrix(1, self.shape[1])))
+
+    def _latex(self, printer, exp=None):
+        return r"\operatorname{norm}\left(%s\right)" % printer._print(self.arg)
+
+
+def layer_norm(H, gamma, beta, eps=sp.Rational(1, 10**5)):
+    """Layer normalisation of each row of H: norm(H) ⊙ 𝟏γ + 𝟏β with norm(H)'s rows standardised
+    (mean 0, biased variance 1, ε added to the variance); γ, β are 1×d rows."""
+    for what, v in (("gamma", gamma), ("beta", beta)):
+        if not is_matrix(v) or tuple(v.shape) != (1, H.shape[1]):
+            raise DefinitionError(f"layer_norm: {what} must be a 1×{H.shape[1]} matrix, got {v!r}")
+    rows = sp.OneMatrix(H.shape[0], 1)
+    return sp.MatAdd(sp.HadamardProduct(RowNorm(H, eps), sp.MatMul(rows, gamma)), sp.MatMul(rows, beta))
 
 
 class SoftmaxVJP(sp.MatrixExpr):
@@ -323,7 +410,7 @@ def explicit(e, rows: int):
     """
     e = e.subs(BATCH, rows) if e.has(BATCH) else e
     # SymPy leaves 1·M unevaluated when 1 is a OneMatrix: write the constants out
-    e = e.replace(lambda x: isinstance(x, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity))
+    e = e.replace(lambda x: isinstance(x, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity, Select))
                   and all(d.is_Integer for d in x.shape), lambda x: x.as_explicit())
 
     def out(x):
@@ -334,6 +421,8 @@ def explicit(e, rows: int):
             return sp.ImmutableMatrix(a.rows, 1, lambda i, _: sum(x.loss(a[i, k], y[i, k]) for k in range(a.cols)))
         if isinstance(x, FPrime):
             return explicit(x.as_elementwise(), rows)
+        if isinstance(x, RowNorm):
+            return explicit(x.definition(), rows)
         if isinstance(x, SoftmaxVJP):
             return x.entries(sp.ImmutableMatrix(x.args[0]).tolist(), sp.ImmutableMatrix(x.args[1]).tolist())
         if isinstance(x, Elementwise):
@@ -341,7 +430,7 @@ def explicit(e, rows: int):
             return sp.ImmutableMatrix(ops[0].rows, ops[0].cols, lambda i, k: x.function(*[o[i, k] for o in ops]))
         return None
 
-    e = e.replace(lambda x: isinstance(x, (Softmax, RowCost, FPrime, Elementwise, SoftmaxVJP)),
+    e = e.replace(lambda x: isinstance(x, (Softmax, RowCost, FPrime, Elementwise, SoftmaxVJP, RowNorm)),
                   lambda x: out(x.func(*[explicit(a, rows) if is_matrix(a) else a for a in x.args])))
     r = e.doit()
     return sp.ImmutableMatrix(r) if is_matrix(r) or isinstance(r, sp.MatrixBase) else r

@@ -57,6 +57,8 @@ def init(seed=0):
             value = rng.normal(0.0, 0.5)
         elif scheme == "zeros":
             value = np.zeros(shape)
+        elif scheme == "ones":
+            value = np.ones(shape)
         elif scheme == "he":
             value = rng.normal(0.0, np.sqrt(2.0 / shape[0]), size=shape)
         else:

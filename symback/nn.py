@@ -18,9 +18,9 @@ import sympy as sp
 from .errors import DefinitionError
 from .functions import get_activation, get_loss, identity, softmax
 from .graph import Graph
-from .matrix import BATCH, ones, sumsq
+from .matrix import BATCH, Select, layer_norm, ones, sumsq
 
-__all__ = ["Dense", "Residual", "Sequential", "mlp", "rnn"]
+__all__ = ["Dense", "Residual", "LayerNorm", "Attention", "TransformerBlock", "Sequential", "mlp", "rnn"]
 
 
 def _width(value, what) -> int:
@@ -57,19 +57,71 @@ class Residual:
         if not layers:
             raise DefinitionError("Residual needs at least one layer")
         for layer in layers:
-            if not isinstance(layer, (Dense, Residual)):
-                raise DefinitionError(f"Residual takes Dense or Residual layers, got {layer!r}")
+            if not isinstance(layer, LAYERS):
+                raise DefinitionError(f"Residual takes layers (Dense, Residual, LayerNorm, Attention, "
+                                      f"TransformerBlock), got {layer!r}")
         self.layers = list(layers)
 
     def __repr__(self):
         return f"Residual({', '.join(map(repr, self.layers))})"
 
 
+class LayerNorm:
+    """Layer normalisation of each row (position): γ ⊙ norm(A) + β, with parameters
+    ``gamma{l}`` (1×d, initialised to 1) and ``beta{l}`` (1×d, initialised to 0)."""
+
+    def __init__(self, eps=sp.Rational(1, 10**5)):
+        self.eps = eps
+
+    def __repr__(self):
+        return "LayerNorm()"
+
+
+class Attention:
+    """Multi-head self-attention over the rows of a (T, d) sample, no biases.
+
+    Parameters ``Wq{l} Wk{l} Wv{l} Wo{l}``, each d×d.  Head h uses the columns
+    h·d/heads … (h+1)·d/heads − 1 of Q = A Wq, K = A Wk, V = A Wv; its scores are
+    Q_h K_hᵀ/√(d/heads), softmax row by row (``causal=True`` masks j > i); the heads'
+    outputs are concatenated in head order, then multiplied by Wo.
+    """
+
+    def __init__(self, heads: int = 1, causal: bool = False):
+        self.heads = _width(heads, "Attention: heads")
+        self.causal = bool(causal)
+
+    def __repr__(self):
+        return f"Attention(heads={self.heads}, causal={self.causal})"
+
+
+class TransformerBlock:
+    """A pre-LN transformer block: H = X + Attention(LayerNorm(X)), then
+    out = H + Dense(d)(Dense(hidden, "gelu")(LayerNorm(H))), that is
+    ``Residual(LayerNorm(), Attention(heads, causal))``,
+    ``Residual(LayerNorm(), Dense(hidden, "gelu"), Dense(d))``.
+    """
+
+    def __init__(self, heads: int = 1, hidden: int | None = None, causal: bool = False):
+        self.heads, self.causal = _width(heads, "TransformerBlock: heads"), bool(causal)
+        self.hidden = None if hidden is None else _width(hidden, "TransformerBlock: hidden")
+
+    def expand(self, d: int) -> list:
+        """The block as the layers it stands for, for inputs of width d."""
+        return [Residual(LayerNorm(), Attention(self.heads, self.causal)),
+                Residual(LayerNorm(), Dense(self.hidden or 4 * d, "gelu"), Dense(d))]
+
+    def __repr__(self):
+        return f"TransformerBlock(heads={self.heads}, hidden={self.hidden}, causal={self.causal})"
+
+
+LAYERS = (Dense, Residual, LayerNorm, Attention, TransformerBlock)
+
+
 def _dense_layers(layers):
     for layer in layers:
         if isinstance(layer, Residual):
             yield from _dense_layers(layer.layers)
-        else:
+        elif isinstance(layer, Dense):
             yield layer
 
 
@@ -81,22 +133,35 @@ class Sequential(Graph):
     λ/2 · Σ_l ‖W_l‖²_F (biases are not penalised).
     """
 
-    def __init__(self, *layers, inputs: int, loss="mse", reduction: str = "mean", l2=0.0):
+    def __init__(self, *layers, inputs, loss="mse", reduction: str = "mean", l2=0.0):
         super().__init__()
         if not layers:
             raise DefinitionError("Sequential needs at least one Dense layer")
         for layer in layers:
-            if not isinstance(layer, (Dense, Residual)):
-                raise DefinitionError(f"Sequential takes Dense and Residual layers, got {layer!r}")
+            if not isinstance(layer, LAYERS):
+                raise DefinitionError(f"Sequential takes layers (Dense, Residual, LayerNorm, Attention, "
+                                      f"TransformerBlock), got {layer!r}")
         self.layers = list(layers)
-        self.inputs_width = _width(inputs, "inputs")
+        # inputs=d: rows are samples (X is m×d); inputs=(T, d): one sample is T rows of width d
+        if isinstance(inputs, tuple):
+            if len(inputs) != 2:
+                raise DefinitionError(f"inputs=(rows, columns) for a sample of rows, got {inputs!r}")
+            self.sample_rows = _width(inputs[0], "inputs: rows")
+            self.inputs_width = _width(inputs[1], "inputs: columns")
+        else:
+            self.sample_rows, self.inputs_width = None, _width(inputs, "inputs")
+
         self.loss_function = get_loss(loss)
         dense = list(_dense_layers(self.layers))
         for layer in dense[:-1]:
             if layer.activation is softmax:
                 raise DefinitionError("softmax can only be the output layer's activation")
-        if isinstance(self.layers[-1], Residual):
+        if not isinstance(self.layers[-1], Dense):
             raise DefinitionError("the last layer must be a Dense layer (the output)")
+        if self.sample_rows is None and any(isinstance(x, (Attention, LayerNorm, TransformerBlock))
+                                            for x in _all(self.layers)):
+            raise DefinitionError("attention and layer norm act on the rows of one sample: give "
+                                  "inputs=(rows, columns), a sequence of rows")
         out = dense[-1].activation
         if (out is softmax) != (self.loss_function.needs == "softmax"):
             raise DefinitionError(
@@ -118,9 +183,36 @@ class Sequential(Graph):
         return [layer.activation for layer in _dense_layers(self.layers)]
 
     def _build(self, reduction, l2):
-        X = self.inputs("X", shape=(BATCH, self.inputs_width))
+        rows = BATCH if self.sample_rows is None else self.sample_rows
+        X = self.inputs("X", shape=(rows, self.inputs_width))
         weights, count = [], [0]
         last = list(_dense_layers(self.layers))[-1]
+
+        def norm(layer, A):
+            count[0] += 1
+            l = count[0]
+            gamma, beta = self.params(f"gamma{l} beta{l}", shape=[(1, A.shape[1])] * 2)
+            self.init_scheme[gamma.name] = "ones"
+            return self.node(f"N{l}", layer_norm(A, gamma, beta, layer.eps))
+
+        def attention(layer, A):
+            count[0] += 1
+            l, d, h = count[0], A.shape[1], layer.heads
+            if d % h:
+                raise DefinitionError(f"Attention: {h} heads do not divide the width {d}")
+            Wq, Wk, Wv, Wo = self.params(f"Wq{l} Wk{l} Wv{l} Wo{l}", shape=[(d, d)] * 4)
+            weights.extend([Wq, Wk, Wv, Wo])
+            Q, K, V = (self.node(f"{n}{l}", A @ W) for n, W in (("Q", Wq), ("K", Wk), ("V", Wv)))
+            mask, w = ("causal" if layer.causal else None), d // h
+            heads = []
+            for j in range(h):
+                E = Select.of(d, j * w, w) if h > 1 else None
+                tag = f"{l}_{j + 1}" if h > 1 else f"{l}"
+                Qh, Kh, Vh = (Q, K, V) if E is None else (Q @ E, K @ E, V @ E)
+                P = self.node(f"P{tag}", softmax(Qh @ Kh.T / sp.sqrt(w), mask=mask))
+                O = self.node(f"O{tag}", P @ Vh)
+                heads.append(O @ Wo if E is None else O @ E.T @ Wo)
+            return self.node(f"Att{l}", sp.MatAdd(*heads) if len(heads) > 1 else heads[0])
 
         def dense(layer, A):
             count[0] += 1
@@ -132,7 +224,7 @@ class Sequential(Graph):
                 weights.append(W)
             b = self.params(f"b{l}", shape=(1, layer.units))
             out = layer is last
-            pre = A @ W + ones(BATCH) @ b
+            pre = A @ W + ones(rows) @ b
             if layer.activation is identity:
                 return self.node("Yhat" if out else f"Z{l}", pre)
             Z = self.node(f"Z{l}", pre)
@@ -146,12 +238,18 @@ class Sequential(Graph):
                         raise DefinitionError(f"Residual: the layers map width {A.shape[1]} to "
                                               f"{inner.shape[1]}; a skip connection needs equal widths")
                     A = self.node(f"H{count[0]}", A + inner)
+                elif isinstance(layer, TransformerBlock):      # at the width it is given
+                    A = run(layer.expand(int(A.shape[1])), A)
+                elif isinstance(layer, LayerNorm):
+                    A = norm(layer, A)
+                elif isinstance(layer, Attention):
+                    A = attention(layer, A)
                 else:
                     A = dense(layer, A)
             return A
 
         Yhat = run(self.layers, X)
-        Y = self.targets("Y", shape=(BATCH, Yhat.shape[1]))
+        Y = self.targets("Y", shape=(rows, Yhat.shape[1]))
         penalty = l2 / 2 * sp.Add(*[sumsq(W) for W in weights]) if l2 else None
         self.loss(self.loss_function(Yhat, Y), reduction=reduction, penalty=penalty)
 
@@ -173,6 +271,13 @@ class Sequential(Graph):
     def __repr__(self):
         return (f"Sequential({', '.join(map(repr, self.layers))}, inputs={self.inputs_width}, "
                 f"loss={self.loss_function.name!r})")
+
+
+def _all(layers):
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Residual):
+            yield from _all(layer.layers)
 
 
 def _l2(l2):

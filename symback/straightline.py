@@ -270,6 +270,10 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_slice(str(a[0]), a[1], a[2])
         elif st.op == "mask":
             code = printer.op_mask(str(a[0]), a[1], *st.shape[-2:])
+        elif st.op == "pad":
+            code = printer.op_pad(str(a[0]), *a[1:])
+        elif st.op == "bsum":       # (the rows of one shared matrix: its column sums)
+            code = printer.op_bsum(str(a[0]))
         elif st.op == "column":
             code = printer.op_column(str(a[0]), a[1])
         elif st.op == "param":
@@ -338,6 +342,8 @@ def _batched(st, ew, free, lines, printer, batched) -> str:
         return printer.op_bslice(names[0], a[1], a[2])
     if op == "mask":
         return printer.op_mask(names[0], a[1], *st.shape[-2:])
+    if op == "pad":
+        return printer.op_pad(names[0], *a[1:])
     return getattr(printer, f"op_b{op}")(names[0])
 
 

@@ -24,10 +24,12 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError
-from .matrix import BATCH, ENTRY, Elementwise, FPrime, RowCost, Softmax, SoftmaxVJP, activation_of, is_matrix
+from .matrix import (BATCH, ENTRY, Elementwise, FPrime, RowCost, RowNorm, Softmax, SoftmaxVJP, activation_of,
+                     is_matrix)
 
 __all__ = ["local_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP",
-           "fused_output", "softmax_vjp", "prove_softmax_vjp"]
+           "fused_output", "softmax_vjp", "prove_softmax_vjp",
+           "rownorm_vjp", "prove_rownorm_vjp"]
 
 
 class AdjointMatrix(sp.MatrixSymbol):
@@ -83,6 +85,8 @@ def local_factor(child_expr, child_adjoint, parent, child=None):
         return sp.HadamardProduct(spread, cost_derivative(child_expr)).doit()
     if isinstance(child_expr, Softmax):
         return softmax_vjp(child_expr, child_adjoint, child)
+    if isinstance(child_expr, RowNorm):
+        return rownorm_vjp(child_expr, child_adjoint, child)
     return _matrix_vjp(child_expr, child_adjoint, parent)
 
 
@@ -100,6 +104,50 @@ def softmax_vjp(S: Softmax, D, P=None):
     k = S.shape[1]
     rows = sp.MatMul(sp.HadamardProduct(D, P), sp.OneMatrix(k, 1), sp.OneMatrix(1, k))
     return sp.HadamardProduct(P, sp.MatAdd(D, -rows))
+
+
+def rownorm_vjp(N: RowNorm, D, P=None):
+    """δ_H for Ĥ = norm(H) (each row standardised) and δ_Ĥ = D, in the closed form of the
+    layer-norm backward: (σ⁻¹𝟏ᵀ) ⊙ (D − mean(D) − Ĥ ⊙ mean(D ⊙ Ĥ)), means over each row.
+
+    Used only after SymPy has proved it equal to Σ_k D_ik ∂Ĥ_ik/∂H_ij of the definition
+    (:func:`prove_rownorm_vjp`).  ``P`` is the symbol the forward pass holds Ĥ in.
+    """
+    prove_rownorm_vjp()
+    P = N if P is None else P
+    T, d = N.shape
+    r, _ = N.rstd()
+    one = sp.OneMatrix(d, 1)
+    mean = lambda A: sp.MatMul(A, one, one.T) / d                      # noqa: E731 (row means, spread)
+    inner = sp.MatAdd(D, -mean(D), -sp.HadamardProduct(P, mean(sp.HadamardProduct(D, P))))
+    return sp.HadamardProduct(sp.MatMul(r, one.T), inner)
+
+
+@lru_cache(maxsize=None)
+def prove_rownorm_vjp(widths: int = 3) -> bool:
+    """Prove, for rows of 1..`widths` entries and any ε > 0, that :func:`rownorm_vjp`'s closed
+    form equals the vector-Jacobian product of the row standardisation's definition.
+
+    The derivative is SymPy's, of Ĥ_k = (h_k − μ)/√(var + ε); then σ = √(var + ε) is named S,
+    the difference times S³ expanded and S² replaced by var + ε: it must vanish identically.
+    """
+    eps, S = sp.Symbol("epsilon", positive=True), sp.Symbol("S", positive=True)
+    for d in range(1, widths + 1):
+        h, g = sp.symbols(f"h0:{d}", real=True), sp.symbols(f"g0:{d}", real=True)
+        mu = sum(h) / d
+        var = sp.expand(sum((x - mu) ** 2 for x in h) / d)
+        s = sp.sqrt(var + eps)
+        hat = [(x - mu) / s for x in h]
+        hat_s = [(x - mu) / S for x in h]
+        mean_g = sum(g) / d
+        mean_gh = sum(a * b for a, b in zip(g, hat_s)) / d
+        for j in range(d):
+            vjp = sum(g[k] * sp.diff(hat[k], h[j]) for k in range(d))
+            closed = (g[j] - mean_g - hat_s[j] * mean_gh) / S
+            gap = sp.expand(sp.expand((vjp.subs(s, S) - closed) * S ** 3).subs(S ** 2, var + eps))
+            if gap != 0:
+                raise DefinitionError(f"internal: layer norm's closed-form VJP is not proved (width {d})")
+    return True
 
 
 @lru_cache(maxsize=None)
@@ -199,7 +247,14 @@ def _canonical(expr, adj, parent):
     canon = canon.replace(lambda e: isinstance(e, ElementwiseApplyFunction), undefined)
     if canon.has(Elementwise, FPrime, Softmax, RowCost):
         raise DefinitionError(f"cannot differentiate {expr}: write softmax and losses as whole nodes")
-    back = {"symbols": {v: k for k, v in sym.items()}, "dims": {v: k for k, v in dims.items()}}
+    # an irrational coefficient (1/√8 of attention's scores) becomes a symbol: SymPy's matrix
+    # calculus takes a power of a number for a power of a matrix and fails on √2
+    consts = {c: sp.Symbol(f"_c{i}", positive=True) for i, c in enumerate(sorted(
+        {a for m in canon.atoms(sp.MatMul, sp.MatAdd) for a in m.args
+         if not isinstance(a, sp.MatrixExpr) and a.is_number and not a.is_Rational}, key=sp.default_sort_key))}
+    canon = canon.xreplace(consts) if consts else canon
+    back = {"symbols": {**{v: k for k, v in sym.items()}, **{v: k for k, v in consts.items()}},
+            "dims": {v: k for k, v in dims.items()}}
     return (canon, sym[adj], sym[parent]), back, fns
 
 
@@ -265,7 +320,7 @@ def to_matrix(expr, mapping: dict, shape):
     """
     if expr in mapping:
         return mapping[expr]
-    if expr.is_Number:
+    if expr.is_number:          # √(2/π) as well as 2: a constant times the ones matrix
         return expr * sp.OneMatrix(*shape)
     if expr.is_Add:
         return sp.MatAdd(*[to_matrix(t, mapping, shape) for t in expr.args]).doit()

@@ -321,6 +321,12 @@ def _is_native(a):
         """Each sample's a[rows, cols]."""
         return self.op_slice(a, rows, cols).replace("[", "[:, ", 1)
 
+    def op_pad(self, a: str, axis: int, before: int, after: int) -> str:
+        """a with `before` and `after` zeros added along `axis` (−1 columns, −2 rows): a block
+        put back in place (the adjoint of a slice)."""
+        widths = "((0, 0), (%d, %d))" % (before, after) if axis == -1 else "((%d, %d), (0, 0))" % (before, after)
+        return f"{self.prefix}.pad({a}, ((0, 0),) * ({a}.ndim - 2) + {widths})"
+
     def op_mask(self, a: str, kind: str, rows, cols) -> str:
         """a with the masked entries (causal: above the diagonal) set to −∞."""
         return f"{self.prefix}.where({self.prefix}.tri({rows}, {cols}, dtype=bool), {a}, -{self.prefix}.inf)"

@@ -169,6 +169,11 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """Each sample's column sums, as (m, 1, k)."""
         return f"{a}.sum(dim=-2, keepdim=True)"
 
+    def op_pad(self, a: str, axis: int, before: int, after: int) -> str:
+        """a with zeros added along its last (−1) or second-last (−2) axis."""
+        widths = (before, after) if axis == -1 else (0, 0, before, after)
+        return f"torch.nn.functional.pad({a}, {widths})"
+
     def op_mask(self, a: str, kind: str, rows, cols) -> str:
         """a with the entries above the diagonal set to −∞ (the causal mask)."""
         return (f"{a}.masked_fill(torch.ones({rows}, {cols}, dtype=torch.bool, device={a}.device)"
