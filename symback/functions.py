@@ -228,6 +228,14 @@ def _derive_rules(cls):
     cls.derivative, cls.output_derivative, cls.stable = derivative, output_derivative, stable_rule
 
 
+def user_expr(value, names=(), *, where="value"):
+    """:func:`symback.parse.user_expr`, imported on first need (parse reads this module's registry)."""
+    if isinstance(value, sp.Basic):
+        return value
+    from .parse import user_expr as parsed
+    return parsed(value, names, where=where)
+
+
 def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
                params: dict | None = None, stable=None, lazy: bool = False) -> type:
     """Register a new activation from its SymPy definition alone.
@@ -245,8 +253,8 @@ def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
         raise DefinitionError(f"activation name {name!r} must be an identifier")
     if not isinstance(var, sp.Symbol):
         raise DefinitionError(f"activation {name!r}: var must be a SymPy Symbol, got {var!r}")
-    expr = sp.sympify(expr, strict=True) if not isinstance(expr, sp.Basic) else expr
     params = dict(params or {})
+    expr = user_expr(expr, {var.name: var, **{str(k): k for k in params}}, where=f"activation {name!r}")
     extra = set(expr.free_symbols) - {var} - set(params)
     if extra:
         raise DefinitionError(
@@ -257,7 +265,8 @@ def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
     cls = type(name, (Activation,), {
         "definition": lam,
         "latex_name": latex or rf"\operatorname{{{_tex_ident(name)}}}",
-        "extra_params": tuple(sp.sympify(v) for v in params.values()),
+        "extra_params": tuple(user_expr(v, where=f"activation {name!r}: default of {k}")
+                             for k, v in params.items()),
         "nargs": (1, 1 + len(pvars)) if pvars else 1,
     })
     if pvars:
@@ -426,7 +435,7 @@ def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
         raise DefinitionError(f"loss name {name!r} must be an identifier")
     if not isinstance(prediction, sp.Symbol) or not isinstance(target, sp.Symbol):
         raise DefinitionError(f"loss {name!r}: prediction and target must be SymPy Symbols")
-    expr = sp.sympify(expr)
+    expr = user_expr(expr, {prediction.name: prediction, target.name: target}, where=f"loss {name!r}")
     extra = set(expr.free_symbols) - {prediction, target}
     if extra:
         raise DefinitionError(

@@ -470,3 +470,36 @@ def test_startup_guard_only_in_the_command(tmp_path):
         out[argv0] = r.stdout.strip()
     assert out == {"/usr/local/bin/symback": "_interrupted_at_startup",
                    "myscript.py": "default_int_handler"}
+
+
+# ------------------------------------------------------------------ issue 20: user text is never run
+PAYLOAD = "__import__('os').system('touch PWNED') or {}"
+
+
+def _scalar_graph():
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    g.loss((w * x - y) ** 2)
+    return g
+
+
+def test_values_given_as_text_are_parsed_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = sb.derive(_scalar_graph())
+    with pytest.raises(SpecError, match="value of x"):
+        d.evaluate({"x": PAYLOAD.format(1), "y": 1, "w": 2})
+    assert not (tmp_path / "PWNED").exists()
+    # text that is a number still works, exactly: C = (2·1/2 − 1)² = 0, dC/dw = 0
+    assert d.evaluate({"x": "1/2", "y": 1, "w": 2})["forward"]["C"] == 0
+
+
+def test_functions_defined_as_text_are_parsed_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p, t, z = sp.symbols("p t z")
+    with pytest.raises(SpecError, match="loss 'evil'"):
+        sb.loss_function("evil", PAYLOAD.format("p"), p, t)
+    with pytest.raises(SpecError, match="activation 'evil'"):
+        sb.activation("evil", PAYLOAD.format("z"), var=z)
+    assert not (tmp_path / "PWNED").exists()
+    lc = sb.loss_function("logcosh_text", "log(cosh(p - t))", p, t)
+    assert sp.simplify(lc.expr - sp.log(sp.cosh(p - t))) == 0
