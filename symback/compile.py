@@ -20,6 +20,7 @@ from .engine import Derivation
 from .data import available_memory, format_bytes
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
+from .targets import check_targets, target_rules
 
 __all__ = ["compile", "Model", "save_params", "load_params"]
 
@@ -91,6 +92,8 @@ class Model:
         self._loss = namespace["_loss"]
         self._grad = namespace["_grad"]
         self._step = namespace["_apply_step"]
+        # what the targets must satisfy for the formulas to hold (rows summing to 1, ...)
+        self._target_rules = target_rules(derivation)
 
     @property
     def source(self) -> str:
@@ -125,7 +128,13 @@ class Model:
         Y = self._matrix(Y, self.n_targets, "Y", "targets", params)
         if Y.shape[0] != X.shape[0]:
             raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+        if self._target_rules:
+            check_targets(np.asarray(self._host(Y)), self._target_rules)
         return X, Y
+
+    def _host(self, a):
+        """An array as NumPy reads it (a backend's Model moves its own arrays to the host)."""
+        return a
 
     def _run(self, fn, *args):
         try:
@@ -206,6 +215,8 @@ class Model:
                 and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
                 and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
             X, Y = self._xy(X, Y)
+        elif self._target_rules:
+            check_targets(Y, self._target_rules)
         try:
             return float(self._step(X, Y, params, lr))
         except (KeyError, ValueError) as exc:

@@ -411,6 +411,9 @@ class LossFunction:
     latex: str = ""
     needs: str = "elementwise"
     extra: dict = field(default_factory=dict)
+    #: (low, high): the targets the loss is defined for (binary cross-entropy: probabilities),
+    #: checked on the data; None: any real target
+    target_range: tuple | None = None
 
     def __call__(self, prediction, target):
         """The loss for one output, as a SymPy expression.
@@ -425,8 +428,12 @@ class LossFunction:
 
 
 def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
-                  latex: str | None = None, needs: str = "elementwise") -> LossFunction:
+                  latex: str | None = None, needs: str = "elementwise",
+                  target_range: tuple | None = None) -> LossFunction:
     """Register a new loss from its SymPy definition alone.
+
+    ``target_range=(low, high)`` makes the models refuse targets outside it
+    (a DataError), for a loss that means nothing there.
 
     >>> yh, t = sp.symbols("yhat t")
     >>> logcosh = loss_function("logcosh", sp.log(sp.cosh(yh - t)), prediction=yh, target=t)
@@ -442,7 +449,8 @@ def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
             f"loss {name!r}: definition uses unknown symbols {sorted(map(str, extra))}")
     if not expr.has(prediction):
         raise DefinitionError(f"loss {name!r} does not depend on its prediction {prediction}")
-    lf = LossFunction(name, expr, prediction, target, latex or rf"\operatorname{{{_tex_ident(name)}}}", needs)
+    lf = LossFunction(name, expr, prediction, target, latex or rf"\operatorname{{{_tex_ident(name)}}}", needs,
+                      target_range=target_range)
     LOSSES[name] = lf
     return lf
 
@@ -460,7 +468,7 @@ _p, _t = sp.Symbol("p", real=True), sp.Symbol("t", real=True)
 mse = loss_function("mse", (_p - _t) ** 2, _p, _t, latex=r"(\hat y - y)^2")
 half_mse = loss_function("half_mse", (_p - _t) ** 2 / 2, _p, _t, latex=r"\tfrac12(\hat y - y)^2")
 binary_cross_entropy = loss_function("binary_cross_entropy", -(_t * sp.log(_p) + (1 - _t) * sp.log(1 - _p)), _p, _t,
-              latex=r"-\left(y\log\hat y + (1-y)\log(1-\hat y)\right)")
+              latex=r"-\left(y\log\hat y + (1-y)\log(1-\hat y)\right)", target_range=(0, 1))
 cross_entropy = loss_function("cross_entropy", -_t * sp.log(_p), _p, _t, latex=r"-\sum_k y_k \log \hat y_k",
               needs="softmax")
 logcosh = loss_function("logcosh", sp.log(sp.cosh(_p - _t)), _p, _t)

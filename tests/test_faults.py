@@ -503,3 +503,65 @@ def test_functions_defined_as_text_are_parsed_not_run(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
     lc = sb.loss_function("logcosh_text", "log(cosh(p - t))", p, t)
     assert sp.simplify(lc.expr - sp.log(sp.cosh(p - t))) == 0
+
+
+# ------------------------------------------------------------------ issue 20: targets the formulas assume
+BAD_ROWS = np.array([[1, 1, 0], [0, 0, 0], [.5, .5, .5], [2, 0, 0]], dtype=float)
+
+
+def _central_differences(f, params, h=1e-6):
+    out = {}
+    for k, v in params.items():
+        g = np.zeros_like(v)
+        for idx in np.ndindex(v.shape):
+            for sign in (1, -1):
+                trial = {**params, k: v.copy()}
+                trial[k][idx] += sign * h
+                g[idx] += sign * f(trial) / (2 * h)
+        out[k] = g
+    return out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_softmax_cross_entropy_refuses_targets_whose_rows_do_not_sum_to_1(backend):
+    pytest.importorskip(backend)
+    d = sb.derive(sb.mlp([2, 3, 3], activation="tanh", output="softmax", loss="cross_entropy"))
+    m = sb.compile(d, backend=backend, dtype="float64")
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    params = m.init(seed=0)
+    for call in (lambda: m.grad(X, BAD_ROWS, params), lambda: m.loss(X, BAD_ROWS, params),
+                 lambda: m.step(X, BAD_ROWS, params, lr=0.1),
+                 lambda: m.fit(X, BAD_ROWS, params, epochs=1)):
+        with pytest.raises(DataError, match="row 0 sums to 2"):
+            call()
+    # the fast path of step() (arrays of the kind accepted before) checks them too
+    good = np.array([[1, 0, 0], [0, 1, 0], [.2, .3, .5], [0, 0, 1]], dtype=float)
+    m.step(X, good, params, lr=0.0)
+    with pytest.raises(DataError, match="sum to 1"):
+        m.step(X, BAD_ROWS, params, lr=0.1)
+    # targets it accepts: the gradient is the loss's, by central differences
+    host = {k: np.array(np.asarray(v.detach() if hasattr(v, "detach") else v), dtype=float)
+            for k, v in params.items()}
+    fd = _central_differences(lambda p: float(m.loss(X, good, {k: m._ns["_asarray"](v) for k, v in p.items()})),
+                              host)
+    got = m.grad(X, good, params)
+    for k in fd:
+        np.testing.assert_allclose(np.asarray(got[k]), fd[k], rtol=1e-6, atol=1e-8)
+
+
+def test_binary_cross_entropy_refuses_labels_outside_0_1():
+    m = sb.compile(sb.derive(sb.mlp([2, 3, 1], output="sigmoid", loss="binary_cross_entropy")))
+    X, params = np.ones((3, 2)), m.init(seed=0)
+    with pytest.raises(DataError, match=r"row 1 has a target outside \[0, 1\]"):
+        m.grad(X, np.array([[1.0], [2.0], [0.0]]), params)
+    m.grad(X, np.array([[1.0], [0.25], [0.0]]), params)
+
+
+def test_cli_refuses_multi_label_targets_for_softmax(folder):
+    rng = np.random.default_rng(0)
+    np.savetxt(folder / "ml.csv", np.column_stack([rng.normal(size=(6, 2)), np.ones((6, 2))]), delimiter=",",
+               header="x1,x2,a,b", comments="")
+    before = files(folder)
+    r = run("train", "ml.csv", "--layers", "2,3,2", "--output", "softmax", "--loss", "cross_entropy",
+            "--targets", "a,b", "--out", "clf.npz", cwd=folder)
+    refused(r, before, folder, 2, "sums to 2", "sum to 1")
