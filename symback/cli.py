@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .data import load_data, training_arrays
 from .errors import OutputError, SymbackError, restore_interrupt
-from .files import atomic_write, check_output, refuse_overwrite
+from .files import atomic_write, check_output, refuse_existing, refuse_overwrite, same_file
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
 
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _network_options(d)
     d.add_argument("-o", "--out", metavar="FILE",
                    help="write .tex, .md or .pdf (by suffix; .pdf needs pdflatex) instead of printing")
+    _overwrite_option(d, "-o")
     d.add_argument("--format", choices=("latex", "markdown", "text"),
                    help="what to print without -o (default latex; text is a plain list of gradients)")
     d.add_argument("--template", metavar="NAME|FILE.j2",
@@ -178,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_option(t, "train with")
     t.add_argument("--out", default="params.npz", metavar="FILE.npz",
                    help="where to save the trained parameters (default params.npz)")
-    t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run")
+    t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run "
+                                                        "(--resume F --out F continues F in place)")
+    _overwrite_option(t, "--out or --plot")
     t.add_argument("--plot", metavar="FILE.png",
                    help="a PNG of the loss curve (and gradient norms); needs matplotlib")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "then: import net; loss, grads = net.grad(X, Y, params)")
     _network_options(c)
     c.add_argument("-o", "--out", required=True, metavar="FILE.py", help="the module to write")
+    _overwrite_option(c, "-o")
     c.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     _backend_option(c, "write code for")
     c.set_defaults(func=cmd_codegen)
@@ -204,8 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dataset", choices=("moons", "xor"), default="moons")
     m.add_argument("--no-pdf", action="store_true", help="write .tex only, even if pdflatex is there")
     m.add_argument("--seed", type=int, default=0)
+    _overwrite_option(m, "the demo's files in --outdir")
     m.set_defaults(func=cmd_demo)
     return parser
+
+
+def _overwrite_option(parser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {what} if it exists (otherwise an existing file is an error)")
 
 
 # ====================================================================== network
@@ -248,6 +258,7 @@ def cmd_derive(args) -> int:
                 raise SymbackError(f"--format {args.format} does not match {out.name}; "
                                    "the suffix of -o chooses the format")
         refuse_overwrite(out, "-o", spec=args.spec, template=args.template)
+        refuse_existing(out, "-o", args.overwrite)
     d, spec = _derive(args)
     values = parse_values(args.values) if args.values else (dict(spec.values) if spec else {})
     lr = args.lr if args.lr is not None else (spec.lr if spec else None)
@@ -317,9 +328,11 @@ def cmd_train(args) -> int:
     elif progress and not _has("tqdm"):
         raise OutputError("--progress needs tqdm: pip install tqdm")
     _split_train_files(args)
+    in_place = bool(args.resume) and same_file(out, Path(args.resume))    # asked for by naming it twice
     for target, flag in ((out, "--out"), (plot, "--plot")):
         if target is not None:
             refuse_overwrite(target, flag, data=args.data, spec=args.spec)
+            refuse_existing(target, flag, args.overwrite or (in_place and target is out))
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
     if d.kind == "matrix":
@@ -385,6 +398,7 @@ def cmd_codegen(args) -> int:
     out = Path(args.out)
     check_output(out, (".py",), "-o")
     refuse_overwrite(out, "-o", spec=args.spec)
+    refuse_existing(out, "-o", args.overwrite)
     d, _ = _derive(args)
     atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
     lib = "NumPy-only" if args.backend == "numpy" else f"{args.backend} + NumPy"
@@ -395,13 +409,15 @@ def cmd_codegen(args) -> int:
 # ====================================================================== demo
 def cmd_demo(args) -> int:
     """symback demo: the whole pipeline on built-in examples."""
-    from .demo import demo
+    from .demo import DEMO_FILES, demo
 
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"--outdir {outdir}: not a directory")
     no_pdf = "--no-pdf given" if args.no_pdf else \
         (None if shutil.which("pdflatex") else "pdflatex is not installed")
+    for name in DEMO_FILES:
+        refuse_existing(outdir / name, "--outdir:", args.overwrite)
     demo(outdir, dataset=args.dataset, seed=args.seed, no_pdf=no_pdf)
     return 0
 
