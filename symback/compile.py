@@ -128,9 +128,19 @@ class Model:
         Y = self._matrix(Y, self.n_targets, "Y", "targets", params)
         if Y.shape[0] != X.shape[0]:
             raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-        if self._target_rules:
-            check_targets(np.asarray(self._host(Y)), self._target_rules)
+        self._check_targets(Y)
         return X, Y
+
+    def _check_targets(self, Y) -> None:
+        """DataError unless Y holds targets the formulas hold for (see :mod:`symback.targets`)."""
+        if self._target_rules:
+            try:
+                host = np.asarray(self._host(Y))
+            except (RuntimeError, NotImplementedError, TypeError):
+                # values the library cannot read back: a meta tensor fails in the call itself;
+                # a JAX tracer (m.grad inside the user's jax.jit) has no values to check
+                return
+            check_targets(host, self._target_rules)
 
     def _host(self, a):
         """An array as NumPy reads it (a backend's Model moves its own arrays to the host)."""
@@ -216,7 +226,7 @@ class Model:
                 and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
             X, Y = self._xy(X, Y)
         elif self._target_rules:
-            check_targets(Y, self._target_rules)
+            self._check_targets(Y)
         try:
             return float(self._step(X, Y, params, lr))
         except (KeyError, ValueError) as exc:

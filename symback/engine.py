@@ -382,8 +382,10 @@ class Derivation:
         for n in reversed(g.order):
             if n in needed:
                 e = simplify_ones(self.adjoint[n].xreplace(constant)) if constant else self.adjoint[n]
-                if is_matrix(e) and not _adjoints_in(e) and not (e.free_symbols - {BATCH}):
+                if is_matrix(e) and not _adjoints_in(e) and not (e.free_symbols - {BATCH}) \
+                        and not (g.kind(n) == "param" and e.is_ZeroMatrix):
                     constant[delta(g, n)] = e      # δ_C = (1/m)·1: folded into its users
+                    # (a parameter's own zero gradient stays a statement: gradients name it)
                 else:
                     backward.append((delta(g, n), e))
         backward = tuple(backward)

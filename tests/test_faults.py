@@ -565,3 +565,137 @@ def test_cli_refuses_multi_label_targets_for_softmax(folder):
     r = run("train", "ml.csv", "--layers", "2,3,2", "--output", "softmax", "--loss", "cross_entropy",
             "--targets", "a,b", "--out", "clf.npz", cwd=folder)
     refused(r, before, folder, 2, "sums to 2", "sum to 1")
+
+
+# ------------------------------------------------------------------ issue 20: no file replaced unless asked
+def test_train_does_not_replace_saved_parameters_unless_asked(folder):
+    train = ("train", "good.toml", "--data", "good.csv", "--epochs", "1")
+    assert run(*train, cwd=folder).returncode == 0           # writes params.npz, the default --out
+    before = files(folder)
+    refused(run(*train, "--seed", "1", cwd=folder), before, folder, 1,
+            "--out params.npz already exists", "use --overwrite")
+    refused(run(*train, "--out", "p.npz", cwd=folder), before, folder, 1, "p.npz already exists")
+    # asked: --resume F --out F continues F in place; --overwrite replaces
+    assert run(*train, "--resume", "p.npz", "--out", "p.npz", cwd=folder).returncode == 0
+    assert (folder / "p.npz").read_bytes() != before["p.npz"]
+    assert run(*train, "--seed", "1", "--overwrite", cwd=folder).returncode == 0
+    assert (folder / "params.npz").read_bytes() != before["params.npz"]
+
+
+@pytest.mark.parametrize("args,name", [
+    (("codegen", "--layers", "2,3,1", "-o", "mine.py"), "mine.py"),
+    (("derive", "good.toml", "-o", "mine.tex"), "mine.tex"),
+])
+def test_codegen_and_derive_do_not_replace_a_file_unless_asked(args, name, folder):
+    (folder / name).write_text("# the user's own file\n")
+    before = files(folder)
+    refused(run(*args, cwd=folder), before, folder, 1, f"{name} already exists", "use --overwrite")
+    assert run(*args, "--overwrite", cwd=folder).returncode == 0
+    assert (folder / name).read_text() != "# the user's own file\n"
+
+
+def test_demo_does_not_replace_its_files_unless_asked(folder):
+    (folder / "mlp.tex").write_text("mine\n")
+    before = files(folder)
+    refused(run("demo", "--no-pdf", cwd=folder), before, folder, 1, "mlp.tex already exists", "--overwrite")
+
+
+# ------------------------------------------------------------------ issue 20: unused and constant nodes
+def _numeric_grad_matches(d, loss_of, X, Y, backends=("numpy", "jax", "torch")):
+    """grad() and step() of every backend against central differences of `loss_of`, the same
+    network written in NumPy here."""
+    for backend in backends:
+        pytest.importorskip(backend)
+        m = sb.compile(d, backend=backend, dtype="float64")
+        params = m.init(seed=1)
+        host = {k: np.array(np.asarray(v), dtype=float) for k, v in params.items()}
+        fd = _central_differences(lambda p: loss_of(X, Y, p), host)
+        got = m.grad(X, Y, params)
+        for k in fd:
+            np.testing.assert_allclose(np.asarray(got[k]), fd[k], rtol=1e-6, atol=1e-8, err_msg=(backend, k))
+        assert np.isclose(m.step(X, Y, params, lr=0.1), loss_of(X, Y, host))
+        for k in fd:        # the step moved every parameter by −lr·gradient (unused ones not at all)
+            np.testing.assert_allclose(np.asarray(params[k]), host[k] - 0.1 * fd[k], rtol=1e-6, atol=1e-8)
+
+
+def _matrix_graph(body):
+    g = sb.Graph()
+    X, Y = g.inputs("X", shape=(sb.BATCH, 2)), g.targets("Y", shape=(sb.BATCH, 2))
+    W1, b1, W2 = g.params("W1 b1 W2", shape=[(2, 2), (1, 2), (2, 2)])
+    penalty = body(g, X, W1, b1, W2)
+    g.loss(sb.mse(g.symbol("Yhat"), Y), penalty=penalty)
+    return sb.derive(g)
+
+
+def test_a_matrix_node_nothing_uses():
+    def body(g, X, W1, b1, W2):
+        g.node("U", sb.tanh(X @ W1 + sb.ones(sb.BATCH) @ b1))      # used by nothing
+        g.node("Yhat", X @ W2)
+        return sb.sumsq(W1)
+    with pytest.warns(sb.errors.UnusedParameterWarning):
+        d = _matrix_graph(body)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    _numeric_grad_matches(d, lambda X, Y, p: ((X @ p["W2"] - Y) ** 2).sum(1).mean() + (p["W1"] ** 2).sum(), X, Y)
+
+
+def test_a_node_that_folds_to_a_zero_matrix():
+    def body(g, X, W1, b1, W2):
+        A = g.node("A", X @ W1 + sb.ones(sb.BATCH) @ b1)
+        Z = g.node("Z", A - A)
+        g.node("Yhat", Z @ W2 + A)
+    d = _matrix_graph(body)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    _numeric_grad_matches(d, lambda X, Y, p: ((X @ p["W1"] + p["b1"] - Y) ** 2).sum(1).mean(), X, Y)
+
+
+def test_rnn_of_one_step():
+    with pytest.warns(sb.errors.UnusedParameterWarning, match="Wh"):      # h_0 = 0: Wh meets only zeros
+        d = sb.derive(sb.rnn(inputs=2, hidden=3, outputs=1, steps=1, activation="tanh"))
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 2)), rng.normal(size=(5, 1))
+
+    def loss(X, Y, p):      # h_1 = tanh(x_1 Wx + h_0 Wh + bh) with h_0 = 0
+        return ((np.tanh(X @ p["Wx"] + p["bh"]) @ p["Wy"] + p["by"] - Y) ** 2).sum(1).mean()
+    _numeric_grad_matches(d, loss, X, Y)
+
+
+def test_scalar_graph_with_an_unused_parameter_and_a_constant_node():
+    g = sb.Graph()
+    x, y = g.inputs("x"), g.targets("y")
+    w1, w2, w3 = g.params("w1 w2 w3")
+    a = g.node("a", w1 - w1)
+    g.node("yhat", a + w2 * x)
+    with pytest.warns(sb.errors.UnusedParameterWarning):
+        g.loss((g.symbol("yhat") - y) ** 2)
+        d = sb.derive(g)
+    assert d.latex().rstrip().endswith(r"\end{document}")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 1)), rng.normal(size=(5, 1))
+    _numeric_grad_matches(d, lambda X, Y, p: ((p["w2"] * X - Y) ** 2).mean(), X, Y)
+
+
+# ------------------------------------------------------------------ issue 20: constants in torch code
+@pytest.mark.parametrize("case", ["max_sqrt2", "min_e", "sin_cos_log3"])
+def test_torch_code_with_constants_matches_autograd(case):
+    torch = pytest.importorskip("torch")
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    body = {"max_sqrt2": sp.Max(w * x, sp.sqrt(2)), "min_e": sp.Min(w * x, sp.E),
+            "sin_cos_log3": w * x + sp.sin(sp.log(3)) + sp.cos(sp.log(3))}[case]
+    g.node("yhat", body)
+    g.loss((g.symbol("yhat") - y) ** 2)
+    m = sb.compile(sb.derive(g), backend="torch", dtype="float64")
+    X = torch.tensor([[0.5], [1.0], [2.0], [3.0]], dtype=torch.float64)
+    Y = torch.tensor([[1.0], [0.0], [2.0], [-1.0]], dtype=torch.float64)
+    params = {"w": torch.tensor(0.9, dtype=torch.float64)}
+    wt = params["w"].clone().requires_grad_(True)
+    z = wt * X[:, 0]
+    yhat = {"max_sqrt2": torch.clamp(z, min=2 ** 0.5), "min_e": torch.clamp(z, max=np.e),
+            "sin_cos_log3": z + np.sin(np.log(3)) + np.cos(np.log(3))}[case]
+    loss = ((yhat - Y[:, 0]) ** 2).mean()
+    loss.backward()
+    assert np.isclose(m.loss(X, Y, params), loss.item(), rtol=1e-12)
+    assert np.isclose(float(m.grad(X, Y, params)["w"]), wt.grad.item(), rtol=1e-10)
+    assert np.isclose(m.step(X, Y, params, lr=0.1), loss.item(), rtol=1e-12)

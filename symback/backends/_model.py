@@ -15,7 +15,6 @@ import numpy as np
 
 from ..compile import Model
 from ..errors import DataError, SymbackError, TrainingError
-from ..targets import check_targets
 
 __all__ = ["BackendModel", "Optimizer"]
 
@@ -94,7 +93,7 @@ class BackendModel(Model):
                 if self._ns["_is_native"](X) and type(X) is type(Y) and X.dtype is Y.dtype:
                     self._accepted = (type(X), X.dtype)
             elif self._target_rules:
-                check_targets(np.asarray(self._host(Y)), self._target_rules)
+                self._check_targets(Y)
             if self._immutable and type(X) is self._accepted[0]:
                 self._last = (X, Y)
         try:

@@ -137,7 +137,9 @@ def _apps(d) -> list:
 
 def _deepest_param(d) -> str:
     """The parameter farthest from the loss (the notes' first-layer weight)."""
-    return max(d.params, key=lambda p: (max(len(path) for path in d.chain(p)), -d.params.index(p)))
+    # an unused parameter has no path (its gradient is 0): length 0, never the deepest
+    return max(d.params, key=lambda p: (max((len(path) for path in d.chain(p)), default=0),
+                                        -d.params.index(p)))
 
 
 # ------------------------------------------------------------- the network
