@@ -204,6 +204,10 @@ class Graph:
                 raise DefinitionError(f"{name!r}: not a SymPy expression: {expr!r}") from exc
             if not isinstance(expr, sp.Expr):
                 raise DefinitionError(f"{name!r}: not a scalar SymPy expression: {expr!r}")
+        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            # SymPy folds 1/(w − w) to zoo and log(w − w) to zoo: no number could be computed
+            raise DefinitionError(f"{name!r} is undefined or infinite for every value: {expr} "
+                                  "(a division by zero or log(0) that SymPy folded)")
         nested = [e for e in sp.preorder_traversal(expr) if isinstance(e, (Softmax, RowCost)) and e != expr]
         if nested:
             raise DefinitionError(f"{name!r}: {type(nested[0]).__name__.lower()} must be a node's whole "

@@ -699,3 +699,22 @@ def test_torch_code_with_constants_matches_autograd(case):
     assert np.isclose(m.loss(X, Y, params), loss.item(), rtol=1e-12)
     assert np.isclose(float(m.grad(X, Y, params)["w"]), wt.grad.item(), rtol=1e-10)
     assert np.isclose(m.step(X, Y, params, lr=0.1), loss.item(), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ issue 20: definitions no number can satisfy
+@pytest.mark.parametrize("make", [lambda w: 1 / (w - w), lambda w: sp.log(w - w), lambda w: sp.nan * w])
+def test_a_node_that_folds_to_zoo_or_nan_is_a_definition_error(make):
+    g = sb.Graph()
+    w = g.params("w")
+    with pytest.raises(DefinitionError, match="'bad' is undefined or infinite"):
+        g.node("bad", make(w))
+
+
+def test_hadamard_of_numbers_is_a_definition_error(folder):
+    g = sb.Graph()
+    x, w = g.inputs("x1"), g.params("w1")
+    with pytest.raises(DefinitionError, match="hadamard takes matrices"):
+        sb.hadamard(w, x)
+    (folder / "h.toml").write_text(spec_text(yhat="hadamard(w, x)"))
+    before = files(folder)
+    refused(run("derive", "h.toml", cwd=folder), before, folder, 2, "hadamard takes matrices")
