@@ -718,3 +718,26 @@ def test_hadamard_of_numbers_is_a_definition_error(folder):
     (folder / "h.toml").write_text(spec_text(yhat="hadamard(w, x)"))
     before = files(folder)
     refused(run("derive", "h.toml", cwd=folder), before, folder, 2, "hadamard takes matrices")
+
+
+# ------------------------------------------------------------------ issue 20: nodes in denominators
+def test_nodes_in_denominators_compile_and_match_sympy_diff():
+    """a_d = Π_j (a_{d−1} + j)/(1 + a_{d−1}²): the output-block fusion's cancel(together()) took
+    ~70 s at depth 4 (it grows exponentially); formulas that big are now left unfused."""
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    a = g.node("a0", w * x)
+    ws, xs, ys = sp.symbols("w x y", real=True)
+    unrolled = ws * xs
+    for depth in range(1, 5):
+        a = g.node(f"a{depth}", sp.Mul(*[(a + j) / (1 + a ** 2) for j in (1, 2, 3)]))
+        unrolled = sp.Mul(*[(unrolled + j) / (1 + unrolled ** 2) for j in (1, 2, 3)])
+    g.loss((a - y) ** 2)
+    m = sb.compile(sb.derive(g))
+    X, Y = np.array([[0.3], [-0.7]]), np.array([[0.5], [1.0]])
+    params = {"w": np.array(0.8)}
+    cost = (unrolled - ys) ** 2
+    f, df = (sp.lambdify((ws, xs, ys), e, "math") for e in (cost, sp.diff(cost, ws)))
+    at = [(0.8, float(X[i, 0]), float(Y[i, 0])) for i in range(2)]
+    assert np.isclose(m.loss(X, Y, params), np.mean([f(*v) for v in at]), rtol=1e-10)
+    assert np.isclose(float(m.grad(X, Y, params)["w"]), np.mean([df(*v) for v in at]), rtol=1e-8)
