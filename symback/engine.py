@@ -157,6 +157,22 @@ def _fused(graph: Graph, child: str, name: str):
     return sp.HadamardProduct(spread, to_matrix(g, {z: Z, a: A, y: Y}, A.shape)).doit()
 
 
+#: terms a multinomial expansion may make before simplified() gives up: cancel() and
+#: simplify() expand powers of sums, and (w1 x1 + w2 x2 + b)^999 has 500,500 terms
+EXPANSION_LIMIT = 2_000
+
+
+def _cancels_quickly(expr) -> bool:
+    """Whether expanding every integer power of a sum in expr stays under EXPANSION_LIMIT terms."""
+    from math import comb
+    for e in expr.atoms(sp.Pow):
+        if e.base.is_Add and e.exp.is_Integer and abs(e.exp) > 1:
+            n, k = abs(int(e.exp)), len(e.base.args)
+            if comb(n + k - 1, k - 1) > EXPANSION_LIMIT:
+                return False
+    return True
+
+
 class Program(NamedTuple):
     """A derivation as straight-line assignments: what documents and code generators read.
 
@@ -280,7 +296,7 @@ class Derivation:
         Logistic regression's chain x(1−p)p((1−y)/(1−p) − y/p) gives x(p − y).
         """
         chain = self.named(self.gradient(p, form))
-        if is_matrix(chain):
+        if is_matrix(chain) or not _cancels_quickly(chain):
             return None
         candidates = []
         for fn in (sp.cancel, sp.factor, sp.simplify):

@@ -741,3 +741,42 @@ def test_nodes_in_denominators_compile_and_match_sympy_diff():
     at = [(0.8, float(X[i, 0]), float(Y[i, 0])) for i in range(2)]
     assert np.isclose(m.loss(X, Y, params), np.mean([f(*v) for v in at]), rtol=1e-10)
     assert np.isclose(float(m.grad(X, Y, params)["w"]), np.mean([df(*v) for v in at]), rtol=1e-8)
+
+
+# ------------------------------------------------------------------ issue 20: requests that hung
+CUBE = 'inputs = ["x1"]\ntargets = ["y"]\nparams = ["w1"]\n[nodes]\nyhat = "w1**3*x1"\n[loss]\ncost = "(yhat - y)**2"\n'
+
+
+def test_twelve_steps_of_a_cubic_worked_example(folder):
+    """Exact iterates of w³x grew ~5× in digits a step (> 300 s for 12); past 100 bits they are
+    30-digit floats.  The iterates against gradient descent in Python floats."""
+    (folder / "cube.toml").write_text(CUBE)
+    r = run("derive", "cube.toml", "--values", "x1=1,y=1,w1=0.5", "--lr", "0.1", "--steps-taken", "12",
+            "--format", "text", cwd=folder, timeout=120)
+    assert r.returncode == 0, r.stderr
+    w = 0.5
+    for _ in range(12):
+        w -= 0.1 * 2 * (w ** 3 - 1) * 3 * w ** 2
+    last = [line for line in r.stdout.splitlines() if "theta^12 =" in line][0]
+    assert np.isclose(float(last.split("= (")[1].split(")")[0]), w, rtol=1e-9)
+
+
+def test_steps_taken_is_bounded_for_text_too(folder):
+    before = files(folder)
+    r = run("derive", "good.toml", "--values", "x1=1,x2=2,y=3,w1=0.5,w2=-1,b=0", "--lr", "0.1",
+            "--format", "text", "--steps-taken", "100000000", cwd=folder, timeout=60)
+    refused(r, before, folder, 1, "from 1 to 20")
+
+
+def test_a_power_999_prints_as_text(folder):
+    (folder / "p.toml").write_text('inputs = ["x1", "x2"]\ntargets = ["y"]\nparams = ["w1", "w2", "b"]\n'
+                                   '[nodes]\nyhat = "(w1*x1 + w2*x2 + b)**999"\n[loss]\ncost = "(yhat - y)**2"\n')
+    r = run("derive", "p.toml", "--format", "text", cwd=folder, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "dC/dw1 = 999*x1*(-2*y + 2*yhat)*(b + w1*x1 + w2*x2)**998" in r.stdout
+
+
+def test_a_billion_weight_layer_is_derived_without_its_numeric_check(folder):
+    r = run("derive", "--layers", "1000000000,1", "-o", "o.tex", cwd=folder, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (folder / "o.tex").read_text().rstrip().endswith(r"\end{document}")

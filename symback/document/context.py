@@ -93,8 +93,6 @@ def _context(d, fmt, nt, options) -> dict:
     if taken:
         if values is None or lr is None or g.is_matrix:
             raise OutputError("steps_taken needs a scalar graph's values and a learning rate (values=, lr=)")
-        if isinstance(taken, bool) or not isinstance(taken, int) or not 1 <= taken <= 20:
-            raise OutputError(f"steps_taken must be a whole number from 1 to 20, got {taken!r}")
     ctx["iterations"] = steps.iterations(d, values, lr, taken) if taken else None
     ctx["vanishing"] = analysis_or_none(options.get("vanishing", True),
                                         lambda: analysis.vanishing(d, param, sups, apps))
