@@ -780,3 +780,36 @@ def test_a_billion_weight_layer_is_derived_without_its_numeric_check(folder):
     r = run("derive", "--layers", "1000000000,1", "-o", "o.tex", cwd=folder, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (folder / "o.tex").read_text().rstrip().endswith(r"\end{document}")
+
+
+# ------------------------------------------------------------------ issue 20: user templates
+@pytest.mark.parametrize("body,why", [
+    ("\\BLOCK{for i in range(100000)}\\BLOCK{for j in range(100000)}\\BLOCK{endfor}\\BLOCK{endfor}",
+     "loops ran more than"),
+    ("\\VAR{'%0999999999d'|format(1)}", "format string"),
+    ("\\VAR{'{:0999999999d}'.format(1)}", "format string"),
+    ("\\BLOCK{set a = 'xxxxxxxxxxxxxxxx'}" + "\\BLOCK{set a = a + a}" * 40 + "\\VAR{a|length}", "longer than"),
+    ("\\BLOCK{set ns = namespace(a=7)}\\BLOCK{for i in range(40)}\\BLOCK{set ns.a = ns.a * ns.a}"
+     "\\BLOCK{endfor}\\VAR{ns.a > 0}", "product too large"),
+])
+def test_template_loops_formats_and_growth_are_bounded(body, why, tmp_path):
+    (tmp_path / "t.tex.j2").write_text(body + "\n")
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml"))
+    with pytest.raises(OutputError, match=why):
+        d.latex(template=str(tmp_path / "t.tex.j2"))
+
+
+def test_template_includes_only_templates_inside_its_folder(tmp_path):
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml"))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "secret.txt").write_text("SECRET\n")
+    (tmp_path / "t" / "notes.txt").write_text("SECRET\n")
+    (tmp_path / "t" / "part.tex.j2").write_text("part\n")
+    (tmp_path / "t" / "link.tex.j2").symlink_to(tmp_path / "secret.txt")
+    for name in ("notes.txt", "link.tex.j2"):
+        (tmp_path / "t" / "main.tex.j2").write_text(f"\\BLOCK{{include '{name}'}}\n")
+        with pytest.raises(OutputError) as info:
+            d.latex(template=str(tmp_path / "t" / "main.tex.j2"))
+        assert "SECRET" not in str(info.value)
+    (tmp_path / "t" / "main.tex.j2").write_text("\\BLOCK{include 'part.tex.j2'} and \\VAR{title}\n")
+    assert d.latex(template=str(tmp_path / "t" / "main.tex.j2")).startswith("part")
