@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,17 @@ def _non_negative(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not (value >= 0 and value < float("inf")):
         raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive and finite")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A random seed: a whole number ≥ 0 (NumPy's generators refuse negative ones)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive")
     return value
 
 
@@ -174,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default 0.1)")
     t.add_argument("--epochs", type=_positive(int), default=20, metavar="N", help="default 20")
     t.add_argument("--batch-size", type=_positive(int), default=32, metavar="N", help="default 32")
-    t.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed (default 0)")
+    t.add_argument("--seed", type=_seed, default=0, help="initialisation and shuffling seed (default 0)")
     t.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     _backend_option(t, "train with")
     t.add_argument("--out", default="params.npz", metavar="FILE.npz",
@@ -207,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outdir", default=".", metavar="DIR", help="where to write the files (default .)")
     m.add_argument("--dataset", choices=("moons", "xor"), default="moons")
     m.add_argument("--no-pdf", action="store_true", help="write .tex only, even if pdflatex is there")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=_seed, default=0, help="data and initialisation seed (default 0)")
     _overwrite_option(m, "the demo's files in --outdir")
     m.set_defaults(func=cmd_demo)
     return parser
@@ -433,6 +445,11 @@ def main(argv=None) -> int:
         return 130
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as the command's one line on stderr (no source path, no code line)."""
+    print(f"symback: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def _main(argv) -> int:
     parser = build_parser()
     try:
@@ -447,6 +464,7 @@ def _main(argv) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except OutputError as exc:

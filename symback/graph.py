@@ -6,7 +6,7 @@ import warnings
 
 import sympy as sp
 
-from .errors import DefinitionError, UnusedParameterWarning
+from .errors import DefinitionError, UnusedParameterWarning, warn_user
 from .matrix import BATCH, RowCost, Softmax, activation_of, elementwise, is_matrix
 
 __all__ = ["Graph", "split_names", "check_name", "decompose"]
@@ -26,6 +26,10 @@ def check_name(name) -> str:
         raise DefinitionError(
             f"invalid name {name!r}: names start with a letter and use only letters, "
             "digits and '_' (write a subscript as a_1)")
+    if name.startswith("delta_"):
+        # δ_a is the adjoint of a: a node named delta_a would print as, and be read as, one
+        raise DefinitionError(f"invalid name {name!r}: names beginning with 'delta_' are kept for "
+                              "the adjoints (delta_a is δ_a = ∂L/∂a); choose another name")
     return name
 
 
@@ -309,8 +313,8 @@ class Graph:
             raise DefinitionError(f"the loss {self.loss_name!r} depends on no parameters: nothing to train")
         unused = [p for p in self.param_names if p not in used]
         if unused:
-            warnings.warn(f"parameter(s) {', '.join(unused)} do not affect the loss; "
-                          "their gradients are 0", UnusedParameterWarning, stacklevel=3)
+            warn_user(f"parameter(s) {', '.join(unused)} do not affect the loss; "
+                      "their gradients are 0", UnusedParameterWarning)
 
     def __repr__(self):
         if self.is_matrix:

@@ -252,6 +252,10 @@ class _Walker:
         if isinstance(v, float):
             if not math.isfinite(v):
                 self.fail(node, "non-finite number")
+            # Python reads 1e-400 as 0.0: a literal with a nonzero digit that became 0 underflowed
+            literal = (ast.get_source_segment(self.text, node) or "").lower().split("e")[0]
+            if v == 0.0 and any(c in "123456789" for c in literal):
+                self.fail(node, "a number too small for a float64 (below 5e-324):")
             # the shortest repr of a float gives the decimal the user wrote: 0.1 -> 1/10, exactly
             return sp.Rational(repr(v))
         if v.bit_length() > MAX_BITS:

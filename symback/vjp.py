@@ -217,7 +217,8 @@ def _fused_output(out, loss, width):
         # permuted, so δ_z for component 0 gives every component's.
         jac = [sp.cancel(sp.diff(comps[k], zs[0]).subs(total, Ssym).xreplace(in_s)) for k in range(K)]
         g = sp.collect(sp.expand(sp.cancel(sum(dl[k] * jac[k] for k in range(K)))), ss[0])
-        exact, g = g, g.subs(sp.Add(*ys), 1)          # one-hot targets: Σ_k y_k = 1
+        # one-hot targets, Σ_k y_k = 1, solved for the last one (so a scaled sum, 2Σ_k y_k, reduces too)
+        exact, g = g, sp.expand(g.subs(ys[-1], 1 - sp.Add(*ys[:-1])))
         templ = g.xreplace({ss[0]: a, ys[0]: y})
         if templ.free_symbols - {a, y}:
             raise DefinitionError(f"softmax with loss {loss.name!r} does not reduce to an element-wise δ")

@@ -813,3 +813,61 @@ def test_template_includes_only_templates_inside_its_folder(tmp_path):
         assert "SECRET" not in str(info.value)
     (tmp_path / "t" / "main.tex.j2").write_text("\\BLOCK{include 'part.tex.j2'} and \\VAR{title}\n")
     assert d.latex(template=str(tmp_path / "t" / "main.tex.j2")).startswith("part")
+
+
+# ------------------------------------------------------------------ issue 20: small things a user meets
+def test_a_value_that_underflows_is_refused_like_its_power_form():
+    from symback.parse import parse_values
+    for text in ("1e-400", "10**-400"):
+        with pytest.raises(SpecError, match="too small for a float64"):
+            parse_values(f"x1={text}")
+    assert parse_values("x1=1e-300")["x1"] == sp.Rational(1, 10 ** 300)
+
+
+def test_a_negative_seed_names_the_flag(folder):
+    before = files(folder)
+    for cmd in (("train", "good.toml", "--data", "good.csv"), ("demo", "--no-pdf")):
+        refused(run(*cmd, "--seed", "-5", cwd=folder), before, folder, 2, "argument --seed", "'-5'")
+
+
+def test_unused_parameter_warning_points_at_the_users_line(folder):
+    script = folder / "mine.py"
+    script.write_text("import symback as sb\ng = sb.Graph()\nx, y = g.inputs('x'), g.targets('y')\n"
+                      "w, v = g.params('w v')\ng.loss((w * x - y) ** 2)\nd = sb.derive(g)\n")
+    r = subprocess.run([sys.executable, str(script)], cwd=folder, capture_output=True, text=True,
+                       env=environment(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"{script}:6: UnusedParameterWarning: parameter(s) v do not affect the loss" in r.stderr
+    (folder / "u.toml").write_text('inputs = ["x"]\ntargets = ["y"]\nparams = ["w", "v"]\n[nodes]\n'
+                                   'yhat = "w*x"\n[loss]\ncost = "(yhat - y)**2"\n')
+    r = run("derive", "u.toml", "--format", "text", cwd=folder)
+    assert r.returncode == 0
+    assert r.stderr == "symback: warning: parameter(s) v do not affect the loss; their gradients are 0\n"
+
+
+def test_names_beginning_with_delta_are_refused():
+    g = sb.Graph()
+    with pytest.raises(DefinitionError, match="kept for the adjoints"):
+        g.inputs("delta_a")
+    w = g.params("w")
+    with pytest.raises(DefinitionError, match="'delta_z'"):
+        g.node("delta_z", 2 * w)
+
+
+def test_a_scaled_cross_entropy_derives_and_matches_autograd():
+    torch = pytest.importorskip("torch")
+    p, t = sp.symbols("p t", real=True)
+    ce2 = sb.loss_function("ce_twice", -2 * t * sp.log(p), p, t, needs="softmax")
+    d = sb.derive(sb.mlp([2, 3, 3], activation="tanh", output="softmax", loss=ce2))
+    m = sb.compile(d)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(4, 2)), np.eye(3)[[0, 2, 1, 1]]
+    params = m.init(seed=0)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    H = torch.tanh(torch.tensor(X) @ tp["W1"] + tp["b1"])
+    logp = torch.log_softmax(H @ tp["W2"] + tp["b2"], dim=1)
+    loss = (-2 * torch.tensor(Y) * logp).sum(1).mean()
+    loss.backward()
+    assert np.isclose(m.loss(X, Y, params), loss.item(), rtol=1e-12)
+    for k, v in m.grad(X, Y, params).items():
+        np.testing.assert_allclose(v, tp[k].grad.numpy(), rtol=1e-10, atol=1e-12)
