@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from . import __version__
 from .data import load_data, training_arrays
 from .errors import OutputError, SymbackError, restore_interrupt
-from .files import atomic_write, check_output, refuse_overwrite
+from .files import atomic_write, check_output, refuse_existing, refuse_overwrite, same_file
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
 
@@ -85,6 +86,17 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    """A random seed: a whole number ≥ 0 (NumPy's generators refuse negative ones)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive")
+    return value
+
+
 def _backend_option(p: argparse.ArgumentParser, verb: str):
     p.add_argument("--backend", choices=("numpy", "jax", "torch"), default="numpy",
                    help=f"the array library to {verb} (default numpy; jax and torch need "
@@ -137,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     _network_options(d)
     d.add_argument("-o", "--out", metavar="FILE",
                    help="write .tex, .md or .pdf (by suffix; .pdf needs pdflatex) instead of printing")
+    _overwrite_option(d, "-o")
     d.add_argument("--format", choices=("latex", "markdown", "text"),
                    help="what to print without -o (default latex; text is a plain list of gradients)")
     d.add_argument("--template", metavar="NAME|FILE.j2",
@@ -173,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default 0.1)")
     t.add_argument("--epochs", type=_positive(int), default=20, metavar="N", help="default 20")
     t.add_argument("--batch-size", type=_positive(int), default=32, metavar="N", help="default 32")
-    t.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed (default 0)")
+    t.add_argument("--seed", type=_seed, default=0, help="initialisation and shuffling seed (default 0)")
     t.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     _backend_option(t, "train with")
     t.add_argument("--out", default="params.npz", metavar="FILE.npz",
                    help="where to save the trained parameters (default params.npz)")
-    t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run")
+    t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run "
+                                                        "(--resume F --out F continues F in place)")
+    _overwrite_option(t, "--out or --plot")
     t.add_argument("--plot", metavar="FILE.png",
                    help="a PNG of the loss curve (and gradient norms); needs matplotlib")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -192,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "then: import net; loss, grads = net.grad(X, Y, params)")
     _network_options(c)
     c.add_argument("-o", "--out", required=True, metavar="FILE.py", help="the module to write")
+    _overwrite_option(c, "-o")
     c.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     _backend_option(c, "write code for")
     c.set_defaults(func=cmd_codegen)
@@ -203,9 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outdir", default=".", metavar="DIR", help="where to write the files (default .)")
     m.add_argument("--dataset", choices=("moons", "xor"), default="moons")
     m.add_argument("--no-pdf", action="store_true", help="write .tex only, even if pdflatex is there")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=_seed, default=0, help="data and initialisation seed (default 0)")
+    _overwrite_option(m, "the demo's files in --outdir")
     m.set_defaults(func=cmd_demo)
     return parser
+
+
+def _overwrite_option(parser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {what} if it exists (otherwise an existing file is an error)")
 
 
 # ====================================================================== network
@@ -248,6 +270,7 @@ def cmd_derive(args) -> int:
                 raise SymbackError(f"--format {args.format} does not match {out.name}; "
                                    "the suffix of -o chooses the format")
         refuse_overwrite(out, "-o", spec=args.spec, template=args.template)
+        refuse_existing(out, "-o", args.overwrite)
     d, spec = _derive(args)
     values = parse_values(args.values) if args.values else (dict(spec.values) if spec else {})
     lr = args.lr if args.lr is not None else (spec.lr if spec else None)
@@ -317,9 +340,11 @@ def cmd_train(args) -> int:
     elif progress and not _has("tqdm"):
         raise OutputError("--progress needs tqdm: pip install tqdm")
     _split_train_files(args)
+    in_place = bool(args.resume) and same_file(out, Path(args.resume))    # asked for by naming it twice
     for target, flag in ((out, "--out"), (plot, "--plot")):
         if target is not None:
             refuse_overwrite(target, flag, data=args.data, spec=args.spec)
+            refuse_existing(target, flag, args.overwrite or (in_place and target is out))
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
     if d.kind == "matrix":
@@ -385,6 +410,7 @@ def cmd_codegen(args) -> int:
     out = Path(args.out)
     check_output(out, (".py",), "-o")
     refuse_overwrite(out, "-o", spec=args.spec)
+    refuse_existing(out, "-o", args.overwrite)
     d, _ = _derive(args)
     atomic_write(out, backend_module_source(d, args.backend, args.dtype).encode())
     lib = "NumPy-only" if args.backend == "numpy" else f"{args.backend} + NumPy"
@@ -395,13 +421,15 @@ def cmd_codegen(args) -> int:
 # ====================================================================== demo
 def cmd_demo(args) -> int:
     """symback demo: the whole pipeline on built-in examples."""
-    from .demo import demo
+    from .demo import DEMO_FILES, demo
 
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"--outdir {outdir}: not a directory")
     no_pdf = "--no-pdf given" if args.no_pdf else \
         (None if shutil.which("pdflatex") else "pdflatex is not installed")
+    for name in DEMO_FILES:
+        refuse_existing(outdir / name, "--outdir:", args.overwrite)
     demo(outdir, dataset=args.dataset, seed=args.seed, no_pdf=no_pdf)
     return 0
 
@@ -415,6 +443,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as the command's one line on stderr (no source path, no code line)."""
+    print(f"symback: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _main(argv) -> int:
@@ -431,6 +464,7 @@ def _main(argv) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except OutputError as exc:

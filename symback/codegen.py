@@ -176,6 +176,20 @@ def _factor(expr: sp.Expr) -> sp.Expr:
     return sp.factor_terms(expr) if expr.has(sp.Add) else expr
 
 
+#: formulas of more tree nodes are not fused: cancel(together(...)) grows exponentially with
+#: nested denominators (a_d = Π_j (a_{d−1} + j)/(1 + a_{d−1}²): minutes at depth 4), while the
+#: output blocks the fusion is for are small (binary cross-entropy's δ_ŷ: 20 nodes)
+FUSE_LIMIT = 300
+
+
+def _smaller_than(expr, limit: int) -> bool:
+    """Whether expr has fewer than `limit` nodes (counted only up to the limit)."""
+    for n, _ in enumerate(sp.preorder_traversal(expr)):
+        if n >= limit:
+            return False
+    return True
+
+
 def _fuse_risky(stmts: list[Stmt], adjoints: set) -> None:
     """Merge an adjoint that divides by a computed value into its users when that cancels.
 
@@ -187,14 +201,18 @@ def _fuse_risky(stmts: list[Stmt], adjoints: set) -> None:
     """
     values = {st.target for st in stmts}
     for i, st in enumerate(stmts):
-        risky = _risky(st.args[0], values) if st.op == "let" and st.target in adjoints else set()
+        small = st.op == "let" and st.target in adjoints and _smaller_than(st.args[0], FUSE_LIMIT)
+        risky = _risky(st.args[0], values) if small else set()
         if not risky:
             continue
         for k in range(i + 1, len(stmts)):
             other = stmts[k]
             if other.op == "let" and st.target in other.args[0].free_symbols:
+                merged = other.args[0].xreplace({st.target: st.args[0]})
+                if not _smaller_than(merged, FUSE_LIMIT):
+                    continue
                 try:
-                    fused = sp.cancel(sp.together(other.args[0].xreplace({st.target: st.args[0]})))
+                    fused = sp.cancel(sp.together(merged))
                 except (sp.PolynomialError, TypeError, ValueError):
                     continue
                 if not _risky(fused, values) & risky:

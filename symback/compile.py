@@ -20,6 +20,7 @@ from .engine import Derivation
 from .data import available_memory, format_bytes
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
+from .targets import check_targets, target_rules
 
 __all__ = ["compile", "Model", "save_params", "load_params"]
 
@@ -93,6 +94,8 @@ class Model:
         self._loss = namespace["_loss"]
         self._grad = namespace["_grad"]
         self._step = namespace["_apply_step"]
+        # what the targets must satisfy for the formulas to hold (rows summing to 1, ...)
+        self._target_rules = target_rules(derivation)
 
     @property
     def source(self) -> str:
@@ -141,7 +144,23 @@ class Model:
         Y = self._matrix(Y, self.n_targets, "Y", "targets", params)
         if Y.shape[0] != X.shape[0]:
             raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+        self._check_targets(Y)
         return X, Y
+
+    def _check_targets(self, Y) -> None:
+        """DataError unless Y holds targets the formulas hold for (see :mod:`symback.targets`)."""
+        if self._target_rules:
+            try:
+                host = np.asarray(self._host(Y))
+            except (RuntimeError, NotImplementedError, TypeError):
+                # values the library cannot read back: a meta tensor fails in the call itself;
+                # a JAX tracer (m.grad inside the user's jax.jit) has no values to check
+                return
+            check_targets(host, self._target_rules)
+
+    def _host(self, a):
+        """An array as NumPy reads it (a backend's Model moves its own arrays to the host)."""
+        return a
 
     def _run(self, fn, *args):
         try:
@@ -222,6 +241,8 @@ class Model:
                 and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
                 and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
             X, Y = self._xy(X, Y)
+        elif self._target_rules:
+            self._check_targets(Y)
         try:
             return float(self._step(X, Y, params, lr))
         except (KeyError, ValueError) as exc:

@@ -33,6 +33,10 @@ lr     = 1
 """
 
 
+#: the files demo() writes into its folder (a .pdf beside each .tex when pdflatex runs)
+DEMO_FILES = ("seed004.tex", "seed004.pdf", "mlp.tex", "mlp.pdf")
+
+
 def demo(outdir: Path, dataset: str = "moons", seed: int = 0, no_pdf: str | None = None) -> list[Path]:
     """Run the demo, printing what it does, and return the files written into `outdir`.
 
@@ -64,7 +68,7 @@ def demo(outdir: Path, dataset: str = "moons", seed: int = 0, no_pdf: str | None
           f"w1 <- {text_number(spec.values['w1'])} - {text_number(spec.lr)} * ({text_number(grad)}) "
           f"= {text_number(spec.values['w1'] - spec.lr * grad)}")
     title = "A one-weight linear neuron with squared error: one gradient step, worked out"
-    written += _write_docs(d, outdir / "seed004", pdf, values=spec.values, lr=spec.lr, title=title)
+    written += _write_docs(d, outdir / Path(DEMO_FILES[0]).stem, pdf, values=spec.values, lr=spec.lr, title=title)
 
     sizes = [2, 16, 16, 1]
     print(f"2. An MLP {'-'.join(map(str, sizes))}, tanh hidden layers, sigmoid output, binary cross-entropy")
@@ -72,7 +76,7 @@ def demo(outdir: Path, dataset: str = "moons", seed: int = 0, no_pdf: str | None
     d2 = sb.derive(net)
     print(f"   dL/dZ{len(sizes) - 1} = {sp.sstr(d2.delta(f'Z{len(sizes) - 1}', form='chain'))}   "
           "(sigmoid + binary cross-entropy: prediction - target, over the batch)")
-    written += _write_docs(d2, outdir / "mlp", pdf, title="A two-hidden-layer MLP")
+    written += _write_docs(d2, outdir / Path(DEMO_FILES[2]).stem, pdf, title="A two-hidden-layer MLP")
 
     make = two_moons if dataset == "moons" else xor
     X, Y = make(n=500, seed=seed)

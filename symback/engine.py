@@ -118,21 +118,16 @@ def _sum(terms, sym):
     return sp.MatAdd(*terms).doit() if is_matrix(terms[0]) else sp.Add(*terms)
 
 
-def _fused(graph: Graph, child: str, name: str):
-    """δ_Z straight from δ_C when Z → A = f(Z) → C = loss(A, Y) is an output block.
-
-    The fused rule (softmax + cross-entropy → Ŷ − Y, sigmoid + binary
-    cross-entropy → Ŷ − Y, ...) is derived and simplified by SymPy
-    (:func:`symback.vjp.fused_output`); it replaces δ_A ⊙ f'(Z), whose
-    division by Ŷ overflows when the output saturates.
-    """
-    a_expr = graph.expr(child)
+def output_block(graph: Graph, child: str):
+    """(f, cost node) when node `child` is A = f(Z) for an activation or softmax f and feeds
+    only the per-sample cost, as its prediction: the block the engine fuses; else None."""
+    a_expr = graph.expr(child) if child in graph._expr else None
     if isinstance(a_expr, Softmax) and a_expr.mask is None:
         from .functions import softmax
         out = softmax
-    elif isinstance(a_expr, Softmax):
+    elif isinstance(a_expr, Softmax):       # a masked softmax: its own closed-form VJP
         return None
-    elif activation_of(a_expr) is not None and not activation_of(a_expr)[1]:
+    elif a_expr is not None and activation_of(a_expr) is not None and not activation_of(a_expr)[1]:
         out = activation_of(a_expr)[0]
     else:
         return None
@@ -142,10 +137,42 @@ def _fused(graph: Graph, child: str, name: str):
     cost = graph.expr(users[0])
     if cost.prediction != graph.symbol(child):
         return None
+    return out, users[0]
+
+
+def _fused(graph: Graph, child: str, name: str):
+    """δ_Z straight from δ_C when Z → A = f(Z) → C = loss(A, Y) is an output block.
+
+    The fused rule (softmax + cross-entropy → Ŷ − Y, sigmoid + binary
+    cross-entropy → Ŷ − Y, ...) is derived and simplified by SymPy
+    (:func:`symback.vjp.fused_output`); it replaces δ_A ⊙ f'(Z), whose
+    division by Ŷ overflows when the output saturates.
+    """
+    block = output_block(graph, child)
+    if block is None:
+        return None
+    out, user = block
+    cost = graph.expr(user)
     g, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
     Z, A, Y = graph.symbol(name), graph.symbol(child), cost.target
-    spread = delta(graph, users[0]) * sp.OneMatrix(1, A.shape[1])
+    spread = delta(graph, user) * sp.OneMatrix(1, A.shape[1])
     return sp.HadamardProduct(spread, to_matrix(g, {z: Z, a: A, y: Y}, A.shape)).doit()
+
+
+#: terms a multinomial expansion may make before simplified() gives up: cancel() and
+#: simplify() expand powers of sums, and (w1 x1 + w2 x2 + b)^999 has 500,500 terms
+EXPANSION_LIMIT = 2_000
+
+
+def _cancels_quickly(expr) -> bool:
+    """Whether expanding every integer power of a sum in expr stays under EXPANSION_LIMIT terms."""
+    from math import comb
+    for e in expr.atoms(sp.Pow):
+        if e.base.is_Add and e.exp.is_Integer and abs(e.exp) > 1:
+            n, k = abs(int(e.exp)), len(e.base.args)
+            if comb(n + k - 1, k - 1) > EXPANSION_LIMIT:
+                return False
+    return True
 
 
 class Program(NamedTuple):
@@ -271,7 +298,7 @@ class Derivation:
         Logistic regression's chain x(1−p)p((1−y)/(1−p) − y/p) gives x(p − y).
         """
         chain = self.named(self.gradient(p, form))
-        if is_matrix(chain):
+        if is_matrix(chain) or not _cancels_quickly(chain):
             return None
         candidates = []
         for fn in (sp.cancel, sp.factor, sp.simplify):
@@ -375,8 +402,10 @@ class Derivation:
         for n in reversed(g.order):
             if n in needed:
                 e = simplify_ones(self.adjoint[n].xreplace(constant)) if constant else self.adjoint[n]
-                if is_matrix(e) and not _adjoints_in(e) and not (e.free_symbols - {BATCH}):
+                if is_matrix(e) and not _adjoints_in(e) and not (e.free_symbols - {BATCH}) \
+                        and not (g.kind(n) == "param" and e.is_ZeroMatrix):
                     constant[delta(g, n)] = e      # δ_C = (1/m)·1: folded into its users
+                    # (a parameter's own zero gradient stays a statement: gradients name it)
                 else:
                     backward.append((delta(g, n), e))
         backward = tuple(backward)

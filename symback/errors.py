@@ -36,6 +36,16 @@ class UnusedParameterWarning(UserWarning):
     """A parameter does not affect the loss (its gradient is always 0)."""
 
 
+def warn_user(message: str, category=UserWarning) -> None:
+    """warnings.warn, attributed to the first caller outside symback: the user's own line."""
+    import warnings
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)
+
+
 # ---------------------------------------------------------------- Ctrl-C while the command starts
 # `symback ...` and `python -m symback ...` spend about a second importing SymPy
 # and NumPy before cli.main() can catch anything, and an uncaught Ctrl-C there

@@ -11,6 +11,7 @@ import sympy as sp
 
 from .errors import SymbackError
 from .matrix import BATCH, explicit
+from .parse import user_expr
 
 __all__ = ["evaluate"]
 
@@ -31,7 +32,10 @@ def evaluate(d, values: dict) -> dict:
         raise SymbackError(f"values missing for {', '.join(missing)}")
     if g.is_matrix:
         return _evaluate_matrix(d, values)
-    env = {g.symbol(n): sp.sympify(values[n]) for n in needed}
+    env = {g.symbol(n): user_expr(values[n], where=f"value of {n}") for n in needed}
+    bad = [n for n in needed if not env[g.symbol(n)].is_number]
+    if bad:
+        raise SymbackError(f"the value of {bad[0]} must be a number, got {values[bad[0]]!r}")
     forward = {}
     for n in g.order:
         if n in g._expr:

@@ -85,6 +85,12 @@ def refuse_overwrite(out: Path, flag: str, **inputs) -> None:
                                "the input; choose another output name")
 
 
+def refuse_existing(path: Path, flag: str, overwrite: bool) -> None:
+    """Refuse to replace an existing file unless the user asked to (``--overwrite``)."""
+    if not overwrite and os.path.lexists(path):
+        raise OutputError(f"{flag} {path} already exists; use --overwrite to replace it")
+
+
 def same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():

@@ -228,6 +228,14 @@ def _derive_rules(cls):
     cls.derivative, cls.output_derivative, cls.stable = derivative, output_derivative, stable_rule
 
 
+def user_expr(value, names=(), *, where="value"):
+    """:func:`symback.parse.user_expr`, imported on first need (parse reads this module's registry)."""
+    if isinstance(value, sp.Basic):
+        return value
+    from .parse import user_expr as parsed
+    return parsed(value, names, where=where)
+
+
 def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
                params: dict | None = None, stable=None, lazy: bool = False) -> type:
     """Register a new activation from its SymPy definition alone.
@@ -245,8 +253,8 @@ def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
         raise DefinitionError(f"activation name {name!r} must be an identifier")
     if not isinstance(var, sp.Symbol):
         raise DefinitionError(f"activation {name!r}: var must be a SymPy Symbol, got {var!r}")
-    expr = sp.sympify(expr, strict=True) if not isinstance(expr, sp.Basic) else expr
     params = dict(params or {})
+    expr = user_expr(expr, {var.name: var, **{str(k): k for k in params}}, where=f"activation {name!r}")
     extra = set(expr.free_symbols) - {var} - set(params)
     if extra:
         raise DefinitionError(
@@ -257,7 +265,8 @@ def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
     cls = type(name, (Activation,), {
         "definition": lam,
         "latex_name": latex or rf"\operatorname{{{_tex_ident(name)}}}",
-        "extra_params": tuple(sp.sympify(v) for v in params.values()),
+        "extra_params": tuple(user_expr(v, where=f"activation {name!r}: default of {k}")
+                             for k, v in params.items()),
         "nargs": (1, 1 + len(pvars)) if pvars else 1,
     })
     if pvars:
@@ -405,6 +414,9 @@ class LossFunction:
     latex: str = ""
     needs: str = "elementwise"
     extra: dict = field(default_factory=dict)
+    #: (low, high): the targets the loss is defined for (binary cross-entropy: probabilities),
+    #: checked on the data; None: any real target
+    target_range: tuple | None = None
 
     def __call__(self, prediction, target):
         """The loss for one output, as a SymPy expression.
@@ -419,8 +431,12 @@ class LossFunction:
 
 
 def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
-                  latex: str | None = None, needs: str = "elementwise") -> LossFunction:
+                  latex: str | None = None, needs: str = "elementwise",
+                  target_range: tuple | None = None) -> LossFunction:
     """Register a new loss from its SymPy definition alone.
+
+    ``target_range=(low, high)`` makes the models refuse targets outside it
+    (a DataError), for a loss that means nothing there.
 
     >>> yh, t = sp.symbols("yhat t")
     >>> logcosh = loss_function("logcosh", sp.log(sp.cosh(yh - t)), prediction=yh, target=t)
@@ -429,14 +445,15 @@ def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
         raise DefinitionError(f"loss name {name!r} must be an identifier")
     if not isinstance(prediction, sp.Symbol) or not isinstance(target, sp.Symbol):
         raise DefinitionError(f"loss {name!r}: prediction and target must be SymPy Symbols")
-    expr = sp.sympify(expr)
+    expr = user_expr(expr, {prediction.name: prediction, target.name: target}, where=f"loss {name!r}")
     extra = set(expr.free_symbols) - {prediction, target}
     if extra:
         raise DefinitionError(
             f"loss {name!r}: definition uses unknown symbols {sorted(map(str, extra))}")
     if not expr.has(prediction):
         raise DefinitionError(f"loss {name!r} does not depend on its prediction {prediction}")
-    lf = LossFunction(name, expr, prediction, target, latex or rf"\operatorname{{{_tex_ident(name)}}}", needs)
+    lf = LossFunction(name, expr, prediction, target, latex or rf"\operatorname{{{_tex_ident(name)}}}", needs,
+                      target_range=target_range)
     LOSSES[name] = lf
     return lf
 
@@ -454,7 +471,7 @@ _p, _t = sp.Symbol("p", real=True), sp.Symbol("t", real=True)
 mse = loss_function("mse", (_p - _t) ** 2, _p, _t, latex=r"(\hat y - y)^2")
 half_mse = loss_function("half_mse", (_p - _t) ** 2 / 2, _p, _t, latex=r"\tfrac12(\hat y - y)^2")
 binary_cross_entropy = loss_function("binary_cross_entropy", -(_t * sp.log(_p) + (1 - _t) * sp.log(1 - _p)), _p, _t,
-              latex=r"-\left(y\log\hat y + (1-y)\log(1-\hat y)\right)")
+              latex=r"-\left(y\log\hat y + (1-y)\log(1-\hat y)\right)", target_range=(0, 1))
 cross_entropy = loss_function("cross_entropy", -_t * sp.log(_p), _p, _t, latex=r"-\sum_k y_k \log \hat y_k",
               needs="softmax")
 logcosh = loss_function("logcosh", sp.log(sp.cosh(_p - _t)), _p, _t)

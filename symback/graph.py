@@ -6,7 +6,7 @@ import warnings
 
 import sympy as sp
 
-from .errors import DefinitionError, UnusedParameterWarning
+from .errors import DefinitionError, UnusedParameterWarning, warn_user
 from .matrix import BATCH, RowCost, RowNorm, Select, Softmax, activation_of, elementwise, is_matrix
 
 __all__ = ["Graph", "split_names", "check_name", "decompose"]
@@ -26,6 +26,10 @@ def check_name(name) -> str:
         raise DefinitionError(
             f"invalid name {name!r}: names start with a letter and use only letters, "
             "digits and '_' (write a subscript as a_1)")
+    if name.startswith("delta_"):
+        # δ_a is the adjoint of a: a node named delta_a would print as, and be read as, one
+        raise DefinitionError(f"invalid name {name!r}: names beginning with 'delta_' are kept for "
+                              "the adjoints (delta_a is δ_a = ∂L/∂a); choose another name")
     return name
 
 
@@ -257,6 +261,10 @@ class Graph:
                 raise DefinitionError(f"{name!r}: not a SymPy expression: {expr!r}") from exc
             if not isinstance(expr, sp.Expr):
                 raise DefinitionError(f"{name!r}: not a scalar SymPy expression: {expr!r}")
+        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            # SymPy folds 1/(w − w) to zoo and log(w − w) to zoo: no number could be computed
+            raise DefinitionError(f"{name!r} is undefined or infinite for every value: {expr} "
+                                  "(a division by zero or log(0) that SymPy folded)")
         nested = [e for e in sp.preorder_traversal(expr) if isinstance(e, RowCost) and e != expr]
         if nested:
             raise DefinitionError(f"{name!r}: {type(nested[0]).__name__.lower()} must be a node's whole "
@@ -358,8 +366,8 @@ class Graph:
             raise DefinitionError(f"the loss {self.loss_name!r} depends on no parameters: nothing to train")
         unused = [p for p in self.param_names if p not in used]
         if unused:
-            warnings.warn(f"parameter(s) {', '.join(unused)} do not affect the loss; "
-                          "their gradients are 0", UnusedParameterWarning, stacklevel=3)
+            warn_user(f"parameter(s) {', '.join(unused)} do not affect the loss; "
+                      "their gradients are 0", UnusedParameterWarning)
 
     def __repr__(self):
         if self.is_matrix:

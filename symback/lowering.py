@@ -246,7 +246,10 @@ class Lowering:
             inner = e.arg
             if isinstance(inner, sp.MatMul):
                 return self.scalar(inner.T.doit(deep=False))
-            return self.emit("transpose", (self.materialize(self.scalar(inner)),), (e.shape[0], e.shape[1]))
+            value = self.scalar(inner)
+            if not self.is_array(value):    # c·1 (a node that folded to a constant): c·1ᵀ is c too
+                return value
+            return self.emit("transpose", (self.materialize(value),), (e.shape[0], e.shape[1]))
         if isinstance(e, ElementwiseApplyFunction):
             return e.function(self.scalar(e.expr))
         if isinstance(e, FPrime):
@@ -342,7 +345,8 @@ class Lowering:
 
     def _operand(self, a):
         # W.T of a named matrix stays a transposed operand (no copy); the rest is a formula
-        if isinstance(a, sp.Transpose) and isinstance(a.arg, sp.MatrixSymbol) and a.arg in self.names:
+        if isinstance(a, sp.Transpose) and isinstance(a.arg, sp.MatrixSymbol) and a.arg in self.names \
+                and self.shapes.get(self.names[a.arg], ()) != ():
             return Tr(self.names[a.arg])
         return self.scalar(a)
 

@@ -45,6 +45,10 @@ def ones(rows=BATCH, cols=1) -> sp.OneMatrix:
 
 def hadamard(*factors) -> sp.MatrixExpr:
     """The element-wise (Hadamard) product A ⊙ B of matrices of one shape."""
+    numbers = [f for f in factors if not is_matrix(f)]
+    if numbers:
+        raise DefinitionError(f"hadamard takes matrices, got {numbers[0]!r}: "
+                              "for numbers (a scalar graph) write the product a*b")
     shapes = {f.shape for f in factors}
     if len(shapes) != 1:
         raise DefinitionError(f"hadamard: the factors have different shapes {sorted(map(str, shapes))}")

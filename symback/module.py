@@ -189,15 +189,22 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
     fnames = [n for n in g.order if n in g._expr]
     fsyms = [names[g.symbol(n)] for n in fnames]
 
+    # a parameter the loss does not use has the zero gradient, of its shape, and no update
+    zero = set(g.param_names) - g.ancestors(g.loss_name)
+
     def ret_grads(gs):
         out = []
         for p in g.param_names:
             s, shape = gs[p], shapes[p]
             have = low.shapes.get(s, low.shape_of(s))
-            if have == () and shape != ():
+            if p in zero:
+                out.append(printer.op_full("0", repr(shape)))
+            elif have == () and shape != ():
                 out.append(printer.op_full(str(s), repr(shape)))
             elif shape and shape[0] == 1 and len(have) != 2:
                 out.append(f"{printer.prefix}.reshape({s}, {shape!r})")     # 1ᵀ D is a 1-D row
+            elif tuple(have) != shape:      # c·1ᵀD of a node folded to a constant: a broadcast row
+                out.append(f"{printer.op_full('0', repr(shape))} + {s}")
             else:
                 out.append(str(s))
         return f"({', '.join(out)},)"
@@ -220,7 +227,8 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
         step_doc, step_ret = "One gradient-descent step on params, in place; returns L before it.", str(loss_s)
     else:   # immutable arrays: the new values are returned (the glue puts them into params)
         step_doc = "(L before one gradient-descent step, the parameters after it)."
-        step_ret = f"{loss_s}, {{" + ", ".join(f"{p!r}: {names_s[g.symbol(p)]}" for p in g.param_names) + "}"
+        step_ret = f"{loss_s}, {{" + ", ".join(f"{p!r}: {f'params[{p!r}]' if p in zero else names_s[g.symbol(p)]}"
+                                               for p in g.param_names) + "}"
     specs = [
         FunctionSpec("_predict", "X, params", "The prediction node(s) for the rows of X.",
                      outputs, predict_ret or "None"),
@@ -229,15 +237,15 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
                      "{" + ", ".join(f"{n!r}: {s}" for n, s in zip(out_names, out_syms)) + "}"),
         FunctionSpec("backward", "X, Y, params, values",
                      "(L, gradients in PARAMS order) from the values forward() returned.",
-                     [loss] + [grads[p] for p in g.param_names], f"{loss}, {ret_grads(grads)}",
+                     [loss] + [grads[p] for p in g.param_names if p not in zero], f"{loss}, {ret_grads(grads)}",
                      inputs=given),
         FunctionSpec("_loss", "X, Y, params", f"The batch loss L ({d.reduction} over the samples).",
                      [loss], str(loss)),
         FunctionSpec("_grad", "X, Y, params", "(L, gradients in PARAMS order); the backward pass "
-                     "reuses the forward values.", [loss] + [grads[p] for p in g.param_names],
+                     "reuses the forward values.", [loss] + [grads[p] for p in g.param_names if p not in zero],
                      f"{loss}, {ret_grads(grads)}"),
         FunctionSpec("_step", "X, Y, params, lr", step_doc, [loss_s], step_ret,
-                     inputs=[lr], updates={p: (names_s[g.symbol(p)], grads_s[p]) for p in g.param_names}),
+                     inputs=[lr], updates={p: (names_s[g.symbol(p)], grads_s[p]) for p in g.param_names if p not in zero}),
     ]
     text = _HEADER.format(
         kind="matrix" if matrix else "scalar", loss=d.loss_name, params=", ".join(g.param_names),

@@ -27,7 +27,7 @@ from .functions import ACTIVATIONS, LOSSES, softmax
 from .graph import Graph
 from .matrix import BATCH, hadamard, is_matrix, ones, sumsq
 
-__all__ = ["parse_expr", "parse_values", "functions", "known_names", "number_problem"]
+__all__ = ["parse_expr", "parse_values", "functions", "known_names", "number_problem", "user_expr"]
 
 # Elementary functions a spec may call, beside every registered activation.
 _ELEMENTARY = {
@@ -252,6 +252,10 @@ class _Walker:
         if isinstance(v, float):
             if not math.isfinite(v):
                 self.fail(node, "non-finite number")
+            # Python reads 1e-400 as 0.0: a literal with a nonzero digit that became 0 underflowed
+            literal = (ast.get_source_segment(self.text, node) or "").lower().split("e")[0]
+            if v == 0.0 and any(c in "123456789" for c in literal):
+                self.fail(node, "a number too small for a float64 (below 5e-324):")
             # the shortest repr of a float gives the decimal the user wrote: 0.1 -> 1/10, exactly
             return sp.Rational(repr(v))
         if v.bit_length() > MAX_BITS:
@@ -354,6 +358,25 @@ class _Walker:
         except (TypeError, ValueError, DefinitionError) as exc:
             self.fail(node, f"bad call ({exc}):")
         return self.checked(node, result, all(c for _, c in visited))
+
+
+def user_expr(value, names: Mapping[str, sp.Expr] | Iterable[str] = (), *, where: str = "value") -> sp.Basic:
+    """A value a user handed to the library, as a SymPy object, never evaluated as code.
+
+    Text is parsed by :func:`parse_expr` (SymPy's own ``sympify`` of a string
+    runs it through ``eval``); SymPy objects pass unchanged; anything else
+    (Python and NumPy numbers) goes through ``sympify(strict=True)``, which
+    accepts numbers only.  Raises :class:`SpecError` otherwise.
+    """
+    if isinstance(value, str):
+        return parse_expr(value, names, where=where)
+    if isinstance(value, sp.Basic):
+        return value
+    try:
+        return sp.sympify(value, strict=True)
+    except (sp.SympifyError, TypeError, ValueError):
+        raise SpecError(f"{where}: expected a number or a SymPy expression, "
+                        f"got {type(value).__name__} {_short(repr(value))}") from None
 
 
 def parse_values(text: str) -> dict:

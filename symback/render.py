@@ -40,6 +40,10 @@ MAX_OUTPUT = 10_000_000   # characters a template may produce, or build in one s
 
 
 # ---------------------------------------------------------------- a bounded sandbox
+MAX_ITERATIONS = 10_000_000   # loop iterations a render may run, all loops together
+MAX_INT_BITS = 100_000        # bits of an integer a template may compute
+
+
 class _BoundedCodeGenerator(CodeGenerator):
     """Compiles ``a ~ b`` to a size-checked join, so a loop cannot double a string forever."""
 
@@ -56,7 +60,24 @@ class _BoundedSandbox(SandboxedEnvironment):
     Python allocates, and joined strings after."""
 
     code_generator_class = _BoundedCodeGenerator
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "+"])
+    iterations = 0
+
+    def _parse(self, source, name, filename):
+        # every for loop's iterable goes through the _counted filter: nested loops that print
+        # nothing (so no output size stops them) count against MAX_ITERATIONS too
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(jinja2.nodes.For):
+            loop.iter = jinja2.nodes.Filter(loop.iter, "_counted", [], [], None, None, lineno=loop.lineno)
+        return tree
+
+    def counted(self, iterable):
+        """The items of `iterable`, each counted against the render's MAX_ITERATIONS."""
+        for item in iterable:
+            self.iterations += 1
+            if self.iterations > MAX_ITERATIONS:
+                raise SecurityError(f"the template's loops ran more than {MAX_ITERATIONS:,} times")
+            yield item
 
     def bounded(self, value):
         """value, unless it is a string or sequence longer than MAX_OUTPUT."""
@@ -72,11 +93,22 @@ class _BoundedSandbox(SandboxedEnvironment):
         if operator == "**" and isinstance(left, int) and isinstance(right, int) \
                 and abs(right) * max(abs(left), 2).bit_length() > 10_000:
             raise SecurityError("the template asked for a power too large to compute")
+        ints = isinstance(left, int) and isinstance(right, int)
+        if ints and operator == "*" and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+            raise SecurityError("the template asked for a product too large to compute")
+        if operator == "+" and not ints and isinstance(left, (str, list, tuple)) \
+                and isinstance(right, (str, list, tuple)) and len(left) + len(right) > MAX_OUTPUT:
+            raise SecurityError(f"the template built something longer than {MAX_OUTPUT:,}")
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
-        """Call from the template, refusing sizes (int arguments) above MAX_OUTPUT."""
+        """Call from the template, refusing sizes (int arguments, widths in a format string)
+        above MAX_OUTPUT."""
         _check_sizes(args, kwargs)
+        # '{:0999999999}'.format(1): the sandbox wraps str.format (the wrapper's __wrapped__)
+        method = getattr(__obj, "__wrapped__", __obj)
+        if isinstance(getattr(method, "__self__", None), str):
+            _check_format(method.__self__)
         return __self.bounded(super().call(__context, __obj, *args, **kwargs))
 
 
@@ -86,6 +118,12 @@ def _check_sizes(args, kwargs):
             raise SecurityError(f"the template passed {v}, more than the {MAX_OUTPUT:,} allowed")
 
 
+def _check_format(spec: str) -> None:
+    """Refuse a format string whose width or precision exceeds MAX_OUTPUT ('%0999999999d')."""
+    if any(int(n) > MAX_OUTPUT for n in re.findall(r"\d{8,}", spec)):
+        raise SecurityError(f"the template's format string asks for more than {MAX_OUTPUT:,} characters")
+
+
 def _bounded_filter(f):
     """A built-in filter whose int arguments (widths, counts) are checked first."""
     @functools.wraps(f)     # keeps Jinja's pass_context/pass_environment marks
@@ -93,6 +131,25 @@ def _bounded_filter(f):
         _check_sizes(args[1:], kwargs)
         return f(*args, **kwargs)
     return filter_
+
+
+class _TemplateLoader(jinja2.FileSystemLoader):
+    """Jinja's file loader, for templates only: a name must end in ``.j2``, and the file,
+    symlinks resolved, must lie inside the folder it was found in — so a template cannot
+    ``include`` a user's other files, or a file a symlink points to outside the folder."""
+
+    def __init__(self, searchpath, top: str = ""):
+        super().__init__(searchpath)
+        self.top = top          # the template asked for by name or path: any suffix
+
+    def get_source(self, environment, template):
+        if not template.endswith(".j2") and template != self.top:
+            raise jinja2.TemplateNotFound(f"{template} (only *.j2 templates can be included)")
+        source, filename, uptodate = super().get_source(environment, template)
+        real = Path(filename).resolve()
+        if not any(real.is_relative_to(Path(folder).resolve()) for folder in self.searchpath):
+            raise jinja2.TemplateNotFound(f"{template} (a link out of the templates' folder)")
+        return source, filename, uptodate
 
 
 def _plain(value):
@@ -133,7 +190,7 @@ def template_names() -> list[str]:
     return sorted({p.name.split(".")[0] for p in _builtin_dir().glob("*.j2") if not p.name.startswith("_")})
 
 
-def _environment(fmt: str, dirs: tuple[str, ...]) -> jinja2.Environment:
+def _environment(fmt: str, dirs: tuple[str, ...], top: str = "") -> jinja2.Environment:
     escape = latex_escape if fmt == "latex" else markdown_escape
 
     def finalize(value):
@@ -153,8 +210,11 @@ def _environment(fmt: str, dirs: tuple[str, ...]) -> jinja2.Environment:
         line_comment_prefix="%#", trim_blocks=True, lstrip_blocks=True,
         autoescape=False, undefined=jinja2.StrictUndefined, finalize=finalize,
         keep_trailing_newline=True,
-        loader=jinja2.FileSystemLoader(list(dirs) + [str(_builtin_dir())]))
+        loader=_TemplateLoader(list(dirs) + [str(_builtin_dir())], top))
     env.filters = {k: _bounded_filter(f) for k, f in env.filters.items()}
+    env.filters["_counted"] = env.counted
+    plain_format = env.filters["format"]
+    env.filters["format"] = lambda spec, *a, **k: (_check_format(str(spec)), plain_format(spec, *a, **k))[1]
     env.filters["latex_escape"] = latex_escape
     env.filters["markdown_escape"] = markdown_escape
     env.filters["escape_text"] = escape
@@ -181,7 +241,7 @@ def _template(template: str, fmt: str, template_dir=None) -> jinja2.Template:
         if fmt == "markdown" and text == "article":
             text = "markdown"       # the markdown version of the full document
         name = text + FORMATS[fmt]
-    env = _environment(fmt, tuple(dirs))
+    env = _environment(fmt, tuple(dirs), name)
     try:
         return env.get_template(name)
     except jinja2.TemplateNotFound:

@@ -111,8 +111,16 @@ def cse(stmts: list[Stmt], fresh, low) -> list[Stmt]:
     hidden = [e.xreplace(rels) for e in exprs]
     back = {v: k for k, v in rels.items()}
     reps, reduced = sp.cse(hidden, symbols=_symbols(fresh), order="none")
-    temps = {s: v.xreplace(back) for s, v in reps}
-    reduced = [e.xreplace(back) for e in reduced]
+    temps, const = {}, {}
+    for s, v in reps:           # in dependency order
+        v = v.xreplace(back).xreplace(const)
+        # a constant (log 3) stays in its formula, where the printer writes its value: as a
+        # name it would reach a library function as a Python float (torch.sin(t) fails)
+        if v.is_number:
+            const[s] = v
+        else:
+            temps[s] = v
+    reduced = [e.xreplace(back).xreplace(const) for e in reduced]
     new_args = {}
     for (i, j), e in zip(where, reduced):
         new_args.setdefault(i, list(stmts[i].args))[j] = e
@@ -185,7 +193,8 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
     """
     fresh, shape_of, temps = low.fresh, low.shape_of, low.fresh.made
     keep = set(spec.results) | {s for pg in spec.updates.values() for s in pg}
-    wanted = set(spec.results) | {g for _, g in spec.updates.values()}
+    # an update p -= g reads p: its load stays even when nothing else reads p (δ_p folded to 0)
+    wanted = set(spec.results) | {s for pg in spec.updates.values() for s in pg}
     body = select(stmts, wanted)
     body = coalesce(propagate(body, keep, shape_of), keep)
     body = select(body, wanted)     # what propagation left unread goes

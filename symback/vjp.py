@@ -276,6 +276,16 @@ def fused_output(out, loss, width: int):
     softmax + cross-entropy and sigmoid + binary cross-entropy become
     a − y: SymPy's simplification, not a special case.
     """
+    return _fused_entry(out, loss, width)[:2]
+
+
+def fused_assumes_distribution(out, loss, width: int) -> bool:
+    """Whether :func:`fused_output`'s rule holds only for target rows that sum to 1
+    (softmax + cross-entropy's Ŷ − Y): then the models check that on the data."""
+    return _fused_entry(out, loss, width)[2]
+
+
+def _fused_entry(out, loss, width):
     key = (out, loss.name, loss.expr, width)
     if key not in _FUSED:
         _FUSED[key] = _fused_output(out, loss, width)
@@ -298,17 +308,18 @@ def _fused_output(out, loss, width):
         # permuted, so δ_z for component 0 gives every component's.
         jac = [sp.cancel(sp.diff(comps[k], zs[0]).subs(total, Ssym).xreplace(in_s)) for k in range(K)]
         g = sp.collect(sp.expand(sp.cancel(sum(dl[k] * jac[k] for k in range(K)))), ss[0])
-        g = g.subs(sp.Add(*ys), 1)          # one-hot targets: Σ_k y_k = 1
+        # one-hot targets, Σ_k y_k = 1, solved for the last one (so a scaled sum, 2Σ_k y_k, reduces too)
+        exact, g = g, sp.expand(g.subs(ys[-1], 1 - sp.Add(*ys[:-1])))
         templ = g.xreplace({ss[0]: a, ys[0]: y})
         if templ.free_symbols - {a, y}:
             raise DefinitionError(f"softmax with loss {loss.name!r} does not reduce to an element-wise δ")
-        return _best(templ, sp.factor_terms(templ)), (z, a, y)
+        return _best(templ, sp.factor_terms(templ)), (z, a, y), g != exact
     g = sp.diff(loss(out(z), y), z)
     g = g.subs(out(z), a)                      # name the prediction a = f(z)
     plain = not g.has(sp.Piecewise)
     g = _best(g, sp.factor_terms(sp.cancel(g)), sp.factor_terms(g),
               sp.factor(g) if plain else g, sp.factor_terms(sp.simplify(g)) if plain else g)
-    return g, (z, a, y)
+    return g, (z, a, y), False
 
 
 def to_matrix(expr, mapping: dict, shape):

@@ -470,3 +470,404 @@ def test_startup_guard_only_in_the_command(tmp_path):
         out[argv0] = r.stdout.strip()
     assert out == {"/usr/local/bin/symback": "_interrupted_at_startup",
                    "myscript.py": "default_int_handler"}
+
+
+# ------------------------------------------------------------------ issue 20: user text is never run
+PAYLOAD = "__import__('os').system('touch PWNED') or {}"
+
+
+def _scalar_graph():
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    g.loss((w * x - y) ** 2)
+    return g
+
+
+def test_values_given_as_text_are_parsed_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = sb.derive(_scalar_graph())
+    with pytest.raises(SpecError, match="value of x"):
+        d.evaluate({"x": PAYLOAD.format(1), "y": 1, "w": 2})
+    assert not (tmp_path / "PWNED").exists()
+    # text that is a number still works, exactly: C = (2·1/2 − 1)² = 0, dC/dw = 0
+    assert d.evaluate({"x": "1/2", "y": 1, "w": 2})["forward"]["C"] == 0
+
+
+def test_functions_defined_as_text_are_parsed_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p, t, z = sp.symbols("p t z")
+    with pytest.raises(SpecError, match="loss 'evil'"):
+        sb.loss_function("evil", PAYLOAD.format("p"), p, t)
+    with pytest.raises(SpecError, match="activation 'evil'"):
+        sb.activation("evil", PAYLOAD.format("z"), var=z)
+    assert not (tmp_path / "PWNED").exists()
+    lc = sb.loss_function("logcosh_text", "log(cosh(p - t))", p, t)
+    assert sp.simplify(lc.expr - sp.log(sp.cosh(p - t))) == 0
+
+
+# ------------------------------------------------------------------ issue 20: targets the formulas assume
+BAD_ROWS = np.array([[1, 1, 0], [0, 0, 0], [.5, .5, .5], [2, 0, 0]], dtype=float)
+
+
+def _central_differences(f, params, h=1e-6):
+    out = {}
+    for k, v in params.items():
+        g = np.zeros_like(v)
+        for idx in np.ndindex(v.shape):
+            for sign in (1, -1):
+                trial = {**params, k: v.copy()}
+                trial[k][idx] += sign * h
+                g[idx] += sign * f(trial) / (2 * h)
+        out[k] = g
+    return out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_softmax_cross_entropy_refuses_targets_whose_rows_do_not_sum_to_1(backend):
+    pytest.importorskip(backend)
+    d = sb.derive(sb.mlp([2, 3, 3], activation="tanh", output="softmax", loss="cross_entropy"))
+    m = sb.compile(d, backend=backend, dtype="float64")
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    params = m.init(seed=0)
+    for call in (lambda: m.grad(X, BAD_ROWS, params), lambda: m.loss(X, BAD_ROWS, params),
+                 lambda: m.step(X, BAD_ROWS, params, lr=0.1),
+                 lambda: m.fit(X, BAD_ROWS, params, epochs=1)):
+        with pytest.raises(DataError, match="row 0 sums to 2"):
+            call()
+    # the fast path of step() (arrays of the kind accepted before) checks them too
+    good = np.array([[1, 0, 0], [0, 1, 0], [.2, .3, .5], [0, 0, 1]], dtype=float)
+    m.step(X, good, params, lr=0.0)
+    with pytest.raises(DataError, match="sum to 1"):
+        m.step(X, BAD_ROWS, params, lr=0.1)
+    # targets it accepts: the gradient is the loss's, by central differences
+    host = {k: np.array(np.asarray(v.detach() if hasattr(v, "detach") else v), dtype=float)
+            for k, v in params.items()}
+    fd = _central_differences(lambda p: float(m.loss(X, good, {k: m._ns["_asarray"](v) for k, v in p.items()})),
+                              host)
+    got = m.grad(X, good, params)
+    for k in fd:
+        np.testing.assert_allclose(np.asarray(got[k]), fd[k], rtol=1e-6, atol=1e-8)
+
+
+def test_binary_cross_entropy_refuses_labels_outside_0_1():
+    m = sb.compile(sb.derive(sb.mlp([2, 3, 1], output="sigmoid", loss="binary_cross_entropy")))
+    X, params = np.ones((3, 2)), m.init(seed=0)
+    with pytest.raises(DataError, match=r"row 1 has a target outside \[0, 1\]"):
+        m.grad(X, np.array([[1.0], [2.0], [0.0]]), params)
+    m.grad(X, np.array([[1.0], [0.25], [0.0]]), params)
+
+
+def test_cli_refuses_multi_label_targets_for_softmax(folder):
+    rng = np.random.default_rng(0)
+    np.savetxt(folder / "ml.csv", np.column_stack([rng.normal(size=(6, 2)), np.ones((6, 2))]), delimiter=",",
+               header="x1,x2,a,b", comments="")
+    before = files(folder)
+    r = run("train", "ml.csv", "--layers", "2,3,2", "--output", "softmax", "--loss", "cross_entropy",
+            "--targets", "a,b", "--out", "clf.npz", cwd=folder)
+    refused(r, before, folder, 2, "sums to 2", "sum to 1")
+
+
+# ------------------------------------------------------------------ issue 20: no file replaced unless asked
+def test_train_does_not_replace_saved_parameters_unless_asked(folder):
+    train = ("train", "good.toml", "--data", "good.csv", "--epochs", "1")
+    assert run(*train, cwd=folder).returncode == 0           # writes params.npz, the default --out
+    before = files(folder)
+    refused(run(*train, "--seed", "1", cwd=folder), before, folder, 1,
+            "--out params.npz already exists", "use --overwrite")
+    refused(run(*train, "--out", "p.npz", cwd=folder), before, folder, 1, "p.npz already exists")
+    # asked: --resume F --out F continues F in place; --overwrite replaces
+    assert run(*train, "--resume", "p.npz", "--out", "p.npz", cwd=folder).returncode == 0
+    assert (folder / "p.npz").read_bytes() != before["p.npz"]
+    assert run(*train, "--seed", "1", "--overwrite", cwd=folder).returncode == 0
+    assert (folder / "params.npz").read_bytes() != before["params.npz"]
+
+
+@pytest.mark.parametrize("args,name", [
+    (("codegen", "--layers", "2,3,1", "-o", "mine.py"), "mine.py"),
+    (("derive", "good.toml", "-o", "mine.tex"), "mine.tex"),
+])
+def test_codegen_and_derive_do_not_replace_a_file_unless_asked(args, name, folder):
+    (folder / name).write_text("# the user's own file\n")
+    before = files(folder)
+    refused(run(*args, cwd=folder), before, folder, 1, f"{name} already exists", "use --overwrite")
+    assert run(*args, "--overwrite", cwd=folder).returncode == 0
+    assert (folder / name).read_text() != "# the user's own file\n"
+
+
+def test_demo_does_not_replace_its_files_unless_asked(folder):
+    (folder / "mlp.tex").write_text("mine\n")
+    before = files(folder)
+    refused(run("demo", "--no-pdf", cwd=folder), before, folder, 1, "mlp.tex already exists", "--overwrite")
+
+
+# ------------------------------------------------------------------ issue 20: unused and constant nodes
+def _numeric_grad_matches(d, loss_of, X, Y, backends=("numpy", "jax", "torch")):
+    """grad() and step() of every backend against central differences of `loss_of`, the same
+    network written in NumPy here."""
+    for backend in backends:
+        pytest.importorskip(backend)
+        m = sb.compile(d, backend=backend, dtype="float64")
+        params = m.init(seed=1)
+        host = {k: np.array(np.asarray(v), dtype=float) for k, v in params.items()}
+        fd = _central_differences(lambda p: loss_of(X, Y, p), host)
+        got = m.grad(X, Y, params)
+        for k in fd:
+            np.testing.assert_allclose(np.asarray(got[k]), fd[k], rtol=1e-6, atol=1e-8, err_msg=(backend, k))
+        assert np.isclose(m.step(X, Y, params, lr=0.1), loss_of(X, Y, host))
+        for k in fd:        # the step moved every parameter by −lr·gradient (unused ones not at all)
+            np.testing.assert_allclose(np.asarray(params[k]), host[k] - 0.1 * fd[k], rtol=1e-6, atol=1e-8)
+
+
+def _matrix_graph(body):
+    g = sb.Graph()
+    X, Y = g.inputs("X", shape=(sb.BATCH, 2)), g.targets("Y", shape=(sb.BATCH, 2))
+    W1, b1, W2 = g.params("W1 b1 W2", shape=[(2, 2), (1, 2), (2, 2)])
+    penalty = body(g, X, W1, b1, W2)
+    g.loss(sb.mse(g.symbol("Yhat"), Y), penalty=penalty)
+    return sb.derive(g)
+
+
+def test_a_matrix_node_nothing_uses():
+    def body(g, X, W1, b1, W2):
+        g.node("U", sb.tanh(X @ W1 + sb.ones(sb.BATCH) @ b1))      # used by nothing
+        g.node("Yhat", X @ W2)
+        return sb.sumsq(W1)
+    with pytest.warns(sb.errors.UnusedParameterWarning):
+        d = _matrix_graph(body)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    _numeric_grad_matches(d, lambda X, Y, p: ((X @ p["W2"] - Y) ** 2).sum(1).mean() + (p["W1"] ** 2).sum(), X, Y)
+
+
+def test_a_node_that_folds_to_a_zero_matrix():
+    def body(g, X, W1, b1, W2):
+        A = g.node("A", X @ W1 + sb.ones(sb.BATCH) @ b1)
+        Z = g.node("Z", A - A)
+        g.node("Yhat", Z @ W2 + A)
+    d = _matrix_graph(body)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    _numeric_grad_matches(d, lambda X, Y, p: ((X @ p["W1"] + p["b1"] - Y) ** 2).sum(1).mean(), X, Y)
+
+
+def test_rnn_of_one_step():
+    with pytest.warns(sb.errors.UnusedParameterWarning, match="Wh"):      # h_0 = 0: Wh meets only zeros
+        d = sb.derive(sb.rnn(inputs=2, hidden=3, outputs=1, steps=1, activation="tanh"))
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 2)), rng.normal(size=(5, 1))
+
+    def loss(X, Y, p):      # h_1 = tanh(x_1 Wx + h_0 Wh + bh) with h_0 = 0
+        return ((np.tanh(X @ p["Wx"] + p["bh"]) @ p["Wy"] + p["by"] - Y) ** 2).sum(1).mean()
+    _numeric_grad_matches(d, loss, X, Y)
+
+
+def test_scalar_graph_with_an_unused_parameter_and_a_constant_node():
+    g = sb.Graph()
+    x, y = g.inputs("x"), g.targets("y")
+    w1, w2, w3 = g.params("w1 w2 w3")
+    a = g.node("a", w1 - w1)
+    g.node("yhat", a + w2 * x)
+    with pytest.warns(sb.errors.UnusedParameterWarning):
+        g.loss((g.symbol("yhat") - y) ** 2)
+        d = sb.derive(g)
+    assert d.latex().rstrip().endswith(r"\end{document}")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 1)), rng.normal(size=(5, 1))
+    _numeric_grad_matches(d, lambda X, Y, p: ((p["w2"] * X - Y) ** 2).mean(), X, Y)
+
+
+# ------------------------------------------------------------------ issue 20: constants in torch code
+@pytest.mark.parametrize("case", ["max_sqrt2", "min_e", "sin_cos_log3"])
+def test_torch_code_with_constants_matches_autograd(case):
+    torch = pytest.importorskip("torch")
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    body = {"max_sqrt2": sp.Max(w * x, sp.sqrt(2)), "min_e": sp.Min(w * x, sp.E),
+            "sin_cos_log3": w * x + sp.sin(sp.log(3)) + sp.cos(sp.log(3))}[case]
+    g.node("yhat", body)
+    g.loss((g.symbol("yhat") - y) ** 2)
+    m = sb.compile(sb.derive(g), backend="torch", dtype="float64")
+    X = torch.tensor([[0.5], [1.0], [2.0], [3.0]], dtype=torch.float64)
+    Y = torch.tensor([[1.0], [0.0], [2.0], [-1.0]], dtype=torch.float64)
+    params = {"w": torch.tensor(0.9, dtype=torch.float64)}
+    wt = params["w"].clone().requires_grad_(True)
+    z = wt * X[:, 0]
+    yhat = {"max_sqrt2": torch.clamp(z, min=2 ** 0.5), "min_e": torch.clamp(z, max=np.e),
+            "sin_cos_log3": z + np.sin(np.log(3)) + np.cos(np.log(3))}[case]
+    loss = ((yhat - Y[:, 0]) ** 2).mean()
+    loss.backward()
+    assert np.isclose(m.loss(X, Y, params), loss.item(), rtol=1e-12)
+    assert np.isclose(float(m.grad(X, Y, params)["w"]), wt.grad.item(), rtol=1e-10)
+    assert np.isclose(m.step(X, Y, params, lr=0.1), loss.item(), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ issue 20: definitions no number can satisfy
+@pytest.mark.parametrize("make", [lambda w: 1 / (w - w), lambda w: sp.log(w - w), lambda w: sp.nan * w])
+def test_a_node_that_folds_to_zoo_or_nan_is_a_definition_error(make):
+    g = sb.Graph()
+    w = g.params("w")
+    with pytest.raises(DefinitionError, match="'bad' is undefined or infinite"):
+        g.node("bad", make(w))
+
+
+def test_hadamard_of_numbers_is_a_definition_error(folder):
+    g = sb.Graph()
+    x, w = g.inputs("x1"), g.params("w1")
+    with pytest.raises(DefinitionError, match="hadamard takes matrices"):
+        sb.hadamard(w, x)
+    (folder / "h.toml").write_text(spec_text(yhat="hadamard(w, x)"))
+    before = files(folder)
+    refused(run("derive", "h.toml", cwd=folder), before, folder, 2, "hadamard takes matrices")
+
+
+# ------------------------------------------------------------------ issue 20: nodes in denominators
+def test_nodes_in_denominators_compile_and_match_sympy_diff():
+    """a_d = Π_j (a_{d−1} + j)/(1 + a_{d−1}²): the output-block fusion's cancel(together()) took
+    ~70 s at depth 4 (it grows exponentially); formulas that big are now left unfused."""
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    a = g.node("a0", w * x)
+    ws, xs, ys = sp.symbols("w x y", real=True)
+    unrolled = ws * xs
+    for depth in range(1, 5):
+        a = g.node(f"a{depth}", sp.Mul(*[(a + j) / (1 + a ** 2) for j in (1, 2, 3)]))
+        unrolled = sp.Mul(*[(unrolled + j) / (1 + unrolled ** 2) for j in (1, 2, 3)])
+    g.loss((a - y) ** 2)
+    m = sb.compile(sb.derive(g))
+    X, Y = np.array([[0.3], [-0.7]]), np.array([[0.5], [1.0]])
+    params = {"w": np.array(0.8)}
+    cost = (unrolled - ys) ** 2
+    f, df = (sp.lambdify((ws, xs, ys), e, "math") for e in (cost, sp.diff(cost, ws)))
+    at = [(0.8, float(X[i, 0]), float(Y[i, 0])) for i in range(2)]
+    assert np.isclose(m.loss(X, Y, params), np.mean([f(*v) for v in at]), rtol=1e-10)
+    assert np.isclose(float(m.grad(X, Y, params)["w"]), np.mean([df(*v) for v in at]), rtol=1e-8)
+
+
+# ------------------------------------------------------------------ issue 20: requests that hung
+CUBE = 'inputs = ["x1"]\ntargets = ["y"]\nparams = ["w1"]\n[nodes]\nyhat = "w1**3*x1"\n[loss]\ncost = "(yhat - y)**2"\n'
+
+
+def test_twelve_steps_of_a_cubic_worked_example(folder):
+    """Exact iterates of w³x grew ~5× in digits a step (> 300 s for 12); past 100 bits they are
+    30-digit floats.  The iterates against gradient descent in Python floats."""
+    (folder / "cube.toml").write_text(CUBE)
+    r = run("derive", "cube.toml", "--values", "x1=1,y=1,w1=0.5", "--lr", "0.1", "--steps-taken", "12",
+            "--format", "text", cwd=folder, timeout=120)
+    assert r.returncode == 0, r.stderr
+    w = 0.5
+    for _ in range(12):
+        w -= 0.1 * 2 * (w ** 3 - 1) * 3 * w ** 2
+    last = [line for line in r.stdout.splitlines() if "theta^12 =" in line][0]
+    assert np.isclose(float(last.split("= (")[1].split(")")[0]), w, rtol=1e-9)
+
+
+def test_steps_taken_is_bounded_for_text_too(folder):
+    before = files(folder)
+    r = run("derive", "good.toml", "--values", "x1=1,x2=2,y=3,w1=0.5,w2=-1,b=0", "--lr", "0.1",
+            "--format", "text", "--steps-taken", "100000000", cwd=folder, timeout=60)
+    refused(r, before, folder, 1, "from 1 to 20")
+
+
+def test_a_power_999_prints_as_text(folder):
+    (folder / "p.toml").write_text('inputs = ["x1", "x2"]\ntargets = ["y"]\nparams = ["w1", "w2", "b"]\n'
+                                   '[nodes]\nyhat = "(w1*x1 + w2*x2 + b)**999"\n[loss]\ncost = "(yhat - y)**2"\n')
+    r = run("derive", "p.toml", "--format", "text", cwd=folder, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "dC/dw1 = 999*x1*(-2*y + 2*yhat)*(b + w1*x1 + w2*x2)**998" in r.stdout
+
+
+def test_a_billion_weight_layer_is_derived_without_its_numeric_check(folder):
+    r = run("derive", "--layers", "1000000000,1", "-o", "o.tex", cwd=folder, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (folder / "o.tex").read_text().rstrip().endswith(r"\end{document}")
+
+
+# ------------------------------------------------------------------ issue 20: user templates
+@pytest.mark.parametrize("body,why", [
+    ("\\BLOCK{for i in range(100000)}\\BLOCK{for j in range(100000)}\\BLOCK{endfor}\\BLOCK{endfor}",
+     "loops ran more than"),
+    ("\\VAR{'%0999999999d'|format(1)}", "format string"),
+    ("\\VAR{'{:0999999999d}'.format(1)}", "format string"),
+    ("\\BLOCK{set a = 'xxxxxxxxxxxxxxxx'}" + "\\BLOCK{set a = a + a}" * 40 + "\\VAR{a|length}", "longer than"),
+    ("\\BLOCK{set ns = namespace(a=7)}\\BLOCK{for i in range(40)}\\BLOCK{set ns.a = ns.a * ns.a}"
+     "\\BLOCK{endfor}\\VAR{ns.a > 0}", "product too large"),
+])
+def test_template_loops_formats_and_growth_are_bounded(body, why, tmp_path):
+    (tmp_path / "t.tex.j2").write_text(body + "\n")
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml"))
+    with pytest.raises(OutputError, match=why):
+        d.latex(template=str(tmp_path / "t.tex.j2"))
+
+
+def test_template_includes_only_templates_inside_its_folder(tmp_path):
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml"))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "secret.txt").write_text("SECRET\n")
+    (tmp_path / "t" / "notes.txt").write_text("SECRET\n")
+    (tmp_path / "t" / "part.tex.j2").write_text("part\n")
+    (tmp_path / "t" / "link.tex.j2").symlink_to(tmp_path / "secret.txt")
+    for name in ("notes.txt", "link.tex.j2"):
+        (tmp_path / "t" / "main.tex.j2").write_text(f"\\BLOCK{{include '{name}'}}\n")
+        with pytest.raises(OutputError) as info:
+            d.latex(template=str(tmp_path / "t" / "main.tex.j2"))
+        assert "SECRET" not in str(info.value)
+    (tmp_path / "t" / "main.tex.j2").write_text("\\BLOCK{include 'part.tex.j2'} and \\VAR{title}\n")
+    assert d.latex(template=str(tmp_path / "t" / "main.tex.j2")).startswith("part")
+
+
+# ------------------------------------------------------------------ issue 20: small things a user meets
+def test_a_value_that_underflows_is_refused_like_its_power_form():
+    from symback.parse import parse_values
+    for text in ("1e-400", "10**-400"):
+        with pytest.raises(SpecError, match="too small for a float64"):
+            parse_values(f"x1={text}")
+    assert parse_values("x1=1e-300")["x1"] == sp.Rational(1, 10 ** 300)
+
+
+def test_a_negative_seed_names_the_flag(folder):
+    before = files(folder)
+    for cmd in (("train", "good.toml", "--data", "good.csv"), ("demo", "--no-pdf")):
+        refused(run(*cmd, "--seed", "-5", cwd=folder), before, folder, 2, "argument --seed", "'-5'")
+
+
+def test_unused_parameter_warning_points_at_the_users_line(folder):
+    script = folder / "mine.py"
+    script.write_text("import symback as sb\ng = sb.Graph()\nx, y = g.inputs('x'), g.targets('y')\n"
+                      "w, v = g.params('w v')\ng.loss((w * x - y) ** 2)\nd = sb.derive(g)\n")
+    r = subprocess.run([sys.executable, str(script)], cwd=folder, capture_output=True, text=True,
+                       env=environment(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"{script}:6: UnusedParameterWarning: parameter(s) v do not affect the loss" in r.stderr
+    (folder / "u.toml").write_text('inputs = ["x"]\ntargets = ["y"]\nparams = ["w", "v"]\n[nodes]\n'
+                                   'yhat = "w*x"\n[loss]\ncost = "(yhat - y)**2"\n')
+    r = run("derive", "u.toml", "--format", "text", cwd=folder)
+    assert r.returncode == 0
+    assert r.stderr == "symback: warning: parameter(s) v do not affect the loss; their gradients are 0\n"
+
+
+def test_names_beginning_with_delta_are_refused():
+    g = sb.Graph()
+    with pytest.raises(DefinitionError, match="kept for the adjoints"):
+        g.inputs("delta_a")
+    w = g.params("w")
+    with pytest.raises(DefinitionError, match="'delta_z'"):
+        g.node("delta_z", 2 * w)
+
+
+def test_a_scaled_cross_entropy_derives_and_matches_autograd():
+    torch = pytest.importorskip("torch")
+    p, t = sp.symbols("p t", real=True)
+    ce2 = sb.loss_function("ce_twice", -2 * t * sp.log(p), p, t, needs="softmax")
+    d = sb.derive(sb.mlp([2, 3, 3], activation="tanh", output="softmax", loss=ce2))
+    m = sb.compile(d)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(4, 2)), np.eye(3)[[0, 2, 1, 1]]
+    params = m.init(seed=0)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    H = torch.tanh(torch.tensor(X) @ tp["W1"] + tp["b1"])
+    logp = torch.log_softmax(H @ tp["W2"] + tp["b2"], dim=1)
+    loss = (-2 * torch.tensor(Y) * logp).sum(1).mean()
+    loss.backward()
+    assert np.isclose(m.loss(X, Y, params), loss.item(), rtol=1e-12)
+    for k, v in m.grad(X, Y, params).items():
+        np.testing.assert_allclose(v, tp[k].grad.numpy(), rtol=1e-10, atol=1e-12)

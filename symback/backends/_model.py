@@ -97,6 +97,8 @@ class BackendModel(Model):
                 X, Y = self._xy(X, Y, params)
                 if self._ns["_is_native"](X) and type(X) is type(Y) and X.dtype is Y.dtype:
                     self._accepted = (type(X), X.dtype)
+            elif self._target_rules:
+                self._check_targets(Y)
             if self._immutable and type(X) is self._accepted[0]:
                 self._last = (X, Y)
         try:

@@ -35,6 +35,8 @@ VERIFY_DIGITS, VERIFY_H = 40, sp.Rational(1, 10 ** 12)
 MATRIX_H = 1e-6
 EXACT_VERIFY_ENTRIES = 2000  # matrix graphs: formulas evaluated exactly by SymPy up to this many entries
 VERIFY_SAMPLES = 12          # ... above it, this many entries of each parameter are differenced
+VERIFY_MAX_ENTRIES = 10**7   # ... and above this many (80 MB of float64) the check is left out:
+                             # random values for a 10⁹-weight layer take minutes and gigabytes
 
 
 # ------------------------------------------------------------ activations
@@ -285,6 +287,17 @@ def numeric(expr, values: dict, rows: int):
     return np.array(r.tolist(), dtype=float) if hasattr(r, "tolist") else float(r)
 
 
+def param_entries(d) -> int:
+    """How many numbers a matrix graph's parameters hold (Python ints: no overflow)."""
+    total = 0
+    for p in d.params:
+        size = 1
+        for k in d.graph.symbol(p).shape:
+            size *= int(k) if k != BATCH else 1
+        total += size
+    return total
+
+
 def random_values(d, seed: int, rows: int = 3) -> dict:
     """Random inputs, targets and parameters for a matrix graph (targets fit the loss: one-hot, in (0, 1))."""
     rng, g = np.random.default_rng(seed), d.graph
@@ -363,6 +376,8 @@ def _verify_matrix(d, values, seed) -> dict:
     of each parameter, drawn with the seed, are differenced.
     """
     if values is None:
+        if param_entries(d) > VERIFY_MAX_ENTRIES:
+            return None         # the document leaves the section out, as for the cost count
         values, source = random_values(d, seed), f"random values (seed {seed}, 3 samples)"
     else:
         source = "the values of the worked example"

@@ -93,8 +93,6 @@ def _context(d, fmt, nt, options) -> dict:
     if taken:
         if values is None or lr is None or g.is_matrix:
             raise OutputError("steps_taken needs a scalar graph's values and a learning rate (values=, lr=)")
-        if isinstance(taken, bool) or not isinstance(taken, int) or not 1 <= taken <= 20:
-            raise OutputError(f"steps_taken must be a whole number from 1 to 20, got {taken!r}")
     ctx["iterations"] = steps.iterations(d, values, lr, taken) if taken else None
     ctx["vanishing"] = analysis_or_none(options.get("vanishing", True),
                                         lambda: analysis.vanishing(d, param, sups, apps))
@@ -137,7 +135,9 @@ def _apps(d) -> list:
 
 def _deepest_param(d) -> str:
     """The parameter farthest from the loss (the notes' first-layer weight)."""
-    return max(d.params, key=lambda p: (max(len(path) for path in d.chain(p)), -d.params.index(p)))
+    # an unused parameter has no path (its gradient is 0): length 0, never the deepest
+    return max(d.params, key=lambda p: (max((len(path) for path in d.chain(p)), default=0),
+                                        -d.params.index(p)))
 
 
 # ------------------------------------------------------------- the network

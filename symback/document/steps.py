@@ -16,6 +16,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..engine import BATCH_SIZE, SAMPLE
+from ..errors import OutputError
 from ..functions import Activation
 from ..matrix import RowCost, Softmax, is_matrix
 from ..printing import Chain, LatexPrinter, Partial, Terms, Tex, latex, prime
@@ -183,12 +184,20 @@ class LossAt(sp.Expr):
         return r"L\left(%s\right)" % printer._print(self.args[0])
 
 
+#: the most gradient-descent steps a worked example iterates
+MAX_STEPS = 20
+#: an iterate's numerator and denominator stay exact up to this many bits (about 30 digits)
+EXACT_BITS = 100
+
+
 def iterations(d, values: dict, lr, count: int) -> list[dict]:
     """Gradient descent from the example's values: θ⁰ → θ¹ → … → θ^count (seed 003).
 
     Each step evaluates the loss and gradient at θᵗ with :meth:`Derivation.evaluate`
     (exact numbers, one sample) and sets θᵗ⁺¹ = θᵗ − η ∇L(θᵗ).
     """
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_STEPS:
+        raise OutputError(f"steps_taken must be a whole number from 1 to {MAX_STEPS}, got {count!r}")
     params = d.params
     eta, eta_sym = sp.nsimplify(lr), sp.Symbol("eta")
     theta = {p: sp.nsimplify(values[p]) for p in params}
@@ -213,8 +222,10 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
 
 
 def _settle(x):
+    # exact while the fractions stay short: a cubic's iterates grow ~5× in digits a step
     x = sp.sympify(x)
-    return x if x.is_Rational else sp.N(x, 30)
+    exact = x.is_Rational and max(abs(x.p), x.q).bit_length() <= EXACT_BITS
+    return x if exact else sp.N(x, 30)
 
 
 def _shown(x):

@@ -115,9 +115,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         return f"torch.clamp({a}, min={c})"
 
     def _nested(self, fn, args):
-        numbers = [a for a in args if a.is_Number]
+        numbers = [a for a in args if a.is_number]       # 2, and constants such as sqrt(2) or E
         if len(numbers) == 1 and len(args) == 2:
-            other = self._print(next(a for a in args if not a.is_Number))
+            other = self._print(next(a for a in args if not a.is_number))
             bound = "min" if fn.endswith("maximum") else "max"
             return f"torch.clamp({other}, {bound}={self._print(numbers[0])})"
         return super()._nested(fn, args)
