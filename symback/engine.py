@@ -402,6 +402,8 @@ class Derivation:
         for n in reversed(g.order):
             if n in needed:
                 e = simplify_ones(self.adjoint[n].xreplace(constant)) if constant else self.adjoint[n]
+                if e.has(sp.ZeroMatrix) and is_matrix(e):   # δ of a node off the loss's path: 0·W is 0
+                    e = e.doit()
                 if is_matrix(e) and not _adjoints_in(e) and not (e.free_symbols - {BATCH}) \
                         and not (g.kind(n) == "param" and e.is_ZeroMatrix):
                     constant[delta(g, n)] = e      # δ_C = (1/m)·1: folded into its users
