@@ -224,7 +224,8 @@ _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
     "grad", "step", "init", "values", "grads", "name", "g", "_ones", "_ONES", "ones",
     # the module's other names, and the libraries other backends import
     "_predict", "_loss", "_grad", "_step", "_apply_step", "_data", "_asarray", "_is_native",
-    "value_and_grad", "random_data", "selfcheck", "NP_DTYPE", "TARGET_KIND", "jax", "jnp", "torch", "sys"}
+    "value_and_grad", "random_data", "selfcheck", "NP_DTYPE", "TARGET_KIND", "jax", "jnp", "torch", "sys",
+    "_vjp", "vjp", "N_OUTPUTS"}
 
 
 class Namer:

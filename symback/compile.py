@@ -86,11 +86,13 @@ class Model:
         self.params: tuple = namespace["PARAMS"]
         self.n_inputs: int = namespace["N_INPUTS"]
         self.n_targets: int = namespace["N_TARGETS"]
+        self.n_outputs: int = namespace["N_OUTPUTS"]
         # the printed functions themselves: the Model checks the data once, then calls them
         self._predict = namespace["_predict"]
         self._loss = namespace["_loss"]
         self._grad = namespace["_grad"]
         self._step = namespace["_apply_step"]
+        self._vjp = namespace["_vjp"]
 
     @property
     def source(self) -> str:
@@ -188,6 +190,23 @@ class Model:
         X, Y = self._xy(X, Y, params)
         value, grads = self._run(self._grad, X, Y, params)
         return float(value), self._shaped(grads, params)
+
+    def vjp(self, X, params: dict, G):
+        """(∂⟨G, Ŷ⟩/∂X, {name: ∂⟨G, Ŷ⟩/∂p}) for Ŷ = ``predict(X, params)`` and ⟨G, Ŷ⟩ = Σ G ⊙ Ŷ.
+
+        The backward pass of the network used as a layer: G is the gradient
+        that arrives at its output (n × outputs), the result what leaves
+        towards X (shaped like X) and each parameter's gradient.  Derived by
+        symback's engine like ``grad`` (see :mod:`symback.layer`).
+        """
+        if self._ns["VJP_ERROR"]:
+            raise SymbackError(f"this network cannot be used as a layer: {self._ns['VJP_ERROR']}")
+        X = self._x(X, params)
+        G = self._matrix(G, self.n_outputs, "G", "outputs", params)
+        if G.shape[0] != X.shape[0]:
+            raise DataError(f"X has {X.shape[0]} rows but G has {G.shape[0]}")
+        dX, grads = self._run(self._vjp, X, G, params)
+        return dX, self._shaped(grads, params)
 
     def _shaped(self, grads, params) -> dict:
         # a (1, n) parameter may be given as an (n,) array: its gradient comes back the same way

@@ -81,7 +81,7 @@ def contribution(factor, child_adjoint, child_expr):
     return factor if is_matrix(child_expr) else child_adjoint * factor
 
 
-def backward(graph: Graph):
+def backward(graph: Graph, wrt=()):
     """Reverse-mode accumulation: the one place where the chain rule happens.
 
     Returns ``(local, adjoint)``: ``local[(child, parent)]`` is the edge's
@@ -89,14 +89,16 @@ def backward(graph: Graph):
     ``adjoint[name]`` is δ_name in recursive form: the sum over the
     children of what flows back along each edge, with δ_loss = 1.  Each
     edge is differentiated once, so the cost is linear in the graph's size.
+    ``wrt`` names inputs (or nodes) that get an adjoint as parameters do
+    (a layer's ∂/∂X, :mod:`symback.layer`).
     """
     local, adjoint = {}, {graph.loss_name: sp.S.One}
-    trainable = set(graph.param_names)        # nodes computed from inputs alone need no δ
+    trainable = set(graph.param_names) | set(wrt)   # nodes computed from data alone need no δ
     for name in graph.order:
         if any(p in trainable for p in graph.parents(name)):
             trainable.add(name)
     for name in reversed(graph.order):
-        if graph.kind(name) not in ("node", "param") or name not in trainable:
+        if (graph.kind(name) not in ("node", "param") and name not in wrt) or name not in trainable:
             continue
         terms = []
         for child in graph.children(name):
@@ -188,10 +190,12 @@ class Derivation:
     and :meth:`write` render it; ``symback.compile`` turns it into code.
     """
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, wrt=()):
         graph.check_complete()
         self.graph = graph
-        self.local, self.adjoint = backward(graph)
+        #: inputs (or nodes) differentiated besides the parameters: δ_X of a layer's VJP
+        self.wrt = tuple(wrt)
+        self.local, self.adjoint = backward(graph, self.wrt)
         self._chain: dict[str, sp.Expr] = {}
 
     @property
@@ -389,7 +393,7 @@ class Derivation:
 
     def _needed(self) -> set:
         """The nodes and parameters whose adjoints the parameter gradients use."""
-        needed, todo = set(), list(self.params)
+        needed, todo = set(), list(self.params) + list(self.wrt)
         while todo:
             n = todo.pop()
             if n not in needed:

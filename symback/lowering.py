@@ -16,6 +16,7 @@ definition.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import sympy as sp
@@ -26,12 +27,51 @@ from .errors import SymbackError
 from .matrix import BATCH, Elementwise, FPrime, RowCost, Softmax
 from .vjp import SoftmaxVJP
 
-__all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS"]
+__all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "SOFTMAX_VJP", "softmax_vjp_form"]
 
 #: operations whose result is a view of their first operand (never overwritten in place)
 VIEWS = ("transpose", "slice", "column", "param", "value")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum")
+
+
+# ------------------------------------------------------------------ softmax's VJP, closed form
+_D, _P = sp.symbols("delta_P P", real=True)
+_ROWSUM = sp.Function("rowsum")
+#: δ_Z = P ⊙ (δ_P − rowsum(δ_P ⊙ P)) for P = softmax(Z) row by row (FlashAttention's dS),
+#: entry by entry; rowsum(f) is Σ_k f over the row.  Proved equal to SoftmaxVJP's
+#: definition (SymPy's derivatives of softmax) before its first use: :func:`softmax_vjp_proved`.
+SOFTMAX_VJP = _P * (_D - _ROWSUM(_D * _P))
+
+
+@lru_cache(maxsize=None)
+def softmax_vjp_proved(form=SOFTMAX_VJP, widths=(2, 3, 4)) -> bool:
+    """SymPy: `form`, read entry by entry, equals :meth:`SoftmaxVJP.entries` (Σ_k δ_k ∂s_k/∂z_j
+    of softmax's definition) for rows of each width, exp(z_k) written as positive symbols e_k."""
+    for K in widths:
+        d = sp.symbols(f"d0:{K}", real=True)
+        z = sp.symbols(f"z0:{K}", real=True)
+        e = sp.symbols(f"e0:{K}", positive=True)
+        s = [ek / sum(e) for ek in e]
+        logs = {zk: sp.log(ek) for zk, ek in zip(z, e)}        # exp(2 z_k) becomes e_k² too
+        defined = SoftmaxVJP(sp.MatrixSymbol("D", 1, K), sp.MatrixSymbol("Z", 1, K)).entries([d], [z])
+
+        def entry(f, j):
+            f = f.replace(lambda x: isinstance(x, _ROWSUM), lambda x: sum(entry(x.args[0], k) for k in range(K)))
+            return f.xreplace({_D: d[j], _P: s[j]})
+        for j in range(K):
+            if sp.cancel(defined[0, j].xreplace(logs) - entry(form, j)) != 0:
+                return False
+    return True
+
+
+def softmax_vjp_form(delta, value, rowsum):
+    """``SOFTMAX_VJP`` for an adjoint formula `delta` and softmax value `value`; ``rowsum(f)``
+    gives the code symbol of f's row sums.  Refuses to run unless the form is proved."""
+    if not softmax_vjp_proved():
+        raise SymbackError("internal: SymPy does not confirm softmax's closed-form VJP")
+    return SOFTMAX_VJP.replace(lambda x: isinstance(x, _ROWSUM), lambda x: rowsum(x.args[0].xreplace(
+        {_D: delta, _P: value}))).xreplace({_D: delta, _P: value})
 
 
 class Tr(NamedTuple):
@@ -177,9 +217,7 @@ class Lowering:
                           for s, n in zip((e.rowslice, e.colslice), e.parent.shape)]
             return self.emit("slice", (parent, rows, cols), tuple(e.shape))
         if isinstance(e, SoftmaxVJP):
-            raise SymbackError("cannot compile the derivative of a softmax that does not feed "
-                               "cross-entropy directly (its Jacobian-vector product is not fused); "
-                               "use softmax with sb.cross_entropy, or another output activation")
+            return self._softmax_vjp(e)
         if isinstance(e, (BatchMean, BatchSum)):
             inner = self.scalar(e.args[0])
             if not self.is_array(inner):       # the same value for every sample
@@ -262,6 +300,16 @@ class Lowering:
         key = target if target is not None else self.materialize(value)
         self.log_of[key] = zs - sp.log(total)     # log softmax = (z − max) − log Σ exp(z − max)
         return value if target is not None else key
+
+    def _softmax_vjp(self, e: SoftmaxVJP):
+        """δ_Z of S = softmax(Z) by :data:`SOFTMAX_VJP` (proved equal to SoftmaxVJP's definition)."""
+        delta = self.scalar(e.args[0])
+        value = self.scalar(Softmax(e.args[1]))     # the forward softmax's statements, reused
+        rows = e.shape[0]
+
+        def rowsum(formula):
+            return self.emit("rowsum", (formula,), (rows, 1))
+        return softmax_vjp_form(delta, value, rowsum)
 
     def _row_loss(self, e: RowCost):
         """ℓ(Ŷ, Y) entry by entry from the loss's definition; log Ŷ of a softmax as log-softmax."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sympy as sp
 
 from .codegen import Namer, init_rows, lower_program
+from .errors import SymbackError
+from .layer import output_width, vjp_function
 from .lowering import Stmt
 from .matrix import RowCost, Softmax
 from .printing.numpy import NumpyPrinter
@@ -33,6 +35,7 @@ PARAMS = {param_names!r}
 OUTPUTS = {outputs!r}
 N_INPUTS = {n_inputs}
 N_TARGETS = {n_targets}
+N_OUTPUTS = {n_outputs}
 SHAPES = {shapes!r}
 INIT = {init!r}
 TARGET_KIND = {target_kind!r}
@@ -95,6 +98,15 @@ def grad(X, Y, params):
     return value_and_grad(X, Y, params)[1]
 
 
+def vjp(X, params, G):
+    """(∂⟨G, Ŷ⟩/∂X, {parameter: ∂⟨G, Ŷ⟩/∂parameter}) for Ŷ = predict(X, params), ⟨G, Ŷ⟩ = Σ G ⊙ Ŷ:
+    the backward pass of this network used as a layer (G: the gradient arriving at Ŷ)."""
+    if VJP_ERROR:
+        raise ValueError(VJP_ERROR)
+    dX, grads = _vjp(_data(X, N_INPUTS), _data(G, N_OUTPUTS), params)
+    return dX, dict(zip(PARAMS, grads))
+
+
 def step(X, Y, params, lr=0.1):
     """One gradient-descent step p <- p - lr dL/dp, left in params; returns L before it."""
     return float(_apply_step(_data(X, N_INPUTS), _data(Y, N_TARGETS), params, lr))
@@ -144,6 +156,17 @@ if __name__ == "__main__":
 '''
 
 
+def _vjp_text(d, printer, keep, returned) -> str:
+    """``_vjp``: the derived vector-Jacobian product; where a graph has none, ``VJP_ERROR``
+    says why (the module still trains: only its use as a layer is refused)."""
+    try:
+        return "VJP_ERROR = None\n\n\n" + vjp_function(d, printer, keep, returned)
+    except Exception as exc:        # noqa: BLE001 -- an extra entry point must not break training
+        why = str(exc) if isinstance(exc, SymbackError) else f"internal: {type(exc).__name__}: {exc}"
+        return (f"VJP_ERROR = {why!r}\n\n\ndef _vjp(X, Y, params):\n"
+                f"    \"\"\"(No vector-Jacobian product: see VJP_ERROR.)\"\"\"\n    raise RuntimeError(VJP_ERROR)\n")
+
+
 def _target_kind(d) -> str:
     """'onehot' (a softmax output), 'unit' (a log in the cost: targets in (0, 1)) or 'real'."""
     exprs = [e for _, e in d.program().forward if isinstance(e, sp.Basic)]
@@ -171,11 +194,11 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
     fnames = [n for n in g.order if n in g._expr]
     fsyms = [names[g.symbol(n)] for n in fnames]
 
-    def ret_grads(gs):
+    def ret_grads(gs, lw=low):
         out = []
         for p in g.param_names:
             s, shape = gs[p], shapes[p]
-            have = low.shapes.get(s, low.shape_of(s))
+            have = lw.shapes.get(s, lw.shape_of(s))
             if have == () and shape != ():
                 out.append(printer.op_full(str(s), repr(shape)))
             elif shape and shape[0] == 1 and len(have) != 2:
@@ -227,6 +250,7 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
         imports=printer.imports(dtype), dtype_code=printer.dtype_code(dtype), dtype=dtype, target_kind=_target_kind(d), loss_key=loss_key, reduction=d.reduction, inputs=tuple(g.input_names),
         targets=tuple(g.target_names), param_names=tuple(g.param_names),
         outputs=tuple(str(o) for o in d.outputs), n_inputs=n_in, n_targets=n_out,
+        n_outputs=output_width(d) if d.outputs else 0,
         shapes=shapes, init=init_rows(d))
     parts = [text + printer.helpers() + _INIT]
     for spec in specs:
@@ -241,4 +265,5 @@ def program_module(d, dtype: str, printer: NumpyPrinter) -> str:
                 [st for st in stmts if st.target not in given and st.op not in ("param", "batch", "column")]
         lines = build_function(spec, stmts, printer, lw, protected)
         parts.append("\n" + "\n".join(lines) + "\n")
+    parts.append("\n" + _vjp_text(d, printer, keep, ret_grads))
     return "\n".join(parts) + printer.glue() + _API

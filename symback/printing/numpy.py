@@ -101,7 +101,7 @@ def _is_native(a):
 
     def glue(self) -> str:
         """The text after the printed functions: how the library runs them, and ``_apply_step``."""
-        wrapped = [f"{f} = {self.wrap}({f})" for f in ("_predict", "_loss", "_grad", "_step")] if self.wrap else []
+        wrapped = [f"{f} = {self.wrap}({f})" for f in ("_predict", "_loss", "_grad", "_step", "_vjp")] if self.wrap else []
         return "\n" + "\n".join(wrapped + ["", "", self.apply_step] if wrapped else [self.apply_step]) + "\n"
 
     def imports(self, dtype: str) -> str:
@@ -262,6 +262,10 @@ def _is_native(a):
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh array (a value that does not depend on the sample)."""
         return f"{self.prefix}.full({shape}, {a}, dtype=DTYPE)"
+
+    def op_hstack(self, parts: list) -> str:
+        """The matrices side by side (columns), in order."""
+        return f"{self.prefix}.concatenate([{', '.join(parts)}], axis=1)"
 
 
 def relu_arg_of(pw: sp.Piecewise):
