@@ -170,23 +170,31 @@ class Model:
             total += size
         return total
 
+    def _pure(self, params, X=None):
+        """The params of a pure call as the generated code takes them (NumPy's: as they are)."""
+        return params
+
     def predict(self, X, params: dict) -> np.ndarray:
         """The network's output for the rows of X (n × outputs)."""
+        params = self._pure(params, X)
         return self._run(self._predict, self._x(X, params), params)
 
     def loss(self, X, Y, params: dict) -> float:
         """The batch loss L (mean, or sum, of the per-sample cost over the rows)."""
+        params = self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         return float(self._run(self._loss, X, Y, params))
 
     def grad(self, X, Y, params: dict) -> dict:
         """∂L/∂p for every parameter, as a dict shaped like ``params``."""
+        params = self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         _, grads = self._run(self._grad, X, Y, params)
         return self._shaped(grads, params)
 
     def value_and_grad(self, X, Y, params: dict) -> tuple[float, dict]:
         """(L, grads) from one forward and one backward pass."""
+        params = self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         value, grads = self._run(self._grad, X, Y, params)
         return float(value), self._shaped(grads, params)
@@ -201,6 +209,7 @@ class Model:
         """
         if self._ns["VJP_ERROR"]:
             raise SymbackError(f"this network cannot be used as a layer: {self._ns['VJP_ERROR']}")
+        params = self._pure(params, X)
         X = self._x(X, params)
         G = self._matrix(G, self.n_outputs, "G", "outputs", params)
         if G.shape[0] != X.shape[0]:
