@@ -27,6 +27,8 @@ __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program"
 BATCH_SIZE = BATCH
 SAMPLE = sp.Symbol("i", positive=True, integer=True)
 MAX_PATHS = 10_000
+#: the largest chain form (SymPy operations) that the expanded form tries to simplify
+MAX_SIMPLIFY_OPS = 60
 
 
 class Name(str):
@@ -197,6 +199,7 @@ class Derivation:
         self.wrt = tuple(wrt)
         self.local, self.adjoint = backward(graph, self.wrt)
         self._chain: dict[str, sp.Expr] = {}
+        self._nice: dict[str, sp.Expr] = {}
 
     @property
     def kind(self) -> str:
@@ -240,8 +243,22 @@ class Derivation:
         if form == "recursive":
             return self.adjoint[name]
         if form == "expanded":
-            return self._expand(self._chain_form(name))
+            return self._expanded(name)
         raise SymbackError(f"unknown form {form!r}: use 'chain', 'recursive' or 'expanded'")
+
+    def _expanded(self, name: str):
+        """The expanded form; for a small scalar graph the expansion of :meth:`simplified`'s
+        proved-equal form when that is shorter (logistic regression's x(σ(wx + b) − y))."""
+        if name not in self._nice:
+            full = self._expand(self._chain_form(name))
+            short = None
+            # simplify() has no time limit of its own: only small formulas are handed to it
+            if not self.graph.is_matrix and sp.count_ops(self.named(self._chain_form(name))) <= MAX_SIMPLIFY_OPS:
+                short = self.simplified(name)
+            if short is not None:
+                short = self._expand(short)
+            self._nice[name] = short if short is not None and sp.count_ops(short) < sp.count_ops(full) else full
+        return self._nice[name]
 
     def _expand(self, expr):
         g = self.graph
