@@ -349,3 +349,49 @@ def test_logistic_regression_expanded_gradient_is_the_short_form():
     cost = -(y * sp.log(sigma) + (1 - y) * sp.log(1 - sigma))
     assert sp.simplify(sp.diff(cost, w) - got.rewrite(sp.exp)) == 0
     assert sp.simplify(sp.diff(cost, b) - d.gradient("b", form="expanded").rewrite(sp.exp)) == 0
+
+
+# ------------------------------------------------------------------ softmax inside a network
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hidden_softmax_compiles_and_equals_torch_autograd(backend):
+    g = sb.Graph()
+    X = g.inputs("X", shape=(sb.BATCH, 3))
+    Y = g.targets("Y", shape=(sb.BATCH, 2))
+    W1, W2 = g.params("W1 W2", shape=[(3, 4), (4, 2)])
+    A = g.node("A", sb.softmax(X @ W1))
+    g.loss(sb.mse(g.node("Yhat", A @ W2), Y))
+    m = sb.compile(sb.derive(g), backend=backend, dtype="float64")
+    rng = np.random.default_rng(8)
+    p = {"W1": rng.normal(size=(3, 4)), "W2": rng.normal(size=(4, 2))}
+    Xn, Yn = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    got = m.grad(Xn, Yn, {k: m._ns["_asarray"](v) for k, v in p.items()})
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    A_t = torch.softmax(torch.tensor(Xn) @ tp["W1"], 1)
+    ((A_t @ tp["W2"] - torch.tensor(Yn)) ** 2).sum(1).mean().backward()
+    for k in p:
+        close(got[k], tp[k].grad)
+
+
+# ------------------------------------------------------------------ the README's example
+def _readme_block():
+    import re
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    return re.search(r"\*\*A derived layer inside your own model\.\*\*.*?```python\n(.*?)```", text, re.S).group(1)
+
+
+def test_readme_layer_example_trains_and_its_jax_grad_is_right():
+    block = _readme_block()
+    runs = {}
+    for steps in (0, 100):
+        torch.manual_seed(0)
+        ns = {"sb": sb}
+        exec(block.replace("range(100)", f"range({steps})"), ns)     # the README's own text
+        runs[steps] = torch.nn.functional.mse_loss(ns["model"](ns["X"]), ns["T"]).item()
+    assert runs[100] < 0.9 * runs[0]
+    params = {k: jnp.asarray(v) for k, v in ns["params"].items()}
+    _, predict = mlp([8, 16, 4], "tanh", "softmax", "cross_entropy")
+    want = jax.grad(lambda p, X: jnp.mean((predict(p, jnp.tanh(X), jnp) - 0.25) ** 2))(params, ns["Xj"])
+    assert set(ns["grads"]) == set(want)
+    for k in want:
+        close(ns["grads"][k], want[k], rel=1e-5)        # float32, JAX's default
