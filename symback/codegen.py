@@ -225,7 +225,7 @@ _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
     # the module's other names, and the libraries other backends import
     "_predict", "_loss", "_grad", "_step", "_apply_step", "_data", "_asarray", "_is_native",
     "value_and_grad", "random_data", "selfcheck", "NP_DTYPE", "TARGET_KIND", "jax", "jnp", "torch", "sys",
-    "_vjp", "vjp", "N_OUTPUTS"}
+    "_vjp", "_vjp_forward", "_vjp_backward", "vjp", "N_OUTPUTS", "VJP_ERROR"}
 
 
 class Namer:

@@ -25,6 +25,7 @@ from .codegen import Namer, lower_program
 from .engine import Derivation, delta
 from .errors import SymbackError, UnusedParameterWarning
 from .graph import Graph
+from .lowering import Stmt
 from .matrix import BATCH, is_matrix
 from .straightline import FunctionSpec, build_function
 
@@ -123,7 +124,10 @@ def _slice_node(h: Graph, s: sp.MatrixSlice, made: dict):
 
 
 def vjp_function(d: Derivation, printer, keep, returned) -> str:
-    """The text of ``_vjp(X, Y, params)`` -> (∂⟨Y, Ŷ⟩/∂X, gradients in PARAMS order).
+    """The text of ``_vjp(X, Y, params)`` -> (∂⟨Y, Ŷ⟩/∂X, gradients in PARAMS order), and of the
+    pair a layer's forward and backward call: ``_vjp_forward(X, params)`` -> (Ŷ, the forward
+    values) and ``_vjp_backward(X, Y, params, values)`` (the same result as ``_vjp``, the
+    forward values read, not recomputed).
 
     ``returned(grads, low)`` prints the gradients' tuple as the module's
     ``_grad`` does (a 1×n parameter's gradient reshaped); ``keep`` are the
@@ -135,20 +139,41 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     parts = [names.get(delta(h, name)) for name, _, _ in blocks]
     if any(p is None for p in parts):
         raise SymbackError("internal: an input's adjoint was folded away; its VJP cannot be printed")
-    p_ = printer.prefix
     if not g.is_matrix:
-        dX = f"{p_}.column_stack([{', '.join(f'{p_}.broadcast_to({s}, X.shape[:1])' for s in parts)}])"
+        dX = _columns(parts, printer)
     elif len(blocks) == 1 and blocks[0][0] == g.input_names[0]:
         dX = str(parts[0])
     else:
         dX = _placed(blocks, parts, int(g.symbol(g.input_names[0]).shape[1]), printer)
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
     protected = {X, Y} | {names[g.symbol(p)] for p in g.param_names}
-    spec = FunctionSpec("_vjp", "X, Y, params",
-                        "(∂⟨Y, Ŷ⟩/∂X, gradients ∂⟨Y, Ŷ⟩/∂p in PARAMS order) for Ŷ = _predict(X, params): "
-                        "the derived vector-Jacobian product (Y holds the upstream gradient G).",
-                        parts + [grads[p] for p in g.param_names], f"{dX}, {returned(grads, low)}")
-    return "\n".join(build_function(spec, low.stmts, printer, low, protected)) + "\n"
+    results = parts + [grads[p] for p in g.param_names]
+    ret = f"{dX}, {returned(grads, low)}"
+    # the prediction part's values: every node of the VJP graph that G does not reach
+    fnames = [n for n in h.order if h.kind(n) == "node" and n != h.cost_name]
+    fsyms = [names[h.symbol(n)] for n in fnames]
+    outs = [names[h.symbol(o)] for o in d.outputs]
+    prediction = str(outs[0]) if g.is_matrix else _columns(outs, printer)
+    values = "{" + ", ".join(f"{n!r}: {s}" for n, s in zip(fnames, fsyms)) + "}"
+    given = set(fsyms)
+    loaders = [Stmt(s, "value", (n,), low.shapes.get(s, ())) for n, s in zip(fnames, fsyms)]
+    data = ("param", "batch", "column")
+    reread = [st for st in low.stmts if st.op in data] + loaders + \
+        [st for st in low.stmts if st.target not in given and st.op not in data]
+    doc = ("(∂⟨Y, Ŷ⟩/∂X, gradients ∂⟨Y, Ŷ⟩/∂p in PARAMS order) for Ŷ = _predict(X, params): the derived "
+           "vector-Jacobian product (Y holds the upstream gradient G)")
+    funcs = [(FunctionSpec("_vjp", "X, Y, params", doc + ".", results, ret), low.stmts),
+             (FunctionSpec("_vjp_forward", "X, params", "(Ŷ, the forward values _vjp_backward reads).",
+                           fsyms, f"{prediction}, {values}"), low.stmts),
+             (FunctionSpec("_vjp_backward", "X, Y, params, values", doc + ", from _vjp_forward's values.",
+                           results, ret, inputs=given), reread)]
+    return "\n\n\n".join("\n".join(build_function(spec, stmts, printer, low, protected)) for spec, stmts in funcs) + "\n"
+
+
+def _columns(syms, printer) -> str:
+    """Per-sample columns (or numbers, the same for every sample) side by side: n × len(syms)."""
+    p_ = printer.prefix
+    return f"{p_}.column_stack([{', '.join(f'{p_}.broadcast_to({s}, X.shape[:1])' for s in syms)}])"
 
 
 def _placed(blocks, parts, width, printer) -> str:

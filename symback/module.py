@@ -163,8 +163,8 @@ def _vjp_text(d, printer, keep, returned) -> str:
         return "VJP_ERROR = None\n\n\n" + vjp_function(d, printer, keep, returned)
     except Exception as exc:        # noqa: BLE001 -- an extra entry point must not break training
         why = str(exc) if isinstance(exc, SymbackError) else f"internal: {type(exc).__name__}: {exc}"
-        return (f"VJP_ERROR = {why!r}\n\n\ndef _vjp(X, Y, params):\n"
-                f"    \"\"\"(No vector-Jacobian product: see VJP_ERROR.)\"\"\"\n    raise RuntimeError(VJP_ERROR)\n")
+        stub = "(*args):\n    \"\"\"(No vector-Jacobian product: see VJP_ERROR.)\"\"\"\n    raise RuntimeError(VJP_ERROR)\n"
+        return f"VJP_ERROR = {why!r}\n" + "".join(f"\n\ndef {f}{stub}" for f in ("_vjp", "_vjp_forward", "_vjp_backward"))
 
 
 def _target_kind(d) -> str:

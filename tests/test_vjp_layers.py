@@ -177,6 +177,20 @@ def test_vjp_bad_input_is_a_clear_error():
         m.vjp(X, {"W1": params["W1"]}, G)
 
 
+def test_graph_without_prediction_has_no_vjp_but_trains():
+    g = sb.Graph()
+    x = g.inputs("x")
+    y = g.targets("y")
+    w = g.params("w")
+    g.loss((w * x - y) ** 2)            # no node: nothing is a prediction
+    m = sb.compile(sb.derive(g))
+    with pytest.raises(SymbackError, match="no prediction node"):
+        m.vjp(np.ones((2, 1)), {"w": np.array(0.5)}, np.ones((2, 1)))
+    with pytest.raises(SymbackError, match="no prediction node"):
+        sb.compile(sb.derive(g), backend="jax").function()
+    assert m.grad(np.ones((2, 1)), np.zeros((2, 1)), {"w": np.array(0.5)})["w"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exported_module_has_vjp(backend, tmp_path):
     d, predict, n_in, n_out = net("mlp-relu-softmax")

@@ -43,11 +43,12 @@ class Model(BackendModel):
             return ns["_predict"](X, params)
 
         def fwd(params, X):
-            return ns["_predict"](X, params), (params, X)
+            prediction, values = ns["_vjp_forward"](X, params)
+            return prediction, (params, X, values)
 
         def bwd(saved, G):
-            params, X = saved
-            dX, grads = ns["_vjp"](X, G, params)
+            params, X, values = saved        # the forward values: not computed a second time
+            dX, grads = ns["_vjp_backward"](X, G, params, values)
             # the cotangent of params has params' structure: a (n,) bias gets an (n,) gradient
             return {k: g.reshape(params[k].shape) for k, g in zip(names, grads)}, dX
 

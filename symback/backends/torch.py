@@ -58,14 +58,19 @@ def _layer_class():
 
         @staticmethod
         def forward(ctx, ns, X, *params):
-            ctx.ns = ns
-            ctx.save_for_backward(X, *params)
-            return ns["_predict"](X, dict(zip(ns["PARAMS"], params)))
+            prediction, values = ns["_vjp_forward"](X, dict(zip(ns["PARAMS"], params)))
+            tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+            ctx.ns, ctx.keys = ns, list(tensors)
+            ctx.others = {k: v for k, v in values.items() if k not in tensors}
+            ctx.save_for_backward(X, *params, *tensors.values())
+            return prediction
 
         @staticmethod
         def backward(ctx, G):
-            X, *params = ctx.saved_tensors
-            dX, grads = ctx.ns["_vjp"](X, G.contiguous(), dict(zip(ctx.ns["PARAMS"], params)))
+            X, *rest = ctx.saved_tensors
+            n = len(ctx.ns["PARAMS"])
+            params, values = rest[:n], {**dict(zip(ctx.keys, rest[n:])), **ctx.others}
+            dX, grads = ctx.ns["_vjp_backward"](X, G.contiguous(), dict(zip(ctx.ns["PARAMS"], params)), values)
             # a 1 × n parameter held as an (n,) tensor gets its gradient in that shape
             return (None, dX, *[g.reshape(p.shape) for g, p in zip(grads, params)])
 
