@@ -34,7 +34,7 @@ class Model(BackendModel):
         """
         import jax
         from ..errors import SymbackError
-        ns, names = self._ns, self.params
+        ns, names = self._layer_ns(), self.params
         if ns["VJP_ERROR"]:
             raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
 

@@ -11,6 +11,8 @@ derived formulas.  float64 by default, as the NumPy backend.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..errors import DataError
@@ -48,6 +50,7 @@ def _function_class():
     return SymbackLoss
 
 
+@lru_cache(maxsize=None)
 def _layer_class():
     """The torch.autograd.Function of the network as a layer: forward the generated prediction,
     backward the generated ``_vjp`` (the derivation of ⟨G, Ŷ⟩ w.r.t. X and every parameter)."""
@@ -138,9 +141,7 @@ class Model(BackendModel):
         ``module.params`` (a ParameterDict keyed by symback's names).
         """
         import torch
-        ns, names, fn, layer = self._ns, self.params, _function_class(), _layer_class()
-        if ns["VJP_ERROR"]:
-            layer = None
+        ns, names, fn, model = self._ns, self.params, _function_class(), self
         start = self.init(seed) if params is None else params
         self.check_params(start)
 
@@ -158,9 +159,9 @@ class Model(BackendModel):
                 if Y is not None:
                     return self.loss(X, Y)
                 X = ns["_data"](X, ns["N_INPUTS"])
-                if layer is None:       # no VJP for this graph: the prediction, as a constant
+                if model._layer_ns()["VJP_ERROR"]:      # no VJP for this graph: the prediction
                     return ns["_predict"](X, dict(self.params))
-                return layer.apply(ns, X, *[self.params[k] for k in names])
+                return _layer_class().apply(ns, X, *[self.params[k] for k in names])
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""

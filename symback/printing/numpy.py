@@ -101,8 +101,8 @@ def _is_native(a):
 
     def glue(self) -> str:
         """The text after the printed functions: how the library runs them, and ``_apply_step``."""
-        wrapped = [f"{f} = {self.wrap}({f})" for f in ("_predict", "_loss", "_grad", "_step", "_vjp",
-                                                              "_vjp_forward", "_vjp_backward")] if self.wrap else []
+        functions = ("_predict", "_loss", "_grad", "_step", "_vjp", "_vjp_forward", "_vjp_backward")
+        wrapped = [f"{f} = {self.wrap}({f})" for f in functions] if self.wrap else []
         return "\n" + "\n".join(wrapped + ["", "", self.apply_step] if wrapped else [self.apply_step]) + "\n"
 
     def imports(self, dtype: str) -> str:
