@@ -184,7 +184,8 @@ class BatchSum(sp.Function):
 class Derivation:
     """The closed-form gradients of a graph's loss, in every view.
 
-    Built by :func:`derive`.  ``params`` lists the parameters;
+    Built by :func:`derive` (``Derivation(graph, wrt=[...])`` also differentiates
+    the named inputs, as a layer's VJP needs).  ``params`` lists the parameters;
     :meth:`gradient` gives ∂C/∂p for one sample of a scalar graph (∂L/∂p,
     the batch loss's gradient, for a matrix graph), :meth:`chain` the paths
     behind it, :meth:`batch_gradient` the batch reduction, :meth:`program`

@@ -7,7 +7,8 @@ network, with G as its target and the loss ⟨G, Ŷ⟩ summed over the samples,
 derived with X differentiable (:func:`symback.engine.backward`'s ``wrt``).
 Nothing here states a derivative: :func:`vjp_derivation` builds that graph,
 the engine derives it, and :func:`vjp_function` prints it through the code
-generator as the module's ``_vjp(X, Y, params)`` (Y holds G).
+generator as the module's ``_vjp(X, Y, params)`` (Y holds G), and as the pair
+``_vjp_forward``/``_vjp_backward`` that a layer's forward and backward call.
 
 Slices of X (an RNN's x_t = X[:, a:b]) become nodes of their own, each
 differentiated by the engine; δ_X is their adjoints put back in their
@@ -26,7 +27,7 @@ from .engine import Derivation, delta
 from .errors import SymbackError, UnusedParameterWarning
 from .graph import Graph
 from .lowering import Stmt
-from .matrix import BATCH, is_matrix
+from .matrix import BATCH
 from .straightline import FunctionSpec, build_function
 
 __all__ = ["vjp_derivation", "vjp_function", "output_width"]
