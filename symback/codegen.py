@@ -242,7 +242,8 @@ _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
     "grad", "step", "init", "values", "grads", "name", "g", "_ones", "_ONES", "ones",
     # the module's other names, and the libraries other backends import
     "_predict", "_loss", "_grad", "_step", "_apply_step", "_data", "_asarray", "_is_native",
-    "value_and_grad", "random_data", "selfcheck", "NP_DTYPE", "TARGET_KIND", "jax", "jnp", "torch", "sys"}
+    "value_and_grad", "random_data", "selfcheck", "NP_DTYPE", "TARGET_KIND", "jax", "jnp", "torch", "sys",
+    "_vjp", "_vjp_forward", "_vjp_backward", "vjp", "N_OUTPUTS", "VJP_ERROR", "VJP_LAZY"}
 
 
 class Namer:
@@ -272,21 +273,23 @@ class Namer:
 
 
 # ------------------------------------------------------------------ entry point
-def codegen_module(derivation: Derivation, dtype: str = "float64", printer: NumpyPrinter | None = None) -> str:
+def codegen_module(derivation: Derivation, dtype: str = "float64", printer: NumpyPrinter | None = None,
+                   vjp: bool = True) -> str:
     """The source of a standalone module that trains `derivation`'s network.
 
     It defines ``predict(X, params)``, ``forward(X, Y, params)`` (every
     forward value by name), ``backward(X, Y, params, values)``,
     ``loss(X, Y, params)``, ``grad(X, Y, params) -> (loss, grads)``,
     ``step(X, Y, params, lr)`` (in place) and ``init(seed)``, plus
-    ``PARAMS``, ``SHAPES`` and ``DTYPE``.  ``printer`` (a NumpyPrinter
+    ``PARAMS``, ``SHAPES`` and ``DTYPE``, and ``vjp(X, params, G)`` (left to be
+    added on first use when ``vjp=False``).  ``printer`` (a NumpyPrinter
     subclass) picks the array library the text calls.
     """
     if not isinstance(derivation, Derivation):
         raise SymbackError(f"codegen needs a Derivation (from sb.derive), got {type(derivation).__name__}")
     dtype = _check_dtype(dtype)
     from .module import program_module
-    return program_module(derivation, dtype, printer or NumpyPrinter())
+    return program_module(derivation, dtype, printer or NumpyPrinter(), vjp)
 
 
 def _check_dtype(dtype) -> str:

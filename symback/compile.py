@@ -45,8 +45,10 @@ def compile(derivation: Derivation, dtype=None, backend: str = "numpy") -> "Mode
     per = _CACHE.setdefault(derivation, {})
     key = dtype if backend == "numpy" else (backend, dtype)
     if key not in per:
-        source = codegen_module(derivation, dtype) if backend == "numpy" else \
-            backend_module_source(derivation, backend, dtype)
+        # the VJP functions are generated when first needed (Model._layer_ns): training alone
+        # does not pay for a second derivation
+        source = codegen_module(derivation, dtype, vjp=False) if backend == "numpy" else \
+            backend_module_source(derivation, backend, dtype, vjp=False)
         per[key] = _load(source)
     return model_class(backend)(derivation, dtype, per[key])
 
@@ -55,15 +57,19 @@ def _load(source: str) -> dict:
     """Execute generated (never user-written) source as a fresh module namespace."""
     digest = hashlib.sha1(source.encode()).hexdigest()[:16]
     if digest not in _LOADED:
-        filename = f"<symback-generated-{digest}>"
-        # linecache lets tracebacks and inspect.getsource show the generated lines
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         ns = {"__name__": f"symback_generated_{digest}", "__source__": source}
-        # The source is printed by codegen from SymPy formulas; the only user
-        # text in it is names, which graph.check_name limits to identifiers.
-        exec(builtins.compile(source, filename, "exec"), ns)
+        _run_generated(source, digest, ns)
         _LOADED[digest] = ns
     return _LOADED[digest]
+
+
+def _run_generated(source: str, digest: str, ns: dict) -> None:
+    filename = f"<symback-generated-{digest}>"
+    # linecache lets tracebacks and inspect.getsource show the generated lines
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    # The source is printed by codegen from SymPy formulas; the only user
+    # text in it is names, which graph.check_name limits to identifiers.
+    exec(builtins.compile(source, filename, "exec"), ns)
 
 
 class Model:
@@ -78,6 +84,9 @@ class Model:
     n × k (a 1-D array is taken as one column).
     """
 
+    #: the printer's backend name (the code generator's library)
+    backend = "numpy"
+
     def __init__(self, derivation: Derivation, dtype: str, namespace: dict):
         self.derivation = derivation
         self.dtype = np.dtype(dtype)
@@ -89,6 +98,7 @@ class Model:
         self.n_targets: int = namespace["N_TARGETS"]
         # one sample's shape of X and Y for a one-sample graph (data (n, rows, columns)), else None
         self._sample = {"X": namespace.get("X_SAMPLE"), "Y": namespace.get("Y_SAMPLE")}
+        self.n_outputs: int = namespace["N_OUTPUTS"]
         # the printed functions themselves: the Model checks the data once, then calls them
         self._predict = namespace["_predict"]
         self._loss = namespace["_loss"]
@@ -99,8 +109,33 @@ class Model:
 
     @property
     def source(self) -> str:
-        """The generated Python source that this model runs."""
-        return self._ns["__source__"]
+        """The generated Python source of this model (what ``export`` writes), VJP included."""
+        ns = self._ns
+        if "VJP_LAZY" not in ns:
+            return ns["__source__"]
+        if "__full_source__" not in ns:
+            from .module import LAZY_VJP
+            ns["__full_source__"] = ns["__source__"].replace(LAZY_VJP, self._vjp_text(), 1)
+        return ns["__full_source__"]
+
+    def _vjp_text(self) -> str:
+        ns = self._ns
+        if "__vjp_text__" not in ns:
+            from .backends import printer
+            from .module import vjp_text
+            ns["__vjp_text__"] = vjp_text(self.derivation, printer(self.backend))
+        return ns["__vjp_text__"]
+
+    def _layer_ns(self) -> dict:
+        """The namespace with the VJP functions, generated and loaded on first use."""
+        ns = self._ns
+        if ns.get("VJP_LAZY", False):
+            from .backends import printer
+            wrap = printer(self.backend).wrap
+            text = self._vjp_text() + "".join(f"\n{f} = {wrap}({f})" for f in ("_vjp", "_vjp_forward",
+                                                                           "_vjp_backward") if wrap)
+            _run_generated(text + "\nVJP_LAZY = False\n", hashlib.sha1(text.encode()).hexdigest()[:16], ns)
+        return ns
 
     def __repr__(self):
         return f"<Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
@@ -203,26 +238,53 @@ class Model:
             total += size
         return total
 
+    def _pure(self, params, X=None):
+        """The params of a pure call as the generated code takes them (NumPy's: as they are)."""
+        return params
+
     def predict(self, X, params: dict) -> np.ndarray:
         """The network's output for the rows of X (n × outputs)."""
+        params = self._pure(params, X)
         return self._run(self._predict, self._x(X, params), params)
 
     def loss(self, X, Y, params: dict) -> float:
         """The batch loss L (mean, or sum, of the per-sample cost over the rows)."""
+        params = self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         return float(self._run(self._loss, X, Y, params))
 
     def grad(self, X, Y, params: dict) -> dict:
         """∂L/∂p for every parameter, as a dict shaped like ``params``."""
+        params = self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         _, grads = self._run(self._grad, X, Y, params)
         return self._shaped(grads, params)
 
     def value_and_grad(self, X, Y, params: dict) -> tuple[float, dict]:
         """(L, grads) from one forward and one backward pass."""
+        params = self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         value, grads = self._run(self._grad, X, Y, params)
         return float(value), self._shaped(grads, params)
+
+    def vjp(self, X, params: dict, G):
+        """(∂⟨G, Ŷ⟩/∂X, {name: ∂⟨G, Ŷ⟩/∂p}) for Ŷ = ``predict(X, params)`` and ⟨G, Ŷ⟩ = Σ G ⊙ Ŷ.
+
+        The backward pass of the network used as a layer: G is the gradient
+        that arrives at its output (n × outputs), the result what leaves
+        towards X (shaped like X) and each parameter's gradient.  Derived by
+        symback's engine like ``grad`` (see :mod:`symback.layer`).
+        """
+        ns = self._layer_ns()
+        if ns["VJP_ERROR"]:
+            raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
+        params = self._pure(params, X)
+        X = self._x(X, params)
+        G = self._matrix(G, self.n_outputs, "G", "outputs", params)
+        if G.shape[0] != X.shape[0]:
+            raise DataError(f"X has {X.shape[0]} rows but G has {G.shape[0]}")
+        dX, grads = self._run(ns["_vjp"], X, G, params)
+        return dX, self._shaped(grads, params)
 
     def _shaped(self, grads, params) -> dict:
         # a (1, n) parameter may be given as an (n,) array: its gradient comes back the same way

@@ -27,6 +27,8 @@ __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program"
 BATCH_SIZE = BATCH
 SAMPLE = sp.Symbol("i", positive=True, integer=True)
 MAX_PATHS = 10_000
+#: the largest chain form (SymPy operations) that the expanded form tries to simplify
+MAX_SIMPLIFY_OPS = 60
 
 
 class Name(str):
@@ -81,7 +83,7 @@ def contribution(factor, child_adjoint, child_expr):
     return factor if is_matrix(child_expr) else child_adjoint * factor
 
 
-def backward(graph: Graph):
+def backward(graph: Graph, wrt=()):
     """Reverse-mode accumulation: the one place where the chain rule happens.
 
     Returns ``(local, adjoint)``: ``local[(child, parent)]`` is the edge's
@@ -89,14 +91,16 @@ def backward(graph: Graph):
     ``adjoint[name]`` is δ_name in recursive form: the sum over the
     children of what flows back along each edge, with δ_loss = 1.  Each
     edge is differentiated once, so the cost is linear in the graph's size.
+    ``wrt`` names inputs (or nodes) that get an adjoint as parameters do
+    (a layer's ∂/∂X, :mod:`symback.layer`).
     """
     local, adjoint = {}, {graph.loss_name: sp.S.One}
-    trainable = set(graph.param_names)        # nodes computed from inputs alone need no δ
+    trainable = set(graph.param_names) | set(wrt)   # nodes computed from data alone need no δ
     for name in graph.order:
         if any(p in trainable for p in graph.parents(name)):
             trainable.add(name)
     for name in reversed(graph.order):
-        if graph.kind(name) not in ("node", "param") or name not in trainable:
+        if (graph.kind(name) not in ("node", "param") and name not in wrt) or name not in trainable:
             continue
         terms = []
         for child in graph.children(name):
@@ -209,7 +213,8 @@ class BatchSum(sp.Function):
 class Derivation:
     """The closed-form gradients of a graph's loss, in every view.
 
-    Built by :func:`derive`.  ``params`` lists the parameters;
+    Built by :func:`derive` (``Derivation(graph, wrt=[...])`` also differentiates
+    the named inputs, as a layer's VJP needs).  ``params`` lists the parameters;
     :meth:`gradient` gives ∂C/∂p for one sample of a scalar graph (∂L/∂p,
     the batch loss's gradient, for a matrix graph), :meth:`chain` the paths
     behind it, :meth:`batch_gradient` the batch reduction, :meth:`program`
@@ -217,11 +222,14 @@ class Derivation:
     and :meth:`write` render it; ``symback.compile`` turns it into code.
     """
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, wrt=()):
         graph.check_complete()
         self.graph = graph
-        self.local, self.adjoint = backward(graph)
+        #: inputs (or nodes) differentiated besides the parameters: δ_X of a layer's VJP
+        self.wrt = tuple(wrt)
+        self.local, self.adjoint = backward(graph, self.wrt)
         self._chain: dict[str, sp.Expr] = {}
+        self._nice: dict[str, sp.Expr] = {}
 
     @property
     def kind(self) -> str:
@@ -265,8 +273,22 @@ class Derivation:
         if form == "recursive":
             return self.adjoint[name]
         if form == "expanded":
-            return self._expand(self._chain_form(name))
+            return self._expanded(name)
         raise SymbackError(f"unknown form {form!r}: use 'chain', 'recursive' or 'expanded'")
+
+    def _expanded(self, name: str):
+        """The expanded form; for a small scalar graph the expansion of :meth:`simplified`'s
+        proved-equal form when that is shorter (logistic regression's x(σ(wx + b) − y))."""
+        if name not in self._nice:
+            full = self._expand(self._chain_form(name))
+            short = None
+            # simplify() has no time limit of its own: only small formulas are handed to it
+            if not self.graph.is_matrix and sp.count_ops(self.named(self._chain_form(name))) <= MAX_SIMPLIFY_OPS:
+                short = self.simplified(name)
+            if short is not None:
+                short = self._expand(short)
+            self._nice[name] = short if short is not None and sp.count_ops(short) < sp.count_ops(full) else full
+        return self._nice[name]
 
     def _expand(self, expr):
         g = self.graph
@@ -447,7 +469,7 @@ class Derivation:
 
     def _needed(self) -> set:
         """The nodes and parameters whose adjoints the parameter gradients use."""
-        needed, todo = set(), list(self.params)
+        needed, todo = set(), list(self.params) + list(self.wrt)
         while todo:
             n = todo.pop()
             if n not in needed:

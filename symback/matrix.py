@@ -232,7 +232,7 @@ class RowNorm(sp.MatrixExpr):
 
     def rstd(self):
         """The T×1 column 1/σ = 1/√(var + ε), as matrix operations on H."""
-        H, (T, d) = self.arg, self.shape
+        H, d = self.arg, self.shape[1]
         one = sp.OneMatrix(d, 1)
         centred = sp.MatAdd(H, -sp.MatMul(H, one, one.T) / d)
         var = sp.MatMul(sp.HadamardProduct(centred, centred), one) / d

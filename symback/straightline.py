@@ -328,6 +328,8 @@ def _reduction(st, ew, free, lines, printer, shape_of) -> str:
             return f"{k}{printer.op_vdot(r1, r2)}"
     body, ref = ew.emit(expr, free)
     lines += body
+    if st.op == "rowsum" and not ref.isidentifier():
+        ref = f"({ref})"        # printed as a method call, `(Y*P).sum(...)`, not `Y*P.sum(...)`
     return getattr(printer, f"op_{st.op}")(ref)
 
 

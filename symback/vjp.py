@@ -115,7 +115,7 @@ def rownorm_vjp(N: RowNorm, D, P=None):
     """
     prove_rownorm_vjp()
     P = N if P is None else P
-    T, d = N.shape
+    d = N.shape[1]
     r, _ = N.rstd()
     one = sp.OneMatrix(d, 1)
     mean = lambda A: sp.MatMul(A, one, one.T) / d                      # noqa: E731 (row means, spread)

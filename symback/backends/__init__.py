@@ -17,7 +17,7 @@ import importlib
 
 from ..errors import SymbackError
 
-__all__ = ["BACKENDS", "DEFAULT_DTYPES", "compile_backend", "backend_module_source", "require"]
+__all__ = ["BACKENDS", "DEFAULT_DTYPES", "compile_backend", "backend_module_source", "require", "printer"]
 
 BACKENDS = ("numpy", "jax", "torch")
 #: float32 for JAX (its float64 is a process-wide switch), float64 elsewhere.
@@ -36,7 +36,8 @@ def require(backend: str):
                            f"pip install symback[{backend}]") from None
 
 
-def _printer(backend: str):
+def printer(backend: str):
+    """The printer of a backend's code (text only: imports neither JAX nor PyTorch)."""
     if backend == "jax":
         from ..printing.jax import JaxPrinter
         return JaxPrinter()
@@ -47,13 +48,15 @@ def _printer(backend: str):
     return NumpyPrinter()
 
 
-def backend_module_source(derivation, backend: str = "numpy", dtype=None) -> str:
+def backend_module_source(derivation, backend: str = "numpy", dtype=None, vjp: bool = True) -> str:
     """The standalone module text for one backend (what ``symback codegen --backend`` writes):
-    that library and NumPy only; ``python module.py`` checks grad() by finite differences."""
+    that library and NumPy only; ``python module.py`` checks grad() by finite differences.
+    ``vjp=False``: the VJP functions are left to be added on first use (``sb.compile``)."""
     from ..codegen import codegen_module
     require(backend)        # a missing library is reported now, not when the file is run
     dtype = DEFAULT_DTYPES[backend] if dtype is None else dtype
-    return codegen_module(derivation, dtype, _printer(backend))
+    return codegen_module(derivation, dtype, printer(backend), vjp)
+
 
 
 def compile_backend(derivation, backend: str = "numpy", dtype=None):

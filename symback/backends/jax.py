@@ -25,6 +25,36 @@ class Model(BackendModel):
     backend = "jax"
     _immutable = True
 
+    def function(self):
+        """``f(params, X) -> Ŷ``, a ``jax.custom_vjp`` function: forward the generated prediction,
+        backward the generated ``_vjp`` (symback's derived ∂⟨G, Ŷ⟩/∂X and ∂⟨G, Ŷ⟩/∂p).
+
+        ``jax.grad`` of any loss through it, under ``jax.jit`` or not, runs symback's
+        formulas for this network; ``params`` is a dict with exactly the model's names.
+        """
+        import jax
+        from ..errors import SymbackError
+        ns, names = self._layer_ns(), self.params
+        if ns["VJP_ERROR"]:
+            raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
+
+        @jax.custom_vjp
+        def f(params, X):
+            return ns["_predict"](X, params)
+
+        def fwd(params, X):
+            prediction, values = ns["_vjp_forward"](X, params)
+            return prediction, (params, X, values)
+
+        def bwd(saved, G):
+            params, X, values = saved        # the forward values: not computed a second time
+            dX, grads = ns["_vjp_backward"](X, G, params, values)
+            # the cotangent of params has params' structure: a (n,) bias gets an (n,) gradient
+            return {k: g.reshape(params[k].shape) for k, g in zip(names, grads)}, dX
+
+        f.defvjp(fwd, bwd)
+        return f
+
     def _host(self, a):
         import jax
         return np.asarray(a) if isinstance(a, jax.Array) else a

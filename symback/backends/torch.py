@@ -4,11 +4,16 @@ The generated module (printed by :class:`~symback.printing.torch.TorchPrinter`)
 computes the forward assignments and then the derivation's adjoints with
 plain tensor operations under ``torch.no_grad``; torch's autograd records
 nothing.  :meth:`Model.module` wraps its ``forward``/``backward`` pair in a
-``torch.autograd.Function``, so ordinary PyTorch code — optimizers, LR
+``torch.autograd.Function``, and its prediction with the generated ``_vjp`` in
+another (a layer inside any model), so ordinary PyTorch code — optimizers, LR
 schedulers, ``DistributedDataParallel`` — trains the network on symback's
 derived formulas.  float64 by default, as the NumPy backend.
 """
 from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
 
 from ..errors import DataError
 from ._model import BackendModel
@@ -45,6 +50,36 @@ def _function_class():
     return SymbackLoss
 
 
+@lru_cache(maxsize=None)
+def _layer_class():
+    """The torch.autograd.Function of the network as a layer: forward the generated prediction,
+    backward the generated ``_vjp`` (the derivation of ⟨G, Ŷ⟩ w.r.t. X and every parameter)."""
+    import torch
+
+    class SymbackLayer(torch.autograd.Function):
+        """Ŷ = predict(X, params); backward: symback's ∂⟨G, Ŷ⟩/∂X and ∂⟨G, Ŷ⟩/∂p for the incoming G."""
+
+        @staticmethod
+        def forward(ctx, ns, X, *params):
+            prediction, values = ns["_vjp_forward"](X, dict(zip(ns["PARAMS"], params)))
+            tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+            ctx.ns, ctx.keys = ns, list(tensors)
+            ctx.others = {k: v for k, v in values.items() if k not in tensors}
+            ctx.save_for_backward(X, *params, *tensors.values())
+            return prediction
+
+        @staticmethod
+        def backward(ctx, G):
+            X, *rest = ctx.saved_tensors
+            n = len(ctx.ns["PARAMS"])
+            params, values = rest[:n], {**dict(zip(ctx.keys, rest[n:])), **ctx.others}
+            dX, grads = ctx.ns["_vjp_backward"](X, G.contiguous(), dict(zip(ctx.ns["PARAMS"], params)), values)
+            # a 1 × n parameter held as an (n,) tensor gets its gradient in that shape
+            return (None, dX, *[g.reshape(p.shape) for g, p in zip(grads, params)])
+
+    return SymbackLayer
+
+
 class Model(BackendModel):
     """symback's generated PyTorch code for one network (see the module docstring)."""
 
@@ -64,11 +99,29 @@ class Model(BackendModel):
         device = _device(params)
         return t if device is None or t.device == device else t.to(device)
 
+    def _pure(self, params, X=None):
+        # NumPy parameters are converted for a pure call (predict, loss, grad, vjp), placed where
+        # X is or where the other parameters are; step and fit update tensors in place
+        import torch
+        if not isinstance(params, dict) or all(isinstance(v, torch.Tensor) for v in params.values()):
+            return params
+        device = _device(params) or (X.device if isinstance(X, torch.Tensor) else None)
+        out = {}
+        for k, v in params.items():
+            if not isinstance(v, torch.Tensor):
+                try:
+                    v = torch.as_tensor(np.asarray(v, dtype=self.dtype), device=device)
+                except (TypeError, ValueError) as exc:
+                    raise DataError(f"parameter {k!r} is not numeric array data: {exc}") from None
+            out[k] = v
+        return out
+
     def _misplaced(self, data, params):
         import torch
         for k in self.params:
             if not isinstance(params[k], torch.Tensor):
                 raise DataError(f"parameter {k!r} is a {type(params[k]).__name__}, not a torch.Tensor: "
+                                f"step and fit update the parameters in place, so they need tensors: "
                                 f"start from m.init(), or convert with torch.as_tensor")
         device = _device(params)
         for what, a in zip(("X", "Y"), data):
@@ -80,13 +133,15 @@ class Model(BackendModel):
     def module(self, params: dict | None = None, seed: int = 0):
         """A ``torch.nn.Module`` holding the parameters (``params``, else ``init(seed)``).
 
-        ``module(X)`` is the prediction (plain tensor operations);
-        ``module(X, Y)`` and ``module.loss(X, Y)`` are the batch loss L whose
-        backward is symback's derived formulas.  Parameters live in
+        ``module(X)`` is the prediction as a differentiable layer: its backward
+        is the derived vector-Jacobian product (:meth:`vjp`), so the module sits
+        between other modules under any loss; ``module(X, Y)`` and
+        ``module.loss(X, Y)`` are the batch loss L whose backward is symback's
+        derived formulas.  Parameters live in
         ``module.params`` (a ParameterDict keyed by symback's names).
         """
         import torch
-        ns, names, fn = self._ns, self.params, _function_class()
+        ns, names, fn, model = self._ns, self.params, _function_class(), self
         start = self.init(seed) if params is None else params
         self.check_params(start)
 
@@ -99,8 +154,14 @@ class Model(BackendModel):
                     {k: torch.nn.Parameter(torch.as_tensor(start[k], dtype=ns["DTYPE"]).clone()) for k in names})
 
             def forward(self, X, Y=None):
-                """The prediction for X; with targets Y, the batch loss (symback's backward)."""
-                return self.loss(X, Y) if Y is not None else ns["_predict"](X, dict(self.params))
+                """The prediction for X, a differentiable layer (its backward is symback's derived
+                VJP w.r.t. X and every parameter); with targets Y, the batch loss L."""
+                if Y is not None:
+                    return self.loss(X, Y)
+                X = ns["_data"](X, ns["N_INPUTS"])
+                if model._layer_ns()["VJP_ERROR"]:      # no VJP for this graph: the prediction
+                    return ns["_predict"](X, dict(self.params))
+                return _layer_class().apply(ns, X, *[self.params[k] for k in names])
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""

@@ -106,7 +106,8 @@ def _is_native(a):
 
     def glue(self) -> str:
         """The text after the printed functions: how the library runs them, and ``_apply_step``."""
-        wrapped = [f"{f} = {self.wrap}({f})" for f in ("_predict", "_loss", "_grad", "_step")] if self.wrap else []
+        functions = ("_predict", "_loss", "_grad", "_step", "_vjp", "_vjp_forward", "_vjp_backward")
+        wrapped = [f"{f} = {self.wrap}({f})" for f in functions] if self.wrap else []
         return "\n" + "\n".join(wrapped + ["", "", self.apply_step] if wrapped else [self.apply_step]) + "\n"
 
     def imports(self, dtype: str) -> str:
@@ -334,6 +335,10 @@ def _is_native(a):
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh array (a value that does not depend on the sample)."""
         return f"{self.prefix}.full({shape}, {a}, dtype=DTYPE)"
+
+    def op_hstack(self, parts: list) -> str:
+        """The matrices side by side (columns), in order."""
+        return f"{self.prefix}.concatenate([{', '.join(parts)}], axis=1)"
 
 
 def relu_arg_of(pw: sp.Piecewise):

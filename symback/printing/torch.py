@@ -183,6 +183,10 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """a broadcast to `shape` as a fresh tensor on X's device."""
         return f"X.new_zeros({shape}) + {a}"
 
+    def op_hstack(self, parts: list) -> str:
+        """The matrices side by side (columns), in order."""
+        return f"torch.cat([{', '.join(parts)}], dim=1)"
+
     def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
         """The body lines, ``t = A @ W`` then ``Z = b + t`` (t read nowhere else, b a parameter)
         fused into ``Z = torch.addmm(b, A, W)``, and a step's ``W -= A.T @ D`` into
