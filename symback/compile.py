@@ -97,7 +97,8 @@ class Model:
         self.n_inputs: int = namespace["N_INPUTS"]
         self.n_targets: int = namespace["N_TARGETS"]
         # one sample's shape of X and Y for a one-sample graph (data (n, rows, columns)), else None
-        self._sample = {"X": namespace.get("X_SAMPLE"), "Y": namespace.get("Y_SAMPLE")}
+        self._sample = {"X": namespace.get("X_SAMPLE"), "Y": namespace.get("Y_SAMPLE"),
+                        "G": namespace.get("Y_SAMPLE")}       # (vjp's G is shaped like Ŷ)
         self.n_outputs: int = namespace["N_OUTPUTS"]
         # the printed functions themselves: the Model checks the data once, then calls them
         self._predict = namespace["_predict"]
@@ -143,7 +144,7 @@ class Model:
     # -- data ------------------------------------------------------------------
     def _matrix(self, a, width: int, what: str, unit: str, params=None) -> np.ndarray:
         # params: where the data will meet them (a backend places converted data beside them)
-        if self._sample[what] is not None:
+        if self._sample.get(what) is not None:
             return self._samples(a, what)
         # Fast path first: step() is called in tight loops.
         if not (type(a) is np.ndarray and a.dtype == self.dtype and a.ndim == 2):

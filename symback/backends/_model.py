@@ -36,7 +36,7 @@ class BackendModel(Model):
         return f"<{self.backend} Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 
     def _matrix(self, a, width: int, what: str, unit: str, params=None):
-        if self._sample[what] is not None and self._ns["_is_native"](a):
+        if self._sample.get(what) is not None and self._ns["_is_native"](a):
             if tuple(a.shape[1:]) != tuple(self._sample[what]):
                 raise DataError(f"{what} has shape {tuple(a.shape)}, but one sample of the network is "
                                 f"{tuple(self._sample[what])}")
