@@ -15,7 +15,11 @@ from .nn import Attention, Dense, LayerNorm, Residual, Sequential, TransformerBl
 from .parse import parse_expr
 from .spec import load_spec
 from .compile import Model, compile
-from .codegen import codegen_module
+from .module import codegen_module
+from . import evaluate as _evaluate, render as _render
+from .document import display as _display
+#: imported for what they register with the engine (Derivation.evaluate, latex, write, display)
+_CONSUMERS = (_evaluate, _render, _display)
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,7 @@ Nothing here knows a derivative.  The pipeline reads one
 
 The result is the text of a standalone module that imports NumPy only:
 ``predict``, ``forward``, ``backward``, ``loss``, ``grad``, ``step`` and
-``init``.  :func:`codegen_module` returns it; ``symback.compile`` loads it.
+``init``.  :func:`symback.module.codegen_module` returns it; ``symback.compile`` loads it.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .matrix import BATCH, activation_of, is_matrix
 from .printing.numpy import NumpyPrinter, lower
 from .straightline import FunctionSpec, build_function
 
-__all__ = ["NumpyPrinter", "Namer", "codegen_module", "stabilize", "realify", "scale_seed",
+__all__ = ["NumpyPrinter", "Namer", "check_dtype", "stabilize", "realify", "scale_seed",
            "STABLE_IDENTITIES", "STABLE_QUOTIENTS"]
 
 DTYPES = ("float64", "float32")
@@ -272,27 +272,8 @@ class Namer:
                 yield sp.Symbol(name, real=True)
 
 
-# ------------------------------------------------------------------ entry point
-def codegen_module(derivation: Derivation, dtype: str = "float64", printer: NumpyPrinter | None = None,
-                   vjp: bool = True) -> str:
-    """The source of a standalone module that trains `derivation`'s network.
-
-    It defines ``predict(X, params)``, ``forward(X, Y, params)`` (every
-    forward value by name), ``backward(X, Y, params, values)``,
-    ``loss(X, Y, params)``, ``grad(X, Y, params) -> (loss, grads)``,
-    ``step(X, Y, params, lr)`` (in place) and ``init(seed)``, plus
-    ``PARAMS``, ``SHAPES`` and ``DTYPE``, and ``vjp(X, params, G)`` (left to be
-    added on first use when ``vjp=False``).  ``printer`` (a NumpyPrinter
-    subclass) picks the array library the text calls.
-    """
-    if not isinstance(derivation, Derivation):
-        raise SymbackError(f"codegen needs a Derivation (from sb.derive), got {type(derivation).__name__}")
-    dtype = _check_dtype(dtype)
-    from .module import program_module
-    return program_module(derivation, dtype, printer or NumpyPrinter(), vjp)
-
-
-def _check_dtype(dtype) -> str:
+def check_dtype(dtype) -> str:
+    """The dtype's name, 'float64' or 'float32'; SymbackError for any other."""
     import numpy as np
     try:
         name = np.dtype(dtype).name

@@ -501,34 +501,28 @@ class Derivation:
         gradients are per sample (∂C/∂p); a matrix graph's are NumPy arrays,
         the gradients of the batch loss L.  Slow: for checking and examples.
         """
-        from .evaluate import evaluate
-        return evaluate(self, values)
+        return _consumer("evaluate")(self, values)
 
-    # -- outputs (render.py does the work) ---------------------------------------
+    # -- outputs (symback.render does the work; see CONSUMERS) --------------------------
     def latex(self, template: str = "article", **options) -> str:
         """A complete LaTeX document (or the named template) for this derivation."""
-        from .render import render
-        return render(self, template=template, fmt="latex", **options)
+        return _consumer("render")(self, template=template, fmt="latex", **options)
 
     def markdown(self, template: str = "markdown", **options) -> str:
         """The derivation as Markdown with MathJax-compatible math."""
-        from .render import render
-        return render(self, template=template, fmt="markdown", **options)
+        return _consumer("render")(self, template=template, fmt="markdown", **options)
 
     def write(self, path, **options):
         """Write .tex, .md or .pdf (chosen by suffix), whole or not at all."""
-        from .render import write
-        return write(self, path, **options)
+        return _consumer("write")(self, path, **options)
 
     def _repr_latex_(self):
         """Jupyter's LaTeX display: the formulas, compactly (see :mod:`symback.document.display`)."""
-        from .document.display import repr_latex
-        return repr_latex(self)
+        return _consumer("repr_latex")(self)
 
     def _repr_markdown_(self):
         """Jupyter's Markdown display: a title and the formulas, compactly."""
-        from .document.display import repr_markdown
-        return repr_markdown(self)
+        return _consumer("repr_markdown")(self)
 
     def __repr__(self):
         return f"<Derivation of {self.loss_name} w.r.t. {', '.join(self.params)}>"
@@ -539,6 +533,20 @@ def _plus(a, b):
     if b == 0 or isinstance(b, sp.ZeroMatrix):
         return a
     return sp.MatAdd(a, b) if is_matrix(a) else a + b
+
+
+#: The functions that read a Derivation into numbers and documents, by name ('evaluate',
+#: 'render', 'write', 'repr_latex', 'repr_markdown'): each consumer module registers its own
+#: when imported (``import symback`` imports them all), so the engine imports no consumer.
+CONSUMERS: dict = {}
+
+
+def _consumer(name: str):
+    try:
+        return CONSUMERS[name]
+    except KeyError:
+        raise SymbackError(f"nothing provides {name!r}: import symback (it loads the documents "
+                           "and the evaluator)") from None
 
 
 def _adjoints_in(expr) -> set:

@@ -25,8 +25,7 @@ __all__ = [
     "softmax", "mse", "half_mse", "binary_cross_entropy", "cross_entropy", "logcosh", "huber",
 ]
 
-ACTIVATIONS: dict[str, type] = {}
-LOSSES: dict[str, "LossFunction"] = {}
+from .registry import ACTIVATIONS, LOSSES, TEXT_PARSER  # noqa: E402  (the shared registries)
 
 _z = sp.Symbol("z", real=True)
 
@@ -229,11 +228,12 @@ def _derive_rules(cls):
 
 
 def user_expr(value, names=(), *, where="value"):
-    """:func:`symback.parse.user_expr`, imported on first need (parse reads this module's registry)."""
+    """:func:`symback.parse.user_expr` (registered by the parser, which reads this module's registry)."""
     if isinstance(value, sp.Basic):
         return value
-    from .parse import user_expr as parsed
-    return parsed(value, names, where=where)
+    if not TEXT_PARSER:
+        raise DefinitionError(f"{where}: text is parsed by symback.parse (import symback), got {value!r}")
+    return TEXT_PARSER[0](value, names, where=where)
 
 
 def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,

@@ -22,6 +22,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError
+from .registry import LOSSES
 
 __all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "RowNorm", "Select", "layer_norm", "MASKS", "SoftmaxVJP", "RowCost", "FPrime", "Elementwise",
            "elementwise", "is_matrix", "simplify_ones", "activation_of", "explicit"]
@@ -149,8 +150,7 @@ class RowCost(sp.MatrixExpr):
     @property
     def loss(self):
         """The LossFunction."""
-        from .functions import get_loss
-        return get_loss(self.args[0].name)
+        return LOSSES[self.args[0].name]
 
     @property
     def prediction(self):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .codegen import Namer, init_rows, lower_program
+from .codegen import Namer, check_dtype, init_rows, lower_program
+from .engine import Derivation
 from .errors import SymbackError
 from .layer import output_width, vjp_function
 from .lowering import Stmt
@@ -328,3 +329,21 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
         parts.append("\n" + "\n".join(lines) + "\n")
     parts.append("\n" + (_vjp_text(d, printer, keep, returned) if vjp else LAZY_VJP))
     return "\n".join(parts) + printer.glue() + _API
+
+
+def codegen_module(derivation: Derivation, dtype: str = "float64", printer: NumpyPrinter | None = None,
+                   vjp: bool = True) -> str:
+    """The source of a standalone module that trains `derivation`'s network.
+
+    It defines ``predict(X, params)``, ``forward(X, Y, params)`` (every
+    forward value by name), ``backward(X, Y, params, values)``,
+    ``loss(X, Y, params)``, ``grad(X, Y, params) -> (loss, grads)``,
+    ``step(X, Y, params, lr)`` (in place) and ``init(seed)``, plus
+    ``PARAMS``, ``SHAPES`` and ``DTYPE``, and ``vjp(X, params, G)`` (left to be
+    added on first use when ``vjp=False``).  ``printer`` (a NumpyPrinter
+    subclass) picks the array library the text calls.
+    """
+    if not isinstance(derivation, Derivation):
+        raise SymbackError(f"codegen needs a Derivation (from sb.derive), got {type(derivation).__name__}")
+    dtype = check_dtype(dtype)
+    return program_module(derivation, dtype, printer or NumpyPrinter(), vjp)

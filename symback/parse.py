@@ -24,6 +24,7 @@ import sympy as sp
 
 from .errors import DefinitionError, SpecError
 from .functions import ACTIVATIONS, LOSSES, softmax
+from .registry import TEXT_PARSER
 from .graph import Graph
 from .matrix import BATCH, hadamard, is_matrix, ones, sumsq
 
@@ -410,3 +411,6 @@ def known_names(g: Graph) -> dict:
     if g.is_matrix and "ones" not in known:
         known["ones"] = ones(BATCH)
     return known
+
+
+TEXT_PARSER.append(user_expr)   # definitions given as text (sb.loss_function) are parsed here

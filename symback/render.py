@@ -30,6 +30,7 @@ from .document import context, plain
 from .errors import OutputError
 from .files import atomic_write, os_reason
 from .printing import Tex, latex_escape, markdown_escape, number
+from .engine import CONSUMERS
 
 __all__ = ["render", "write", "compile_pdf", "latex_escape", "markdown_escape", "Tex",
            "template_names"]
@@ -344,3 +345,5 @@ def compile_pdf(tex: str) -> bytes:
                 errors = [ln for ln in text.splitlines() if ln.startswith("!")][:5]
                 raise OutputError(f"{Path(cmd[0]).name} failed: " + ("; ".join(errors) or text[-800:]))
         return pdf.read_bytes()
+
+CONSUMERS.update(render=render, write=write)   # what Derivation.latex/markdown/write call

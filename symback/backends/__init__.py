@@ -1,8 +1,8 @@
 """The same formulas beyond one CPU: one code generator, a printer per array library.
 
-``compile_backend(d, "numpy" | "jax" | "torch", dtype)`` (what
-``sb.compile(d, backend=...)`` calls) gives a Model with the NumPy Model's
-methods and dict keys, whose arrays are the library's own;
+``sb.compile(d, backend="numpy" | "jax" | "torch")`` gives a Model with the NumPy
+Model's methods and dict keys, whose arrays are the library's own (the Model classes
+are in :mod:`symback.backends.jax` and :mod:`symback.backends.torch`);
 ``backend_module_source`` gives the standalone module behind it.  Both
 read the one pipeline of :mod:`symback.codegen` (program → lowering →
 proved rewrites → straight-line functions), printed by
@@ -17,7 +17,7 @@ import importlib
 
 from ..errors import SymbackError
 
-__all__ = ["BACKENDS", "DEFAULT_DTYPES", "compile_backend", "backend_module_source", "require", "printer"]
+__all__ = ["BACKENDS", "DEFAULT_DTYPES", "backend_module_source", "require", "printer"]
 
 BACKENDS = ("numpy", "jax", "torch")
 #: float32 for JAX (its float64 is a process-wide switch), float64 elsewhere.
@@ -52,25 +52,7 @@ def backend_module_source(derivation, backend: str = "numpy", dtype=None, vjp: b
     """The standalone module text for one backend (what ``symback codegen --backend`` writes):
     that library and NumPy only; ``python module.py`` checks grad() by finite differences.
     ``vjp=False``: the VJP functions are left to be added on first use (``sb.compile``)."""
-    from ..codegen import codegen_module
+    from ..module import codegen_module
     require(backend)        # a missing library is reported now, not when the file is run
     dtype = DEFAULT_DTYPES[backend] if dtype is None else dtype
     return codegen_module(derivation, dtype, printer(backend), vjp)
-
-
-
-def compile_backend(derivation, backend: str = "numpy", dtype=None):
-    """The trainable Model of `derivation` for one backend (``dtype`` None: the backend's default)."""
-    from ..compile import compile
-    return compile(derivation, dtype, backend=backend)
-
-
-def model_class(backend: str):
-    """The Model class of a backend (NumPy's own, or the library's subclass of it)."""
-    if backend == "jax":
-        from .jax import Model
-    elif backend == "torch":
-        from .torch import Model
-    else:
-        from ..compile import Model
-    return Model

@@ -1,6 +1,6 @@
 """What the JAX and torch Models add to the NumPy Model: native arrays, and a compiled fit.
 
-:class:`BackendModel` is :class:`symback.compile.Model` (the same methods,
+:class:`BackendModel` is :class:`symback.model.Model` (the same methods,
 checks and dict keys) with the library's arrays passed through instead of
 converted to NumPy, and a :meth:`~BackendModel.fit` whose whole update
 (step and optimizer) is one function the backend compiles
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..compile import Model
+from ..model import Model
 from ..errors import DataError, SymbackError, TrainingError
 
 __all__ = ["BackendModel", "Optimizer"]

@@ -10,6 +10,7 @@ sections that need computing (verification, counts, bounds, figure) are
 not built at all.
 """
 from __future__ import annotations
+from ..engine import CONSUMERS
 
 __all__ = ["repr_markdown", "repr_latex"]
 
@@ -26,3 +27,5 @@ def repr_latex(d) -> str:
     """The derivation's formulas as one ``$$\\begin{aligned}...\\end{aligned}$$`` block."""
     from ..render import render
     return render(d, template="snippet", fmt="latex", **_COMPACT)
+
+CONSUMERS.update(repr_latex=repr_latex, repr_markdown=repr_markdown)   # Jupyter's display

@@ -1,0 +1,340 @@
+"""Model: a network's generated training code, with data checks, training, export and saving.
+
+The model's numbers come only from code generated out of the derivation's formulas
+(:mod:`symback.module`); :func:`symback.compile.compile` generates and loads that code once
+per derivation, backend and dtype, and wraps it in a Model (or a backend's subclass).
+"""
+from __future__ import annotations
+
+import builtins
+import hashlib
+import linecache
+from pathlib import Path
+
+import numpy as np
+
+from .data import available_memory, format_bytes
+from .errors import DataError, DefinitionError, SymbackError
+from .files import atomic_write
+from .targets import check_targets, target_rules
+
+__all__ = ["Model", "save_params", "load_params", "run_generated"]
+
+
+def run_generated(source: str, digest: str, ns: dict) -> None:
+    filename = f"<symback-generated-{digest}>"
+    # linecache lets tracebacks and inspect.getsource show the generated lines
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    # The source is printed by codegen from SymPy formulas; the only user
+    # text in it is names, which graph.check_name limits to identifiers.
+    exec(builtins.compile(source, filename, "exec"), ns)
+
+
+class Model:
+    """A network's generated training code, with data checks around it.
+
+    Parameters are a dict name -> ndarray of the model's dtype: a scalar
+    graph's parameters are 0-d arrays (so that ``step`` and ``fit`` can
+    update them in place), a matrix graph's have their declared shapes
+    (``W1`` fan_in × fan_out, ``b1`` 1 × fan_out; an (n,) array is accepted
+    for a 1 × n parameter and kept so).  Data have samples in rows: ``X``
+    is n × d (a scalar graph's inputs are its columns, in order), ``Y`` is
+    n × k (a 1-D array is taken as one column).
+    """
+
+    #: the printer's backend name (the code generator's library)
+    backend = "numpy"
+
+    def __init__(self, derivation, dtype: str, namespace: dict):
+        self.derivation = derivation
+        self.dtype = np.dtype(dtype)
+        self._ns = namespace
+        self.kind: str = namespace["KIND"]
+        self.reduction: str = namespace["REDUCTION"]
+        self.params: tuple = namespace["PARAMS"]
+        self.n_inputs: int = namespace["N_INPUTS"]
+        self.n_targets: int = namespace["N_TARGETS"]
+        # one sample's shape of X and Y for a one-sample graph (data (n, rows, columns)), else None
+        self._sample = {"X": namespace.get("X_SAMPLE"), "Y": namespace.get("Y_SAMPLE"),
+                        "G": namespace.get("Y_SAMPLE")}       # (vjp's G is shaped like Ŷ)
+        self.n_outputs: int = namespace["N_OUTPUTS"]
+        # the printed functions themselves: the Model checks the data once, then calls them
+        self._predict = namespace["_predict"]
+        self._loss = namespace["_loss"]
+        self._grad = namespace["_grad"]
+        self._step = namespace["_apply_step"]
+        # what the targets must satisfy for the formulas to hold (rows summing to 1, ...)
+        self._target_rules = target_rules(derivation)
+
+    @property
+    def source(self) -> str:
+        """The generated Python source of this model (what ``export`` writes), VJP included."""
+        ns = self._ns
+        if "VJP_LAZY" not in ns:
+            return ns["__source__"]
+        if "__full_source__" not in ns:
+            from .module import LAZY_VJP
+            ns["__full_source__"] = ns["__source__"].replace(LAZY_VJP, self._vjp_text(), 1)
+        return ns["__full_source__"]
+
+    def _vjp_text(self) -> str:
+        ns = self._ns
+        if "__vjp_text__" not in ns:
+            from .backends import printer
+            from .module import vjp_text
+            ns["__vjp_text__"] = vjp_text(self.derivation, printer(self.backend))
+        return ns["__vjp_text__"]
+
+    def _layer_ns(self) -> dict:
+        """The namespace with the VJP functions, generated and loaded on first use."""
+        ns = self._ns
+        if ns.get("VJP_LAZY", False):
+            from .backends import printer
+            wrap = printer(self.backend).wrap
+            text = self._vjp_text() + "".join(f"\n{f} = {wrap}({f})" for f in ("_vjp", "_vjp_forward",
+                                                                           "_vjp_backward") if wrap)
+            run_generated(text + "\nVJP_LAZY = False\n", hashlib.sha1(text.encode()).hexdigest()[:16], ns)
+        return ns
+
+    def __repr__(self):
+        return f"<Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
+
+    # -- data ------------------------------------------------------------------
+    def _matrix(self, a, width: int, what: str, unit: str, params=None) -> np.ndarray:
+        # params: where the data will meet them (a backend places converted data beside them)
+        if self._sample.get(what) is not None:
+            return self._samples(a, what)
+        # Fast path first: step() is called in tight loops.
+        if not (type(a) is np.ndarray and a.dtype == self.dtype and a.ndim == 2):
+            a = _as_array(a, self.dtype, what)
+            if a.ndim == 1:
+                a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
+            if a.ndim != 2:
+                raise DataError(f"{what} must be a 2-D array (samples in rows), got shape {a.shape}")
+        if a.shape[1] != width:
+            raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
+        return a
+
+    def _samples(self, a, what: str) -> np.ndarray:
+        """Data of a one-sample graph: (n, rows, columns), or one sample (rows, columns)."""
+        want = tuple(self._sample[what])
+        if not (type(a) is np.ndarray and a.dtype == self.dtype):
+            a = _as_array(a, self.dtype, what)
+        if a.shape == want:
+            a = a[None]
+        if a.shape[1:] != want:
+            raise DataError(f"{what} has shape {a.shape}, but one sample of the network is {want}: "
+                            f"give {what} of shape (n, {', '.join(map(str, want))})")
+        return a
+
+    def _x(self, X, params=None) -> np.ndarray:
+        X = self._matrix(X, self.n_inputs, "X", "inputs", params)
+        if X.shape[0] == 0:
+            raise DataError("X has no rows")
+        return X
+
+    def _xy(self, X, Y, params=None):
+        X = self._x(X, params)
+        Y = self._matrix(Y, self.n_targets, "Y", "targets", params)
+        if Y.shape[0] != X.shape[0]:
+            raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+        self._check_targets(Y)
+        return X, Y
+
+    def _check_targets(self, Y) -> None:
+        """DataError unless Y holds targets the formulas hold for (see :mod:`symback.targets`)."""
+        if self._target_rules:
+            try:
+                host = np.asarray(self._host(Y))
+            except (RuntimeError, NotImplementedError, TypeError):
+                # values the library cannot read back: a meta tensor fails in the call itself;
+                # a JAX tracer (m.grad inside the user's jax.jit) has no values to check
+                return
+            check_targets(host, self._target_rules)
+
+    def _host(self, a):
+        """An array as NumPy reads it (a backend's Model moves its own arrays to the host)."""
+        return a
+
+    def _run(self, fn, *args):
+        try:
+            return fn(*args)
+        except (KeyError, ValueError) as exc:
+            self._failed(exc, args[-2] if fn is self._step else args[-1])
+
+    def _failed(self, exc, params):
+        """Raise the DataError that says why generated code failed on these params and data."""
+        if isinstance(exc, KeyError):
+            raise DataError(f"params has no entry {exc.args[0]!r}; the model's parameters are "
+                            f"{', '.join(self.params)}") from None
+        self.check_params(params)
+        raise DataError(f"the data do not fit the network: {exc}") from exc
+
+    # -- the model ----------------------------------------------------------------
+    def init(self, seed: int = 0) -> dict:
+        """Fresh parameters in their declared shapes: Glorot weights (He before a ReLU-like
+        activation) and zero biases for a matrix graph or layer network; small random 0-d
+        arrays (N(0, 0.5²)) for a scalar graph.
+
+        Raises DefinitionError, before allocating, when the parameters would
+        not fit in this machine's available memory.
+        """
+        need = self.param_count() * self.dtype.itemsize
+        free = available_memory()
+        if free is not None and need > free:
+            raise DefinitionError(f"the parameters would need {format_bytes(need)} "
+                                  f"({self.param_count():.3g} numbers); this machine has "
+                                  f"{format_bytes(free)} available")
+        return self._ns["init"](seed)
+
+    def param_count(self) -> int:
+        """How many numbers the parameters hold (a sum of Python ints: never overflows)."""
+        total = 0
+        for shape in self._ns["SHAPES"].values():
+            size = 1
+            for n in shape:
+                size *= int(n) if isinstance(n, (int, np.integer)) else 1   # None: a free size
+            total += size
+        return total
+
+    def _pure(self, params, X=None):
+        """The params of a pure call as the generated code takes them (NumPy's: as they are)."""
+        return params
+
+    def predict(self, X, params: dict) -> np.ndarray:
+        """The network's output for the rows of X (n × outputs)."""
+        params = self._pure(params, X)
+        return self._run(self._predict, self._x(X, params), params)
+
+    def loss(self, X, Y, params: dict) -> float:
+        """The batch loss L (mean, or sum, of the per-sample cost over the rows)."""
+        params = self._pure(params, X)
+        X, Y = self._xy(X, Y, params)
+        return float(self._run(self._loss, X, Y, params))
+
+    def grad(self, X, Y, params: dict) -> dict:
+        """∂L/∂p for every parameter, as a dict shaped like ``params``."""
+        params = self._pure(params, X)
+        X, Y = self._xy(X, Y, params)
+        _, grads = self._run(self._grad, X, Y, params)
+        return self._shaped(grads, params)
+
+    def value_and_grad(self, X, Y, params: dict) -> tuple[float, dict]:
+        """(L, grads) from one forward and one backward pass."""
+        params = self._pure(params, X)
+        X, Y = self._xy(X, Y, params)
+        value, grads = self._run(self._grad, X, Y, params)
+        return float(value), self._shaped(grads, params)
+
+    def vjp(self, X, params: dict, G):
+        """(∂⟨G, Ŷ⟩/∂X, {name: ∂⟨G, Ŷ⟩/∂p}) for Ŷ = ``predict(X, params)`` and ⟨G, Ŷ⟩ = Σ G ⊙ Ŷ.
+
+        The backward pass of the network used as a layer: G is the gradient
+        that arrives at its output (n × outputs), the result what leaves
+        towards X (shaped like X) and each parameter's gradient.  Derived by
+        symback's engine like ``grad`` (see :mod:`symback.layer`).
+        """
+        ns = self._layer_ns()
+        if ns["VJP_ERROR"]:
+            raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
+        params = self._pure(params, X)
+        X = self._x(X, params)
+        G = self._matrix(G, self.n_outputs, "G", "outputs", params)
+        if G.shape[0] != X.shape[0]:
+            raise DataError(f"X has {X.shape[0]} rows but G has {G.shape[0]}")
+        dX, grads = self._run(ns["_vjp"], X, G, params)
+        return dX, self._shaped(grads, params)
+
+    def _shaped(self, grads, params) -> dict:
+        # a (1, n) parameter may be given as an (n,) array: its gradient comes back the same way
+        out = {}
+        for p, g in zip(self.params, grads):
+            g = np.asarray(g, dtype=self.dtype)
+            given = np.shape(params[p])
+            out[p] = g.reshape(given) if g.shape != given and g.size == np.size(params[p]) else g
+        return out
+
+    def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
+        """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step."""
+        # step() runs in training's tight loop: arrays already right are checked in one expression
+        # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
+        if not (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype is self.dtype is Y.dtype
+                and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
+                and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
+            X, Y = self._xy(X, Y)
+        elif self._target_rules:
+            self._check_targets(Y)
+        try:
+            return float(self._step(X, Y, params, lr))
+        except (KeyError, ValueError) as exc:
+            self._failed(exc, params)
+
+    def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
+            seed: int = 0, optimizer="sgd", validation=None, progress: bool = False, **options):
+        """Train `params` in place with shuffled mini-batches; returns the History.
+
+        See :func:`symback.train.fit` for the options (optimizer ``"sgd"``,
+        ``"momentum"`` or ``"adam"``, ``validation=(Xv, Yv)``, ``progress``).
+        """
+        from .train import fit
+        return fit(self, X, Y, params, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                   optimizer=optimizer, validation=validation, progress=progress, **options)
+
+    # -- parameters -----------------------------------------------------------------
+    def check_params(self, params: dict) -> None:
+        """Raise DataError unless params holds every parameter with the expected shape."""
+        if not isinstance(params, dict):
+            raise DataError(f"params must be a dict name -> array, got {type(params).__name__}")
+        shapes = self._ns["SHAPES"]
+        for p in self.params:
+            if p not in params:
+                raise DataError(f"params has no entry {p!r}; the model's parameters are {', '.join(self.params)}")
+            shape, want = tuple(np.shape(params[p])), tuple(shapes[p])
+            if shape != want and not (len(want) == 2 and want[0] == 1 and shape == want[1:]):
+                raise DataError(f"parameter {p!r} has shape {shape}, expected {tuple(shapes[p])}")
+
+    def save(self, params: dict, path) -> Path:
+        """Write params to an .npz file (whole or not at all)."""
+        self.check_params(params)
+        return save_params({p: params[p] for p in self.params}, path)
+
+    def load(self, path) -> dict:
+        """Read params saved by :meth:`save`, checked against this model, in its dtype."""
+        raw = load_params(path)
+        params = {k: np.array(v, dtype=self.dtype) for k, v in raw.items()}
+        self.check_params(params)
+        return {p: params[p] for p in self.params}
+
+    def export(self, path) -> Path:
+        """Write the generated source as a standalone module: NumPy only (JAX or torch too for
+        those backends); ``python module.py`` checks its gradient by finite differences."""
+        path = Path(path)
+        if path.suffix != ".py":
+            raise SymbackError(f"export writes a Python module: give a .py path, got {str(path)!r}")
+        atomic_write(path, self.source.encode())
+        return path
+
+
+def _as_array(a, dtype, what) -> np.ndarray:
+    try:
+        return np.asarray(a, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} is not numeric array data: {exc}") from None
+
+
+def save_params(params: dict, path) -> Path:
+    """Save a dict name -> array as .npz (no pickle), whole or not at all."""
+    import io
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise SymbackError(f"parameters are saved as .npz: give a .npz path, got {str(path)!r}")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def load_params(path) -> dict:
+    """Load a dict name -> array from .npz, without pickle (see :func:`symback.data.read_npz`)."""
+    from .data import read_npz
+    return read_npz(path, "parameters")
