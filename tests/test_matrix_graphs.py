@@ -175,7 +175,6 @@ def test_random_mlps_match_autograd(sizes, act, head, l2, reduction, seed):
     (lambda g, X, W: g.inputs("U", shape=(2, 3)), "rows are samples"),
     (lambda g, X, W: g.params("V", shape=(0, 2)), "positive integer"),
     (lambda g, X, W: g.params("U V", shape=[(1, 2)]), "one per name"),
-    (lambda g, X, W: g.node("S", sb.softmax(X) + X), "whole"),
     (lambda g, X, W: g.loss(X), "column"),
     (lambda g, X, W: g.loss(sb.mse(X, X), penalty=X), "penalty"),
     (lambda g, X, W: sb.mse(X, W), "shape"),
@@ -231,3 +230,13 @@ def test_one_sample_one_output_evaluates():
     p = 1 / (1 + np.exp(-(X @ W)))
     assert float(ev["forward"]["L"]) == pytest.approx(float(-np.log(p[0, 0])), rel=1e-12)
     np.testing.assert_allclose(ev["gradient"]["W1"], X.T * (p - 1), rtol=1e-12)
+
+
+def test_softmax_inside_a_larger_expression_gets_a_node_of_its_own():
+    # contract 0.3: softmax anywhere; the engine knows its derivative as a whole node
+    from symback.matrix import Softmax
+    g = sb.Graph()
+    X = g.inputs("X", shape=(m, 3))
+    S = g.node("S", sb.softmax(X) + X)
+    assert g.kind("P_S") == "node" and isinstance(g.expr("P_S"), Softmax)
+    assert g.expr("S") == g.symbol("P_S") + X and S.shape == X.shape
