@@ -20,7 +20,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..engine import delta
 from ..functions import Activation
-from ..matrix import BATCH, FPrime, RowCost, Softmax, explicit, is_matrix
+from ..matrix import BATCH, FPrime, RowCost, RowNorm, Select, Softmax, explicit, is_matrix
 from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
 from .factors import edge_expr, notes_chain
 
@@ -224,15 +224,29 @@ def _np(e, env, rows):
     if isinstance(e, sp.Pow):
         return _np(e.base, env, rows) ** _np(e.exp, env, rows)
     if isinstance(e, sp.HadamardProduct):
-        return np.prod([_np(a, env, rows) for a in e.args], axis=0)
+        out = 1.0
+        for a in e.args:                # (an n×1 column broadcasts over the columns)
+            out = out * _np(a, env, rows)
+        return out
+    if isinstance(e, sp.HadamardPower):
+        return _np(e.base, env, rows) ** _np(e.exp, env, rows)
     if isinstance(e, ElementwiseApplyFunction):
         body, w = e.function.expr, e.function.variables[0]
         defn = type(body).definition(*body.args) if isinstance(body, Activation) else body
         return np.vectorize(sp.lambdify(w, defn, "mpmath"), otypes=[float])(_np(e.expr, env, rows))
     if isinstance(e, Softmax):
         z = _np(e.arg, env, rows)
+        if e.mask is not None:          # masked entries: −∞ before the row's softmax
+            keep = np.array([[e.kept(i, j) for j in range(z.shape[1])] for i in range(z.shape[0])])
+            z = np.where(keep, z, -np.inf)
         ez = np.exp(z - z.max(axis=1, keepdims=True))
         return ez / ez.sum(axis=1, keepdims=True)
+    if isinstance(e, RowNorm):
+        return _np(e.definition(), env, rows)
+    if isinstance(e, Select):
+        return np.asarray(e.as_explicit(), dtype=float)
+    if isinstance(e, sp.MatPow) and e.exp.is_Integer and e.exp > 0:
+        return np.linalg.matrix_power(_np(e.base, env, rows), int(e.exp))
     if isinstance(e, RowCost):
         lf = e.loss
         ell = np.vectorize(sp.lambdify((lf.prediction, lf.target), lf.expr, "mpmath"), otypes=[float])
