@@ -86,7 +86,7 @@ class Model(BackendModel):
         ``module.params`` (a ParameterDict keyed by symback's names).
         """
         import torch
-        ns, names, fn = self._ns, self.params, _function_class()
+        ns, names, fn, check_targets = self._ns, self.params, _function_class(), self._check_targets
         start = self.init(seed) if params is None else params
         self.check_params(start)
 
@@ -104,6 +104,7 @@ class Model(BackendModel):
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""
+                check_targets(Y)        # the targets its derived backward holds for
                 return fn.apply(ns, X, Y, *[self.params[k] for k in names])
 
         return SymbackModule()
