@@ -539,6 +539,10 @@ def test_softmax_cross_entropy_refuses_targets_whose_rows_do_not_sum_to_1(backen
     m.step(X, good, params, lr=0.0)
     with pytest.raises(DataError, match="sum to 1"):
         m.step(X, BAD_ROWS, params, lr=0.1)
+    if backend == "torch":      # the module's loss, whose backward is the same formulas
+        import torch
+        with pytest.raises(DataError, match="sum to 1"):
+            m.module(params)(torch.as_tensor(X), torch.as_tensor(BAD_ROWS))
     # targets it accepts: the gradient is the loss's, by central differences
     host = {k: np.array(np.asarray(v.detach() if hasattr(v, "detach") else v), dtype=float)
             for k, v in params.items()}

@@ -142,6 +142,7 @@ class Model(BackendModel):
         """
         import torch
         ns, names, fn, model = self._ns, self.params, _function_class(), self
+        check_targets = self._check_targets
         start = self.init(seed) if params is None else params
         self.check_params(start)
 
@@ -165,6 +166,7 @@ class Model(BackendModel):
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""
+                check_targets(Y)        # the targets its derived backward holds for
                 return fn.apply(ns, X, Y, *[self.params[k] for k in names])
 
         return SymbackModule()
