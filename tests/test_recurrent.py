@@ -92,6 +92,11 @@ def test_losses_and_gradients_equal_torch_autograd_of_the_equations(cell, size):
         grads = m.grad(X, Y, params)
         for name in d.params:
             assert _rel(grads[name], want[name]) < 1e-8, (backend, name)
+        # the step's own code (torch: shared weights updated by one addmm_ per time step)
+        after = {k: torch.tensor(v) if backend == "torch" else v.copy() for k, v in params.items()}
+        assert _rel(m.step(X, Y, after, lr=0.1), want_loss) < 1e-8, backend
+        for name in d.params:
+            assert _rel(np.asarray(after[name]) - params[name], -0.1 * want[name]) < 1e-8, (backend, name)
 
 
 def test_parameter_names_and_shapes_follow_the_contract():
