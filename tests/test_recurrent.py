@@ -99,6 +99,32 @@ def test_losses_and_gradients_equal_torch_autograd_of_the_equations(cell, size):
             assert _rel(np.asarray(after[name]) - params[name], -0.1 * want[name]) < 1e-8, (backend, name)
 
 
+@pytest.mark.parametrize("cell,output,loss", [("lstm", "softmax", "cross_entropy"),
+                                              ("gru", "sigmoid", "binary_cross_entropy")])
+def test_classification_heads_match_torch_autograd(cell, output, loss):
+    d_in, hidden, k, steps, n = 2, 3, 2, 3, 6
+    d = sb.derive(CELLS[cell][0](d_in, hidden, k, steps, output=output, loss=loss))
+    rng = np.random.default_rng(7)
+    params = _random_params(d, rng)
+    X = rng.normal(size=(n, steps * d_in))
+    Y = np.eye(k)[rng.integers(0, k, n)]
+    p = {name: torch.tensor(v, requires_grad=True) for name, v in params.items()}
+    z = CELLS[cell][1](p, torch.tensor(X), steps, d_in) @ p["W_y"] + p["b_y"]
+    t = torch.tensor(Y)
+    if output == "softmax":
+        per = -(t * torch.log_softmax(z, dim=1))
+    else:
+        a = torch.sigmoid(z)
+        per = -(t * torch.log(a) + (1 - t) * torch.log(1 - a))
+    want_loss = per.sum() / n
+    want_loss.backward()
+    m = sb.compile(d, dtype="float64")
+    assert _rel(m.loss(X, Y, params), want_loss.item()) < 1e-8
+    grads = m.grad(X, Y, params)
+    for name in d.params:
+        assert _rel(grads[name], p[name].grad.numpy()) < 1e-8, name
+
+
 def test_parameter_names_and_shapes_follow_the_contract():
     lstm, gru = sb.lstm(2, 3, 4, steps=2), sb.gru(2, 3, 4, steps=2)
     shapes = {"W": (2, 3), "U": (3, 3), "b": (1, 3)}
