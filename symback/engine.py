@@ -107,11 +107,26 @@ def backward(graph: Graph, wrt=()):
             expr, d = graph.expr(child), delta(graph, child)
             # Kept in SymPy's canonical form, so it compares equal (==) to the
             # same formula typed by a user; printers factor it for display.
-            local[(child, name)] = local_factor(expr, d, graph.symbol(name), graph.symbol(child))
+            local[(child, name)] = _local_factor(graph, child, name, d)
             fused = _fused(graph, child, name)
             terms.append(fused if fused is not None else contribution(local[(child, name)], d, expr))
         adjoint[name] = _sum(terms, graph.symbol(name))
     return local, adjoint
+
+
+def _local_factor(graph, child, name, d):
+    """The edge's local factor; SymPy's own failure on a node becomes one DefinitionError
+    naming that node (its matrix calculus raises bare TypeError, ValueError, ...)."""
+    expr = graph.expr(child)
+    try:
+        return local_factor(expr, d, graph.symbol(name), graph.symbol(child))
+    except SymbackError:
+        raise
+    except (TypeError, ValueError, NotImplementedError, IndexError, AttributeError) as exc:
+        raise DefinitionError(
+            f"node {child!r}: SymPy cannot differentiate {expr} with respect to {name!r} "
+            f"({type(exc).__name__}: {exc or 'not implemented'}); define its compound parts "
+            "(a function of a product, a factor of a Hadamard product) as nodes of their own") from exc
 
 
 def _sum(terms, sym):

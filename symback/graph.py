@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError, UnusedParameterWarning, warn_user
 from .matrix import BATCH, RowCost, RowNorm, Select, Softmax, activation_of, elementwise, is_matrix
@@ -154,7 +155,24 @@ class Graph:
                 part = self._fresh(("P_" if isinstance(sub, Softmax) else "Hhat_") + name)
                 sym = self._add(part, "node", self._split(part, sub))
                 expr = expr.xreplace({sub: sym})
+            expr = self._split_factors(name, expr)
         return expr
+
+    def _split_factors(self, name, expr):
+        """Give each compound factor of a Hadamard product that holds a sum, an activation or
+        another Hadamard product (a gate's 1 − z, σ(x U)) a node of its own, ``F_<name>``:
+        SymPy's matrix calculus fails on such a factor (a raw TypeError or ValueError), and
+        takes the product of named matrices that the split leaves."""
+        for had in [e for e in sp.preorder_traversal(expr) if isinstance(e, sp.HadamardProduct)]:
+            if not expr.has(had):
+                continue
+            factors = [self._factor_node(name, f) if _gate_factor(f) else f for f in had.args]
+            expr = expr.xreplace({had: sp.HadamardProduct(*factors)})
+        return expr
+
+    def _factor_node(self, name, factor):
+        part = self._fresh(f"F_{name}")
+        return self._add(part, "node", self._split(part, factor))
 
     def loss(self, expr, reduction: str = "mean", name: str = "C", penalty=None) -> sp.Symbol:
         """Define the per-sample cost C = expr and its batch reduction.
@@ -376,6 +394,14 @@ class Graph:
         lines = [f"Graph(inputs={self.input_names}, targets={self.target_names}, params={self.param_names})"]
         lines += [f"  {n} = {self._expr[n]}" for n in self.order if n in self._expr]
         return "\n".join(lines)
+
+
+def _gate_factor(factor) -> bool:
+    """Whether a Hadamard factor is compound in a way SymPy's matrix calculus cannot take
+    inside the product: it holds a sum, an element-wise function or a Hadamard product."""
+    kinds = (sp.MatAdd, sp.HadamardProduct, ElementwiseApplyFunction)
+    return not isinstance(factor, sp.MatrixSymbol) and any(
+        isinstance(e, kinds) for e in sp.preorder_traversal(factor))
 
 
 def _names_in(expr) -> set:

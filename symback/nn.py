@@ -331,31 +331,47 @@ class RNN(Graph):
     def __init__(self, inputs: int, hidden: int, outputs: int, steps: int, activation="tanh",
                  output="identity", loss="mse", reduction="mean", l2=0.0):
         super().__init__()
-        d, n, k, T = (_width(inputs, "inputs"), _width(hidden, "hidden"), _width(outputs, "outputs"),
-                      _width(steps, "steps"))
-        f, out, lf = get_activation(activation), get_activation(output), get_loss(loss)
+        f = get_activation(activation)
         if f is softmax:
             raise DefinitionError("softmax can only be the output's activation")
-        if (out is softmax) != (lf.needs == "softmax"):
-            raise DefinitionError(f"loss {lf.name!r} and output {out.__name__!r} do not go together")
-        if out is softmax and k == 1:
-            raise DefinitionError("softmax on one output unit is always 1 (its gradient is zero): "
-                                  "use output='sigmoid' with loss='binary_cross_entropy'")
-        self.steps, self.loss_function = T, lf
+        d, n, k, T, out, lf = recurrent_sizes(self, inputs, hidden, outputs, steps, output, loss)
         X = self.inputs("X", shape=(BATCH, T * d))
         Wx, Wh, bh = self.params("Wx Wh bh", shape=[(d, n), (n, n), (1, n)])
-        Wy, by = self.params("Wy by", shape=[(n, k), (1, k)])
         h = None
         for t in range(1, T + 1):
             x = self.node(f"x{t}", X[:, (t - 1) * d:t * d])
             pre = x @ Wx + ones(BATCH) @ bh if h is None else x @ Wx + h @ Wh + ones(BATCH) @ bh
             h = self.node(f"h{t}", pre if f is identity else f(self.node(f"z{t}", pre)))
-        pre = h @ Wy + ones(BATCH) @ by
-        Yhat = self.node("Yhat", pre if out is identity else out(self.node("Zy", pre)))
-        Y = self.targets("Y", shape=(BATCH, k))
-        l2 = _l2(l2)
-        penalty = l2 / 2 * (sumsq(Wx) + sumsq(Wh) + sumsq(Wy)) if l2 else None
-        self.loss(lf(Yhat, Y), reduction=reduction, penalty=penalty)
+        recurrent_readout(self, h, k, out, lf, reduction, l2, [Wx, Wh])
+
+
+def recurrent_sizes(g: Graph, inputs, hidden, outputs, steps, output, loss):
+    """Check a recurrent builder's sizes and its output/loss pair; set ``g.steps`` and
+    ``g.loss_function``.  Returns (inputs, hidden, outputs, steps, output activation, loss)."""
+    d, n, k, T = (_width(inputs, "inputs"), _width(hidden, "hidden"), _width(outputs, "outputs"),
+                  _width(steps, "steps"))
+    out, lf = get_activation(output), get_loss(loss)
+    if (out is softmax) != (lf.needs == "softmax"):
+        raise DefinitionError(f"loss {lf.name!r} and output {out.__name__!r} do not go together")
+    if out is softmax and k == 1:
+        raise DefinitionError("softmax on one output unit is always 1 (its gradient is zero): "
+                              "use output='sigmoid' with loss='binary_cross_entropy'")
+    g.steps, g.loss_function = T, lf
+    return d, n, k, T, out, lf
+
+
+def recurrent_readout(g: Graph, h, k, out, lf, reduction, l2, weights):
+    """Ŷ = out(h_T W_y + 1 b_y) (parameters named Wy, by, or W_y, b_y when the recurrent
+    weights use subscripts), the targets Y, and the loss with λ/2 Σ ‖W‖²_F over `weights`
+    and the read-out weight (biases are not penalised)."""
+    names = "W_y b_y" if "_" in weights[0].name else "Wy by"
+    Wy, by = g.params(names, shape=[(h.shape[1], k), (1, k)])
+    pre = h @ Wy + ones(BATCH) @ by
+    Yhat = g.node("Yhat", pre if out is identity else out(g.node("Zy", pre)))
+    Y = g.targets("Y", shape=(BATCH, k))
+    l2 = _l2(l2)
+    penalty = l2 / 2 * sum((sumsq(W) for W in [*weights, Wy]), sp.S.Zero) if l2 else None
+    g.loss(lf(Yhat, Y), reduction=reduction, penalty=penalty)
 
 
 def rnn(inputs: int, hidden: int, outputs: int, steps: int, activation="tanh", output="identity",

@@ -11,6 +11,7 @@ and typed scalars.  Printing needs no PyTorch: this module is text only.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 
 import sympy as sp
 
@@ -208,9 +209,62 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
                 bias = add.group(3) if add.group(2) == t else add.group(2)
                 out[uses[0]] = f"{indent}{add.group(1)} = torch.addmm({bias}, {a}, {w})"
                 out[i] = None
-        return [line for line in out if line is not None]
+        return _accumulate_products([line for line in out if line is not None], indent, params)
 
 
+def _accumulate_products(lines: list[str], indent: str, params: set) -> list[str]:
+    """Sums of products as chains of ``addmm``: ``Z = b + t1 + t2`` (each ``t = A @ W`` read
+    only there, b a parameter or absent) as ``Z = torch.addmm(torch.addmm(b, A1, W1), A2, W2)``,
+    and ``W -= t1 + t2`` as one ``W.addmm_(A, D, alpha=-1)`` per product.
+
+    A recurrent network's gates and shared weights are such sums, one term per step: eager
+    torch pays per operation, and each fused add is one pass and one tensor fewer.  A product
+    moves to the line that reads it only when no tensor is updated in place in between
+    (its operands then hold the same values there)."""
+    uses = defaultdict(list)                       # name -> the lines that mention it
+    for k, line in enumerate(lines):
+        for w in set(_WORD.findall(line)):
+            uses[w].append(k)
+    inplace = [k for k, line in enumerate(lines) if _INPLACE.match(line)]
+    products = {m.group(1): (k, m.group(2), m.group(3)) for k, line in enumerate(lines)
+                if (m := _MATMUL.match(line))}
+
+    def movable(t, k):
+        if t not in products or len(uses[t]) != 2 or uses[t][1] != k:
+            return False
+        start = products[t][0]
+        return not any(start < j < k for j in inplace)
+
+    out: list = list(lines)
+    for k, line in enumerate(lines):
+        s = _SUM.match(line)
+        if not s:
+            continue
+        target, op, terms = s.group(1), s.group(2), s.group(3).split(" + ")
+        moved = [t for t in terms if movable(t, k)]
+        rest = [t for t in terms if t not in moved]
+        if op == "=":
+            if not moved or len(rest) > 1 or (rest and rest[0] not in params) or len(moved) + len(rest) < 2:
+                continue
+            _, a, w = products[moved[0]]
+            expr = rest[0] if rest else f"{a} @ {w}"
+            for t in moved[0 if rest else 1:]:
+                _, a, w = products[t]
+                expr = f"torch.addmm({expr}, {a}, {w})"
+            out[k] = [f"{indent}{target} = {expr}"]
+        else:
+            if not moved:
+                continue
+            out[k] = [f"{indent}{target}.addmm_({products[t][1]}, {products[t][2]}, alpha=-1)" for t in moved]
+            out[k] += [f"{indent}{target} -= {' + '.join(rest)}"] if rest else []
+        for t in moved:
+            out[products[t][0]] = None
+    return [x for item in out if item is not None for x in ([item] if isinstance(item, str) else item)]
+
+
+_SUM = re.compile(r"^\s*(\w+) (=|-=) (\w+(?: \+ \w+)+|\w+)$")
+_INPLACE = re.compile(r"^\s*\w+(?: [-+*/]= |\.\w+_\()")
+_WORD = re.compile(r"\w+")
 _PARAM = re.compile(r"^\s*(\w+) = params\['\w+'\]$")
 _MATMUL = re.compile(r"^\s*(\w+) = ([\w.]+) @ ([\w.]+)$")
 _ADD = re.compile(r"^\s*(\w+) = (\w+) \+ (\w+)$")
