@@ -65,6 +65,9 @@ class Graph:
         self.reduction = "mean"
         self.penalty = sp.S.Zero                # a one-sample graph's penalty (not in C)
         self.init_scheme: dict[str, str] = {}    # parameter -> how init() fills it ('ones': a scale)
+        #: the nodes a builder names as its states, in order: a recurrent net's h_t, a deep
+        #: net's hidden-layer outputs (what ``fit(flow=True)`` measures ‖∂L/∂·‖ of)
+        self.states: list[str] = []
 
     # -- building -------------------------------------------------------
     def _declare(self, names, kind, shape=None):

@@ -96,6 +96,31 @@ class Model:
             run_generated(text + "\nVJP_LAZY = False\n", hashlib.sha1(text.encode()).hexdigest()[:16], ns)
         return ns
 
+    def adjoints(self, X, Y, params: dict) -> dict:
+        """{node: ∂L/∂node} for the nodes whose adjoint the backward pass computes, at this batch:
+        the hidden states h_t of a recurrent network, the activations A_l of a deep one (the
+        gradient's flow through time and depth).  The function is generated on first use."""
+        ns = self._ns
+        if "_adjoints" not in ns:
+            from .backends import printer
+            from .module import adjoints_text
+            text = adjoints_text(self.derivation, printer(self.backend))
+            run_generated(text, hashlib.sha1(text.encode()).hexdigest()[:16], ns)
+        params = self._pure(params, X)
+        X, Y = self._xy(X, Y, params)
+        return dict(self._run(ns["_adjoints"], X, Y, params))
+
+    def adjoint_norms(self, X, Y, params: dict, nodes=None) -> dict:
+        """{node: ‖∂L/∂node‖} (Frobenius norm over the batch) for `nodes` (default: every node
+        :meth:`adjoints` reports), as floats."""
+        deltas = self.adjoints(X, Y, params)
+        unknown = [n for n in (nodes or ()) if n not in deltas]
+        if unknown:
+            raise SymbackError(f"no adjoint for {', '.join(map(repr, unknown))}; nodes with one: "
+                               f"{', '.join(deltas)}")
+        return {n: float(np.sqrt(np.sum(np.asarray(self._host(deltas[n]), dtype=np.float64) ** 2)))
+                for n in (nodes or deltas)}
+
     def __repr__(self):
         return f"<Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 

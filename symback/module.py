@@ -233,6 +233,23 @@ def _vjp_text(d, printer, keep, returned) -> str:
         return f"VJP_ERROR = {why!r}\n" + "".join(f"\n\ndef {f}{stub}" for f in ("_vjp", "_vjp_forward", "_vjp_backward"))
 
 
+def adjoints_text(d, printer) -> str:
+    """``_adjoints(X, Y, params)``: {node: ∂L/∂node} for every node whose adjoint the backward
+    pass computes (the hidden states h_t of a recurrent net, the activations A_l of a deep
+    one): what gradient flow is measured from.  Generated on first use (Model.adjoints)."""
+    g = d.graph
+    low, _, adj, names, _, _, _, _ = lower_program(d, Namer(), sp.S.One, tuple(printer.native))
+    wanted = [(s.node, names[s]) for s, _ in d.program().backward
+              if s.node in g._kind and g.kind(s.node) == "node"]
+    X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
+    protected = {X, Y} | {names[g.symbol(p)] for p in g.param_names}
+    spec = FunctionSpec("_adjoints", "X, Y, params", "{node: dL/dnode} from one forward and backward pass.",
+                        [t for _, t in wanted], "{" + ", ".join(f"{n!r}: {t}" for n, t in wanted) + "}")
+    lines = build_function(spec, low.stmts, printer, low, protected)
+    wrap = f"\n_adjoints = {printer.wrap}(_adjoints)\n" if printer.wrap else "\n"
+    return "\n" + "\n".join(lines) + "\n" + wrap
+
+
 def _target_kind(d) -> str:
     """'onehot' (a softmax output), 'unit' (a log in the cost: targets in (0, 1)) or 'real'."""
     exprs = [e for _, e in d.program().forward if isinstance(e, sp.Basic)]

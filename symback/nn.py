@@ -184,6 +184,7 @@ class Sequential(Graph):
 
     def _build(self, reduction, l2):
         rows = BATCH if self.sample_rows is None else self.sample_rows
+        self._tops: list[str] = []
         X = self.inputs("X", shape=(rows, self.inputs_width))
         weights, count = [], [0]
         last = list(_dense_layers(self.layers))[-1]
@@ -230,25 +231,29 @@ class Sequential(Graph):
             Z = self.node(f"Z{l}", pre)
             return self.node("Yhat" if out else f"A{l}", layer.activation(Z))
 
-        def run(layers, A):
+        def run(layers, A, top=True):
             for layer in layers:
                 if isinstance(layer, Residual):
-                    inner = run(layer.layers, A)
+                    inner = run(layer.layers, A, False)
                     if inner.shape != A.shape:
                         raise DefinitionError(f"Residual: the layers map width {A.shape[1]} to "
                                               f"{inner.shape[1]}; a skip connection needs equal widths")
                     A = self.node(f"H{count[0]}", A + inner)
                 elif isinstance(layer, TransformerBlock):      # at the width it is given
-                    A = run(layer.expand(int(A.shape[1])), A)
+                    A = run(layer.expand(int(A.shape[1])), A, False)
                 elif isinstance(layer, LayerNorm):
                     A = norm(layer, A)
                 elif isinstance(layer, Attention):
                     A = attention(layer, A)
                 else:
                     A = dense(layer, A)
+                if top:
+                    self._tops.append(A.name)
             return A
 
         Yhat = run(self.layers, X)
+        # each hidden layer's output at the top level, in order (the last one is Ŷ)
+        self.states = [n for n in self._tops if n != Yhat.name]
         Y = self.targets("Y", shape=(rows, Yhat.shape[1]))
         penalty = l2 / 2 * sp.Add(*[sumsq(W) for W in weights]) if l2 else None
         self.loss(self.loss_function(Yhat, Y), reduction=reduction, penalty=penalty)
@@ -342,6 +347,7 @@ class RNN(Graph):
             x = self.node(f"x{t}", X[:, (t - 1) * d:t * d])
             pre = x @ Wx + ones(BATCH) @ bh if h is None else x @ Wx + h @ Wh + ones(BATCH) @ bh
             h = self.node(f"h{t}", pre if f is identity else f(self.node(f"z{t}", pre)))
+            self.states.append(h.name)
         recurrent_readout(self, h, k, out, lf, reduction, l2, [Wx, Wh])
 
 

@@ -75,6 +75,7 @@ class LSTM(_Gated):
                 f = self._gate(f"f{t}", sigmoid, x, h, w["f"])
                 c = self.node(f"c{t}", hadamard(f, c) + hadamard(i, g))
             h = self.node(f"h{t}", hadamard(o, self.node(f"tc{t}", tanh(c))))
+            self.states.append(h.name)
         self._finish(h, w, reduction, l2)
 
 
@@ -100,6 +101,7 @@ class GRU(_Gated):
             n = self._gate(f"n{t}", tanh, x, h, w["n"], recurrent=rh)
             zc = self.node(f"zc{t}", ones(BATCH, self.hidden) - z)
             h = self.node(f"h{t}", hadamard(zc, n) if h is None else hadamard(zc, n) + hadamard(z, h))
+            self.states.append(h.name)
         self._finish(h, w, reduction, l2)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from .data import available_memory, format_bytes, output_function
 from .errors import DataError, SymbackError, TrainingError
 
-__all__ = ["SGD", "Momentum", "Adam", "OPTIMIZERS", "get_optimizer", "History", "fit", "check_memory",
+__all__ = ["SGD", "Momentum", "Adam", "OPTIMIZERS", "get_optimizer", "History", "fit", "flow_nodes", "check_memory",
            "NormRecorder", "epoch_losses", "fit_recorded", "accuracy", "resume_params", "plot_history"]
 
 
@@ -112,6 +112,8 @@ class History(list):
     def __init__(self):
         super().__init__()
         self.val_loss: list[float] = []
+        #: node -> ‖∂L/∂node‖ at each epoch's first batch, before its update (``fit(flow=...)``)
+        self.flow: dict[str, list[float]] = {}
 
     @property
     def loss(self) -> list[float]:
@@ -164,9 +166,22 @@ def _restore(params: dict, newest: dict, older: dict) -> None:
             return
 
 
+def flow_nodes(model, flow) -> list[str]:
+    """The nodes ``fit(flow=...)`` records: True for the graph's states (a recurrent net's h_t,
+    a deep net's hidden-layer outputs), or the names given; [] for None or False."""
+    if flow is None or flow is False:
+        return []
+    nodes = list(model.derivation.graph.states) if flow is True else (
+        [flow] if isinstance(flow, str) else list(flow))
+    if not nodes:
+        raise TrainingError("flow=True records the states a builder names (rnn, lstm, gru, mlp, "
+                            "Sequential); this graph has none: give the node names, flow=['h1', ...]")
+    return nodes
+
+
 def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
         seed: int = 0, optimizer="sgd", validation=None, progress: bool = False,
-        shuffle: bool = True, **options) -> History:
+        shuffle: bool = True, flow=None, **options) -> History:
     """Train ``params`` in place with shuffled mini-batches; returns the :class:`History`.
 
     Each epoch visits the rows of X in a fresh random order (from ``seed``)
@@ -175,6 +190,8 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
     "adam" (``beta1``, ``beta2``, ``eps``), or an object with
     ``update(params, grads, lr)``.  ``validation=(Xv, Yv)`` records the
     validation loss after every epoch; ``progress=True`` shows a tqdm bar.
+    ``flow=True`` (or a list of node names) records ‖∂L/∂node‖ of the graph's states at each
+    epoch's first batch in ``history.flow``: the gradient's flow through time or depth.
     A non-finite loss stops training with a TrainingError, and ``params``
     are left as they were before the update that led there (their last
     finite values), not at what that update made of them.
@@ -203,6 +220,8 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
     fast_sgd = isinstance(opt, SGD) and type(opt) is SGD   # the generated step fuses the update
     rng = np.random.default_rng(seed)
     history = History()
+    nodes = flow_nodes(model, flow)
+    history.flow = {k: [] for k in nodes}
     epochs_iter, bar = _progress_bar(int(epochs), progress)
     step, grad = model._step, model._grad
     # The loss a step reports is the one *before* its update, so a non-finite loss is
@@ -220,6 +239,9 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
             xb, yb = X[idx], Y[idx]
             snapshot, older = snapshots[t % 2], snapshots[(t + 1) % 2]
             t += 1
+            if nodes and b == 0:
+                for k, v in model.adjoint_norms(xb, yb, params, nodes).items():
+                    history.flow[k].append(v)
             for k, buf in snapshot.items():
                 np.copyto(buf, params[k])
             if fast_sgd:

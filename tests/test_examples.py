@@ -52,6 +52,13 @@ def test_digits_above_95_percent(tmp_path):
     assert test_acc > 0.95
 
 
+def test_gradient_flow_elman_decays_lstm_survives(tmp_path):
+    out = run_script(EXAMPLES / "gradient_flow.py", tmp_path)       # it asserts the two ratios
+    ratios = {line.split(":")[0].strip(): float(line.rsplit("=", 1)[1].split()[0])
+              for line in out.splitlines() if "‖∂L/∂h_1‖" in line}
+    assert ratios["Elman tanh"] < 0.1 and ratios["LSTM"] > 10 * ratios["Elman tanh"]
+
+
 README = EXAMPLES.parent / "README.md"
 
 

@@ -214,3 +214,46 @@ def test_what_the_engine_cannot_take_is_one_symback_error_naming_the_node():
     with pytest.raises(DefinitionError, match="node 'Hnest'") as info:
         sb.derive(g)
     assert isinstance(info.value, SymbackError) and "as nodes of their own" in str(info.value)
+
+
+# ---------------------------------------------------------------- gradient flow through time
+def _torch_state_norms(kind, X, Y, params, steps, inputs):
+    """‖∂L/∂h_t‖ by torch autograd (retain_grad) of the recurrence written here."""
+    p = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params.items()}
+    x, h, c, hs = torch.tensor(X), None, None, []
+    for t in range(steps):
+        xt = x[:, t * inputs:(t + 1) * inputs]
+        if kind == "rnn":
+            z = xt @ p["Wx"] + p["bh"] + (0 if h is None else h @ p["Wh"])
+            h = torch.tanh(z)
+        else:
+            gate = lambda g, f: f(xt @ p[f"W_{g}"] + p[f"b_{g}"] + (0 if h is None else h @ p[f"U_{g}"]))  # noqa
+            i, f, o, g = (gate("i", torch.sigmoid), gate("f", torch.sigmoid), gate("o", torch.sigmoid),
+                          gate("g", torch.tanh))
+            c = i * g if c is None else f * c + i * g
+            h = o * torch.tanh(c)
+        h.retain_grad()
+        hs.append(h)
+    yhat = h @ p["Wy" if kind == "rnn" else "W_y"] + p["by" if kind == "rnn" else "b_y"]
+    ((yhat - torch.tensor(Y)) ** 2).sum(dim=1).mean().backward()
+    return [float(hh.grad.norm()) for hh in hs]
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_state_adjoint_norms_equal_torch_retain_grad(kind, backend):
+    steps, inputs = 5, 2
+    net = (sb.rnn if kind == "rnn" else sb.lstm)(inputs=inputs, hidden=3, outputs=1, steps=steps)
+    d = sb.derive(net)
+    rng = np.random.default_rng(7)
+    X, Y = rng.normal(size=(6, steps * inputs)), rng.normal(size=(6, 1))
+    m = sb.compile(d, backend=backend, dtype="float64")
+    params = m.init(seed=3)
+    host = {k: np.asarray(v) for k, v in params.items()}
+    want = _torch_state_norms(kind, X, Y, host, steps, inputs)
+    got = m.adjoint_norms(X, Y, params, net.states)
+    assert list(got) == [f"h{t}" for t in range(1, steps + 1)]
+    np.testing.assert_allclose(list(got.values()), want, rtol=1e-8)
+    # fit records them at each epoch's first batch, before its update
+    history = m.fit(X, Y, params, epochs=2, lr=0.01, batch_size=None, flow=True)
+    assert history.flow["h1"][0] == pytest.approx(want[0], rel=1e-8) and len(history.flow["h5"]) == 2

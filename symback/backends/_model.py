@@ -115,15 +115,16 @@ class BackendModel(Model):
         return a
 
     def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
-            seed: int = 0, optimizer: str = "sgd", **options):
+            seed: int = 0, optimizer: str = "sgd", flow=None, **options):
         """Train ``params`` (their dict entries replaced) with shuffled mini-batches.
 
         The same batches as the NumPy Model's fit (rows shuffled by
         ``np.random.default_rng(seed)``); ``optimizer`` is "sgd", "momentum"
         (``beta``) or "adam" (``beta1``, ``beta2``, ``eps``).  Returns the
-        History: the per-epoch mean losses.
+        History: the per-epoch mean losses (and with ``flow``, ‖∂L/∂node‖ of the states at each
+        epoch's first batch, as the NumPy Model's fit).
         """
-        from ..train import History
+        from ..train import History, flow_nodes
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise TrainingError(f"epochs must be a non-negative integer, got {epochs!r}")
         if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
@@ -141,11 +142,16 @@ class BackendModel(Model):
         state = self._replicate(opt.init(current))
         rng = np.random.default_rng(seed)
         history = History()
+        nodes = flow_nodes(self, flow)
+        history.flow = {k: [] for k in nodes}
         for epoch in range(int(epochs)):
             order = rng.permutation(n)
             total = 0.0
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
+                if nodes and start == 0:
+                    for k, v in self.adjoint_norms(X[idx], Y[idx], current, nodes).items():
+                        history.flow[k].append(v)
                 value, current, state = update(self._place(X[idx], current), self._place(Y[idx], current),
                                                current, state, rate)
                 # summed on the device: one synchronisation per epoch, not per batch
