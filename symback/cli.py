@@ -357,7 +357,7 @@ def cmd_train(args) -> int:
     params = resume_params(model, args.resume) if args.resume else model.init(seed=args.seed)
     extra = {"progress": progress} if args.backend == "numpy" else {}
     start = time.perf_counter()     # gradient norms are recorded for the plot's second panel
-    losses, norms = fit_recorded(model, X, Y, params, norms=plot is not None, epochs=args.epochs, lr=args.lr,
+    losses, norms, flow = fit_recorded(model, X, Y, params, norms=plot is not None, epochs=args.epochs, lr=args.lr,
                                  batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer, **extra)
     seconds = time.perf_counter() - start
     model.save(params, out)
@@ -374,7 +374,7 @@ def cmd_train(args) -> int:
     if plot is not None:
         if d.kind == "matrix":     # one line per weight matrix
             norms = {k: v for k, v in norms.items() if k.startswith("W")}
-        atomic_write(plot, plot_history(losses, norms))
+        atomic_write(plot, plot_history(losses, norms, flow))
         print(f"loss curve saved to {plot}")
     return 0
 

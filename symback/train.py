@@ -317,19 +317,23 @@ def epoch_losses(history) -> list[float]:
     return [float(v) for v in history]
 
 
-def fit_recorded(model, X, Y, params: dict, *, norms: bool = False, **options) -> tuple[list, dict]:
-    """``model.fit`` for a report: (the per-epoch losses, each parameter's gradient norms).
+def fit_recorded(model, X, Y, params: dict, *, norms: bool = False, **options) -> tuple[list, dict, dict]:
+    """``model.fit`` for a report: (the per-epoch losses, each parameter's gradient norms, the
+    gradient's flow ‖∂L/∂state‖ per epoch).
 
-    With ``norms`` the optimizer is wrapped in a :class:`NormRecorder` and the
-    second item is its mean gradient norm per epoch, per parameter (else {}).
+    With ``norms`` the optimizer is wrapped in a :class:`NormRecorder` (the second item is its
+    mean gradient norm per epoch, per parameter) and, when the graph names states (a deep or
+    recurrent builder's), ``fit(flow=True)`` records the third (else both are {}).
     NumPy's warnings are silenced: a diverging run ends in one TrainingError.
     """
     optimizer = options.pop("optimizer", "sgd")
     if norms:
         optimizer = NormRecorder(optimizer, model.params, -(-len(X) // (options.get("batch_size") or len(X))))
+        if model.derivation.graph.states:
+            options["flow"] = True
     with np.errstate(all="ignore"):
         history = model.fit(X, Y, params, optimizer=optimizer, **options)
-    return epoch_losses(history), (optimizer.per_epoch() if norms else {})
+    return epoch_losses(history), (optimizer.per_epoch() if norms else {}), history.flow
 
 
 def accuracy(d, model, X, Y, params) -> float | None:
@@ -356,14 +360,17 @@ def resume_params(model, path) -> dict:
     return params
 
 
-def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
-    """PNG bytes: the loss per epoch, and each parameter's gradient norm per epoch if given."""
+def plot_history(losses: list[float], norms: dict | None = None, flow: dict | None = None) -> bytes:
+    """PNG bytes: the loss per epoch, each parameter's gradient norm per epoch if given, and the
+    gradient's flow ‖∂L/∂state‖ through the layers (or time steps) at the first and last epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     norms = {k: v for k, v in (norms or {}).items() if len(v) and min(v) > 0}
-    fig, axes = plt.subplots(1, 2 if norms else 1, figsize=(10 if norms else 5.5, 4), squeeze=False)
+    flow = {k: v for k, v in (flow or {}).items() if len(v) and min(v) > 0}
+    panels = 1 + bool(norms) + bool(flow)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels + 0.5, 4), squeeze=False)
     ax = axes[0][0]
     ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
     ax.set_xlabel("epoch")
@@ -380,6 +387,17 @@ def plot_history(losses: list[float], norms: dict | None = None) -> bytes:
         ax2.set_yscale("log")
         ax2.legend(fontsize="small")
         ax2.set_title("gradient norm (mean over each epoch's batches)")
+    if flow:
+        ax3 = axes[0][panels - 1]
+        names = list(flow)
+        for epoch, style in ((0, "o-"), (-1, "s--")):
+            ax3.plot(range(1, len(names) + 1), [flow[k][epoch] for k in names], style,
+                     label="first epoch" if epoch == 0 else "last epoch")
+        ax3.set_xticks(range(1, len(names) + 1), names, fontsize="small")
+        ax3.set_yscale("log")
+        ax3.set_ylabel("‖∂L/∂A‖ (first batch)")
+        ax3.legend(fontsize="small")
+        ax3.set_title("gradient flow through the layers")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -257,3 +257,30 @@ def test_state_adjoint_norms_equal_torch_retain_grad(kind, backend):
     # fit records them at each epoch's first batch, before its update
     history = m.fit(X, Y, params, epochs=2, lr=0.01, batch_size=None, flow=True)
     assert history.flow["h1"][0] == pytest.approx(want[0], rel=1e-8) and len(history.flow["h5"]) == 2
+
+
+def test_layer_adjoint_norms_equal_torch_and_train_plots_them(tmp_path):
+    """‖∂L/∂A_l‖ of a deep sigmoid mlp (the notes' vanishing gradient) against torch's
+    retain_grad; the CLI's --plot draws them (a third panel)."""
+    from symback.train import fit_recorded, plot_history
+    net = sb.mlp([2, 5, 5, 5, 1], activation="sigmoid", output="sigmoid", loss="binary_cross_entropy")
+    m = sb.compile(sb.derive(net))
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(16, 2)), rng.integers(0, 2, size=(16, 1)).astype(float)
+    params = m.init(seed=1)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    a, acts = torch.tensor(X), []
+    for l in range(1, 5):
+        a = torch.sigmoid(a @ p[f"W{l}"] + p[f"b{l}"])
+        if l < 4:
+            a.retain_grad()
+            acts.append(a)
+    yt = torch.tensor(Y)
+    (-(yt * torch.log(a) + (1 - yt) * torch.log(1 - a))).sum(dim=1).mean().backward()
+    got = m.adjoint_norms(X, Y, params, flow_nodes := net.states)
+    assert flow_nodes == ["A1", "A2", "A3"]
+    np.testing.assert_allclose(list(got.values()), [float(t.grad.norm()) for t in acts], rtol=1e-8)
+    losses, norms, flow = fit_recorded(m, X, Y, params, norms=True, epochs=3, lr=0.1, batch_size=None)
+    assert list(flow) == ["A1", "A2", "A3"] and flow["A1"][0] == pytest.approx(got["A1"], rel=1e-8)
+    png = plot_history(losses, norms, flow)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
