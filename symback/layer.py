@@ -94,9 +94,14 @@ def _build(d: Derivation):
         else:
             blocks = [(X.name, 0, int(X.shape[1]))]
         width = output_width(d)
-        G = h.targets(h._fresh("G"), shape=(BATCH, width))
         Yhat = g.symbol(outs[0])
-        cost = sp.HadamardProduct(Yhat, G) * sp.OneMatrix(width, 1)       # row i: Σ_k G_ik Ŷ_ik
+        if g.per_sample:        # one sample's ⟨G, Ŷ⟩ = 1ᵀ (G ⊙ Ŷ) 1, summed over the batch
+            G = h.targets(h._fresh("G"), shape=tuple(Yhat.shape))
+            rows = sp.OneMatrix(1, Yhat.shape[0])
+            cost = sp.Trace(rows * sp.HadamardProduct(Yhat, G) * sp.OneMatrix(width, 1))
+        else:
+            G = h.targets(h._fresh("G"), shape=(BATCH, width))
+            cost = sp.HadamardProduct(Yhat, G) * sp.OneMatrix(width, 1)   # row i: Σ_k G_ik Ŷ_ik
     else:
         gs = [h.targets(h._fresh(f"g_{o}")) for o in outs]
         cost = sp.Add(*[gk * g.symbol(o) for gk, o in zip(gs, outs)])

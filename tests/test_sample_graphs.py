@@ -283,3 +283,42 @@ def test_random_one_sample_networks_equal_torch_autograd(recipe, seed):
         assert value == pytest.approx(L_t, rel=RTOL, abs=1e-12), backend
         for k in params:
             _close(grads[k], G_t[k])
+
+
+# ---------------------------------------------------------------- a one-sample graph as a layer
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attention_vjp_equals_torch(attention, backend):
+    d, _ = attention
+    rng = np.random.default_rng(9)
+    X, G = rng.normal(size=(3, 6, 8)), rng.normal(size=(3, 6, 8))
+    m = sb.compile(d, backend=backend, dtype="float64")
+    params = m.init(seed=4)
+    dX, grads = m.vjp(X, params, G)
+    t = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params.items()}
+    x = torch.tensor(X, requires_grad=True)
+    att = torch.nn.functional.scaled_dot_product_attention(x @ t["Wq"], x @ t["Wk"], x @ t["Wv"], is_causal=True)
+    ((x + att @ t["Wo"]) * torch.tensor(G)).sum().backward()
+    _close(dX, x.grad.numpy())
+    for k in d.params:
+        _close(grads[k], t[k].grad.numpy())
+
+
+def test_attention_module_inside_a_torch_model(attention):
+    d, _ = attention
+    m = sb.compile(d, backend="torch", dtype="float64")
+    layer = m.module(seed=4)
+    pre = torch.nn.Linear(8, 8, dtype=torch.float64)
+    X = torch.tensor(np.random.default_rng(2).normal(size=(3, 6, 8)))
+    out = layer(pre(X))
+    loss = (out ** 2).mean()
+    loss.backward()
+    # the same model in plain torch, from the same parameter values
+    t = {k: v.detach().clone().requires_grad_(True) for k, v in layer.params.items()}
+    pre2 = torch.nn.Linear(8, 8, dtype=torch.float64)
+    pre2.load_state_dict(pre.state_dict())
+    x = pre2(X)
+    att = torch.nn.functional.scaled_dot_product_attention(x @ t["Wq"], x @ t["Wk"], x @ t["Wv"], is_causal=True)
+    ((x + att @ t["Wo"]) ** 2).mean().backward()
+    _close(pre.weight.grad.numpy(), pre2.weight.grad.numpy())
+    for k in d.params:
+        _close(layer.params[k].grad.numpy(), t[k].grad.numpy())
