@@ -20,12 +20,12 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..engine import delta
 from ..functions import Activation
-from ..matrix import BATCH, FPrime, RowCost, Softmax, explicit, is_matrix
+from ..matrix import BATCH, Elementwise, FPrime, RowCost, Softmax, SoftmaxVJP, explicit, is_matrix
 from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
 from .factors import edge_expr, notes_chain
 
 __all__ = ["derivative_sup", "kinks", "vanishing", "verify", "cost", "numpy_forward", "numeric",
-           "random_values", "upper", "evaluate", "inert"]
+           "random_values", "upper", "evaluate", "inert", "value_of"]
 
 MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
@@ -190,52 +190,88 @@ def numpy_forward(d, values: dict) -> dict:
     out = {}
     for n in g.order:
         if n in g._expr:
-            env[g.symbol(n)] = out[n] = _np(g.expr(n), env, rows)
+            env[g.symbol(n)] = out[n] = value_of(g.expr(n), env, rows)
     return out
 
 
-def _np(e, env, rows):
-    """A NumPy value for a (matrix or scalar) expression of the graph's symbols."""
+def value_of(e, env, rows):
+    """A NumPy value for a (matrix or scalar) expression of the graph's symbols.
+
+    ``env`` maps symbols (inputs, nodes, δs) to arrays or floats; ``rows`` is
+    the batch size.  Element-wise functions are evaluated from their SymPy
+    definitions (lambdified once per function and kept).
+    """
     if e in env:
         return env[e]
     if e == BATCH:
         return float(rows)
+    shape = lambda m: tuple(rows if k == BATCH else int(k) for k in m.shape)    # noqa: E731
     if isinstance(e, sp.OneMatrix):
-        return np.ones(tuple(rows if k == BATCH else int(k) for k in e.shape))
+        return np.ones(shape(e))
+    if isinstance(e, sp.ZeroMatrix):
+        return np.zeros(shape(e))
+    if isinstance(e, sp.Identity):
+        return np.eye(shape(e)[0])
     if isinstance(e, sp.Number):
         return float(e)
     if isinstance(e, sp.Transpose):
-        return _np(e.arg, env, rows).T
+        return value_of(e.arg, env, rows).T
     if isinstance(e, sp.Trace):
-        return float(np.trace(_np(e.arg, env, rows)))
+        return float(np.trace(value_of(e.arg, env, rows)))
     if isinstance(e, sp.MatrixSlice):        # x_t = X[:, (t−1)k : tk] of an unrolled RNN
         cut = lambda s: slice(*(int(sp.sympify(v).subs(BATCH, rows)) for v in s))   # noqa: E731
-        return _np(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
+        return value_of(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
     if isinstance(e, (sp.MatMul, sp.Mul)):
         val = 1.0
         for a in e.args:
-            v = _np(a, env, rows)
+            v = value_of(a, env, rows)
             val = val @ v if np.ndim(val) == 2 and np.ndim(v) == 2 else val * v
         return val
     if isinstance(e, (sp.MatAdd, sp.Add)):
-        return sum(_np(a, env, rows) for a in e.args)
-    if isinstance(e, sp.Pow):
-        return _np(e.base, env, rows) ** _np(e.exp, env, rows)
+        return sum(value_of(a, env, rows) for a in e.args)
+    if isinstance(e, (sp.Pow, sp.HadamardPower)):
+        return value_of(e.base, env, rows) ** value_of(e.exp, env, rows)
     if isinstance(e, sp.HadamardProduct):
-        return np.prod([_np(a, env, rows) for a in e.args], axis=0)
+        return np.prod([value_of(a, env, rows) for a in e.args], axis=0)
     if isinstance(e, ElementwiseApplyFunction):
-        body, w = e.function.expr, e.function.variables[0]
-        defn = type(body).definition(*body.args) if isinstance(body, Activation) else body
-        return np.vectorize(sp.lambdify(w, defn, "mpmath"), otypes=[float])(_np(e.expr, env, rows))
+        return _scalar_fn(e.function)(value_of(e.expr, env, rows))
+    if isinstance(e, FPrime):
+        return _prime_fn(e.function)(value_of(e.arg, env, rows))
+    if isinstance(e, Elementwise):
+        return _scalar_fn(e.function)(*[value_of(o, env, rows) for o in e.operands])
     if isinstance(e, Softmax):
-        z = _np(e.arg, env, rows)
+        z = value_of(e.arg, env, rows)
         ez = np.exp(z - z.max(axis=1, keepdims=True))
         return ez / ez.sum(axis=1, keepdims=True)
+    if isinstance(e, SoftmaxVJP):       # SymPy's own partial derivatives, entry by entry
+        dz = [np.atleast_2d(value_of(a, env, rows)).tolist() for a in e.args]
+        return np.array(e.entries(*dz).tolist(), dtype=float)
     if isinstance(e, RowCost):
         lf = e.loss
-        ell = np.vectorize(sp.lambdify((lf.prediction, lf.target), lf.expr, "mpmath"), otypes=[float])
-        return ell(_np(e.prediction, env, rows), _np(e.target, env, rows)).sum(axis=1, keepdims=True)
+        ell = _scalar_fn(sp.Lambda((lf.prediction, lf.target), lf.expr))
+        return ell(value_of(e.prediction, env, rows), value_of(e.target, env, rows)).sum(axis=1, keepdims=True)
+    if isinstance(e, sp.Expr) and not is_matrix(e) and e.args:
+        # any other scalar function (exp, log, Abs, an activation): SymPy evaluates it at numbers
+        args = [value_of(a, env, rows) for a in e.args]
+        if all(np.ndim(a) == 0 for a in args):
+            return float(sp.N(e.func(*[sp.Float(float(a), 20) for a in args])))
     raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {e}")
+
+
+@functools.lru_cache(maxsize=512)
+def _scalar_fn(function: sp.Lambda):
+    """f applied entry by entry, from its definition (an Activation written out)."""
+    body = function.expr.replace(lambda x: isinstance(x, Activation), lambda x: type(x).definition(*x.args))
+    return np.vectorize(sp.lambdify(function.variables, body, "mpmath"), otypes=[float])
+
+
+@functools.lru_cache(maxsize=512)
+def _prime_fn(function: sp.Lambda):
+    """f' entry by entry, f' as SymPy derives it from f's definition."""
+    w = function.variables[0]
+    return _scalar_fn(sp.Lambda(w, sp.diff(function.expr, w)))
+
+
 
 
 def inert(e):

@@ -17,6 +17,7 @@ import sympy as sp
 
 from ..engine import Derivation, delta
 from ..matrix import is_matrix
+from ..printing import Partial
 from ..vjp import AdjointMatrix
 
 __all__ = ["as_derivation", "edge_expr", "compose", "coefficient", "cost_adjoint", "notes_chain",
@@ -47,6 +48,21 @@ def edge_expr(d: Derivation, child: str, parent: str, generic: bool = False):
         g = AdjointMatrix(GENERIC, *adj.shape)
         e, adj = e.xreplace({adj: g}), g
     return sp.Lambda(adj, e)
+
+
+PENALTY = sp.Symbol("P")
+
+
+def edge_partial(d: Derivation, child: str, parent: str) -> Partial:
+    """The symbol ∂child/∂parent of an edge; a penalty's edge from the loss to a weight is ∂P/∂W.
+
+    L = (1/m)ΣCᵢ + P reaches W also directly, through the penalty P: writing that
+    edge ∂L/∂W would make ∂L/∂W = ∂L/∂W + … read as circular.
+    """
+    g = d.graph
+    if child == d.loss_name and g.is_matrix and g.kind(parent) == "param":
+        return Partial(PENALTY, g.symbol(parent))
+    return Partial(g.symbol(child), g.symbol(parent))
 
 
 def compose(labels) -> sp.Expr:

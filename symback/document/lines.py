@@ -6,7 +6,7 @@ import sympy as sp
 from ..matrix import is_matrix
 from ..printing import LatexPrinter, latex, visual_len
 
-__all__ = ["aligned_lines", "LINE_WIDTH"]
+__all__ = ["aligned_lines", "LINE_WIDTH", "Names"]
 
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
 
@@ -71,3 +71,42 @@ def _signed_terms(add: sp.Add, apps) -> list[str]:
             body = rf"\left({body}\right)"
         out.append(("- " if neg else ("+ " if i else "")) + body)
     return out
+
+
+class Names:
+    """Sub-expressions named to fold a wide matrix formula: G₁ = …, G₂ = …, numbered per document.
+
+    A formula too wide for a line is never cut short: its widest part that
+    fits is given a name, the formula is printed with the name, and the name's
+    definition is printed beside it (the certificate reads the definitions too).
+    """
+
+    def __init__(self):
+        self.defined: dict = {}
+
+    def fold(self, expr, apps, width: int = LINE_WIDTH):
+        """(expr with names in it, [(name, definition), ...] introduced for it)."""
+        new = []
+        while is_matrix(expr) and visual_len(latex(expr, applications=apps)) > width:
+            part = _widest_part(expr, apps, width)
+            if part is None:
+                break
+            name = next((n for n, e in self.defined.items() if e == part), None)
+            if name is None:        # a part named before (an earlier line) keeps its name
+                name = sp.MatrixSymbol(f"G{len(self.defined) + 1}", *part.shape)
+                self.defined[name] = part
+                new.append((name, part))
+            expr = expr.xreplace({part: name})
+        return expr, new
+
+
+def _widest_part(expr, apps, width):
+    """The widest proper matrix sub-expression that prints within `width` (not a symbol)."""
+    best, best_len = None, 0
+    for sub in sp.preorder_traversal(expr):
+        if sub is expr or not is_matrix(sub) or sub.is_Atom or isinstance(sub, (sp.MatrixSymbol, sp.OneMatrix)):
+            continue
+        n = visual_len(latex(sub, applications=apps))
+        if best_len < n <= width:
+            best, best_len = sub, n
+    return best
