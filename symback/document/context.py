@@ -188,10 +188,9 @@ def _loss(d) -> dict:
         gradient = sp.Eq(Partial(L, theta), d.reduce(Partial(PerSample(C), theta)), evaluate=False)
     else:                             # a matrix graph's loss node is L itself
         expr, C_sym = g.expr(d.loss_name), g.symbol(cost_name)
-        costs = [t for t in sp.Add.make_args(expr) if t.has(C_sym)]
         rest = [t for t in sp.Add.make_args(expr) if not t.has(C_sym)]
         # the penalty gets its letter P: the document's ∂P/∂W is its derivative
-        batch = sp.Eq(L, sp.Add(*costs) + PENALTY if rest else expr, evaluate=False)
+        batch = sp.Eq(L, expr, evaluate=False)
         penalty = sp.Eq(PENALTY, sp.Add(*rest), evaluate=False) if rest else None
         full, gradient = None, None
     parts = {"rhs": rhs, "lhs": lhs, "sample": sample, "batch": batch, "batch_full": full,
