@@ -117,7 +117,19 @@ def columns(e):
     (X W + 1 b)ᵀ = Wᵀ xᵀ + bᵀ with m = 1 (the column of ones is the number 1);
     transposes move onto the symbols, where the notation's map names them.
     """
-    return _transposed(e.xreplace({BATCH: sp.S.One}))
+    return _transposed(_one_sample(e))
+
+
+def _one_sample(e):
+    """e with m = 1 (xreplace would rebuild f(Z) through SymPy's constructor: see _transposed)."""
+    if e == BATCH:
+        return sp.S.One
+    if e.is_Atom or not e.has(BATCH):
+        return e
+    args = [_one_sample(a) for a in e.args]
+    if isinstance(e, ElementwiseApplyFunction):
+        return sp.MatrixExpr.__new__(ElementwiseApplyFunction, *args)
+    return e.func(*args)
 
 
 def _transposed(e):
@@ -137,7 +149,9 @@ def _transposed(e):
     if isinstance(e, FPrime):
         return FPrime(e.function, _transposed(e.arg))
     if isinstance(e, ElementwiseApplyFunction):
-        return ElementwiseApplyFunction(e.function, _transposed(e.expr))
+        # built directly: SymPy's constructor calls f on a 1×1 argument (one output, one
+        # sample), and a symback activation of a matrix builds the same object again, forever
+        return sp.MatrixExpr.__new__(ElementwiseApplyFunction, e.function, _transposed(e.expr))
     if isinstance(e, Softmax):
         return Softmax(_transposed(e.arg))
     if isinstance(e, RowCost):
