@@ -71,20 +71,22 @@ def derivative_sup(cls) -> tuple[sp.Expr, bool]:
 
 
 def _numeric_extremes(e, z, dom):
+    # a kink's DiracDelta is zero at every grid point: only the function's values count
+    e = e.replace(lambda x: isinstance(x, sp.DiracDelta), lambda x: sp.S.Zero)
     f = sp.lambdify(z, e, "mpmath")
     lo_end = dom.inf if dom.inf.is_finite else -40
     hi_end = dom.sup if dom.sup.is_finite else 40
     grid = [lo_end + (hi_end - lo_end) * k / 400 for k in range(401)]
     vals = [sp.Float(f(sp.Float(x))) for x in grid]
     cands = list(vals) + [sp.limit(e, z, dom.inf, "+"), sp.limit(e, z, dom.sup, "-")]
-    de = sp.diff(e, z)
+    de = sp.diff(e, z).replace(lambda x: isinstance(x, sp.DiracDelta), lambda x: sp.S.Zero)
     for k in (max(range(len(vals)), key=vals.__getitem__), min(range(len(vals)), key=vals.__getitem__)):
         try:
             root = sp.nsolve(de, z, grid[k])
             if dom.contains(root) is sp.true:
                 cands.append(e.subs(z, root).evalf())
-        except (ValueError, ZeroDivisionError):
-            pass
+        except (ValueError, ZeroDivisionError, TypeError, NameError):
+            pass        # no stationary point found from there: the grid's values stand
     cands = [c for c in cands if c.is_real]
     return max(cands), min(cands)
 

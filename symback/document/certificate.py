@@ -230,10 +230,10 @@ class _Point:
         if not total and o is not None and w is not None and (o, w) in d.local:
             if self.matrix:
                 return edge_expr(d, o, w)
-            return sp.diff(g.expr(o), wrt)                   # independent of the engine's factor
+            return _real_diff(g.expr(o), wrt)                # independent of the engine's factor
         if of == loss or (o is None and of.name in ("L", "J", "C")) or (sample and o == getattr(g, "cost_name", None)):
             if w in d.params and not self.matrix:
-                return sp.diff(g.unrolled()[d.loss_name], wrt)   # the oracle: SymPy on the whole loss
+                return _real_diff(g.unrolled()[d.loss_name], wrt)   # the oracle: SymPy on the whole loss
             if w in d.adjoint:
                 return delta(g, w)
         raise CertificateError(f"no meaning known for ∂{of}/∂{wrt}")
@@ -263,6 +263,12 @@ class _Point:
         if not v.is_number:
             raise CertificateError(f"{where}: {e} does not evaluate to a number (left: {v.free_symbols})")
         return complex(v)
+
+
+def _real_diff(expr, wrt):
+    """sympy.diff with every symbol real (|u|' = sign(u), not derivatives of re and im)."""
+    real = {s: sp.Dummy(s.name, real=True) for s in expr.free_symbols | {wrt}}
+    return sp.diff(expr.xreplace(real), real[wrt]).xreplace({v: k for k, v in real.items()})
 
 
 class _NotReal(Exception):

@@ -21,6 +21,7 @@ from . import analysis, steps
 from .factors import PENALTY, as_derivation, compose, edge_expr, edge_partial
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
 from .example import example, numbers, path_product, values_of
+from .budget import within
 from .lines import LINE_WIDTH, Names, aligned_lines
 from .notation import layer_names, notation, punchline_forms
 
@@ -28,6 +29,8 @@ __all__ = ["context", "plain"]
 
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
+MAX_SIMPLIFY_OPS = 30      # a longer chain form is not handed to sp.simplify (it can run for minutes)
+SIMPLIFY_SECONDS = 2.0     # ... nor is a shorter one given more time than this
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
            "verify", "cost", "display", "date", "notation", "steps", "steps_taken"}
 
@@ -278,7 +281,7 @@ def _gradient(d, p, apps, names, full=False) -> dict:
         g.symbol(p)) else None
     show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
                      and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
-    simple = d.simplified(p) if not is_matrix(closed) else None
+    simple = _simplified(d, p) if not is_matrix(closed) else None
     if simple is not None and (latex(simple, applications=apps) == closed_text or simple.has(sp.Piecewise)):
         simple = None       # the printer already shows the chain this way
     simple_chain = _error_first(simple, {g.symbol(t) for t in g.target_names}) if simple is not None else None
@@ -302,6 +305,13 @@ def _gradient(d, p, apps, names, full=False) -> dict:
                       "expanded": expanded if show_expanded else None, "chain": chain}}
 
 
+def _simplified(d, p):
+    """d.simplified(p) within a size and a time budget (None past either: the form is optional)."""
+    if sp.count_ops(d.named(d.gradient(p))) > MAX_SIMPLIFY_OPS:
+        return None
+    return within(SIMPLIFY_SECONDS, lambda: d.simplified(p))
+
+
 def _definitions(defs, apps) -> list[dict]:
     """The rows "G₁ = …" that define the names a folded formula uses (each a checked line)."""
     return [{"name": _tex(n), "value": Tex(aligned_lines(e, apps)), "sympy": {"chain": [n, e]}} for n, e in defs]
@@ -317,7 +327,7 @@ def _error_first(expr, targets) -> Chain:
     for f in factors:
         if isinstance(f, sp.Add):
             t = next(iter(f.free_symbols & targets), None)
-            number = sum(a for a in f.args if a.is_number)
+            number = sp.Add(*[a for a in f.args if a.is_number])     # S.Zero, not int 0, when none
             # the target subtracted (p − y), the constant in front positive (1 − a)
             if (t is not None and f.coeff(t).is_positive) or (t is None and number.is_negative):
                 f, coeff = -f, -coeff

@@ -59,7 +59,7 @@ def _outer(f):
     """f'(u) of a function application, unevaluated (σ'(u)), or SymPy's derivative for sin, exp, …"""
     if isinstance(f, Activation):
         return prime(type(f), f.args)
-    u = sp.Dummy("u")
+    u = sp.Dummy("u", real=True)        # |u|' = sign(u) for a real u, not re/im derivatives
     return sp.diff(f.func(u), u).xreplace({u: f.args[0]})
 
 
@@ -92,7 +92,7 @@ def local_steps(expr, v) -> dict | None:
         u, n = rest.base, rest.exp
         outer = n * u ** (n - 1)
         symbolic, inner = Chain(outer, Partial(u, v)), Chain(outer, sp.diff(u, v))
-    elif isinstance(rest, sp.Function) and len(rest.args) >= 1 and rest.args[0].has(v):
+    elif isinstance(rest, sp.Function) and len(rest.args) == 1 and rest.args[0].has(v):
         u = rest.args[0]
         if u == v:
             return {"rule": rule, "lines": [_lead(lead, _outer(rest))], "zeros": None}
