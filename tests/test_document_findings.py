@@ -1,0 +1,114 @@
+"""Issue 16's findings, one test each: every one of them failed before the fix.
+
+Each document here also passes the certificate (render runs it), so a fix that
+printed something false would fail too.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symback as sb
+from symback.document import context
+from symback.document.analysis import value_of
+from symback.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = {"verify": False, "cost": False, "vanishing": False}
+
+
+def _tiny(layers: int) -> sb.Graph:
+    """The issue's scalar graph: z = w x, h = σ(v z + tanh(z) w), C = (h − y)², `layers` times."""
+    g = sb.Graph()
+    x, y = g.inputs("x"), g.targets("y")
+    w, v = g.params("w v")
+    h = g.node("z", w * x)
+    for k in range(layers):
+        h = g.node(f"h{k + 1}", sb.sigmoid(v * h + sp.tanh(h) * w))
+    g.loss((h - y) ** 2)
+    return g
+
+
+def test_tiny_scalar_graph_renders():
+    """sum() of nothing was the int 0 in _error_first: AttributeError 'is_negative'."""
+    text = render(sb.derive(_tiny(1)), **QUICK)
+    assert r"\frac{\partial C}{\partial w}" in text
+
+
+def test_two_tiny_layers_do_not_hang_in_simplify():
+    start = time.perf_counter()
+    render(sb.derive(_tiny(2)), **QUICK)
+    assert time.perf_counter() - start < 30          # was minutes inside sp.simplify
+
+
+def _scalar(cost, node=None):
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    yhat = g.node("yhat", node(w * x) if node else sb.tanh(w * x))
+    g.loss(cost(yhat, y))
+    return g
+
+
+def _product_in_cost():
+    g = sb.Graph()
+    x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+    g.loss((w * x * sp.tanh(w * x) - y) ** 2)
+    return g
+
+
+_z = sp.Symbol("z", real=True)
+SOFTSIGN = sb.activation("softsign_issue16", _z / (1 + sp.Abs(_z)), var=_z)
+RANDOM_GRAPHS = {
+    "product in the cost": (_product_in_cost, {}),
+    "1-1-1 relu": (lambda: sb.mlp([1, 1, 1], activation="relu"), {}),
+    "softplus then a residual sigmoid": (lambda: sb.Sequential(
+        sb.Dense(3, "softplus"), sb.Residual(sb.Dense(3, "sigmoid")), sb.Dense(1), inputs=2, loss="mse"), {}),
+    "softsign (Abs)": (lambda: _scalar(lambda p, t: (p - t) ** 2, SOFTSIGN), {}),
+    "abs cost, steps full": (lambda: _scalar(lambda p, t: sp.Abs(p - t)), {"steps": "full"}),
+    "huber, steps full": (lambda: _scalar(lambda p, t: sb.get_loss("huber")(p, t)), {"steps": "full"}),
+    "nielsen, tanh output": (lambda: sb.mlp([2, 3, 1], activation="tanh", output="tanh"), {"notation": "nielsen"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_GRAPHS))
+def test_random_graphs_of_the_issue_render(name):
+    build, options = RANDOM_GRAPHS[name]
+    d = sb.derive(build())
+    for template, fmt in (("article", "latex"), ("markdown", "markdown")):
+        text = render(d, template, fmt=fmt, **options)
+        assert "Backpropagation" in text
+
+
+def test_hadamard_power_evaluates_numerically():
+    """A hand-written layer norm's (X − μ)^∘2 stopped d.write('ln.pdf'): no HadamardPower in the evaluator."""
+    X = sp.MatrixSymbol("X", 2, 3)
+    a = np.arange(6.0).reshape(2, 3) - 2
+    got = value_of(sp.HadamardPower(X, 2) + sp.HadamardPower(X, sp.Rational(1, 1)), {X: a}, 2)
+    assert np.allclose(got, a ** 2 + a)
+
+
+def test_verification_reports_no_error_for_an_exact_zero():
+    """At p = y the formula gives exactly 0, the 40-digit difference about 1e-41: the error was reported as 1."""
+    g = sb.Graph()
+    x, y = g.inputs("x"), g.targets("y")
+    w, b = g.params("w b")
+    p = g.node("p", sb.relu(w * x + b))
+    g.loss((p - y) ** 2)
+    ctx = context(sb.derive(g), values={"x": 3, "w": sp.Rational(1, 3), "b": 0, "y": 1})
+    rows = ctx["verify"]["rows"]
+    assert [r["formula"] for r in rows] == ["0", "0"] and all(r["fd"] != "0" for r in rows)
+    assert all(r["err"] < 1e-20 for r in rows)
+
+
+def test_readme_steps_taken_example_moves_the_parameters():
+    """The README's --steps-taken 3 example had p = y: every gradient 0, θ⁰ = θ¹ = θ² = θ³."""
+    line = next(l for l in (ROOT / "README.md").read_text().splitlines() if "--steps-taken" in l and "symback derive" in l)
+    values = dict(kv.split("=") for kv in re.search(r"--values (\S+)", line).group(1).split(","))
+    d = sb.derive(sb.load_spec(ROOT / line.split()[2]))
+    grads = d.evaluate({k: sp.Rational(v) for k, v in values.items()})["gradient"]
+    assert any(grads[p] != 0 for p in d.params)
