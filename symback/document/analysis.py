@@ -22,10 +22,12 @@ from ..engine import delta
 from ..functions import Activation
 from ..matrix import BATCH, Elementwise, FPrime, RowCost, Softmax, SoftmaxVJP, explicit, is_matrix
 from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
+from .budget import within
 from .factors import edge_expr, notes_chain
 
 __all__ = ["derivative_sup", "kinks", "vanishing", "verify", "cost", "numpy_forward", "numeric",
-           "random_values", "upper", "evaluate", "inert", "value_of"]
+           "random_values", "upper", "evaluate", "inert", "value_of",
+           "numpy_adjoints", "numpy_gradients"]
 
 MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
@@ -35,6 +37,7 @@ VERIFY_DIGITS, VERIFY_H = 40, sp.Rational(1, 10 ** 12)
 MATRIX_H = 1e-6
 EXACT_VERIFY_ENTRIES = 2000  # matrix graphs: formulas evaluated exactly by SymPy up to this many entries
 VERIFY_SAMPLES = 12          # ... above it, this many entries of each parameter are differenced
+SUP_SECONDS = 2.0            # sp.solve's time for an activation's critical points
 
 
 # ------------------------------------------------------------ activations
@@ -62,12 +65,39 @@ def derivative_sup(cls) -> tuple[sp.Expr, bool]:
             if sp.count_ops(e) > MAX_EXACT_SUP_OPS:
                 # SymPy's critical-point search can run for minutes on long expressions
                 raise NotImplementedError
-            hi, lo = maximum(e, z, dom), minimum(e, z, dom)
+            hi, lo = _critical_extremes(e, z, dom) or (maximum(e, z, dom), minimum(e, z, dom))
         except (NotImplementedError, ValueError, TypeError):
             hi, lo = _numeric_extremes(e, z, dom)
             exact = False
         best = sp.Max(best, sp.Abs(hi), sp.Abs(lo))
     return sp.nsimplify(best) if exact else best, exact
+
+
+def _critical_extremes(e, z, dom):
+    """(max, min) of e on the real line from its critical points (sp.solve) and limits, or None.
+
+    Several times faster than SymPy's function_range; kept only when a dense grid
+    of values agrees (sp.solve may miss a root), else None and function_range decides.
+    """
+    if dom != sp.S.Reals:
+        return None
+    try:
+        crit = within(SUP_SECONDS, lambda: sp.solve(sp.diff(e, z), z), default=None)
+        if crit is None:
+            return None
+        vals = [e.subs(z, c) for c in crit if c.is_real] + [sp.limit(e, z, sp.oo), sp.limit(e, z, -sp.oo)]
+        if not all(v.is_real and v.is_finite for v in vals):
+            return None
+        grid = np.linspace(-40, 40, 8001)
+        with np.errstate(all="ignore"):
+            y = np.asarray(sp.lambdify(z, e, "numpy")(grid), dtype=float) * np.ones_like(grid)
+    except (NotImplementedError, ValueError, TypeError, NameError):
+        return None
+    hi, lo = sp.Max(*vals), sp.Min(*vals)
+    y = y[np.isfinite(y)]
+    if y.size and (y.max() > float(hi) + 1e-9 or y.min() < float(lo) - 1e-9):
+        return None
+    return hi, lo
 
 
 def _numeric_extremes(e, z, dom):
@@ -196,6 +226,31 @@ def numpy_forward(d, values: dict) -> dict:
     return out
 
 
+def numpy_adjoints(d, env: dict, rows: int, skip=lambda n: None) -> dict:
+    """δ of every node from the engine's recursive forms, evaluated with NumPy ({δ symbol: value}).
+
+    ``env`` holds the forward values; ``skip(n)`` gives a node's δ instead of computing it
+    (a value, or None to compute it).
+    """
+    g, out = d.graph, {}
+    for n in reversed(g.order):
+        if n in d.adjoint:
+            given = skip(n)
+            out[delta(g, n)] = given if given is not None else value_of(d.adjoint[n], {**env, **out}, rows)
+    return out
+
+
+def numpy_gradients(d, values: dict) -> dict:
+    """Each parameter's gradient, the formulas evaluated with NumPy at `values`."""
+    g = d.graph
+    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float))
+           for n in g.input_names + g.target_names + g.param_names}
+    env.update({g.symbol(n): v for n, v in numpy_forward(d, values).items()})
+    adj = numpy_adjoints(d, env, rows)
+    return {p: np.asarray(adj[delta(g, p)], dtype=float) for p in d.params}
+
+
 def value_of(e, env, rows):
     """A NumPy value for a (matrix or scalar) expression of the graph's symbols.
 
@@ -262,9 +317,25 @@ def value_of(e, env, rows):
 
 @functools.lru_cache(maxsize=512)
 def _scalar_fn(function: sp.Lambda):
-    """f applied entry by entry, from its definition (an Activation written out)."""
+    """f applied entry by entry, from its definition (an Activation written out).
+
+    NumPy's functions where they evaluate it (fast), else mpmath entry by entry.
+    """
     body = function.expr.replace(lambda x: isinstance(x, Activation), lambda x: type(x).definition(*x.args))
-    return np.vectorize(sp.lambdify(function.variables, body, "mpmath"), otypes=[float])
+    slow = np.vectorize(sp.lambdify(function.variables, body, "mpmath"), otypes=[float])
+    try:
+        fast = sp.lambdify(function.variables, body, "numpy")
+        probe = [np.array([[-1.3, 0.0, 0.7]]) + k for k in range(len(function.variables))]
+        with np.errstate(all="ignore"):
+            if np.allclose(np.asarray(fast(*probe), dtype=float) * np.ones((1, 3)), slow(*probe), equal_nan=True):
+                def both(*args):
+                    with np.errstate(over="ignore"):
+                        out = np.asarray(fast(*args), dtype=float)
+                    return out * np.ones(np.broadcast(*args).shape) if out.shape != np.broadcast(*args).shape else out
+                return both
+    except Exception:       # noqa: BLE001 - any failure of the fast form: the exact one is used
+        pass
+    return slow
 
 
 @functools.lru_cache(maxsize=512)
@@ -395,11 +466,11 @@ def _verify_rows(d, point) -> list[dict]:
 def _verify_matrix(d, values, seed) -> dict:
     """The formulas' gradients against central differences of a NumPy loss from the definitions.
 
-    Up to EXACT_VERIFY_ENTRIES parameter entries the formulas are evaluated
-    exactly by SymPy and every entry is differenced; above, SymPy's explicit
-    matrices would take minutes (784×128 entries), so the formulas are
-    evaluated by the NumPy code printed from them and VERIFY_SAMPLES entries
-    of each parameter, drawn with the seed, are differenced.
+    Up to EXACT_VERIFY_ENTRIES parameter entries the formulas themselves are
+    evaluated with NumPy (:func:`numpy_gradients`) and every entry is
+    differenced; above, the formulas are evaluated by the NumPy code printed
+    from them and VERIFY_SAMPLES entries of each parameter, drawn with the
+    seed, are differenced.
     """
     if values is None:
         values, source = random_values(d, seed), f"random values (seed {seed}, 3 samples)"
@@ -416,7 +487,7 @@ def _verify_matrix(d, values, seed) -> dict:
         Y = np.hstack([np.atleast_2d(values[n]) for n in g.target_names])
         grads = {p: np.atleast_2d(v) for p, v in model.grad(X, Y, arrays).items()}
     else:
-        grads = evaluate(d, values)["gradient"]
+        grads = numpy_gradients(d, values)
     loss = lambda v: float(numpy_forward(d, v)[d.loss_name])     # noqa: E731
     rng = np.random.default_rng(seed)
     rows, worst = [], 0.0

@@ -29,7 +29,7 @@ import sympy as sp
 from ..engine import delta
 from ..matrix import BATCH, is_matrix
 from ..printing import Chain, Partial, PerSample, Terms
-from .analysis import numpy_forward, random_values, value_of
+from .analysis import numpy_adjoints, numpy_forward, random_values, value_of
 from .factors import PENALTY, compose, edge_expr
 
 __all__ = ["CertificateError", "certify", "lines"]
@@ -144,24 +144,17 @@ class _Point:
         self._check_gradients()
 
     def _adjoints(self, env, start=None):
-        """δ of every node, from the engine's recursive forms; `start` = (node, δ value) for a sub-loss."""
+        """δ of every node; `start` = (node, δ value): the δs of that node's sub-loss alone."""
         d, g = self.d, self.g
-        out, keep = {}, None
-        if start is not None:
-            keep = self._ancestors(start[0]) | {start[0]}
-        for n in reversed(g.order):
-            if n not in d.adjoint:
-                continue
-            sym = delta(g, n)
-            if start is not None and n == start[0]:
-                out[sym] = start[1]
-            elif keep is not None and n not in keep:
-                out[sym] = np.zeros(_shape(g.symbol(n), ROWS)) if is_matrix(g.symbol(n)) else 0.0
-            else:
-                out[sym] = value_of(d.adjoint[n], {**env, **out}, ROWS)
-                if start is not None and (d.loss_name, n) in d.local:
-                    # the loss's own edge (a penalty, δ_L = 1) is not part of C = Σᵢ Cᵢ
-                    out[sym] = out[sym] - value_of(d.local[(d.loss_name, n)], {**env, **out}, ROWS)
+        if start is None:
+            return numpy_adjoints(d, env, ROWS)
+        keep = self._ancestors(start[0]) | {start[0]}
+        zero = lambda n: np.zeros(_shape(g.symbol(n), ROWS)) if is_matrix(g.symbol(n)) else 0.0  # noqa: E731
+        out = numpy_adjoints(d, env, ROWS, lambda n: start[1] if n == start[0] else (None if n in keep else zero(n)))
+        for n in keep:
+            if (d.loss_name, n) in d.local:
+                # the loss's own edge (a penalty, δ_L = 1) is not part of C = Σᵢ Cᵢ (it reaches parameters only)
+                out[delta(g, n)] = out[delta(g, n)] - value_of(d.local[(d.loss_name, n)], {**env, **out}, ROWS)
         return out
 
     def _ancestors(self, name) -> set:

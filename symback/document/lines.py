@@ -101,12 +101,15 @@ class Names:
 
 
 def _widest_part(expr, apps, width):
-    """The widest proper matrix sub-expression that prints within `width` (not a symbol)."""
-    best, best_len = None, 0
-    for sub in sp.preorder_traversal(expr):
-        if sub is expr or not is_matrix(sub) or sub.is_Atom or isinstance(sub, (sp.MatrixSymbol, sp.OneMatrix)):
-            continue
-        n = visual_len(latex(sub, applications=apps))
-        if best_len < n <= width:
-            best, best_len = sub, n
-    return best
+    """The widest matrix part of expr that prints within `width`: down the widest argument each time."""
+    node = expr
+    while True:
+        parts = [a for a in node.args if is_matrix(a) and not a.is_Atom
+                 and not isinstance(a, (sp.MatrixSymbol, sp.OneMatrix))]
+        if not parts:
+            return None
+        sized = [(visual_len(latex(a, applications=apps)), a) for a in parts]
+        n, widest = max(sized, key=lambda t: t[0])
+        if n <= width:
+            return widest
+        node = widest

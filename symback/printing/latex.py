@@ -21,6 +21,7 @@ from typing import Iterable
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 
 from ..functions import Activation
 from .expressions import PerSample, _is_matrixy
@@ -215,7 +216,23 @@ class LatexPrinter(_SympyLatexPrinter):
         if coeff.is_Rational and coeff not in (1, -1) and rest.args:
             body = rest.args[0] if len(rest.args) == 1 else sp.MatMul(*rest.args)
             return rf"{self._print(coeff)} {self.parenthesize(body, 60)}"
-        return super()._print_MatMul(expr)
+        # SymPy's own asks could_extract_minus_sign(), which builds and canonicalises −expr at
+        # every level of a nested product (seconds for a deep network): the sign is the coefficient's
+        args, sign = list(expr.args), ""
+        if args[0].is_Number and args[0].is_negative:
+            sign, args = "- ", (args[1:] if args[0] == -1 else [-args[0]] + args[1:])
+        prec = _precedence(expr)
+        return sign + " ".join(self._print(a) if isinstance(a, sp.Mul) and not isinstance(a, sp.MatMul)
+                               else self.parenthesize(a, prec, False) for a in args)
+
+    def parenthesize(self, item, level, is_neg=False, strict=False) -> str:
+        """SymPy's rule, with a matrix product's precedence read off its coefficient (fast)."""
+        if not isinstance(item, sp.MatMul):
+            return super().parenthesize(item, level, is_neg, strict)
+        prec = _precedence(item)
+        if (is_neg and strict) or prec < level or (not strict and prec <= level):
+            return self._add_parens(self._print(item))
+        return self._print(item)
 
     def _print_HadamardProduct(self, expr):
         # δ ⊙ f'(Z): the flowing adjoint first, the element-wise factors after (as the notes write it)
@@ -305,6 +322,12 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print_Bound(self, expr):
         return rf"{self._print(expr.args[0])} \le " + " = ".join(self._print(a) for a in expr.args[1:])
+
+
+def _precedence(e) -> int:
+    """A matrix product binds as a product, as a sum when it starts with a minus sign."""
+    first = e.args[0] if e.args else None
+    return PRECEDENCE["Add"] if first is not None and first.is_Number and first.is_negative else PRECEDENCE["Mul"]
 
 
 def visual_len(tex: str) -> int:
