@@ -112,3 +112,30 @@ def test_readme_steps_taken_example_moves_the_parameters():
     d = sb.derive(sb.load_spec(ROOT / line.split()[2]))
     grads = d.evaluate({k: sp.Rational(v) for k, v in values.items()})["gradient"]
     assert any(grads[p] != 0 for p in d.params)
+
+
+@pytest.mark.parametrize("notation", ["matrix", "lecture"])
+def test_every_delta_used_is_defined(notation):
+    """δ_Ŷ and δ_C were used in the δ recursion (demo mlp.pdf p. 5, the lecture document) with no row."""
+    from symback.engine import Adjoint
+    from symback.vjp import AdjointMatrix
+    for net in (sb.mlp([3, 4, 4, 1], activation="sigmoid"),
+                sb.mlp([2, 8, 8, 1], activation="tanh", output="sigmoid", loss="binary_cross_entropy",
+                       residual=True, l2=0.001)):
+        ctx = context(sb.derive(net), notation=notation, **QUICK)
+        defined = {r["sympy"]["lhs"] for r in ctx["deltas"]}
+        for r in ctx["deltas"]:
+            used = set()
+            for e in r["sympy"]["chain"]:
+                used |= {a for a in sp.preorder_traversal(e) if isinstance(a, (Adjoint, AdjointMatrix))}
+            assert used <= defined, (r["lhs"], used - defined)
+
+
+def test_lecture_notation_uses_j_for_the_batch_cost_only():
+    """'J is the cost of one sample' and 'J = (1/m) Σ J⁽ⁱ⁾' in one document (seed004.toml --notation lecture)."""
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "seed004.toml"))
+    ctx = context(d, notation="lecture", **QUICK)
+    assert ctx["loss"]["lhs"] == "J^{(i)}"
+    assert ctx["loss"]["batch"].startswith("J = ")
+    local = {r["partial"] for r in ctx["local"]}
+    assert r"\frac{\partial J^{(i)}}{\partial \hat{y}}" in local

@@ -26,7 +26,7 @@ import random
 import numpy as np
 import sympy as sp
 
-from ..engine import delta
+from ..engine import Adjoint, delta
 from ..matrix import BATCH, is_matrix
 from ..printing import Chain, Partial, PerSample, Terms
 from .analysis import numpy_adjoints, numpy_forward, random_values, value_of
@@ -120,6 +120,7 @@ class _Point:
                         env[delta(g, n)] = self._number(self.d.adjoint[n].xreplace(env))
             except _NotReal:
                 continue
+            env[Adjoint(self.d.loss_name)] = sp.S.One
             self.env = env
             return
         raise CertificateError("no real point found to check the document at")
@@ -141,6 +142,7 @@ class _Point:
             env[g.symbol(n)] = v
         self.env = env
         self.env.update(self._adjoints(env))
+        self.env[Adjoint(d.loss_name)] = 1.0          # δ_L = ∂L/∂L, as the first δ row says
         self._check_gradients()
 
     def _adjoints(self, env, start=None):

@@ -442,12 +442,12 @@ def _deltas(d, apps, full=False) -> list[dict]:
     rows = [{"case": None, "node": d.loss_name, "name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
              "value": Tex("1"), "param": False, "recursive": None,
              "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One,
-                       "chain": [Partial(C, C), sp.S.One]}}]
-    for sym, e in d.program().backward:
+                       "chain": [Adjoint(d.loss_name), Partial(C, C), sp.S.One]}}]
+    backward = d.program().backward
+    shown = {sym.name[len("delta_"):] for sym, _ in backward} | {d.loss_name}
+    for sym, e in backward:
         n = sym.name[len("delta_"):]
-        parts = [Chain(delta(g, c), Partial(g.symbol(c), g.symbol(n))) if c != d.loss_name
-                 else edge_partial(d, c, n) for c in g.children(n)]
-        symbolic = parts[0] if len(parts) == 1 else Terms(*parts)
+        symbolic = _delta_symbolic(d, n, shown)
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym
         rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
@@ -457,6 +457,26 @@ def _deltas(d, apps, full=False) -> list[dict]:
                      "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value,
                                "chain": [lhs, symbolic] + ([e] if value != e else []) + [value]}})
     return rows
+
+
+def _delta_symbolic(d, n, shown):
+    """δ_n = Σ_c δ_c ∂c/∂n, each δ_c that has no row of its own written out in turn.
+
+    (δ_Ŷ of a folded or inlined node is never left undefined: δ⁽³⁾ = δ_L ∂L/∂C ∂C/∂Ŷ ∂Ŷ/∂Z₃.)
+    """
+    g, parts = d.graph, []
+    for c in g.children(n):
+        if c == d.loss_name:
+            parts.append(edge_partial(d, c, n))
+            continue
+        step = Partial(g.symbol(c), g.symbol(n))
+        if c in shown:
+            parts.append(Chain(delta(g, c), step))
+            continue
+        inner = _delta_symbolic(d, c, shown)
+        terms = inner.args if isinstance(inner, Terms) else (inner,)
+        parts += [Chain(*(t.args if isinstance(t, Chain) else (t,)), step) for t in terms]
+    return parts[0] if len(parts) == 1 else Terms(*parts)
 
 
 def _bp(d, deltas) -> list[dict]:

@@ -68,7 +68,8 @@ def notation(d, name: str | None) -> Notation:
         # seed 004: J the loss; W^{(l)} between a^{(l)} and z^{(l+1)}, a^{(1)} = X
         names["L"] = "J"
         if not g.is_matrix:
-            names[d.loss_name] = "J"
+            # J is the batch cost; one sample's cost is J^{(i)}, never J as well
+            names[d.loss_name] = "J^{(i)}"
         for n, (kind, l) in layers.items():
             letter = {"Z": "z", "A": "a", "W": "W", "b": "b"}[kind]
             idx = l if kind in "Wb" else l + 1

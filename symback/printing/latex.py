@@ -294,7 +294,8 @@ class LatexPrinter(_SympyLatexPrinter):
         return rf"\frac{{\partial}}{{\partial {self._print(wrt)}}} \left({self._print(of)}\right)"
 
     def _print_PerSample(self, expr):
-        return rf"{self._print(expr.args[0])}^{{(i)}}"
+        base = self._print(expr.args[0])
+        return base if base.endswith("^{(i)}") else rf"{base}^{{(i)}}"    # a notation's J^{(i)} already is
 
     def _print_Norm(self, expr):
         body = self._print(expr.args[0])
