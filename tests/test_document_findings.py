@@ -139,3 +139,24 @@ def test_lecture_notation_uses_j_for_the_batch_cost_only():
     assert ctx["loss"]["batch"].startswith("J = ")
     local = {r["partial"] for r in ctx["local"]}
     assert r"\frac{\partial J^{(i)}}{\partial \hat{y}}" in local
+
+
+def _hidden_softmax():
+    m = sb.BATCH
+    g = sb.Graph()
+    X, Y = g.inputs("X", shape=(m, 3)), g.targets("Y", shape=(m, 1))
+    W1, W2 = g.params("W1 W2", shape=[(3, 4), (4, 1)])
+    Z = g.node("Z_A", X @ W1)
+    A = g.node("A", sb.softmax(Z))
+    g.node("Yhat", A @ W2)
+    g.loss(sb.get_loss("mse")(g.symbol("Yhat"), Y))
+    return g
+
+
+def test_hidden_softmax_prints_its_closed_form_not_an_undefined_jacobian():
+    """J_softmax(Z) was printed and never defined; the closed form is P ⊙ (G − (G ⊙ P)𝟏𝟏ᵀ), P = A."""
+    from symback.document.factors import softmax_rule
+    assert all(softmax_rule(k) for k in (1, 2, 3, 5))
+    text = render(sb.derive(_hidden_softmax()), **QUICK)      # the certificate checks it against SymPy's entries
+    assert r"J_{\operatorname{softmax}}" not in text
+    assert r"\mathbf{1}\mathbf{1}^{\top}" in text and r"\odot A" in text

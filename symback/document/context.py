@@ -18,7 +18,7 @@ from ..matrix import RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
-from .factors import PENALTY, as_derivation, compose, edge_expr, edge_partial
+from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from .budget import within
@@ -274,7 +274,7 @@ def _gradient(d, p, apps, names, full=False) -> dict:
         paths.append({"symbols": _tex(symbols), "length": len(path),
                       "factors": Tex(latex(shown, applications=apps)), "where": _definitions(defs, apps),
                       "sympy": {"symbols": symbols, "factors": factors, "labels": labels}})
-    closed, recursive = d.gradient(p), d.gradient(p, form="recursive")
+    closed, recursive = closed_softmax(d, d.gradient(p)), closed_softmax(d, d.gradient(p, form="recursive"))
     closed_shown, closed_defs = names.fold(closed, apps)
     closed_text = latex(closed_shown, applications=apps)
     expanded = d.gradient(p, form="expanded") if len(g.order) <= MAX_EXPANDED_NODES and not is_matrix(
@@ -446,7 +446,7 @@ def _deltas(d, apps, full=False) -> list[dict]:
     backward = d.program().backward
     shown = {sym.name[len("delta_"):] for sym, _ in backward} | {d.loss_name}
     for sym, e in backward:
-        n = sym.name[len("delta_"):]
+        n, e = sym.name[len("delta_"):], closed_softmax(d, e)
         symbolic = _delta_symbolic(d, n, shown)
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym

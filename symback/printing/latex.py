@@ -249,7 +249,9 @@ class LatexPrinter(_SympyLatexPrinter):
         return super()._print_MatrixSymbol(expr)
 
     def _print_OneMatrix(self, expr):
-        # 1 b (a column of ones) and 1ᵀ δ (summing rows)
+        # 1 b (a column of ones), 1ᵀ δ (summing rows), and 𝟏𝟏ᵀ (a matrix of ones: sums spread back)
+        if expr.rows != 1 and expr.cols != 1:
+            return r"\mathbf{1}\mathbf{1}^{\top}"
         return r"\mathbf{1}^{\top}" if expr.rows == 1 and expr.cols != 1 else r"\mathbf{1}"
 
     def _print_ElementwiseApplyFunction(self, expr):
