@@ -160,3 +160,16 @@ def test_hidden_softmax_prints_its_closed_form_not_an_undefined_jacobian():
     text = render(sb.derive(_hidden_softmax()), **QUICK)      # the certificate checks it against SymPy's entries
     assert r"J_{\operatorname{softmax}}" not in text
     assert r"\mathbf{1}\mathbf{1}^{\top}" in text and r"\odot A" in text
+
+
+def test_steps_full_names_an_activations_derivative_and_repeats_no_line():
+    """'∂p/∂c = ReLU′(c)  chain rule' (no inner derivative) and seed 003's '∂L/∂a₂ = Σ2(a₂−y) = Σ2(a₂−y)'."""
+    d0 = sb.derive(sb.load_spec(ROOT / "examples" / "seed000.toml"))
+    g0 = context(d0, steps="full", **QUICK)["gradients"][0]["steps"]
+    relu = next(f for f in g0["factors"] if "ReLU" in f["line"])
+    assert relu["rule"] == "the activation's derivative"
+    d3 = sb.derive(sb.load_spec(ROOT / "examples" / "seed003.toml"))
+    for row in context(d3, steps="full", **QUICK)["reduction_steps"]:
+        parts = row["line"].split(" = ")
+        assert len(parts) == len(set(parts)), row["line"]
+        assert not row["scaled"]            # no constant factor to talk about
