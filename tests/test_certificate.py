@@ -198,3 +198,20 @@ def test_punchline_says_which_parameters_it_leaves_out():
 def test_certificate_lines_are_found_everywhere_in_a_context():
     found = lines({"a": [{"sympy": {"chain": [1, 1]}}], "b": {"sympy": {"chain": [Chain(1), 1]}}})
     assert [w for w, _ in found] == ["a[0]", "b"]
+
+
+# ------------------------------------------------------------- the project's fuzzer
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from conftest import examples  # noqa: E402
+from test_differential import scalar_graphs  # noqa: E402
+
+
+@settings(max_examples=examples(6), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(scalar_graphs())
+def test_random_scalar_graphs_render_in_every_notation_and_format(case):
+    """The differential fuzzer's graphs: every notation and format renders, and passes the certificate."""
+    d = sb.derive(case[0])
+    for notation in ("matrix", "lecture"):
+        render_module.render(d, notation=notation, **QUICK)
+    render_module.render(d, "markdown", fmt="markdown", steps="full", **QUICK)

@@ -108,8 +108,9 @@ class _Point:
     # ----------------------------------------------------------------- scalar graphs
     def _scalar_point(self, seed):
         g, rng = self.g, random.Random(seed)
-        for _ in range(20):      # a point where every node is real and finite (a log's domain)
-            env = {g.symbol(n): sp.Float(rng.uniform(0.1, 0.9) if g.kind(n) == "target" else rng.uniform(-1, 1), 30)
+        for attempt in range(20):      # a point where every node is real and finite (a log's domain)
+            low = -1 if attempt < 10 else 0.2     # then positive values only (√x, log x of an input)
+            env = {g.symbol(n): sp.Float(rng.uniform(0.1, 0.9) if g.kind(n) == "target" else rng.uniform(low, 1.2), 30)
                    for n in g.input_names + g.target_names + g.param_names}
             try:
                 for n in g.order:

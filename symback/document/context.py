@@ -29,8 +29,8 @@ __all__ = ["context", "plain"]
 
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
-MAX_SIMPLIFY_OPS = 30      # a longer chain form is not handed to sp.simplify (it can run for minutes)
-SIMPLIFY_SECONDS = 2.0     # ... nor is a shorter one given more time than this
+MAX_SIMPLIFY_OPS = 24      # a longer chain form is not handed to sp.simplify (it can run for minutes)
+SIMPLIFY_SECONDS = 1.0     # ... nor is a shorter one given more time than this
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
            "verify", "cost", "display", "date", "notation", "steps", "steps_taken"}
 
@@ -142,7 +142,7 @@ def _apps(d) -> list:
 
 def _deepest_param(d) -> str:
     """The parameter farthest from the loss (the notes' first-layer weight)."""
-    return max(d.params, key=lambda p: (max(len(path) for path in d.chain(p)), -d.params.index(p)))
+    return max(d.params, key=lambda p: (max((len(path) for path in d.chain(p)), default=0), -d.params.index(p)))
 
 
 # ------------------------------------------------------------- the network
@@ -287,8 +287,10 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     simple_chain = _error_first(simple, {g.symbol(t) for t in g.target_names}) if simple is not None else None
     if len(paths) == 1 and paths[0]["factors"] == closed_text:
         closed_text = None          # the path's factors already read as the closed form
-    sum_of = lambda terms: terms[0] if len(terms) == 1 else Terms(*terms)    # noqa: E731
-    chain = [lhs, sum_of([x["sympy"]["symbols"] for x in paths]), sum_of(shown_factors)]
+    # no path at all (a parameter the loss does not use): the gradient is 0, and says so
+    zero = sp.ZeroMatrix(*g.symbol(p).shape) if is_matrix(g.symbol(p)) else sp.S.Zero
+    sum_of = lambda terms: zero if not terms else terms[0] if len(terms) == 1 else Terms(*terms)    # noqa: E731
+    chain = [lhs] + ([sum_of([x["sympy"]["symbols"] for x in paths]), sum_of(shown_factors)] if paths else [])
     chain += [closed_shown] if closed_text else []
     chain += [simple_chain] if simple is not None else []
     chain += [expanded] if show_expanded else []
@@ -476,6 +478,8 @@ def _delta_symbolic(d, n, shown):
         inner = _delta_symbolic(d, c, shown)
         terms = inner.args if isinstance(inner, Terms) else (inner,)
         parts += [Chain(*(t.args if isinstance(t, Chain) else (t,)), step) for t in terms]
+    if not parts:           # nothing uses n: δ_n = 0
+        return sp.ZeroMatrix(*g.symbol(n).shape) if is_matrix(g.symbol(n)) else sp.S.Zero
     return parts[0] if len(parts) == 1 else Terms(*parts)
 
 
