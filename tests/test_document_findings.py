@@ -173,3 +173,14 @@ def test_steps_full_names_an_activations_derivative_and_repeats_no_line():
         parts = row["line"].split(" = ")
         assert len(parts) == len(set(parts)), row["line"]
         assert not row["scaled"]            # no constant factor to talk about
+
+
+def test_nielsen_notation_declares_column_shapes_and_prints_one_sample():
+    """x ∈ ℝ^{m×3}, w² ∈ ℝ^{3×4} before z² = w²x + b²; '∂C/∂C_x = 1 𝟏'; 'C^⊤_{x i} = ℓ((a⁴)^⊤_{i,1}, …)'."""
+    d = sb.derive(sb.mlp([3, 4, 4, 1], activation="sigmoid"))
+    ctx = context(d, notation="nielsen", **QUICK)
+    assert ctx["inputs"] == r"x \in \mathbb{R}^{3 \times 1}"
+    assert r"w^{2} \in \mathbb{R}^{4 \times 3}" in ctx["params"] and r"b^{2} \in \mathbb{R}^{4 \times 1}" in ctx["params"]
+    assert ctx["loss"]["sample"].startswith("C_x &= ") and r"\top" not in ctx["loss"]["sample"]
+    edge = next(r for r in ctx["local"] if r["partial"] == r"\frac{\partial C}{\partial C_x}")
+    assert edge["value"] == "1"

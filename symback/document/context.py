@@ -14,7 +14,7 @@ import sympy as sp
 from ..engine import Adjoint, delta
 from ..errors import OutputError
 from ..functions import Activation
-from ..matrix import RowCost, Softmax, activation_of, is_matrix, simplify_ones
+from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
@@ -63,8 +63,8 @@ def _context(d, fmt, nt, options) -> dict:
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
            "display": bool(options.get("display", False)),
            "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
-    ctx.update(_network(d, apps))
-    ctx["loss"] = _loss(d)
+    ctx.update(_network(d, apps, nt))
+    ctx["loss"] = _loss(d, nt)
     ctx["output"] = _output(d)
     ctx["local"] = _local(d, apps)
     widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
@@ -146,13 +146,14 @@ def _deepest_param(d) -> str:
 
 
 # ------------------------------------------------------------- the network
-def _network(d, apps) -> dict:
+def _network(d, apps, nt) -> dict:
     g = d.graph
+    column = nt.name == "nielsen"
 
     def declared(kind):
         syms = [g.symbol(n) for n in g.names(kind)]
-        # a matrix is shown with its shape: X ∈ R^{m×3}
-        shown = [sp.Contains(s, _space(s), evaluate=False) if is_matrix(s) else s for s in syms]
+        # a matrix is shown with its shape: X ∈ R^{m×3}; in Nielsen's columns, one sample: x ∈ R^{3×1}
+        shown = [sp.Contains(s, _space(s, column), evaluate=False) if is_matrix(s) else s for s in syms]
         return Tex(", ".join(latex(s) for s in shown))
     forward = [{"lhs": _tex(sym), "rhs": _tex(e, applications=apps), "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}}
                for sym, e in d.program().forward]
@@ -160,12 +161,16 @@ def _network(d, apps) -> dict:
             "n_params": len(d.params), "forward": forward}
 
 
-def _space(s):
+def _space(s, column=False):
+    """ℝ^{rows×cols}; for Nielsen's column form the shape of one sample's column, (cols, rows) with m = 1."""
     from sympy.matrices.expressions.sets import MatrixSet
-    return MatrixSet(*s.shape, sp.S.Reals)
+    rows, cols = s.shape
+    if column:
+        rows, cols = cols, (1 if rows == BATCH else rows)
+    return MatrixSet(rows, cols, sp.S.Reals)
 
 
-def _loss(d) -> dict:
+def _loss(d, nt) -> dict:
     """The per-sample cost as defined (a matrix graph: the loss ℓ(ŷ, y) summed over a row) and L."""
     g = d.graph
     cost_name = getattr(g, "cost_name", None) or d.loss_name
@@ -176,10 +181,18 @@ def _loss(d) -> dict:
         yh, y = sp.Symbol("yhat"), sp.Symbol("y")
         lhs, rhs = sp.Function("ell")(yh, y), lf.expr.xreplace({lf.prediction: yh, lf.target: y})
         k = sp.Symbol("k", positive=True, integer=True)
-        yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
-        row = sp.Function("ell")(yk, tk)
-        sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(C.name)), i),
-                       sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
+        if nt.name == "nielsen":
+            # one sample, a column: C_x = Σ_k ℓ(a_k, y_k) in the notation's column names
+            col = lambda n: sp.Symbol(f"col_{n}")     # noqa: E731 - the notation names col_<node>
+            yk, tk = sp.Indexed(sp.IndexedBase(col(cost.prediction.name)), k), sp.Indexed(sp.IndexedBase(col(cost.target.name)), k)
+            row = sp.Function("ell")(yk, tk)
+            sample = sp.Eq(col(C.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
+                           evaluate=False)
+        else:
+            yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
+            row = sp.Function("ell")(yk, tk)
+            sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(C.name)), i),
+                           sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
     else:
         lhs, rhs, sample = C, cost, None
     penalty = None

@@ -97,7 +97,7 @@ def notation(d, name: str | None) -> Notation:
             col = rf"a^{{{last}}}"
         else:
             col = {"X": "x", "Y": "y", "C": "C_x"}.get(n, sp.latex(sp.Symbol(n.lower())))
-        tnames[n], names[n] = col, _transpose_of(col)
+        tnames[n], names[n], names[f"col_{n}"] = col, _transpose_of(col), col
         if g.kind(n) not in ("input", "target"):
             dl = rf"\delta^{{{layers[n][1] + 1}}}" if n in layers and layers[n][0] == "Z" else (
                 rf"\delta^{{{last}}}" if n == "Yhat" else rf"\delta_{{{col}}}")
@@ -139,8 +139,8 @@ def _transposed(e):
     if isinstance(e, sp.MatMul):
         coeff, rest = e.as_coeff_mmul()
         factors = [_transposed(a) for a in reversed(rest.args) if not _unit_ones(a)]
-        if not factors:
-            return e
+        if not factors:         # (1/m)·𝟏 with m = 1: a 1×1 one, printed as the number (∂C/∂C_x = 1, not "1 𝟏")
+            return sp.OneMatrix(1, 1) if coeff == 1 else sp.MatMul(coeff, sp.OneMatrix(1, 1))
         body = factors[0] if len(factors) == 1 else sp.MatMul(*factors)
         return body if coeff == 1 else sp.MatMul(coeff, body)
     if isinstance(e, sp.MatAdd):

@@ -218,7 +218,7 @@ class LatexPrinter(_SympyLatexPrinter):
             return rf"{self._print(coeff)} {self.parenthesize(body, 60)}"
         # SymPy's own asks could_extract_minus_sign(), which builds and canonicalises −expr at
         # every level of a nested product (seconds for a deep network): the sign is the coefficient's
-        args, sign = list(expr.args), ""
+        args, sign = [a for a in expr.args if not (isinstance(a, sp.OneMatrix) and a.shape == (1, 1))] or [expr.args[0]], ""
         if args[0].is_Number and args[0].is_negative:
             sign, args = "- ", (args[1:] if args[0] == -1 else [-args[0]] + args[1:])
         prec = _precedence(expr)
@@ -250,6 +250,8 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print_OneMatrix(self, expr):
         # 1 b (a column of ones), 1ᵀ δ (summing rows), and 𝟏𝟏ᵀ (a matrix of ones: sums spread back)
+        if expr.rows == 1 and expr.cols == 1:
+            return "1"              # a 1×1 matrix of ones is the number 1 (one sample, one output)
         if expr.rows != 1 and expr.cols != 1:
             return r"\mathbf{1}\mathbf{1}^{\top}"
         return r"\mathbf{1}^{\top}" if expr.rows == 1 and expr.cols != 1 else r"\mathbf{1}"
