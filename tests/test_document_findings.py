@@ -184,3 +184,19 @@ def test_nielsen_notation_declares_column_shapes_and_prints_one_sample():
     assert ctx["loss"]["sample"].startswith("C_x &= ") and r"\top" not in ctx["loss"]["sample"]
     edge = next(r for r in ctx["local"] if r["partial"] == r"\frac{\partial C}{\partial C_x}")
     assert edge["value"] == "1"
+
+
+def test_vanishing_prose_does_not_call_every_factor_small_when_some_are_relu():
+    """Seed 001: 'with sigmoid every such factor is below one' where two of three factors are ReLU′."""
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "seed001.toml"))
+    ctx = context(d, verify=False, cost=False)
+    assert ctx["vanishing"]["shrinking"] == ["sigmoid"] and not ctx["vanishing"]["every"]
+    text = render(d, verify=False, cost=False)
+    assert "every one of them is below one" not in text and "derivative(s)" not in text
+
+
+def test_rnn_parameters_are_subscripted():
+    """$Wx$ read as W times x; the RNN's parameters are W_x, W_h, b_h, W_y, b_y."""
+    ctx = context(sb.derive(sb.rnn(inputs=2, hidden=3, outputs=1, steps=2)), **QUICK)
+    for name in ("W_{x}", "W_{h}", "b_{h}", "W_{y}", "b_{y}"):
+        assert name + r" \in" in ctx["params"]

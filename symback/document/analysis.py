@@ -191,13 +191,16 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     if len(terms) == 1 and collapsed[0] is not None:
         rhs.append(collapsed[0])
     expr = Bound(Norm(Partial(d.loss_name, param)), *rhs)
-    shrinking = [a.__name__ for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
+    small = [a for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
+    shrinking = [a.__name__ for a in small]
+    # is every activation factor below one? (seed 001: one sigmoid′ among two ReLU′ is not "every")
+    every = all(a in small for a in seen if a in sups)
     lhs = Norm(Partial(d.loss_name, param))
     # several paths: one line per path (an unrolled RNN's bound is wider than a page)
     lines = [Tex(latex(t, applications=apps)) for t in terms] if len(terms) > 1 else None
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": Tex(latex(expr, applications=apps)),
             "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
-            "factors": max(counts, default=0), "shrinking": shrinking, "any": any(a.__name__ != "identity" for a in sups),
+            "factors": max(counts, default=0), "shrinking": shrinking, "every": every, "any": any(a.__name__ != "identity" for a in sups),
             "matrix_note": is_matrix(d.graph.symbol(param)), "sympy": {"bound": expr}}
 
 

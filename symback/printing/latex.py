@@ -112,6 +112,8 @@ class LatexPrinter(_SympyLatexPrinter):
         names = self._settings["names"]
         if names and expr.name in names:
             return names[expr.name]
+        if _PARAM_SUFFIX.fullmatch(expr.name):
+            return _subscripted(expr.name)
         return super()._print_Symbol(expr, style=style)
 
     def _print_Float(self, expr):
@@ -246,6 +248,8 @@ class LatexPrinter(_SympyLatexPrinter):
             return names[expr.name]
         if expr.name.startswith("grad_"):      # the layers' names for ∂C/∂W_l
             return partial("C", expr.name[len("grad_"):])
+        if _PARAM_SUFFIX.fullmatch(expr.name):
+            return _subscripted(expr.name)
         return super()._print_MatrixSymbol(expr)
 
     def _print_OneMatrix(self, expr):
@@ -327,6 +331,15 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print_Bound(self, expr):
         return rf"{self._print(expr.args[0])} \le " + " = ".join(self._print(a) for a in expr.args[1:])
+
+
+# an RNN's Wx, Wh, bh, Wy, by: a weight letter and the one-letter name of what it acts on
+_PARAM_SUFFIX = re.compile(r"[WUb][a-z]")
+
+
+def _subscripted(name: str) -> str:
+    """Wx as W_{x} (not W times x)."""
+    return rf"{name[0]}_{{{name[1]}}}"
 
 
 def _precedence(e) -> int:
