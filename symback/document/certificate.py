@@ -5,9 +5,9 @@ chain ``[a, b, c]`` of SymPy expressions (under a part's ``"sympy"`` key,
 ``"chain"``), and the document is printed from exactly these.  The symbols
 that only documents use get their meaning here, independently of the text:
 
-* ``∂L/∂θ`` of a scalar graph is ``sympy.diff`` of the unrolled loss; of a
-  matrix graph, the engine's gradient, itself checked against a central
-  difference of the loss computed from the definitions alone (NumPy);
+* ``∂L/∂θ`` of a scalar graph is a central difference of the loss recomputed
+  from the definitions (40 digits); of a matrix graph, the engine's gradient,
+  itself checked against a central difference of the loss (NumPy);
 * ``∂c/∂v`` along an edge is ``sympy.diff`` of c's definition (scalar), or
   the engine's map δ_c ↦ VJP (matrix);
 * ``δ_v`` is the engine's adjoint, evaluated node by node;
@@ -110,8 +110,9 @@ class _Point:
         g, rng = self.g, random.Random(seed)
         for attempt in range(20):      # a point where every node is real and finite (a log's domain)
             low = -1 if attempt < 10 else 0.2     # then positive values only (√x, log x of an input)
-            env = {g.symbol(n): sp.Float(rng.uniform(0.1, 0.9) if g.kind(n) == "target" else rng.uniform(low, 1.2), 30)
+            env = {g.symbol(n): sp.Float(rng.uniform(0.1, 0.9) if g.kind(n) == "target" else rng.uniform(low, 1.2), 40)
                    for n in g.input_names + g.target_names + g.param_names}
+            self.given = dict(env)
             try:
                 for n in g.order:
                     if n in g._expr:
@@ -126,9 +127,25 @@ class _Point:
             return
         raise CertificateError("no real point found to check the document at")
 
+    def _difference(self, p):
+        """∂L/∂p at the point: a central difference of the loss in 40-digit arithmetic, node by node."""
+        g, h = self.g, sp.Float("1e-15", 40)
+
+        def loss(shift):
+            env = {s: v for s, v in self.given.items()}
+            env[g.symbol(p)] = env[g.symbol(p)] + shift
+            for n in g.order:
+                if n in g._expr:
+                    env[g.symbol(n)] = sp.N(g.expr(n).xreplace(env), 40)
+            return env[g.symbol(self.d.loss_name)]
+        return (loss(h) - loss(-h)) / (2 * h)
+
     @staticmethod
     def _number(e):
-        v = sp.N(e, 30)
+        try:
+            v = sp.N(e, 40)
+        except (TypeError, ValueError, KeyError):     # e.g. ReLU of a complex number: not a real point
+            raise _NotReal from None
         if not (v.is_real and v.is_finite):
             raise _NotReal
         return v
@@ -215,6 +232,12 @@ class _Point:
         return e
 
     def _partial(self, of, wrt, sample=False, total=False):
+        key = ("partial", of, wrt, sample, total)
+        if key not in self._cache:          # an edge appears in many chains: differentiated once
+            self._cache[key] = self._partial_uncached(of, wrt, sample, total)
+        return self._cache[key]
+
+    def _partial_uncached(self, of, wrt, sample, total):
         d, g = self.d, self.g
         names = {g.symbol(n): n for n in g.order}
         loss = g.symbol(d.loss_name)
@@ -229,7 +252,7 @@ class _Point:
             return _real_diff(g.expr(o), wrt)                # independent of the engine's factor
         if of == loss or (o is None and of.name in ("L", "J", "C")) or (sample and o == getattr(g, "cost_name", None)):
             if w in d.params and not self.matrix:
-                return _real_diff(g.unrolled()[d.loss_name], wrt)   # the oracle: SymPy on the whole loss
+                return self._difference(w)      # the oracle: the loss itself, recomputed from the definitions
             if w in d.adjoint:
                 return delta(g, w)
         raise CertificateError(f"no meaning known for ∂{of}/∂{wrt}")
