@@ -200,3 +200,10 @@ def test_rnn_parameters_are_subscripted():
     ctx = context(sb.derive(sb.rnn(inputs=2, hidden=3, outputs=1, steps=2)), **QUICK)
     for name in ("W_{x}", "W_{h}", "b_{h}", "W_{y}", "b_{y}"):
         assert name + r" \in" in ctx["params"]
+
+
+def test_scalar_documents_have_no_matrix_boilerplate():
+    scalar = render(sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml")), **QUICK)
+    matrix = render(sb.derive(sb.mlp([2, 3, 1])), **QUICK)
+    for phrase in ("in a matrix, each row is a", "Into a matrix node", "apply the maps, for matrices"):
+        assert phrase not in scalar and phrase in matrix

@@ -61,7 +61,7 @@ def _context(d, fmt, nt, options) -> dict:
     lr, apps = options.get("lr"), _apps(d)
     ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
-           "display": bool(options.get("display", False)),
+           "display": bool(options.get("display", False)), "matrix": g.is_matrix,
            "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
     ctx.update(_network(d, apps, nt))
     ctx["loss"] = _loss(d, nt)
