@@ -206,13 +206,12 @@ from conftest import examples  # noqa: E402
 from test_differential import scalar_graphs  # noqa: E402
 
 
-@settings(max_examples=examples(3), deadline=None,
+@settings(max_examples=examples(10), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(scalar_graphs())
 def test_random_scalar_graphs_render_in_every_notation_and_format(case):
-    """The differential fuzzer's graphs render (article and markdown, steps=full) through the certificate.
-
-    Few examples: each renders in seconds; SYMBACK_SLOW=1 runs twenty times more."""
+    """The differential fuzzer's graphs render in every notation and format through the certificate."""
     d = sb.derive(case[0])
-    render_module.render(d, notation="lecture", **QUICK)
+    for notation in ("matrix", "lecture", "nielsen"):
+        render_module.render(d, notation=notation, **QUICK)
     render_module.render(d, "markdown", fmt="markdown", steps="full", **QUICK)

@@ -120,7 +120,7 @@ class _Point:
                 for n in reversed(g.order):
                     if n in self.d.adjoint:
                         env[delta(g, n)] = self._number(self.d.adjoint[n].xreplace(env))
-            except _NotReal:
+            except (_NotReal, ValueError, TypeError):    # Min of a complex number: not a real point
                 continue
             env[Adjoint(self.d.loss_name)] = sp.S.One
             self.env = env
