@@ -23,7 +23,7 @@ from ..printing import Partial
 from ..vjp import AdjointMatrix
 
 __all__ = ["as_derivation", "edge_expr", "compose", "coefficient", "cost_adjoint", "notes_chain",
-           "GENERIC"]
+           "GENERIC", "PENALTY", "edge_partial", "softmax_rule", "closed_softmax"]
 
 #: The placeholder δ of a figure's edge labels (printed as a bare δ).
 GENERIC = "delta_"
