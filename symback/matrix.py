@@ -423,8 +423,10 @@ def explicit(e, rows: int):
         if isinstance(x, RowCost):
             a, y = sp.ImmutableMatrix(x.prediction.doit()), sp.ImmutableMatrix(x.target.doit())
             return sp.ImmutableMatrix(a.rows, 1, lambda i, _: sum(x.loss(a[i, k], y[i, k]) for k in range(a.cols)))
-        if isinstance(x, FPrime):
-            return explicit(x.as_elementwise(), rows)
+        if isinstance(x, FPrime):      # entry by entry (a 1×1 f'(Z) would apply f' to the matrix itself)
+            w = sp.Dummy("w", real=True)
+            fw = x.scalar(w)
+            return sp.ImmutableMatrix(x.arg.doit()).applyfunc(lambda v: fw.xreplace({w: v}))
         if isinstance(x, RowNorm):
             return explicit(x.definition(), rows)
         if isinstance(x, SoftmaxVJP):

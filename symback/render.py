@@ -27,6 +27,7 @@ from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from .document import context, plain
+from .document.certificate import certify
 from .errors import OutputError
 from .files import atomic_write, os_reason
 from .printing import Tex, latex_escape, markdown_escape, number
@@ -276,7 +277,9 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
     template_dir = options.pop("template_dir", None)
     tpl = _template(template, fmt, template_dir)
     # templates get plain data: no live objects, and the SymPy expressions behind the formulas stay behind
-    ctx = _plain(plain({k: v for k, v in context(derivation, fmt=fmt, **options).items() if k != "derivation"}))
+    full = context(derivation, fmt=fmt, **options)
+    certify(derivation, full)       # every displayed equation checked first: a false one is a bug, never written
+    ctx = _plain(plain({k: v for k, v in full.items() if k != "derivation"}))
     try:
         parts, size = [], 0
         for piece in tpl.generate(**ctx):

@@ -104,8 +104,10 @@ def test_matrix_notation_punchline_is_a_valid_product_and_nielsen_has_bp1_to_bp4
     bp = {(r["label"], r["lhs"]): r["value"] for r in nl["bp"]}
     assert bp[("BP1", r"\delta^{4}")] == r"a^{4} - y"
     assert bp[("BP2", r"\delta^{2}")] == r"\left(\left(w^{3}\right)^{\top} \delta^{3}\right) \odot \sigma'\left(z^{2}\right)"
-    assert bp[("BP3", r"\frac{\partial C_x}{\partial b^{2}}")] == r"\delta^{2}"
-    assert bp[("BP4", r"\frac{\partial C_x}{\partial w^{2}}")] == r"\delta^{2} x^{\top}"
+    # BP3/BP4 are gradients of the loss C (for one sample, m = 1, C is that sample's cost and
+    # any penalty): ∂C_x/∂w would leave out a penalty's λw (issue 16)
+    assert bp[("BP3", r"\frac{\partial C}{\partial b^{2}}")] == r"\delta^{2}"
+    assert bp[("BP4", r"\frac{\partial C}{\partial w^{2}}")] == r"\delta^{2} x^{\top}"
     # the column form is the row-major formula transposed, for one sample: checked with numbers
     g = d.graph
     rng = np.random.default_rng(1)

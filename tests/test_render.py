@@ -293,7 +293,7 @@ def test_rnn_document_sums_over_time_steps_and_verifies():
     assert len(wh["terms"]) == len(d.chain("Wh")) == 3
     # and so does the vanishing-gradient bound: one line per path to Wx, each a product of norms
     v = context(d, cost=False, verify=False, figure=False)["vanishing"]
-    assert v["param"] == "Wx" and len(v["bound_lines"]) == len(d.chain("Wx")) == 4
+    assert v["param"] == "W_{x}" and len(v["bound_lines"]) == len(d.chain("Wx")) == 4
     assert len(v["sympy"]["bound"].args[1].args) == 4
 
 

@@ -20,12 +20,14 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..engine import delta
 from ..functions import Activation
-from ..matrix import BATCH, FPrime, RowCost, RowNorm, Select, Softmax, explicit, is_matrix
+from ..matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Select, Softmax, SoftmaxVJP, explicit, is_matrix
 from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
+from .budget import within
 from .factors import edge_expr, notes_chain
 
 __all__ = ["derivative_sup", "kinks", "vanishing", "verify", "cost", "numpy_forward", "numeric",
-           "random_values", "upper", "evaluate", "inert"]
+           "random_values", "upper", "evaluate", "inert", "value_of",
+           "numpy_adjoints", "numpy_gradients"]
 
 MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (nsolve on f'' = 0)
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
@@ -37,6 +39,7 @@ EXACT_VERIFY_ENTRIES = 2000  # matrix graphs: formulas evaluated exactly by SymP
 VERIFY_SAMPLES = 12          # ... above it, this many entries of each parameter are differenced
 VERIFY_MAX_ENTRIES = 10**7   # ... and above this many (80 MB of float64) the check is left out:
                              # random values for a 10⁹-weight layer take minutes and gigabytes
+SUP_SECONDS = 2.0            # sp.solve's time for an activation's critical points
 
 
 # ------------------------------------------------------------ activations
@@ -64,7 +67,7 @@ def derivative_sup(cls) -> tuple[sp.Expr, bool]:
             if sp.count_ops(e) > MAX_EXACT_SUP_OPS:
                 # SymPy's critical-point search can run for minutes on long expressions
                 raise NotImplementedError
-            hi, lo = maximum(e, z, dom), minimum(e, z, dom)
+            hi, lo = _critical_extremes(e, z, dom) or (maximum(e, z, dom), minimum(e, z, dom))
         except (NotImplementedError, ValueError, TypeError):
             hi, lo = _numeric_extremes(e, z, dom)
             exact = False
@@ -72,21 +75,50 @@ def derivative_sup(cls) -> tuple[sp.Expr, bool]:
     return sp.nsimplify(best) if exact else best, exact
 
 
+def _critical_extremes(e, z, dom):
+    """(max, min) of e on the real line from its critical points (sp.solve) and limits, or None.
+
+    Several times faster than SymPy's function_range; kept only when a dense grid
+    of values agrees (sp.solve may miss a root), else None and function_range decides.
+    """
+    if dom != sp.S.Reals:
+        return None
+    try:
+        crit = within(SUP_SECONDS, lambda: sp.solve(sp.diff(e, z), z), default=None)
+        if crit is None:
+            return None
+        vals = [e.subs(z, c) for c in crit if c.is_real] + [sp.limit(e, z, sp.oo), sp.limit(e, z, -sp.oo)]
+        if not all(v.is_real and v.is_finite for v in vals):
+            return None
+        grid = np.linspace(-40, 40, 8001)
+        with np.errstate(all="ignore"):
+            y = np.asarray(sp.lambdify(z, e, "numpy")(grid), dtype=float) * np.ones_like(grid)
+    except (NotImplementedError, ValueError, TypeError, NameError):
+        return None
+    hi, lo = sp.Max(*vals), sp.Min(*vals)
+    y = y[np.isfinite(y)]
+    if y.size and (y.max() > float(hi) + 1e-9 or y.min() < float(lo) - 1e-9):
+        return None
+    return hi, lo
+
+
 def _numeric_extremes(e, z, dom):
+    # a kink's DiracDelta is zero at every grid point: only the function's values count
+    e = e.replace(lambda x: isinstance(x, sp.DiracDelta), lambda x: sp.S.Zero)
     f = sp.lambdify(z, e, "mpmath")
     lo_end = dom.inf if dom.inf.is_finite else -40
     hi_end = dom.sup if dom.sup.is_finite else 40
     grid = [lo_end + (hi_end - lo_end) * k / 400 for k in range(401)]
     vals = [sp.Float(f(sp.Float(x))) for x in grid]
     cands = list(vals) + [sp.limit(e, z, dom.inf, "+"), sp.limit(e, z, dom.sup, "-")]
-    de = sp.diff(e, z)
+    de = sp.diff(e, z).replace(lambda x: isinstance(x, sp.DiracDelta), lambda x: sp.S.Zero)
     for k in (max(range(len(vals)), key=vals.__getitem__), min(range(len(vals)), key=vals.__getitem__)):
         try:
             root = sp.nsolve(de, z, grid[k])
             if dom.contains(root) is sp.true:
                 cands.append(e.subs(z, root).evalf())
-        except (ValueError, ZeroDivisionError):
-            pass
+        except (ValueError, ZeroDivisionError, TypeError, NameError):
+            pass        # no stationary point found from there: the grid's values stand
     cands = [c for c in cands if c.is_real]
     return max(cands), min(cands)
 
@@ -161,13 +193,16 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     if len(terms) == 1 and collapsed[0] is not None:
         rhs.append(collapsed[0])
     expr = Bound(Norm(Partial(d.loss_name, param)), *rhs)
-    shrinking = [a.__name__ for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
+    small = [a for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
+    shrinking = [a.__name__ for a in small]
+    # is every activation factor below one? (seed 001: one sigmoid′ among two ReLU′ is not "every")
+    every = all(a in small for a in seen if a in sups)
     lhs = Norm(Partial(d.loss_name, param))
     # several paths: one line per path (an unrolled RNN's bound is wider than a page)
     lines = [Tex(latex(t, applications=apps)) for t in terms] if len(terms) > 1 else None
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": Tex(latex(expr, applications=apps)),
             "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
-            "factors": max(counts, default=0), "shrinking": shrinking, "any": any(a.__name__ != "identity" for a in sups),
+            "factors": max(counts, default=0), "shrinking": shrinking, "every": every, "any": any(a.__name__ != "identity" for a in sups),
             "matrix_note": is_matrix(d.graph.symbol(param)), "sympy": {"bound": expr}}
 
 
@@ -192,66 +227,141 @@ def numpy_forward(d, values: dict) -> dict:
     out = {}
     for n in g.order:
         if n in g._expr:
-            env[g.symbol(n)] = out[n] = _np(g.expr(n), env, rows)
+            env[g.symbol(n)] = out[n] = value_of(g.expr(n), env, rows)
     return out
 
 
-def _np(e, env, rows):
-    """A NumPy value for a (matrix or scalar) expression of the graph's symbols."""
+def numpy_adjoints(d, env: dict, rows: int, skip=lambda n: None) -> dict:
+    """δ of every node from the engine's recursive forms, evaluated with NumPy ({δ symbol: value}).
+
+    ``env`` holds the forward values; ``skip(n)`` gives a node's δ instead of computing it
+    (a value, or None to compute it).
+    """
+    g, out = d.graph, {}
+    for n in reversed(g.order):
+        if n in d.adjoint:
+            given = skip(n)
+            out[delta(g, n)] = given if given is not None else value_of(d.adjoint[n], {**env, **out}, rows)
+    return out
+
+
+def numpy_gradients(d, values: dict) -> dict:
+    """Each parameter's gradient, the formulas evaluated with NumPy at `values`."""
+    g = d.graph
+    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float))
+           for n in g.input_names + g.target_names + g.param_names}
+    env.update({g.symbol(n): v for n, v in numpy_forward(d, values).items()})
+    adj = numpy_adjoints(d, env, rows)
+    return {p: np.asarray(adj[delta(g, p)], dtype=float) for p in d.params}
+
+
+def value_of(e, env, rows):
+    """A NumPy value for a (matrix or scalar) expression of the graph's symbols.
+
+    ``env`` maps symbols (inputs, nodes, δs) to arrays or floats; ``rows`` is
+    the batch size.  Element-wise functions are evaluated from their SymPy
+    definitions (lambdified once per function and kept).
+    """
     if e in env:
         return env[e]
     if e == BATCH:
         return float(rows)
+    shape = lambda m: tuple(rows if k == BATCH else int(k) for k in m.shape)    # noqa: E731
     if isinstance(e, sp.OneMatrix):
-        return np.ones(tuple(rows if k == BATCH else int(k) for k in e.shape))
+        return np.ones(shape(e))
+    if isinstance(e, sp.ZeroMatrix):
+        return np.zeros(shape(e))
+    if isinstance(e, sp.Identity):
+        return np.eye(shape(e)[0])
     if isinstance(e, sp.Number):
         return float(e)
     if isinstance(e, sp.Transpose):
-        return _np(e.arg, env, rows).T
+        return value_of(e.arg, env, rows).T
     if isinstance(e, sp.Trace):
-        return float(np.trace(_np(e.arg, env, rows)))
+        return float(np.trace(value_of(e.arg, env, rows)))
     if isinstance(e, sp.MatrixSlice):        # x_t = X[:, (t−1)k : tk] of an unrolled RNN
         cut = lambda s: slice(*(int(sp.sympify(v).subs(BATCH, rows)) for v in s))   # noqa: E731
-        return _np(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
+        return value_of(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
     if isinstance(e, (sp.MatMul, sp.Mul)):
         val = 1.0
         for a in e.args:
-            v = _np(a, env, rows)
+            v = value_of(a, env, rows)
             val = val @ v if np.ndim(val) == 2 and np.ndim(v) == 2 else val * v
         return val
     if isinstance(e, (sp.MatAdd, sp.Add)):
-        return sum(_np(a, env, rows) for a in e.args)
-    if isinstance(e, sp.Pow):
-        return _np(e.base, env, rows) ** _np(e.exp, env, rows)
+        return sum(value_of(a, env, rows) for a in e.args)
+    if isinstance(e, (sp.Pow, sp.HadamardPower)):
+        return value_of(e.base, env, rows) ** value_of(e.exp, env, rows)
     if isinstance(e, sp.HadamardProduct):
         out = 1.0
         for a in e.args:                # (an n×1 column broadcasts over the columns)
-            out = out * _np(a, env, rows)
+            out = out * value_of(a, env, rows)
         return out
-    if isinstance(e, sp.HadamardPower):
-        return _np(e.base, env, rows) ** _np(e.exp, env, rows)
     if isinstance(e, ElementwiseApplyFunction):
-        body, w = e.function.expr, e.function.variables[0]
-        defn = type(body).definition(*body.args) if isinstance(body, Activation) else body
-        return np.vectorize(sp.lambdify(w, defn, "mpmath"), otypes=[float])(_np(e.expr, env, rows))
+        return _scalar_fn(e.function)(value_of(e.expr, env, rows))
+    if isinstance(e, FPrime):
+        return _prime_fn(e.function)(value_of(e.arg, env, rows))
+    if isinstance(e, Elementwise):
+        return _scalar_fn(e.function)(*[value_of(o, env, rows) for o in e.operands])
     if isinstance(e, Softmax):
-        z = _np(e.arg, env, rows)
+        z = value_of(e.arg, env, rows)
         if e.mask is not None:          # masked entries: −∞ before the row's softmax
             keep = np.array([[e.kept(i, j) for j in range(z.shape[1])] for i in range(z.shape[0])])
             z = np.where(keep, z, -np.inf)
         ez = np.exp(z - z.max(axis=1, keepdims=True))
         return ez / ez.sum(axis=1, keepdims=True)
     if isinstance(e, RowNorm):
-        return _np(e.definition(), env, rows)
+        return value_of(e.definition(), env, rows)
     if isinstance(e, Select):
         return np.asarray(e.as_explicit(), dtype=float)
     if isinstance(e, sp.MatPow) and e.exp.is_Integer and e.exp > 0:
-        return np.linalg.matrix_power(_np(e.base, env, rows), int(e.exp))
+        return np.linalg.matrix_power(value_of(e.base, env, rows), int(e.exp))
+    if isinstance(e, SoftmaxVJP):       # SymPy's own partial derivatives, entry by entry
+        dz = [np.atleast_2d(value_of(a, env, rows)).tolist() for a in e.args]
+        return np.array(e.entries(*dz).tolist(), dtype=float)
     if isinstance(e, RowCost):
         lf = e.loss
-        ell = np.vectorize(sp.lambdify((lf.prediction, lf.target), lf.expr, "mpmath"), otypes=[float])
-        return ell(_np(e.prediction, env, rows), _np(e.target, env, rows)).sum(axis=1, keepdims=True)
+        ell = _scalar_fn(sp.Lambda((lf.prediction, lf.target), lf.expr))
+        return ell(value_of(e.prediction, env, rows), value_of(e.target, env, rows)).sum(axis=1, keepdims=True)
+    if isinstance(e, sp.Expr) and not is_matrix(e) and e.args:
+        # any other scalar function (exp, log, Abs, an activation): SymPy evaluates it at numbers
+        args = [value_of(a, env, rows) for a in e.args]
+        if all(np.ndim(a) == 0 for a in args):
+            return float(sp.N(e.func(*[sp.Float(float(a), 20) for a in args])))
     raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {e}")
+
+
+@functools.lru_cache(maxsize=512)
+def _scalar_fn(function: sp.Lambda):
+    """f applied entry by entry, from its definition (an Activation written out).
+
+    NumPy's functions where they evaluate it (fast), else mpmath entry by entry.
+    """
+    body = function.expr.replace(lambda x: isinstance(x, Activation), lambda x: type(x).definition(*x.args))
+    slow = np.vectorize(sp.lambdify(function.variables, body, "mpmath"), otypes=[float])
+    try:
+        fast = sp.lambdify(function.variables, body, "numpy")
+        probe = [np.array([[-1.3, 0.0, 0.7]]) + k for k in range(len(function.variables))]
+        with np.errstate(all="ignore"):
+            if np.allclose(np.asarray(fast(*probe), dtype=float) * np.ones((1, 3)), slow(*probe), equal_nan=True):
+                def both(*args):
+                    with np.errstate(over="ignore"):
+                        out = np.asarray(fast(*args), dtype=float)
+                    return out * np.ones(np.broadcast(*args).shape) if out.shape != np.broadcast(*args).shape else out
+                return both
+    except Exception:       # noqa: BLE001 - any failure of the fast form: the exact one is used
+        pass
+    return slow
+
+
+@functools.lru_cache(maxsize=512)
+def _prime_fn(function: sp.Lambda):
+    """f' entry by entry, f' as SymPy derives it from f's definition."""
+    w = function.variables[0]
+    return _scalar_fn(sp.Lambda(w, sp.diff(function.expr, w)))
+
+
 
 
 def inert(e):
@@ -372,8 +482,9 @@ def _verify_rows(d, point) -> list[dict]:
             rows.append({"name": Tex(latex(sym)), "formula": Tex(r"\text{--}"),
                          "fd": Tex(r"\text{--}"), "error": Tex(r"\text{not real here}")})
             continue
-        scale = max(abs(formula), abs(fd))
-        err = float(abs(formula - fd) / scale if scale else abs(formula - fd))
+        # relative to the larger value, absolute below 1: a zero gradient next to a
+        # difference of 1e-41 is exact, not a relative error of 1
+        err = float(abs(formula - fd) / max(abs(formula), abs(fd), 1))
         rows.append({"name": Tex(latex(sym)), "formula": Tex(number(formula, 10)),
                      "fd": Tex(number(fd, 10)), "error": Tex(number(err, 2)), "err": err,
                      "value": formula})
@@ -383,11 +494,11 @@ def _verify_rows(d, point) -> list[dict]:
 def _verify_matrix(d, values, seed) -> dict:
     """The formulas' gradients against central differences of a NumPy loss from the definitions.
 
-    Up to EXACT_VERIFY_ENTRIES parameter entries the formulas are evaluated
-    exactly by SymPy and every entry is differenced; above, SymPy's explicit
-    matrices would take minutes (784×128 entries), so the formulas are
-    evaluated by the NumPy code printed from them and VERIFY_SAMPLES entries
-    of each parameter, drawn with the seed, are differenced.
+    Up to EXACT_VERIFY_ENTRIES parameter entries the formulas themselves are
+    evaluated with NumPy (:func:`numpy_gradients`) and every entry is
+    differenced; above, the formulas are evaluated by the NumPy code printed
+    from them and VERIFY_SAMPLES entries of each parameter, drawn with the
+    seed, are differenced.
     """
     if values is None:
         if param_entries(d) > VERIFY_MAX_ENTRIES:
@@ -406,7 +517,7 @@ def _verify_matrix(d, values, seed) -> dict:
         Y = np.hstack([np.atleast_2d(values[n]) for n in g.target_names])
         grads = {p: np.atleast_2d(v) for p, v in model.grad(X, Y, arrays).items()}
     else:
-        grads = evaluate(d, values)["gradient"]
+        grads = numpy_gradients(d, values)
     loss = lambda v: float(numpy_forward(d, v)[d.loss_name])     # noqa: E731
     rng = np.random.default_rng(seed)
     rows, worst = [], 0.0
@@ -422,7 +533,7 @@ def _verify_matrix(d, values, seed) -> dict:
             minus[idx] -= MATRIX_H
             fd[k] = (loss({**values, p: plus}) - loss({**values, p: minus})) / (2 * MATRIX_H)
         gp = np.array([np.asarray(grads[p])[idx] for idx in where])
-        err = float(np.linalg.norm(gp - fd) / max(np.linalg.norm(fd), np.linalg.norm(gp), 1e-300))
+        err = float(np.linalg.norm(gp - fd) / max(np.linalg.norm(fd), np.linalg.norm(gp), 1.0))
         worst = max(worst, err)
         rows.append({"name": Tex(latex(g.symbol(p))), "formula": Tex(number(np.linalg.norm(gp), 8)),
                      "fd": Tex(number(np.linalg.norm(fd), 8)), "error": Tex(number(err, 2)), "err": err})

@@ -14,21 +14,23 @@ import sympy as sp
 from ..engine import Adjoint, delta
 from ..errors import OutputError
 from ..functions import Activation
-from ..matrix import RowCost, Softmax, activation_of, is_matrix, simplify_ones
+from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
-from .factors import as_derivation, compose, edge_expr
+from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
 from .example import example, numbers, path_product, values_of
-from .lines import LINE_WIDTH, aligned_lines
+from .budget import within
+from .lines import LINE_WIDTH, Names, aligned_lines
 from .notation import layer_names, notation, punchline_forms
 
 __all__ = ["context", "plain"]
 
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
-MAX_MATRIX_WIDTH = LINE_WIDTH   # a composed matrix formula longer than this is left out (not broken)
+MAX_SIMPLIFY_OPS = 24      # a longer chain form is not handed to sp.simplify (it can run for minutes)
+SIMPLIFY_SECONDS = 1.0     # ... nor is a shorter one given more time than this
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
            "verify", "cost", "display", "date", "notation", "steps", "steps_taken"}
 
@@ -59,19 +61,21 @@ def _context(d, fmt, nt, options) -> dict:
     lr, apps = options.get("lr"), _apps(d)
     ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
-           "display": bool(options.get("display", False)),
+           "display": bool(options.get("display", False)), "matrix": g.is_matrix,
            "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
-    ctx.update(_network(d, apps))
-    ctx["loss"] = _loss(d)
+    ctx.update(_network(d, apps, nt))
+    ctx["loss"] = _loss(d, nt)
     ctx["output"] = _output(d)
     ctx["local"] = _local(d, apps)
     widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
     ctx["local_cols"] = 2 if widest < 60 else 1
     full = options.get("steps", "brief") == "full"
     ctx["steps"] = "full" if full else "brief"
-    ctx["gradients"] = [_gradient(d, p, apps, full) for p in d.params]
+    names = Names()
+    ctx["gradients"] = [_gradient(d, p, apps, names, full) for p in d.params]
     ctx["reduction_steps"] = steps.reduction_steps(d) if full else None
     ctx["punchline"] = _punchline(d, nt)
+    ctx["punchline_note"] = _punchline_note(d, ctx["punchline"])
     ctx["notation"] = _notation_keys(d, nt)
     ctx["deltas"] = _deltas(d, apps, full)
     ctx["bp"] = _bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
@@ -101,7 +105,8 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["cost"] = analysis_or_none(options.get("cost", True), lambda: analysis.cost(d))
     if ctx["cost"] is not None and ctx["cost"]["chain"] is None:
         ctx["cost"] = None        # not counted for a network this large: the section is left out
-    ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param}
+    ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param,
+                    "names": names.defined}
     return ctx
 
 
@@ -141,26 +146,31 @@ def _deepest_param(d) -> str:
 
 
 # ------------------------------------------------------------- the network
-def _network(d, apps) -> dict:
+def _network(d, apps, nt) -> dict:
     g = d.graph
+    column = nt.name == "nielsen"
 
     def declared(kind):
         syms = [g.symbol(n) for n in g.names(kind)]
-        # a matrix is shown with its shape: X ∈ R^{m×3}
-        shown = [sp.Contains(s, _space(s), evaluate=False) if is_matrix(s) else s for s in syms]
+        # a matrix is shown with its shape: X ∈ R^{m×3}; in Nielsen's columns, one sample: x ∈ R^{3×1}
+        shown = [sp.Contains(s, _space(s, column), evaluate=False) if is_matrix(s) else s for s in syms]
         return Tex(", ".join(latex(s) for s in shown))
-    forward = [{"lhs": _tex(sym), "rhs": _tex(e, applications=apps), "sympy": {"lhs": sym, "rhs": e}}
+    forward = [{"lhs": _tex(sym), "rhs": _tex(e, applications=apps), "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}}
                for sym, e in d.program().forward]
     return {"inputs": declared("input"), "targets": declared("target"), "params": declared("param"),
             "n_params": len(d.params), "forward": forward}
 
 
-def _space(s):
+def _space(s, column=False):
+    """ℝ^{rows×cols}; for Nielsen's column form the shape of one sample's column, (cols, rows) with m = 1."""
     from sympy.matrices.expressions.sets import MatrixSet
-    return MatrixSet(*s.shape, sp.S.Reals)
+    rows, cols = s.shape
+    if column:
+        rows, cols = cols, (1 if rows == BATCH else rows)
+    return MatrixSet(rows, cols, sp.S.Reals)
 
 
-def _loss(d) -> dict:
+def _loss(d, nt) -> dict:
     """The per-sample cost as defined (a matrix graph: the loss ℓ(ŷ, y) summed over a row) and L."""
     g = d.graph
     cost_name = getattr(g, "cost_name", None) or d.loss_name
@@ -171,12 +181,21 @@ def _loss(d) -> dict:
         yh, y = sp.Symbol("yhat"), sp.Symbol("y")
         lhs, rhs = sp.Function("ell")(yh, y), lf.expr.xreplace({lf.prediction: yh, lf.target: y})
         k = sp.Symbol("k", positive=True, integer=True)
-        yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
-        row = sp.Function("ell")(yk, tk)
-        sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(C.name)), i),
-                       sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
+        if nt.name == "nielsen":
+            # one sample, a column: C_x = Σ_k ℓ(a_k, y_k) in the notation's column names
+            col = lambda n: sp.Symbol(f"col_{n}")     # noqa: E731 - the notation names col_<node>
+            yk, tk = sp.Indexed(sp.IndexedBase(col(cost.prediction.name)), k), sp.Indexed(sp.IndexedBase(col(cost.target.name)), k)
+            row = sp.Function("ell")(yk, tk)
+            sample = sp.Eq(col(C.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
+                           evaluate=False)
+        else:
+            yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
+            row = sp.Function("ell")(yk, tk)
+            sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(C.name)), i),
+                           sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
     else:
         lhs, rhs, sample = C, cost, None
+    penalty = None
     L = sp.Symbol(d.loss_name if d.loss_name != cost_name else "L")
     if cost_name == d.loss_name:      # the loss is the per-sample cost: L reduces it
         batch = sp.Eq(L, d.reduce(PerSample(C)), evaluate=False)
@@ -184,10 +203,14 @@ def _loss(d) -> dict:
         theta = sp.Symbol("theta")
         gradient = sp.Eq(Partial(L, theta), d.reduce(Partial(PerSample(C), theta)), evaluate=False)
     else:                             # a matrix graph's loss node is L itself
-        batch = sp.Eq(L, g.expr(d.loss_name), evaluate=False)
+        expr, C_sym = g.expr(d.loss_name), g.symbol(cost_name)
+        rest = [t for t in sp.Add.make_args(expr) if not t.has(C_sym)]
+        # the penalty gets its letter P: the document's ∂P/∂W is its derivative
+        batch = sp.Eq(L, expr, evaluate=False)
+        penalty = sp.Eq(PENALTY, sp.Add(*rest), evaluate=False) if rest else None
         full, gradient = None, None
     parts = {"rhs": rhs, "lhs": lhs, "sample": sample, "batch": batch, "batch_full": full,
-             "batch_gradient": gradient}
+             "batch_gradient": gradient, "penalty": penalty}
     out = {k: (_tex(v) if v is not None else None) for k, v in parts.items()}
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
     out.update({"cost": _tex(C), "of": _tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
@@ -218,7 +241,8 @@ def _output(d):
         scalar = sp.Eq(Partial(sp.Symbol(g.cost_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
         matrix = sp.Eq(delta(g, n), d.adjoint[n], evaluate=False)
         return {"scalar": _tex(scalar), "matrix": _tex(matrix), "function": out.__name__,
-                "loss": cost.loss.name, "sympy": {"scalar": scalar, "matrix": matrix}}
+                "loss": cost.loss.name, "sympy": {"scalar": scalar, "matrix": matrix,
+                                                  "chain": [matrix.lhs, matrix.rhs]}}
     return None
 
 
@@ -232,7 +256,7 @@ def _local(d, apps) -> list[dict]:
                 continue
             e = edge_expr(d, child, parent)
             short, full = latex(e, applications=apps), latex(e, primes=False)
-            lhs = Partial(g.symbol(child), g.symbol(parent))
+            lhs = edge_partial(d, child, parent)
             named = d.named(e) if not isinstance(e, sp.Lambda) else e
             named_text = latex(named, primes=False, sums_last=True) if named != e else None
             rows.append({"named": Tex(named_text) if named_text and named_text not in (short, full) else None,
@@ -240,47 +264,72 @@ def _local(d, apps) -> list[dict]:
                          "value": Tex(short), "inline": Tex(rf"\partial {latex(g.symbol(child))} / "
                                                             rf"\partial {latex(g.symbol(parent))}"),
                          "written_out": Tex(full) if full != short else None,
-                         "maps": isinstance(e, sp.Lambda), "sympy": {"partial": lhs, "value": e}})
+                         "maps": isinstance(e, sp.Lambda),
+                         "sympy": {"partial": lhs, "value": e,
+                                   "chain": [lhs, e] + ([named] if named_text and named_text not in (short, full) else [])}})
     return rows
 
 
-def _gradient(d, p, apps, full=False) -> dict:
+def _gradient(d, p, apps, names, full=False) -> dict:
+    """One parameter's chain rule: the paths' symbols, their factors, the closed forms, one chain."""
     g = d.graph
     lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
-    paths = []
+    paths, shown_factors = [], []
     for path in d.chain(p):
         labels = [edge_expr(d, f.of, f.wrt) for f in path]
-        symbols = Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path])
+        symbols = Chain(*[edge_partial(d, f.of, f.wrt) for f in path])
         # derivatives multiply in path order; maps into matrices are applied in turn
         # (1/m 1) ⊙ (Ŷ − Y) reads (1/m)(Ŷ − Y): a column of ones times δ is δ
         factors = simplify_ones(compose(labels)) if any(isinstance(x, sp.Lambda) for x in labels) else Chain(*labels)
-        text = latex(factors, applications=apps)
+        # a wide term is folded (a part named and defined), never left out
+        shown, defs = names.fold(factors, apps)
+        shown_factors.append(shown)
         paths.append({"symbols": _tex(symbols), "length": len(path),
-                      "factors": Tex(text) if visual_len(text) <= MAX_MATRIX_WIDTH else None,
+                      "factors": Tex(latex(shown, applications=apps)), "where": _definitions(defs, apps),
                       "sympy": {"symbols": symbols, "factors": factors, "labels": labels}})
-    closed, recursive = d.gradient(p), d.gradient(p, form="recursive")
-    closed_text = latex(closed, applications=apps)
-    if is_matrix(closed) and visual_len(closed_text) > MAX_MATRIX_WIDTH:
-        closed, closed_text = None, None
+    closed, recursive = closed_softmax(d, d.gradient(p)), closed_softmax(d, d.gradient(p, form="recursive"))
+    closed_shown, closed_defs = names.fold(closed, apps)
+    closed_text = latex(closed_shown, applications=apps)
     expanded = d.gradient(p, form="expanded") if len(g.order) <= MAX_EXPANDED_NODES and not is_matrix(
         g.symbol(p)) else None
     show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
                      and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
-    simple = d.simplified(p) if closed is not None and not is_matrix(closed) else None
+    simple = _simplified(d, p) if not is_matrix(closed) else None
     if simple is not None and (latex(simple, applications=apps) == closed_text or simple.has(sp.Piecewise)):
         simple = None       # the printer already shows the chain this way
     simple_chain = _error_first(simple, {g.symbol(t) for t in g.target_names}) if simple is not None else None
     if len(paths) == 1 and paths[0]["factors"] == closed_text:
         closed_text = None          # the path's factors already read as the closed form
+    # no path at all (a parameter the loss does not use): the gradient is 0, and says so
+    zero = sp.ZeroMatrix(*g.symbol(p).shape) if is_matrix(g.symbol(p)) else sp.S.Zero
+    sum_of = lambda terms: zero if not terms else terms[0] if len(terms) == 1 else Terms(*terms)    # noqa: E731
+    chain = [lhs] + ([sum_of([x["sympy"]["symbols"] for x in paths]), sum_of(shown_factors)] if paths else [])
+    chain += [closed_shown] if closed_text else []
+    chain += [simple_chain] if simple is not None else []
+    chain += [expanded] if show_expanded else []
+    chain += [recursive] if recursive != closed else []
     return {"name": _tex(g.symbol(p)), "lhs": _tex(lhs), "paths": paths,
             "simplified": _tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
             "closed": Tex(closed_text) if closed_text else None,
-            "closed_aligned": Tex(aligned_lines(closed, apps)) if closed_text else None,
+            "closed_aligned": Tex(aligned_lines(closed_shown, apps)) if closed_text else None,
+            "where": [w for x in paths for w in x.pop("where")] + (_definitions(closed_defs, apps) if closed_text else []),
             "expanded": _tex(expanded, applications=apps) if show_expanded else None,
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
-                      "expanded": expanded if show_expanded else None}}
+                      "expanded": expanded if show_expanded else None, "chain": chain}}
+
+
+def _simplified(d, p):
+    """d.simplified(p) within a size and a time budget (None past either: the form is optional)."""
+    if sp.count_ops(d.named(d.gradient(p))) > MAX_SIMPLIFY_OPS:
+        return None
+    return within(SIMPLIFY_SECONDS, lambda: d.simplified(p))
+
+
+def _definitions(defs, apps) -> list[dict]:
+    """The rows "G₁ = …" that define the names a folded formula uses (each a checked line)."""
+    return [{"name": _tex(n), "value": Tex(aligned_lines(e, apps)), "sympy": {"chain": [n, e]}} for n, e in defs]
 
 
 def _error_first(expr, targets) -> Chain:
@@ -293,7 +342,7 @@ def _error_first(expr, targets) -> Chain:
     for f in factors:
         if isinstance(f, sp.Add):
             t = next(iter(f.free_symbols & targets), None)
-            number = sum(a for a in f.args if a.is_number)
+            number = sp.Add(*[a for a in f.args if a.is_number])     # S.Zero, not int 0, when none
             # the target subtracted (p − y), the constant in front positive (1 − a)
             if (t is not None and f.coeff(t).is_positive) or (t is None and number.is_negative):
                 f, coeff = -f, -coeff
@@ -332,30 +381,55 @@ def _punchline(d, nt):
 
     Lecture notation: the notes' shorthand, (ŷ − y) · W⁽³⁾ · σ'(z⁽³⁾) · … · X,
     with the valid matrix product beside it; matrix and Nielsen notation: the
-    valid product itself (transposes shown; Nielsen's transposed).  Only where
-    every step back is a plain product or an element-wise f'; a parameter
-    whose last factor sums over the rows (a bias) is left out, as in the notes.
+    valid product itself (transposes shown; Nielsen's transposed).  A path the
+    shorthand cannot write (a tied weight's transposed use) is shown as its
+    matrix product; every path through the costs is shown, none dropped.  A
+    parameter whose last factor sums over the rows (a bias) is left out, as in
+    the notes, and the document says so (:func:`_punchline_note`).
     """
     g, rows = d.graph, []
     cost = getattr(g, "cost_name", None)
+    lecture = nt.name == "lecture"
     for p in reversed(d.params):
-        forms = [punchline_forms(d, path) for path in d.chain(p)]
-        forms = [f for f in forms if f is not None]
-        if not forms or any(_sums_rows(f[0].args[-1]) for f in forms):
+        paths = [path for path in d.chain(p) if path[0].wrt == cost]
+        forms = [punchline_forms(d, path) or _sample_product(d, path) for path in paths]
+        if not forms or any(f is None or _sums_rows(f[0].args[-1]) for f in forms):
             continue
-        lhs = Partial(sp.Symbol(nt.loss) if nt.name == "lecture" else g.symbol(cost), g.symbol(p))
+        lhs = Partial(sp.Symbol(nt.loss) if lecture else g.symbol(cost), g.symbol(p))
         short = Terms(*[f[0] for f in forms])
         product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
-        lecture = nt.name == "lecture"
         # one line per path (an unrolled RNN's sum over time steps is wider than a page)
         terms = [{"factors": _tex(f[0], transposes=False) if lecture else _tex(f[1]),
                   "product": _tex(f[1]) if lecture else None} for f in forms]
-        rows.append({"lhs": _tex(lhs),
+        rows.append({"lhs": _tex(lhs), "param": p,
                      "factors": _tex(short, transposes=False) if lecture else _tex(product),
                      "product": _tex(product) if lecture else None,
                      "terms": terms,
-                     "sympy": {"lhs": lhs, "factors": short, "product": product}})
+                     "sympy": {"lhs": lhs, "factors": short, "product": product, "chain": [lhs, product]}})
     return rows or None
+
+
+def _sample_product(d, path):
+    """(product, product) of a path from the costs for one sample (δ_C = 1), when no shorthand exists."""
+    labels = [edge_expr(d, f.of, f.wrt) for f in path[1:]]
+    if not labels or not isinstance(labels[0], sp.Lambda):
+        return None
+    start = sp.OneMatrix(*labels[0].variables[0].shape)
+    value = simplify_ones(compose([start] + labels))
+    return Chain(value), value
+
+
+def _punchline_note(d, rows) -> Tex | None:
+    """Which parameters the punchline leaves out, and why (None when it shows them all)."""
+    if not rows:
+        return None
+    shown = {r["param"] for r in rows}
+    left = [p for p in d.params if p not in shown]
+    if not left:
+        return None
+    names = ", ".join(f"${latex(d.graph.symbol(p))}$" for p in left)
+    return Tex(f"Not shown here: {names}; each ends in a sum over the samples (a bias) or reaches "
+               "the loss only through the penalty. Their gradients are in the chain-rule section above.")
 
 
 def _sums_rows(last) -> bool:
@@ -382,20 +456,44 @@ def _deltas(d, apps, full=False) -> list[dict]:
     C = g.symbol(d.loss_name)
     rows = [{"case": None, "node": d.loss_name, "name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
              "value": Tex("1"), "param": False, "recursive": None,
-             "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One}}]
-    for sym, e in d.program().backward:
-        n = sym.name[len("delta_"):]
-        parts = [Chain(delta(g, c), Partial(g.symbol(c), g.symbol(n))) if c != d.loss_name
-                 else Partial(g.symbol(c), g.symbol(n)) for c in g.children(n)]
-        symbolic = parts[0] if len(parts) == 1 else Terms(*parts)
+             "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One,
+                       "chain": [Adjoint(d.loss_name), Partial(C, C), sp.S.One]}}]
+    backward = d.program().backward
+    shown = {sym.name[len("delta_"):] for sym, _ in backward} | {d.loss_name}
+    for sym, e in backward:
+        n, e = sym.name[len("delta_"):], closed_softmax(d, e)
+        symbolic = _delta_symbolic(d, n, shown)
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym
         rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
                      "name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
                      "value": Tex(aligned_lines(value, apps)), "param": g.kind(n) == "param",
                      "recursive": _tex(e, applications=apps) if value != e else None,
-                     "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value}})
+                     "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value,
+                               "chain": [lhs, symbolic] + ([e] if value != e else []) + [value]}})
     return rows
+
+
+def _delta_symbolic(d, n, shown):
+    """δ_n = Σ_c δ_c ∂c/∂n, each δ_c that has no row of its own written out in turn.
+
+    (δ_Ŷ of a folded or inlined node is never left undefined: δ⁽³⁾ = δ_L ∂L/∂C ∂C/∂Ŷ ∂Ŷ/∂Z₃.)
+    """
+    g, parts = d.graph, []
+    for c in g.children(n):
+        if c == d.loss_name:
+            parts.append(edge_partial(d, c, n))
+            continue
+        step = Partial(g.symbol(c), g.symbol(n))
+        if c in shown:
+            parts.append(Chain(delta(g, c), step))
+            continue
+        inner = _delta_symbolic(d, c, shown)
+        terms = inner.args if isinstance(inner, Terms) else (inner,)
+        parts += [Chain(*(t.args if isinstance(t, Chain) else (t,)), step) for t in terms]
+    if not parts:           # nothing uses n: δ_n = 0
+        return sp.ZeroMatrix(*g.symbol(n).shape) if is_matrix(g.symbol(n)) else sp.S.Zero
+    return parts[0] if len(parts) == 1 else Terms(*parts)
 
 
 def _bp(d, deltas) -> list[dict]:
@@ -415,9 +513,9 @@ def _bp(d, deltas) -> list[dict]:
             label = "BP4" if kind == "W" else "BP3"
         else:
             continue
-        lhs = r["lhs"] if label in ("BP1", "BP2") else _tex(
-            Partial(d.graph.symbol(d.graph.cost_name), d.graph.symbol(n)))
-        out.append({"label": label, "lhs": lhs, "value": r["value"]})
+        lhs = r["sympy"]["lhs"] if label in ("BP1", "BP2") else Partial(d.graph.symbol(d.loss_name), d.graph.symbol(n))
+        out.append({"label": label, "lhs": _tex(lhs), "value": r["value"],
+                    "sympy": {"chain": [lhs, r["sympy"]["value"]]}})
     return sorted(out, key=lambda r: r["label"])
 
 

@@ -13,14 +13,17 @@ the lecture notes' shorthand off a VJP (δ W^T → W^T, A^T δ → A^T,
 from __future__ import annotations
 
 
+import functools
+
 import sympy as sp
 
 from ..engine import Derivation, delta
-from ..matrix import is_matrix
+from ..matrix import Softmax, SoftmaxVJP, is_matrix
+from ..printing import Partial
 from ..vjp import AdjointMatrix
 
 __all__ = ["as_derivation", "edge_expr", "compose", "coefficient", "cost_adjoint", "notes_chain",
-           "GENERIC"]
+           "GENERIC", "PENALTY", "edge_partial", "softmax_rule", "closed_softmax"]
 
 #: The placeholder δ of a figure's edge labels (printed as a bare δ).
 GENERIC = "delta_"
@@ -34,12 +37,60 @@ def as_derivation(d) -> Derivation:
     return d
 
 
+MAX_PROVED_WIDTH = 12      # softmax's closed VJP is proved symbolically up to this row width
+
+
+@functools.lru_cache(maxsize=None)
+def softmax_rule(width: int) -> bool:
+    """SymPy's proof, for rows of `width` entries, of the closed form a document prints for softmax's VJP.
+
+    Entry j of δ_Z for S = softmax(z) is Σᵢ gᵢ ∂sᵢ/∂z_j (SymPy differentiates the
+    definition); the document writes it s_j (g_j − Σᵢ gᵢ sᵢ), i.e. P ⊙ (G − (G ⊙ P)𝟏𝟏ᵀ).
+    With eᵢ = exp(zᵢ) both are rational functions: their difference cancels to 0.
+    """
+    z = sp.symbols(f"z0:{width}", real=True)
+    g = sp.symbols(f"g0:{width}", real=True)
+    e = sp.symbols(f"e0:{width}", positive=True)
+    total = sum(sp.exp(v) for v in z)
+    s = [sp.exp(v) / total for v in z]
+    back = {v: sp.log(ev) for v, ev in zip(z, e)}          # exp(zᵢ) = eᵢ, products of them too
+    for j in range(width):
+        derived = sum(g[i] * sp.diff(s[i], z[j]) for i in range(width))
+        closed = s[j] * (g[j] - sum(g[i] * s[i] for i in range(width)))
+        if sp.cancel(sp.expand_power_exp((derived - closed).subs(back))) != 0:
+            return False
+    return True
+
+
+def closed_softmax(d: Derivation, expr):
+    """expr with each softmax VJP written in closed form, P ⊙ (G − (G ⊙ P)𝟏𝟏ᵀ), P the softmax's node.
+
+    The form is proved by :func:`softmax_rule` for the row width at hand (a failed
+    proof is a bug: the document is not written); the certificate checks the result.
+    """
+    if not isinstance(expr, sp.Basic) or not expr.has(SoftmaxVJP):
+        return expr
+    g = d.graph
+    nodes = {g.expr(n): g.symbol(n) for n in g.node_names if isinstance(g.expr(n), Softmax)}
+
+    def closed(x):
+        G, Z = x.args
+        k = Z.shape[1]
+        # proved at the width itself up to MAX_PROVED_WIDTH (the certificate checks every width numerically)
+        if not softmax_rule(min(int(k), MAX_PROVED_WIDTH)):
+            raise AssertionError(f"softmax's closed VJP is not proved for width {k}")
+        P = nodes.get(Softmax(Z), Softmax(Z))
+        rows = sp.MatMul(sp.HadamardProduct(G, P), sp.OneMatrix(k, 1), sp.OneMatrix(1, k))
+        return sp.HadamardProduct(P, sp.MatAdd(G, -rows))
+    return expr.replace(lambda x: isinstance(x, SoftmaxVJP), closed)
+
+
 def edge_expr(d: Derivation, child: str, parent: str, generic: bool = False):
     """The label of the edge child ← parent: ∂child/∂parent, or the map δ_child ↦ VJP.
 
     With ``generic`` the map's variable is a bare δ (short figure labels).
     """
-    e = d.local[(child, parent)]
+    e = closed_softmax(d, d.local[(child, parent)])
     if not is_matrix(d.graph.expr(child)):
         return e
     adj = delta(d.graph, child)
@@ -47,6 +98,21 @@ def edge_expr(d: Derivation, child: str, parent: str, generic: bool = False):
         g = AdjointMatrix(GENERIC, *adj.shape)
         e, adj = e.xreplace({adj: g}), g
     return sp.Lambda(adj, e)
+
+
+PENALTY = sp.Symbol("P")
+
+
+def edge_partial(d: Derivation, child: str, parent: str) -> Partial:
+    """The symbol ∂child/∂parent of an edge; a penalty's edge from the loss to a weight is ∂P/∂W.
+
+    L = (1/m)ΣCᵢ + P reaches W also directly, through the penalty P: writing that
+    edge ∂L/∂W would make ∂L/∂W = ∂L/∂W + … read as circular.
+    """
+    g = d.graph
+    if child == d.loss_name and g.is_matrix and g.kind(parent) == "param":
+        return Partial(PENALTY, g.symbol(parent))
+    return Partial(g.symbol(child), g.symbol(parent))
 
 
 def compose(labels) -> sp.Expr:

@@ -6,7 +6,7 @@ import sympy as sp
 from ..matrix import is_matrix
 from ..printing import LatexPrinter, latex, visual_len
 
-__all__ = ["aligned_lines", "LINE_WIDTH"]
+__all__ = ["aligned_lines", "LINE_WIDTH", "Names"]
 
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
 
@@ -71,3 +71,45 @@ def _signed_terms(add: sp.Add, apps) -> list[str]:
             body = rf"\left({body}\right)"
         out.append(("- " if neg else ("+ " if i else "")) + body)
     return out
+
+
+class Names:
+    """Sub-expressions named to fold a wide matrix formula: G₁ = …, G₂ = …, numbered per document.
+
+    A formula too wide for a line is never cut short: its widest part that
+    fits is given a name, the formula is printed with the name, and the name's
+    definition is printed beside it (the certificate reads the definitions too).
+    """
+
+    def __init__(self):
+        self.defined: dict = {}
+
+    def fold(self, expr, apps, width: int = LINE_WIDTH):
+        """(expr with names in it, [(name, definition), ...] introduced for it)."""
+        new = []
+        while is_matrix(expr) and visual_len(latex(expr, applications=apps)) > width:
+            part = _widest_part(expr, apps, width)
+            if part is None:
+                break
+            name = next((n for n, e in self.defined.items() if e == part), None)
+            if name is None:        # a part named before (an earlier line) keeps its name
+                name = sp.MatrixSymbol(f"G{len(self.defined) + 1}", *part.shape)
+                self.defined[name] = part
+                new.append((name, part))
+            expr = expr.xreplace({part: name})
+        return expr, new
+
+
+def _widest_part(expr, apps, width):
+    """The widest matrix part of expr that prints within `width`: down the widest argument each time."""
+    node = expr
+    while True:
+        parts = [a for a in node.args if is_matrix(a) and not a.is_Atom
+                 and not isinstance(a, (sp.MatrixSymbol, sp.OneMatrix))]
+        if not parts:
+            return None
+        sized = [(visual_len(latex(a, applications=apps)), a) for a in parts]
+        n, widest = max(sized, key=lambda t: t[0])
+        if n <= width:
+            return widest
+        node = widest

@@ -68,7 +68,8 @@ def notation(d, name: str | None) -> Notation:
         # seed 004: J the loss; W^{(l)} between a^{(l)} and z^{(l+1)}, a^{(1)} = X
         names["L"] = "J"
         if not g.is_matrix:
-            names[d.loss_name] = "J"
+            # J is the batch cost; one sample's cost is J^{(i)}, never J as well
+            names[d.loss_name] = "J^{(i)}"
         for n, (kind, l) in layers.items():
             letter = {"Z": "z", "A": "a", "W": "W", "b": "b"}[kind]
             idx = l if kind in "Wb" else l + 1
@@ -96,7 +97,7 @@ def notation(d, name: str | None) -> Notation:
             col = rf"a^{{{last}}}"
         else:
             col = {"X": "x", "Y": "y", "C": "C_x"}.get(n, sp.latex(sp.Symbol(n.lower())))
-        tnames[n], names[n] = col, _transpose_of(col)
+        tnames[n], names[n], names[f"col_{n}"] = col, _transpose_of(col), col
         if g.kind(n) not in ("input", "target"):
             dl = rf"\delta^{{{layers[n][1] + 1}}}" if n in layers and layers[n][0] == "Z" else (
                 rf"\delta^{{{last}}}" if n == "Yhat" else rf"\delta_{{{col}}}")
@@ -117,7 +118,19 @@ def columns(e):
     (X W + 1 b)ᵀ = Wᵀ xᵀ + bᵀ with m = 1 (the column of ones is the number 1);
     transposes move onto the symbols, where the notation's map names them.
     """
-    return _transposed(e.xreplace({BATCH: sp.S.One}))
+    return _transposed(_one_sample(e))
+
+
+def _one_sample(e):
+    """e with m = 1 (xreplace would rebuild f(Z) through SymPy's constructor: see _transposed)."""
+    if e == BATCH:
+        return sp.S.One
+    if e.is_Atom or not e.has(BATCH):
+        return e
+    args = [_one_sample(a) for a in e.args]
+    if isinstance(e, ElementwiseApplyFunction):
+        return sp.MatrixExpr.__new__(ElementwiseApplyFunction, *args)
+    return e.func(*args)
 
 
 def _transposed(e):
@@ -126,8 +139,8 @@ def _transposed(e):
     if isinstance(e, sp.MatMul):
         coeff, rest = e.as_coeff_mmul()
         factors = [_transposed(a) for a in reversed(rest.args) if not _unit_ones(a)]
-        if not factors:
-            return e
+        if not factors:         # (1/m)·𝟏 with m = 1: a 1×1 one, printed as the number (∂C/∂C_x = 1, not "1 𝟏")
+            return sp.OneMatrix(1, 1) if coeff == 1 else sp.MatMul(coeff, sp.OneMatrix(1, 1))
         body = factors[0] if len(factors) == 1 else sp.MatMul(*factors)
         return body if coeff == 1 else sp.MatMul(coeff, body)
     if isinstance(e, sp.MatAdd):
@@ -137,7 +150,9 @@ def _transposed(e):
     if isinstance(e, FPrime):
         return FPrime(e.function, _transposed(e.arg))
     if isinstance(e, ElementwiseApplyFunction):
-        return ElementwiseApplyFunction(e.function, _transposed(e.expr))
+        # built directly: SymPy's constructor calls f on a 1×1 argument (one output, one
+        # sample), and a symback activation of a matrix builds the same object again, forever
+        return sp.MatrixExpr.__new__(ElementwiseApplyFunction, e.function, _transposed(e.expr))
     if isinstance(e, Softmax):
         return Softmax(_transposed(e.arg))
     if isinstance(e, RowCost):

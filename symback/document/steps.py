@@ -60,7 +60,7 @@ def _outer(f):
     """f'(u) of a function application, unevaluated (σ'(u)), or SymPy's derivative for sin, exp, …"""
     if isinstance(f, Activation):
         return prime(type(f), f.args)
-    u = sp.Dummy("u")
+    u = sp.Dummy("u", real=True)        # |u|' = sign(u) for a real u, not re/im derivatives
     return sp.diff(f.func(u), u).xreplace({u: f.args[0]})
 
 
@@ -93,10 +93,12 @@ def local_steps(expr, v) -> dict | None:
         u, n = rest.base, rest.exp
         outer = n * u ** (n - 1)
         symbolic, inner = Chain(outer, Partial(u, v)), Chain(outer, sp.diff(u, v))
-    elif isinstance(rest, sp.Function) and len(rest.args) >= 1 and rest.args[0].has(v):
+    elif isinstance(rest, sp.Function) and len(rest.args) == 1 and rest.args[0].has(v):
         u = rest.args[0]
         if u == v:
-            return {"rule": rule, "lines": [_lead(lead, _outer(rest))], "zeros": None}
+            # f(v) itself: no inner derivative, so no chain rule; the line is f's own derivative
+            what = "the activation's derivative" if isinstance(rest, Activation) else f"derivative of {type(rest).__name__}"
+            return {"rule": what, "lines": [_lead(lead, _outer(rest))], "zeros": None}
         symbolic, inner = Chain(_outer(rest), Partial(u, v)), Chain(_outer(rest), sp.diff(u, v))
     else:
         return None
@@ -148,8 +150,10 @@ def reduction_steps(d) -> list[dict]:
         first = sp.Mul(scale, sp.Sum(sp.factor_terms(sp.diff(rest, s)), (SAMPLE, 1, BATCH_SIZE)), evaluate=False)
         last = d.reduce(sp.factor_terms(sp.diff(cost, s)))
         lhs = Partial(L, s)
-        lines = [first] + ([last] if sp.simplify(first.doit() - last.doit()) == 0 and first != last else [])
+        lines = [first] + ([last] if sp.simplify(first.doit() - last.doit()) == 0
+                           and latex(first) != latex(last) else [])     # never "= Σ2(a − y) = Σ2(a − y)"
         rows.append({"lhs": Tex(latex(lhs)), "line": Tex(" = ".join(latex(x) for x in lines)),
+                     "scaled": len(lines) > 1,
                      "sympy": {"lhs": lhs, "lines": lines, "cost": cost, "node": s}})
     return rows
 

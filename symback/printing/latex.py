@@ -21,6 +21,7 @@ from typing import Iterable
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 
 from ..functions import Activation
 from .expressions import PerSample, _is_matrixy
@@ -111,6 +112,8 @@ class LatexPrinter(_SympyLatexPrinter):
         names = self._settings["names"]
         if names and expr.name in names:
             return names[expr.name]
+        if _PARAM_SUFFIX.fullmatch(expr.name):
+            return _subscripted(expr.name)
         return super()._print_Symbol(expr, style=style)
 
     def _print_Float(self, expr):
@@ -215,7 +218,23 @@ class LatexPrinter(_SympyLatexPrinter):
         if coeff.is_Rational and coeff not in (1, -1) and rest.args:
             body = rest.args[0] if len(rest.args) == 1 else sp.MatMul(*rest.args)
             return rf"{self._print(coeff)} {self.parenthesize(body, 60)}"
-        return super()._print_MatMul(expr)
+        # SymPy's own asks could_extract_minus_sign(), which builds and canonicalises −expr at
+        # every level of a nested product (seconds for a deep network): the sign is the coefficient's
+        args, sign = [a for a in expr.args if not (isinstance(a, sp.OneMatrix) and a.shape == (1, 1))] or [expr.args[0]], ""
+        if args[0].is_Number and args[0].is_negative:
+            sign, args = "- ", (args[1:] if args[0] == -1 else [-args[0]] + args[1:])
+        prec = _precedence(expr)
+        return sign + " ".join(self._print(a) if isinstance(a, sp.Mul) and not isinstance(a, sp.MatMul)
+                               else self.parenthesize(a, prec, False) for a in args)
+
+    def parenthesize(self, item, level, is_neg=False, strict=False) -> str:
+        """SymPy's rule, with a matrix product's precedence read off its coefficient (fast)."""
+        if not isinstance(item, sp.MatMul):
+            return super().parenthesize(item, level, is_neg, strict)
+        prec = _precedence(item)
+        if (is_neg and strict) or prec < level or (not strict and prec <= level):
+            return self._add_parens(self._print(item))
+        return self._print(item)
 
     def _print_HadamardProduct(self, expr):
         # δ ⊙ f'(Z): the flowing adjoint first, the element-wise factors after (as the notes write it)
@@ -229,10 +248,16 @@ class LatexPrinter(_SympyLatexPrinter):
             return names[expr.name]
         if expr.name.startswith("grad_"):      # the layers' names for ∂C/∂W_l
             return partial("C", expr.name[len("grad_"):])
+        if _PARAM_SUFFIX.fullmatch(expr.name):
+            return _subscripted(expr.name)
         return super()._print_MatrixSymbol(expr)
 
     def _print_OneMatrix(self, expr):
-        # 1 b (a column of ones) and 1ᵀ δ (summing rows)
+        # 1 b (a column of ones), 1ᵀ δ (summing rows), and 𝟏𝟏ᵀ (a matrix of ones: sums spread back)
+        if expr.rows == 1 and expr.cols == 1:
+            return "1"              # a 1×1 matrix of ones is the number 1 (one sample, one output)
+        if expr.rows != 1 and expr.cols != 1:
+            return r"\mathbf{1}\mathbf{1}^{\top}"
         return r"\mathbf{1}^{\top}" if expr.rows == 1 and expr.cols != 1 else r"\mathbf{1}"
 
     def _print_ElementwiseApplyFunction(self, expr):
@@ -277,7 +302,8 @@ class LatexPrinter(_SympyLatexPrinter):
         return rf"\frac{{\partial}}{{\partial {self._print(wrt)}}} \left({self._print(of)}\right)"
 
     def _print_PerSample(self, expr):
-        return rf"{self._print(expr.args[0])}^{{(i)}}"
+        base = self._print(expr.args[0])
+        return base if base.endswith("^{(i)}") else rf"{base}^{{(i)}}"    # a notation's J^{(i)} already is
 
     def _print_Norm(self, expr):
         body = self._print(expr.args[0])
@@ -305,6 +331,21 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print_Bound(self, expr):
         return rf"{self._print(expr.args[0])} \le " + " = ".join(self._print(a) for a in expr.args[1:])
+
+
+# an RNN's Wx, Wh, bh, Wy, by: a weight letter and the one-letter name of what it acts on
+_PARAM_SUFFIX = re.compile(r"[WUb][a-z]")
+
+
+def _subscripted(name: str) -> str:
+    """Wx as W_{x} (not W times x)."""
+    return rf"{name[0]}_{{{name[1]}}}"
+
+
+def _precedence(e) -> int:
+    """A matrix product binds as a product, as a sum when it starts with a minus sign."""
+    first = e.args[0] if e.args else None
+    return PRECEDENCE["Add"] if first is not None and first.is_Number and first.is_negative else PRECEDENCE["Mul"]
 
 
 def visual_len(tex: str) -> int:

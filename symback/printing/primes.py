@@ -15,6 +15,7 @@ from typing import Iterable
 import sympy as sp
 
 from ..functions import Activation
+from ..matrix import FPrime
 
 __all__ = ["prime", "mark_primes", "split_primes"]
 
@@ -77,6 +78,10 @@ def mark_primes(expr: sp.Expr, applications: Iterable[sp.Expr] = ()) -> sp.Expr:
             return table[e]
         if e.is_Atom:
             return e
+        if isinstance(e, FPrime):
+            # FPrime holds f's definition, not a derivative: softplus' = σ must not
+            # turn the σ of a sigmoid layer's σ'(Z) into softplus'
+            return FPrime(e.function, visit(e.arg))
         args = [visit(a) for a in e.args]
         if isinstance(e, sp.Mul):
             # the derivative may be a sub-product of a longer product

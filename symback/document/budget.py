@@ -1,0 +1,38 @@
+"""Budgets for SymPy's open-ended work (simplify): a document never waits on it.
+
+``sp.simplify`` has no bound on its running time: two tanh-sigmoid layers
+made it run for minutes.  A step that only makes a formula shorter is
+skipped past a size, and given a wall-clock budget where the platform
+allows one (a timer signal, main thread only); past either it is left out.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+__all__ = ["within"]
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def within(seconds: float, work, default=None):
+    """work(), or `default` when it takes longer than `seconds` (where a timer can stop it)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return work()
+
+    def stop(signum, frame):
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    left = signal.setitimer(signal.ITIMER_REAL, seconds)[0]
+    try:
+        return work()
+    except _OutOfTime:
+        return default
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if left:        # someone else's timer was running: give it back what was left
+            signal.setitimer(signal.ITIMER_REAL, left)

@@ -1,0 +1,301 @@
+"""The certificate: every displayed equation checked, link by link, before it is written.
+
+A displayed equation ``a = b = c`` is held in the document context as the
+chain ``[a, b, c]`` of SymPy expressions (under a part's ``"sympy"`` key,
+``"chain"``), and the document is printed from exactly these.  The symbols
+that only documents use get their meaning here, independently of the text:
+
+* ``∂L/∂θ`` of a scalar graph is a central difference of the loss recomputed
+  from the definitions (40 digits); of a matrix graph, the engine's gradient,
+  itself checked against a central difference of the loss (NumPy);
+* ``∂c/∂v`` along an edge is ``sympy.diff`` of c's definition (scalar), or
+  the engine's map δ_c ↦ VJP (matrix);
+* ``δ_v`` is the engine's adjoint, evaluated node by node;
+* a ``Chain`` multiplies its factors, or applies its maps, in order; ``Terms`` adds.
+
+Every adjacent pair of a chain is then compared at random values (matrices
+at their own small sizes, a batch of two).  A link that fails is a bug in
+symback, never a user's error: :class:`CertificateError` stops the document
+before it is written.  :func:`certify` is generic: it needs only concrete
+shapes, so graphs without a batch dimension go through it unchanged.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import sympy as sp
+
+from ..engine import Adjoint, delta
+from ..matrix import BATCH, is_matrix
+from ..printing import Chain, Partial, PerSample, Terms
+from .analysis import numpy_adjoints, numpy_forward, random_values, value_of
+from .factors import PENALTY, compose, edge_expr
+
+__all__ = ["CertificateError", "certify", "lines"]
+
+RTOL = 1e-7            # exact links, floating point
+FD_RTOL = 1e-4         # a matrix gradient against a central difference
+FD_H = 1e-6
+ROWS = 2               # the batch size the matrices are checked at
+
+
+class CertificateError(AssertionError):
+    """A displayed equation is false: a bug in symback (never shown to a reader)."""
+
+
+def lines(ctx, where: str = "") -> list[tuple[str, list]]:
+    """Every chain held in the context: (where it is, [a, b, c, ...])."""
+    found = []
+    if isinstance(ctx, dict):
+        chain = ctx.get("sympy", {}).get("chain") if isinstance(ctx.get("sympy"), dict) else None
+        if chain is not None:
+            found.append((where, list(chain)))
+        for k, v in ctx.items():
+            if k != "sympy":
+                found += lines(v, f"{where}.{k}" if where else k)
+    elif isinstance(ctx, (list, tuple)):
+        for i, v in enumerate(ctx):
+            found += lines(v, f"{where}[{i}]")
+    return found
+
+
+def certify(d, ctx, seed: int = 0) -> dict:
+    """Check every chain of the context; returns {'lines': n, 'links': k}, or raises CertificateError."""
+    point = _Point(d, seed, ctx.get("sympy", {}).get("names", {}))
+    found = lines(ctx)
+    links = 0
+    for where, chain in found:
+        at = point.map_argument(chain[0])
+        # a gradient's left side ∂L/∂θ is the total derivative; inside a chain ∂c/∂v is an edge's
+        values = [point.value(e, where, at, total=k == 0 and not where.startswith("local"))
+                  for k, e in enumerate(chain)]
+        for k in range(1, len(values)):
+            if not _close(values[k - 1], values[k]):
+                raise CertificateError(
+                    f"{where}: link {k} of {len(chain)} is false: {chain[k - 1]} = {chain[k]} "
+                    f"({_short(values[k - 1])} vs {_short(values[k])})")
+            links += 1
+    return {"lines": len(found), "links": links}
+
+
+def _short(v) -> str:
+    return np.array2string(np.asarray(v, dtype=float), precision=6, threshold=8) if np.ndim(v) else f"{v:.9g}"
+
+
+def _close(a, b) -> bool:
+    a, b = np.asarray(a, dtype=complex), np.asarray(b, dtype=complex)
+    if a.size == 1 and b.size == 1:
+        a, b = a.reshape(()), b.reshape(())
+    if a.shape != b.shape:
+        return False
+    finite = np.isfinite(a) & np.isfinite(b)
+    scale = max(1.0, float(np.max(np.abs(a[finite]), initial=0.0)), float(np.max(np.abs(b[finite]), initial=0.0)))
+    # an entry outside the domain (log of a negative random value) is nan on both sides alike
+    return bool(np.allclose(a, b, rtol=0.0, atol=RTOL * scale, equal_nan=True))
+
+
+class _Point:
+    """Random values of a graph's inputs, targets and parameters, with every node and δ there."""
+
+    def __init__(self, d, seed: int, names: dict):
+        self.d, self.g, self.names = d, d.graph, names
+        self.matrix = self.g.is_matrix
+        self._cache = {}
+        if self.matrix:
+            self._matrix_point(seed)
+        else:
+            self._scalar_point(seed)
+
+    # ----------------------------------------------------------------- scalar graphs
+    def _scalar_point(self, seed):
+        g, rng = self.g, random.Random(seed)
+        for attempt in range(20):      # a point where every node is real and finite (a log's domain)
+            low = -1 if attempt < 10 else 0.2     # then positive values only (√x, log x of an input)
+            env = {g.symbol(n): sp.Float(rng.uniform(0.1, 0.9) if g.kind(n) == "target" else rng.uniform(low, 1.2), 40)
+                   for n in g.input_names + g.target_names + g.param_names}
+            self.given = dict(env)
+            try:
+                for n in g.order:
+                    if n in g._expr:
+                        env[g.symbol(n)] = self._number(g.expr(n).xreplace(env))
+                for n in reversed(g.order):
+                    if n in self.d.adjoint:
+                        env[delta(g, n)] = self._number(self.d.adjoint[n].xreplace(env))
+            except (_NotReal, ValueError, TypeError):    # Min of a complex number: not a real point
+                continue
+            env[Adjoint(self.d.loss_name)] = sp.S.One
+            self.env = env
+            return
+        raise CertificateError("no real point found to check the document at")
+
+    def _difference(self, p):
+        """∂L/∂p at the point: a central difference of the loss in 40-digit arithmetic, node by node."""
+        g, h = self.g, sp.Float("1e-15", 40)
+
+        def loss(shift):
+            env = {s: v for s, v in self.given.items()}
+            env[g.symbol(p)] = env[g.symbol(p)] + shift
+            for n in g.order:
+                if n in g._expr:
+                    env[g.symbol(n)] = sp.N(g.expr(n).xreplace(env), 40)
+            return env[g.symbol(self.d.loss_name)]
+        return (loss(h) - loss(-h)) / (2 * h)
+
+    @staticmethod
+    def _number(e):
+        try:
+            v = sp.N(e, 40)
+        except (TypeError, ValueError, KeyError):     # e.g. ReLU of a complex number: not a real point
+            raise _NotReal from None
+        if not (v.is_real and v.is_finite):
+            raise _NotReal
+        return v
+
+    # ----------------------------------------------------------------- matrix graphs
+    def _matrix_point(self, seed):
+        d, g = self.d, self.g
+        values = random_values(d, seed, rows=ROWS)
+        env = {g.symbol(n): np.atleast_2d(np.asarray(v, dtype=float)) for n, v in values.items()}
+        self.values = values
+        for n, v in numpy_forward(d, values).items():
+            env[g.symbol(n)] = v
+        self.env = env
+        self.env.update(self._adjoints(env))
+        self.env[Adjoint(d.loss_name)] = 1.0          # δ_L = ∂L/∂L, as the first δ row says
+        self._check_gradients()
+
+    def _adjoints(self, env, start=None):
+        """δ of every node; `start` = (node, δ value): the δs of that node's sub-loss alone."""
+        d, g = self.d, self.g
+        if start is None:
+            return numpy_adjoints(d, env, ROWS)
+        keep = self._ancestors(start[0]) | {start[0]}
+        zero = lambda n: np.zeros(_shape(g.symbol(n), ROWS)) if is_matrix(g.symbol(n)) else 0.0  # noqa: E731
+        out = numpy_adjoints(d, env, ROWS, lambda n: start[1] if n == start[0] else (None if n in keep else zero(n)))
+        for n in keep:
+            if (d.loss_name, n) in d.local:
+                # the loss's own edge (a penalty, δ_L = 1) is not part of C = Σᵢ Cᵢ (it reaches parameters only)
+                out[delta(g, n)] = out[delta(g, n)] - value_of(d.local[(d.loss_name, n)], {**env, **out}, ROWS)
+        return out
+
+    def _ancestors(self, name) -> set:
+        seen, todo = set(), list(self.g.parents(name))
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo += self.g.parents(n)
+        return seen
+
+    def _check_gradients(self):
+        """Each matrix gradient of the engine against a central difference of the loss (one direction)."""
+        d, g = self.d, self.g
+        rng = np.random.default_rng(1)
+        for p in d.params:
+            grad = np.asarray(self.env[delta(g, p)], dtype=float)
+            base = np.atleast_2d(np.asarray(self.values[p], dtype=float))
+            v = rng.normal(size=base.shape)
+            loss = lambda w: float(np.sum(numpy_forward(d, {**self.values, p: w})[d.loss_name]))  # noqa: E731
+            fd = (loss(base + FD_H * v) - loss(base - FD_H * v)) / (2 * FD_H)
+            exact = float(np.sum(grad * v))
+            if abs(fd - exact) > FD_RTOL * max(1.0, abs(fd), abs(exact)):
+                raise CertificateError(f"the gradient of {p} disagrees with a finite difference: {exact} vs {fd}")
+
+    def per_sample(self):
+        """The δs of C = Σᵢ Cᵢ (δ_C = 1, no penalty): what the punchline's ∂C/∂W means."""
+        if "per_sample" not in self._cache:
+            g = self.g
+            cost = g.cost_name
+            ones = np.ones(_shape(g.symbol(cost), ROWS))
+            self._cache["per_sample"] = {**self.env, **self._adjoints(self.env, (cost, ones))}
+        return self._cache["per_sample"]
+
+    # ----------------------------------------------------------------- meanings
+    def meaning(self, e, sample: bool = False):
+        """e with every document-only symbol (∂, δ, chains) replaced by what it stands for."""
+        if isinstance(e, Chain):
+            parts = [self.meaning(f, sample) for f in e.args]
+            return compose(parts) if any(isinstance(p, sp.Lambda) for p in parts) else sp.Mul(*parts)
+        if isinstance(e, Terms):
+            parts = [self.meaning(f, sample) for f in e.args]
+            return sp.MatAdd(*parts) if is_matrix(parts[0]) else sp.Add(*parts)
+        if isinstance(e, PerSample):
+            return e.args[0]
+        if isinstance(e, Partial):
+            return self._partial(*e.args, sample=sample)
+        if isinstance(e, sp.Lambda):
+            return sp.Lambda(e.variables, self.meaning(e.expr, sample))
+        if self.names and isinstance(e, sp.Basic) and e.has(*self.names):
+            # a folded formula's names G₁, G₂, … stand for the parts they were given for
+            return self.meaning(e.xreplace(self.names), sample)
+        if isinstance(e, sp.Basic) and e.has(Partial, Chain, Terms, PerSample):
+            return e.func(*[self.meaning(a, sample) for a in e.args])
+        return e
+
+    def _partial(self, of, wrt, sample=False, total=False):
+        key = ("partial", of, wrt, sample, total)
+        if key not in self._cache:          # an edge appears in many chains: differentiated once
+            self._cache[key] = self._partial_uncached(of, wrt, sample, total)
+        return self._cache[key]
+
+    def _partial_uncached(self, of, wrt, sample, total):
+        d, g = self.d, self.g
+        names = {g.symbol(n): n for n in g.order}
+        loss = g.symbol(d.loss_name)
+        if of == wrt:
+            return sp.S.One
+        if of == PENALTY and (d.loss_name, names.get(wrt)) in d.local:
+            return d.local[(d.loss_name, names[wrt])]      # the penalty's own derivative, λW
+        o, w = names.get(of), names.get(wrt)
+        if not total and o is not None and w is not None and (o, w) in d.local:
+            if self.matrix:
+                return edge_expr(d, o, w)
+            return _real_diff(g.expr(o), wrt)                # independent of the engine's factor
+        if of == loss or (o is None and of.name in ("L", "J", "C")) or (sample and o == getattr(g, "cost_name", None)):
+            if w in d.params and not self.matrix:
+                return self._difference(w)      # the oracle: the loss itself, recomputed from the definitions
+            if w in d.adjoint:
+                return delta(g, w)
+        raise CertificateError(f"no meaning known for ∂{of}/∂{wrt}")
+
+    # ----------------------------------------------------------------- numbers
+    def map_argument(self, first):
+        """For a line about an edge map ∂c/∂v: δ ↦ …, the δ it is checked at (c's own δ)."""
+        if isinstance(first, Partial) and self.matrix:
+            names = {self.g.symbol(n): n for n in self.g.order}
+            if names.get(first.args[0]) in self.d.adjoint:
+                return delta(self.g, names[first.args[0]])
+        return None
+
+    def value(self, e, where="", at=None, total=False):
+        """The number (scalar graph) or array (matrix graph) an expression of the chain stands for."""
+        sample = where.startswith("punchline")
+        m = self._partial(*e.args, sample=sample, total=True) if total and isinstance(e, Partial) \
+            else self.meaning(e, sample)
+        if isinstance(m, sp.Lambda):        # a map δ ↦ VJP(δ): applied to the δ the line is about
+            if at is None:
+                raise CertificateError(f"{where}: a map {e} with nothing to apply it to")
+            m = m(at)
+        env = self.per_sample() if sample and self.matrix else self.env
+        if self.matrix:
+            return value_of(m, env, ROWS)
+        v = sp.N(sp.sympify(m).xreplace(env).doit(), 30)
+        if not v.is_number:
+            raise CertificateError(f"{where}: {e} does not evaluate to a number (left: {v.free_symbols})")
+        return complex(v)
+
+
+def _real_diff(expr, wrt):
+    """sympy.diff with every symbol real (|u|' = sign(u), not derivatives of re and im)."""
+    real = {s: sp.Dummy(s.name, real=True) for s in expr.free_symbols | {wrt}}
+    return sp.diff(expr.xreplace(real), real[wrt]).xreplace({v: k for k, v in real.items()})
+
+
+class _NotReal(Exception):
+    pass
+
+
+def _shape(sym, rows):
+    return tuple(rows if k == BATCH else int(k) for k in sym.shape)
+
