@@ -77,19 +77,7 @@ def bench(net, rounds, block_s):
     for lib in ("jax", "torch"):
         if abs(first["symback-" + lib] - first[lib]) > tol * abs(first[lib]):
             raise SystemExit(f"{net[1]}: first losses differ: {first['symback-' + lib]} vs {first[lib]}")
-    reps = {}
-    for k, (step, X, Y, state) in rs.items():
-        t = run._block(step, X, Y, state, LR, 3)
-        reps[k] = max(3, int(block_s / max(t / 3, 1e-7)))
-    names = list(rs)
-    times = {k: [] for k in names}
-    for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            step, X, Y, state = rs[k]
-            times[k].append(run._block(step, X, Y, state, LR, reps[k]) / reps[k])
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    ratio = {lib: float(np.median([a / b for a, b in zip(times["symback-" + lib], times[lib])]))
-             for lib in ("jax", "torch")}
+    med, ratio = run.paired(run.interleaved(rs, LR, rounds, block_s), ("jax", "torch"))
     kernels = _kernel_pair(rs)
     return med, ratio, kernels
 
