@@ -33,7 +33,8 @@ VIEWS = ("transpose", "slice", "column", "param", "value")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
-BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad")
+BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
+               "concat")
 
 
 class Tr(NamedTuple):
@@ -110,6 +111,7 @@ class Lowering:
         self.defs: dict = {}         # code symbol -> its element-wise formula (forward values)
         self.log_of: dict = {}       # softmax output -> log-softmax formula (log-sum-exp)
         self.rowsum_of: dict = {}    # per-sample cost column -> the formula it sums per row
+        self.pads: dict = {}         # pad statement's symbol -> (block, axis, start, n)
 
     # -- shapes -----------------------------------------------------------------
     def shape_of(self, formula) -> tuple:
@@ -179,7 +181,7 @@ class Lowering:
         a product of two batched factors is one GEMM over every sample's rows, a value that is
         the same for every sample counts m times."""
         if isinstance(e, sp.MatAdd):
-            return sp.Add(*[self.reduced(a) for a in e.args])
+            return sp.Add(*self._tiled([self.reduced(a) for a in e.args]))
         if isinstance(e, sp.MatMul):
             return self._reduced_product(e)
         value = self.scalar(e)
@@ -233,7 +235,7 @@ class Lowering:
         if isinstance(e, sp.ZeroMatrix):
             return sp.S.Zero
         if isinstance(e, sp.MatAdd):
-            return sp.Add(*[self.scalar(a) for a in e.args])
+            return sp.Add(*self._tiled([self.scalar(a) for a in e.args]))
         if isinstance(e, sp.HadamardProduct):
             return sp.Mul(*[self.scalar(a) for a in e.args])
         if isinstance(e, sp.HadamardPower):
@@ -341,7 +343,36 @@ class Lowering:
         shape = list(self.shapes[a][-2:]) if a in self.shapes else []
         width = shape[axis] if shape else None
         shape[axis] = n
-        return self.emit("pad", (a, axis, start, n - start - width), tuple(shape))
+        t = self.emit("pad", (a, axis, start, n - start - width), tuple(shape))
+        self.pads[t] = (a, axis, start, n)
+        return t
+
+    def _tiled(self, terms):
+        """Terms of a sum: blocks padded with zeros (c·pad(A_h), every head's δ put back in
+        place) that tile their axis exactly become one concatenation of the blocks (one copy
+        instead of a zero-filled array and an addition per head); the rest are kept."""
+        groups: dict = {}
+        for k, term in enumerate(terms):
+            coeff, sym = term.as_coeff_Mul() if isinstance(term, sp.Mul) else (sp.S.One, term)
+            if sym in self.pads and not coeff.free_symbols:
+                block, axis, start, n = self.pads[sym]
+                groups.setdefault((axis, n), []).append((start, coeff, block, k))
+        done = set()
+        out = []
+        for (axis, n), group in groups.items():
+            group.sort(key=lambda g: g[0])
+            edges = [g[0] for g in group] + [n]
+            widths = [self.shapes[b][axis] for _, _, b, _ in group]
+            if len(group) < 2 or edges[0] != 0 or any(a + w != b for a, w, b in zip(edges, widths, edges[1:])):
+                continue                            # overlaps or gaps: leave the pads
+            coeffs = {c for _, c, _, _ in group}
+            common = coeffs.pop() if len(coeffs) == 1 else sp.S.One
+            blocks = [b if c == common else self.materialize(c * b) for _, c, b, _ in group]
+            shape = list(self.shapes[blocks[0]][-2:])
+            shape[axis] = n
+            out.append(common * self.emit("concat", (axis, *blocks), tuple(shape)))
+            done |= {k for _, _, _, k in group}
+        return out + [t for k, t in enumerate(terms) if k not in done]
 
     def _operand(self, a):
         # W.T of a named matrix stays a transposed operand (no copy); the rest is a formula

@@ -328,6 +328,10 @@ def _is_native(a):
         widths = "((0, 0), (%d, %d))" % (before, after) if axis == -1 else "((%d, %d), (0, 0))" % (before, after)
         return f"{self.prefix}.pad({a}, ((0, 0),) * ({a}.ndim - 2) + {widths})"
 
+    def op_concat(self, parts: list, axis: int) -> str:
+        """The blocks joined along `axis` (−1 columns, −2 rows), in order."""
+        return f"{self.prefix}.concatenate([{', '.join(parts)}], axis={axis})"
+
     def op_mask(self, a: str, kind: str, rows, cols) -> str:
         """a with the masked entries (causal: above the diagonal) set to −∞."""
         return f"{self.prefix}.where({self.prefix}.tri({rows}, {cols}, dtype=bool), {a}, -{self.prefix}.inf)"

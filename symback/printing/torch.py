@@ -174,6 +174,10 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         widths = (before, after) if axis == -1 else (0, 0, before, after)
         return f"torch.nn.functional.pad({a}, {widths})"
 
+    def op_concat(self, parts: list, axis: int) -> str:
+        """The blocks joined along `axis` (−1 columns, −2 rows), in order."""
+        return f"torch.cat([{', '.join(parts)}], dim={axis})"
+
     def op_mask(self, a: str, kind: str, rows, cols) -> str:
         """a with the entries above the diagonal set to −∞ (the causal mask)."""
         return (f"{a}.masked_fill(torch.ones({rows}, {cols}, dtype=torch.bool, device={a}.device)"
