@@ -112,6 +112,7 @@ class Lowering:
         self.log_of: dict = {}       # softmax output -> log-softmax formula (log-sum-exp)
         self.rowsum_of: dict = {}    # per-sample cost column -> the formula it sums per row
         self.pads: dict = {}         # pad statement's symbol -> (block, axis, start, n)
+        self.made: dict = {}         # statement's symbol -> the statement (what a sum's terms are)
 
     # -- shapes -----------------------------------------------------------------
     def shape_of(self, formula) -> tuple:
@@ -146,6 +147,7 @@ class Lowering:
             shape = (BATCH,) + tuple(shape)
         self.shapes[t] = shape
         self.stmts.append(Stmt(t, op, args, shape))
+        self.made[t] = self.stmts[-1]
         if target is None:
             self._memo[key] = t
         return t
@@ -348,31 +350,67 @@ class Lowering:
         return t
 
     def _tiled(self, terms):
-        """Terms of a sum: blocks padded with zeros (c·pad(A_h), every head's δ put back in
-        place) that tile their axis exactly become one concatenation of the blocks (one copy
-        instead of a zero-filled array and an addition per head); the rest are kept."""
+        """Terms of a sum whose pieces tile one axis, joined: blocks padded with zeros
+        (c·pad(A_h): each head's δ put back in place) become one concatenation of the blocks,
+        and products with row blocks of one matrix (Σ_h A_h W[rows_h]: the heads' outputs times
+        Wo) one product of the concatenated A_h with W — one copy and one GEMM instead of a
+        zero-filled array, a GEMM and an addition per head.  The other terms are kept."""
         groups: dict = {}
         for k, term in enumerate(terms):
             coeff, sym = term.as_coeff_Mul() if isinstance(term, sp.Mul) else (sp.S.One, term)
-            if sym in self.pads and not coeff.free_symbols:
+            if coeff.free_symbols:
+                continue
+            if sym in self.pads:
                 block, axis, start, n = self.pads[sym]
-                groups.setdefault((axis, n), []).append((start, coeff, block, k))
-        done = set()
-        out = []
-        for (axis, n), group in groups.items():
+                groups.setdefault(("pad", axis, n), []).append((start, coeff, block, k))
+            elif self._row_block(sym):
+                a, w, start = self._row_block(sym)
+                groups.setdefault(("rows", w), []).append((start, coeff, a, k))
+        done, out = set(), []
+        for key, group in groups.items():
             group.sort(key=lambda g: g[0])
+            axis = key[1] if key[0] == "pad" else -1          # (the blocks' axis that tiles)
+            n = key[2] if key[0] == "pad" else self.shapes[key[1]][-2]
             edges = [g[0] for g in group] + [n]
             widths = [self.shapes[b][axis] for _, _, b, _ in group]
             if len(group) < 2 or edges[0] != 0 or any(a + w != b for a, w, b in zip(edges, widths, edges[1:])):
-                continue                            # overlaps or gaps: leave the pads
+                continue                            # overlaps or gaps: leave the terms
             coeffs = {c for _, c, _, _ in group}
             common = coeffs.pop() if len(coeffs) == 1 else sp.S.One
             blocks = [b if c == common else self.materialize(c * b) for _, c, b, _ in group]
             shape = list(self.shapes[blocks[0]][-2:])
             shape[axis] = n
-            out.append(common * self.emit("concat", (axis, *blocks), tuple(shape)))
+            sums = [self.made.get(b) for b in blocks]
+            if axis == -2 and all(st is not None and st.op == "bgemm" and st.args[1] == sums[0].args[1]
+                                  and isinstance(st.args[0], Tr) for st in sums):
+                # rows Σ A_hᵀ B stacked: Σ [A_1 … A_h]ᵀ B, one GEMM (the heads' δWo; the
+                # concatenation is the forward pass's own, reused)
+                parts = [st.args[0].sym for st in sums]
+                a = self.emit("concat", (-1, *parts), (self.shapes[parts[0]][-2],
+                                                       sum(self.shapes[x][-1] for x in parts)))
+                joined = self.emit("bgemm", (Tr(a), sums[0].args[1]), tuple(shape))
+            else:
+                joined = self.emit("concat", (axis, *blocks), tuple(shape))
+            if key[0] == "rows":
+                w = key[1]
+                joined = self.emit("matmul", (joined, w), (shape[0], self.shapes[w][-1]))
+            out.append(common * joined)
             done |= {k for _, _, _, k in group}
         return out + [t for k, t in enumerate(terms) if k not in done]
+
+    def _row_block(self, sym):
+        """(A, W, start) when `sym` is the product A W[start:stop, :] of a (not transposed)
+        A with a block of whole rows of the matrix W, else None."""
+        st = self.made.get(sym)
+        if st is None or st.op != "matmul" or isinstance(st.args[0], Tr) or isinstance(st.args[1], Tr):
+            return None
+        cut = self.made.get(st.args[1])
+        if cut is None or cut.op != "slice" or cut.args[2] != (0, None, 1) or cut.args[1][2] != 1:
+            return None
+        w = cut.args[0]
+        if len(self.shapes.get(w, ())) != 2 or self.batched(w):     # a parameter-like matrix
+            return None
+        return st.args[0], w, cut.args[1][0]
 
     def _operand(self, a):
         # W.T of a named matrix stays a transposed operand (no copy); the rest is a formula
