@@ -126,6 +126,13 @@ def _is_native(a):
         return f"{self.prefix}." + s[len("numpy."):] if s.startswith("numpy.") else s
 
     def _print(self, expr, **kwargs):
+        # A constant such as sqrt(2)/sqrt(pi) as its double, a Python float: NumPy's own
+        # scalars (np.sqrt(2)) are float64 and, since NumPy 2 (NEP 50), turn a float32 array
+        # they multiply into a float64 one; a Python float takes the array's dtype (torch's
+        # functions, besides, take tensors only)
+        if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Number and expr.is_real \
+                and expr.is_finite:
+            return repr(float(expr))
         # Dispatch on the base class first: an activation's class name (tanh)
         # can shadow a SymPy printer method of the same name.
         if isinstance(expr, Activation):

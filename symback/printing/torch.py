@@ -49,12 +49,6 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """``torch.float32`` or ``torch.float64``."""
         return f"torch.{dtype}"
 
-    def _print(self, expr, **kwargs):
-        # a constant such as log(2) as its double: torch's functions take tensors only
-        if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Number and expr.is_real:
-            return repr(float(expr))
-        return super()._print(expr, **kwargs)
-
     def _print_Mul(self, expr):
         fused = self._fused(expr)
         return fused if fused is not None else super()._print_Mul(expr)
