@@ -6,7 +6,7 @@ symbols that NumPy broadcasting applies entry by entry (a HadamardProduct
 is a product, f(Z) is f of the symbol Z, ``1 b`` is just ``b``), or one of
 the few operations that are not element-wise (``matmul``, ``colsum``
 (1ᵀ D), ``rowsum``, ``rowmax``, ``sum``, ``mean``, ``trace``,
-``transpose``, ``slice``), each a :class:`Stmt` of its own.  Scalar and
+``transpose``, ``slice``, ``pad``, ``concat``), each a :class:`Stmt` of its own.  Scalar and
 matrix graphs lower the same way; only the Program's types differ.
 
 Nothing here states a derivative: FPrime is lowered through the
