@@ -34,7 +34,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import run  # noqa: E402  (sets the thread variables before numpy, torch and jax load)
-import numpy as np  # noqa: E402
 
 import symback as sb  # noqa: E402
 from baselines import init_params, jax_step, make_data, torch_step  # noqa: E402
@@ -77,28 +76,9 @@ def bench(net, rounds, block_s):
     for lib in ("jax", "torch"):
         if abs(first["symback-" + lib] - first[lib]) > tol * abs(first[lib]):
             raise SystemExit(f"{net[1]}: first losses differ: {first['symback-' + lib]} vs {first[lib]}")
-    med, ratio = interleaved(rs, rounds, block_s)
-    return med, ratio, _kernel_pair(rs)
-
-
-def interleaved(rs, rounds, block_s, lr=LR):
-    """Time each runner of `rs` (name → (step, X, Y, state), with "jax", "symback-jax",
-    "torch", "symback-torch") in `rounds` rounds whose order rotates, each a block of about
-    `block_s` seconds.  Returns (median seconds per step, median per-round symback / peer ratio)."""
-    reps = {}
-    for k, (step, X, Y, state) in rs.items():
-        t = run._block(step, X, Y, state, lr, 3)
-        reps[k] = max(3, int(block_s / max(t / 3, 1e-7)))
-    names = list(rs)
-    times = {k: [] for k in names}
-    for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            step, X, Y, state = rs[k]
-            times[k].append(run._block(step, X, Y, state, lr, reps[k]) / reps[k])
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    ratio = {lib: float(np.median([a / b for a, b in zip(times["symback-" + lib], times[lib])]))
-             for lib in ("jax", "torch")}
-    return med, ratio
+    med, ratio = run.paired(run.interleaved(rs, LR, rounds, block_s), ("jax", "torch"))
+    kernels = _kernel_pair(rs)
+    return med, ratio, kernels
 
 
 def _kernel_pair(rs):

@@ -27,7 +27,6 @@ import run  # noqa: E402  (sets the thread variables before numpy, torch and jax
 import numpy as np  # noqa: E402
 
 import symback as sb  # noqa: E402
-from backends import interleaved  # noqa: E402
 
 LR = 0.01
 INPUTS, HIDDEN, OUTPUTS, STEPS, BATCH = 32, 64, 1, 20, 64
@@ -119,7 +118,7 @@ def bench(d, dtype, rounds, block_s):
     for lib in ("jax", "torch"):
         if abs(first["symback-" + lib] - first[lib]) > tol * abs(first[lib]):
             raise SystemExit(f"{dtype}: first losses differ: {first['symback-' + lib]} vs {first[lib]}")
-    return interleaved(rs, rounds, block_s, LR)
+    return run.paired(run.interleaved(rs, LR, rounds, block_s), ("jax", "torch"))
 
 
 def main(argv=None):

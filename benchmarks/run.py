@@ -254,6 +254,35 @@ def _block(step, X, Y, state, lr, n):
             gc.enable()
 
 
+def interleaved(rs, lr, rounds, block_s, probe=3):
+    """Per-step times of each runner in ``rs`` (name → (step, X, Y, state)), in interleaved rounds.
+
+    Each runner's block is sized to about ``block_s`` seconds from a probe of ``probe`` steps;
+    the order rotates every round, so load that comes and goes falls on every runner alike.
+    Returns name → list of per-step seconds, one per round.
+    """
+    reps = {}
+    for k, (step, X, Y, state) in rs.items():
+        t = _block(step, X, Y, state, lr, probe)
+        reps[k] = max(probe, int(block_s / max(t / probe, 1e-7)))
+    names = list(rs)
+    times = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            step, X, Y, state = rs[k]
+            times[k].append(_block(step, X, Y, state, lr, reps[k]) / reps[k])
+    return times
+
+
+def paired(times, libs):
+    """(median per-step seconds of each runner, lib → median per-round ratio symback-lib / lib)."""
+    import numpy as np
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    ratio = {lib: float(np.median([a / b for a, b in zip(times["symback-" + lib], times[lib])]))
+             for lib in libs}
+    return med, ratio
+
+
 def bench_network(net, impls, rounds, block_s, notes):
     key, label, sizes, act, out, loss, batch = net
     params = init_params(sizes, seed=0)

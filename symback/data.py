@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, SymbackError
+from .matrix import BATCH
 
 __all__ = ["load_data", "read_npz", "available_memory", "format_bytes", "training_arrays",
            "output_function"]
@@ -232,7 +233,10 @@ def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np
     if len(g.input_names) != 1 or len(g.target_names) != 1:
         raise SymbackError("training data fill one input matrix X and one target matrix Y; "
                            f"this graph has inputs {g.input_names} and targets {g.target_names}")
-    n_in, K = g.shape(g.input_names[0])[1], g.shape(g.target_names[0])[1]
+    x_shape, y_shape = tuple(g.shape(g.input_names[0])), tuple(g.shape(g.target_names[0]))
+    if BATCH not in x_shape + y_shape:      # one sample is a matrix (contract 0.3)
+        return _sample_arrays(path, columns, arrays, x_shape, y_shape)
+    n_in, K = x_shape[1], y_shape[1]
     if columns is None:
         if targets:
             raise SymbackError("--targets names CSV columns; an .npz file holds arrays X and Y")
@@ -248,6 +252,27 @@ def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np
         Y = _one_hot(path, Y[:, 0], K)
     _check_width(path, Y, K, "target columns", f"the output layer has {K} units")
     return X, Y
+
+
+def _sample_arrays(path, columns, arrays, x_shape, y_shape):
+    """X (n, *x_shape) and Y (n, *y_shape) of a one-sample graph: .npz arrays, the batch first."""
+    if columns is not None:
+        raise DataError(f"{path}: this network's sample is a {x_shape[0]}×{x_shape[1]} matrix; its data "
+                        f"are an .npz file with arrays X of shape (n, {x_shape[0]}, {x_shape[1]}) and "
+                        f"Y of shape (n, {y_shape[0]}, {y_shape[1]}), not a CSV table")
+    if "X" not in arrays or "Y" not in arrays:
+        raise DataError(f"{path}: an .npz file needs arrays named X and Y; it has {', '.join(arrays) or 'none'}")
+    X, Y = arrays["X"], arrays["Y"]
+    for name, a, shape in (("X", X, x_shape), ("Y", Y, y_shape)):
+        want = tuple(int(k) for k in shape)
+        if a.ndim != 3 or a.shape[1:] != want:
+            raise DataError(f"{path}: {name} must have shape (n, {want[0]}, {want[1]}) (one "
+                            f"{want[0]}×{want[1]} sample per entry of the first axis), got {a.shape}")
+    if len(X) != len(Y):
+        raise DataError(f"{path}: X holds {len(X)} samples but Y {len(Y)}")
+    if len(X) == 0:
+        raise DataError(f"{path}: no samples")
+    return X.astype(float), Y.astype(float)
 
 
 def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:

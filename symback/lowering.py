@@ -6,7 +6,7 @@ symbols that NumPy broadcasting applies entry by entry (a HadamardProduct
 is a product, f(Z) is f of the symbol Z, ``1 b`` is just ``b``), or one of
 the few operations that are not element-wise (``matmul``, ``colsum``
 (1ᵀ D), ``rowsum``, ``rowmax``, ``sum``, ``mean``, ``trace``,
-``transpose``, ``slice``), each a :class:`Stmt` of its own.  Scalar and
+``transpose``, ``slice``, ``pad``, ``concat``), each a :class:`Stmt` of its own.  Scalar and
 matrix graphs lower the same way; only the Program's types differ.
 
 Nothing here states a derivative: FPrime is lowered through the
@@ -33,7 +33,8 @@ VIEWS = ("transpose", "slice", "column", "param", "value")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
-BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad")
+BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
+               "concat")
 
 
 class Tr(NamedTuple):
@@ -110,6 +111,8 @@ class Lowering:
         self.defs: dict = {}         # code symbol -> its element-wise formula (forward values)
         self.log_of: dict = {}       # softmax output -> log-softmax formula (log-sum-exp)
         self.rowsum_of: dict = {}    # per-sample cost column -> the formula it sums per row
+        self.pads: dict = {}         # pad statement's symbol -> (block, axis, start, n)
+        self.made: dict = {}         # statement's symbol -> the statement (what a sum's terms are)
 
     # -- shapes -----------------------------------------------------------------
     def shape_of(self, formula) -> tuple:
@@ -144,6 +147,7 @@ class Lowering:
             shape = (BATCH,) + tuple(shape)
         self.shapes[t] = shape
         self.stmts.append(Stmt(t, op, args, shape))
+        self.made[t] = self.stmts[-1]
         if target is None:
             self._memo[key] = t
         return t
@@ -179,7 +183,7 @@ class Lowering:
         a product of two batched factors is one GEMM over every sample's rows, a value that is
         the same for every sample counts m times."""
         if isinstance(e, sp.MatAdd):
-            return sp.Add(*[self.reduced(a) for a in e.args])
+            return sp.Add(*self._tiled([self.reduced(a) for a in e.args]))
         if isinstance(e, sp.MatMul):
             return self._reduced_product(e)
         value = self.scalar(e)
@@ -233,7 +237,7 @@ class Lowering:
         if isinstance(e, sp.ZeroMatrix):
             return sp.S.Zero
         if isinstance(e, sp.MatAdd):
-            return sp.Add(*[self.scalar(a) for a in e.args])
+            return sp.Add(*self._tiled([self.scalar(a) for a in e.args]))
         if isinstance(e, sp.HadamardProduct):
             return sp.Mul(*[self.scalar(a) for a in e.args])
         if isinstance(e, sp.HadamardPower):
@@ -341,7 +345,72 @@ class Lowering:
         shape = list(self.shapes[a][-2:]) if a in self.shapes else []
         width = shape[axis] if shape else None
         shape[axis] = n
-        return self.emit("pad", (a, axis, start, n - start - width), tuple(shape))
+        t = self.emit("pad", (a, axis, start, n - start - width), tuple(shape))
+        self.pads[t] = (a, axis, start, n)
+        return t
+
+    def _tiled(self, terms):
+        """Terms of a sum whose pieces tile one axis, joined: blocks padded with zeros
+        (c·pad(A_h): each head's δ put back in place) become one concatenation of the blocks,
+        and products with row blocks of one matrix (Σ_h A_h W[rows_h]: the heads' outputs times
+        Wo) one product of the concatenated A_h with W — one copy and one GEMM instead of a
+        zero-filled array, a GEMM and an addition per head.  The other terms are kept."""
+        groups: dict = {}
+        for k, term in enumerate(terms):
+            coeff, sym = term.as_coeff_Mul() if isinstance(term, sp.Mul) else (sp.S.One, term)
+            if coeff.free_symbols:
+                continue
+            if sym in self.pads:
+                block, axis, start, n = self.pads[sym]
+                groups.setdefault(("pad", axis, n), []).append((start, coeff, block, k))
+            elif self._row_block(sym):
+                a, w, start = self._row_block(sym)
+                groups.setdefault(("rows", w), []).append((start, coeff, a, k))
+        done, out = set(), []
+        for key, group in groups.items():
+            group.sort(key=lambda g: g[0])
+            axis = key[1] if key[0] == "pad" else -1          # (the blocks' axis that tiles)
+            n = key[2] if key[0] == "pad" else self.shapes[key[1]][-2]
+            edges = [g[0] for g in group] + [n]
+            widths = [self.shapes[b][axis] for _, _, b, _ in group]
+            if len(group) < 2 or edges[0] != 0 or any(a + w != b for a, w, b in zip(edges, widths, edges[1:])):
+                continue                            # overlaps or gaps: leave the terms
+            coeffs = {c for _, c, _, _ in group}
+            common = coeffs.pop() if len(coeffs) == 1 else sp.S.One
+            blocks = [b if c == common else self.materialize(c * b) for _, c, b, _ in group]
+            shape = list(self.shapes[blocks[0]][-2:])
+            shape[axis] = n
+            sums = [self.made.get(b) for b in blocks]
+            if axis == -2 and all(st is not None and st.op == "bgemm" and st.args[1] == sums[0].args[1]
+                                  and isinstance(st.args[0], Tr) for st in sums):
+                # rows Σ A_hᵀ B stacked: Σ [A_1 … A_h]ᵀ B, one GEMM (the heads' δWo; the
+                # concatenation is the forward pass's own, reused)
+                parts = [st.args[0].sym for st in sums]
+                a = self.emit("concat", (-1, *parts), (self.shapes[parts[0]][-2],
+                                                       sum(self.shapes[x][-1] for x in parts)))
+                joined = self.emit("bgemm", (Tr(a), sums[0].args[1]), tuple(shape))
+            else:
+                joined = self.emit("concat", (axis, *blocks), tuple(shape))
+            if key[0] == "rows":
+                w = key[1]
+                joined = self.emit("matmul", (joined, w), (shape[0], self.shapes[w][-1]))
+            out.append(common * joined)
+            done |= {k for _, _, _, k in group}
+        return out + [t for k, t in enumerate(terms) if k not in done]
+
+    def _row_block(self, sym):
+        """(A, W, start) when `sym` is the product A W[start:stop, :] of a (not transposed)
+        A with a block of whole rows of the matrix W, else None."""
+        st = self.made.get(sym)
+        if st is None or st.op != "matmul" or isinstance(st.args[0], Tr) or isinstance(st.args[1], Tr):
+            return None
+        cut = self.made.get(st.args[1])
+        if cut is None or cut.op != "slice" or cut.args[2] != (0, None, 1) or cut.args[1][2] != 1:
+            return None
+        w = cut.args[0]
+        if len(self.shapes.get(w, ())) != 2 or self.batched(w):     # a parameter-like matrix
+            return None
+        return st.args[0], w, cut.args[1][0]
 
     def _operand(self, a):
         # W.T of a named matrix stays a transposed operand (no copy); the rest is a formula

@@ -26,7 +26,7 @@ from .errors import DefinitionError, SpecError
 from .functions import ACTIVATIONS, LOSSES, softmax
 from .registry import TEXT_PARSER
 from .graph import Graph
-from .matrix import BATCH, hadamard, is_matrix, ones, sumsq
+from .matrix import BATCH, MASKS, hadamard, is_matrix, layer_norm, ones, sumsq
 
 __all__ = ["parse_expr", "parse_values", "functions", "known_names", "number_problem", "user_expr"]
 
@@ -47,6 +47,9 @@ _REFUSED = {  # node type -> what to tell the user
     ast.List: "lists", ast.Tuple: "tuples", ast.Dict: "dicts", ast.Set: "sets",
     ast.JoinedStr: "strings", ast.Await: "await", ast.Yield: "yield", ast.YieldFrom: "yield",
 }
+#: the only keyword arguments expression text may pass: function -> keyword -> the word-valued
+#: choices it takes (a string constant from this set), or None for a positive number
+_KEYWORDS = {"softmax": {"mask": frozenset(MASKS)}, "layer_norm": {"eps": None}}
 MAX_TEXT = 10_000      # characters in one expression
 MAX_EXPONENT = 1_000   # |n| in a numeric power, so "9**9**9" cannot hang the parser
 MAX_DEPTH = 100        # nesting of calls, powers and unary signs (flat sums and products are free)
@@ -59,7 +62,7 @@ def functions() -> dict:
     table = dict(_ELEMENTARY)
     table.update(ACTIVATIONS)
     table.update(LOSSES)            # mse(yhat, y); on matrices, the per-sample cost column
-    table.update({"softmax": softmax, "hadamard": hadamard, "sumsq": sumsq})
+    table.update({"softmax": softmax, "hadamard": hadamard, "sumsq": sumsq, "layer_norm": layer_norm})
     for alias, name in _ALIASES.items():
         if name in ACTIVATIONS:
             table[alias] = ACTIVATIONS[name]
@@ -75,7 +78,9 @@ def parse_expr(text: str, names: Mapping[str, sp.Expr] | Iterable[str] | Graph |
     every name it has so far.  Allowed: numbers, those names, ``pi``
     and ``E``, ``+ - * / **`` and unary ``-``/``+``, and calls of the
     registry's activations (sigmoid, tanh, relu, ...) and of exp, log,
-    sqrt, sin, cos, tan, sinh, cosh, abs, Max, Min.  Anything else —
+    sqrt, sin, cos, tan, sinh, cosh, abs, Max, Min; on matrices also softmax,
+    layer_norm, hadamard, sumsq and the losses, with the keyword arguments
+    ``mask="causal"`` (softmax) and ``eps=number`` (layer_norm).  Anything else —
     attribute access, subscripts, strings, keywords, lambda, ``eval``,
     dunder names — raises :class:`SpecError`, which names the offending
     piece and its column; ``where`` says which expression it was in.
@@ -348,17 +353,35 @@ class _Walker:
         if fname.startswith("__") or fname not in self.funcs:
             allowed = ", ".join(sorted(self.funcs))
             self.fail(node.func, f"unknown or forbidden function (allowed: {allowed}):")
-        if node.keywords:
-            self.fail(node, "keyword arguments are not allowed:")
+        kwargs = {kw.arg: self.keyword(fname, kw, depth) for kw in node.keywords}
         if not node.args:
             self.fail(node, "a function needs an argument:")
         visited = [self.visit(a, depth + 1) for a in node.args]
         args = [a for a, _ in visited]
         try:
-            result = self.funcs[fname](*args)
+            result = self.funcs[fname](*args, **kwargs)
         except (TypeError, ValueError, DefinitionError) as exc:
             self.fail(node, f"bad call ({exc}):")
         return self.checked(node, result, all(c for _, c in visited))
+
+
+    def keyword(self, fname, kw, depth):
+        """The value of a whitelisted keyword argument (softmax's mask="causal", layer_norm's eps=...)."""
+        allowed = _KEYWORDS.get(fname, {})
+        if kw.arg is None or kw.arg not in allowed:
+            names = ", ".join(f"{k}=" for k in allowed)
+            self.fail(kw.value if kw.arg is None else kw, f"{fname} takes no such keyword argument"
+                      + (f" (it takes {names})" if names else "") + ":")
+        choices = allowed[kw.arg]
+        if choices is not None:        # a word from a fixed set: the only strings text may hold
+            if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)
+                    and kw.value.value in choices):
+                self.fail(kw.value, f"{kw.arg}= takes one of {', '.join(map(repr, sorted(choices)))}, not")
+            return kw.value.value
+        value, constant = self.visit(kw.value, depth + 1)
+        if not (constant and value.is_Number and value > 0):
+            self.fail(kw.value, f"{kw.arg}= takes a positive number, not")
+        return value
 
 
 def user_expr(value, names: Mapping[str, sp.Expr] | Iterable[str] = (), *, where: str = "value") -> sp.Basic:
@@ -406,10 +429,13 @@ def parse_values(text: str) -> dict:
 
 def known_names(g: Graph) -> dict:
     """Names usable in the next expression: everything declared or defined so far
-    (and ``ones``, the column of ones, in a matrix graph)."""
+    (and ``ones``, the column of ones, in a matrix graph: m×1, or T×1 when one sample is T rows)."""
     known = {n: g.symbol(n) for n in g.order}
     if g.is_matrix and "ones" not in known:
-        known["ones"] = ones(BATCH)
+        # rows are samples: the m×1 column; one sample of T rows (no "m" in the inputs'
+        # shapes, all T rows): the T×1 column, so "H @ W + ones @ b" adds b to each row
+        rows = {g.shape(n)[0] for n in g.input_names if g.shape(n)}
+        known["ones"] = ones(rows.pop() if len(rows) == 1 and BATCH not in rows else BATCH)
     return known
 
 

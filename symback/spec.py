@@ -41,6 +41,13 @@ transpose as ``W.T``, the m×1 column of ones as ``ones``, and calls
     cost = "cross_entropy(Yhat, Y)"
     penalty = "sumsq(W1) / 200"           # optional
 
+A spec whose shapes do not mention ``"m"`` describes one sample that is itself a
+matrix (a sequence of T rows, contract 0.3); its data are an .npz file with X and Y
+of shape (n, rows, cols), ``ones`` is then the T×1 column, and transformer pieces are
+called as in Python: ``softmax(S, mask="causal")`` (the one string expression text may
+hold, as the value of ``mask=``), ``layer_norm(H, gamma, beta)`` (optionally ``eps=``),
+``gelu(Z)`` (see ``examples/attention.toml``).
+
 Expression text goes through :func:`symback.parse.parse_expr`: parsed by a
 whitelist, never evaluated.
 """

@@ -266,7 +266,9 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             out.append(f"{ind}{t} = {ref}")
             lines += out
             continue
-        if any(batched(x) for x in a):
+        if st.op == "concat":      # (batched or not: the axis counts from the end)
+            code = printer.op_concat([str(x) for x in a[1:]], a[0])
+        elif any(batched(x) for x in a):
             code = _batched(st, ew, free, lines, printer, batched)
         elif st.op in ("sum", "mean", "rowsum"):
             code = _reduction(st, ew, free, lines, printer, shape_of)

@@ -126,6 +126,13 @@ def _is_native(a):
         return f"{self.prefix}." + s[len("numpy."):] if s.startswith("numpy.") else s
 
     def _print(self, expr, **kwargs):
+        # A constant such as sqrt(2)/sqrt(pi) as its double, a Python float: NumPy's own
+        # scalars (np.sqrt(2)) are float64 and, since NumPy 2 (NEP 50), turn a float32 array
+        # they multiply into a float64 one; a Python float takes the array's dtype (torch's
+        # functions, besides, take tensors only)
+        if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Number and expr.is_real \
+                and expr.is_finite:
+            return repr(float(expr))
         # Dispatch on the base class first: an activation's class name (tanh)
         # can shadow a SymPy printer method of the same name.
         if isinstance(expr, Activation):
@@ -327,6 +334,10 @@ def _is_native(a):
         put back in place (the adjoint of a slice)."""
         widths = "((0, 0), (%d, %d))" % (before, after) if axis == -1 else "((%d, %d), (0, 0))" % (before, after)
         return f"{self.prefix}.pad({a}, ((0, 0),) * ({a}.ndim - 2) + {widths})"
+
+    def op_concat(self, parts: list, axis: int) -> str:
+        """The blocks joined along `axis` (−1 columns, −2 rows), in order."""
+        return f"{self.prefix}.concatenate([{', '.join(parts)}], axis={axis})"
 
     def op_mask(self, a: str, kind: str, rows, cols) -> str:
         """a with the masked entries (causal: above the diagonal) set to −∞."""

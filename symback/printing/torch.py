@@ -50,12 +50,6 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """``torch.float32`` or ``torch.float64``."""
         return f"torch.{dtype}"
 
-    def _print(self, expr, **kwargs):
-        # a constant such as log(2) as its double: torch's functions take tensors only
-        if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Number and expr.is_real:
-            return repr(float(expr))
-        return super()._print(expr, **kwargs)
-
     def _print_Mul(self, expr):
         fused = self._fused(expr)
         return fused if fused is not None else super()._print_Mul(expr)
@@ -174,6 +168,10 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """a with zeros added along its last (−1) or second-last (−2) axis."""
         widths = (before, after) if axis == -1 else (0, 0, before, after)
         return f"torch.nn.functional.pad({a}, {widths})"
+
+    def op_concat(self, parts: list, axis: int) -> str:
+        """The blocks joined along `axis` (−1 columns, −2 rows), in order."""
+        return f"torch.cat([{', '.join(parts)}], dim={axis})"
 
     def op_mask(self, a: str, kind: str, rows, cols) -> str:
         """a with the entries above the diagonal set to −∞ (the causal mask)."""
