@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 
 import sympy as sp
 
+from .image import IMAGE_OPS
 from .lowering import EXPR_OPS, VIEWS, Stmt, Tr
 from .printing.numpy import InPlace, NumpyPrinter
 
@@ -281,6 +282,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_mask(str(a[0]), a[1], *st.shape[-2:])
         elif st.op == "pad":
             code = printer.op_pad(str(a[0]), *a[1:])
+        elif st.op in IMAGE_OPS:    # one image that is not a batch's: as a batch of one
+            code = printer.op_image(st.op, [f"{x}[None]" for x in a[:-1]], a[-1]) + "[0]"
         elif st.op == "bsum":       # (the rows of one shared matrix: its column sums)
             code = printer.op_bsum(str(a[0]))
         elif st.op == "column":
@@ -344,6 +347,8 @@ def _batched(st, ew, free, lines, printer, batched) -> str:
                                  "ssum": "op_bssum"}[op])(ref)
     if op == "bsum":
         return printer.op_bsum(str(a[0]))
+    if op in IMAGE_OPS:
+        return printer.op_image(op, [str(x) for x in a[:-1]], a[-1])
     names = [str(x.sym) if isinstance(x, Tr) else str(x) for x in a[:2]]
     if op == "matmul":
         return printer.op_bproduct(*names, *[isinstance(x, Tr) for x in a], *[batched(x) for x in a])
