@@ -151,7 +151,9 @@ class MaxPoolVJP(sp.MatrixExpr):
         return self.args[1].shape
 
     def apply(self, d, a) -> sp.ImmutableMatrix:
-        """The closed form on explicit δ and A (numbers: the arg-max must be decidable)."""
+        """The closed form on explicit δ and A: pixel q of a window gets the window's δ times
+        [q is the first arg-max] = Π_{r before q} [a_q > a_r] · Π_{r after q} [a_q ≥ a_r]
+        (a number for numbers; a Piecewise of the comparisons for symbols)."""
         C, H, W, k, _, _ = self.geometry
         Ho, Wo = self.geometry.out
         out = [[sp.S.Zero] * (H * W) for _ in range(C)]
@@ -159,11 +161,10 @@ class MaxPoolVJP(sp.MatrixExpr):
             for oy in range(Ho):
                 for ox in range(Wo):
                     cells = [(oy * k + i) * W + ox * k + j for i in range(k) for j in range(k)]
-                    best = cells[0]
-                    for q in cells[1:]:
-                        if bool(a[c, q] > a[c, best]):
-                            best = q
-                    out[c][best] += d[c, oy * Wo + ox]
+                    for n, q in enumerate(cells):
+                        first = sp.And(*[a[c, q] > a[c, r] for r in cells[:n]],
+                                       *[a[c, q] >= a[c, r] for r in cells[n + 1:]])
+                        out[c][q] += d[c, oy * Wo + ox] * sp.Piecewise((1, first), (0, True))
         return sp.ImmutableMatrix(out)
 
     explicit_value = apply      # how symback.matrix.explicit writes this kind out

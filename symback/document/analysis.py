@@ -237,6 +237,9 @@ def _np(e, env, rows):
         lf = e.loss
         ell = np.vectorize(sp.lambdify((lf.prediction, lf.target), lf.expr, "mpmath"), otypes=[float])
         return ell(_np(e.prediction, env, rows), _np(e.target, env, rows)).sum(axis=1, keepdims=True)
+    if hasattr(e, "explicit_value"):        # a kind defined entry by entry (symback.image)
+        args = [sp.ImmutableMatrix(_np(a, env, rows)) for a in e.args if isinstance(a, sp.MatrixExpr)]
+        return np.array(e.explicit_value(*args).tolist(), dtype=float)
     raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {e}")
 
 
