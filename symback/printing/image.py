@@ -43,9 +43,10 @@ def _unwindows(g, C, H, W, k):
 
 
 def _avgpool(a, C, H, W, k, s, p):
-    """The mean of each k-by-k window."""
-    w = _windows(a, C, H, W, k)
-    return w.sum(-1).reshape(a.shape[0], C, -1) / (k * k)
+    """The mean of each k-by-k window: a reshape and a sum over the window's two axes."""
+    n, Ho, Wo = a.shape[0], H // k, W // k
+    x = a.reshape(n, C, H, W)[:, :, :Ho * k, :Wo * k].reshape(n, C, Ho, k, Wo, k)
+    return x.sum((3, 5)).reshape(n, C, Ho * Wo) / (k * k)
 
 
 def _avgpool_T(d, C, H, W, k, s, p):
@@ -128,7 +129,39 @@ def _fold(d, C, H, W, k, s, p):
         for j in range(k):
             out[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s] += d[:, :, i, j]
     return np.ascontiguousarray(out[:, :, p:p + H, p:p + W]).reshape(n, C, H * W)
-''' + _COMMON
+''' + _COMMON + '''
+
+def _maxpool(a, C, H, W, k, s, p):
+    """The maximum of each k-by-k window: np.maximum over the k*k strided slices of the window
+    offsets (NumPy's max over two strided axes is several times slower)."""
+    n, Ho, Wo = a.shape[0], H // k, W // k
+    x = a.reshape(n, C, H, W)
+    out = x[:, :, :Ho * k:k, :Wo * k:k].copy()
+    for i in range(k):
+        for j in range(k):
+            if i or j:
+                np.maximum(out, x[:, :, i:Ho * k:k, j:Wo * k:k], out=out)
+    return out.reshape(n, C, Ho * Wo)
+
+
+def _maxpool_vjp(d, a, C, H, W, k, s, p):
+    """delta of each window to its first arg-max (row-major): the running arg-max and the
+    scatter each take one strided slice per window offset (k*k of them), no copy of A."""
+    n, Ho, Wo = a.shape[0], H // k, W // k
+    x, d = a.reshape(n, C, H, W), d.reshape(n, C, Ho, Wo)
+    offsets = [(i, j) for i in range(k) for j in range(k)]
+    best = x[:, :, :Ho * k:k, :Wo * k:k].copy()
+    idx = np.zeros(best.shape, dtype=np.int8 if k * k < 128 else np.intp)
+    for q, (i, j) in enumerate(offsets[1:], start=1):
+        v = x[:, :, i:Ho * k:k, j:Wo * k:k]
+        up = v > best               # strictly greater: the first of equal maxima keeps it
+        np.copyto(best, v, where=up)
+        np.copyto(idx, q, where=up)
+    out = np.zeros((n, C, H, W), dtype=d.dtype)
+    for q, (i, j) in enumerate(offsets):
+        np.multiply(d, idx == q, out=out[:, :, i:Ho * k:k, j:Wo * k:k])
+    return out.reshape(n, C, H * W)
+'''
 
 TORCH = '''
 
@@ -170,7 +203,22 @@ def _fold(d, C, H, W, k, s, p):
         out = torch.nn.functional.fold(d, (Hf, Wf), k, padding=p, stride=s)
         return _pad2(out, 0, H - Hf, 0, W - Wf).reshape(d.shape[0], C, H * W)
     return torch.nn.functional.fold(d, (H, W), k, padding=p, stride=s).reshape(d.shape[0], C, H * W)
-''' + _COMMON
+''' + _COMMON + '''
+
+def _maxpool(a, C, H, W, k, s, p):
+    """The maximum of each k-by-k window: torch's max_pool2d."""
+    return torch.nn.functional.max_pool2d(a.reshape(a.shape[0], C, H, W), k).reshape(a.shape[0], C, -1)
+
+
+def _maxpool_vjp(d, a, C, H, W, k, s, p):
+    """delta of each window to its first arg-max: torch's max-pooling backward kernel, with the
+    arg-max indices of its forward kernel."""
+    x = a.reshape(a.shape[0], C, H, W)
+    _, idx = torch.nn.functional.max_pool2d(x, k, return_indices=True)
+    g = torch.ops.aten.max_pool2d_with_indices_backward(d.reshape(idx.shape), x, [k, k], [k, k], [0, 0],
+                                                        [1, 1], False, idx)
+    return g.reshape(a.shape[0], C, H * W)
+'''
 
 JAX = '''
 ''' + _ARRAY.replace('xp.', 'jnp.') + '''
