@@ -26,6 +26,16 @@ def _close(a, b, rtol=1e-8):
     assert float(np.abs(a - b).max()) <= rtol * max(1.0, float(np.abs(b).max()))
 
 
+def _as(backend, a):
+    """a as the backend's array (a step updates the library's arrays)."""
+    if backend == "torch":
+        return torch.tensor(a)
+    if backend == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(a)
+    return a
+
+
 def _config(rng, pool, kernels):
     """A random small CNN with these two kernel sizes that fits: (input (C, H, W),
     [(kind, options)], classes)."""
@@ -92,6 +102,12 @@ def test_cnn_gradients_equal_torch_autograd(seed, pool, kernels):
         _close(np.asarray(m.predict(x, params)).reshape(n, classes), probs.detach().numpy())
         # (n, C, H·W), the one-sample matrices themselves, gives the same
         _close(m.loss(x.reshape(n, shape[0], -1), y, params), loss.item())
+        # a step (in place on NumPy and torch, where views of flattened images share buffers)
+        # lands on params − lr·∂L/∂p, torch's gradients
+        moved = {p: _as(backend, np.array(v)) for p, v in params.items()}
+        m.step(x, y, moved, lr=0.5)
+        for p in d.params:
+            _close(moved[p], params[p] - 0.5 * t[p].grad.numpy())
 
 
 def test_batchnorm_gradients_equal_torch_batch_norm():
