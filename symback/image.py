@@ -36,7 +36,7 @@ __all__ = ["ImageMap", "MaxPoolVJP", "Geometry", "unfold", "avgpool", "maxpool",
 LINEAR = {"unfold": "fold", "fold": "unfold", "avgpool": "avgpool_T", "avgpool_T": "avgpool",
           "flatten": "unflatten", "unflatten": "flatten"}
 #: every kind a compiled function may hold (the lowering's operation names)
-IMAGE_OPS = tuple(LINEAR) + ("maxpool", "maxpool_vjp")
+IMAGE_OPS = tuple(LINEAR) + ("maxpool", "maxpool_vjp", "conv", "conv_wgrad", "conv_igrad")
 
 
 def out_size(n: int, k: int, stride: int, padding: int) -> int:

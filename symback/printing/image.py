@@ -205,6 +205,29 @@ def _fold(d, C, H, W, k, s, p):
     return torch.nn.functional.fold(d, (H, W), k, padding=p, stride=s).reshape(d.shape[0], C, H * W)
 ''' + _COMMON + '''
 
+def _conv(a, K, C, H, W, k, s, p):
+    """K^T unfold(a) for each sample, by torch's convolution (K = weight.reshape(C_out, -1).T)."""
+    Co = K.shape[1]
+    z = torch.nn.functional.conv2d(a.reshape(a.shape[0], C, H, W), K.T.reshape(Co, C, k, k), stride=s, padding=p)
+    return z.reshape(a.shape[0], Co, -1)
+
+
+def _conv_wgrad(a, d, C, H, W, k, s, p):
+    """The sum over the samples of unfold(a) d^T, by torch's convolution weight-gradient kernel."""
+    n, Co = a.shape[0], d.shape[1]
+    g = torch.nn.grad.conv2d_weight(a.reshape(n, C, H, W), (Co, C, k, k),
+                                    d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), stride=s, padding=p)
+    return g.reshape(Co, -1).T
+
+
+def _conv_igrad(d, K, C, H, W, k, s, p):
+    """fold(K d) for each sample, by torch's convolution input-gradient kernel."""
+    n, Co = d.shape[0], K.shape[1]
+    g = torch.nn.grad.conv2d_input((n, C, H, W), K.T.reshape(Co, C, k, k),
+                                   d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), stride=s, padding=p)
+    return g.reshape(n, C, H * W)
+
+
 def _maxpool(a, C, H, W, k, s, p):
     """The maximum of each k-by-k window: torch's max_pool2d."""
     return torch.nn.functional.max_pool2d(a.reshape(a.shape[0], C, H, W), k).reshape(a.shape[0], C, -1)

@@ -36,6 +36,8 @@ class TorchPrinter(NumpyPrinter):
 _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtype=DTYPE)).item()
 '''
     extra_helpers += image.TORCH
+    #: convolutions' derived products by torch's convolution kernels (see straightline.convolutions)
+    conv_kernels = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
     #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
     native = {sigmoid: "torch.sigmoid"}
