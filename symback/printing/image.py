@@ -263,4 +263,32 @@ def _fold(d, C, H, W, k, s, p):
         for j in range(k):
             out = out.at[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s].add(d[:, :, i, j])
     return out[:, :, p:p + H, p:p + W].reshape(n, C, H * W)
-''' + _COMMON
+''' + _COMMON + '''
+
+def _conv_nchw(x, K, C, k, s, p):
+    Co = K.shape[1]
+    return jax.lax.conv_general_dilated(x, K.T.reshape(Co, C, k, k), (s, s), ((p, p), (p, p)),
+                                        precision=jax.lax.Precision.HIGHEST)
+
+
+def _conv(a, K, C, H, W, k, s, p):
+    """K^T unfold(a) for each sample, by XLA's convolution (K = weight.reshape(C_out, -1).T)."""
+    return _conv_nchw(a.reshape(a.shape[0], C, H, W), K, C, k, s, p).reshape(a.shape[0], K.shape[1], -1)
+
+
+def _conv_wgrad(a, d, C, H, W, k, s, p):
+    """The sum over the samples of unfold(a) d^T: the adjoint of the linear map K -> K^T unfold(a)
+    applied to d (jax.linear_transpose: XLA's convolution kernels, no differentiation)."""
+    x, Co = a.reshape(a.shape[0], C, H, W), d.shape[1]
+    K0 = jnp.zeros((C * k * k, Co), dtype=d.dtype)
+    adjoint = jax.linear_transpose(lambda K: _conv_nchw(x, K, C, k, s, p), K0)
+    return adjoint(d.reshape(d.shape[0], Co, _out(H, k, s, p), _out(W, k, s, p)))[0]
+
+
+def _conv_igrad(d, K, C, H, W, k, s, p):
+    """fold(K d) for each sample: the adjoint of the linear map a -> K^T unfold(a) applied to d."""
+    n, Co = d.shape[0], K.shape[1]
+    x0 = jnp.zeros((n, C, H, W), dtype=d.dtype)
+    adjoint = jax.linear_transpose(lambda x: _conv_nchw(x, K, C, k, s, p), x0)
+    return adjoint(d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)))[0].reshape(n, C, H * W)
+'''
