@@ -7,7 +7,8 @@ Conv2d(16, 5, ReLU) → MaxPool2d(2) → Flatten → Dense(120, ReLU) → Dense(
 Dense(10, softmax), cross-entropy, plain SGD.
 
 * ``symback-numpy / numpy``: ``m.step`` of the NumPy backend ÷ the hand-written NumPy im2col
-  step below (strided-view unfold, one GEMM per layer, fold by kernel offsets, reshape pools);
+  step below (strided-view unfold, one GEMM per layer over every sample's positions, fold by
+  kernel offsets, max-pooling by strided window offsets);
 * ``symback-torch / torch``: ``m.step`` of the torch backend ÷ torch eager autograd of the same
   network in ``torch.nn.functional`` (forward, ``backward``, in-place SGD);
 * ``symback-jax / jax``: ``m.step`` of the JAX backend ÷ ``jax.jit(jax.value_and_grad)`` of the
@@ -66,16 +67,21 @@ def _fold(cols, shape, k, p, Ho, Wo):
 
 
 def _pool(a):
-    n, C, H, W = a.shape
-    w = a.reshape(n, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, C, H // 2, W // 2, 4)
-    idx = w.argmax(-1)
-    return np.take_along_axis(w, idx[..., None], -1)[..., 0], idx
+    """2x2 max-pooling by the four strided window offsets (no copy of a); the arg-max index."""
+    best, idx = a[:, :, 0::2, 0::2].copy(), np.zeros(a[:, :, 0::2, 0::2].shape, dtype=np.int8)
+    for q, (i, j) in enumerate(((0, 1), (1, 0), (1, 1)), start=1):
+        v = a[:, :, i::2, j::2]
+        up = v > best
+        np.copyto(best, v, where=up)
+        np.copyto(idx, q, where=up)
+    return best, idx
 
 
 def _unpool(d, idx, shape):
-    n, C, H, W = shape
-    g = (np.arange(4) == idx[..., None]) * d[..., None]
-    return g.reshape(n, C, H // 2, W // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(shape)
+    out = np.zeros(shape)
+    for q, (i, j) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        np.multiply(d, idx == q, out=out[:, :, i::2, j::2])
+    return out
 
 
 def numpy_step(X, Y, p, lr=LR, grads=False):
