@@ -198,20 +198,23 @@ def convolutions(stmts: list[Stmt], shapes: dict) -> list[Stmt]:
 
     def shared(x):          # a parameter-like matrix, the same for every sample
         return len(shapes.get(x, ())) == 2
+
+    def batched(x):         # a value with the batch on its leading axis
+        return len(shapes.get(x, ())) == 3
     out = []
     for st in stmts:
         a = st.args
         if st.op == "matmul" and len(a) == 2 and isinstance(a[0], Tr) and shared(a[0].sym) \
-                and isinstance(a[1], sp.Symbol) and source(a[1], "unfold"):
+                and isinstance(a[1], sp.Symbol) and batched(a[1]) and source(a[1], "unfold"):
             u = made[a[1]]
             st = st._replace(op="conv", args=(u.args[0], a[0].sym, u.args[1]))
         elif st.op == "bgemm" and isinstance(a[0], sp.Symbol) and isinstance(a[1], Tr) \
-                and source(a[0], "unfold"):
+                and batched(a[0]) and source(a[0], "unfold"):
             u = made[a[0]]
             st = st._replace(op="conv_wgrad", args=(u.args[0], a[1].sym, u.args[1]))
         elif st.op == "fold" and isinstance(a[0], sp.Symbol) and source(a[0], "matmul"):
             k, d = made[a[0]].args
-            if isinstance(k, sp.Symbol) and shared(k) and isinstance(d, sp.Symbol) and not shared(d):
+            if isinstance(k, sp.Symbol) and shared(k) and isinstance(d, sp.Symbol) and batched(d):
                 st = st._replace(op="conv_igrad", args=(d, k, a[1]))
         out.append(st)
     return out
