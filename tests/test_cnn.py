@@ -110,6 +110,29 @@ def test_cnn_gradients_equal_torch_autograd(seed, pool, kernels):
             _close(moved[p], params[p] - 0.5 * t[p].grad.numpy())
 
 
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_patch_matrix_helpers_without_convolution_kernels(backend, monkeypatch):
+    """torch and JAX print a convolution's products as their convolution kernels; their own
+    unfold/fold helpers (strides that leave pixels unread, padding) are checked here with
+    that rewrite switched off."""
+    from symback.backends import printer
+    monkeypatch.setattr(type(printer(backend)), "conv_kernels", False)
+    shape, layers = (2, 9, 8), [("conv", 2, 3, 2, 1, "relu"), ("avg", 2), ("conv", 3, 2, 2, 2, "tanh")]
+    net = _build(shape, layers, 3)
+    d = sb.derive(net)
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(4, *shape)), np.eye(3)[[0, 1, 2, 1]]
+    params = {p: rng.normal(size=tuple(int(v) for v in net.symbol(p).shape)) / 2 for p in d.params}
+    t = {p: torch.tensor(v, requires_grad=True) for p, v in params.items()}
+    loss, _ = _torch_loss(layers, torch.tensor(x), torch.tensor(y), t)
+    loss.backward()
+    m = sb.compile(d, backend=backend, dtype="float64")
+    assert "= _fold(" in m.source and "= _conv(" not in m.source      # calls, not the helpers
+    grads = m.grad(x, y, params)
+    for p in d.params:
+        _close(grads[p], t[p].grad.numpy())
+
+
 def test_batchnorm_gradients_equal_torch_batch_norm():
     rng = np.random.default_rng(3)
     net = sb.Sequential(sb.Dense(6), sb.BatchNorm(), sb.Dense(5, "relu"), sb.BatchNorm(),
