@@ -7,6 +7,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError, UnusedParameterWarning, warn_user
+from .image import ImageMap
 from .matrix import BATCH, RowCost, RowNorm, Select, Softmax, activation_of, elementwise, is_matrix
 
 __all__ = ["Graph", "split_names", "check_name", "decompose"]
@@ -140,22 +141,22 @@ class Graph:
         return name
 
     def _split(self, name, expr):
-        """Give the compound argument of a top-level f(·), softmax(·) or norm(·) its own node,
+        """Give the compound argument of a top-level f(·), softmax(·), norm(·) or image map its own node,
         and each softmax or norm inside a larger expression a node of its own (``P_<name>``,
-        ``Hhat_<name>``): the engine knows their derivatives only as whole nodes."""
+        ``Hhat_<name>``, an image map ``U_<name>``): the engine knows their derivatives only as whole nodes."""
         if activation_of(expr) is not None and not isinstance(expr.expr, sp.MatrixSymbol):
             z = self._add(self._fresh(f"Z_{name}"), "node", expr.expr)
             return elementwise(expr.function, z)
-        if isinstance(expr, (Softmax, RowNorm)):
+        if isinstance(expr, (Softmax, RowNorm, ImageMap)):
             if isinstance(expr.arg, sp.MatrixSymbol):
                 return expr
             z = self._add(self._fresh(f"Z_{name}"), "node", self._split(f"Z_{name}", expr.arg))
             return expr.func(z, *expr.args[1:])
         if is_matrix(expr):
-            for sub in [e for e in sp.postorder_traversal(expr) if isinstance(e, (Softmax, RowNorm))]:
+            for sub in [e for e in sp.postorder_traversal(expr) if isinstance(e, (Softmax, RowNorm, ImageMap))]:
                 if not expr.has(sub):
                     continue
-                part = self._fresh(("P_" if isinstance(sub, Softmax) else "Hhat_") + name)
+                part = self._fresh({Softmax: "P_", RowNorm: "Hhat_"}.get(type(sub), "U_") + name)
                 sym = self._add(part, "node", self._split(part, sub))
                 expr = expr.xreplace({sub: sym})
             expr = self._split_factors(name, expr)

@@ -23,18 +23,19 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .engine import BatchMean, BatchSum
 from .errors import SymbackError
+from .image import IMAGE_OPS, ImageMap, MaxPoolVJP
 from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Softmax, is_matrix
 from .vjp import SoftmaxVJP
 
 __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
 #: operations whose result is a view of their first operand (never overwritten in place)
-VIEWS = ("transpose", "slice", "column", "param", "value")
+VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
 BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
-               "concat")
+               "concat") + IMAGE_OPS
 
 
 class Tr(NamedTuple):
@@ -264,6 +265,12 @@ class Lowering:
             return self._softmax(e, None)
         if isinstance(e, RowNorm):
             return self.scalar(e.definition())
+        if isinstance(e, ImageMap):     # (unfold, pools, flatten: the library's own kernels)
+            a = self.materialize(self.scalar(e.arg))
+            return self.emit(e.op, (a, tuple(e.geometry)), tuple(e.shape))
+        if isinstance(e, MaxPoolVJP):
+            d, a = (self.materialize(self.scalar(x)) for x in e.args[:2])
+            return self.emit("maxpool_vjp", (d, a, tuple(e.geometry)), tuple(e.shape))
         if isinstance(e, RowCost):
             body = self._row_loss(e)
             return self.emit("rowsum", (body,), (e.shape[0], 1))

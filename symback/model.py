@@ -57,6 +57,8 @@ class Model:
         # one sample's shape of X and Y for a one-sample graph (data (n, rows, columns)), else None
         self._sample = {"X": namespace.get("X_SAMPLE"), "Y": namespace.get("Y_SAMPLE"),
                         "G": namespace.get("Y_SAMPLE")}       # (vjp's G is shaped like Ŷ)
+        # X as images (n, C, H, W) for a network that reads images, else None
+        self._image = namespace.get("X_IMAGE")
         self.n_outputs: int = namespace["N_OUTPUTS"]
         # the printed functions themselves: the Model checks the data once, then calls them
         self._predict = namespace["_predict"]
@@ -147,6 +149,11 @@ class Model:
             a = _as_array(a, self.dtype, what)
         if a.shape == want:
             a = a[None]
+        image = self._image if what == "X" else None
+        if image is not None and a.shape[1:] == tuple(image):     # PyTorch's (n, C, H, W): a view
+            a = a.reshape(a.shape[0], *want)
+        elif a.ndim == 2 and want[0] == 1 and a.shape[1] == want[1]:   # one-row samples as (n, k)
+            a = a[:, None, :]
         if a.shape[1:] != want:
             raise DataError(f"{what} has shape {a.shape}, but one sample of the network is {want}: "
                             f"give {what} of shape (n, {', '.join(map(str, want))})")

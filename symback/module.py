@@ -45,6 +45,9 @@ LOSS = {loss_key!r}
 #: None when rows are samples (data (n, columns))
 X_SAMPLE = {x_sample!r}
 Y_SAMPLE = {y_sample!r}
+#: one sample of X as an image (C, H, W) when the network reads images: X may then be given as
+#: (n, C, H, W), as in PyTorch, and is reshaped (a view) to (n, C, H*W), X_SAMPLE
+X_IMAGE = {x_image!r}
 NDIM = {ndim}
 '''
 
@@ -178,6 +181,12 @@ def _sample_shape(g, names):
     if not (g.per_sample and names):
         return None
     return tuple(int(x) for x in g.symbol(names[0]).shape)
+
+
+def _image_shape(g):
+    """(C, H, W) when the graph's one input is an image (a Sequential with inputs=(C, H, W)), else None."""
+    images = getattr(g, "input_images", {})
+    return images.get(g.input_names[0]) if g.per_sample and len(g.input_names) == 1 else None
 
 
 def _unused(g) -> set:
@@ -330,7 +339,8 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
         outputs=tuple(str(o) for o in d.outputs), n_inputs=n_in, n_targets=n_out,
         n_outputs=output_width(d) if d.outputs else 0,
         shapes=shapes, init=init_rows(d), ndim=3 if g.per_sample else 2,
-        x_sample=_sample_shape(g, g.input_names), y_sample=_sample_shape(g, g.target_names))
+        x_sample=_sample_shape(g, g.input_names), y_sample=_sample_shape(g, g.target_names),
+        x_image=_image_shape(g))
     parts = [text + printer.helpers() + _INIT]
     for spec in specs:
         if spec.name == "_predict" and predict_ret is None:

@@ -18,9 +18,11 @@ import sympy as sp
 from .errors import DefinitionError
 from .functions import get_activation, get_loss, identity, softmax
 from .graph import Graph
-from .matrix import BATCH, Select, layer_norm, ones, sumsq
+from .image import avgpool, flatten, maxpool, out_size, unfold
+from .matrix import BATCH, RowNorm, Select, layer_norm, ones, sumsq
 
-__all__ = ["Dense", "Residual", "LayerNorm", "Attention", "TransformerBlock", "Sequential", "mlp", "rnn"]
+__all__ = ["Dense", "Residual", "LayerNorm", "Attention", "TransformerBlock", "Conv2d", "MaxPool2d",
+           "AvgPool2d", "Flatten", "BatchNorm", "Sequential", "mlp", "rnn"]
 
 
 def _width(value, what) -> int:
@@ -114,7 +116,74 @@ class TransformerBlock:
         return f"TransformerBlock(heads={self.heads}, hidden={self.hidden}, causal={self.causal})"
 
 
-LAYERS = (Dense, Residual, LayerNorm, Attention, TransformerBlock)
+class Conv2d:
+    """A 2-D convolution (cross-correlation, as PyTorch) of `out_channels` k×k kernels, then an
+    activation.  Parameters ``K{l}`` ((C_in·k·k) × out_channels, rows ordered (c, i, j) as
+    torch.nn.functional.unfold's, so K = torch_weight.reshape(out_channels, −1).T) and
+    ``b{l}`` (1 × out_channels).  On one image A (C_in × H·W) it is
+    Z = Kᵀ unfold(A) + bᵀ𝟏ᵀ, out_channels × H'·W' (H' = ⌊(H + 2p − k)/s⌋ + 1).
+    """
+
+    def __init__(self, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
+                 activation="identity"):
+        self.out_channels = _width(out_channels, "Conv2d: out_channels")
+        self.kernel, self.stride = _width(kernel, "Conv2d: kernel"), _width(stride, "Conv2d: stride")
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise DefinitionError(f"Conv2d: padding must be an integer >= 0, got {padding!r}")
+        self.padding = padding
+        self.activation = get_activation(activation)
+        if self.activation is softmax:
+            raise DefinitionError("Conv2d: softmax is for the output (Dense) layer")
+
+    def __repr__(self):
+        return (f"Conv2d({self.out_channels}, {self.kernel}, stride={self.stride}, padding={self.padding}, "
+                f"activation={self.activation.__name__!r})")
+
+
+class MaxPool2d:
+    """The maximum of each k×k window, stride k (edges that do not fill a window are dropped,
+    as PyTorch); no parameters."""
+
+    def __init__(self, kernel: int):
+        self.kernel = _width(kernel, "MaxPool2d: kernel")
+
+    def __repr__(self):
+        return f"MaxPool2d({self.kernel})"
+
+
+class AvgPool2d:
+    """The mean of each k×k window, stride k; no parameters."""
+
+    def __init__(self, kernel: int):
+        self.kernel = _width(kernel, "AvgPool2d: kernel")
+
+    def __repr__(self):
+        return f"AvgPool2d({self.kernel})"
+
+
+class Flatten:
+    """An image (C × H·W) as one row 1 × C·H·W, ordered (c, i, j) as torch.flatten; Dense
+    layers act on that row."""
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class BatchNorm:
+    """Batch normalisation for graphs whose rows are samples (``inputs=d``): each column
+    standardised with the batch's mean and biased variance (training mode, ε added to the
+    variance), then ⊙γ + β; parameters ``gamma{l}`` (1×d, initialised to 1) and ``beta{l}``
+    (1×d, 0).  It is layer norm of the transposed batch: (norm(Zᵀ))ᵀ ⊙ 𝟏γ + 𝟏β."""
+
+    def __init__(self, eps=sp.Rational(1, 10**5)):
+        self.eps = eps
+
+    def __repr__(self):
+        return "BatchNorm()"
+
+
+IMAGE_LAYERS = (Conv2d, MaxPool2d, AvgPool2d, Flatten)
+LAYERS = (Dense, Residual, LayerNorm, Attention, TransformerBlock, BatchNorm) + IMAGE_LAYERS
 
 
 def _dense_layers(layers):
@@ -140,16 +209,25 @@ class Sequential(Graph):
         for layer in layers:
             if not isinstance(layer, LAYERS):
                 raise DefinitionError(f"Sequential takes layers (Dense, Residual, LayerNorm, Attention, "
-                                      f"TransformerBlock), got {layer!r}")
+                                      f"TransformerBlock, Conv2d, MaxPool2d, AvgPool2d, Flatten, BatchNorm), "
+                                      f"got {layer!r}")
         self.layers = list(layers)
-        # inputs=d: rows are samples (X is m×d); inputs=(T, d): one sample is T rows of width d
+        # inputs=d: rows are samples (X is m×d); inputs=(T, d): one sample is T rows of width d;
+        # inputs=(C, H, W): one sample is an image, the C × (H·W) matrix of its channels' rows
+        self.image = None
+        if isinstance(inputs, tuple) and len(inputs) == 3:
+            self.image = tuple(_width(v, "inputs: channels, height, width") for v in inputs)
+            inputs = (self.image[0], self.image[1] * self.image[2])
         if isinstance(inputs, tuple):
             if len(inputs) != 2:
-                raise DefinitionError(f"inputs=(rows, columns) for a sample of rows, got {inputs!r}")
+                raise DefinitionError(f"inputs=(rows, columns) for a sample of rows, or (C, H, W) for an "
+                                      f"image, got {inputs!r}")
             self.sample_rows = _width(inputs[0], "inputs: rows")
             self.inputs_width = _width(inputs[1], "inputs: columns")
         else:
             self.sample_rows, self.inputs_width = None, _width(inputs, "inputs")
+        #: one sample of X as an image (C, H, W): data (n, C, H, W) are reshaped to (n, C, H·W)
+        self.input_images = {"X": self.image} if self.image else {}
 
         self.loss_function = get_loss(loss)
         dense = list(_dense_layers(self.layers))
@@ -162,6 +240,11 @@ class Sequential(Graph):
                                             for x in _all(self.layers)):
             raise DefinitionError("attention and layer norm act on the rows of one sample: give "
                                   "inputs=(rows, columns), a sequence of rows")
+        if self.image is None and any(isinstance(x, IMAGE_LAYERS) for x in _all(self.layers)):
+            raise DefinitionError("Conv2d, pooling and Flatten act on images: give inputs=(C, H, W)")
+        if self.sample_rows is not None and any(isinstance(x, BatchNorm) for x in _all(self.layers)):
+            raise DefinitionError("BatchNorm normalises over the batch: it needs rows that are samples "
+                                  "(inputs=d); for one sample's rows use LayerNorm")
         out = dense[-1].activation
         if (out is softmax) != (self.loss_function.needs == "softmax"):
             raise DefinitionError(
@@ -225,14 +308,72 @@ class Sequential(Graph):
                 weights.append(W)
             b = self.params(f"b{l}", shape=(1, layer.units))
             out = layer is last
-            pre = A @ W + ones(rows) @ b
+            pre = A @ W + ones(A.shape[0]) @ b
             if layer.activation is identity:
                 return self.node("Yhat" if out else f"Z{l}", pre)
             Z = self.node(f"Z{l}", pre)
             return self.node("Yhat" if out else f"A{l}", layer.activation(Z))
 
+        image = [self.image]        # the current sample's (C, H, W) while it is an image
+
+        def conv(layer, A):
+            count[0] += 1
+            l, (C, H, W), k = count[0], image[0], layer.kernel
+            Ho, Wo = (out_size(n, k, layer.stride, layer.padding) for n in (H, W))
+            if min(Ho, Wo) < 1:
+                raise DefinitionError(f"Conv2d: a {k}×{k} kernel (padding {layer.padding}) does not fit "
+                                      f"in {H}×{W} pixels")
+            K = self.params(f"K{l}", shape=(C * k * k, layer.out_channels))
+            b = self.params(f"b{l}", shape=(1, layer.out_channels))
+            weights.append(K)
+            U = self.node(f"U{l}", unfold(A, (C, H, W), k, layer.stride, layer.padding))
+            image[0] = (layer.out_channels, Ho, Wo)
+            pre = K.T @ U + b.T @ ones(1, Ho * Wo)       # (U K + 𝟏b)ᵀ: channels × positions
+            if layer.activation is identity:
+                return self.node(f"Z{l}", pre)
+            return self.node(f"A{l}", layer.activation(self.node(f"Z{l}", pre)))
+
+        def pool(layer, A):
+            C, H, W = image[0]
+            k = layer.kernel
+            if k > min(H, W):
+                raise DefinitionError(f"{layer!r}: a {k}×{k} window does not fit in {H}×{W} pixels")
+            image[0] = (C, H // k, W // k)
+            if isinstance(layer, MaxPool2d):
+                return self.node(self._fresh("Max"), maxpool(A, (C, H, W), k))
+            return self.node(self._fresh("Avg"), avgpool(A, (C, H, W), k))
+
+        def batchnorm(layer, A):
+            count[0] += 1
+            l = count[0]
+            gamma, beta = self.params(f"gamma{l} beta{l}", shape=[(1, A.shape[1])] * 2)
+            self.init_scheme[gamma.name] = "ones"
+            # layer norm of the transposed batch: each column's mean and variance over the samples
+            T = self.node(f"T{l}", A.T)
+            N = self.node(f"Nt{l}", RowNorm(T, layer.eps))
+            rows = ones(A.shape[0])
+            return self.node(f"N{l}", sp.HadamardProduct(N.T, rows @ gamma) + rows @ beta)
+
         def run(layers, A, top=True):
             for layer in layers:
+                if image[0] is not None and isinstance(layer, (Dense, Residual, LayerNorm, Attention,
+                                                               TransformerBlock)):
+                    raise DefinitionError(f"{layer!r} after an image layer: put Flatten() first")
+                if image[0] is None and isinstance(layer, IMAGE_LAYERS):
+                    raise DefinitionError(f"{layer!r} after Flatten(): the sample is no longer an image")
+                if isinstance(layer, Conv2d):
+                    A = conv(layer, A)
+                    continue
+                if isinstance(layer, (MaxPool2d, AvgPool2d)):
+                    A = pool(layer, A)
+                    continue
+                if isinstance(layer, Flatten):
+                    A = self.node(self._fresh("Flat"), flatten(A, image[0]))
+                    image[0] = None
+                    continue
+                if isinstance(layer, BatchNorm):
+                    A = batchnorm(layer, A)
+                    continue
                 if isinstance(layer, Residual):
                     inner = run(layer.layers, A, False)
                     if inner.shape != A.shape:
@@ -254,7 +395,7 @@ class Sequential(Graph):
         Yhat = run(self.layers, X)
         # each hidden layer's output at the top level, in order (the last one is Ŷ)
         self.states = [n for n in self._tops if n != Yhat.name]
-        Y = self.targets("Y", shape=(rows, Yhat.shape[1]))
+        Y = self.targets("Y", shape=tuple(Yhat.shape))
         penalty = l2 / 2 * sp.Add(*[sumsq(W) for W in weights]) if l2 else None
         self.loss(self.loss_function(Yhat, Y), reduction=reduction, penalty=penalty)
 

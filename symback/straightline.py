@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 
 import sympy as sp
 
+from .image import IMAGE_OPS
 from .lowering import EXPR_OPS, VIEWS, Stmt, Tr
 from .printing.numpy import InPlace, NumpyPrinter
 
@@ -184,6 +185,41 @@ def schedule(stmts: list[Stmt], updates: dict) -> list[Stmt]:
     return [stmts[i] for i in sorted(key, key=key.__getitem__)]
 
 
+def convolutions(stmts: list[Stmt], shapes: dict) -> list[Stmt]:
+    """The derived products of a convolution as the library's convolution kernels (exactly
+    the same sums, read off the statements): Kᵀ unfold(A) is ``conv``, Σᵢ unfold(Aᵢ) δᵢᵀ (the
+    kernel's δ) is ``conv_wgrad``, fold(K δ) (the input's δ) is ``conv_igrad``.  The patch
+    matrix then goes unread and the next selection drops it."""
+    made = {st.target: st for st in stmts}
+
+    def source(sym, op):
+        st = made.get(sym)
+        return st if st is not None and st.op == op else None
+
+    def shared(x):          # a parameter-like matrix, the same for every sample
+        return len(shapes.get(x, ())) == 2
+
+    def batched(x):         # a value with the batch on its leading axis
+        return len(shapes.get(x, ())) == 3
+    out = []
+    for st in stmts:
+        a = st.args
+        if st.op == "matmul" and len(a) == 2 and isinstance(a[0], Tr) and shared(a[0].sym) \
+                and isinstance(a[1], sp.Symbol) and batched(a[1]) and source(a[1], "unfold"):
+            u = made[a[1]]
+            st = st._replace(op="conv", args=(u.args[0], a[0].sym, u.args[1]))
+        elif st.op == "bgemm" and isinstance(a[0], sp.Symbol) and isinstance(a[1], Tr) \
+                and batched(a[0]) and source(a[0], "unfold"):
+            u = made[a[0]]
+            st = st._replace(op="conv_wgrad", args=(u.args[0], a[1].sym, u.args[1]))
+        elif st.op == "fold" and isinstance(a[0], sp.Symbol) and source(a[0], "matmul"):
+            k, d = made[a[0]].args
+            if isinstance(k, sp.Symbol) and shared(k) and isinstance(d, sp.Symbol) and batched(d):
+                st = st._replace(op="conv_igrad", args=(d, k, a[1]))
+        out.append(st)
+    return out
+
+
 def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter, low, protected: set) -> list[str]:
     """The source lines of one function (def line, docstring, body, return).
 
@@ -197,6 +233,8 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
     wanted = set(spec.results) | {s for pg in spec.updates.values() for s in pg}
     body = select(stmts, wanted)
     body = coalesce(propagate(body, keep, shape_of), keep)
+    if getattr(printer, "conv_kernels", False):
+        body = convolutions(body, low.shapes)
     body = select(body, wanted)     # what propagation left unread goes
     body = cse(body, fresh, low)
     if spec.updates:
@@ -283,6 +321,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_mask(str(a[0]), a[1], *st.shape[-2:])
         elif st.op == "pad":
             code = printer.op_pad(str(a[0]), *a[1:])
+        elif st.op in IMAGE_OPS:    # one image that is not a batch's: as a batch of one
+            code = printer.op_image(st.op, [f"{x}[None]" for x in a[:-1]], a[-1]) + "[0]"
         elif st.op == "bsum":       # (the rows of one shared matrix: its column sums)
             code = printer.op_bsum(str(a[0]))
         elif st.op == "column":
@@ -346,6 +386,8 @@ def _batched(st, ew, free, lines, printer, batched) -> str:
                                  "ssum": "op_bssum"}[op])(ref)
     if op == "bsum":
         return printer.op_bsum(str(a[0]))
+    if op in IMAGE_OPS:
+        return printer.op_image(op, [str(x) for x in a[:-1]], a[-1])
     names = [str(x.sym) if isinstance(x, Tr) else str(x) for x in a[:2]]
     if op == "matmul":
         return printer.op_bproduct(*names, *[isinstance(x, Tr) for x in a], *[batched(x) for x in a])

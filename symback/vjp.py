@@ -23,6 +23,7 @@ from functools import lru_cache
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
+from . import image
 from .errors import DefinitionError
 from .matrix import (BATCH, ENTRY, Elementwise, FPrime, RowCost, RowNorm, Softmax, SoftmaxVJP, activation_of,
                      is_matrix)
@@ -87,6 +88,10 @@ def local_factor(child_expr, child_adjoint, parent, child=None):
         return softmax_vjp(child_expr, child_adjoint, child)
     if isinstance(child_expr, RowNorm):
         return rownorm_vjp(child_expr, child_adjoint, child)
+    if isinstance(child_expr, image.ImageMap):     # an adjoint, or max-pooling's arg-max routing
+        if child_expr.arg != parent:
+            raise DefinitionError(f"internal: {child_expr.op} of {child_expr.arg} differentiated by {parent}")
+        return image.vjp(child_expr, child_adjoint, parent)
     return _matrix_vjp(child_expr, child_adjoint, parent)
 
 
@@ -245,7 +250,7 @@ def _canonical(expr, adj, parent):
     # a slice of data (X[:, 0:2]) is one more matrix to the calculus: it needs no gradient
     canon = expr.xreplace({**sym, **ones})
     canon = canon.replace(lambda e: isinstance(e, ElementwiseApplyFunction), undefined)
-    if canon.has(Elementwise, FPrime, Softmax, RowCost):
+    if canon.has(Elementwise, FPrime, Softmax, RowCost, image.ImageMap):
         raise DefinitionError(f"cannot differentiate {expr}: write softmax and losses as whole nodes")
     # an irrational coefficient (1/√8 of attention's scores) becomes a symbol: SymPy's matrix
     # calculus takes a power of a number for a power of a matrix and fails on √2

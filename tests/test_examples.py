@@ -64,6 +64,14 @@ def test_transformer_reverses_held_out_strings(tmp_path):
     out = run_script(EXAMPLES / "transformer_reverse.py", tmp_path)
     assert "transformer reversal reproduced" in out
     assert float(re.search(r"token accuracy: training \S+, held-out (\S+) ", out).group(1)) >= 0.95
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
+def test_cnn_digits_at_least_98_percent(tmp_path):
+    """A CNN (two convolutions, max-pooling) on the 8x8 digits; the script asserts it too."""
+    out = run_script(EXAMPLES / "cnn_digits.py", tmp_path)
+    test_acc = float(out.rsplit("test ", 1)[1].split()[0])
+    assert test_acc >= 0.98
     assert list(tmp_path.iterdir()) == []
 
 

@@ -324,6 +324,9 @@ def value_of(e, env, rows):
         lf = e.loss
         ell = _scalar_fn(sp.Lambda((lf.prediction, lf.target), lf.expr))
         return ell(value_of(e.prediction, env, rows), value_of(e.target, env, rows)).sum(axis=1, keepdims=True)
+    if hasattr(e, "explicit_value"):        # a kind defined entry by entry (symback.image)
+        args = [sp.ImmutableMatrix(value_of(a, env, rows)) for a in e.args if isinstance(a, sp.MatrixExpr)]
+        return np.array(e.explicit_value(*args).tolist(), dtype=float)
     if isinstance(e, sp.Expr) and not is_matrix(e) and e.args:
         # any other scalar function (exp, log, Abs, an activation): SymPy evaluates it at numbers
         args = [value_of(a, env, rows) for a in e.args]

@@ -9,6 +9,7 @@ no JAX: this module is text only.
 from __future__ import annotations
 
 from ..functions import sigmoid
+from . import image
 from .numpy import NumpyPrinter
 
 __all__ = ["JaxPrinter"]
@@ -35,6 +36,9 @@ def _a_bt(a, b):
     """a bᵀ as XLA's dot over the columns (no transposed copy of b)."""
     return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())))
 '''
+    extra_helpers += image.JAX
+    #: convolutions' derived products by XLA's convolution (see straightline.convolutions)
+    conv_kernels = True
     #: σ as XLA's logistic op (overflow-safe, one fused op) rather than (1 + tanh(z/2))/2
     native = {sigmoid: "jax.nn.sigmoid"}
     apply_step = '''def _flat_step(X, Y, flat, lr):

@@ -18,6 +18,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
 from ..functions import Activation
+from . import image
 
 __all__ = ["NumpyPrinter", "InPlace", "lower"]
 
@@ -81,6 +82,7 @@ def _mm(a, b):
     """(m, r, q) @ (q, c) as one (m·r)×q GEMM (NumPy would loop over the m samples)."""
     return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
 '''
+    extra_helpers += image.NUMPY
     #: ``_apply_step(X, Y, params, lr)``: one step that leaves the new values in params
     apply_step = "_apply_step = _step"
     #: activation class -> the library function that computes it (the class is then not
@@ -324,6 +326,10 @@ def _is_native(a):
     def op_btrace(self, a: str) -> str:
         """Each sample's trace, as (m, 1, 1)."""
         return f"{self.prefix}.einsum('nii->n', {a})[:, None, None]"
+
+    def op_image(self, op: str, args: list, geometry) -> str:
+        """An image map of :mod:`symback.image` on a batch of samples: the module's helper."""
+        return image.call(op, args, geometry)
 
     def op_bslice(self, a: str, rows, cols) -> str:
         """Each sample's a[rows, cols]."""

@@ -16,6 +16,7 @@ from collections import defaultdict
 import sympy as sp
 
 from ..functions import sigmoid
+from . import image
 from .numpy import NumpyPrinter, mask_of
 
 __all__ = ["TorchPrinter"]
@@ -35,6 +36,9 @@ class TorchPrinter(NumpyPrinter):
 #: the largest number of DTYPE below 0: z > _BELOW_ZERO is z >= 0 (a mask's threshold)
 _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtype=DTYPE)).item()
 '''
+    extra_helpers += image.TORCH
+    #: convolutions' derived products by torch's convolution kernels (see straightline.convolutions)
+    conv_kernels = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
     #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
     native = {sigmoid: "torch.sigmoid"}

@@ -1,0 +1,294 @@
+"""The image maps of :mod:`symback.image` as each library's own kernels (module helpers).
+
+Every helper takes a batch of one-sample matrices, (n, C, H·W) for an image, and the
+geometry C, H, W, k, s (stride), p (padding); it returns a fresh array (flatten and
+unflatten: a reshape, which the code generator treats as a view).  No helper loops over
+samples or channels: unfold is a strided view (NumPy), ``F.unfold`` (torch) or
+``conv_general_dilated_patches`` (JAX); fold adds the k·k kernel offsets' slices; the
+pools are reshapes.  What they compute is fixed by the definitions in :mod:`symback.image`
+(tests compare them with ``torch.nn.functional``).  Text only: printing needs no library.
+"""
+from __future__ import annotations
+
+__all__ = ["NUMPY", "TORCH", "JAX", "call"]
+
+
+def call(op: str, args: list, geometry) -> str:
+    """The helper call for the image map `op` on the printed arguments."""
+    return f"_{op}({', '.join(args)}, {', '.join(map(str, geometry))})"
+
+
+# shared by every library: window reshapes, written with the array's own methods
+_COMMON = '''
+
+def _out(n, k, s, p):
+    """Output positions along one axis: floor((n + 2p - k)/s) + 1, as PyTorch."""
+    return (n + 2 * p - k) // s + 1
+
+
+def _windows(a, C, H, W, k):
+    """(n, C, H', W', k*k): each k-by-k window (stride k) of the images, cropped as PyTorch."""
+    n, Ho, Wo = a.shape[0], H // k, W // k
+    x = a.reshape(n, C, H, W)[:, :, :Ho * k, :Wo * k].reshape(n, C, Ho, k, Wo, k)
+    return _perm(x, (0, 1, 2, 4, 3, 5)).reshape(n, C, Ho, Wo, k * k)
+
+
+def _unwindows(g, C, H, W, k):
+    """The inverse of _windows: (n, C, H', W', k*k) back to (n, C, H*W), zeros where cropped."""
+    n, Ho, Wo = g.shape[0], H // k, W // k
+    g = _perm(g.reshape(n, C, Ho, Wo, k, k), (0, 1, 2, 4, 3, 5)).reshape(n, C, Ho * k, Wo * k)
+    if Ho * k != H or Wo * k != W:
+        g = _pad2(g, 0, H - Ho * k, 0, W - Wo * k)
+    return g.reshape(n, C, H * W)
+
+
+def _avgpool(a, C, H, W, k, s, p):
+    """The mean of each k-by-k window: a reshape and a sum over the window's two axes."""
+    n, Ho, Wo = a.shape[0], H // k, W // k
+    x = a.reshape(n, C, H, W)[:, :, :Ho * k, :Wo * k].reshape(n, C, Ho, k, Wo, k)
+    return x.sum((3, 5)).reshape(n, C, Ho * Wo) / (k * k)
+
+
+def _avgpool_T(d, C, H, W, k, s, p):
+    """avgpool's adjoint: each window's entry, divided by k*k, on each of its pixels."""
+    w = d.reshape(d.shape[0], C, H // k, W // k, 1) / (k * k) + _zeros_like_windows(d, k)
+    return _unwindows(w, C, H, W, k)
+
+
+def _maxpool(a, C, H, W, k, s, p):
+    """The maximum of each k-by-k window."""
+    return _max_last(_windows(a, C, H, W, k)).reshape(a.shape[0], C, -1)
+
+
+def _maxpool_vjp(d, a, C, H, W, k, s, p):
+    """delta of each window to its first arg-max (row-major), 0 elsewhere."""
+    w = _windows(a, C, H, W, k)
+    hit = _argmax_last(w)[..., None] == _arange(k * k, w)
+    return _unwindows(hit * d.reshape(w.shape[:-1] + (1,)), C, H, W, k)
+
+
+def _flatten(a, C, H, W, k, s, p):
+    """Each image as one row, ordered (c, i, j)."""
+    return a.reshape(a.shape[0], 1, C * H * W)
+
+
+def _unflatten(d, C, H, W, k, s, p):
+    """Each row back to an image."""
+    return d.reshape(d.shape[0], C, H * W)
+'''
+
+# the array helpers NumPy and JAX share (xp: the library's module)
+_ARRAY = '''
+def _perm(x, axes):
+    return x.transpose(axes)
+
+
+def _pad2(x, top, bottom, left, right):
+    """Zeros around the last two axes."""
+    return xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+
+
+def _zeros_like_windows(d, k):
+    return xp.zeros((1, 1, 1, 1, k * k), dtype=d.dtype)
+
+
+def _max_last(w):
+    return w.max(axis=-1)
+
+
+def _argmax_last(w):
+    return w.argmax(axis=-1)
+
+
+def _arange(n, like):
+    return xp.arange(n)
+
+
+'''
+
+NUMPY = '''
+''' + _ARRAY.replace('xp.', 'np.') + '''
+def _unfold(a, C, H, W, k, s, p):
+    """The (n, C*k*k, L) patch matrices, rows (c, i, j) as torch.nn.functional.unfold: a
+    strided view of every k-by-k window, then one copy into that order."""
+    n, Ho, Wo = a.shape[0], _out(H, k, s, p), _out(W, k, s, p)
+    x = a.reshape(n, C, H, W)
+    if p:
+        x = _pad2(x, p, p, p, p)
+    v = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s][:, :, :Ho, :Wo]
+    return v.transpose(0, 1, 4, 5, 2, 3).reshape(n, C * k * k, Ho * Wo)
+
+
+def _fold(d, C, H, W, k, s, p):
+    """unfold's adjoint (col2im): each patch entry added to the pixel it was read from, one
+    strided slice per kernel offset (i, j)."""
+    n, Ho, Wo = d.shape[0], _out(H, k, s, p), _out(W, k, s, p)
+    d = d.reshape(n, C, k, k, Ho, Wo)
+    out = np.zeros((n, C, max(H + 2 * p, (Ho - 1) * s + k), max(W + 2 * p, (Wo - 1) * s + k)), dtype=d.dtype)
+    for i in range(k):
+        for j in range(k):
+            out[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s] += d[:, :, i, j]
+    return np.ascontiguousarray(out[:, :, p:p + H, p:p + W]).reshape(n, C, H * W)
+''' + _COMMON + '''
+
+def _maxpool(a, C, H, W, k, s, p):
+    """The maximum of each k-by-k window: np.maximum over the k*k strided slices of the window
+    offsets (NumPy's max over two strided axes is several times slower)."""
+    n, Ho, Wo = a.shape[0], H // k, W // k
+    x = a.reshape(n, C, H, W)
+    out = x[:, :, :Ho * k:k, :Wo * k:k].copy()
+    for i in range(k):
+        for j in range(k):
+            if i or j:
+                np.maximum(out, x[:, :, i:Ho * k:k, j:Wo * k:k], out=out)
+    return out.reshape(n, C, Ho * Wo)
+
+
+def _maxpool_vjp(d, a, C, H, W, k, s, p):
+    """delta of each window to its first arg-max (row-major): the running arg-max and the
+    scatter each take one strided slice per window offset (k*k of them), no copy of A."""
+    n, Ho, Wo = a.shape[0], H // k, W // k
+    x, d = a.reshape(n, C, H, W), d.reshape(n, C, Ho, Wo)
+    offsets = [(i, j) for i in range(k) for j in range(k)]
+    best = x[:, :, :Ho * k:k, :Wo * k:k].copy()
+    idx = np.zeros(best.shape, dtype=np.int8 if k * k < 128 else np.intp)
+    for q, (i, j) in enumerate(offsets[1:], start=1):
+        v = x[:, :, i:Ho * k:k, j:Wo * k:k]
+        up = v > best               # strictly greater: the first of equal maxima keeps it
+        np.copyto(best, v, where=up)
+        np.copyto(idx, q, where=up)
+    out = np.zeros((n, C, H, W), dtype=d.dtype)
+    for q, (i, j) in enumerate(offsets):
+        np.multiply(d, idx == q, out=out[:, :, i:Ho * k:k, j:Wo * k:k])
+    return out.reshape(n, C, H * W)
+'''
+
+TORCH = '''
+
+def _perm(x, axes):
+    return x.permute(axes)
+
+
+def _pad2(x, top, bottom, left, right):
+    """Zeros around the last two axes."""
+    return torch.nn.functional.pad(x, (left, right, top, bottom))
+
+
+def _zeros_like_windows(d, k):
+    return d.new_zeros((1, 1, 1, 1, k * k))
+
+
+def _max_last(w):
+    return w.amax(dim=-1)
+
+
+def _argmax_last(w):
+    return w.argmax(dim=-1)
+
+
+def _arange(n, like):
+    return torch.arange(n, device=like.device)
+
+
+def _unfold(a, C, H, W, k, s, p):
+    """The (n, C*k*k, L) patch matrices: torch.nn.functional.unfold."""
+    return torch.nn.functional.unfold(a.reshape(a.shape[0], C, H, W), k, padding=p, stride=s)
+
+
+def _fold(d, C, H, W, k, s, p):
+    """unfold's adjoint (col2im): torch.nn.functional.fold."""
+    Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
+    if (Ho - 1) * s + k > H + 2 * p or (Wo - 1) * s + k > W + 2 * p or (H + 2 * p - k) % s or (W + 2 * p - k) % s:
+        Hf, Wf = (Ho - 1) * s + k - 2 * p, (Wo - 1) * s + k - 2 * p      # the pixels the patches read
+        out = torch.nn.functional.fold(d, (Hf, Wf), k, padding=p, stride=s)
+        return _pad2(out, 0, H - Hf, 0, W - Wf).reshape(d.shape[0], C, H * W)
+    return torch.nn.functional.fold(d, (H, W), k, padding=p, stride=s).reshape(d.shape[0], C, H * W)
+''' + _COMMON + '''
+
+def _conv(a, K, C, H, W, k, s, p):
+    """K^T unfold(a) for each sample, by torch's convolution (K = weight.reshape(C_out, -1).T)."""
+    Co = K.shape[1]
+    z = torch.nn.functional.conv2d(a.reshape(a.shape[0], C, H, W), K.T.reshape(Co, C, k, k), stride=s, padding=p)
+    return z.reshape(a.shape[0], Co, -1)
+
+
+def _conv_wgrad(a, d, C, H, W, k, s, p):
+    """The sum over the samples of unfold(a) d^T, by torch's convolution weight-gradient kernel."""
+    n, Co = a.shape[0], d.shape[1]
+    g = torch.nn.grad.conv2d_weight(a.reshape(n, C, H, W), (Co, C, k, k),
+                                    d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), stride=s, padding=p)
+    return g.reshape(Co, -1).T
+
+
+def _conv_igrad(d, K, C, H, W, k, s, p):
+    """fold(K d) for each sample, by torch's convolution input-gradient kernel."""
+    n, Co = d.shape[0], K.shape[1]
+    g = torch.nn.grad.conv2d_input((n, C, H, W), K.T.reshape(Co, C, k, k),
+                                   d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), stride=s, padding=p)
+    return g.reshape(n, C, H * W)
+
+
+def _maxpool(a, C, H, W, k, s, p):
+    """The maximum of each k-by-k window: torch's max_pool2d."""
+    return torch.nn.functional.max_pool2d(a.reshape(a.shape[0], C, H, W), k).reshape(a.shape[0], C, -1)
+
+
+def _maxpool_vjp(d, a, C, H, W, k, s, p):
+    """delta of each window to its first arg-max: torch's max-pooling backward kernel, with the
+    arg-max indices of its forward kernel."""
+    x = a.reshape(a.shape[0], C, H, W)
+    _, idx = torch.nn.functional.max_pool2d(x, k, return_indices=True)
+    g = torch.ops.aten.max_pool2d_with_indices_backward(d.reshape(idx.shape), x, [k, k], [k, k], [0, 0],
+                                                        [1, 1], False, idx)
+    return g.reshape(a.shape[0], C, H * W)
+'''
+
+JAX = '''
+''' + _ARRAY.replace('xp.', 'jnp.') + '''
+def _unfold(a, C, H, W, k, s, p):
+    """The (n, C*k*k, L) patch matrices, rows (c, i, j): XLA's conv_general_dilated_patches."""
+    n, Ho, Wo = a.shape[0], _out(H, k, s, p), _out(W, k, s, p)
+    x = a.reshape(n, C, H, W)
+    out = jax.lax.conv_general_dilated_patches(x, (k, k), (s, s), ((p, p), (p, p)),
+                                               precision=jax.lax.Precision.HIGHEST)
+    return out.reshape(n, C * k * k, Ho * Wo)
+
+
+def _fold(d, C, H, W, k, s, p):
+    """unfold's adjoint (col2im): each kernel offset's patch entries added to their pixels."""
+    n, Ho, Wo = d.shape[0], _out(H, k, s, p), _out(W, k, s, p)
+    d = d.reshape(n, C, k, k, Ho, Wo)
+    out = jnp.zeros((n, C, max(H + 2 * p, (Ho - 1) * s + k), max(W + 2 * p, (Wo - 1) * s + k)), dtype=d.dtype)
+    for i in range(k):
+        for j in range(k):
+            out = out.at[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s].add(d[:, :, i, j])
+    return out[:, :, p:p + H, p:p + W].reshape(n, C, H * W)
+''' + _COMMON + '''
+
+def _conv_nchw(x, K, C, k, s, p):
+    Co = K.shape[1]
+    return jax.lax.conv_general_dilated(x, K.T.reshape(Co, C, k, k), (s, s), ((p, p), (p, p)),
+                                        precision=jax.lax.Precision.HIGHEST)
+
+
+def _conv(a, K, C, H, W, k, s, p):
+    """K^T unfold(a) for each sample, by XLA's convolution (K = weight.reshape(C_out, -1).T)."""
+    return _conv_nchw(a.reshape(a.shape[0], C, H, W), K, C, k, s, p).reshape(a.shape[0], K.shape[1], -1)
+
+
+def _conv_wgrad(a, d, C, H, W, k, s, p):
+    """The sum over the samples of unfold(a) d^T: the adjoint of the linear map K -> K^T unfold(a)
+    applied to d (jax.linear_transpose: XLA's convolution kernels, no differentiation)."""
+    x, Co = a.reshape(a.shape[0], C, H, W), d.shape[1]
+    K0 = jnp.zeros((C * k * k, Co), dtype=d.dtype)
+    adjoint = jax.linear_transpose(lambda K: _conv_nchw(x, K, C, k, s, p), K0)
+    return adjoint(d.reshape(d.shape[0], Co, _out(H, k, s, p), _out(W, k, s, p)))[0]
+
+
+def _conv_igrad(d, K, C, H, W, k, s, p):
+    """fold(K d) for each sample: the adjoint of the linear map a -> K^T unfold(a) applied to d."""
+    n, Co = d.shape[0], K.shape[1]
+    x0 = jnp.zeros((n, C, H, W), dtype=d.dtype)
+    adjoint = jax.linear_transpose(lambda x: _conv_nchw(x, K, C, k, s, p), x0)
+    return adjoint(d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)))[0].reshape(n, C, H * W)
+'''
