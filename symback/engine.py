@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
+from .budget import within
 from .errors import DefinitionError, SymbackError
 from .graph import Graph, decompose
 from .matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
@@ -29,6 +30,7 @@ SAMPLE = sp.Symbol("i", positive=True, integer=True)
 MAX_PATHS = 10_000
 #: the largest chain form (SymPy operations) that the expanded form tries to simplify
 MAX_SIMPLIFY_OPS = 60
+SIMPLIFY_SECONDS = 1.0      # simplify() has no time limit of its own: it gets this much, no more
 
 
 class Name(str):
@@ -299,7 +301,7 @@ class Derivation:
             short = None
             # simplify() has no time limit of its own: only small formulas are handed to it
             if not self.graph.is_matrix and sp.count_ops(self.named(self._chain_form(name))) <= MAX_SIMPLIFY_OPS:
-                short = self.simplified(name)
+                short = within(SIMPLIFY_SECONDS, lambda: self.simplified(name))   # never a hang
             if short is not None:
                 short = self._expand(short)
             self._nice[name] = short if short is not None and sp.count_ops(short) < sp.count_ops(full) else full

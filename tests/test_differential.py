@@ -227,6 +227,23 @@ def test_random_scalar_graph_compiles_to_its_loss_and_gradient(case, seed):
     assume(check_scalar(*case, seed))
 
 
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=RELAXED)
+@given(scalar_graphs(), st.integers(0, 2 ** 32 - 1), st.sampled_from(["jax", "torch"]))
+def test_random_scalar_graph_on_the_other_backends(case, seed, backend):
+    """The same random scalar graphs compiled for JAX or torch (float64): loss and gradient
+    equal the mpmath/SymPy oracle (pure calls take the NumPy parameters as they are)."""
+    g, oracle_expr, domains = case
+    m = sb.compile(sb.derive(g), backend=backend, dtype="float64")
+    X, Y, params = random_data(g, domains, seed)
+    values = oracle_values(MpOracle(g, oracle_expr), X, Y, params)
+    assume(values is not None and all(abs(v) < BIG for v in [values[0], *values[1].values()]))
+    want_loss, want, _ = values
+    assert close(m.loss(X, Y, params), want_loss), (backend, m.source)
+    got = m.grad(X, Y, params)
+    for p in g.param_names:
+        assert close(float(np.asarray(got[p])), want[p]), (backend, p, m.source)
+
+
 def _graph(build, reduction="mean"):
     """A small graph from build(g, x, y, w1, w2) -> cost, and its oracle."""
     g = sb.Graph()

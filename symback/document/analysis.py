@@ -22,7 +22,7 @@ from ..engine import delta
 from ..functions import Activation
 from ..matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Select, Softmax, SoftmaxVJP, explicit, is_matrix
 from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
-from .budget import within
+from ..budget import within
 from .factors import edge_expr, notes_chain
 
 __all__ = ["derivative_sup", "kinks", "vanishing", "verify", "cost", "numpy_forward", "numeric",

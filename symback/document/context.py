@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..engine import Adjoint, delta
+from ..engine import Adjoint, delta, SIMPLIFY_SECONDS
 from ..errors import OutputError
 from ..functions import Activation
 from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
@@ -21,7 +21,7 @@ from . import analysis, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
 from .example import example, numbers, path_product, values_of
-from .budget import within
+from ..budget import within
 from .lines import LINE_WIDTH, Names, aligned_lines
 from .notation import layer_names, notation, punchline_forms
 
@@ -30,7 +30,6 @@ __all__ = ["context", "plain"]
 MAX_EXPANDED_OPS = 80      # longer expanded forms are left out of the document
 MAX_EXPANDED_NODES = 16    # ... and so are those of graphs with more nodes
 MAX_SIMPLIFY_OPS = 24      # a longer chain form is not handed to sp.simplify (it can run for minutes)
-SIMPLIFY_SECONDS = 1.0     # ... nor is a shorter one given more time than this
 OPTIONS = {"title", "author", "param", "values", "lr", "seed", "figure", "example", "vanishing",
            "verify", "cost", "display", "date", "notation", "steps", "steps_taken"}
 
