@@ -215,3 +215,26 @@ def test_random_scalar_graphs_render_in_every_notation_and_format(case):
     for notation in ("matrix", "lecture", "nielsen"):
         render_module.render(d, notation=notation, **QUICK)
     render_module.render(d, "markdown", fmt="markdown", steps="full", **QUICK)
+
+
+def test_a_wide_network_is_certified_at_small_widths_and_a_planted_error_is_caught():
+    """Above MAX_ENTRIES parameter entries the chains are checked on the same graph at widths
+    2–6 (what they say holds at any widths): a wrong sign still fails."""
+    from symback.document import certificate as C
+    from symback.document.context import context
+    d = sb.derive(sb.mlp([3000, 400, 10], activation="sigmoid", output="softmax", loss="cross_entropy"))
+    assert C._entries(d) > C.MAX_ENTRIES
+    ctx = context(d)
+    assert C.certify(d, ctx)["links"] > 10
+    where, chain = next((w, c) for w, c in C.lines(ctx) if w.startswith("gradients") and len(c) >= 2)
+
+    def plant(x):
+        if isinstance(x, dict):
+            if isinstance(x.get("sympy"), dict) and list(x["sympy"].get("chain") or []) == chain:
+                x["sympy"]["chain"] = list(chain[:-1]) + [-chain[-1]]
+                return True
+            return any(plant(v) for v in x.values())
+        return isinstance(x, (list, tuple)) and any(plant(v) for v in x)
+    assert plant(ctx)
+    with pytest.raises(C.CertificateError, match="false"):
+        C.certify(d, ctx)

@@ -60,8 +60,15 @@ def lines(ctx, where: str = "") -> list[tuple[str, list]]:
     return found
 
 
+#: above this many parameter entries a network is checked at small widths (its formulas do not
+#: depend on the widths): random values for a 10⁹-weight layer take minutes and gigabytes
+MAX_ENTRIES = 10**6
+
+
 def certify(d, ctx, seed: int = 0) -> dict:
     """Check every chain of the context; returns {'lines': n, 'links': k}, or raises CertificateError."""
+    if _entries(d) > MAX_ENTRIES:
+        d, ctx = _narrowed(d, ctx)
     point = _Point(d, seed, ctx.get("sympy", {}).get("names", {}))
     found = lines(ctx)
     links = 0
@@ -77,6 +84,59 @@ def certify(d, ctx, seed: int = 0) -> dict:
                     f"({_short(values[k - 1])} vs {_short(values[k])})")
             links += 1
     return {"lines": len(found), "links": links}
+
+
+def _entries(d) -> int:
+    g = d.graph
+    return sum(int(np.prod([int(k) for k in g.symbol(p).shape])) if is_matrix(g.symbol(p)) else 1
+               for p in g.param_names)
+
+
+def _narrowed(d, ctx):
+    """The same graph and context with every width over 6 made 2–6 (widths that were equal stay
+    equal, a width of 1 stays 1, the batch stays a symbol), derived again: what the chains
+    say holds at any widths, so it is checked where the values fit in memory."""
+    from ..engine import Derivation
+    from ..graph import Graph
+    from ..matrix import Select
+    g = d.graph
+    if any(g.expr(n).has(sp.MatrixSlice, Select) for n in g._expr):
+        raise CertificateError("a network this wide with slices cannot be checked at small widths")
+
+    def width(n):
+        return n if not (isinstance(n, (int, sp.Integer)) and int(n) > 6) else sp.Integer(2 + int(n) % 5)
+
+    kinds = (sp.MatrixSymbol, sp.OneMatrix, sp.ZeroMatrix, sp.Identity)
+
+    def rebuilt(x):     # the same symbol (any subclass: δ's too) or constant, narrower
+        if isinstance(x, sp.MatrixSymbol):
+            return x.func(x.args[0], *map(width, x.shape))
+        return type(x)(*map(width, x.shape))
+
+    def narrow(e):
+        if not isinstance(e, sp.Basic) or not e.has(*kinds):
+            return e
+        return e.replace(lambda x: isinstance(x, kinds) and any(width(k) != k for k in x.shape), rebuilt)
+
+    h = Graph()
+    for n in g.order:
+        kind = g.kind(n)
+        if kind in ("input", "target", "param"):
+            h._declare([n], kind, tuple(map(width, g.symbol(n).shape)) if is_matrix(g.symbol(n)) else None)
+        else:
+            h._add(n, kind, narrow(g.expr(n)))
+    h.loss_name, h.reduction, h.cost_name = g.loss_name, g.reduction, g.cost_name
+    h.penalty, h.states = narrow(g.penalty), list(g.states)
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if isinstance(x, tuple):
+            return tuple(walk(v) for v in x)
+        return narrow(x)
+    return Derivation(h), walk(ctx)
 
 
 def _short(v) -> str:
