@@ -75,6 +75,8 @@ class BackendModel(Model):
         # the library's arrays, as they come; a (1, n) parameter given as (n,) gets an (n,) gradient
         out = {}
         for p, g in zip(self.params, grads):
+            if not hasattr(g, "shape"):     # a gradient that is one number for every sample (1/3)
+                g = self._ns["_asarray"](g)
             given = tuple(params[p].shape)
             out[p] = g.reshape(given) if tuple(g.shape) != given else g
         return out

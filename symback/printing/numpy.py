@@ -168,6 +168,14 @@ def _is_native(a):
             return super()._print_Relational(expr)
         return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
 
+    def _print_And(self, expr):
+        # nested two at a time: SymPy's `logical_and.reduce((a, b))` is NumPy-only (JAX refuses
+        # a tuple, found by the random scalar graphs on JAX: huber of a ReLU's ITE condition)
+        return self._nested(f"{self.prefix}.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return self._nested(f"{self.prefix}.logical_or", expr.args)
+
     def _print_Max(self, expr):
         return self._nested(f"{self.prefix}.maximum", expr.args)
 

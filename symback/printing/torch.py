@@ -115,10 +115,12 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def _nested(self, fn, args):
         numbers = [a for a in args if a.is_number]       # 2, and constants such as sqrt(2) or E
-        if len(numbers) == 1 and len(args) == 2:
-            other = self._print(next(a for a in args if not a.is_number))
-            bound = "min" if fn.endswith("maximum") else "max"
-            return f"torch.clamp({other}, {bound}={self._print(numbers[0])})"
+        others = [a for a in args if not a.is_number]
+        if numbers and others:      # the numbers become one clamp bound (torch.maximum takes tensors)
+            out = super()._nested(fn, others) if len(others) > 1 else self._print(others[0])
+            is_max = fn.endswith("maximum")
+            bound = (sp.Max if is_max else sp.Min)(*numbers)
+            return f"torch.clamp({out}, {'min' if is_max else 'max'}={self._print(bound)})"
         return super()._nested(fn, args)
 
     def op_colsum(self, a: str) -> str:
