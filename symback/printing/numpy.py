@@ -205,7 +205,10 @@ def _is_native(a):
             for f in expr.args:
                 cond = mask_of(f)
                 if cond is not None:
-                    rest = self._print(sp.Mul(*[a for a in expr.args if a is not f]))
+                    other = sp.Mul(*[a for a in expr.args if a is not f])
+                    rest = self._print(other)
+                    if not other.free_symbols & self.arrays:    # a number: the module's dtype (torch's
+                        rest = self.op_const(rest)              # where of two numbers is float32)
                     return f"{self.prefix}.where({self._print(cond)}, {rest}, 0)"
         return super()._print_Mul(expr)
 
