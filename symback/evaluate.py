@@ -45,7 +45,7 @@ def evaluate(d, values: dict) -> dict:
             env[g.symbol(n)] = forward[n]
     grads = {}
     for p in d.params:
-        grads[p] = sp.sympify(d.gradient(p).xreplace(env))
+        grads[p] = sp.sympify(d.gradient(p).xreplace(env), strict=True)
         if not grads[p].is_Number:
             grads[p] = grads[p].evalf()
     return {"forward": forward, "gradient": grads}

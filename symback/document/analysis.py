@@ -281,7 +281,7 @@ def value_of(e, env, rows):
     if isinstance(e, sp.Trace):
         return float(np.trace(value_of(e.arg, env, rows)))
     if isinstance(e, sp.MatrixSlice):        # x_t = X[:, (t−1)k : tk] of an unrolled RNN
-        cut = lambda s: slice(*(int(sp.sympify(v).subs(BATCH, rows)) for v in s))   # noqa: E731
+        cut = lambda s: slice(*(int(sp.sympify(v, strict=True).subs(BATCH, rows)) for v in s))   # noqa: E731
         return value_of(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
     if isinstance(e, (sp.MatMul, sp.Mul)):
         val = 1.0

@@ -340,7 +340,7 @@ class _Point:
         env = self.per_sample() if sample and self.matrix else self.env
         if self.matrix:
             return value_of(m, env, ROWS)
-        v = sp.N(sp.sympify(m).xreplace(env).doit(), 30)
+        v = sp.N(sp.sympify(m, strict=True).xreplace(env).doit(), 30)
         if not v.is_number:
             raise CertificateError(f"{where}: {e} does not evaluate to a number (left: {v.free_symbols})")
         return complex(v)

@@ -54,7 +54,7 @@ def exact(name, value):
             raise SymbackError(f"value for {name!r} must be a number, got {value!r}")
     if isinstance(value, float):
         return sp.Rational(repr(value))     # 0.1 means 1/10: the example stays exact
-    return sp.sympify(value)
+    return sp.sympify(value, strict=True)
 
 
 def numbers(d, values):
@@ -70,7 +70,7 @@ def path_product(d, param, dg):
     g = d.graph
     lhs = Partial(g.symbol(d.loss_name), g.symbol(param))
     symbols = Terms(*[Chain(*[Partial(g.symbol(f.of), g.symbol(f.wrt)) for f in path]) for path in d.chain(param)])
-    dec = lambda v: v if sp.sympify(v).is_Integer else sp.Float(sp.N(v, 15), 15)      # noqa: E731 - decimals
+    dec = lambda v: v if sp.sympify(v, strict=True).is_Integer else sp.Float(sp.N(v, 15), 15)      # noqa: E731 - decimals
     numbers = Terms(*[Chain(*[dec(dg.edge_values[(f.of, f.wrt)]) for f in path]) for path in d.chain(param)])
     value = sp.Add(*[sp.Mul(*[dg.edge_values[(f.of, f.wrt)] for f in path]) for path in d.chain(param)])
     return {"lhs": _tex(lhs), "symbols": _tex(symbols), "numbers": _tex(numbers),

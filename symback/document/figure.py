@@ -51,8 +51,8 @@ def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
     values, edge_values = {}, {}
     if numbers:
         env = {g.symbol(n): v for n, v in numbers.items()}
-        values = {n: number(v) for n, v in numbers.items()}
-        edge_values = {e: sp.sympify(f).xreplace(env) for e, f in d.local.items()}
+        values = dict(numbers)          # the numbers themselves: each output prints its own
+        edge_values = {e: sp.sympify(f, strict=True).xreplace(env) for e, f in d.local.items()}
     for (child, parent) in d.local:
         e = edge_expr(d, child, parent, generic=True)
         text = latex(e, applications=apps)
@@ -60,7 +60,7 @@ def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
             Partial(g.symbol(child), g.symbol(parent)))
         exprs[(child, parent)] = e
         plain[(child, parent)] = text_label(e, apps)
-        if (child, parent) in edge_values and not sp.sympify(e).is_number:     # not "1 = 1"
+        if (child, parent) in edge_values and not sp.sympify(e, strict=True).is_number:     # not "1 = 1"
             labels[(child, parent)] += rf" = {number(edge_values[(child, parent)])}"
             plain[(child, parent)] += f" = {_plain_number(edge_values[(child, parent)])}"
     on_path = {(f.of, f.wrt) for path in d.chain(param) for f in path}
@@ -70,7 +70,7 @@ def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
 
 
 def _plain_number(v) -> str:
-    v = sp.sympify(v)
+    v = sp.sympify(v, strict=True)
     return text_label(v if v.is_Integer else sp.Float(sp.N(v, 15), 6))
 
 
@@ -109,7 +109,7 @@ def tikz(dg: Diagram):
     for n in dg.order:
         x, y = pos[n]
         hl = ",hl" if n in path_nodes else ""
-        val = rf",label={{[val]below:${dg.values[n]}$}}" if n in dg.values else ""
+        val = rf",label={{[val]below:${number(dg.values[n])}$}}" if n in dg.values else ""
         lines.append(rf"\node[{style[dg.kind[n]]}{hl}{val}] ({ids[n]}) at ({x:.2f},{y:.2f}) {{${dg.names[n]}$}};")
     for child in dg.order:
         for parent in dg.parents[child]:

@@ -227,13 +227,13 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
 
 def _settle(x):
     # exact while the fractions stay short: a cubic's iterates grow ~5× in digits a step
-    x = sp.sympify(x)
+    x = sp.sympify(x, strict=True)      # a number or an expression the engine made, never text
     exact = x.is_Rational and max(abs(x.p), x.q).bit_length() <= EXACT_BITS
     return x if exact else sp.N(x, 30)
 
 
 def _shown(x):
-    x = sp.sympify(x)
+    x = sp.sympify(x, strict=True)      # a number or an expression the engine made, never text
     return x if x.is_Integer else sp.Float(sp.N(x, 15), 15)
 
 

@@ -38,7 +38,7 @@ def number(value, digits: int = 6) -> str:
     Exact integers stay integers; everything else is shown with at most
     `digits` significant digits and no trailing zeros.
     """
-    v = sp.sympify(value)
+    v = sp.sympify(value, strict=True)
     if v is sp.nan:
         return r"\mathrm{NaN}"
     if v.is_infinite:

@@ -42,7 +42,7 @@ def _derivative_of(f: sp.Expr) -> sp.Expr:
 def _applications(exprs: Iterable[sp.Expr]) -> list[sp.Expr]:
     seen: dict = {}
     for e in exprs:
-        for f in sp.sympify(e).atoms(Activation):
+        for f in sp.sympify(e, strict=True).atoms(Activation):
             seen.setdefault(f, None)
     return list(seen)
 
