@@ -186,7 +186,10 @@ def layout(order, parents, names, labels, values=None, page=(16.6, 21.0)) -> Lay
     """
     across = _layered(order, parents, names, labels, values or {}, False)
     down = _layered(order, parents, names, labels, values or {}, True)
-    return max((across, down), key=lambda lay: round(_scale(lay, page), 2))
+    # across is what a reader expects (and what a wide beamer frame holds): down only when
+    # across would print much smaller
+    wide = _scale(across, page)
+    return across if wide >= 0.75 or wide >= _scale(down, page) else down
 
 
 def _scale(lay: Layout, page) -> float:
