@@ -19,7 +19,7 @@ from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_esca
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
-from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
+from .figure import diagram, figure_note, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from ..budget import within
 from .lines import LINE_WIDTH, Names, aligned_lines
@@ -85,9 +85,7 @@ def _context(d, fmt, nt, options) -> dict:
     draw = options.get("figure", True)
     ctx["figure"] = analysis_or_none(draw and fmt == "latex", lambda: tikz(dg))
     ctx["mermaid"] = analysis_or_none(draw and fmt == "markdown", lambda: mermaid(dg))
-    ctx["figure_note"] = None if len(dg.order) <= MAX_FIGURE_NODES else Tex(
-        f"The graph has {len(dg.order)} nodes, too many to draw legibly; "
-        "the table of local derivatives lists its edges.")
+    ctx["figure_note"] = figure_note(dg)
     ctx["example"] = analysis_or_none(values is not None and options.get("example", True),
                                       lambda: example(d, values, lr, apps))
     if ctx["example"] is not None and at:
