@@ -70,7 +70,7 @@ class _Recurrence:
 
     def __init__(self, d, kept, apps):
         self.d, self.g, self.apps = d, d.graph, apps
-        inside = _ancestors(self.g, kept[:len(self.g.states)][-1]) - set(kept)
+        inside = self.g.ancestors(kept[:len(self.g.states)][-1]) - set(kept)
         self.inner = {delta(self.g, n): d.adjoint[n] for n in inside
                       if n in d.adjoint and self.g.kind(n) == "node"}
         self.compact = _compact_forms(self.g)
@@ -116,7 +116,7 @@ class _Recurrence:
     def gate_rows(self):
         """One line per activation at the last step: f′(Z) = [g(f(Z))]_⊙ = [g(N)]_⊙."""
         rows, seen = [], set()
-        last = _ancestors(self.g, self.g.states[-1]) | {self.g.states[-1]}
+        last = self.g.ancestors(self.g.states[-1]) | {self.g.states[-1]}
         for fp, node_form in self.compact.items():
             node = self.g.symbol(next(iter(node_form.operands)).name)
             key = (fp.activation, node.name)
@@ -146,7 +146,7 @@ def _identities(rec) -> list:
 
 def _last_step(g, n) -> bool:
     """n lies in the last step: after the state before it."""
-    return len(g.states) < 2 or n not in _ancestors(g, g.states[-2]) and n != g.states[-2]
+    return len(g.states) < 2 or n not in g.ancestors(g.states[-2]) and n != g.states[-2]
 
 
 @functools.lru_cache(maxsize=64)
@@ -189,19 +189,9 @@ def _flat(e):
     return e.func(*args) if args != list(e.args) else e
 
 
-def _ancestors(g, name) -> set:
-    seen, todo = set(), list(g.parents(name))
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo += g.parents(n)
-    return seen
-
-
 def _shared(d, last_state) -> list[str]:
     """The parameters the steps share (every one that reaches the last state), in order."""
-    up = _ancestors(d.graph, last_state)
+    up = d.graph.ancestors(last_state)
     return [p for p in d.params if p in up]
 
 
