@@ -482,6 +482,7 @@ class RNN(Graph):
             raise DefinitionError("softmax can only be the output's activation")
         d, n, k, T, out, lf = recurrent_sizes(self, inputs, hidden, outputs, steps, output, loss)
         X = self.inputs("X", shape=(BATCH, T * d))
+        self.cell = "Elman"
         Wx, Wh, bh = self.params("Wx Wh bh", shape=[(d, n), (n, n), (1, n)])
         h = None
         for t in range(1, T + 1):

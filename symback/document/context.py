@@ -22,6 +22,7 @@ from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr,
 from .figure import diagram, figure_note, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from ..budget import within
+from .bptt import bptt
 from .lines import LINE_WIDTH, Names, aligned_lines
 from .notation import layer_names, notation, punchline_forms
 
@@ -77,6 +78,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["punchline_note"] = _punchline_note(d, ctx["punchline"])
     ctx["notation"] = _notation_keys(d, nt)
     ctx["deltas"] = _deltas(d, apps, full)
+    ctx["bptt"] = bptt(d, values, apps, options.get("seed", 0))     # None unless rnn/lstm/gru
     ctx["bp"] = _bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
     sups = {}
     ctx["activations"] = _activations({type(f) for f in apps}, sups)
