@@ -237,7 +237,8 @@ def _output(d):
             continue
         rule, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
         zk, ak, yk = sp.symbols("z_k yhat_k y_k")
-        scalar = sp.Eq(Partial(sp.Symbol(g.cost_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
+        # (a one-sample graph has no cost column: its loss is the per-sample cost itself)
+        scalar = sp.Eq(Partial(sp.Symbol(g.cost_name or g.loss_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
         matrix = sp.Eq(delta(g, n), d.adjoint[n], evaluate=False)
         return {"scalar": _tex(scalar), "matrix": _tex(matrix), "function": out.__name__,
                 "loss": cost.loss.name, "sympy": {"scalar": scalar, "matrix": matrix,
