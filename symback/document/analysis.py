@@ -268,6 +268,8 @@ def value_of(e, env, rows):
     if e == BATCH:
         return float(rows)
     shape = lambda m: tuple(rows if k == BATCH else int(k) for k in m.shape)    # noqa: E731
+    if isinstance(e, sp.ImmutableMatrix) and not e.free_symbols:    # numbers written out (a worked grid)
+        return np.array(e.tolist(), dtype=float)
     if isinstance(e, sp.OneMatrix):
         return np.ones(shape(e))
     if isinstance(e, sp.ZeroMatrix):
@@ -429,6 +431,8 @@ def random_values(d, seed: int, rows: int = 3) -> dict:
     """Random inputs, targets and parameters for a matrix graph (targets fit the loss: one-hot, in (0, 1))."""
     rng, g = np.random.default_rng(seed), d.graph
     cost = g.expr(g.cost_name) if getattr(g, "cost_name", None) else None
+    if cost is None:            # a one-sample graph: its row costs are a node of their own
+        cost = next((g.expr(n) for n in g.node_names if isinstance(g.expr(n), RowCost)), None)
     out = {}
     for n in g.input_names + g.target_names + g.param_names:
         shape = tuple(rows if k == BATCH else int(k) for k in g.symbol(n).shape)

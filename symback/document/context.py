@@ -19,6 +19,7 @@ from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_esca
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
+from .convolution import convolution
 from .figure import diagram, figure_note, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from ..budget import within
@@ -104,6 +105,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["cost"] = analysis_or_none(options.get("cost", True), lambda: analysis.cost(d))
     if ctx["cost"] is not None and ctx["cost"]["chain"] is None:
         ctx["cost"] = None        # not counted for a network this large: the section is left out
+    ctx["convolution"] = convolution(d)       # a CNN's backward in index form (None without one)
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param,
                     "names": names.defined}
     return ctx
@@ -237,7 +239,8 @@ def _output(d):
             continue
         rule, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
         zk, ak, yk = sp.symbols("z_k yhat_k y_k")
-        scalar = sp.Eq(Partial(sp.Symbol(g.cost_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
+        # (a one-sample graph has no cost column: its loss is the per-sample cost itself)
+        scalar = sp.Eq(Partial(sp.Symbol(g.cost_name or g.loss_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
         matrix = sp.Eq(delta(g, n), d.adjoint[n], evaluate=False)
         return {"scalar": _tex(scalar), "matrix": _tex(matrix), "function": out.__name__,
                 "loss": cost.loss.name, "sympy": {"scalar": scalar, "matrix": matrix,
