@@ -1,6 +1,5 @@
 """Overlapping and padded pooling (a window moved by a stride other than its size, padding as
-PyTorch's): the entry-by-entry definitions against ``F.max_pool2d``/``F.avg_pool2d``, and a
-CNN's gradients on every backend against torch autograd of the same network written here
+PyTorch's; the entry-by-entry definitions are checked in test_cnn.py): a CNN's gradients on every backend against torch autograd of the same network written here
 (float64, relative 1e-8)."""
 from __future__ import annotations
 
@@ -8,10 +7,8 @@ import os
 
 import numpy as np
 import pytest
-import sympy as sp
 
 import symback as sb
-from symback import image
 from symback.errors import DefinitionError
 
 torch = pytest.importorskip("torch")
@@ -22,19 +19,6 @@ def _close(a, b, rtol=1e-8):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, (a.shape, b.shape)
     assert float(np.abs(a - b).max()) <= rtol * max(1.0, float(np.abs(b).max()))
-
-
-@pytest.mark.parametrize("geometry", [(2, 5, 5, 3, 2, 1), (1, 4, 6, 2, 1, 0), (1, 6, 5, 3, 1, 1),
-                                      (2, 7, 6, 2, 3, 1)])
-def test_pool_definitions_equal_torch(geometry):
-    C, H, W, k, s, p = geometry
-    rng = np.random.default_rng(sum(geometry))
-    x = rng.normal(size=(C, H, W))
-    X = sp.ImmutableMatrix(x.reshape(C, H * W))
-    xt = torch.tensor(x)[None]
-    ev = lambda e: np.array(sp.ImmutableMatrix(e), dtype=np.float64)      # noqa: E731
-    _close(ev(image.maxpool(X, (C, H, W), k, s, p).apply(X)), F.max_pool2d(xt, k, s, p)[0].reshape(C, -1))
-    _close(ev(image.avgpool(X, (C, H, W), k, s, p).apply(X)), F.avg_pool2d(xt, k, s, p)[0].reshape(C, -1))
 
 
 def _net(pool, k, s, p):
