@@ -127,9 +127,11 @@ class ImageMap(sp.MatrixExpr):
 
     def numeric_value(self, x) -> np.ndarray:
         """The map applied to a NumPy array, from the same definition, in floating point (the
-        documents' numbers: a CNN's are evaluated hundreds of times, SymPy's Max was minutes)."""
-        return np.array(_DEFINITIONS[self.op](x, self.geometry, *((max,) if self.op == "maxpool" else ())),
-                        dtype=float)
+        documents' numbers: a CNN's are evaluated thousands of times, SymPy's Max took minutes)."""
+        if self.op == "maxpool":        # each window's largest pixel, the windows as one index table
+            table = _window_table(self.geometry)
+            return np.concatenate([x, np.full((x.shape[0], 1), -np.inf)], axis=1)[:, table].max(axis=2)
+        return np.array(_DEFINITIONS[self.op](x, self.geometry), dtype=float)
 
     def _latex(self, printer, exp=None):
         C, H, W, k, s, p = self.geometry
@@ -221,11 +223,21 @@ def _fold(d, g):
     return [[pixel(c, y, z) for y in range(H) for z in range(W)] for c in range(C)]
 
 
-def _window(g, oy, ox) -> list:
-    """The flat indices (row-major) of the pixels in window (oy, ox); padding holds none."""
+@lru_cache(maxsize=4096)
+def _window(g, oy, ox) -> tuple:
+    """The flat indices (row-major) of the pixels in window (oy, ox); padding holds none.
+    (Kept: a document's finite differences evaluate every window thousands of times.)"""
     _, H, W, k, s, p = g
-    return [y * W + z for y, z in ((oy * s + i - p, ox * s + j - p) for i in range(k) for j in range(k))
-            if 0 <= y < H and 0 <= z < W]
+    return tuple(y * W + z for y, z in ((oy * s + i - p, ox * s + j - p) for i in range(k) for j in range(k))
+                 if 0 <= y < H and 0 <= z < W)
+
+
+@lru_cache(maxsize=256)
+def _window_table(g) -> np.ndarray:
+    """(H'·W') × k² flat pixel indices of every window (row by row), H·W where a window is padding."""
+    _, H, W, k = g[:4]
+    Ho, Wo = g.out
+    return np.array([(list(_window(g, oy, ox)) + [H * W] * k * k)[:k * k] for oy in range(Ho) for ox in range(Wo)])
 
 
 def _avgpool(x, g):
@@ -248,10 +260,10 @@ def _avgpool_t(d, g):
     return [[sum(d[c, o] for o in holds[q]) / k ** 2 if holds[q] else 0 for q in range(H * W)] for c in range(C)]
 
 
-def _maxpool(x, g, biggest=sp.Max):
+def _maxpool(x, g):
     C = g[0]
     Ho, Wo = g.out
-    return [[biggest(*[x[c, q] for q in _window(g, oy, ox)]) for oy in range(Ho) for ox in range(Wo)]
+    return [[sp.Max(*[x[c, q] for q in _window(g, oy, ox)]) for oy in range(Ho) for ox in range(Wo)]
             for c in range(C)]
 
 

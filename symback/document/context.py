@@ -19,6 +19,7 @@ from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_esca
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
+from .batchnorm import batchnorm
 from .convolution import convolution
 from .pooling import pooling
 from .figure import diagram, figure_note, mermaid, tikz
@@ -108,6 +109,7 @@ def _context(d, fmt, nt, options) -> dict:
         ctx["cost"] = None        # not counted for a network this large: the section is left out
     ctx["convolution"] = convolution(d)       # a CNN's backward in index form (None without one)
     ctx["pooling"] = pooling(d)               # max-pooling's δ to the arg-max (None without a max-pool)
+    ctx["batchnorm"] = batchnorm(d, names.defined)    # batch norm's three-term backward (or None)
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param,
                     "names": names.defined}
     return ctx
