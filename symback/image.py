@@ -131,6 +131,8 @@ class ImageMap(sp.MatrixExpr):
         if self.op == "maxpool":        # each window's largest pixel, the windows as one index table
             table = _window_table(self.geometry)
             return np.concatenate([x, np.full((x.shape[0], 1), -np.inf)], axis=1)[:, table].max(axis=2)
+        if self.op in _GATHERS:         # the definition's reads, recorded once: 0 reads padding
+            return np.concatenate([[0.0], np.ravel(x)])[_gather_table(self.op, self.geometry)]
         return np.array(_DEFINITIONS[self.op](x, self.geometry), dtype=float)
 
     def _latex(self, printer, exp=None):
@@ -230,6 +232,18 @@ def _window(g, oy, ox) -> tuple:
     _, H, W, k, s, p = g
     return tuple(y * W + z for y, z in ((oy * s + i - p, ox * s + j - p) for i in range(k) for j in range(k))
                  if 0 <= y < H and 0 <= z < W)
+
+
+#: the maps whose every entry is one input entry (or a padding 0)
+_GATHERS = ("unfold", "flatten", "unflatten")
+
+
+@lru_cache(maxsize=256)
+def _gather_table(op: str, g) -> np.ndarray:
+    """Which input entry (1 + its flat index; 0 for padding) each output entry of `op` reads: the
+    definition applied once to the matrix of those numbers."""
+    r, c = _shapes(op, g)[0]
+    return np.array(_DEFINITIONS[op](np.arange(1, r * c + 1).reshape(r, c), g), dtype=np.intp)
 
 
 @lru_cache(maxsize=256)
