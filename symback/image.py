@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import sympy as sp
 
 from .errors import DefinitionError
@@ -124,6 +125,16 @@ class ImageMap(sp.MatrixExpr):
 
     explicit_value = apply      # how symback.matrix.explicit writes this kind out
 
+    def numeric_value(self, x) -> np.ndarray:
+        """The map applied to a NumPy array, from the same definition, in floating point (the
+        documents' numbers: a CNN's are evaluated thousands of times, SymPy's Max took minutes)."""
+        if self.op == "maxpool":        # each window's largest pixel, the windows as one index table
+            table = _window_table(self.geometry)
+            return np.concatenate([x, np.full((x.shape[0], 1), -np.inf)], axis=1)[:, table].max(axis=2)
+        if self.op in _GATHERS:         # the definition's reads, recorded once: 0 reads padding
+            return np.concatenate([[0.0], np.ravel(x)])[_gather_table(self.op, self.geometry)]
+        return np.array(_DEFINITIONS[self.op](x, self.geometry), dtype=float)
+
     def _latex(self, printer, exp=None):
         C, H, W, k, s, p = self.geometry
         extra = "".join(f",{n}={v}" for n, v in (("s", s), ("p", p)) if (n, v) not in (("s", 1), ("p", 0)))
@@ -158,20 +169,27 @@ class MaxPoolVJP(sp.MatrixExpr):
         """The closed form on explicit δ and A: pixel q of a window gets the window's δ times
         [q is the first arg-max] = Π_{r before q} [a_q > a_r] · Π_{r after q} [a_q ≥ a_r]
         (a number for numbers; a Piecewise of the comparisons for symbols)."""
+        return sp.ImmutableMatrix(self._routed(d, a, lambda first: sp.Piecewise((1, sp.And(*first)), (0, True))))
+
+    def numeric_value(self, d, a) -> np.ndarray:
+        """The same closed form on NumPy arrays (the comparisons decided in floating point)."""
+        return np.array(self._routed(d, a, lambda first: float(all(first))), dtype=float)
+
+    def _routed(self, d, a, indicator) -> list:
+        """δ_A's rows, [q is its window's first arg-max] written by `indicator` of the comparisons."""
         g = self.geometry
         C, H, W = g[:3]
         Ho, Wo = g.out
-        out = [[sp.S.Zero] * (H * W) for _ in range(C)]
+        out = [[0] * (H * W) for _ in range(C)]
         for c in range(C):
             for oy in range(Ho):
                 for ox in range(Wo):
                     cells = _window(g, oy, ox)
                     for n, q in enumerate(cells):
-                        first = sp.And(*[a[c, q] > a[c, r] for r in cells[:n]],
-                                       *[a[c, q] >= a[c, r] for r in cells[n + 1:]])
+                        first = [a[c, q] > a[c, r] for r in cells[:n]] + [a[c, q] >= a[c, r] for r in cells[n + 1:]]
                         # overlapping windows (stride < k): a pixel sums every window it wins
-                        out[c][q] += d[c, oy * Wo + ox] * sp.Piecewise((1, first), (0, True))
-        return sp.ImmutableMatrix(out)
+                        out[c][q] += d[c, oy * Wo + ox] * indicator(first)
+        return out
 
     explicit_value = apply      # how symback.matrix.explicit writes this kind out
 
@@ -186,7 +204,7 @@ def _unfold(x, g):
     Ho, Wo = g.out
 
     def pixel(c, y, z):
-        return x[c, y * W + z] if 0 <= y < H and 0 <= z < W else sp.S.Zero
+        return x[c, y * W + z] if 0 <= y < H and 0 <= z < W else 0
     return [[pixel(c, oy * s + i - p, ox * s + j - p) for oy in range(Ho) for ox in range(Wo)]
             for c in range(C) for i in range(k) for j in range(k)]
 
@@ -197,7 +215,7 @@ def _fold(d, g):
     Ho, Wo = g.out
 
     def pixel(c, y, z):
-        total = sp.S.Zero
+        total = 0           # (a Python 0: the same definition adds floats without SymPy)
         for i in range(k):
             for j in range(k):
                 ny, nz = y + p - i, z + p - j          # = oy·s, ox·s when (y, z) is in patch (oy, ox)
@@ -207,11 +225,33 @@ def _fold(d, g):
     return [[pixel(c, y, z) for y in range(H) for z in range(W)] for c in range(C)]
 
 
-def _window(g, oy, ox) -> list:
-    """The flat indices (row-major) of the pixels in window (oy, ox); padding holds none."""
+@lru_cache(maxsize=4096)
+def _window(g, oy, ox) -> tuple:
+    """The flat indices (row-major) of the pixels in window (oy, ox); padding holds none.
+    (Kept: a document's finite differences evaluate every window thousands of times.)"""
     _, H, W, k, s, p = g
-    return [y * W + z for y, z in ((oy * s + i - p, ox * s + j - p) for i in range(k) for j in range(k))
-            if 0 <= y < H and 0 <= z < W]
+    return tuple(y * W + z for y, z in ((oy * s + i - p, ox * s + j - p) for i in range(k) for j in range(k))
+                 if 0 <= y < H and 0 <= z < W)
+
+
+#: the maps whose every entry is one input entry (or a padding 0)
+_GATHERS = ("unfold", "flatten", "unflatten")
+
+
+@lru_cache(maxsize=256)
+def _gather_table(op: str, g) -> np.ndarray:
+    """Which input entry (1 + its flat index; 0 for padding) each output entry of `op` reads: the
+    definition applied once to the matrix of those numbers."""
+    r, c = _shapes(op, g)[0]
+    return np.array(_DEFINITIONS[op](np.arange(1, r * c + 1).reshape(r, c), g), dtype=np.intp)
+
+
+@lru_cache(maxsize=256)
+def _window_table(g) -> np.ndarray:
+    """(H'·W') × k² flat pixel indices of every window (row by row), H·W where a window is padding."""
+    _, H, W, k = g[:4]
+    Ho, Wo = g.out
+    return np.array([(list(_window(g, oy, ox)) + [H * W] * k * k)[:k * k] for oy in range(Ho) for ox in range(Wo)])
 
 
 def _avgpool(x, g):
@@ -231,7 +271,7 @@ def _avgpool_t(d, g):
         for ox in range(Wo):
             for q in _window(g, oy, ox):
                 holds[q].append(oy * Wo + ox)
-    return [[sum((d[c, o] for o in holds[q]), sp.S.Zero) / k ** 2 for q in range(H * W)] for c in range(C)]
+    return [[sum(d[c, o] for o in holds[q]) / k ** 2 if holds[q] else 0 for q in range(H * W)] for c in range(C)]
 
 
 def _maxpool(x, g):

@@ -237,6 +237,8 @@ class Lowering:
             return sp.S.One
         if isinstance(e, sp.ZeroMatrix):
             return sp.S.Zero
+        if isinstance(e, sp.Identity) and e.shape == (1, 1):    # δ_c = ∂tr(c)/∂c of a 1×1 cost c
+            return sp.S.One
         if isinstance(e, sp.MatAdd):
             return sp.Add(*self._tiled([self.scalar(a) for a in e.args]))
         if isinstance(e, sp.HadamardProduct):

@@ -64,7 +64,12 @@ def sumsq(W) -> sp.Expr:
 
 
 def elementwise(fn, arg) -> ElementwiseApplyFunction:
-    """fn applied to every entry of the matrix `arg`."""
+    """fn applied to every entry of the matrix `arg` (a 1×1 one too)."""
+    if tuple(arg.shape) == (1, 1):
+        # SymPy's constructor applies fn to a 1×1 matrix as a whole and keeps a matrix it gets back;
+        # fn(M) of a symback function is elementwise(fn, M) again, so it never returned (the
+        # RecursionError of one-sample networks with one output): build the node itself
+        return sp.MatrixExpr.__new__(ElementwiseApplyFunction, sp.sympify(fn, strict=True), arg)
     return ElementwiseApplyFunction(fn, arg)
 
 
@@ -237,7 +242,7 @@ class RowNorm(sp.MatrixExpr):
         centred = sp.MatAdd(H, -sp.MatMul(H, one, one.T) / d)
         var = sp.MatMul(sp.HadamardProduct(centred, centred), one) / d
         # the one shared entry variable: equal definitions are equal expressions (shared code)
-        return ElementwiseApplyFunction(sp.Lambda(ENTRY, 1 / sp.sqrt(ENTRY + self.eps)), var), centred
+        return elementwise(sp.Lambda(ENTRY, 1 / sp.sqrt(ENTRY + self.eps)), var), centred
 
     def definition(self):
         """Ĥ = (H − μ𝟏ᵀ) ⊙ (σ⁻¹ 𝟏ᵀ), as matrix operations."""
@@ -323,7 +328,7 @@ class FPrime(sp.MatrixExpr):
     def as_elementwise(self) -> ElementwiseApplyFunction:
         """The equivalent element-wise application of f'."""
         w = sp.Dummy("w", real=True)
-        return ElementwiseApplyFunction(sp.Lambda(w, self.scalar(w)), self.arg)
+        return elementwise(sp.Lambda(w, self.scalar(w)), self.arg)
 
     def _latex(self, printer, exp=None):
         return r"%s'\left(%s\right)" % (self.activation.latex_name, printer._print(self.arg))

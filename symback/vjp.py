@@ -26,7 +26,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from . import image
 from .errors import DefinitionError
 from .matrix import (BATCH, ENTRY, Elementwise, FPrime, RowCost, RowNorm, Softmax, SoftmaxVJP, activation_of,
-                     is_matrix)
+                     elementwise, is_matrix)
 
 __all__ = ["local_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP",
            "fused_output", "softmax_vjp", "prove_softmax_vjp",
@@ -192,7 +192,7 @@ def _matrix_vjp(child_expr, adj, parent):
         if isinstance(body, sp.Derivative) and body.expr.func in fns:
             return FPrime(fns[body.expr.func], e.expr)
         if isinstance(body, sp.core.function.AppliedUndef) and body.func in fns:
-            return ElementwiseApplyFunction(fns[body.func], e.expr)
+            return elementwise(fns[body.func], e.expr)
         raise DefinitionError(f"internal: unexpected element-wise term {e} in a derivative")
     result = result.xreplace(back["symbols"])
     result = result.replace(lambda e: isinstance(e, ElementwiseApplyFunction), restore)
@@ -245,7 +245,7 @@ def _canonical(expr, adj, parent):
             fns[f] = lam
         # a Lambda of the one shared variable: SymPy would wrap a bare function
         # in a Lambda of a fresh Dummy, and no two steps would share a cache entry
-        return ElementwiseApplyFunction(sp.Lambda(ENTRY, lams[lam](ENTRY)), e.expr)
+        return elementwise(sp.Lambda(ENTRY, lams[lam](ENTRY)), e.expr)
 
     # a slice of data (X[:, 0:2]) is one more matrix to the calculus: it needs no gradient
     canon = expr.xreplace({**sym, **ones})

@@ -326,7 +326,10 @@ def value_of(e, env, rows):
         lf = e.loss
         ell = _scalar_fn(sp.Lambda((lf.prediction, lf.target), lf.expr))
         return ell(value_of(e.prediction, env, rows), value_of(e.target, env, rows)).sum(axis=1, keepdims=True)
-    if hasattr(e, "explicit_value"):        # a kind defined entry by entry (symback.image)
+    if hasattr(e, "numeric_value"):         # a kind defined entry by entry (symback.image), on floats
+        return e.numeric_value(*[np.atleast_2d(np.asarray(value_of(a, env, rows), dtype=float))
+                                 for a in e.args if isinstance(a, sp.MatrixExpr)])
+    if hasattr(e, "explicit_value"):
         args = [sp.ImmutableMatrix(value_of(a, env, rows)) for a in e.args if isinstance(a, sp.MatrixExpr)]
         return np.array(e.explicit_value(*args).tolist(), dtype=float)
     if isinstance(e, sp.Expr) and not is_matrix(e) and e.args:

@@ -19,7 +19,9 @@ from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_esca
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
+from .batchnorm import batchnorm
 from .convolution import convolution
+from .pooling import pooling
 from .figure import diagram, figure_note, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from ..budget import within
@@ -106,6 +108,8 @@ def _context(d, fmt, nt, options) -> dict:
     if ctx["cost"] is not None and ctx["cost"]["chain"] is None:
         ctx["cost"] = None        # not counted for a network this large: the section is left out
     ctx["convolution"] = convolution(d)       # a CNN's backward in index form (None without one)
+    ctx["pooling"] = pooling(d)               # max-pooling's δ to the arg-max (None without a max-pool)
+    ctx["batchnorm"] = batchnorm(d, names.defined)    # batch norm's three-term backward (or None)
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param,
                     "names": names.defined}
     return ctx
