@@ -17,7 +17,7 @@ from ..functions import Activation
 from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, number, prime, visual_len)
-from . import analysis, steps
+from . import analysis, attention_proof, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
 from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
 from .example import example, numbers, path_product, values_of
@@ -104,6 +104,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["cost"] = analysis_or_none(options.get("cost", True), lambda: analysis.cost(d))
     if ctx["cost"] is not None and ctx["cost"]["chain"] is None:
         ctx["cost"] = None        # not counted for a network this large: the section is left out
+    ctx["attention"] = attention_proof.section(d, names.defined, apps)    # the heads' meanings join the names
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param,
                     "names": names.defined}
     return ctx
