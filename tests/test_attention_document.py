@@ -118,3 +118,13 @@ def test_the_layer_norm_row_gives_torch_autograd_gradient(doc):
 def test_the_closed_forms_are_proved_equal_to_the_engine(causal):
     from symback.document.attention_proof import prove_attention
     assert prove_attention(causal)
+
+
+def test_the_proof_rejects_a_false_closed_form():
+    from symback.document.attention_proof import check, small_section
+    from symback.errors import DefinitionError
+    d, names, part = small_section(True)
+    chain = part["layers"][0]["backward"][4]["instances"][0]["sympy"]["chain"]      # δ_Q of head 1
+    chain[1] = chain[1].args[1] * chain[1].args[2]                  # the 1/√d_k dropped
+    with pytest.raises(DefinitionError, match=r"backward\[4\]"):
+        check(d, names, part)

@@ -23,7 +23,7 @@ from ..printing import Partial
 from ..vjp import AdjointMatrix
 from .attention import attention_layers, build, mask_of, norm_layers
 
-__all__ = ["prove_attention", "section"]
+__all__ = ["prove_attention", "section", "small_section", "check"]
 
 
 def section(d, names: dict, apps=()) -> dict | None:
@@ -44,13 +44,23 @@ def section(d, names: dict, apps=()) -> dict | None:
 def prove_attention(causal: bool = True) -> bool:
     """Prove the section's backward lines for a two-head attention layer (and a layer norm);
     raises DefinitionError naming the first line that is not proved."""
+    check(*small_section(causal))
+    return True
+
+
+def small_section(causal: bool):
+    """(derivation, names, section) of the small network the proof is made on."""
     from .. import nn
     from ..engine import derive
     net = nn.Sequential(nn.Dense(4), nn.LayerNorm(), nn.Attention(heads=2, causal=causal), nn.Dense(2),
                         inputs=(3, 2), loss="mse")
     d = derive(net)
     names: dict = {}
-    part = build(d, names)
+    return d, names, build(d, names)
+
+
+def check(d, names: dict, part: dict) -> None:
+    """Every backward line of the section `part` (built for `d`) proved exactly, or DefinitionError."""
     # δ_Att and δ_Ĥ stay free: each line is about what flows back from there
     keep = {f"Att{l['layer']}" for l in part["layers"]} | set(norm_layers(d.graph))
     exact = _Exact(d, names, keep)
@@ -61,7 +71,6 @@ def prove_attention(causal: bool = True) -> bool:
             if any(v != 0 for v in gap):
                 raise DefinitionError(f"internal: the attention section's line {where} is not proved "
                                       f"(link {k}: {chain[k - 1]} = {chain[k]})")
-    return True
 
 
 def _chains(part):
