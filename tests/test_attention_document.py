@@ -45,6 +45,14 @@ def test_the_per_head_section_appears_and_is_certified(doc):
     assert report["lines"] >= HEADS * (len(layer["forward"]) + len(layer["backward"])) + T
 
 
+def test_one_head_without_mask_and_markdown():
+    net = sb.Sequential(sb.Attention(heads=1), sb.Dense(3), inputs=(3, 3), loss="mse")
+    text = sb.derive(net).markdown(figure=False, vanishing=False, verify=False, cost=False)
+    assert "## Attention, head by head" in text and "1 head\n" in text
+    assert r"P_{1} &= \operatorname{softmax}\left(S_{1}\right)" in text     # no mask, no head index
+    assert r"\delta_{Q_{1}} &= \frac{1}{\sqrt{d_{k}}} \delta_{S_{1}} K_{1}" in text
+
+
 def test_a_planted_false_line_is_caught(doc):
     d, ctx = doc
     row = ctx["attention"]["layers"][0]["backward"][3]              # δ_S, head 2's instance
