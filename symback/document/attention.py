@@ -40,9 +40,14 @@ def attention_layers(g) -> list[tuple[int, int]]:
     found = []
     for p in g.param_names:
         m = re.fullmatch(r"Wq(\d+)", p)
-        if m and f"Att{m.group(1)}" in g._expr:
-            l = m.group(1)
-            heads = sum(1 for n in g.node_names if re.fullmatch(rf"P{l}_\d+", n)) or 1
+        if not m:
+            continue
+        l = m.group(1)
+        heads = sum(1 for n in g.node_names if re.fullmatch(rf"P{l}_\d+", n)) or 1
+        tags = [f"{l}"] if heads == 1 else [f"{l}_{k}" for k in range(1, heads + 1)]
+        # a graph written by hand that only borrows the names is not shown head by head
+        needed = [f"{n}{l}" for n in ("Q", "K", "V", "Att")] + [f"{n}{t}" for t in tags for n in ("Z_P", "P", "O")]
+        if all(n in g._expr for n in needed) and isinstance(g.expr(f"P{tags[0]}"), Softmax):
             found.append((int(l), heads))
     return found
 
