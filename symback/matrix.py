@@ -18,6 +18,8 @@ the engine obtained from SymPy.
 """
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
@@ -246,11 +248,17 @@ class RowNorm(sp.MatrixExpr):
 
     def definition(self):
         """Ĥ = (H − μ𝟏ᵀ) ⊙ (σ⁻¹ 𝟏ᵀ), as matrix operations."""
-        r, centred = self.rstd()
-        return sp.HadamardProduct(centred, sp.MatMul(r, sp.OneMatrix(1, self.shape[1])))
+        return _rownorm_definition(self)
 
     def _latex(self, printer, exp=None):
         return r"\operatorname{norm}\left(%s\right)" % printer._print(self.arg)
+
+
+@functools.lru_cache(maxsize=256)
+def _rownorm_definition(N: RowNorm):
+    # built once per node: every numeric evaluation of the forward pass asks for it
+    r, centred = N.rstd()
+    return sp.HadamardProduct(centred, sp.MatMul(r, sp.OneMatrix(1, N.shape[1])))
 
 
 def layer_norm(H, gamma, beta, eps=sp.Rational(1, 10**5)):

@@ -17,7 +17,7 @@ from ..functions import Activation
 from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, number, prime, visual_len)
-from . import analysis, steps
+from . import analysis, attention_proof, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
 from .batchnorm import batchnorm
 from .convolution import convolution
@@ -110,6 +110,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["convolution"] = convolution(d)       # a CNN's backward in index form (None without one)
     ctx["pooling"] = pooling(d)               # max-pooling's δ to the arg-max (None without a max-pool)
     ctx["batchnorm"] = batchnorm(d, names.defined)    # batch norm's three-term backward (or None)
+    ctx["attention"] = attention_proof.section(d, names.defined, apps)    # the heads' meanings join the names
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param,
                     "names": names.defined}
     return ctx

@@ -120,14 +120,33 @@ def compose(labels) -> sp.Expr:
 
     A derivative multiplies what has arrived; a map δ ↦ VJP(δ) is applied to it.
     """
-    value = sp.S.One
-    for lab in labels:
-        if isinstance(lab, sp.Lambda):
-            value = lab.expr.xreplace({lab.variables[0]: value})
-        else:
-            value = value * lab
-        if is_matrix(value):
-            value = value.doit() if value.has(sp.MatMul, sp.MatAdd) else value
+    labels = tuple(labels)
+    # paths from the loss share their first edges (every weight of a block is reached through
+    # the same later layers): each shared start is composed once, and kept
+    k = len(labels)
+    while k and labels[:k] not in _COMPOSED:
+        k -= 1
+    value = _COMPOSED[labels[:k]] if k else sp.S.One
+    if len(_COMPOSED) > MAX_COMPOSED:
+        _COMPOSED.clear()
+    for i in range(k, len(labels)):
+        value = _apply(value, labels[i])
+        _COMPOSED[labels[:i + 1]] = value
+    return value
+
+
+_COMPOSED: dict = {}
+MAX_COMPOSED = 20_000       # composed path starts kept (a long-running process renders many documents)
+
+
+def _apply(value, lab):
+    """One edge: a map applied to what has arrived, or a derivative multiplied."""
+    if isinstance(lab, sp.Lambda):
+        value = lab.expr.xreplace({lab.variables[0]: value})
+    else:
+        value = value * lab
+    if is_matrix(value):
+        value = value.doit() if value.has(sp.MatMul, sp.MatAdd) else value
     return value
 
 

@@ -84,12 +84,24 @@ class Names:
 
     def __init__(self):
         self.defined: dict = {}
+        # printed widths, kept: a network's gradients share their deep parts, and printing
+        # each part again at every level of every fold took most of a transformer's document
+        self._widths: dict = {}
+        self._memos: dict = {}      # the printer's texts of sub-expressions, per applications
+
+    def width(self, expr, apps) -> int:
+        """The printed width of expr (remembered for the document)."""
+        key = (expr, tuple(apps))
+        if key not in self._widths:
+            memo = self._memos.setdefault(tuple(apps), {})
+            self._widths[key] = visual_len(latex(expr, applications=apps, memo=memo))
+        return self._widths[key]
 
     def fold(self, expr, apps, width: int = LINE_WIDTH):
         """(expr with names in it, [(name, definition), ...] introduced for it)."""
         new = []
-        while is_matrix(expr) and visual_len(latex(expr, applications=apps)) > width:
-            part = _widest_part(expr, apps, width)
+        while is_matrix(expr) and self.width(expr, apps) > width:
+            part = _widest_part(expr, apps, width, self.width)
             if part is None:
                 break
             name = next((n for n, e in self.defined.items() if e == part), None)
@@ -101,15 +113,16 @@ class Names:
         return expr, new
 
 
-def _widest_part(expr, apps, width):
-    """The widest matrix part of expr that prints within `width`: down the widest argument each time."""
+def _widest_part(expr, apps, width, measure):
+    """The widest matrix part of expr that prints within `width`: down the widest argument each time
+    (``measure(part, apps)`` is its printed width)."""
     node = expr
     while True:
         parts = [a for a in node.args if is_matrix(a) and not a.is_Atom
                  and not isinstance(a, (sp.MatrixSymbol, sp.OneMatrix))]
         if not parts:
             return None
-        sized = [(visual_len(latex(a, applications=apps)), a) for a in parts]
+        sized = [(measure(a, apps), a) for a in parts]
         n, widest = max(sized, key=lambda t: t[0])
         if n <= width:
             return widest

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import re
 from typing import Iterable
 
@@ -69,12 +70,15 @@ class LatexPrinter(_SympyLatexPrinter):
     Extra settings: ``values`` maps symbol names to numbers printed in
     their place (parenthesised when negative), for substituted formulas;
     ``applications`` lists activation applications f(z) whose derivative
-    should print as f'(z); ``primes=False`` prints derivatives written out.
+    should print as f'(z); ``primes=False`` prints derivatives written out;
+    ``memo`` (a dict) keeps each sub-expression's text for every later print with the
+    same settings (a document's wide formulas share their deep parts).
     """
 
     _default_settings = {**_SympyLatexPrinter._default_settings, "values": None,
                          "applications": (), "primes": True, "sums_last": False,
-                         "names": None, "tnames": None, "transposes": True, "columns": None}
+                         "names": None, "tnames": None, "transposes": True, "columns": None,
+                         "memo": None}
 
     def __init__(self, settings=None):
         # a document's notation (symbol map, transposes, column form) applies to every formula in it
@@ -151,6 +155,14 @@ class LatexPrinter(_SympyLatexPrinter):
                 self._in_columns = False
         if isinstance(expr, Activation) and type(expr).__name__ == "identity":
             return self._print(expr.args[0])      # the identity is not a function worth naming
+        memo = self._settings["memo"]
+        if memo is not None and not kwargs and not columns and isinstance(expr, sp.Basic):
+            if expr not in memo:
+                memo[expr] = self._print_once(expr, name)
+            return memo[expr]
+        return self._print_once(expr, name, **kwargs)
+
+    def _print_once(self, expr, name, **kwargs):
         if name in self._OWN:
             return getattr(self, f"_print_{name}")(expr)
         return super()._print(expr, **kwargs)
@@ -167,8 +179,7 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print_FPrime(self, expr):
         # f' applied entry by entry; a constant derivative (the identity's) is that constant
-        w = sp.Dummy("w", real=True)
-        d = expr.scalar(w)
+        d = _derivative(expr.function)
         if d.is_number:
             return self._print(d) if d != 1 else r"\mathbf{1}"
         return rf"{expr.activation.latex_name}'\left({self._print(expr.arg)}\right)"
@@ -186,7 +197,9 @@ class LatexPrinter(_SympyLatexPrinter):
         return rf"\ell\left({self._print(pred)}, {self._print(target)}\right)"
 
     def _print_Softmax(self, expr):
-        return rf"\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
+        # a masked softmax says so: softmax_causal(S) is not softmax(S)
+        mask = rf"_{{\mathrm{{{expr.mask}}}}}" if expr.mask else ""
+        return rf"\operatorname{{softmax}}{mask}\left({self._print(expr.arg)}\right)"
 
     def _print_SoftmaxVJP(self, expr):
         return rf"{self.parenthesize(expr.args[0], 60)} \, J_{{\operatorname{{softmax}}}}\left({self._print(expr.args[1])}\right)"
@@ -379,6 +392,13 @@ def negated(term):
             return rest[0] if len(rest) == 1 else sp.MatMul(*rest)
         return sp.MatMul(c, *rest)
     return -term
+
+
+@functools.lru_cache(maxsize=256)
+def _derivative(function: sp.Lambda) -> sp.Expr:
+    """f' of an element-wise function, as SymPy derives it (kept: printing asks for it often)."""
+    w = function.variables[0]
+    return sp.diff(function.expr, w)
 
 
 def _precedence(e) -> int:
