@@ -50,6 +50,12 @@ class Optimizer:
             params[k] -= move
 
 
+# _fresh: the optimizers' arithmetic updates with += and /= only arrays it has just made
+# (b1 * m, never m itself): nothing given to ``moves`` changes, so it stays pure on every
+# library (a JAX array rebinds, a NumPy or torch array is written in place), and NumPy's
+# in-place fit makes as few temporaries per step as hand-written in-place code.
+
+
 def _zeros(params: dict) -> dict:
     # v * 0 is a zero of v's own library, dtype, shape and device (the params are finite)
     return {k: v * 0 for k, v in params.items()}
@@ -81,8 +87,12 @@ class Momentum(Optimizer):
 
     def moves(self, grads, state, lr):
         """lr·v with the new velocity v = βv + g."""
-        v = {k: self.beta * state["v"][k] + g for k, g in grads.items()}
-        return {k: lr * v[k] for k in grads}, {"v": v}
+        beta, v, moves = self.beta, {}, {}
+        for k, g in grads.items():      # (see _fresh)
+            vk = beta * state["v"][k]
+            vk += g
+            v[k], moves[k] = vk, lr * vk
+        return moves, {"v": v}
 
 
 class Adam(Optimizer):
@@ -101,13 +111,22 @@ class Adam(Optimizer):
 
     def moves(self, grads, state, lr):
         """lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m / (√v + ε) with the new moments m, v."""
-        b1, b2, t = self.beta1, self.beta2, state["t"] + 1
-        m = {k: b1 * state["m"][k] + (1 - b1) * g for k, g in grads.items()}
-        v = {k: b2 * state["v"][k] + (1 - b2) * (g * g) for k, g in grads.items()}
+        b1, b2, eps, t = self.beta1, self.beta2, self.eps, state["t"] + 1
         # t is a Python int on NumPy and torch, a traced one under jax.jit: math.sqrt where it can
         decay = 1 - b2 ** t
         scale = lr * (math.sqrt(decay) if isinstance(decay, float) else decay ** 0.5) / (1 - b1 ** t)
-        return {k: scale * m[k] / (_sqrt(v[k]) + self.eps) for k in grads}, {"m": m, "v": v, "t": t}
+        m, v, moves = {}, {}, {}
+        for k, g in grads.items():      # one pass, few temporaries: see _fresh
+            mk = b1 * state["m"][k]
+            mk += (1 - b1) * g
+            vk = b2 * state["v"][k]
+            vk += (1 - b2) * (g * g)
+            root = _sqrt(vk)
+            root += eps
+            move = scale * mk
+            move /= root
+            m[k], v[k], moves[k] = mk, vk, move      # after the updates: a JAX array's += rebinds
+        return moves, {"m": m, "v": v, "t": t}
 
 
 def _sqrt(a):

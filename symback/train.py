@@ -131,13 +131,14 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
         order = rng.permutation(n) if shuffle else np.arange(n)
         batches = [order[start:start + batch_size] for start in range(0, n, batch_size)]
         start = updates.mark()
-        total = run.epoch(epoch, batches, updates.eager, history.flow)
+        total = run.epoch(epoch, batches, history.flow)
         loss = float(total) / n if model.reduction == "mean" else float(total)
         if not (updates.eager or math.isfinite(loss)):
-            # summed on the device, the loss is seen once per epoch: the epoch again, batch by
-            # batch, finds the update that broke it and the parameters before it
+            # summed on the device, the loss is seen once per epoch: the epoch again, each
+            # batch's loss read at once, finds the update that broke it and the parameters before it
             updates.rewind(start)
-            run.epoch(epoch, batches, True, {})
+            updates.eager = True
+            run.epoch(epoch, batches, {})
             updates.rewind(start)       # (a device summing in another order stayed finite)
             run.stop(loss, epoch, None)
         history.append(loss)
@@ -162,23 +163,18 @@ class _Run:
     def __init__(self, model, updates, X, Y, lr, bar):
         self.model, self.updates, self.X, self.Y, self.lr, self.bar = model, updates, X, Y, lr, bar
 
-    def epoch(self, epoch: int, batches: list, eager: bool, flow: dict):
-        """The epoch's summed loss (a float, or the library's scalar when not ``eager``);
-        ``eager``: each batch's loss read at once, the run stopped at the first non-finite one."""
-        model, updates, mean = self.model, self.updates, self.model.reduction == "mean"
-        total = 0.0
+    def epoch(self, epoch: int, batches: list, flow: dict):
+        """The epoch's summed loss (a float, or the library's scalar when the updates are not
+        eager); eager updates' losses are read at once, the run stopped at the first non-finite one."""
+        model, updates, mean, eager = self.model, self.updates, self.model.reduction == "mean", self.updates.eager
+        X, Y, total = self.X, self.Y, 0.0
         for b, idx in enumerate(batches):
             if flow and b == 0:
-                for k, v in model.adjoint_norms(self.X[idx], self.Y[idx], updates.current, list(flow)).items():
+                for k, v in model.adjoint_norms(X[idx], Y[idx], updates.current, list(flow)).items():
                     flow[k].append(v)
-            xb, yb = updates.batch(self.X[idx]), updates.batch(self.Y[idx])
-            if eager:
-                updates.keep()
-                value = float(updates(xb, yb))
-                if not math.isfinite(value):
-                    self.stop(value, epoch, b)
-            else:
-                value = updates(xb, yb)
+            value = updates(*updates.batch(X[idx], Y[idx]))
+            if eager and not math.isfinite(value):
+                self.stop(value, epoch, b)
             total = total + (value * len(idx) if mean else value)
         return total
 

@@ -4,14 +4,15 @@
 flow, progress, a non-finite loss); a Model gives it an *updates* object for one run
 (``model._updates(params, optimizer, lr)``) with this small interface:
 
-- ``batch(rows)``: a NumPy batch as the arrays the step takes (placed on the devices);
-- ``updates(X, Y)``: one optimizer update from the batch; returns the loss before it
-  (a float, or the library's scalar when ``eager`` is False: summed on the device, read
+- ``batch(X, Y)``: a NumPy batch as the arrays the step takes (placed on the devices);
+- ``updates(X, Y)``: one optimizer update from the batch; returns the loss before it.
+  When ``eager`` (True, or set so), that is a float and the parameters before the update
+  are kept, so that ``restore()`` after a non-finite loss puts the user's params back at
+  their last finite values; else it is the library's scalar (summed on the device, read
   once per epoch);
 - ``current``: the parameters as they are now (for ``flow`` and the validation loss);
-- ``keep()`` before an update, ``restore()`` after a non-finite loss: the user's params
-  back at their last finite values; ``mark()`` / ``rewind(mark)``: back to an epoch's
-  start (to rerun it batch by batch, ``eager``, and find where the loss broke);
+- ``mark()`` / ``rewind(mark)``: back to an epoch's start (to rerun it eagerly and find
+  where the loss broke);
 - ``done()``: the trained values into the user's dict.
 
 :class:`InPlace` is the NumPy Model's (the user's arrays updated in place, the generated
@@ -48,25 +49,23 @@ class InPlace:
             raise TrainingError("not enough memory to keep a copy of the parameters while training") from None
         self._t = 0
 
-    def batch(self, rows: np.ndarray) -> np.ndarray:
+    def batch(self, X: np.ndarray, Y: np.ndarray):
         """NumPy rows are what the generated code takes."""
-        return rows
+        return X, Y
 
-    def __call__(self, X, Y):
-        m = self.model
-        if self._fused:
-            return m._run(m._step, X, Y, self.current, self.lr)
-        value, grads = m._run(m._grad, X, Y, self.current)
-        if math.isfinite(value):        # a non-finite loss ends the run: no update from it
-            self.opt.update(self.current, dict(zip(m.params, grads)), self.lr)
-        return value
-
-    def keep(self) -> None:
-        """Copy the parameters into the older snapshot's buffers."""
-        snapshot = self._snapshots[self._t % 2]
+    def __call__(self, X, Y) -> float:
+        m, params = self.model, self.current
+        snapshot = self._snapshots[self._t % 2]     # the older one's buffers get the copy
         self._t += 1
         for k, buf in snapshot.items():
-            np.copyto(buf, self.current[k])
+            np.copyto(buf, params[k])
+        if self._fused:
+            return float(m._run(m._step, X, Y, params, self.lr))
+        value, grads = m._run(m._grad, X, Y, params)
+        value = float(value)
+        if math.isfinite(value):        # a non-finite loss ends the run: no update from it
+            self.opt.update(params, dict(zip(m.params, grads)), self.lr)
+        return value
 
     def restore(self) -> None:
         """The newest all-finite snapshot back into the user's arrays, in place."""
@@ -104,13 +103,15 @@ class Compiled:
             self.rate, self._update = model._rate(lr), model._compiled_update(optimizer)
         self._kept = (self.current, self.current)
 
-    def batch(self, rows: np.ndarray):
-        """A NumPy batch as the library's array, on the devices (where the parameters are)."""
-        return self.model._place(rows, self.current)
+    def batch(self, X: np.ndarray, Y: np.ndarray):
+        """A NumPy batch as the library's arrays, on the devices (where the parameters are)."""
+        return self.model._place(X, self.current), self.model._place(Y, self.current)
 
     def __call__(self, X, Y):
+        if self.eager:      # the update makes new arrays: remembering the old ones copies nothing
+            self._kept = (self.current, self._kept[0])
         value, self.current, self.state = self._update(X, Y, self.current, self.state, self.rate)
-        return value
+        return float(value) if self.eager else value
 
     def _python_update(self, optimizer):
         grad, names = self.model._ns["_grad"], self.model.params
@@ -124,10 +125,6 @@ class Compiled:
             return value, params, state
 
         return update
-
-    def keep(self) -> None:
-        """Remember the parameters (the update makes new arrays: nothing is copied)."""
-        self._kept = (self.current, self._kept[0])
 
     def restore(self) -> None:
         """The newest all-finite parameters kept into the user's dict."""
