@@ -1,8 +1,9 @@
-"""Training: optimizers and the mini-batch loop behind ``Model.fit``, and what a run reports.
+"""Training: the one mini-batch loop behind every backend's ``Model.fit``, and what a run reports.
 
-Every gradient comes from the model's generated code; this module only
-shuffles, batches and applies updates.  Updates are in place, so the
-caller's parameter dict is the trained one.  Around a run (``symback
+Every gradient comes from the model's generated code; this loop only shuffles,
+batches, records and stops.  The optimizers are :mod:`symback.optimizers` (re-exported
+here); how one batch updates the parameters on a backend is :mod:`symback.updates`
+(in place on NumPy, so the caller's parameter dict is the trained one).  Around a run (``symback
 train``, ``symback demo``): a memory check before it, gradient norms
 recorded during it, and after it the per-epoch losses, the accuracy and
 a plot of the loss curve.
