@@ -235,7 +235,7 @@ def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np
                            f"this graph has inputs {g.input_names} and targets {g.target_names}")
     x_shape, y_shape = tuple(g.shape(g.input_names[0])), tuple(g.shape(g.target_names[0]))
     if BATCH not in x_shape + y_shape:      # one sample is a matrix (contract 0.3)
-        return _sample_arrays(path, columns, arrays, x_shape, y_shape)
+        return _sample_arrays(path, columns, _as_samples(path, d, arrays), x_shape, y_shape)
     n_in, K = x_shape[1], y_shape[1]
     if columns is None:
         if targets:
@@ -273,6 +273,25 @@ def _sample_arrays(path, columns, arrays, x_shape, y_shape):
     if len(X) == 0:
         raise DataError(f"{path}: no samples")
     return X.astype(float), Y.astype(float)
+
+
+def _as_samples(path, d, arrays) -> dict:
+    """An image network's data as its one-sample matrices: X (n, C, H, W), PyTorch's layout, is
+    (n, C, H·W); a one-row output's Y (n, K), or class labels (n,) for a softmax output, is
+    (n, 1, K).  Other arrays pass unchanged (the shape check names what is expected)."""
+    from .functions import softmax
+    g, out = d.graph, dict(arrays)
+    image = getattr(g, "input_images", {}).get("X")
+    X, Y = arrays.get("X"), arrays.get("Y")
+    if image and X is not None and X.shape[1:] == tuple(image):
+        out["X"] = X.reshape(len(X), image[0], image[1] * image[2])
+    rows, K = (int(v) for v in g.shape(g.target_names[0]))
+    if Y is not None and rows == 1:
+        if Y.ndim == 1 and len(Y) and K > 1 and output_function(d) is softmax:
+            Y = _one_hot(path, Y, K)
+        if Y.ndim == 2:
+            out["Y"] = Y.reshape(len(Y), 1, Y.shape[1])
+    return out
 
 
 def _select(path, columns, arrays, names: list[str], what: str) -> np.ndarray:

@@ -166,6 +166,8 @@ def value_of(e, env, rows):
     if e == BATCH:
         return float(rows)
     shape = lambda m: tuple(rows if k == BATCH else int(k) for k in m.shape)    # noqa: E731
+    if isinstance(e, sp.ImmutableMatrix) and not e.free_symbols:    # numbers written out (a worked grid)
+        return np.array(e.tolist(), dtype=float)
     if isinstance(e, sp.OneMatrix):
         return np.ones(shape(e))
     if isinstance(e, sp.ZeroMatrix):

@@ -8,9 +8,11 @@ is defined once, entry by entry (:meth:`ImageMap.apply`), on explicit matrices:
 * ``unfold``: the (C·k·k) × L patch matrix of torch.nn.functional.unfold (row (c, i, j),
   column the output position, L = H'·W'), with stride and zero padding; a convolution
   is then Kᵀ unfold(A) + bᵀ𝟏ᵀ (cross-correlation, as PyTorch);
-* ``avgpool``: the mean of each k×k window (stride k);
+* ``avgpool``: the mean of each k×k window (any stride, zero padding counted in the
+  mean, as torch's avg_pool2d);
 * ``flatten``: C × (H·W) → 1 × (C·H·W), ordered (c, i, j) as torch.flatten;
-* ``maxpool``: the maximum of each k×k window (stride k), not linear.
+* ``maxpool``: the maximum of each k×k window's pixels (any stride; padding never wins,
+  as torch's max_pool2d), not linear.
 
 The first three are linear: each one's vector-Jacobian product is its adjoint (``fold``,
 ``avgpool_T``, ``unflatten``), whose own entry-by-entry definition is used only after
@@ -125,10 +127,12 @@ class ImageMap(sp.MatrixExpr):
     def _latex(self, printer, exp=None):
         C, H, W, k, s, p = self.geometry
         extra = "".join(f",{n}={v}" for n, v in (("s", s), ("p", p)) if (n, v) not in (("s", 1), ("p", 0)))
+        # a pool's stride is k unless said otherwise
+        pool = str(k) + "".join(f",{n}={v}" for n, v in (("s", s), ("p", p)) if (n, v) not in (("s", k), ("p", 0)))
         name = {"unfold": r"\operatorname{unfold}_{%d\times%d%s}" % (k, k, extra),
                 "fold": r"\operatorname{fold}_{%d\times%d%s}" % (k, k, extra),
-                "avgpool": r"\operatorname{avgpool}_{%d}" % k, "avgpool_T": r"\operatorname{avgpool}_{%d}^{\top}" % k,
-                "maxpool": r"\operatorname{maxpool}_{%d}" % k,
+                "avgpool": r"\operatorname{avgpool}_{%s}" % pool, "avgpool_T": r"\operatorname{avgpool}_{%s}^{\top}" % pool,
+                "maxpool": r"\operatorname{maxpool}_{%s}" % pool,
                 "flatten": r"\operatorname{flatten}", "unflatten": r"\operatorname{flatten}^{-1}"}[self.op]
         return r"%s\left(%s\right)" % (name, printer._print(self.arg))
 
@@ -143,7 +147,7 @@ class MaxPoolVJP(sp.MatrixExpr):
 
     @property
     def geometry(self) -> Geometry:
-        """The pooled image's (C, H, W, k, k, 0)."""
+        """The pooled image's (C, H, W, k, stride, padding)."""
         return Geometry(*self.args[2])
 
     @property
@@ -154,16 +158,18 @@ class MaxPoolVJP(sp.MatrixExpr):
         """The closed form on explicit δ and A: pixel q of a window gets the window's δ times
         [q is the first arg-max] = Π_{r before q} [a_q > a_r] · Π_{r after q} [a_q ≥ a_r]
         (a number for numbers; a Piecewise of the comparisons for symbols)."""
-        C, H, W, k, _, _ = self.geometry
-        Ho, Wo = self.geometry.out
+        g = self.geometry
+        C, H, W = g[:3]
+        Ho, Wo = g.out
         out = [[sp.S.Zero] * (H * W) for _ in range(C)]
         for c in range(C):
             for oy in range(Ho):
                 for ox in range(Wo):
-                    cells = [(oy * k + i) * W + ox * k + j for i in range(k) for j in range(k)]
+                    cells = _window(g, oy, ox)
                     for n, q in enumerate(cells):
                         first = sp.And(*[a[c, q] > a[c, r] for r in cells[:n]],
                                        *[a[c, q] >= a[c, r] for r in cells[n + 1:]])
+                        # overlapping windows (stride < k): a pixel sums every window it wins
                         out[c][q] += d[c, oy * Wo + ox] * sp.Piecewise((1, first), (0, True))
         return sp.ImmutableMatrix(out)
 
@@ -201,25 +207,38 @@ def _fold(d, g):
     return [[pixel(c, y, z) for y in range(H) for z in range(W)] for c in range(C)]
 
 
+def _window(g, oy, ox) -> list:
+    """The flat indices (row-major) of the pixels in window (oy, ox); padding holds none."""
+    _, H, W, k, s, p = g
+    return [y * W + z for y, z in ((oy * s + i - p, ox * s + j - p) for i in range(k) for j in range(k))
+            if 0 <= y < H and 0 <= z < W]
+
+
 def _avgpool(x, g):
-    C, H, W, k, _, _ = g
+    """Each window's pixel sum over k² (padding counts as zeros, as torch's count_include_pad)."""
+    C, k = g[0], g[3]
     Ho, Wo = g.out
-    return [[sum(x[c, (oy * k + i) * W + ox * k + j] for i in range(k) for j in range(k)) / k ** 2
-             for oy in range(Ho) for ox in range(Wo)] for c in range(C)]
+    return [[sum(x[c, q] for q in _window(g, oy, ox)) / k ** 2 for oy in range(Ho) for ox in range(Wo)]
+            for c in range(C)]
 
 
 def _avgpool_t(d, g):
+    """avgpool's adjoint, written from the pixel's side: d/k² of every window holding the pixel."""
     C, H, W, k, _, _ = g
     Ho, Wo = g.out
-    return [[d[c, (y // k) * Wo + z // k] / k ** 2 if y // k < Ho and z // k < Wo else sp.S.Zero
-             for y in range(H) for z in range(W)] for c in range(C)]
+    holds = [[] for _ in range(H * W)]
+    for oy in range(Ho):
+        for ox in range(Wo):
+            for q in _window(g, oy, ox):
+                holds[q].append(oy * Wo + ox)
+    return [[sum((d[c, o] for o in holds[q]), sp.S.Zero) / k ** 2 for q in range(H * W)] for c in range(C)]
 
 
 def _maxpool(x, g):
-    C, H, W, k, _, _ = g
+    C = g[0]
     Ho, Wo = g.out
-    return [[sp.Max(*[x[c, (oy * k + i) * W + ox * k + j] for i in range(k) for j in range(k)])
-             for oy in range(Ho) for ox in range(Wo)] for c in range(C)]
+    return [[sp.Max(*[x[c, q] for q in _window(g, oy, ox)]) for oy in range(Ho) for ox in range(Wo)]
+            for c in range(C)]
 
 
 def _flatten(x, g):
@@ -238,7 +257,8 @@ _DEFINITIONS = {"unfold": _unfold, "fold": _fold, "avgpool": _avgpool, "avgpool_
 #: the small geometries (C, H, W, k, stride, padding) each adjoint is proved on
 _CASES = {"unfold": [(1, 3, 3, 2, 1, 0), (2, 4, 3, 2, 2, 1), (1, 5, 4, 3, 2, 1), (1, 3, 4, 2, 3, 2),
                      (2, 3, 3, 3, 1, 2)],
-          "avgpool": [(1, 4, 4, 2, 2, 0), (2, 5, 4, 2, 2, 0), (1, 6, 7, 3, 3, 0)],
+          "avgpool": [(1, 4, 4, 2, 2, 0), (2, 5, 4, 2, 2, 0), (1, 6, 7, 3, 3, 0), (1, 5, 5, 3, 2, 1),
+                      (2, 4, 5, 2, 1, 1)],
           "flatten": [(1, 2, 2), (2, 2, 3), (3, 1, 2)]}
 
 
@@ -272,7 +292,7 @@ def prove_maxpool_vjp(points: int = 3) -> bool:
     on small geometries (windows 2×2 and 3×3, a cropped edge).  Raises if they differ."""
     import random
     rng = random.Random(0)
-    for case in [(1, 4, 4, 2, 2, 0), (2, 5, 4, 2, 2, 0), (1, 3, 3, 3, 3, 0)]:
+    for case in [(1, 4, 4, 2, 2, 0), (2, 5, 4, 2, 2, 0), (1, 3, 3, 3, 3, 0), (1, 5, 5, 3, 2, 1), (1, 4, 3, 2, 1, 1)]:
         g = Geometry(*case)
         (r, c), (ro, co) = _shapes("maxpool", g)
         x = sp.Matrix(r, c, lambda i, j: sp.Symbol(f"x_{i}_{j}", real=True))
@@ -303,14 +323,28 @@ def unfold(A, image, k: int, stride: int = 1, padding: int = 0) -> ImageMap:
     return ImageMap(A, "unfold", (*image, k, stride, padding))
 
 
-def avgpool(A, image, k: int) -> ImageMap:
-    """The mean of each k×k window (stride k) of the image A."""
-    return ImageMap(A, "avgpool", (*image, k, k, 0))
+def pool_geometry(image, k: int, stride=None, padding: int = 0) -> Geometry:
+    """(C, H, W, k, stride, padding) of a k×k pool (stride k unless given), checked as
+    torch checks it: padding at most k/2 (so every window holds a pixel), and a window fits."""
+    s = k if stride is None else stride
+    g = Geometry(*image, k, s, padding)
+    if 2 * padding > k:
+        raise DefinitionError(f"pooling: padding {padding} is more than half the {k}×{k} window "
+                              f"(a window would hold only padding)")
+    if min(g.out) < 1:
+        raise DefinitionError(f"pooling: a {k}×{k} window (padding {padding}) does not fit in "
+                              f"{g[1]}×{g[2]} pixels")
+    return g
 
 
-def maxpool(A, image, k: int) -> ImageMap:
-    """The maximum of each k×k window (stride k) of the image A."""
-    return ImageMap(A, "maxpool", (*image, k, k, 0))
+def avgpool(A, image, k: int, stride=None, padding: int = 0) -> ImageMap:
+    """The mean of each k×k window (stride k unless given; zero padding counts) of the image A."""
+    return ImageMap(A, "avgpool", pool_geometry(image, k, stride, padding))
+
+
+def maxpool(A, image, k: int, stride=None, padding: int = 0) -> ImageMap:
+    """The maximum of each k×k window (stride k unless given) of the image A's pixels."""
+    return ImageMap(A, "maxpool", pool_geometry(image, k, stride, padding))
 
 
 def flatten(A, image) -> ImageMap:
@@ -318,4 +352,4 @@ def flatten(A, image) -> ImageMap:
     return ImageMap(A, "flatten", tuple(image))
 
 
-__all__ += ["vjp"]
+__all__ += ["vjp", "pool_geometry"]

@@ -140,25 +140,31 @@ class Conv2d:
                 f"activation={self.activation.__name__!r})")
 
 
-class MaxPool2d:
-    """The maximum of each k×k window, stride k (edges that do not fill a window are dropped,
-    as PyTorch); no parameters."""
+class _Pool:
+    """A k×k pooling window moved by `stride` (k unless given: windows side by side) over the
+    image padded by `padding` (at most k/2), as torch's pools; edges that do not fill a window
+    are dropped; no parameters."""
 
-    def __init__(self, kernel: int):
-        self.kernel = _width(kernel, "MaxPool2d: kernel")
-
-    def __repr__(self):
-        return f"MaxPool2d({self.kernel})"
-
-
-class AvgPool2d:
-    """The mean of each k×k window, stride k; no parameters."""
-
-    def __init__(self, kernel: int):
-        self.kernel = _width(kernel, "AvgPool2d: kernel")
+    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0):
+        name = type(self).__name__
+        self.kernel = _width(kernel, f"{name}: kernel")
+        self.stride = self.kernel if stride is None else _width(stride, f"{name}: stride")
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= 2 * padding <= self.kernel:
+            raise DefinitionError(f"{name}: padding must be an integer from 0 to kernel/2, got {padding!r}")
+        self.padding = padding
 
     def __repr__(self):
-        return f"AvgPool2d({self.kernel})"
+        extra = (f", stride={self.stride}" if self.stride != self.kernel else "") + \
+            (f", padding={self.padding}" if self.padding else "")
+        return f"{type(self).__name__}({self.kernel}{extra})"
+
+
+class MaxPool2d(_Pool):
+    """The maximum of each k×k window (padding never wins, as torch's max_pool2d)."""
+
+
+class AvgPool2d(_Pool):
+    """The mean of each k×k window (zero padding counted in the k², as torch's avg_pool2d)."""
 
 
 class Flatten:
@@ -335,13 +341,13 @@ class Sequential(Graph):
 
         def pool(layer, A):
             C, H, W = image[0]
-            k = layer.kernel
-            if k > min(H, W):
+            k, s, p = layer.kernel, layer.stride, layer.padding
+            if min(out_size(n, k, s, p) for n in (H, W)) < 1:
                 raise DefinitionError(f"{layer!r}: a {k}×{k} window does not fit in {H}×{W} pixels")
-            image[0] = (C, H // k, W // k)
+            image[0] = (C, out_size(H, k, s, p), out_size(W, k, s, p))
             if isinstance(layer, MaxPool2d):
-                return self.node(self._fresh("Max"), maxpool(A, (C, H, W), k))
-            return self.node(self._fresh("Avg"), avgpool(A, (C, H, W), k))
+                return self.node(self._fresh("Max"), maxpool(A, (C, H, W), k, s, p))
+            return self.node(self._fresh("Avg"), avgpool(A, (C, H, W), k, s, p))
 
         def batchnorm(layer, A):
             count[0] += 1
@@ -482,6 +488,7 @@ class RNN(Graph):
             raise DefinitionError("softmax can only be the output's activation")
         d, n, k, T, out, lf = recurrent_sizes(self, inputs, hidden, outputs, steps, output, loss)
         X = self.inputs("X", shape=(BATCH, T * d))
+        self.cell = "Elman"
         Wx, Wh, bh = self.params("Wx Wh bh", shape=[(d, n), (n, n), (1, n)])
         h = None
         for t in range(1, T + 1):

@@ -63,6 +63,7 @@ class LSTM(_Gated):
                  loss="mse", reduction="mean", l2=0.0):
         super().__init__(inputs, hidden, outputs, steps, output, loss)
         w = self._weights("ifgo")
+        self.cell, self.cells = "LSTM", []       # the cell states c_t: the documents' BPTT keeps their δs
         h = c = None
         for t, xs in enumerate(self._x, start=1):
             x = self.node(f"x{t}", xs)
@@ -76,6 +77,7 @@ class LSTM(_Gated):
                 c = self.node(f"c{t}", hadamard(f, c) + hadamard(i, g))
             h = self.node(f"h{t}", hadamard(o, self.node(f"tc{t}", tanh(c))))
             self.states.append(h.name)
+            self.cells.append(c.name)
         self._finish(h, w, reduction, l2)
 
 
@@ -92,6 +94,7 @@ class GRU(_Gated):
                  loss="mse", reduction="mean", l2=0.0):
         super().__init__(inputs, hidden, outputs, steps, output, loss)
         w = self._weights("rzn")
+        self.cell = "GRU"
         h = None
         for t, xs in enumerate(self._x, start=1):
             x = self.node(f"x{t}", xs)

@@ -48,6 +48,9 @@ called as in Python: ``softmax(S, mask="causal")`` (the one string expression te
 hold, as the value of ``mask=``), ``layer_norm(H, gamma, beta)`` (optionally ``eps=``),
 ``gelu(Z)`` (see ``examples/attention.toml``).
 
+A layer network (a ``Sequential`` of builder layers: Conv2d, pools, Dense, attention, …)
+is written as ``[[layer]]`` tables instead: :mod:`symback.layerspec`, ``examples/cnn.toml``.
+
 Expression text goes through :func:`symback.parse.parse_expr`: parsed by a
 whitelist, never evaluated.
 """
@@ -63,6 +66,7 @@ import sympy as sp
 
 from .errors import DefinitionError, SpecError
 from .graph import Graph
+from .layerspec import is_layer_spec, sequential_from_dict
 from .matrix import BATCH
 from .parse import MAX_BITS, functions, known_names, number_problem, parse_expr, parse_values
 
@@ -131,6 +135,8 @@ def _usable(name: str, where: str) -> None:
 
 def spec_from_dict(data: dict, where: str = "spec") -> Spec:
     """Build a :class:`Spec` from the parsed TOML table (see the module docstring)."""
+    if is_layer_spec(data):     # [[layer]] tables: a Sequential of builder layers
+        return Spec(sequential_from_dict(data, where), where)
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; "

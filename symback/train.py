@@ -271,7 +271,9 @@ def accuracy(d, model, X, Y, params) -> float | None:
     out = output_function(d)
     P = np.asarray(model.predict(X, params))
     if out is softmax:
-        return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
+        # one class per row of the output: (n, K), or (n, T, K) for one-sample matrices
+        # (an image network's (n, 1, K)); the last axis holds the classes
+        return float(np.mean(P.reshape(-1, P.shape[-1]).argmax(axis=1) == Y.reshape(-1, Y.shape[-1]).argmax(axis=1)))
     if out is sigmoid and Y.shape[1] == 1 and np.isin(Y, (0.0, 1.0)).all():
         return float(np.mean((P[:, 0] > 0.5) == (Y[:, 0] > 0.5)))
     return None

@@ -44,6 +44,8 @@ SHOWN = ("forward", "local", "gradients", "deltas", "punchline", "bp")
 def _expected_lines(ctx) -> int:
     n = sum(len(ctx[k] or []) for k in SHOWN)
     n += sum(len(g["where"]) for g in ctx["gradients"])
+    bptt = ctx.get("bptt") or {}        # an unrolled recurrent network's BPTT section
+    n += sum(len(bptt.get(k) or []) for k in ("hidden", "cells", "weights", "gates"))
     return n + (1 if ctx["output"] else 0)
 
 

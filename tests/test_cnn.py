@@ -158,7 +158,8 @@ def test_batchnorm_gradients_equal_torch_batch_norm():
         _close(m.loss(x, y, params), loss.item())
 
 
-@pytest.mark.parametrize("geometry", [(2, 5, 4, 3, 2, 1), (1, 4, 6, 2, 1, 0), (3, 5, 5, 3, 3, 2)])
+@pytest.mark.parametrize("geometry", [(2, 5, 4, 3, 2, 1), (1, 4, 6, 2, 1, 0), (3, 5, 5, 3, 3, 2),
+                                      (2, 7, 6, 2, 3, 1), (1, 6, 5, 3, 1, 1)])
 def test_image_map_definitions_equal_torch(geometry):
     """Each map's entry-by-entry SymPy definition (what the engine differentiates) is torch's."""
     C, H, W, k, s, p = geometry
@@ -168,8 +169,10 @@ def test_image_map_definitions_equal_torch(geometry):
     xt = torch.tensor(x)[None]
     ev = lambda e: np.array(sp.ImmutableMatrix(e), dtype=np.float64)      # noqa: E731
     _close(ev(image.unfold(X, (C, H, W), k, s, p).apply(X)), F.unfold(xt, k, padding=p, stride=s)[0])
-    _close(ev(image.maxpool(X, (C, H, W), 2).apply(X)), F.max_pool2d(xt, 2)[0].reshape(C, -1))
-    _close(ev(image.avgpool(X, (C, H, W), 2).apply(X)), F.avg_pool2d(xt, 2)[0].reshape(C, -1))
+    q = min(p, k // 2)         # a pool's padding is at most half its window (as torch's)
+    for k_, s_, q_ in ((2, 2, 0), (k, s, q)):     # side by side, and overlapping/padded windows
+        _close(ev(image.maxpool(X, (C, H, W), k_, s_, q_).apply(X)), F.max_pool2d(xt, k_, s_, q_)[0].reshape(C, -1))
+        _close(ev(image.avgpool(X, (C, H, W), k_, s_, q_).apply(X)), F.avg_pool2d(xt, k_, s_, q_)[0].reshape(C, -1))
     _close(ev(image.flatten(X, (C, H, W)).apply(X)), torch.flatten(xt, 1))
     # fold, the adjoint the engine uses for unfold's VJP, is torch's fold (col2im) where that applies
     Ho, Wo = image.Geometry(*geometry).out

@@ -225,3 +225,32 @@ def test_mlp_at_the_edges(act, head, dtype):
             assert grads[p].dtype == np.dtype(dtype)
             for i in np.ndindex(grads[p].shape):
                 assert_close(grads[p][i], want[p][i], scale, dtype, (p, i))
+
+
+# ---------------------------------------------------------------- σ's tails
+TAIL_Z = np.array([[-40.0], [-25.0], [-3.0], [0.0], [3.0], [40.0]])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_sigmoid_tails_to_the_last_digits(backend):
+    """σ(z) and x·σ′(wx), sample by sample, relative 1e-13 to mpmath, out to z = ±40: σ(−40) =
+    4.2e−18 is not 0 (issue 20: NumPy once printed σ as (1 + tanh(z/2))/2, whose 1 + tanh cancels)."""
+    if backend != "numpy":
+        pytest.importorskip(backend)
+    g = sb.Graph()
+    x, y = g.inputs("x"), g.targets("y")
+    w = g.params("w")
+    yhat = g.node("yhat", sb.sigmoid(w * x))
+    g.loss(yhat * y)
+    m = sb.compile(sb.derive(g), backend=backend, dtype="float64")
+    params = {"w": np.array(1.0)}
+    with np.errstate(**RAISE), mpmath.workdps(50):
+        pred = np.asarray(m.predict(TAIL_Z, params), dtype=float).ravel()
+        for z, got in zip(TAIL_Z.ravel(), pred):
+            s = 1 / (1 + mpmath.exp(-mpmath.mpf(z)))
+            assert abs(got - s) <= 1e-13 * s, (z, got, s)
+            _, grads = m.value_and_grad(np.array([[z]]), np.ones((1, 1)), params)   # one sample: x σ′(x)
+            got, want = float(np.asarray(grads["w"])), z * s * (1 - s)
+            # σ′ = σ(1 − σ) from σ's value, as torch and JAX compute it: relative where σ is
+            # small, absolute (to eps) where 1 − σ rounds to 0 (z = 40)
+            assert abs(got - want) <= 1e-13 * abs(want) + (1e-16 * abs(z) if z > 30 else 0), (z, got, want)

@@ -233,6 +233,8 @@ def random_values(d, seed: int, rows: int = 3) -> dict:
     """Random inputs, targets and parameters for a matrix graph (targets fit the loss: one-hot, in (0, 1))."""
     rng, g = np.random.default_rng(seed), d.graph
     cost = g.expr(g.cost_name) if getattr(g, "cost_name", None) else None
+    if cost is None:            # a one-sample graph: its row costs are a node of their own
+        cost = next((g.expr(n) for n in g.node_names if isinstance(g.expr(n), RowCost)), None)
     out = {}
     for n in g.input_names + g.target_names + g.param_names:
         shape = tuple(rows if k == BATCH else int(k) for k in g.symbol(n).shape)

@@ -19,9 +19,11 @@ from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_esca
                         markdown_escape, notation_settings, number, prime, visual_len)
 from . import analysis, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
-from .figure import MAX_FIGURE_NODES, diagram, mermaid, tikz
+from .convolution import convolution
+from .figure import diagram, figure_note, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from ..budget import within
+from .bptt import bptt
 from .lines import LINE_WIDTH, Names, aligned_lines
 from .notation import layer_names, notation, punchline_forms
 
@@ -77,6 +79,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["punchline_note"] = _punchline_note(d, ctx["punchline"])
     ctx["notation"] = _notation_keys(d, nt)
     ctx["deltas"] = _deltas(d, apps, full)
+    ctx["bptt"] = bptt(d, values, apps, options.get("seed", 0))     # None unless rnn/lstm/gru
     ctx["bp"] = _bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
     sups = {}
     ctx["activations"] = _activations({type(f) for f in apps}, sups)
@@ -85,9 +88,7 @@ def _context(d, fmt, nt, options) -> dict:
     draw = options.get("figure", True)
     ctx["figure"] = analysis_or_none(draw and fmt == "latex", lambda: tikz(dg))
     ctx["mermaid"] = analysis_or_none(draw and fmt == "markdown", lambda: mermaid(dg))
-    ctx["figure_note"] = None if len(dg.order) <= MAX_FIGURE_NODES else Tex(
-        f"The graph has {len(dg.order)} nodes, too many to draw legibly; "
-        "the table of local derivatives lists its edges.")
+    ctx["figure_note"] = figure_note(dg)
     ctx["example"] = analysis_or_none(values is not None and options.get("example", True),
                                       lambda: example(d, values, lr, apps))
     if ctx["example"] is not None and at:
@@ -104,6 +105,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["cost"] = analysis_or_none(options.get("cost", True), lambda: analysis.cost(d))
     if ctx["cost"] is not None and ctx["cost"]["chain"] is None:
         ctx["cost"] = None        # not counted for a network this large: the section is left out
+    ctx["convolution"] = convolution(d)       # a CNN's backward in index form (None without one)
     ctx["sympy"] = {"edges": dg.exprs, "labels": dg.labels, "derivation": d, "param": param,
                     "names": names.defined}
     return ctx
@@ -237,7 +239,8 @@ def _output(d):
             continue
         rule, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
         zk, ak, yk = sp.symbols("z_k yhat_k y_k")
-        scalar = sp.Eq(Partial(sp.Symbol(g.cost_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
+        # (a one-sample graph has no cost column: its loss is the per-sample cost itself)
+        scalar = sp.Eq(Partial(sp.Symbol(g.cost_name or g.loss_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
         matrix = sp.Eq(delta(g, n), d.adjoint[n], evaluate=False)
         return {"scalar": _tex(scalar), "matrix": _tex(matrix), "function": out.__name__,
                 "loss": cost.loss.name, "sympy": {"scalar": scalar, "matrix": matrix,

@@ -15,13 +15,14 @@ import sympy as sp
 
 from ..printing import Partial, Tex, latex, number, visual_len
 from ..printing.text import text as text_label, text_name
+from .abbreviate import ELIDED, abbreviate
 from .factors import edge_expr
+from .layout import layout
 
-__all__ = ["Diagram", "diagram", "tikz", "mermaid", "MAX_FIGURE_NODES"]
+__all__ = ["Diagram", "diagram", "drawn", "figure_note", "tikz", "mermaid", "MAX_FIGURE_NODES"]
 
-MAX_FIGURE_NODES = 30      # a bigger graph is unreadable as a figure
+MAX_FIGURE_NODES = 40      # a bigger graph (after abbreviation) is unreadable as a figure
 MAX_LABEL = 12             # symbols on one edge
-COLUMN = 3.2               # cm between the columns of the computational graph
 
 
 class Diagram(NamedTuple):
@@ -37,6 +38,9 @@ class Diagram(NamedTuple):
     exprs: dict                # (child, parent) -> the SymPy expression the label prints
     values: dict = {}          # name -> LaTeX of the node's forward value (a worked example)
     edge_values: dict = {}     # (child, parent) -> the local derivative's value there
+    states: list = []          # the builder's states in order (h_t, hidden outputs): see abbreviate
+    recurrent: bool = False    # the graph is a net unrolled over time steps
+    param: str = ""            # the parameter whose paths are highlighted
 
 
 def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
@@ -66,7 +70,8 @@ def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
     on_path = {(f.of, f.wrt) for path in d.chain(param) for f in path}
     return Diagram(list(g.order), {n: g.kind(n) for n in g.order},
                    {n: g.parents(n) for n in g.order}, labels, plain, on_path,
-                   {n: latex(g.symbol(n)) for n in g.order}, exprs, values, edge_values)
+                   {n: latex(g.symbol(n)) for n in g.order}, exprs, values, edge_values,
+                   list(g.states), getattr(g, "steps", None) is not None, param)
 
 
 def _plain_number(v) -> str:
@@ -74,63 +79,70 @@ def _plain_number(v) -> str:
     return text_label(v if v.is_Integer else sp.Float(sp.N(v, 15), 6))
 
 
-def _layout(dg: Diagram) -> dict[str, tuple[float, float]]:
-    """Columns by depth (leaves just left of their first use), rows by the children's height."""
-    children = {n: [c for c in dg.order if n in dg.parents[c]] for n in dg.order}
-    col: dict[str, int] = {}
-    for n in dg.order:
-        if dg.parents[n]:
-            col[n] = 1 + max((col.get(p, 0) for p in dg.parents[n]), default=0)
-    for n in dg.order:
-        if not dg.parents[n]:
-            col[n] = min((col[k] for k in children[n]), default=1) - 1
-    pos: dict[str, tuple[float, float]] = {}
-    for c in sorted(set(col.values()), reverse=True):
-        members = [n for n in dg.order if col[n] == c]
-
-        def key(n):
-            ys = [pos[k][1] for k in children[n] if k in pos]
-            return sum(ys) / len(ys) if ys else 0.0
-        members.sort(key=key, reverse=True)
-        center = sum(key(n) for n in members) / len(members)
-        for i, n in enumerate(members):
-            pos[n] = (c * COLUMN, center + 1.5 * ((len(members) - 1) / 2 - i))
-    return pos
-
-
 def tikz(dg: Diagram):
-    """TikZ commands drawing `dg`: local derivatives on the edges, the path highlighted."""
-    if len(dg.order) > MAX_FIGURE_NODES:
+    """TikZ commands drawing `dg`: local derivatives beside the edges, the path highlighted.
+
+    Every node and label is placed where :func:`~.layout.layout` put it: a label's corner
+    at its computed point, so no label covers a node or another label.
+    """
+    dg = drawn(dg)
+    if dg is None:
         return None
-    pos, ids = _layout(dg), {n: f"n{i}" for i, n in enumerate(dg.order)}
+    values = {n: number(v) for n, v in dg.values.items()}
+    lay = layout(dg.order, dg.parents, dg.names, dg.labels, values)
+    ids = {n: f"n{i}" for i, n in enumerate(dg.order)}
     path_nodes = {n for e in dg.on_path for n in e}
-    style = {"input": "data", "target": "data", "param": "param", "node": "inner", "loss": "loss"}
+    style = {"input": "data", "target": "data", "param": "param", "node": "inner", "loss": "loss",
+             ELIDED: "elided"}
     lines = []
     for n in dg.order:
-        x, y = pos[n]
+        (x, y), size = lay.pos[n], 2 * lay.radius[n]
         hl = ",hl" if n in path_nodes else ""
-        val = rf",label={{[val]below:${number(dg.values[n])}$}}" if n in dg.values else ""
-        lines.append(rf"\node[{style[dg.kind[n]]}{hl}{val}] ({ids[n]}) at ({x:.2f},{y:.2f}) {{${dg.names[n]}$}};")
+        val = rf",label={{[val]below:${values[n]}$}}" if n in values else ""
+        lines.append(rf"\node[{style[dg.kind[n]]}{hl}{val},minimum size={size:.2f}cm] ({ids[n]}) "
+                     rf"at ({x:.2f},{y:.2f}) {{${dg.names[n]}$}};")
     for child in dg.order:
         for parent in dg.parents[child]:
             edge = "hledge" if (child, parent) in dg.on_path else "edge"
-            label = dg.labels.get((child, parent))
-            mid = rf" node[lbl] {{${label}$}}" if label else ""
-            # an edge that skips columns bends, so it does not run through the nodes between
-            skips = abs(pos[child][0] - pos[parent][0]) > COLUMN + 0.01
-            link = " to[bend left=18]" if skips else " --"
-            lines.append(rf"\draw[{edge}] ({ids[parent]}){link}{mid} ({ids[child]});")
+            if ELIDED in (dg.kind[child], dg.kind[parent]):
+                edge += ",dashed"          # stands for the many edges of the steps not drawn
+            place = lay.labels.get((child, parent))
+            mid = ""
+            if place:
+                mid = (rf" node[lbl,at={{({place.at[0]:.2f},{place.at[1]:.2f})}}] (l{ids[child][1:]}-{ids[parent][1:]})"
+                       rf" {{${dg.labels[(child, parent)]}$}}")
+            c = lay.control[(child, parent)]
+            # an edge that skips columns bows around the nodes between, as the layout routed it
+            link = f" .. controls ({c[0]:.2f},{c[1]:.2f}) and ({c[0]:.2f},{c[1]:.2f}) .." if c else " --"
+            lines.append(rf"\draw[{edge}] ({ids[parent]}){link} ({ids[child]}){mid};")
     return Tex("\n".join(lines))
+
+
+def drawn(dg: Diagram):
+    """What the figure draws: `dg`, abbreviated for a long recurrent or deep graph, or None
+    when even that has more than MAX_FIGURE_NODES nodes."""
+    dg = abbreviate(dg, dg.recurrent, dg.param)
+    return dg if len(dg.order) <= MAX_FIGURE_NODES else None
+
+
+def figure_note(dg: Diagram):
+    """The sentence standing in for a figure too big to draw (None when it is drawn)."""
+    shown = drawn(dg)
+    if shown is not None:
+        return None
+    return Tex(f"The graph has {len(dg.order)} nodes, too many to draw legibly; "
+               "the table of local derivatives lists its edges.")
 
 
 def mermaid(dg: Diagram):
     """The graph as a Mermaid flowchart (GitHub renders it), the path drawn thick."""
-    if len(dg.order) > MAX_FIGURE_NODES:
+    dg = drawn(dg)
+    if dg is None:
         return None
     ids = {n: f"n{i}" for i, n in enumerate(dg.order)}
     lines, thick, k = ["flowchart LR"], [], 0
     for n in dg.order:
-        name = text_name(n)
+        name = "⋯" if dg.kind[n] == ELIDED else text_name(n)
         shown = f"{name} = {_plain_number(dg.values[n])}" if n in dg.values else name
         lines.append(f'  {ids[n]}(["{shown}"])')
     for child in dg.order:

@@ -5,6 +5,7 @@ import sympy as sp
 
 from ..matrix import is_matrix
 from ..printing import LatexPrinter, latex, visual_len
+from ..printing.latex import minus_sign, negated
 
 __all__ = ["aligned_lines", "LINE_WIDTH", "Names"]
 
@@ -48,8 +49,8 @@ def _matrix_lines(expr, apps, width) -> str:
     printer = LatexPrinter({"applications": tuple(apps)})
     lines, cur = [], ""
     for i, t in enumerate(expr.args):
-        neg = t.could_extract_minus_sign()
-        body = printer.doprint(-t if neg else t)
+        neg = minus_sign(t)
+        body = printer.doprint(negated(t) if neg else t)
         term = ("- " if neg else ("+ " if i else "")) + body
         if cur and visual_len(cur) + visual_len(term) > width:
             lines.append(cur)

@@ -43,7 +43,10 @@ def _unwindows(g, C, H, W, k):
 
 
 def _avgpool(a, C, H, W, k, s, p):
-    """The mean of each k-by-k window: a reshape and a sum over the window's two axes."""
+    """The mean of each k-by-k window: a reshape and a sum over the window's two axes (windows
+    side by side; overlapping or padded ones by _avgpool_general)."""
+    if s != k or p:
+        return _avgpool_general(a, C, H, W, k, s, p)
     n, Ho, Wo = a.shape[0], H // k, W // k
     x = a.reshape(n, C, H, W)[:, :, :Ho * k, :Wo * k].reshape(n, C, Ho, k, Wo, k)
     return x.sum((3, 5)).reshape(n, C, Ho * Wo) / (k * k)
@@ -51,17 +54,23 @@ def _avgpool(a, C, H, W, k, s, p):
 
 def _avgpool_T(d, C, H, W, k, s, p):
     """avgpool's adjoint: each window's entry, divided by k*k, on each of its pixels."""
+    if s != k or p:
+        return _avgpool_T_general(d, C, H, W, k, s, p)
     w = d.reshape(d.shape[0], C, H // k, W // k, 1) / (k * k) + _zeros_like_windows(d, k)
     return _unwindows(w, C, H, W, k)
 
 
 def _maxpool(a, C, H, W, k, s, p):
     """The maximum of each k-by-k window."""
+    if s != k or p:
+        return _maxpool_general(a, C, H, W, k, s, p)
     return _max_last(_windows(a, C, H, W, k)).reshape(a.shape[0], C, -1)
 
 
 def _maxpool_vjp(d, a, C, H, W, k, s, p):
     """delta of each window to its first arg-max (row-major), 0 elsewhere."""
+    if s != k or p:
+        return _maxpool_vjp_general(d, a, C, H, W, k, s, p)
     w = _windows(a, C, H, W, k)
     hit = _argmax_last(w)[..., None] == _arange(k * k, w)
     return _unwindows(hit * d.reshape(w.shape[:-1] + (1,)), C, H, W, k)
@@ -104,10 +113,75 @@ def _arange(n, like):
     return xp.arange(n)
 
 
+def _offset(x, i, j, s, Ho, Wo):
+    """The (n, C, H', W') pixels at offset (i, j) of every window of the (padded) images x."""
+    return x[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s]
+
+
+def _padded(a, C, H, W, p, value):
+    x = a.reshape(a.shape[0], C, H, W)
+    return xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=value) if p else x
+
+
+def _avgpool_general(a, C, H, W, k, s, p):
+    """Overlapping or padded windows: the k*k offsets' slices summed, over k*k (zeros counted)."""
+    Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
+    x = _padded(a, C, H, W, p, 0)
+    total = sum(_offset(x, i, j, s, Ho, Wo) for i in range(k) for j in range(k))
+    return total.reshape(a.shape[0], C, Ho * Wo) / (k * k)
+
+
+def _maxpool_general(a, C, H, W, k, s, p):
+    """Overlapping or padded windows: the maximum over the k*k offsets' slices (padding -inf)."""
+    Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
+    x = _padded(a, C, H, W, p, -xp.inf)
+    out = _offset(x, 0, 0, s, Ho, Wo)
+    for i in range(k):
+        for j in range(k):
+            out = xp.maximum(out, _offset(x, i, j, s, Ho, Wo))
+    return out.reshape(a.shape[0], C, Ho * Wo)
+
+
+def _scatter_offsets(parts, n, C, H, W, k, s, p, dtype):
+    """The adjoint of reading the k*k offsets' slices: each part added back where it was read
+    (windows overlap when s < k), the padding cropped."""
+    Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
+    out = xp.zeros((n, C, H + 2 * p, W + 2 * p), dtype=dtype)
+    for (i, j), v in zip([(i, j) for i in range(k) for j in range(k)], parts):
+        out = _add_slice(out, (slice(None), slice(None), slice(i, i + s * (Ho - 1) + 1, s),
+                               slice(j, j + s * (Wo - 1) + 1, s)), v)
+    return out[:, :, p:p + H, p:p + W].reshape(n, C, H * W)
+
+
+def _avgpool_T_general(d, C, H, W, k, s, p):
+    """avgpool's adjoint for overlapping or padded windows."""
+    v = d.reshape(d.shape[0], C, _out(H, k, s, p), _out(W, k, s, p)) / (k * k)
+    return _scatter_offsets([v] * (k * k), d.shape[0], C, H, W, k, s, p, d.dtype)
+
+
+def _maxpool_vjp_general(d, a, C, H, W, k, s, p):
+    """delta of each window to its first arg-max (row-major; padding never wins), summed over
+    the windows a pixel belongs to."""
+    Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
+    x = _padded(a, C, H, W, p, -xp.inf)
+    best, idx = _offset(x, 0, 0, s, Ho, Wo), 0
+    for q in range(1, k * k):
+        v = _offset(x, q // k, q % k, s, Ho, Wo)
+        up = v > best               # strictly greater: the first of equal maxima keeps it
+        best, idx = xp.where(up, v, best), xp.where(up, q, idx)
+    d = d.reshape(best.shape)
+    return _scatter_offsets([d * (idx == q) for q in range(k * k)], d.shape[0], C, H, W, k, s, p, d.dtype)
+
+
 '''
 
 NUMPY = '''
 ''' + _ARRAY.replace('xp.', 'np.') + '''
+def _add_slice(out, where, v):
+    out[where] += v
+    return out
+
+
 def _unfold(a, C, H, W, k, s, p):
     """The (n, C*k*k, L) patch matrices, rows (c, i, j) as torch.nn.functional.unfold: a
     strided view of every k-by-k window, then one copy into that order."""
@@ -134,6 +208,8 @@ def _fold(d, C, H, W, k, s, p):
 def _maxpool(a, C, H, W, k, s, p):
     """The maximum of each k-by-k window: np.maximum over the k*k strided slices of the window
     offsets (NumPy's max over two strided axes is several times slower)."""
+    if s != k or p:
+        return _maxpool_general(a, C, H, W, k, s, p)
     n, Ho, Wo = a.shape[0], H // k, W // k
     x = a.reshape(n, C, H, W)
     out = x[:, :, :Ho * k:k, :Wo * k:k].copy()
@@ -147,6 +223,8 @@ def _maxpool(a, C, H, W, k, s, p):
 def _maxpool_vjp(d, a, C, H, W, k, s, p):
     """delta of each window to its first arg-max (row-major): the running arg-max and the
     scatter each take one strided slice per window offset (k*k of them), no copy of A."""
+    if s != k or p:
+        return _maxpool_vjp_general(d, a, C, H, W, k, s, p)
     n, Ho, Wo = a.shape[0], H // k, W // k
     x, d = a.reshape(n, C, H, W), d.reshape(n, C, Ho, Wo)
     offsets = [(i, j) for i in range(k) for j in range(k)]
@@ -230,21 +308,40 @@ def _conv_igrad(d, K, C, H, W, k, s, p):
 
 def _maxpool(a, C, H, W, k, s, p):
     """The maximum of each k-by-k window: torch's max_pool2d."""
-    return torch.nn.functional.max_pool2d(a.reshape(a.shape[0], C, H, W), k).reshape(a.shape[0], C, -1)
+    x = a.reshape(a.shape[0], C, H, W)
+    return torch.nn.functional.max_pool2d(x, k, s, p).reshape(a.shape[0], C, -1)
 
 
 def _maxpool_vjp(d, a, C, H, W, k, s, p):
     """delta of each window to its first arg-max: torch's max-pooling backward kernel, with the
     arg-max indices of its forward kernel."""
     x = a.reshape(a.shape[0], C, H, W)
-    _, idx = torch.nn.functional.max_pool2d(x, k, return_indices=True)
-    g = torch.ops.aten.max_pool2d_with_indices_backward(d.reshape(idx.shape), x, [k, k], [k, k], [0, 0],
+    _, idx = torch.nn.functional.max_pool2d(x, k, s, p, return_indices=True)
+    g = torch.ops.aten.max_pool2d_with_indices_backward(d.reshape(idx.shape), x, [k, k], [s, s], [p, p],
                                                         [1, 1], False, idx)
     return g.reshape(a.shape[0], C, H * W)
+
+
+def _avgpool_general(a, C, H, W, k, s, p):
+    """Overlapping or padded windows: torch's avg_pool2d (zeros counted)."""
+    x = a.reshape(a.shape[0], C, H, W)
+    return torch.nn.functional.avg_pool2d(x, k, s, p).reshape(a.shape[0], C, -1)
+
+
+def _avgpool_T_general(d, C, H, W, k, s, p):
+    """avgpool's adjoint for overlapping or padded windows: torch's average-pooling backward kernel."""
+    n = d.shape[0]
+    g = torch.ops.aten.avg_pool2d_backward(d.reshape(n, C, _out(H, k, s, p), _out(W, k, s, p)),
+                                           d.new_zeros((n, C, H, W)), [k, k], [s, s], [p, p], False, True, None)
+    return g.reshape(n, C, H * W)
 '''
 
 JAX = '''
 ''' + _ARRAY.replace('xp.', 'jnp.') + '''
+def _add_slice(out, where, v):
+    return out.at[where].add(v)
+
+
 def _unfold(a, C, H, W, k, s, p):
     """The (n, C*k*k, L) patch matrices, rows (c, i, j): XLA's conv_general_dilated_patches."""
     n, Ho, Wo = a.shape[0], _out(H, k, s, p), _out(W, k, s, p)

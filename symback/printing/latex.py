@@ -96,13 +96,27 @@ class LatexPrinter(_SympyLatexPrinter):
         terms = super()._as_ordered_terms(expr, order=order)
         if isinstance(expr, sp.Add):
             # ŷ − y, not −y + ŷ: positive terms first, each group in SymPy's order
-            terms = sorted(terms, key=lambda t: t.could_extract_minus_sign())
+            terms = sorted(terms, key=minus_sign)
         return terms
 
     def _print_Add(self, expr, order=None):
+        if isinstance(expr, sp.MatrixExpr):
+            return self._print_matrix_sum(expr, order)
         text = super()._print_Add(expr, order=order)
         # a negative number standing first in a sum needs no brackets: −1.25 − 3
         return re.sub(r"^\\left\((-[0-9.]+)\\right\)", r"\1", text)
+
+    def _print_matrix_sum(self, expr, order=None):
+        """SymPy's _print_Add for a sum of matrices, each term's sign read off its coefficient."""
+        tex = ""
+        for i, term in enumerate(self._as_ordered_terms(expr, order=order)):
+            if i:
+                neg = minus_sign(term)
+                tex += " - " if neg else " + "
+                term = negated(term) if neg else term
+            text = self._print(term)
+            tex += rf"\left({text}\right)" if self._needs_add_brackets(term) else text
+        return tex
 
     def _print_Symbol(self, expr, style="plain"):
         values = self._settings["values"]
@@ -340,6 +354,31 @@ _PARAM_SUFFIX = re.compile(r"[WUb][a-z]")
 def _subscripted(name: str) -> str:
     """Wx as W_{x} (not W times x)."""
     return rf"{name[0]}_{{{name[1]}}}"
+
+
+def minus_sign(term) -> bool:
+    """term.could_extract_minus_sign(), without building −term for a matrix product.
+
+    SymPy's answer for a MatMul canonicalises the whole negated product (seconds for an
+    unrolled network's nested δ forms); a matrix product's sign is its number coefficient's.
+    """
+    if isinstance(term, sp.MatMul):
+        coeff = term.args[0]
+        return bool(coeff.is_Number and coeff.is_negative)
+    if isinstance(term, sp.MatrixExpr) and not isinstance(term, (sp.MatAdd, sp.Transpose)):
+        return False
+    return term.could_extract_minus_sign()
+
+
+def negated(term):
+    """−term; a matrix product's coefficient negated in place (no canonicalisation)."""
+    if isinstance(term, sp.MatMul) and term.args[0].is_Number:
+        rest = term.args[1:]
+        c = -term.args[0]
+        if c == 1:
+            return rest[0] if len(rest) == 1 else sp.MatMul(*rest)
+        return sp.MatMul(c, *rest)
+    return -term
 
 
 def _precedence(e) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from ..functions import Activation
+from ..functions import Activation, sigmoid
 from . import image
 
 __all__ = ["NumpyPrinter", "InPlace", "lower"]
@@ -81,13 +81,34 @@ def _ones(m):
 def _mm(a, b):
     """(m, r, q) @ (q, c) as one (m·r)×q GEMM (NumPy would loop over the m samples)."""
     return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+
+
+#: e^u is finite in DTYPE up to this u (709.782 in float64, 88.722 in float32; rounded down
+#: so that it stays below the limit in either dtype)
+_EXP_MAX = float(np.floor(1000 * np.log(np.finfo(DTYPE).max)) / 1000)
+
+
+def _sigmoid(z):
+    """σ(z) = 1/(1 + e⁻ᶻ), its definition: exact in both tails (σ(−40) = 4.2e−18), which the
+    overflow-free (1 + tanh(z/2))/2 is not (1 + tanh cancels to 0 below z ≈ −37).  The exponent
+    is clipped at _EXP_MAX so e⁻ᶻ cannot overflow: below z = −709.782 σ is then 5.6e−309, the
+    smallest value 1/(1 + e^u) reaches, where torch and JAX give 0 (the true σ is smaller
+    still).  Clipping costs one cheap pass; np.errstate would cost more on small arrays."""
+    t = np.negative(z)
+    if not isinstance(t, np.ndarray):       # a number or a 0-d array
+        return 1 / (1 + np.exp(np.minimum(t, _EXP_MAX)))
+    np.minimum(t, _EXP_MAX, out=t)
+    np.exp(t, out=t)
+    t += 1
+    return np.reciprocal(t, out=t)
 '''
     extra_helpers += image.NUMPY
     #: ``_apply_step(X, Y, params, lr)``: one step that leaves the new values in params
     apply_step = "_apply_step = _step"
     #: activation class -> the library function that computes it (the class is then not
-    #: lowered to its definition before CSE; see :func:`lower`); NumPy has none
-    native: dict = {}
+    #: lowered to its definition before CSE; see :func:`lower`): NumPy's σ is the module's
+    #: ``_sigmoid`` above, its definition printed to keep σ's tails
+    native: dict = {sigmoid: "_sigmoid"}
     #: the symbols that stand for arrays in the function being printed (set by
     #: :func:`symback.straightline.build_function`; the rest are numbers)
     arrays: frozenset = frozenset()
