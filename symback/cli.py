@@ -351,14 +351,11 @@ def cmd_train(args) -> int:
         what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
         check_memory(d, args.optimizer, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize, what)
     model = sb.compile(d, dtype=args.dtype, backend=args.backend)
-    if args.backend != "numpy" and (plot is not None or progress):
-        raise OutputError(f"--plot and --progress record training with the numpy backend only, "
-                          f"not --backend {args.backend}")
     params = resume_params(model, args.resume) if args.resume else model.init(seed=args.seed)
-    extra = {"progress": progress} if args.backend == "numpy" else {}
     start = time.perf_counter()     # gradient norms are recorded for the plot's second panel
     losses, norms, flow = fit_recorded(model, X, Y, params, norms=plot is not None, epochs=args.epochs, lr=args.lr,
-                                 batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer, **extra)
+                                 batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer,
+                                 progress=progress)
     seconds = time.perf_counter() - start
     model.save(params, out)
     spec = args.spec[0] if isinstance(args.spec, list) and args.spec else args.spec

@@ -8,22 +8,25 @@ local derivative (:mod:`symback.vjp`).  Scalar graphs and matrix graphs
 (layer networks) go through this one loop; everything else in this module
 reads its result in the views a reader wants (chain, recursive, expanded),
 as paths from the loss back to a parameter, or as a :class:`Program` of
-assignments that documents and code generators print.
+assignments that documents and code generators print.  The records it fills
+(names, factors, the δ symbols, the Program) are in :mod:`symback.adjoints`, the
+output blocks it fuses in :mod:`symback.fusion`.
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import sympy as sp
 
 from .budget import within
 from .errors import DefinitionError, SymbackError
 from .graph import Graph, decompose
-from .matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
-from .vjp import AdjointMatrix, fused_output, local_factor, real_diff, to_matrix
+from .matrix import BATCH, RowCost, is_matrix, simplify_ones
+from .vjp import AdjointMatrix, local_factor, real_diff
+# the records and the fused output blocks live beside the engine; their names stay importable here
+from .adjoints import Adjoint, BatchMean, BatchSum, Factor, Name, Program, delta
+from .fusion import fused_delta, output_block
 
 __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program", "derive",
-           "backward", "decompose", "BATCH_SIZE", "SAMPLE", "real_diff"]
+           "backward", "decompose", "BATCH_SIZE", "SAMPLE", "real_diff", "delta", "output_block"]
 
 BATCH_SIZE = BATCH
 SAMPLE = sp.Symbol("i", positive=True, integer=True)
@@ -31,53 +34,6 @@ MAX_PATHS = 10_000
 #: the largest chain form (SymPy operations) that the expanded form tries to simplify
 MAX_SIMPLIFY_OPS = 60
 SIMPLIFY_SECONDS = 1.0      # simplify() has no time limit of its own: it gets this much, no more
-
-
-class Name(str):
-    """A node name that also equals the SymPy symbol of that name."""
-
-    def __eq__(self, other):
-        if isinstance(other, (sp.Symbol, sp.MatrixSymbol)):
-            return str.__eq__(self, other.name)
-        return str.__eq__(self, other)
-
-    def __ne__(self, other):
-        return not self == other
-
-    __hash__ = str.__hash__
-
-
-class Factor(NamedTuple):
-    """One local factor on a path: ``expr`` = ∂of/∂wrt for scalars; for a
-    matrix ``of``, the vector-Jacobian product, linear in δ_of."""
-
-    of: Name
-    wrt: Name
-    expr: sp.Expr
-
-
-class Adjoint(sp.Symbol):
-    """The adjoint δ_node = ∂C/∂node of a scalar node, as a symbol in recursive formulas."""
-
-    def __new__(cls, node: str):
-        return super().__new__(cls, f"delta_{node}")
-
-    @property
-    def node(self) -> str:
-        """The name of the node this adjoint belongs to."""
-        return self.name[len("delta_"):]
-
-    def _latex(self, printer, exp=None):
-        s = r"\delta_{%s}" % printer._print(sp.Symbol(self.node))
-        return s if exp is None else r"%s^{%s}" % (s, exp)
-
-
-def delta(graph: Graph, name: str):
-    """The symbol standing for δ_name (1 for the loss itself)."""
-    if name == graph.loss_name:
-        return sp.S.One
-    sym = graph.symbol(name)
-    return AdjointMatrix(f"delta_{name}", *sym.shape) if is_matrix(sym) else Adjoint(name)
 
 
 def contribution(factor, child_adjoint, child_expr):
@@ -110,7 +66,7 @@ def backward(graph: Graph, wrt=()):
             # Kept in SymPy's canonical form, so it compares equal (==) to the
             # same formula typed by a user; printers factor it for display.
             local[(child, name)] = _local_factor(graph, child, name, d)
-            fused = _fused(graph, child, name)
+            fused = fused_delta(graph, child, name)
             terms.append(fused if fused is not None else contribution(local[(child, name)], d, expr))
         adjoint[name] = _sum(terms, graph.symbol(name))
     return local, adjoint
@@ -139,47 +95,6 @@ def _sum(terms, sym):
     return sp.MatAdd(*terms).doit() if is_matrix(terms[0]) else sp.Add(*terms)
 
 
-def output_block(graph: Graph, child: str):
-    """(f, cost node) when node `child` is A = f(Z) for an activation or softmax f and feeds
-    only the per-sample cost, as its prediction: the block the engine fuses; else None."""
-    a_expr = graph.expr(child) if child in graph._expr else None
-    if isinstance(a_expr, Softmax) and a_expr.mask is None:
-        from .functions import softmax
-        out = softmax
-    elif isinstance(a_expr, Softmax):       # a masked softmax: its own closed-form VJP
-        return None
-    elif a_expr is not None and activation_of(a_expr) is not None and not activation_of(a_expr)[1]:
-        out = activation_of(a_expr)[0]
-    else:
-        return None
-    users = graph.children(child)
-    if len(users) != 1 or not isinstance(graph.expr(users[0]), RowCost):
-        return None
-    cost = graph.expr(users[0])
-    if cost.prediction != graph.symbol(child):
-        return None
-    return out, users[0]
-
-
-def _fused(graph: Graph, child: str, name: str):
-    """δ_Z straight from δ_C when Z → A = f(Z) → C = loss(A, Y) is an output block.
-
-    The fused rule (softmax + cross-entropy → Ŷ − Y, sigmoid + binary
-    cross-entropy → Ŷ − Y, ...) is derived and simplified by SymPy
-    (:func:`symback.vjp.fused_output`); it replaces δ_A ⊙ f'(Z), whose
-    division by Ŷ overflows when the output saturates.
-    """
-    block = output_block(graph, child)
-    if block is None:
-        return None
-    out, user = block
-    cost = graph.expr(user)
-    g, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
-    Z, A, Y = graph.symbol(name), graph.symbol(child), cost.target
-    spread = delta(graph, user) * sp.OneMatrix(1, A.shape[1])
-    return sp.HadamardProduct(spread, to_matrix(g, {z: Z, a: A, y: Y}, A.shape)).doit()
-
-
 #: terms a multinomial expansion may make before simplified() gives up: cancel() and
 #: simplify() expand powers of sums, and (w1 x1 + w2 x2 + b)^999 has 500,500 terms
 EXPANSION_LIMIT = 2_000
@@ -194,37 +109,6 @@ def _cancels_quickly(expr) -> bool:
             if comb(n + k - 1, k - 1) > EXPANSION_LIMIT:
                 return False
     return True
-
-
-class Program(NamedTuple):
-    """A derivation as straight-line assignments: what documents and code generators read.
-
-    ``forward``: (symbol, expr) for every node in definition order, the
-    batch loss last; ``backward``: (adjoint symbol, expr) in the order they
-    are computed; ``gradients``: parameter name → ∂L/∂p, an expression of
-    the backward symbols; ``loss``: the batch loss L; ``outputs``: the
-    prediction nodes.  Scalar graphs' symbols hold one value per sample
-    (their gradients reduce over the batch with :class:`BatchMean` or
-    :class:`BatchSum`); matrix graphs' symbols are whole matrices.
-    """
-
-    inputs: tuple
-    targets: tuple
-    params: tuple
-    forward: tuple
-    backward: tuple
-    gradients: dict
-    loss: sp.Expr
-    outputs: tuple
-    reduction: str
-
-
-class BatchMean(sp.Function):
-    """The mean over a batch's rows of a per-sample value."""
-
-
-class BatchSum(sp.Function):
-    """The sum over a batch's rows of a per-sample value."""
 
 
 class Derivation:

@@ -1,22 +1,38 @@
-"""Numbers from a derivation's formulas, exactly as SymPy reads them.
+"""Numbers from a derivation's formulas: the one interpreter, exact or numeric.
 
-For checking and worked examples: every value is SymPy's own evaluation of
-the forward definitions and of the adjoints, with symback's matrix classes
-written out entry by entry (:func:`symback.matrix.explicit`).
+Two ways to evaluate the same expressions, each node kind's meaning read from
+its definition:
+
+- **exact** (:func:`evaluate`, which is ``Derivation.evaluate``; :func:`numeric`): SymPy's
+  own evaluation, a scalar graph's numbers exact when the inputs are, a matrix graph's
+  matrices written out entry by entry (:func:`symback.matrix.explicit`) and rounded to
+  floats at the end.  For worked examples and the checks that must not share NumPy's
+  rounding.  ``explicit`` stays in :mod:`symback.matrix` beside the kinds it writes out:
+  it turns an expression into an explicit SymPy matrix (also of symbols, for counting
+  operations), which is not an evaluation to numbers.
+- **numeric** (:func:`value_of`, :func:`numpy_forward`, :func:`numpy_adjoints`,
+  :func:`numpy_gradients`): NumPy arrays, node kind by node kind (products, Hadamard
+  products, softmax, row norms, the image maps, activations from their SymPy definitions):
+  fast enough for the document's certificate and finite differences at any width.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
+from .engine import CONSUMERS, delta
 from .errors import SymbackError
-from .matrix import BATCH, explicit
+from .functions import Activation
+from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Select, Softmax, SoftmaxVJP, explicit, is_matrix
 from .parse import user_expr
-from .engine import CONSUMERS
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "numeric", "inert", "value_of", "numpy_forward", "numpy_adjoints", "numpy_gradients"]
 
 
+# ------------------------------------------------------------------ exact
 def evaluate(d, values: dict) -> dict:
     """Substitute numbers: returns {'forward': {node: value}, 'gradient': {p: value}}.
 
@@ -24,7 +40,8 @@ def evaluate(d, values: dict) -> dict:
     (an array for a matrix graph's matrices, samples in rows).  A scalar
     graph's values are exact SymPy numbers when the inputs are, and its
     gradients are per sample (∂C/∂p); a matrix graph's are NumPy arrays,
-    the gradients of the batch loss L.  Slow: for checking and examples.
+    the gradients of the batch loss L, computed exactly by SymPy and then
+    rounded.  Slow: for checking and examples.
     """
     g = d.graph
     needed = g.input_names + g.target_names + g.param_names
@@ -52,7 +69,7 @@ def evaluate(d, values: dict) -> dict:
 
 
 def _evaluate_matrix(d, values):
-    from .engine import delta
+    """A matrix graph's nodes and the derivation's program backward, each through :func:`numeric`."""
     g = d.graph
     names = g.input_names + g.target_names + g.param_names
     arrays = {n: np.atleast_2d(np.asarray(values[n], dtype=float)) for n in names}
@@ -64,21 +81,191 @@ def _evaluate_matrix(d, values):
         if a.shape != want:
             raise SymbackError(f"{n} has shape {a.shape}, expected {want}")
         env[sym] = sp.ImmutableMatrix(a)
-
-    def ev(e):
-        r = explicit(e.xreplace(env), rows)
-        return r.evalf() if hasattr(r, "evalf") else r
-
-    forward = {}
+    as_sympy = lambda v: sp.ImmutableMatrix(v) if np.ndim(v) else sp.Float(v)     # noqa: E731
+    forward, grads = {}, {}
     for n in g.order:
         if n in g._expr:
-            env[g.symbol(n)] = forward[n] = ev(g.expr(n))
-    adj = {}
+            forward[n] = numeric(g.expr(n), env, rows)
+            env[g.symbol(n)] = as_sympy(forward[n])
+    for sym, e in d.program().backward:
+        value = numeric(e, env, rows)
+        env[sym] = as_sympy(value)
+        grads[sym.name[len("delta_"):]] = value
+    return {"forward": forward, "gradient": {p: grads[p] for p in d.params}}
+
+
+def inert(e):
+    """f(M) entry by entry as symback's Elementwise, which stays unevaluated when M is replaced.
+
+    SymPy's ElementwiseApplyFunction calls f on a 1×1 matrix put in its place,
+    and a symback activation called on a matrix builds an ElementwiseApplyFunction
+    again, without end; Elementwise means the same and is written out by ``explicit``.
+    """
+    return e.replace(lambda x: isinstance(x, ElementwiseApplyFunction),
+                     lambda x: Elementwise(x.function, x.expr)) if isinstance(e, sp.Basic) else e
+
+
+def numeric(expr, values: dict, rows: int):
+    """A matrix expression of a graph's symbols (and δs, FPrime, SoftmaxVJP) evaluated exactly, as floats."""
+    e = inert(expr).xreplace(values)
+    e = e.replace(lambda x: isinstance(x, SoftmaxVJP), lambda x: x.entries(
+        explicit(x.args[0], rows).tolist(), explicit(x.args[1], rows).tolist()))
+    r = explicit(e, rows)
+    r = r.evalf() if hasattr(r, "evalf") else r
+    return np.array(r.tolist(), dtype=float) if hasattr(r, "tolist") else float(r)
+
+
+# ------------------------------------------------------------------ numeric (NumPy)
+def numpy_forward(d, values: dict) -> dict:
+    """Every node of a matrix graph computed with NumPy from the definitions alone (no derivative)."""
+    g = d.graph
+    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float))
+           for n in g.input_names + g.target_names + g.param_names}
+    out = {}
+    for n in g.order:
+        if n in g._expr:
+            env[g.symbol(n)] = out[n] = value_of(g.expr(n), env, rows)
+    return out
+
+
+def numpy_adjoints(d, env: dict, rows: int, skip=lambda n: None) -> dict:
+    """δ of every node from the engine's recursive forms, evaluated with NumPy ({δ symbol: value}).
+
+    ``env`` holds the forward values; ``skip(n)`` gives a node's δ instead of computing it
+    (a value, or None to compute it).
+    """
+    g, out = d.graph, {}
     for n in reversed(g.order):
-        if n in d.adjoint and n != d.loss_name and g.kind(n) in ("node", "param"):
-            env[delta(g, n)] = adj[n] = ev(d.adjoint[n])
-    to_np = lambda m: np.array(m.tolist(), dtype=float) if hasattr(m, "tolist") else float(m)
-    return {"forward": {k: to_np(v) for k, v in forward.items()},
-            "gradient": {p: to_np(adj[p]) for p in d.params}}
+        if n in d.adjoint:
+            given = skip(n)
+            out[delta(g, n)] = given if given is not None else value_of(d.adjoint[n], {**env, **out}, rows)
+    return out
+
+
+def numpy_gradients(d, values: dict) -> dict:
+    """Each parameter's gradient, the formulas evaluated with NumPy at `values`."""
+    g = d.graph
+    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float))
+           for n in g.input_names + g.target_names + g.param_names}
+    env.update({g.symbol(n): v for n, v in numpy_forward(d, values).items()})
+    adj = numpy_adjoints(d, env, rows)
+    return {p: np.asarray(adj[delta(g, p)], dtype=float) for p in d.params}
+
+
+def value_of(e, env, rows):
+    """A NumPy value for a (matrix or scalar) expression of the graph's symbols.
+
+    ``env`` maps symbols (inputs, nodes, δs) to arrays or floats; ``rows`` is
+    the batch size.  Element-wise functions are evaluated from their SymPy
+    definitions (lambdified once per function and kept).
+    """
+    if e in env:
+        return env[e]
+    if e == BATCH:
+        return float(rows)
+    shape = lambda m: tuple(rows if k == BATCH else int(k) for k in m.shape)    # noqa: E731
+    if isinstance(e, sp.ImmutableMatrix) and not e.free_symbols:    # numbers written out (a worked grid)
+        return np.array(e.tolist(), dtype=float)
+    if isinstance(e, sp.OneMatrix):
+        return np.ones(shape(e))
+    if isinstance(e, sp.ZeroMatrix):
+        return np.zeros(shape(e))
+    if isinstance(e, sp.Identity):
+        return np.eye(shape(e)[0])
+    if isinstance(e, sp.Number):
+        return float(e)
+    if isinstance(e, sp.Transpose):
+        return value_of(e.arg, env, rows).T
+    if isinstance(e, sp.Trace):
+        return float(np.trace(value_of(e.arg, env, rows)))
+    if isinstance(e, sp.MatrixSlice):        # x_t = X[:, (t−1)k : tk] of an unrolled RNN
+        cut = lambda s: slice(*(int(sp.sympify(v, strict=True).subs(BATCH, rows)) for v in s))   # noqa: E731
+        return value_of(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
+    if isinstance(e, (sp.MatMul, sp.Mul)):
+        val = 1.0
+        for a in e.args:
+            v = value_of(a, env, rows)
+            val = val @ v if np.ndim(val) == 2 and np.ndim(v) == 2 else val * v
+        return val
+    if isinstance(e, (sp.MatAdd, sp.Add)):
+        return sum(value_of(a, env, rows) for a in e.args)
+    if isinstance(e, (sp.Pow, sp.HadamardPower)):
+        return value_of(e.base, env, rows) ** value_of(e.exp, env, rows)
+    if isinstance(e, sp.HadamardProduct):
+        out = 1.0
+        for a in e.args:                # (an n×1 column broadcasts over the columns)
+            out = out * value_of(a, env, rows)
+        return out
+    if isinstance(e, ElementwiseApplyFunction):
+        return _scalar_fn(e.function)(value_of(e.expr, env, rows))
+    if isinstance(e, FPrime):
+        return _prime_fn(e.function)(value_of(e.arg, env, rows))
+    if isinstance(e, Elementwise):
+        return _scalar_fn(e.function)(*[value_of(o, env, rows) for o in e.operands])
+    if isinstance(e, Softmax):
+        z = value_of(e.arg, env, rows)
+        if e.mask is not None:          # masked entries: −∞ before the row's softmax
+            keep = np.array([[e.kept(i, j) for j in range(z.shape[1])] for i in range(z.shape[0])])
+            z = np.where(keep, z, -np.inf)
+        ez = np.exp(z - z.max(axis=1, keepdims=True))
+        return ez / ez.sum(axis=1, keepdims=True)
+    if isinstance(e, RowNorm):
+        return value_of(e.definition(), env, rows)
+    if isinstance(e, Select):
+        return np.asarray(e.as_explicit(), dtype=float)
+    if isinstance(e, sp.MatPow) and e.exp.is_Integer and e.exp > 0:
+        return np.linalg.matrix_power(value_of(e.base, env, rows), int(e.exp))
+    if isinstance(e, SoftmaxVJP):       # SymPy's own partial derivatives, entry by entry
+        dz = [np.atleast_2d(value_of(a, env, rows)).tolist() for a in e.args]
+        return np.array(e.entries(*dz).tolist(), dtype=float)
+    if isinstance(e, RowCost):
+        lf = e.loss
+        ell = _scalar_fn(sp.Lambda((lf.prediction, lf.target), lf.expr))
+        return ell(value_of(e.prediction, env, rows), value_of(e.target, env, rows)).sum(axis=1, keepdims=True)
+    if hasattr(e, "numeric_value"):         # a kind defined entry by entry (symback.image), on floats
+        return e.numeric_value(*[np.atleast_2d(np.asarray(value_of(a, env, rows), dtype=float))
+                                 for a in e.args if isinstance(a, sp.MatrixExpr)])
+    if hasattr(e, "explicit_value"):
+        args = [sp.ImmutableMatrix(value_of(a, env, rows)) for a in e.args if isinstance(a, sp.MatrixExpr)]
+        return np.array(e.explicit_value(*args).tolist(), dtype=float)
+    if isinstance(e, sp.Expr) and not is_matrix(e) and e.args:
+        # any other scalar function (exp, log, Abs, an activation): SymPy evaluates it at numbers
+        args = [value_of(a, env, rows) for a in e.args]
+        if all(np.ndim(a) == 0 for a in args):
+            return float(sp.N(e.func(*[sp.Float(float(a), 20) for a in args])))
+    raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {e}")
+
+
+@functools.lru_cache(maxsize=512)
+def _scalar_fn(function: sp.Lambda):
+    """f applied entry by entry, from its definition (an Activation written out).
+
+    NumPy's functions where they evaluate it (fast), else mpmath entry by entry.
+    """
+    body = function.expr.replace(lambda x: isinstance(x, Activation), lambda x: type(x).definition(*x.args))
+    slow = np.vectorize(sp.lambdify(function.variables, body, "mpmath"), otypes=[float])
+    try:
+        fast = sp.lambdify(function.variables, body, "numpy")
+        probe = [np.array([[-1.3, 0.0, 0.7]]) + k for k in range(len(function.variables))]
+        with np.errstate(all="ignore"):
+            if np.allclose(np.asarray(fast(*probe), dtype=float) * np.ones((1, 3)), slow(*probe), equal_nan=True):
+                def both(*args):
+                    with np.errstate(over="ignore"):
+                        out = np.asarray(fast(*args), dtype=float)
+                    return out * np.ones(np.broadcast(*args).shape) if out.shape != np.broadcast(*args).shape else out
+                return both
+    except Exception:       # noqa: BLE001 - any failure of the fast form: the exact one is used
+        pass
+    return slow
+
+
+@functools.lru_cache(maxsize=512)
+def _prime_fn(function: sp.Lambda):
+    """f' entry by entry, f' as SymPy derives it from f's definition."""
+    w = function.variables[0]
+    return _scalar_fn(sp.Lambda(w, sp.diff(function.expr, w)))
+
 
 CONSUMERS["evaluate"] = evaluate            # what Derivation.evaluate calls

@@ -312,6 +312,11 @@ class Model:
         return fit(self, X, Y, params, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                    optimizer=optimizer, validation=validation, progress=progress, **options)
 
+    def _updates(self, params: dict, optimizer, lr: float):
+        """How fit's batches update params here: in place (see :mod:`symback.updates`)."""
+        from .updates import InPlace
+        return InPlace(self, params, optimizer, lr)
+
     # -- parameters -----------------------------------------------------------------
     def check_params(self, params: dict) -> None:
         """Raise DataError unless params holds every parameter with the expected shape."""

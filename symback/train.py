@@ -1,8 +1,9 @@
-"""Training: optimizers and the mini-batch loop behind ``Model.fit``, and what a run reports.
+"""Training: the one mini-batch loop behind every backend's ``Model.fit``, and what a run reports.
 
-Every gradient comes from the model's generated code; this module only
-shuffles, batches and applies updates.  Updates are in place, so the
-caller's parameter dict is the trained one.  Around a run (``symback
+Every gradient comes from the model's generated code; this loop only shuffles,
+batches, records and stops.  The optimizers are :mod:`symback.optimizers` (re-exported
+here); how one batch updates the parameters on a backend is :mod:`symback.updates`
+(in place on NumPy, so the caller's parameter dict is the trained one).  Around a run (``symback
 train``, ``symback demo``): a memory check before it, gradient norms
 recorded during it, and after it the per-epoch losses, the accuracy and
 a plot of the loss curve.
@@ -18,86 +19,10 @@ import numpy as np
 
 from .data import available_memory, format_bytes, output_function
 from .errors import DataError, SymbackError, TrainingError
+from .optimizers import OPTIMIZERS, SGD, Adam, Momentum, get_optimizer
 
 __all__ = ["SGD", "Momentum", "Adam", "OPTIMIZERS", "get_optimizer", "History", "fit", "flow_nodes", "check_memory",
            "NormRecorder", "epoch_losses", "fit_recorded", "accuracy", "resume_params", "plot_history"]
-
-
-class SGD:
-    """Plain gradient descent: p ← p − lr·g."""
-
-    name = "sgd"
-
-    def update(self, params: dict, grads: dict, lr: float) -> None:
-        """Apply one update to params in place."""
-        for k, g in grads.items():
-            params[k] -= lr * g
-
-
-class Momentum:
-    """Gradient descent with (heavy-ball) momentum: v ← βv + g, p ← p − lr·v."""
-
-    name = "momentum"
-
-    def __init__(self, beta: float = 0.9):
-        if not 0.0 <= beta < 1.0:
-            raise TrainingError(f"momentum beta must be in [0, 1), got {beta}")
-        self.beta = beta
-        self.velocity: dict = {}
-
-    def update(self, params: dict, grads: dict, lr: float) -> None:
-        """Apply one update to params in place."""
-        for k, g in grads.items():
-            v = self.velocity.get(k)
-            if v is None:
-                v = self.velocity[k] = np.zeros_like(g)
-            v *= self.beta
-            v += g
-            params[k] -= lr * v
-
-
-class Adam:
-    """Adam (Kingma & Ba, 2015), with bias-corrected first and second moments."""
-
-    name = "adam"
-
-    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0) or eps <= 0:
-            raise TrainingError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {beta1}, {beta2}, {eps}")
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.t = 0
-        self.m: dict = {}
-        self.v: dict = {}
-
-    def update(self, params: dict, grads: dict, lr: float) -> None:
-        """Apply one update to params in place."""
-        self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        scale = lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-        for k, g in grads.items():
-            if k not in self.m:
-                self.m[k], self.v[k] = np.zeros_like(g), np.zeros_like(g)
-            m, v = self.m[k], self.v[k]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            params[k] -= scale * m / (np.sqrt(v) + self.eps)
-
-
-OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
-
-
-def get_optimizer(spec="sgd", **options):
-    """An optimizer from its name ('sgd', 'momentum', 'adam') and options, or one passed through."""
-    if hasattr(spec, "update") and not isinstance(spec, str):
-        return spec
-    if spec not in OPTIMIZERS:
-        raise TrainingError(f"unknown optimizer {spec!r}; use one of {', '.join(OPTIMIZERS)}")
-    try:
-        return OPTIMIZERS[spec](**options)
-    except TypeError as exc:
-        raise TrainingError(f"bad options for optimizer {spec!r}: {exc}") from None
 
 
 class History(list):
@@ -146,26 +71,6 @@ def _progress_bar(epochs: int, progress: bool):
     return bar, bar
 
 
-def _snapshot_buffers(params: dict, names) -> list[dict]:
-    """Two copies of params, for the snapshots fit() takes before updates."""
-    try:
-        return [{k: np.array(params[k], copy=True) for k in names} for _ in range(2)]
-    except MemoryError:
-        raise TrainingError("not enough memory to keep a copy of the parameters while training") from None
-
-
-def _restore(params: dict, newest: dict, older: dict) -> None:
-    """Put the newest all-finite snapshot back into params, in place."""
-    for snapshot in (newest, older):
-        if all(np.isfinite(v).all() for v in snapshot.values()):
-            for k, v in snapshot.items():
-                if isinstance(params[k], np.ndarray) and params[k].flags.writeable:
-                    np.copyto(params[k], v)
-                else:       # a plain number the update rebound: rebind it back
-                    params[k] = v.copy()
-            return
-
-
 def flow_nodes(model, flow) -> list[str]:
     """The nodes ``fit(flow=...)`` records: True for the graph's states (a recurrent net's h_t,
     a deep net's hidden-layer outputs), or the names given; [] for None or False."""
@@ -182,27 +87,27 @@ def flow_nodes(model, flow) -> list[str]:
 def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
         seed: int = 0, optimizer="sgd", validation=None, progress: bool = False,
         shuffle: bool = True, flow=None, **options) -> History:
-    """Train ``params`` in place with shuffled mini-batches; returns the :class:`History`.
+    """Train ``params`` with shuffled mini-batches; returns the :class:`History`.
 
-    Each epoch visits the rows of X in a fresh random order (from ``seed``)
-    in batches of ``batch_size`` (None: the whole set), one optimizer update
-    per batch.  ``optimizer`` is "sgd", "momentum" (option ``beta``) or
-    "adam" (``beta1``, ``beta2``, ``eps``), or an object with
-    ``update(params, grads, lr)``.  ``validation=(Xv, Yv)`` records the
-    validation loss after every epoch; ``progress=True`` shows a tqdm bar.
-    ``flow=True`` (or a list of node names) records ‖∂L/∂node‖ of the graph's states at each
-    epoch's first batch in ``history.flow``: the gradient's flow through time or depth.
-    A non-finite loss stops training with a TrainingError, and ``params``
-    are left as they were before the update that led there (their last
-    finite values), not at what that update made of them.
+    The one training loop of every backend.  Each epoch visits the rows of X in a fresh
+    random order (from ``seed``) in batches of ``batch_size`` (None: the whole set), one
+    optimizer update per batch.  ``optimizer`` is "sgd", "momentum" (option ``beta``) or
+    "adam" (``beta1``, ``beta2``, ``eps``), or an object with ``update(params, grads, lr)``.
+    ``validation=(Xv, Yv)`` records the validation loss after every epoch; ``progress=True``
+    shows a tqdm bar.  ``flow=True`` (or a list of node names) records ‖∂L/∂node‖ of the
+    graph's states at each epoch's first batch in ``history.flow``: the gradient's flow
+    through time or depth.  The NumPy Model updates the arrays of ``params`` in place; the
+    JAX and torch Models replace its entries when the run ends.  A non-finite loss stops
+    training with a TrainingError, and ``params`` are left as they were before the update
+    that led there (their last finite values), not at what that update made of them.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise TrainingError(f"epochs must be a non-negative integer, got {epochs!r}")
     if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
         raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
-    X, Y = model._xy(X, Y)
+    X, Y = _host_data(model, X, Y)
     model.check_params(params)
-    bad = [k for k in model.params if not np.all(np.isfinite(params[k]))]
+    bad = [k for k in model.params if not np.all(np.isfinite(np.asarray(model._host(params[k]))))]
     if bad:
         raise DataError(f"parameter {bad[0]} holds NaN or infinite values; training cannot start from it")
     n = X.shape[0]
@@ -215,58 +120,74 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
             Xv, Yv = validation
         except (TypeError, ValueError):
             raise DataError("validation must be a pair (X_val, Y_val)") from None
-        Xv, Yv = model._xy(Xv, Yv)
-    opt = get_optimizer(optimizer, **options)
-    fast_sgd = isinstance(opt, SGD) and type(opt) is SGD   # the generated step fuses the update
+        Xv, Yv = _host_data(model, Xv, Yv)
+    updates = model._updates(params, get_optimizer(optimizer, **options), lr)
     rng = np.random.default_rng(seed)
     history = History()
     nodes = flow_nodes(model, flow)
     history.flow = {k: [] for k in nodes}
     epochs_iter, bar = _progress_bar(int(epochs), progress)
-    step, grad = model._step, model._grad
-    # The loss a step reports is the one *before* its update, so a non-finite loss is
-    # seen only after the update it produced has been applied.  Two snapshots, taken
-    # in turn before each update into buffers allocated once, keep the last finite
-    # parameters: the older one is needed when a finite loss came with a non-finite
-    # gradient, so that the parameters it left were already bad.
-    snapshots = _snapshot_buffers(params, model.params)
-    t = 0      # updates so far: the snapshot slot alternates with it, across epochs too
+    run = _Run(model, updates, X, Y, lr, bar)
     for epoch in epochs_iter:
         order = rng.permutation(n) if shuffle else np.arange(n)
-        total = 0.0
-        for b, start in enumerate(range(0, n, batch_size)):
-            idx = order[start:start + batch_size]
-            xb, yb = X[idx], Y[idx]
-            snapshot, older = snapshots[t % 2], snapshots[(t + 1) % 2]
-            t += 1
-            if nodes and b == 0:
-                for k, v in model.adjoint_norms(xb, yb, params, nodes).items():
-                    history.flow[k].append(v)
-            for k, buf in snapshot.items():
-                np.copyto(buf, params[k])
-            if fast_sgd:
-                value = float(model._run(step, xb, yb, params, lr))
-            else:
-                value, grads = model._run(grad, xb, yb, params)
-                value = float(value)
-                if math.isfinite(value):
-                    opt.update(params, dict(zip(model.params, grads)), lr)
-            if not math.isfinite(value):
-                if bar is not None:
-                    bar.close()
-                _restore(params, snapshot, older)
-                raise TrainingError(
-                    f"the loss became {value} at epoch {epoch + 1}, batch {b + 1}: training stopped "
-                    f"and the parameters were left at their last finite values "
-                    f"(lr={lr} may be too large, or the data hold non-finite values)")
-            total += value * len(idx) if model.reduction == "mean" else value
-        history.append(total / n if model.reduction == "mean" else total)
+        batches = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+        start = updates.mark()
+        total = run.epoch(epoch, batches, history.flow)
+        loss = float(total) / n if model.reduction == "mean" else float(total)
+        if not (updates.eager or math.isfinite(loss)):
+            # summed on the device, the loss is seen once per epoch: the epoch again, each
+            # batch's loss read at once, finds the update that broke it and the parameters before it
+            updates.rewind(start)
+            updates.eager = True
+            run.epoch(epoch, batches, {})
+            updates.rewind(start)       # (a device summing in another order stayed finite)
+            run.stop(loss, epoch, None)
+        history.append(loss)
         if validation is not None:
-            history.val_loss.append(model.loss(Xv, Yv, params))
+            history.val_loss.append(model.loss(Xv, Yv, updates.current))
         if bar is not None:
             bar.set_postfix(loss=f"{history[-1]:.4g}",
                             **({"val_loss": f"{history.val_loss[-1]:.4g}"} if validation is not None else {}))
+    updates.done()
     return history
+
+
+def _host_data(model, X, Y):
+    """X and Y checked by the model, as NumPy arrays: the rows are shuffled and sliced on the
+    host, and each batch goes to the devices on its own (NumPy's arrays: as they are)."""
+    return (np.asarray(model._host(a), dtype=model.dtype) for a in model._xy(X, Y))
+
+
+class _Run:
+    """One fit's epochs: the batches through the model's updates, and how a run stops."""
+
+    def __init__(self, model, updates, X, Y, lr, bar):
+        self.model, self.updates, self.X, self.Y, self.lr, self.bar = model, updates, X, Y, lr, bar
+
+    def epoch(self, epoch: int, batches: list, flow: dict):
+        """The epoch's summed loss (a float, or the library's scalar when the updates are not
+        eager); eager updates' losses are read at once, the run stopped at the first non-finite one."""
+        model, updates, mean, eager = self.model, self.updates, self.model.reduction == "mean", self.updates.eager
+        X, Y, total = self.X, self.Y, 0.0
+        for b, idx in enumerate(batches):
+            if flow and b == 0:
+                for k, v in model.adjoint_norms(X[idx], Y[idx], updates.current, list(flow)).items():
+                    flow[k].append(v)
+            value = updates(*updates.batch(X[idx], Y[idx]))
+            if eager and not math.isfinite(value):
+                self.stop(value, epoch, b)
+            total = total + (value * len(idx) if mean else value)
+        return total
+
+    def stop(self, value, epoch: int, batch):
+        """The user's params back at their last finite values, and the TrainingError."""
+        if self.bar is not None:
+            self.bar.close()
+        self.updates.restore()
+        where = f"epoch {epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
+        raise TrainingError(f"the loss became {value} at {where}: training stopped "
+                            f"and the parameters were left at their last finite values "
+                            f"(lr={self.lr} may be too large, or the data hold non-finite values)")
 
 
 # ---------------------------------------------------------------- what a run reports
@@ -291,15 +212,15 @@ def check_memory(d, optimizer: str, batch: int, itemsize: int, what: str = "the 
 class NormRecorder:
     """An optimizer wrapper for fit that records each parameter's gradient norm per epoch."""
 
-    def __init__(self, name: str, params: list[str], batches_per_epoch: int):
-        self.inner = get_optimizer(name)
+    def __init__(self, name: str, params: list[str], batches_per_epoch: int, **options):
+        self.inner = get_optimizer(name, **options)
         self.params, self.batches = list(params), batches_per_epoch
         self.norms: dict[str, list[float]] = {p: [] for p in self.params}
 
     def update(self, params: dict, grads: dict, lr: float) -> None:
         """Record ||grad|| for every parameter, then let the real optimizer step."""
         for p in self.params:
-            self.norms[p].append(float(np.linalg.norm(grads[p])))
+            self.norms[p].append(_norm(grads[p]))
         self.inner.update(params, grads, lr)
 
     def per_epoch(self) -> dict[str, list[float]]:
@@ -310,6 +231,12 @@ class NormRecorder:
             n = len(a) // self.batches
             out[p] = list(a[:n * self.batches].reshape(n, self.batches).mean(axis=1)) if n else []
         return out
+
+
+def _norm(g) -> float:
+    # NumPy's norm for NumPy arrays; a JAX or torch array's own arithmetic, read back as one
+    # number from wherever it lives (a GPU's array has no NumPy view)
+    return float(np.linalg.norm(g)) if isinstance(g, (np.ndarray, np.generic, float)) else float((g * g).sum()) ** 0.5
 
 
 def epoch_losses(history) -> list[float]:
@@ -328,7 +255,9 @@ def fit_recorded(model, X, Y, params: dict, *, norms: bool = False, **options) -
     """
     optimizer = options.pop("optimizer", "sgd")
     if norms:
-        optimizer = NormRecorder(optimizer, model.params, -(-len(X) // (options.get("batch_size") or len(X))))
+        named = {k: options.pop(k) for k in ("beta", "beta1", "beta2", "eps") if k in options}
+        optimizer = NormRecorder(optimizer, model.params, -(-len(X) // (options.get("batch_size") or len(X))),
+                                 **named)
         if model.derivation.graph.states:
             options["flow"] = True
     with np.errstate(all="ignore"):

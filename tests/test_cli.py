@@ -192,17 +192,21 @@ def test_train_layers_with_one_hot_labels_and_resume(moons_csv, tmp_path):
     assert first < 1.5 * final + 0.05      # it starts where the first run ended, not from scratch
 
 
-def test_train_npz_data(tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_train_npz_data(tmp_path, backend):
+    """Every backend trains through the one fit: the progress bar and the plot's gradient norms too."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 3))
     Y = X @ np.array([[1.0], [-2.0], [0.5]])
     np.savez(tmp_path / "d.npz", X=X, Y=Y)
     r = ok(run("train", "--layers", "3,1", "--output", "identity", "--data", "d.npz", "--epochs", "80",
-               "--optimizer", "momentum", "--lr", "0.05", "--progress", cwd=tmp_path))
+               "--optimizer", "momentum", "--lr", "0.05", "--progress", "--backend", backend,
+               "--plot", "loss.png", cwd=tmp_path))
     assert "loss=" in r.stderr and "80/80" in r.stderr        # tqdm's bar, with the running loss
     with np.load(tmp_path / "params.npz", allow_pickle=False) as z:
         np.testing.assert_allclose(z["W1"].ravel(), [1.0, -2.0, 0.5], atol=1e-3)
     assert "final" in r.stdout
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------ codegen

@@ -148,3 +148,101 @@ def test_digits_above_95_percent():
     assert accuracy > 0.95
     assert history[-1] < history[0] / 5
 
+
+
+# ------------------------------------------------------------------ one loop, every backend
+BACKENDS = ["numpy", "jax", "torch"]
+
+
+@pytest.fixture(scope="module")
+def derivation():
+    return sb.derive(sb.mlp([3, 8, 2], "tanh", "identity", "mse"))
+
+
+def host(params):
+    return {k: np.asarray(v) for k, v in params.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_full_batch_momentum_equals_the_textbook_by_hand(derivation, backend):
+    """Every backend's fit (its own update path: in place on NumPy, compiled on JAX and torch)
+    against momentum written out here over the model's gradients, unshuffled full batches."""
+    m = sb.compile(derivation, backend=backend, dtype="float64")
+    X, Y = regression_data(n=20)
+    params, by_hand = m.init(seed=4), host(m.init(seed=4))
+    history = m.fit(X, Y, params, epochs=3, lr=0.1, batch_size=None, shuffle=False, optimizer="momentum")
+    v, losses = {k: 0.0 for k in by_hand}, []
+    for _ in range(3):
+        value, grads = m.value_and_grad(X, Y, by_hand)
+        losses.append(value)
+        for k, g in grads.items():
+            v[k] = 0.9 * v[k] + np.asarray(g)
+            by_hand[k] = by_hand[k] - 0.1 * v[k]
+    assert list(history) == pytest.approx(losses, rel=1e-12)
+    for k in by_hand:
+        np.testing.assert_allclose(np.asarray(params[k]), by_hand[k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_validation_progress_and_any_optimizer_object_on_every_backend(derivation, backend, capsys):
+    """What the NumPy fit offered, now the one loop's, on JAX and torch: validation losses, a
+    progress bar, and an optimizer object with update(params, grads, lr) (run eagerly)."""
+    pytest.importorskip("tqdm")
+    m = sb.compile(derivation, backend=backend, dtype="float64")
+    X, Y = regression_data(n=40)
+    params = m.init(seed=0)
+    h = m.fit(X[:30], Y[:30], params, epochs=3, lr=0.05, batch_size=8, validation=(X[30:], Y[30:]),
+              progress=True)
+    assert "3/3" in capsys.readouterr().err
+    assert len(h.val_loss) == 3 and h.val_loss[-1] == pytest.approx(m.loss(X[30:], Y[30:], params), rel=1e-12)
+
+    class PlainSGD:                       # the in-place protocol, written out
+        def update(self, params, grads, lr):
+            for k, g in grads.items():
+                params[k] = params[k] - lr * g
+
+    runs = []
+    for optimizer in ("sgd", PlainSGD()):
+        p = m.init(seed=1)
+        runs.append((m.fit(X, Y, p, epochs=2, lr=0.05, batch_size=8, seed=3, optimizer=optimizer), host(p)))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
+    for k in runs[0][1]:
+        np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_diverging_fit_stops_where_numpy_stops_on_every_backend(backend):
+    """Mini-batches, summed on the device: the epoch that broke is rerun batch by batch, so the
+    error names the same epoch and batch as NumPy's (whose parameters test_faults checks by
+    hand) and the parameters are the same last finite ones."""
+    g = sb.load_spec(sb.__path__[0] + "/../examples/seed002.toml")
+    d = sb.derive(g)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 2))
+    Y = X @ [1.0, -2.0] + 0.5
+    runs = []
+    for b in ("numpy", backend):
+        m = sb.compile(d, backend=b, dtype="float64")
+        params = m.init(seed=0)
+        with np.errstate(all="ignore"), pytest.raises(TrainingError, match="last finite values") as info:
+            m.fit(X, Y, params, epochs=500, lr=2.0, batch_size=3, optimizer="momentum")
+        runs.append((str(info.value).split(":")[0], host(params)))
+    assert runs[0][0] == runs[1][0] and ", batch " in runs[0][0]
+    for k in runs[0][1]:
+        assert np.isfinite(runs[1][1][k])
+        np.testing.assert_allclose(runs[1][1][k], runs[0][1][k], rtol=1e-9)
+
+
+def test_gradient_norms_are_recorded_on_every_backend(derivation):
+    """fit_recorded's gradient norms (the --plot panel) on torch equal NumPy's."""
+    from symback.train import fit_recorded
+    X, Y = regression_data(n=24)
+    got = []
+    for backend in ("numpy", "torch"):
+        m = sb.compile(derivation, backend=backend)
+        got.append(fit_recorded(m, X, Y, m.init(seed=2), norms=True, epochs=2, lr=0.05, batch_size=8,
+                                optimizer="adam"))
+    np.testing.assert_allclose(got[1][0], got[0][0], rtol=1e-12)
+    for k in got[0][1]:
+        assert len(got[0][1][k]) == 2
+        np.testing.assert_allclose(got[1][1][k], got[0][1][k], rtol=1e-10)

@@ -2,21 +2,19 @@
 
 :class:`BackendModel` is :class:`symback.model.Model` (the same methods,
 checks and dict keys) with the library's arrays passed through instead of
-converted to NumPy, and a :meth:`~BackendModel.fit` whose whole update
-(step and optimizer) is one function the backend compiles
-(:meth:`_compile`: ``jax.jit``, ``torch.no_grad``) and whose batches the
-backend places on its devices (:meth:`_place`).
+converted to NumPy.  It trains with the one ``fit`` of :mod:`symback.train`; what it
+gives that loop (:mod:`symback.updates`) is an update whose whole work (step and
+optimizer) is one function the backend compiles (:meth:`_compile`: ``jax.jit``,
+``torch.no_grad``), with batches the backend places on its devices (:meth:`_place`).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from ..model import Model
-from ..errors import DataError, SymbackError, TrainingError
+from ..errors import DataError
 
-__all__ = ["BackendModel", "Optimizer"]
+__all__ = ["BackendModel"]
 
 #: what generated code raises on bad parameters or data: Python's errors, torch's RuntimeError
 #: (shapes, devices), JAX's TypeError (shapes)
@@ -116,63 +114,19 @@ class BackendModel(Model):
         """A library array as a NumPy array (anything else as it is)."""
         return a
 
-    def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
-            seed: int = 0, optimizer: str = "sgd", flow=None, **options):
-        """Train ``params`` (their dict entries replaced) with shuffled mini-batches.
+    def _updates(self, params: dict, optimizer, lr: float):
+        """How fit's batches update params here: one compiled update (see :mod:`symback.updates`)."""
+        from ..updates import Compiled
+        return Compiled(self, params, optimizer, lr)
 
-        The same batches as the NumPy Model's fit (rows shuffled by
-        ``np.random.default_rng(seed)``); ``optimizer`` is "sgd", "momentum"
-        (``beta``) or "adam" (``beta1``, ``beta2``, ``eps``).  Returns the
-        History: the per-epoch mean losses (and with ``flow``, ‖∂L/∂node‖ of the states at each
-        epoch's first batch, as the NumPy Model's fit).
-        """
-        from ..train import History, flow_nodes
-        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise TrainingError(f"epochs must be a non-negative integer, got {epochs!r}")
-        if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
-            raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
-        self.check_params(params)
-        X, Y = (np.asarray(self._host(a), dtype=self.dtype) for a in self._xy(X, Y))
-        n = X.shape[0]
-        batch_size = n if batch_size is None else batch_size
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise TrainingError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        opt = Optimizer(optimizer, **options)
-        update = self._compiled_update(opt)
-        rate = self._rate(lr)
-        current = self._replicate({k: params[k] for k in self.params})
-        state = self._replicate(opt.init(current))
-        rng = np.random.default_rng(seed)
-        history = History()
-        nodes = flow_nodes(self, flow)
-        history.flow = {k: [] for k in nodes}
-        for epoch in range(int(epochs)):
-            order = rng.permutation(n)
-            total = 0.0
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                if nodes and start == 0:
-                    for k, v in self.adjoint_norms(X[idx], Y[idx], current, nodes).items():
-                        history.flow[k].append(v)
-                value, current, state = update(self._place(X[idx], current), self._place(Y[idx], current),
-                                               current, state, rate)
-                # summed on the device: one synchronisation per epoch, not per batch
-                total = total + (value * len(idx) if self.reduction == "mean" else value)
-            loss = float(total) / n if self.reduction == "mean" else float(total)
-            if not math.isfinite(loss):
-                raise TrainingError(f"the loss became {loss} in epoch {epoch + 1}: training stopped "
-                                    f"(lr={lr} may be too large, or the data hold non-finite values)")
-            history.append(loss)
-        params.update(current)
-        return history
-
-    def _compiled_update(self, opt: "Optimizer"):
-        """(X, Y, params, state, lr) → (L, params, state), compiled by :meth:`_compile`."""
+    def _compiled_update(self, opt):
+        """(X, Y, params, state, lr) → (L, params, state), compiled by :meth:`_compile`: the
+        generated gradient, then the optimizer's pure update (:meth:`~symback.optimizers.Optimizer.apply`)."""
         vg, names = self._ns["_grad"], self.params
 
         def update(X, Y, params, state, lr):
             value, grads = vg(X, Y, params)
-            params, state = opt.update(params, dict(zip(names, grads)), state, lr)
+            params, state = opt.apply(params, dict(zip(names, grads)), state, lr)
             return value, params, state
 
         return self._compile(update)
@@ -196,37 +150,3 @@ class BackendModel(Model):
 def _fits(xs: tuple, ys: tuple, n_inputs: int, n_targets: int) -> bool:
     """Shapes (m, n_inputs) and (m, n_targets) with m ≥ 1."""
     return len(xs) == 2 == len(ys) and xs[0] == ys[0] and xs[0] > 0 and xs[1] == n_inputs and ys[1] == n_targets
-
-
-class Optimizer:
-    """SGD, momentum or Adam as pure array arithmetic (works on JAX and torch arrays alike).
-
-    ``state = opt.init(params)``; ``params, state = opt.update(params, grads, state, lr)``.
-    """
-
-    def __init__(self, name="sgd", beta=0.9, beta1=0.9, beta2=0.999, eps=1e-8):
-        if name not in ("sgd", "momentum", "adam"):
-            raise SymbackError(f"unknown optimizer {name!r}; use 'sgd', 'momentum' or 'adam'")
-        self.name, self.beta, self.beta1, self.beta2, self.eps = name, beta, beta1, beta2, eps
-
-    def init(self, params: dict) -> dict:
-        """The optimizer's state for these params (velocities, moments, step count)."""
-        zeros = {k: v * 0 for k, v in params.items()}
-        if self.name == "momentum":
-            return {"v": zeros}
-        if self.name == "adam":
-            return {"m": zeros, "v": {k: v * 0 for k, v in params.items()}, "t": 0}
-        return {}
-
-    def update(self, params: dict, grads: dict, state: dict, lr):
-        """New (params, state) after one update."""
-        if self.name == "sgd":
-            return {k: params[k] - lr * grads[k] for k in params}, state
-        if self.name == "momentum":
-            v = {k: self.beta * state["v"][k] + grads[k] for k in params}
-            return {k: params[k] - lr * v[k] for k in params}, {"v": v}
-        b1, b2, t = self.beta1, self.beta2, state["t"] + 1
-        m = {k: b1 * state["m"][k] + (1 - b1) * grads[k] for k in params}
-        v = {k: b2 * state["v"][k] + (1 - b2) * grads[k] * grads[k] for k in params}
-        scale = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
-        return {k: params[k] - scale * m[k] / (v[k] ** 0.5 + self.eps) for k in params}, {"m": m, "v": v, "t": t}

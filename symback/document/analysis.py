@@ -4,7 +4,8 @@ vanishing-gradient bound, the finite-difference check and operation counts.
 Every function reads the one :class:`~symback.engine.Derivation`; what
 differs between a scalar and a matrix graph is only how an expression is
 evaluated (exact SymPy numbers, or NumPy arrays computed from the
-definitions), decided by the expressions themselves.
+definitions), decided by the expressions themselves and done by the one
+evaluator, :mod:`symback.evaluate` (its functions are importable from here too).
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import weakref
 import numpy as np
 import sympy as sp
 from sympy.calculus.util import maximum, minimum
-from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..engine import delta
-from ..functions import Activation
-from ..matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Select, Softmax, SoftmaxVJP, explicit, is_matrix
+# the one evaluator (exact | NumPy); its names stay importable from here, where documents find them
+from ..evaluate import evaluate, inert, numeric, numpy_adjoints, numpy_forward, numpy_gradients, value_of
+from ..matrix import BATCH, FPrime, RowCost, explicit, is_matrix
 from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
 from ..budget import within
 from .factors import edge_expr, notes_chain
@@ -215,208 +216,6 @@ def _activation_factors(e, apps):
         return [], e
     acts, rest = split_primes(e, apps)
     return acts, rest
-
-
-# ------------------------------------------------------------- evaluation
-def numpy_forward(d, values: dict) -> dict:
-    """Every node of a matrix graph computed with NumPy from the definitions alone (no derivative)."""
-    g = d.graph
-    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
-    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float))
-           for n in g.input_names + g.target_names + g.param_names}
-    out = {}
-    for n in g.order:
-        if n in g._expr:
-            env[g.symbol(n)] = out[n] = value_of(g.expr(n), env, rows)
-    return out
-
-
-def numpy_adjoints(d, env: dict, rows: int, skip=lambda n: None) -> dict:
-    """δ of every node from the engine's recursive forms, evaluated with NumPy ({δ symbol: value}).
-
-    ``env`` holds the forward values; ``skip(n)`` gives a node's δ instead of computing it
-    (a value, or None to compute it).
-    """
-    g, out = d.graph, {}
-    for n in reversed(g.order):
-        if n in d.adjoint:
-            given = skip(n)
-            out[delta(g, n)] = given if given is not None else value_of(d.adjoint[n], {**env, **out}, rows)
-    return out
-
-
-def numpy_gradients(d, values: dict) -> dict:
-    """Each parameter's gradient, the formulas evaluated with NumPy at `values`."""
-    g = d.graph
-    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
-    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float))
-           for n in g.input_names + g.target_names + g.param_names}
-    env.update({g.symbol(n): v for n, v in numpy_forward(d, values).items()})
-    adj = numpy_adjoints(d, env, rows)
-    return {p: np.asarray(adj[delta(g, p)], dtype=float) for p in d.params}
-
-
-def value_of(e, env, rows):
-    """A NumPy value for a (matrix or scalar) expression of the graph's symbols.
-
-    ``env`` maps symbols (inputs, nodes, δs) to arrays or floats; ``rows`` is
-    the batch size.  Element-wise functions are evaluated from their SymPy
-    definitions (lambdified once per function and kept).
-    """
-    if e in env:
-        return env[e]
-    if e == BATCH:
-        return float(rows)
-    shape = lambda m: tuple(rows if k == BATCH else int(k) for k in m.shape)    # noqa: E731
-    if isinstance(e, sp.ImmutableMatrix) and not e.free_symbols:    # numbers written out (a worked grid)
-        return np.array(e.tolist(), dtype=float)
-    if isinstance(e, sp.OneMatrix):
-        return np.ones(shape(e))
-    if isinstance(e, sp.ZeroMatrix):
-        return np.zeros(shape(e))
-    if isinstance(e, sp.Identity):
-        return np.eye(shape(e)[0])
-    if isinstance(e, sp.Number):
-        return float(e)
-    if isinstance(e, sp.Transpose):
-        return value_of(e.arg, env, rows).T
-    if isinstance(e, sp.Trace):
-        return float(np.trace(value_of(e.arg, env, rows)))
-    if isinstance(e, sp.MatrixSlice):        # x_t = X[:, (t−1)k : tk] of an unrolled RNN
-        cut = lambda s: slice(*(int(sp.sympify(v, strict=True).subs(BATCH, rows)) for v in s))   # noqa: E731
-        return value_of(e.parent, env, rows)[cut(e.rowslice), cut(e.colslice)]
-    if isinstance(e, (sp.MatMul, sp.Mul)):
-        val = 1.0
-        for a in e.args:
-            v = value_of(a, env, rows)
-            val = val @ v if np.ndim(val) == 2 and np.ndim(v) == 2 else val * v
-        return val
-    if isinstance(e, (sp.MatAdd, sp.Add)):
-        return sum(value_of(a, env, rows) for a in e.args)
-    if isinstance(e, (sp.Pow, sp.HadamardPower)):
-        return value_of(e.base, env, rows) ** value_of(e.exp, env, rows)
-    if isinstance(e, sp.HadamardProduct):
-        out = 1.0
-        for a in e.args:                # (an n×1 column broadcasts over the columns)
-            out = out * value_of(a, env, rows)
-        return out
-    if isinstance(e, ElementwiseApplyFunction):
-        return _scalar_fn(e.function)(value_of(e.expr, env, rows))
-    if isinstance(e, FPrime):
-        return _prime_fn(e.function)(value_of(e.arg, env, rows))
-    if isinstance(e, Elementwise):
-        return _scalar_fn(e.function)(*[value_of(o, env, rows) for o in e.operands])
-    if isinstance(e, Softmax):
-        z = value_of(e.arg, env, rows)
-        if e.mask is not None:          # masked entries: −∞ before the row's softmax
-            keep = np.array([[e.kept(i, j) for j in range(z.shape[1])] for i in range(z.shape[0])])
-            z = np.where(keep, z, -np.inf)
-        ez = np.exp(z - z.max(axis=1, keepdims=True))
-        return ez / ez.sum(axis=1, keepdims=True)
-    if isinstance(e, RowNorm):
-        return value_of(e.definition(), env, rows)
-    if isinstance(e, Select):
-        return np.asarray(e.as_explicit(), dtype=float)
-    if isinstance(e, sp.MatPow) and e.exp.is_Integer and e.exp > 0:
-        return np.linalg.matrix_power(value_of(e.base, env, rows), int(e.exp))
-    if isinstance(e, SoftmaxVJP):       # SymPy's own partial derivatives, entry by entry
-        dz = [np.atleast_2d(value_of(a, env, rows)).tolist() for a in e.args]
-        return np.array(e.entries(*dz).tolist(), dtype=float)
-    if isinstance(e, RowCost):
-        lf = e.loss
-        ell = _scalar_fn(sp.Lambda((lf.prediction, lf.target), lf.expr))
-        return ell(value_of(e.prediction, env, rows), value_of(e.target, env, rows)).sum(axis=1, keepdims=True)
-    if hasattr(e, "numeric_value"):         # a kind defined entry by entry (symback.image), on floats
-        return e.numeric_value(*[np.atleast_2d(np.asarray(value_of(a, env, rows), dtype=float))
-                                 for a in e.args if isinstance(a, sp.MatrixExpr)])
-    if hasattr(e, "explicit_value"):
-        args = [sp.ImmutableMatrix(value_of(a, env, rows)) for a in e.args if isinstance(a, sp.MatrixExpr)]
-        return np.array(e.explicit_value(*args).tolist(), dtype=float)
-    if isinstance(e, sp.Expr) and not is_matrix(e) and e.args:
-        # any other scalar function (exp, log, Abs, an activation): SymPy evaluates it at numbers
-        args = [value_of(a, env, rows) for a in e.args]
-        if all(np.ndim(a) == 0 for a in args):
-            return float(sp.N(e.func(*[sp.Float(float(a), 20) for a in args])))
-    raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {e}")
-
-
-@functools.lru_cache(maxsize=512)
-def _scalar_fn(function: sp.Lambda):
-    """f applied entry by entry, from its definition (an Activation written out).
-
-    NumPy's functions where they evaluate it (fast), else mpmath entry by entry.
-    """
-    body = function.expr.replace(lambda x: isinstance(x, Activation), lambda x: type(x).definition(*x.args))
-    slow = np.vectorize(sp.lambdify(function.variables, body, "mpmath"), otypes=[float])
-    try:
-        fast = sp.lambdify(function.variables, body, "numpy")
-        probe = [np.array([[-1.3, 0.0, 0.7]]) + k for k in range(len(function.variables))]
-        with np.errstate(all="ignore"):
-            if np.allclose(np.asarray(fast(*probe), dtype=float) * np.ones((1, 3)), slow(*probe), equal_nan=True):
-                def both(*args):
-                    with np.errstate(over="ignore"):
-                        out = np.asarray(fast(*args), dtype=float)
-                    return out * np.ones(np.broadcast(*args).shape) if out.shape != np.broadcast(*args).shape else out
-                return both
-    except Exception:       # noqa: BLE001 - any failure of the fast form: the exact one is used
-        pass
-    return slow
-
-
-@functools.lru_cache(maxsize=512)
-def _prime_fn(function: sp.Lambda):
-    """f' entry by entry, f' as SymPy derives it from f's definition."""
-    w = function.variables[0]
-    return _scalar_fn(sp.Lambda(w, sp.diff(function.expr, w)))
-
-
-
-
-def inert(e):
-    """f(M) entry by entry as symback's Elementwise, which stays unevaluated when M is replaced.
-
-    SymPy's ElementwiseApplyFunction calls f on a 1×1 matrix put in its place,
-    and a symback activation called on a matrix builds an ElementwiseApplyFunction
-    again, without end; Elementwise means the same and is written out by ``explicit``.
-    """
-    from ..matrix import Elementwise
-    return e.replace(lambda x: isinstance(x, ElementwiseApplyFunction),
-                     lambda x: Elementwise(x.function, x.expr)) if isinstance(e, sp.Basic) else e
-
-
-def evaluate(d, values: dict) -> dict:
-    """``Derivation.evaluate``, with a matrix graph's values computed through :func:`inert` forms.
-
-    Returns {'forward': {node: value}, 'gradient': {param: value}} (NumPy
-    arrays for matrices, computed exactly by SymPy and then rounded).
-    """
-    g = d.graph
-    if not g.is_matrix:
-        return d.evaluate(values)
-    rows = np.atleast_2d(values[g.input_names[0]]).shape[0]
-    env = {g.symbol(n): sp.ImmutableMatrix(np.atleast_2d(np.asarray(values[n], dtype=float)))
-           for n in g.input_names + g.target_names + g.param_names}
-    forward, grads = {}, {}
-    for n in g.order:
-        if n in g._expr:
-            forward[n] = numeric(g.expr(n), env, rows)
-            env[g.symbol(n)] = sp.ImmutableMatrix(forward[n]) if np.ndim(forward[n]) else sp.Float(forward[n])
-    for sym, e in d.program().backward:
-        value = numeric(e, env, rows)
-        env[sym] = sp.ImmutableMatrix(value) if np.ndim(value) else sp.Float(value)
-        grads[sym.name[len("delta_"):]] = value
-    return {"forward": forward, "gradient": {p: grads[p] for p in d.params}}
-
-
-def numeric(expr, values: dict, rows: int):
-    """A matrix expression of a graph's symbols (and δs, FPrime, SoftmaxVJP) evaluated exactly, as floats."""
-    from ..vjp import SoftmaxVJP
-    e = inert(expr).xreplace(values)
-    e = e.replace(lambda x: isinstance(x, SoftmaxVJP), lambda x: x.entries(
-        explicit(x.args[0], rows).tolist(), explicit(x.args[1], rows).tolist()))
-    r = explicit(e, rows)
-    r = r.evalf() if hasattr(r, "evalf") else r
-    return np.array(r.tolist(), dtype=float) if hasattr(r, "tolist") else float(r)
 
 
 def param_entries(d) -> int:
