@@ -154,7 +154,8 @@ def reduction_steps(d) -> list[dict]:
                            and latex(first) != latex(last) else [])     # never "= Σ2(a − y) = Σ2(a − y)"
         rows.append({"lhs": Tex(latex(lhs)), "line": Tex(" = ".join(latex(x) for x in lines)),
                      "scaled": len(lines) > 1,
-                     "sympy": {"lhs": lhs, "lines": lines, "cost": cost, "node": s}})
+                     "sympy": {"lhs": lhs, "lines": lines, "cost": cost, "node": s,
+                               "chain": [lhs, *lines], "batch": True}})
     return rows
 
 
@@ -208,6 +209,7 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
     rows = []
     for t in range(count):
         ev = d.evaluate({**values, **theta})
+        at_theta = {**{n: values[n] for n in d.graph.input_names + d.graph.target_names}, **theta}
         grad = [ev["gradient"][p] for p in params]
         # exact while the numbers are rational; 30 digits once exp() appears (σ of a number)
         new = {p: _settle(theta[p] - eta * gp) for p, gp in zip(params, grad)}
@@ -220,7 +222,12 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
         rows.append({"t": t, "start": Tex(latex(start)), "rule": Tex(latex(rule)), "gradient": Tex(latex(at)),
                      "loss": Tex(latex(loss)),
                      "sympy": {"theta": [theta[p] for p in params], "grad": grad,
-                               "next": [new[p] for p in params], "loss": ev["forward"][d.loss_name]}})
+                               "next": [new[p] for p in params], "loss": ev["forward"][d.loss_name],
+                               # each line at this iterate θᵗ (the example's inputs and targets)
+                               "claims": [{"chain": list(c.args[1:] if c is rule else c.args), "at": at_theta,
+                                           "means": {now: sp.ImmutableMatrix([d.graph.symbol(p) for p in params]),
+                                                     eta_sym: eta}}
+                                          for c in (loss, at, rule)]}})
         theta = new
     return rows
 
