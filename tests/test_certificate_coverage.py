@@ -208,7 +208,7 @@ def test_a_wrong_full_step_is_caught(seed000):
         f = next(f for g in c["gradients"] for f in g["steps"]["factors"] if f["sympy"]["claims"])
         chain = f["sympy"]["claims"][0]["chain"]
         g = d.graph
-        chain.insert(0, sb.printing.Partial(g.symbol("c"), g.symbol("w1")))
+        chain.insert(0, sb.printing.Partial(g.symbol("x1") * g.symbol("w1"), g.symbol("w1")))
     _planted(d, ctx, nonzero, "steps.factors")
 
     def reduction(c):           # 1/(2m) Σ 2(p − y) = 1/(2m) Σ (p − y)

@@ -30,7 +30,7 @@ from ..engine import Adjoint, delta
 from ..matrix import BATCH, is_matrix
 from ..printing import Chain, Partial, PerSample, Terms
 from ..printing.primes import _PRIME_CLASSES
-from .claims import claim_values, unprime
+from .claims import claim_values, real_diff as _real_diff, unprime
 from .analysis import numpy_adjoints, numpy_forward, random_values, value_of
 from .factors import PENALTY, compose, edge_expr
 
@@ -395,18 +395,15 @@ class _Point:
         env = self.per_sample() if sample and self.matrix else self.env
         if self.matrix:
             return value_of(m, env, self.rows)
-        v = sp.N(sp.sympify(m, strict=True).xreplace(env).doit(), 30)
+        m = sp.sympify(m, strict=True)
+        # a derivative SymPy left unevaluated (of a kink's function) is taken before the numbers go in
+        m = m.doit() if m.has(sp.Derivative) else m
+        v = sp.N(m.subs(env) if m.has(sp.Derivative) else m.xreplace(env).doit(), 30)
         if isinstance(v, sp.MatrixBase):            # a column of numbers (∇L(θᵗ) of an iterate)
             return np.array(v.tolist(), dtype=complex)
         if not v.is_number:
             raise CertificateError(f"{where}: {e} does not evaluate to a number (left: {v.free_symbols})")
         return complex(v)
-
-
-def _real_diff(expr, wrt):
-    """sympy.diff with every symbol real (|u|' = sign(u), not derivatives of re and im)."""
-    real = {s: sp.Dummy(s.name, real=True) for s in expr.free_symbols | {wrt}}
-    return sp.diff(expr.xreplace(real), real[wrt]).xreplace({v: k for k, v in real.items()})
 
 
 class _NotReal(Exception):

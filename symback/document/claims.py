@@ -32,7 +32,7 @@ from ..printing import Norm, Partial, PerSample
 from .analysis import value_of
 from .steps import GradL, LossAt, Vanishes
 
-__all__ = ["claim_values", "unprime", "RELATIONS"]
+__all__ = ["claim_values", "unprime", "real_diff", "RELATIONS"]
 
 #: how an adjacent pair of a chain is compared: equal, at most, about (4 digits printed)
 RELATIONS = ("=", "<=", "~")
@@ -56,6 +56,12 @@ def claim_values(point, where: str, info: dict) -> list[list]:
     # a line's left side ∂L/∂θ is the total derivative; inside a chain (and in the table of local
     # derivatives, or a steps="full" factor) ∂c/∂v is an edge's
     edge = where.startswith("local") or info.get("edge")
+    if info.get("edge") or info.get("every_partial"):
+        # a rule's inner ∂u/∂v (steps="full") is SymPy's partial derivative of the expression u,
+        # every other node held fixed: ∂(n₁ + p₃)/∂p₃ = ∂n₁/∂p₃ + ∂p₃/∂p₃ = 0 + 1
+        inner = lambda e: e.replace(lambda x: isinstance(x, Partial), lambda x: real_diff(*x.args))  # noqa: E731
+        first = 0 if info.get("every_partial") else 1        # the zeros' line: every member is such a ∂
+        chain = chain[:first] + [inner(e) if isinstance(e, sp.Basic) else e for e in chain[first:]]
     return [[_value(here, e, where, at, means, kind == "at" or (k == 0 and not edge)) for k, e in enumerate(chain)]]
 
 
@@ -71,6 +77,12 @@ def unprime(f):
     act, (u, *rest) = type(f).activation, f.args
     w = sp.Dummy("w", real=True)
     return sp.diff(act.definition(w, *rest), w).xreplace({w: u})
+
+
+def real_diff(expr, wrt):
+    """sympy.diff with every symbol real (|u|' = sign(u), not derivatives of re and im)."""
+    real = {s: sp.Dummy(s.name, real=True) for s in expr.free_symbols | {wrt}}
+    return sp.diff(expr.xreplace(real), real[wrt]).xreplace({v: k for k, v in real.items()})
 
 
 # ------------------------------------------------------------------ one point, numbers and norms
@@ -206,13 +218,22 @@ def _batch_value(point, samples, e, means):
     if isinstance(e, sp.Sum):
         (i, lo, hi), = e.limits
         body = e.function.replace(lambda x: isinstance(x, PerSample), lambda x: x.args[0])
-        return sum(s.value(body, "batch") for s in samples[int(lo) - 1:int(hi)])
+        C = point.g.symbol(d.loss_name)
+
+        def at(s):      # ∂Cᵢ/∂θ is the sample's whole gradient (every path), not one edge of it
+            return s.value(body.replace(lambda x: isinstance(x, Partial) and x.args[0] == C,
+                                        lambda x: sp.Float(s._difference(x.args[1].name), 30)), "batch")
+        return sum(at(s) for s in samples[int(lo) - 1:int(hi)])
     if e == L:                      # the graph's reduction of the samples' costs
         return mean([s.value(s.g.symbol(d.loss_name), "batch") for s in samples])
     if isinstance(e, Partial) and e.args[0] == L:
-        # ∂L/∂v: L shifted through v (a parameter, or a node in every sample at once)
+        # ∂L/∂v: the samples' ∂Cᵢ/∂v reduced as L reduces the Cᵢ
+        # (a parameter: the whole gradient; a node q: the edge ∂C/∂q, the cost's own dependence on q)
         name = e.args[1].name
-        return mean([complex(s._difference(name)) for s in samples])
+        if name in d.params:
+            return mean([complex(s._difference(name)) for s in samples])
+        partial = real_diff(point.g.expr(d.loss_name), e.args[1])
+        return mean([s.value(partial, "batch") for s in samples])
     if isinstance(e, (sp.Add, sp.Mul, sp.Pow)) and e.has(sp.Sum, L, PerSample):
         parts = [_batch_value(point, samples, a, means) for a in e.args]
         if isinstance(e, sp.Pow):
@@ -230,7 +251,14 @@ def _batch_value(point, samples, e, means):
 def _row_value(point, e, means, r):
     """A line about sample i (i = r + 1): each Ŷ_{ik}, Y_{ik}, C_i read off the graph's values there."""
     i = sp.Symbol("i", positive=True, integer=True)
-    e = e.xreplace({i: sp.Integer(r + 1)}).doit()
+    e = e.xreplace({i: sp.Integer(r + 1)})
+    # a network certified at small widths (certificate._narrowed): Σₖ runs over its outputs as they are
+    widths = {np.atleast_2d(value_of(v, point.env, point.rows)).shape[1]
+              for k, v in means.items() if isinstance(k, sp.Symbol) and k.name in ("Yhat", "Y")}
+    if len(widths) == 1:
+        e = e.replace(lambda x: isinstance(x, sp.Sum), lambda x: sp.Sum(
+            x.function, (x.limits[0][0], x.limits[0][1], min(int(x.limits[0][2]), max(widths)))))
+    e = e.doit()
     for k, v in means.items():
         if isinstance(k, sp.core.function.FunctionClass):
             e = e.replace(k, v)

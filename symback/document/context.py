@@ -368,7 +368,7 @@ def _gradient_steps(d, p, apps) -> dict:
             if st is None:
                 continue
             lhs = Partial(g.symbol(f.of), g.symbol(f.wrt))
-            zeros = [{"chain": list(st["zeros"].args)}] if st["zeros"] is not None else []
+            zeros = [{"chain": list(st["zeros"].args), "every_partial": True}] if st["zeros"] is not None else []
             factors.append({"partial": _tex(lhs), "rule": st["rule"],
                             "line": Tex(" = ".join(latex(x, applications=apps) for x in st["lines"])),
                             "zeros": _tex(st["zeros"]) if st["zeros"] is not None else None,

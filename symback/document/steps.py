@@ -80,29 +80,29 @@ def local_steps(expr, v) -> dict | None:
     if isinstance(rest, sp.Add):
         terms = LatexPrinter()._as_ordered_terms(rest)       # in the order the definition prints
         symbolic = Terms(*[Partial(t, v) for t in terms])
-        inner = Terms(*[sp.diff(t, v) for t in terms])
+        inner = Terms(*[_diff_real(t, v) for t in terms])
         vanish = [Partial(t, v) for t in terms if not t.has(v)]
         zeros = Equal(*vanish, sp.S.Zero) if vanish else None
     elif isinstance(rest, sp.Mul):
         factors = list(rest.args)
         symbolic = Terms(*[Chain(*[f for j, f in enumerate(factors) if j != i], Partial(fi, v))
                            for i, fi in enumerate(factors)])
-        inner = Terms(*[Chain(*[f for j, f in enumerate(factors) if j != i], sp.diff(fi, v))
+        inner = Terms(*[Chain(*[f for j, f in enumerate(factors) if j != i], _diff_real(fi, v))
                         for i, fi in enumerate(factors)])
     elif isinstance(rest, sp.Pow) and rest.exp.is_number:
         u, n = rest.base, rest.exp
         outer = n * u ** (n - 1)
-        symbolic, inner = Chain(outer, Partial(u, v)), Chain(outer, sp.diff(u, v))
+        symbolic, inner = Chain(outer, Partial(u, v)), Chain(outer, _diff_real(u, v))
     elif isinstance(rest, sp.Function) and len(rest.args) == 1 and rest.args[0].has(v):
         u = rest.args[0]
         if u == v:
             # f(v) itself: no inner derivative, so no chain rule; the line is f's own derivative
             what = "the activation's derivative" if isinstance(rest, Activation) else f"derivative of {type(rest).__name__}"
             return {"rule": what, "lines": [_lead(lead, _outer(rest))], "zeros": None}
-        symbolic, inner = Chain(_outer(rest), Partial(u, v)), Chain(_outer(rest), sp.diff(u, v))
+        symbolic, inner = Chain(_outer(rest), Partial(u, v)), Chain(_outer(rest), _diff_real(u, v))
     else:
         return None
-    result = sp.diff(expr, v)
+    result = _diff_real(expr, v)
     lines = [_lead(lead, symbolic), _lead(lead, inner)]
     return {"rule": rule, "lines": lines + ([result] if result != lines[-1] else []), "zeros": zeros}
 
@@ -147,8 +147,8 @@ def reduction_steps(d) -> list[dict]:
         if g.kind(q) != "node":
             continue
         s = g.symbol(q)
-        first = sp.Mul(scale, sp.Sum(sp.factor_terms(sp.diff(rest, s)), (SAMPLE, 1, BATCH_SIZE)), evaluate=False)
-        last = d.reduce(sp.factor_terms(sp.diff(cost, s)))
+        first = sp.Mul(scale, sp.Sum(sp.factor_terms(_diff_real(rest, s)), (SAMPLE, 1, BATCH_SIZE)), evaluate=False)
+        last = d.reduce(sp.factor_terms(_diff_real(cost, s)))
         lhs = Partial(L, s)
         lines = [first] + ([last] if sp.simplify(first.doit() - last.doit()) == 0
                            and latex(first) != latex(last) else [])     # never "= Σ2(a − y) = Σ2(a − y)"
@@ -157,6 +157,12 @@ def reduction_steps(d) -> list[dict]:
                      "sympy": {"lhs": lhs, "lines": lines, "cost": cost, "node": s,
                                "chain": [lhs, *lines], "batch": True}})
     return rows
+
+
+def _diff_real(expr, v):
+    """sympy.diff with every symbol real: |u|′ = sign(u), never re(u) and im(u) derivatives."""
+    real = {x: sp.Dummy(x.name, real=True) for x in expr.free_symbols | {v}}
+    return sp.diff(expr.xreplace(real), real[v]).xreplace({r: x for x, r in real.items()})
 
 
 def delta_case(d, name: str) -> str | None:
