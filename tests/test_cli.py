@@ -105,9 +105,13 @@ def test_derive_each_example_spec(spec, tmp_path):
     g = sb.load_spec(spec)
     loss = g.unrolled()[g.loss_name]
     for p in g.param_names:
-        line = next(l for l in r.stdout.splitlines() if l.startswith(f"d{g.loss_name}/d{p} = "))
+        out = r.stdout.splitlines()
+        k = next(k for k, l in enumerate(out) if l.startswith(f"d{g.loss_name}/d{p} = "))
+        # the gradient as read (no SymPy syntax), then as SymPy's text, which parses back
+        assert "*" not in out[k] and out[k + 1].startswith("    as SymPy: ")
+        line = out[k + 1].replace("    as SymPy: ", "= ")
         # every value below is positive, so each ReLU' branch (0 if arg < 0, else 1) is 1
-        text = re.sub(r"Piecewise\(\(0, [^()]* < 0\), \(1, True\)\)", "1", line.split(" = ", 1)[1])
+        text = re.sub(r"Piecewise\(\(0, [^()]* < 0\), \(1, True\)\)", "1", line.split("= ", 1)[1])
         printed = sb.parse_expr(text, {n: g.symbol(n) for n in g.order})
         full = {g.symbol(n): e for n, e in g.unrolled().items()}
         point = {g.symbol(n): sp.Rational(k + 3, 5) for k, n in enumerate(g.order)

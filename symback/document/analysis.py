@@ -193,18 +193,20 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     rhs = [Terms(*terms)]
     if len(terms) == 1 and collapsed[0] is not None:
         rhs.append(collapsed[0])
-    expr = Bound(Norm(Partial(d.loss_name, param)), *rhs)
+    # ∂L/∂W of the graph's own symbols: a matrix parameter's norm is ‖·‖_F, a number's |·|
+    lhs = Norm(Partial(d.graph.symbol(d.loss_name), d.graph.symbol(param)))
+    expr = Bound(lhs, *rhs)
     small = [a for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
     shrinking = [a.__name__ for a in small]
     # is every activation factor below one? (seed 001: one sigmoid′ among two ReLU′ is not "every")
     every = all(a in small for a in seen if a in sups)
-    lhs = Norm(Partial(d.loss_name, param))
     # several paths: one line per path (an unrolled RNN's bound is wider than a page)
     lines = [Tex(latex(t, applications=apps)) for t in terms] if len(terms) > 1 else None
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": Tex(latex(expr, applications=apps)),
             "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
             "factors": max(counts, default=0), "shrinking": shrinking, "every": every, "any": any(a.__name__ != "identity" for a in sups),
-            "matrix_note": is_matrix(d.graph.symbol(param)), "sympy": {"bound": expr}}
+            "matrix_note": is_matrix(d.graph.symbol(param)),
+            "sympy": {"bound": expr, "chain": [lhs, *rhs], "relations": ["<="] + ["="] * (len(rhs) - 1)}}
 
 
 def _activation_factors(e, apps):

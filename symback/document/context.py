@@ -27,6 +27,7 @@ from .example import example, numbers, path_product, values_of
 from ..budget import within
 from .bptt import bptt
 from .lines import LINE_WIDTH, Names, aligned_lines
+from .losses import loss_claims, reader_name
 from .notation import layer_names, notation, punchline_forms
 
 __all__ = ["context", "plain"]
@@ -217,10 +218,11 @@ def _loss(d, nt) -> dict:
         full, gradient = None, None
     parts = {"rhs": rhs, "lhs": lhs, "sample": sample, "batch": batch, "batch_full": full,
              "batch_gradient": gradient, "penalty": penalty}
+    parts["claims"] = loss_claims(d, parts, cost)
     out = {k: (_tex(v) if v is not None else None) for k, v in parts.items()}
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
     out.update({"cost": _tex(C), "of": _tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
-                "name": getattr(cost, "loss", None) and cost.loss.name.replace("_", " "),    # words, not an identifier
+                "name": getattr(cost, "loss", None) and reader_name(cost.loss.name),    # words, not an identifier
                 "sympy": parts})
     return out
 
@@ -248,7 +250,7 @@ def _output(d):
         scalar = sp.Eq(Partial(sp.Symbol(g.cost_name or g.loss_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
         matrix = sp.Eq(delta(g, n), d.adjoint[n], evaluate=False)
         return {"scalar": _tex(scalar), "matrix": _tex(matrix), "function": out.__name__,
-                "loss": cost.loss.name, "sympy": {"scalar": scalar, "matrix": matrix,
+                "loss": reader_name(cost.loss.name), "sympy": {"scalar": scalar, "matrix": matrix,
                                                   "chain": [matrix.lhs, matrix.rhs]}}
     return None
 
@@ -373,14 +375,18 @@ def _gradient_steps(d, p, apps) -> dict:
             st = steps.local_steps(g.expr(f.of), g.symbol(f.wrt))
             if st is None:
                 continue
-            factors.append({"partial": _tex(Partial(g.symbol(f.of), g.symbol(f.wrt))), "rule": st["rule"],
+            lhs = Partial(g.symbol(f.of), g.symbol(f.wrt))
+            zeros = [{"chain": list(st["zeros"].args), "every_partial": True}] if st["zeros"] is not None else []
+            factors.append({"partial": _tex(lhs), "rule": st["rule"],
                             "line": Tex(" = ".join(latex(x, applications=apps) for x in st["lines"])),
                             "zeros": _tex(st["zeros"]) if st["zeros"] is not None else None,
-                            "sympy": st})
+                            # ∂c/∂v here is the edge's derivative; each inner ∂u/∂v is SymPy's diff of u
+                            "sympy": {**st, "chain": [lhs, *st["lines"]], "edge": True, "claims": zeros}})
     lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
     return {"terms": _tex(terms) if terms is not None else None, "lhs": _tex(lhs), "factors": factors,
             "cases": "several paths: add them (case 2)" if len(d.chain(p)) > 1 else None,
-            "sympy": {"terms": terms}}
+            "sympy": {"terms": terms, "claims": [] if terms is None else [{"chain": [lhs, terms]}] + [
+                {"chain": [t.args[0], sp.S.Zero]} for t in terms.args if isinstance(t, steps.Vanishes)]}}
 
 
 def _punchline(d, nt):
@@ -543,17 +549,27 @@ def _activations(classes, sups: dict) -> list[dict]:
         defn = sp.Eq(app, _definition(cls, app), evaluate=False)
         deriv = sp.Eq(prime(cls, app.args), sp.factor_terms(cls.derivative(*app.args)), evaluate=False)
         sup_line = sp.Eq(sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup, evaluate=False) if exact else None
+        values = dict(zip(greek, cls.extra_params))
+        checked = [{"chain": [defn.lhs, defn.rhs], "forall": True, "means": values},
+                   {"chain": [deriv.lhs, deriv.rhs], "forall": True, "means": values},
+                   {"chain": [sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup if exact else upper_digits(sup)],
+                    "sup": True, "means": values, "relations": ["=" if exact else "~"]}]
         out.append({
             "name": cls.__name__,
             "definition": _tex(defn),
             "derivative": Tex(latex(deriv.lhs) + " = " + latex(deriv.rhs, primes=False, sums_last=True)),
             "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
-                            + (f"= {latex(sup)}" if exact else rf"\approx {number(sup, 4)}")),
+                            + (f"= {latex(sup)}" if exact else rf"\approx {number(upper_digits(sup), 4)}")),
             "kinks": analysis.kinks(cls),
             "params": Tex(", ".join(latex(e) for e in params)) if params else None,
             "sympy": {"params": params, "definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
-                      "sup_line": sup_line}})
+                      "sup_line": sup_line, "claims": checked}})
     return out
+
+
+def upper_digits(x):
+    """A number as it is printed to 4 significant digits (what the "≈" line claims)."""
+    return sp.Float(sp.N(x, 4), 4)
 
 
 def _definition(cls, app):

@@ -73,14 +73,17 @@ def path_product(d, param, dg):
     dec = lambda v: v if sp.sympify(v, strict=True).is_Integer else sp.Float(sp.N(v, 15), 15)      # noqa: E731 - decimals
     numbers = Terms(*[Chain(*[dec(dg.edge_values[(f.of, f.wrt)]) for f in path]) for path in d.chain(param)])
     value = sp.Add(*[sp.Mul(*[dg.edge_values[(f.of, f.wrt)] for f in path]) for path in d.chain(param)])
+    given = {n: dg.values[n] for n in g.input_names + g.target_names + g.param_names}
     return {"lhs": _tex(lhs), "symbols": _tex(symbols), "numbers": _tex(numbers),
-            "value": Tex(number(sp.N(value, 15))), "sympy": {"numbers": numbers, "value": value}}
+            "value": Tex(number(sp.N(value, 15))),
+            "sympy": {"numbers": numbers, "value": value, "chain": [lhs, symbols, numbers, value], "at": given}}
 
 
 def example(d, values: dict, lr, apps) -> dict:
     g = d.graph
     ev = analysis.evaluate(d, values)
     show = _shown
+    given_at = {n: values[n] for n in g.input_names + g.target_names + g.param_names}
     given = [{"name": _tex(g.symbol(n)), "value": show(values[n])}
              for n in g.input_names + g.target_names + g.param_names]
     known = {n: v for n, v in values.items() if not isinstance(v, np.ndarray)}
@@ -90,7 +93,9 @@ def example(d, values: dict, lr, apps) -> dict:
         sub = Tex(latex(e, values=known, applications=apps)) if known and not is_matrix(e) and \
             not isinstance(ev["forward"][n], np.ndarray) else None
         forward.append({"lhs": _tex(sym), "formula": _tex(e, applications=apps), "substituted": sub,
-                        "value": show(ev["forward"][n])})
+                        "value": show(ev["forward"][n]),
+                        # the substituted line is e printed with the numbers: the same expression
+                        "sympy": {"chain": [sym, e, _held(ev["forward"][n])], "at": given_at}})
         if not isinstance(ev["forward"][n], np.ndarray):
             known[n] = ev["forward"][n]
     grads = []
@@ -100,7 +105,9 @@ def example(d, values: dict, lr, apps) -> dict:
         scalar = not is_matrix(g.symbol(p))
         grads.append({"lhs": _tex(lhs), "value": show(ev["gradient"][p]),
                       "formula": _tex(Terms(*chains), applications=apps) if scalar else None,
-                      "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None})
+                      "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None,
+                      "sympy": {"chain": [lhs] + ([Terms(*chains)] if scalar else []) + [_held(ev["gradient"][p])],
+                                "at": given_at}})
     updates = []
     if lr is not None:
         eta = exact("lr", lr)
@@ -109,13 +116,28 @@ def example(d, values: dict, lr, apps) -> dict:
             grad, old = ev["gradient"][p], values[p]
             step = sp.Symbol(p) - sp.Symbol("eta") * sp.Symbol("gradient")
             sub = None if isinstance(old, np.ndarray) else Tex(latex(step, values={p: old, "eta": eta, "gradient": grad}))
-            updates.append({"name": _tex(g.symbol(p)), "rule": _tex(rule), "substituted": sub,
-                            "value": show(old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad)})
+            new = old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad
+            updates.append({"name": _tex(g.symbol(p)), "rule": _tex(rule), "substituted": sub, "value": show(new),
+                            "sympy": {"chain": [rule, _held(new)], "at": given_at,
+                                      "means": {sp.Symbol("eta"): eta, sp.Symbol(p): g.symbol(p),
+                                                rule.coeff(sp.Symbol("eta")).args[-1]: lhs_of(d, p)}}})
     loss = ev["forward"][d.loss_name]
-    return {"given": given, "forward": forward, "loss": show(loss), "gradients": grads, "updates": updates,
+    return {"sympy": {"chain": [g.symbol(d.loss_name), _held(loss)], "at": given_at}, "given": given, "forward": forward, "loss": show(loss), "gradients": grads, "updates": updates,
             "path": None,
             "lr": Tex(number(exact("lr", lr))) if lr is not None else None,
             "matrices": any(isinstance(v, np.ndarray) for v in values.values())}
+
+
+def lhs_of(d, p):
+    """∂L/∂p with the graph's own symbols (the update rule prints it from the names)."""
+    return Partial(d.graph.symbol(d.loss_name), d.graph.symbol(p))
+
+
+def _held(v):
+    """A value as the chain holds it: the number, or the matrix of numbers."""
+    if isinstance(v, np.ndarray):
+        return sp.ImmutableMatrix(v.tolist())
+    return sp.Float(v) if isinstance(v, float) else v
 
 
 def _shown(v) -> Tex:

@@ -80,29 +80,29 @@ def local_steps(expr, v) -> dict | None:
     if isinstance(rest, sp.Add):
         terms = LatexPrinter()._as_ordered_terms(rest)       # in the order the definition prints
         symbolic = Terms(*[Partial(t, v) for t in terms])
-        inner = Terms(*[sp.diff(t, v) for t in terms])
+        inner = Terms(*[_diff_real(t, v) for t in terms])
         vanish = [Partial(t, v) for t in terms if not t.has(v)]
         zeros = Equal(*vanish, sp.S.Zero) if vanish else None
     elif isinstance(rest, sp.Mul):
         factors = list(rest.args)
         symbolic = Terms(*[Chain(*[f for j, f in enumerate(factors) if j != i], Partial(fi, v))
                            for i, fi in enumerate(factors)])
-        inner = Terms(*[Chain(*[f for j, f in enumerate(factors) if j != i], sp.diff(fi, v))
+        inner = Terms(*[Chain(*[f for j, f in enumerate(factors) if j != i], _diff_real(fi, v))
                         for i, fi in enumerate(factors)])
     elif isinstance(rest, sp.Pow) and rest.exp.is_number:
         u, n = rest.base, rest.exp
         outer = n * u ** (n - 1)
-        symbolic, inner = Chain(outer, Partial(u, v)), Chain(outer, sp.diff(u, v))
+        symbolic, inner = Chain(outer, Partial(u, v)), Chain(outer, _diff_real(u, v))
     elif isinstance(rest, sp.Function) and len(rest.args) == 1 and rest.args[0].has(v):
         u = rest.args[0]
         if u == v:
             # f(v) itself: no inner derivative, so no chain rule; the line is f's own derivative
             what = "the activation's derivative" if isinstance(rest, Activation) else f"derivative of {type(rest).__name__}"
             return {"rule": what, "lines": [_lead(lead, _outer(rest))], "zeros": None}
-        symbolic, inner = Chain(_outer(rest), Partial(u, v)), Chain(_outer(rest), sp.diff(u, v))
+        symbolic, inner = Chain(_outer(rest), Partial(u, v)), Chain(_outer(rest), _diff_real(u, v))
     else:
         return None
-    result = sp.diff(expr, v)
+    result = _diff_real(expr, v)
     lines = [_lead(lead, symbolic), _lead(lead, inner)]
     return {"rule": rule, "lines": lines + ([result] if result != lines[-1] else []), "zeros": zeros}
 
@@ -147,15 +147,22 @@ def reduction_steps(d) -> list[dict]:
         if g.kind(q) != "node":
             continue
         s = g.symbol(q)
-        first = sp.Mul(scale, sp.Sum(sp.factor_terms(sp.diff(rest, s)), (SAMPLE, 1, BATCH_SIZE)), evaluate=False)
-        last = d.reduce(sp.factor_terms(sp.diff(cost, s)))
+        first = sp.Mul(scale, sp.Sum(sp.factor_terms(_diff_real(rest, s)), (SAMPLE, 1, BATCH_SIZE)), evaluate=False)
+        last = d.reduce(sp.factor_terms(_diff_real(cost, s)))
         lhs = Partial(L, s)
         lines = [first] + ([last] if sp.simplify(first.doit() - last.doit()) == 0
                            and latex(first) != latex(last) else [])     # never "= Σ2(a − y) = Σ2(a − y)"
         rows.append({"lhs": Tex(latex(lhs)), "line": Tex(" = ".join(latex(x) for x in lines)),
                      "scaled": len(lines) > 1,
-                     "sympy": {"lhs": lhs, "lines": lines, "cost": cost, "node": s}})
+                     "sympy": {"lhs": lhs, "lines": lines, "cost": cost, "node": s,
+                               "chain": [lhs, *lines], "batch": True}})
     return rows
+
+
+def _diff_real(expr, v):
+    """sympy.diff with every symbol real: |u|′ = sign(u), never re(u) and im(u) derivatives."""
+    real = {x: sp.Dummy(x.name, real=True) for x in expr.free_symbols | {v}}
+    return sp.diff(expr.xreplace(real), real[v]).xreplace({r: x for x, r in real.items()})
 
 
 def delta_case(d, name: str) -> str | None:
@@ -208,6 +215,7 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
     rows = []
     for t in range(count):
         ev = d.evaluate({**values, **theta})
+        at_theta = {**{n: values[n] for n in d.graph.input_names + d.graph.target_names}, **theta}
         grad = [ev["gradient"][p] for p in params]
         # exact while the numbers are rational; 30 digits once exp() appears (σ of a number)
         new = {p: _settle(theta[p] - eta * gp) for p, gp in zip(params, grad)}
@@ -220,7 +228,12 @@ def iterations(d, values: dict, lr, count: int) -> list[dict]:
         rows.append({"t": t, "start": Tex(latex(start)), "rule": Tex(latex(rule)), "gradient": Tex(latex(at)),
                      "loss": Tex(latex(loss)),
                      "sympy": {"theta": [theta[p] for p in params], "grad": grad,
-                               "next": [new[p] for p in params], "loss": ev["forward"][d.loss_name]}})
+                               "next": [new[p] for p in params], "loss": ev["forward"][d.loss_name],
+                               # each line at this iterate θᵗ (the example's inputs and targets)
+                               "claims": [{"chain": list(c.args[1:] if c is rule else c.args), "at": at_theta,
+                                           "means": {now: sp.ImmutableMatrix([d.graph.symbol(p) for p in params]),
+                                                     eta_sym: eta}}
+                                          for c in (loss, at, rule)]}})
         theta = new
     return rows
 

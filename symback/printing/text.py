@@ -132,6 +132,14 @@ class TextPrinter(StrPrinter):
             return f"Σ_i {self._print(arg.args[1])}_i"
         return f"tr({self._print(arg)})"
 
+    def _print_Mul(self, expr):
+        # 2 x1 (ŷ - y), as on a board: a product is written side by side (the factors are printed
+        # already, so every * left is this product's own)
+        return super()._print_Mul(expr).replace("*", " ")
+
+    def _print_Pow(self, expr, rational=False):
+        return super()._print_Pow(expr, rational).replace("**", "^")
+
     def _print_Float(self, expr):
         return f"{float(expr):.6g}"
 
@@ -147,18 +155,19 @@ def text(expr, applications=()) -> str:
 def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str:
     """The gradients as plain text: chain form, each path's factors, and a worked example.
 
-    A scalar graph's gradient lines are SymPy's text (they parse back); matrix
-    formulas and the factors are written as on a board: σ'(Z1), ⊙, δ_Z1, Wᵀ.
+    Formulas are written as on a board: 2 x1 (ŷ - y), σ'(Z1), ⊙, δ_Z1, Wᵀ; a scalar graph's
+    gradient is given once more as SymPy's text ("as SymPy:"), which parses back.
     """
     g = d.graph
     apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
     lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(d.params)}", ""]
     for p in d.params:
         grad = d.gradient(p)
-        shown = text(grad, apps) if g.is_matrix else sp.sstr(grad)
-        lines.append(f"d{d.loss_name}/d{p} = {shown}")
+        lines.append(f"d{d.loss_name}/d{p} = {text(grad, apps)}")
+        if not g.is_matrix:
+            lines.append(f"    as SymPy: {sp.sstr(grad)}")
         simple = None if g.is_matrix else d.simplified(p)
-        if simple is not None and not simple.has(sp.Piecewise):
+        if simple is not None and not simple.has(sp.Piecewise) and text(simple, apps) != text(grad, apps):
             lines.append(f"    simplified: {text(simple, apps)}")
         for path in d.chain(p):
             lines.append("    path: " + " * ".join(f"d{text_name(f.of)}/d{text_name(f.wrt)} [{text(f.expr, apps)}]"

@@ -1,0 +1,53 @@
+"""The loss section's words and checked lines: the loss as a reader names it, and ℓ, Cᵢ, L, P as chains.
+
+The certificate (:mod:`symback.document.claims`) reads each line's kind: ℓ(ŷ, y) holds for every
+ŷ, y; Cᵢ = Σₖ ℓ(Ŷᵢₖ, Yᵢₖ) for every row; L = (1/m) Σᵢ Cᵢ over a batch of samples.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..matrix import RowCost, is_matrix
+from .factors import PENALTY
+
+__all__ = ["READER_NAMES", "reader_name", "loss_claims"]
+
+
+#: the built-in losses as a reader names them (a registered one: its name, in words)
+READER_NAMES = {"mse": "squared-error", "half_mse": "half squared-error", "cross_entropy": "cross-entropy",
+                "binary_cross_entropy": "binary cross-entropy", "logcosh": "log-cosh", "huber": "Huber"}
+
+
+def reader_name(name: str) -> str:
+    """A loss's name in prose: "half squared-error", never the registry's "half_mse"."""
+    return READER_NAMES.get(name, name.replace("_", " "))
+
+
+def loss_claims(d, parts, cost) -> list[dict]:
+    """The loss section's equations as checked lines: ℓ by the graph's loss function, Ŷ, Y, C
+    by the graph's nodes, L by its reduction of the costs (a batch of samples)."""
+    g, out = d.graph, []
+    if isinstance(cost, RowCost):
+        lf = cost.loss
+        ell = {sp.Function("ell"): sp.Lambda((lf.prediction, lf.target), lf.expr)}
+        out.append({"chain": [parts["lhs"], parts["rhs"]], "forall": True, "means": ell})
+        sample = parts["sample"]
+        means = {**ell, sp.Symbol("Yhat"): cost.prediction, sp.Symbol("Y"): cost.target,
+                 sp.Symbol(g.cost_name): g.symbol(g.cost_name)}
+        means.update({sp.Symbol(f"col_{k.name}"): v for k, v in list(means.items()) if isinstance(k, sp.Symbol)})
+        out.append({"chain": [sample.lhs, sample.rhs], "rows": True, "means": means})
+    else:
+        out.append({"chain": [parts["lhs"], parts["rhs"]]})
+    if parts["batch_full"] is not None:         # L over a batch: checked on a batch of samples
+        out += [{"chain": [e.lhs, e.rhs], "batch": True}
+                for e in (parts["batch"], parts["batch_full"], parts["batch_gradient"])]
+    else:
+        out.append({"chain": [g.symbol(d.loss_name), parts["batch"].rhs]})
+        C = g.symbol(g.cost_name)
+        if parts["penalty"] is not None and is_matrix(C) and C.shape[1] == 1:
+            # P is what L adds to the costs' reduction (the mean or the sum of the column C)
+            costs = sp.MatMul(sp.OneMatrix(1, C.shape[0]), C)
+            costs = costs / C.shape[0] if d.reduction == "mean" else costs
+            out.append({"chain": [parts["penalty"].lhs, parts["penalty"].rhs],
+                        "means": {PENALTY: g.symbol(d.loss_name) - sp.Trace(costs)}})
+    return out
