@@ -24,7 +24,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .engine import CONSUMERS, delta
-from .errors import SymbackError
+from .errors import DefinitionError, SymbackError
 from .functions import Activation
 from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Select, Softmax, SoftmaxVJP, explicit, is_matrix
 from .parse import user_expr
@@ -245,7 +245,18 @@ def _scalar_fn(function: sp.Lambda):
     NumPy's functions where they evaluate it (fast), else mpmath entry by entry.
     """
     body = function.expr.replace(lambda x: isinstance(x, Activation), lambda x: type(x).definition(*x.args))
-    slow = np.vectorize(sp.lambdify(function.variables, body, "mpmath"), otypes=[float])
+    exact = sp.lambdify(function.variables, body, "mpmath")
+
+    def real(*args):
+        v = exact(*args)
+        if getattr(v, "imag", 0) != 0:      # log(−0.4): a value outside the function's domain
+            raise DefinitionError(
+                f"{sp.sstr(function.expr)} is not a real number at "
+                f"{', '.join(f'{x} = {float(a):.4g}' for x, a in zip(function.variables, args))} "
+                "(a logarithm or root of a negative number): the network's values leave its domain, "
+                "as a cross-entropy's prediction outside (0, 1) does without a sigmoid or softmax output")
+        return float(getattr(v, "real", v))
+    slow = np.vectorize(real, otypes=[float])
     try:
         fast = sp.lambdify(function.variables, body, "numpy")
         probe = [np.array([[-1.3, 0.0, 0.7]]) + k for k in range(len(function.variables))]

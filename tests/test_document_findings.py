@@ -15,6 +15,7 @@ import sympy as sp
 
 import symback as sb
 from symback.document import context
+from symback.errors import DefinitionError
 from symback.document.analysis import value_of
 from symback.render import render
 
@@ -207,3 +208,14 @@ def test_scalar_documents_have_no_matrix_boilerplate():
     matrix = render(sb.derive(sb.mlp([2, 3, 1])), **QUICK)
     for phrase in ("in a matrix, each row is a", "Into a matrix node", "apply the maps, for matrices"):
         assert phrase not in scalar and phrase in matrix
+
+
+@pytest.mark.parametrize("net", ["rows", "one sample"])
+def test_cross_entropy_outside_its_domain_is_a_clear_error(net):
+    """Binary cross-entropy on an identity output: the document's random predictions leave (0, 1)
+    and log(p) is complex — a DefinitionError naming the loss and the value, not a TypeError
+    ('float() argument must be ... not mpc') from deep inside NumPy."""
+    g = (sb.mlp([2, 1], activation="tanh", output="identity", loss="binary_cross_entropy") if net == "rows"
+         else sb.Sequential(sb.Dense(2), inputs=(3, 2), loss="binary_cross_entropy"))
+    with pytest.raises(DefinitionError, match=r"log\(p\).* is not a real number at p = -"):
+        sb.derive(g).latex()
