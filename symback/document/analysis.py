@@ -88,7 +88,7 @@ def _critical_extremes(e, z, dom):
         crit = within(SUP_SECONDS, lambda: sp.solve(sp.diff(e, z), z), default=None)
         if crit is None:
             return None
-        vals = [e.subs(z, c) for c in crit if c.is_real] + [sp.limit(e, z, sp.oo), sp.limit(e, z, -sp.oo)]
+        vals = [e.subs(z, c) for c in crit if c.is_real] + _limits_at_infinity(e, z)
         if not all(v.is_real and v.is_finite for v in vals):
             return None
         grid = np.linspace(-40, 40, 8001)
@@ -101,6 +101,18 @@ def _critical_extremes(e, z, dom):
     if y.size and (y.max() > float(hi) + 1e-9 or y.min() < float(lo) - 1e-9):
         return None
     return hi, lo
+
+
+def _limits_at_infinity(e, z) -> list:
+    """[lim e at +∞, lim e at −∞]; with z = log u when that makes e rational in u (σ′, tanh′,
+    softplus′ written with exponentials): the limits at u → ∞, 0⁺ of a rational function are
+    immediate, where SymPy's gruntz takes most of a second for each (once per process)."""
+    u = sp.Dummy("u", positive=True)
+    eu = e.subs(z, sp.log(u))
+    if eu.is_rational_function(u):
+        eu = sp.cancel(eu)
+        return [sp.limit(eu, u, sp.oo), sp.limit(eu, u, 0, "+")]
+    return [sp.limit(e, z, sp.oo), sp.limit(e, z, -sp.oo)]
 
 
 def _numeric_extremes(e, z, dom):
