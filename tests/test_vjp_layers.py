@@ -419,3 +419,20 @@ def test_readme_layer_example_trains_and_its_jax_grad_is_right():
     assert set(ns["grads"]) == set(want)
     for k in want:
         close(ns["grads"][k], want[k], rel=1e-5)        # float32, JAX's default
+
+
+def test_torch_sigmoid_backward_with_equal_but_distinct_symbols():
+    """g ⊙ y ⊙ (1 − y) prints as sigmoid_backward(g, y) also when the y in (1 − y) is an equal
+    but distinct Symbol object (SymPy's cache had evicted it: after enough other work in one
+    process the torch VJP printed sigmoid_backward(Y*Yhat, Yhat), a 4 % wrong gradient)."""
+    from sympy.core.cache import clear_cache
+
+    from symback.printing.torch import TorchPrinter
+    y1 = sp.Symbol("Yhat")
+    clear_cache()
+    y2 = sp.Symbol("Yhat")
+    assert y1 == y2 and y1 is not y2
+    g = sp.Symbol("G")
+    printer = TorchPrinter()
+    printer.arrays = frozenset({y1, g})
+    assert printer.doprint(g * y1 * (1 - y2)) == "torch.ops.aten.sigmoid_backward(G, Yhat)"

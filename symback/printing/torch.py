@@ -82,8 +82,14 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """
         args = list(expr.args)
         tensor = lambda e: bool(e.free_symbols & self.arrays)     # noqa: E731
+
+        def without(*drop):     # the other factors, by position: an equal expression SymPy built
+            kept = list(args)   # anew (1 − (1 − y)) need not be the same object as y in args
+            for e in drop:
+                kept.remove(e)
+            return sp.Mul(*kept)
         for f in args:
-            rest = sp.Mul(*[a for a in args if a is not f])
+            rest = without(f)
             if not tensor(rest):
                 continue
             cond = mask_of(f)
@@ -98,7 +104,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
                 continue
             y = 1 - f
             if y.is_Symbol and y in self.arrays and y in args:
-                g = sp.Mul(*[a for a in args if a is not f and a is not y])
+                g = without(f, y)
                 if tensor(g):
                     return f"torch.ops.aten.sigmoid_backward({self._print(g)}, {self._print(y)})"
             if y.is_Pow and y.exp == 2 and y.base.is_Symbol and y.base in self.arrays:
