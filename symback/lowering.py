@@ -24,6 +24,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from .engine import BatchMean, BatchSum
 from .errors import SymbackError
 from .image import IMAGE_OPS, ImageMap, MaxPoolVJP
+from .kernels import primes
 from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Softmax, is_matrix
 from .vjp import SoftmaxVJP
 
@@ -35,7 +36,7 @@ VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
 BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
-               "concat") + IMAGE_OPS
+               "concat", "softmax", "log_softmax", "softmax_vjp") + IMAGE_OPS
 
 
 class Tr(NamedTuple):
@@ -102,8 +103,12 @@ class Lowering:
     :meth:`assign` for each assignment in order; ``stmts`` collects them.
     """
 
-    def __init__(self, names: dict, shapes: dict, fresh, sample: bool = False, shared=()):
+    def __init__(self, names: dict, shapes: dict, fresh, sample: bool = False, shared=(), kernels=()):
         self.names, self.shapes, self.fresh = names, dict(shapes), fresh
+        # the printer's fused kernels (symback.kernels): softmax rows and their closed-form VJP
+        # as one statement each, an activation's derivative as a marker its kernel prints
+        self.kernels = frozenset(kernels)
+        self.primes = primes(self.kernels)
         # one-sample graphs: a value that depends on the data carries the batch on a leading
         # axis, its shape (m, rows, cols); ``shared`` targets (a parameter's δ) sum over it
         self.sample, self.shared = sample, set(shared)
@@ -114,6 +119,7 @@ class Lowering:
         self.rowsum_of: dict = {}    # per-sample cost column -> the formula it sums per row
         self.pads: dict = {}         # pad statement's symbol -> (block, axis, start, n)
         self.made: dict = {}         # statement's symbol -> the statement (what a sum's terms are)
+        self.softmaxes: set = set()  # graph symbols defined as a Softmax (their VJP's P)
 
     # -- shapes -----------------------------------------------------------------
     def shape_of(self, formula) -> tuple:
@@ -167,6 +173,7 @@ class Lowering:
             self.emit("let", (value,), (), target=t)
             return t
         if isinstance(expr, Softmax):
+            self.softmaxes.add(target)
             value = self._softmax(expr, t)
         elif isinstance(expr, RowCost):
             body = self._row_loss(expr)
@@ -242,6 +249,10 @@ class Lowering:
         if isinstance(e, sp.MatAdd):
             return sp.Add(*self._tiled([self.scalar(a) for a in e.args]))
         if isinstance(e, sp.HadamardProduct):
+            found = self._softmax_vjp(e) if "softmax_vjp" in self.kernels else None
+            if found is not None:       # P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ): the softmax's backward kernel
+                d, p = found
+                return self.emit("softmax_vjp", (self.materialize(self.scalar(d)), self.names[p]), tuple(e.shape))
             return sp.Mul(*[self.scalar(a) for a in e.args])
         if isinstance(e, sp.HadamardPower):
             return self.scalar(e.base) ** self.scalar(e.exp)
@@ -500,16 +511,42 @@ class Lowering:
         a = next((s for s, v in self.defs.items() if v == body.func(z, *body.args[1:])), None)
         if a is not None and body.args[1:] == () and act.output_derivative is not None:
             return act.output_derivative(a)         # f'(Z) = g(A): the forward value reused
+        if act in self.primes and body.args[1:] == ():
+            return self.primes[act](z)              # f'(Z) by the library's one-pass kernel
         w = sp.Dummy("w", real=True)         # f' taken at a variable, then applied to the formula
         return e.scalar(w).xreplace({w: z})
 
+    def _softmax_vjp(self, e: sp.HadamardProduct):
+        """(D, P) when `e` is P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) with P a Softmax node's symbol — the
+        closed form :func:`symback.vjp.softmax_vjp` derives, read off its structure — else None."""
+        if len(e.args) != 2:
+            return None
+        for p, rest in (e.args, e.args[::-1]):
+            if p not in self.softmaxes or not isinstance(rest, sp.MatAdd) or len(rest.args) != 2:
+                continue
+            for d, m in (rest.args, rest.args[::-1]):
+                coeff = sp.Mul(*[a for a in getattr(m, "args", ()) if not isinstance(a, sp.MatrixExpr)])
+                mats = [a for a in getattr(m, "args", ()) if isinstance(a, sp.MatrixExpr)]
+                if not isinstance(m, sp.MatMul) or coeff != -1 or len(mats) < 2 \
+                        or not isinstance(mats[0], sp.HadamardProduct) or sorted(mats[0].args, key=str) != \
+                        sorted((d, p), key=str) or not all(isinstance(o, sp.OneMatrix) for o in mats[1:]) \
+                        or sp.MatMul(*mats[1:]).shape != (p.shape[1], p.shape[1]):
+                    continue
+                return d, p
+        return None
+
     def _softmax(self, e: Softmax, target):
         """softmax row by row, shifted by the row max; records the log-softmax for losses.
-        A masked entry is −∞ before the shift, so its exponential is 0."""
+        A masked entry is −∞ before the shift, so its exponential is 0.  With the printer's
+        ``softmax`` kernel: one statement each for softmax and log-softmax of the masked rows."""
         z = self.materialize(self.scalar(e.arg))
         rows, cols = e.shape
         if e.mask is not None:
             z = self.emit("mask", (z, e.mask), (rows, cols))
+        if "softmax" in self.kernels:      # (the log-softmax statement goes unless a loss reads it)
+            value = self.emit("softmax", (z,), (rows, cols))
+            self.log_of[target if target is not None else value] = self.emit("log_softmax", (z,), (rows, cols))
+            return value
         zs = self.emit("let", (z - self.emit("rowmax", (z,), (rows, 1)),), ())
         ex = self.emit("let", (sp.exp(zs),), ())
         total = self.emit("rowsum", (ex,), (rows, 1))

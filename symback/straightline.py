@@ -313,12 +313,14 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
         elif st.op == "matmul":
             code = printer.op_product(*[str(x.sym) if isinstance(x, Tr) else str(x) for x in a],
                                       *[isinstance(x, Tr) for x in a])
-        elif st.op in ("colsum", "rowmax", "trace", "transpose"):
+        elif st.op in ("colsum", "rowmax", "trace", "transpose", "softmax", "log_softmax"):
             code = getattr(printer, f"op_{st.op}")(str(a[0]))
         elif st.op == "slice":
             code = printer.op_slice(str(a[0]), a[1], a[2])
         elif st.op == "mask":
             code = printer.op_mask(str(a[0]), a[1], *st.shape[-2:])
+        elif st.op == "softmax_vjp":
+            code = printer.op_softmax_vjp(str(a[0]), str(a[1]))
         elif st.op == "pad":
             code = printer.op_pad(str(a[0]), *a[1:])
         elif st.op in IMAGE_OPS:    # one image that is not a batch's: as a batch of one
@@ -399,6 +401,8 @@ def _batched(st, ew, free, lines, printer, batched) -> str:
         return printer.op_mask(names[0], a[1], *st.shape[-2:])
     if op == "pad":
         return printer.op_pad(names[0], *a[1:])
+    if op == "softmax_vjp":
+        return printer.op_softmax_vjp(*names)
     return getattr(printer, f"op_b{op}")(names[0])
 
 

@@ -15,7 +15,8 @@ from collections import defaultdict
 
 import sympy as sp
 
-from ..functions import sigmoid
+from ..functions import gelu, sigmoid
+from ..kernels import KERNELS, KernelPrime
 from . import image
 from .numpy import NumpyPrinter, mask_of
 
@@ -41,10 +42,24 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     conv_kernels = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
     #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
-    native = {sigmoid: "torch.sigmoid"}
+    native = {sigmoid: "torch.sigmoid", gelu: "torch.nn.functional.gelu({}, approximate='tanh')"}
+    #: torch's fused kernels for derived expressions (symback.kernels): GELU's derivative as
+    #: ``gelu_backward``, softmax rows as ``torch.softmax`` and their closed-form VJP as
+    #: ``_softmax_backward_data``; autograd runs the same kernels
+    kernels = frozenset(KERNELS)
+    #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
+    prime_kernels = {gelu: "torch.ops.aten.gelu_backward({}, {}, approximate='tanh')"}
     apply_step = '''def _apply_step(X, Y, params, lr):
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
+
+    def __init__(self, settings=None, kernels: bool = True):
+        """``kernels=False``: no fused kernel (symback.kernels), every derived expression
+        printed as its own element-wise formula (what the kernels are tested against)."""
+        super().__init__(settings)
+        if not kernels:
+            self.kernels = frozenset()
+            self.native = {k: v for k, v in self.native.items() if k not in self.prime_kernels}
 
     def imports(self, dtype: str) -> str:
         """``torch``."""
@@ -86,6 +101,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
             rest = sp.Mul(*[a for a in args if a is not f])
             if not tensor(rest):
                 continue
+            if isinstance(f, KernelPrime):          # g ⊙ f'(z) (the lowering's marker)
+                return self.prime_kernels[f.activation].format(self._print(rest), self._print(f.args[0]))
             cond = mask_of(f)
             if cond is not None:
                 found = _threshold(cond)
@@ -104,6 +121,11 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
             if y.is_Pow and y.exp == 2 and y.base.is_Symbol and y.base in self.arrays:
                 return f"torch.ops.aten.tanh_backward({self._print(rest)}, {self._print(y.base)})"
         return None
+
+    def _print_KernelPrime(self, expr):
+        """f'(z) alone (not times a tensor): the kernel with g = 1."""
+        z = self._print(expr.args[0])
+        return self.prime_kernels[expr.activation].format(f"torch.ones_like({z})", z)
 
     def op_const(self, c: str) -> str:
         """A 0-d tensor of X's dtype and device (torch.where of two Python numbers is float32)."""
@@ -183,6 +205,22 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """a with the entries above the diagonal set to −∞ (the causal mask)."""
         return (f"{a}.masked_fill(torch.ones({rows}, {cols}, dtype=torch.bool, device={a}.device)"
                 f".triu(1), float('-inf'))")
+
+    def op_softmax(self, a: str) -> str:
+        """softmax of each row (of each sample): torch's kernel (a masked entry is −∞: 0)."""
+        return f"torch.softmax({a}, dim=-1)"
+
+    op_bsoftmax = op_softmax
+
+    def op_log_softmax(self, a: str) -> str:
+        """log-softmax of each row (of each sample): torch's kernel."""
+        return f"torch.log_softmax({a}, dim=-1)"
+
+    op_blog_softmax = op_log_softmax
+
+    def op_softmax_vjp(self, d: str, p: str) -> str:
+        """P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) row by row (each sample's): torch's softmax backward kernel."""
+        return f"torch._softmax_backward_data({d}, {p}, -1, {p}.dtype)"
 
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
