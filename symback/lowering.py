@@ -31,7 +31,7 @@ from .vjp import SoftmaxVJP
 __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
 #: operations whose result is a view of their first operand (never overwritten in place)
-VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten")
+VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten", "pair_item")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)

@@ -220,6 +220,29 @@ def convolutions(stmts: list[Stmt], shapes: dict) -> list[Stmt]:
     return out
 
 
+def pool_indices(stmts: list[Stmt], low) -> list[Stmt]:
+    """Max-pooling's δ routed by the arg-max indices its forward kernel found: where a
+    function has both ``maxpool(A)`` and ``maxpool_vjp(D, A)`` of one geometry, the forward
+    becomes ``maxpool_pair`` (the pooled values and their indices, one kernel call) read by
+    ``pair_item`` 0, and the δ ``maxpool_vjp_idx`` reads item 1 instead of pooling A again.
+    The same values: the indices are the ones the routing recomputed (first arg-max)."""
+    vjps = {(st.args[1], st.args[2]) for st in stmts if st.op == "maxpool_vjp"}
+    pairs, out = {}, []
+    for st in stmts:
+        key = (st.args[0], st.args[1]) if st.op == "maxpool" else (st.args[1], st.args[2]) \
+            if st.op == "maxpool_vjp" else None
+        if st.op == "maxpool" and key in vjps:
+            pair = low.fresh()
+            low.shapes[pair] = st.shape
+            pairs[key] = pair
+            out += [Stmt(pair, "maxpool_pair", st.args, st.shape), Stmt(st.target, "pair_item", (pair, 0), st.shape)]
+            continue
+        if st.op == "maxpool_vjp" and key in pairs:
+            st = st._replace(op="maxpool_vjp_idx", args=(st.args[0], st.args[1], pairs[key], st.args[2]))
+        out.append(st)
+    return out
+
+
 def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter, low, protected: set) -> list[str]:
     """The source lines of one function (def line, docstring, body, return).
 
@@ -235,6 +258,8 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
     body = coalesce(propagate(body, keep, shape_of), keep)
     if getattr(printer, "conv_kernels", False):
         body = convolutions(body, low.shapes)
+    if getattr(printer, "pool_indices", False):
+        body = pool_indices(body, low)
     body = select(body, wanted)     # what propagation left unread goes
     body = cse(body, fresh, low)
     if spec.updates:
@@ -306,6 +331,10 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             continue
         if st.op == "concat":      # (batched or not: the axis counts from the end)
             code = printer.op_concat([str(x) for x in a[1:]], a[0])
+        elif st.op == "pair_item":
+            code = f"{a[0]}[{a[1]}]"
+        elif st.op in ("maxpool_pair", "maxpool_vjp_idx"):
+            code = printer.op_image(st.op, [str(x) for x in a[:-1]], a[-1])
         elif any(batched(x) for x in a):
             code = _batched(st, ew, free, lines, printer, batched)
         elif st.op in ("sum", "mean", "rowsum"):

@@ -40,6 +40,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     extra_helpers += image.TORCH
     #: convolutions' derived products by torch's convolution kernels (see straightline.convolutions)
     conv_kernels = True
+    #: max-pooling's δ routed by the indices of the forward's pooling kernel (straightline.pool_indices)
+    pool_indices = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
     #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
     native = {sigmoid: "torch.sigmoid", gelu: "torch.nn.functional.gelu({}, approximate='tanh')"}
@@ -132,8 +134,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         return f"X.new_tensor({c})"
 
     def op_maximum(self, a: str, c: str) -> str:
-        """max(a, c) for a number c: a clamp (torch.maximum takes tensors only)."""
-        return f"torch.clamp({a}, min={c})"
+        """max(a, c) for a number c: a clamp (torch.maximum takes tensors only); max(a, 0) is
+        ``torch.relu``, the same values by a kernel several times faster than clamp's on CPU."""
+        return f"torch.relu({a})" if c == "0" else f"torch.clamp({a}, min={c})"
 
     def _nested(self, fn, args):
         numbers = [a for a in args if a.is_number]       # 2, and constants such as sqrt(2) or E
