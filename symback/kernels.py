@@ -11,6 +11,8 @@ stated here in SymPy, and is used only where the derived expression *is* that fo
 * ``softmax_vjp``: P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) with P = softmax(Z): the closed form the engine
   derives for a Softmax node (:func:`symback.vjp.softmax_vjp`, proved there), recognised
   by its structure in the lowering;
+* ``masked_scores``: c·(A B) with the causal mask, M + c·A B for M = 0 on and below the
+  diagonal and −∞ above (one batched GEMM, :func:`symback.straightline.masked_scores`);
 * ``gelu_prime``: the derivative of GELU's tanh form, GELU being torch's
   ``gelu(approximate="tanh")`` — :data:`LIBRARY_FORMS` holds that formula as the library
   documents it, and :func:`prime` proves it equal to the registered activation's definition
@@ -31,7 +33,7 @@ from .functions import _proved_equal, gelu
 __all__ = ["KERNELS", "LIBRARY_FORMS", "KernelPrime", "prime"]
 
 #: the kernels a printer may name in its ``kernels``
-KERNELS = ("softmax", "softmax_vjp", "gelu_prime")
+KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores")
 
 _x = sp.Symbol("x", real=True)
 #: activation -> (the kernel of its derivative, what the library's forward kernel computes,

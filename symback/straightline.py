@@ -220,6 +220,32 @@ def convolutions(stmts: list[Stmt], shapes: dict) -> list[Stmt]:
     return out
 
 
+def masked_scores(stmts: list[Stmt], shapes: dict, keep: set) -> list[Stmt]:
+    """c·(A B) then the causal mask (attention's scores), each product and scaled value read
+    only there, as one ``masked_scores`` statement: the mask added to c·A B by one batched
+    GEMM (``baddbmm``: M + c·A B with M = 0 on and below the diagonal, −∞ above), three
+    passes and two arrays fewer.  The same entries: x + 0 = x, and x + (−∞) = −∞ as the
+    masked entry of ``mask``."""
+    made = {st.target: st for st in stmts}
+    reads = Counter(s for st in stmts for s in st.reads())
+
+    def batched(x):
+        return len(shapes.get(x.sym if isinstance(x, Tr) else x, ())) == 3
+    out, drop = [], set()
+    for st in stmts:
+        z = st.args[0] if st.op == "mask" and st.args[1] == "causal" else None
+        scaled = made.get(z)
+        if scaled is not None and scaled.op == "let" and reads[z] == 1 and z not in keep:
+            coeff, t = scaled.args[0].as_independent(*scaled.args[0].free_symbols, as_Add=False)
+            mm = made.get(t) if coeff.is_number else None      # (c may be irrational: 1/√2)
+            if mm is not None and mm.op == "matmul" and reads[t] == 1 and t not in keep \
+                    and all(batched(x) for x in mm.args):
+                st = st._replace(op="masked_scores", args=(*mm.args, coeff, st.args[1]))
+                drop |= {z, t}
+        out.append(st)
+    return [st for st in out if st.target not in drop]
+
+
 def pool_indices(stmts: list[Stmt], low) -> list[Stmt]:
     """Max-pooling's δ routed by the arg-max indices its forward kernel found: where a
     function has both ``maxpool(A)`` and ``maxpool_vjp(D, A)`` of one geometry, the forward
@@ -260,6 +286,8 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
         body = convolutions(body, low.shapes)
     if getattr(printer, "pool_indices", False):
         body = pool_indices(body, low)
+    if "masked_scores" in printer.kernels:
+        body = masked_scores(body, low.shapes, keep)
     body = select(body, wanted)     # what propagation left unread goes
     body = cse(body, fresh, low)
     if spec.updates:
@@ -333,6 +361,9 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_concat([str(x) for x in a[1:]], a[0])
         elif st.op == "pair_item":
             code = f"{a[0]}[{a[1]}]"
+        elif st.op == "masked_scores":
+            names_ = [printer.op_btranspose(str(x.sym)) if isinstance(x, Tr) else str(x) for x in a[:2]]
+            code = printer.op_masked_scores(*names_, printer._print(a[2]), *st.shape[-2:])
         elif st.op in ("maxpool_pair", "maxpool_vjp_idx"):
             code = printer.op_image(st.op, [str(x) for x in a[:-1]], a[-1])
         elif any(batched(x) for x in a):

@@ -47,7 +47,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     native = {sigmoid: "torch.sigmoid", gelu: "torch.nn.functional.gelu({}, approximate='tanh')"}
     #: torch's fused kernels for derived expressions (symback.kernels): GELU's derivative as
     #: ``gelu_backward``, softmax rows as ``torch.softmax`` and their closed-form VJP as
-    #: ``_softmax_backward_data``; autograd runs the same kernels
+    #: ``_softmax_backward_data``, attention's scaled and masked scores as ``baddbmm``;
+    #: autograd runs the same kernels
     kernels = frozenset(KERNELS)
     #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
     prime_kernels = {gelu: "torch.ops.aten.gelu_backward({}, {}, approximate='tanh')"}
@@ -224,6 +225,12 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     def op_softmax_vjp(self, d: str, p: str) -> str:
         """P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) row by row (each sample's): torch's softmax backward kernel."""
         return f"torch._softmax_backward_data({d}, {p}, -1, {p}.dtype)"
+
+    def op_masked_scores(self, a: str, b: str, c: str, rows, cols) -> str:
+        """M + c·(a b) for each sample, M the causal mask (0, and −∞ above the diagonal):
+        one ``baddbmm``."""
+        return (f"torch.baddbmm(torch.full(({rows}, {cols}), float('-inf'), dtype={a}.dtype, "
+                f"device={a}.device).triu(1), {a}, {b}, alpha={c})")
 
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
