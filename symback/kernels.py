@@ -33,7 +33,7 @@ from .functions import _proved_equal, gelu
 __all__ = ["KERNELS", "LIBRARY_FORMS", "KernelPrime", "prime"]
 
 #: the kernels a printer may name in its ``kernels``
-KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores")
+KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores", "layer_norm")
 
 _x = sp.Symbol("x", real=True)
 #: activation -> (the kernel of its derivative, what the library's forward kernel computes,

@@ -26,7 +26,7 @@ from .errors import SymbackError
 from .image import IMAGE_OPS, ImageMap, MaxPoolVJP
 from .kernels import primes
 from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Softmax, is_matrix
-from .vjp import SoftmaxVJP
+from .vjp import SoftmaxVJP, rownorm_vjp
 
 __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
@@ -36,7 +36,7 @@ VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
 BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
-               "concat", "softmax", "log_softmax", "softmax_vjp") + IMAGE_OPS
+               "concat", "softmax", "log_softmax", "softmax_vjp", "layer_norm", "layer_norm_vjp", "pair_item") + IMAGE_OPS
 
 
 class Tr(NamedTuple):
@@ -120,6 +120,7 @@ class Lowering:
         self.pads: dict = {}         # pad statement's symbol -> (block, axis, start, n)
         self.made: dict = {}         # statement's symbol -> the statement (what a sum's terms are)
         self.softmaxes: set = set()  # graph symbols defined as a Softmax (their VJP's P)
+        self.rownorms: dict = {}     # graph symbol defined as a RowNorm -> (it, its layer_norm statement)
 
     # -- shapes -----------------------------------------------------------------
     def shape_of(self, formula) -> tuple:
@@ -175,6 +176,9 @@ class Lowering:
         if isinstance(expr, Softmax):
             self.softmaxes.add(target)
             value = self._softmax(expr, t)
+        elif isinstance(expr, RowNorm) and "layer_norm" in self.kernels:
+            value = self._layer_norm(expr)
+            self.rownorms[target] = (expr, self.made[value].args[0])
         elif isinstance(expr, RowCost):
             body = self._row_loss(expr)
             self.rowsum_of[t] = body
@@ -253,6 +257,11 @@ class Lowering:
             if found is not None:       # P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ): the softmax's backward kernel
                 d, p = found
                 return self.emit("softmax_vjp", (self.materialize(self.scalar(d)), self.names[p]), tuple(e.shape))
+            found = self._rownorm_vjp(e) if "layer_norm" in self.kernels else None
+            if found is not None:       # (σ⁻¹𝟏ᵀ) ⊙ (D − mean(D) − Ĥ ⊙ mean(D ⊙ Ĥ)): layer norm's backward kernel
+                d, (n, pair) = found
+                h = self.made[pair].args[0]
+                return self.emit("layer_norm_vjp", (self.materialize(self.scalar(d)), pair, h, n.eps), tuple(e.shape))
             return sp.Mul(*[self.scalar(a) for a in e.args])
         if isinstance(e, sp.HadamardPower):
             return self.scalar(e.base) ** self.scalar(e.exp)
@@ -277,7 +286,7 @@ class Lowering:
         if isinstance(e, Softmax):
             return self._softmax(e, None)
         if isinstance(e, RowNorm):
-            return self.scalar(e.definition())
+            return self._layer_norm(e) if "layer_norm" in self.kernels else self.scalar(e.definition())
         if isinstance(e, ImageMap):     # (unfold, pools, flatten: the library's own kernels)
             a = self.materialize(self.scalar(e.arg))
             return self.emit(e.op, (a, tuple(e.geometry)), tuple(e.shape))
@@ -533,6 +542,29 @@ class Lowering:
                         or sp.MatMul(*mats[1:]).shape != (p.shape[1], p.shape[1]):
                     continue
                 return d, p
+        return None
+
+    def _layer_norm(self, e: RowNorm):
+        """Ĥ = norm(H) by the library's layer-norm kernel: a ``layer_norm`` statement (Ĥ with
+        each row's mean and 1/σ, which the backward kernel reads) and Ĥ, its item 0."""
+        h = self.materialize(self.scalar(e.arg))
+        pair = self.emit("layer_norm", (h, e.eps), tuple(e.shape))
+        return self.emit("pair_item", (pair, 0), tuple(e.shape))
+
+    def _rownorm_vjp(self, e: sp.HadamardProduct):
+        """(D, (the RowNorm, its layer_norm statement)) when `e` is exactly the closed form
+        :func:`symback.vjp.rownorm_vjp` derives for a RowNorm node of this graph and some δ_Ĥ = D
+        (rebuilt from each term of `e`'s sum and compared), else None."""
+        inner = next((a for a in e.args if isinstance(a, sp.MatAdd)), None)
+        if len(e.args) != 2 or inner is None:
+            return None
+        for p, (n, pair) in self.rownorms.items():
+            if p not in e.free_symbols:
+                continue
+            for d in inner.args:
+                closed = rownorm_vjp(n, d, p)
+                if e == closed or e == closed.doit():      # (the engine's sums are doit()-ed)
+                    return d, (n, pair)
         return None
 
     def _softmax(self, e: Softmax, target):

@@ -361,6 +361,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_concat([str(x) for x in a[1:]], a[0])
         elif st.op == "pair_item":
             code = f"{a[0]}[{a[1]}]"
+        elif st.op in ("layer_norm", "layer_norm_vjp"):       # (batched or not: the last axis)
+            code = getattr(printer, f"op_{st.op}")(*[str(x) for x in a[:-1]], printer._print(a[-1]), st.shape[-1])
         elif st.op == "masked_scores":
             names_ = [printer.op_btranspose(str(x.sym)) if isinstance(x, Tr) else str(x) for x in a[:2]]
             code = printer.op_masked_scores(*names_, printer._print(a[2]), *st.shape[-2:])
@@ -381,6 +383,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_mask(str(a[0]), a[1], *st.shape[-2:])
         elif st.op == "softmax_vjp":
             code = printer.op_softmax_vjp(str(a[0]), str(a[1]))
+        elif st.op in ("layer_norm", "layer_norm_vjp"):
+            code = getattr(printer, f"op_{st.op}")(*[str(x) for x in a[:-1]], printer._print(a[-1]), st.shape[-1])
         elif st.op == "pad":
             code = printer.op_pad(str(a[0]), *a[1:])
         elif st.op in IMAGE_OPS:    # one image that is not a batch's: as a batch of one

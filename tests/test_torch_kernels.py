@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 KERNEL_CALLS = ("torch.nn.functional.gelu(", "torch.ops.aten.gelu_backward(", "torch.softmax(",
+                "torch.native_layer_norm(", "torch.ops.aten.native_layer_norm_backward(",
                 "torch._softmax_backward_data(")
 
 

@@ -226,6 +226,17 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) row by row (each sample's): torch's softmax backward kernel."""
         return f"torch._softmax_backward_data({d}, {p}, -1, {p}.dtype)"
 
+    def op_layer_norm(self, h: str, eps: str, d) -> str:
+        """(Ĥ, each row's mean, each row's 1/σ) for Ĥ = (H − μ)/√(var + ε) row by row (no γ, β:
+        the graph applies them): torch's ``native_layer_norm``."""
+        return f"torch.native_layer_norm({h}, ({d},), None, None, {eps})"
+
+    def op_layer_norm_vjp(self, g: str, pair: str, h: str, eps: str, d) -> str:
+        """(1/σ)(G − mean(G) − Ĥ ⊙ mean(G ⊙ Ĥ)) row by row for Ĥ = norm(H), from the forward's
+        mean and 1/σ: torch's ``native_layer_norm_backward`` (no γ, β; only the input's δ)."""
+        return (f"torch.ops.aten.native_layer_norm_backward({g}, {h}, ({d},), {pair}[1], {pair}[2], "
+                f"None, None, (True, False, False))[0]")
+
     def op_masked_scores(self, a: str, b: str, c: str, rows, cols) -> str:
         """M + c·(a b) for each sample, M the causal mask (0, and −∞ above the diagonal):
         one ``baddbmm``."""
