@@ -341,6 +341,15 @@ class Lowering:
             changed = False
             for i in range(len(items) - 1):
                 (a, ash), (b, bsh) = items[i], items[i + 1]
+                left = items[i - 1][0] if i else None
+                if "head_products" in self.kernels and b == "E" and not isinstance(a, str) \
+                        and left is not None and not isinstance(left, str) and self.batched(left) \
+                        and not self.batched(a):
+                    # L W E: (L W) E, the product with the whole shared W, one GEMM that every
+                    # head's slice reuses (the statement is memoised), not one per head
+                    items[i - 1:i + 1] = [(self._product(left, items[i - 1][1], a, ash), (items[i - 1][1][0], ash[1]))]
+                    changed = True
+                    break
                 if not isinstance(a, str) and b == "E":                    # A E: columns of A
                     start, stop, _ = bsh
                     items[i:i + 2] = [(self._cut(a, ash, None, (start, stop)), (ash[0], stop - start))]

@@ -125,6 +125,15 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
                 return f"torch.ops.aten.tanh_backward({self._print(rest)}, {self._print(y.base)})"
         return None
 
+    def _print_Add(self, expr):
+        """b + g ⊙ x of three tensors (layer norm's Ĥ ⊙ γ + β) as ``torch.addcmul``: one pass."""
+        args = expr.args
+        if len(args) == 2:
+            for b, gx in (args, args[::-1]):
+                if b in self.arrays and gx.is_Mul and len(gx.args) == 2 and all(f in self.arrays for f in gx.args):
+                    return f"torch.addcmul({self._print(b)}, {self._print(gx.args[0])}, {self._print(gx.args[1])})"
+        return super()._print_Add(expr)
+
     def _print_KernelPrime(self, expr):
         """f'(z) alone (not times a tensor): the kernel with g = 1."""
         z = self._print(expr.args[0])
@@ -253,15 +262,16 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
         """The body lines, ``t = A @ W`` then ``Z = b + t`` (t read nowhere else, b a parameter)
-        fused into ``Z = torch.addmm(b, A, W)``, and a step's ``W -= A.T @ D`` into
+        fused into ``Z = torch.addmm(b, A, W)`` (for a batch of samples A times a parameter W,
+        ``torch.matmul(A, W)``, over the batch's rows: one GEMM that starts from b), and a step's ``W -= A.T @ D`` into
         ``W.addmm_(A.T, D, alpha=-1)`` (the product accumulated into W, no temporary):
         eager torch pays per operation and per pass."""
         lines = [_UPDATE.sub(r"\1\2.addmm_(\3, \4, alpha=-1)", line) for line in lines]
         params = {m.group(1) for line in lines if (m := _PARAM.match(line))}
         out = list(lines)
         for i, line in enumerate(lines):
-            mm = _MATMUL.match(line)
-            if not mm:
+            mm = _MATMUL.match(line) or _BMATMUL.match(line)
+            if not mm or (mm.re is _BMATMUL and mm.group(3) not in params):
                 continue
             t, a, w = mm.groups()
             uses = [k for k, other in enumerate(lines) if k != i and re.search(rf"\b{t}\b", other)]
@@ -270,7 +280,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
             add = _ADD.match(lines[uses[0]])
             if add and t in add.group(2, 3) and ({add.group(2), add.group(3)} - {t}) <= params:
                 bias = add.group(3) if add.group(2) == t else add.group(2)
-                out[uses[0]] = f"{indent}{add.group(1)} = torch.addmm({bias}, {a}, {w})"
+                out[uses[0]] = f"{indent}{add.group(1)} = torch.addmm({bias}, {a}, {w})" if mm.re is _MATMUL \
+                    else (f"{indent}{add.group(1)} = torch.addmm({bias}, {a}.reshape(-1, {a}.shape[-1]), {w})"
+                          f".view(*{a}.shape[:-1], -1)")    # each sample's rows times a parameter W
                 out[i] = None
         return _accumulate_products([line for line in out if line is not None], indent, params)
 
@@ -330,6 +342,7 @@ _INPLACE = re.compile(r"^\s*\w+(?: [-+*/]= |\.\w+_\()")
 _WORD = re.compile(r"\w+")
 _PARAM = re.compile(r"^\s*(\w+) = params\['\w+'\]$")
 _MATMUL = re.compile(r"^\s*(\w+) = ([\w.]+) @ ([\w.]+)$")
+_BMATMUL = re.compile(r"^\s*(\w+) = torch\.matmul\((\w+), (\w+)\)$")
 _ADD = re.compile(r"^\s*(\w+) = (\w+) \+ (\w+)$")
 _UPDATE = re.compile(r"^(\s*)(\w+) -= ([\w.]+) @ ([\w.]+)$")
 
