@@ -14,6 +14,7 @@ import re
 from collections import defaultdict
 
 import sympy as sp
+from sympy.printing.precedence import precedence
 
 from ..functions import gelu, sigmoid
 from ..kernels import KERNELS, KernelPrime
@@ -74,7 +75,15 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def _print_Mul(self, expr):
         fused = self._fused(expr)
-        return fused if fused is not None else super()._print_Mul(expr)
+        if fused is not None:
+            return fused
+        # the numbers of a product with a tensor multiplied first (2*lr/m, Python floats):
+        # `2*lr*D/m` is two passes over D, `(2*lr/m)*D` one
+        numbers = [f for f in expr.args if not f.free_symbols & self.arrays]
+        if len(numbers) > 1 and len(numbers) < len(expr.args) and not sp.Mul(*numbers).is_Number:
+            tensors = sp.Mul(*[f for f in expr.args if f not in numbers])
+            return f"({self._print(sp.Mul(*numbers))})*{self.parenthesize(tensors, precedence(expr))}"
+        return super()._print_Mul(expr)
 
     def _fused(self, expr: sp.Mul) -> str | None:
         """A product as one of torch's one-pass element-wise kernels, or None.
