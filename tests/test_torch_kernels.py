@@ -66,7 +66,7 @@ def _check(d, params, X, Y, torch_loss, calls):
     return fused
 
 
-@pytest.mark.parametrize("T, d, heads, causal", [(5, 4, 2, True), (4, 6, 3, False), (3, 4, 1, True)])
+@pytest.mark.parametrize("T, d, heads, causal", [(5, 4, 2, True), (4, 6, 3, False)])
 def test_transformer_block_kernels_equal_torch_autograd(T, d, heads, causal):
     net = sb.Sequential(sb.TransformerBlock(heads=heads, hidden=7, causal=causal), sb.Dense(d),
                         inputs=(T, d), loss="mse")
