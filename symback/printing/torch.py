@@ -97,7 +97,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
           ``threshold_backward(g, z, c)``, which is g where z > c, else 0;
           z ≥ 0 is z > the largest number below 0 (``_BELOW_ZERO``), z < c is −z > −c;
         * g ⊙ y ⊙ (1 − y) (σ' from σ's value): ``sigmoid_backward(g, y)``;
-        * g ⊙ (1 − y²) (tanh' from tanh's value): ``tanh_backward(g, y)``.
+        * g ⊙ (1 − y²) (tanh' from tanh's value): ``tanh_backward(g, y)``;
+        * g ⊙ f'(z) where the lowering put the marker of :mod:`symback.kernels` for f'
+          (GELU's derivative): that activation's backward kernel (``gelu_backward(g, z)``).
 
         Only when g and y (or z) are tensors (they involve an array symbol).
         This is printing: the product is whatever formula the derivation
