@@ -284,9 +284,10 @@ def check_dtype(dtype) -> str:
     return name
 
 
-def lower_program(d: Derivation, namer: Namer, seed, keep=()):
+def lower_program(d: Derivation, namer: Namer, seed, keep=(), kernels=()):
     """The Program of `d` as array statements, with ``seed`` as δ_L (1, or lr for a step);
-    the activation classes in ``keep`` are not lowered (the printer's ``native`` ones).
+    the activation classes in ``keep`` are not lowered (the printer's ``native`` ones), and
+    ``kernels`` are the printer's fused kernels (:mod:`symback.kernels`).
 
     Returns (lowering, forward targets, adjoint targets, names, gradients
     (param name -> code symbol), loss symbol, output symbols).
@@ -300,7 +301,7 @@ def lower_program(d: Derivation, namer: Namer, seed, keep=()):
                            f"{[s.name for s in P.targets]}")
     fresh = _fresh_factory(namer)
     sample = g.per_sample
-    low = Lowering(names, shapes, fresh, sample)
+    low = Lowering(names, shapes, fresh, sample, kernels=kernels)
     if sample:   # δ_L = seed/m: each sample's cost enters the batch mean with weight 1/m
         seed = seed / BATCH if d.reduction == "mean" else seed
     for kind, syms in (("X", P.inputs), ("Y", P.targets)):

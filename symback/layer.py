@@ -141,7 +141,7 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     """
     d2, blocks = vjp_derivation(d)
     g, h = d.graph, d2.graph
-    low, _, _, names, grads, _, _, _ = lower_program(d2, Namer(), sp.S.One, keep)
+    low, _, _, names, grads, _, _, _ = lower_program(d2, Namer(), sp.S.One, keep, printer.kernels)
     parts = [names.get(delta(h, name)) for name, _, _ in blocks]
     if any(p is None for p in parts):
         raise SymbackError("internal: an input's adjoint was folded away; its VJP cannot be printed")

@@ -24,18 +24,19 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from .engine import BatchMean, BatchSum
 from .errors import SymbackError
 from .image import IMAGE_OPS, ImageMap, MaxPoolVJP
+from .kernels import primes
 from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Softmax, is_matrix
-from .vjp import SoftmaxVJP
+from .vjp import SoftmaxVJP, rownorm_vjp
 
 __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
 #: operations whose result is a view of their first operand (never overwritten in place)
-VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten")
+VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten", "pair_item")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
 BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
-               "concat") + IMAGE_OPS
+               "concat", "softmax", "log_softmax", "softmax_vjp", "layer_norm", "layer_norm_vjp", "pair_item") + IMAGE_OPS
 
 
 class Tr(NamedTuple):
@@ -102,8 +103,12 @@ class Lowering:
     :meth:`assign` for each assignment in order; ``stmts`` collects them.
     """
 
-    def __init__(self, names: dict, shapes: dict, fresh, sample: bool = False, shared=()):
+    def __init__(self, names: dict, shapes: dict, fresh, sample: bool = False, shared=(), kernels=()):
         self.names, self.shapes, self.fresh = names, dict(shapes), fresh
+        # the printer's fused kernels (symback.kernels): softmax rows and their closed-form VJP
+        # as one statement each, an activation's derivative as a marker its kernel prints
+        self.kernels = frozenset(kernels)
+        self.primes = primes(self.kernels)
         # one-sample graphs: a value that depends on the data carries the batch on a leading
         # axis, its shape (m, rows, cols); ``shared`` targets (a parameter's δ) sum over it
         self.sample, self.shared = sample, set(shared)
@@ -114,6 +119,8 @@ class Lowering:
         self.rowsum_of: dict = {}    # per-sample cost column -> the formula it sums per row
         self.pads: dict = {}         # pad statement's symbol -> (block, axis, start, n)
         self.made: dict = {}         # statement's symbol -> the statement (what a sum's terms are)
+        self.softmaxes: set = set()  # graph symbols defined as a Softmax (their VJP's P)
+        self.rownorms: dict = {}     # graph symbol defined as a RowNorm -> (it, its layer_norm statement)
 
     # -- shapes -----------------------------------------------------------------
     def shape_of(self, formula) -> tuple:
@@ -167,7 +174,11 @@ class Lowering:
             self.emit("let", (value,), (), target=t)
             return t
         if isinstance(expr, Softmax):
+            self.softmaxes.add(target)
             value = self._softmax(expr, t)
+        elif isinstance(expr, RowNorm) and "layer_norm" in self.kernels:
+            value = self._layer_norm(expr)
+            self.rownorms[target] = (expr, self.made[value].args[0])
         elif isinstance(expr, RowCost):
             body = self._row_loss(expr)
             self.rowsum_of[t] = body
@@ -242,6 +253,15 @@ class Lowering:
         if isinstance(e, sp.MatAdd):
             return sp.Add(*self._tiled([self.scalar(a) for a in e.args]))
         if isinstance(e, sp.HadamardProduct):
+            found = self._softmax_vjp(e) if "softmax_vjp" in self.kernels else None
+            if found is not None:       # P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ): the softmax's backward kernel
+                d, p = found
+                return self.emit("softmax_vjp", (self.materialize(self.scalar(d)), self.names[p]), tuple(e.shape))
+            found = self._rownorm_vjp(e) if "layer_norm" in self.kernels else None
+            if found is not None:       # (σ⁻¹𝟏ᵀ) ⊙ (D − mean(D) − Ĥ ⊙ mean(D ⊙ Ĥ)): layer norm's backward kernel
+                d, (n, pair) = found
+                h = self.made[pair].args[0]
+                return self.emit("layer_norm_vjp", (self.materialize(self.scalar(d)), pair, h, n.eps), tuple(e.shape))
             return sp.Mul(*[self.scalar(a) for a in e.args])
         if isinstance(e, sp.HadamardPower):
             return self.scalar(e.base) ** self.scalar(e.exp)
@@ -266,7 +286,7 @@ class Lowering:
         if isinstance(e, Softmax):
             return self._softmax(e, None)
         if isinstance(e, RowNorm):
-            return self.scalar(e.definition())
+            return self._layer_norm(e) if "layer_norm" in self.kernels else self.scalar(e.definition())
         if isinstance(e, ImageMap):     # (unfold, pools, flatten: the library's own kernels)
             a = self.materialize(self.scalar(e.arg))
             return self.emit(e.op, (a, tuple(e.geometry)), tuple(e.shape))
@@ -321,6 +341,15 @@ class Lowering:
             changed = False
             for i in range(len(items) - 1):
                 (a, ash), (b, bsh) = items[i], items[i + 1]
+                left = items[i - 1][0] if i else None
+                if "head_products" in self.kernels and b == "E" and not isinstance(a, str) \
+                        and left is not None and not isinstance(left, str) and self.batched(left) \
+                        and not self.batched(a):
+                    # L W E: (L W) E, the product with the whole shared W, one GEMM that every
+                    # head's slice reuses (the statement is memoised), not one per head
+                    items[i - 1:i + 1] = [(self._product(left, items[i - 1][1], a, ash), (items[i - 1][1][0], ash[1]))]
+                    changed = True
+                    break
                 if not isinstance(a, str) and b == "E":                    # A E: columns of A
                     start, stop, _ = bsh
                     items[i:i + 2] = [(self._cut(a, ash, None, (start, stop)), (ash[0], stop - start))]
@@ -500,16 +529,65 @@ class Lowering:
         a = next((s for s, v in self.defs.items() if v == body.func(z, *body.args[1:])), None)
         if a is not None and body.args[1:] == () and act.output_derivative is not None:
             return act.output_derivative(a)         # f'(Z) = g(A): the forward value reused
+        if act in self.primes and body.args[1:] == ():
+            return self.primes[act](z)              # f'(Z) by the library's one-pass kernel
         w = sp.Dummy("w", real=True)         # f' taken at a variable, then applied to the formula
         return e.scalar(w).xreplace({w: z})
 
+    def _softmax_vjp(self, e: sp.HadamardProduct):
+        """(D, P) when `e` is P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) with P a Softmax node's symbol — the
+        closed form :func:`symback.vjp.softmax_vjp` derives, read off its structure — else None."""
+        if len(e.args) != 2:
+            return None
+        for p, rest in (e.args, e.args[::-1]):
+            if p not in self.softmaxes or not isinstance(rest, sp.MatAdd) or len(rest.args) != 2:
+                continue
+            for d, m in (rest.args, rest.args[::-1]):
+                coeff = sp.Mul(*[a for a in getattr(m, "args", ()) if not isinstance(a, sp.MatrixExpr)])
+                mats = [a for a in getattr(m, "args", ()) if isinstance(a, sp.MatrixExpr)]
+                if not isinstance(m, sp.MatMul) or coeff != -1 or len(mats) < 2 \
+                        or not isinstance(mats[0], sp.HadamardProduct) or sorted(mats[0].args, key=str) != \
+                        sorted((d, p), key=str) or not all(isinstance(o, sp.OneMatrix) for o in mats[1:]) \
+                        or sp.MatMul(*mats[1:]).shape != (p.shape[1], p.shape[1]):
+                    continue
+                return d, p
+        return None
+
+    def _layer_norm(self, e: RowNorm):
+        """Ĥ = norm(H) by the library's layer-norm kernel: a ``layer_norm`` statement (Ĥ with
+        each row's mean and 1/σ, which the backward kernel reads) and Ĥ, its item 0."""
+        h = self.materialize(self.scalar(e.arg))
+        pair = self.emit("layer_norm", (h, e.eps), tuple(e.shape))
+        return self.emit("pair_item", (pair, 0), tuple(e.shape))
+
+    def _rownorm_vjp(self, e: sp.HadamardProduct):
+        """(D, (the RowNorm, its layer_norm statement)) when `e` is exactly the closed form
+        :func:`symback.vjp.rownorm_vjp` derives for a RowNorm node of this graph and some δ_Ĥ = D
+        (rebuilt from each term of `e`'s sum and compared), else None."""
+        inner = next((a for a in e.args if isinstance(a, sp.MatAdd)), None)
+        if len(e.args) != 2 or inner is None:
+            return None
+        for p, (n, pair) in self.rownorms.items():
+            if p not in e.free_symbols:
+                continue
+            for d in inner.args:
+                closed = rownorm_vjp(n, d, p)
+                if e == closed or e == closed.doit():      # (the engine's sums are doit()-ed)
+                    return d, (n, pair)
+        return None
+
     def _softmax(self, e: Softmax, target):
         """softmax row by row, shifted by the row max; records the log-softmax for losses.
-        A masked entry is −∞ before the shift, so its exponential is 0."""
+        A masked entry is −∞ before the shift, so its exponential is 0.  With the printer's
+        ``softmax`` kernel: one statement each for softmax and log-softmax of the masked rows."""
         z = self.materialize(self.scalar(e.arg))
         rows, cols = e.shape
         if e.mask is not None:
             z = self.emit("mask", (z, e.mask), (rows, cols))
+        if "softmax" in self.kernels:      # (the log-softmax statement goes unless a loss reads it)
+            value = self.emit("softmax", (z,), (rows, cols))
+            self.log_of[target if target is not None else value] = self.emit("log_softmax", (z,), (rows, cols))
+            return value
         zs = self.emit("let", (z - self.emit("rowmax", (z,), (rows, 1)),), ())
         ex = self.emit("let", (sp.exp(zs),), ())
         total = self.emit("rowsum", (ex,), (rows, 1))

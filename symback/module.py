@@ -247,7 +247,8 @@ def adjoints_text(d, printer) -> str:
     pass computes (the hidden states h_t of a recurrent net, the activations A_l of a deep
     one): what gradient flow is measured from.  Generated on first use (Model.adjoints)."""
     g = d.graph
-    low, _, adj, names, _, _, _, _ = lower_program(d, Namer(), sp.S.One, tuple(printer.native))
+    low, _, adj, names, _, _, _, _ = lower_program(d, Namer(), sp.S.One, tuple(printer.native),
+                                                   printer.kernels)
     wanted = [(s.node, names[s]) for s, _ in d.program().backward
               if s.node in g._kind and g.kind(s.node) == "node"]
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
@@ -275,9 +276,9 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
     g = d.graph
     namer = Namer()
     keep = tuple(printer.native)      # activations the library computes itself (torch.sigmoid)
-    low, fwd, adj, names, grads, loss, outputs, _ = lower_program(d, namer, sp.S.One, keep)
+    low, fwd, adj, names, grads, loss, outputs, _ = lower_program(d, namer, sp.S.One, keep, printer.kernels)
     lr = sp.Symbol("lr", real=True)
-    low_step, _, _, names_s, grads_s, loss_s, _, _ = lower_program(d, Namer(), lr, keep)
+    low_step, _, _, names_s, grads_s, loss_s, _, _ = lower_program(d, Namer(), lr, keep, printer.kernels)
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
     params = [names[g.symbol(p)] for p in g.param_names]
     protected = {X, Y} | set(params)

@@ -220,6 +220,55 @@ def convolutions(stmts: list[Stmt], shapes: dict) -> list[Stmt]:
     return out
 
 
+def masked_scores(stmts: list[Stmt], shapes: dict, keep: set) -> list[Stmt]:
+    """c·(A B) then the causal mask (attention's scores), each product and scaled value read
+    only there, as one ``masked_scores`` statement: the mask added to c·A B by one batched
+    GEMM (``baddbmm``: M + c·A B with M = 0 on and below the diagonal, −∞ above), three
+    passes and two arrays fewer.  The same entries: x + 0 = x, and x + (−∞) = −∞ as the
+    masked entry of ``mask``."""
+    made = {st.target: st for st in stmts}
+    reads = Counter(s for st in stmts for s in st.reads())
+
+    def batched(x):
+        return len(shapes.get(x.sym if isinstance(x, Tr) else x, ())) == 3
+    out, drop = [], set()
+    for st in stmts:
+        z = st.args[0] if st.op == "mask" and st.args[1] == "causal" else None
+        scaled = made.get(z)
+        if scaled is not None and scaled.op == "let" and reads[z] == 1 and z not in keep:
+            coeff, t = scaled.args[0].as_independent(*scaled.args[0].free_symbols, as_Add=False)
+            mm = made.get(t) if coeff.is_number else None      # (c may be irrational: 1/√2)
+            if mm is not None and mm.op == "matmul" and reads[t] == 1 and t not in keep \
+                    and all(batched(x) for x in mm.args):
+                st = st._replace(op="masked_scores", args=(*mm.args, coeff, st.args[1]))
+                drop |= {z, t}
+        out.append(st)
+    return [st for st in out if st.target not in drop]
+
+
+def pool_indices(stmts: list[Stmt], low) -> list[Stmt]:
+    """Max-pooling's δ routed by the arg-max indices its forward kernel found: where a
+    function has both ``maxpool(A)`` and ``maxpool_vjp(D, A)`` of one geometry, the forward
+    becomes ``maxpool_pair`` (the pooled values and their indices, one kernel call) read by
+    ``pair_item`` 0, and the δ ``maxpool_vjp_idx`` reads item 1 instead of pooling A again.
+    The same values: the indices are the ones the routing recomputed (first arg-max)."""
+    vjps = {(st.args[1], st.args[2]) for st in stmts if st.op == "maxpool_vjp"}
+    pairs, out = {}, []
+    for st in stmts:
+        key = (st.args[0], st.args[1]) if st.op == "maxpool" else (st.args[1], st.args[2]) \
+            if st.op == "maxpool_vjp" else None
+        if st.op == "maxpool" and key in vjps:
+            pair = low.fresh()
+            low.shapes[pair] = st.shape
+            pairs[key] = pair
+            out += [Stmt(pair, "maxpool_pair", st.args, st.shape), Stmt(st.target, "pair_item", (pair, 0), st.shape)]
+            continue
+        if st.op == "maxpool_vjp" and key in pairs:
+            st = st._replace(op="maxpool_vjp_idx", args=(st.args[0], st.args[1], pairs[key], st.args[2]))
+        out.append(st)
+    return out
+
+
 def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter, low, protected: set) -> list[str]:
     """The source lines of one function (def line, docstring, body, return).
 
@@ -235,6 +284,10 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
     body = coalesce(propagate(body, keep, shape_of), keep)
     if getattr(printer, "conv_kernels", False):
         body = convolutions(body, low.shapes)
+    if getattr(printer, "pool_indices", False):
+        body = pool_indices(body, low)
+    if "masked_scores" in printer.kernels:
+        body = masked_scores(body, low.shapes, keep)
     body = select(body, wanted)     # what propagation left unread goes
     body = cse(body, fresh, low)
     if spec.updates:
@@ -306,6 +359,15 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             continue
         if st.op == "concat":      # (batched or not: the axis counts from the end)
             code = printer.op_concat([str(x) for x in a[1:]], a[0])
+        elif st.op == "pair_item":
+            code = f"{a[0]}[{a[1]}]"
+        elif st.op in ("layer_norm", "layer_norm_vjp"):       # (batched or not: the last axis)
+            code = getattr(printer, f"op_{st.op}")(*[str(x) for x in a[:-1]], printer._print(a[-1]), st.shape[-1])
+        elif st.op == "masked_scores":
+            names_ = [printer.op_btranspose(str(x.sym)) if isinstance(x, Tr) else str(x) for x in a[:2]]
+            code = printer.op_masked_scores(*names_, printer._print(a[2]), *st.shape[-2:])
+        elif st.op in ("maxpool_pair", "maxpool_vjp_idx"):
+            code = printer.op_image(st.op, [str(x) for x in a[:-1]], a[-1])
         elif any(batched(x) for x in a):
             code = _batched(st, ew, free, lines, printer, batched)
         elif st.op in ("sum", "mean", "rowsum"):
@@ -313,12 +375,16 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
         elif st.op == "matmul":
             code = printer.op_product(*[str(x.sym) if isinstance(x, Tr) else str(x) for x in a],
                                       *[isinstance(x, Tr) for x in a])
-        elif st.op in ("colsum", "rowmax", "trace", "transpose"):
+        elif st.op in ("colsum", "rowmax", "trace", "transpose", "softmax", "log_softmax"):
             code = getattr(printer, f"op_{st.op}")(str(a[0]))
         elif st.op == "slice":
             code = printer.op_slice(str(a[0]), a[1], a[2])
         elif st.op == "mask":
             code = printer.op_mask(str(a[0]), a[1], *st.shape[-2:])
+        elif st.op == "softmax_vjp":
+            code = printer.op_softmax_vjp(str(a[0]), str(a[1]))
+        elif st.op in ("layer_norm", "layer_norm_vjp"):
+            code = getattr(printer, f"op_{st.op}")(*[str(x) for x in a[:-1]], printer._print(a[-1]), st.shape[-1])
         elif st.op == "pad":
             code = printer.op_pad(str(a[0]), *a[1:])
         elif st.op in IMAGE_OPS:    # one image that is not a batch's: as a batch of one
@@ -399,6 +465,8 @@ def _batched(st, ew, free, lines, printer, batched) -> str:
         return printer.op_mask(names[0], a[1], *st.shape[-2:])
     if op == "pad":
         return printer.op_pad(names[0], *a[1:])
+    if op == "softmax_vjp":
+        return printer.op_softmax_vjp(*names)
     return getattr(printer, f"op_b{op}")(names[0])
 
 

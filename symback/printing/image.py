@@ -312,6 +312,21 @@ def _maxpool(a, C, H, W, k, s, p):
     return torch.nn.functional.max_pool2d(x, k, s, p).reshape(a.shape[0], C, -1)
 
 
+def _maxpool_pair(a, C, H, W, k, s, p):
+    """(the maximum of each k-by-k window, the flat index of its first arg-max): torch's kernel."""
+    x = a.reshape(a.shape[0], C, H, W)
+    out, idx = torch.nn.functional.max_pool2d(x, k, s, p, return_indices=True)
+    return out.reshape(a.shape[0], C, -1), idx
+
+
+def _maxpool_vjp_idx(d, a, pair, C, H, W, k, s, p):
+    """_maxpool_vjp with the arg-max indices the forward's _maxpool_pair found (no second pool)."""
+    idx = pair[1]
+    g = torch.ops.aten.max_pool2d_with_indices_backward(d.reshape(idx.shape), a.reshape(a.shape[0], C, H, W),
+                                                        [k, k], [s, s], [p, p], [1, 1], False, idx)
+    return g.reshape(a.shape[0], C, H * W)
+
+
 def _maxpool_vjp(d, a, C, H, W, k, s, p):
     """delta of each window to its first arg-max: torch's max-pooling backward kernel, with the
     arg-max indices of its forward kernel."""

@@ -109,6 +109,9 @@ def _sigmoid(z):
     #: lowered to its definition before CSE; see :func:`lower`): NumPy's σ is the module's
     #: ``_sigmoid`` above, its definition printed to keep σ's tails
     native: dict = {sigmoid: "_sigmoid"}
+    #: the fused kernels this library has (names of :data:`symback.kernels.KERNELS`): the
+    #: lowering emits them where the derived expression is what they compute
+    kernels: frozenset = frozenset()
     #: the symbols that stand for arrays in the function being printed (set by
     #: :func:`symback.straightline.build_function`; the rest are numbers)
     arrays: frozenset = frozenset()
@@ -165,8 +168,9 @@ def _is_native(a):
     def _print_Activation(self, expr):
         # Normally lowered before CSE (see `lower`), unless the library has it (`native`)
         fn = self.native.get(type(expr))
-        if fn is not None and len(expr.args) == 1:
-            return f"{fn}({self._print(expr.args[0])})"
+        if fn is not None and len(expr.args) == 1:       # a name, or a call with a {} for the argument
+            arg = self._print(expr.args[0])
+            return fn.format(arg) if "{}" in fn else f"{fn}({arg})"
         return f"({self._print(lower(expr))})"
 
     def _print_Piecewise(self, expr):

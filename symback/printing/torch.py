@@ -14,8 +14,10 @@ import re
 from collections import defaultdict
 
 import sympy as sp
+from sympy.printing.precedence import precedence
 
-from ..functions import sigmoid
+from ..functions import gelu, sigmoid
+from ..kernels import KERNELS, KernelPrime
 from . import image
 from .numpy import NumpyPrinter, mask_of
 
@@ -39,12 +41,29 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     extra_helpers += image.TORCH
     #: convolutions' derived products by torch's convolution kernels (see straightline.convolutions)
     conv_kernels = True
+    #: max-pooling's δ routed by the indices of the forward's pooling kernel (straightline.pool_indices)
+    pool_indices = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
     #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
-    native = {sigmoid: "torch.sigmoid"}
+    native = {sigmoid: "torch.sigmoid", gelu: "torch.nn.functional.gelu({}, approximate='tanh')"}
+    #: torch's fused kernels for derived expressions (symback.kernels): GELU's derivative as
+    #: ``gelu_backward``, softmax rows as ``torch.softmax`` and their closed-form VJP as
+    #: ``_softmax_backward_data``, attention's scaled and masked scores as ``baddbmm``;
+    #: autograd runs the same kernels
+    kernels = frozenset(KERNELS)
+    #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
+    prime_kernels = {gelu: "torch.ops.aten.gelu_backward({}, {}, approximate='tanh')"}
     apply_step = '''def _apply_step(X, Y, params, lr):
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
+
+    def __init__(self, settings=None, kernels: bool = True):
+        """``kernels=False``: no fused kernel (symback.kernels), every derived expression
+        printed as its own element-wise formula (what the kernels are tested against)."""
+        super().__init__(settings)
+        if not kernels:
+            self.kernels = frozenset()
+            self.native = {k: v for k, v in self.native.items() if k not in self.prime_kernels}
 
     def imports(self, dtype: str) -> str:
         """``torch``."""
@@ -56,7 +75,15 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def _print_Mul(self, expr):
         fused = self._fused(expr)
-        return fused if fused is not None else super()._print_Mul(expr)
+        if fused is not None:
+            return fused
+        # the numbers of a product with a tensor multiplied first (2*lr/m, Python floats):
+        # `2*lr*D/m` is two passes over D, `(2*lr/m)*D` one
+        numbers = [f for f in expr.args if not f.free_symbols & self.arrays]
+        if len(numbers) > 1 and len(numbers) < len(expr.args) and not sp.Mul(*numbers).is_Number:
+            tensors = sp.Mul(*[f for f in expr.args if f not in numbers])
+            return f"({self._print(sp.Mul(*numbers))})*{self.parenthesize(tensors, precedence(expr))}"
+        return super()._print_Mul(expr)
 
     def _fused(self, expr: sp.Mul) -> str | None:
         """A product as one of torch's one-pass element-wise kernels, or None.
@@ -70,7 +97,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
           ``threshold_backward(g, z, c)``, which is g where z > c, else 0;
           z ≥ 0 is z > the largest number below 0 (``_BELOW_ZERO``), z < c is −z > −c;
         * g ⊙ y ⊙ (1 − y) (σ' from σ's value): ``sigmoid_backward(g, y)``;
-        * g ⊙ (1 − y²) (tanh' from tanh's value): ``tanh_backward(g, y)``.
+        * g ⊙ (1 − y²) (tanh' from tanh's value): ``tanh_backward(g, y)``;
+        * g ⊙ f'(z) where the lowering put the marker of :mod:`symback.kernels` for f'
+          (GELU's derivative): that activation's backward kernel (``gelu_backward(g, z)``).
 
         Only when g and y (or z) are tensors (they involve an array symbol).
         This is printing: the product is whatever formula the derivation
@@ -92,6 +121,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
             rest = without(f)
             if not tensor(rest):
                 continue
+            if isinstance(f, KernelPrime):          # g ⊙ f'(z) (the lowering's marker)
+                return self.prime_kernels[f.activation].format(self._print(rest), self._print(f.args[0]))
             cond = mask_of(f)
             if cond is not None:
                 found = _threshold(cond)
@@ -111,13 +142,28 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
                 return f"torch.ops.aten.tanh_backward({self._print(rest)}, {self._print(y.base)})"
         return None
 
+    def _print_Add(self, expr):
+        """b + g ⊙ x of three tensors (layer norm's Ĥ ⊙ γ + β) as ``torch.addcmul``: one pass."""
+        args = expr.args
+        if len(args) == 2:
+            for b, gx in (args, args[::-1]):
+                if b in self.arrays and gx.is_Mul and len(gx.args) == 2 and all(f in self.arrays for f in gx.args):
+                    return f"torch.addcmul({self._print(b)}, {self._print(gx.args[0])}, {self._print(gx.args[1])})"
+        return super()._print_Add(expr)
+
+    def _print_KernelPrime(self, expr):
+        """f'(z) alone (not times a tensor): the kernel with g = 1."""
+        z = self._print(expr.args[0])
+        return self.prime_kernels[expr.activation].format(f"torch.ones_like({z})", z)
+
     def op_const(self, c: str) -> str:
         """A 0-d tensor of X's dtype and device (torch.where of two Python numbers is float32)."""
         return f"X.new_tensor({c})"
 
     def op_maximum(self, a: str, c: str) -> str:
-        """max(a, c) for a number c: a clamp (torch.maximum takes tensors only)."""
-        return f"torch.clamp({a}, min={c})"
+        """max(a, c) for a number c: a clamp (torch.maximum takes tensors only); max(a, 0) is
+        ``torch.relu``, the same values by a kernel several times faster than clamp's on CPU."""
+        return f"torch.relu({a})" if c == "0" else f"torch.clamp({a}, min={c})"
 
     def _nested(self, fn, args):
         numbers = [a for a in args if a.is_number]       # 2, and constants such as sqrt(2) or E
@@ -190,6 +236,39 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         return (f"{a}.masked_fill(torch.ones({rows}, {cols}, dtype=torch.bool, device={a}.device)"
                 f".triu(1), float('-inf'))")
 
+    def op_softmax(self, a: str) -> str:
+        """softmax of each row (of each sample): torch's kernel (a masked entry is −∞: 0)."""
+        return f"torch.softmax({a}, dim=-1)"
+
+    op_bsoftmax = op_softmax
+
+    def op_log_softmax(self, a: str) -> str:
+        """log-softmax of each row (of each sample): torch's kernel."""
+        return f"torch.log_softmax({a}, dim=-1)"
+
+    op_blog_softmax = op_log_softmax
+
+    def op_softmax_vjp(self, d: str, p: str) -> str:
+        """P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) row by row (each sample's): torch's softmax backward kernel."""
+        return f"torch._softmax_backward_data({d}, {p}, -1, {p}.dtype)"
+
+    def op_layer_norm(self, h: str, eps: str, d) -> str:
+        """(Ĥ, each row's mean, each row's 1/σ) for Ĥ = (H − μ)/√(var + ε) row by row (no γ, β:
+        the graph applies them): torch's ``native_layer_norm``."""
+        return f"torch.native_layer_norm({h}, ({d},), None, None, {eps})"
+
+    def op_layer_norm_vjp(self, g: str, pair: str, h: str, eps: str, d) -> str:
+        """(1/σ)(G − mean(G) − Ĥ ⊙ mean(G ⊙ Ĥ)) row by row for Ĥ = norm(H), from the forward's
+        mean and 1/σ: torch's ``native_layer_norm_backward`` (no γ, β; only the input's δ)."""
+        return (f"torch.ops.aten.native_layer_norm_backward({g}, {h}, ({d},), {pair}[1], {pair}[2], "
+                f"None, None, (True, False, False))[0]")
+
+    def op_masked_scores(self, a: str, b: str, c: str, rows, cols) -> str:
+        """M + c·(a b) for each sample, M the causal mask (0, and −∞ above the diagonal):
+        one ``baddbmm``."""
+        return (f"torch.baddbmm(torch.full(({rows}, {cols}), float('-inf'), dtype={a}.dtype, "
+                f"device={a}.device).triu(1), {a}, {b}, alpha={c})")
+
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
         return f"X.new_zeros({shape}) + {a}"
@@ -200,15 +279,16 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
         """The body lines, ``t = A @ W`` then ``Z = b + t`` (t read nowhere else, b a parameter)
-        fused into ``Z = torch.addmm(b, A, W)``, and a step's ``W -= A.T @ D`` into
+        fused into ``Z = torch.addmm(b, A, W)`` (for a batch of samples A times a parameter W,
+        ``torch.matmul(A, W)``, over the batch's rows: one GEMM that starts from b), and a step's ``W -= A.T @ D`` into
         ``W.addmm_(A.T, D, alpha=-1)`` (the product accumulated into W, no temporary):
         eager torch pays per operation and per pass."""
         lines = [_UPDATE.sub(r"\1\2.addmm_(\3, \4, alpha=-1)", line) for line in lines]
         params = {m.group(1) for line in lines if (m := _PARAM.match(line))}
         out = list(lines)
         for i, line in enumerate(lines):
-            mm = _MATMUL.match(line)
-            if not mm:
+            mm = _MATMUL.match(line) or _BMATMUL.match(line)
+            if not mm or (mm.re is _BMATMUL and mm.group(3) not in params):
                 continue
             t, a, w = mm.groups()
             uses = [k for k, other in enumerate(lines) if k != i and re.search(rf"\b{t}\b", other)]
@@ -217,7 +297,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
             add = _ADD.match(lines[uses[0]])
             if add and t in add.group(2, 3) and ({add.group(2), add.group(3)} - {t}) <= params:
                 bias = add.group(3) if add.group(2) == t else add.group(2)
-                out[uses[0]] = f"{indent}{add.group(1)} = torch.addmm({bias}, {a}, {w})"
+                out[uses[0]] = f"{indent}{add.group(1)} = torch.addmm({bias}, {a}, {w})" if mm.re is _MATMUL \
+                    else (f"{indent}{add.group(1)} = torch.addmm({bias}, {a}.reshape(-1, {a}.shape[-1]), {w})"
+                          f".view(*{a}.shape[:-1], -1)")    # each sample's rows times a parameter W
                 out[i] = None
         return _accumulate_products([line for line in out if line is not None], indent, params)
 
@@ -277,6 +359,7 @@ _INPLACE = re.compile(r"^\s*\w+(?: [-+*/]= |\.\w+_\()")
 _WORD = re.compile(r"\w+")
 _PARAM = re.compile(r"^\s*(\w+) = params\['\w+'\]$")
 _MATMUL = re.compile(r"^\s*(\w+) = ([\w.]+) @ ([\w.]+)$")
+_BMATMUL = re.compile(r"^\s*(\w+) = torch\.matmul\((\w+), (\w+)\)$")
 _ADD = re.compile(r"^\s*(\w+) = (\w+) \+ (\w+)$")
 _UPDATE = re.compile(r"^(\s*)(\w+) -= ([\w.]+) @ ([\w.]+)$")
 

@@ -1,0 +1,125 @@
+"""The torch backend's fused kernels (symback.kernels): GELU by ``gelu``/``gelu_backward``,
+softmax rows by ``torch.softmax``/``log_softmax`` and their derived closed-form VJP by
+``_softmax_backward_data``.  The generated step, with the kernels and without them, is checked
+against PyTorch autograd of the same network written here with ``torch.nn.functional``
+(loss and every gradient, float64, relative 1e-8), and the kernels' names must appear in
+the source (a silent fallback to the element-wise formulas fails)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symback as sb
+from symback.compile import _load, model_class
+from symback.kernels import LIBRARY_FORMS, prime
+from symback.module import codegen_module
+from symback.printing.torch import TorchPrinter
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+KERNEL_CALLS = ("torch.nn.functional.gelu(", "torch.ops.aten.gelu_backward(", "torch.softmax(",
+                "torch.native_layer_norm(", "torch.ops.aten.native_layer_norm_backward(",
+                "torch._softmax_backward_data(")
+
+
+def _close(a, b, rtol=1e-8):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    assert float(np.abs(a - b).max()) <= rtol * max(1.0, float(np.abs(b).max()))
+
+
+def _models(d):
+    """The torch Model with the kernels (sb.compile) and one printed without them."""
+    plain = _load(codegen_module(d, "float64", TorchPrinter(kernels=False), vjp=True))
+    return sb.compile(d, backend="torch", dtype="float64"), model_class("torch")(d, "float64", plain)
+
+
+def _block(x, t, heads, causal):
+    """Pre-LN block then a Dense, as sb.TransformerBlock + sb.Dense number their parameters."""
+    n, T, d = x.shape
+    w = d // heads
+    split = lambda z: z.reshape(n, T, heads, w).transpose(1, 2)         # noqa: E731
+    a = F.layer_norm(x, (d,), t["gamma1"][0], t["beta1"][0], eps=1e-5)
+    o = F.scaled_dot_product_attention(split(a @ t["Wq2"]), split(a @ t["Wk2"]), split(a @ t["Wv2"]),
+                                       is_causal=causal)
+    h = x + o.transpose(1, 2).reshape(n, T, d) @ t["Wo2"]
+    a = F.layer_norm(h, (d,), t["gamma3"][0], t["beta3"][0], eps=1e-5)
+    h = h + F.gelu(a @ t["W4"] + t["b4"], approximate="tanh") @ t["W5"] + t["b5"]
+    return h @ t["W6"] + t["b6"]
+
+
+def _check(d, params, X, Y, torch_loss, calls):
+    t = {p: torch.tensor(v, requires_grad=True) for p, v in params.items()}
+    L = torch_loss(torch.tensor(X), torch.tensor(Y), t)
+    L.backward()
+    fused, plain = _models(d)
+    for call in calls:
+        assert call in fused.source, call                   # the kernel is printed ...
+        assert call not in plain.source, call    # ... and only with the kernels
+    for m in (fused, plain):
+        value, grads = m.value_and_grad(X, Y, {p: torch.tensor(v) for p, v in params.items()})
+        assert value == pytest.approx(L.item(), rel=1e-8)
+        for p in params:
+            _close(grads[p], t[p].grad.numpy())
+    return fused
+
+
+@pytest.mark.parametrize("T, d, heads, causal", [(5, 4, 2, True), (4, 6, 3, False)])
+def test_transformer_block_kernels_equal_torch_autograd(T, d, heads, causal):
+    net = sb.Sequential(sb.TransformerBlock(heads=heads, hidden=7, causal=causal), sb.Dense(d),
+                        inputs=(T, d), loss="mse")
+    dv = sb.derive(net)
+    rng = np.random.default_rng(T * 10 + d)
+    X, Y = rng.normal(size=(3, T, d)), rng.normal(size=(3, T, d))
+    params = {p: np.asarray(v) + 0.1 * rng.normal(size=np.shape(v))
+              for p, v in sb.compile(dv).init(seed=1).items()}
+
+    def loss(x, y, t):
+        return ((_block(x, t, heads, causal) - y) ** 2).sum(dim=(1, 2)).mean()
+    fused = _check(dv, params, X, Y, loss, KERNEL_CALLS + (("torch.baddbmm(",) if causal else ()))
+    # the step moves the parameters by lr times those gradients, kernels and all
+    moved = {p: torch.tensor(v) for p, v in params.items()}
+    fused.step(X, Y, moved, lr=0.1)
+    grads = fused.grad(X, Y, params)
+    for p in params:
+        _close(moved[p].numpy(), params[p] - 0.1 * np.asarray(grads[p]))
+
+
+def test_cnn_softmax_cross_entropy_kernels_equal_torch_autograd():
+    net = sb.Sequential(sb.Conv2d(3, 3, padding=1, activation="relu"), sb.MaxPool2d(2),
+                        sb.Conv2d(4, 3, activation="relu"), sb.MaxPool2d(2), sb.Flatten(),
+                        sb.Dense(5, "softmax"), inputs=(2, 10, 10), loss="cross_entropy")
+    dv = sb.derive(net)
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(4, 2, 10, 10)), np.eye(5)[[0, 3, 4, 1]]
+    params = {p: rng.normal(size=tuple(int(v) for v in net.symbol(p).shape)) / 2 for p in dv.params}
+
+    def loss(x, y, t):
+        a = x
+        for l, (C, Co, pad) in enumerate(((2, 3, 1), (3, 4, 0)), start=1):
+            a = F.max_pool2d(F.relu(F.conv2d(a, t[f"K{l}"].T.reshape(Co, C, 3, 3), t[f"b{l}"][0],
+                                             padding=pad)), 2)
+        return F.cross_entropy(a.flatten(1) @ t["W3"] + t["b3"], y.argmax(1))
+    _check(dv, params, X, Y, loss, ("torch.softmax(", "torch.log_softmax("))
+
+
+def test_gelu_kernel_is_proved_to_be_the_registered_definition(monkeypatch):
+    """The marker is made only after SymPy proves the library's formula equal to the
+    activation's definition; a different formula is refused."""
+    gelu = type(sb.gelu(sp.Symbol("z")))
+    assert prime(gelu)(sp.Symbol("z")).activation is gelu
+    x = sp.Symbol("x", real=True)
+    prime.cache_clear()
+    monkeypatch.setitem(LIBRARY_FORMS, gelu, ("gelu_prime", x / 2 * (1 + sp.erf(x / sp.sqrt(2)))))
+    with pytest.raises(sb.SymbackError):
+        prime(gelu)
+    prime.cache_clear()
+
+
+def test_numpy_and_jax_modules_have_no_kernels():
+    net = sb.Sequential(sb.TransformerBlock(heads=2, hidden=5, causal=True), sb.Dense(4),
+                        inputs=(3, 4), loss="mse")
+    src = sb.compile(sb.derive(net)).source
+    assert "softmax_backward" not in src and "gelu" not in src
