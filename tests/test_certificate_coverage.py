@@ -292,3 +292,24 @@ def test_the_terminal_writes_math_not_sympy_syntax():
     assert "    as SymPy: x1*(-2*y + 2*yhat)" in out        # parses back (tests/test_cli.py reads it)
     gradient_lines = [line for line in out if line.startswith("dC/d")]
     assert gradient_lines and not any("*" in line for line in gradient_lines)
+
+
+def test_one_sample_graphs_batch_reduction_is_checked():
+    """A sequence network (one sample a T×d matrix): L = (1/m)ΣCᵢ and ∂L/∂θ = (1/m)Σ∂Cᵢ/∂θ are
+    checked on a batch of three drawn samples (the engine's per-sample gradients), and a sum
+    written where the graph takes the mean, or a halved gradient, is caught."""
+    d = sb.derive(sb.Sequential(sb.Dense(3, "tanh"), sb.Dense(2), inputs=(3, 2), loss="mse"))
+    ctx = context(d, figure=False, vanishing=False, verify=False, cost=False)
+    batch = [c for c in ctx["loss"]["sympy"]["claims"] if c.get("batch")]
+    assert len(batch) == 3
+    certify(d, ctx)
+
+    def summed_not_mean(c):
+        chain = [x for x in c["loss"]["sympy"]["claims"] if x.get("batch")][0]["chain"]
+        chain[1] = chain[1] * sb.BATCH
+    _planted(d, ctx, summed_not_mean, "loss.claims")
+
+    def gradient_half(c):
+        chain = [x for x in c["loss"]["sympy"]["claims"] if x.get("batch")][2]["chain"]
+        chain[1] = chain[1] / 2
+    _planted(d, ctx, gradient_half, "loss.claims")

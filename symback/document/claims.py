@@ -29,8 +29,8 @@ import sympy as sp
 from ..engine import BATCH_SIZE, SAMPLE
 from ..functions import Activation
 from ..printing import Norm, Partial, PerSample
-from .analysis import value_of
-from .steps import GradL, LossAt, Vanishes
+from .analysis import random_values, value_of
+from .steps import GradL, LossAt, TotalPartial, Vanishes
 
 __all__ = ["claim_values", "unprime", "real_diff", "RELATIONS"]
 
@@ -104,7 +104,9 @@ def _value(point, e, where, at, means, total):
         return np.array(e.tolist(), dtype=complex)
     if isinstance(e, sp.Transpose) and isinstance(e.arg, sp.MatrixBase):
         return _value(point, e.arg, where, at, means, total).T
-    special = tuple(means) + (Norm, LossAt, GradL, Vanishes, sp.MatrixBase)
+    if isinstance(e, TotalPartial):     # ∂q/∂p through every path (the loss's terms, steps="full")
+        return point.value(Partial(*e.args), where, at, total=True)
+    special = tuple(means) + (Norm, LossAt, GradL, Vanishes, TotalPartial, sp.MatrixBase)
     if isinstance(e, (sp.Add, sp.Mul)) and e.has(*special):
         parts = [_value(point, a, where, at, means, total) for a in e.args]
         out = parts[0]
@@ -203,6 +205,12 @@ def _batch_values(point, chain, means):
 def _sample(point, k):
     """Sample k of the batch: its own inputs and targets, the point's parameters."""
     g = point.g
+    if point.matrix:        # one sample of a matrix graph (a sequence, an image): drawn as the point's
+        given = dict(point.values)
+        if k:
+            fresh = random_values(point.d, 1000 + k, rows=point.rows)
+            given.update({n: fresh[n] for n in g.input_names + g.target_names})
+        return given
     rng = random.Random(1000 + k)
     given = {n: v for n, v in ((n, point.env[g.symbol(n)]) for n in g.param_names)}
     for n in g.input_names + g.target_names:
@@ -221,6 +229,8 @@ def _batch_value(point, samples, e, means):
         C = point.g.symbol(d.loss_name)
 
         def at(s):      # ∂Cᵢ/∂θ is the sample's whole gradient (every path), not one edge of it
+            if s.matrix:    # the engine's gradient, which the point checked against a difference
+                return s.value(body, "batch", total=isinstance(body, Partial))
             return s.value(body.replace(lambda x: isinstance(x, Partial) and x.args[0] == C,
                                         lambda x: sp.Float(s._difference(x.args[1].name), 30)), "batch")
         return sum(at(s) for s in samples[int(lo) - 1:int(hi)])
@@ -230,6 +240,9 @@ def _batch_value(point, samples, e, means):
         # ∂L/∂v: the samples' ∂Cᵢ/∂v reduced as L reduces the Cᵢ
         # (a parameter: the whole gradient; a node q: the edge ∂C/∂q, the cost's own dependence on q)
         name = e.args[1].name
+        if name in d.params and point.matrix:
+            C = point.g.symbol(d.loss_name)
+            return mean([s.value(Partial(C, e.args[1]), "batch", total=True) for s in samples])
         if name in d.params:
             return mean([complex(s._difference(name)) for s in samples])
         partial = real_diff(point.g.expr(d.loss_name), e.args[1])

@@ -38,13 +38,9 @@ def loss_claims(d, parts, cost) -> list[dict]:
         out.append({"chain": [sample.lhs, sample.rhs], "rows": True, "means": means})
     else:
         out.append({"chain": [parts["lhs"], parts["rhs"]]})
-    if parts["batch_full"] is not None:
-        # L over a batch: checked on a batch of samples, which the certificate draws for scalar
-        # graphs only; a one-sample matrix graph's reduction lines (L = (1/m)ΣCᵢ, the definition
-        # of L, and ∂L/∂θ = (1/m)Σ∂Cᵢ/∂θ) are not checked yet, its per-sample lines are
-        if not g.is_matrix:
-            out += [{"chain": [e.lhs, e.rhs], "batch": True}
-                    for e in (parts["batch"], parts["batch_full"], parts["batch_gradient"])]
+    if parts["batch_full"] is not None:         # L over a batch: checked on a batch of samples
+        out += [{"chain": [e.lhs, e.rhs], "batch": True}
+                for e in (parts["batch"], parts["batch_full"], parts["batch_gradient"])]
     else:
         out.append({"chain": [g.symbol(d.loss_name), parts["batch"].rhs]})
         C = g.symbol(g.cost_name)

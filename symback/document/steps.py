@@ -32,6 +32,11 @@ class Vanishes(sp.Basic):
         return r"\underbrace{%s}_{=0}" % printer._print(self.args[0])
 
 
+class TotalPartial(Partial):
+    """∂q/∂p through every path from p to q, printed as ∂q/∂p: the inner factor of the chain rule
+    over the loss's inputs (∂L/∂p = Σ_q ∂L/∂q · ∂q/∂p, each ∂L/∂q the loss's own dependence)."""
+
+
 class Equal(sp.Basic):
     """a = b = … = c: several expressions stated equal (seed 000's ∂w₂/∂w₁ = ∂b/∂w₁ = 0)."""
 
@@ -125,7 +130,7 @@ def loss_terms(d, p, first_node) -> sp.Basic | None:
     L, P = g.symbol(loss), g.symbol(p)
     terms = []
     for q in sorted(parents, key=lambda q: q not in reach):      # the vanishing terms last
-        term = Chain(Partial(L, g.symbol(q)), Partial(g.symbol(q), P))
+        term = Chain(Partial(L, g.symbol(q)), TotalPartial(g.symbol(q), P))
         terms.append(term if q in reach else Vanishes(term))
     return Terms(*terms)
 
