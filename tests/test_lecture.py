@@ -19,7 +19,7 @@ from conftest import num, seed000_graph, seed001_graph, seed002_graph, seed004_1
 from symback.document import context
 from symback.document.analysis import numeric
 from symback.document.notation import columns
-from symback.document.steps import Equal, Vanishes
+from symback.document.steps import Equal, TotalPartial, Vanishes
 from symback.matrix import FPrime
 from symback.printing import Partial
 
@@ -130,7 +130,7 @@ def test_seed000_zero_terms_and_batch_reduction():
     terms = st["sympy"]["terms"].args
     [zero] = [t for t in terms if isinstance(t, Vanishes)]
     (Ly, yw), = [zero.args[0].args]
-    assert Ly == Partial(s["C"], s["y"]) and yw == Partial(s["y"], s["w1"])
+    assert Ly == Partial(s["C"], s["y"]) and yw == TotalPartial(s["y"], s["w1"])   # y through every path
     assert sp.diff(s["y"], s["w1"]) == 0                               # the oracle: it vanishes
     assert r"\underbrace{\frac{\partial C}{\partial y} \cdot \frac{\partial y}{\partial w_{1}}}_{=0}" in st["terms"]
     # ∂c/∂w1 = ∂/∂w1 (x1 w1 + x2 w2 + b): ∂w2x2/∂w1 = ∂b/∂w1 = 0, by the sum rule
