@@ -67,6 +67,7 @@ def backward(graph: Graph, wrt=()):
             # same formula typed by a user; printers factor it for display.
             fused = fused_delta(graph, child, name)
             if fused is not None:       # the δ does not need it: derived when a document asks
+                local.fused[name] = (child, *output_block(graph, child))
                 local.defer((child, name), lambda c=child, n=name, d=d: _local_factor(graph, c, n, d))
                 terms.append(fused)
                 continue
@@ -88,6 +89,9 @@ class LocalFactors(dict):
     def __init__(self):
         super().__init__()
         self._pending = {}
+        #: Z -> (A, f, cost node) for each output block Z → A = f(Z) → C whose δ_Z the
+        #: engine took from the fused rule (what it fused, for readers not to re-detect)
+        self.fused = {}
 
     def defer(self, key, derive_factor):
         """Hold `key`'s factor as a function that derives it."""
@@ -191,6 +195,8 @@ class Derivation:
         #: inputs (or nodes) differentiated besides the parameters: δ_X of a layer's VJP
         self.wrt = tuple(wrt)
         self.local, self.adjoint = backward(graph, self.wrt)
+        #: Z -> (A, f, cost node): the output blocks whose δ_Z came from a fused rule
+        self.fused = self.local.fused
         self._chain: dict[str, sp.Expr] = {}
         self._nice: dict[str, sp.Expr] = {}
 
