@@ -18,7 +18,8 @@ import sympy as sp
 
 from .budget import within
 from .errors import DefinitionError, SymbackError
-from .graph import Graph, decompose
+from .decompose import decompose
+from .graph import Graph
 from .matrix import BATCH, RowCost, is_matrix, simplify_ones
 from .vjp import AdjointMatrix, local_factor, real_diff
 # the records and the fused output blocks live beside the engine; their names stay importable here
