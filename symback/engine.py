@@ -21,9 +21,9 @@ from .errors import DefinitionError, SymbackError
 from .decompose import decompose
 from .graph import Graph
 from .matrix import BATCH, RowCost, is_matrix, simplify_ones
-from .vjp import AdjointMatrix, local_factor, real_diff
+from .vjp import AdjointMatrix, edge_factor, local_factor, real_diff
 # the records and the fused output blocks live beside the engine; their names stay importable here
-from .adjoints import Adjoint, BatchMean, BatchSum, Factor, Name, Program, delta
+from .adjoints import Adjoint, BatchMean, BatchSum, Factor, LocalFactors, Name, Program, delta
 from .fusion import fused_delta, output_block
 
 __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program", "derive",
@@ -78,80 +78,9 @@ def backward(graph: Graph, wrt=()):
     return local, adjoint
 
 
-class LocalFactors(dict):
-    """The edges' local factors, some derived only when first read.
-
-    An edge whose δ the engine takes from a fused output rule (softmax with
-    cross-entropy: δ_Z = Ŷ − Y) does not need its own factor to train, only to
-    be shown; its derivation (softmax's closed form and SymPy's proof of it)
-    waits for a document to ask, so a network compiles without it.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._pending = {}
-        #: Z -> (A, f, cost node) for each output block Z → A = f(Z) → C whose δ_Z the
-        #: engine took from the fused rule (what it fused, for readers not to re-detect)
-        self.fused = {}
-
-    def defer(self, key, derive_factor):
-        """Hold `key`'s factor as a function that derives it."""
-        self._pending[key] = derive_factor
-
-    def _resolve(self):
-        while self._pending:
-            key, derive_factor = next(iter(self._pending.items()))
-            dict.__setitem__(self, key, derive_factor())
-            del self._pending[key]
-
-    def __getitem__(self, key):
-        if key in self._pending:
-            dict.__setitem__(self, key, self._pending.pop(key)())
-        return dict.__getitem__(self, key)
-
-    def __contains__(self, key):
-        return key in self._pending or dict.__contains__(self, key)
-
-    def get(self, key, default=None):
-        """The factor of `key` (derived now if it waited), else `default`."""
-        return self[key] if key in self else default
-
-    def __iter__(self):
-        self._resolve()
-        return dict.__iter__(self)
-
-    def __len__(self):
-        return dict.__len__(self) + len(self._pending)
-
-    def keys(self):
-        """Every edge (each waiting factor derived first)."""
-        self._resolve()
-        return dict.keys(self)
-
-    def items(self):
-        """(edge, factor) pairs (each waiting factor derived first)."""
-        self._resolve()
-        return dict.items(self)
-
-    def values(self):
-        """The factors (each waiting factor derived first)."""
-        self._resolve()
-        return dict.values(self)
-
-
 def _local_factor(graph, child, name, d):
-    """The edge's local factor; SymPy's own failure on a node becomes one DefinitionError
-    naming that node (its matrix calculus raises bare TypeError, ValueError, ...)."""
-    expr = graph.expr(child)
-    try:
-        return local_factor(expr, d, graph.symbol(name), graph.symbol(child))
-    except SymbackError:
-        raise
-    except (TypeError, ValueError, NotImplementedError, IndexError, AttributeError) as exc:
-        raise DefinitionError(
-            f"node {child!r}: SymPy cannot differentiate {expr} with respect to {name!r} "
-            f"({type(exc).__name__}: {exc or 'not implemented'}); define its compound parts "
-            "(a function of a product, a factor of a Hadamard product) as nodes of their own") from exc
+    """The edge child ← name's local factor (a SymPy failure named by the node)."""
+    return edge_factor(graph.expr(child), d, graph.symbol(name), graph.symbol(child), (child, name))
 
 
 def _sum(terms, sym):

@@ -25,14 +25,14 @@ from functools import lru_cache
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from .errors import DefinitionError
+from .errors import DefinitionError, SymbackError
 from .kinds.base import BATCH, ENTRY, Kind, activation_of, elementwise, is_matrix, real_diff
 from .kinds.elementwise import FPrime, to_matrix
 from .kinds.rowcost import cost_derivative
 from .kinds.rownorm import prove_rownorm_vjp, rownorm_vjp
 from .kinds.softmax import Softmax, SoftmaxVJP, prove_softmax_vjp, softmax_vjp
 
-__all__ = ["local_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP", "to_matrix",
+__all__ = ["local_factor", "edge_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP", "to_matrix",
            "fused_output", "softmax_vjp", "prove_softmax_vjp",
            "rownorm_vjp", "prove_rownorm_vjp"]
 
@@ -74,6 +74,21 @@ def local_factor(child_expr, child_adjoint, parent, child=None):
 
 
 # ---------------------------------------------------------------- matrix calculus, cached by kind
+
+def edge_factor(child_expr, child_adjoint, parent, child, names):
+    """:func:`local_factor` for the edge ``names = (child, parent)`` of a graph: SymPy's own
+    failure on a node becomes one DefinitionError naming that node (its matrix calculus
+    raises bare TypeError, ValueError, ...)."""
+    try:
+        return local_factor(child_expr, child_adjoint, parent, child)
+    except SymbackError:
+        raise
+    except (TypeError, ValueError, NotImplementedError, IndexError, AttributeError) as exc:
+        raise DefinitionError(
+            f"node {names[0]!r}: SymPy cannot differentiate {child_expr} with respect to {names[1]!r} "
+            f"({type(exc).__name__}: {exc or 'not implemented'}); define its compound parts "
+            "(a function of a product, a factor of a Hadamard product) as nodes of their own") from exc
+
 def _matrix_vjp(child_expr, adj, parent):
     canon, back, fns = _canonical(child_expr, adj, parent)
     result = _derive_canonical(*canon)
