@@ -99,6 +99,11 @@ def _build(d: Derivation):
             G = h.targets(h._fresh("G"), shape=tuple(Yhat.shape))
             rows = sp.OneMatrix(1, Yhat.shape[0])
             cost = sp.Trace(rows * sp.HadamardProduct(Yhat, G) * sp.OneMatrix(width, 1))
+            if 1 in Yhat.shape:
+                # the same ⟨G, Ŷ⟩ as tr(Gᵀ Ŷ) when Ŷ is one row (a CNN's class scores) or one
+                # column: a 1×1 𝟏 vanishes from SymPy's product, and its matrix calculus then
+                # fails on tr((G ⊙ Ŷ) 𝟏) (IndexError) or returns an unusable array for 𝟏ᵀ(G ⊙ Ŷ)
+                cost = sp.Trace(G.T * Yhat)
         else:
             G = h.targets(h._fresh("G"), shape=(BATCH, width))
             cost = sp.HadamardProduct(Yhat, G) * sp.OneMatrix(width, 1)   # row i: Σ_k G_ik Ŷ_ik

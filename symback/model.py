@@ -270,11 +270,14 @@ class Model:
         if ns["VJP_ERROR"]:
             raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
         params = self._pure(params, X)
+        given = np.shape(X)
         X = self._x(X, params)
         G = self._matrix(G, self.n_outputs, "G", "outputs", params)
         if G.shape[0] != X.shape[0]:
             raise DataError(f"X has {X.shape[0]} rows but G has {G.shape[0]}")
         dX, grads = self._run(ns["_vjp"], X, G, params)
+        if self._image is not None and tuple(given[1:]) == tuple(self._image):
+            dX = dX.reshape(given)          # images (n, C, H, W) given: their δ as images too
         return dX, self._shaped(grads, params)
 
     def _shaped(self, grads, params) -> dict:

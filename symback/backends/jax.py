@@ -50,7 +50,7 @@ class Model(BackendModel):
             params, X, values = saved        # the forward values: not computed a second time
             dX, grads = ns["_vjp_backward"](X, G, params, values)
             # the cotangent of params has params' structure: a (n,) bias gets an (n,) gradient
-            return {k: g.reshape(params[k].shape) for k, g in zip(names, grads)}, dX
+            return {k: g.reshape(params[k].shape) for k, g in zip(names, grads)}, dX.reshape(X.shape)
 
         f.defvjp(fwd, bwd)
         return f

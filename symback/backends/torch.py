@@ -74,8 +74,9 @@ def _layer_class():
             n = len(ctx.ns["PARAMS"])
             params, values = rest[:n], {**dict(zip(ctx.keys, rest[n:])), **ctx.others}
             dX, grads = ctx.ns["_vjp_backward"](X, G.contiguous(), dict(zip(ctx.ns["PARAMS"], params)), values)
-            # a 1 × n parameter held as an (n,) tensor gets its gradient in that shape
-            return (None, dX, *[g.reshape(p.shape) for g, p in zip(grads, params)])
+            # a 1 × n parameter held as an (n,) tensor gets its gradient in that shape, and
+            # images (n, C, H, W) theirs as images (the code holds each as (n, C, H·W))
+            return (None, dX.reshape(X.shape), *[g.reshape(p.shape) for g, p in zip(grads, params)])
 
     return SymbackLayer
 
