@@ -10,7 +10,9 @@ reads its result in the views a reader wants (chain, recursive, expanded),
 as paths from the loss back to a parameter, or as a :class:`Program` of
 assignments that documents and code generators print.  The records it fills
 (names, factors, the δ symbols, the Program) are in :mod:`symback.adjoints`, the
-output blocks it fuses in :mod:`symback.fusion`.
+output blocks it fuses in :mod:`symback.fusion`.  What differs between the forms of a
+graph's data (scalars, sb.BATCH rows, one sample) is asked of ``graph.layout``
+(:mod:`symback.layout`), never branched on here.
 """
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ class _Matrices(Layout):
         return sum(int(self.graph.symbol(o).shape[1]) for o in outputs)
 
     def ones_rows(self):
-        """The batch's m rows (one sample's T rows where every input has T)."""
+        """The batch's m rows: ``ones`` is the m×1 column that repeats a row on every sample."""
         return BATCH
 
     def init_rows(self):
