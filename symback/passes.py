@@ -380,31 +380,28 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
             moved = [t for t in fn.printer._as_ordered_terms(e) if t in moved]
         return moved, [t for t in ts if t not in moved]
 
+    def addmm(c, moved, target=None, shape=()):
+        """c + the moved products, which leave their places."""
+        pairs = tuple(x for t in moved for x in body[where[t]].args)
+        for t in moved:
+            body[where[t]] = None
+        return Stmt(target, "addmm", (c, *pairs), shape)
+
     for k, st in enumerate(body):
         g = st.args[0] if st.op in ("let", "update") else None
         if st.op == "let" and terms(g):
             bias = len(g.args) == 2 and (g.args[0] in params or g.args[1] in params)   # b + A W (A maybe a batch)
             moved, rest = moves(g, g.args, k, bias)
-            if not moved or len(rest) > 1 or (rest and rest[0] not in params):
-                continue
-            new = Stmt(st.target, "addmm", (rest[0] if rest else sp.S.Zero,), st.shape)
-        elif st.op == "update" and isinstance(g, Stmt) and g.op == "matmul" and all(rank(x) != 3 for x in g.args):
+            if moved and len(rest) <= 1 and (not rest or rest[0] in params):
+                body[k] = addmm(rest[0] if rest else sp.S.Zero, moved, st.target, st.shape)
+        elif st.op != "update":
+            continue
+        elif isinstance(g, Stmt) and g.op == "matmul" and all(rank(x) != 3 for x in g.args):
             body[k] = st._replace(args=(g._replace(op="addmm", args=(sp.S.Zero, *g.args)),) + st.args[1:])
-            continue
-        elif st.op == "update" and (isinstance(g, sp.Symbol) or isinstance(g, Stmt) and g.op == "let" and terms(g.args[0])):
+        elif isinstance(g, sp.Symbol) or isinstance(g, Stmt) and g.op == "let" and terms(g.args[0]):
             moved, rest = moves(g.args[0], terms(g.args[0]), k) if isinstance(g, Stmt) else moves(g, (g,), k)
-            if not moved:
-                continue
-            new = st._replace(args=(Stmt(None, "addmm", (sp.Add(*rest),), ()),) + st.args[1:])
-        else:
-            continue
-        pairs = tuple(x for t in moved for x in body[where[t]].args)
-        if new.op == "addmm":
-            body[k] = new._replace(args=new.args + pairs)
-        else:
-            body[k] = new._replace(args=(new.args[0]._replace(args=new.args[0].args + pairs),) + new.args[1:])
-        for t in moved:
-            body[where[t]] = None
+            if moved:
+                body[k] = st._replace(args=(addmm(sp.Add(*rest), moved),) + st.args[1:])
     return [st for st in body if st is not None]
 
 
