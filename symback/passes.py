@@ -29,7 +29,8 @@ import sympy as sp
 from .lowering import EXPR_OPS, Stmt, Tr
 from .matrix import BATCH
 
-__all__ = ["Function", "PASSES", "select", "reads_of"]
+__all__ = ["Function", "PASSES", "select", "reads_of", "copies", "convolutions", "pool_indices", "masked_scores",
+           "reselect", "cse", "schedule", "fuse_updates", "sum_products", "shared_ones"]
 
 
 class Function:
