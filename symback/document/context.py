@@ -29,6 +29,7 @@ from .bptt import bptt
 from .lines import LINE_WIDTH, Names, aligned_lines
 from .losses import loss_claims, reader_name
 from .notation import layer_names, notation, punchline_forms
+from .written import written_form, written_latex
 
 __all__ = ["context", "plain"]
 
@@ -162,8 +163,11 @@ def _network(d, apps, nt) -> dict:
         # a matrix is shown with its shape: X ∈ R^{m×3}; in Nielsen's columns, one sample: x ∈ R^{3×1}
         shown = [sp.Contains(s, _space(s, column), evaluate=False) if is_matrix(s) else s for s in syms]
         return Tex(", ".join(latex(s) for s in shown))
-    forward = [{"lhs": _tex(sym), "rhs": _tex(e, applications=apps), "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}}
-               for sym, e in d.program().forward]
+    forward = []
+    for sym, e in d.program().forward:
+        terms = written_form(g, sym.name)     # a spec file's order: b + a₁ + a₂, not SymPy's a₁ + a₂ + b
+        rhs = Tex(written_latex(terms, applications=apps)) if terms else _tex(e, applications=apps)
+        forward.append({"lhs": _tex(sym), "rhs": rhs, "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}})
     return {"inputs": declared("input"), "targets": declared("target"), "params": declared("param"),
             "n_params": len(d.params), "forward": forward}
 

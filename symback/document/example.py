@@ -14,6 +14,7 @@ from ..errors import SymbackError
 from ..matrix import is_matrix
 from ..printing import Chain, Partial, Terms, Tex, latex, number
 from . import analysis
+from .written import written_form, written_latex
 
 __all__ = ["values_of", "exact", "example", "numbers", "path_product"]
 
@@ -90,9 +91,11 @@ def example(d, values: dict, lr, apps) -> dict:
     forward = []
     for sym, e in d.program().forward:
         n = sym.name
-        sub = Tex(latex(e, values=known, applications=apps)) if known and not is_matrix(e) and \
-            not isinstance(ev["forward"][n], np.ndarray) else None
-        forward.append({"lhs": _tex(sym), "formula": _tex(e, applications=apps), "substituted": sub,
+        terms = written_form(g, n)      # a spec file's order of terms and factors, else SymPy's
+        sub = Tex(written_latex(terms, known, apps) if terms else latex(e, values=known, applications=apps)) \
+            if known and not is_matrix(e) and not isinstance(ev["forward"][n], np.ndarray) else None
+        formula = Tex(written_latex(terms, applications=apps)) if terms else _tex(e, applications=apps)
+        forward.append({"lhs": _tex(sym), "formula": formula, "substituted": sub,
                         "value": show(ev["forward"][n]),
                         # the substituted line is e printed with the numbers: the same expression
                         "sympy": {"chain": [sym, e, _held(ev["forward"][n])], "at": given_at}})

@@ -97,7 +97,19 @@ def edge_expr(d: Derivation, child: str, parent: str, generic: bool = False):
     if generic:
         g = AdjointMatrix(GENERIC, *adj.shape)
         e, adj = e.xreplace({adj: g}), g
-    return sp.Lambda(adj, e)
+    return PassOn(adj, e) if e == adj else sp.Lambda(adj, e)
+
+
+class PassOn(sp.Lambda):
+    """δ ↦ δ: an edge that passes its node's adjoint on unchanged, the variable kept.
+
+    SymPy makes ``Lambda(δ, δ)`` its ``IdentityFunction``, whose variable is a
+    dummy x: the edge printed "(x ↦ x)" where every other edge reads "(δ ↦ …)".
+    """
+
+    def __new__(cls, signature, expr):
+        sig = sp.Tuple(*signature) if isinstance(signature, (tuple, sp.Tuple)) else sp.Tuple(signature)
+        return sp.Expr.__new__(cls, sig, sp.sympify(expr))
 
 
 PENALTY = sp.Symbol("P")
