@@ -1,15 +1,21 @@
-"""Long formulas broken into continuation rows of an align environment."""
+"""Formulas printed for a document's rows: one expression as ``Tex``, long ones broken into
+continuation rows of an align environment."""
 from __future__ import annotations
 
 import sympy as sp
 
 from ..matrix import is_matrix
-from ..printing import LatexPrinter, latex, visual_len
+from ..printing import LatexPrinter, Tex, latex, visual_len
 from ..printing.latex import minus_sign, negated
 
-__all__ = ["aligned_lines", "LINE_WIDTH", "Names"]
+__all__ = ["aligned_lines", "LINE_WIDTH", "Names", "tex"]
 
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
+
+
+def tex(expr, **settings) -> Tex:
+    """`expr` printed as LaTeX (symback's printer, `settings` passed on), marked as ``Tex``."""
+    return Tex(latex(expr, **settings))
 
 
 def aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
