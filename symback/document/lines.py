@@ -11,6 +11,7 @@ from ..printing.latex import minus_sign, negated
 __all__ = ["aligned_lines", "LINE_WIDTH", "Names", "tex"]
 
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
+WHERE_WIDTH = 10           # "where G_1 = " before a folded part's definition
 
 
 def tex(expr, **settings) -> Tex:
@@ -107,7 +108,8 @@ class Names:
         """(expr with names in it, [(name, definition), ...] introduced for it)."""
         new = []
         while is_matrix(expr) and self.width(expr, apps) > width:
-            part = _widest_part(expr, apps, width, self.width)
+            # the part's definition is printed after "where G₁ = ": it fits with that in front
+            part = _widest_part(expr, apps, width - WHERE_WIDTH, self.width)
             if part is None:
                 break
             name = next((n for n, e in self.defined.items() if e == part), None)
