@@ -307,3 +307,32 @@ def test_prime_classes_are_public():
     f = prime(sb.functions.sigmoid, (sp.Symbol("z"),))
     assert type(f) in prime_classes()
     assert "_PRIME_CLASSES" not in (ROOT / "symback" / "document" / "certificate.py").read_text()
+
+
+PAGE_DOCUMENTS = {
+    "residual": (lambda: sb.mlp([2, 8, 8, 1], activation="tanh", output="sigmoid", loss="binary_cross_entropy",
+                                residual=True, l2=0.001), {}),
+    "nielsen": (lambda: sb.mlp([3, 4, 4, 1]), {"notation": "nielsen"}),
+    "rnn": (lambda: sb.rnn(inputs=2, hidden=3, outputs=1, steps=4), {}),
+    "skip connection": (lambda: sb.load_spec(ROOT / "examples" / "skip_connection.toml"), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAGE_DOCUMENTS))
+def test_no_line_runs_past_the_margin(name, tmp_path):
+    """Looked at as pages: the penalty beside L (53 pt into the margin), a nine-factor path and a
+    folded part's 'where G₁ = …' (20 pt), an RNN's punchline (49 pt), a skip connection's softmax
+    punchline (378 pt), Nielsen's escaped vanishing bound.  pdflatex reports every overfull line."""
+    import shutil
+    import subprocess
+    exe = shutil.which("pdflatex")
+    assert exe, "pdflatex is required (TeX Live from Debian, installed by .ci/run)"
+    build, options = PAGE_DOCUMENTS[name]
+    tex = sb.derive(build()).latex(**options)
+    assert "textbackslash" not in tex
+    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
+    subprocess.run([exe, "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=240)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert not re.findall(r"^! .*", log, re.M)
+    assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)

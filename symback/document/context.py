@@ -26,7 +26,7 @@ from .figure import diagram, figure_note, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from ..budget import within
 from .bptt import bptt
-from .lines import LINE_WIDTH, Names, aligned_lines, tex
+from .lines import LINE_WIDTH, Names, aligned_lines, chain_lines, definitions, tex
 from .losses import loss_claims, reader_name
 from .notation import layer_names, notation
 from .written import written_form, written_latex
@@ -82,7 +82,7 @@ def _context(d, fmt, nt, options) -> dict:
     names = Names()
     ctx["gradients"] = [_gradient(d, p, apps, names, full) for p in d.params]
     ctx["reduction_steps"] = steps.reduction_steps(d) if full else None
-    ctx["punchline"] = punchline(d, nt)
+    ctx["punchline"] = punchline(d, nt, names, apps)
     ctx["punchline_note"] = punchline_note(d, ctx["punchline"])
     ctx["notation"] = _notation_keys(d, nt)
     ctx["deltas"] = deltas(d, apps, full)
@@ -296,8 +296,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
         # a wide term is folded (a part named and defined), never left out
         shown, defs = names.fold(factors, apps)
         shown_factors.append(shown)
-        paths.append({"symbols": tex(symbols), "length": len(path),
-                      "factors": Tex(latex(shown, applications=apps)), "where": _definitions(defs, apps),
+        paths.append({"symbols": chain_lines(symbols, apps), "length": len(path),
+                      "factors": Tex(latex(shown, applications=apps)), "where": definitions(defs, apps),
                       "sympy": {"symbols": symbols, "factors": factors, "labels": labels}})
     closed, recursive = closed_softmax(d, d.gradient(p)), closed_softmax(d, d.gradient(p, form="recursive"))
     closed_shown, closed_defs = names.fold(closed, apps)
@@ -325,7 +325,7 @@ def _gradient(d, p, apps, names, full=False) -> dict:
             "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
             "closed": Tex(closed_text) if closed_text else None,
             "closed_aligned": Tex(aligned_lines(closed_shown, apps)) if closed_text else None,
-            "where": [w for x in paths for w in x.pop("where")] + (_definitions(closed_defs, apps) if closed_text else []),
+            "where": [w for x in paths for w in x.pop("where")] + (definitions(closed_defs, apps) if closed_text else []),
             "expanded": tex(expanded, applications=apps) if show_expanded else None,
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
@@ -337,11 +337,6 @@ def _simplified(d, p):
     if sp.count_ops(d.named(d.gradient(p))) > MAX_SIMPLIFY_OPS:
         return None
     return within(SIMPLIFY_SECONDS, lambda: d.simplified(p))
-
-
-def _definitions(defs, apps) -> list[dict]:
-    """The rows "G₁ = …" that define the names a folded formula uses (each a checked line)."""
-    return [{"name": tex(n), "value": Tex(aligned_lines(e, apps)), "sympy": {"chain": [n, e]}} for n, e in defs]
 
 
 def _error_first(expr, targets) -> Chain:

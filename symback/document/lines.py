@@ -5,18 +5,23 @@ from __future__ import annotations
 import sympy as sp
 
 from ..matrix import is_matrix
-from ..printing import LatexPrinter, Tex, latex, visual_len
+from ..printing import Chain, LatexPrinter, Tex, latex, visual_len
 from ..printing.latex import minus_sign, negated
 
-__all__ = ["aligned_lines", "LINE_WIDTH", "Names", "tex"]
+__all__ = ["aligned_lines", "chain_lines", "LINE_WIDTH", "Names", "definitions", "tex"]
 
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
-WHERE_WIDTH = 10           # "where G_1 = " before a folded part's definition
+ROW_INDENT = 6             # a folded row starts after its align column ("∂L/∂W₁ = "): 20 pt past the margin
 
 
 def tex(expr, **settings) -> Tex:
     """`expr` printed as LaTeX (symback's printer, `settings` passed on), marked as ``Tex``."""
     return Tex(latex(expr, **settings))
+
+
+def definitions(defs, apps) -> list[dict]:
+    """The rows "G₁ = …" that define the names a folded formula uses (each a checked line)."""
+    return [{"name": tex(n), "value": Tex(aligned_lines(e, apps)), "sympy": {"chain": [n, e]}} for n, e in defs]
 
 
 def aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
@@ -49,6 +54,24 @@ def aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
         cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
     lines.append(cur + suffix)
     return r" \\ &\qquad ".join(lines)
+
+
+def chain_lines(chain: Chain, apps, width: int = LINE_WIDTH) -> Tex:
+    r"""A chain of factors ∂a/∂b · ∂b/∂c · …, broken after a ``\cdot`` into continuation rows when long.
+
+    (A residual network's nine-factor path ran 20 pt past the margin.)
+    """
+    text = latex(chain, applications=apps)
+    if visual_len(text) <= width or len(chain.args) < 2:
+        return Tex(text)
+    rows, cur = [], []
+    for f in chain.args:
+        if cur and visual_len(latex(Chain(*cur, f), applications=apps)) > width:
+            rows.append(cur)
+            cur = []
+        cur.append(f)
+    rows.append(cur)
+    return Tex(r" \cdot \\ &\qquad\quad ".join(latex(Chain(*r), applications=apps) for r in rows))
 
 
 def _matrix_lines(expr, apps, width) -> str:
@@ -104,12 +127,11 @@ class Names:
             self._widths[key] = visual_len(latex(expr, applications=apps, memo=memo))
         return self._widths[key]
 
-    def fold(self, expr, apps, width: int = LINE_WIDTH):
+    def fold(self, expr, apps, width: int = LINE_WIDTH - ROW_INDENT):
         """(expr with names in it, [(name, definition), ...] introduced for it)."""
         new = []
         while is_matrix(expr) and self.width(expr, apps) > width:
-            # the part's definition is printed after "where G₁ = ": it fits with that in front
-            part = _widest_part(expr, apps, width - WHERE_WIDTH, self.width)
+            part = _widest_part(expr, apps, width, self.width)
             if part is None:
                 break
             name = next((n for n, e in self.defined.items() if e == part), None)

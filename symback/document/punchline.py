@@ -11,13 +11,13 @@ import sympy as sp
 from ..matrix import simplify_ones
 from ..printing import Chain, Partial, Terms, Tex, latex
 from .factors import compose, edge_expr
-from .lines import tex
+from .lines import definitions, tex
 from .notation import punchline_forms
 
 __all__ = ["punchline", "punchline_note"]
 
 
-def punchline(d, nt):
+def punchline(d, nt, names=None, apps=()):
     """Each weight's gradient for one sample, from the last layer back.
 
     Lecture notation: the notes' shorthand, (ŷ − y) · W⁽³⁾ · σ'(z⁽³⁾) · … · X,
@@ -26,7 +26,8 @@ def punchline(d, nt):
     shorthand cannot write (a tied weight's transposed use) is shown as its
     matrix product; every path through the costs is shown, none dropped.  A
     parameter whose last factor sums over the rows (a bias) is left out, as in
-    the notes, and the document says so (:func:`punchline_note`).
+    the notes, and the document says so (:func:`punchline_note`).  A product too
+    wide for a line is folded with the document's `names` (G₁ = …, defined beside it).
     """
     g, rows = d.graph, []
     cost = getattr(g, "cost_name", None)
@@ -39,14 +40,21 @@ def punchline(d, nt):
         lhs = Partial(sp.Symbol(nt.loss) if lecture else g.symbol(cost), g.symbol(p))
         short = Terms(*[f[0] for f in forms])
         product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
-        # one line per path (an unrolled RNN's sum over time steps is wider than a page)
-        terms = [{"factors": tex(f[0], transposes=False) if lecture else tex(f[1]),
-                  "product": tex(f[1]) if lecture else None} for f in forms]
+        # one line per path (an unrolled RNN's sum over time steps is wider than a page),
+        # each folded when still too wide (a skip connection's softmax ran 13 cm past the margin)
+        folded, where = [], []
+        for f in forms:
+            shown, defs = names.fold(f[1], apps) if names is not None else (f[1], [])
+            folded.append(shown)
+            where += definitions(defs, apps)
+        terms = [{"factors": tex(f[0], transposes=False) if lecture else tex(shown),
+                  "product": tex(shown) if lecture else None} for f, shown in zip(forms, folded)]
+        chain = [lhs, product] + ([sp.MatAdd(*folded) if len(folded) > 1 else folded[0]] if where else [])
         rows.append({"lhs": tex(lhs), "param": p,
                      "factors": tex(short, transposes=False) if lecture else tex(product),
                      "product": tex(product) if lecture else None,
-                     "terms": terms,
-                     "sympy": {"lhs": lhs, "factors": short, "product": product, "chain": [lhs, product]}})
+                     "terms": terms, "where": where,
+                     "sympy": {"lhs": lhs, "factors": short, "product": product, "chain": chain}})
     return rows or None
 
 
