@@ -10,7 +10,7 @@ import sympy as sp
 
 from ..matrix import simplify_ones
 from ..printing import Chain, Partial, Terms, Tex, latex
-from .factors import compose, edge_expr
+from .factors import compose, edge_expr, notes_start
 from .lines import definitions, tex
 from .notation import punchline_forms
 
@@ -59,12 +59,21 @@ def punchline(d, nt, names=None, apps=()):
 
 
 def _sample_product(d, path):
-    """(product, product) of a path from the costs for one sample (δ_C = 1), when no shorthand exists."""
-    labels = [edge_expr(d, f.of, f.wrt) for f in path[1:]]
-    if not labels or not isinstance(labels[0], sp.Lambda):
-        return None
-    start = sp.OneMatrix(*labels[0].variables[0].shape)
-    value = simplify_ones(compose([start] + labels))
+    """(product, product) of a path from the costs for one sample (δ_C = 1), when no shorthand exists.
+
+    It starts where the notes' form would (a fused output's δ = Ŷ − Y, not the
+    softmax's and the cross-entropy's maps composed and never simplified).
+    """
+    st = notes_start(d, path)
+    if st is not None:
+        k, _, first = st
+        labels = [first] + [edge_expr(d, f.of, f.wrt) for f in path[k + 1:]]
+    else:
+        labels = [edge_expr(d, f.of, f.wrt) for f in path[1:]]
+        if not labels or not isinstance(labels[0], sp.Lambda):
+            return None
+        labels = [sp.OneMatrix(*labels[0].variables[0].shape)] + labels
+    value = simplify_ones(compose(labels))
     return Chain(value), value
 
 
@@ -82,4 +91,7 @@ def punchline_note(d, rows) -> Tex | None:
 
 
 def _sums_rows(last) -> bool:
+    """Whether the notes' last factor (or a whole product's leftmost, 𝟏ᵀ(…)) sums over the rows."""
+    if isinstance(last, sp.MatMul):
+        last = last.args[0]
     return isinstance(last, sp.OneMatrix) or (isinstance(last, sp.Transpose) and isinstance(last.arg, sp.OneMatrix))
