@@ -48,8 +48,8 @@ def parse_layers(text: str) -> list[int]:
     return sizes
 
 
-def positive(kind):
-    """An argparse type: a positive, finite `kind` (int or float), with a clear message otherwise."""
+def _number_type(kind, ok, requirement: str, name: str, doc: str):
+    """An argparse type: text read as `kind`, accepted when ok(value), else one clear line."""
     noun = "whole number" if kind is int else "number"
 
     def convert(text):
@@ -57,33 +57,23 @@ def positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive and finite")
+        if not ok(value):           # NaN fails every comparison: refused too
+            raise argparse.ArgumentTypeError(f"{text!r} must be {requirement}")
         return value
-    convert.__name__ = f"positive {kind.__name__}"
+    convert.__name__, convert.__doc__ = name, doc
     return convert
 
 
-def non_negative(text: str) -> float:
-    """An argparse type: a finite number ≥ 0 (``--l2``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive and finite")
-    return value
+def positive(kind):
+    """An argparse type: a positive, finite `kind` (int or float), with a clear message otherwise."""
+    return _number_type(kind, lambda v: 0 < v < float("inf"), "positive and finite", f"positive {kind.__name__}",
+                        f"A positive, finite {kind.__name__}.")
 
 
-def seed_number(text: str) -> int:
-    """A random seed: a whole number ≥ 0 (NumPy's generators refuse negative ones)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive")
-    return value
+non_negative = _number_type(float, lambda v: 0 <= v < float("inf"), "zero or positive and finite",
+                            "non_negative", "An argparse type: a finite number ≥ 0 (``--l2``).")
+seed_number = _number_type(int, lambda v: v >= 0, "zero or positive", "seed_number",
+                           "A random seed: a whole number ≥ 0 (NumPy's generators refuse negative ones).")
 
 
 def backend_option(p: argparse.ArgumentParser, verb: str):

@@ -336,3 +336,48 @@ def test_no_line_runs_past_the_margin(name, tmp_path):
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert not re.findall(r"^! .*", log, re.M)
     assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+
+
+def test_nielsens_figure_labels_are_columns_like_its_text():
+    """The local derivatives read (δ² ↦ δ² xᵀ), the figure (δᵀ ↦ δᵀ xᵀ): the bare δ was printed as a row."""
+    ctx = context(sb.derive(sb.mlp([3, 4, 4, 1])), notation="nielsen", **QUICK)
+    labels = list(ctx["sympy"]["labels"].values())
+    assert r"\left( \delta \mapsto \delta x^{\top} \right)" in labels
+    assert not any(r"\delta^{\top}" in str(label) for label in labels)
+
+
+def test_a_skip_connections_punchline_starts_from_the_fused_output():
+    """Paths with no shorthand composed softmax's and cross-entropy's maps: ((−(−Y ⊙ [1/Ŷ]) ⊙ Ŷ 𝟏𝟏ᵀ − …),
+    378 pt past the margin, and its biases 𝟏ᵀ(…) were shown where the others are left out."""
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "skip_connection.toml"))
+    ctx = context(d, **QUICK)
+    rows = {r["param"]: r for r in ctx["punchline"]}
+    assert set(rows) == {"W1", "W2", "W3"}
+    assert all(r"\left[\frac{1}{\hat{Y}}\right]" not in t["factors"] for r in rows.values() for t in r["terms"])
+    assert r"\left(\hat{Y} - Y\right) W_{3}^{\top}" in rows["W2"]["terms"][0]["factors"]
+    assert "$b_{1}$, $b_{2}$, $b_{3}$" in ctx["punchline_note"]
+
+
+def test_the_beamer_worked_example_is_at_the_frames_type_size(tmp_path):
+    """Seed 003's deck: the worked example's gradients were shrunk to one frame, about 5 pt; each
+    word's height on those frames, read back from the PDF, is that of the other frames' text."""
+    import shutil
+    import statistics
+    import subprocess
+    if not (shutil.which("pdflatex") and shutil.which("pdftotext")):
+        pytest.skip("pdflatex and pdftotext are needed to measure a page")
+    spec = sb.spec.read_spec(ROOT / "examples" / "seed003.toml")
+    (tmp_path / "deck.tex").write_text(sb.derive(spec.graph).latex(template="beamer", values=spec.values,
+                                                                   lr=spec.lr), encoding="utf-8")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "deck.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=240)
+    boxes = subprocess.run(["pdftotext", "-bbox", "deck.pdf", "-"], cwd=tmp_path, capture_output=True,
+                           text=True).stdout
+    heights = {}
+    for page in boxes.split("<page")[1:]:
+        words = re.findall(r'yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)">([^<]*)<', page)
+        if words:
+            heights[" ".join(w for _, _, w in words[:3])] = statistics.median(float(b) - float(a) for a, b, _ in words)
+    example = [h for title, h in heights.items() if title.startswith("Worked example")]
+    text = statistics.median(heights.values())
+    assert example and all(h >= 0.9 * text for h in example), (example, text)

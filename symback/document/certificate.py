@@ -138,8 +138,8 @@ def _narrowed(d, ctx):
     h.penalty, h.states = narrow(g.penalty), list(g.states)
 
     def walk(x):
-        if isinstance(x, dict):
-            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, dict):     # the folded names' dict has symbols for keys: narrowed too
+            return {narrow(k) if isinstance(k, sp.Basic) else k: walk(v) for k, v in x.items()}
         if isinstance(x, list):
             return [walk(v) for v in x]
         if isinstance(x, tuple):
