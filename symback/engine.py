@@ -18,7 +18,8 @@ import sympy as sp
 
 from .budget import within
 from .errors import DefinitionError, SymbackError
-from .graph import Graph, decompose
+from .decompose import decompose
+from .graph import Graph
 from .matrix import BATCH, RowCost, is_matrix, simplify_ones
 from .vjp import AdjointMatrix, local_factor, real_diff
 # the records and the fused output blocks live beside the engine; their names stay importable here
@@ -52,7 +53,7 @@ def backward(graph: Graph, wrt=()):
     ``wrt`` names inputs (or nodes) that get an adjoint as parameters do
     (a layer's ∂/∂X, :mod:`symback.layer`).
     """
-    local, adjoint = {}, {graph.loss_name: sp.S.One}
+    local, adjoint = LocalFactors(), {graph.loss_name: sp.S.One}
     trainable = set(graph.param_names) | set(wrt)   # nodes computed from data alone need no δ
     for name in graph.order:
         if any(p in trainable for p in graph.parents(name)):
@@ -65,11 +66,77 @@ def backward(graph: Graph, wrt=()):
             expr, d = graph.expr(child), delta(graph, child)
             # Kept in SymPy's canonical form, so it compares equal (==) to the
             # same formula typed by a user; printers factor it for display.
-            local[(child, name)] = _local_factor(graph, child, name, d)
             fused = fused_delta(graph, child, name)
-            terms.append(fused if fused is not None else contribution(local[(child, name)], d, expr))
+            if fused is not None:       # the δ does not need it: derived when a document asks
+                local.fused[name] = (child, *output_block(graph, child))
+                local.defer((child, name), lambda c=child, n=name, d=d: _local_factor(graph, c, n, d))
+                terms.append(fused)
+                continue
+            local[(child, name)] = _local_factor(graph, child, name, d)
+            terms.append(contribution(local[(child, name)], d, expr))
         adjoint[name] = _sum(terms, graph.symbol(name))
     return local, adjoint
+
+
+class LocalFactors(dict):
+    """The edges' local factors, some derived only when first read.
+
+    An edge whose δ the engine takes from a fused output rule (softmax with
+    cross-entropy: δ_Z = Ŷ − Y) does not need its own factor to train, only to
+    be shown; its derivation (softmax's closed form and SymPy's proof of it)
+    waits for a document to ask, so a network compiles without it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._pending = {}
+        #: Z -> (A, f, cost node) for each output block Z → A = f(Z) → C whose δ_Z the
+        #: engine took from the fused rule (what it fused, for readers not to re-detect)
+        self.fused = {}
+
+    def defer(self, key, derive_factor):
+        """Hold `key`'s factor as a function that derives it."""
+        self._pending[key] = derive_factor
+
+    def _resolve(self):
+        while self._pending:
+            key, derive_factor = next(iter(self._pending.items()))
+            dict.__setitem__(self, key, derive_factor())
+            del self._pending[key]
+
+    def __getitem__(self, key):
+        if key in self._pending:
+            dict.__setitem__(self, key, self._pending.pop(key)())
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key):
+        return key in self._pending or dict.__contains__(self, key)
+
+    def get(self, key, default=None):
+        """The factor of `key` (derived now if it waited), else `default`."""
+        return self[key] if key in self else default
+
+    def __iter__(self):
+        self._resolve()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        return dict.__len__(self) + len(self._pending)
+
+    def keys(self):
+        """Every edge (each waiting factor derived first)."""
+        self._resolve()
+        return dict.keys(self)
+
+    def items(self):
+        """(edge, factor) pairs (each waiting factor derived first)."""
+        self._resolve()
+        return dict.items(self)
+
+    def values(self):
+        """The factors (each waiting factor derived first)."""
+        self._resolve()
+        return dict.values(self)
 
 
 def _local_factor(graph, child, name, d):
@@ -129,6 +196,8 @@ class Derivation:
         #: inputs (or nodes) differentiated besides the parameters: δ_X of a layer's VJP
         self.wrt = tuple(wrt)
         self.local, self.adjoint = backward(graph, self.wrt)
+        #: Z -> (A, f, cost node): the output blocks whose δ_Z came from a fused rule
+        self.fused = self.local.fused
         self._chain: dict[str, sp.Expr] = {}
         self._nice: dict[str, sp.Expr] = {}
 
