@@ -71,6 +71,11 @@ def chain_lines(chain: Chain, apps, width: int = LINE_WIDTH) -> Tex:
             cur = []
         cur.append(f)
     rows.append(cur)
+    # as many rows as that takes, the factors shared out evenly (not one left alone on the last)
+    k, n = len(rows), len(chain.args)
+    even = [list(chain.args[i * n // k:(i + 1) * n // k]) for i in range(k)]
+    if all(visual_len(latex(Chain(*r), applications=apps)) <= width for r in even):
+        rows = even
     return Tex(r" \cdot \\ &\qquad\quad ".join(latex(Chain(*r), applications=apps) for r in rows))
 
 
