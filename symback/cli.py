@@ -21,124 +21,24 @@ from . import __version__
 from .data import load_data, training_arrays
 from .errors import OutputError, SymbackError, restore_interrupt
 from .files import atomic_write, check_output, refuse_existing, refuse_overwrite, same_file
+from .cli_options import (Parser, backend_option, fail, network_options, overwrite_option,
+                          parse_layers, positive, seed_number)
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
 
 DOC_SUFFIXES = (".tex", ".md", ".pdf")
 
 # ====================================================================== parsing
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is the same single line as any other error."""
-
-    def error(self, message):
-        _fail(f"{message} (see '{self.prog} --help')")
-        raise SystemExit(2)
-
-
-def _fail(message: str):
-    text = " ".join(str(message).split())
-    print(f"symback: error: {text}", file=sys.stderr)
-
-
-def parse_layers(text: str) -> list[int]:
-    """'784,128,64,10' -> [784, 128, 64, 10]; a clear error for anything else."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if any(p == "" for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} is malformed: an empty width between commas")
-    sizes = []
-    for p in parts:
-        if not (p.isascii() and p.isdigit()):      # "²".isdigit() is True, int("²") fails
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is malformed: {p!r} is not a positive whole number")
-        if len(p.lstrip("0")) > 12:
-            raise argparse.ArgumentTypeError(f"{text!r}: the width {p} is far too large")
-        sizes.append(int(p))
-    if len(sizes) < 2:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is malformed: give at least the input and output widths, e.g. 2,8,1")
-    if min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is malformed: widths must be at least 1")
-    return sizes
-
-
-def _positive(kind):
-    noun = "whole number" if kind is int else "number"
-
-    def convert(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive and finite")
-        return value
-    convert.__name__ = f"positive {kind.__name__}"
-    return convert
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive and finite")
-    return value
-
-
-def _seed(text: str) -> int:
-    """A random seed: a whole number ≥ 0 (NumPy's generators refuse negative ones)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or positive")
-    return value
-
-
-def _backend_option(p: argparse.ArgumentParser, verb: str):
-    p.add_argument("--backend", choices=("numpy", "jax", "torch"), default="numpy",
-                   help=f"the array library to {verb} (default numpy; jax and torch need "
-                        "pip install symback[jax] or symback[torch])")
-
-
-def _network_options(p: argparse.ArgumentParser, with_data: bool = False):
-    g = p.add_argument_group("the network: a TOML spec file, or a layer network from flags")
-    if with_data:   # train: the spec and the data file may both be positional, in either order
-        g.add_argument("spec", nargs="*", metavar="SPEC.toml|DATA.csv",
-                       help="a TOML spec file (a scalar graph) and/or the data file")
-    else:
-        g.add_argument("spec", nargs="?", metavar="SPEC.toml",
-                       help="a scalar graph written as a TOML spec file (see examples/*.toml)")
-    g.add_argument("--layers", type=parse_layers, metavar="N0,N1,...",
-                   help="layer widths, inputs first, e.g. 784,128,64,10")
-    g.add_argument("--activation", metavar="NAME",
-                   help="hidden-layer activation (default sigmoid): identity, sigmoid, tanh, relu, "
-                        "leaky_relu, softplus, swish")
-    g.add_argument("--output", metavar="NAME",
-                   help="output-layer activation (default identity); softmax for classes")
-    g.add_argument("--loss", metavar="NAME",
-                   help="mse, half_mse, binary_cross_entropy, cross_entropy, logcosh, huber "
-                        "(default mse, or cross_entropy with --output softmax)")
-    g.add_argument("--reduction", choices=("mean", "sum"),
-                   help="batch reduction of a layer network's loss (default mean)")
-    g.add_argument("--l2", type=_non_negative, metavar="LAMBDA",
-                   help="weight decay: adds LAMBDA/2 times the sum of the squared weights to the loss")
-    g.add_argument("--residual", action="store_true", default=None,
-                   help="every hidden layer after the first as a skip connection (equal widths)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``symback`` command."""
-    parser = _Parser(
+    parser = Parser(
         prog="symback",
         description="Symbolic backpropagation: derive the chain-rule formulas of a network, "
                     "render them as LaTeX or Markdown, and train with NumPy code generated from them.",
         epilog="Errors are one line on stderr; exit status 2 for bad input, 1 when a file or "
                "tool could not be used.  Start with: symback demo")
     parser.add_argument("--version", action="version", version=f"symback {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     d = sub.add_parser("derive", help="derive and print (or write) the backpropagation formulas",
                        description="Derive dLoss/dparameter for every parameter and print the "
@@ -146,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples: symback derive examples/seed002.toml -o seed002.pdf;  "
                               "symback derive --layers 784,128,64,10 --activation sigmoid "
                               "--output softmax --loss cross_entropy -o mlp.tex")
-    _network_options(d)
+    network_options(d)
     d.add_argument("-o", "--out", metavar="FILE",
                    help="write .tex, .md or .pdf (by suffix; .pdf needs pdflatex) instead of printing")
-    _overwrite_option(d, "-o")
+    overwrite_option(d, "-o")
     d.add_argument("--format", choices=("latex", "markdown", "text"),
                    help="what to print without -o (default latex; text is a plain list of gradients)")
     d.add_argument("--template", metavar="NAME|FILE.j2",
@@ -157,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--param", metavar="NAME", help="the parameter whose path is highlighted")
     d.add_argument("--values", metavar="x=3,w1=0.1,y=1",
                    help="numbers for every input, target and parameter: a worked example")
-    d.add_argument("--lr", type=_positive(float), metavar="RATE",
+    d.add_argument("--lr", type=positive(float), metavar="RATE",
                    help="learning rate of the worked example's update step")
     d.add_argument("--title", help="document title")
     d.add_argument("--notation", choices=("matrix", "lecture", "nielsen"),
@@ -165,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "superscript layers a^(1) = X), nielsen (column vectors z = w a + b, BP1-BP4)")
     d.add_argument("--steps", choices=("brief", "full"),
                    help="full: every step named by its rule, with inner derivatives and vanishing terms")
-    d.add_argument("--steps-taken", type=_positive(int), metavar="N",
+    d.add_argument("--steps-taken", type=positive(int), metavar="N",
                    help="with --values and --lr: N steps of gradient descent, theta^0 -> theta^1 -> ...")
     d.set_defaults(func=cmd_derive)
 
@@ -177,23 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
                               "by --targets (default: the last column) and every other column is "
                               "an input.  With a softmax output of K classes a single target "
                               "column of integer class labels 0..K-1 is one-hot encoded.")
-    _network_options(t, with_data=True)
+    network_options(t, with_data=True)
     t.add_argument("--data", metavar="FILE.csv|FILE.npz", help="training data (or give it positionally)")
     t.add_argument("--targets", metavar="COL[,COL...]",
                    help="target column names for a layer network (default: the last column)")
     t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
-    t.add_argument("--lr", type=_positive(float), default=0.1, metavar="RATE",
+    t.add_argument("--lr", type=positive(float), default=0.1, metavar="RATE",
                    help="learning rate (default 0.1)")
-    t.add_argument("--epochs", type=_positive(int), default=20, metavar="N", help="default 20")
-    t.add_argument("--batch-size", type=_positive(int), default=32, metavar="N", help="default 32")
-    t.add_argument("--seed", type=_seed, default=0, help="initialisation and shuffling seed (default 0)")
+    t.add_argument("--epochs", type=positive(int), default=20, metavar="N", help="default 20")
+    t.add_argument("--batch-size", type=positive(int), default=32, metavar="N", help="default 32")
+    t.add_argument("--seed", type=seed_number, default=0, help="initialisation and shuffling seed (default 0)")
     t.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    _backend_option(t, "train with")
+    backend_option(t, "train with")
     t.add_argument("--out", default="params.npz", metavar="FILE.npz",
                    help="where to save the trained parameters (default params.npz)")
     t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run "
                                                         "(--resume F --out F continues F in place)")
-    _overwrite_option(t, "--out or --plot")
+    overwrite_option(t, "--out or --plot")
     t.add_argument("--plot", metavar="FILE.png",
                    help="a PNG of the loss curve (and gradient norms); needs matplotlib")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -205,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "functions as a Python module that needs NumPy only.",
                        epilog="example: symback codegen --layers 2,8,1 --activation tanh -o net.py; "
                               "then: import net; loss, grads = net.grad(X, Y, params)")
-    _network_options(c)
+    network_options(c)
     c.add_argument("-o", "--out", required=True, metavar="FILE.py", help="the module to write")
-    _overwrite_option(c, "-o")
+    overwrite_option(c, "-o")
     c.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    _backend_option(c, "write code for")
+    backend_option(c, "write code for")
     c.set_defaults(func=cmd_codegen)
 
     m = sub.add_parser("demo", help="derive, render and train on built-in examples (no data needed)",
@@ -219,15 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outdir", default=".", metavar="DIR", help="where to write the files (default .)")
     m.add_argument("--dataset", choices=("moons", "xor"), default="moons")
     m.add_argument("--no-pdf", action="store_true", help="write .tex only, even if pdflatex is there")
-    m.add_argument("--seed", type=_seed, default=0, help="data and initialisation seed (default 0)")
-    _overwrite_option(m, "the demo's files in --outdir")
+    m.add_argument("--seed", type=seed_number, default=0, help="data and initialisation seed (default 0)")
+    overwrite_option(m, "the demo's files in --outdir")
     m.set_defaults(func=cmd_demo)
     return parser
-
-
-def _overwrite_option(parser, what: str) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help=f"replace {what} if it exists (otherwise an existing file is an error)")
 
 
 # ====================================================================== network
@@ -438,7 +333,7 @@ def main(argv=None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        _fail("interrupted")
+        fail("interrupted")
         return 130
 
 
@@ -465,23 +360,23 @@ def _main(argv) -> int:
     try:
         return args.func(args)
     except OutputError as exc:
-        _fail(exc)
+        fail(exc)
         return 1
     except (SymbackError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
         return 2
     except RecursionError:
-        _fail("the network is nested too deeply for SymPy's recursive algorithms (RecursionError); "
+        fail("the network is nested too deeply for SymPy's recursive algorithms (RecursionError); "
               "a layer network (--layers) handles depth better than a long scalar chain")
         return 1
     except MemoryError:
-        _fail("out of memory (MemoryError): the network or the data is too large for this machine")
+        fail("out of memory (MemoryError): the network or the data is too large for this machine")
         return 1
     except BrokenPipeError:            # `symback derive ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
-        _fail(_os_message(exc))
+        fail(_os_message(exc))
         return 1
 
 

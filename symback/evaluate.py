@@ -248,19 +248,42 @@ def _scalar_fn(function: sp.Lambda):
                 "as a cross-entropy's prediction outside (0, 1) does without a sigmoid or softmax output")
         return float(getattr(v, "real", v))
     slow = np.vectorize(real, otypes=[float])
+    n = len(function.variables)
+    # the fast form is compared with the exact one at a few points: anywhere on the line, else
+    # inside (0, 1), where a cross-entropy is defined (its log has no real value at −1.3)
+    probes = ([np.array([[-1.3, 0.0, 0.7]]) + k for k in range(n)],
+              [np.array([[0.2, 0.5, 0.7]]) + 0.05 * k for k in range(n)])
     try:
         fast = sp.lambdify(function.variables, body, "numpy")
-        probe = [np.array([[-1.3, 0.0, 0.7]]) + k for k in range(len(function.variables))]
-        with np.errstate(all="ignore"):
-            if np.allclose(np.asarray(fast(*probe), dtype=float) * np.ones((1, 3)), slow(*probe), equal_nan=True):
-                def both(*args):
-                    with np.errstate(over="ignore"):
-                        out = np.asarray(fast(*args), dtype=float)
-                    return out * np.ones(np.broadcast(*args).shape) if out.shape != np.broadcast(*args).shape else out
-                return both
-    except Exception:       # noqa: BLE001 - any failure of the fast form: the exact one is used
-        pass
+    except Exception:       # noqa: BLE001 - no NumPy form: the exact one is used
+        return slow
+    for probe in probes:
+        try:
+            with np.errstate(all="ignore"):
+                agree = np.allclose(np.asarray(fast(*probe), dtype=float) * np.ones((1, 3)), slow(*probe),
+                                    equal_nan=True)
+        except Exception:   # noqa: BLE001 - outside the function's domain, or the fast form failed
+            continue
+        return _checked_fast(fast, slow) if agree else slow
     return slow
+
+
+def _checked_fast(fast, slow):
+    """fast entry by entry; an entry it cannot give (NaN: log of a negative) from `slow`.
+
+    `slow` then raises the clear domain error, or gives the value exactly.
+    """
+    def both(*args):
+        shape = np.broadcast(*args).shape
+        with np.errstate(all="ignore"):
+            out = np.asarray(fast(*args), dtype=float)
+        out = out * np.ones(shape) if out.shape != shape else out
+        bad = np.isnan(out)
+        if bad.any():
+            out = out.copy()
+            out[bad] = slow(*[np.broadcast_to(a, shape)[bad] for a in args])
+        return out
+    return both
 
 
 CONSUMERS["evaluate"] = evaluate            # what Derivation.evaluate calls

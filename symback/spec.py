@@ -142,6 +142,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
         raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; "
                         f"expected {', '.join(sorted(_KEYS))}")
     g = Graph()
+    g.written_text = {}     # each node's text: documents print its terms in the written order
     shapes = _shapes(data.get("shapes", {}), where)
     try:
         for key, declare in (("inputs", g.inputs), ("targets", g.targets), ("params", g.params)):
@@ -160,6 +161,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
                 raise SpecError(f"{where}: node {name!r} must be expression text in quotes")
             _usable(name, where)
             g.node(name, parse_expr(text, known_names(g), where=f"{where}: node {name!r}"))
+            g.written_text[name] = text
         loss = data.get("loss")
         if isinstance(loss, str):
             loss = {"cost": loss}

@@ -46,7 +46,7 @@ def _expected_lines(ctx) -> int:
     """The chains the certificate must find: one per row of SHOWN, plus every other claim held
     (the loss, activations, example, steps, bound: tests/test_certificate_coverage.py)."""
     n = sum(len(ctx[k] or []) for k in SHOWN)
-    n += sum(len(g["where"]) for g in ctx["gradients"])
+    n += sum(len(g["where"]) for g in ctx["gradients"]) + sum(len(r["where"]) for r in ctx["punchline"] or [])
     row = re.compile(rf"({'|'.join(SHOWN)})\[\d+\](\.where\[\d+\])?|output")
     n += len([w for w, _ in claims(ctx) if not row.fullmatch(w)])
     return n + (1 if ctx["output"] else 0)

@@ -219,3 +219,165 @@ def test_cross_entropy_outside_its_domain_is_a_clear_error(net):
          else sb.Sequential(sb.Dense(2), inputs=(3, 2), loss="binary_cross_entropy"))
     with pytest.raises(DefinitionError, match=r"log\(p\).* is not a real number at p = -"):
         sb.derive(g).latex()
+
+
+# ---------------------------------------------------------------- what remained of the issue
+def test_a_spec_files_terms_print_in_the_written_order():
+    """ŷ = a₁ + a₂ + b (SymPy's order) where seed 002 and its notes write b + a₁ + a₂; seed 000's
+    c = x₁w₁ + x₂w₂ + b; the worked example substitutes in the same order (and stays certified)."""
+    d2 = sb.derive(sb.load_spec(ROOT / "examples" / "seed002.toml"))
+    forward = {r["lhs"]: r["rhs"] for r in context(d2, **QUICK)["forward"]}
+    assert forward[r"\hat{y}"] == "b + a_{1} + a_{2}"
+    d0 = sb.derive(sb.load_spec(ROOT / "examples" / "seed000.toml"))
+    assert context(d0, **QUICK)["forward"][0]["rhs"] == "x_{1} w_{1} + x_{2} w_{2} + b"
+    d3 = sb.load_spec(ROOT / "examples" / "seed003.toml")
+    spec = sb.spec.read_spec(ROOT / "examples" / "seed003.toml")
+    ex = context(sb.derive(d3), values=spec.values, lr=spec.lr, **QUICK)["example"]["forward"]
+    assert ex[0]["formula"] == "w_{1} x + b_{1}" and ex[0]["substituted"].startswith(r"0.5 \cdot 1 + ")
+    assert "b + a_{1} + a_{2}" in render(d2)          # rendered through the certificate
+
+
+def test_a_written_order_that_is_not_the_nodes_formula_is_not_used():
+    """A graph built in Python has no text: SymPy's order; a text is only used when its terms
+    add up to the node (a minus sign and a product of a function are kept right)."""
+    from symback.document.written import written_form, written_latex
+    g = sb.spec.spec_from_dict({"inputs": ["x"], "targets": ["y"], "params": ["w", "b"],
+                                "nodes": {"z": "-3*w*x + b - tanh(x)*w"}, "loss": {"cost": "(z - y)**2"}}).graph
+    terms = written_form(g, "z")
+    assert written_latex(terms) == r"- 3 w x + b - w \tanh\left(x\right)"
+    assert sp.expand(sum(s * sp.Mul(*f) for s, f in terms) - g.expr("z")) == 0
+    g.written_text["z"] = "b + w*x"                  # not the node's formula: never printed
+    g.__dict__.pop("_written_terms")
+    assert written_form(g, "z") is None
+    assert written_form(_tiny(1), "h1") is None
+
+
+def test_identity_edges_read_delta_to_delta():
+    """A residual's H = A₁ + A₂ edges were labelled (x ↦ x): SymPy's Lambda(δ, δ) is its identity
+    function, with a dummy x."""
+    d = sb.derive(sb.mlp([2, 3, 3, 1], activation="tanh", residual=True))
+    ctx = context(d, **QUICK)
+    passes = [r["value"] for r in ctx["local"] if r["maps"] and r["partial"].startswith(r"\frac{\partial H_{2}}")]
+    assert passes == [r"\left( \delta_{H_{2}} \mapsto \delta_{H_{2}} \right)"] * 2
+    labels = list(ctx["sympy"]["labels"].values()) if isinstance(ctx["sympy"]["labels"], dict) else ctx["sympy"]["labels"]
+    assert r"\left( \delta \mapsto \delta \right)" in labels and not any("x \\mapsto x" in str(l) for l in labels)
+
+
+def test_layer_and_head_names_print_as_the_attention_section_writes_them():
+    from symback.document.attention import Named
+    from symback.printing import latex
+    for name, shown in (("O2_1", "O_{2,1}"), ("P2_1", "P_{2,1}"), ("Wq2", "W_{q,2}"), ("Wo2", "W_{o,2}"),
+                        ("Z_P2_1", "Z_{P_{2,1}}"), ("Wx", "W_{x}"), ("W1", "W_{1}"), ("a_1", "a_{1}")):
+        assert latex(sp.Symbol(name)) == latex(sp.MatrixSymbol(name, 2, 2)) == shown
+    assert latex(sp.MatrixSymbol("O2_1", 2, 2)) == latex(Named("O_{2,1}", 2, 2))
+
+
+def test_cross_entropy_is_evaluated_with_numpy_inside_its_domain():
+    """The probe at −1.3 was outside log's domain: every BCE document evaluated its loss through
+    mpmath entry by entry.  Inside (0, 1) NumPy agrees; outside, the clear error still comes."""
+    from symback.evaluate import _scalar_fn
+    lf = sb.get_loss("binary_cross_entropy")
+    p, t = sp.symbols("p t")
+    f = _scalar_fn(sp.Lambda((p, t), lf(p, t)))
+    a, b = np.random.default_rng(0).uniform(0.05, 0.95, (2, 20000, 1))
+    exact = np.vectorize(lambda u, v: float(sp.N(lf(p, t).subs({p: u, t: v}))))(a[:5], b[:5])
+    assert np.allclose(f(a[:5], b[:5]), exact)
+    start = time.perf_counter()
+    f(a, b)
+    assert time.perf_counter() - start < 0.1           # mpmath: about half a second
+    with pytest.raises(DefinitionError, match="not a real number"):
+        f(np.array([[-0.5]]), np.array([[1.0]]))
+
+
+def test_the_cost_is_printed_once_and_the_penalty_on_its_own_line():
+    d0 = sb.derive(sb.load_spec(ROOT / "examples" / "seed000.toml"))
+    tex = render(d0, **QUICK)
+    assert tex.count(r"C &= \frac{\left(p - y\right)^{2}}{2}") == 1
+    assert "a matrix graph entry by entry" not in render(d0, verify=False, vanishing=False)
+    assert "a matrix graph entry by entry" in render(sb.derive(sb.mlp([2, 3, 1])), verify=False, vanishing=False)
+    res = render(sb.derive(sb.mlp([2, 3, 3, 1], activation="tanh", residual=True, l2=0.001)), **QUICK)
+    assert r"\\ \text{penalty } P" in res and r"\qquad \text{penalty}" not in res
+    assert r"\begin{figure}[htbp]" in res and r"Figure~\ref{fig:graph}" in res
+    nielsen = render(sb.derive(sb.mlp([3, 4, 1])), notation="nielsen", **QUICK)
+    assert "each row is a" not in nielsen and "one\nsample, a column" in nielsen
+
+
+def test_prime_classes_are_public():
+    from symback.printing import prime, prime_classes
+    f = prime(sb.functions.sigmoid, (sp.Symbol("z"),))
+    assert type(f) in prime_classes()
+    assert "_PRIME_CLASSES" not in (ROOT / "symback" / "document" / "certificate.py").read_text()
+
+
+PAGE_DOCUMENTS = {
+    "residual": (lambda: sb.mlp([2, 8, 8, 1], activation="tanh", output="sigmoid", loss="binary_cross_entropy",
+                                residual=True, l2=0.001), {}),
+    "nielsen": (lambda: sb.mlp([3, 4, 4, 1]), {"notation": "nielsen"}),
+    "rnn": (lambda: sb.rnn(inputs=2, hidden=3, outputs=1, steps=4), {}),
+    "skip connection": (lambda: sb.load_spec(ROOT / "examples" / "skip_connection.toml"), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAGE_DOCUMENTS))
+def test_no_line_runs_past_the_margin(name, tmp_path):
+    """Looked at as pages: the penalty beside L (53 pt into the margin), a nine-factor path and a
+    folded part's 'where G₁ = …' (20 pt), an RNN's punchline (49 pt), a skip connection's softmax
+    punchline (378 pt), Nielsen's escaped vanishing bound.  pdflatex reports every overfull line."""
+    import shutil
+    import subprocess
+    exe = shutil.which("pdflatex")
+    assert exe, "pdflatex is required (TeX Live from Debian, installed by .ci/run)"
+    build, options = PAGE_DOCUMENTS[name]
+    tex = sb.derive(build()).latex(**options)
+    assert "textbackslash" not in tex
+    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
+    subprocess.run([exe, "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=240)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert not re.findall(r"^! .*", log, re.M)
+    assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+
+
+def test_nielsens_figure_labels_are_columns_like_its_text():
+    """The local derivatives read (δ² ↦ δ² xᵀ), the figure (δᵀ ↦ δᵀ xᵀ): the bare δ was printed as a row."""
+    ctx = context(sb.derive(sb.mlp([3, 4, 4, 1])), notation="nielsen", **QUICK)
+    labels = list(ctx["sympy"]["labels"].values())
+    assert r"\left( \delta \mapsto \delta x^{\top} \right)" in labels
+    assert not any(r"\delta^{\top}" in str(label) for label in labels)
+
+
+def test_a_skip_connections_punchline_starts_from_the_fused_output():
+    """Paths with no shorthand composed softmax's and cross-entropy's maps: ((−(−Y ⊙ [1/Ŷ]) ⊙ Ŷ 𝟏𝟏ᵀ − …),
+    378 pt past the margin, and its biases 𝟏ᵀ(…) were shown where the others are left out."""
+    d = sb.derive(sb.load_spec(ROOT / "examples" / "skip_connection.toml"))
+    ctx = context(d, **QUICK)
+    rows = {r["param"]: r for r in ctx["punchline"]}
+    assert set(rows) == {"W1", "W2", "W3"}
+    assert all(r"\left[\frac{1}{\hat{Y}}\right]" not in t["factors"] for r in rows.values() for t in r["terms"])
+    assert r"\left(\hat{Y} - Y\right) W_{3}^{\top}" in rows["W2"]["terms"][0]["factors"]
+    assert "$b_{1}$, $b_{2}$, $b_{3}$" in ctx["punchline_note"]
+
+
+def test_the_beamer_worked_example_is_at_the_frames_type_size(tmp_path):
+    """Seed 003's deck: the worked example's gradients were shrunk to one frame, about 5 pt; each
+    word's height on those frames, read back from the PDF, is that of the other frames' text."""
+    import shutil
+    import statistics
+    import subprocess
+    if not (shutil.which("pdflatex") and shutil.which("pdftotext")):
+        pytest.skip("pdflatex and pdftotext are needed to measure a page")
+    spec = sb.spec.read_spec(ROOT / "examples" / "seed003.toml")
+    (tmp_path / "deck.tex").write_text(sb.derive(spec.graph).latex(template="beamer", values=spec.values,
+                                                                   lr=spec.lr), encoding="utf-8")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "deck.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=240)
+    boxes = subprocess.run(["pdftotext", "-bbox", "deck.pdf", "-"], cwd=tmp_path, capture_output=True,
+                           text=True).stdout
+    heights = {}
+    for page in boxes.split("<page")[1:]:
+        words = re.findall(r'yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)">([^<]*)<', page)
+        if words:
+            heights[" ".join(w for _, _, w in words[:3])] = statistics.median(float(b) - float(a) for a, b, _ in words)
+    example = [h for title, h in heights.items() if title.startswith("Worked example")]
+    text = statistics.median(heights.values())
+    assert example and all(h >= 0.9 * text for h in example), (example, text)

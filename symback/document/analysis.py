@@ -22,7 +22,8 @@ from ..engine import delta
 # the one evaluator (exact | NumPy); its names stay importable from here, where documents find them
 from ..evaluate import evaluate, inert, numeric, numpy_adjoints, numpy_forward, numpy_gradients, value_of
 from ..matrix import BATCH, FPrime, RowCost, explicit, is_matrix
-from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes
+from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes, visual_len
+from .lines import LINE_WIDTH
 from ..budget import within
 from .factors import edge_expr, notes_chain
 
@@ -214,7 +215,10 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     every = all(a in small for a in seen if a in sups)
     # several paths: one line per path (an unrolled RNN's bound is wider than a page)
     lines = [Tex(latex(t, applications=apps)) for t in terms] if len(terms) > 1 else None
-    return {"param": Tex(latex(d.graph.symbol(param))), "bound": Tex(latex(expr, applications=apps)),
+    bound = Tex(latex(expr, applications=apps))
+    # one wide path: "≤ …" and "= …" on rows of their own (on one line it ran past the margin)
+    rows = [Tex(latex(r, applications=apps)) for r in rhs] if len(rhs) > 1 and visual_len(bound) > LINE_WIDTH else None
+    return {"param": Tex(latex(d.graph.symbol(param))), "bound": bound, "bound_rows": rows,
             "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
             "factors": max(counts, default=0), "shrinking": shrinking, "every": every, "any": any(a.__name__ != "identity" for a in sups),
             "matrix_note": is_matrix(d.graph.symbol(param)),

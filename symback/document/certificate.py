@@ -28,8 +28,7 @@ import sympy as sp
 
 from ..engine import Adjoint, delta
 from ..matrix import BATCH, is_matrix
-from ..printing import Chain, Partial, PerSample, Terms
-from ..printing.primes import _PRIME_CLASSES
+from ..printing import Chain, Partial, PerSample, Terms, prime_classes
 from .claims import claim_values, real_diff as _real_diff, unprime
 from .analysis import numpy_adjoints, numpy_forward, random_values, value_of
 from .factors import PENALTY, compose, edge_expr
@@ -139,8 +138,8 @@ def _narrowed(d, ctx):
     h.penalty, h.states = narrow(g.penalty), list(g.states)
 
     def walk(x):
-        if isinstance(x, dict):
-            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, dict):     # the folded names' dict has symbols for keys: narrowed too
+            return {narrow(k) if isinstance(k, sp.Basic) else k: walk(v) for k, v in x.items()}
         if isinstance(x, list):
             return [walk(v) for v in x]
         if isinstance(x, tuple):
@@ -334,9 +333,10 @@ class _Point:
             return sp.Lambda(e.variables, self.meaning(e.expr, sample))
         if isinstance(e, sp.MatrixBase):
             return e.applyfunc(lambda x: self.meaning(x, sample))
-        if isinstance(e, sp.Basic) and e.has(*_PRIME_CLASSES.values()):
+        primes = prime_classes()
+        if primes and isinstance(e, sp.Basic) and e.has(*primes):
             # σ′(u) printed as a prime means SymPy's derivative of σ's definition at u
-            return self.meaning(e.replace(lambda x: type(x) in _PRIME_CLASSES.values(), unprime), sample)
+            return self.meaning(e.replace(lambda x: isinstance(x, primes), unprime), sample)
         if self.names and isinstance(e, sp.Basic) and e.has(*self.names):
             # a folded formula's names G₁, G₂, … stand for the parts they were given for
             return self.meaning(e.xreplace(self.names), sample)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..engine import Adjoint, delta, SIMPLIFY_SECONDS
+from ..engine import delta, SIMPLIFY_SECONDS
 from ..errors import OutputError
 from ..functions import Activation
 from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
-                        markdown_escape, notation_settings, number, prime, visual_len)
+                        markdown_escape, notation_settings, visual_len)
 from . import analysis, attention_proof, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
 from .batchnorm import batchnorm
@@ -26,9 +26,13 @@ from .figure import diagram, figure_note, mermaid, tikz
 from .example import example, numbers, path_product, values_of
 from ..budget import within
 from .bptt import bptt
-from .lines import LINE_WIDTH, Names, aligned_lines
+from .lines import LINE_WIDTH, Names, aligned_lines, chain_lines, definitions, tex
 from .losses import loss_claims, reader_name
-from .notation import layer_names, notation, punchline_forms
+from .notation import layer_names, notation
+from .written import written_form, written_latex
+from .activations import activations
+from .deltas import bp, deltas
+from .punchline import punchline, punchline_note
 
 __all__ = ["context", "plain"]
 
@@ -78,14 +82,14 @@ def _context(d, fmt, nt, options) -> dict:
     names = Names()
     ctx["gradients"] = [_gradient(d, p, apps, names, full) for p in d.params]
     ctx["reduction_steps"] = steps.reduction_steps(d) if full else None
-    ctx["punchline"] = _punchline(d, nt)
-    ctx["punchline_note"] = _punchline_note(d, ctx["punchline"])
+    ctx["punchline"] = punchline(d, nt, names, apps)
+    ctx["punchline_note"] = punchline_note(d, ctx["punchline"])
     ctx["notation"] = _notation_keys(d, nt)
-    ctx["deltas"] = _deltas(d, apps, full)
+    ctx["deltas"] = deltas(d, apps, full)
     ctx["bptt"] = bptt(d, values, apps, options.get("seed", 0))     # None unless rnn/lstm/gru
-    ctx["bp"] = _bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
+    ctx["bp"] = bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
     sups = {}
-    ctx["activations"] = _activations({type(f) for f in apps}, sups)
+    ctx["activations"] = activations({type(f) for f in apps}, sups)
     at = numbers(d, values) if values is not None and options.get("example", True) else None
     dg = diagram(d, param, apps, at)
     draw = options.get("figure", True)
@@ -131,10 +135,6 @@ def plain(ctx):
     return ctx
 
 
-def _tex(expr, **settings) -> Tex:
-    return Tex(latex(expr, **settings))
-
-
 def _apps(d) -> list:
     """The activation applications f(z) of the graph (to print their derivatives as f'(z))."""
     found: dict = {}
@@ -162,8 +162,11 @@ def _network(d, apps, nt) -> dict:
         # a matrix is shown with its shape: X ∈ R^{m×3}; in Nielsen's columns, one sample: x ∈ R^{3×1}
         shown = [sp.Contains(s, _space(s, column), evaluate=False) if is_matrix(s) else s for s in syms]
         return Tex(", ".join(latex(s) for s in shown))
-    forward = [{"lhs": _tex(sym), "rhs": _tex(e, applications=apps), "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}}
-               for sym, e in d.program().forward]
+    forward = []
+    for sym, e in d.program().forward:
+        terms = written_form(g, sym.name)     # a spec file's order: b + a₁ + a₂, not SymPy's a₁ + a₂ + b
+        rhs = Tex(written_latex(terms, applications=apps)) if terms else tex(e, applications=apps)
+        forward.append({"lhs": tex(sym), "rhs": rhs, "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}})
     return {"inputs": declared("input"), "targets": declared("target"), "params": declared("param"),
             "n_params": len(d.params), "forward": forward}
 
@@ -219,9 +222,9 @@ def _loss(d, nt) -> dict:
     parts = {"rhs": rhs, "lhs": lhs, "sample": sample, "batch": batch, "batch_full": full,
              "batch_gradient": gradient, "penalty": penalty}
     parts["claims"] = loss_claims(d, parts, cost)
-    out = {k: (_tex(v) if v is not None else None) for k, v in parts.items()}
+    out = {k: (tex(v) if v is not None else None) for k, v in parts.items()}
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
-    out.update({"cost": _tex(C), "of": _tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
+    out.update({"cost": tex(C), "of": tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
                 "name": getattr(cost, "loss", None) and reader_name(cost.loss.name),    # words, not an identifier
                 "sympy": parts})
     return out
@@ -249,7 +252,7 @@ def _output(d):
         # (a one-sample graph has no cost column: its loss is the per-sample cost itself)
         scalar = sp.Eq(Partial(sp.Symbol(g.cost_name or g.loss_name), zk), rule.xreplace({z: zk, a: ak, y: yk}), evaluate=False)
         matrix = sp.Eq(delta(g, n), d.adjoint[n], evaluate=False)
-        return {"scalar": _tex(scalar), "matrix": _tex(matrix), "function": out.__name__,
+        return {"scalar": tex(scalar), "matrix": tex(matrix), "function": out.__name__,
                 "loss": reader_name(cost.loss.name), "sympy": {"scalar": scalar, "matrix": matrix,
                                                   "chain": [matrix.lhs, matrix.rhs]}}
     return None
@@ -269,7 +272,7 @@ def _local(d, apps) -> list[dict]:
             named = d.named(e) if not isinstance(e, sp.Lambda) else e
             named_text = latex(named, primes=False, sums_last=True) if named != e else None
             rows.append({"named": Tex(named_text) if named_text and named_text not in (short, full) else None,
-                         "of": _tex(g.symbol(child)), "wrt": _tex(g.symbol(parent)), "partial": _tex(lhs),
+                         "of": tex(g.symbol(child)), "wrt": tex(g.symbol(parent)), "partial": tex(lhs),
                          "value": Tex(short), "inline": Tex(rf"\partial {latex(g.symbol(child))} / "
                                                             rf"\partial {latex(g.symbol(parent))}"),
                          "written_out": Tex(full) if full != short else None,
@@ -293,8 +296,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
         # a wide term is folded (a part named and defined), never left out
         shown, defs = names.fold(factors, apps)
         shown_factors.append(shown)
-        paths.append({"symbols": _tex(symbols), "length": len(path),
-                      "factors": Tex(latex(shown, applications=apps)), "where": _definitions(defs, apps),
+        paths.append({"symbols": chain_lines(symbols, apps), "length": len(path),
+                      "factors": Tex(latex(shown, applications=apps)), "where": definitions(defs, apps),
                       "sympy": {"symbols": symbols, "factors": factors, "labels": labels}})
     closed, recursive = closed_softmax(d, d.gradient(p)), closed_softmax(d, d.gradient(p, form="recursive"))
     closed_shown, closed_defs = names.fold(closed, apps)
@@ -317,13 +320,13 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     chain += [simple_chain] if simple is not None else []
     chain += [expanded] if show_expanded else []
     chain += [recursive] if recursive != closed else []
-    return {"name": _tex(g.symbol(p)), "lhs": _tex(lhs), "paths": paths,
-            "simplified": _tex(simple_chain, applications=apps) if simple is not None else None,
+    return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": paths,
+            "simplified": tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
             "closed": Tex(closed_text) if closed_text else None,
             "closed_aligned": Tex(aligned_lines(closed_shown, apps)) if closed_text else None,
-            "where": [w for x in paths for w in x.pop("where")] + (_definitions(closed_defs, apps) if closed_text else []),
-            "expanded": _tex(expanded, applications=apps) if show_expanded else None,
+            "where": [w for x in paths for w in x.pop("where")] + (definitions(closed_defs, apps) if closed_text else []),
+            "expanded": tex(expanded, applications=apps) if show_expanded else None,
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None, "chain": chain}}
@@ -334,11 +337,6 @@ def _simplified(d, p):
     if sp.count_ops(d.named(d.gradient(p))) > MAX_SIMPLIFY_OPS:
         return None
     return within(SIMPLIFY_SECONDS, lambda: d.simplified(p))
-
-
-def _definitions(defs, apps) -> list[dict]:
-    """The rows "G₁ = …" that define the names a folded formula uses (each a checked line)."""
-    return [{"name": _tex(n), "value": Tex(aligned_lines(e, apps)), "sympy": {"chain": [n, e]}} for n, e in defs]
 
 
 def _error_first(expr, targets) -> Chain:
@@ -377,76 +375,16 @@ def _gradient_steps(d, p, apps) -> dict:
                 continue
             lhs = Partial(g.symbol(f.of), g.symbol(f.wrt))
             zeros = [{"chain": list(st["zeros"].args), "every_partial": True}] if st["zeros"] is not None else []
-            factors.append({"partial": _tex(lhs), "rule": st["rule"],
+            factors.append({"partial": tex(lhs), "rule": st["rule"],
                             "line": Tex(" = ".join(latex(x, applications=apps) for x in st["lines"])),
-                            "zeros": _tex(st["zeros"]) if st["zeros"] is not None else None,
+                            "zeros": tex(st["zeros"]) if st["zeros"] is not None else None,
                             # ∂c/∂v here is the edge's derivative; each inner ∂u/∂v is SymPy's diff of u
                             "sympy": {**st, "chain": [lhs, *st["lines"]], "edge": True, "claims": zeros}})
     lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
-    return {"terms": _tex(terms) if terms is not None else None, "lhs": _tex(lhs), "factors": factors,
+    return {"terms": tex(terms) if terms is not None else None, "lhs": tex(lhs), "factors": factors,
             "cases": "several paths: add them (case 2)" if len(d.chain(p)) > 1 else None,
             "sympy": {"terms": terms, "claims": [] if terms is None else [{"chain": [lhs, terms]}] + [
                 {"chain": [t.args[0], sp.S.Zero]} for t in terms.args if isinstance(t, steps.Vanishes)]}}
-
-
-def _punchline(d, nt):
-    """Each weight's gradient for one sample, from the last layer back.
-
-    Lecture notation: the notes' shorthand, (ŷ − y) · W⁽³⁾ · σ'(z⁽³⁾) · … · X,
-    with the valid matrix product beside it; matrix and Nielsen notation: the
-    valid product itself (transposes shown; Nielsen's transposed).  A path the
-    shorthand cannot write (a tied weight's transposed use) is shown as its
-    matrix product; every path through the costs is shown, none dropped.  A
-    parameter whose last factor sums over the rows (a bias) is left out, as in
-    the notes, and the document says so (:func:`_punchline_note`).
-    """
-    g, rows = d.graph, []
-    cost = getattr(g, "cost_name", None)
-    lecture = nt.name == "lecture"
-    for p in reversed(d.params):
-        paths = [path for path in d.chain(p) if path[0].wrt == cost]
-        forms = [punchline_forms(d, path) or _sample_product(d, path) for path in paths]
-        if not forms or any(f is None or _sums_rows(f[0].args[-1]) for f in forms):
-            continue
-        lhs = Partial(sp.Symbol(nt.loss) if lecture else g.symbol(cost), g.symbol(p))
-        short = Terms(*[f[0] for f in forms])
-        product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
-        # one line per path (an unrolled RNN's sum over time steps is wider than a page)
-        terms = [{"factors": _tex(f[0], transposes=False) if lecture else _tex(f[1]),
-                  "product": _tex(f[1]) if lecture else None} for f in forms]
-        rows.append({"lhs": _tex(lhs), "param": p,
-                     "factors": _tex(short, transposes=False) if lecture else _tex(product),
-                     "product": _tex(product) if lecture else None,
-                     "terms": terms,
-                     "sympy": {"lhs": lhs, "factors": short, "product": product, "chain": [lhs, product]}})
-    return rows or None
-
-
-def _sample_product(d, path):
-    """(product, product) of a path from the costs for one sample (δ_C = 1), when no shorthand exists."""
-    labels = [edge_expr(d, f.of, f.wrt) for f in path[1:]]
-    if not labels or not isinstance(labels[0], sp.Lambda):
-        return None
-    start = sp.OneMatrix(*labels[0].variables[0].shape)
-    value = simplify_ones(compose([start] + labels))
-    return Chain(value), value
-
-
-def _punchline_note(d, rows) -> Tex | None:
-    """Which parameters the punchline leaves out, and why (None when it shows them all)."""
-    if not rows:
-        return None
-    shown = {r["param"] for r in rows}
-    left = [p for p in d.params if p not in shown]
-    if not left:
-        return None
-    names = ", ".join(f"${latex(d.graph.symbol(p))}$" for p in left)
-    return Tex(f"Not shown here: {names}; each ends in a sum over the samples (a bias) or reaches "
-               "the loss only through the penalty. Their gradients are in the chain-rule section above.")
-
-
-def _sums_rows(last) -> bool:
-    return isinstance(last, sp.OneMatrix) or (isinstance(last, sp.Transpose) and isinstance(last.arg, sp.OneMatrix))
 
 
 def _notation_keys(d, nt) -> dict:
@@ -454,129 +392,5 @@ def _notation_keys(d, nt) -> dict:
     g, input_row = d.graph, None
     if nt.name == "lecture" and layer_names(d) and g.input_names and is_matrix(g.symbol(g.input_names[0])):
         X = g.symbol(g.input_names[0])
-        input_row = _tex(sp.Eq(sp.MatrixSymbol("A0", *X.shape), X, evaluate=False))
+        input_row = tex(sp.Eq(sp.MatrixSymbol("A0", *X.shape), X, evaluate=False))
     return {"name": nt.name, "input_row": input_row}
-
-
-def _deltas(d, apps, full=False) -> list[dict]:
-    g = d.graph
-    # the output A_l = f(Z_l) of a matrix layer passes δ straight on: shown inlined, as in the notes
-    inline = {}
-    for n in g.order:
-        if n in d.adjoint and is_matrix(g.symbol(n)) and activation_of(g.expr(n) if n in g._expr else None) \
-                and len(g.children(n)) == 1 and n != d.loss_name:
-            inline[delta(g, n)] = d.adjoint[n]
-    C = g.symbol(d.loss_name)
-    rows = [{"case": None, "node": d.loss_name, "name": _tex(C), "lhs": _tex(Adjoint(d.loss_name)), "symbolic": _tex(Partial(C, C)),
-             "value": Tex("1"), "param": False, "recursive": None,
-             "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One,
-                       "chain": [Adjoint(d.loss_name), Partial(C, C), sp.S.One]}}]
-    backward = d.program().backward
-    shown = {sym.name[len("delta_"):] for sym, _ in backward} | {d.loss_name}
-    for sym, e in backward:
-        n, e = sym.name[len("delta_"):], closed_softmax(d, e)
-        symbolic = _delta_symbolic(d, n, shown)
-        value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
-        lhs = sym
-        rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
-                     "name": _tex(g.symbol(n)), "lhs": _tex(lhs), "symbolic": _tex(symbolic),
-                     "value": Tex(aligned_lines(value, apps)), "param": g.kind(n) == "param",
-                     "recursive": _tex(e, applications=apps) if value != e else None,
-                     "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value,
-                               "chain": [lhs, symbolic] + ([e] if value != e else []) + [value]}})
-    return rows
-
-
-def _delta_symbolic(d, n, shown):
-    """δ_n = Σ_c δ_c ∂c/∂n, each δ_c that has no row of its own written out in turn.
-
-    (δ_Ŷ of a folded or inlined node is never left undefined: δ⁽³⁾ = δ_L ∂L/∂C ∂C/∂Ŷ ∂Ŷ/∂Z₃.)
-    """
-    g, parts = d.graph, []
-    for c in g.children(n):
-        if c == d.loss_name:
-            parts.append(edge_partial(d, c, n))
-            continue
-        step = Partial(g.symbol(c), g.symbol(n))
-        if c in shown:
-            parts.append(Chain(delta(g, c), step))
-            continue
-        inner = _delta_symbolic(d, c, shown)
-        terms = inner.args if isinstance(inner, Terms) else (inner,)
-        parts += [Chain(*(t.args if isinstance(t, Chain) else (t,)), step) for t in terms]
-    if not parts:           # nothing uses n: δ_n = 0
-        return sp.ZeroMatrix(*g.symbol(n).shape) if is_matrix(g.symbol(n)) else sp.S.Zero
-    return parts[0] if len(parts) == 1 else Terms(*parts)
-
-
-def _bp(d, deltas) -> list[dict]:
-    """Nielsen's four equations, read off the δ rows (printed as columns by the notation).
-
-    BP1 the output layer's δ, BP2 each hidden layer's δ from the next one's,
-    BP3 ∂C/∂b = δ, BP4 ∂C/∂w = δ aᵀ.
-    """
-    layers = layer_names(d)
-    out = []
-    for r in deltas[1:]:
-        n = r["node"]
-        kind = layers.get(n, (None,))[0] if n in layers else ("Yhat" if n == "Yhat" else None)
-        if kind in ("Z", "Yhat") and d.graph.kind(n) == "node":
-            label = "BP2" if kind == "Z" and steps.delta_case(d, n) == "not output layer" else "BP1"
-        elif kind in ("W", "b"):
-            label = "BP4" if kind == "W" else "BP3"
-        else:
-            continue
-        lhs = r["sympy"]["lhs"] if label in ("BP1", "BP2") else Partial(d.graph.symbol(d.loss_name), d.graph.symbol(n))
-        out.append({"label": label, "lhs": _tex(lhs), "value": r["value"],
-                    "sympy": {"chain": [lhs, r["sympy"]["value"]]}})
-    return sorted(out, key=lambda r: r["label"])
-
-
-# ------------------------------------------------------------- activations
-def _activations(classes, sups: dict) -> list[dict]:
-    out = []
-    for cls in sorted(classes, key=lambda c: c.__name__):
-        if cls.__name__ == "identity":
-            sups[cls] = sp.S.One
-            continue          # ŷ = w x needs no activation section
-        z = sp.Symbol("z", real=True)
-        # a parameter such as leaky ReLU's α is shown as a letter, its value stated beside it
-        greek = [sp.Symbol(str(v), positive=True) for v in cls._rules_from[1]]
-        app = cls(z, *greek) if greek else cls(z)
-        params = [sp.Eq(a, v, evaluate=False) for a, v in zip(greek, cls.extra_params)]
-        sup, exact = analysis.derivative_sup(cls)
-        sups[cls] = sup
-        defn = sp.Eq(app, _definition(cls, app), evaluate=False)
-        deriv = sp.Eq(prime(cls, app.args), sp.factor_terms(cls.derivative(*app.args)), evaluate=False)
-        sup_line = sp.Eq(sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup, evaluate=False) if exact else None
-        values = dict(zip(greek, cls.extra_params))
-        checked = [{"chain": [defn.lhs, defn.rhs], "forall": True, "means": values},
-                   {"chain": [deriv.lhs, deriv.rhs], "forall": True, "means": values},
-                   {"chain": [sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup if exact else upper_digits(sup)],
-                    "sup": True, "means": values, "relations": ["=" if exact else "~"]}]
-        out.append({
-            "name": cls.__name__,
-            "definition": _tex(defn),
-            "derivative": Tex(latex(deriv.lhs) + " = " + latex(deriv.rhs, primes=False, sums_last=True)),
-            "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
-                            + (f"= {latex(sup)}" if exact else rf"\approx {number(upper_digits(sup), 4)}")),
-            "kinks": analysis.kinks(cls),
-            "params": Tex(", ".join(latex(e) for e in params)) if params else None,
-            "sympy": {"params": params, "definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
-                      "sup_line": sup_line, "claims": checked}})
-    return out
-
-
-def upper_digits(x):
-    """A number as it is printed to 4 significant digits (what the "≈" line claims)."""
-    return sp.Float(sp.N(x, 4), 4)
-
-
-def _definition(cls, app):
-    """The definition, in exponentials when it is just a SymPy function (tanh(z) = ...)."""
-    e = cls.definition(*app.args)
-    if isinstance(e, sp.Function) and not isinstance(e, Activation) and e.args == app.args[:1]:
-        e = e.rewrite(sp.exp)
-    return e
-
-

@@ -14,14 +14,12 @@ from ..errors import SymbackError
 from ..matrix import is_matrix
 from ..printing import Chain, Partial, Terms, Tex, latex, number
 from . import analysis
+from .lines import tex
+from .written import written_form, written_latex
 
 __all__ = ["values_of", "exact", "example", "numbers", "path_product"]
 
 MAX_SHOWN = 6              # matrices larger than this are not written out in the example
-
-
-def _tex(expr, **settings) -> Tex:
-    return Tex(latex(expr, **settings))
 
 
 def values_of(d, values: dict) -> dict:
@@ -74,7 +72,7 @@ def path_product(d, param, dg):
     numbers = Terms(*[Chain(*[dec(dg.edge_values[(f.of, f.wrt)]) for f in path]) for path in d.chain(param)])
     value = sp.Add(*[sp.Mul(*[dg.edge_values[(f.of, f.wrt)] for f in path]) for path in d.chain(param)])
     given = {n: dg.values[n] for n in g.input_names + g.target_names + g.param_names}
-    return {"lhs": _tex(lhs), "symbols": _tex(symbols), "numbers": _tex(numbers),
+    return {"lhs": tex(lhs), "symbols": tex(symbols), "numbers": tex(numbers),
             "value": Tex(number(sp.N(value, 15))),
             "sympy": {"numbers": numbers, "value": value, "chain": [lhs, symbols, numbers, value], "at": given}}
 
@@ -84,15 +82,17 @@ def example(d, values: dict, lr, apps) -> dict:
     ev = analysis.evaluate(d, values)
     show = _shown
     given_at = {n: values[n] for n in g.input_names + g.target_names + g.param_names}
-    given = [{"name": _tex(g.symbol(n)), "value": show(values[n])}
+    given = [{"name": tex(g.symbol(n)), "value": show(values[n])}
              for n in g.input_names + g.target_names + g.param_names]
     known = {n: v for n, v in values.items() if not isinstance(v, np.ndarray)}
     forward = []
     for sym, e in d.program().forward:
         n = sym.name
-        sub = Tex(latex(e, values=known, applications=apps)) if known and not is_matrix(e) and \
-            not isinstance(ev["forward"][n], np.ndarray) else None
-        forward.append({"lhs": _tex(sym), "formula": _tex(e, applications=apps), "substituted": sub,
+        terms = written_form(g, n)      # a spec file's order of terms and factors, else SymPy's
+        sub = Tex(written_latex(terms, known, apps) if terms else latex(e, values=known, applications=apps)) \
+            if known and not is_matrix(e) and not isinstance(ev["forward"][n], np.ndarray) else None
+        formula = Tex(written_latex(terms, applications=apps)) if terms else tex(e, applications=apps)
+        forward.append({"lhs": tex(sym), "formula": formula, "substituted": sub,
                         "value": show(ev["forward"][n]),
                         # the substituted line is e printed with the numbers: the same expression
                         "sympy": {"chain": [sym, e, _held(ev["forward"][n])], "at": given_at}})
@@ -103,8 +103,8 @@ def example(d, values: dict, lr, apps) -> dict:
         lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
         chains = [Chain(*[f.expr for f in path]) for path in d.chain(p)]
         scalar = not is_matrix(g.symbol(p))
-        grads.append({"lhs": _tex(lhs), "value": show(ev["gradient"][p]),
-                      "formula": _tex(Terms(*chains), applications=apps) if scalar else None,
+        grads.append({"lhs": tex(lhs), "value": show(ev["gradient"][p]),
+                      "formula": tex(Terms(*chains), applications=apps) if scalar else None,
                       "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None,
                       "sympy": {"chain": [lhs] + ([Terms(*chains)] if scalar else []) + [_held(ev["gradient"][p])],
                                 "at": given_at}})
@@ -117,7 +117,7 @@ def example(d, values: dict, lr, apps) -> dict:
             step = sp.Symbol(p) - sp.Symbol("eta") * sp.Symbol("gradient")
             sub = None if isinstance(old, np.ndarray) else Tex(latex(step, values={p: old, "eta": eta, "gradient": grad}))
             new = old - (float(eta) if isinstance(old, np.ndarray) else eta) * grad
-            updates.append({"name": _tex(g.symbol(p)), "rule": _tex(rule), "substituted": sub, "value": show(new),
+            updates.append({"name": tex(g.symbol(p)), "rule": tex(rule), "substituted": sub, "value": show(new),
                             "sympy": {"chain": [rule, _held(new)], "at": given_at,
                                       "means": {sp.Symbol("eta"): eta, sp.Symbol(p): g.symbol(p),
                                                 rule.coeff(sp.Symbol("eta")).args[-1]: lhs_of(d, p)}}})
@@ -146,6 +146,6 @@ def _shown(v) -> Tex:
         return Tex(number(v))
     if max(v.shape) > MAX_SHOWN:
         return Tex(rf"\text{{a }} {v.shape[0]} \times {v.shape[1]} \text{{ matrix}}")
-    return _tex(sp.Matrix(v.tolist()).applyfunc(sp.Float))
+    return tex(sp.Matrix(v.tolist()).applyfunc(sp.Float))
 
 

@@ -23,7 +23,7 @@ from ..printing import Partial
 from ..vjp import AdjointMatrix
 
 __all__ = ["as_derivation", "edge_expr", "compose", "coefficient", "cost_adjoint", "notes_chain",
-           "GENERIC", "PENALTY", "edge_partial", "softmax_rule", "closed_softmax"]
+           "GENERIC", "PENALTY", "edge_partial", "softmax_rule", "closed_softmax", "notes_start"]
 
 #: The placeholder δ of a figure's edge labels (printed as a bare δ).
 GENERIC = "delta_"
@@ -97,7 +97,19 @@ def edge_expr(d: Derivation, child: str, parent: str, generic: bool = False):
     if generic:
         g = AdjointMatrix(GENERIC, *adj.shape)
         e, adj = e.xreplace({adj: g}), g
-    return sp.Lambda(adj, e)
+    return PassOn(adj, e) if e == adj else sp.Lambda(adj, e)
+
+
+class PassOn(sp.Lambda):
+    """δ ↦ δ: an edge that passes its node's adjoint on unchanged, the variable kept.
+
+    SymPy makes ``Lambda(δ, δ)`` its ``IdentityFunction``, whose variable is a
+    dummy x: the edge printed "(x ↦ x)" where every other edge reads "(δ ↦ …)".
+    """
+
+    def __new__(cls, signature, expr):
+        sig = sp.Tuple(*signature) if isinstance(signature, (tuple, sp.Tuple)) else sp.Tuple(signature)
+        return sp.Expr.__new__(cls, sig, sp.sympify(expr))
 
 
 PENALTY = sp.Symbol("P")
@@ -182,11 +194,30 @@ def cost_adjoint(d: Derivation):
 def notes_chain(d: Derivation, path):
     """A path in the notes' form: (start node, δ at the start for one sample, coefficients), or None.
 
-    The start is the last node on the path whose adjoint the engine did not
-    take from its predecessor's (an output block the engine fused, like
-    softmax with cross-entropy, δ = Ŷ − Y); every factor after it must
-    be a plain product, a transpose or an element-wise f'(Z).  For one
-    sample δ_C is 1, so the start reads as in the notes.
+    The start is :func:`notes_start`'s; every factor after it must be a plain
+    product, a transpose or an element-wise f'(Z).  For one sample δ_C is 1, so
+    the start reads as in the notes.
+    """
+    st = notes_start(d, path)
+    if st is None:
+        return None
+    k, node, first = st
+    coeffs = []
+    for f in path[k + 1:]:
+        c = coefficient(edge_expr(d, f.of, f.wrt))
+        if c is None:
+            return None
+        if c[0] != "identity" and not (c[0] == "hadamard" and _is_one(c[1])):
+            coeffs.append(c[1])
+    return node, first, coeffs
+
+
+def notes_start(d: Derivation, path):
+    """(index on the path, node, its δ for one sample) where a path from the costs starts, or None.
+
+    The last node on the path whose adjoint the engine did not take from its
+    predecessor's (an output block the engine fused, like softmax with
+    cross-entropy, δ = Ŷ − Y); without one, the prediction (δ_Ŷ = ℓ'(Ŷ, Y)).
     """
     start = None
     for k, f in enumerate(path):
@@ -200,16 +231,8 @@ def notes_chain(d: Derivation, path):
         start = next((k for k, f in enumerate(path) if delta(d.graph, f.of) == dc), None)
     if start is None or dc is None:
         return None
-    coeffs = []
-    for f in path[start + 1:]:
-        c = coefficient(edge_expr(d, f.of, f.wrt))
-        if c is None:
-            return None
-        if c[0] != "identity" and not (c[0] == "hadamard" and _is_one(c[1])):
-            coeffs.append(c[1])
     node = path[start].wrt
-    first = d.adjoint[node].xreplace({dc: sp.OneMatrix(*dc.shape)}).doit()
-    return node, first, coeffs
+    return start, node, d.adjoint[node].xreplace({dc: sp.OneMatrix(*dc.shape)}).doit()
 
 
 def _is_one(e) -> bool:

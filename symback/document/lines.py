@@ -1,15 +1,27 @@
-"""Long formulas broken into continuation rows of an align environment."""
+"""Formulas printed for a document's rows: one expression as ``Tex``, long ones broken into
+continuation rows of an align environment."""
 from __future__ import annotations
 
 import sympy as sp
 
 from ..matrix import is_matrix
-from ..printing import LatexPrinter, latex, visual_len
+from ..printing import Chain, LatexPrinter, Tex, latex, visual_len
 from ..printing.latex import minus_sign, negated
 
-__all__ = ["aligned_lines", "LINE_WIDTH", "Names"]
+__all__ = ["aligned_lines", "chain_lines", "LINE_WIDTH", "Names", "definitions", "tex"]
 
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
+ROW_INDENT = 6             # a folded row starts after its align column ("∂L/∂W₁ = "): 20 pt past the margin
+
+
+def tex(expr, **settings) -> Tex:
+    """`expr` printed as LaTeX (symback's printer, `settings` passed on), marked as ``Tex``."""
+    return Tex(latex(expr, **settings))
+
+
+def definitions(defs, apps) -> list[dict]:
+    """The rows "G₁ = …" that define the names a folded formula uses (each a checked line)."""
+    return [{"name": tex(n), "value": Tex(aligned_lines(e, apps)), "sympy": {"chain": [n, e]}} for n, e in defs]
 
 
 def aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
@@ -42,6 +54,29 @@ def aligned_lines(expr, apps, width: int = LINE_WIDTH) -> str:
         cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
     lines.append(cur + suffix)
     return r" \\ &\qquad ".join(lines)
+
+
+def chain_lines(chain: Chain, apps, width: int = LINE_WIDTH) -> Tex:
+    r"""A chain of factors ∂a/∂b · ∂b/∂c · …, broken after a ``\cdot`` into continuation rows when long.
+
+    (A residual network's nine-factor path ran 20 pt past the margin.)
+    """
+    text = latex(chain, applications=apps)
+    if visual_len(text) <= width or len(chain.args) < 2:
+        return Tex(text)
+    rows, cur = [], []
+    for f in chain.args:
+        if cur and visual_len(latex(Chain(*cur, f), applications=apps)) > width:
+            rows.append(cur)
+            cur = []
+        cur.append(f)
+    rows.append(cur)
+    # as many rows as that takes, the factors shared out evenly (not one left alone on the last)
+    k, n = len(rows), len(chain.args)
+    even = [list(chain.args[i * n // k:(i + 1) * n // k]) for i in range(k)]
+    if all(visual_len(latex(Chain(*r), applications=apps)) <= width for r in even):
+        rows = even
+    return Tex(r" \cdot \\ &\qquad\quad ".join(latex(Chain(*r), applications=apps) for r in rows))
 
 
 def _matrix_lines(expr, apps, width) -> str:
@@ -97,7 +132,7 @@ class Names:
             self._widths[key] = visual_len(latex(expr, applications=apps, memo=memo))
         return self._widths[key]
 
-    def fold(self, expr, apps, width: int = LINE_WIDTH):
+    def fold(self, expr, apps, width: int = LINE_WIDTH - ROW_INDENT):
         """(expr with names in it, [(name, definition), ...] introduced for it)."""
         new = []
         while is_matrix(expr) and self.width(expr, apps) > width:

@@ -26,7 +26,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from ..errors import OutputError
 from ..matrix import BATCH, FPrime, RowCost, Softmax, is_matrix
 from ..printing import Chain
-from .factors import coefficient, edge_expr, notes_chain
+from .factors import GENERIC, coefficient, edge_expr, notes_chain
 
 __all__ = ["NOTATIONS", "Notation", "notation", "columns", "punchline_forms", "layer_names"]
 
@@ -102,6 +102,8 @@ def notation(d, name: str | None) -> Notation:
             dl = rf"\delta^{{{layers[n][1] + 1}}}" if n in layers and layers[n][0] == "Z" else (
                 rf"\delta^{{{last}}}" if n == "Yhat" else rf"\delta_{{{col}}}")
             tnames[f"delta_{n}"], names[f"delta_{n}"] = dl, _transpose_of(dl)
+    # the figure's bare δ is a column too: (δ ↦ δ xᵀ) as in the local derivatives, not (δᵀ ↦ δᵀ xᵀ)
+    tnames[GENERIC], names[GENERIC] = r"\delta", _transpose_of(r"\delta")
     names["L"] = "C"
     return Notation(name, {"names": names, "tnames": tnames, "columns": columns}, "L")
 

@@ -129,9 +129,7 @@ class LatexPrinter(_SympyLatexPrinter):
         names = self._settings["names"]
         if names and expr.name in names:
             return names[expr.name]
-        if _PARAM_SUFFIX.fullmatch(expr.name):
-            return _subscripted(expr.name)
-        return super()._print_Symbol(expr, style=style)
+        return _subscripted(expr.name) or super()._print_Symbol(expr, style=style)
 
     def _print_Float(self, expr):
         text = number(expr)
@@ -248,9 +246,7 @@ class LatexPrinter(_SympyLatexPrinter):
             return names[expr.name]
         if expr.name.startswith("grad_"):      # the layers' names for ∂C/∂W_l
             return partial("C", expr.name[len("grad_"):])
-        if _PARAM_SUFFIX.fullmatch(expr.name):
-            return _subscripted(expr.name)
-        return super()._print_MatrixSymbol(expr)
+        return _subscripted(expr.name) or super()._print_MatrixSymbol(expr)
 
     def _print_OneMatrix(self, expr):
         # 1 b (a column of ones), 1ᵀ δ (summing rows), and 𝟏𝟏ᵀ (a matrix of ones: sums spread back)
@@ -334,12 +330,25 @@ class LatexPrinter(_SympyLatexPrinter):
 
 
 # an RNN's Wx, Wh, bh, Wy, by: a weight letter and the one-letter name of what it acts on
-_PARAM_SUFFIX = re.compile(r"[WUb][a-z]")
+_PARAM_SUFFIX = re.compile(r"([WUb])([a-z])(\d*)")
+_LAYER_HEAD = re.compile(r"([A-Za-z]+(?:_[A-Za-z]+)?)(\d+)_(\d+)")
 
 
-def _subscripted(name: str) -> str:
-    """Wx as W_{x} (not W times x)."""
-    return rf"{name[0]}_{{{name[1]}}}"
+def _subscripted(name: str) -> str | None:
+    """Wx as W_{x} (not W times x), Wq2 as W_{q,2}, layer 2's head 1 O2_1 as O_{2,1}; else None.
+
+    The attention section writes its heads' indices so (O_{2,1}); SymPy's own
+    reading of O2_1 is O_{2 1}, and of Wq2 Wq_{2}.
+    """
+    m = _PARAM_SUFFIX.fullmatch(name)
+    if m:
+        return rf"{m[1]}_{{{m[2]},{m[3]}}}" if m[3] else rf"{m[1]}_{{{m[2]}}}"
+    m = _LAYER_HEAD.fullmatch(name)
+    if m:
+        head, sub = m[1].split("_", 1) if "_" in m[1] else (m[1], None)
+        index = f"{m[2]},{m[3]}"
+        return rf"{head}_{{{sub}_{{{index}}}}}" if sub else rf"{head}_{{{index}}}"    # Z_P2_1: Z_{P_{2,1}}
+    return None
 
 
 def minus_sign(term) -> bool:

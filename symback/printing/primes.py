@@ -17,7 +17,7 @@ import sympy as sp
 from ..functions import Activation
 from ..matrix import FPrime
 
-__all__ = ["prime", "mark_primes", "split_primes"]
+__all__ = ["prime", "prime_classes", "mark_primes", "split_primes"]
 
 
 _PRIME_CLASSES: dict[type, type] = {}
@@ -32,6 +32,15 @@ def prime(act: type, args) -> sp.Expr:
         _PRIME_CLASSES[act] = type(f"{act.__name__}_prime", (sp.Function,), {
             "_latex": _latex, "nargs": len(args), "activation": act})
     return _PRIME_CLASSES[act](*args)
+
+
+def prime_classes() -> tuple[type, ...]:
+    """The classes of the f'(z) that :func:`prime` has made so far (to find them in an expression).
+
+    A checker that gives each f'(z) its meaning replaces the instances of
+    these; one made later cannot be in an expression built before it.
+    """
+    return tuple(_PRIME_CLASSES.values())
 
 
 def _derivative_of(f: sp.Expr) -> sp.Expr:

@@ -1,0 +1,65 @@
+"""The activation functions' section: each definition, its derivative and its supremum |f'|.
+
+SymPy derives every derivative from the definition; the supremum comes from
+:func:`symback.document.analysis.derivative_sup`.  Every row carries its
+claims for the certificate (for all z, and the supremum's "=" or "≈").
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..functions import Activation
+from ..printing import Tex, latex, number, prime
+from . import analysis
+from .lines import tex
+
+__all__ = ["activations", "upper_digits"]
+
+
+# ------------------------------------------------------------- activations
+def activations(classes, sups: dict) -> list[dict]:
+    """One row per activation class: definition, derivative, sup |f'| (recorded in `sups` too)."""
+    out = []
+    for cls in sorted(classes, key=lambda c: c.__name__):
+        if cls.__name__ == "identity":
+            sups[cls] = sp.S.One
+            continue          # ŷ = w x needs no activation section
+        z = sp.Symbol("z", real=True)
+        # a parameter such as leaky ReLU's α is shown as a letter, its value stated beside it
+        greek = [sp.Symbol(str(v), positive=True) for v in cls._rules_from[1]]
+        app = cls(z, *greek) if greek else cls(z)
+        params = [sp.Eq(a, v, evaluate=False) for a, v in zip(greek, cls.extra_params)]
+        sup, exact = analysis.derivative_sup(cls)
+        sups[cls] = sup
+        defn = sp.Eq(app, _definition(cls, app), evaluate=False)
+        deriv = sp.Eq(prime(cls, app.args), sp.factor_terms(cls.derivative(*app.args)), evaluate=False)
+        sup_line = sp.Eq(sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup, evaluate=False) if exact else None
+        values = dict(zip(greek, cls.extra_params))
+        checked = [{"chain": [defn.lhs, defn.rhs], "forall": True, "means": values},
+                   {"chain": [deriv.lhs, deriv.rhs], "forall": True, "means": values},
+                   {"chain": [sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup if exact else upper_digits(sup)],
+                    "sup": True, "means": values, "relations": ["=" if exact else "~"]}]
+        out.append({
+            "name": cls.__name__,
+            "definition": tex(defn),
+            "derivative": Tex(latex(deriv.lhs) + " = " + latex(deriv.rhs, primes=False, sums_last=True)),
+            "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
+                            + (f"= {latex(sup)}" if exact else rf"\approx {number(upper_digits(sup), 4)}")),
+            "kinks": analysis.kinks(cls),
+            "params": Tex(", ".join(latex(e) for e in params)) if params else None,
+            "sympy": {"params": params, "definition": defn, "derivative": deriv, "sup": sup, "exact": exact, "cls": cls,
+                      "sup_line": sup_line, "claims": checked}})
+    return out
+
+
+def upper_digits(x):
+    """A number as it is printed to 4 significant digits (what the "≈" line claims)."""
+    return sp.Float(sp.N(x, 4), 4)
+
+
+def _definition(cls, app):
+    """The definition, in exponentials when it is just a SymPy function (tanh(z) = ...)."""
+    e = cls.definition(*app.args)
+    if isinstance(e, sp.Function) and not isinstance(e, Activation) and e.args == app.args[:1]:
+        e = e.rewrite(sp.exp)
+    return e

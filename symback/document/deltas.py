@@ -1,0 +1,89 @@
+"""The δ recursion's rows, δ_n = Σ_c δ_c ∂c/∂n = value, and Nielsen's four equations read off them."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..engine import Adjoint, delta
+from ..matrix import activation_of, is_matrix
+from ..printing import Chain, Partial, Terms, Tex
+from . import steps
+from .factors import closed_softmax, edge_partial
+from .lines import aligned_lines, tex
+from .notation import layer_names
+
+__all__ = ["deltas", "bp"]
+
+
+def deltas(d, apps, full=False) -> list[dict]:
+    """The rows δ_n = Σ_c δ_c ∂c/∂n = value, δ_L = 1 first (with steps="full", each δ's case)."""
+    g = d.graph
+    # the output A_l = f(Z_l) of a matrix layer passes δ straight on: shown inlined, as in the notes
+    inline = {}
+    for n in g.order:
+        if n in d.adjoint and is_matrix(g.symbol(n)) and activation_of(g.expr(n) if n in g._expr else None) \
+                and len(g.children(n)) == 1 and n != d.loss_name:
+            inline[delta(g, n)] = d.adjoint[n]
+    C = g.symbol(d.loss_name)
+    rows = [{"case": None, "node": d.loss_name, "name": tex(C), "lhs": tex(Adjoint(d.loss_name)), "symbolic": tex(Partial(C, C)),
+             "value": Tex("1"), "param": False, "recursive": None,
+             "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One,
+                       "chain": [Adjoint(d.loss_name), Partial(C, C), sp.S.One]}}]
+    backward = d.program().backward
+    shown = {sym.name[len("delta_"):] for sym, _ in backward} | {d.loss_name}
+    for sym, e in backward:
+        n, e = sym.name[len("delta_"):], closed_softmax(d, e)
+        symbolic = _delta_symbolic(d, n, shown)
+        value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
+        lhs = sym
+        rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
+                     "name": tex(g.symbol(n)), "lhs": tex(lhs), "symbolic": tex(symbolic),
+                     "value": Tex(aligned_lines(value, apps)), "param": g.kind(n) == "param",
+                     "recursive": tex(e, applications=apps) if value != e else None,
+                     "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value,
+                               "chain": [lhs, symbolic] + ([e] if value != e else []) + [value]}})
+    return rows
+
+
+def _delta_symbolic(d, n, shown):
+    """δ_n = Σ_c δ_c ∂c/∂n, each δ_c that has no row of its own written out in turn.
+
+    (δ_Ŷ of a folded or inlined node is never left undefined: δ⁽³⁾ = δ_L ∂L/∂C ∂C/∂Ŷ ∂Ŷ/∂Z₃.)
+    """
+    g, parts = d.graph, []
+    for c in g.children(n):
+        if c == d.loss_name:
+            parts.append(edge_partial(d, c, n))
+            continue
+        step = Partial(g.symbol(c), g.symbol(n))
+        if c in shown:
+            parts.append(Chain(delta(g, c), step))
+            continue
+        inner = _delta_symbolic(d, c, shown)
+        terms = inner.args if isinstance(inner, Terms) else (inner,)
+        parts += [Chain(*(t.args if isinstance(t, Chain) else (t,)), step) for t in terms]
+    if not parts:           # nothing uses n: δ_n = 0
+        return sp.ZeroMatrix(*g.symbol(n).shape) if is_matrix(g.symbol(n)) else sp.S.Zero
+    return parts[0] if len(parts) == 1 else Terms(*parts)
+
+
+def bp(d, deltas) -> list[dict]:
+    """Nielsen's four equations, read off the δ rows (printed as columns by the notation).
+
+    BP1 the output layer's δ, BP2 each hidden layer's δ from the next one's,
+    BP3 ∂C/∂b = δ, BP4 ∂C/∂w = δ aᵀ.
+    """
+    layers = layer_names(d)
+    out = []
+    for r in deltas[1:]:
+        n = r["node"]
+        kind = layers.get(n, (None,))[0] if n in layers else ("Yhat" if n == "Yhat" else None)
+        if kind in ("Z", "Yhat") and d.graph.kind(n) == "node":
+            label = "BP2" if kind == "Z" and steps.delta_case(d, n) == "not output layer" else "BP1"
+        elif kind in ("W", "b"):
+            label = "BP4" if kind == "W" else "BP3"
+        else:
+            continue
+        lhs = r["sympy"]["lhs"] if label in ("BP1", "BP2") else Partial(d.graph.symbol(d.loss_name), d.graph.symbol(n))
+        out.append({"label": label, "lhs": tex(lhs), "value": r["value"],
+                    "sympy": {"chain": [lhs, r["sympy"]["value"]]}})
+    return sorted(out, key=lambda r: r["label"])

@@ -1,0 +1,97 @@
+"""The punchline: each weight's gradient for one sample, from the last layer back.
+
+Lecture notation writes the notes' shorthand beside the valid matrix product;
+matrix and Nielsen notation the product itself.  Parameters the punchline
+leaves out are named, with the reason (:func:`punchline_note`).
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..matrix import simplify_ones
+from ..printing import Chain, Partial, Terms, Tex, latex
+from .factors import compose, edge_expr, notes_start
+from .lines import definitions, tex
+from .notation import punchline_forms
+
+__all__ = ["punchline", "punchline_note"]
+
+
+def punchline(d, nt, names=None, apps=()):
+    """Each weight's gradient for one sample, from the last layer back.
+
+    Lecture notation: the notes' shorthand, (ŷ − y) · W⁽³⁾ · σ'(z⁽³⁾) · … · X,
+    with the valid matrix product beside it; matrix and Nielsen notation: the
+    valid product itself (transposes shown; Nielsen's transposed).  A path the
+    shorthand cannot write (a tied weight's transposed use) is shown as its
+    matrix product; every path through the costs is shown, none dropped.  A
+    parameter whose last factor sums over the rows (a bias) is left out, as in
+    the notes, and the document says so (:func:`punchline_note`).  A product too
+    wide for a line is folded with the document's `names` (G₁ = …, defined beside it).
+    """
+    g, rows = d.graph, []
+    cost = getattr(g, "cost_name", None)
+    lecture = nt.name == "lecture"
+    for p in reversed(d.params):
+        paths = [path for path in d.chain(p) if path[0].wrt == cost]
+        forms = [punchline_forms(d, path) or _sample_product(d, path) for path in paths]
+        if not forms or any(f is None or _sums_rows(f[0].args[-1]) for f in forms):
+            continue
+        lhs = Partial(sp.Symbol(nt.loss) if lecture else g.symbol(cost), g.symbol(p))
+        short = Terms(*[f[0] for f in forms])
+        product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
+        # one line per path (an unrolled RNN's sum over time steps is wider than a page),
+        # each folded when still too wide (a skip connection's softmax ran 13 cm past the margin)
+        folded, where = [], []
+        for f in forms:
+            shown, defs = names.fold(f[1], apps) if names is not None else (f[1], [])
+            folded.append(shown)
+            where += definitions(defs, apps)
+        terms = [{"factors": tex(f[0], transposes=False) if lecture else tex(shown),
+                  "product": tex(shown) if lecture else None} for f, shown in zip(forms, folded)]
+        chain = [lhs, product] + ([sp.MatAdd(*folded) if len(folded) > 1 else folded[0]] if where else [])
+        rows.append({"lhs": tex(lhs), "param": p,
+                     "factors": tex(short, transposes=False) if lecture else tex(product),
+                     "product": tex(product) if lecture else None,
+                     "terms": terms, "where": where,
+                     "sympy": {"lhs": lhs, "factors": short, "product": product, "chain": chain}})
+    return rows or None
+
+
+def _sample_product(d, path):
+    """(product, product) of a path from the costs for one sample (δ_C = 1), when no shorthand exists.
+
+    It starts where the notes' form would (a fused output's δ = Ŷ − Y, not the
+    softmax's and the cross-entropy's maps composed and never simplified).
+    """
+    st = notes_start(d, path)
+    if st is not None:
+        k, _, first = st
+        labels = [first] + [edge_expr(d, f.of, f.wrt) for f in path[k + 1:]]
+    else:
+        labels = [edge_expr(d, f.of, f.wrt) for f in path[1:]]
+        if not labels or not isinstance(labels[0], sp.Lambda):
+            return None
+        labels = [sp.OneMatrix(*labels[0].variables[0].shape)] + labels
+    value = simplify_ones(compose(labels))
+    return Chain(value), value
+
+
+def punchline_note(d, rows) -> Tex | None:
+    """Which parameters the punchline leaves out, and why (None when it shows them all)."""
+    if not rows:
+        return None
+    shown = {r["param"] for r in rows}
+    left = [p for p in d.params if p not in shown]
+    if not left:
+        return None
+    names = ", ".join(f"${latex(d.graph.symbol(p))}$" for p in left)
+    return Tex(f"Not shown here: {names}; each ends in a sum over the samples (a bias) or reaches "
+               "the loss only through the penalty. Their gradients are in the chain-rule section above.")
+
+
+def _sums_rows(last) -> bool:
+    """Whether the notes' last factor (or a whole product's leftmost, 𝟏ᵀ(…)) sums over the rows."""
+    if isinstance(last, sp.MatMul):
+        last = last.args[0]
+    return isinstance(last, sp.OneMatrix) or (isinstance(last, sp.Transpose) and isinstance(last.arg, sp.OneMatrix))
