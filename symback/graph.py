@@ -70,6 +70,8 @@ class Graph:
         #: the nodes a builder names as its states, in order: a recurrent net's h_t, a deep
         #: net's hidden-layer outputs (what ``fit(flow=True)`` measures ‖∂L/∂·‖ of)
         self.states: list[str] = []
+        #: node -> the text a spec file wrote for it (documents print its terms in that order)
+        self.written_text: dict[str, str] = {}
 
     # -- building -------------------------------------------------------
     def _declare(self, names, kind, shape=None):
