@@ -71,6 +71,8 @@ class Graph:
         #: the nodes a builder names as its states, in order: a recurrent net's h_t, a deep
         #: net's hidden-layer outputs (what ``fit(flow=True)`` measures ‖∂L/∂·‖ of)
         self.states: list[str] = []
+        #: node -> the text a spec file wrote for it (documents print its terms in that order)
+        self.written_text: dict[str, str] = {}
         self._layout: tuple[int, Layout] | None = None    # (symbols it was read at, the layout)
 
     # -- building -------------------------------------------------------

@@ -142,7 +142,6 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
         raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; "
                         f"expected {', '.join(sorted(_KEYS))}")
     g = Graph()
-    g.written_text = {}     # each node's text: documents print its terms in the written order
     shapes = _shapes(data.get("shapes", {}), where)
     try:
         for key, declare in (("inputs", g.inputs), ("targets", g.targets), ("params", g.params)):

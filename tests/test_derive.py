@@ -376,6 +376,7 @@ def test_fused_output_edge_factor_waits_and_is_softmax_vjp():
     from symback.evaluate import value_of
     d = sb.derive(sb.mlp([3, 4, 3], activation="tanh", output="softmax", loss="cross_entropy"))
     edge = ("Yhat", "Z2")
+    assert d.fused == {"Z2": ("Yhat", sb.softmax, "C")}        # what the engine fused, recorded
     assert edge in d.local and edge in d.local._pending
     factor = d.local[edge]
     assert edge not in d.local._pending and edge in dict(d.local)

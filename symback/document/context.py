@@ -14,7 +14,7 @@ import sympy as sp
 from ..engine import delta, SIMPLIFY_SECONDS
 from ..errors import OutputError
 from ..functions import Activation
-from ..matrix import BATCH, RowCost, Softmax, activation_of, is_matrix, simplify_ones
+from ..matrix import BATCH, RowCost, is_matrix, simplify_ones
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, visual_len)
 from . import analysis, attention_proof, steps
@@ -231,22 +231,14 @@ def _loss(d, nt) -> dict:
 
 
 def _output(d):
-    """The output block the engine fused (softmax + cross-entropy, sigmoid + BCE, ...), if any.
-
-    Z is fused when its one child A = f(Z) feeds only the per-sample cost and
-    δ_Z does not go through δ_A: the engine used SymPy's simplified rule.
-    """
-    from ..functions import softmax
-    from ..vjp import AdjointMatrix, fused_output
+    """The output block the engine fused (softmax + cross-entropy, sigmoid + BCE, ...), if any,
+    as the derivation records it (:attr:`~symback.engine.Derivation.fused`): δ_Z from SymPy's
+    simplified rule, not through δ_A."""
+    from ..vjp import fused_output
     g = d.graph
-    for n in g.node_names:
-        kids = g.children(n)
-        if len(kids) != 1 or not is_matrix(g.symbol(n)) or len(g.children(kids[0])) != 1:
-            continue
-        a_expr, cost = g.expr(kids[0]), g.expr(g.children(kids[0])[0])
-        out = softmax if isinstance(a_expr, Softmax) else (activation_of(a_expr) or (None,))[0]
-        if out is None or not isinstance(cost, RowCost) or delta(g, kids[0]) in d.adjoint[n].atoms(AdjointMatrix):
-            continue
+    for n in [n for n in g.node_names if n in d.fused]:
+        _, out, user = d.fused[n]
+        cost = g.expr(user)
         rule, (z, a, y) = fused_output(out, cost.loss, cost.prediction.shape[1])
         zk, ak, yk = sp.symbols("z_k yhat_k y_k")
         # (a one-sample graph has no cost column: its loss is the per-sample cost itself)

@@ -29,7 +29,7 @@ def written_form(g, name: str):
     to lose), and unless the terms add up to the node's expression: a printed
     line never says anything but the node's formula.
     """
-    text = getattr(g, "written_text", {}).get(name)
+    text = g.written_text.get(name)
     if text is None:
         return None
     cache = g.__dict__.setdefault("_written_terms", {})
