@@ -32,7 +32,7 @@ from .engine import Adjoint, AdjointMatrix, Derivation
 from .errors import SymbackError
 from .functions import _proved_equal, sigmoid, softplus
 from .lowering import EXPR_OPS, Lowering, Stmt
-from .matrix import BATCH, activation_of, is_matrix
+from .matrix import BATCH, activation_of
 from .printing.numpy import NumpyPrinter, lower
 from .straightline import FunctionSpec, build_function
 
@@ -294,43 +294,25 @@ def lower_program(d: Derivation, namer: Namer, seed, keep=(), kernels=()):
     Returns (lowering, forward targets, adjoint targets, names, gradients
     (param name -> code symbol), loss symbol, output symbols).
     """
-    P, g = d.program(), d.graph
+    P, layout = d.program(), d.layout
     names, shapes = {}, {BATCH: ()}
-    matrix = g.is_matrix
-    if matrix and (len(P.inputs) > 1 or len(P.targets) > 1):
-        raise SymbackError("a matrix graph compiles with one input matrix X and one target matrix Y; "
-                           f"this one has inputs {[s.name for s in P.inputs]} and targets "
-                           f"{[s.name for s in P.targets]}")
     fresh = _fresh_factory(namer)
-    sample = g.per_sample
-    low = Lowering(names, shapes, fresh, sample, kernels=kernels)
-    if sample:   # δ_L = seed/m: each sample's cost enters the batch mean with weight 1/m
-        seed = seed / BATCH if d.reduction == "mean" else seed
-    for kind, syms in (("X", P.inputs), ("Y", P.targets)):
-        for j, s in enumerate(syms):
-            if matrix:
-                names[s] = sp.Symbol(kind, real=True)
-                low.shapes[names[s]] = ((BATCH,) if sample else ()) + tuple(s.shape)
-            else:
-                names[s] = sp.Symbol(namer.take(s.name), real=True)
-                low.shapes[sp.Symbol(kind, real=True)] = (BATCH, sp.Integer(len(syms)))
-                low.emit("column", (sp.Symbol(kind, real=True), j), (BATCH,), target=names[s])
+    low = Lowering(names, shapes, fresh, layout.one_sample, kernels=kernels)
+    layout.bind_data(low, names, namer, P)
     low.emit("batch", (), (), target=BATCH)
     for s in P.params:
         names[s] = sp.Symbol(namer.take(s.name), real=True)
-        low.emit("param", (s.name,), tuple(s.shape) if is_matrix(s) else (), target=names[s])
+        low.emit("param", (s.name,), layout.param_shape(s.name), target=names[s])
     for s, _ in P.forward:
         names[s] = sp.Symbol(namer.take(s.name), real=True)
     for s, _ in P.backward:
         names[s] = sp.Symbol(namer.take(s.name), real=True)
-    if sample:  # the δ of what every sample shares (a parameter) is the sum over the batch
-        low.shared = {names[s] for s, _ in P.backward if s.node not in d.sample_nodes}
+    low.shared = layout.shared(names, P.backward, d.sample_nodes)
     forward = [low.assign(s, e) for s, e in P.forward]
-    adjoints = [low.assign(s, scale_seed(e, seed)) for s, e in P.backward]
-    grads = {}
+    adjoints = [low.assign(s, scale_seed(e, layout.loss_seed(seed, d.reduction))) for s, e in P.backward]
+    grads, penalty_seed = {}, layout.gradient_seed(seed, d.reduction)
     for p, e in P.gradients.items():
-        if sample:      # δ_p (already over the batch, seeded) + seed·∂penalty/∂p
-            e = scale_seed(e, seed * BATCH if d.reduction == "mean" else seed)
+        e = scale_seed(e, penalty_seed)     # δ_p (seeded already) + seed·∂penalty/∂p, where there is one
         grads[p] = low.materialize(low.scalar(e)) if not (isinstance(e, sp.Basic) and e in names) else names[e]
     loss = low.materialize(low.scalar(P.loss))
     outputs = [names[o] for o in P.outputs]
@@ -354,8 +336,9 @@ def init_rows(d: Derivation) -> tuple:
     """(name, shape, scheme) per parameter: 'zeros' for biases, 'he' for weights that
     feed a ReLU-like activation, 'glorot' for other weights, 'normal' for scalars."""
     g = d.graph
-    if not g.is_matrix:
-        return tuple((p, (), "normal") for p in g.param_names)
+    rows = d.layout.init_rows()
+    if rows is not None:        # a scalar graph's numbers: one rule for all
+        return rows
     rows = []
     # (node, definition, its symbols) once: a parameter's uses are read off the symbol sets
     forward = [(g.symbol(n), g.expr(n), g.expr(n).free_symbols) for n in g.order if n in g._expr]

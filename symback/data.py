@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, SymbackError
-from .matrix import BATCH
+from .layout import BatchRows, OneSample, Scalars
 
 __all__ = ["load_data", "read_npz", "available_memory", "format_bytes", "training_arrays",
            "output_function"]
@@ -213,29 +213,47 @@ def _is_number(text: str) -> bool:
 # ---------------------------------------------------------------- training data
 def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """X and Y for derivation `d` from the data file at `path` (see ``symback train --help``)."""
-    from .functions import softmax
     columns, arrays = load_data(path)
-    if d.kind != "matrix":
-        if targets:
-            raise SymbackError("--targets is for layer networks; a spec file names its inputs "
-                               "and targets, and the data's columns are matched by those names")
-        g = d.graph
-        if columns is None and "X" in arrays and not set(g.input_names) <= set(arrays):
-            X, Y = _xy_arrays(path, arrays)
-        else:
-            X = _select(path, columns, arrays, g.input_names, "inputs")
-            Y = _select(path, columns, arrays, g.target_names, "targets") if g.target_names \
-                else np.zeros((len(X), 0))
-        _check_width(path, X, len(g.input_names), "input columns", "the spec's inputs")
-        _check_width(path, Y, len(g.target_names), "target columns", "the spec's targets")
-        return X, Y
+    # one reader per form of the graph's data (symback.layout): columns, rows, or one sample each
+    return READERS[type(d.layout)](d, path, columns, arrays, targets)
+
+
+def _column_arrays(d, path, columns, arrays, targets):
+    """X and Y of a scalar graph: one column per input and per target, matched by name."""
+    if targets:
+        raise SymbackError("--targets is for layer networks; a spec file names its inputs "
+                           "and targets, and the data's columns are matched by those names")
+    g = d.graph
+    if columns is None and "X" in arrays and not set(g.input_names) <= set(arrays):
+        X, Y = _xy_arrays(path, arrays)
+    else:
+        X = _select(path, columns, arrays, g.input_names, "inputs")
+        Y = _select(path, columns, arrays, g.target_names, "targets") if g.target_names \
+            else np.zeros((len(X), 0))
+    _check_width(path, X, len(g.input_names), "input columns", "the spec's inputs")
+    _check_width(path, Y, len(g.target_names), "target columns", "the spec's targets")
+    return X, Y
+
+
+def _data_shapes(d):
+    """The declared shapes of a matrix graph's one input and one target matrix."""
     g = d.graph
     if len(g.input_names) != 1 or len(g.target_names) != 1:
         raise SymbackError("training data fill one input matrix X and one target matrix Y; "
                            f"this graph has inputs {g.input_names} and targets {g.target_names}")
-    x_shape, y_shape = tuple(g.shape(g.input_names[0])), tuple(g.shape(g.target_names[0]))
-    if BATCH not in x_shape + y_shape:      # one sample is a matrix (contract 0.3)
-        return _sample_arrays(path, columns, _as_samples(path, d, arrays), x_shape, y_shape)
+    return tuple(g.shape(g.input_names[0])), tuple(g.shape(g.target_names[0]))
+
+
+def _one_sample_arrays(d, path, columns, arrays, targets):
+    """X and Y of a graph whose one sample is a matrix (contract 0.3): (n, rows, columns)."""
+    x_shape, y_shape = _data_shapes(d)
+    return _sample_arrays(path, columns, _as_samples(path, d, arrays), x_shape, y_shape)
+
+
+def _row_arrays(d, path, columns, arrays, targets):
+    """X and Y of a matrix graph with sb.BATCH rows: samples in rows (a CSV table or an .npz)."""
+    from .functions import softmax
+    x_shape, y_shape = _data_shapes(d)
     n_in, K = x_shape[1], y_shape[1]
     if columns is None:
         if targets:
@@ -252,6 +270,9 @@ def training_arrays(d, path, targets: str | None = None) -> tuple[np.ndarray, np
         Y = _one_hot(path, Y[:, 0], K)
     _check_width(path, Y, K, "target columns", f"the output layer has {K} units")
     return X, Y
+
+
+READERS = {Scalars: _column_arrays, BatchRows: _row_arrays, OneSample: _one_sample_arrays}
 
 
 def _sample_arrays(path, columns, arrays, x_shape, y_shape):

@@ -10,7 +10,9 @@ reads its result in the views a reader wants (chain, recursive, expanded),
 as paths from the loss back to a parameter, or as a :class:`Program` of
 assignments that documents and code generators print.  The records it fills
 (names, factors, the δ symbols, the Program) are in :mod:`symback.adjoints`, the
-output blocks it fuses in :mod:`symback.fusion`.
+output blocks it fuses in :mod:`symback.fusion`.  What differs between the forms of a
+graph's data (scalars, sb.BATCH rows, one sample) is asked of ``graph.layout``
+(:mod:`symback.layout`), never branched on here.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from .budget import within
 from .errors import DefinitionError, SymbackError
 from .decompose import decompose
 from .graph import Graph
-from .matrix import BATCH, RowCost, is_matrix, simplify_ones
+from .kinds.base import add, is_matrix, zero_like
+from .matrix import BATCH, simplify_ones
 from .vjp import AdjointMatrix, edge_factor, local_factor, real_diff
 # the records and the fused output blocks live beside the engine; their names stay importable here
 from .adjoints import Adjoint, BatchMean, BatchSum, Factor, LocalFactors, Name, Program, delta
@@ -37,11 +40,6 @@ MAX_SIMPLIFY_OPS = 60
 SIMPLIFY_SECONDS = 1.0      # simplify() has no time limit of its own: it gets this much, no more
 
 
-def contribution(factor, child_adjoint, child_expr):
-    """What flows back along one edge: δ_child · factor, or the VJP itself for a matrix child."""
-    return factor if is_matrix(child_expr) else child_adjoint * factor
-
-
 def backward(graph: Graph, wrt=()):
     """Reverse-mode accumulation: the one place where the chain rule happens.
 
@@ -53,7 +51,7 @@ def backward(graph: Graph, wrt=()):
     ``wrt`` names inputs (or nodes) that get an adjoint as parameters do
     (a layer's ∂/∂X, :mod:`symback.layer`).
     """
-    local, adjoint = LocalFactors(), {graph.loss_name: sp.S.One}
+    local, adjoint, layout = LocalFactors(), {graph.loss_name: sp.S.One}, graph.layout
     trainable = set(graph.param_names) | set(wrt)   # nodes computed from data alone need no δ
     for name in graph.order:
         if any(p in trainable for p in graph.parents(name)):
@@ -73,22 +71,15 @@ def backward(graph: Graph, wrt=()):
                 terms.append(fused)
                 continue
             local[(child, name)] = _local_factor(graph, child, name, d)
-            terms.append(contribution(local[(child, name)], d, expr))
-        adjoint[name] = _sum(terms, graph.symbol(name))
+            terms.append(layout.contribution(local[(child, name)], d, expr))
+        # an unused parameter's gradient is zero
+        adjoint[name] = add(*terms) if terms else zero_like(graph.symbol(name))
     return local, adjoint
 
 
 def _local_factor(graph, child, name, d):
     """The edge child ← name's local factor (a SymPy failure named by the node)."""
     return edge_factor(graph.expr(child), d, graph.symbol(name), graph.symbol(child), (child, name))
-
-
-def _sum(terms, sym):
-    if not terms:       # an unused parameter: its gradient is zero
-        return sp.ZeroMatrix(*sym.shape) if is_matrix(sym) else sp.S.Zero
-    if len(terms) == 1:
-        return terms[0]
-    return sp.MatAdd(*terms).doit() if is_matrix(terms[0]) else sp.Add(*terms)
 
 
 #: terms a multinomial expansion may make before simplified() gives up: cancel() and
@@ -122,6 +113,8 @@ class Derivation:
     def __init__(self, graph: Graph, wrt=()):
         graph.check_complete()
         self.graph = graph
+        #: the form of the graph's data (scalars, batch rows, one sample): what asks "scalar or matrix?"
+        self.layout = graph.layout
         #: inputs (or nodes) differentiated besides the parameters: δ_X of a layer's VJP
         self.wrt = tuple(wrt)
         self.local, self.adjoint = backward(graph, self.wrt)
@@ -133,7 +126,7 @@ class Derivation:
     @property
     def kind(self) -> str:
         """'matrix' when the nodes are matrices (rows are samples), else 'scalar'."""
-        return "matrix" if self.graph.is_matrix else "scalar"
+        return self.layout.kind
 
     # -- names ------------------------------------------------------------
     @property
@@ -182,7 +175,7 @@ class Derivation:
             full = self._expand(self._chain_form(name))
             short = None
             # simplify() has no time limit of its own: only small formulas are handed to it
-            if not self.graph.is_matrix and sp.count_ops(self.named(self._chain_form(name))) <= MAX_SIMPLIFY_OPS:
+            if self.layout.simplifies and sp.count_ops(self.named(self._chain_form(name))) <= MAX_SIMPLIFY_OPS:
                 short = within(SIMPLIFY_SECONDS, lambda: self.simplified(name))   # never a hang
             if short is not None:
                 short = self._expand(short)
@@ -190,14 +183,7 @@ class Derivation:
         return self._nice[name]
 
     def _expand(self, expr):
-        g = self.graph
-        if not g.is_matrix:
-            full = g.unrolled()
-            return expr.xreplace({g.symbol(n): e for n, e in full.items()})
-        for n in reversed(g.order):
-            if n in g._expr:
-                expr = expr.xreplace({g.symbol(n): g.expr(n)})
-        return expr
+        return self.layout.expand(expr)
 
     def named(self, expr):
         """`expr` with every node's definition replaced by the node's name.
@@ -279,9 +265,7 @@ class Derivation:
         """What flows from the loss to the end of `path`: its factors applied in order."""
         value = sp.S.One
         for f in path:
-            child = self.graph.expr(f.of)
-            value = contribution(f.expr, value, child).xreplace({delta(self.graph, f.of): value}) \
-                if is_matrix(child) else value * f.expr
+            value = self.layout.contribution(f.expr, value, self.graph.expr(f.of), delta(self.graph, f.of))
         return simplify_ones(value)
 
     def _descendants(self, name) -> set[str]:
@@ -301,17 +285,12 @@ class Derivation:
 
     def batch_loss(self) -> sp.Expr:
         """L: the reduction of the per-sample cost over a batch (plus a matrix graph's penalty)."""
-        if self.graph.is_matrix and not self.graph.per_sample:
-            return self.graph.expr(self.loss_name)
-        return _plus(self.reduce(self.graph.expr(self.loss_name)), self.graph.penalty)
+        return self.layout.batch_loss(self)
 
     def batch_gradient(self, p, form: str = "chain") -> sp.Expr:
         """∂L/∂p = (1/m) Σ_i ∂C_i/∂p (or the plain sum), plus a one-sample graph's ∂penalty/∂p;
         a batch-rows matrix graph's gradient already is ∂L/∂p."""
-        if self.graph.is_matrix and not self.graph.per_sample:
-            return self.gradient(p, form)
-        total = self.reduce(self.gradient(p, form))
-        return _plus(total, self.penalty_gradient(p)) if self.graph.per_sample else total
+        return self.layout.batch_gradient(self, p, form)
 
     # -- the program ---------------------------------------------------------------
     def program(self) -> Program:
@@ -332,17 +311,9 @@ class Derivation:
                 else:
                     backward.append((delta(g, n), e))
         backward = tuple(backward)
-        if g.per_sample:   # δ_p sums the samples' (seeded with 1/m for the mean), + ∂penalty/∂p
-            grads = {p: _plus(delta(g, p), self.penalty_gradient(p)) for p in g.param_names}
-            red = BatchMean if self.reduction == "mean" else BatchSum
-            loss = red(g.symbol(self.loss_name)) + g.penalty
-        elif g.is_matrix:
-            grads = {p: delta(g, p) for p in g.param_names}
-            loss = g.symbol(self.loss_name)
-        else:
-            red = BatchMean if self.reduction == "mean" else BatchSum
-            grads = {p: red(delta(g, p)) for p in g.param_names}
-            loss = red(g.symbol(self.loss_name))
+        red = BatchMean if self.reduction == "mean" else BatchSum
+        grads = {p: self.layout.program_gradient(self, p, delta(g, p), red) for p in g.param_names}
+        loss = self.layout.program_loss(g.symbol(self.loss_name), g.penalty, red)
         return Program(tuple(g.symbol(n) for n in g.input_names), tuple(g.symbol(n) for n in g.target_names),
                        tuple(g.symbol(n) for n in g.param_names), forward, backward, grads, loss,
                        tuple(g.symbol(n) for n in self.outputs), self.reduction)
@@ -352,7 +323,7 @@ class Derivation:
         name = self._param(p)
         sym, pen = self.graph.symbol(name), self.graph.penalty
         if not pen.has(sym):
-            return sp.ZeroMatrix(*sym.shape) if is_matrix(sym) else sp.S.Zero
+            return zero_like(sym)
         return local_factor(pen, sp.S.One, sym)
 
     @property
@@ -384,10 +355,7 @@ class Derivation:
         for n in g.order:
             if any(p in uses_target for p in g.parents(n)):
                 uses_target.add(n)
-        cost = getattr(g, "cost_name", None) or self.loss_name
-        rows = [n for n in g.parents(cost) if isinstance(g.expr(n) if g.kind(n) == "node" else None, RowCost)]
-        if g.per_sample and len(rows) == 1:     # C = 1ᵀ c: the prediction feeds the cost column c
-            cost = rows[0]
+        cost = self.layout.outputs_of(self, getattr(g, "cost_name", None) or self.loss_name)
         return [n for n in g.parents(cost) if g.kind(n) == "node" and n not in uses_target]
 
     # -- numbers ----------------------------------------------------------------
@@ -425,13 +393,6 @@ class Derivation:
 
     def __repr__(self):
         return f"<Derivation of {self.loss_name} w.r.t. {', '.join(self.params)}>"
-
-
-def _plus(a, b):
-    """a + b, leaving out a zero (scalar or matrix) b."""
-    if b == 0 or isinstance(b, sp.ZeroMatrix):
-        return a
-    return sp.MatAdd(a, b) if is_matrix(a) else a + b
 
 
 #: The functions that read a Derivation into numbers and documents, by name ('evaluate',

@@ -55,8 +55,14 @@ def evaluate(d, values: dict) -> dict:
     missing = [n for n in needed if n not in values]
     if missing:
         raise SymbackError(f"values missing for {', '.join(missing)}")
-    if g.is_matrix:
-        return _evaluate_matrix(d, values)
+    # a matrix graph's numbers are arrays (NumPy), a scalar graph's exact SymPy numbers
+    return {"matrix": _evaluate_matrix, "scalar": _evaluate_scalar}[d.layout.kind](d, values)
+
+
+def _evaluate_scalar(d, values):
+    """A scalar graph's nodes and per-sample gradients, exact when the values are."""
+    g = d.graph
+    needed = g.input_names + g.target_names + g.param_names
     env = {g.symbol(n): user_expr(values[n], where=f"value of {n}") for n in needed}
     bad = [n for n in needed if not env[g.symbol(n)].is_number]
     if bad:

@@ -10,6 +10,7 @@ from .errors import DefinitionError, UnusedParameterWarning, warn_user
 from .kinds.base import BATCH, Kind, activation_of, elementwise, is_matrix
 from .kinds.rowcost import RowCost
 from .kinds.select import Select
+from .layout import Layout, layout_of
 
 __all__ = ["Graph", "split_names", "check_name"]
 
@@ -72,6 +73,7 @@ class Graph:
         self.states: list[str] = []
         #: node -> the text a spec file wrote for it (documents print its terms in that order)
         self.written_text: dict[str, str] = {}
+        self._layout: tuple[int, Layout] | None = None    # (symbols it was read at, the layout)
 
     # -- building -------------------------------------------------------
     def _declare(self, names, kind, shape=None):
@@ -240,8 +242,16 @@ class Graph:
     def per_sample(self) -> bool:
         """Whether this matrix graph describes one sample (no sb.BATCH in its data shapes):
         data then carry the batch on a leading axis, X of shape (n, rows, columns)."""
-        return self.is_matrix and not any(BATCH in self.shape(n) for n in self.order
-                                          if self._kind[n] in ("input", "target"))
+        return self.layout.one_sample
+
+    @property
+    def layout(self) -> Layout:
+        """The form of the graph's data (:mod:`symback.layout`): scalars, matrices with sb.BATCH
+        rows, or one sample's matrices; what the engine and the compiler ask instead of branching."""
+        # a graph only grows: the layout read at the current number of symbols is the graph's
+        if self._layout is None or self._layout[0] != len(self.order):
+            self._layout = (len(self.order), layout_of(self))
+        return self._layout[1]
 
     def _matrix_loss(self, expr, reduction, name, penalty):
         if self.per_sample:
@@ -378,7 +388,7 @@ class Graph:
     @property
     def is_matrix(self) -> bool:
         """Whether the graph's nodes are matrices (rows are samples)."""
-        return any(is_matrix(s) for s in self._symbol.values())
+        return self.layout.kind == "matrix"
 
     def check_complete(self):
         """Raise DefinitionError unless the graph has a loss and a parameter."""

@@ -27,7 +27,6 @@ from .engine import Derivation, delta
 from .errors import SymbackError, UnusedParameterWarning
 from .graph import Graph
 from .lowering import Stmt
-from .matrix import BATCH
 from .straightline import FunctionSpec, build_function
 
 __all__ = ["vjp_derivation", "vjp_function", "output_width"]
@@ -37,9 +36,7 @@ _CACHE: "weakref.WeakKeyDictionary[Derivation, tuple]" = weakref.WeakKeyDictiona
 
 def output_width(d: Derivation) -> int:
     """The number of columns of the prediction Ŷ (what G must have)."""
-    if d.graph.is_matrix:
-        return sum(int(d.graph.symbol(o).shape[1]) for o in d.outputs)
-    return len(d.outputs)
+    return d.layout.output_width(d.outputs)
 
 
 def vjp_derivation(d: Derivation):
@@ -55,11 +52,11 @@ def vjp_derivation(d: Derivation):
 
 
 def _build(d: Derivation):
-    g = d.graph
+    g, layout = d.graph, d.layout
     outs = d.outputs
     if not outs:
         raise SymbackError("this graph has no prediction node (the loss uses no node): it has no VJP")
-    if g.is_matrix and len(outs) > 1:
+    if layout.data_matrix() is not None and len(outs) > 1:
         raise SymbackError(f"a layer's VJP needs one prediction matrix; this graph has {', '.join(outs)}")
     needed = set(outs)
     for o in outs:
@@ -70,55 +67,29 @@ def _build(d: Derivation):
         if kind in ("input", "param"):
             h._declare([n], kind, g.shape(n) or None)
             h._symbol[n] = g.symbol(n)
-    slices, blocks = {}, []
-    if g.is_matrix:
-        X = g.symbol(g.input_names[0])
+    # X: the input matrix whose column slices (an RNN's x_t) are differentiated (None: scalars)
+    slices, X = {}, layout.data_matrix()
     for n in g.order:
         if g.kind(n) != "node" or n not in needed:
             continue
         expr = g.expr(n)
-        if g.is_matrix and isinstance(expr, sp.MatrixSlice) and expr.parent == X and expr not in slices:
+        if X is not None and isinstance(expr, sp.MatrixSlice) and expr.parent == X and expr not in slices:
             _check_slice(expr)
             slices[expr] = n                # the node is the slice itself (an RNN's x_t)
-        elif g.is_matrix:
+        else:
             expr = expr.xreplace({s: _slice_node(h, s, slices) for s in _slices_of(expr, X)})
         h.node(n, expr)
-    if g.is_matrix:
-        if slices and any(X in h.expr(n).atoms(sp.MatrixSymbol) for n in h.node_names if n not in slices.values()):
-            raise SymbackError("a layer's VJP through X used both whole and sliced is not supported")
-        if slices:
-            blocks = sorted(((name, int(s.colslice[0]), int(s.colslice[1])) for s, name in slices.items()),
-                            key=lambda b: b[1])
-            if any(a[2] > b[1] for a, b in zip(blocks, blocks[1:])):
-                raise SymbackError("a layer's VJP through overlapping slices of X is not supported")
-        else:
-            blocks = [(X.name, 0, int(X.shape[1]))]
-        width = output_width(d)
-        Yhat = g.symbol(outs[0])
-        if g.per_sample:        # one sample's ⟨G, Ŷ⟩ = 1ᵀ (G ⊙ Ŷ) 1, summed over the batch
-            G = h.targets(h._fresh("G"), shape=tuple(Yhat.shape))
-            rows = sp.OneMatrix(1, Yhat.shape[0])
-            cost = sp.Trace(rows * sp.HadamardProduct(Yhat, G) * sp.OneMatrix(width, 1))
-            if 1 in Yhat.shape:
-                # the same ⟨G, Ŷ⟩ as tr(Gᵀ Ŷ) when Ŷ is one row (a CNN's class scores) or one
-                # column: a 1×1 𝟏 vanishes from SymPy's product, and its matrix calculus then
-                # fails on tr((G ⊙ Ŷ) 𝟏) (IndexError) or returns an unusable array for 𝟏ᵀ(G ⊙ Ŷ)
-                cost = sp.Trace(G.T * Yhat)
-        else:
-            G = h.targets(h._fresh("G"), shape=(BATCH, width))
-            cost = sp.HadamardProduct(Yhat, G) * sp.OneMatrix(width, 1)   # row i: Σ_k G_ik Ŷ_ik
-    else:
-        gs = [h.targets(h._fresh(f"g_{o}")) for o in outs]
-        cost = sp.Add(*[gk * g.symbol(o) for gk, o in zip(gs, outs)])
-        blocks = [(x, j, j + 1) for j, x in enumerate(g.input_names)]
-    h.loss(cost, reduction="sum", name=h._fresh("C"))
+    if slices and any(X in h.expr(n).atoms(sp.MatrixSymbol) for n in h.node_names if n not in slices.values()):
+        raise SymbackError("a layer's VJP through X used both whole and sliced is not supported")
+    blocks = layout.vjp_blocks(slices)
+    h.loss(layout.vjp_cost(h, outs), reduction="sum", name=h._fresh("C"))
     with warnings.catch_warnings():     # a parameter only the penalty uses was reported at derive()
         warnings.simplefilter("ignore", UnusedParameterWarning)
         return Derivation(h, wrt=[b[0] for b in blocks]), blocks
 
 
 def _slices_of(expr, X) -> list:
-    return [s for s in expr.atoms(sp.MatrixSlice) if s.parent == X]
+    return [s for s in expr.atoms(sp.MatrixSlice) if s.parent == X] if X is not None else []
 
 
 def _check_slice(s: sp.MatrixSlice):
@@ -150,12 +121,10 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     parts = [names.get(delta(h, name)) for name, _, _ in blocks]
     if any(p is None for p in parts):
         raise SymbackError("internal: an input's adjoint was folded away; its VJP cannot be printed")
-    if not g.is_matrix:
-        dX = _columns(parts, printer)
-    elif len(blocks) == 1 and blocks[0][0] == g.input_names[0]:
-        dX = str(parts[0])
+    if [b[0] for b in blocks] == g.input_names:     # each input whole: X's columns, or X itself
+        dX = d.layout.stack(parts, printer.prefix)
     else:
-        dX = _placed(blocks, parts, int(g.symbol(g.input_names[0]).shape[1]), printer)
+        dX = _placed(blocks, parts, d.layout.width(g.input_names), printer)
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
     protected = {X, Y} | {names[g.symbol(p)] for p in g.param_names}
     results = parts + [grads[p] for p in g.param_names]
@@ -164,7 +133,7 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     fnames = [n for n in h.order if h.kind(n) == "node" and n != h.cost_name]
     fsyms = [names[h.symbol(n)] for n in fnames]
     outs = [names[h.symbol(o)] for o in d.outputs]
-    prediction = str(outs[0]) if g.is_matrix else _columns(outs, printer)
+    prediction = d.layout.stack(outs, printer.prefix)
     values = "{" + ", ".join(f"{n!r}: {s}" for n, s in zip(fnames, fsyms)) + "}"
     given = set(fsyms)
     loaders = [Stmt(s, "value", (n,), low.shapes.get(s, ())) for n, s in zip(fnames, fsyms)]
@@ -179,12 +148,6 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
              (FunctionSpec("_vjp_backward", "X, Y, params, values", doc + ", from _vjp_forward's values.",
                            results, ret, inputs=given), reread)]
     return "\n\n\n".join("\n".join(build_function(spec, stmts, printer, low, protected)) for spec, stmts in funcs) + "\n"
-
-
-def _columns(syms, printer) -> str:
-    """Per-sample columns (or numbers, the same for every sample) side by side: n × len(syms)."""
-    p_ = printer.prefix
-    return f"{p_}.column_stack([{', '.join(f'{p_}.broadcast_to({s}, X.shape[:1])' for s in syms)}])"
 
 
 def _placed(blocks, parts, width, printer) -> str:

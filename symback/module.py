@@ -12,7 +12,7 @@ import sympy as sp
 from .codegen import Namer, check_dtype, init_rows, lower_program
 from .engine import Derivation
 from .errors import SymbackError
-from .layer import output_width, vjp_function
+from .layer import vjp_function
 from .lowering import Stmt
 from .matrix import RowCost, Softmax
 from .printing.numpy import NumpyPrinter
@@ -173,20 +173,7 @@ if __name__ == "__main__":
 
 def _shapes(g) -> dict:
     """Each parameter's declared shape (() for a scalar graph's)."""
-    return {p: tuple(int(x) for x in g.symbol(p).shape) if g.is_matrix else () for p in g.param_names}
-
-
-def _sample_shape(g, names):
-    """One sample's (rows, columns) of a one-sample graph's data matrix, else None."""
-    if not (g.per_sample and names):
-        return None
-    return tuple(int(x) for x in g.symbol(names[0]).shape)
-
-
-def _image_shape(g):
-    """(C, H, W) when the graph's one input is an image (a Sequential with inputs=(C, H, W)), else None."""
-    images = getattr(g, "input_images", {})
-    return images.get(g.input_names[0]) if g.per_sample and len(g.input_names) == 1 else None
+    return {p: g.layout.param_shape(p) for p in g.param_names}
 
 
 def _unused(g) -> set:
@@ -282,10 +269,8 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
     params = [names[g.symbol(p)] for p in g.param_names]
     protected = {X, Y} | set(params)
-    matrix = g.is_matrix
+    layout = d.layout
     shapes = _shapes(g)
-    n_in = int(g.symbol(g.input_names[0]).shape[1]) if matrix and g.input_names else len(g.input_names)
-    n_out = int(g.symbol(g.target_names[0]).shape[1]) if matrix and g.target_names else len(g.target_names)
     fnames = [n for n in g.order if n in g._expr]
     fsyms = [names[g.symbol(n)] for n in fnames]
 
@@ -294,14 +279,7 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
     def ret_grads(gs):
         return returned(gs, low)
 
-    if not outputs:
-        predict_ret = None
-    elif len(outputs) == 1 and matrix:
-        predict_ret = str(outputs[0])
-    else:
-        cols = ", ".join(f"{printer.prefix}.broadcast_to({o}, (X.shape[0],) + {o}.shape[1:])"
-                         if matrix else f"{printer.prefix}.broadcast_to({o}, X.shape[:1])" for o in outputs)
-        predict_ret = f"{printer.prefix}.column_stack([{cols}])"
+    predict_ret = layout.stack(outputs, printer.prefix) if outputs else None
     given = set(fsyms)
     # the key under which forward() reports the batch loss: its node's name when it is one
     # forward() reports the batch loss under LOSS: its node's name, when it is a node
@@ -333,15 +311,14 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
                      inputs=[lr], updates={p: (names_s[g.symbol(p)], grads_s[p]) for p in g.param_names if p not in zero}),
     ]
     text = _HEADER.format(
-        kind="matrix" if matrix else "scalar", loss=d.loss_name, params=", ".join(g.param_names),
+        kind=layout.kind, loss=d.loss_name, params=", ".join(g.param_names),
         lib=printer.library if printer.library == "NumPy" else f"{printer.library} and NumPy",
         imports=printer.imports(dtype), dtype_code=printer.dtype_code(dtype), dtype=dtype, target_kind=_target_kind(d), loss_key=loss_key, reduction=d.reduction, inputs=tuple(g.input_names),
         targets=tuple(g.target_names), param_names=tuple(g.param_names),
-        outputs=tuple(str(o) for o in d.outputs), n_inputs=n_in, n_targets=n_out,
-        n_outputs=output_width(d) if d.outputs else 0,
-        shapes=shapes, init=init_rows(d), ndim=3 if g.per_sample else 2,
-        x_sample=_sample_shape(g, g.input_names), y_sample=_sample_shape(g, g.target_names),
-        x_image=_image_shape(g))
+        outputs=tuple(str(o) for o in d.outputs), n_inputs=layout.width(g.input_names),
+        n_targets=layout.width(g.target_names), n_outputs=layout.output_width(d.outputs),
+        shapes=shapes, init=init_rows(d), ndim=layout.ndim, x_sample=layout.sample_shape(g.input_names),
+        y_sample=layout.sample_shape(g.target_names), x_image=layout.image_shape())
     parts = [text + printer.helpers() + _INIT]
     for spec in specs:
         if spec.name == "_predict" and predict_ret is None:

@@ -26,7 +26,7 @@ from .errors import DefinitionError, SpecError
 from .functions import ACTIVATIONS, LOSSES, softmax
 from .registry import TEXT_PARSER
 from .graph import Graph
-from .matrix import BATCH, MASKS, hadamard, is_matrix, layer_norm, ones, sumsq
+from .matrix import MASKS, hadamard, is_matrix, layer_norm, ones, sumsq
 
 __all__ = ["parse_expr", "parse_values", "functions", "known_names", "number_problem", "user_expr"]
 
@@ -431,11 +431,11 @@ def known_names(g: Graph) -> dict:
     """Names usable in the next expression: everything declared or defined so far
     (and ``ones``, the column of ones, in a matrix graph: m×1, or T×1 when one sample is T rows)."""
     known = {n: g.symbol(n) for n in g.order}
-    if g.is_matrix and "ones" not in known:
-        # rows are samples: the m×1 column; one sample of T rows (no "m" in the inputs'
-        # shapes, all T rows): the T×1 column, so "H @ W + ones @ b" adds b to each row
-        rows = {g.shape(n)[0] for n in g.input_names if g.shape(n)}
-        known["ones"] = ones(rows.pop() if len(rows) == 1 and BATCH not in rows else BATCH)
+    # rows are samples: the m×1 column; one sample of T rows (no "m" in the inputs' shapes,
+    # all T rows): the T×1 column, so "H @ W + ones @ b" adds b to each row
+    rows = g.layout.ones_rows()
+    if rows is not None and "ones" not in known:
+        known["ones"] = ones(rows)
     return known
 
 

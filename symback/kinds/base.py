@@ -6,7 +6,8 @@ from __future__ import annotations
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-__all__ = ["BATCH", "ENTRY", "Kind", "is_matrix", "elementwise", "activation_of", "real_diff", "as_str"]
+__all__ = ["BATCH", "ENTRY", "Kind", "is_matrix", "zero_like", "add", "plus", "elementwise", "activation_of",
+           "real_diff", "as_str"]
 
 #: The batch size: the number of rows (samples) of every data matrix.
 BATCH = sp.Symbol("m", positive=True, integer=True)
@@ -48,6 +49,25 @@ def as_str(name) -> sp.core.symbol.Str:
 def is_matrix(e) -> bool:
     """Whether `e` is a SymPy matrix expression (a MatrixSymbol, product, ...)."""
     return isinstance(e, sp.MatrixExpr)
+
+
+def zero_like(e):
+    """The zero of `e`'s type: the zero matrix of its shape, or the number 0."""
+    return sp.ZeroMatrix(*e.shape) if is_matrix(e) else sp.S.Zero
+
+
+def add(*terms):
+    """The sum of terms of one type, in SymPy's canonical form (a matrix sum evaluated)."""
+    if len(terms) == 1:
+        return terms[0]
+    return sp.MatAdd(*terms).doit() if is_matrix(terms[0]) else sp.Add(*terms)
+
+
+def plus(a, b):
+    """a + b left unevaluated, leaving out a zero (number or matrix) b."""
+    if b == 0 or isinstance(b, sp.ZeroMatrix):
+        return a
+    return sp.MatAdd(a, b) if is_matrix(a) else a + b
 
 
 def elementwise(fn, arg) -> ElementwiseApplyFunction:
