@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 
 import sympy as sp
 
+from .heads import HEAD_OPS, group_heads, head_code
 from .image import IMAGE_OPS
 from .lowering import EXPR_OPS, VIEWS, Stmt, Tr
 from .printing.numpy import InPlace, NumpyPrinter
@@ -288,6 +289,7 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
         body = pool_indices(body, low)
     if "masked_scores" in printer.kernels:
         body = masked_scores(body, low.shapes, keep)
+    body = group_heads(body, low) if "heads" in printer.kernels else body
     body = select(body, wanted)     # what propagation left unread goes
     body = cse(body, fresh, low)
     if spec.updates:
@@ -368,6 +370,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_masked_scores(*names_, printer._print(a[2]), *st.shape[-2:])
         elif st.op in ("maxpool_pair", "maxpool_vjp_idx"):
             code = printer.op_image(st.op, [str(x) for x in a[:-1]], a[-1])
+        elif st.op in HEAD_OPS:     # (attention's heads at once: symback.heads)
+            code = head_code(st, printer)
         elif any(batched(x) for x in a):
             code = _batched(st, ew, free, lines, printer, batched)
         elif st.op in ("sum", "mean", "rowsum"):

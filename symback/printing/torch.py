@@ -269,6 +269,27 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         return (f"torch.baddbmm(torch.full(({rows}, {cols}), float('-inf'), dtype={a}.dtype, "
                 f"device={a}.device).triu(1), {a}, {b}, alpha={c})")
 
+    def op_split_heads(self, a: str, heads: int, w: int, copy: bool) -> str:
+        """Each sample's (T, heads·w) value as (heads, T, w): head h is columns h·w … (h+1)·w
+        (symback.heads); a view, or with ``copy`` a contiguous copy (one, where each batched
+        product would otherwise copy the view)."""
+        return f"{a}.unflatten(-1, ({heads}, {w})).transpose(1, 2)" + (".contiguous()" if copy else "")
+
+    def op_head(self, a: str, h: int) -> str:
+        """Head h of an (n, heads, T, w) value (a view)."""
+        return f"{a}[:, {h}]"
+
+    def op_merge_heads(self, a: str) -> str:
+        """An (n, heads, T, w) value's heads side by side again, (n, T, heads·w)."""
+        return f"{a}.transpose(1, 2).flatten(-2)"
+
+    def op_heads_masked_scores(self, a: str, b: str, c: str, heads, rows, cols) -> str:
+        """M + c·(a b) for each sample and head (op_masked_scores over the heads axis too):
+        one ``baddbmm`` over n·heads."""
+        return (f"torch.baddbmm(torch.full(({rows}, {cols}), float('-inf'), dtype={a}.dtype, "
+                f"device={a}.device).triu(1), {a}.flatten(0, 1), {b}.flatten(0, 1), alpha={c})"
+                f".unflatten(0, (-1, {heads}))")
+
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
         return f"X.new_zeros({shape}) + {a}"
