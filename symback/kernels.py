@@ -20,6 +20,7 @@ stated here in SymPy, and is used only where the derived expression *is* that fo
   per call;
 * ``heads``: not a kernel either: attention's per-head statements (the column blocks of Q,
   K, V) done once over a heads axis, (n, heads, T, d/heads) (:func:`symback.heads.group_heads`);
+  a printer's choice (the torch printer's only when asked: ``TorchPrinter(heads=True)``);
 * ``gelu_prime``: the derivative of GELU's tanh form, GELU being torch's
   ``gelu(approximate="tanh")`` — :data:`LIBRARY_FORMS` holds that formula as the library
   documents it, and :func:`prime` proves it equal to the registered activation's definition

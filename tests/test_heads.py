@@ -1,5 +1,5 @@
-"""Attention's heads at once in the torch code (symback.heads): the per-head statements regrouped
-over an (n, heads, T, d/heads) layout.
+"""Attention's heads at once in the torch code (symback.heads, ``TorchPrinter(heads=True)``): the
+per-head statements regrouped over an (n, heads, T, d/heads) layout.
 
 Oracles: PyTorch autograd of the same network written here with ``torch.nn.functional``
 (``scaled_dot_product_attention`` with ``is_causal``, all heads in one call) at several head
@@ -54,6 +54,12 @@ def _predict(x, t, heads, causal):
     return h @ t["W6"] + t["b6"]
 
 
+def _grouped(dv):
+    """The torch Model of `dv` printed with the heads grouped."""
+    return model_class("torch")(dv, "float64", _load(codegen_module(dv, "float64", TorchPrinter(heads=True),
+                                                                     vjp=True)))
+
+
 def _net(T, d, heads, causal):
     net = sb.Sequential(sb.TransformerBlock(heads=heads, hidden=2 * d, causal=causal), sb.Dense(d),
                         inputs=(T, d), loss="mse")
@@ -70,7 +76,7 @@ CASES = [(T, d, heads, causal) for (T, d, heads), causal in
 @pytest.mark.parametrize("T, d, heads, causal", CASES)
 def test_grouped_heads_equal_torch_autograd(T, d, heads, causal):
     dv, params, X, Y = _net(T, d, heads, causal)
-    m = sb.compile(dv, backend="torch", dtype="float64")
+    m = _grouped(dv)
     src = m._ns["__source__"]
     w = d // heads
     if heads > 1:       # used: the heads split once, no head's column slice left in the step
@@ -98,11 +104,8 @@ def test_grouped_forward_values_and_layer_vjp(T, d, heads, causal):
     """forward()'s per-head values (views of the grouped arrays) are each head's own, and the
     VJP of the network as a layer (partly grouped: its P_h are given values) is autograd's."""
     dv, params, X, Y = _net(T, d, heads, causal)
-    m = sb.compile(dv, backend="torch", dtype="float64")
-    p = TorchPrinter()
-    p.kernels = p.kernels - {"heads"}
-    plain = model_class("torch")(dv, "float64", _load(codegen_module(dv, "float64", p, vjp=True)))
-    assert ".unflatten(-1" not in plain.source and ".unflatten(-1" in m.source
+    m, plain = _grouped(dv), sb.compile(dv, backend="torch", dtype="float64")
+    assert ".unflatten(-1" not in plain.source and ".unflatten(-1" in m.source   # (not by default)
     tp = {k: torch.tensor(v) for k, v in params.items()}
     got, want = m._ns["forward"](torch.tensor(X), torch.tensor(Y), tp), plain._ns["forward"](
         torch.tensor(X), torch.tensor(Y), tp)

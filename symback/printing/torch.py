@@ -49,18 +49,25 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: torch's fused kernels for derived expressions (symback.kernels): GELU's derivative as
     #: ``gelu_backward``, softmax rows as ``torch.softmax`` and their closed-form VJP as
     #: ``_softmax_backward_data``, attention's scaled and masked scores as ``baddbmm``;
-    #: autograd runs the same kernels
-    kernels = frozenset(KERNELS)
+    #: autograd runs the same kernels.  Not ``heads`` (attention's heads at once, symback.heads)
+    #: unless asked: on a CPU its (n, heads, T, T) scores cost more than the head-by-head
+    #: calls they save (a T = 64, 4-head block's step 1.15–1.25× torch autograd's grouped,
+    #: 1.03–1.15× head by head, float64, one thread): each is a fresh allocation past the
+    #: cache, where one head's scores stay in it
+    kernels = frozenset(KERNELS) - {"heads"}
     #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
     prime_kernels = {gelu: "torch.ops.aten.gelu_backward({}, {}, approximate='tanh')"}
     apply_step = '''def _apply_step(X, Y, params, lr):
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
 
-    def __init__(self, settings=None, kernels: bool = True):
+    def __init__(self, settings=None, kernels: bool = True, heads: bool = False):
         """``kernels=False``: no fused kernel (symback.kernels), every derived expression
-        printed as its own element-wise formula (what the kernels are tested against)."""
+        printed as its own element-wise formula (what the kernels are tested against);
+        ``heads=True``: attention's heads computed all at once (symback.heads)."""
         super().__init__(settings)
+        if heads and kernels:
+            self.kernels = self.kernels | {"heads"}
         if not kernels:
             self.kernels = frozenset()
             self.native = {k: v for k, v in self.native.items() if k not in self.prime_kernels}
