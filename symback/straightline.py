@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 
 import sympy as sp
 
+from .convbias import BIAS_OPS, bias_code, conv_biases
 from .heads import HEAD_OPS, group_heads, head_code
 from .image import IMAGE_OPS
 from .lowering import EXPR_OPS, VIEWS, Stmt, Tr
@@ -285,6 +286,7 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
     body = coalesce(propagate(body, keep, shape_of), keep)
     if getattr(printer, "conv_kernels", False):
         body = convolutions(body, low.shapes)
+        body = conv_biases(body, low.shapes, keep) if getattr(printer, "conv_bias", False) else body
     if getattr(printer, "pool_indices", False):
         body = pool_indices(body, low)
     if "masked_scores" in printer.kernels:
@@ -372,6 +374,8 @@ def _print(body, spec, printer, fresh, shape_of, arrays, protected, temps) -> li
             code = printer.op_image(st.op, [str(x) for x in a[:-1]], a[-1])
         elif st.op in HEAD_OPS:     # (attention's heads at once: symback.heads)
             code = head_code(st, printer)
+        elif st.op in BIAS_OPS:     # (a convolution's bias in its kernel: symback.convbias)
+            code = bias_code(st, printer)
         elif any(batched(x) for x in a):
             code = _batched(st, ew, free, lines, printer, batched)
         elif st.op in ("sum", "mean", "rowsum"):

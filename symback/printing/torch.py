@@ -41,6 +41,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     extra_helpers += image.TORCH
     #: convolutions' derived products by torch's convolution kernels (see straightline.convolutions)
     conv_kernels = True
+    #: a convolution's bias added by the convolution kernel, its δ one reduction (symback.convbias)
+    conv_bias = True
     #: max-pooling's δ routed by the indices of the forward's pooling kernel (straightline.pool_indices)
     pool_indices = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
@@ -275,6 +277,17 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         one ``baddbmm``."""
         return (f"torch.baddbmm(torch.full(({rows}, {cols}), float('-inf'), dtype={a}.dtype, "
                 f"device={a}.device).triu(1), {a}, {b}, alpha={c})")
+
+    def op_conv_bias(self, a: str, K: str, b: str, geometry) -> str:
+        """Kᵀ unfold(a) + bᵀ for each sample: torch's convolution with the bias row b (as
+        ``_conv``, K = weight.reshape(C_out, −1).T)."""
+        C, H, W, k, s, p = geometry
+        return (f"torch.nn.functional.conv2d({a}.reshape({a}.shape[0], {C}, {H}, {W}), {K}.T.reshape(-1, {C}, {k}, {k}), "
+                f"{b}.reshape(-1), stride={s}, padding={p}).flatten(2)")
+
+    def op_bias_sum(self, d: str) -> str:
+        """Σ over the samples and the positions (the last axis) of d: one value per channel."""
+        return f"{d}.sum(dim=(0, 2))"
 
     def op_split_heads(self, a: str, heads: int, w: int, copy: bool) -> str:
         """Each sample's (T, heads·w) value as (heads, T, w): head h is columns h·w … (h+1)·w
