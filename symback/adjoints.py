@@ -14,7 +14,7 @@ from .graph import Graph
 from .matrix import is_matrix
 from .vjp import AdjointMatrix
 
-__all__ = ["Name", "Factor", "Adjoint", "delta", "Program", "BatchMean", "BatchSum"]
+__all__ = ["Name", "Factor", "Adjoint", "delta", "Program", "BatchMean", "BatchSum", "LocalFactors"]
 
 
 class Name(str):
@@ -93,3 +93,64 @@ class BatchMean(sp.Function):
 
 class BatchSum(sp.Function):
     """The sum over a batch's rows of a per-sample value."""
+
+
+class LocalFactors(dict):
+    """The edges' local factors, some derived only when first read.
+
+    An edge whose δ the engine takes from a fused output rule (softmax with
+    cross-entropy: δ_Z = Ŷ − Y) does not need its own factor to train, only to
+    be shown; its derivation (softmax's closed form and SymPy's proof of it)
+    waits for a document to ask, so a network compiles without it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._pending = {}
+        #: Z -> (A, f, cost node) for each output block Z → A = f(Z) → C whose δ_Z the
+        #: engine took from the fused rule (what it fused, for readers not to re-detect)
+        self.fused = {}
+
+    def defer(self, key, derive_factor):
+        """Hold `key`'s factor as a function that derives it."""
+        self._pending[key] = derive_factor
+
+    def _resolve(self):
+        while self._pending:
+            key, derive_factor = next(iter(self._pending.items()))
+            dict.__setitem__(self, key, derive_factor())
+            del self._pending[key]
+
+    def __getitem__(self, key):
+        if key in self._pending:
+            dict.__setitem__(self, key, self._pending.pop(key)())
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key):
+        return key in self._pending or dict.__contains__(self, key)
+
+    def get(self, key, default=None):
+        """The factor of `key` (derived now if it waited), else `default`."""
+        return self[key] if key in self else default
+
+    def __iter__(self):
+        self._resolve()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        return dict.__len__(self) + len(self._pending)
+
+    def keys(self):
+        """Every edge (each waiting factor derived first)."""
+        self._resolve()
+        return dict.keys(self)
+
+    def items(self):
+        """(edge, factor) pairs (each waiting factor derived first)."""
+        self._resolve()
+        return dict.items(self)
+
+    def values(self):
+        """The factors (each waiting factor derived first)."""
+        self._resolve()
+        return dict.values(self)

@@ -18,11 +18,12 @@ import sympy as sp
 
 from .budget import within
 from .errors import DefinitionError, SymbackError
-from .graph import Graph, decompose
+from .decompose import decompose
+from .graph import Graph
 from .matrix import BATCH, RowCost, is_matrix, simplify_ones
-from .vjp import AdjointMatrix, local_factor, real_diff
+from .vjp import AdjointMatrix, edge_factor, local_factor, real_diff
 # the records and the fused output blocks live beside the engine; their names stay importable here
-from .adjoints import Adjoint, BatchMean, BatchSum, Factor, Name, Program, delta
+from .adjoints import Adjoint, BatchMean, BatchSum, Factor, LocalFactors, Name, Program, delta
 from .fusion import fused_delta, output_block
 
 __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program", "derive",
@@ -52,7 +53,7 @@ def backward(graph: Graph, wrt=()):
     ``wrt`` names inputs (or nodes) that get an adjoint as parameters do
     (a layer's ∂/∂X, :mod:`symback.layer`).
     """
-    local, adjoint = {}, {graph.loss_name: sp.S.One}
+    local, adjoint = LocalFactors(), {graph.loss_name: sp.S.One}
     trainable = set(graph.param_names) | set(wrt)   # nodes computed from data alone need no δ
     for name in graph.order:
         if any(p in trainable for p in graph.parents(name)):
@@ -65,26 +66,21 @@ def backward(graph: Graph, wrt=()):
             expr, d = graph.expr(child), delta(graph, child)
             # Kept in SymPy's canonical form, so it compares equal (==) to the
             # same formula typed by a user; printers factor it for display.
-            local[(child, name)] = _local_factor(graph, child, name, d)
             fused = fused_delta(graph, child, name)
-            terms.append(fused if fused is not None else contribution(local[(child, name)], d, expr))
+            if fused is not None:       # the δ does not need it: derived when a document asks
+                local.fused[name] = (child, *output_block(graph, child))
+                local.defer((child, name), lambda c=child, n=name, d=d: _local_factor(graph, c, n, d))
+                terms.append(fused)
+                continue
+            local[(child, name)] = _local_factor(graph, child, name, d)
+            terms.append(contribution(local[(child, name)], d, expr))
         adjoint[name] = _sum(terms, graph.symbol(name))
     return local, adjoint
 
 
 def _local_factor(graph, child, name, d):
-    """The edge's local factor; SymPy's own failure on a node becomes one DefinitionError
-    naming that node (its matrix calculus raises bare TypeError, ValueError, ...)."""
-    expr = graph.expr(child)
-    try:
-        return local_factor(expr, d, graph.symbol(name), graph.symbol(child))
-    except SymbackError:
-        raise
-    except (TypeError, ValueError, NotImplementedError, IndexError, AttributeError) as exc:
-        raise DefinitionError(
-            f"node {child!r}: SymPy cannot differentiate {expr} with respect to {name!r} "
-            f"({type(exc).__name__}: {exc or 'not implemented'}); define its compound parts "
-            "(a function of a product, a factor of a Hadamard product) as nodes of their own") from exc
+    """The edge child ← name's local factor (a SymPy failure named by the node)."""
+    return edge_factor(graph.expr(child), d, graph.symbol(name), graph.symbol(child), (child, name))
 
 
 def _sum(terms, sym):
@@ -129,6 +125,8 @@ class Derivation:
         #: inputs (or nodes) differentiated besides the parameters: δ_X of a layer's VJP
         self.wrt = tuple(wrt)
         self.local, self.adjoint = backward(graph, self.wrt)
+        #: Z -> (A, f, cost node): the output blocks whose δ_Z came from a fused rule
+        self.fused = self.local.fused
         self._chain: dict[str, sp.Expr] = {}
         self._nice: dict[str, sp.Expr] = {}
 

@@ -7,13 +7,18 @@ its definition:
   own evaluation, a scalar graph's numbers exact when the inputs are, a matrix graph's
   matrices written out entry by entry (:func:`symback.matrix.explicit`) and rounded to
   floats at the end.  For worked examples and the checks that must not share NumPy's
-  rounding.  ``explicit`` stays in :mod:`symback.matrix` beside the kinds it writes out:
-  it turns an expression into an explicit SymPy matrix (also of symbols, for counting
-  operations), which is not an evaluation to numbers.
+  rounding.  ``explicit`` stays in :mod:`symback.matrix`: it turns an expression into an
+  explicit SymPy matrix (also of symbols, for counting operations), which is not an
+  evaluation to numbers.
 - **numeric** (:func:`value_of`, :func:`numpy_forward`, :func:`numpy_adjoints`,
-  :func:`numpy_gradients`): NumPy arrays, node kind by node kind (products, Hadamard
-  products, softmax, row norms, the image maps, activations from their SymPy definitions):
-  fast enough for the document's certificate and finite differences at any width.
+  :func:`numpy_gradients`): NumPy arrays (products, Hadamard products, activations from
+  their SymPy definitions): fast enough for the document's certificate and finite
+  differences at any width.
+
+Each node kind (softmax, row norms, the per-sample cost, f'(Z), the image maps) brings its
+own evaluation (:mod:`symback.kinds`): ``definition()`` as matrix operations, or
+``explicit_value`` and ``numeric_value``, to which this module hands its element-wise
+functions (:func:`_scalar_fn`).
 """
 from __future__ import annotations
 
@@ -26,7 +31,9 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from .engine import CONSUMERS, delta
 from .errors import DefinitionError, SymbackError
 from .functions import Activation
-from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Select, Softmax, SoftmaxVJP, explicit, is_matrix
+from .kinds.base import BATCH, Kind, is_matrix
+from .kinds.elementwise import Elementwise
+from .matrix import explicit
 from .parse import user_expr
 
 __all__ = ["evaluate", "numeric", "inert", "value_of", "numpy_forward", "numpy_adjoints", "numpy_gradients"]
@@ -106,10 +113,8 @@ def inert(e):
 
 
 def numeric(expr, values: dict, rows: int):
-    """A matrix expression of a graph's symbols (and δs, FPrime, SoftmaxVJP) evaluated exactly, as floats."""
+    """A matrix expression of a graph's symbols (and δs, f'(Z), a softmax's VJP) evaluated exactly, as floats."""
     e = inert(expr).xreplace(values)
-    e = e.replace(lambda x: isinstance(x, SoftmaxVJP), lambda x: x.entries(
-        explicit(x.args[0], rows).tolist(), explicit(x.args[1], rows).tolist()))
     r = explicit(e, rows)
     r = r.evalf() if hasattr(r, "evalf") else r
     return np.array(r.tolist(), dtype=float) if hasattr(r, "tolist") else float(r)
@@ -200,33 +205,13 @@ def value_of(e, env, rows):
         return out
     if isinstance(e, ElementwiseApplyFunction):
         return _scalar_fn(e.function)(value_of(e.expr, env, rows))
-    if isinstance(e, FPrime):
-        return _prime_fn(e.function)(value_of(e.arg, env, rows))
-    if isinstance(e, Elementwise):
-        return _scalar_fn(e.function)(*[value_of(o, env, rows) for o in e.operands])
-    if isinstance(e, Softmax):
-        z = value_of(e.arg, env, rows)
-        if e.mask is not None:          # masked entries: −∞ before the row's softmax
-            keep = np.array([[e.kept(i, j) for j in range(z.shape[1])] for i in range(z.shape[0])])
-            z = np.where(keep, z, -np.inf)
-        ez = np.exp(z - z.max(axis=1, keepdims=True))
-        return ez / ez.sum(axis=1, keepdims=True)
-    if isinstance(e, RowNorm):
-        return value_of(e.definition(), env, rows)
-    if isinstance(e, Select):
-        return np.asarray(e.as_explicit(), dtype=float)
     if isinstance(e, sp.MatPow) and e.exp.is_Integer and e.exp > 0:
         return np.linalg.matrix_power(value_of(e.base, env, rows), int(e.exp))
-    if isinstance(e, SoftmaxVJP):       # SymPy's own partial derivatives, entry by entry
-        dz = [np.atleast_2d(value_of(a, env, rows)).tolist() for a in e.args]
-        return np.array(e.entries(*dz).tolist(), dtype=float)
-    if isinstance(e, RowCost):
-        lf = e.loss
-        ell = _scalar_fn(sp.Lambda((lf.prediction, lf.target), lf.expr))
-        return ell(value_of(e.prediction, env, rows), value_of(e.target, env, rows)).sum(axis=1, keepdims=True)
-    if hasattr(e, "numeric_value"):         # a kind defined entry by entry (symback.image), on floats
+    if isinstance(e, Kind) and hasattr(e, "definition"):    # a node kind written as matrix operations
+        return value_of(e.definition(), env, rows)
+    if hasattr(e, "numeric_value"):     # a node kind defined entry by entry (symback.kinds), on floats
         return e.numeric_value(*[np.atleast_2d(np.asarray(value_of(a, env, rows), dtype=float))
-                                 for a in e.args if isinstance(a, sp.MatrixExpr)])
+                                 for a in e.args if isinstance(a, sp.MatrixExpr)], entrywise=_scalar_fn)
     if hasattr(e, "explicit_value"):
         args = [sp.ImmutableMatrix(value_of(a, env, rows)) for a in e.args if isinstance(a, sp.MatrixExpr)]
         return np.array(e.explicit_value(*args).tolist(), dtype=float)
@@ -270,13 +255,6 @@ def _scalar_fn(function: sp.Lambda):
     except Exception:       # noqa: BLE001 - any failure of the fast form: the exact one is used
         pass
     return slow
-
-
-@functools.lru_cache(maxsize=512)
-def _prime_fn(function: sp.Lambda):
-    """f' entry by entry, f' as SymPy derives it from f's definition."""
-    w = function.variables[0]
-    return _scalar_fn(sp.Lambda(w, sp.diff(function.expr, w)))
 
 
 CONSUMERS["evaluate"] = evaluate            # what Derivation.evaluate calls

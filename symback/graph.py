@@ -7,10 +7,11 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError, UnusedParameterWarning, warn_user
-from .image import ImageMap
-from .matrix import BATCH, RowCost, RowNorm, Select, Softmax, activation_of, elementwise, is_matrix
+from .kinds.base import BATCH, Kind, activation_of, elementwise, is_matrix
+from .kinds.rowcost import RowCost
+from .kinds.select import Select
 
-__all__ = ["Graph", "split_names", "check_name", "decompose"]
+__all__ = ["Graph", "split_names", "check_name"]
 
 KINDS = ("input", "target", "param", "node", "loss")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -141,22 +142,23 @@ class Graph:
         return name
 
     def _split(self, name, expr):
-        """Give the compound argument of a top-level f(·), softmax(·), norm(·) or image map its own node,
-        and each softmax or norm inside a larger expression a node of its own (``P_<name>``,
-        ``Hhat_<name>``, an image map ``U_<name>``): the engine knows their derivatives only as whole nodes."""
+        """Give the compound argument of a top-level f(·), or of a node kind the engine knows only
+        as a whole node (softmax, norm, an image map), its own node, and each such kind inside a
+        larger expression a node of its own (its ``node_prefix``: ``P_<name>``, ``Hhat_<name>``,
+        ``U_<name>``)."""
         if activation_of(expr) is not None and not isinstance(expr.expr, sp.MatrixSymbol):
             z = self._add(self._fresh(f"Z_{name}"), "node", expr.expr)
             return elementwise(expr.function, z)
-        if isinstance(expr, (Softmax, RowNorm, ImageMap)):
+        if _whole(expr):
             if isinstance(expr.arg, sp.MatrixSymbol):
                 return expr
             z = self._add(self._fresh(f"Z_{name}"), "node", self._split(f"Z_{name}", expr.arg))
             return expr.func(z, *expr.args[1:])
         if is_matrix(expr):
-            for sub in [e for e in sp.postorder_traversal(expr) if isinstance(e, (Softmax, RowNorm, ImageMap))]:
+            for sub in [e for e in sp.postorder_traversal(expr) if _whole(e)]:
                 if not expr.has(sub):
                     continue
-                part = self._fresh({Softmax: "P_", RowNorm: "Hhat_"}.get(type(sub), "U_") + name)
+                part = self._fresh(sub.node_prefix + name)
                 sym = self._add(part, "node", self._split(part, sub))
                 expr = expr.xreplace({sub: sym})
             expr = self._split_factors(name, expr)
@@ -391,13 +393,14 @@ class Graph:
                       "their gradients are 0", UnusedParameterWarning)
 
     def __repr__(self):
-        if self.is_matrix:
-            lines = [f"Graph(inputs={self.input_names}, targets={self.target_names}, params={self.param_names})"]
-            lines += [f"  {n} = {self._expr[n]}" for n in self.order if n in self._expr]
-            return "\n".join(lines)
         lines = [f"Graph(inputs={self.input_names}, targets={self.target_names}, params={self.param_names})"]
         lines += [f"  {n} = {self._expr[n]}" for n in self.order if n in self._expr]
         return "\n".join(lines)
+
+
+def _whole(e) -> bool:
+    """Whether `e` is a node kind that the engine differentiates only as a whole node."""
+    return isinstance(e, Kind) and e.node_prefix is not None
 
 
 def _gate_factor(factor) -> bool:
@@ -446,57 +449,3 @@ def _shapes(names, shape, kind):
                                   f"(or, for one sample of any shape, (rows, columns)), got ({r}, {c})")
         out.append((r, c))
     return out
-
-
-def decompose(expr: sp.Expr, wrt) -> Graph:
-    """Turn a plain SymPy expression into a Graph of named steps.
-
-    Every compound sub-expression that depends on a parameter in `wrt`
-    (each function application, power, product and sum) becomes a node
-    u_1, u_2, ... (a repeated one is reused), and the whole is the loss C.
-    Symbols not in `wrt` become inputs.
-    """
-    if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)) or not isinstance(expr, sp.Expr):
-        raise DefinitionError(f"derive() needs a scalar SymPy expression, got {type(expr).__name__}")
-    if wrt is None:
-        raise DefinitionError("derive(expr) needs wrt=[...], the parameters to differentiate by")
-    wrt = [sp.Symbol(w) if isinstance(w, str) else w for w in (wrt if isinstance(wrt, (list, tuple)) else [wrt])]
-    for w in wrt:
-        if not isinstance(w, sp.Symbol):
-            raise DefinitionError(f"wrt must hold symbols or names, got {w!r}")
-        check_name(w.name)
-        if w not in expr.free_symbols:
-            raise DefinitionError(f"the expression does not depend on {w.name!r}")
-    g = Graph()
-    others = sorted((s for s in expr.free_symbols if s not in wrt), key=lambda s: s.name)
-    taken = {s.name for s in expr.free_symbols}
-    for s in others:
-        check_name(s.name)
-    if others:
-        g._declare([s.name for s in others], "input")
-        for s in others:   # keep the user's own symbols (and their assumptions)
-            g._symbol[s.name] = s
-    g._declare([w.name for w in wrt], "param")
-    for w in wrt:
-        g._symbol[w.name] = w
-    wrtset, names, counter = set(wrt), {}, [0]
-
-    def visit(e):
-        if e.is_Atom or not (e.free_symbols & wrtset):
-            return e
-        rebuilt = e.func(*[visit(a) for a in e.args])
-        if rebuilt in names:
-            return names[rebuilt]
-        if e is expr:
-            return rebuilt
-        counter[0] += 1
-        while f"u_{counter[0]}" in taken:
-            counter[0] += 1
-        sym = g.node(f"u_{counter[0]}", rebuilt)
-        names[rebuilt] = sym
-        return sym
-
-    top = visit(expr)
-    loss_name = "C" if "C" not in taken else "C_loss"
-    g.loss(top, name=loss_name)
-    return g

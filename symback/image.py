@@ -20,7 +20,9 @@ SymPy has proved it equal to Σᵢ yᵢ ∂(M x)ᵢ/∂xⱼ of the map's definit
 geometries (:func:`prove_adjoint`).  Max-pooling's δ is routed to each window's arg-max
 (:class:`MaxPoolVJP`), proved equal at random points to SymPy's derivative of Max, a
 Heaviside step (:func:`prove_maxpool_vjp`).  Compiled code never forms these matrices:
-the printers lower each kind to the library's own unfold/fold or reshapes.
+each kind lowers itself (:meth:`ImageMap.lower`) to one statement that the printers print
+with the library's own unfold/fold or reshapes.  Both classes follow the node-kind protocol of
+:mod:`symback.kinds`.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import numpy as np
 import sympy as sp
 
 from .errors import DefinitionError
-from .matrix import is_matrix
+from .kinds.base import Kind, is_matrix
 
 __all__ = ["ImageMap", "MaxPoolVJP", "Geometry", "unfold", "avgpool", "maxpool", "flatten",
            "LINEAR", "IMAGE_OPS", "prove_adjoint", "prove_maxpool_vjp", "out_size"]
@@ -73,9 +75,11 @@ def _shapes(op: str, g: Geometry):
     return out, inp
 
 
-class ImageMap(sp.MatrixExpr):
+class ImageMap(Kind, sp.MatrixExpr):
     """``ImageMap(A, op, geometry)``: one of the image maps (`op` in :data:`IMAGE_OPS` but
     ``maxpool_vjp``) applied to one sample A, whose shape the geometry fixes."""
+
+    node_prefix = "U_"
 
     def __new__(cls, arg, op, geometry):
         op = op if isinstance(op, sp.core.symbol.Str) else sp.core.symbol.Str(str(op))
@@ -125,7 +129,18 @@ class ImageMap(sp.MatrixExpr):
 
     explicit_value = apply      # how symback.matrix.explicit writes this kind out
 
-    def numeric_value(self, x) -> np.ndarray:
+    def vjp(self, D, parent, P=None):
+        """δ_A for δ = D: :func:`vjp` (an adjoint, or max-pooling's arg-max routing)."""
+        if self.arg != parent:
+            raise DefinitionError(f"internal: {self.op} of {self.arg} differentiated by {parent}")
+        return vjp(self, D, parent)
+
+    def lower(self, lo, target=None):
+        """One statement named for the map (unfold, the pools, flatten: the library's own kernels)."""
+        a = lo.materialize(lo.scalar(self.arg))
+        return lo.emit(self.op, (a, tuple(self.geometry)), tuple(self.shape))
+
+    def numeric_value(self, x, entrywise=None) -> np.ndarray:
         """The map applied to a NumPy array, from the same definition, in floating point (the
         documents' numbers: a CNN's are evaluated thousands of times, SymPy's Max took minutes)."""
         if self.op == "maxpool":        # each window's largest pixel, the windows as one index table
@@ -148,7 +163,7 @@ class ImageMap(sp.MatrixExpr):
         return r"%s\left(%s\right)" % (name, printer._print(self.arg))
 
 
-class MaxPoolVJP(sp.MatrixExpr):
+class MaxPoolVJP(Kind, sp.MatrixExpr):
     """``MaxPoolVJP(D, A, geometry)``: δ_A for P = maxpool(A) and δ_P = D: each window's δ goes to
     the window's first arg-max (row by row, as PyTorch), every other pixel gets 0.  Used
     only after SymPy has proved it equal to the derivative of Max (:func:`prove_maxpool_vjp`)."""
@@ -171,9 +186,14 @@ class MaxPoolVJP(sp.MatrixExpr):
         (a number for numbers; a Piecewise of the comparisons for symbols)."""
         return sp.ImmutableMatrix(self._routed(d, a, lambda first: sp.Piecewise((1, sp.And(*first)), (0, True))))
 
-    def numeric_value(self, d, a) -> np.ndarray:
+    def numeric_value(self, d, a, entrywise=None) -> np.ndarray:
         """The same closed form on NumPy arrays (the comparisons decided in floating point)."""
         return np.array(self._routed(d, a, lambda first: float(all(first))), dtype=float)
+
+    def lower(self, lo, target=None):
+        """One ``maxpool_vjp`` statement (the library's routing of δ to each window's arg-max)."""
+        d, a = (lo.materialize(lo.scalar(x)) for x in self.args[:2])
+        return lo.emit("maxpool_vjp", (d, a, tuple(self.geometry)), tuple(self.shape))
 
     def _routed(self, d, a, indicator) -> list:
         """δ_A's rows, [q is its window's first arg-max] written by `indicator` of the comparisons."""

@@ -9,10 +9,10 @@ the few operations that are not element-wise (``matmul``, ``colsum``
 ``transpose``, ``slice``, ``pad``, ``concat``), each a :class:`Stmt` of its own.  Scalar and
 matrix graphs lower the same way; only the Program's types differ.
 
-Nothing here states a derivative: FPrime is lowered through the
-activation's own SymPy-derived ``output_derivative`` (σ' = A(1 − A), when
-the forward pass has A = σ(Z)) or ``derivative``, a loss through its SymPy
-definition.
+Each node kind lowers itself (its ``lower`` method in :mod:`symback.kinds`, called with
+this Lowering; its closed-form VJP's kernel through ``lower_vjp``), so nothing here names a
+kind or states a derivative: f'(Z) is lowered through the activation's own SymPy-derived
+forms, a loss through its SymPy definition.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .engine import BatchMean, BatchSum
 from .errors import SymbackError
-from .image import IMAGE_OPS, ImageMap, MaxPoolVJP
+from .image import IMAGE_OPS
 from .kernels import primes
-from .matrix import BATCH, Elementwise, FPrime, RowCost, RowNorm, Softmax, is_matrix
-from .vjp import SoftmaxVJP, rownorm_vjp
+from .kinds.base import BATCH, Kind, is_matrix
+from .kinds.select import Held, lower_product, selection
 
 __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
@@ -66,25 +66,6 @@ class Stmt(NamedTuple):
         return out
 
 
-class _Held(NamedTuple):
-    """A value already lowered (a formula or symbol) and its shape, among matrices to multiply."""
-
-    value: object
-    shape: tuple
-
-
-def _selection(a):
-    """("E", (start, stop, n)) for a column selection E, ("Et", ...) for Eᵀ, else None."""
-    from .matrix import Select
-    if isinstance(a, _Held):
-        return None
-    if isinstance(a, Select):
-        return ("E", a.span)
-    if isinstance(a, sp.Transpose) and isinstance(a.arg, Select):
-        return ("Et", a.arg.span)
-    return None
-
-
 def broadcast(*shapes) -> tuple:
     """NumPy's broadcast of shapes whose entries may be symbols (a 1 stretches)."""
     rank = max((len(s) for s in shapes), default=0)
@@ -115,12 +96,13 @@ class Lowering:
         self.stmts: list[Stmt] = []
         self._memo: dict = {}
         self.defs: dict = {}         # code symbol -> its element-wise formula (forward values)
-        self.log_of: dict = {}       # softmax output -> log-softmax formula (log-sum-exp)
+        self.log_of: dict = {}       # a value -> a stabler formula of its log (softmax: log-sum-exp)
         self.rowsum_of: dict = {}    # per-sample cost column -> the formula it sums per row
         self.pads: dict = {}         # pad statement's symbol -> (block, axis, start, n)
         self.made: dict = {}         # statement's symbol -> the statement (what a sum's terms are)
-        self.softmaxes: set = set()  # graph symbols defined as a Softmax (their VJP's P)
-        self.rownorms: dict = {}     # graph symbol defined as a RowNorm -> (it, its layer_norm statement)
+        # node kind -> {graph symbol: what its lowering recorded}: the nodes whose closed-form
+        # VJP the kind's kernel computes (softmax's P, a row norm's layer_norm statement)
+        self.recorded: dict = {}
 
     # -- shapes -----------------------------------------------------------------
     def shape_of(self, formula) -> tuple:
@@ -173,19 +155,9 @@ class Lowering:
             value = self.reduced(expr)
             self.emit("let", (value,), (), target=t)
             return t
-        if isinstance(expr, Softmax):
-            self.softmaxes.add(target)
-            value = self._softmax(expr, t)
-        elif isinstance(expr, RowNorm) and "layer_norm" in self.kernels:
-            value = self._layer_norm(expr)
-            self.rownorms[target] = (expr, self.made[value].args[0])
-        elif isinstance(expr, RowCost):
-            body = self._row_loss(expr)
-            self.rowsum_of[t] = body
-            self.emit("rowsum", (body,), (expr.shape[0], 1), target=t)
+        value = expr.lower(self, target) if isinstance(expr, Kind) and hasattr(expr, "lower") else self.scalar(expr)
+        if value is t:          # the kind emitted the node's statement itself (a cost column's row sums)
             return t
-        else:
-            value = self.scalar(expr)
         self.defs[t] = value
         self.emit("let", (value,), (), target=t)
         return t
@@ -207,8 +179,8 @@ class Lowering:
         """Σᵢ L Mᵢ R = L (Σᵢ Mᵢ) R for shared L, R; Σᵢ Aᵢ Bᵢ of two batched halves is one GEMM."""
         coeff = sp.Mul(*[a for a in e.args if not isinstance(a, sp.MatrixExpr)])
         mats = [a for a in e.args if isinstance(a, sp.MatrixExpr)]
-        sels = [_selection(f) for f in mats]
-        ops = [sel or self._operand(f) for f, sel in zip(mats, sels)]
+        sels = [selection(f) for f in mats]
+        ops = [sel or self.operand(f) for f, sel in zip(mats, sels)]
         hit = [k for k, o in enumerate(ops) if not sels[k] and self.batched(o)]
         if not hit:
             return BATCH * self.scalar(e)
@@ -218,26 +190,26 @@ class Lowering:
         if any(sels[lo:hi + 1]):        # a head's selection between two batched factors
             value = self.emit("bsum", (self.materialize(self.scalar(sp.MatMul(*core))),), shape)
         elif len(core) == 1:
-            value = self.emit("bsum", (self.materialize(self._unwrap(ops[lo])),), shape)
+            value = self.emit("bsum", (self.materialize(self.unwrap(ops[lo])),), shape)
         else:
             right = core[1] if len(core) == 2 else sp.MatMul(*core[1:])
-            a, b = ops[lo], self._operand(right)
+            a, b = ops[lo], self.operand(right)
             a = a if isinstance(a, Tr) else self.materialize(a)
             b = b if isinstance(b, Tr) else self.materialize(b)
             value = self.emit("bgemm", (a, b), shape)
         for f, o in zip(reversed(mats[:lo]), reversed(ops[:lo])):
-            if _selection(f):
-                value = self._selected([f, _Held(value, shape)])
+            if selection(f):
+                value = lower_product(self, [f, Held(value, shape)])
             else:
-                value = self._product(o, f.shape, value, shape)
+                value = self.product(o, f.shape, value, shape)
             shape = (f.shape[0], shape[1])
         for f, o in zip(mats[hi + 1:], ops[hi + 1:]):
-            if _selection(f):
-                value = self._selected([_Held(value, shape), f])
+            if selection(f):
+                value = lower_product(self, [Held(value, shape), f])
             else:
-                value = self._product(value, shape, o, f.shape)
+                value = self.product(value, shape, o, f.shape)
             shape = (shape[0], f.shape[1])
-        return coeff * self._unwrap(value)
+        return coeff * self.unwrap(value)
 
     # -- expressions ----------------------------------------------------------------
     def scalar(self, e):
@@ -253,15 +225,10 @@ class Lowering:
         if isinstance(e, sp.MatAdd):
             return sp.Add(*self._tiled([self.scalar(a) for a in e.args]))
         if isinstance(e, sp.HadamardProduct):
-            found = self._softmax_vjp(e) if "softmax_vjp" in self.kernels else None
-            if found is not None:       # P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ): the softmax's backward kernel
-                d, p = found
-                return self.emit("softmax_vjp", (self.materialize(self.scalar(d)), self.names[p]), tuple(e.shape))
-            found = self._rownorm_vjp(e) if "layer_norm" in self.kernels else None
-            if found is not None:       # (σ⁻¹𝟏ᵀ) ⊙ (D − mean(D) − Ĥ ⊙ mean(D ⊙ Ĥ)): layer norm's backward kernel
-                d, (n, pair) = found
-                h = self.made[pair].args[0]
-                return self.emit("layer_norm_vjp", (self.materialize(self.scalar(d)), pair, h, n.eps), tuple(e.shape))
+            for kind, nodes in self.recorded.items():   # a kind's closed-form VJP, by its own kernel
+                found = kind.lower_vjp(self, e, nodes)
+                if found is not None:
+                    return found
             return sp.Mul(*[self.scalar(a) for a in e.args])
         if isinstance(e, sp.HadamardPower):
             return self.scalar(e.base) ** self.scalar(e.exp)
@@ -279,23 +246,8 @@ class Lowering:
             return self.emit("transpose", (self.materialize(value),), (e.shape[0], e.shape[1]))
         if isinstance(e, ElementwiseApplyFunction):
             return e.function(self.scalar(e.expr))
-        if isinstance(e, FPrime):
-            return self._fprime(e)
-        if isinstance(e, Elementwise):
-            return e.function(*[self.scalar(o) for o in e.operands])
-        if isinstance(e, Softmax):
-            return self._softmax(e, None)
-        if isinstance(e, RowNorm):
-            return self._layer_norm(e) if "layer_norm" in self.kernels else self.scalar(e.definition())
-        if isinstance(e, ImageMap):     # (unfold, pools, flatten: the library's own kernels)
-            a = self.materialize(self.scalar(e.arg))
-            return self.emit(e.op, (a, tuple(e.geometry)), tuple(e.shape))
-        if isinstance(e, MaxPoolVJP):
-            d, a = (self.materialize(self.scalar(x)) for x in e.args[:2])
-            return self.emit("maxpool_vjp", (d, a, tuple(e.geometry)), tuple(e.shape))
-        if isinstance(e, RowCost):
-            body = self._row_loss(e)
-            return self.emit("rowsum", (body,), (e.shape[0], 1))
+        if isinstance(e, Kind) and hasattr(e, "lower"):    # a node kind lowers itself (symback.kinds)
+            return e.lower(self)
         if isinstance(e, sp.Trace):
             return self._trace(e.arg)
         if isinstance(e, sp.MatrixSlice):
@@ -304,10 +256,6 @@ class Lowering:
             rows, cols = [(int(s[0]), None if s[1] == n else int(s[1]), int(s[2]))
                           for s, n in zip((e.rowslice, e.colslice), e.parent.shape)]
             return self.emit("slice", (parent, rows, cols), tuple(e.shape))
-        if isinstance(e, SoftmaxVJP):   # (documents' older form; the engine gives the closed form)
-            raise SymbackError("cannot compile the derivative of a softmax that does not feed "
-                               "cross-entropy directly (its Jacobian-vector product is not fused); "
-                               "use softmax with sb.cross_entropy, or another output activation")
         if isinstance(e, (BatchMean, BatchSum)):
             inner = self.scalar(e.args[0])
             if not self.is_array(inner):       # the same value for every sample
@@ -322,70 +270,13 @@ class Lowering:
     def _matmul(self, e):
         coeff = sp.Mul(*[a for a in e.args if not isinstance(a, sp.MatrixExpr)])
         mats = [a for a in e.args if isinstance(a, sp.MatrixExpr)]
-        if any(_selection(a) for a in mats):
-            return coeff * self._selected(mats)
-        items = [(self._operand(a), a.shape) for a in mats]
+        if any(selection(a) for a in mats):
+            return coeff * lower_product(self, mats)
+        items = [(self.operand(a), a.shape) for a in mats]
         value, shape = items[0]
         for right, rshape in items[1:]:
-            value, shape = self._product(value, shape, right, rshape), (shape[0], rshape[1])
-        return coeff * self._unwrap(value)
-
-    def _selected(self, mats):
-        """A product with column selections E (multi-head attention's heads): A E is a slice of
-        A's columns and Eᵀ B of B's rows (views), done first; E B and A Eᵀ put the block back
-        in place among zeros (a pad); the rest multiply left to right."""
-        items = [(a.value, a.shape) if isinstance(a, _Held) else _selection(a) or (self._operand(a), tuple(a.shape))
-                 for a in mats]
-        changed = True
-        while changed:
-            changed = False
-            for i in range(len(items) - 1):
-                (a, ash), (b, bsh) = items[i], items[i + 1]
-                left = items[i - 1][0] if i else None
-                if "head_products" in self.kernels and b == "E" and not isinstance(a, str) \
-                        and left is not None and not isinstance(left, str) and self.batched(left) \
-                        and not self.batched(a):
-                    # L W E: (L W) E, the product with the whole shared W, one GEMM that every
-                    # head's slice reuses (the statement is memoised), not one per head
-                    items[i - 1:i + 1] = [(self._product(left, items[i - 1][1], a, ash), (items[i - 1][1][0], ash[1]))]
-                    changed = True
-                    break
-                if not isinstance(a, str) and b == "E":                    # A E: columns of A
-                    start, stop, _ = bsh
-                    items[i:i + 2] = [(self._cut(a, ash, None, (start, stop)), (ash[0], stop - start))]
-                elif a == "Et" and not isinstance(b, str):                 # Eᵀ B: rows of B
-                    start, stop, _ = ash
-                    items[i:i + 2] = [(self._cut(b, bsh, (start, stop), None), (stop - start, bsh[1]))]
-                else:
-                    continue
-                changed = True
-                break
-        value, shape = items[0]
-        if value == "E":                                                   # E B: rows put back
-            (start, stop, n), (value, shape) = shape, items[1]
-            value, shape, items = self._pad(value, -2, start, n), (n, shape[1]), items[1:]
-        for right, rshape in items[1:]:
-            if right == "Et":                                              # A Eᵀ: columns put back
-                start, stop, n = rshape
-                value, shape = self._pad(value, -1, start, n), (shape[0], n)
-            else:
-                value, shape = self._product(value, shape, right, rshape), (shape[0], rshape[1])
-        return self._unwrap(value)
-
-    def _cut(self, a, shape, rows, cols):
-        a = self.materialize(self._unwrap(a))
-        whole = lambda span, n: (0, None, 1) if span is None else (span[0], span[1], 1)   # noqa: E731
-        out = (rows[1] - rows[0] if rows else shape[0], cols[1] - cols[0] if cols else shape[1])
-        return self.emit("slice", (a, whole(rows, shape[0]), whole(cols, shape[1])), out)
-
-    def _pad(self, a, axis, start, n):
-        a = self.materialize(self._unwrap(a))
-        shape = list(self.shapes[a][-2:]) if a in self.shapes else []
-        width = shape[axis] if shape else None
-        shape[axis] = n
-        t = self.emit("pad", (a, axis, start, n - start - width), tuple(shape))
-        self.pads[t] = (a, axis, start, n)
-        return t
+            value, shape = self.product(value, shape, right, rshape), (shape[0], rshape[1])
+        return coeff * self.unwrap(value)
 
     def _tiled(self, terms):
         """Terms of a sum whose pieces tile one axis, joined: blocks padded with zeros
@@ -450,18 +341,20 @@ class Lowering:
             return None
         return st.args[0], w, cut.args[1][0]
 
-    def _operand(self, a):
-        # W.T of a named matrix stays a transposed operand (no copy); the rest is a formula
+    def operand(self, a):
+        """A product's operand: W.T of a named matrix stays a transposed operand (no copy), the
+        rest is a formula."""
         if isinstance(a, sp.Transpose) and isinstance(a.arg, sp.MatrixSymbol) and a.arg in self.names \
                 and self.shapes.get(self.names[a.arg], ()) != ():
             return Tr(self.names[a.arg])
         return self.scalar(a)
 
-    def _unwrap(self, v):
+    def unwrap(self, v):
+        """A formula for an operand: a transposed one becomes a transpose statement."""
         # (one sample's shape: emit adds the batch axis back)
         return self.emit("transpose", (v.sym,), tuple(reversed(self.shapes[v.sym][-2:]))) if isinstance(v, Tr) else v
 
-    def _product(self, left, lshape, right, rshape):
+    def product(self, left, lshape, right, rshape):
         """left @ right for formulas; ones-matrices become broadcasts and sums."""
         inner = lshape[1]
         lnum = not isinstance(left, Tr) and not self.is_array(left)
@@ -469,7 +362,7 @@ class Lowering:
         if lnum and rnum:                       # c 1 @ d 1 = c d n 1
             return left * right * inner
         if lnum:                                # c 1 @ R: a row broadcast, or c times column sums
-            r = self._unwrap(right)
+            r = self.unwrap(right)
             if inner == 1:
                 return left * r
             if self.sample:     # a sample's rows, not the batch: summed over their own axis
@@ -478,39 +371,26 @@ class Lowering:
                                else self.emit("bsum", (r,), (rshape[1],)))
             return left * self.emit("colsum", (self.materialize(r),), (rshape[1],))
         if rnum:                                # L @ d 1: a column broadcast, or d times row sums
-            l_ = self._unwrap(left)
+            l_ = self.unwrap(left)
             return l_ * right if inner == 1 else right * self.emit("rowsum", (l_,), (lshape[0], 1))
         a = left if isinstance(left, Tr) else self.materialize(left)
         b = right if isinstance(right, Tr) else self.materialize(right)
         return self.emit("matmul", (a, b), (lshape[0], rshape[1]))
 
     def _trace(self, m):
-        if self.sample:
-            return self._sample_trace(m)
+        """tr of a matrix: 1ᵀ C (a cost column) and tr(Aᵀ B) as sums of entries (each sample's
+        own sum in a one-sample graph)."""
+        total = self._sample_sum if self.sample else self._sum
         coeff = sp.S.One
         if isinstance(m, sp.MatMul):
             coeff = sp.Mul(*[a for a in m.args if not isinstance(a, sp.MatrixExpr)])
             mats = [a for a in m.args if isinstance(a, sp.MatrixExpr)]
             if len(mats) == 2 and isinstance(mats[0], sp.OneMatrix) and mats[0].shape[0] == 1:
                 c = self.scalar(mats[1])                # tr(1ᵀ C): every entry of C, summed
-                return coeff * self._sum(self.rowsum_of.get(c, c))
+                return coeff * total(self.rowsum_of.get(c, c))
             if len(mats) == 2 and isinstance(mats[0], sp.Transpose) and mats[0].shape == mats[1].T.shape:
                 a, b = self.scalar(mats[0].arg), self.scalar(mats[1])   # tr(Aᵀ B) = Σ A ⊙ B
-                return coeff * self._sum(a * b)
-            m = sp.MatMul(*mats)
-        return coeff * self.emit("trace", (self.materialize(self.scalar(m)),), ())
-
-    def _sample_trace(self, m):
-        """tr of a one-sample matrix: 1ᵀ c (a cost column) and tr(Aᵀ B) as sums of entries."""
-        coeff = sp.S.One
-        if isinstance(m, sp.MatMul):
-            coeff = sp.Mul(*[a for a in m.args if not isinstance(a, sp.MatrixExpr)])
-            mats = [a for a in m.args if isinstance(a, sp.MatrixExpr)]
-            if len(mats) == 2 and isinstance(mats[0], sp.OneMatrix) and mats[0].shape[0] == 1:
-                c = self.scalar(mats[1])
-                return coeff * self._sample_sum(self.rowsum_of.get(c, c))
-            if len(mats) == 2 and isinstance(mats[0], sp.Transpose) and mats[0].shape == mats[1].T.shape:
-                return coeff * self._sample_sum(self.scalar(mats[0].arg) * self.scalar(mats[1]))
+                return coeff * total(a * b)
             m = sp.MatMul(*mats)
         return coeff * self.emit("trace", (self.materialize(self.scalar(m)),), ())
 
@@ -522,86 +402,3 @@ class Lowering:
 
     def _sum(self, formula):
         return self.emit("sum", (formula,), ()) if self.is_array(formula) else formula
-
-    def _fprime(self, e: FPrime):
-        z = self.scalar(e.arg)
-        act, body = e.activation, e.function.expr
-        a = next((s for s, v in self.defs.items() if v == body.func(z, *body.args[1:])), None)
-        if a is not None and body.args[1:] == () and act.output_derivative is not None:
-            return act.output_derivative(a)         # f'(Z) = g(A): the forward value reused
-        if act in self.primes and body.args[1:] == ():
-            return self.primes[act](z)              # f'(Z) by the library's one-pass kernel
-        w = sp.Dummy("w", real=True)         # f' taken at a variable, then applied to the formula
-        return e.scalar(w).xreplace({w: z})
-
-    def _softmax_vjp(self, e: sp.HadamardProduct):
-        """(D, P) when `e` is P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) with P a Softmax node's symbol — the
-        closed form :func:`symback.vjp.softmax_vjp` derives, read off its structure — else None."""
-        if len(e.args) != 2:
-            return None
-        for p, rest in (e.args, e.args[::-1]):
-            if p not in self.softmaxes or not isinstance(rest, sp.MatAdd) or len(rest.args) != 2:
-                continue
-            for d, m in (rest.args, rest.args[::-1]):
-                coeff = sp.Mul(*[a for a in getattr(m, "args", ()) if not isinstance(a, sp.MatrixExpr)])
-                mats = [a for a in getattr(m, "args", ()) if isinstance(a, sp.MatrixExpr)]
-                if not isinstance(m, sp.MatMul) or coeff != -1 or len(mats) < 2 \
-                        or not isinstance(mats[0], sp.HadamardProduct) or sorted(mats[0].args, key=str) != \
-                        sorted((d, p), key=str) or not all(isinstance(o, sp.OneMatrix) for o in mats[1:]) \
-                        or sp.MatMul(*mats[1:]).shape != (p.shape[1], p.shape[1]):
-                    continue
-                return d, p
-        return None
-
-    def _layer_norm(self, e: RowNorm):
-        """Ĥ = norm(H) by the library's layer-norm kernel: a ``layer_norm`` statement (Ĥ with
-        each row's mean and 1/σ, which the backward kernel reads) and Ĥ, its item 0."""
-        h = self.materialize(self.scalar(e.arg))
-        pair = self.emit("layer_norm", (h, e.eps), tuple(e.shape))
-        return self.emit("pair_item", (pair, 0), tuple(e.shape))
-
-    def _rownorm_vjp(self, e: sp.HadamardProduct):
-        """(D, (the RowNorm, its layer_norm statement)) when `e` is exactly the closed form
-        :func:`symback.vjp.rownorm_vjp` derives for a RowNorm node of this graph and some δ_Ĥ = D
-        (rebuilt from each term of `e`'s sum and compared), else None."""
-        inner = next((a for a in e.args if isinstance(a, sp.MatAdd)), None)
-        if len(e.args) != 2 or inner is None:
-            return None
-        for p, (n, pair) in self.rownorms.items():
-            if p not in e.free_symbols:
-                continue
-            for d in inner.args:
-                closed = rownorm_vjp(n, d, p)
-                if e == closed or e == closed.doit():      # (the engine's sums are doit()-ed)
-                    return d, (n, pair)
-        return None
-
-    def _softmax(self, e: Softmax, target):
-        """softmax row by row, shifted by the row max; records the log-softmax for losses.
-        A masked entry is −∞ before the shift, so its exponential is 0.  With the printer's
-        ``softmax`` kernel: one statement each for softmax and log-softmax of the masked rows."""
-        z = self.materialize(self.scalar(e.arg))
-        rows, cols = e.shape
-        if e.mask is not None:
-            z = self.emit("mask", (z, e.mask), (rows, cols))
-        if "softmax" in self.kernels:      # (the log-softmax statement goes unless a loss reads it)
-            value = self.emit("softmax", (z,), (rows, cols))
-            self.log_of[target if target is not None else value] = self.emit("log_softmax", (z,), (rows, cols))
-            return value
-        zs = self.emit("let", (z - self.emit("rowmax", (z,), (rows, 1)),), ())
-        ex = self.emit("let", (sp.exp(zs),), ())
-        total = self.emit("rowsum", (ex,), (rows, 1))
-        value = ex / total
-        key = target if target is not None else self.materialize(value)
-        self.log_of[key] = zs - sp.log(total)     # log softmax = (z − max) − log Σ exp(z − max)
-        return value if target is not None else key
-
-    def _row_loss(self, e: RowCost):
-        """ℓ(Ŷ, Y) entry by entry from the loss's definition; log Ŷ of a softmax as log-softmax."""
-        lf = e.loss
-        yhat, y = self.scalar(e.prediction), self.scalar(e.target)
-        body = lf.expr.xreplace({lf.prediction: yhat, lf.target: y})
-        if yhat in self.log_of:
-            body = body.replace(lambda x: isinstance(x, sp.log) and x.args[0] == yhat,
-                                lambda x: self.log_of[yhat])
-        return body

@@ -8,7 +8,9 @@ child ← parent: how does the child's adjoint flow back to the parent?
   is the child's adjoint; an activation f enters as an undefined function,
   so SymPy's answer holds f'(·), which is named :class:`~symback.matrix.FPrime`;
 * scalar child of matrices (the batch loss, a penalty): ∂child/∂parent, term by term;
-* a per-sample cost ``RowCost(ℓ, Ŷ, Y)``: entry by entry, SymPy's ∂ℓ/∂ŷ.
+* a node kind (softmax, layer norm, a per-sample cost, an image map): the kind's own
+  ``vjp``, derived beside its definition in :mod:`symback.kinds` (the softmax, row-norm
+  and per-sample-cost VJPs are re-exported here).
 
 Matrix results are derived once per *kind* of step: the child's expression
 is put in a canonical form (its matrices renamed in order of appearance,
@@ -23,12 +25,14 @@ from functools import lru_cache
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from . import image
-from .errors import DefinitionError
-from .matrix import (BATCH, ENTRY, Elementwise, FPrime, RowCost, RowNorm, Softmax, SoftmaxVJP, activation_of,
-                     elementwise, is_matrix)
+from .errors import DefinitionError, SymbackError
+from .kinds.base import BATCH, ENTRY, Kind, activation_of, elementwise, is_matrix, real_diff
+from .kinds.elementwise import FPrime, to_matrix
+from .kinds.rowcost import cost_derivative
+from .kinds.rownorm import prove_rownorm_vjp, rownorm_vjp
+from .kinds.softmax import Softmax, SoftmaxVJP, prove_softmax_vjp, softmax_vjp
 
-__all__ = ["local_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP",
+__all__ = ["local_factor", "edge_factor", "real_diff", "AdjointMatrix", "cost_derivative", "SoftmaxVJP", "to_matrix",
            "fused_output", "softmax_vjp", "prove_softmax_vjp",
            "rownorm_vjp", "prove_rownorm_vjp"]
 
@@ -48,20 +52,6 @@ class AdjointMatrix(sp.MatrixSymbol):
         return r"\delta_{%s}" % printer._print(sp.Symbol(self.node))
 
 
-def real_diff(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
-    """SymPy's ∂expr/∂var, taken with every symbol real.
-
-    Network quantities are real numbers; without saying so SymPy writes
-    d|u|/du with re(u) and im(u).  The user's own symbols are put back.
-    """
-    free = [s for s in expr.free_symbols if s.is_real is None]
-    if not free or not expr.has(sp.Abs, sp.sign, sp.re, sp.im, sp.arg, sp.conjugate):
-        return sp.diff(expr, var)
-    real = {s: sp.Dummy(s.name, real=True) for s in free}
-    d = sp.diff(expr.xreplace(real), real.get(var, var))
-    return d.xreplace({v: k for k, v in real.items()})
-
-
 def local_factor(child_expr, child_adjoint, parent, child=None):
     """The local factor of the edge child ← parent.
 
@@ -78,111 +68,27 @@ def local_factor(child_expr, child_adjoint, parent, child=None):
         # its matrix derivative of Add), so each term is differentiated alone.
         terms = [t.diff(parent) for t in sp.Add.make_args(sp.expand(child_expr)) if t.has(parent)]
         return sp.MatAdd(*terms).doit() if len(terms) > 1 else terms[0]
-    if isinstance(child_expr, RowCost):
-        if parent != child_expr.prediction:
-            raise DefinitionError(f"the loss {child_expr.loss.name!r} is differentiated by its prediction only")
-        k = child_expr.prediction.shape[1]
-        spread = child_adjoint * sp.OneMatrix(1, k)          # δ_C repeated on each output
-        return sp.HadamardProduct(spread, cost_derivative(child_expr)).doit()
-    if isinstance(child_expr, Softmax):
-        return softmax_vjp(child_expr, child_adjoint, child)
-    if isinstance(child_expr, RowNorm):
-        return rownorm_vjp(child_expr, child_adjoint, child)
-    if isinstance(child_expr, image.ImageMap):     # an adjoint, or max-pooling's arg-max routing
-        if child_expr.arg != parent:
-            raise DefinitionError(f"internal: {child_expr.op} of {child_expr.arg} differentiated by {parent}")
-        return image.vjp(child_expr, child_adjoint, parent)
+    if hasattr(child_expr, "vjp"):     # a node kind: its own VJP, derived beside its definition
+        return child_expr.vjp(child_adjoint, parent, child)
     return _matrix_vjp(child_expr, child_adjoint, parent)
 
 
-def softmax_vjp(S: Softmax, D, P=None):
-    """δ_Z for P = softmax(Z) (row by row, masked or not) and δ_P = D, in closed form:
-    P ⊙ (D − (D ⊙ P) 𝟏 𝟏ᵀ), FlashAttention's dS.
-
-    The closed form is used only after SymPy has proved it equal, entry by
-    entry, to Σ_k D_ik ∂P_ik/∂Z_ij taken of softmax's definition
-    (:func:`prove_softmax_vjp`); a masked entry has P_ij = 0, so its δ is 0.
-    ``P`` is the symbol the forward pass holds softmax(Z) in (else S itself).
-    """
-    prove_softmax_vjp()
-    P = S if P is None else P
-    k = S.shape[1]
-    rows = sp.MatMul(sp.HadamardProduct(D, P), sp.OneMatrix(k, 1), sp.OneMatrix(1, k))
-    return sp.HadamardProduct(P, sp.MatAdd(D, -rows))
-
-
-def rownorm_vjp(N: RowNorm, D, P=None):
-    """δ_H for Ĥ = norm(H) (each row standardised) and δ_Ĥ = D, in the closed form of the
-    layer-norm backward: (σ⁻¹𝟏ᵀ) ⊙ (D − mean(D) − Ĥ ⊙ mean(D ⊙ Ĥ)), means over each row.
-
-    Used only after SymPy has proved it equal to Σ_k D_ik ∂Ĥ_ik/∂H_ij of the definition
-    (:func:`prove_rownorm_vjp`).  ``P`` is the symbol the forward pass holds Ĥ in.
-    """
-    prove_rownorm_vjp()
-    P = N if P is None else P
-    d = N.shape[1]
-    r, _ = N.rstd()
-    one = sp.OneMatrix(d, 1)
-    mean = lambda A: sp.MatMul(A, one, one.T) / d                      # noqa: E731 (row means, spread)
-    inner = sp.MatAdd(D, -mean(D), -sp.HadamardProduct(P, mean(sp.HadamardProduct(D, P))))
-    return sp.HadamardProduct(sp.MatMul(r, one.T), inner)
-
-
-@lru_cache(maxsize=None)
-def prove_rownorm_vjp(widths: int = 3) -> bool:
-    """Prove, for rows of 1..`widths` entries and any ε > 0, that :func:`rownorm_vjp`'s closed
-    form equals the vector-Jacobian product of the row standardisation's definition.
-
-    The derivative is SymPy's, of Ĥ_k = (h_k − μ)/√(var + ε); then σ = √(var + ε) is named S,
-    the difference times S³ expanded and S² replaced by var + ε: it must vanish identically.
-    """
-    eps, S = sp.Symbol("epsilon", positive=True), sp.Symbol("S", positive=True)
-    for d in range(1, widths + 1):
-        h, g = sp.symbols(f"h0:{d}", real=True), sp.symbols(f"g0:{d}", real=True)
-        mu = sum(h) / d
-        var = sp.expand(sum((x - mu) ** 2 for x in h) / d)
-        s = sp.sqrt(var + eps)
-        hat = [(x - mu) / s for x in h]
-        hat_s = [(x - mu) / S for x in h]
-        mean_g = sum(g) / d
-        mean_gh = sum(a * b for a, b in zip(g, hat_s)) / d
-        for j in range(d):
-            vjp = sum(g[k] * sp.diff(hat[k], h[j]) for k in range(d))
-            closed = (g[j] - mean_g - hat_s[j] * mean_gh) / S
-            gap = sp.expand(sp.expand((vjp.subs(s, S) - closed) * S ** 3).subs(S ** 2, var + eps))
-            if gap != 0:
-                raise DefinitionError(f"internal: layer norm's closed-form VJP is not proved (width {d})")
-    return True
-
-
-@lru_cache(maxsize=None)
-def prove_softmax_vjp(widths: int = 3) -> bool:
-    """Prove, for rows of 1..`widths` entries of which a leading part is kept (the causal
-    mask's rows; all kept is the plain softmax), that the closed form of :func:`softmax_vjp`
-    equals the vector-Jacobian product of softmax's definition.  Raises if it does not."""
-    for k in range(1, widths + 1):
-        z, d = sp.symbols(f"z0:{k}", real=True), sp.symbols(f"d0:{k}", real=True)
-        for kept in range(1, k + 1):
-            total = sum(sp.exp(z[j]) for j in range(kept))
-            s = [sp.exp(z[j]) / total if j < kept else sp.S.Zero for j in range(k)]
-            dot = sum(d[i] * s[i] for i in range(k))
-            for j in range(k):
-                vjp = sum(d[i] * sp.diff(s[i], z[j]) for i in range(k))
-                if sp.cancel(sp.together(vjp - s[j] * (d[j] - dot))) != 0:
-                    raise DefinitionError(f"internal: softmax's closed-form VJP is not proved "
-                                          f"(width {k}, {kept} kept, entry {j})")
-    return True
-
-
-def cost_derivative(cost: RowCost) -> sp.MatrixExpr:
-    """∂ℓ(Ŷ, Y)/∂Ŷ entry by entry: SymPy's derivative of the loss's definition."""
-    lf = cost.loss
-    p, t = sp.Dummy("p", real=True), sp.Dummy("t", real=True)
-    d = real_diff(lf(p, t), p)
-    return to_matrix(d, {p: cost.prediction, t: cost.target}, cost.prediction.shape)
-
-
 # ---------------------------------------------------------------- matrix calculus, cached by kind
+
+def edge_factor(child_expr, child_adjoint, parent, child, names):
+    """:func:`local_factor` for the edge ``names = (child, parent)`` of a graph: SymPy's own
+    failure on a node becomes one DefinitionError naming that node (its matrix calculus
+    raises bare TypeError, ValueError, ...)."""
+    try:
+        return local_factor(child_expr, child_adjoint, parent, child)
+    except SymbackError:
+        raise
+    except (TypeError, ValueError, NotImplementedError, IndexError, AttributeError) as exc:
+        raise DefinitionError(
+            f"node {names[0]!r}: SymPy cannot differentiate {child_expr} with respect to {names[1]!r} "
+            f"({type(exc).__name__}: {exc or 'not implemented'}); define its compound parts "
+            "(a function of a product, a factor of a Hadamard product) as nodes of their own") from exc
+
 def _matrix_vjp(child_expr, adj, parent):
     canon, back, fns = _canonical(child_expr, adj, parent)
     result = _derive_canonical(*canon)
@@ -250,7 +156,7 @@ def _canonical(expr, adj, parent):
     # a slice of data (X[:, 0:2]) is one more matrix to the calculus: it needs no gradient
     canon = expr.xreplace({**sym, **ones})
     canon = canon.replace(lambda e: isinstance(e, ElementwiseApplyFunction), undefined)
-    if canon.has(Elementwise, FPrime, Softmax, RowCost, image.ImageMap):
+    if any(isinstance(e, Kind) for e in sp.preorder_traversal(canon)):
         raise DefinitionError(f"cannot differentiate {expr}: write softmax and losses as whole nodes")
     # an irrational coefficient (1/√8 of attention's scores) becomes a symbol: SymPy's matrix
     # calculus takes a power of a number for a power of a matrix and fails on √2
@@ -325,28 +231,6 @@ def _fused_output(out, loss, width):
     g = _best(g, sp.factor_terms(sp.cancel(g)), sp.factor_terms(g),
               sp.factor(g) if plain else g, sp.factor_terms(sp.simplify(g)) if plain else g)
     return g, (z, a, y), False
-
-
-def to_matrix(expr, mapping: dict, shape):
-    """Lift an element-wise scalar expression to a matrix expression.
-
-    Symbols become the matrices in `mapping`, sums matrix sums, products
-    Hadamard products, constants multiples of the all-ones matrix; what
-    cannot be lifted stays an :class:`~symback.matrix.Elementwise`.
-    """
-    if expr in mapping:
-        return mapping[expr]
-    if expr.is_number:          # √(2/π) as well as 2: a constant times the ones matrix
-        return expr * sp.OneMatrix(*shape)
-    if expr.is_Add:
-        return sp.MatAdd(*[to_matrix(t, mapping, shape) for t in expr.args]).doit()
-    if expr.is_Mul:
-        coeff, rest = expr.as_coeff_Mul()
-        factors = [to_matrix(f, mapping, shape) for f in sp.Mul.make_args(rest)]
-        body = factors[0] if len(factors) == 1 else sp.HadamardProduct(*factors)
-        return body if coeff == 1 else coeff * body
-    free = [s for s in mapping if s in expr.free_symbols]
-    return Elementwise(sp.Lambda(tuple(free), expr), *[mapping[s] for s in free])
 
 
 def is_activation_node(expr) -> bool:

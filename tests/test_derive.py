@@ -367,3 +367,30 @@ def test_simplified_is_none_when_nothing_shorter_exists():
     w = g.params("w")
     g.loss(sb.tanh(w * x))
     assert sb.derive(g).simplified("w") is None
+
+
+def test_fused_output_edge_factor_waits_and_is_softmax_vjp():
+    """The softmax edge of a fused softmax + cross-entropy block is derived only when read
+    (training never needs it), and then is the VJP of softmax: central differences of
+    ⟨D, softmax(Z)⟩ with respect to Z, row by row."""
+    from symback.evaluate import value_of
+    d = sb.derive(sb.mlp([3, 4, 3], activation="tanh", output="softmax", loss="cross_entropy"))
+    edge = ("Yhat", "Z2")
+    assert edge in d.local and edge in d.local._pending
+    factor = d.local[edge]
+    assert edge not in d.local._pending and edge in dict(d.local)
+    rng = np.random.default_rng(0)
+    Z, D = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    env = {d.graph.symbol("Yhat"): softmax(Z), sb.engine.delta(d.graph, "Yhat"): D}
+    got = np.asarray(value_of(factor, env, 5), dtype=float)
+    h, fd = 1e-6, np.zeros_like(Z)
+    for i in range(5):
+        for j in range(3):
+            E = np.zeros_like(Z)
+            E[i, j] = h
+            fd[i, j] = (np.sum(D * softmax(Z + E)) - np.sum(D * softmax(Z - E))) / (2 * h)
+    np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-9)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import re
 from typing import Iterable
 
@@ -138,9 +137,10 @@ class LatexPrinter(_SympyLatexPrinter):
         text = number(expr)
         return rf"\left({text}\right)" if "times" in text else text
 
-    # symback's matrix classes carry a _latex of their own, which SymPy would
-    # prefer to any _print_ method: these names are dispatched here first.
-    _OWN = ("AdjointMatrix", "FPrime", "Elementwise", "RowCost", "SoftmaxVJP", "Softmax")
+    # the node kinds print themselves (SymPy's _latex hook, beside their definitions in
+    # symback.kinds); the adjoints' own _latex knows no notation, so SymPy's preference for
+    # _latex over a _print_ method is overridden for them here.
+    _OWN = ("AdjointMatrix",)
 
     def _print(self, expr, **kwargs):
         name = type(expr).__name__
@@ -176,33 +176,6 @@ class LatexPrinter(_SympyLatexPrinter):
         if layer:
             return rf"\delta^{{({layer.group(1)})}}"
         return r"\delta_{%s}" % self._print(sp.Symbol(expr.node)) if expr.node else r"\delta"
-
-    def _print_FPrime(self, expr):
-        # f' applied entry by entry; a constant derivative (the identity's) is that constant
-        d = _derivative(expr.function)
-        if d.is_number:
-            return self._print(d) if d != 1 else r"\mathbf{1}"
-        return rf"{expr.activation.latex_name}'\left({self._print(expr.arg)}\right)"
-
-    def _print_Elementwise(self, expr):
-        # the scalar formula with the matrices' own names, marked as taken entry by entry
-        names = {v: sp.Symbol(m.name) if isinstance(m, sp.MatrixSymbol) else sp.Symbol(self._print(m))
-                 for v, m in zip(expr.function.variables, expr.operands)}
-        return r"\left[%s\right]_{\odot}" % self._print(expr.function.expr.xreplace(names))
-
-    def _print_RowCost(self, expr):
-        pred, target = expr.prediction, expr.target
-        if self._settings["columns"]:     # one sample's cost of its columns
-            pred, target = self._settings["columns"](pred), self._settings["columns"](target)
-        return rf"\ell\left({self._print(pred)}, {self._print(target)}\right)"
-
-    def _print_Softmax(self, expr):
-        # a masked softmax says so: softmax_causal(S) is not softmax(S)
-        mask = rf"_{{\mathrm{{{expr.mask}}}}}" if expr.mask else ""
-        return rf"\operatorname{{softmax}}{mask}\left({self._print(expr.arg)}\right)"
-
-    def _print_SoftmaxVJP(self, expr):
-        return rf"{self.parenthesize(expr.args[0], 60)} \, J_{{\operatorname{{softmax}}}}\left({self._print(expr.args[1])}\right)"
 
     def _print_Trace(self, expr):
         # tr(1ᵀ C) is the sum of the per-sample costs; tr(Wᵀ W) the squared Frobenius norm
@@ -265,7 +238,7 @@ class LatexPrinter(_SympyLatexPrinter):
 
     def _print_HadamardProduct(self, expr):
         # δ ⊙ f'(Z): the flowing adjoint first, the element-wise factors after (as the notes write it)
-        args = sorted(expr.args, key=lambda a: (isinstance(a, _ELEMENTWISE_TYPES()),
+        args = sorted(expr.args, key=lambda a: (getattr(a, "entrywise", False),
                                                not a.has(sp.MatrixSymbol) or not _has_adjoint(a)))
         return r" \odot ".join(self.parenthesize(a, 50) for a in args)
 
@@ -394,13 +367,6 @@ def negated(term):
     return -term
 
 
-@functools.lru_cache(maxsize=256)
-def _derivative(function: sp.Lambda) -> sp.Expr:
-    """f' of an element-wise function, as SymPy derives it (kept: printing asks for it often)."""
-    w = function.variables[0]
-    return sp.diff(function.expr, w)
-
-
 def _precedence(e) -> int:
     """A matrix product binds as a product, as a sum when it starts with a minus sign."""
     first = e.args[0] if e.args else None
@@ -420,11 +386,6 @@ def _is_reduction(e) -> bool:
 
 def _has_adjoint(e) -> bool:
     return any(type(s).__name__ == "AdjointMatrix" for s in e.atoms(sp.MatrixSymbol))
-
-
-def _ELEMENTWISE_TYPES():
-    from ..matrix import Elementwise, FPrime
-    return (FPrime, Elementwise)
 
 
 _NOTATION: contextvars.ContextVar = contextvars.ContextVar("symback_notation", default={})

@@ -40,6 +40,18 @@ class TextPrinter(StrPrinter):
 
     _default_settings = {**StrPrinter._default_settings, "applications": ()}
 
+    def _print(self, expr, **kwargs):
+        # a node kind prints itself (its _text, beside its definition in symback.kinds); not
+        # SymPy's _sympystr hook, which would change str() of every expression holding one
+        own = getattr(type(expr), "_text", None)
+        if own is not None and not isinstance(expr, type):
+            return own(expr, self)
+        return super()._print(expr, **kwargs)
+
+    def function_name(self, cls) -> str:
+        """An activation's name as text: σ, ReLU, tanh ('' for the identity)."""
+        return _fname(cls)
+
     def _print_Symbol(self, expr):
         return text_name(expr.name)
 
@@ -55,8 +67,7 @@ class TextPrinter(StrPrinter):
 
     def _print_HadamardProduct(self, expr):
         # the flowing δ first, the element-wise factors after, as the LaTeX printer orders them
-        from ..matrix import Elementwise, FPrime
-        args = sorted(expr.args, key=lambda a: isinstance(a, (FPrime, Elementwise)))
+        args = sorted(expr.args, key=lambda a: getattr(a, "entrywise", False))
         return " ⊙ ".join(self.parenthesize(a, 60) for a in args)
 
     def _print_Add(self, expr, order=None):
@@ -77,9 +88,6 @@ class TextPrinter(StrPrinter):
     def _print_OneMatrix(self, expr):
         return "1ᵀ" if expr.rows == 1 and expr.cols != 1 else "1"
 
-    def _print_FPrime(self, expr):
-        return f"{_fname(expr.activation)}'({self._print(expr.arg)})"
-
     def _print_ElementwiseApplyFunction(self, expr):
         f = expr.function
         body = f.expr if isinstance(f, sp.Lambda) else None
@@ -87,15 +95,6 @@ class TextPrinter(StrPrinter):
             name = _fname(type(body))
             return f"{name}({self._print(expr.expr)})" if name else self._print(expr.expr)
         return f"{self._print(f)}∘({self._print(expr.expr)})"
-
-    def _print_Softmax(self, expr):
-        return f"softmax({self._print(expr.arg)})"
-
-    def _print_RowCost(self, expr):
-        return f"ℓ({self._print(expr.prediction)}, {self._print(expr.target)})"
-
-    def _print_SoftmaxVJP(self, expr):
-        return f"({self._print(expr.args[0])}) J_softmax({self._print(expr.args[1])})"
 
     def _print_Lambda(self, expr):
         return f"{self._print(expr.variables[0])} ↦ {self._print(expr.expr)}"
