@@ -81,7 +81,8 @@ def _signature(st, member, shapes):
         expr = st.args[0]
         syms = expr.free_symbols if isinstance(expr, sp.Basic) else set()
         found = [member.get(s) for s in syms]
-        if not syms or None in found or any(tr for _, _, tr in found) or len({h for _, h, _ in found}) != 1:
+        if not syms or None in found or any(tr for _, _, tr in found) or len({h for _, h, _ in found}) != 1 \
+                or len({shapes[g][1] for g, _, _ in found}) != 1:
             return None
         grouped = expr.xreplace({s: g for s, (g, _, _) in zip(syms, found)})
         return found[0][1], ("let", grouped)
@@ -147,7 +148,7 @@ def group_heads(stmts: list[Stmt], low) -> list[Stmt]:
     changed = True
     while changed:                  # a head's softmax reads its scores: one layer per round
         changed = False
-        found = defaultdict(dict)                       # key -> {head: statement index}
+        found = defaultdict(dict)                       # key -> {head: [statement indices]}
         for i, st in enumerate(stmts):
             if st.target not in member:
                 sig = _signature(st, member, shapes)
