@@ -9,10 +9,12 @@ Nothing here knows a derivative.  The pipeline reads one
 3. **rewrites** (here): into numerically safe, equal forms, each proved by
    SymPy (``STABLE_IDENTITIES``), forward values reused by name, activations
    through their overflow-safe forms;
-4. **functions** (:mod:`symback.straightline`): per function, the statements
-   it needs, copy propagation, :func:`sympy.cse`, in-place buffers;
-5. **text**, printed by a :class:`~symback.printing.numpy.NumpyPrinter`
-   (another printer and module prefix give another array library).
+4. **passes** (:mod:`symback.passes`): per function, the statements it needs, copy
+   propagation, the library's kernels, :func:`sympy.cse`, scheduling, fused updates and
+   products, each over the statement list;
+5. **text** (:mod:`symback.straightline`): in-place buffers, each statement printed by a
+   :class:`~symback.printing.numpy.NumpyPrinter` (another printer and module prefix give
+   another array library), nothing rewritten after.
 
 The result is the text of a standalone module that imports NumPy only:
 ``predict``, ``forward``, ``backward``, ``loss``, ``grad``, ``step`` and

@@ -12,7 +12,7 @@ both axes gives the bias's δ.  :func:`conv_biases` rewrites exactly these state
   each read only there: ``bias_sum`` (D summed over axes 0 and 2).
 
 The same sums: each entry is what the statements computed (the order of one sum's terms
-aside).  Used by printers that name the ops (``printer.conv_bias``).
+aside).  Used by printers that name the ops (``printer.conv_bias``): torch.
 """
 from __future__ import annotations
 
@@ -22,16 +22,20 @@ import sympy as sp
 
 from .lowering import Stmt
 
-__all__ = ["BIAS_OPS", "conv_biases", "bias_code"]
+__all__ = ["BIAS_OPS", "KINDS", "conv_biases"]
 
 #: the statements this pass makes
 BIAS_OPS = ("conv_bias", "bias_sum")
 
 
-def conv_biases(stmts: list[Stmt], shapes: dict, keep: set) -> list[Stmt]:
+def conv_biases(stmts: list[Stmt], fn) -> list[Stmt]:
     """The statements with each convolution's bias added by the convolution kernel and each
     bias's δ one reduction (see the module's docstring); the statements these replace go
-    unread, and the caller's next selection drops them."""
+    unread, and the next selection drops them.  A pass of :mod:`symback.passes`, for a
+    printer with ``conv_bias``."""
+    if not getattr(fn.printer, "conv_bias", False):
+        return stmts
+    shapes, keep = fn.low.shapes, fn.keep
     made = {st.target: st for st in stmts}
     reads = Counter(s for st in stmts for s in st.reads())
 
@@ -58,8 +62,12 @@ def conv_biases(stmts: list[Stmt], shapes: dict, keep: set) -> list[Stmt]:
     return out
 
 
-def bias_code(st: Stmt, printer) -> str:
-    """The code of one statement this pass made, by the printer's ``op_`` methods."""
+def _code(c, st):
+    """The printing of one statement this pass made (symback.straightline's KINDS)."""
     if st.op == "conv_bias":
-        return printer.op_conv_bias(*[str(a) for a in st.args[:3]], st.args[3])
-    return printer.op_bias_sum(str(st.args[0]))
+        return lambda: c.p.op_conv_bias(*[c.N(a) for a in st.args[:3]], st.args[3])
+    return lambda: c.p.op_bias_sum(c.N(st.args[0]))
+
+
+#: statement kind -> its printing, for symback.straightline's KINDS
+KINDS = {op: _code for op in BIAS_OPS}

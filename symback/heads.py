@@ -31,7 +31,7 @@ import sympy as sp
 
 from .lowering import Stmt, Tr
 
-__all__ = ["HEAD_OPS", "group_heads", "head_code"]
+__all__ = ["HEAD_OPS", "KINDS", "group_heads"]
 
 #: the operations over a heads axis, element-wise formulas aside (those stay ``let``)
 GROUPED = ("matmul", "masked_scores", "softmax", "softmax_vjp", "mask")
@@ -137,10 +137,14 @@ def _padded_sums(stmts, member, shapes):
     return out
 
 
-def group_heads(stmts: list[Stmt], low) -> list[Stmt]:
+def group_heads(stmts: list[Stmt], fn) -> list[Stmt]:
     """The statements with each head-by-head operation of attention done once over a heads
     axis (see the module's docstring); unchanged where no column blocks are sliced.  The
-    per-head statements left unread (slices, views, pads) go at the caller's next selection."""
+    per-head statements left unread (slices, views, pads) go at the next selection.  A pass
+    of :mod:`symback.passes`, for a printer with ``heads`` in its kernels."""
+    if "heads" not in fn.printer.kernels:
+        return stmts
+    low = fn.low
     member, before = _splits(stmts, low)
     if not member:
         return stmts
@@ -211,23 +215,28 @@ def _heads(key, shapes) -> int:
     return shapes[next(iter(syms))][1]
 
 
-def head_code(st: Stmt, printer) -> str:
-    """The code of one statement this pass made, by the printer's ``op_`` methods."""
-    a = st.args
-    name = lambda x: printer.op_btranspose(str(x.sym)) if isinstance(x, Tr) else str(x)    # noqa: E731
+def _code(c, st):
+    """The printing of one statement this pass made (symback.straightline's KINDS): the
+    printer's ``op_`` methods of the operands' printed names."""
+    a, p = st.args, c.p
+    name = lambda x: p.op_btranspose(c.N(x.sym)) if isinstance(x, Tr) else c.N(x)    # noqa: E731
     if st.op == "split_heads":
-        return printer.op_split_heads(str(a[0]), a[1], st.shape[-1], a[2])
+        return lambda: p.op_split_heads(c.N(a[0]), a[1], st.shape[-1], a[2])
     if st.op == "head":
-        return printer.op_head(str(a[0]), a[1])
+        return lambda: p.op_head(c.N(a[0]), a[1])
     if st.op == "merge_heads":
-        return printer.op_merge_heads(str(a[0]))
+        return lambda: p.op_merge_heads(c.N(a[0]))
     if st.op == "heads_matmul":
-        return printer.op_bproduct(*[str(x.sym) if isinstance(x, Tr) else str(x) for x in a],
-                                   *[isinstance(x, Tr) for x in a], True, True)
+        return lambda: p.op_bproduct(*[c.N(x.sym) if isinstance(x, Tr) else c.N(x) for x in a],
+                                     *[isinstance(x, Tr) for x in a], True, True)
     if st.op == "heads_masked_scores":
-        return printer.op_heads_masked_scores(name(a[0]), name(a[1]), printer._print(a[2]), *st.shape[-3:])
+        return lambda: p.op_heads_masked_scores(name(a[0]), name(a[1]), p._print(a[2]), *st.shape[-3:])
     if st.op == "heads_mask":
-        return printer.op_mask(name(a[0]), a[1], *st.shape[-2:])
+        return lambda: p.op_mask(name(a[0]), a[1], *st.shape[-2:])
     if st.op == "heads_softmax":
-        return printer.op_softmax(name(a[0]))
-    return printer.op_softmax_vjp(name(a[0]), name(a[1]))
+        return lambda: p.op_softmax(name(a[0]))
+    return lambda: p.op_softmax_vjp(name(a[0]), name(a[1]))
+
+
+#: statement kind -> its printing, for symback.straightline's KINDS
+KINDS = {op: _code for op in HEAD_OPS}

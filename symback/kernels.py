@@ -12,7 +12,7 @@ stated here in SymPy, and is used only where the derived expression *is* that fo
   derives for a Softmax node (:func:`symback.vjp.softmax_vjp`, proved there), recognised
   by its structure in the lowering;
 * ``masked_scores``: c·(A B) with the causal mask, M + c·A B for M = 0 on and below the
-  diagonal and −∞ above (one batched GEMM, :func:`symback.straightline.masked_scores`);
+  diagonal and −∞ above (one batched GEMM, :func:`symback.passes.masked_scores`);
 * ``layer_norm``: norm(H) row by row (``native_layer_norm``) and the closed form of its VJP
   (:func:`symback.vjp.rownorm_vjp`, recognised by rebuilding it for the node and comparing);
 * ``head_products``: not a kernel but a choice of the same kind: L W E_h (a head's columns of
@@ -21,6 +21,9 @@ stated here in SymPy, and is used only where the derived expression *is* that fo
 * ``heads``: not a kernel either: attention's per-head statements (the column blocks of Q,
   K, V) done once over a heads axis, (n, heads, T, d/heads) (:func:`symback.heads.group_heads`);
   a printer's choice (the torch printer's only when asked: ``TorchPrinter(heads=True)``);
+* ``addmm``: c + Σ Aᵢ Bᵢ, products summed by the GEMM that accumulates (and a step's
+  W − A B into W itself), where each product is read only by its sum
+  (:func:`symback.passes.sum_products`);
 * ``gelu_prime``: the derivative of GELU's tanh form, GELU being torch's
   ``gelu(approximate="tanh")`` — :data:`LIBRARY_FORMS` holds that formula as the library
   documents it, and :func:`prime` proves it equal to the registered activation's definition
@@ -41,7 +44,7 @@ from .functions import _proved_equal, gelu
 __all__ = ["KERNELS", "LIBRARY_FORMS", "KernelPrime", "prime"]
 
 #: the kernels a printer may name in its ``kernels``
-KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores", "layer_norm", "head_products", "heads")
+KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores", "layer_norm", "head_products", "addmm", "heads")
 
 _x = sp.Symbol("x", real=True)
 #: activation -> (the kernel of its derivative, what the library's forward kernel computes,

@@ -23,7 +23,7 @@ from symback.heads import group_heads
 from symback.lowering import Stmt, Tr
 from symback.module import codegen_module
 from symback.printing.torch import TorchPrinter
-from symback.straightline import select
+from symback.passes import select
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -134,6 +134,13 @@ class _Low:
         return sp.Symbol(f"u{next(self.count)}")
 
 
+class _Fn:
+    """What group_heads reads of a passes.Function: the lowering and a printer that groups."""
+
+    def __init__(self, low):
+        self.low, self.printer, self.keep = low, TorchPrinter(heads=True), set()
+
+
 M = sp.Symbol("m")
 
 
@@ -166,7 +173,7 @@ def _ops(stmts, out):
 
 def test_pass_groups_the_same_operation_on_every_head():
     stmts, low, out = _attention_stmts(heads=3)
-    grouped = group_heads(stmts, low)
+    grouped = group_heads(stmts, _Fn(low))
     # one product, one softmax, their P_h side by side as one merge; Kᵀ's blocks read K's split
     assert _ops(grouped, out) == ["heads_matmul", "heads_softmax", "merge_heads", "split_heads", "split_heads"]
     mm = next(st for st in grouped if st.op == "heads_matmul")
@@ -179,6 +186,6 @@ def test_pass_leaves_heads_alone_unless_they_are_one_operation_on_blocks_of_one_
     """Head 1's scores from another matrix's block, a head missing, or blocks that overlap and
     leave a gap: the per-head statements stay (no grouped statement is left to compute)."""
     stmts, low, out = _attention_stmts(heads=3, **case)
-    grouped = group_heads(stmts, low)
+    grouped = group_heads(stmts, _Fn(low))
     assert not any(op.startswith("heads_") for op in _ops(grouped, out)), _ops(grouped, out)
     assert _ops(grouped, out) == _ops(stmts, out)

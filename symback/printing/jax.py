@@ -39,6 +39,10 @@ def _a_bt(a, b):
     extra_helpers += image.JAX
     #: convolutions' derived products by XLA's convolution (see straightline.convolutions)
     conv_kernels = True
+    #: a step binds each parameter's new value to its name (``W = W - g``), returned
+    updates_in_place = False
+    #: 1ᵀ D is a reduction XLA fuses (no cached row of ones)
+    ones_row = False
     #: σ as XLA's logistic op (overflow-safe, one fused op) rather than (1 + tanh(z/2))/2
     native = {sigmoid: "jax.nn.sigmoid"}
     apply_step = '''def _flat_step(X, Y, flat, lr):
@@ -107,7 +111,3 @@ def _apply_step(X, Y, params, lr):
     def op_update(self, target: str, g: str) -> str:
         """The parameter's new value, bound to its local name (returned by the step)."""
         return f"{target} = {target} - {g}"
-
-    def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
-        """The body lines as printed (nothing NumPy-specific to fetch once)."""
-        return lines

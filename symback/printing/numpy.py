@@ -5,8 +5,8 @@ functions and faster idioms; it prints one scalar formula (whose symbols
 may stand for whole arrays: NumPy broadcasting does the element-wise part)
 and, through its ``op_*`` methods, the few operations that are not
 element-wise (matrix product, sums over rows or columns, slices).
-:class:`InPlace` prints an element-wise formula as ufunc calls that write
-into buffers nothing else reads any more.
+:class:`~symback.printing.inplace.InPlace` prints an element-wise formula
+as ufunc calls that write into buffers nothing else reads any more.
 
 A JAX or PyTorch printer is a subclass: it sets ``prefix`` (the module
 the generated code calls, ``jnp`` or ``torch``), ``inplace = False`` where
@@ -20,7 +20,7 @@ from sympy.printing.numpy import NumPyPrinter
 from ..functions import Activation, sigmoid
 from . import image
 
-__all__ = ["NumpyPrinter", "InPlace", "lower"]
+__all__ = ["NumpyPrinter", "lower", "relu_arg_of", "mask_of"]
 
 
 def lower(expr: sp.Expr, keep=()) -> sp.Expr:
@@ -115,6 +115,13 @@ def _sigmoid(z):
     #: the symbols that stand for arrays in the function being printed (set by
     #: :func:`symback.straightline.build_function`; the rest are numbers)
     arrays: frozenset = frozenset()
+    #: symbol -> the name it is printed under in the function being printed, where that is not
+    #: its own (a value computed in the buffer of another: set by build_function)
+    names: dict = {}
+    #: whether a step updates a parameter in place (``W -= g``; :func:`symback.passes.fuse_updates`)
+    updates_in_place = True
+    #: whether 1ᵀ D multiplies a cached row of ones (:func:`symback.passes.shared_ones`)
+    ones_row = True
 
     def helpers(self) -> str:
         """The module's helpers: ``_asarray``, ``_is_native`` and the library's own."""
@@ -164,6 +171,10 @@ def _is_native(a):
         if isinstance(expr, Activation):
             return self._print_Activation(expr)
         return super()._print(expr, **kwargs)
+
+    def _print_Symbol(self, expr):
+        name = self.names.get(expr)
+        return name if name is not None else super()._print_Symbol(expr)
 
     def _print_Activation(self, expr):
         # Normally lowered before CSE (see `lower`), unless the library has it (`native`)
@@ -262,17 +273,27 @@ def _is_native(a):
         """aᵀ (a view in NumPy)."""
         return f"{a}.T"
 
-    def op_colsum(self, a: str) -> str:
-        """1ᵀ a: the 1×k row of column sums; a BLAS product with a cached row of ones."""
-        return f"_ones(m) @ {a}"
+    def op_colsum(self, a: str, ones: str = "") -> str:
+        """1ᵀ a: the 1×k row of column sums; a BLAS product with a cached row of ones (``ones``
+        when the function fetched it once: :func:`symback.passes.shared_ones`)."""
+        return f"{ones or '_ones(m)'} @ {a}"
 
-    def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
-        """The body lines of a function, last touches: the row of ones fetched once."""
-        if sum(line.count("_ones(m)") for line in lines) < 2:
-            return lines
-        at = next(i for i, line in enumerate(lines) if line.strip() == "m = X.shape[0]")
-        body = [line.replace("_ones(m)", "ones") for line in lines[at + 1:]]
-        return lines[:at + 1] + [f"{indent}ones = _ones(m)"] + body
+    def op_ones(self) -> str:
+        """The cached row of m ones, fetched once for a function's several 1ᵀ D."""
+        return "_ones(m)"
+
+    def op_addmm(self, c: str, pairs: list) -> str:
+        """c + Σ aᵢ bᵢ (c "" for none; aᵢ, bᵢ printed operands, transposes applied): a
+        library with the fused GEMM (``addmm``) prints it as a chain of them."""
+        return " + ".join(([c] if c else []) + [self.op_matmul(a, b) for a, b in pairs])
+
+    def op_baddmm(self, c: str, a: str, w: str) -> str:
+        """c + a w for a batch of samples a times a parameter w."""
+        return f"{c} + _mm({a}, {w})"
+
+    def op_update_addmm(self, target: str, a: str, b: str) -> str:
+        """A step's ``target -= a b``."""
+        return self.op_update(target, self.op_matmul(a, b))
 
     def op_rowsum(self, a: str) -> str:
         """a 1: the m×1 column of row sums."""
@@ -298,13 +319,14 @@ def _is_native(a):
         """tr(a)."""
         return f"{self.prefix}.trace({a})"
 
-    def op_slice(self, a: str, rows, cols) -> str:
-        """a[rows, cols] for (start, stop, step) triples; a view in NumPy."""
+    def op_slice(self, a: str, rows, cols, batch: str = "") -> str:
+        """a[rows, cols] for (start, stop, step) triples (after ``batch``, the leading axes'
+        indices); a view in NumPy."""
         def one(s):
             start, stop, step = s
             text = f"{'' if start == 0 else start}:{'' if stop is None else stop}"
             return text + (f":{step}" if step != 1 else "")
-        return f"{a}[{one(rows)}, {one(cols)}]"
+        return f"{a}[{batch}{one(rows)}, {one(cols)}]"
 
     def op_column(self, a: str, j: int) -> str:
         """Column j of a (a scalar graph's input or target)."""
@@ -369,7 +391,7 @@ def _is_native(a):
 
     def op_bslice(self, a: str, rows, cols) -> str:
         """Each sample's a[rows, cols]."""
-        return self.op_slice(a, rows, cols).replace("[", "[:, ", 1)
+        return self.op_slice(a, rows, cols, batch=":, ")
 
     def op_pad(self, a: str, axis: int, before: int, after: int) -> str:
         """a with `before` and `after` zeros added along `axis` (−1 columns, −2 rows): a block
@@ -414,192 +436,3 @@ def mask_of(e):
     if (v0, v1) == (1, 0):
         return c0
     return None
-
-
-class InPlace:
-    """Prints an element-wise formula over arrays as ufunc calls, in place where allowed.
-
-    Symbols stand for whole arrays (broadcasting does the element-wise
-    part).  A buffer is overwritten only if it was made for this formula
-    or the caller lists its name in ``overwritable`` and the formula uses
-    it once: ``dA * A*(1 - A)`` becomes ``dA *= A; t = 1 - A; dA *= t``.
-    With a printer whose ``inplace`` is False the formula prints as one
-    expression.
-    """
-
-    _UFUNC = {sp.exp: "exp", sp.tanh: "tanh", sp.Abs: "abs", sp.sign: "sign",
-              sp.cosh: "cosh", sp.sinh: "sinh", sp.sin: "sin", sp.cos: "cos", sp.atan: "arctan"}
-
-    def __init__(self, printer: NumpyPrinter, fresh, arrays: set, indent="    ", shape_of=None):
-        self.printer, self.fresh, self.arrays, self.indent = printer, fresh, arrays, indent
-        self.np = printer.prefix
-        # a buffer is written in place only with a value of its own shape (D *= S needs D ⊇ S)
-        self.shape_of = shape_of or (lambda e: None)
-
-    def _fits(self, part, whole) -> bool:
-        return self.shape_of(part) == self.shape_of(whole)
-
-    def is_array(self, e) -> bool:
-        """Whether e involves an array (else it is a number or a scalar value)."""
-        return bool(e.free_symbols & self.arrays)
-
-    def emit(self, expr: sp.Expr, overwritable=()) -> tuple[list[str], str]:
-        """(lines, name or code of the value) for `expr`."""
-        self.lines = []
-        if not self.printer.inplace or not self.is_array(expr):
-            return [], self.printer.doprint(expr)
-        counts = {}
-        for a in sp.preorder_traversal(expr):
-            if a.is_Symbol:
-                counts[a] = counts.get(a, 0) + 1
-        self.free = {s for s in overwritable if counts.get(s, 0) == 1}
-        ref, _ = self.ev(expr)
-        return self.lines, ref
-
-    def _new(self, code: str) -> str:
-        name = self.fresh()
-        self.lines.append(f"{self.indent}{name} = {code}")
-        return name
-
-    def ev(self, e) -> tuple[str, bool]:
-        """(code or name, owned): owned means a buffer this formula may overwrite."""
-        p = self.printer
-        if not self.is_array(e):
-            # bracketed unless atomic: callers splice it into `a**b`, `a*b` (a scalar base
-            # under an array power, (p**2 + 1)**tanh(x), found by the differential suite)
-            return p.parenthesize(e, sp.printing.precedence.PRECEDENCE["Pow"]), False
-        if e.is_Symbol:
-            return e.name, e in self.free
-        if e.is_Add:
-            return self._add(e)
-        if e.is_Mul:
-            return self._mul(e)
-        if e.is_Pow:
-            return self._pow(e)
-        if isinstance(e, sp.Piecewise) and relu_arg_of(e) is not None:
-            return self._unary("maximum", relu_arg_of(e), extra=", 0")
-        if isinstance(e, sp.Max) and len(e.args) == 2 and not self.is_array(e.args[0]):
-            return self._unary("maximum", e.args[1], extra=f", {p.doprint(e.args[0])}")
-        if isinstance(e, sp.log):
-            arg = e.args[0]
-            if arg.is_Add and sp.S.One in arg.args:
-                return self._unary("log1p", arg - 1)
-            return self._unary("log", arg)
-        if type(e) in self._UFUNC:
-            return self._unary(self._UFUNC[type(e)], e.args[0])
-        return self._new(p.doprint(e)), True
-
-    def _unary(self, fn, arg, extra=""):
-        ref, owned = self.ev(arg)
-        if owned:
-            self.lines.append(f"{self.indent}{self.np}.{fn}({ref}{extra}, out={ref})")
-            return ref, True
-        return self._new(f"{self.np}.{fn}({ref}{extra})"), True
-
-    def _add(self, e):
-        scalar = sp.Add(*[t for t in e.args if not self.is_array(t)])
-        signed = []
-        for t in (t for t in e.args if self.is_array(t)):
-            c, _ = t.as_coeff_Mul()
-            signed.append((-1, -t) if c.is_negative else (1, t))
-        signed.sort(key=lambda st: (not self._fits(st[1], e), st[0] < 0,
-                                    st[1].is_Symbol and st[1] not in self.free))
-        sign, first = signed[0]
-        if sign > 0:
-            ref, owned = self.ev(first)
-            owned = owned and self._fits(first, e)
-            rest = signed[1:]
-            if not owned:
-                if rest:
-                    s2, t2 = rest[0]
-                    r2, _ = self.ev(t2)
-                    ref = self._new(f"{ref} {'+' if s2 > 0 else '-'} {r2}")
-                    rest = rest[1:]
-                elif scalar != 0:
-                    ref = self._new(f"{ref} + {self.printer.doprint(scalar)}")
-                    scalar = sp.S.Zero
-                else:
-                    return ref, False
-            for s, t in rest:
-                r, _ = self.ev(t)
-                self.lines.append(f"{self.indent}{ref} {'+' if s > 0 else '-'}= {r}")
-            if scalar != 0:
-                self.lines.append(f"{self.indent}{ref} += {self.printer.doprint(scalar)}")
-            return ref, True
-        # every array term is subtracted: s - t1 - t2 ...
-        ref, owned = self.ev(first)
-        owned = owned and self._fits(first, e)
-        s_code = self.printer.doprint(scalar)
-        if owned:
-            self.lines.append(f"{self.indent}{self.np}.subtract({s_code}, {ref}, out={ref})")
-        else:
-            ref = self._new(f"{self.np}.subtract({s_code}, {ref})")
-        for _, t in signed[1:]:
-            r, _ = self.ev(t)
-            self.lines.append(f"{self.indent}{ref} -= {r}")
-        return ref, True
-
-    def _mul(self, e):
-        p = self.printer
-        coeff = sp.Mul(*[f for f in e.args if not self.is_array(f)])
-        factors = [f for f in e.args if self.is_array(f)]
-        masks = [f for f in factors if mask_of(f) is not None]
-        factors = [f for f in factors if mask_of(f) is None]
-        divs = [f.base for f in factors if f.is_Pow and f.exp == -1]
-        factors = [f for f in factors if not (f.is_Pow and f.exp == -1)]
-        # a buffer we may overwrite goes first, so the product builds in it
-        factors.sort(key=lambda f: (not self._fits(f, e),
-                                    0 if (f.is_Symbol and f in self.free) or not f.is_Symbol else 1))
-        if not factors and not masks:
-            ref, owned = self._new(f"{p.parenthesize(coeff, 50)}/{self.ev(divs[0])[0]}"), True
-            coeff, divs = sp.S.One, divs[1:]
-        elif not factors:       # only masks: turn the first into numbers
-            ref, owned = self._new(f"{p.doprint(mask_of(masks[0]))}.astype(DTYPE)"), True
-            masks = masks[1:]
-        else:
-            ref, owned = self.ev(factors[0])
-            owned = owned and self._fits(factors[0], e)
-            factors = factors[1:]
-            if not owned:
-                if factors:
-                    r2, _ = self.ev(factors[0])
-                    ref = self._new(f"{ref}*{r2}")
-                    factors = factors[1:]
-                elif masks:
-                    ref = self._new(f"{ref}*{p.doprint(mask_of(masks[0]))}")
-                    masks = masks[1:]
-                elif coeff != 1:
-                    ref = self._new(f"{p.parenthesize(coeff, 50)}*{ref}")
-                    coeff = sp.S.One
-                elif divs:
-                    r2, _ = self.ev(divs[0])
-                    ref = self._new(f"{ref}/{r2}")
-                    divs = divs[1:]
-                else:
-                    return ref, False
-        for f in factors:
-            r, _ = self.ev(f)
-            self.lines.append(f"{self.indent}{ref} *= {r}")
-        for m in masks:
-            self.lines.append(f"{self.indent}{ref} *= {p.doprint(mask_of(m))}")
-        for dv in divs:
-            r, _ = self.ev(dv)
-            self.lines.append(f"{self.indent}{ref} /= {r}")
-        if coeff != 1:
-            self.lines.append(f"{self.indent}{ref} *= {p.doprint(coeff)}")
-        return ref, True
-
-    def _pow(self, e):
-        base, ex = e.args
-        if ex == -1:
-            return self._unary("reciprocal", base)
-        if ex == 2:
-            ref, owned = self.ev(base)
-            if owned:
-                self.lines.append(f"{self.indent}{self.np}.multiply({ref}, {ref}, out={ref})")
-                return ref, True
-            return self._new(f"{ref}*{ref}"), True
-        if ex == sp.S.Half:
-            return self._unary("sqrt", base)
-        ref, _ = self.ev(base)
-        return self._new(f"{ref}**{self.printer.parenthesize(ex, 60)}"), True

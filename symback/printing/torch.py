@@ -10,9 +10,6 @@ and typed scalars.  Printing needs no PyTorch: this module is text only.
 """
 from __future__ import annotations
 
-import re
-from collections import defaultdict
-
 import sympy as sp
 from sympy.printing.precedence import precedence
 
@@ -50,13 +47,15 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     native = {sigmoid: "torch.sigmoid", gelu: "torch.nn.functional.gelu({}, approximate='tanh')"}
     #: torch's fused kernels for derived expressions (symback.kernels): GELU's derivative as
     #: ``gelu_backward``, softmax rows as ``torch.softmax`` and their closed-form VJP as
-    #: ``_softmax_backward_data``, attention's scaled and masked scores as ``baddbmm``;
-    #: autograd runs the same kernels.  Not ``heads`` (attention's heads at once, symback.heads)
-    #: unless asked: on a CPU its (n, heads, T, T) scores cost more than the head-by-head
-    #: calls they save (a T = 64, 4-head block's step 1.15–1.25× torch autograd's grouped,
-    #: 1.03–1.15× head by head, float64, one thread): each is a fresh allocation past the
-    #: cache, where one head's scores stay in it
+    #: ``_softmax_backward_data``, attention's scaled and masked scores as ``baddbmm``, sums of
+    #: products as ``addmm``; autograd runs the same kernels.  Not ``heads`` (attention's heads
+    #: at once, symback.heads) unless asked: on a CPU its (n, heads, T, T) scores cost more
+    #: than the head-by-head calls they save (a T = 64, 4-head block's step 1.27–1.38× torch
+    #: autograd's grouped, 1.09–1.22× head by head, float64 and float32, one thread): each is
+    #: a fresh allocation past the cache, where one head's scores stay in it
     kernels = frozenset(KERNELS) - {"heads"}
+    #: 1ᵀ D is torch's column sum (no cached row of ones)
+    ones_row = False
     #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
     prime_kernels = {gelu: "torch.ops.aten.gelu_backward({}, {}, approximate='tanh')"}
     apply_step = '''def _apply_step(X, Y, params, lr):
@@ -70,8 +69,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         super().__init__(settings)
         if heads and kernels:
             self.kernels = self.kernels | {"heads"}
-        if not kernels:
-            self.kernels = frozenset()
+        if not kernels:     # (products summed by addmm stay: they are no element-wise formula)
+            self.kernels = frozenset({"addmm"})
             self.native = {k: v for k, v in self.native.items() if k not in self.prime_kernels}
 
     def imports(self, dtype: str) -> str:
@@ -202,7 +201,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def op_bproduct(self, a: str, b: str, ta: bool, tb: bool, ba: bool, bb: bool) -> str:
         """Each sample's a b: ``torch.matmul`` (it folds a batch times a shared matrix into one
-        GEMM; spelled out, so the ``addmm`` fusion of 2-D products leaves it alone)."""
+        GEMM)."""
         a = (self.op_btranspose(a) if ba else self.op_transpose(a)) if ta else a
         b = (self.op_btranspose(b) if bb else self.op_transpose(b)) if tb else b
         return f"torch.matmul({a}, {b})"
@@ -318,91 +317,27 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         """The matrices side by side (columns), in order."""
         return f"torch.cat([{', '.join(parts)}], dim=1)"
 
-    def finish(self, lines: list[str], indent: str = "    ") -> list[str]:
-        """The body lines, ``t = A @ W`` then ``Z = b + t`` (t read nowhere else, b a parameter)
-        fused into ``Z = torch.addmm(b, A, W)`` (for a batch of samples A times a parameter W,
-        ``torch.matmul(A, W)``, over the batch's rows: one GEMM that starts from b), and a step's ``W -= A.T @ D`` into
-        ``W.addmm_(A.T, D, alpha=-1)`` (the product accumulated into W, no temporary):
-        eager torch pays per operation and per pass."""
-        lines = [_UPDATE.sub(r"\1\2.addmm_(\3, \4, alpha=-1)", line) for line in lines]
-        params = {m.group(1) for line in lines if (m := _PARAM.match(line))}
-        out = list(lines)
-        for i, line in enumerate(lines):
-            mm = _MATMUL.match(line) or _BMATMUL.match(line)
-            if not mm or (mm.re is _BMATMUL and mm.group(3) not in params):
-                continue
-            t, a, w = mm.groups()
-            uses = [k for k, other in enumerate(lines) if k != i and re.search(rf"\b{t}\b", other)]
-            if len(uses) != 1:
-                continue
-            add = _ADD.match(lines[uses[0]])
-            if add and t in add.group(2, 3) and ({add.group(2), add.group(3)} - {t}) <= params:
-                bias = add.group(3) if add.group(2) == t else add.group(2)
-                out[uses[0]] = f"{indent}{add.group(1)} = torch.addmm({bias}, {a}, {w})" if mm.re is _MATMUL \
-                    else (f"{indent}{add.group(1)} = torch.addmm({bias}, {a}.reshape(-1, {a}.shape[-1]), {w})"
-                          f".view(*{a}.shape[:-1], -1)")    # each sample's rows times a parameter W
-                out[i] = None
-        return _accumulate_products([line for line in out if line is not None], indent, params)
-
-
-def _accumulate_products(lines: list[str], indent: str, params: set) -> list[str]:
-    """Sums of products as chains of ``addmm``: ``Z = b + t1 + t2`` (each ``t = A @ W`` read
-    only there, b a parameter or absent) as ``Z = torch.addmm(torch.addmm(b, A1, W1), A2, W2)``,
-    and ``W -= t1 + t2`` as one ``W.addmm_(A, D, alpha=-1)`` per product.
-
-    A recurrent network's gates and shared weights are such sums, one term per step: eager
-    torch pays per operation, and each fused add is one pass and one tensor fewer.  A product
-    moves to the line that reads it only when no tensor is updated in place in between
-    (its operands then hold the same values there)."""
-    uses = defaultdict(list)                       # name -> the lines that mention it
-    for k, line in enumerate(lines):
-        for w in set(_WORD.findall(line)):
-            uses[w].append(k)
-    inplace = [k for k, line in enumerate(lines) if _INPLACE.match(line)]
-    products = {m.group(1): (k, m.group(2), m.group(3)) for k, line in enumerate(lines)
-                if (m := _MATMUL.match(line))}
-
-    def movable(t, k):
-        if t not in products or len(uses[t]) != 2 or uses[t][1] != k:
-            return False
-        start = products[t][0]
-        return not any(start < j < k for j in inplace)
-
-    out: list = list(lines)
-    for k, line in enumerate(lines):
-        s = _SUM.match(line)
-        if not s:
-            continue
-        target, op, terms = s.group(1), s.group(2), s.group(3).split(" + ")
-        moved = [t for t in terms if movable(t, k)]
-        rest = [t for t in terms if t not in moved]
-        if op == "=":
-            if not moved or len(rest) > 1 or (rest and rest[0] not in params) or len(moved) + len(rest) < 2:
-                continue
-            _, a, w = products[moved[0]]
-            expr = rest[0] if rest else f"{a} @ {w}"
-            for t in moved[0 if rest else 1:]:
-                _, a, w = products[t]
-                expr = f"torch.addmm({expr}, {a}, {w})"
-            out[k] = [f"{indent}{target} = {expr}"]
+    def op_addmm(self, c: str, pairs: list) -> str:
+        """c + Σ aᵢ bᵢ as a chain of ``torch.addmm`` (each GEMM starts from the sum so far: one
+        pass and one tensor fewer per product; eager torch pays per operation); c "" for none."""
+        (a, b), rest = pairs[0], pairs[1:]
+        if not c:
+            out = self.op_matmul(a, b)
         else:
-            if not moved:
-                continue
-            out[k] = [f"{indent}{target}.addmm_({products[t][1]}, {products[t][2]}, alpha=-1)" for t in moved]
-            out[k] += [f"{indent}{target} -= {' + '.join(rest)}"] if rest else []
-        for t in moved:
-            out[products[t][0]] = None
-    return [x for item in out if item is not None for x in ([item] if isinstance(item, str) else item)]
+            out, rest = c, pairs
+        for a, b in rest:
+            out = f"torch.addmm({out}, {a}, {b})"
+        return out
 
+    def op_baddmm(self, c: str, a: str, w: str) -> str:
+        """c + a w for a batch of samples a times a parameter w: one ``addmm`` over every
+        sample's rows."""
+        return f"torch.addmm({c}, {a}.reshape(-1, {a}.shape[-1]), {w}).view(*{a}.shape[:-1], -1)"
 
-_SUM = re.compile(r"^\s*(\w+) (=|-=) (\w+(?: \+ \w+)+|\w+)$")
-_INPLACE = re.compile(r"^\s*\w+(?: [-+*/]= |\.\w+_\()")
-_WORD = re.compile(r"\w+")
-_PARAM = re.compile(r"^\s*(\w+) = params\['\w+'\]$")
-_MATMUL = re.compile(r"^\s*(\w+) = ([\w.]+) @ ([\w.]+)$")
-_BMATMUL = re.compile(r"^\s*(\w+) = torch\.matmul\((\w+), (\w+)\)$")
-_ADD = re.compile(r"^\s*(\w+) = (\w+) \+ (\w+)$")
-_UPDATE = re.compile(r"^(\s*)(\w+) -= ([\w.]+) @ ([\w.]+)$")
+    def op_update_addmm(self, target: str, a: str, b: str) -> str:
+        """A step's ``target -= a b`` as the product accumulated into the parameter tensor
+        (``addmm_``, no temporary)."""
+        return f"{target}.addmm_({a}, {b}, alpha=-1)"
 
 
 def _threshold(cond):
