@@ -18,6 +18,9 @@ stated here in SymPy, and is used only where the derived expression *is* that fo
 * ``head_products``: not a kernel but a choice of the same kind: L W E_h (a head's columns of
   a product with a shared W) as (L W) E_h, one GEMM all heads slice, for a library that pays
   per call;
+* ``heads``: not a kernel either: attention's per-head statements (the column blocks of Q,
+  K, V) done once over a heads axis, (n, heads, T, d/heads) (:func:`symback.heads.group_heads`);
+  a printer's choice (the torch printer's only when asked: ``TorchPrinter(heads=True)``);
 * ``addmm``: c + Σ Aᵢ Bᵢ, products summed by the GEMM that accumulates (and a step's
   W − A B into W itself), where each product is read only by its sum
   (:func:`symback.passes.sum_products`);
@@ -41,7 +44,7 @@ from .functions import _proved_equal, gelu
 __all__ = ["KERNELS", "LIBRARY_FORMS", "KernelPrime", "prime"]
 
 #: the kernels a printer may name in its ``kernels``
-KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores", "layer_norm", "head_products", "addmm")
+KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores", "layer_norm", "head_products", "addmm", "heads")
 
 _x = sp.Symbol("x", real=True)
 #: activation -> (the kernel of its derivative, what the library's forward kernel computes,

@@ -7,8 +7,9 @@ A generated function (``_predict``, ``_grad``, ``_step``, ...) is a list of
 
 1. ``copies``: aliases (x = y) and numbers (x = lr/m) substituted into their users, and
    ``t = X.T @ D; δ_W = t`` written ``δ_W = X.T @ D``;
-2. ``convolutions``, ``pool_indices``, ``masked_scores``: derived products read as the
-   library's kernels, where the printer has them;
+2. ``convolutions``, ``conv_biases``, ``pool_indices``, ``masked_scores``, ``group_heads``:
+   derived products read as the library's kernels, where the printer has them
+   (:mod:`symback.convbias`, attention's heads at once: :mod:`symback.heads`);
 3. ``cse``: :func:`sympy.cse` over every element-wise formula of the function;
 4. ``schedule`` (``step``): a parameter's update right after the last statement that reads
    the parameter, its product just before it;
@@ -26,6 +27,8 @@ from collections import Counter, defaultdict
 
 import sympy as sp
 
+from .convbias import conv_biases
+from .heads import group_heads
 from .lowering import EXPR_OPS, Stmt, Tr
 from .matrix import BATCH
 
@@ -436,5 +439,5 @@ def shared_ones(stmts: list[Stmt], fn) -> list[Stmt]:
 
 #: the passes between selection and printing, in order: each ``(body, fn) -> body``, each
 #: deciding from ``fn.printer`` whether it applies
-PASSES = (copies, convolutions, pool_indices, masked_scores, reselect, cse, schedule, fuse_updates,
-          sum_products, shared_ones)
+PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, reselect, cse, schedule,
+          fuse_updates, sum_products, shared_ones)

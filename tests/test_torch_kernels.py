@@ -102,7 +102,10 @@ def test_cnn_softmax_cross_entropy_kernels_equal_torch_autograd():
             a = F.max_pool2d(F.relu(F.conv2d(a, t[f"K{l}"].T.reshape(Co, C, 3, 3), t[f"b{l}"][0],
                                              padding=pad)), 2)
         return F.cross_entropy(a.flatten(1) @ t["W3"] + t["b3"], y.argmax(1))
-    _check(dv, params, X, Y, loss, ("torch.softmax(", "torch.log_softmax("))
+    fused = _check(dv, params, X, Y, loss, ("torch.softmax(", "torch.log_softmax("))
+    # each convolution's bias added by the convolution kernel, its δ one reduction (symback.convbias)
+    step = fused.source[fused.source.index("def _step"):]
+    assert "conv2d(X.reshape(X.shape[0], 2, 10, 10), K1.T.reshape(-1, 2, 3, 3), b1.reshape(-1)" in step and "b2 -= delta_Z2.sum(dim=(0, 2))" in step, step
 
 
 def test_gelu_kernel_is_proved_to_be_the_registered_definition(monkeypatch):

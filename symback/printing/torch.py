@@ -38,6 +38,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     extra_helpers += image.TORCH
     #: convolutions' derived products by torch's convolution kernels (see straightline.convolutions)
     conv_kernels = True
+    #: a convolution's bias added by the convolution kernel, its δ one reduction (symback.convbias)
+    conv_bias = True
     #: max-pooling's δ routed by the indices of the forward's pooling kernel (straightline.pool_indices)
     pool_indices = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
@@ -46,8 +48,12 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: torch's fused kernels for derived expressions (symback.kernels): GELU's derivative as
     #: ``gelu_backward``, softmax rows as ``torch.softmax`` and their closed-form VJP as
     #: ``_softmax_backward_data``, attention's scaled and masked scores as ``baddbmm``, sums of
-    #: products as ``addmm``; autograd runs the same kernels
-    kernels = frozenset(KERNELS)
+    #: products as ``addmm``; autograd runs the same kernels.  Not ``heads`` (attention's heads
+    #: at once, symback.heads) unless asked: on a CPU its (n, heads, T, T) scores cost more
+    #: than the head-by-head calls they save (a T = 64, 4-head block's step 1.27–1.38× torch
+    #: autograd's grouped, 1.09–1.22× head by head, float64 and float32, one thread): each is
+    #: a fresh allocation past the cache, where one head's scores stay in it
+    kernels = frozenset(KERNELS) - {"heads"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
     #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
@@ -56,10 +62,13 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
 
-    def __init__(self, settings=None, kernels: bool = True):
+    def __init__(self, settings=None, kernels: bool = True, heads: bool = False):
         """``kernels=False``: no fused kernel (symback.kernels), every derived expression
-        printed as its own element-wise formula (what the kernels are tested against)."""
+        printed as its own element-wise formula (what the kernels are tested against);
+        ``heads=True``: attention's heads computed all at once (symback.heads)."""
         super().__init__(settings)
+        if heads and kernels:
+            self.kernels = self.kernels | {"heads"}
         if not kernels:     # (products summed by addmm stay: they are no element-wise formula)
             self.kernels = frozenset({"addmm"})
             self.native = {k: v for k, v in self.native.items() if k not in self.prime_kernels}
@@ -267,6 +276,38 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         one ``baddbmm``."""
         return (f"torch.baddbmm(torch.full(({rows}, {cols}), float('-inf'), dtype={a}.dtype, "
                 f"device={a}.device).triu(1), {a}, {b}, alpha={c})")
+
+    def op_conv_bias(self, a: str, K: str, b: str, geometry) -> str:
+        """Kᵀ unfold(a) + bᵀ for each sample: torch's convolution with the bias row b (as
+        ``_conv``, K = weight.reshape(C_out, −1).T)."""
+        C, H, W, k, s, p = geometry
+        return (f"torch.nn.functional.conv2d({a}.reshape({a}.shape[0], {C}, {H}, {W}), {K}.T.reshape(-1, {C}, {k}, {k}), "
+                f"{b}.reshape(-1), stride={s}, padding={p}).flatten(2)")
+
+    def op_bias_sum(self, d: str) -> str:
+        """Σ over the samples and the positions (the last axis) of d: one value per channel."""
+        return f"{d}.sum(dim=(0, 2))"
+
+    def op_split_heads(self, a: str, heads: int, w: int, copy: bool) -> str:
+        """Each sample's (T, heads·w) value as (heads, T, w): head h is columns h·w … (h+1)·w
+        (symback.heads); a view, or with ``copy`` a contiguous copy (one, where each batched
+        product would otherwise copy the view)."""
+        return f"{a}.unflatten(-1, ({heads}, {w})).transpose(1, 2)" + (".contiguous()" if copy else "")
+
+    def op_head(self, a: str, h: int) -> str:
+        """Head h of an (n, heads, T, w) value (a view)."""
+        return f"{a}[:, {h}]"
+
+    def op_merge_heads(self, a: str) -> str:
+        """An (n, heads, T, w) value's heads side by side again, (n, T, heads·w)."""
+        return f"{a}.transpose(1, 2).flatten(-2)"
+
+    def op_heads_masked_scores(self, a: str, b: str, c: str, heads, rows, cols) -> str:
+        """M + c·(a b) for each sample and head (op_masked_scores over the heads axis too):
+        one ``baddbmm`` over n·heads."""
+        return (f"torch.baddbmm(torch.full(({rows}, {cols}), float('-inf'), dtype={a}.dtype, "
+                f"device={a}.device).triu(1), {a}.flatten(0, 1), {b}.flatten(0, 1), alpha={c})"
+                f".unflatten(0, (-1, {heads}))")
 
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
