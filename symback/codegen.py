@@ -30,7 +30,8 @@ import sympy as sp
 
 from .engine import Adjoint, AdjointMatrix, Derivation
 from .errors import SymbackError
-from .functions import _proved_equal, sigmoid, softplus
+from .functions import sigmoid, softplus
+from .proofs import proved_equal
 from .lowering import EXPR_OPS, Lowering, Stmt
 from .matrix import BATCH, activation_of
 from .printing.numpy import NumpyPrinter, lower
@@ -59,7 +60,7 @@ STABLE_QUOTIENTS = (
     (sp.sinh(_u), sp.cosh(_u), sp.tanh(_u)),       # sinh u/cosh u = tanh u  (log cosh u)'
 )
 for _lhs, _rhs in STABLE_IDENTITIES + tuple((n / d, q) for n, d, q in STABLE_QUOTIENTS):
-    if not _proved_equal(_lhs, _rhs, _u):   # proved once, at import: never trusted
+    if not proved_equal(_lhs, _rhs, _u):   # proved once, at import: never trusted
         raise SymbackError(f"internal: could not prove the stable rewrite {_lhs} = {_rhs}")
 _W = sp.Wild("w")
 

@@ -17,6 +17,7 @@ import sympy as sp
 from sympy.core.evalf import prec_to_dps
 
 from .errors import DefinitionError
+from .proofs import proved_equal
 
 __all__ = [
     "Activation", "LossFunction", "activation", "loss_function",
@@ -97,49 +98,6 @@ class Activation(sp.Function):
         return s if exp is None else rf"{name}^{{{exp}}}\left({arg}\right)"
 
 
-def _numeric_equal(a: sp.Expr, b: sp.Expr, var: sp.Symbol, points=(-2.3, -0.7, 0.4, 1.9, 3.1)) -> bool:
-    """Cheap necessary check that two expressions of `var` agree."""
-    for p in points:
-        try:
-            va = complex(sp.N(a.subs(var, p)))
-            vb = complex(sp.N(b.subs(var, p)))
-        except (TypeError, ValueError):
-            return False
-        if abs(va - vb) > 1e-9 * (1 + abs(va)):
-            return False
-    return True
-
-
-def _proved_equal(a: sp.Expr, b: sp.Expr, var: sp.Symbol) -> bool:
-    """True when SymPy shows a == b for every real `var` (after a numeric pre-check).
-
-    Expressions with branches (Piecewise, Max, Abs) are proved on each
-    side of zero separately, where the branches disappear, and at zero.
-    """
-    if not _numeric_equal(a, b, var):
-        return False
-    diff = a - b
-    if not diff.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside):
-        return _is_zero(diff)
-    pos = sp.Symbol("_pos", positive=True)
-    return all(_is_zero(sp.piecewise_fold(diff.subs(var, v))) for v in (pos, -pos, sp.S.Zero))
-
-
-def _is_zero(diff: sp.Expr) -> bool:
-    """True when SymPy simplifies `diff` to 0, or, for a difference of logarithms, exp(diff) to 1.
-
-    simplify() leaves sums of logarithms alone (log cosh u − |u| − ...); their
-    exponential is a rational function of eᵘ, which it does cancel.  exp(d) = 1
-    means d ∈ 2πiℤ, and a d continuous on each side of zero (logarithms of
-    positive quantities) that is 0 at the numeric check's points there is 0
-    throughout.
-    """
-    diff = diff.rewrite(sp.exp)
-    if sp.simplify(diff) == 0:
-        return True
-    return diff.has(sp.log) and sp.simplify(sp.exp(diff)) == 1
-
-
 def _compact_derivative(cls, d: sp.Expr, var: sp.Symbol):
     """Put f'(var) = d in the form a lecturer writes; returns (f', g) with g(f) = f' or None."""
     f_of = cls(var, *[sp.Symbol(f"_p{i}") for i in range(len(cls.extra_params))]) \
@@ -164,13 +122,13 @@ def _compact_derivative(cls, d: sp.Expr, var: sp.Symbol):
         else:
             g = c0 + c1 * u + c2 * u ** 2
         if g.has(u) or g != 0:
-            if _proved_equal(g.subs(u, defn), d, var):
+            if proved_equal(g.subs(u, defn), d, var):
                 return g.subs(u, f_of), sp.Lambda(u, g)
     # 2. f' equal to another registered activation (softplus' = σ).
     for other in ACTIVATIONS.values():
         if other is cls or other.extra_params:
             continue
-        if _proved_equal(other.definition(var), d, var):
+        if proved_equal(other.definition(var), d, var):
             return other(var), None
     simpler = sp.simplify(d)
     return (simpler if sp.count_ops(simpler) < sp.count_ops(d) else d), None
@@ -220,7 +178,7 @@ def _derive_rules(cls):
     stable_rule = None
     if stable is not None:
         st = stable.subs(var, w)
-        if not _proved_equal(st, defn_w, w):
+        if not proved_equal(st, defn_w, w):
             raise DefinitionError(
                 f"activation {cls.__name__!r}: the stable form is not equal to the definition")
         stable_rule = sp.Lambda(w, st)

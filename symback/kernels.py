@@ -39,7 +39,8 @@ from functools import lru_cache
 import sympy as sp
 
 from .errors import SymbackError
-from .functions import _proved_equal, gelu
+from .functions import gelu
+from .proofs import proved_equal
 
 __all__ = ["KERNELS", "LIBRARY_FORMS", "KernelPrime", "prime"]
 
@@ -71,7 +72,7 @@ def prime(activation) -> type:
     """The marker class of `activation`'s derivative, after SymPy has proved the activation's
     definition equal to the formula the library's kernel computes (:data:`LIBRARY_FORMS`)."""
     _, form = LIBRARY_FORMS[activation]
-    if not _proved_equal(activation.definition(_x), form, _x):
+    if not proved_equal(activation.definition(_x), form, _x):
         raise SymbackError(f"internal: {activation.__name__} is not the library's kernel's function")
     return type(f"{activation.__name__}_prime", (KernelPrime,), {"activation": activation, "nargs": 1})
 
