@@ -43,6 +43,25 @@ class Layout:
     #: whether the expanded form of a gradient is worth handing to SymPy's simplify()
     simplifies = False
 
+    # -- what a document writes -------------------------------------------------------------
+    #: whether every quantity is one sample's number, so a document works the derivation out in
+    #: numbers and plain SymPy expressions (the worked example at every node, a gradient step by
+    #: step, the reduction's steps, SymPy's text of a gradient, gradient descent's iterations, the
+    #: operation counts); a matrix graph's quantities are matrix expressions, checked as arrays
+    worked_in_numbers = False
+    #: whether Nielsen's notation writes one sample as a column (a matrix graph's rows, turned;
+    #: a scalar graph's sample is a few numbers, so the notation only renames L)
+    sample_as_column = True
+    #: whether the lecture notes write the loss node as one sample's cost J⁽ⁱ⁾ beside the batch
+    #: cost J (a scalar graph's symbols are one sample's; a matrix is written without the index)
+    indexed_cost = False
+    #: the lower-case letters the lecture notes give the prediction and target matrices (none
+    #: for a scalar graph, whose symbols keep the spec's names)
+    data_letters: dict = {}
+    #: whether the loss node's own edge to a parameter is the penalty (a graph whose loss node
+    #: is the batch loss L = reduction + penalty); elsewhere the penalty is added beside the loss
+    loss_holds_penalty = False
+
     def __init__(self, graph):
         self.graph = graph
 
@@ -162,6 +181,9 @@ class Scalars(Layout):
     """A scalar graph: one sample's numbers, data in columns, the per-sample cost reduced."""
 
     simplifies = True
+    worked_in_numbers = True
+    sample_as_column = False
+    indexed_cost = True
 
     def expand(self, expr):
         """`expr` in inputs, targets and parameters: the unrolled definitions put in at once."""
@@ -173,6 +195,7 @@ class _Matrices(Layout):
     """What both matrix forms share: declared shapes, one data matrix X and one Y."""
 
     kind = "matrix"
+    data_letters = {"Yhat": r"\hat{y}", "Y": "y"}
 
     def contribution(self, factor, child_adjoint, child_expr, written_in=None):
         """A matrix child's VJP is what flows back (a scalar child, the loss: δ · factor)."""
@@ -240,6 +263,8 @@ class _Matrices(Layout):
 
 class BatchRows(_Matrices):
     """A matrix graph with sb.BATCH rows: the loss node is the batch loss L already."""
+
+    loss_holds_penalty = True
 
     def batch_loss(self, d):
         """The loss node's definition: L = (1/m) 1ᵀ C (+ penalty)."""

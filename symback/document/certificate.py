@@ -21,6 +21,7 @@ shapes, so graphs without a batch dimension go through it unchanged.
 """
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -96,9 +97,7 @@ def certify(d, ctx, seed: int = 0) -> dict:
 
 
 def _entries(d) -> int:
-    g = d.graph
-    return sum(int(np.prod([int(k) for k in g.symbol(p).shape])) if is_matrix(g.symbol(p)) else 1
-               for p in g.param_names)
+    return sum(math.prod(d.layout.param_shape(p)) for p in d.graph.param_names)
 
 
 def _narrowed(d, ctx):
@@ -131,7 +130,7 @@ def _narrowed(d, ctx):
     for n in g.order:
         kind = g.kind(n)
         if kind in ("input", "target", "param"):
-            h._declare([n], kind, tuple(map(width, g.symbol(n).shape)) if is_matrix(g.symbol(n)) else None)
+            h._declare([n], kind, tuple(map(width, g.shape(n))) or None)
         else:
             h._add(n, kind, narrow(g.expr(n)))
     h.loss_name, h.reduction, h.cost_name = g.loss_name, g.reduction, g.cost_name
@@ -180,7 +179,7 @@ class _Point:
 
     def __init__(self, d, seed: int, names: dict, given: dict | None = None):
         self.d, self.g, self.names, self.seed = d, d.graph, names, seed
-        self.matrix = self.g.is_matrix
+        self.matrix = not d.layout.worked_in_numbers     # arrays of a matrix graph, else numbers
         self.rows = ROWS
         self._cache = {}
         if self.matrix:
@@ -276,7 +275,7 @@ class _Point:
         if start is None:
             return numpy_adjoints(d, env, self.rows)
         keep = self._ancestors(start[0]) | {start[0]}
-        zero = lambda n: np.zeros(_shape(g.symbol(n), self.rows)) if is_matrix(g.symbol(n)) else 0.0  # noqa: E731
+        zero = lambda n: np.zeros(_shape(g.symbol(n), self.rows)) if g.shape(n) else 0.0  # noqa: E731
         out = numpy_adjoints(d, env, self.rows, lambda n: start[1] if n == start[0] else (None if n in keep else zero(n)))
         for n in keep:
             if (d.loss_name, n) in d.local:
@@ -307,14 +306,14 @@ class _Point:
             if abs(fd - exact) > FD_RTOL * max(1.0, abs(fd), abs(exact)):
                 raise CertificateError(f"the gradient of {p} disagrees with a finite difference: {exact} vs {fd}")
 
-    def per_sample(self):
+    def cost_adjoints(self):
         """The δs of C = Σᵢ Cᵢ (δ_C = 1, no penalty): what the punchline's ∂C/∂W means."""
-        if "per_sample" not in self._cache:
+        if "cost_adjoints" not in self._cache:
             g = self.g
             cost = g.cost_name
             ones = np.ones(_shape(g.symbol(cost), self.rows))
-            self._cache["per_sample"] = {**self.env, **self._adjoints(self.env, (cost, ones))}
-        return self._cache["per_sample"]
+            self._cache["cost_adjoints"] = {**self.env, **self._adjoints(self.env, (cost, ones))}
+        return self._cache["cost_adjoints"]
 
     # ----------------------------------------------------------------- meanings
     def meaning(self, e, sample: bool = False):
@@ -392,7 +391,7 @@ class _Point:
             if at is None:
                 raise CertificateError(f"{where}: a map {e} with nothing to apply it to")
             m = m(at)
-        env = self.per_sample() if sample and self.matrix else self.env
+        env = self.cost_adjoints() if sample and self.matrix else self.env
         if self.matrix:
             return value_of(m, env, self.rows)
         m = sp.sympify(m, strict=True)
