@@ -58,9 +58,6 @@ class Layout:
     #: the lower-case letters the lecture notes give the prediction and target matrices (none
     #: for a scalar graph, whose symbols keep the spec's names)
     data_letters: dict = {}
-    #: whether the loss node's own edge to a parameter is the penalty (a graph whose loss node
-    #: is the batch loss L = reduction + penalty); elsewhere the penalty is added beside the loss
-    loss_holds_penalty = False
 
     def __init__(self, graph):
         self.graph = graph
@@ -99,6 +96,18 @@ class Layout:
         """The batch loss as the Program states it, from the loss node's symbol."""
         return red(loss)
 
+    def cost_node(self) -> str:
+        """The node of the per-sample cost: the m×1 column C of a matrix loss given on sb.BATCH
+        rows (the loss node then is L, its reduction + penalty), else the loss node itself."""
+        return getattr(self.graph, "cost_name", None) or self.graph.loss_name
+
+    @property
+    def loss_is_cost(self) -> bool:
+        """Whether the loss node is the per-sample cost C that the batch loss L reduces (a
+        penalty beside it); False where it is L itself, so that its own edge to a parameter
+        is the penalty's."""
+        return self.cost_node() == self.graph.loss_name
+
     def outputs_of(self, d, cost):
         """The node whose parents are the prediction nodes: the cost node itself (a one-sample
         graph's C = 1ᵀ c reads them through its cost column c)."""
@@ -133,6 +142,10 @@ class Layout:
     def init_rows(self):
         """(name, shape, scheme) per parameter, or None for the per-matrix rules of a layer net."""
         return tuple((p, (), "normal") for p in self.graph.param_names)
+
+    def plotted_norms(self, params) -> list:
+        """The parameters whose gradient norms a training plot draws: every one of a scalar graph."""
+        return list(params)
 
     # -- compiling ------------------------------------------------------------------------------
     def bind_data(self, low, names, namer, P):
@@ -223,6 +236,10 @@ class _Matrices(Layout):
         """None: a matrix graph's parameters get the per-matrix rules (symback.codegen.init_rows)."""
         return None
 
+    def plotted_norms(self, params) -> list:
+        """One line per weight matrix (the W… parameters)."""
+        return [p for p in params if p.startswith("W")]
+
     def bind_data(self, low, names, namer, P):
         """X and Y are the data matrices themselves, of their declared shape."""
         if len(P.inputs) > 1 or len(P.targets) > 1:
@@ -263,8 +280,6 @@ class _Matrices(Layout):
 
 class BatchRows(_Matrices):
     """A matrix graph with sb.BATCH rows: the loss node is the batch loss L already."""
-
-    loss_holds_penalty = True
 
     def batch_loss(self, d):
         """The loss node's definition: L = (1/m) 1ᵀ C (+ penalty)."""

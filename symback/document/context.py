@@ -184,7 +184,7 @@ def _space(s, column=False):
 def _loss(d, nt) -> dict:
     """The per-sample cost as defined (a matrix graph: the loss ℓ(ŷ, y) summed over a row) and L."""
     g = d.graph
-    cost_name = getattr(g, "cost_name", None) or d.loss_name
+    cost_name = d.layout.cost_node()
     cost, C = g.expr(cost_name), g.symbol(cost_name)
     i = sp.Symbol("i", positive=True, integer=True)
     if isinstance(cost, RowCost):
@@ -207,8 +207,8 @@ def _loss(d, nt) -> dict:
     else:
         lhs, rhs, sample = C, cost, None
     penalty = None
-    L = sp.Symbol(d.loss_name if d.loss_name != cost_name else "L")
-    if cost_name == d.loss_name:      # the loss is the per-sample cost: L reduces it
+    L = sp.Symbol("L" if d.layout.loss_is_cost else d.loss_name)
+    if d.layout.loss_is_cost:         # the loss is the per-sample cost: L reduces it
         batch = sp.Eq(L, d.reduce(PerSample(C)), evaluate=False)
         full = sp.Eq(L, d.batch_loss(), evaluate=False)
         theta = sp.Symbol("theta")
@@ -225,7 +225,7 @@ def _loss(d, nt) -> dict:
     parts["claims"] = loss_claims(d, parts, cost)
     out = {k: (tex(v) if v is not None else None) for k, v in parts.items()}
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
-    out.update({"cost": tex(C), "of": tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
+    out.update({"cost": tex(C), "of": tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": d.layout.loss_is_cost,
                 "name": getattr(cost, "loss", None) and reader_name(cost.loss.name),    # words, not an identifier
                 "sympy": parts})
     return out

@@ -122,7 +122,7 @@ def edge_partial(d: Derivation, child: str, parent: str) -> Partial:
     edge ∂L/∂W would make ∂L/∂W = ∂L/∂W + … read as circular.
     """
     g = d.graph
-    if child == d.loss_name and d.layout.loss_holds_penalty and g.kind(parent) == "param":
+    if child == d.loss_name and not d.layout.loss_is_cost and g.kind(parent) == "param":
         return Partial(PENALTY, g.symbol(parent))
     return Partial(g.symbol(child), g.symbol(parent))
 
