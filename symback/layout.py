@@ -11,8 +11,9 @@ and every answer that depends on it.
   (X of shape (n, rows, columns)), the loss is the per-sample cost reduced over the batch, plus
   a penalty of the parameters.
 
-``graph.layout`` gives the graph's one; the engine, the compiler, the layer's VJP and the
-module text ask it instead of asking "scalar or matrix?".  A question about an *expression*
+``graph.layout`` gives the graph's one; the engine, the compiler, the layer's VJP, the
+module text and the documents (what they work out in numbers, which node is the cost, how a
+notation writes a sample) ask it instead of asking "scalar or matrix?".  A question about an *expression*
 (a matrix expression or a number inside a formula) is not about the form: that is
 :func:`symback.kinds.base.zero_like` / :func:`~symback.kinds.base.add`.  This module imports
 nothing of the engine or its consumers: what it is handed (a graph, a derivation, a lowering,
