@@ -201,7 +201,7 @@ def cmd_derive(args) -> int:
 
 
 def _check_values(d, values: dict):
-    if d.kind == "matrix":
+    if not d.layout.worked_in_numbers:
         raise SymbackError("--values gives numbers to the symbols of a scalar graph (a spec file); "
                            "a matrix network's worked example is what `symback train` computes")
     g = d.graph
@@ -242,9 +242,8 @@ def cmd_train(args) -> int:
             refuse_existing(target, flag, args.overwrite or (in_place and target is out))
     d, _ = _derive(args)
     X, Y = training_arrays(d, args.data, args.targets)
-    if d.kind == "matrix":
-        what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
-        check_memory(d, args.optimizer, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize, what)
+    what = f"--layers {','.join(map(str, args.layers))}" if args.layers else "the network"
+    check_memory(d, args.optimizer, min(args.batch_size, len(X)), np.dtype(args.dtype).itemsize, what)
     model = sb.compile(d, dtype=args.dtype, backend=args.backend)
     params = resume_params(model, args.resume) if args.resume else model.init(seed=args.seed)
     start = time.perf_counter()     # gradient norms are recorded for the plot's second panel
@@ -264,8 +263,7 @@ def cmd_train(args) -> int:
         print(f"training accuracy: {acc:.4f}")
     print(f"parameters saved to {out}")
     if plot is not None:
-        if d.kind == "matrix":     # one line per weight matrix
-            norms = {k: v for k, v in norms.items() if k.startswith("W")}
+        norms = {k: norms[k] for k in d.layout.plotted_norms(list(norms))}
         atomic_write(plot, plot_history(losses, norms, flow))
         print(f"loss curve saved to {plot}")
     return 0

@@ -355,7 +355,7 @@ class Derivation:
         for n in g.order:
             if any(p in uses_target for p in g.parents(n)):
                 uses_target.add(n)
-        cost = self.layout.outputs_of(self, getattr(g, "cost_name", None) or self.loss_name)
+        cost = self.layout.outputs_of(self, self.layout.cost_node())
         return [n for n in g.parents(cost) if g.kind(n) == "node" and n not in uses_target]
 
     # -- numbers ----------------------------------------------------------------

@@ -11,8 +11,9 @@ and every answer that depends on it.
   (X of shape (n, rows, columns)), the loss is the per-sample cost reduced over the batch, plus
   a penalty of the parameters.
 
-``graph.layout`` gives the graph's one; the engine, the compiler, the layer's VJP and the
-module text ask it instead of asking "scalar or matrix?".  A question about an *expression*
+``graph.layout`` gives the graph's one; the engine, the compiler, the layer's VJP, the
+module text and the documents (what they work out in numbers, which node is the cost, how a
+notation writes a sample) ask it instead of asking "scalar or matrix?".  A question about an *expression*
 (a matrix expression or a number inside a formula) is not about the form: that is
 :func:`symback.kinds.base.zero_like` / :func:`~symback.kinds.base.add`.  This module imports
 nothing of the engine or its consumers: what it is handed (a graph, a derivation, a lowering,
@@ -42,6 +43,22 @@ class Layout:
     one_sample = False
     #: whether the expanded form of a gradient is worth handing to SymPy's simplify()
     simplifies = False
+
+    # -- what a document writes -------------------------------------------------------------
+    #: whether every quantity is one sample's number, so a document works the derivation out in
+    #: numbers and plain SymPy expressions (the worked example at every node, a gradient step by
+    #: step, the reduction's steps, SymPy's text of a gradient, gradient descent's iterations, the
+    #: operation counts); a matrix graph's quantities are matrix expressions, checked as arrays
+    worked_in_numbers = False
+    #: whether Nielsen's notation writes one sample as a column (a matrix graph's rows, turned;
+    #: a scalar graph's sample is a few numbers, so the notation only renames L)
+    sample_as_column = True
+    #: whether the lecture notes write the loss node as one sample's cost J⁽ⁱ⁾ beside the batch
+    #: cost J (a scalar graph's symbols are one sample's; a matrix is written without the index)
+    indexed_cost = False
+    #: the lower-case letters the lecture notes give the prediction and target matrices (none
+    #: for a scalar graph, whose symbols keep the spec's names)
+    data_letters: dict = {}
 
     def __init__(self, graph):
         self.graph = graph
@@ -80,6 +97,18 @@ class Layout:
         """The batch loss as the Program states it, from the loss node's symbol."""
         return red(loss)
 
+    def cost_node(self) -> str:
+        """The node of the per-sample cost: the m×1 column C of a matrix loss given on sb.BATCH
+        rows (the loss node then is L, its reduction + penalty), else the loss node itself."""
+        return getattr(self.graph, "cost_name", None) or self.graph.loss_name
+
+    @property
+    def loss_is_cost(self) -> bool:
+        """Whether the loss node is the per-sample cost C that the batch loss L reduces (a
+        penalty beside it); False where it is L itself, so that its own edge to a parameter
+        is the penalty's."""
+        return self.cost_node() == self.graph.loss_name
+
     def outputs_of(self, d, cost):
         """The node whose parents are the prediction nodes: the cost node itself (a one-sample
         graph's C = 1ᵀ c reads them through its cost column c)."""
@@ -114,6 +143,10 @@ class Layout:
     def init_rows(self):
         """(name, shape, scheme) per parameter, or None for the per-matrix rules of a layer net."""
         return tuple((p, (), "normal") for p in self.graph.param_names)
+
+    def plotted_norms(self, params) -> list:
+        """The parameters whose gradient norms a training plot draws: every one of a scalar graph."""
+        return list(params)
 
     # -- compiling ------------------------------------------------------------------------------
     def bind_data(self, low, names, namer, P):
@@ -162,6 +195,9 @@ class Scalars(Layout):
     """A scalar graph: one sample's numbers, data in columns, the per-sample cost reduced."""
 
     simplifies = True
+    worked_in_numbers = True
+    sample_as_column = False
+    indexed_cost = True
 
     def expand(self, expr):
         """`expr` in inputs, targets and parameters: the unrolled definitions put in at once."""
@@ -173,6 +209,7 @@ class _Matrices(Layout):
     """What both matrix forms share: declared shapes, one data matrix X and one Y."""
 
     kind = "matrix"
+    data_letters = {"Yhat": r"\hat{y}", "Y": "y"}
 
     def contribution(self, factor, child_adjoint, child_expr, written_in=None):
         """A matrix child's VJP is what flows back (a scalar child, the loss: δ · factor)."""
@@ -199,6 +236,10 @@ class _Matrices(Layout):
     def init_rows(self):
         """None: a matrix graph's parameters get the per-matrix rules (symback.codegen.init_rows)."""
         return None
+
+    def plotted_norms(self, params) -> list:
+        """One line per weight matrix (the W… parameters)."""
+        return [p for p in params if p.startswith("W")]
 
     def bind_data(self, low, names, namer, P):
         """X and Y are the data matrices themselves, of their declared shape."""

@@ -192,11 +192,10 @@ class _Run:
 
 # ---------------------------------------------------------------- what a run reports
 def check_memory(d, optimizer: str, batch: int, itemsize: int, what: str = "the network") -> None:
-    """Refuse a matrix network whose training cannot fit in this machine's memory, before
-    anything is allocated (the OS would otherwise kill the process minutes later)."""
+    """Refuse a network whose training cannot fit in this machine's memory, before anything
+    is allocated (the OS would otherwise kill the process minutes later)."""
     g = d.graph
-    size = lambda n: int(g.shape(n)[0]) * int(g.shape(n)[1])     # noqa: E731
-    count = sum(size(p) for p in g.param_names)
+    count = sum(math.prod(d.layout.param_shape(p)) for p in g.param_names)
     # parameters, gradients, fit's two snapshots, and the optimizer's state per parameter
     copies = 4 + {"momentum": 1, "adam": 2}.get(optimizer, 0)
     # every node's value for the batch, and its adjoint on the way back

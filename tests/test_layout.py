@@ -141,6 +141,31 @@ def test_declared_shapes_widths_and_sample_shapes(form, reduction, penalty):
     assert lay.ones_rows() == {"scalar": None, "rows": BATCH, "sample": 4}[form]
 
 
+# ---------------------------------------------------------------- what the documents ask
+@pytest.mark.parametrize("form,reduction,penalty", CASES)
+def test_what_the_documents_ask_agrees_with_the_graph_and_is_what_they_print(form, reduction, penalty):
+    from symback.document.factors import PENALTY, edge_partial
+    from symback.document.notation import notation
+    g, _ = build(form, reduction, penalty)
+    d, lay = sb.derive(g), g.layout
+    matrices = any(isinstance(g.symbol(n), sp.MatrixExpr) for n in g.order)
+    assert lay.worked_in_numbers == lay.indexed_cost == (not matrices)
+    assert lay.sample_as_column == matrices and bool(lay.data_letters) == matrices
+    # the loss node is the per-sample cost exactly where the batch loss reduces it rather than is it
+    assert lay.loss_is_cost == (d.batch_loss() != g.expr(g.loss_name))
+    assert lay.loss_is_cost or g.shape(lay.cost_node()) == (BATCH, 1)
+    # an edge from the loss node to a parameter is the penalty's exactly where the loss node is L
+    edges = [p for p in g.param_names if (g.loss_name, p) in d.local]
+    assert bool(edges) == (penalty and not lay.loss_is_cost)
+    assert all(edge_partial(d, g.loss_name, p).args[0] == PENALTY for p in edges)
+    # what the lecture notation prints: J⁽ⁱ⁾ for one sample's cost, y for a target matrix
+    names = notation(d, "lecture").settings["names"]
+    assert (names.get(g.loss_name) == "J^{(i)}") == lay.indexed_cost
+    assert all(names.get(n) == "y" for n in g.target_names if n == "Y") and ("Y" in names) == matrices
+    # a training plot draws every parameter of a scalar graph, a matrix graph's weights W…
+    assert lay.plotted_norms(g.param_names) == (g.param_names if not matrices else ["W"])
+
+
 # ---------------------------------------------------------------- numbers: the batch loss and its gradient
 @pytest.mark.parametrize("form,reduction,penalty", CASES)
 def test_batch_loss_and_gradients_equal_numpy(form, reduction, penalty):

@@ -221,7 +221,7 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": bound, "bound_rows": rows,
             "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
             "factors": max(counts, default=0), "shrinking": shrinking, "every": every, "any": any(a.__name__ != "identity" for a in sups),
-            "matrix_note": is_matrix(d.graph.symbol(param)),
+            "matrix_note": bool(d.layout.param_shape(param)),
             "sympy": {"bound": expr, "chain": [lhs, *rhs], "relations": ["<="] + ["="] * (len(rhs) - 1)}}
 
 
@@ -268,7 +268,7 @@ def random_values(d, seed: int, rows: int = 3) -> dict:
 # ----------------------------------------------------------- verification
 def verify(d, values, seed) -> dict:
     """Each gradient from the formulas next to a central finite difference of the loss."""
-    if d.graph.is_matrix:
+    if not d.layout.worked_in_numbers:
         return _verify_matrix(d, values, seed)
     g = d.graph
     names = g.input_names + g.target_names + g.param_names
@@ -383,8 +383,8 @@ def cost(d) -> dict:
 def _cost(d) -> dict:
     g = d.graph
     leaves = g.input_names + g.target_names + g.param_names
-    if g.is_matrix:
-        entries = sum(math.prod(int(k) for k in g.symbol(p).shape) for p in g.param_names)
+    if not d.layout.worked_in_numbers:
+        entries = sum(math.prod(d.layout.param_shape(p)) for p in g.param_names)
         if entries > MAX_COUNTED_ENTRIES:
             return {"naive": None, "chain": None, "cse": None, "ratio": None, "saves": False, "loss_ops": None,
                     "note": Tex(f"The network has {entries} parameter entries; counting operations entry "

@@ -41,7 +41,7 @@ def recurrent(d) -> bool:
     """True for a graph that records one hidden state per unrolled step (rnn, lstm, gru)."""
     g = d.graph
     steps = getattr(g, "steps", None)
-    return bool(g.is_matrix and steps and len(g.states) == steps
+    return bool(d.layout.kind == "matrix" and steps and len(g.states) == steps
                 and all(n in d.adjoint for n in g.states))
 
 

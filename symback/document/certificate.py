@@ -21,6 +21,7 @@ shapes, so graphs without a batch dimension go through it unchanged.
 """
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -79,7 +80,7 @@ def certify(d, ctx, seed: int = 0) -> dict:
     """Check every chain of the context; returns {'lines': n, 'links': k}, or raises CertificateError."""
     if _entries(d) > MAX_ENTRIES:
         d, ctx = _narrowed(d, ctx)
-    point = _Point(d, seed, ctx.get("sympy", {}).get("names", {}))
+    point = _point(d, seed, ctx.get("sympy", {}).get("names", {}))
     found = claims(ctx)
     links = 0
     for where, info in found:
@@ -96,9 +97,7 @@ def certify(d, ctx, seed: int = 0) -> dict:
 
 
 def _entries(d) -> int:
-    g = d.graph
-    return sum(int(np.prod([int(k) for k in g.symbol(p).shape])) if is_matrix(g.symbol(p)) else 1
-               for p in g.param_names)
+    return sum(math.prod(d.layout.param_shape(p)) for p in d.graph.param_names)
 
 
 def _narrowed(d, ctx):
@@ -131,7 +130,7 @@ def _narrowed(d, ctx):
     for n in g.order:
         kind = g.kind(n)
         if kind in ("input", "target", "param"):
-            h._declare([n], kind, tuple(map(width, g.symbol(n).shape)) if is_matrix(g.symbol(n)) else None)
+            h._declare([n], kind, tuple(map(width, g.shape(n))) or None)
         else:
             h._add(n, kind, narrow(g.expr(n)))
     h.loss_name, h.reduction, h.cost_name = g.loss_name, g.reduction, g.cost_name
@@ -175,28 +174,115 @@ def _close(a, b) -> bool:
     return bool(np.allclose(a, b, rtol=0.0, atol=RTOL * scale, equal_nan=True))
 
 
+def _point(d, seed: int, names: dict) -> "_Point":
+    """Random values of the graph's form: 40-digit numbers where it is worked in numbers, arrays
+    of a matrix graph (one sample's, or a batch of ROWS rows) elsewhere."""
+    return (_NumberPoint if d.layout.worked_in_numbers else _ArrayPoint)(d, seed, names)
+
+
 class _Point:
-    """Random values of a graph's inputs, targets and parameters, with every node and δ there."""
+    """Random values of a graph's inputs, targets and parameters, with every node and δ there
+    (what a chain's link means; how it is valued is the subclass's: numbers or arrays)."""
+
+    #: whether the values are arrays (a matrix graph's) rather than numbers
+    matrix = False
 
     def __init__(self, d, seed: int, names: dict, given: dict | None = None):
         self.d, self.g, self.names, self.seed = d, d.graph, names, seed
-        self.matrix = self.g.is_matrix
         self.rows = ROWS
         self._cache = {}
-        if self.matrix:
-            self._matrix_point(seed, given)
-        else:
-            self._scalar_point(seed, given)
+        self._place(seed, given)
 
     def at(self, given: dict) -> "_Point":
         """The same graph at given values (the worked example's, an iterate θᵗ), kept once made."""
         key = ("at", tuple(sorted((k, str(v)) for k, v in given.items())))
         if key not in self._cache:
-            self._cache[key] = _Point(self.d, self.seed, self.names, given)
+            self._cache[key] = type(self)(self.d, self.seed, self.names, given)
         return self._cache[key]
 
-    # ----------------------------------------------------------------- scalar graphs
-    def _scalar_point(self, seed, given=None):
+    # ----------------------------------------------------------------- meanings
+    def meaning(self, e, sample: bool = False):
+        """e with every document-only symbol (∂, δ, chains) replaced by what it stands for."""
+        if isinstance(e, Chain):
+            parts = [self.meaning(f, sample) for f in e.args]
+            return compose(parts) if any(isinstance(p, sp.Lambda) for p in parts) else sp.Mul(*parts)
+        if isinstance(e, Terms):
+            parts = [self.meaning(f, sample) for f in e.args]
+            return sp.MatAdd(*parts) if is_matrix(parts[0]) else sp.Add(*parts)
+        if isinstance(e, PerSample):
+            return e.args[0]
+        if isinstance(e, Partial):
+            return self._partial(*e.args, sample=sample)
+        if isinstance(e, sp.Lambda):
+            return sp.Lambda(e.variables, self.meaning(e.expr, sample))
+        if isinstance(e, sp.MatrixBase):
+            return e.applyfunc(lambda x: self.meaning(x, sample))
+        primes = prime_classes()
+        if primes and isinstance(e, sp.Basic) and e.has(*primes):
+            # σ′(u) printed as a prime means SymPy's derivative of σ's definition at u
+            return self.meaning(e.replace(lambda x: isinstance(x, primes), unprime), sample)
+        if self.names and isinstance(e, sp.Basic) and e.has(*self.names):
+            # a folded formula's names G₁, G₂, … stand for the parts they were given for
+            return self.meaning(e.xreplace(self.names), sample)
+        if isinstance(e, sp.Basic) and e.has(Partial, Chain, Terms, PerSample):
+            return e.func(*[self.meaning(a, sample) for a in e.args])
+        return e
+
+    def _partial(self, of, wrt, sample=False, total=False):
+        key = ("partial", of, wrt, sample, total)
+        if key not in self._cache:          # an edge appears in many chains: differentiated once
+            self._cache[key] = self._partial_uncached(of, wrt, sample, total)
+        return self._cache[key]
+
+    def _partial_uncached(self, of, wrt, sample, total):
+        d, g = self.d, self.g
+        names = {g.symbol(n): n for n in g.order}
+        loss = g.symbol(d.loss_name)
+        if of == wrt:
+            return sp.S.One
+        if of == PENALTY and (d.loss_name, names.get(wrt)) in d.local:
+            return d.local[(d.loss_name, names[wrt])]      # the penalty's own derivative, λW
+        o, w = names.get(of), names.get(wrt)
+        if not total and o is not None and w is not None and (o, w) in d.local:
+            return self._edge(o, w, wrt)
+        if of == loss or (o is None and of.name in ("L", "J", "C")) or (sample and o == getattr(g, "cost_name", None)):
+            found = self._loss_partial(w)
+            if found is not None:
+                return found
+        found = self._node_partial(o, w) if o is not None and w is not None else None
+        if found is not None:
+            return found
+        raise CertificateError(f"no meaning known for ∂{of}/∂{wrt}")
+
+    def _loss_partial(self, w):
+        """∂loss/∂w: the engine's δ_w (None: no meaning known)."""
+        return delta(self.g, w) if w in self.d.adjoint else None
+
+    def _node_partial(self, o, w):
+        """A node's total derivative ∂o/∂w, where the point can take one (None)."""
+        return None
+
+    # ----------------------------------------------------------------- numbers
+    def map_argument(self, first):
+        """For a line about an edge map ∂c/∂v: δ ↦ …, the δ it is checked at (None: no map)."""
+        return None
+
+    def value(self, e, where="", at=None, total=False):
+        """The number (scalar graph) or array (matrix graph) an expression of the chain stands for."""
+        sample = where.startswith("punchline")
+        m = self._partial(*e.args, sample=sample, total=True) if total and isinstance(e, Partial) \
+            else self.meaning(e, sample)
+        if isinstance(m, sp.Lambda):        # a map δ ↦ VJP(δ): applied to the δ the line is about
+            if at is None:
+                raise CertificateError(f"{where}: a map {e} with nothing to apply it to")
+            m = m(at)
+        return self._evaluate(m, e, where, sample)
+
+
+class _NumberPoint(_Point):
+    """A scalar graph's point: 40-digit numbers, each derivative an independent difference."""
+
+    def _place(self, seed, given=None):
         g, rng, found = self.g, random.Random(seed), None
         for attempt in range(1 if given else 20):      # a point where every node is real and finite (a log's domain)
             low = -1 if attempt < 10 else 0.2     # then positive values only (√x, log x of an input)
@@ -256,8 +342,42 @@ class _Point:
             raise _NotReal
         return v
 
-    # ----------------------------------------------------------------- matrix graphs
-    def _matrix_point(self, seed, given=None):
+    def _partial_uncached(self, of, wrt, sample, total):
+        names = {self.g.symbol(n) for n in self.g.order}
+        if of != wrt and of not in names and not (isinstance(of, sp.Symbol) and of.name in ("L", "J", "C")):
+            return _real_diff(of, wrt)      # a part of a definition (steps="full"'s inner derivatives)
+        return super()._partial_uncached(of, wrt, sample, total)
+
+    def _edge(self, o, w, wrt):
+        return _real_diff(self.g.expr(o), wrt)                # independent of the engine's factor
+
+    def _loss_partial(self, w):
+        if w in self.d.params:
+            return self._difference(w)      # the oracle: the loss itself, recomputed from the definitions
+        return super()._loss_partial(w)
+
+    def _node_partial(self, o, w):
+        return self._difference(w, of=o)       # a node's total derivative (steps="full": ∂p/∂w₁)
+
+    def _evaluate(self, m, e, where, sample):
+        env = self.env
+        m = sp.sympify(m, strict=True)
+        # a derivative SymPy left unevaluated (of a kink's function) is taken before the numbers go in
+        m = m.doit() if m.has(sp.Derivative) else m
+        v = sp.N(m.subs(env) if m.has(sp.Derivative) else m.xreplace(env).doit(), 30)
+        if isinstance(v, sp.MatrixBase):            # a column of numbers (∇L(θᵗ) of an iterate)
+            return np.array(v.tolist(), dtype=complex)
+        if not v.is_number:
+            raise CertificateError(f"{where}: {e} does not evaluate to a number (left: {v.free_symbols})")
+        return complex(v)
+
+
+class _ArrayPoint(_Point):
+    """A matrix graph's point: NumPy arrays, the engine's gradients checked against a difference."""
+
+    matrix = True
+
+    def _place(self, seed, given=None):
         d, g = self.d, self.g
         values = given or random_values(d, seed, rows=ROWS)
         self.rows = np.atleast_2d(values[g.input_names[0]]).shape[0] if g.input_names else ROWS
@@ -276,7 +396,7 @@ class _Point:
         if start is None:
             return numpy_adjoints(d, env, self.rows)
         keep = self._ancestors(start[0]) | {start[0]}
-        zero = lambda n: np.zeros(_shape(g.symbol(n), self.rows)) if is_matrix(g.symbol(n)) else 0.0  # noqa: E731
+        zero = lambda n: np.zeros(_shape(g.symbol(n), self.rows)) if g.shape(n) else 0.0  # noqa: E731
         out = numpy_adjoints(d, env, self.rows, lambda n: start[1] if n == start[0] else (None if n in keep else zero(n)))
         for n in keep:
             if (d.loss_name, n) in d.local:
@@ -307,103 +427,28 @@ class _Point:
             if abs(fd - exact) > FD_RTOL * max(1.0, abs(fd), abs(exact)):
                 raise CertificateError(f"the gradient of {p} disagrees with a finite difference: {exact} vs {fd}")
 
-    def per_sample(self):
+    def cost_adjoints(self):
         """The δs of C = Σᵢ Cᵢ (δ_C = 1, no penalty): what the punchline's ∂C/∂W means."""
-        if "per_sample" not in self._cache:
+        if "cost_adjoints" not in self._cache:
             g = self.g
             cost = g.cost_name
             ones = np.ones(_shape(g.symbol(cost), self.rows))
-            self._cache["per_sample"] = {**self.env, **self._adjoints(self.env, (cost, ones))}
-        return self._cache["per_sample"]
+            self._cache["cost_adjoints"] = {**self.env, **self._adjoints(self.env, (cost, ones))}
+        return self._cache["cost_adjoints"]
 
-    # ----------------------------------------------------------------- meanings
-    def meaning(self, e, sample: bool = False):
-        """e with every document-only symbol (∂, δ, chains) replaced by what it stands for."""
-        if isinstance(e, Chain):
-            parts = [self.meaning(f, sample) for f in e.args]
-            return compose(parts) if any(isinstance(p, sp.Lambda) for p in parts) else sp.Mul(*parts)
-        if isinstance(e, Terms):
-            parts = [self.meaning(f, sample) for f in e.args]
-            return sp.MatAdd(*parts) if is_matrix(parts[0]) else sp.Add(*parts)
-        if isinstance(e, PerSample):
-            return e.args[0]
-        if isinstance(e, Partial):
-            return self._partial(*e.args, sample=sample)
-        if isinstance(e, sp.Lambda):
-            return sp.Lambda(e.variables, self.meaning(e.expr, sample))
-        if isinstance(e, sp.MatrixBase):
-            return e.applyfunc(lambda x: self.meaning(x, sample))
-        primes = prime_classes()
-        if primes and isinstance(e, sp.Basic) and e.has(*primes):
-            # σ′(u) printed as a prime means SymPy's derivative of σ's definition at u
-            return self.meaning(e.replace(lambda x: isinstance(x, primes), unprime), sample)
-        if self.names and isinstance(e, sp.Basic) and e.has(*self.names):
-            # a folded formula's names G₁, G₂, … stand for the parts they were given for
-            return self.meaning(e.xreplace(self.names), sample)
-        if isinstance(e, sp.Basic) and e.has(Partial, Chain, Terms, PerSample):
-            return e.func(*[self.meaning(a, sample) for a in e.args])
-        return e
+    def _edge(self, o, w, wrt):
+        return edge_expr(self.d, o, w)
 
-    def _partial(self, of, wrt, sample=False, total=False):
-        key = ("partial", of, wrt, sample, total)
-        if key not in self._cache:          # an edge appears in many chains: differentiated once
-            self._cache[key] = self._partial_uncached(of, wrt, sample, total)
-        return self._cache[key]
-
-    def _partial_uncached(self, of, wrt, sample, total):
-        d, g = self.d, self.g
-        names = {g.symbol(n): n for n in g.order}
-        loss = g.symbol(d.loss_name)
-        if of == wrt:
-            return sp.S.One
-        if not self.matrix and of not in names and not (isinstance(of, sp.Symbol) and of.name in ("L", "J", "C")):
-            return _real_diff(of, wrt)      # a part of a definition (steps="full"'s inner derivatives)
-        if of == PENALTY and (d.loss_name, names.get(wrt)) in d.local:
-            return d.local[(d.loss_name, names[wrt])]      # the penalty's own derivative, λW
-        o, w = names.get(of), names.get(wrt)
-        if not total and o is not None and w is not None and (o, w) in d.local:
-            if self.matrix:
-                return edge_expr(d, o, w)
-            return _real_diff(g.expr(o), wrt)                # independent of the engine's factor
-        if of == loss or (o is None and of.name in ("L", "J", "C")) or (sample and o == getattr(g, "cost_name", None)):
-            if w in d.params and not self.matrix:
-                return self._difference(w)      # the oracle: the loss itself, recomputed from the definitions
-            if w in d.adjoint:
-                return delta(g, w)
-        if not self.matrix and o is not None and w is not None:
-            return self._difference(w, of=o)       # a node's total derivative (steps="full": ∂p/∂w₁)
-        raise CertificateError(f"no meaning known for ∂{of}/∂{wrt}")
-
-    # ----------------------------------------------------------------- numbers
     def map_argument(self, first):
         """For a line about an edge map ∂c/∂v: δ ↦ …, the δ it is checked at (c's own δ)."""
-        if isinstance(first, Partial) and self.matrix:
+        if isinstance(first, Partial):
             names = {self.g.symbol(n): n for n in self.g.order}
             if names.get(first.args[0]) in self.d.adjoint:
                 return delta(self.g, names[first.args[0]])
         return None
 
-    def value(self, e, where="", at=None, total=False):
-        """The number (scalar graph) or array (matrix graph) an expression of the chain stands for."""
-        sample = where.startswith("punchline")
-        m = self._partial(*e.args, sample=sample, total=True) if total and isinstance(e, Partial) \
-            else self.meaning(e, sample)
-        if isinstance(m, sp.Lambda):        # a map δ ↦ VJP(δ): applied to the δ the line is about
-            if at is None:
-                raise CertificateError(f"{where}: a map {e} with nothing to apply it to")
-            m = m(at)
-        env = self.per_sample() if sample and self.matrix else self.env
-        if self.matrix:
-            return value_of(m, env, self.rows)
-        m = sp.sympify(m, strict=True)
-        # a derivative SymPy left unevaluated (of a kink's function) is taken before the numbers go in
-        m = m.doit() if m.has(sp.Derivative) else m
-        v = sp.N(m.subs(env) if m.has(sp.Derivative) else m.xreplace(env).doit(), 30)
-        if isinstance(v, sp.MatrixBase):            # a column of numbers (∇L(θᵗ) of an iterate)
-            return np.array(v.tolist(), dtype=complex)
-        if not v.is_number:
-            raise CertificateError(f"{where}: {e} does not evaluate to a number (left: {v.free_symbols})")
-        return complex(v)
+    def _evaluate(self, m, e, where, sample):
+        return value_of(m, self.cost_adjoints() if sample else self.env, self.rows)
 
 
 class _NotReal(Exception):

@@ -15,6 +15,7 @@ from ..engine import delta, SIMPLIFY_SECONDS
 from ..errors import OutputError
 from ..functions import Activation
 from ..matrix import BATCH, RowCost, is_matrix, simplify_ones
+from ..kinds.base import zero_like
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, visual_len)
 from . import analysis, attention_proof, steps
@@ -69,7 +70,7 @@ def _context(d, fmt, nt, options) -> dict:
     lr, apps = options.get("lr"), _apps(d)
     ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
-           "display": bool(options.get("display", False)), "matrix": g.is_matrix,
+           "display": bool(options.get("display", False)), "matrix": d.layout.kind == "matrix",
            "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
     ctx.update(_network(d, apps, nt))
     ctx["loss"] = _loss(d, nt)
@@ -87,7 +88,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["notation"] = _notation_keys(d, nt)
     ctx["deltas"] = deltas(d, apps, full)
     ctx["bptt"] = bptt(d, values, apps, options.get("seed", 0))     # None unless rnn/lstm/gru
-    ctx["bp"] = bp(d, ctx["deltas"]) if nt.name == "nielsen" and g.is_matrix else None
+    ctx["bp"] = bp(d, ctx["deltas"]) if nt.name == "nielsen" and d.layout.sample_as_column else None
     sups = {}
     ctx["activations"] = activations({type(f) for f in apps}, sups)
     at = numbers(d, values) if values is not None and options.get("example", True) else None
@@ -102,7 +103,7 @@ def _context(d, fmt, nt, options) -> dict:
         ctx["example"]["path"] = path_product(d, param, dg)
     taken = options.get("steps_taken")
     if taken:
-        if values is None or lr is None or g.is_matrix:
+        if values is None or lr is None or not d.layout.worked_in_numbers:
             raise OutputError("steps_taken needs a scalar graph's values and a learning rate (values=, lr=)")
     ctx["iterations"] = steps.iterations(d, values, lr, taken) if taken else None
     ctx["vanishing"] = analysis_or_none(options.get("vanishing", True),
@@ -183,7 +184,7 @@ def _space(s, column=False):
 def _loss(d, nt) -> dict:
     """The per-sample cost as defined (a matrix graph: the loss ℓ(ŷ, y) summed over a row) and L."""
     g = d.graph
-    cost_name = getattr(g, "cost_name", None) or d.loss_name
+    cost_name = d.layout.cost_node()
     cost, C = g.expr(cost_name), g.symbol(cost_name)
     i = sp.Symbol("i", positive=True, integer=True)
     if isinstance(cost, RowCost):
@@ -206,8 +207,8 @@ def _loss(d, nt) -> dict:
     else:
         lhs, rhs, sample = C, cost, None
     penalty = None
-    L = sp.Symbol(d.loss_name if d.loss_name != cost_name else "L")
-    if cost_name == d.loss_name:      # the loss is the per-sample cost: L reduces it
+    L = sp.Symbol("L" if d.layout.loss_is_cost else d.loss_name)
+    if d.layout.loss_is_cost:         # the loss is the per-sample cost: L reduces it
         batch = sp.Eq(L, d.reduce(PerSample(C)), evaluate=False)
         full = sp.Eq(L, d.batch_loss(), evaluate=False)
         theta = sp.Symbol("theta")
@@ -224,7 +225,7 @@ def _loss(d, nt) -> dict:
     parts["claims"] = loss_claims(d, parts, cost)
     out = {k: (tex(v) if v is not None else None) for k, v in parts.items()}
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
-    out.update({"cost": tex(C), "of": tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": cost_name == d.loss_name,
+    out.update({"cost": tex(C), "of": tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": d.layout.loss_is_cost,
                 "name": getattr(cost, "loss", None) and reader_name(cost.loss.name),    # words, not an identifier
                 "sympy": parts})
     return out
@@ -294,8 +295,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     closed, recursive = closed_softmax(d, d.gradient(p)), closed_softmax(d, d.gradient(p, form="recursive"))
     closed_shown, closed_defs = names.fold(closed, apps)
     closed_text = latex(closed_shown, applications=apps)
-    expanded = d.gradient(p, form="expanded") if len(g.order) <= MAX_EXPANDED_NODES and not is_matrix(
-        g.symbol(p)) else None
+    expanded = d.gradient(p, form="expanded") if len(g.order) <= MAX_EXPANDED_NODES and not d.layout.param_shape(
+        p) else None
     show_expanded = (expanded is not None and sp.count_ops(expanded) <= MAX_EXPANDED_OPS
                      and expanded != closed and visual_len(latex(expanded, applications=apps)) <= LINE_WIDTH)
     simple = _simplified(d, p) if not is_matrix(closed) else None
@@ -305,7 +306,7 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     if len(paths) == 1 and paths[0]["factors"] == closed_text:
         closed_text = None          # the path's factors already read as the closed form
     # no path at all (a parameter the loss does not use): the gradient is 0, and says so
-    zero = sp.ZeroMatrix(*g.symbol(p).shape) if is_matrix(g.symbol(p)) else sp.S.Zero
+    zero = zero_like(g.symbol(p))
     sum_of = lambda terms: zero if not terms else terms[0] if len(terms) == 1 else Terms(*terms)    # noqa: E731
     chain = [lhs] + ([sum_of([x["sympy"]["symbols"] for x in paths]), sum_of(shown_factors)] if paths else [])
     chain += [closed_shown] if closed_text else []
@@ -314,7 +315,7 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     chain += [recursive] if recursive != closed else []
     return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": paths,
             "simplified": tex(simple_chain, applications=apps) if simple is not None else None,
-            "steps": _gradient_steps(d, p, apps) if full and not g.is_matrix else None,
+            "steps": _gradient_steps(d, p, apps) if full and d.layout.worked_in_numbers else None,
             "closed": Tex(closed_text) if closed_text else None,
             "closed_aligned": Tex(aligned_lines(closed_shown, apps)) if closed_text else None,
             "where": [w for x in paths for w in x.pop("where")] + (definitions(closed_defs, apps) if closed_text else []),
@@ -382,7 +383,7 @@ def _gradient_steps(d, p, apps) -> dict:
 def _notation_keys(d, nt) -> dict:
     """What a template says about the notation: its name, and the notes' a^{(1)} = X."""
     g, input_row = d.graph, None
-    if nt.name == "lecture" and layer_names(d) and g.input_names and is_matrix(g.symbol(g.input_names[0])):
-        X = g.symbol(g.input_names[0])
+    X = d.layout.data_matrix() if g.input_names else None
+    if nt.name == "lecture" and layer_names(d) and X is not None:
         input_row = tex(sp.Eq(sp.MatrixSymbol("A0", *X.shape), X, evaluate=False))
     return {"name": nt.name, "input_row": input_row}

@@ -5,6 +5,7 @@ import sympy as sp
 
 from ..engine import Adjoint, delta
 from ..matrix import activation_of, is_matrix
+from ..kinds.base import zero_like
 from ..printing import Chain, Partial, Terms, Tex
 from . import steps
 from .factors import closed_softmax, edge_partial
@@ -20,7 +21,7 @@ def deltas(d, apps, full=False) -> list[dict]:
     # the output A_l = f(Z_l) of a matrix layer passes δ straight on: shown inlined, as in the notes
     inline = {}
     for n in g.order:
-        if n in d.adjoint and is_matrix(g.symbol(n)) and activation_of(g.expr(n) if n in g._expr else None) \
+        if n in d.adjoint and g.shape(n) and activation_of(g.expr(n) if n in g._expr else None) \
                 and len(g.children(n)) == 1 and n != d.loss_name:
             inline[delta(g, n)] = d.adjoint[n]
     C = g.symbol(d.loss_name)
@@ -62,7 +63,7 @@ def _delta_symbolic(d, n, shown):
         terms = inner.args if isinstance(inner, Terms) else (inner,)
         parts += [Chain(*(t.args if isinstance(t, Chain) else (t,)), step) for t in terms]
     if not parts:           # nothing uses n: δ_n = 0
-        return sp.ZeroMatrix(*g.symbol(n).shape) if is_matrix(g.symbol(n)) else sp.S.Zero
+        return zero_like(g.symbol(n))
     return parts[0] if len(parts) == 1 else Terms(*parts)
 
 

@@ -32,7 +32,7 @@ def values_of(d, values: dict) -> dict:
     out = {}
     for n in names:
         v = values[n]
-        if is_matrix(g.symbol(n)):
+        if g.shape(n):
             try:
                 out[n] = np.atleast_2d(np.asarray(v, dtype=float))
             except (TypeError, ValueError):
@@ -57,7 +57,7 @@ def exact(name, value):
 
 def numbers(d, values):
     """Every node's value at the worked example (scalar graphs; None for matrices)."""
-    if d.graph.is_matrix:
+    if not d.layout.worked_in_numbers:
         return None
     ev = analysis.evaluate(d, values)
     return {**values, **ev["forward"]}
@@ -102,7 +102,7 @@ def example(d, values: dict, lr, apps) -> dict:
     for p in d.params:
         lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
         chains = [Chain(*[f.expr for f in path]) for path in d.chain(p)]
-        scalar = not is_matrix(g.symbol(p))
+        scalar = not d.layout.param_shape(p)
         grads.append({"lhs": tex(lhs), "value": show(ev["gradient"][p]),
                       "formula": tex(Terms(*chains), applications=apps) if scalar else None,
                       "substituted": Tex(latex(Terms(*chains), values=known, applications=apps)) if scalar else None,

@@ -91,7 +91,7 @@ def edge_expr(d: Derivation, child: str, parent: str, generic: bool = False):
     With ``generic`` the map's variable is a bare δ (short figure labels).
     """
     e = closed_softmax(d, d.local[(child, parent)])
-    if not is_matrix(d.graph.expr(child)):
+    if not d.graph.shape(child):
         return e
     adj = delta(d.graph, child)
     if generic:
@@ -122,7 +122,7 @@ def edge_partial(d: Derivation, child: str, parent: str) -> Partial:
     edge ∂L/∂W would make ∂L/∂W = ∂L/∂W + … read as circular.
     """
     g = d.graph
-    if child == d.loss_name and g.is_matrix and g.kind(parent) == "param":
+    if child == d.loss_name and not d.layout.loss_is_cost and g.kind(parent) == "param":
         return Partial(PENALTY, g.symbol(parent))
     return Partial(g.symbol(child), g.symbol(parent))
 
@@ -188,7 +188,7 @@ def coefficient(lab):
 def cost_adjoint(d: Derivation):
     """δ_C of a matrix graph's per-sample cost column (None for a scalar graph)."""
     name = getattr(d.graph, "cost_name", None)
-    return delta(d.graph, name) if name and is_matrix(d.graph.symbol(name)) else None
+    return delta(d.graph, name) if name and d.graph.shape(name) else None
 
 
 def notes_chain(d: Derivation, path):
@@ -222,7 +222,7 @@ def notes_start(d: Derivation, path):
     start = None
     for k, f in enumerate(path):
         node = f.wrt
-        if node in d.adjoint and is_matrix(d.graph.symbol(node)) and \
+        if node in d.adjoint and d.graph.shape(node) and \
                 delta(d.graph, f.of) not in d.adjoint[node].atoms(AdjointMatrix) and f.of != d.loss_name:
             start = k
     dc = cost_adjoint(d)

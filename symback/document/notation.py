@@ -24,7 +24,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..errors import OutputError
-from ..matrix import BATCH, FPrime, RowCost, Softmax, is_matrix
+from ..matrix import BATCH, FPrime, RowCost, Softmax
 from ..printing import Chain
 from .factors import GENERIC, coefficient, edge_expr, notes_chain
 
@@ -58,7 +58,7 @@ def notation(d, name: str | None) -> Notation:
     name = name or "matrix"
     if name not in NOTATIONS:
         raise OutputError(f"unknown notation {name!r}; use one of {', '.join(NOTATIONS)}")
-    g = d.graph
+    g, layout = d.graph, d.layout
     if name == "matrix":
         return Notation(name, {}, "L")
     layers = layer_names(d)
@@ -67,7 +67,7 @@ def notation(d, name: str | None) -> Notation:
     if name == "lecture":
         # seed 004: J the loss; W^{(l)} between a^{(l)} and z^{(l+1)}, a^{(1)} = X
         names["L"] = "J"
-        if not g.is_matrix:
+        if layout.indexed_cost:
             # J is the batch cost; one sample's cost is J^{(i)}, never J as well
             names[d.loss_name] = "J^{(i)}"
         for n, (kind, l) in layers.items():
@@ -78,16 +78,14 @@ def notation(d, name: str | None) -> Notation:
             if kind == "Z":
                 names[f"delta_{n}"] = rf"\delta^{{({idx})}}"
         names["A0"] = r"a^{(1)}"
-        if g.is_matrix:
-            names.update({"Yhat": r"\hat{y}", "Y": "y"})
+        names.update(layout.data_letters)
         return Notation(name, {"names": names, "tnames": tnames}, "L")
     # nielsen: input layer 1, w^{l} = W_{l-1}^T, one sample a column
-    if not g.is_matrix:
+    if not layout.sample_as_column:
         return Notation(name, {"names": {"L": "C"}}, "L")
     last = depth + 1
     for n in g.order:
-        sym = g.symbol(n)
-        if not is_matrix(sym):
+        if not g.shape(n):      # a number (the cost C): no column to name
             continue
         if n in layers:
             kind, l = layers[n]

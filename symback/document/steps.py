@@ -141,7 +141,7 @@ def reduction_steps(d) -> list[dict]:
     Seed 000 (C = (p − y)²/2, mean): ∂L/∂p = 1/(2m) Σ 2(p − y) = 1/m Σ (p − y).
     """
     g = d.graph
-    if g.is_matrix:
+    if not d.layout.worked_in_numbers:
         return []
     cost = g.expr(d.loss_name)
     coeff, rest = cost.as_coeff_Mul()

@@ -163,9 +163,9 @@ def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str
     for p in d.params:
         grad = d.gradient(p)
         lines.append(f"d{d.loss_name}/d{p} = {text(grad, apps)}")
-        if not g.is_matrix:
+        if d.layout.worked_in_numbers:        # a gradient in numbers: SymPy text that parses back
             lines.append(f"    as SymPy: {sp.sstr(grad)}")
-        simple = None if g.is_matrix else d.simplified(p)
+        simple = d.simplified(p) if d.layout.simplifies else None
         if simple is not None and not simple.has(sp.Piecewise) and text(simple, apps) != text(grad, apps):
             lines.append(f"    simplified: {text(simple, apps)}")
         for path in d.chain(p):
