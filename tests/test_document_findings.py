@@ -381,3 +381,19 @@ def test_the_beamer_worked_example_is_at_the_frames_type_size(tmp_path):
     example = [h for title, h in heights.items() if title.startswith("Worked example")]
     text = statistics.median(heights.values())
     assert example and all(h >= 0.9 * text for h in example), (example, text)
+
+
+def test_a_one_sample_graphs_penalty_is_in_its_batch_lines():
+    """A one-sample graph keeps its penalty out of the cost C, so L = (1/m) Σ Cᵢ + P: the document
+    printed L = (1/m) Σ Cᵢ (false, and refused by the certificate); now it names P and ∂P/∂θ,
+    and the certificate checks both against the batch loss the model trains on."""
+    g = sb.Graph()
+    X = g.inputs("X", shape=(3, 2))
+    Y = g.targets("Y", shape=(3, 2))
+    W = g.params("W", shape=(2, 2))
+    H = g.node("H", sb.tanh(X @ W))
+    g.loss(sb.mse(H, Y), penalty=sp.Rational(1, 10) * sb.sumsq(W))
+    text = sb.derive(g).markdown()
+    assert r"L = P + \frac{1}{m} \sum_{i=1}^{m} C^{(i)}" in text
+    assert r"\frac{\partial L}{\partial \theta} = \frac{\partial P}{\partial \theta} + " in text
+    assert r"P = \frac{1}{10} \lVert W \rVert_F^{2}" in text

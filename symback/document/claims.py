@@ -30,6 +30,7 @@ from ..engine import BATCH_SIZE, SAMPLE
 from ..functions import Activation
 from ..printing import Norm, Partial, PerSample
 from .analysis import random_values, value_of
+from .factors import PENALTY
 from .steps import GradL, LossAt, TotalPartial, Vanishes
 
 __all__ = ["claim_values", "unprime", "real_diff", "RELATIONS"]
@@ -234,20 +235,28 @@ def _batch_value(point, samples, e, means):
             return s.value(body.replace(lambda x: isinstance(x, Partial) and x.args[0] == C,
                                         lambda x: sp.Float(s._difference(x.args[1].name), 30)), "batch")
         return sum(at(s) for s in samples[int(lo) - 1:int(hi)])
+    # a one-sample graph's penalty P is not in its cost C: L = reduction of the Cᵢ + P
+    penalty = point.g.penalty if point.g.per_sample else sp.S.Zero
+    if e == PENALTY:
+        return point.value(penalty, "batch")
+    if isinstance(e, Partial) and e.args[0] == PENALTY:      # ∂P/∂θ, the penalty's own derivative
+        return point.value(d.penalty_gradient(e.args[1].name), "batch")
     if e == L:                      # the graph's reduction of the samples' costs
-        return mean([s.value(s.g.symbol(d.loss_name), "batch") for s in samples])
+        costs = mean([s.value(s.g.symbol(d.loss_name), "batch") for s in samples])
+        return costs + point.value(penalty, "batch") if penalty != 0 else costs
     if isinstance(e, Partial) and e.args[0] == L:
         # ∂L/∂v: the samples' ∂Cᵢ/∂v reduced as L reduces the Cᵢ
         # (a parameter: the whole gradient; a node q: the edge ∂C/∂q, the cost's own dependence on q)
         name = e.args[1].name
         if name in d.params and point.matrix:
             C = point.g.symbol(d.loss_name)
-            return mean([s.value(Partial(C, e.args[1]), "batch", total=True) for s in samples])
+            costs = mean([s.value(Partial(C, e.args[1]), "batch", total=True) for s in samples])
+            return costs + point.value(d.penalty_gradient(name), "batch") if penalty != 0 else costs
         if name in d.params:
             return mean([complex(s._difference(name)) for s in samples])
         partial = real_diff(point.g.expr(d.loss_name), e.args[1])
         return mean([s.value(partial, "batch") for s in samples])
-    if isinstance(e, (sp.Add, sp.Mul, sp.Pow)) and e.has(sp.Sum, L, PerSample):
+    if isinstance(e, (sp.Add, sp.Mul, sp.Pow)) and e.has(sp.Sum, L, PerSample, PENALTY):
         parts = [_batch_value(point, samples, a, means) for a in e.args]
         if isinstance(e, sp.Pow):
             return parts[0] ** parts[1]

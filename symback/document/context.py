@@ -209,10 +209,15 @@ def _loss(d, nt) -> dict:
     penalty = None
     L = sp.Symbol("L" if d.layout.loss_is_cost else d.loss_name)
     if d.layout.loss_is_cost:         # the loss is the per-sample cost: L reduces it
-        batch = sp.Eq(L, d.reduce(PerSample(C)), evaluate=False)
-        full = sp.Eq(L, d.batch_loss(), evaluate=False)
         theta = sp.Symbol("theta")
-        gradient = sp.Eq(Partial(L, theta), d.reduce(Partial(PerSample(C), theta)), evaluate=False)
+        costs, slopes = d.reduce(PerSample(C)), d.reduce(Partial(PerSample(C), theta))
+        if g.per_sample and g.penalty != 0:
+            # a one-sample graph's penalty P is not in its cost: L = (1/m) Σ Cᵢ + P
+            penalty = sp.Eq(PENALTY, g.penalty, evaluate=False)
+            costs, slopes = sp.Add(costs, PENALTY), sp.Add(slopes, Partial(PENALTY, theta))
+        batch = sp.Eq(L, costs, evaluate=False)
+        full = sp.Eq(L, d.batch_loss(), evaluate=False)
+        gradient = sp.Eq(Partial(L, theta), slopes, evaluate=False)
     else:                             # a matrix graph's loss node is L itself
         expr, C_sym = g.expr(d.loss_name), g.symbol(cost_name)
         rest = [t for t in sp.Add.make_args(expr) if not t.has(C_sym)]

@@ -41,6 +41,9 @@ def loss_claims(d, parts, cost) -> list[dict]:
     if parts["batch_full"] is not None:         # L over a batch: checked on a batch of samples
         out += [{"chain": [e.lhs, e.rhs], "batch": True}
                 for e in (parts["batch"], parts["batch_full"], parts["batch_gradient"])]
+        if parts["penalty"] is not None:        # a one-sample graph's P, outside its cost
+            out.append({"chain": [parts["penalty"].lhs, parts["penalty"].rhs],
+                        "means": {PENALTY: parts["penalty"].rhs}})
     else:
         out.append({"chain": [g.symbol(d.loss_name), parts["batch"].rhs]})
         C = g.symbol(g.cost_name)
