@@ -183,7 +183,10 @@ class LatexPrinter(_SympyLatexPrinter):
             if isinstance(a, sp.OneMatrix) and a.rows == 1:
                 body = self._print(b)
                 body = f"{{{body}}}" if re.search(r"[_^]", body) else body     # C_{x}: no double subscript
-                return rf"\sum_{{i=1}}^{{{self._print(a.cols)}}} {body}_{{i}}"
+                # rows of a batch are samples (i, as in L = (1/m) Σᵢ Cᵢ); the rows of one
+                # sample's matrix (a sequence's positions) are not: k, so the two never share i
+                k = "i" if not a.cols.is_Integer else "k"
+                return rf"\sum_{{{k}=1}}^{{{self._print(a.cols)}}} {body}_{{{k}}}"
             if isinstance(a, sp.Transpose) and a.arg == b:
                 return rf"\lVert {self._print(b)} \rVert_F^{{2}}"
         return super()._print_Trace(expr)
