@@ -236,7 +236,7 @@ def _batch_value(point, samples, e, means):
                                         lambda x: sp.Float(s._difference(x.args[1].name), 30)), "batch")
         return sum(at(s) for s in samples[int(lo) - 1:int(hi)])
     # a one-sample graph's penalty P is not in its cost C: L = reduction of the Cᵢ + P
-    penalty = point.g.penalty if point.g.per_sample else sp.S.Zero
+    penalty = point.g.penalty
     if e == PENALTY:
         return point.value(penalty, "batch")
     if isinstance(e, Partial) and e.args[0] == PENALTY:      # ∂P/∂θ, the penalty's own derivative

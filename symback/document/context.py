@@ -211,7 +211,7 @@ def _loss(d, nt) -> dict:
     if d.layout.loss_is_cost:         # the loss is the per-sample cost: L reduces it
         theta = sp.Symbol("theta")
         costs, slopes = d.reduce(PerSample(C)), d.reduce(Partial(PerSample(C), theta))
-        if g.per_sample and g.penalty != 0:
+        if g.penalty != 0:
             # a one-sample graph's penalty P is not in its cost: L = (1/m) Σ Cᵢ + P
             penalty = sp.Eq(PENALTY, g.penalty, evaluate=False)
             costs, slopes = sp.Add(costs, PENALTY), sp.Add(slopes, Partial(PENALTY, theta))
