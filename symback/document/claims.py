@@ -29,7 +29,7 @@ import sympy as sp
 from ..engine import BATCH_SIZE, SAMPLE
 from ..functions import Activation
 from ..printing import Norm, Partial, PerSample
-from .analysis import random_values, value_of
+from .analysis import value_of
 from .factors import PENALTY
 from .steps import GradL, LossAt, TotalPartial, Vanishes
 
@@ -190,7 +190,7 @@ def _sup(e):
 def _batch_values(point, chain, means):
     """Each member over a batch of samples, for every parameter standing in for θ."""
     d, g = point.d, point.g
-    samples = [point.at(_sample(point, k)) for k in range(3)]
+    samples = [point.at(point.draw_sample(k)) for k in range(3)]
     theta = sp.Symbol("theta")
     uses_theta = any(isinstance(e, sp.Basic) and e.has(theta) for e in chain)
     out = []
@@ -203,23 +203,6 @@ def _batch_values(point, chain, means):
     return out
 
 
-def _sample(point, k):
-    """Sample k of the batch: its own inputs and targets, the point's parameters."""
-    g = point.g
-    if point.matrix:        # one sample of a matrix graph (a sequence, an image): drawn as the point's
-        given = dict(point.values)
-        if k:
-            fresh = random_values(point.d, 1000 + k, rows=point.rows)
-            given.update({n: fresh[n] for n in g.input_names + g.target_names})
-        return given
-    rng = random.Random(1000 + k)
-    given = {n: v for n, v in ((n, point.env[g.symbol(n)]) for n in g.param_names)}
-    for n in g.input_names + g.target_names:
-        given[n] = point.env[g.symbol(n)] if k == 0 else sp.Float(
-            rng.uniform(0.1, 0.9) if g.kind(n) == "target" else rng.uniform(-1, 1.2), 40)
-    return given
-
-
 def _batch_value(point, samples, e, means):
     d = point.d
     mean = (lambda xs: sum(xs) / len(xs)) if d.reduction == "mean" else sum    # noqa: E731 - the reduction
@@ -229,12 +212,8 @@ def _batch_value(point, samples, e, means):
         body = e.function.replace(lambda x: isinstance(x, PerSample), lambda x: x.args[0])
         C = point.g.symbol(d.loss_name)
 
-        def at(s):      # ∂Cᵢ/∂θ is the sample's whole gradient (every path), not one edge of it
-            if s.matrix:    # the engine's gradient, which the point checked against a difference
-                return s.value(body, "batch", total=isinstance(body, Partial))
-            return s.value(body.replace(lambda x: isinstance(x, Partial) and x.args[0] == C,
-                                        lambda x: sp.Float(s._difference(x.args[1].name), 30)), "batch")
-        return sum(at(s) for s in samples[int(lo) - 1:int(hi)])
+        # ∂Cᵢ/∂θ is the sample's whole gradient (every path), not one edge of it
+        return sum(s.sample_slope(body, C) for s in samples[int(lo) - 1:int(hi)])
     # a one-sample graph's penalty P is not in its cost C: L = reduction of the Cᵢ + P
     penalty = point.g.penalty
     if e == PENALTY:
@@ -248,12 +227,10 @@ def _batch_value(point, samples, e, means):
         # ∂L/∂v: the samples' ∂Cᵢ/∂v reduced as L reduces the Cᵢ
         # (a parameter: the whole gradient; a node q: the edge ∂C/∂q, the cost's own dependence on q)
         name = e.args[1].name
-        if name in d.params and point.matrix:
-            C = point.g.symbol(d.loss_name)
-            costs = mean([s.value(Partial(C, e.args[1]), "batch", total=True) for s in samples])
-            return costs + point.value(d.penalty_gradient(name), "batch") if penalty != 0 else costs
         if name in d.params:
-            return mean([complex(s._difference(name)) for s in samples])
+            C = point.g.symbol(d.loss_name)
+            costs = mean([s.cost_gradient(name, C) for s in samples])
+            return costs + point.value(d.penalty_gradient(name), "batch") if penalty != 0 else costs
         partial = real_diff(point.g.expr(d.loss_name), e.args[1])
         return mean([s.value(partial, "batch") for s in samples])
     if isinstance(e, (sp.Add, sp.Mul, sp.Pow)) and e.has(sp.Sum, L, PerSample, PENALTY):
