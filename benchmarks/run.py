@@ -148,8 +148,7 @@ def symback_step(sizes, activation, output, loss):
     def data_in(X, Y):
         return np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(Y, dtype=np.float64)
 
-    def step(X, Y, state, lr):
-        return float(m.step(X, Y, state, lr=lr))
+    step = m.step       # (X, Y, params, lr) -> the loss as a float, as the baselines' steps
 
     def params_out(state):
         return {k: np.array(v, dtype=np.float64) for k, v in state.items()}
