@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 import sympy as sp
 
 from .convbias import conv_biases
+from .flash import flash_attention
 from .heads import group_heads
 from .lowering import EXPR_OPS, Stmt, Tr
 from .matrix import BATCH
@@ -439,5 +440,5 @@ def shared_ones(stmts: list[Stmt], fn) -> list[Stmt]:
 
 #: the passes between selection and printing, in order: each ``(body, fn) -> body``, each
 #: deciding from ``fn.printer`` whether it applies
-PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, reselect, cse, schedule,
-          fuse_updates, sum_products, shared_ones)
+PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, flash_attention, reselect, cse,
+          schedule, fuse_updates, sum_products, shared_ones)
