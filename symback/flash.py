@@ -25,7 +25,7 @@ from collections import Counter
 import sympy as sp
 
 from .heads import regroup
-from .lowering import Stmt, Tr
+from .lowering import Stmt, Tr, select
 
 __all__ = ["KINDS", "flash_attention"]
 
@@ -42,7 +42,6 @@ def flash_attention(stmts: list[Stmt], fn) -> list[Stmt]:
     if "flash_attention" not in kernels or not any(st.op in ("masked_scores", "heads_masked_scores")
                                                    for st in stmts):
         return stmts
-    from .passes import select          # (passes imports this module)
     grouped = stmts if "heads" in kernels else regroup(stmts, fn.low)
     body = select(grouped, fn.keep)
     made = {st.target: st for st in body}

@@ -52,7 +52,10 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: at once, symback.heads) unless asked: on a CPU its (n, heads, T, T) scores cost more
     #: than the head-by-head calls they save (a T = 64, 4-head block's step 1.27–1.38× torch
     #: autograd's grouped, 1.09–1.22× head by head, float64 and float32, one thread): each is
-    #: a fresh allocation past the cache, where one head's scores stay in it
+    #: a fresh allocation past the cache, where one head's scores stay in it.  Causal multi-head
+    #: attention's forward and backward by the fused attention kernels (``flash_attention``,
+    #: symback.flash, heads grouped for them alone): the T = 64, 4-head block's step 1.09 → 0.98×
+    #: torch autograd (float64), 1.18 → 1.01× (float32), one thread, same-process interleaved
     kernels = frozenset(KERNELS) - {"heads"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
