@@ -12,6 +12,7 @@ A generated function (``_predict``, ``_grad``, ``_step``, ...) is a list of
    (:mod:`symback.convbias`, attention's heads at once: :mod:`symback.heads`);
    ``flash_attention``: causal multi-head attention, forward and backward, as the library's
    fused attention kernels where the grouped statements are exactly that (:mod:`symback.flash`);
+   ``affine_norms``: a row norm's γ, β and their δ by the layer-norm kernels (:mod:`symback.affine_norm`);
 3. ``cse``: :func:`sympy.cse` over every element-wise formula of the function;
 4. ``schedule`` (``step``): a parameter's update right after the last statement that reads
    the parameter, its product just before it;
@@ -30,6 +31,7 @@ from collections import Counter, defaultdict
 import sympy as sp
 
 from .convbias import conv_biases
+from .affine_norm import affine_norms
 from .flash import flash_attention
 from .heads import group_heads
 from .lowering import EXPR_OPS, Stmt, Tr, select
@@ -432,5 +434,5 @@ def shared_ones(stmts: list[Stmt], fn) -> list[Stmt]:
 
 #: the passes between selection and printing, in order: each ``(body, fn) -> body``, each
 #: deciding from ``fn.printer`` whether it applies
-PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, flash_attention, reselect, cse,
-          schedule, fuse_updates, sum_products, shared_ones)
+PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, flash_attention, affine_norms,
+          reselect, cse, schedule, fuse_updates, sum_products, shared_ones)

@@ -55,7 +55,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: a fresh allocation past the cache, where one head's scores stay in it.  Causal multi-head
     #: attention's forward and backward by the fused attention kernels (``flash_attention``,
     #: symback.flash, heads grouped for them alone): the T = 64, 4-head block's step 1.09 → 0.98×
-    #: torch autograd (float64), 1.18 → 1.01× (float32), one thread, same-process interleaved
+    #: torch autograd (float64), 1.18 → 1.01× (float32), one thread, same-process interleaved;
+    #: with γ, β in the layer-norm kernels too (``layer_norm_affine``, symback.affine_norm)
+    #: 1.13 → 0.99× (float64), 1.02 → 0.97× (float32, against flash alone)
     kernels = frozenset(KERNELS) - {"heads"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
@@ -273,6 +275,17 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         mean and 1/σ: torch's ``native_layer_norm_backward`` (no γ, β; only the input's δ)."""
         return (f"torch.ops.aten.native_layer_norm_backward({g}, {h}, ({d},), {pair}[1], {pair}[2], "
                 f"None, None, (True, False, False))[0]")
+
+    def op_layer_norm_affine(self, h: str, g: str, b: str, eps: str, d) -> str:
+        """(β + γ ⊙ Ĥ, each row's mean, each row's 1/σ) for Ĥ = norm(H) row by row, γ and β (1, d)
+        rows (symback.affine_norm): torch's ``native_layer_norm`` with weight and bias."""
+        return f"torch.native_layer_norm({h}, ({d},), {g}.view(-1), {b}.view(-1), {eps})"
+
+    def op_layer_norm_affine_vjp(self, dn: str, pair: str, h: str, g: str, b: str, eps: str, d, dh: bool) -> str:
+        """(δH or None, δγ, δβ) of op_layer_norm_affine's value `pair` from δN: torch's
+        ``native_layer_norm_backward`` with weight and bias (δH only where asked)."""
+        return (f"torch.ops.aten.native_layer_norm_backward({dn}, {h}, ({d},), {pair}[1], {pair}[2], "
+                f"{g}.view(-1), {b}.view(-1), ({dh}, True, True))")
 
     def op_masked_scores(self, a: str, b: str, c: str, rows, cols) -> str:
         """M + c·(a b) for each sample, M the causal mask (0, and −∞ above the diagonal):
