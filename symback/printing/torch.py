@@ -328,14 +328,22 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     def op_flash_attention(self, q: str, k: str, v: str, c: str) -> str:
         """(softmax(c·q kᵀ + M) v, each row's log-sum-exp) for each sample and head, M the causal
         mask (symback.flash): torch's fused CPU attention kernel, the one autograd's
-        ``scaled_dot_product_attention(is_causal=True)`` runs."""
-        return f"torch.ops.aten._scaled_dot_product_flash_attention_for_cpu({q}, {k}, {v}, 0.0, True, scale={c})"
+        ``scaled_dot_product_attention(is_causal=True)`` runs on a CPU."""
+        return self._on_cpu(q, "_scaled_dot_product_flash_attention_for_cpu", [q, k, v], f"0.0, True, scale={c}")
 
     def op_flash_attention_vjp(self, d: str, q: str, k: str, v: str, pair: str, c: str) -> str:
         """(δq, δk, δv) of op_flash_attention's value `pair` from δ of its output: the kernel's
         backward (symback.flash)."""
-        return (f"torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward({d}, {q}, {k}, {v}, "
-                f"{pair}[0], {pair}[1], 0.0, True, scale={c})")
+        return self._on_cpu(q, "_scaled_dot_product_flash_attention_for_cpu_backward",
+                            [d, q, k, v, f"{pair}[0]", f"{pair}[1]"], f"0.0, True, scale={c}")
+
+    @staticmethod
+    def _on_cpu(x: str, op: str, tensors: list, rest: str) -> str:
+        """A CPU-only aten kernel's call; on another device (x's) the operands go to the CPU and
+        the results come back (the kernel has no other device's version: correct, not fast)."""
+        call = lambda ts: f"torch.ops.aten.{op}({', '.join(ts)}, {rest})"     # noqa: E731
+        return (f"({call(tensors)} if {x}.is_cpu else tuple(r.to({x}.device) for r in "
+                f"{call([t + '.cpu()' for t in tensors])}))")
 
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
