@@ -31,12 +31,16 @@ import sympy as sp
 
 from .lowering import Stmt, Tr
 
-__all__ = ["HEAD_OPS", "KINDS", "group_heads"]
+__all__ = ["HEAD_OPS", "KINDS", "VIEWS", "group_heads", "regroup"]
 
 #: the operations over a heads axis, element-wise formulas aside (those stay ``let``)
 GROUPED = ("matmul", "masked_scores", "softmax", "softmax_vjp", "mask")
 #: the statements this pass makes, for the printer (:func:`head_code`)
 HEAD_OPS = ("split_heads", "head", "merge_heads") + tuple(f"heads_{op}" for op in GROUPED)
+#: the statements of this pass whose value may share its operand's memory (a split that is not
+#: copied, a head, a merge of heads laid out side by side already): the printing's liveness
+#: must not reuse the operand's buffer while the view is read
+VIEWS = ("split_heads", "head", "merge_heads")
 
 
 def _batched(shapes, x) -> bool:
@@ -144,7 +148,12 @@ def group_heads(stmts: list[Stmt], fn) -> list[Stmt]:
     of :mod:`symback.passes`, for a printer with ``heads`` in its kernels."""
     if "heads" not in fn.printer.kernels:
         return stmts
-    low = fn.low
+    return regroup(stmts, fn.low)
+
+
+def regroup(stmts: list[Stmt], low) -> list[Stmt]:
+    """:func:`group_heads`'s regrouping, whatever the printer (:mod:`symback.flash` reads the
+    grouped statements); `low` gives the shapes and fresh names."""
     member, before = _splits(stmts, low)
     if not member:
         return stmts

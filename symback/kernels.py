@@ -21,6 +21,12 @@ stated here in SymPy, and is used only where the derived expression *is* that fo
 * ``heads``: not a kernel either: attention's per-head statements (the column blocks of Q,
   K, V) done once over a heads axis, (n, heads, T, d/heads) (:func:`symback.heads.group_heads`);
   a printer's choice (the torch printer's only when asked: ``TorchPrinter(heads=True)``);
+* ``flash_attention``: causal multi-head attention's forward softmax(c·Q Kᵀ + M) V and its
+  derived backward as the library's fused attention kernel and its backward, where the grouped
+  statements are exactly those (:func:`symback.flash.flash_attention`);
+* ``layer_norm_affine``: β + γ ⊙ norm(H) and the derived δH, δγ, δβ by the layer-norm kernels
+  with weight and bias, where the statements are exactly those
+  (:func:`symback.affine_norm.affine_norms`);
 * ``addmm``: c + Σ Aᵢ Bᵢ, products summed by the GEMM that accumulates (and a step's
   W − A B into W itself), where each product is read only by its sum
   (:func:`symback.passes.sum_products`);
@@ -45,7 +51,8 @@ from .proofs import proved_equal
 __all__ = ["KERNELS", "LIBRARY_FORMS", "KernelPrime", "prime"]
 
 #: the kernels a printer may name in its ``kernels``
-KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores", "layer_norm", "head_products", "addmm", "heads")
+KERNELS = ("softmax", "softmax_vjp", "gelu_prime", "masked_scores", "layer_norm", "head_products", "addmm", "heads",
+           "flash_attention", "layer_norm_affine")
 
 _x = sp.Symbol("x", real=True)
 #: activation -> (the kernel of its derivative, what the library's forward kernel computes,

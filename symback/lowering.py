@@ -28,7 +28,7 @@ from .kernels import primes
 from .kinds.base import BATCH, Kind, is_matrix
 from .kinds.select import Held, lower_product, selection
 
-__all__ = ["Stmt", "Tr", "Lowering", "broadcast", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
+__all__ = ["Stmt", "Tr", "Lowering", "broadcast", "select", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
 #: operations whose result is a view of their first operand (never overwritten in place)
 VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten", "pair_item")
@@ -74,6 +74,16 @@ def broadcast(*shapes) -> tuple:
         dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0} - {1, sp.S.One}
         out.append(dims.pop() if dims else sp.S.One)
     return tuple(out)
+
+
+def select(stmts: list[Stmt], wanted: set) -> list[Stmt]:
+    """The statements `wanted` depends on, in order."""
+    need, out = set(wanted), []
+    for st in reversed(stmts):
+        if st.target in need:
+            out.append(st)
+            need |= st.reads()
+    return out[::-1]
 
 
 class Lowering:

@@ -10,6 +10,9 @@ A generated function (``_predict``, ``_grad``, ``_step``, ...) is a list of
 2. ``convolutions``, ``conv_biases``, ``pool_indices``, ``masked_scores``, ``group_heads``:
    derived products read as the library's kernels, where the printer has them
    (:mod:`symback.convbias`, attention's heads at once: :mod:`symback.heads`);
+   ``flash_attention``: causal multi-head attention, forward and backward, as the library's
+   fused attention kernels where the grouped statements are exactly that (:mod:`symback.flash`);
+   ``affine_norms``: a row norm's γ, β and their δ by the layer-norm kernels (:mod:`symback.affine_norm`);
 3. ``cse``: :func:`sympy.cse` over every element-wise formula of the function;
 4. ``schedule`` (``step``): a parameter's update right after the last statement that reads
    the parameter, its product just before it;
@@ -28,8 +31,10 @@ from collections import Counter, defaultdict
 import sympy as sp
 
 from .convbias import conv_biases
+from .affine_norm import affine_norms
+from .flash import flash_attention
 from .heads import group_heads
-from .lowering import EXPR_OPS, Stmt, Tr
+from .lowering import EXPR_OPS, Stmt, Tr, select
 from .matrix import BATCH
 
 __all__ = ["Function", "PASSES", "select", "reads_of", "copies", "convolutions", "pool_indices", "masked_scores",
@@ -57,16 +62,6 @@ def reads_of(st: Stmt) -> set:
 
 def _read_counts(stmts) -> Counter:
     return Counter(s for st in stmts for s in reads_of(st))
-
-
-def select(stmts: list[Stmt], wanted: set) -> list[Stmt]:
-    """The statements `wanted` depends on, in order."""
-    need, out = set(wanted), []
-    for st in reversed(stmts):
-        if st.target in need:
-            out.append(st)
-            need |= st.reads()
-    return out[::-1]
 
 
 def _propagate(stmts: list[Stmt], keep: set, shape_of) -> list[Stmt]:
@@ -439,5 +434,5 @@ def shared_ones(stmts: list[Stmt], fn) -> list[Stmt]:
 
 #: the passes between selection and printing, in order: each ``(body, fn) -> body``, each
 #: deciding from ``fn.printer`` whether it applies
-PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, reselect, cse, schedule,
-          fuse_updates, sum_products, shared_ones)
+PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, flash_attention, affine_norms,
+          reselect, cse, schedule, fuse_updates, sum_products, shared_ones)

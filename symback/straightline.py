@@ -22,7 +22,7 @@ from functools import partial
 
 import sympy as sp
 
-from . import convbias, heads
+from . import affine_norm, convbias, flash, heads
 from .image import IMAGE_OPS
 from .lowering import EXPR_OPS, VIEWS, Stmt, Tr
 from .passes import PASSES, Function, reads_of, select
@@ -60,6 +60,10 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
         body = run(body, fn)
     arrays = {s for s, shp in low.shapes.items() if shp != ()} | {st.target for st in body if st.shape != ()}
     return _Printing(fn, arrays, protected | set(spec.inputs) | set(spec.results)).lines(body)
+
+
+#: the statements whose value may be a view of their first operand's buffer
+_VIEWS = VIEWS + heads.VIEWS
 
 
 class _Printing:
@@ -119,7 +123,7 @@ class _Printing:
         for i, st in enumerate(body):
             for r in reads[i]:
                 self.last[r] = i
-            if st.op in VIEWS and st.args and isinstance(st.args[0], sp.Symbol):
+            if st.op in _VIEWS and st.args and isinstance(st.args[0], sp.Symbol):
                 alias[st.target] = st.args[0]
         last, arrays, protected = self.last, self.arrays, self.protected
         targets = {st.target for st in body}
@@ -141,10 +145,10 @@ class _Printing:
             for n in syms:
                 if count[roots[n]] > 1:          # two names of one buffer in one formula: keep it
                     continue
-                if st_of.get(n) in VIEWS or n not in arrays:
+                if st_of.get(n) in _VIEWS or n not in arrays:
                     continue
                 group = members.get(roots[n], set()) | {n}
-                if any(k in protected for k in group) or any(st_of.get(k) in VIEWS for k in group):
+                if any(k in protected for k in group) or any(st_of.get(k) in _VIEWS for k in group):
                     continue
                 if all(last.get(k, -1) <= i for k in group):
                     out.add(n)
@@ -362,11 +366,12 @@ KINDS = {
     "value": lambda c, st: f"values[{st.args[0]!r}]",
     "batch": lambda c, st: "X.shape[0]",
     **{op: partial(_image, batch=False) for op in IMAGE_OPS},
-    **heads.KINDS, **convbias.KINDS,        # (the statements of those passes: symback.passes)
+    **heads.KINDS, **convbias.KINDS, **flash.KINDS, **affine_norm.KINDS,   # (the passes' statements: symback.passes)
 }
 #: the kinds printed the same whether or not an operand carries the batch axis
 _ANY_SHAPE = ("let", "update", "addmm", "concat", "pair_item", "layer_norm", "layer_norm_vjp", "masked_scores",
-              "maxpool_pair", "maxpool_vjp_idx", "ones") + tuple(heads.KINDS) + tuple(convbias.KINDS)
+              "maxpool_pair", "maxpool_vjp_idx", "ones") + tuple(heads.KINDS) + tuple(convbias.KINDS) \
+    + tuple(flash.KINDS) + tuple(affine_norm.KINDS)
 #: statement kind -> its printing when an operand carries the batch axis (others: ``op_b<op>``)
 BATCHED = {
     **{op: _breduction for op in EXPR_OPS if op != "let"},

@@ -26,38 +26,15 @@ from symback.printing.torch import TorchPrinter
 from symback.passes import select
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
-
-
-def _close(a, b, rtol=1e-8):
-    a = np.asarray(a.detach() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
-    b = np.asarray(b.detach() if isinstance(b, torch.Tensor) else b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    assert float(np.abs(a - b).max()) <= rtol * max(1.0, float(np.abs(b).max()))
-
-
-def _attention(x, t, heads, causal):
-    """The block's attention, every head in one scaled_dot_product_attention call."""
-    n, T, d = x.shape
-    split = lambda z: z.reshape(n, T, heads, d // heads).transpose(1, 2)       # noqa: E731
-    o = F.scaled_dot_product_attention(split(x @ t["Wq2"]), split(x @ t["Wk2"]), split(x @ t["Wv2"]),
-                                       is_causal=causal)
-    return o.transpose(1, 2).reshape(n, T, d) @ t["Wo2"]
-
-
-def _predict(x, t, heads, causal):
-    """Pre-LN transformer block then a Dense (sb.TransformerBlock + sb.Dense's parameters)."""
-    d = x.shape[-1]
-    h = x + _attention(F.layer_norm(x, (d,), t["gamma1"][0], t["beta1"][0], eps=1e-5), t, heads, causal)
-    a = F.layer_norm(h, (d,), t["gamma3"][0], t["beta3"][0], eps=1e-5)
-    h = h + F.gelu(a @ t["W4"] + t["b4"], approximate="tanh") @ t["W5"] + t["b5"]
-    return h @ t["W6"] + t["b6"]
+from _torch_block import check_against_autograd, check_vjp, close as _close  # noqa: E402  (needs torch)
 
 
 def _grouped(dv):
-    """The torch Model of `dv` printed with the heads grouped."""
-    return model_class("torch")(dv, "float64", _load(codegen_module(dv, "float64", TorchPrinter(heads=True),
-                                                                     vjp=True)))
+    """The torch Model of `dv` printed with the heads grouped (the grouped statements themselves:
+    not read as the fused attention kernels, which test_flash.py tests)."""
+    printer = TorchPrinter(heads=True)
+    printer.kernels = printer.kernels - {"flash_attention"}
+    return model_class("torch")(dv, "float64", _load(codegen_module(dv, "float64", printer, vjp=True)))
 
 
 def _net(T, d, heads, causal):
@@ -86,17 +63,7 @@ def test_grouped_heads_equal_torch_autograd(T, d, heads, causal):
         assert step.count("torch.softmax(") == 1 and step.count("torch._softmax_backward_data(") == 1
     else:               # one head: no blocks, nothing to group
         assert ".unflatten(-1" not in src
-    t = {p: torch.tensor(v, requires_grad=True) for p, v in params.items()}
-    L = ((_predict(torch.tensor(X), t, heads, causal) - torch.tensor(Y)) ** 2).sum(dim=(1, 2)).mean()
-    L.backward()
-    value, grads = m.value_and_grad(X, Y, params)
-    assert value == pytest.approx(L.item(), rel=1e-8)
-    for p in params:
-        _close(grads[p], t[p].grad)
-    moved = {p: torch.tensor(v) for p, v in params.items()}
-    m.step(X, Y, moved, lr=0.1)                     # the step moves each parameter by lr · gradient
-    for p in params:
-        _close(moved[p], params[p] - 0.1 * t[p].grad.numpy())
+    check_against_autograd(m, params, X, Y, heads, causal)    # loss, gradients, a step
 
 
 @pytest.mark.parametrize("T, d, heads, causal", [(6, 4, 2, True), (4, 8, 4, False)])
@@ -105,22 +72,15 @@ def test_grouped_forward_values_and_layer_vjp(T, d, heads, causal):
     VJP of the network as a layer (partly grouped: its P_h are given values) is autograd's."""
     dv, params, X, Y = _net(T, d, heads, causal)
     m, plain = _grouped(dv), sb.compile(dv, backend="torch", dtype="float64")
-    assert ".unflatten(-1" not in plain.source and ".unflatten(-1" in m.source   # (not by default)
+    fwd = lambda src: src[src.index("def forward"):src.index("\ndef ", src.index("def forward") + 1)]  # noqa: E731
+    assert ".unflatten(-1" not in fwd(plain.source) and ".unflatten(-1" in fwd(m.source)   # (not by default)
     tp = {k: torch.tensor(v) for k, v in params.items()}
     got, want = m._ns["forward"](torch.tensor(X), torch.tensor(Y), tp), plain._ns["forward"](
         torch.tensor(X), torch.tensor(Y), tp)
     assert got.keys() == want.keys() and any(k.startswith("P2_") for k in got)
     for k in want:
         _close(got[k], want[k], rtol=1e-12)
-    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    x = torch.tensor(X, requires_grad=True)
-    Yhat = _predict(x, t, heads, causal)
-    G = np.random.default_rng(5).normal(size=tuple(Yhat.shape))
-    (Yhat * torch.tensor(G)).sum().backward()
-    dX, grads = m.vjp(X, params, G)
-    _close(dX, x.grad)
-    for k in params:
-        _close(grads[k], t[k].grad)
+    check_vjp(m, params, X, heads, causal)
 
 
 # ------------------------------------------------------------------ the pass on statement lists
