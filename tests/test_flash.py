@@ -31,10 +31,10 @@ CASES = [(T, d, heads, causal, grouped) for (T, d, heads), causal, grouped in
 
 @pytest.mark.parametrize("T, d, heads, causal, grouped", CASES)
 def test_attention_by_the_fused_kernels_equals_torch_autograd(T, d, heads, causal, grouped):
-    """The default torch printer (and the one that groups the heads): the kernels in the step and
+    """The torch printer with ``flash=True`` (and heads grouped or not): the kernels in the step and
     the gradient exactly for causal multi-head attention; loss, gradients, a step = autograd's."""
     dv, params, X, Y = net(T, d, heads, causal)
-    m = model(dv, TorchPrinter(heads=grouped))
+    m = model(dv, TorchPrinter(heads=grouped, flash=True))
     src = m._ns["__source__"]
     used = causal and heads > 1
     for name in ("_step", "_grad"):
@@ -49,9 +49,7 @@ def test_not_without_the_kernel_nor_where_p_is_exported():
     """A printer without the kernel prints the head-by-head statements (same values); forward(),
     which returns each head's P, keeps its softmax."""
     dv, params, X, Y = net(6, 4, 2, True)
-    plain = TorchPrinter()
-    plain.kernels = plain.kernels - {"flash_attention"}
-    a, b = model(dv, plain), model(dv, TorchPrinter())
+    a, b = model(dv, TorchPrinter()), model(dv, TorchPrinter(flash=True))     # (the default: no kernel)
     assert KERNEL not in a._ns["__source__"] and KERNEL not in function(b._ns["__source__"], "forward")
     va, ga = a.value_and_grad(X, Y, params)
     vb, gb = b.value_and_grad(X, Y, params)
@@ -69,7 +67,7 @@ class _Fn:
     """What the pass reads of a passes.Function (the heads already grouped: heads=True)."""
 
     def __init__(self, low, keep):
-        self.low, self.printer, self.keep = low, TorchPrinter(heads=True), set(keep)
+        self.low, self.printer, self.keep = low, TorchPrinter(heads=True, flash=True), set(keep)
 
 
 def _stmts(mask="causal", scale=C, extra_reader=False, dp_from_q=False):

@@ -57,8 +57,11 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: symback.flash, heads grouped for them alone): the T = 64, 4-head block's step 1.09 → 0.98×
     #: torch autograd (float64), 1.18 → 1.01× (float32), one thread, same-process interleaved;
     #: with γ, β in the layer-norm kernels too (``layer_norm_affine``, symback.affine_norm)
-    #: 1.13 → 0.99× (float64), 1.02 → 0.97× (float32, against flash alone)
-    kernels = frozenset(KERNELS) - {"heads"}
+    #: 1.13 → 0.99× (float64), 1.02 → 0.97× (float32, against flash alone).  The attention
+    #: kernel only when asked (``flash=True``): torch has it for the CPU alone, and on another
+    #: device the printed call would send Q, K, V to the CPU and back every step (correct, and
+    #: unmeasured: no GPU was lent), where the head-by-head code stays on the device
+    kernels = frozenset(KERNELS) - {"heads", "flash_attention"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
     #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
@@ -67,13 +70,17 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
 
-    def __init__(self, settings=None, kernels: bool = True, heads: bool = False):
+    def __init__(self, settings=None, kernels: bool = True, heads: bool = False, flash: bool = False):
         """``kernels=False``: no fused kernel (symback.kernels), every derived expression
         printed as its own element-wise formula (what the kernels are tested against);
-        ``heads=True``: attention's heads computed all at once (symback.heads)."""
+        ``heads=True``: attention's heads computed all at once (symback.heads);
+        ``flash=True``: causal multi-head attention by torch's fused CPU attention kernels
+        (symback.flash)."""
         super().__init__(settings)
         if heads and kernels:
             self.kernels = self.kernels | {"heads"}
+        if flash and kernels:
+            self.kernels = self.kernels | {"flash_attention"}
         if not kernels:     # (products summed by addmm stay: they are no element-wise formula)
             self.kernels = frozenset({"addmm"})
             self.native = {k: v for k, v in self.native.items() if k not in self.prime_kernels}
