@@ -109,7 +109,7 @@ class PassOn(sp.Lambda):
 
     def __new__(cls, signature, expr):
         sig = sp.Tuple(*signature) if isinstance(signature, (tuple, sp.Tuple)) else sp.Tuple(signature)
-        return sp.Expr.__new__(cls, sig, sp.sympify(expr))
+        return sp.Expr.__new__(cls, sig, sp.sympify(expr, strict=True))     # a SymPy δ, never text
 
 
 PENALTY = sp.Symbol("P")
