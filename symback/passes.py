@@ -7,9 +7,9 @@ A generated function (``_predict``, ``_grad``, ``_step``, ...) is a list of
 
 1. ``copies``: aliases (x = y) and numbers (x = lr/m) substituted into their users, and
    ``t = X.T @ D; δ_W = t`` written ``δ_W = X.T @ D``;
-2. ``convolutions``, ``conv_biases``, ``pool_indices``, ``masked_scores``, ``group_heads``:
+2. ``convolutions``, ``conv_biases``, ``conv_grads``, ``pool_indices``, ``masked_scores``, ``group_heads``:
    derived products read as the library's kernels, where the printer has them
-   (:mod:`symback.convbias`, attention's heads at once: :mod:`symback.heads`);
+   (:mod:`symback.convkernels`, attention's heads at once: :mod:`symback.heads`);
    ``flash_attention``: causal multi-head attention, forward and backward, as the library's
    fused attention kernels where the grouped statements are exactly that (:mod:`symback.flash`);
    ``affine_norms``: a row norm's γ, β and their δ by the layer-norm kernels (:mod:`symback.affine_norm`);
@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 
 import sympy as sp
 
-from .convbias import conv_biases
+from .convkernels import conv_biases, conv_grads
 from .affine_norm import affine_norms
 from .flash import flash_attention
 from .heads import group_heads
@@ -434,5 +434,5 @@ def shared_ones(stmts: list[Stmt], fn) -> list[Stmt]:
 
 #: the passes between selection and printing, in order: each ``(body, fn) -> body``, each
 #: deciding from ``fn.printer`` whether it applies
-PASSES = (copies, convolutions, conv_biases, pool_indices, masked_scores, group_heads, flash_attention, affine_norms,
+PASSES = (copies, convolutions, conv_biases, conv_grads, pool_indices, masked_scores, group_heads, flash_attention, affine_norms,
           reselect, cse, schedule, fuse_updates, sum_products, shared_ones)

@@ -22,7 +22,7 @@ from functools import partial
 
 import sympy as sp
 
-from . import affine_norm, convbias, flash, heads
+from . import affine_norm, convkernels, flash, heads
 from .image import IMAGE_OPS
 from .lowering import EXPR_OPS, VIEWS, Stmt, Tr
 from .passes import PASSES, Function, reads_of, select
@@ -399,11 +399,11 @@ KINDS = {
     "value": lambda c, st: f"values[{st.args[0]!r}]",
     "batch": lambda c, st: "X.shape[0]",
     **{op: partial(_image, batch=False) for op in IMAGE_OPS},
-    **heads.KINDS, **convbias.KINDS, **flash.KINDS, **affine_norm.KINDS,   # (the passes' statements: symback.passes)
+    **heads.KINDS, **convkernels.KINDS, **flash.KINDS, **affine_norm.KINDS,   # (the passes' statements: symback.passes)
 }
 #: the kinds printed the same whether or not an operand carries the batch axis
 _ANY_SHAPE = ("let", "update", "addmm", "concat", "pair_item", "layer_norm", "layer_norm_vjp", "masked_scores",
-              "maxpool_pair", "maxpool_vjp_idx", "ones") + tuple(heads.KINDS) + tuple(convbias.KINDS) \
+              "maxpool_pair", "maxpool_vjp_idx", "ones") + tuple(heads.KINDS) + tuple(convkernels.KINDS) \
     + tuple(flash.KINDS) + tuple(affine_norm.KINDS)
 #: statement kind -> its printing when an operand carries the batch axis (others: ``op_b<op>``)
 BATCHED = {

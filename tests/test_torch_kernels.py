@@ -103,9 +103,15 @@ def test_cnn_softmax_cross_entropy_kernels_equal_torch_autograd():
                                              padding=pad)), 2)
         return F.cross_entropy(a.flatten(1) @ t["W3"] + t["b3"], y.argmax(1))
     fused = _check(dv, params, X, Y, loss, ("torch.softmax(", "torch.log_softmax("))
-    # each convolution's bias added by the convolution kernel, its δ one reduction (symback.convbias)
+    # each convolution's bias added by the convolution kernel, its δ one reduction (symback.convkernels)
     step = fused.source[fused.source.index("def _step"):]
     assert "conv2d(X.reshape(X.shape[0], 2, 10, 10), K1.T.reshape(-1, 2, 3, 3), b1.reshape(-1)" in step and "b2 -= delta_Z2.sum(dim=(0, 2))" in step, step
+    # the second convolution's two backward products by one kernel call, the first's (whose
+    # input X needs no δ) by the weight-gradient alone; the numbers are _check's (autograd)
+    step = step[:step.index("\n\n\n")]
+    assert step.count("_conv_grads(") == 1 and step.count("_conv_wgrad(") == 1 and "_conv_igrad(" not in step, step
+    vjp = fused.source[fused.source.index("def _vjp("):]      # (X's δ too: both by one call each)
+    assert vjp[:vjp.index("\n\n\n")].count("_conv_grads(") == 2
 
 
 def test_gelu_kernel_is_proved_to_be_the_registered_definition(monkeypatch):

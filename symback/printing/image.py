@@ -310,6 +310,16 @@ def _conv_igrad(d, K, C, H, W, k, s, p):
     return g.reshape(n, C, H * W)
 
 
+def _conv_grads(a, d, K, C, H, W, k, s, p):
+    """(_conv_igrad(d, K, ...), _conv_wgrad(a, d, ...)) by one call of torch's convolution
+    backward kernel, as autograd calls it."""
+    n, Co = a.shape[0], K.shape[1]
+    gi, gw, _ = torch.ops.aten.convolution_backward(
+        d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), a.reshape(n, C, H, W), K.T.reshape(Co, C, k, k),
+        None, [s, s], [p, p], [1, 1], False, [0, 0], 1, (True, True, False))
+    return gi.reshape(n, C, H * W), gw.reshape(Co, -1).T
+
+
 def _maxpool(a, C, H, W, k, s, p):
     """The maximum of each k-by-k window: torch's max_pool2d."""
     x = a.reshape(a.shape[0], C, H, W)

@@ -38,8 +38,10 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     extra_helpers += image.TORCH
     #: convolutions' derived products by torch's convolution kernels (see straightline.convolutions)
     conv_kernels = True
-    #: a convolution's bias added by the convolution kernel, its δ one reduction (symback.convbias)
+    #: a convolution's bias added by the convolution kernel, its δ one reduction (symback.convkernels)
     conv_bias = True
+    #: a convolution's two backward products of one δ by one kernel call (symback.convkernels)
+    conv_grads = True
     #: max-pooling's δ routed by the indices of the forward's pooling kernel (straightline.pool_indices)
     pool_indices = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
@@ -308,6 +310,11 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
         C, H, W, k, s, p = geometry
         return (f"torch.nn.functional.conv2d({a}.reshape({a}.shape[0], {C}, {H}, {W}), {K}.T.reshape(-1, {C}, {k}, {k}), "
                 f"{b}.reshape(-1), stride={s}, padding={p}).flatten(2)")
+
+    def op_conv_grads(self, a: str, d: str, K: str, geometry) -> str:
+        """(fold(K d) for each sample, Σ over the samples of unfold(a) dᵀ): both backward products
+        of one convolution (symback.convkernels), one kernel call."""
+        return image.call("conv_grads", [a, d, K], geometry)
 
     def op_bias_sum(self, d: str) -> str:
         """Σ over the samples and the positions (the last axis) of d: one value per channel."""
