@@ -13,7 +13,11 @@ scheduling, fused updates and products), printed here:
 * names: a value computed in a buffer made for it is printed under the buffer's final name
   (``Z1 = X @ W1; Z1 += b1``, not ``t3 = X @ W1; t3 += b1; Z1 = t3``), and a temporary
   that only copies a value under that value's name.  The lines are kept as parts (text,
-  symbols, formulas) until the names are known, then rendered once.
+  symbols, formulas) until the names are known, then rendered once;
+* devices: where the printer's kernels for CPU data alone (:data:`CPU_ONLY`, torch's fused
+  attention) changed a function, it is printed twice, ``_f_on_cpu`` with them and
+  ``_f_on_device`` by the printer's :meth:`off_cpu` without them, and ``f`` calls one of the
+  two by X's device at run time (the printer's :meth:`dispatch`).
 """
 from __future__ import annotations
 
@@ -52,9 +56,10 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
 
     ``low`` is the :class:`~symback.lowering.Lowering` the statements came
     from (their shapes and its supply of fresh names); ``protected`` the
-    symbols never overwritten (data, parameters).
+    symbols never overwritten (data, parameters).  Where the printer's CPU-only kernels
+    changed the function, the lines of three (see the module docstring).
     """
-    other = getattr(printer, "off_cpu", lambda: None)()
+    other = printer.off_cpu()
     lines, cpu_only = _built(spec, stmts, printer, low, protected)
     if other is None or not cpu_only:
         return lines

@@ -1,17 +1,17 @@
-"""Causal multi-head attention by torch's fused attention kernels (symback.flash): the derived
+"""Multi-head attention by torch's fused attention kernels (symback.flash): the derived
 statements of the forward and backward printed as ``_scaled_dot_product_flash_attention_for_cpu``
 and its backward where they are exactly that computation — by default, in the version of each
 function that runs on CPU data; the version for any other device (head by head) is printed
 beside it, the public name choosing by X's device (symback.straightline.build_function).
 
 Oracles: PyTorch autograd of the transformer block written with ``torch.nn.functional``
-(``scaled_dot_product_attention(is_causal=True)``, ``layer_norm``, ``gelu(approximate="tanh")``)
+(``scaled_dot_product_attention(is_causal=...)``, ``layer_norm``, ``gelu(approximate="tanh")``)
 at several and at random head counts and sizes, float64, relative 1e-8 — the prediction, the
 loss, every gradient, a step, the VJP — for the CPU versions and for the other device's
 versions called on CPU tensors (the code a GPU runs, tested without one); through
 ``m.module()`` inside a ``torch.nn.Module`` and through ``symback codegen``.  The source must
-show the kernels used, never a copy to the CPU, and no kernel where the statements are
-something else (no mask, one head, P read elsewhere, a δQ not scaled by the scores' scale,
+show the kernels used (causal or not), never a copy to the CPU, and no kernel where the
+statements are something else (another mask, one head, the unscaled scores read elsewhere, P read elsewhere, a δQ not scaled by the scores' scale,
 the kernel not in the printer's).
 """
 from __future__ import annotations
@@ -75,17 +75,18 @@ def _check_prediction(m, params, X, heads, causal):
 @pytest.mark.parametrize("T, d, heads, causal, grouped", CASES)
 def test_attention_by_the_fused_kernels_equals_torch_autograd(T, d, heads, causal, grouped):
     """The default torch printer (heads grouped or not): the kernels in the CPU versions of the
-    step and the gradient exactly for causal multi-head attention, a head-by-head version for
+    step and the gradient exactly for multi-head attention (causal or not), a head-by-head version for
     other devices beside them; loss, gradients, a step = autograd's by both versions."""
     dv, params, X, Y = net(T, d, heads, causal)
     m = model(dv, TorchPrinter(heads=grouped))
     src = m._ns["__source__"]
-    used = causal and heads > 1
+    used = heads > 1
     assert ".cpu()" not in src and ".to(" not in src
     assert dispatched(src) == (sorted(f.lstrip("_") for f in DISPATCHED) if used else [])
     for name in ("_step", "_grad"):
         cpu, device = (function(src, f"{name}_on_{w}") if used else function(src, name) for w in ("cpu", "device"))
         assert (KERNEL in cpu and BACKWARD in cpu) == used, cpu
+        assert (f"0.0, {causal}, scale=" in cpu) == used       # the kernel's is_causal
         assert ("torch.softmax(" in cpu) != used and ("_softmax_backward_data(" in cpu) != used
         assert KERNEL not in device and "torch.softmax(" in device and "_softmax_backward_data(" in device
     for f in ("forward", "backward", "_vjp_forward", "_vjp_backward"):
@@ -97,16 +98,16 @@ def test_attention_by_the_fused_kernels_equals_torch_autograd(T, d, heads, causa
         check_vjp(run, params, X, heads, causal)
 
 
-@pytest.mark.parametrize("T, d, heads", _random_cases())
-def test_random_sizes_both_versions_equal_torch_autograd(T, d, heads):
+@pytest.mark.parametrize("T, d, heads, causal", [(*c, causal) for c, causal in zip(_random_cases(), (True, False, True))])
+def test_random_sizes_both_versions_equal_torch_autograd(T, d, heads, causal):
     """Random sizes and head counts: each dispatched function's two versions, called directly
     on CPU tensors, give autograd's loss and gradients (and the dispatch takes the kernels)."""
-    dv, params, X, Y = net(T, d, heads, True)
+    dv, params, X, Y = net(T, d, heads, causal)
     m = model(dv, TorchPrinter())
     ns, p = m._ns, {k: torch.tensor(v) for k, v in params.items()}
     assert dispatched(ns["__source__"]) == sorted(f.lstrip("_") for f in DISPATCHED)
     t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    L = ((predict(torch.tensor(X), t, heads, True) - torch.tensor(Y)) ** 2).sum(dim=(1, 2)).mean()
+    L = ((predict(torch.tensor(X), t, heads, causal) - torch.tensor(Y)) ** 2).sum(dim=(1, 2)).mean()
     L.backward()
     x, y = torch.tensor(X), torch.tensor(Y)
     for where in ("cpu", "device"):
@@ -116,7 +117,7 @@ def test_random_sizes_both_versions_equal_torch_autograd(T, d, heads):
         assert float(value) == pytest.approx(L.item(), rel=1e-8) and float(loss) == pytest.approx(L.item(), rel=1e-8)
         for k, g in zip(ns["PARAMS"], grads):
             close(g.reshape(t[k].shape), t[k].grad)
-    check_against_autograd(m, params, X, Y, heads, True)
+    check_against_autograd(m, params, X, Y, heads, causal)
 
 
 def test_flash_false_prints_head_by_head_everywhere():
@@ -214,11 +215,12 @@ class _Fn:
         self.low, self.printer, self.keep = low, TorchPrinter(heads=True), set(keep)
 
 
-def _stmts(mask="causal", scale=C, extra_reader=False, dp_from_q=False):
-    """The grouped statements of one attention's forward and backward (symback.heads' layout)."""
+def _stmts(mask="causal", scale=C, extra_reader=False, dp_from_q=False, raw_read=False):
+    """The grouped statements of one attention's forward and backward (symback.heads' layout);
+    ``mask=None``: no mask, the scores a product then c times it (the non-causal lowering)."""
     Q, K, V, D = sp.symbols("Q K V D")
-    qs, ks, vs, ds, S, P, O, Om, dP, dS, dV, dVm, dKh, dKm, dK, dQh, dQm, dQ, X = sp.symbols(
-        "qs ks vs ds S P O Om dP dS dV dVm dKh dKm dK dQh dQm dQ X")
+    qs, ks, vs, ds, S, P, O, Om, dP, dS, dV, dVm, dKh, dKm, dK, dQh, dQm, dQ, X, R = sp.symbols(
+        "qs ks vs ds S P O Om dP dS dV dVm dKh dKm dK dQh dQm dQ X R")
     full, heads, sq = (M, T, H * W), (M, H, T, W), (M, H, T, T)
     shapes = {Q: full, K: full, V: full, D: full}
     st = [Stmt(qs, "split_heads", (Q, H, False), heads), Stmt(ks, "split_heads", (K, H, False), heads),
@@ -232,6 +234,11 @@ def _stmts(mask="causal", scale=C, extra_reader=False, dp_from_q=False):
           Stmt(dQh, "heads_matmul", (dS, ks), heads), Stmt(dQm, "merge_heads", (dQh,), full),
           Stmt(dQ, "let", (C * dQm,), full)]
     keep = {Om, dVm, dK, dQ}
+    if mask is None:        # S = c·R, R = Q Kᵀ
+        st[4:5] = [Stmt(R, "heads_matmul", (qs, Tr(ks)), sq), Stmt(S, "let", (C * R,), sq)]
+    if raw_read:
+        st.append(Stmt(X, "let", (2 * R,), sq))
+        keep.add(X)
     if extra_reader:
         st.append(Stmt(X, "let", (2 * P,), sq))
         keep.add(X)
@@ -240,18 +247,23 @@ def _stmts(mask="causal", scale=C, extra_reader=False, dp_from_q=False):
     return st, _Fn(Low(shapes), keep)
 
 
-def test_pass_reads_the_statements_as_the_kernels():
-    stmts, fn = _stmts()
-    out = flash_attention(stmts, fn)
-    ops = sorted(st.op for st in select(out, fn.keep))
+@pytest.mark.parametrize("mask", ["causal", None])
+def test_pass_reads_the_statements_as_the_kernels(mask):
+    stmts, fn = _stmts(mask)
+    out = select(flash_attention(stmts, fn), fn.keep)
+    ops = sorted(st.op for st in out)
     assert ops.count("flash_attention") == 1 and ops.count("flash_attention_vjp") == 1
-    assert not any(op in ("heads_softmax", "heads_softmax_vjp", "heads_masked_scores", "let") for op in ops)
+    assert not any(op in ("heads_softmax", "heads_softmax_vjp", "heads_masked_scores", "heads_matmul", "let")
+                   for op in ops)
+    assert {st.args[-1] for st in out if st.op.startswith("flash")} == {mask == "causal"}     # is_causal
 
 
-@pytest.mark.parametrize("case", [dict(mask=None), dict(scale=2 * C), dict(extra_reader=True), dict(dp_from_q=True)])
+@pytest.mark.parametrize("case", [dict(mask="window"), dict(scale=2 * C), dict(extra_reader=True), dict(dp_from_q=True),
+                                  dict(mask=None, raw_read=True), dict(mask=None, scale=2 * C)])
 def test_pass_leaves_other_statements_alone(case):
-    """No causal mask, δK scaled by another number, P read by something else, δP from another
-    matrix than V: not the kernels' computation, the statements stay."""
+    """Another mask, δK scaled by another number, P read by something else, δP from another
+    matrix than V, the unscaled scores Q Kᵀ read by something else: not the kernels'
+    computation, the statements stay."""
     stmts, fn = _stmts(**case)
     assert flash_attention(stmts, fn) == stmts
 

@@ -353,18 +353,18 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
                 f"device={a}.device).triu(1), {a}.flatten(0, 1), {b}.flatten(0, 1), alpha={c})"
                 f".unflatten(0, (-1, {heads}))")
 
-    def op_flash_attention(self, q: str, k: str, v: str, c: str) -> str:
+    def op_flash_attention(self, q: str, k: str, v: str, c: str, causal: bool) -> str:
         """(softmax(c·q kᵀ + M) v, each row's log-sum-exp) for each sample and head, M the causal
-        mask (symback.flash): torch's fused CPU attention kernel, the one autograd's
-        ``scaled_dot_product_attention(is_causal=True)`` runs on a CPU.  CPU tensors only: the
+        mask where `causal` (else none) (symback.flash): torch's fused CPU attention kernel, the
+        one autograd's ``scaled_dot_product_attention`` runs on a CPU.  CPU tensors only: the
         function that calls it is the CPU one of a :meth:`dispatch`."""
-        return f"torch.ops.aten._scaled_dot_product_flash_attention_for_cpu({q}, {k}, {v}, 0.0, True, scale={c})"
+        return f"torch.ops.aten._scaled_dot_product_flash_attention_for_cpu({q}, {k}, {v}, 0.0, {causal}, scale={c})"
 
-    def op_flash_attention_vjp(self, d: str, q: str, k: str, v: str, pair: str, c: str) -> str:
+    def op_flash_attention_vjp(self, d: str, q: str, k: str, v: str, pair: str, c: str, causal: bool) -> str:
         """(δq, δk, δv) of op_flash_attention's value `pair` from δ of its output: the kernel's
         backward (symback.flash; CPU tensors only, as op_flash_attention)."""
         return (f"torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward({d}, {q}, {k}, {v}, "
-                f"{pair}[0], {pair}[1], 0.0, True, scale={c})")
+                f"{pair}[0], {pair}[1], 0.0, {causal}, scale={c})")
 
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
