@@ -54,16 +54,18 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: at once, symback.heads) unless asked: on a CPU its (n, heads, T, T) scores cost more
     #: than the head-by-head calls they save (a T = 64, 4-head block's step 1.27–1.38× torch
     #: autograd's grouped, 1.09–1.22× head by head, float64 and float32, one thread): each is
-    #: a fresh allocation past the cache, where one head's scores stay in it.  Causal multi-head
-    #: attention's forward and backward by the fused attention kernels (``flash_attention``,
-    #: symback.flash, heads grouped for them alone): the T = 64, 4-head block's step 1.09 → 0.98×
-    #: torch autograd (float64), 1.18 → 1.01× (float32), one thread, same-process interleaved;
-    #: with γ, β in the layer-norm kernels too (``layer_norm_affine``, symback.affine_norm)
-    #: 1.13 → 0.99× (float64), 1.02 → 0.97× (float32, against flash alone).  Torch has the
-    #: attention kernel for the CPU alone, so a function it changes is printed twice (see
-    #: :meth:`off_cpu`): with the kernel for data on the CPU, head by head for any other device
-    #: (where the head-by-head code stays on the device), the public name choosing by X's device
-    #: at run time (:meth:`dispatch`); ``flash=False`` prints the head-by-head code alone
+    #: a fresh allocation past the cache, where one head's scores stay in it.  Multi-head
+    #: attention's forward and backward (causal or not) by the fused attention kernels
+    #: (``flash_attention``, symback.flash, heads grouped for them alone), with γ, β in the
+    #: layer-norm kernels (``layer_norm_affine``, symback.affine_norm): the T = 64, 4-head
+    #: block's step 1.10–1.17 → 1.01–1.05× torch autograd (float64), 1.13–1.44 → 0.98–0.99×
+    #: (float32), one thread, same-process interleaved against this printer with ``flash=False``
+    #: (benchmarks/README.md).  Torch has the attention kernel for the CPU alone, so it was
+    #: opt-in (its call sent Q, K, V to the CPU and back on another device); it is on by default
+    #: now that a function it changes is printed twice (see :meth:`off_cpu`), with the kernel
+    #: for data on the CPU and head by head for any other device (where that code stays on the
+    #: device), the public name choosing by X's device at run time (:meth:`dispatch`): nothing
+    #: is ever copied to the CPU.  ``flash=False`` prints the head-by-head code alone
     kernels = frozenset(KERNELS) - {"heads"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
