@@ -54,6 +54,8 @@ class Model:
         self.params: tuple = namespace["PARAMS"]
         self.n_inputs: int = namespace["N_INPUTS"]
         self.n_targets: int = namespace["N_TARGETS"]
+        # (one row of X's shape, of Y's) after the samples: step's fast check compares tuples
+        self._rows = ((self.n_inputs,), (self.n_targets,))
         # one sample's shape of X and Y for a one-sample graph (data (n, rows, columns)), else None
         self._sample = {"X": namespace.get("X_SAMPLE"), "Y": namespace.get("Y_SAMPLE"),
                         "G": namespace.get("Y_SAMPLE")}       # (vjp's G is shaped like Ŷ)
@@ -293,9 +295,9 @@ class Model:
         """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step."""
         # step() runs in training's tight loop: arrays already right are checked in one expression
         # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
-        if not (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype is self.dtype is Y.dtype
-                and X.ndim == 2 == Y.ndim and X.shape[0] == Y.shape[0] and X.shape[0]
-                and X.shape[1] == self.n_inputs and Y.shape[1] == self.n_targets):
+        if not (type(X) is np.ndarray is type(Y) and X.dtype is self.dtype is Y.dtype
+                and (xs := X.shape)[1:] == self._rows[0] and (ys := Y.shape)[1:] == self._rows[1]
+                and xs[0] == ys[0] and xs[0]):
             X, Y = self._xy(X, Y)
         elif self._target_rules:
             self._check_targets(Y)

@@ -252,7 +252,7 @@ def test_source_reads_like_hand_written_numpy():
     step = src[src.index("def _step("):]
     for line in ["Z1 = X @ W1" if "Z1 = X @ W1" in step else "= X @ W1", "+= b1",
                  "W1 -= X.T @ delta_", "b1 -= ones @ delta_", "W1 = params['W1']",
-                 "np.subtract(1, A1)", ".max(axis=1, keepdims=True)", "= _sigmoid("]:
+                 "np.subtract(1.0, A1)", ".max(axis=1, keepdims=True)", "_EXP_MAX, out="]:
         assert line in step, line
     assert "exp(-" not in step          # σ through the module's _sigmoid, which cannot overflow
     assert step.index("@ W2.T") < step.index("W2 -=")       # δ W2ᵀ before W2 changes

@@ -387,7 +387,7 @@ def test_source_reads_like_hand_written_numpy():
     src = m.source
     step = src[src.index("def _step("):]
     for line in ["Z1 = X @ W1", "Z1 += b1", "W3 -= A2.T @ delta_Z3", "b1 -= ones @ delta_Z1", "W1 -= X.T @ delta_Z1",
-                 "np.subtract(1, A1)", ".max(axis=1, keepdims=True)"]:
+                 "np.subtract(1.0, A1)", ".max(axis=1, keepdims=True)"]:
         assert line in step, line
     assert "params[" in step and "exp(-" not in step     # sigmoid via tanh: no overflow
     compile(src, "<generated>", "exec")                    # valid Python

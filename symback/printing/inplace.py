@@ -130,6 +130,13 @@ class InPlace:
             return self._unary("log", arg)
         if type(e) in self._UFUNC:
             return self._unary(self._UFUNC[type(e)], e.args[0])
+        steps = p.steps.get(type(e))
+        if steps:       # an activation as the printer's ufunc steps on one buffer (NumPy's σ)
+            (fn, extra), rest = steps[0], steps[1:]
+            ref, _ = self._unary(fn, e.args[0], extra)
+            for fn, extra in rest:
+                self._line(f"{self.np}.{fn}(", ref, extra, ", out=", ref, ")")
+            return ref, True
         return self._new(partial(p.doprint, e)), True
 
     def _unary(self, fn, arg, *extra):
@@ -139,8 +146,15 @@ class InPlace:
             return ref, True
         return self._new(f"{self.np}.{fn}(", ref, *extra, ")"), True
 
+    def _number(self, c):
+        """A number's printing beside an array: an integer as a float literal (NumPy converts
+        a Python int operand more slowly than a float: 0.70 against 0.55 µs for ``t += 1`` on
+        a 32×4 array; the same value in every dtype, both operands being weak scalars)."""
+        if isinstance(c, sp.Integer):
+            return f"{int(c)}.0"
+        return partial(self.printer.doprint, c)
+
     def _add(self, e):
-        doprint = self.printer.doprint
         scalar = sp.Add(*[t for t in e.args if not self.is_array(t)])
         signed = []
         for t in (t for t in e.args if self.is_array(t)):
@@ -160,7 +174,7 @@ class InPlace:
                     ref = self._new(ref, f" {'+' if s2 > 0 else '-'} ", r2)
                     rest = rest[1:]
                 elif scalar != 0:
-                    ref = self._new(ref, " + ", partial(doprint, scalar))
+                    ref = self._new(ref, " + ", self._number(scalar))
                     scalar = sp.S.Zero
                 else:
                     return ref, False
@@ -171,12 +185,12 @@ class InPlace:
                 else:
                     self._subtract(ref, r)
             if scalar != 0:
-                self._line(ref, " += ", partial(doprint, scalar))
+                self._line(ref, " += ", self._number(scalar))
             return ref, True
         # every array term is subtracted: s - t1 - t2 ...
         ref, owned = self.ev(first)
         owned = owned and self._fits(first, e)
-        s_code = partial(doprint, scalar)
+        s_code = self._number(scalar)
         if owned:
             self._line(f"{self.np}.subtract(", s_code, ", ", ref, ", out=", ref, ")")
         else:
@@ -217,7 +231,8 @@ class InPlace:
                     ref = self._new(ref, "*", partial(p.doprint, mask_of(masks[0])))
                     masks = masks[1:]
                 elif coeff != 1:
-                    ref = self._new(partial(p.parenthesize, coeff, 50), "*", ref)
+                    ref = self._new(self._number(coeff) if coeff.is_Integer else partial(p.parenthesize, coeff, 50),
+                                    "*", ref)
                     coeff = sp.S.One
                 elif divs:
                     r2, _ = self.ev(divs[0])
@@ -234,7 +249,7 @@ class InPlace:
             r, _ = self.ev(dv)
             self._line(ref, " /= ", r)
         if coeff != 1:
-            self._line(ref, " *= ", partial(p.doprint, coeff))
+            self._line(ref, " *= ", self._number(coeff))
         return ref, True
 
     def _pow(self, e):

@@ -69,6 +69,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     kernels = frozenset(KERNELS) - {"heads"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
+    #: a temporary deleted after its last use (symback.straightline's ``frees``)
+    frees = True
     #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
     prime_kernels = {gelu: "torch.ops.aten.gelu_backward({}, {}, approximate='tanh')"}
     apply_step = '''def _apply_step(X, Y, params, lr):
