@@ -58,9 +58,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: attention's forward and backward (causal or not) by the fused attention kernels
     #: (``flash_attention``, symback.flash, heads grouped for them alone), with γ, β in the
     #: layer-norm kernels (``layer_norm_affine``, symback.affine_norm): the T = 64, 4-head
-    #: block's step 1.10–1.17 → 1.01–1.05× torch autograd (float64), 1.13–1.44 → 0.98–0.99×
-    #: (float32), one thread, same-process interleaved against this printer with ``flash=False``
-    #: (benchmarks/README.md).  Torch has the attention kernel for the CPU alone, so it was
+    #: block's step 0.98× (float64 and float32) this printer's with ``flash=False``, one thread,
+    #: same-process interleaved, 0.94 / 0.95× torch autograd (0.69–0.95× before temporaries
+    #: were freed after their last use: benchmarks/README.md).  Torch has the attention kernel for the CPU alone, so it was
     #: opt-in (its call sent Q, K, V to the CPU and back on another device); it is on by default
     #: now that a function it changes is printed twice (see :meth:`off_cpu`), with the kernel
     #: for data on the CPU and head by head for any other device (where that code stays on the
