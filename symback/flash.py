@@ -1,12 +1,13 @@
 """Attention's heads by the library's fused attention kernels, where the derived statements are
 exactly that computation.
 
-Autograd's ``scaled_dot_product_attention(is_causal=True)`` runs torch's fused CPU kernel
+Autograd's ``scaled_dot_product_attention`` (causal or not) runs torch's fused CPU kernel
 ``_scaled_dot_product_flash_attention_for_cpu`` and its ``_backward``; symback's derived
 statements, grouped over a heads axis (:func:`symback.heads.regroup`), compute the same sums
 one product at a time:
 
 * forward: S = c·Q Kᵀ + M (M = 0 on and below the diagonal, −∞ above: ``heads_masked_scores``),
+  or S = c·Q Kᵀ without a mask (a product, then c times it: the kernel's ``is_causal=False``),
   P = softmax(S) row by row, O = P V;
 * backward from δO: δP = δO Vᵀ, δS = P ⊙ (δP − (δP ⊙ P)𝟏𝟏ᵀ) (``heads_softmax_vjp``), δV = Pᵀ δO,
   and δQ = c·(δS K), δK = c·(δSᵀ Q), each c·(the heads merged) in one formula.
@@ -15,7 +16,7 @@ one product at a time:
 its backward (δQ, δK, δV, one triple), as :mod:`symback.passes`'s ``convolutions`` prints the
 derived sums of a convolution as conv2d: the kernels compute the same sums (the exponentials
 rescaled by each row's maximum, which cancels).  Only where every statement is that one and
-nothing else reads S, P, δP, δS or the unscaled δQ, δK; otherwise the statements are left as
+nothing else reads S (nor Q Kᵀ unscaled), P, δP, δS or the unscaled δQ, δK; otherwise the statements are left as
 they were.  Nothing is derived here.
 """
 from __future__ import annotations
@@ -35,12 +36,12 @@ def _sym(a):
 
 
 def flash_attention(stmts: list[Stmt], fn) -> list[Stmt]:
-    """The statements with each causal multi-head attention's forward (and its backward, where
+    """The statements with each multi-head attention's forward (and its backward, where
     the function has it) as the printer's fused kernels; unchanged where none is exactly that.
     A pass of :mod:`symback.passes`, for a printer with ``flash_attention`` in its kernels."""
     kernels = fn.printer.kernels
-    if "flash_attention" not in kernels or not any(st.op in ("masked_scores", "heads_masked_scores")
-                                                   for st in stmts):
+    if "flash_attention" not in kernels or not any(st.op in ("masked_scores", "heads_masked_scores", "softmax",
+                                                                 "heads_softmax") for st in stmts):
         return stmts
     grouped = stmts if "heads" in kernels else regroup(stmts, fn.low)
     body = select(grouped, fn.keep)
@@ -60,15 +61,15 @@ def flash_attention(stmts: list[Stmt], fn) -> list[Stmt]:
     replace, place = {}, {}
     for m in found:
         low, shapes = fn.low, fn.low.shapes
-        q, k, v, c = m["q"], m["k"], m["v"], m["c"]
+        q, k, v, c, causal = m["q"], m["k"], m["v"], m["c"], m["causal"]
         pair = low.fresh()
         shapes[pair] = made[m["O"]].shape      # (a pair, as layer_norm's: never an operand of a formula)
-        place[m["O"]] = [Stmt(pair, "flash_attention", (q, k, v, c), shapes[pair])]
+        place[m["O"]] = [Stmt(pair, "flash_attention", (q, k, v, c, causal), shapes[pair])]
         replace[m["O"]] = Stmt(m["O"], "pair_item", (pair, 0), made[m["O"]].shape)
         if "dS" in m:
             grads = low.fresh()
             shapes[grads] = made[m["O"]].shape
-            place[m["dP"]] = [Stmt(grads, "flash_attention_vjp", (m["dO"], q, k, v, pair, c), shapes[grads])]
+            place[m["dP"]] = [Stmt(grads, "flash_attention_vjp", (m["dO"], q, k, v, pair, c, causal), shapes[grads])]
             replace[m["dV"]] = Stmt(m["dV"], "pair_item", (grads, 2), made[m["dV"]].shape)
             for name, i in (("dQ", 0), ("dK", 1)):
                 h, scaled = m[name], m[name + "_scaled"]
@@ -96,16 +97,16 @@ def _match(softmax: Stmt, made, readers, fn):
     """The parts of one attention whose P is `softmax`'s value, when the statements around it
     are exactly the forward (and backward) stated in the module's docstring, else None."""
     P, S = softmax.target, softmax.args[0]
-    scores = made.get(S)
-    if scores is None or scores.op != "heads_masked_scores" or len(scores.args) != 4:
+    found = _scores(made.get(S), made, readers, fn)
+    if found is None:
         return None
-    q, kt, c, mask = scores.args
-    if mask != "causal" or isinstance(q, Tr) or not isinstance(kt, Tr) or not _split(q, made) \
+    q, kt, c, causal = found
+    if isinstance(q, Tr) or not isinstance(kt, Tr) or not _split(q, made) \
             or not _split(kt.sym, made) or not isinstance(c, sp.Basic) or c.free_symbols or not c.is_positive:
         return None
     if _only(S, readers, "heads_softmax") is not softmax or fn.low.shapes[q][2] != fn.low.shapes[kt.sym][2]:
         return None
-    m = {"q": q, "k": kt.sym, "c": c}
+    m = {"q": q, "k": kt.sym, "c": c, "causal": causal}
     prod, vjp, vt = [], [], []
     for st in readers.get(P, []):
         a = st.args
@@ -152,6 +153,22 @@ def _match(softmax: Stmt, made, readers, fn):
     return m if "dQ" in m and "dK" in m else None
 
 
+def _scores(scores, made, readers, fn):
+    """(q, kᵀ, c, causal) of attention's scores S = c·q kᵀ (+ the causal mask): a
+    ``heads_masked_scores`` statement, or the product c times, read nowhere else; else None."""
+    if scores is None:
+        return None
+    if scores.op == "heads_masked_scores" and len(scores.args) == 4 and scores.args[3] == "causal":
+        return (*scores.args[:3], True)
+    if scores.op != "let" or scores.target in fn.keep:
+        return None
+    c, raw = scores.args[0].as_independent(*scores.args[0].free_symbols, as_Add=False)
+    product = made.get(raw)
+    if product is None or product.op != "heads_matmul" or raw in fn.keep or _only(raw, readers, "let") is not scores:
+        return None
+    return (*product.args, c, False)
+
+
 def _split(sym, made) -> bool:
     st = made.get(sym)
     return st is not None and st.op == "split_heads"
@@ -161,8 +178,8 @@ def _code(c, st):
     """The printing of one statement this pass made (symback.straightline's KINDS)."""
     a, p = st.args, c.p
     if st.op == "flash_attention":
-        return lambda: p.op_flash_attention(*[c.N(x) for x in a[:3]], p._print(a[3]))
-    return lambda: p.op_flash_attention_vjp(*[c.N(x) for x in a[:5]], p._print(a[5]))
+        return lambda: p.op_flash_attention(*[c.N(x) for x in a[:3]], p._print(a[3]), a[4])
+    return lambda: p.op_flash_attention_vjp(*[c.N(x) for x in a[:5]], p._print(a[5]), a[6])
 
 
 #: statement kind -> its printing, for symback.straightline's KINDS

@@ -23,7 +23,9 @@ stated here in SymPy, and is used only where the derived expression *is* that fo
   a printer's choice (the torch printer's only when asked: ``TorchPrinter(heads=True)``);
 * ``flash_attention``: causal multi-head attention's forward softmax(c·Q Kᵀ + M) V and its
   derived backward as the library's fused attention kernel and its backward, where the grouped
-  statements are exactly those (:func:`symback.flash.flash_attention`);
+  statements are exactly those (:func:`symback.flash.flash_attention`); torch has it for the
+  CPU alone, so a function it changes is printed a second time without it, for data on other
+  devices (:func:`symback.straightline.build_function`);
 * ``layer_norm_affine``: β + γ ⊙ norm(H) and the derived δH, δγ, δβ by the layer-norm kernels
   with weight and bias, where the statements are exactly those
   (:func:`symback.affine_norm.affine_norms`);

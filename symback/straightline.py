@@ -13,7 +13,11 @@ scheduling, fused updates and products), printed here:
 * names: a value computed in a buffer made for it is printed under the buffer's final name
   (``Z1 = X @ W1; Z1 += b1``, not ``t3 = X @ W1; t3 += b1; Z1 = t3``), and a temporary
   that only copies a value under that value's name.  The lines are kept as parts (text,
-  symbols, formulas) until the names are known, then rendered once.
+  symbols, formulas) until the names are known, then rendered once;
+* devices: where the printer's kernels for CPU data alone (:data:`CPU_ONLY`, torch's fused
+  attention) changed a function, it is printed twice, ``_f_on_cpu`` with them and
+  ``_f_on_device`` by the printer's :meth:`off_cpu` without them, and ``f`` calls one of the
+  two by X's device at run time (the printer's :meth:`dispatch`).
 """
 from __future__ import annotations
 
@@ -52,14 +56,41 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
 
     ``low`` is the :class:`~symback.lowering.Lowering` the statements came
     from (their shapes and its supply of fresh names); ``protected`` the
-    symbols never overwritten (data, parameters).
+    symbols never overwritten (data, parameters).  Where the printer's CPU-only kernels
+    changed the function, the lines of three (see the module docstring).
     """
+    other = printer.off_cpu()
+    lines, cpu_only = _built(spec, stmts, printer, low, protected)
+    if other is None or not cpu_only:
+        return lines
+    # the printer's CPU-only kernels changed this function: a version for the CPU, one for any
+    # other device (the same statements by the other printer), the public name choosing between
+    # them by X's device at run time (nothing is moved between devices)
+    cpu, elsewhere = (f"_{spec.name.lstrip('_')}_on_{where}" for where in ("cpu", "device"))
+    lines = [f"def {cpu}({spec.args}):"] + lines[1:]
+    device, _ = _built(_renamed(spec, elsewhere), stmts, other, low, protected)
+    doc = f"{spec.doc} (By {cpu} for X on the CPU, else {elsewhere}.)"
+    return lines + ["", ""] + device + ["", ""] + printer.dispatch(spec.name, spec.args, doc, cpu, elsewhere)
+
+
+#: the kinds of statement that only a printer's CPU kernels print (see build_function)
+CPU_ONLY = tuple(flash.KINDS)
+
+
+def _built(spec, stmts, printer, low, protected) -> tuple[list[str], bool]:
+    """(The function's lines by `printer`, whether they call the printer's CPU-only kernels)."""
     fn = Function(spec, low, printer)
     body = select(stmts, fn.keep)
     for run in PASSES:
         body = run(body, fn)
     arrays = {s for s, shp in low.shapes.items() if shp != ()} | {st.target for st in body if st.shape != ()}
-    return _Printing(fn, arrays, protected | set(spec.inputs) | set(spec.results)).lines(body)
+    lines = _Printing(fn, arrays, protected | set(spec.inputs) | set(spec.results)).lines(body)
+    return lines, any(st.op in CPU_ONLY for st in body)
+
+
+def _renamed(spec, name):
+    """`spec` under another function name."""
+    return FunctionSpec(name, spec.args, spec.doc, spec.results, spec.ret, spec.inputs, spec.updates)
 
 
 #: the statements whose value may be a view of their first operand's buffer

@@ -57,6 +57,13 @@ def function(src, name):
     return src[start:src.index("\ndef ", start + 1)]
 
 
+def on_cpu(src, name):
+    """The source of the function `name` runs on CPU data: its ``_on_cpu`` version where it is
+    printed once per device (symback.straightline.build_function), else itself."""
+    cpu = f"_{name.lstrip('_')}_on_cpu"
+    return function(src, cpu if f"def {cpu}(" in src else name)
+
+
 def check_against_autograd(m, params, X, Y, heads, causal):
     """m's loss, gradients and step equal autograd's of :func:`predict` (relative 1e-8); the loss."""
     t = {p: torch.tensor(v, requires_grad=True) for p, v in params.items()}

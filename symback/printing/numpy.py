@@ -144,6 +144,11 @@ def _is_native(a):
     return isinstance(a, {self.array_type}) and a.ndim == NDIM and a.dtype == DTYPE
 ''' + self.extra_helpers
 
+    def off_cpu(self):
+        """The printer of a function for data off the CPU where this one prints kernels a
+        library has for the CPU alone (torch's attention); None: this code runs on any device."""
+        return None
+
     def glue(self) -> str:
         """The text after the printed functions: how the library runs them, and ``_apply_step``."""
         functions = ("_predict", "_loss", "_grad", "_step", "_vjp", "_vjp_forward", "_vjp_backward")

@@ -10,6 +10,8 @@ and typed scalars.  Printing needs no PyTorch: this module is text only.
 """
 from __future__ import annotations
 
+import copy
+
 import sympy as sp
 from sympy.printing.precedence import precedence
 
@@ -54,16 +56,19 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: at once, symback.heads) unless asked: on a CPU its (n, heads, T, T) scores cost more
     #: than the head-by-head calls they save (a T = 64, 4-head block's step 1.27–1.38× torch
     #: autograd's grouped, 1.09–1.22× head by head, float64 and float32, one thread): each is
-    #: a fresh allocation past the cache, where one head's scores stay in it.  Causal multi-head
-    #: attention's forward and backward by the fused attention kernels (``flash_attention``,
-    #: symback.flash, heads grouped for them alone): the T = 64, 4-head block's step 1.09 → 0.98×
-    #: torch autograd (float64), 1.18 → 1.01× (float32), one thread, same-process interleaved;
-    #: with γ, β in the layer-norm kernels too (``layer_norm_affine``, symback.affine_norm)
-    #: 1.13 → 0.99× (float64), 1.02 → 0.97× (float32, against flash alone).  The attention
-    #: kernel only when asked (``flash=True``): torch has it for the CPU alone, and on another
-    #: device the printed call would send Q, K, V to the CPU and back every step (correct, and
-    #: unmeasured: no GPU was lent), where the head-by-head code stays on the device
-    kernels = frozenset(KERNELS) - {"heads", "flash_attention"}
+    #: a fresh allocation past the cache, where one head's scores stay in it.  Multi-head
+    #: attention's forward and backward (causal or not) by the fused attention kernels
+    #: (``flash_attention``, symback.flash, heads grouped for them alone), with γ, β in the
+    #: layer-norm kernels (``layer_norm_affine``, symback.affine_norm): the T = 64, 4-head
+    #: block's step 0.98× (float64 and float32) this printer's with ``flash=False``, one thread,
+    #: same-process interleaved, 0.94 / 0.95× torch autograd (0.69–0.95× before temporaries
+    #: were freed after their last use: benchmarks/README.md).  Torch has the attention kernel for the CPU alone, so it was
+    #: opt-in (its call sent Q, K, V to the CPU and back on another device); it is on by default
+    #: now that a function it changes is printed twice (see :meth:`off_cpu`), with the kernel
+    #: for data on the CPU and head by head for any other device (where that code stays on the
+    #: device), the public name choosing by X's device at run time (:meth:`dispatch`): nothing
+    #: is ever copied to the CPU.  ``flash=False`` prints the head-by-head code alone
+    kernels = frozenset(KERNELS) - {"heads"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
     #: a temporary deleted after its last use (symback.straightline's ``frees``)
@@ -74,20 +79,38 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     """One step; the parameter tensors are updated in place."""
     return _step(X, Y, params, lr)[0]'''
 
-    def __init__(self, settings=None, kernels: bool = True, heads: bool = False, flash: bool = False):
+    def __init__(self, settings=None, kernels: bool = True, heads: bool = False, flash: bool = True):
         """``kernels=False``: no fused kernel (symback.kernels), every derived expression
         printed as its own element-wise formula (what the kernels are tested against);
         ``heads=True``: attention's heads computed all at once (symback.heads);
-        ``flash=True``: causal multi-head attention by torch's fused CPU attention kernels
-        (symback.flash)."""
+        ``flash=False``: causal multi-head attention head by head on every device, never by
+        torch's fused CPU attention kernels (symback.flash), which by default compute it
+        where the data are on the CPU (:meth:`off_cpu`)."""
         super().__init__(settings)
         if heads and kernels:
             self.kernels = self.kernels | {"heads"}
-        if flash and kernels:
-            self.kernels = self.kernels | {"flash_attention"}
+        if not flash:
+            self.kernels = self.kernels - {"flash_attention"}
         if not kernels:     # (products summed by addmm stay: they are no element-wise formula)
             self.kernels = frozenset({"addmm"})
             self.native = {k: v for k, v in self.native.items() if k not in self.prime_kernels}
+
+    def off_cpu(self):
+        """The printer of a function for data on another device than the CPU, where this one
+        prints the fused attention kernels (torch has them for the CPU alone): a copy of this
+        printer without them (every other choice of its kernels kept).  None when this printer's
+        code runs on every device."""
+        if "flash_attention" not in self.kernels:
+            return None
+        other = copy.copy(self)         # (printing sets only whole attributes: nothing is shared in place)
+        other.kernels = self.kernels - {"flash_attention"}
+        return other
+
+    def dispatch(self, name: str, args: str, doc: str, cpu: str, other: str) -> list[str]:
+        """The lines of ``name(args)``, which calls `cpu` when X is on the CPU, else `other`
+        (the same computation without CPU-only kernels): chosen at run time, X never moved."""
+        return [f"def {name}({args}):", f'    """{doc}"""',
+                f"    return ({cpu} if X.is_cpu else {other})({args})"]
 
     def imports(self, dtype: str) -> str:
         """``torch``."""
@@ -341,25 +364,18 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
                 f"device={a}.device).triu(1), {a}.flatten(0, 1), {b}.flatten(0, 1), alpha={c})"
                 f".unflatten(0, (-1, {heads}))")
 
-    def op_flash_attention(self, q: str, k: str, v: str, c: str) -> str:
+    def op_flash_attention(self, q: str, k: str, v: str, c: str, causal: bool) -> str:
         """(softmax(c·q kᵀ + M) v, each row's log-sum-exp) for each sample and head, M the causal
-        mask (symback.flash): torch's fused CPU attention kernel, the one autograd's
-        ``scaled_dot_product_attention(is_causal=True)`` runs on a CPU."""
-        return self._on_cpu(q, "_scaled_dot_product_flash_attention_for_cpu", [q, k, v], f"0.0, True, scale={c}")
+        mask where `causal` (else none) (symback.flash): torch's fused CPU attention kernel, the
+        one autograd's ``scaled_dot_product_attention`` runs on a CPU.  CPU tensors only: the
+        function that calls it is the CPU one of a :meth:`dispatch`."""
+        return f"torch.ops.aten._scaled_dot_product_flash_attention_for_cpu({q}, {k}, {v}, 0.0, {causal}, scale={c})"
 
-    def op_flash_attention_vjp(self, d: str, q: str, k: str, v: str, pair: str, c: str) -> str:
+    def op_flash_attention_vjp(self, d: str, q: str, k: str, v: str, pair: str, c: str, causal: bool) -> str:
         """(δq, δk, δv) of op_flash_attention's value `pair` from δ of its output: the kernel's
-        backward (symback.flash)."""
-        return self._on_cpu(q, "_scaled_dot_product_flash_attention_for_cpu_backward",
-                            [d, q, k, v, f"{pair}[0]", f"{pair}[1]"], f"0.0, True, scale={c}")
-
-    @staticmethod
-    def _on_cpu(x: str, op: str, tensors: list, rest: str) -> str:
-        """A CPU-only aten kernel's call; on another device (x's) the operands go to the CPU and
-        the results come back (the kernel has no other device's version: correct, not fast)."""
-        call = lambda ts: f"torch.ops.aten.{op}({', '.join(ts)}, {rest})"     # noqa: E731
-        return (f"({call(tensors)} if {x}.is_cpu else tuple(r.to({x}.device) for r in "
-                f"{call([t + '.cpu()' for t in tensors])}))")
+        backward (symback.flash; CPU tensors only, as op_flash_attention)."""
+        return (f"torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward({d}, {q}, {k}, {v}, "
+                f"{pair}[0], {pair}[1], 0.0, {causal}, scale={c})")
 
     def op_full(self, a: str, shape: str) -> str:
         """a broadcast to `shape` as a fresh tensor on X's device."""
