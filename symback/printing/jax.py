@@ -43,6 +43,8 @@ def _a_bt(a, b):
     updates_in_place = False
     #: 1ᵀ D is a reduction XLA fuses (no cached row of ones)
     ones_row = False
+    #: no ``del``: a jitted function's values live in XLA's buffers, not in Python names
+    frees = False
     #: σ as XLA's logistic op (overflow-safe, one fused op) rather than (1 + tanh(z/2))/2
     native = {sigmoid: "jax.nn.sigmoid"}
     apply_step = '''def _flat_step(X, Y, flat, lr):

@@ -129,6 +129,10 @@ def _sigmoid(z):
     updates_in_place = True
     #: whether 1ᵀ D multiplies a cached row of ones (:func:`symback.passes.shared_ones`)
     ones_row = True
+    #: a temporary deleted after its last use (symback.straightline's ``frees``): its memory
+    #: is reused while the allocator holds it (a transformer block's step: 14,500 → 5,300 minor
+    #: page faults, 62 → 40 ms, same process)
+    frees = True
 
     def helpers(self) -> str:
         """The module's helpers: ``_asarray``, ``_is_native`` and the library's own."""

@@ -71,7 +71,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     kernels = frozenset(KERNELS) - {"heads"}
     #: 1ᵀ D is torch's column sum (no cached row of ones)
     ones_row = False
-    #: a temporary deleted after its last use (symback.straightline's ``frees``)
+    #: a temporary deleted after its last use (symback.straightline's ``frees``), as autograd
+    #: frees a saved tensor once its backward has run (a transformer block's step 0.81–0.92×,
+    #: LeNet's 0.91–0.93× of the code without, same process)
     frees = True
     #: an activation's derivative marker -> its kernel, called with (g, z): g ⊙ f'(z)
     prime_kernels = {gelu: "torch.ops.aten.gelu_backward({}, {}, approximate='tanh')"}
