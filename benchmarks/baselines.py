@@ -131,8 +131,15 @@ def _copy_params(params):
 # NumPy: hand-written backpropagation
 # ---------------------------------------------------------------------------
 
-def numpy_step(sizes, activation, output, loss):
+#: e^u is finite in float64 up to this u: the guarded baseline clips σ's exponent here
+EXP_MAX = 709.782
+
+
+def numpy_step(sizes, activation, output, loss, guard=False):
     """Return ``step(X, Y, params, lr) -> float`` (params updated in place).
+
+    ``guard``: σ's exponent clipped at EXP_MAX first (one more ufunc call per σ), so e⁻ᶻ never
+    overflows (no RuntimeWarning below z = −709.78), as symback's generated σ does.
 
     Speed choices: activations evaluated in place on the fresh Z buffer;
     derivatives reuse the activations (sigmoid' = A(1-A), tanh' = 1-A^2);
@@ -152,6 +159,7 @@ def numpy_step(sizes, activation, output, loss):
                                       np.negative, np.reciprocal)
     tanh, maximum, vdot, log, greater_equal = (np.tanh, np.maximum, np.vdot, np.log,
                                                np.greater_equal)
+    minimum = np.minimum
 
     def step(X, Y, params, lr):
         n = X.shape[0]
@@ -170,6 +178,8 @@ def numpy_step(sizes, activation, output, loss):
             Z += bs[l]
             if hidden_sigmoid:
                 neg(Z, out=Z)
+                if guard:
+                    minimum(Z, EXP_MAX, out=Z)
                 exp(Z, out=Z)
                 add(Z, 1.0, out=Z)
                 recip(Z, out=Z)
@@ -199,6 +209,8 @@ def numpy_step(sizes, activation, output, loss):
                 A = Z
             elif output == "sigmoid":
                 neg(Z, out=Z)
+                if guard:
+                    minimum(Z, EXP_MAX, out=Z)
                 exp(Z, out=Z)
                 add(Z, 1.0, out=Z)
                 A = recip(Z, out=Z)
@@ -247,10 +259,10 @@ def numpy_step(sizes, activation, output, loss):
     return step
 
 
-def numpy_baseline(sizes, activation, output, loss):
-    step = numpy_step(sizes, activation, output, loss)
+def numpy_baseline(sizes, activation, output, loss, guard=False):
+    step = numpy_step(sizes, activation, output, loss, guard)
     return Baseline(
-        name="numpy",
+        name="numpy-guarded" if guard else "numpy",
         params_in=_copy_params,
         data_in=lambda X, Y: (np.ascontiguousarray(X, dtype=np.float64),
                               np.ascontiguousarray(Y, dtype=np.float64)),
@@ -421,6 +433,8 @@ def jax_step(sizes, activation, output, loss, dtype="float64"):
 
 BASELINES = {
     "numpy": numpy_baseline,
+    # the same, with symback's overflow guard on σ (what the 2-4-1 ratio's remainder is)
+    "numpy-guarded": lambda *net: numpy_baseline(*net, guard=True),
     "torch": torch_step,
     "autograd": autograd_step,
     "jax": jax_step,

@@ -350,7 +350,7 @@ def fmt_ratio(r):
     return "n/a" if r is None else f"{r:.2f}"
 
 
-RATIOS = [("torch", "numpy"), ("autograd", "numpy"), ("jax", "numpy"),
+RATIOS = [("symback", "numpy-guarded"), ("torch", "numpy"), ("autograd", "numpy"), ("jax", "numpy"),
           ("symback", "numpy"), ("symback", "torch"), ("symback", "autograd"), ("symback", "jax")]
 
 
