@@ -434,5 +434,5 @@ def shared_ones(stmts: list[Stmt], fn) -> list[Stmt]:
 
 #: the passes between selection and printing, in order: each ``(body, fn) -> body``, each
 #: deciding from ``fn.printer`` whether it applies
-PASSES = (copies, convolutions, conv_biases, conv_grads, pool_indices, masked_scores, group_heads, flash_attention, affine_norms,
-          reselect, cse, schedule, fuse_updates, sum_products, shared_ones)
+PASSES = (copies, convolutions, conv_biases, conv_grads, pool_indices, masked_scores, group_heads, flash_attention,
+          affine_norms, reselect, cse, schedule, fuse_updates, sum_products, shared_ones)

@@ -59,9 +59,9 @@ def build_function(spec: FunctionSpec, stmts: list[Stmt], printer: NumpyPrinter,
     symbols never overwritten (data, parameters).  Where the printer's CPU-only kernels
     changed the function, the lines of three (see the module docstring).
     """
-    other = printer.off_cpu()
     lines, cpu_only = _built(spec, stmts, printer, low, protected)
-    if other is None or not cpu_only:
+    other = printer.off_cpu() if cpu_only else None
+    if other is None:
         return lines
     # the printer's CPU-only kernels changed this function: a version for the CPU, one for any
     # other device (the same statements by the other printer), the public name choosing between
@@ -191,9 +191,9 @@ class _Printing:
             members.setdefault(root(k), set()).add(k)
         count = Counter(r for rs in reads for r in rs)
         offer = pending = None
-        ends = []                   # ends[i]: the number of lines once statement i is printed
+        starts = []                 # starts[i]: statement i's first line in self.out
         for i, st in enumerate(body):
-            ends.append(len(self.out))
+            starts.append(len(self.out))
             self.free = free_at(i, reads[i])
             t = st.target
             # the line before computed a value this statement alone reads: it may take it
@@ -222,11 +222,9 @@ class _Printing:
                     pending = (len(self.out) - 1, i, t, ref)
         if pending is not None:
             self.assign(*pending)
-        ends = ends[1:] + [len(self.out)]
         frees = self.frees(body, reads)
         text = []
-        for i, end in enumerate(ends):
-            start = ends[i - 1] if i else 0
+        for i, (start, end) in enumerate(zip(starts, starts[1:] + [len(self.out)])):
             text += [render(parts, self.names) for parts in self.out[start:end] if parts is not None]
             if i in frees:
                 text.append(f"{ind}del {', '.join(frees[i])}")
@@ -242,7 +240,7 @@ class _Printing:
         less often from fresh pages (see the printers' ``frees``); the values are unchanged."""
         if not getattr(self.p, "frees", False):
             return {}
-        name = lambda s: self.names.get(s) or s.name       # noqa: E731
+        name = self.N
         bound = {name(parts[1]) for parts in self.out if parts is not None and len(parts) > 2
                  and isinstance(parts[1], sp.Symbol) and parts[2] == " = "}
         kept = {name(s) for s in self.protected if isinstance(s, sp.Symbol)}

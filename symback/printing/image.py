@@ -292,14 +292,11 @@ def _conv(a, K, C, H, W, k, s, p):
 
 def _conv_wgrad(a, d, C, H, W, k, s, p):
     """The sum over the samples of unfold(a) d^T, by torch's convolution weight-gradient kernel."""
-    n, Co = a.shape[0], d.shape[1]
     # the kernel reads only the weight's shape and layout; torch.nn.grad.conv2d_weight's
     # zero-stride placeholder sends it down a slower path (the 28x28 LeNet's first layer:
     # 2.3-2.9 ms against 1.6-1.7 ms with a dense weight, as autograd passes)
-    g = torch.ops.aten.convolution_backward(
-        d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), a.reshape(n, C, H, W), d.new_empty((Co, C, k, k)),
-        None, [s, s], [p, p], [1, 1], False, [0, 0], 1, (False, True, False))[1]
-    return g.reshape(Co, -1).T
+    Co = d.shape[1]
+    return _conv_backward(a, d, d.new_empty((Co, C, k, k)), C, H, W, k, s, p, (False, True))[1]
 
 
 def _conv_igrad(d, K, C, H, W, k, s, p):
@@ -313,11 +310,18 @@ def _conv_igrad(d, K, C, H, W, k, s, p):
 def _conv_grads(a, d, K, C, H, W, k, s, p):
     """(_conv_igrad(d, K, ...), _conv_wgrad(a, d, ...)) by one call of torch's convolution
     backward kernel, as autograd calls it."""
-    n, Co = a.shape[0], K.shape[1]
+    return _conv_backward(a, d, K.T.reshape(K.shape[1], C, k, k), C, H, W, k, s, p, (True, True))
+
+
+def _conv_backward(a, d, w, C, H, W, k, s, p, wanted):
+    """(a's δ as (n, C, H*W), the kernel's as K's (C*k*k, C_out)) of the convolution of a with
+    the weight w (C_out, C, k, k), from its output's δ d: torch's convolution backward kernel,
+    computing the ones `wanted` says (None for the others)."""
+    n, Co = a.shape[0], d.shape[1]
     gi, gw, _ = torch.ops.aten.convolution_backward(
-        d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), a.reshape(n, C, H, W), K.T.reshape(Co, C, k, k),
-        None, [s, s], [p, p], [1, 1], False, [0, 0], 1, (True, True, False))
-    return gi.reshape(n, C, H * W), gw.reshape(Co, -1).T
+        d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)), a.reshape(n, C, H, W), w,
+        None, [s, s], [p, p], [1, 1], False, [0, 0], 1, (*wanted, False))
+    return (gi.reshape(n, C, H * W) if wanted[0] else None), (gw.reshape(Co, -1).T if wanted[1] else None)
 
 
 def _maxpool(a, C, H, W, k, s, p):

@@ -62,8 +62,9 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     #: layer-norm kernels (``layer_norm_affine``, symback.affine_norm): the T = 64, 4-head
     #: block's step 0.98× (float64 and float32) this printer's with ``flash=False``, one thread,
     #: same-process interleaved, 0.94 / 0.95× torch autograd (0.69–0.95× before temporaries
-    #: were freed after their last use: benchmarks/README.md).  Torch has the attention kernel for the CPU alone, so it was
-    #: opt-in (its call sent Q, K, V to the CPU and back on another device); it is on by default
+    #: were freed after their last use: benchmarks/README.md).  Torch has the attention kernel
+    #: for the CPU alone, so it was opt-in (its call sent Q, K, V to the CPU and back on another
+    #: device); it is on by default
     #: now that a function it changes is printed twice (see :meth:`off_cpu`), with the kernel
     #: for data on the CPU and head by head for any other device (where that code stays on the
     #: device), the public name choosing by X's device at run time (:meth:`dispatch`): nothing
