@@ -144,18 +144,26 @@ class Model:
             raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
         return a
 
+    def _sample_shape(self, shape: tuple, what: str) -> tuple:
+        """The shape (n, rows, columns) that data of this shape take as a one-sample graph's
+        samples (a reshape, a view), or the shape itself where no form applies."""
+        want = tuple(self._sample[what])
+        image = self._image if what == "X" else None
+        if shape == want:                                           # one sample
+            return (1, *want)
+        if image is not None and shape[1:] == tuple(image):          # PyTorch's (n, C, H, W)
+            return (shape[0], *want)
+        if len(shape) == 2 and want[0] == 1 and shape[1] == want[1]:     # one-row samples as (n, k)
+            return (shape[0], 1, want[1])
+        return shape
+
     def _samples(self, a, what: str) -> np.ndarray:
         """Data of a one-sample graph: (n, rows, columns), or one sample (rows, columns)."""
         want = tuple(self._sample[what])
         if not (type(a) is np.ndarray and a.dtype == self.dtype):
             a = _as_array(a, self.dtype, what)
-        if a.shape == want:
-            a = a[None]
-        image = self._image if what == "X" else None
-        if image is not None and a.shape[1:] == tuple(image):     # PyTorch's (n, C, H, W): a view
-            a = a.reshape(a.shape[0], *want)
-        elif a.ndim == 2 and want[0] == 1 and a.shape[1] == want[1]:   # one-row samples as (n, k)
-            a = a[:, None, :]
+        if (shape := self._sample_shape(a.shape, what)) != a.shape:
+            a = a.reshape(shape)
         if a.shape[1:] != want:
             raise DataError(f"{what} has shape {a.shape}, but one sample of the network is {want}: "
                             f"give {what} of shape (n, {', '.join(map(str, want))})")

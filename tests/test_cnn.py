@@ -251,3 +251,25 @@ def test_cnn_document_renders_and_evaluates_exactly():
     for p in d.params:
         _close(grads[p], exact[p])
 
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_library_images_are_reshaped_by_the_library(backend):
+    """A batch of the library's images (n, C, H, W) is reshaped where it is, not read back
+    into NumPy on the host and converted again (on JAX: two copies a step); the step's loss
+    is the NumPy arrays' one."""
+    net = sb.Sequential(sb.Conv2d(2, 3, activation="relu"), sb.MaxPool2d(2), sb.Flatten(),
+                        sb.Dense(3, "softmax"), inputs=(1, 6, 6), loss="cross_entropy")
+    d = sb.derive(net)
+    m = sb.compile(d, backend=backend, dtype="float64")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 1, 6, 6)), np.eye(3)[[0, 1, 2, 1, 0]]
+    X, Y = _as(backend, x), _as(backend, y)
+    hosted, host = [], m._host
+    m._host = lambda a: hosted.append(a) or host(a)
+    got_x, got_y = m._xy(X, Y)
+    assert tuple(got_x.shape) == (5, 1, 36) and tuple(got_y.shape) == (5, 1, 3)
+    assert not any(a is X for a in hosted)          # (Y is read once: its targets are checked)
+    params = {p: np.asarray(v) for p, v in m.init(seed=1).items()}
+    expected = sb.compile(d, dtype="float64").loss(x, y, params)
+    assert m.step(X, Y, {p: _as(backend, v) for p, v in params.items()}, lr=0.1) == pytest.approx(expected, rel=1e-12)

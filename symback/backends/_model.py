@@ -34,6 +34,12 @@ class BackendModel(Model):
         return f"<{self.backend} Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 
     def _matrix(self, a, width: int, what: str, unit: str, params=None):
+        if self._sample.get(what) is not None and not isinstance(a, np.ndarray) and hasattr(a, "reshape"):
+            # the library's images (n, C, H, W) or one-row samples (n, k): reshaped by the library
+            # where they are (a view), not through a NumPy copy on the host
+            shape = tuple(getattr(a, "shape", ()))
+            if (want := self._sample_shape(shape, what)) != shape and self._ns["_is_native"](b := a.reshape(want)):
+                a = b
         if self._sample.get(what) is not None and self._ns["_is_native"](a):
             if tuple(a.shape[1:]) != tuple(self._sample[what]):
                 raise DataError(f"{what} has shape {tuple(a.shape)}, but one sample of the network is "
