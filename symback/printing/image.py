@@ -324,7 +324,7 @@ def _conv_backward(a, d, w, C, H, W, k, s, p, wanted):
     return (gi.reshape(n, C, H * W) if wanted[0] else None), (gw.reshape(Co, -1).T if wanted[1] else None)
 
 
-def _tiled_on_cpu(x, k, s, p):
+def _by_slices(x, k, s, p):
     """Whether x's pooling windows lie side by side (stride k, no padding) on CPU data: there
     torch's max-pooling kernel is slow (a LeNet's 64x6x28x28 maps: 1.4 ms against 0.2 ms for
     the maxima of the k*k window offsets' strided slices), elsewhere it is the fast way."""
@@ -366,7 +366,7 @@ def _maxpool(a, C, H, W, k, s, p):
     """The maximum of each k-by-k window: torch's max_pool2d (on CPU data with windows side by
     side, _max_offsets)."""
     x = a.reshape(a.shape[0], C, H, W)
-    if _tiled_on_cpu(x, k, s, p):
+    if _by_slices(x, k, s, p):
         return _max_offsets(x, k).reshape(a.shape[0], C, -1)
     return torch.nn.functional.max_pool2d(x, k, s, p).reshape(a.shape[0], C, -1)
 
@@ -375,7 +375,7 @@ def _maxpool_pair(a, C, H, W, k, s, p):
     """(the maximum of each k-by-k window, the flat index of its first arg-max): torch's kernel;
     on CPU data with windows side by side (_max_offsets), no indices (None)."""
     x = a.reshape(a.shape[0], C, H, W)
-    if _tiled_on_cpu(x, k, s, p):
+    if _by_slices(x, k, s, p):
         return _max_offsets(x, k).reshape(a.shape[0], C, -1), None
     out, idx = torch.nn.functional.max_pool2d(x, k, s, p, return_indices=True)
     return out.reshape(a.shape[0], C, -1), idx
