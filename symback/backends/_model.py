@@ -38,8 +38,12 @@ class BackendModel(Model):
             # the library's images (n, C, H, W) or one-row samples (n, k): reshaped by the library
             # where they are (a view), not through a NumPy copy on the host
             shape = tuple(getattr(a, "shape", ()))
-            if (want := self._sample_shape(shape, what)) != shape and self._ns["_is_native"](b := a.reshape(want)):
-                a = b
+            if (want := self._sample_shape(shape, what)) != shape:
+                try:
+                    b = a.reshape(want)
+                except (TypeError, ValueError, RuntimeError):    # not an array of the library:
+                    b = None                                     # the host path says what is wrong
+                a = b if self._ns["_is_native"](b) else a
         if self._sample.get(what) is not None and self._ns["_is_native"](a):
             if tuple(a.shape[1:]) != tuple(self._sample[what]):
                 raise DataError(f"{what} has shape {tuple(a.shape)}, but one sample of the network is "

@@ -5,8 +5,9 @@ geometry C, H, W, k, s (stride), p (padding); it returns a fresh array (flatten 
 unflatten: a reshape, which the code generator treats as a view).  No helper loops over
 samples or channels: unfold is a strided view (NumPy), ``F.unfold`` (torch) or
 ``conv_general_dilated_patches`` (JAX); fold adds the k·k kernel offsets' slices; the
-pools are reshapes or the k·k window offsets' strided slices.  What they compute is fixed by the definitions in :mod:`symback.image`
-(tests compare them with ``torch.nn.functional``).  Text only: printing needs no library.
+pools are reshapes or the k·k window offsets' strided slices.  What they compute is fixed by
+the definitions in :mod:`symback.image` (tests compare them with ``torch.nn.functional``).
+Text only: printing needs no library.
 """
 from __future__ import annotations
 
