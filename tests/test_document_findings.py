@@ -397,3 +397,11 @@ def test_a_one_sample_graphs_penalty_is_in_its_batch_lines():
     assert r"L = P + \frac{1}{m} \sum_{i=1}^{m} C^{(i)}" in text
     assert r"\frac{\partial L}{\partial \theta} = \frac{\partial P}{\partial \theta} + " in text
     assert r"P = \frac{1}{10} \lVert W \rVert_F^{2}" in text
+
+
+def test_one_sample_documents_do_not_call_rows_samples():
+    """A one-sample graph's rows are a sequence's positions or an image's channels: its
+    document says every matrix is one sample's, not that each row is a sample."""
+    net = sb.Sequential(sb.Dense(3, "tanh"), sb.Dense(2), inputs=(4, 3), loss="mse")
+    text = render(sb.derive(net), **QUICK)
+    assert "each row is a" not in text and "every matrix is\none sample's" in text

@@ -71,7 +71,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
            "display": bool(options.get("display", False)), "matrix": d.layout.kind == "matrix",
-           "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
+           "one_sample": g.per_sample, "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
     ctx.update(_network(d, apps, nt))
     ctx["loss"] = _loss(d, nt)
     ctx["output"] = _output(d)
