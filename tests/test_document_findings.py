@@ -405,3 +405,12 @@ def test_one_sample_documents_do_not_call_rows_samples():
     net = sb.Sequential(sb.Dense(3, "tanh"), sb.Dense(2), inputs=(4, 3), loss="mse")
     text = render(sb.derive(net), **QUICK)
     assert "each row is a" not in text and "every matrix is\none sample's" in text
+    # its worked example is one sample: m = 1 (the loss shown is that sample's cost)
+    d = sb.derive(net)
+    rng = np.random.default_rng(0)
+    values = {"X": rng.normal(size=(4, 3)), "Y": rng.normal(size=(4, 2))}
+    values.update({p: rng.normal(size=tuple(int(v) for v in net.symbol(p).shape)) for p in d.params})
+    text = render(d, values=values, **QUICK)
+    assert "each row of $X$ is a sample" not in text and "($X$ and $Y$ are one sample, so $m = 1$)" in text
+    loss = sb.compile(d, dtype="float64").loss(values["X"][None], values["Y"][None], {p: values[p] for p in d.params})
+    assert f"So the loss is $L = {loss:.6g}$" in text
