@@ -405,6 +405,8 @@ def test_one_sample_documents_do_not_call_rows_samples():
     net = sb.Sequential(sb.Dense(3, "tanh"), sb.Dense(2), inputs=(4, 3), loss="mse")
     text = render(sb.derive(net), **QUICK)
     assert "each row is a" not in text and "every matrix is\none sample's" in text
+    ce = sb.Sequential(sb.Dense(3, "tanh"), sb.Dense(2, "softmax"), inputs=(4, 3), loss="cross_entropy")
+    assert "Stacked over outputs and the sample's rows" in render(sb.derive(ce), **QUICK)
     # its worked example is one sample: m = 1 (the loss shown is that sample's cost)
     d = sb.derive(net)
     rng = np.random.default_rng(0)
