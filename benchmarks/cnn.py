@@ -18,10 +18,10 @@ Dense(10, softmax), cross-entropy, plain SGD.
 Every implementation starts from the same parameters and data; the first step's loss and
 gradients are checked equal before timing.  Rounds are interleaved, in a fresh random order
 each round (seeded); a ratio is the median of the per-round ratios (below 1: symback is
-faster), and the ratio of the two best rounds.  Minor page faults a step are printed beside
-each time: in float64, glibc hands one step or another fresh pages for its 2-10 MB arrays
-(which one moves from process to process), several ms of a 12 ms step; the best rounds are the
-steps without them.
+faster), and the ratio of the two implementations' best rounds.  Minor page faults a step
+are printed beside each time: in float64, glibc hands one step or another fresh pages for its
+2-10 MB arrays (which one moves from process to process), several ms of a 12 ms step; the
+best rounds are steps without them.
 """
 from __future__ import annotations
 
