@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import symback as sb
 from conftest import examples
+from test_cnn import _as, _close
 from symback import image
 
 torch = pytest.importorskip("torch")
@@ -70,22 +71,6 @@ def _torch_loss(layers, x, y, t, loss):
     return F.cross_entropy(z, y.argmax(1)) if loss == "cross_entropy" else ((z - y) ** 2).sum(1).mean()
 
 
-def _close(a, b, rtol=1e-8):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    assert float(np.abs(a - b).max()) <= rtol * max(1.0, float(np.abs(b).max()))
-
-
-def _arrays(backend, params):
-    """params as the backend's arrays (a step updates them)."""
-    if backend == "torch":
-        return {p: torch.tensor(v) for p, v in params.items()}
-    if backend == "jax":
-        import jax.numpy as jnp
-        return {p: jnp.asarray(v) for p, v in params.items()}
-    return {p: np.array(v) for p, v in params.items()}
-
-
 @settings(max_examples=examples(2), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cnns(), st.integers(0, 2 ** 32 - 1))
@@ -112,7 +97,7 @@ def test_random_cnn_equals_torch_autograd_on_every_backend(cnn, seed):
         for p in d.params:
             _close(grads[p], t[p].grad.numpy())
         _close(m.loss(x, y, params), want.item())
-        moved = _arrays(backend, params)
+        moved = {p: _as(backend, np.array(v)) for p, v in params.items()}
         m.step(x, y, moved, lr=0.3)
         for p in d.params:
             _close(np.asarray(moved[p]), params[p] - 0.3 * t[p].grad.numpy())
