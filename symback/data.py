@@ -247,7 +247,8 @@ def _data_shapes(d):
 def _one_sample_arrays(d, path, columns, arrays, targets):
     """X and Y of a graph whose one sample is a matrix (contract 0.3): (n, rows, columns)."""
     x_shape, y_shape = _data_shapes(d)
-    return _sample_arrays(path, columns, _as_samples(path, d, arrays), x_shape, y_shape)
+    image = getattr(d.graph, "input_images", {}).get("X")
+    return _sample_arrays(path, columns, _as_samples(path, d, arrays), x_shape, y_shape, image)
 
 
 def _row_arrays(d, path, columns, arrays, targets):
@@ -275,8 +276,9 @@ def _row_arrays(d, path, columns, arrays, targets):
 READERS = {Scalars: _column_arrays, BatchRows: _row_arrays, OneSample: _one_sample_arrays}
 
 
-def _sample_arrays(path, columns, arrays, x_shape, y_shape):
-    """X (n, *x_shape) and Y (n, *y_shape) of a one-sample graph: .npz arrays, the batch first."""
+def _sample_arrays(path, columns, arrays, x_shape, y_shape, image=None):
+    """X (n, *x_shape) and Y (n, *y_shape) of a one-sample graph: .npz arrays, the batch first
+    (`image`: X's sample as (C, H, W) where the network reads images, named in the errors)."""
     if columns is not None:
         raise DataError(f"{path}: this network's sample is a {x_shape[0]}×{x_shape[1]} matrix; its data "
                         f"are an .npz file with arrays X of shape (n, {x_shape[0]}, {x_shape[1]}) and "
@@ -287,8 +289,12 @@ def _sample_arrays(path, columns, arrays, x_shape, y_shape):
     for name, a, shape in (("X", X, x_shape), ("Y", Y, y_shape)):
         want = tuple(int(k) for k in shape)
         if a.ndim != 3 or a.shape[1:] != want:
-            raise DataError(f"{path}: {name} must have shape (n, {want[0]}, {want[1]}) (one "
-                            f"{want[0]}×{want[1]} sample per entry of the first axis), got {a.shape}")
+            forms = ([f"(n, {', '.join(map(str, image))}) (images, channels first, as in PyTorch)"]
+                     if name == "X" and image else []) + ([f"(n, {want[1]})"] if want[0] == 1 else [])
+            last = f"(n, {want[0]}, {want[1]})"
+            shapes = f"{', '.join(forms)} or {last}" if forms else \
+                f"{last} (one {want[0]}×{want[1]} sample per entry of the first axis)"
+            raise DataError(f"{path}: {name} must have shape {shapes}, got {a.shape}")
     if len(X) != len(Y):
         raise DataError(f"{path}: X holds {len(X)} samples but Y {len(Y)}")
     if len(X) == 0:
@@ -298,14 +304,18 @@ def _sample_arrays(path, columns, arrays, x_shape, y_shape):
 
 def _as_samples(path, d, arrays) -> dict:
     """An image network's data as its one-sample matrices: X (n, C, H, W), PyTorch's layout, is
-    (n, C, H·W); a one-row output's Y (n, K), or class labels (n,) for a softmax output, is
-    (n, 1, K).  Other arrays pass unchanged (the shape check names what is expected)."""
+    (n, C, H·W); a one-row sample's X (n, k) is (n, 1, k), and a one-row output's Y (n, K), or
+    class labels (n,) for a softmax output, is (n, 1, K), as :class:`symback.model.Model` takes
+    them.  Other arrays pass unchanged (the shape check names what is expected)."""
     from .functions import softmax
     g, out = d.graph, dict(arrays)
     image = getattr(g, "input_images", {}).get("X")
     X, Y = arrays.get("X"), arrays.get("Y")
+    x_rows, x_cols = (int(v) for v in g.shape(g.input_names[0]))
     if image and X is not None and X.shape[1:] == tuple(image):
         out["X"] = X.reshape(len(X), image[0], image[1] * image[2])
+    elif X is not None and X.ndim == 2 and x_rows == 1 and X.shape[1] == x_cols:     # one row each, as Model takes
+        out["X"] = X.reshape(len(X), 1, x_cols)
     rows, K = (int(v) for v in g.shape(g.target_names[0]))
     if Y is not None and rows == 1:
         if Y.ndim == 1 and len(Y) and K > 1 and output_function(d) is softmax:

@@ -160,3 +160,27 @@ def test_bad_layer_spec_on_the_command_line(tmp_path, capsys, monkeypatch):
     status, _, err = cli(capsys, monkeypatch, tmp_path, "derive", "bad.toml", "--format", "text")
     assert status != 0 and "Traceback" not in err
     assert "layer 2 (MaxPool2d): stride must be an integer from 1" in err
+
+
+def test_image_data_in_each_layout_model_takes_and_a_clear_error_otherwise(tmp_path, capsys, monkeypatch):
+    """`symback train` reads an image network's X as Model does: (n, C, H, W), or each image
+    flattened to one row (n, C·H·W) when C = 1 (the same parameters after a step); any other
+    shape is one line naming the layouts it takes, the parameters file not written."""
+    (tmp_path / "tiny.toml").write_text(TINY)
+    x, labels = _data(8, 2)
+    saved = {}
+    for name, X in (("img", x), ("flat", x.reshape(8, 25))):
+        np.savez(tmp_path / f"{name}.npz", X=X, Y=labels)
+        status, _, err = cli(capsys, monkeypatch, tmp_path, "train", "tiny.toml", f"{name}.npz", "--epochs", "1",
+                             "--batch-size", "8", "--out", f"{name}_p.npz", "--no-progress")
+        assert status == 0, err
+        with np.load(tmp_path / f"{name}_p.npz", allow_pickle=False) as f:
+            saved[name] = {k: f[k] for k in f.files}
+    for k in saved["img"]:
+        np.testing.assert_array_equal(saved["flat"][k], saved["img"][k])
+    np.savez(tmp_path / "bad.npz", X=x[:, :, :4], Y=labels)
+    status, _, err = cli(capsys, monkeypatch, tmp_path, "train", "tiny.toml", "bad.npz", "--out", "bad_p.npz")
+    assert status != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "X must have shape (n, 1, 5, 5) (images, channels first, as in PyTorch), (n, 25) or (n, 1, 25), " \
+           "got (8, 1, 4, 5)" in err
+    assert not (tmp_path / "bad_p.npz").exists()
