@@ -302,6 +302,20 @@ def _sample_arrays(path, columns, arrays, x_shape, y_shape, image=None):
     return X.astype(float), Y.astype(float)
 
 
+def sample_shape(shape: tuple, want: tuple, image=None) -> tuple:
+    """The shape (n, rows, columns) that data of `shape` take as samples of shape `want` (a
+    reshape, a view): one sample, images (n, C, H, W) as in PyTorch when `image` is (C, H, W),
+    or one-row samples as (n, k); `shape` itself where no form applies.  The one rule for the
+    Models and the command line's reader."""
+    if shape == want:                                               # one sample
+        return (1, *want)
+    if image is not None and shape[1:] == tuple(image):             # PyTorch's (n, C, H, W)
+        return (shape[0], *want)
+    if len(shape) == 2 and want[0] == 1 and shape[1] == want[1]:    # one-row samples as (n, k)
+        return (shape[0], 1, want[1])
+    return shape
+
+
 def _as_samples(path, d, arrays) -> dict:
     """An image network's data as its one-sample matrices: X (n, C, H, W), PyTorch's layout, is
     (n, C, H·W); a one-row sample's X (n, k) is (n, 1, k), and a one-row output's Y (n, K), or
@@ -311,11 +325,10 @@ def _as_samples(path, d, arrays) -> dict:
     g, out = d.graph, dict(arrays)
     image = getattr(g, "input_images", {}).get("X")
     X, Y = arrays.get("X"), arrays.get("Y")
-    x_rows, x_cols = (int(v) for v in g.shape(g.input_names[0]))
-    if image and X is not None and X.shape[1:] == tuple(image):
-        out["X"] = X.reshape(len(X), image[0], image[1] * image[2])
-    elif X is not None and X.ndim == 2 and x_rows == 1 and X.shape[1] == x_cols:     # one row each, as Model takes
-        out["X"] = X.reshape(len(X), 1, x_cols)
+    want = tuple(int(v) for v in g.shape(g.input_names[0]))
+    # images, or one row each, as Model takes them (a lone rows×columns sample is not data here)
+    if X is not None and X.ndim > 1 and (X.shape != want or want[0] == 1):
+        out["X"] = X.reshape(sample_shape(X.shape, want, image))
     rows, K = (int(v) for v in g.shape(g.target_names[0]))
     if Y is not None and rows == 1:
         if Y.ndim == 1 and len(Y) and K > 1 and output_function(d) is softmax:

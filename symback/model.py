@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import available_memory, format_bytes
+from .data import available_memory, format_bytes, sample_shape
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
 from .targets import check_targets, target_rules
@@ -147,15 +147,7 @@ class Model:
     def _sample_shape(self, shape: tuple, what: str) -> tuple:
         """The shape (n, rows, columns) that data of this shape take as a one-sample graph's
         samples (a reshape, a view), or the shape itself where no form applies."""
-        want = tuple(self._sample[what])
-        image = self._image if what == "X" else None
-        if shape == want:                                           # one sample
-            return (1, *want)
-        if image is not None and shape[1:] == tuple(image):          # PyTorch's (n, C, H, W)
-            return (shape[0], *want)
-        if len(shape) == 2 and want[0] == 1 and shape[1] == want[1]:     # one-row samples as (n, k)
-            return (shape[0], 1, want[1])
-        return shape
+        return sample_shape(shape, tuple(self._sample[what]), self._image if what == "X" else None)
 
     def _samples(self, a, what: str) -> np.ndarray:
         """Data of a one-sample graph: (n, rows, columns), or one sample (rows, columns)."""
