@@ -2,6 +2,7 @@
 
     python benchmarks/cnn.py               # ~40 s on 2 cores; --rounds N (default 15), --batch N,
                                            # --dtype float32
+    python benchmarks/cnn.py --device cuda --batch 512     # on a GPU: torch and JAX only
 
 28×28 inputs, batch 64, float64 (or --dtype float32), one thread: Conv2d(6, 5, padding 2, ReLU) → MaxPool2d(2) →
 Conv2d(16, 5, ReLU) → MaxPool2d(2) → Flatten → Dense(120, ReLU) → Dense(84, ReLU) →
@@ -18,7 +19,10 @@ Dense(10, softmax), cross-entropy, plain SGD.
 Every implementation starts from the same parameters and data; the first step's loss and
 gradients are checked equal before timing.  Rounds are interleaved, in a fresh random order
 each round (seeded); a ratio is the median of the per-round ratios (below 1: symback is
-faster), and the ratio of the two implementations' best rounds.  Minor page faults a step
+faster), and the ratio of the two implementations' best rounds.  ``--device cuda`` puts both
+torch implementations' tensors on the GPU and leaves out the NumPy pair; JAX runs on its
+default device (the GPU where jaxlib has CUDA); every step returns its loss as a float, so a
+timed step ends when the device has finished it.  Minor page faults a step
 are printed beside each time: in float64, glibc hands one step or another fresh pages for its
 2-10 MB arrays (which one moves from process to process), several ms of a 12 ms step; the
 best rounds are steps without them.
@@ -155,7 +159,7 @@ def torch_step_fn(tp):
         with torch.no_grad():
             for v in tp.values():
                 v -= LR * v.grad
-        return loss
+        return loss.item()      # a float, as m.step returns: on a GPU, the step has finished
     return step
 
 
@@ -182,13 +186,18 @@ def jax_step_fn():
     return step, jax.jit(jax.grad(loss_fn))
 
 
+def _host(a):
+    """a (a NumPy, JAX or torch array on any device) as a float64 NumPy array."""
+    return np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
+
+
 def _close(a, b, what, tol=1e-8):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(np.shape(a))
+    a, b = _host(a), _host(b).reshape(np.shape(a))
     err = float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
     assert err < tol, f"{what}: relative difference {err:.2e}"
 
 
-def main(rounds=15, batch=64, reps=5, dtype="float64"):
+def main(rounds=15, batch=64, reps=5, dtype="float64", device="cpu"):
     import jax
     import torch
     jax.config.update("jax_enable_x64", True)
@@ -202,8 +211,9 @@ def main(rounds=15, batch=64, reps=5, dtype="float64"):
     X = rng.random((batch, 1, 28, 28)).astype(dtype)
     Y = np.eye(10, dtype=dtype)[rng.integers(0, 10, batch)]
     base = {k: v.astype(dtype) for k, v in models["numpy"].init(seed=0).items()}
-    # every implementation agrees to rounding: float32's relative 1e-4
-    close = partial(_close, tol=1e-8 if dtype == "float64" else 1e-4)
+    # every implementation agrees to rounding: float32's relative 1e-4 (on a GPU, 1e-2: its
+    # float32 convolutions and matrix products may round their inputs to TF32's 10 bits)
+    close = partial(_close, tol=1e-8 if dtype == "float64" else 1e-4 if device == "cpu" else 1e-2)
 
     # the same first loss and gradients everywhere before timing
     loss, g = numpy_step(X, Y, {k: v.copy() for k, v in base.items()}, grads=True)
@@ -212,10 +222,14 @@ def main(rounds=15, batch=64, reps=5, dtype="float64"):
         mg = m.grad(X, Y, base)
         for k in g:
             close(mg[k], g[k], f"symback-{b} {k}")
-    tp = {k: torch.tensor(v, requires_grad=True) for k, v in base.items()}
+    tp = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in base.items()}
     tstep = torch_step_fn(tp)
-    tX, tY = torch.tensor(X), torch.tensor(Y)
-    close(tstep(tX, tY).item(), loss, "torch loss")
+    tX, tY = torch.tensor(X, device=device), torch.tensor(Y, device=device)
+    on_device = {k: torch.tensor(v, device=device) for k, v in base.items()}
+    tg = models["torch"].grad(tX, tY, on_device)         # symback-torch on the device too
+    for k in g:
+        close(tg[k], g[k], f"symback-torch on {device} {k}")
+    close(tstep(tX, tY), loss, "torch loss")
     jstep, jgrad = jax_step_fn()
     jX, jY = jax.numpy.asarray(X), jax.numpy.asarray(Y)
     jp = {k: jax.numpy.asarray(v) for k, v in base.items()}
@@ -224,7 +238,7 @@ def main(rounds=15, batch=64, reps=5, dtype="float64"):
         close(jg[k], g[k], f"jax {k}")
 
     params = {b: {k: v.copy() for k, v in base.items()} for b in ("numpy", "hand")}
-    params["torch"] = {k: torch.tensor(v) for k, v in base.items()}
+    params["torch"] = on_device
     params["jax"] = {k: jax.numpy.asarray(v) for k, v in base.items()}
     data = {"numpy": (X, Y), "torch": (tX, tY), "jax": (jX, jY)}
     state = {"jp": jp}
@@ -238,6 +252,8 @@ def main(rounds=15, batch=64, reps=5, dtype="float64"):
     timed = {"symback-numpy": sym("numpy"), "numpy": lambda: numpy_step(X, Y, params["hand"]),
              "symback-torch": sym("torch"), "torch": lambda: tstep(tX, tY),
              "symback-jax": sym("jax"), "jax": jax_hand}
+    if device != "cpu":                 # NumPy has no device: only torch and JAX are compared
+        del timed["symback-numpy"], timed["numpy"]
     times = {k: [] for k in timed}
     faults = {k: [] for k in timed}     # minor page faults a step: fresh pages for large arrays
     names = list(timed)
@@ -254,7 +270,9 @@ def main(rounds=15, batch=64, reps=5, dtype="float64"):
                 fn()
             times[k].append((time.perf_counter() - start) / reps)
             faults[k].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / reps)
-    print(f"\nLeNet-like 28x28, batch {batch}, {dtype}, one thread, {rounds} rounds x {reps} steps")
+    where = "one CPU thread" if device == "cpu" else \
+        f"torch on {torch.cuda.get_device_name(torch.device(device))}, JAX on {jax.devices()[0].device_kind}"
+    print(f"\nLeNet-like 28x28, batch {batch}, {dtype}, {where}, {rounds} rounds x {reps} steps")
     print("| implementation | median ms | page faults a step (median, max) |")
     print("|---|---:|---:|")
     for k in names:
@@ -263,7 +281,7 @@ def main(rounds=15, batch=64, reps=5, dtype="float64"):
     # pages (which step that happens to moves from one process to the next)
     print("\n| ratio | median of per-round ratios | best round ÷ best round |")
     print("|---|---:|---:|")
-    for b in ("numpy", "torch", "jax"):
+    for b in ("numpy", "torch", "jax") if device == "cpu" else ("torch", "jax"):
         ratio = np.median(np.array(times[f"symback-{b}"]) / np.array(times[b]))
         best = min(times[f"symback-{b}"]) / min(times[b])
         print(f"| symback-{b} / {b} | {ratio:.2f} | {best:.2f} |")
@@ -275,5 +293,6 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    ap.add_argument("--device", default="cpu", help="torch's device, e.g. cuda (default cpu)")
     a = ap.parse_args()
-    main(a.rounds, a.batch, a.reps, a.dtype)
+    main(a.rounds, a.batch, a.reps, a.dtype, a.device)

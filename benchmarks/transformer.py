@@ -3,6 +3,7 @@
     python benchmarks/transformer.py                 # float64 and float32, ~3 min on 2 cores
     python benchmarks/transformer.py --quick         # a smoke run
     python benchmarks/transformer.py --dtype float32 --rounds 21
+    python benchmarks/transformer.py --device cuda --large   # on a GPU: T = d = 512, batch 64
 
 The network is ``sb.Sequential(sb.TransformerBlock(heads=4, hidden=256, causal=True),
 sb.Dense(64), inputs=(64, 64), loss="mse")`` (pre-LN block, causal 4-head attention,
@@ -19,7 +20,10 @@ loss as a float, one thread per library:
 
 Interleaved rounds (the order rotates), medians per step, a ratio is the median of the
 per-round ratios (``backends.py``'s method).  ``--dtype`` picks one dtype (both by default),
-``--rounds N`` the rounds (9; 3 with ``--quick``).
+``--rounds N`` the rounds (9; 3 with ``--quick``).  ``--device cuda`` puts both torch
+implementations' tensors on the GPU and leaves out the NumPy pair (JAX runs on its default
+device); ``--large`` is issue 17's device size, T = 512, d = 512, batch 64 (heads and hidden
+as above).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import transformer_numpy as hand  # noqa: E402
 
 T, D, HEADS, HIDDEN, BATCH, LR = 64, 64, 4, 256, 32, 1e-3
 LIBS = ("numpy", "torch", "jax")
+DEVICE = "cpu"          # torch's device (--device)
 
 
 def network():
@@ -52,7 +57,8 @@ def torch_peer(dtype):
     import torch.nn.functional as F
 
     def params_in(params):
-        return [torch.tensor(np.asarray(params[k], dtype=dtype)).requires_grad_(True) for k in hand.NAMES]
+        return [torch.tensor(np.asarray(params[k], dtype=dtype), device=DEVICE).requires_grad_(True)
+                for k in hand.NAMES]
 
     def step(X, Y, state, lr):
         value = hand.torch_loss(F, X, Y, state, HEADS)
@@ -60,7 +66,7 @@ def torch_peer(dtype):
         with torch.no_grad():
             torch._foreach_add_(state, grads, alpha=-lr)
         return value.item()
-    return params_in, step, lambda a: torch.tensor(np.asarray(a, dtype=dtype))
+    return params_in, step, lambda a: torch.tensor(np.asarray(a, dtype=dtype), device=DEVICE)
 
 
 def jax_peer(dtype):
@@ -121,6 +127,8 @@ def runners(dtype):
         out[lib] = (step, conv(X), conv(Y), params_in(params))
         m = sb.compile(d, dtype, backend=lib)
         c = m._ns["_asarray"]
+        if lib == "torch":          # symback-torch on the same device as its peer
+            c = lambda a, c=c: c(a).to(DEVICE)     # noqa: E731
         out["symback-" + lib] = (m.step, c(X), c(Y), {k: c(v.copy()) for k, v in params.items()})   # own copies: updated in place
     return out
 
@@ -129,7 +137,8 @@ def bench(dtype, rounds, block_s):
     """(median seconds per step, symback ÷ peer ratios) of the six runners at one dtype."""
     rs = runners(dtype)
     first = {k: step(X, Y, state, LR) for k, (step, X, Y, state) in rs.items()}   # warm-up, jit
-    tol = 1e-9 if dtype == "float64" else 1e-4
+    # float32 on a GPU: matrix products may round their inputs to TF32's 10 bits
+    tol = 1e-9 if dtype == "float64" else 1e-4 if DEVICE == "cpu" else 1e-2
     for lib in LIBS:
         a, b = first["symback-" + lib], first[lib]
         if abs(a - b) > tol * abs(b):
@@ -140,10 +149,18 @@ def bench(dtype, rounds, block_s):
 
 def main(argv=None):
     """Check the hand-written block, time the six steps per dtype, print the table."""
+    global DEVICE, LIBS, T, D, BATCH
     argv = sys.argv[1:] if argv is None else argv
     import torch
     torch.set_num_threads(1)
-    print("hand-written NumPy block equals torch autograd (1e-8):", hand.check_against_torch(), flush=True)
+    if "--device" in argv:
+        DEVICE = argv[argv.index("--device") + 1]
+    if "--large" in argv:
+        T, D, BATCH = 512, 512, 64
+    if DEVICE != "cpu":             # NumPy has no device: only torch and JAX are compared
+        LIBS = ("torch", "jax")
+    else:
+        print("hand-written NumPy block equals torch autograd (1e-8):", hand.check_against_torch(), flush=True)
     rounds, block_s = (3, 0.2) if "--quick" in argv else (9, 0.5)
     if "--rounds" in argv:
         rounds = int(argv[argv.index("--rounds") + 1])
@@ -157,8 +174,15 @@ def main(argv=None):
             print(rows[-1], flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("\n".join(["", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {rounds} rounds, "
-                     f"T={T} d={D} heads={HEADS} hidden={HIDDEN} batch={BATCH}, 1 thread per library, "
+                     f"T={T} d={D} heads={HEADS} hidden={HIDDEN} batch={BATCH}, torch on {_device_name()}, "
+                     f"1 thread per library, "
                      f"load average {load:.1f}", "", *rows]))
+
+
+def _device_name():
+    """torch's device, with the GPU's name on a GPU."""
+    import torch
+    return DEVICE if DEVICE == "cpu" else f"{DEVICE} ({torch.cuda.get_device_name(torch.device(DEVICE))})"
 
 
 if __name__ == "__main__":
