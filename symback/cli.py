@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="symback",
         description="Symbolic backpropagation: derive the chain-rule formulas of a network, "
-                    "render them as LaTeX or Markdown, and train with NumPy code generated from them.",
+                    "render them as LaTeX or Markdown, and train with NumPy, JAX or PyTorch code "
+                    "generated from them.",
         epilog="Errors are one line on stderr; exit status 2 for bad input, 1 when a file or "
                "tool could not be used.  Start with: symback demo")
     parser.add_argument("--version", action="version", version=f"symback {__version__}")
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_derive)
 
     t = sub.add_parser("train", help="train a network on a CSV or .npz file",
-                       description="Train with NumPy code generated from the derived formulas.",
+                       description="Train with code generated from the derived formulas (NumPy, or "
+                                   "JAX or PyTorch with --backend).",
                        epilog="Data: a CSV file with a header row, or an .npz file holding arrays X "
                               "and Y.  A spec file's inputs and targets are read from the columns "
                               "of those names.  For a layer network the target columns are named "

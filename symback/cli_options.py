@@ -88,10 +88,12 @@ def network_options(p: argparse.ArgumentParser, with_data: bool = False):
     g = p.add_argument_group("the network: a TOML spec file, or a layer network from flags")
     if with_data:   # train: the spec and the data file may both be positional, in either order
         g.add_argument("spec", nargs="*", metavar="SPEC.toml|DATA.csv",
-                       help="a TOML spec file (a scalar graph) and/or the data file")
+                       help="a TOML spec file (a graph, or builder layers: see examples/*.toml) "
+                            "and/or the data file (.csv or .npz)")
     else:
         g.add_argument("spec", nargs="?", metavar="SPEC.toml",
-                       help="a scalar graph written as a TOML spec file (see examples/*.toml)")
+                       help="a network written as a TOML spec file: a graph of named nodes, or "
+                            "builder layers (see examples/*.toml)")
     g.add_argument("--layers", type=parse_layers, metavar="N0,N1,...",
                    help="layer widths, inputs first, e.g. 784,128,64,10")
     g.add_argument("--activation", metavar="NAME",
