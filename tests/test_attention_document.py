@@ -136,3 +136,27 @@ def test_the_proof_rejects_a_false_closed_form():
     chain[1] = chain[1].args[1] * chain[1].args[2]                  # the 1/√d_k dropped
     with pytest.raises(DefinitionError, match=r"backward\[4\]"):
         check(d, names, part)
+
+
+def test_attention_layers_of_different_head_widths_each_have_their_own_d_k():
+    """Two attention layers whose heads differ in width (4, then 2 in each of two heads): with one
+    d_k for the whole document, bound to the last layer's width, the first layer's scores line
+    was false; the certificate caught it and the document raised instead of being written.  Each
+    layer's lines now use its own d_{k,l}, and the scores line evaluates to Q Kᵀ/√4 here."""
+    net = sb.Sequential(sb.Attention(heads=1), sb.Attention(heads=2), sb.Dense(2), inputs=(3, 4), loss="mse")
+    d = sb.derive(net)
+    options = dict(figure=False, vanishing=False, verify=False, cost=False)
+    text = d.latex(**options)                                   # certified before it is returned
+    assert r"One head, of width $d_{k,1} = 4$." in text
+    assert r"its own $d_{k,2} = 2$ columns" in text
+    assert r"\frac{1}{\sqrt{d_{k,1}}}" in text and r"\frac{1}{\sqrt{d_{k,2}}}" in text
+    assert "## Attention, head by head" in d.markdown(**options)
+    ctx = context(d, **options)
+    names = ctx["sympy"]["names"]
+    assert names[sp.Symbol("d_{k,1}", positive=True)] == 4 and names[sp.Symbol("d_{k,2}", positive=True)] == 2
+    g, rng = d.graph, np.random.default_rng(5)
+    X, Wq, Wk = rng.normal(size=(3, 4)), rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    env = {g.symbol("Q1"): X @ Wq, g.symbol("K1"): X @ Wk, sp.Symbol("d_{k,1}", positive=True): 4.0}
+    scores = ctx["attention"]["layers"][0]["forward"][0]["instances"][0]["sympy"]["chain"]
+    env.update({scores[1].args[1]: X @ Wq, scores[1].args[2].arg: X @ Wk})   # Q_1, K_1 of the line
+    assert np.allclose(value_of(scores[1], env, 1), (X @ Wq) @ (X @ Wk).T / 2.0, rtol=1e-12)

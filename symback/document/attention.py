@@ -103,11 +103,17 @@ def _delta(d, n):
 DK = sp.Symbol("d_k", positive=True)
 
 
-def _head_rows(d, l, hd: _Head, mask) -> dict:
-    """Head h's lines: {"forward": [chain, ...], "backward": [chain, ...]}."""
+def _width_symbol(l: int, widths: set) -> sp.Symbol:
+    """The head width's symbol in layer l's lines: d_k where every attention layer's heads have
+    one width, else d_{k,l} (the document's names give a symbol one value)."""
+    return DK if len(widths) == 1 else sp.Symbol(f"d_{{k,{l}}}", positive=True)
+
+
+def _head_rows(d, l, hd: _Head, mask, dk) -> dict:
+    """Head h's lines: {"forward": [chain, ...], "backward": [chain, ...]}; dk: the width's symbol."""
     g = d.graph
     s, dl = hd.sym, hd.delta
-    scale = 1 / sp.sqrt(DK)
+    scale = 1 / sp.sqrt(dk)
     T = s["P"].shape[0]
     one_w, one_T = sp.OneMatrix(hd.w, 1), sp.OneMatrix(1, T)
     forward = []
@@ -131,17 +137,18 @@ def _head_rows(d, l, hd: _Head, mask) -> dict:
     return {"forward": forward, "backward": backward}
 
 
-def _layer(d, l: int, heads: int, names: dict, apps) -> dict:
-    """One attention layer's part of the section."""
+def _layer(d, l: int, heads: int, names: dict, apps, widths: set) -> dict:
+    """One attention layer's part of the section (widths: every attention layer's head width)."""
     g = d.graph
     mask = mask_of(g, l, heads)
     generic = _Head(d, l, "h", heads)
     concrete = [_Head(d, l, k, heads) for k in range(1, heads + 1)]
     for hd in concrete:
         names.update(hd.meanings)
-    names[DK] = sp.Integer(generic.w)
-    shown = _head_rows(d, l, generic, mask)
-    checked = [_head_rows(d, l, hd, mask) for hd in concrete]
+    dk = _width_symbol(l, widths)
+    names[dk] = sp.Integer(generic.w)
+    shown = _head_rows(d, l, generic, mask, dk)
+    checked = [_head_rows(d, l, hd, mask, dk) for hd in concrete]
 
     def rows(part):
         return [_generic_row(chain, [c[part][i] for c in checked], apps)
@@ -159,7 +166,7 @@ def _layer(d, l: int, heads: int, names: dict, apps) -> dict:
              for n in "QKV"]
     grads.append(_row([Partial(L, g.symbol(f"Wo{l}")), sp.MatMul(
         ConcatT(*outputs) if heads > 1 else outputs[0].T, d_att)], apps))
-    return {"layer": l, "heads": heads, "width": generic.w, "causal": mask == "causal",
+    return {"layer": l, "heads": heads, "width": generic.w, "dk": Tex(latex(dk)), "causal": mask == "causal",
             "input": Tex(latex(A)), "forward": rows("forward"), "joined": joined,
             "backward": rows("backward"), "gathered": gathered, "grads": grads}
 
@@ -220,4 +227,5 @@ def build(d, names: dict, apps=()) -> dict:
     g = d.graph
     layers = attention_layers(g)
     norms = [r for r in (_norm_rows(d, n, names, apps) for n in norm_layers(g)) if r is not None]
-    return {"layers": [_layer(d, l, h, names, apps) for l, h in layers], "norms": norms}
+    widths = {int(g.symbol(f"Q{l}").shape[1]) // h for l, h in layers}
+    return {"layers": [_layer(d, l, h, names, apps, widths) for l, h in layers], "norms": norms}
