@@ -35,6 +35,9 @@ __all__ = ["Derivation", "Factor", "Name", "Adjoint", "AdjointMatrix", "Program"
 BATCH_SIZE = BATCH
 SAMPLE = sp.Symbol("i", positive=True, integer=True)
 MAX_PATHS = 10_000
+# past either (residual and transformer blocks multiply both), documents write a gradient through
+# the δs: path by path it would fill pages no reader follows, and take minutes to print
+MAX_LISTED_PATHS, MAX_CHAIN_NODES = 64, 10_000
 #: the largest chain form (SymPy operations) that the expanded form tries to simplify
 MAX_SIMPLIFY_OPS = 60
 SIMPLIFY_SECONDS = 1.0      # simplify() has no time limit of its own: it gets this much, no more
@@ -122,6 +125,7 @@ class Derivation:
         self.fused = self.local.fused
         self._chain: dict[str, sp.Expr] = {}
         self._nice: dict[str, sp.Expr] = {}
+        self._sizes: dict[str, int] = {}
 
     @property
     def kind(self) -> str:
@@ -243,7 +247,7 @@ class Derivation:
         Applying the factors in order (:func:`apply_path`) and summing over
         the paths gives ``gradient(p)`` (the chain rule's sum over paths).
         """
-        target = self._param(p) if not (isinstance(p, str) and p in self.adjoint) else p
+        target = self._node(p)
         reaches = self._descendants(target)
         paths: list[list[Factor]] = []
 
@@ -260,6 +264,43 @@ class Derivation:
 
         walk(self.loss_name, [])
         return paths
+
+    def _node(self, p) -> str:
+        """A parameter's name, or a node's that has an adjoint (a path may end at either)."""
+        return p if isinstance(p, str) and p in self.adjoint else self._param(p)
+
+    def path_count(self, p, longest: bool = False) -> int:
+        """How many paths lead from the loss back to `p` (the terms :meth:`chain` lists), or with
+        ``longest=True`` the most factors one of them has (0: none), counted over the graph
+        without listing them."""
+        target = self._node(p)
+        reaches, memo = self._descendants(target), {target: 0 if longest else 1}
+
+        def walk(node):             # paths from node back to the target, each node visited once
+            if node not in memo:
+                below = [walk(q) for q in self.graph.parents(node) if q in reaches]
+                memo[node] = max((1 + b for b in below if b >= 0), default=-1) if longest else sum(below)
+            return memo[node]
+        return max(walk(self.loss_name), 0)
+
+    def listable(self, p) -> bool:
+        """Whether `p`'s gradient is small enough to write out path by path (MAX_LISTED_PATHS,
+        MAX_CHAIN_NODES); documents and the text report write a larger one through the δs."""
+        return self.path_count(p) <= MAX_LISTED_PATHS and self.chain_size(p) <= MAX_CHAIN_NODES
+
+    def chain_size(self, p) -> int:
+        """The SymPy nodes of `p`'s chain form written out as a tree (a part several paths share
+        counted each time): the printed formula's size, counted without building it."""
+        def size(n):
+            if n not in self._sizes:
+                self._sizes[n] = 1 if n == self.loss_name else count(self.adjoint[n])
+            return self._sizes[n]
+
+        def count(e):               # a δ stands for its own chain form
+            if isinstance(e, (Adjoint, AdjointMatrix)):
+                return size(e.node)
+            return 1 + sum(count(a) for a in e.args) if isinstance(e, sp.Basic) else 1
+        return size(self._node(p))
 
     def apply_path(self, path) -> sp.Expr:
         """What flows from the loss to the end of `path`: its factors applied in order."""

@@ -416,3 +416,38 @@ def test_one_sample_documents_do_not_call_rows_samples():
     assert "each row of $X$ is a sample" not in text and "($X$ and $Y$ are one sample, so $m = 1$)" in text
     loss = sb.compile(d, dtype="float64").loss(values["X"][None], values["Y"][None], {p: values[p] for p in d.params})
     assert f"So the loss is $L = {loss:.6g}$" in text
+
+
+def test_a_gradient_with_too_many_paths_is_written_through_the_deltas(monkeypatch):
+    """Seven residual blocks give W1 128 paths, and two stacked transformer blocks chain forms of
+    hundreds of thousands of symbols: written out path by path, the document took minutes (over
+    ten for the two blocks) and pages no reader follows.  Past 64 paths, or 10,000 symbols, a
+    gradient is written through the δs (its recursive form, certified like every line) with the
+    count said; the counts, taken over the graph, equal chain()'s list and the written-out form.
+    (The document part runs with the limit at 4 paths, on three blocks, to stay quick.)"""
+    from symback.engine import _adjoints_in
+    net = sb.Sequential(sb.Dense(1, "tanh"), *[sb.Residual(sb.Dense(1, "tanh")) for _ in range(7)],
+                        sb.Dense(1), inputs=1, loss="mse")
+    d = sb.derive(net)
+    for p in ("W1", "W5", "b9"):
+        paths = d.chain(p)
+        assert d.path_count(p) == len(paths) and d.path_count(p, longest=True) == max(map(len, paths))
+    assert d.path_count("W1") == 128
+
+    def written_out(name):          # the chain form's tree, δs replaced by theirs, no folding
+        rec = d.adjoint[name]
+        return rec.xreplace({s: written_out(s.node) for s in _adjoints_in(rec)}) if name != d.loss_name else sp.S.One
+    assert d.chain_size("W5") == sum(1 for _ in sp.preorder_traversal(written_out("W5")))
+    monkeypatch.setattr("symback.engine.MAX_LISTED_PATHS", 4)
+    net = sb.Sequential(sb.Dense(1, "tanh"), *[sb.Residual(sb.Dense(1, "tanh")) for _ in range(3)],
+                        sb.Dense(1), inputs=1, loss="mse")
+    d = sb.derive(net)
+    ctx = context(d, figure=False, **QUICK)
+    grads = {g["sympy"]["lhs"].args[1]: g for g in ctx["gradients"]}
+    many, few = grads[d.graph.symbol("W1")], grads[d.graph.symbol("W2")]
+    assert d.path_count("W1") == 8 and "There are 8 paths" in many["summary"] and many["paths"] == []
+    assert many["sympy"]["chain"] == [many["sympy"]["lhs"], d.gradient("W1", form="recursive")]
+    assert few["summary"] is None and len(few["paths"]) == d.path_count("W2") == 4
+    text = d.markdown(figure=False, **QUICK)              # certified before it is returned
+    assert r"There are 8 paths to $W_{1}$" in text and r"\frac{\partial L}{\partial W_{1}} &= X^{\top}" in text
+    assert "$W_{1}$, $b_{1}$, whose chain forms are too large to write out here" in text   # not in the punchline

@@ -149,8 +149,7 @@ def _apps(d) -> list:
 def _deepest_param(d) -> str:
     """The parameter farthest from the loss (the notes' first-layer weight)."""
     # an unused parameter has no path (its gradient is 0): length 0, never the deepest
-    return max(d.params, key=lambda p: (max((len(path) for path in d.chain(p)), default=0),
-                                        -d.params.index(p)))
+    return max(d.params, key=lambda p: (d.path_count(p, longest=True), -d.params.index(p)))
 
 
 # ------------------------------------------------------------- the network
@@ -284,6 +283,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     """One parameter's chain rule: the paths' symbols, their factors, the closed forms, one chain."""
     g = d.graph
     lhs = Partial(g.symbol(d.loss_name), g.symbol(p))
+    if not d.listable(p):
+        return _through_deltas(d, p, lhs, apps)
     paths, shown_factors = [], []
     for path in d.chain(p):
         labels = [edge_expr(d, f.of, f.wrt) for f in path]
@@ -318,7 +319,7 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     chain += [simple_chain] if simple is not None else []
     chain += [expanded] if show_expanded else []
     chain += [recursive] if recursive != closed else []
-    return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": paths,
+    return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": paths, "summary": None,
             "simplified": tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and d.layout.worked_in_numbers else None,
             "closed": Tex(closed_text) if closed_text else None,
@@ -328,6 +329,23 @@ def _gradient(d, p, apps, names, full=False) -> dict:
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None, "chain": chain}}
+
+
+def _through_deltas(d, p, lhs, apps) -> dict:
+    """A gradient too large to list path by path: its recursive form, through the δs of the
+    nodes p feeds (each a row of the δ section), and a sentence saying why."""
+    g = d.graph
+    recursive = closed_softmax(d, d.gradient(p, form="recursive"))
+    n, size = d.path_count(p), d.chain_size(p)
+    name = latex(g.symbol(p))
+    why = (f"There are {n:,} paths to ${name}$; written out, their sum would be a formula of about "
+           f"{size:,} symbols, so it is written through the $\\delta$s of the nodes ${name}$ feeds "
+           f"(each a line of the section on the $\\delta$s):")
+    return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": [], "simplified": None, "steps": None,
+            "closed": None, "closed_aligned": None, "where": [], "expanded": None,
+            "recursive": Tex(aligned_lines(recursive, apps)), "summary": Tex(why),
+            "sympy": {"lhs": lhs, "closed": None, "recursive": recursive, "simplified": None,
+                      "expanded": None, "chain": [lhs, recursive]}}
 
 
 def _simplified(d, p):

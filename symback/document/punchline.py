@@ -33,6 +33,8 @@ def punchline(d, nt, names=None, apps=()):
     cost = getattr(g, "cost_name", None)
     lecture = nt.name == "lecture"
     for p in reversed(d.params):
+        if not d.listable(p):
+            continue            # written through the δs in the chain-rule section (punchline_note)
         paths = [path for path in d.chain(p) if path[0].wrt == cost]
         forms = [punchline_forms(d, path) or _sample_product(d, path) for path in paths]
         if not forms or any(f is None or _sums_rows(f[0].args[-1]) for f in forms):
@@ -85,9 +87,14 @@ def punchline_note(d, rows) -> Tex | None:
     left = [p for p in d.params if p not in shown]
     if not left:
         return None
-    names = ", ".join(f"${latex(d.graph.symbol(p))}$" for p in left)
-    return Tex(f"Not shown here: {names}; each ends in a sum over the samples (a bias) or reaches "
-               "the loss only through the penalty. Their gradients are in the chain-rule section above.")
+    def listed(ps):
+        return ", ".join(f"${latex(d.graph.symbol(p))}$" for p in ps)
+    many = [p for p in left if not d.listable(p)]
+    rest = [p for p in left if p not in many]
+    why = [f"{listed(rest)}; each ends in a sum over the samples (a bias) or reaches the loss only "
+           "through the penalty"] if rest else []
+    why += [f"{listed(many)}, whose chain forms are too large to write out here"] if many else []
+    return Tex(f"Not shown here: {'; and '.join(why)}. Their gradients are in the chain-rule section above.")
 
 
 def _sums_rows(last) -> bool:

@@ -161,6 +161,11 @@ def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str
     apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
     lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(d.params)}", ""]
     for p in d.params:
+        if not d.listable(p):       # too many paths, too long a chain form: through the δs
+            lines.append(f"d{d.loss_name}/d{p} = {text(d.gradient(p, form='recursive'), apps)}")
+            lines.append(f"    ({d.path_count(p):,} paths, a chain form of about {d.chain_size(p):,} "
+                         "symbols: written through the deltas of the nodes it feeds)")
+            continue
         grad = d.gradient(p)
         lines.append(f"d{d.loss_name}/d{p} = {text(grad, apps)}")
         if d.layout.worked_in_numbers:        # a gradient in numbers: SymPy text that parses back
