@@ -433,6 +433,8 @@ def test_a_gradient_with_too_many_paths_is_written_through_the_deltas(monkeypatc
         paths = d.chain(p)
         assert d.path_count(p) == len(paths) and d.path_count(p, longest=True) == max(map(len, paths))
     assert d.path_count("W1") == 128
+    from symback.document.figure import _on_paths      # the figure's highlighted edges, not listed
+    assert _on_paths(d, "W1") == {(f.of, f.wrt) for path in d.chain("W1") for f in path}
 
     def written_out(name):          # the chain form's tree, δs replaced by theirs, no folding
         rec = d.adjoint[name]

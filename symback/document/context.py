@@ -106,7 +106,8 @@ def _context(d, fmt, nt, options) -> dict:
         if values is None or lr is None or not d.layout.worked_in_numbers:
             raise OutputError("steps_taken needs a scalar graph's values and a learning rate (values=, lr=)")
     ctx["iterations"] = steps.iterations(d, values, lr, taken) if taken else None
-    ctx["vanishing"] = analysis_or_none(options.get("vanishing", True),
+    # bounded path by path: left out where the paths are too many to list (Derivation.listable)
+    ctx["vanishing"] = analysis_or_none(options.get("vanishing", True) and d.listable(param),
                                         lambda: analysis.vanishing(d, param, sups, apps))
     ctx["verify"] = analysis_or_none(options.get("verify", True),
                                      lambda: analysis.verify(d, values, options.get("seed", 0)))

@@ -67,11 +67,31 @@ def diagram(d, param: str, apps=(), numbers: dict | None = None) -> Diagram:
         if (child, parent) in edge_values and not sp.sympify(e, strict=True).is_number:     # not "1 = 1"
             labels[(child, parent)] += rf" = {number(edge_values[(child, parent)])}"
             plain[(child, parent)] += f" = {_plain_number(edge_values[(child, parent)])}"
-    on_path = {(f.of, f.wrt) for path in d.chain(param) for f in path}
+    on_path = _on_paths(d, param)
     return Diagram(list(g.order), {n: g.kind(n) for n in g.order},
                    {n: g.parents(n) for n in g.order}, labels, plain, on_path,
                    {n: latex(g.symbol(n)) for n in g.order}, exprs, values, edge_values,
                    list(g.states), getattr(g, "steps", None) is not None, param)
+
+
+def _on_paths(d, param) -> set:
+    """The edges (child, parent) on some path from the loss back to `param`, found over the graph
+    (listing the paths takes as long as there are paths: 2^k for k residual blocks): both ends
+    lie downstream of param, and the child upstream of the loss."""
+    g = d.graph
+    down, todo = {param}, [param]
+    while todo:
+        for c in g.children(todo.pop()):
+            if c not in down:
+                down.add(c)
+                todo.append(c)
+    up, todo = {d.loss_name}, [d.loss_name]
+    while todo:
+        for q in g.parents(todo.pop()):
+            if q not in up:
+                up.add(q)
+                todo.append(q)
+    return {(c, q) for (c, q) in d.local if c in down and q in down and c in up}
 
 
 def _plain_number(v) -> str:
