@@ -22,17 +22,23 @@ def within(seconds: float, work, default=None):
     if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         return work()
 
-    def stop(signum, frame):
-        raise _OutOfTime
+    running = [True]
 
-    previous = signal.signal(signal.SIGALRM, stop)
-    left = signal.setitimer(signal.ITIMER_REAL, seconds)[0]
-    try:
-        return work()
+    def stop(signum, frame):
+        if running[0]:      # a timer that fires once the work is over (in `finally`) stops nothing
+            raise _OutOfTime
+
+    previous, left = signal.signal(signal.SIGALRM, stop), 0.0
+    try:                    # set and cleared inside: however early or late the timer fires, it is caught
+        try:
+            left = signal.setitimer(signal.ITIMER_REAL, seconds)[0]
+            return work()
+        finally:
+            running[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except _OutOfTime:
         return default
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         if left:        # someone else's timer was running: give it back what was left
             signal.setitimer(signal.ITIMER_REAL, left)

@@ -453,3 +453,16 @@ def test_a_gradient_with_too_many_paths_is_written_through_the_deltas(monkeypatc
     text = d.markdown(figure=False, **QUICK)              # certified before it is returned
     assert r"There are 8 paths to $W_{1}$" in text and r"\frac{\partial L}{\partial W_{1}} &= X^{\top}" in text
     assert "$W_{1}$, $b_{1}$, whose chain forms are too large to write out here" in text   # not in the punchline
+
+
+def test_counting_operations_has_a_time_budget(monkeypatch):
+    """A transformer block of width 2 (few enough parameter entries to count) written out entry by
+    entry kept "What the chain rule saves" counting for minutes; the count now has a budget
+    (COST_SECONDS), past which that optional section is left out and the rest is written."""
+    d = sb.derive(_tiny(1))
+    options = dict(verify=False, vanishing=False, figure=False)
+    assert r"\section{What the chain rule saves}" in render(d, **options)
+    monkeypatch.setattr("symback.document.analysis.COST_SECONDS", 1e-6)
+    d = sb.derive(_tiny(1))             # a new derivation: counts are kept per derivation
+    text = render(d, **options)
+    assert r"\section{What the chain rule saves}" not in text and r"\section{The chain rule" in text

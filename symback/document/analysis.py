@@ -35,6 +35,8 @@ MAX_EXACT_SUP_OPS = 14     # longer derivatives get their supremum numerically (
 MAX_NAIVE_OPS = 4000       # the naive derivative is skipped above this loss size
 MAX_NAIVE_WORK = 30_000    # ... or when the loss's size times the number of parameter entries is above this
 MAX_COUNTED_ENTRIES = 60   # matrix graphs: operations are counted entry by entry up to this size
+COST_SECONDS = 10          # ... and for this long: a transformer block's loss written out entry by
+                           # entry (softmax, layer norm) can take SymPy minutes, for one optional section
 VERIFY_DIGITS, VERIFY_H = 40, sp.Rational(1, 10 ** 12)
 MATRIX_H = 1e-6
 EXACT_VERIFY_ENTRIES = 2000  # matrix graphs: formulas evaluated exactly by SymPy up to this many entries
@@ -376,7 +378,9 @@ _COST: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def cost(d) -> dict:
     """Operation counts, computed once: the loss differentiated naively vs the chain program (and after cse)."""
     if d not in _COST:
-        _COST[d] = _cost(d)
+        stopped = {"naive": None, "chain": None, "cse": None, "ratio": None, "saves": False, "loss_ops": None,
+                   "note": None}     # chain None: the section is left out
+        _COST[d] = within(COST_SECONDS, lambda: _cost(d), default=stopped)
     return _COST[d]
 
 
