@@ -63,3 +63,15 @@ def test_document_shows_the_three_terms_and_certifies_them(monkeypatch):
     with pytest.raises(CertificateError):
         certify(d, context(d, cost=False, verify=False, figure=False))
     assert context(sb.derive(sb.mlp([2, 2, 1])))["batchnorm"] is None
+
+
+def test_a_batch_norm_of_the_data_has_no_backward_to_show():
+    """sb.BatchNorm() as the first layer normalises X, whose δ no one needs: the engine derives no
+    δ_X, and the section's lines about it could not be checked (the document raised a TypeError).
+    The section now covers the batch norms a δ flows back through, and is left out without one."""
+    first = sb.derive(sb.Sequential(sb.BatchNorm(), sb.Dense(2), inputs=2, loss="mse"))
+    assert "X" not in first.adjoint
+    assert r"\section{Batch normalisation's backward}" not in first.latex(figure=False)
+    second = sb.derive(sb.Sequential(sb.BatchNorm(), sb.BatchNorm(), sb.Dense(2), inputs=2, loss="mse"))
+    text = second.latex(figure=False)           # certified: the second one's δ lines are checked
+    assert text.count(r"\section{Batch normalisation's backward}") == 1

@@ -129,6 +129,8 @@ def batchnorm(d, names: dict) -> dict | None:
     prove()
     out = []
     for h, t, nt, n in found:
+        if h not in d.adjoint or nt not in d.adjoint:
+            continue        # a batch norm of the data: no δ flows back through it, nothing to show
         l = "".join(ch for ch in n if ch.isdigit())
         H = g.symbol(h)
         m, w = H.shape
@@ -147,4 +149,4 @@ def batchnorm(d, names: dict) -> dict | None:
                     "dhat": {"tex": Tex(" = ".join(latex(e) for e in dhat_line)), "sympy": {"chain": dhat_line}},
                     "dH": {"tex": Tex(latex(dh_line[0]) + " = " + _closed_tex(dhat, hat, rstd, m)),
                            "sympy": {"chain": dh_line}}})
-    return {"layers": out}
+    return {"layers": out} if out else None
