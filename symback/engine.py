@@ -274,14 +274,14 @@ class Derivation:
         ``longest=True`` the most factors one of them has (0: none), counted over the graph
         without listing them."""
         target = self._node(p)
-        reaches, memo = self._descendants(target), {target: 0 if longest else 1}
-
-        def walk(node):             # paths from node back to the target, each node visited once
-            if node not in memo:
-                below = [walk(q) for q in self.graph.parents(node) if q in reaches]
-                memo[node] = max((1 + b for b in below if b >= 0), default=-1) if longest else sum(below)
-            return memo[node]
-        return max(walk(self.loss_name), 0)
+        reaches, memo = self._descendants(target), {}
+        for n in self.graph.order:          # parents first: no recursion, however deep the graph
+            if n == target:
+                memo[n] = 0 if longest else 1
+            elif n in reaches:
+                below = [memo[q] for q in self.graph.parents(n) if q in memo]
+                memo[n] = max((1 + b for b in below if b >= 0), default=-1) if longest else sum(below)
+        return max(memo.get(self.loss_name, 0), 0)
 
     def listable(self, p) -> bool:
         """Whether `p`'s gradient is small enough to write out path by path (MAX_LISTED_PATHS,
@@ -291,16 +291,16 @@ class Derivation:
     def chain_size(self, p) -> int:
         """The SymPy nodes of `p`'s chain form written out as a tree (a part several paths share
         counted each time): the printed formula's size, counted without building it."""
-        def size(n):
-            if n not in self._sizes:
-                self._sizes[n] = 1 if n == self.loss_name else count(self.adjoint[n])
-            return self._sizes[n]
-
         def count(e):               # a δ stands for its own chain form
             if isinstance(e, (Adjoint, AdjointMatrix)):
-                return size(e.node)
+                return self._sizes[e.node]
             return 1 + sum(count(a) for a in e.args) if isinstance(e, sp.Basic) else 1
-        return size(self._node(p))
+        if not self._sizes:         # children first: each δ's size is known before it is used
+            self._sizes[self.loss_name] = 1
+            for n in reversed(self.graph.order):
+                if n in self.adjoint and n != self.loss_name:
+                    self._sizes[n] = count(self.adjoint[n])
+        return self._sizes[self._node(p)]
 
     def apply_path(self, path) -> sp.Expr:
         """What flows from the loss to the end of `path`: its factors applied in order."""

@@ -466,3 +466,18 @@ def test_counting_operations_has_a_time_budget(monkeypatch):
     d = sb.derive(_tiny(1))             # a new derivation: counts are kept per derivation
     text = render(d, **options)
     assert r"\section{What the chain rule saves}" not in text and r"\section{The chain rule" in text
+
+
+def test_path_and_size_counts_have_no_recursion_limit():
+    """The counts walk the graph in order, not recursively: a chain of 1,200 tanh nodes (deeper
+    than Python's recursion limit) has one path of 1,201 factors, and its chain form is too
+    large to write out path by path."""
+    g = sb.Graph()
+    x, y = g.inputs("x"), g.targets("y")
+    h = x
+    for i, w in enumerate(g.params(" ".join(f"w{i}" for i in range(1200)))):
+        h = g.node(f"h{i}", sb.tanh(w * h))
+    g.loss((h - y) ** 2)
+    d = sb.derive(g)
+    assert (d.path_count("w0"), d.path_count("w0", longest=True)) == (1, 1201)
+    assert d.path_count("w1199", longest=True) == 2 and d.listable("w1199") and not d.listable("w0")

@@ -78,13 +78,7 @@ def _on_paths(d, param) -> set:
     """The edges (child, parent) on some path from the loss back to `param`, found over the graph
     (listing the paths takes as long as there are paths: 2^k for k residual blocks): both ends
     lie downstream of param, and the child upstream of the loss."""
-    g = d.graph
-    down, todo = {param}, [param]
-    while todo:
-        for c in g.children(todo.pop()):
-            if c not in down:
-                down.add(c)
-                todo.append(c)
+    g, down = d.graph, d._descendants(param)
     up, todo = {d.loss_name}, [d.loss_name]
     while todo:
         for q in g.parents(todo.pop()):
