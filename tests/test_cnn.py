@@ -36,6 +36,22 @@ def _as(backend, a):
     return a
 
 
+def check_backends(d, x, y, params, t, loss, lr=None):
+    """On every backend the gradients equal autograd's (`t`'s .grad) and the loss `loss`; with
+    `lr`, one step (in place on NumPy and torch) lands on params − lr·∂L/∂p."""
+    for backend in BACKENDS:
+        m = sb.compile(d, backend=backend, dtype="float64")
+        grads = m.grad(x, y, params)
+        for p in d.params:
+            _close(grads[p], t[p].grad.numpy())
+        _close(m.loss(x, y, params), loss)
+        if lr is not None:
+            moved = {p: _as(backend, np.array(v)) for p, v in params.items()}
+            m.step(x, y, moved, lr=lr)
+            for p in d.params:
+                _close(np.asarray(moved[p]), params[p] - lr * t[p].grad.numpy())
+
+
 def _config(rng, pool, kernels):
     """A random small CNN with these two kernel sizes that fits: (input (C, H, W),
     [(kind, options)], classes)."""
