@@ -35,6 +35,9 @@ VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
+#: the kinds whose printing passes their last axis' length (a batch norm's columns: m, which
+#: the ``batch`` statement defines, so the function must keep it)
+WIDTH_PRINTED = ("layer_norm", "layer_norm_vjp", "layer_norm_affine", "layer_norm_affine_vjp")
 BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
                "concat", "softmax", "log_softmax", "softmax_vjp", "layer_norm", "layer_norm_vjp", "pair_item") + IMAGE_OPS
 
@@ -61,7 +64,7 @@ class Stmt(NamedTuple):
                 out.add(a.sym)
             elif isinstance(a, sp.Basic):
                 out |= a.free_symbols
-        if self.op == "colsum":
+        if self.op == "colsum" or (self.op in WIDTH_PRINTED and BATCH in getattr(self.shape[-1], "free_symbols", ())):
             out.add(BATCH)
         return out
 

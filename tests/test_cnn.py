@@ -172,6 +172,17 @@ def test_batchnorm_gradients_equal_torch_batch_norm():
         for p in d.params:
             _close(grads[p], t[p].grad.numpy())
         _close(m.loss(x, y, params), loss.item())
+        # the prediction alone (its functions read the batch size too: torch's once lost it)
+        _close(m.predict(x, params), out.detach().numpy())
+    mod = sb.compile(d, backend="torch").module(params={p: torch.tensor(v) for p, v in params.items()})
+    X = torch.tensor(x, requires_grad=True)
+    _close(mod(X).detach().numpy(), out.detach().numpy())
+    g = torch.tensor(rng.normal(size=(n, 3)))
+    mod(X).backward(g)
+    X0 = torch.tensor(x, requires_grad=True)
+    a = bn(F.relu(bn(X0 @ t["W1"] + t["b1"], 2) @ t["W3"] + t["b3"]), 4)
+    (torch.tanh(a @ t["W5"] + t["b5"]) * g).sum().backward()
+    _close(X.grad.numpy(), X0.grad.numpy())
 
 
 @pytest.mark.parametrize("geometry", [(2, 5, 4, 3, 2, 1), (1, 4, 6, 2, 1, 0), (3, 5, 5, 3, 3, 2),
