@@ -26,8 +26,8 @@ def compile(derivation: Derivation, dtype=None, backend: str = "numpy") -> "Mode
 
     ``backend`` is ``"numpy"`` (default), ``"jax"`` or ``"torch"``: every
     backend's Model has the same methods and dict keys, with the library's
-    own arrays.  ``dtype`` is ``"float64"`` or ``"float32"`` (None: float64,
-    float32 for JAX).  The code is generated and compiled once per
+    own arrays.  ``dtype`` is ``"float64"`` or ``"float32"`` (None: float64
+    on every backend; on JAX that sets its process-wide ``jax_enable_x64``).  The code is generated and compiled once per
     derivation, backend and dtype, then cached.
     """
     if not isinstance(derivation, Derivation):

@@ -144,7 +144,7 @@ def test_model_api_step_and_fit(backend):
     d = net(("tanh", "softmax", "cross_entropy"))[0]
     m = sb.compile(d, backend=backend)
     numpy_model = sb.compile(d)
-    assert m.dtype == np.dtype("float32" if backend == "jax" else "float64")
+    assert m.dtype == np.dtype("float64")        # float64 on every backend unless asked otherwise
     public = lambda model: {k for k in dir(model) if not k.startswith("_")} - {"backend", "module",  # noqa: E731
                                                                                   "function"}
     assert public(m) == public(numpy_model)       # the same methods (torch adds module(), JAX function())

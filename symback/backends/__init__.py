@@ -20,8 +20,9 @@ from ..errors import SymbackError
 __all__ = ["BACKENDS", "DEFAULT_DTYPES", "backend_module_source", "require", "printer"]
 
 BACKENDS = ("numpy", "jax", "torch")
-#: float32 for JAX (its float64 is a process-wide switch), float64 elsewhere.
-DEFAULT_DTYPES = {"numpy": "float64", "jax": "float32", "torch": "float64"}
+#: float64 everywhere, as the contract says (for JAX that flips its process-wide x64 switch;
+#: dtype="float32" keeps JAX's own default).
+DEFAULT_DTYPES = {"numpy": "float64", "jax": "float64", "torch": "float64"}
 _EXTRA = {"jax": "JAX", "torch": "PyTorch"}
 
 

@@ -7,8 +7,9 @@ derivation's adjoints, nothing differentiated by JAX — under ``jax.jit``.
 parallel, parameters replicated); XLA turns that into per-device passes
 and an all-reduce of the gradient sums.
 
-float32 is the default.  float64 needs JAX's *global* switch
-``jax_enable_x64``: loading a float64 model flips it for the whole process.
+float64 is the default, as on every backend.  float64 needs JAX's *global* switch
+``jax_enable_x64``: loading a float64 model flips it for the whole process
+(``dtype="float32"`` leaves it alone).
 """
 from __future__ import annotations
 
