@@ -15,6 +15,8 @@ and older code import them (new code imports them from their kind's module).
 """
 from __future__ import annotations
 
+import operator
+
 import sympy as sp
 
 from .errors import DefinitionError
@@ -29,9 +31,23 @@ __all__ = ["BATCH", "ENTRY", "ones", "hadamard", "sumsq", "Softmax", "RowNorm", 
            "elementwise", "is_matrix", "simplify_ones", "activation_of", "explicit"]
 
 
-def ones(rows=BATCH, cols=1) -> sp.OneMatrix:
-    """The rows×cols matrix of ones; ``ones(m) @ b`` repeats the row b on every sample."""
-    return sp.OneMatrix(rows, cols)
+def ones(r=BATCH, c=1) -> sp.OneMatrix:
+    """The r×c matrix of ones; ``ones(m) @ b`` repeats the row b on every sample, and
+    ``ones(m, 3) - Z`` is a gate's 1 − z."""
+    return sp.OneMatrix(_size(r, "rows"), _size(c, "columns"))
+
+
+def _size(n, what: str):
+    """n as a matrix dimension: sb.BATCH or a positive integer (NumPy's and SymPy's too)."""
+    if isinstance(n, sp.Symbol) and n == BATCH:
+        return n
+    try:
+        k = operator.index(n)
+    except TypeError:
+        k = None
+    if k is None or isinstance(n, bool) or k < 1:
+        raise DefinitionError(f"ones: the number of {what} must be a positive integer or sb.BATCH, got {n!r}")
+    return k
 
 
 def hadamard(*factors) -> sp.MatrixExpr:

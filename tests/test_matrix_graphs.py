@@ -12,6 +12,7 @@ from autograd import grad as ag_grad
 from hypothesis import given, settings, strategies as st
 
 import symback as sb
+from symback.errors import DefinitionError
 from symback.vjp import AdjointMatrix
 
 m = sb.BATCH
@@ -201,6 +202,18 @@ def test_malformed_matrix_graphs_raise(build, match):
 def test_malformed_builders_raise(bad, match):
     with pytest.raises(sb.SymbackError, match=match):
         bad()
+
+
+def test_ones_is_r_by_c_as_design_says():
+    """sb.ones(r, c=1): the r×c matrix of ones; bad sizes are a DefinitionError, not SymPy's."""
+    assert sb.ones(m).shape == (m, 1) and sb.ones(3, c=2).shape == (3, 2)
+    np.testing.assert_array_equal(np.array(sb.ones(2, c=3).as_explicit(), dtype=float), np.ones((2, 3)))
+    assert sb.ones(np.int64(4), 2).shape == (4, 2)
+    for bad in (-1, 0, 2.5, "3", True):
+        with pytest.raises(DefinitionError, match="positive integer or sb.BATCH"):
+            sb.ones(bad)
+        with pytest.raises(DefinitionError, match="columns"):
+            sb.ones(2, c=bad)
 
 
 def test_unused_parameter_warns_and_gets_zero_gradient():
