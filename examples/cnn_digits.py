@@ -49,7 +49,7 @@ print(f"15 epochs in {seconds:.2f} s; loss {history[0]:.3f} -> {history[-1]:.4f}
 
 # %% accuracy
 def accuracy(X, Y):
-    return float(np.mean(model.predict(X, params).reshape(len(X), 10).argmax(axis=1) == Y.argmax(axis=1)))
+    return float(np.mean(model.predict(X, params).argmax(axis=1) == Y.argmax(axis=1)))   # (n, 10)
 
 
 train_acc, test_acc = accuracy(X_train, Y_train), accuracy(X_test, Y_test)

@@ -238,7 +238,11 @@ class Model:
     def predict(self, X, params: dict) -> np.ndarray:
         """The network's output for the rows of X (n × outputs)."""
         params = self._pure(params, X)
-        return self._run(self._predict, self._x(X, params), params)
+        given = np.shape(X)
+        out = self._run(self._predict, self._x(X, params), params)
+        # one row a sample (a CNN's class scores) for X given as images or rows: (n, K), as
+        # PyTorch's models return (X given as (n, 1, k) samples: (n, 1, K), the same form)
+        return out.reshape(out.shape[0], -1) if self._ns["_rows_out"](given) else out
 
     def loss(self, X, Y, params: dict) -> float:
         """The batch loss L (mean, or sum, of the per-sample cost over the rows)."""

@@ -48,6 +48,9 @@ Y_SAMPLE = {y_sample!r}
 #: one sample of X as an image (C, H, W) when the network reads images: X may then be given as
 #: (n, C, H, W), as in PyTorch, and is reshaped (a view) to (n, C, H*W), X_SAMPLE
 X_IMAGE = {x_image!r}
+#: one sample's prediction is one row (an image classifier's 1×K scores): for X given as images
+#: (n, C, H, W) or rows (n, k), predict returns (n, K), as PyTorch's models do, not (n, 1, K)
+ROW_OUTPUT = {row_output!r}
 NDIM = {ndim}
 '''
 
@@ -79,13 +82,16 @@ def init(seed=0):
 #: self-check; they call only the printed functions and the backend's helpers and glue.
 _API = '''
 
-def _data(a, width):
+def _data(a, width, sample=None):
     """a as an array of DTYPE with samples on the first axis; a 1-D array is one column (one
-    row when width > 1); one sample of a one-sample graph gets its batch axis."""
+    row when width > 1); for a one-sample graph (`sample`: one sample's shape), one-row samples
+    given as rows are (n, 1, k) and a lone sample gets its batch axis."""
     if not _is_native(a):
         a = _asarray(a)
         if a.ndim == 1 and NDIM == 2:
             a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
+        elif _as_samples(a, sample).ndim == NDIM:
+            a = _as_samples(a, sample)
         elif a.ndim == NDIM - 1:
             a = a[None]
     return a
@@ -93,17 +99,35 @@ def _data(a, width):
 
 def predict(X, params):
     """The network's output for the rows of X."""
-    return _predict(_data(X, N_INPUTS), params)
+    return _as_given(_predict(_data(X, N_INPUTS, X_SAMPLE), params), X)
+
+
+def _as_samples(a, sample):
+    """One-row samples (`sample` is 1×k) given as rows (n, k): (n, 1, k), a view; else a."""
+    if sample is not None and sample[0] == 1 and len(a.shape) == 2:
+        return a.reshape(a.shape[0], 1, -1)
+    return a
+
+
+def _rows_out(shape):
+    """Whether the prediction for X of this shape is given back as (n, K): one row a sample
+    (ROW_OUTPUT), and X given as images or rows rather than as (n, 1, k) samples."""
+    return bool(ROW_OUTPUT) and len(shape) != len(X_SAMPLE) + 1
+
+
+def _as_given(out, X):
+    """The prediction in the form X came in (_rows_out): (n, K), or as computed."""
+    return out.reshape(out.shape[0], -1) if _rows_out(np.shape(X)) else out
 
 
 def loss(X, Y, params):
     """The batch loss L, a float."""
-    return float(_loss(_data(X, N_INPUTS), _data(Y, N_TARGETS), params))
+    return float(_loss(_data(X, N_INPUTS, X_SAMPLE), _data(Y, N_TARGETS, Y_SAMPLE), params))
 
 
 def value_and_grad(X, Y, params):
     """(L, {parameter: dL/dparameter}) from one forward and one backward pass."""
-    value, grads = _grad(_data(X, N_INPUTS), _data(Y, N_TARGETS), params)
+    value, grads = _grad(_data(X, N_INPUTS, X_SAMPLE), _data(Y, N_TARGETS, Y_SAMPLE), params)
     return float(value), dict(zip(PARAMS, grads))
 
 
@@ -117,13 +141,13 @@ def vjp(X, params, G):
     the backward pass of this network used as a layer (G: the gradient arriving at Ŷ)."""
     if VJP_ERROR:
         raise ValueError(VJP_ERROR)
-    dX, grads = _vjp(_data(X, N_INPUTS), _data(G, N_OUTPUTS), params)
+    dX, grads = _vjp(_data(X, N_INPUTS, X_SAMPLE), _data(G, N_OUTPUTS, Y_SAMPLE), params)
     return dX, dict(zip(PARAMS, grads))
 
 
 def step(X, Y, params, lr=0.1):
     """One gradient-descent step p <- p - lr dL/dp, left in params; returns L before it."""
-    return float(_apply_step(_data(X, N_INPUTS), _data(Y, N_TARGETS), params, lr))
+    return float(_apply_step(_data(X, N_INPUTS, X_SAMPLE), _data(Y, N_TARGETS, Y_SAMPLE), params, lr))
 
 
 def random_data(n=8, seed=0):
@@ -247,6 +271,11 @@ def adjoints_text(d, printer) -> str:
     return "\n" + "\n".join(lines) + "\n" + wrap
 
 
+def _row_output(y_sample) -> bool:
+    """Whether one sample's prediction is one row (1×K): predict then returns (n, K)."""
+    return y_sample is not None and y_sample[0] == 1
+
+
 def _target_kind(d) -> str:
     """'onehot' (a softmax output), 'unit' (a log in the cost: targets in (0, 1)) or 'real'."""
     exprs = [e for _, e in d.program().forward if isinstance(e, sp.Basic)]
@@ -318,7 +347,8 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
         outputs=tuple(str(o) for o in d.outputs), n_inputs=layout.width(g.input_names),
         n_targets=layout.width(g.target_names), n_outputs=layout.output_width(d.outputs),
         shapes=shapes, init=init_rows(d), ndim=layout.ndim, x_sample=layout.sample_shape(g.input_names),
-        y_sample=layout.sample_shape(g.target_names), x_image=layout.image_shape())
+        y_sample=layout.sample_shape(g.target_names), x_image=layout.image_shape(),
+        row_output=_row_output(layout.sample_shape(g.target_names)))
     parts = [text + printer.helpers() + _INIT]
     for spec in specs:
         if spec.name == "_predict" and predict_ret is None:

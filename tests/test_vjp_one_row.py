@@ -34,7 +34,7 @@ def cnn():
 
     def predict(X, t):      # the kernel stored as (C·k·k, C_out): weight = Kᵀ reshaped
         a = F.max_pool2d(F.relu(F.conv2d(X, t["K1"].T.reshape(4, 1, 3, 3), t["b1"][0], padding=1)), 2)
-        return torch.softmax(a.flatten(1) @ t["W2"] + t["b2"], dim=-1)[:, None, :]
+        return torch.softmax(a.flatten(1) @ t["W2"] + t["b2"], dim=-1)      # (n, 3), as torch gives
     return net, (5, 1, 8, 8), predict
 
 
@@ -122,3 +122,31 @@ def test_jax_function_vjp_equals_torch_autograd(name):
     close(got_dX, dX)
     for k in params:
         close(got[k], grads[k])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_one_row_prediction_comes_back_in_the_form_x_came_in(backend):
+    """Images (n, C, H, W) or rows (n, k) in: (n, K) out, as torch's models give (argmax(1) works);
+    X as (n, 1, k) samples: (n, 1, K). The module and JAX function the same, and their backward."""
+    if backend == "jax":
+        pytest.importorskip("jax")
+    for make, X_forms in ((cnn, [(5, 1, 8, 8)]), (one_row_attention, [(6, 4), (6, 1, 4)])):
+        d, params, X, G, dX, grads, Yhat = _setup(make)
+        m = sb.compile(d, backend=backend, dtype="float64")
+        for shape in X_forms:
+            want = Yhat.reshape(shape[0], -1) if len(shape) != 3 else Yhat
+            close(m.predict(X.reshape(shape), params), want)
+            if backend == "torch":
+                mod = m.module({p: torch.tensor(v) for p, v in params.items()})
+                Xt = torch.tensor(X.reshape(shape), requires_grad=True)
+                out = mod(Xt)
+                close(out, want)
+                (out * torch.tensor(G).reshape(out.shape)).sum().backward()
+                close(Xt.grad, dX.reshape(shape))
+            if backend == "jax":
+                import jax
+                import jax.numpy as jnp
+                out, pull = jax.vjp(m.function(), {k: jnp.asarray(v) for k, v in params.items()},
+                                    jnp.asarray(X.reshape(shape)))
+                close(out, want)
+                close(pull(jnp.asarray(G).reshape(out.shape))[1], dX.reshape(shape))

@@ -39,17 +39,23 @@ class Model(BackendModel):
         if ns["VJP_ERROR"]:
             raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
 
+        as_given, as_samples = ns["_as_given"], ns["_as_samples"]
+
+        def samples(X):     # one-row samples given as rows (n, k) too, as predict takes them
+            return as_samples(X, ns["X_SAMPLE"])
+
         @jax.custom_vjp
-        def f(params, X):
-            return ns["_predict"](X, params)
+        def f(params, X):   # one row a sample, X images or rows: Ŷ as (n, K) (_as_given)
+            return as_given(ns["_predict"](samples(X), params), X)
 
         def fwd(params, X):
-            prediction, values = ns["_vjp_forward"](X, params)
-            return prediction, (params, X, values)
+            prediction, values = ns["_vjp_forward"](samples(X), params)
+            return as_given(prediction, X), (params, X, values)
 
         def bwd(saved, G):
             params, X, values = saved        # the forward values: not computed a second time
-            dX, grads = ns["_vjp_backward"](X, G, params, values)
+            G = G.reshape(G.shape[0], 1, -1) if ns["ROW_OUTPUT"] and G.ndim == 2 else G
+            dX, grads = ns["_vjp_backward"](samples(X), G, params, values)
             # the cotangent of params has params' structure: a (n,) bias gets an (n,) gradient
             return {k: g.reshape(params[k].shape) for k, g in zip(names, grads)}, dX.reshape(X.shape)
 

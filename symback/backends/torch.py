@@ -60,23 +60,25 @@ def _layer_class():
         """Ŷ = predict(X, params); backward: symback's ∂⟨G, Ŷ⟩/∂X and ∂⟨G, Ŷ⟩/∂p for the incoming G."""
 
         @staticmethod
-        def forward(ctx, ns, X, *params):
+        def forward(ctx, ns, rows, X, *params):
             prediction, values = ns["_vjp_forward"](X, dict(zip(ns["PARAMS"], params)))
             tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
-            ctx.ns, ctx.keys = ns, list(tensors)
+            ctx.ns, ctx.keys, ctx.rows = ns, list(tensors), rows
             ctx.others = {k: v for k, v in values.items() if k not in tensors}
             ctx.save_for_backward(X, *params, *tensors.values())
-            return prediction
+            # rows: one row a sample, returned as (n, K) (the generated _as_given)
+            return prediction.reshape(prediction.shape[0], -1) if rows else prediction
 
         @staticmethod
         def backward(ctx, G):
             X, *rest = ctx.saved_tensors
             n = len(ctx.ns["PARAMS"])
             params, values = rest[:n], {**dict(zip(ctx.keys, rest[n:])), **ctx.others}
-            dX, grads = ctx.ns["_vjp_backward"](X, G.contiguous(), dict(zip(ctx.ns["PARAMS"], params)), values)
+            G = G.reshape(G.shape[0], 1, -1) if ctx.rows else G.contiguous()
+            dX, grads = ctx.ns["_vjp_backward"](X, G, dict(zip(ctx.ns["PARAMS"], params)), values)
             # a 1 × n parameter held as an (n,) tensor gets its gradient in that shape, and
             # images (n, C, H, W) theirs as images (the code holds each as (n, C, H·W))
-            return (None, dX.reshape(X.shape), *[g.reshape(p.shape) for g, p in zip(grads, params)])
+            return (None, None, dX.reshape(X.shape), *[g.reshape(p.shape) for g, p in zip(grads, params)])
 
     return SymbackLayer
 
@@ -160,14 +162,18 @@ class Model(BackendModel):
                 VJP w.r.t. X and every parameter); with targets Y, the batch loss L."""
                 if Y is not None:
                     return self.loss(X, Y)
-                X = ns["_data"](X, ns["N_INPUTS"])
+                given, X = X, ns["_data"](X, ns["N_INPUTS"], ns["X_SAMPLE"])
                 if model._layer_ns()["VJP_ERROR"]:      # no VJP for this graph: the prediction
-                    return ns["_predict"](X, dict(self.params))
-                return _layer_class().apply(ns, X, *[self.params[k] for k in names])
+                    return ns["_as_given"](ns["_predict"](X, dict(self.params)), given)
+                # one row a sample for X given as images or rows: (n, K), as _as_given says
+                rows = ns["_rows_out"](np.shape(given))
+                return _layer_class().apply(ns, rows, X, *[self.params[k] for k in names])
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""
                 check_targets(Y)        # the targets its derived backward holds for
+                # images, one-row samples as rows (a CNN's Y as (n, K)), as m.loss takes them
+                X, Y = ns["_data"](X, ns["N_INPUTS"], ns["X_SAMPLE"]), ns["_data"](Y, ns["N_TARGETS"], ns["Y_SAMPLE"])
                 return fn.apply(ns, X, Y, *[self.params[k] for k in names])
 
         return SymbackModule()
