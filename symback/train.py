@@ -154,8 +154,17 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
 
 def _host_data(model, X, Y):
     """X and Y checked by the model, as NumPy arrays: the rows are shuffled and sliced on the
-    host, and each batch goes to the devices on its own (NumPy's arrays: as they are)."""
-    return (np.asarray(model._host(a), dtype=model.dtype) for a in model._xy(X, Y))
+    host, and each batch goes to the devices on its own (NumPy's arrays: as they are).  Data
+    with NaN or infinite values are a DataError that says where, before any step (not a
+    TrainingError about the loss several steps later)."""
+    out = [np.asarray(model._host(a), dtype=model.dtype) for a in model._xy(X, Y)]
+    for what, a in zip("XY", out):
+        bad = ~np.isfinite(a)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(f"{what} holds NaN or infinite values ({int(bad.sum())} of them, the first "
+                            f"in sample {row}); training cannot use them")
+    return out
 
 
 class _Run:

@@ -78,8 +78,18 @@ def test_non_finite_loss_stops_with_a_clear_error(model):
         model.fit(X * 1e3, Y * 1e6, params, epochs=50, lr=10.0, batch_size=8)
     Xn = X.copy()
     Xn[3, 1] = np.nan
-    with pytest.raises(TrainingError, match="nan"):
-        model.fit(Xn, Y, model.init(), epochs=1, lr=0.01, batch_size=None)
+    p, before = model.init(), model.init()
+    # bad data are named before any step, and the parameters stay as they were
+    with pytest.raises(DataError, match=r"X holds NaN or infinite values \(1 of them, the first in sample 3\)"):
+        model.fit(Xn, Y, p, epochs=1, lr=0.01, batch_size=None)
+    Yn = Y.copy()
+    Yn[5, 0] = np.inf
+    with pytest.raises(DataError, match="Y holds NaN or infinite.*sample 5"):
+        model.fit(X, Yn, p, epochs=1, lr=0.01)
+    with pytest.raises(DataError, match="Y holds NaN"):
+        model.fit(X, Y, p, epochs=1, lr=0.01, validation=(X, Yn))
+    for k in p:
+        np.testing.assert_array_equal(p[k], before[k])
 
 
 def test_bad_arguments(model):
