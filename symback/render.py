@@ -235,9 +235,10 @@ def _template(template: str, fmt: str, template_dir=None) -> jinja2.Template:
     text = str(template)
     if text.endswith(".j2") or os.sep in text or "/" in text:
         path = Path(text)
-        if not path.is_file():
-            raise OutputError(f"template file {text!r} not found")
-        dirs.insert(0, str(path.resolve().parent))
+        if path.is_file():
+            dirs.insert(0, str(path.resolve().parent))
+        elif path.name != text or not (_builtin_dir() / text).is_file():   # a built-in's file name
+            raise OutputError(f"template file {text!r} not found; built-in ones: {', '.join(template_names())}")
         name = path.name
     else:
         if fmt == "markdown" and text == "article":

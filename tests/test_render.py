@@ -380,6 +380,10 @@ def test_template_errors_are_clear(tmp_path):
         d.latex(template="nosuch")
     with pytest.raises(OutputError, match="not found"):
         d.latex(template=str(tmp_path / "missing.tex.j2"))
+    with pytest.raises(OutputError, match="not found; built-in ones"):
+        d.latex(template="missing.tex.j2")
+    # a built-in template by its file name is the template by its name
+    assert d.latex(template="snippet.tex.j2") == d.latex(template="snippet")
     with pytest.raises(OutputError, match="unknown option"):
         d.latex(colour="red")
     with pytest.raises(SymbackError, match="unknown parameter"):
