@@ -231,14 +231,14 @@ class Derivation:
         return self.adjoint[name] if form == "recursive" else self._chain_form(name)
 
     def _chain_form(self, name: str) -> sp.Expr:
-        # δ-symbols replaced by their own chain forms, memoised, so the
-        # cost stays linear however many paths share a sub-path.
+        # δ-symbols replaced by their own chain forms, memoised, so the cost stays linear however
+        # many paths share a sub-path; past MAX_CHAIN_NODES the products are not canonicalised.
         if name == self.loss_name:
             return sp.S.One
         if name not in self._chain:
             rec = self.adjoint[name]
             subs = {s: self._chain_form(s.node) for s in _adjoints_in(rec)}
-            self._chain[name] = simplify_ones(rec.xreplace(subs)) if subs else rec
+            self._chain[name] = simplify_ones(rec.xreplace(subs), self.chain_size(name) <= MAX_CHAIN_NODES) if subs else rec
         return self._chain[name]
 
     def chain(self, p) -> list[list[Factor]]:

@@ -80,12 +80,21 @@ def _ones_coeff(e):
     return None, False
 
 
-def simplify_ones(expr):
+def simplify_ones(expr, canonical: bool = True):
     """Fold products of all-ones matrices: 1ₘₓₙ 1ₙₓₖ = n·1ₘₓₖ and (c·1) ⊙ A = c·A.
 
     The batch loss's adjoint δ_C = (1/m)·1 spreads over the outputs as such
     products; folding them leaves the formula a reader (and NumPy) expects.
+    ``canonical=False`` puts a folded scalar in front of its product one level
+    deep instead of through SymPy's ``c * A`` (which canonicalises all of A,
+    again at every level): the same value, terms in the order they came, in
+    seconds instead of minutes for a formula of 100,000 nodes.
     """
+    def scaled(coeff, body):
+        if coeff == 1:
+            return body
+        return coeff * body if canonical else sp.MatMul(coeff, body).doit(deep=False)
+
     def matmul(e):
         e = e.doit(deep=False)          # flatten nested products, pull the scalars out
         if not isinstance(e, sp.MatMul):
@@ -98,8 +107,7 @@ def simplify_ones(expr):
                 out[-1] = sp.OneMatrix(out[-1].shape[0], M.shape[1])
             else:
                 out.append(M)
-        return coeff * (out[0] if len(out) == 1 else sp.MatMul(*out)) if coeff != 1 else (
-            out[0] if len(out) == 1 else sp.MatMul(*out))
+        return scaled(coeff, out[0] if len(out) == 1 else sp.MatMul(*out))
 
     def hadamard(e):
         coeff, rest = sp.S.One, []
@@ -110,9 +118,8 @@ def simplify_ones(expr):
             else:
                 rest.append(a)
         if not rest:
-            return coeff * sp.OneMatrix(*e.shape)
-        body = rest[0] if len(rest) == 1 else sp.HadamardProduct(*rest)
-        return body if coeff == 1 else coeff * body
+            return scaled(coeff, sp.OneMatrix(*e.shape))
+        return scaled(coeff, rest[0] if len(rest) == 1 else sp.HadamardProduct(*rest))
 
     if not isinstance(expr, sp.Basic) or not expr.has(sp.OneMatrix):
         return expr

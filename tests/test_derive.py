@@ -395,3 +395,25 @@ def test_fused_output_edge_factor_waits_and_is_softmax_vjp():
             E[i, j] = h
             fd[i, j] = (np.sum(D * softmax(Z + E)) - np.sum(D * softmax(Z - E))) / (2 * h)
     np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-9)
+
+
+def test_chain_forms_past_the_size_limit_are_built_fast_and_equal_autograd(monkeypatch):
+    """Past MAX_CHAIN_NODES a chain form's folded scalars are put in front one level deep (SymPy's
+    c * A canonicalised the whole of A at every level: two stacked transformer blocks' γ₁ took
+    five minutes, now seconds).  With the limit at 50 every chain form of a causal two-head block
+    is built that way; each, evaluated at one sample, equals torch autograd of the block."""
+    torch = pytest.importorskip("torch")
+    import _torch_block
+    from symback.evaluate import numpy_forward, value_of
+    monkeypatch.setattr("symback.engine.MAX_CHAIN_NODES", 50)
+    dv, params, X, Y = _torch_block.net(3, 4, 2, True)
+    g = dv.graph
+    values = {"X": X[0], "Y": Y[0], **params}
+    env = {g.symbol(n): np.atleast_2d(np.asarray(v, dtype=float)) for n, v in values.items()}
+    env.update({g.symbol(n): v for n, v in numpy_forward(dv, values).items()})
+    t = {p: torch.tensor(v, requires_grad=True) for p, v in params.items()}
+    out = _torch_block.predict(torch.tensor(X[:1]), t, 2, True)
+    ((out - torch.tensor(Y[:1])) ** 2).sum().backward()
+    assert dv.chain_size("gamma1") > 50
+    for p in dv.params:
+        _torch_block.close(value_of(dv.gradient(p), env, 1), t[p].grad.numpy().reshape(np.shape(params[p])))
