@@ -142,7 +142,7 @@ def vjp(X, params, G):
     if VJP_ERROR:
         raise ValueError(VJP_ERROR)
     dX, grads = _vjp(_data(X, N_INPUTS, X_SAMPLE), _data(G, N_OUTPUTS, Y_SAMPLE), params)
-    return dX, dict(zip(PARAMS, grads))
+    return dX.reshape(np.shape(X)), dict(zip(PARAMS, grads))       # shaped like X: images too
 
 
 def step(X, Y, params, lr=0.1):

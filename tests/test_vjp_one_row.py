@@ -150,3 +150,25 @@ def test_a_one_row_prediction_comes_back_in_the_form_x_came_in(backend):
                                     jnp.asarray(X.reshape(shape)))
                 close(out, want)
                 close(pull(jnp.asarray(G).reshape(out.shape))[1], dX.reshape(shape))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exported_cnn_module_predicts_and_differentiates_as_torch(backend, tmp_path):
+    """The standalone module (m.export, symback codegen) of a CNN: predict gives (n, K) and vjp
+    X's gradient as images (n, C, H, W), as the Model does, equal to torch autograd."""
+    import importlib.util
+    import sys
+    if backend == "jax":
+        pytest.importorskip("jax")
+    d, params, X, G, dX, grads, Yhat = _setup(cnn, seed=4)
+    path = sb.compile(d, backend=backend, dtype="float64").export(tmp_path / f"cnn_{backend}.py")
+    spec = importlib.util.spec_from_file_location(f"cnn_{backend}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    p = {k: mod._asarray(v) for k, v in params.items()}
+    close(mod.predict(X, p), Yhat)
+    got_dX, got = mod.vjp(X, p, G)
+    close(got_dX, dX)
+    for k in params:
+        close(got[k], grads[k])
+    sys.modules.pop(f"cnn_{backend}", None)
