@@ -253,6 +253,9 @@ def cmd_train(args) -> int:
                                  batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer,
                                  progress=progress)
     seconds = time.perf_counter() - start
+    if plot is not None:        # first: a plot that cannot be written leaves the parameters' file as it was
+        norms = {k: norms[k] for k in d.layout.plotted_norms(list(norms))}
+        atomic_write(plot, plot_history(losses, norms, flow))
     model.save(params, out)
     spec = args.spec[0] if isinstance(args.spec, list) and args.spec else args.spec
     what = "-".join(map(str, args.layers)) + " network" if args.layers else \
@@ -265,8 +268,6 @@ def cmd_train(args) -> int:
         print(f"training accuracy: {acc:.4f}")
     print(f"parameters saved to {out}")
     if plot is not None:
-        norms = {k: norms[k] for k in d.layout.plotted_norms(list(norms))}
-        atomic_write(plot, plot_history(losses, norms, flow))
         print(f"loss curve saved to {plot}")
     return 0
 

@@ -165,7 +165,10 @@ def load_data(path) -> tuple[list[str] | None, dict]:
         raise DataError(f"{path}: not a UTF-8 text file") from None
     except PermissionError:
         raise DataError(f"cannot read {path}: permission denied") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    except csv.Error as exc:        # a cell over the csv module's field limit, a NUL byte, ...
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows:
         raise DataError(f"{path}: empty file")
     header = [h.strip() for h in rows[0]]

@@ -24,6 +24,7 @@ from .decompose import decompose
 from .graph import Graph
 from .kinds.base import add, is_matrix, zero_like
 from .matrix import BATCH, simplify_ones
+from .proofs import shorter_equal
 from .vjp import AdjointMatrix, edge_factor, local_factor, real_diff
 # the records and the fused output blocks live beside the engine; their names stay importable here
 from .adjoints import Adjoint, BatchMean, BatchSum, Factor, LocalFactors, Name, Program, delta
@@ -177,10 +178,7 @@ class Derivation:
         proved-equal form when that is shorter (logistic regression's x(σ(wx + b) − y))."""
         if name not in self._nice:
             full = self._expand(self._chain_form(name))
-            short = None
-            # simplify() has no time limit of its own: only small formulas are handed to it
-            if self.layout.simplifies and sp.count_ops(self.named(self._chain_form(name))) <= MAX_SIMPLIFY_OPS:
-                short = within(SIMPLIFY_SECONDS, lambda: self.simplified(name))   # never a hang
+            short = self.simplified(name) if self.layout.simplifies else None
             if short is not None:
                 short = self._expand(short)
             self._nice[name] = short if short is not None and sp.count_ops(short) < sp.count_ops(full) else full
@@ -207,22 +205,14 @@ class Derivation:
         simplified by SymPy; the shortest candidate is kept only when its
         difference from the chain form simplifies to 0 — proved, not assumed.
         Logistic regression's chain x(1−p)p((1−y)/(1−p) − y/p) gives x(p − y).
+        SymPy's simplify() has no time limit of its own: a form of more than
+        MAX_SIMPLIFY_OPS operations is not handed to it, and the search gets
+        SIMPLIFY_SECONDS (None past either: the shorter form is optional).
         """
         chain = self.named(self.gradient(p, form))
-        if is_matrix(chain) or not _cancels_quickly(chain):
+        if is_matrix(chain) or sp.count_ops(chain) > MAX_SIMPLIFY_OPS or not _cancels_quickly(chain):
             return None
-        candidates = []
-        for fn in (sp.cancel, sp.factor, sp.simplify):
-            try:
-                candidates.append(fn(chain))
-            except (sp.PolynomialError, TypeError, ValueError):
-                continue
-        best = min(candidates, key=sp.count_ops, default=None)
-        if best is None or sp.count_ops(best) >= sp.count_ops(chain):
-            return None
-        if sp.simplify(sp.cancel(best - chain)) != 0:
-            return None
-        return best
+        return within(SIMPLIFY_SECONDS, lambda: shorter_equal(chain))
 
     def delta(self, name: str, form: str = "recursive") -> sp.Expr:
         """The adjoint δ_name of a node ('recursive' or 'chain' form)."""

@@ -342,14 +342,24 @@ class Model:
     def save(self, params: dict, path) -> Path:
         """Write params to an .npz file (whole or not at all)."""
         self.check_params(params)
-        return save_params({p: params[p] for p in self.params}, path)
+        shapes = self._ns["SHAPES"]         # each in its declared shape: a (1, n) row given as (n,) too
+        return save_params({p: np.asarray(self._host(params[p])).reshape(shapes[p]) for p in self.params}, path)
 
     def load(self, path) -> dict:
-        """Read params saved by :meth:`save`, checked against this model, in its dtype."""
-        raw = load_params(path)
-        params = {k: np.array(v, dtype=self.dtype) for k, v in raw.items()}
-        self.check_params(params)
-        return {p: params[p] for p in self.params}
+        """Read params saved by :meth:`save`, checked against this model (real numbers, every
+        parameter in its declared shape), in its dtype; DataError naming the file otherwise."""
+        raw, shapes = load_params(path), self._ns["SHAPES"]
+        params = {}
+        for p in self.params:
+            if p not in raw:
+                raise DataError(f"{path}: no parameter {p!r}; the model's parameters are {', '.join(self.params)}")
+            v, want = raw[p], tuple(shapes[p])
+            if v.dtype.kind not in "fiu":       # bools, strings, dates, complex: not parameters
+                raise DataError(f"{path}: parameter {p!r} holds {v.dtype} values, not real numbers")
+            if v.shape != want and not (len(want) == 2 and want[0] == 1 and v.shape == want[1:]):
+                raise DataError(f"{path}: parameter {p!r} has shape {v.shape}, the network's is {want}")
+            params[p] = np.array(v, dtype=self.dtype).reshape(want)     # a (1, n) row given as (n,)
+        return params
 
     def export(self, path) -> Path:
         """Write the generated source as a standalone module: NumPy only (JAX or torch too for

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-__all__ = ["proved_equal", "numeric_equal", "is_zero"]
+__all__ = ["proved_equal", "numeric_equal", "is_zero", "shorter_equal"]
 
 
 def numeric_equal(a: sp.Expr, b: sp.Expr, var: sp.Symbol, points=(-2.3, -0.7, 0.4, 1.9, 3.1)) -> bool:
@@ -53,3 +53,19 @@ def is_zero(diff: sp.Expr) -> bool:
     if sp.simplify(diff) == 0:
         return True
     return diff.has(sp.log) and sp.simplify(sp.exp(diff)) == 1
+
+
+def shorter_equal(expr: sp.Expr):
+    """The shortest of SymPy's cancel, factor and simplify of `expr` when it has fewer operations
+    than `expr` and is proved equal to it (their difference simplifies to 0), else None.
+    (No time limit of its own: :meth:`symback.engine.Derivation.simplified` gives it one.)"""
+    candidates = []
+    for fn in (sp.cancel, sp.factor, sp.simplify):
+        try:
+            candidates.append(fn(expr))
+        except (sp.PolynomialError, TypeError, ValueError):
+            continue
+    best = min(candidates, key=sp.count_ops, default=None)
+    if best is None or sp.count_ops(best) >= sp.count_ops(expr) or sp.simplify(sp.cancel(best - expr)) != 0:
+        return None
+    return best

@@ -133,6 +133,11 @@ def _usable(name: str, where: str) -> None:
         raise SpecError(f"{where}: {name!r} is a Python keyword, so expressions cannot use it; rename it")
 
 
+#: the most names (inputs, targets, params, nodes) a spec file may declare: each node's
+#: expression is parsed against every name before it, so the work grows with the square
+MAX_NAMES = 2000
+
+
 def spec_from_dict(data: dict, where: str = "spec") -> Spec:
     """Build a :class:`Spec` from the parsed TOML table (see the module docstring)."""
     if is_layer_spec(data):     # [[layer]] tables: a Sequential of builder layers
@@ -155,6 +160,9 @@ def spec_from_dict(data: dict, where: str = "spec") -> Spec:
         nodes = data.get("nodes", {})
         if not isinstance(nodes, dict):
             raise SpecError(f"{where}: [nodes] must be a table of name = \"expression\"")
+        if len(nodes) + len(g.order) > MAX_NAMES:
+            raise SpecError(f"{where}: {len(nodes) + len(g.order):,} names; a spec file holds at most "
+                            f"{MAX_NAMES:,} (for a larger network, build it in Python with sb.Graph)")
         for name, text in nodes.items():
             if not isinstance(text, str):
                 raise SpecError(f"{where}: node {name!r} must be expression text in quotes")

@@ -148,6 +148,11 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
         if bar is not None:
             bar.set_postfix(loss=f"{history[-1]:.4g}",
                             **({"val_loss": f"{history.val_loss[-1]:.4g}"} if validation is not None else {}))
+    # each loss is read before its update: the last update's parameters are checked here
+    if epochs and not all(np.isfinite(np.asarray(model._host(v))).all() for v in updates.current.values()):
+        if not updates.eager:
+            updates.rewind(start)       # (summed on the device: the last epoch's start is kept)
+        run.stop(None, int(epochs) - 1, None)
     updates.done()
     return history
 
@@ -189,12 +194,14 @@ class _Run:
         return total
 
     def stop(self, value, epoch: int, batch):
-        """The user's params back at their last finite values, and the TrainingError."""
+        """The user's params back at their last finite values, and the TrainingError (value None:
+        the loss was finite, the parameters the last update made are not)."""
         if self.bar is not None:
             self.bar.close()
         self.updates.restore()
         where = f"epoch {epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
-        raise TrainingError(f"the loss became {value} at {where}: training stopped "
+        what = f"the loss became {value}" if value is not None else "the last update made the parameters non-finite"
+        raise TrainingError(f"{what} at {where}: training stopped "
                             f"and the parameters were left at their last finite values "
                             f"(lr={self.lr} may be too large, or the data hold non-finite values)")
 
@@ -294,7 +301,7 @@ def resume_params(model, path) -> dict:
         raise DataError(f"{path}: no such parameter file")
     params = model.load(path)
     for k, v in params.items():
-        if not np.all(np.isfinite(v)):
+        if not np.all(np.isfinite(np.asarray(model._host(v)))):      # (a library's array too)
             raise DataError(f"{path}: parameter {k} contains NaN or infinite values")
     return params
 

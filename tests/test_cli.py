@@ -347,6 +347,8 @@ BAD = [
     ("train", "good.toml", "--data", "good.csv", "--resume", "missing.npz"),
     ("train", "good.toml", "--data", "good.csv", "--resume", "wrong.npz"),
     ("train", "good.toml", "--data", "good.csv", "--resume", "good.csv"),
+    ("train", "good.toml", "--data", "good.csv", "--resume", "bool.npz"),
+    ("train", "good.toml", "--data", "longcell.csv"),
     ("train", "good.toml", "--data", "good.csv", "--lr", "1e6", "--epochs", "50"),
     ("codegen", "good.toml", "-o", "out.txt"),
     ("codegen", "good.toml"),
@@ -362,6 +364,8 @@ def bad_inputs(tmp_path):
     shutil.copy(EXAMPLES / "seed002.toml", tmp_path / "good.toml")
     write_csv(tmp_path / "good.csv", ["x1", "x2", "y"], np.arange(12.0).reshape(4, 3))
     np.savez(tmp_path / "wrong.npz", w1=np.zeros(2), w2=np.zeros(()), b=np.zeros(()))
+    np.savez(tmp_path / "bool.npz", w1=np.array(True), w2=np.zeros(()), b=np.zeros(()))
+    (tmp_path / "longcell.csv").write_text("x1,x2,y\n1,2," + "9" * 200_000 + "\n")   # past csv's field limit
     return tmp_path
 
 
@@ -410,3 +414,22 @@ def test_every_bad_input_through_main(args, bad_inputs, monkeypatch, capsys):
     code = main(list(args))
     out = capsys.readouterr()
     check_one_line_error(code, out.out, out.err, bad_inputs, before)
+
+
+def test_a_failed_run_leaves_the_parameters_file_as_it_was(moons_csv, tmp_path, monkeypatch, capsys):
+    """--resume F --out F (in place): a plot that cannot be written, or a last update that makes the
+    parameters non-finite (their loss, read before the update, was finite), used to replace F
+    anyway; now F keeps its bytes.  And torch resumes (its check of the file raised a TypeError)."""
+    from symback.cli import main
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--layers", "2,4,1", "--activation", "tanh", "--data", str(moons_csv), "--epochs", "1"]
+    assert main(base + ["--out", "p.npz"]) == 0
+    saved = (tmp_path / "p.npz").read_bytes()
+    assert main(base + ["--backend", "torch", "--resume", "p.npz", "--out", "q.npz"]) == 0
+    capsys.readouterr()
+    for extra, why in ((["--plot", "/proc/loss.png"], "cannot write /proc/loss.png"),
+                       (["--batch-size", "1000", "--lr", "1e308"], "the last update made the parameters non-finite")):
+        assert main(base + ["--resume", "p.npz", "--out", "p.npz", *extra]) in (1, 2)
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and why in err, err
+        assert (tmp_path / "p.npz").read_bytes() == saved

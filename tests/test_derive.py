@@ -369,6 +369,31 @@ def test_simplified_is_none_when_nothing_shorter_exists():
     assert sb.derive(g).simplified("w") is None
 
 
+def test_simplified_has_a_size_and_a_time_budget(monkeypatch):
+    """A chain of ten tanh nodes: simplified() ran SymPy's simplify for 22 s (twenty nodes: no end
+    in sight), and `symback derive --format text` with it.  Past MAX_SIMPLIFY_OPS it is not tried,
+    and within it the search gets SIMPLIFY_SECONDS (here 10 ms); either way None, and the text
+    report is written with the chain form."""
+    from symback.printing.text import text_report
+
+    def chain(k):
+        g = sb.Graph()
+        x, y, w = g.inputs("x"), g.targets("y"), g.params("w")
+        n = g.node("n0", w * x)
+        for i in range(1, k + 1):
+            n = g.node(f"n{i}", sb.tanh(n))
+        g.loss((n - y) ** 2)
+        return sb.derive(g)
+    long = chain(20)
+    assert sp.count_ops(long.named(long.gradient("w"))) > sb.engine.MAX_SIMPLIFY_OPS
+    assert long.simplified("w") is None
+    monkeypatch.setattr("symback.engine.SIMPLIFY_SECONDS", 0.01)
+    d = chain(10)
+    assert sp.count_ops(d.named(d.gradient("w"))) <= sb.engine.MAX_SIMPLIFY_OPS
+    assert d.simplified("w") is None
+    assert "dC/dw = 2 x (n10 - y) tanh'(n0)" in text_report(d)
+
+
 def test_fused_output_edge_factor_waits_and_is_softmax_vjp():
     """The softmax edge of a fused softmax + cross-entropy block is derived only when read
     (training never needs it), and then is the VJP of softmax: central differences of

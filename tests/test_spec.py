@@ -223,6 +223,9 @@ BAD_SPECS = [
     ('params = [1, 2]\n[loss]\ncost = "w**2"', "list of names"),
     ('params = ["lambda"]\n[loss]\ncost = "w**2"', "Python keyword"),
     ('params = ["w"]\n[nodes]\nif = "w"\n[loss]\ncost = "w**2"', "Python keyword"),
+    # 16,000 nodes ran for minutes in 4 GB (each parsed against all before it): refused at once
+    ('inputs = ["x"]\nparams = ["w"]\n[nodes]\n' + "".join(f'n{i} = "w*x"\n' for i in range(2000))
+     + '[loss]\ncost = "n0"', "2,002 names; a spec file holds at most 2,000"),
 ]
 
 
