@@ -179,6 +179,9 @@ def cmd_derive(args) -> int:
         d._param(args.param)               # unknown name -> a clear error now
     if args.steps_taken is not None and (not values or lr is None):
         raise SymbackError("--steps-taken iterates the worked example: give --values and --lr too")
+    from .document.steps import MAX_STEPS
+    if args.steps_taken is not None and args.steps_taken > MAX_STEPS:
+        raise SymbackError(f"--steps-taken is at most {MAX_STEPS}, got {args.steps_taken}")
     options = {k: v for k, v in (("param", args.param), ("values", values or None),
                                  ("lr", lr), ("title", args.title), ("notation", args.notation),
                                  ("steps", args.steps), ("steps_taken", args.steps_taken)) if v is not None}
@@ -355,11 +358,17 @@ def _main(argv) -> int:
     except SystemExit as exc:          # --help, --version, or a usage error already printed
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not getattr(args, "func", None):
-        parser.print_help()
+        fail("give a command: derive, train, codegen or demo (symback --help lists them)")
         return 2
-    warnings.showwarning = _one_line_warning
+    # warnings wait for the outcome: a run that fails says one line, the error (a warning
+    # on the way there, such as an unused parameter, is not the news)
+    held, shown = [], warnings.showwarning
+    warnings.showwarning = lambda message, *rest, **kw: held.append(message)
     try:
-        return args.func(args)
+        code = args.func(args)
+        for message in held:
+            _one_line_warning(message, None, None, None)
+        return code
     except OutputError as exc:
         fail(exc)
         return 1
@@ -379,6 +388,8 @@ def _main(argv) -> int:
     except OSError as exc:
         fail(_os_message(exc))
         return 1
+    finally:
+        warnings.showwarning = shown
 
 
 def _os_message(exc: OSError) -> str:

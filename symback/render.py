@@ -248,7 +248,9 @@ def _template(template: str, fmt: str, template_dir=None) -> jinja2.Template:
     try:
         return env.get_template(name)
     except jinja2.TemplateNotFound:
-        raise OutputError(f"no {fmt} template {text!r}; built-in ones: {', '.join(template_names())}"
+        names = sorted({p.name.split(".")[0] for p in _builtin_dir().glob("*" + FORMATS[fmt])
+                        if not p.name.startswith("_")} | ({"article"} if fmt == "markdown" else set()))
+        raise OutputError(f"no {fmt} template {text!r}; built-in {fmt} ones: {', '.join(names)}"
                           + (f"; also searched {template_dir}" if template_dir else "")) from None
     except jinja2.TemplateSyntaxError as exc:
         raise OutputError(f"template {name!r} line {exc.lineno}: {exc.message}") from None

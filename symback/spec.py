@@ -108,6 +108,8 @@ def read_spec(path) -> Spec:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:              # tomllib reads nested arrays and tables recursively
+        raise SpecError(f"{path}: its TOML is nested too deeply to read") from None
     return spec_from_dict(data, str(path))
 
 

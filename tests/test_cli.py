@@ -287,6 +287,10 @@ BAD_SPEC = {
     "eval.toml": 'params = ["w"]\n[loss]\ncost = "eval(\'w\')"\n',
     "attr.toml": 'params = ["w"]\n[loss]\ncost = "w.__class__"\n',
     "broken.toml": 'params = ["w"\n',
+    "deep.toml": "inputs = " + "[" * 3000 + "]" * 3000 + "\n",        # tomllib recurses
+    # an unused parameter warns on the way to an error: the error alone is the one line
+    "warns.toml": 'inputs = ["X"]\ntargets = ["Y"]\nparams = ["W1", "b1"]\n[shapes]\nX = ["m", 2]\nY = ["m", 1]\n'
+                  'W1 = [2, 1]\nb1 = [1, 1]\n[nodes]\nYhat = "1/X @ W1"\n[loss]\ncost = "sumsq(Yhat - Y)"\n',
 }
 BAD_CSV = {
     "nan.csv": "x1,x2,y\n1,2,3\n4,nan,6\n",
@@ -314,6 +318,11 @@ BAD = [
     ("derive", "eval.toml"),
     ("derive", "attr.toml"),
     ("derive", "broken.toml"),
+    ("derive", "deep.toml"),
+    ("derive", "warns.toml"),
+    ("derive", "good.toml", "--template", "markdown"),
+    ("derive", "good.toml", "--values", "x1=1,x2=2,y=1,w1=1,w2=1,b=0", "--lr", "0.1", "--steps-taken", "100000"),
+    (),
     ("derive", "good.toml", "--layers", "2,1"),
     ("derive", "good.toml", "--activation", "tanh"),
     ("derive", "good.toml", "-o", "out.docx"),
