@@ -315,7 +315,13 @@ class _Walker:
             running = op(running, right) if running is not None and right.is_Number else None
             if running is not None:
                 self.checked(link, running, True)
-        return self.checked(chain[0], op(*terms), constant)
+        try:
+            value = op(*terms)
+        except (TypeError, ValueError) as exc:      # SymPy's ShapeError: matrices of other shapes
+            shapes = [_shape(t) for t in terms if is_matrix(t)]
+            self.fail(chain[0], f"terms of shapes {', '.join(shapes)} do not fit together in" if shapes
+                      else f"the terms do not fit ({exc}) in")
+        return self.checked(chain[0], value, constant)
 
     def matmul(self, node, depth):
         left, const_left = self.visit(node.left, depth + 1)
@@ -416,6 +422,8 @@ def parse_values(text: str) -> dict:
         name = name.strip()
         if not eq or not name.isidentifier():
             raise SpecError(f"--values: expected name=number, got {item!r}")
+        if name in out:
+            raise SpecError(f"--values: {name} is given twice")
         if value.strip().lstrip("+-").lower() in ("nan", "inf", "infinity"):
             raise SpecError(f"--values: the value of {name} must be a finite number, got {value.strip()!r}")
         num = parse_expr(value, {}, where=f"--values: value of {name}")

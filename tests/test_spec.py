@@ -162,6 +162,8 @@ def test_parse_values():
     for bad in ["x", "x=a", "=3", "x=1+", "", "x=__import__('os')"]:
         with pytest.raises(SpecError):
             parse_values(bad)
+    with pytest.raises(SpecError, match="x1 is given twice"):
+        parse_values("x1=4,x1=3,y=1")
 
 
 # ----------------------------------------------------------------- spec files
@@ -276,6 +278,7 @@ def test_matrix_spec_file_matches_autograd():
 @pytest.mark.parametrize("shapes,nodes,match", [
     ({"x": ["m", 2]}, {"h": "x @ w"}, "@ multiplies matrices"),
     ({"x": ["m", 2], "w": [3, 1]}, {"h": "x @ w"}, "shapes do not fit"),
+    ({"x": ["m", 2], "w": [2, 3]}, {"h": "x @ w + x"}, "terms of shapes m×3, m×2 do not fit together in 'x @ w \\+ x'"),
     ({"x": ["m", 2], "w": [2, 1]}, {"h": "w.T.__class__"}, "attribute"),
     ({"x": ["m", 2], "w": [2, 1]}, {"h": "x.shape"}, "attribute"),
     ({"w": [2, 1]}, {"h": "x.T"}, "transpose"),
