@@ -298,7 +298,7 @@ def resume_params(model, path) -> dict:
     """Parameters saved by ``symback train`` (no pickle), checked against the model and finite."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such parameter file")
+        raise DataError(f"{path}: " + ("is a directory, not a parameter file" if path.is_dir() else "no such parameter file"))
     params = model.load(path)
     for k, v in params.items():
         if not np.all(np.isfinite(np.asarray(model._host(v)))):      # (a library's array too)
