@@ -769,7 +769,7 @@ def test_steps_taken_is_bounded_for_text_too(folder):
     before = files(folder)
     r = run("derive", "good.toml", "--values", "x1=1,x2=2,y=3,w1=0.5,w2=-1,b=0", "--lr", "0.1",
             "--format", "text", "--steps-taken", "100000000", cwd=folder, timeout=60)
-    refused(r, before, folder, 1, "from 1 to 20")
+    refused(r, before, folder, 2, "--steps-taken is at most 20")      # bad input: exit 2
 
 
 def test_a_power_999_prints_as_text(folder):
