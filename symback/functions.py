@@ -31,6 +31,18 @@ from .registry import ACTIVATIONS, LOSSES, TEXT_PARSER  # noqa: E402  (the share
 _z = sp.Symbol("z", real=True)
 
 
+BUILT_IN: frozenset = frozenset()     # (filled once the built-ins are registered, below)
+
+
+def _no_text(args, what: str) -> None:
+    """DefinitionError for a string argument: user text is parsed (symback.parse), never handed
+    to SymPy, whose sympify evaluates it as Python."""
+    for a in args:
+        if isinstance(a, (str, bytes)):
+            raise DefinitionError(f"{what} takes SymPy expressions, got the text {a!r}: build the "
+                                  "expression with SymPy symbols, or write it in a spec file")
+
+
 class Activation(sp.Function):
     """A scalar function known to symback through its SymPy definition.
 
@@ -54,6 +66,7 @@ class Activation(sp.Function):
     convention: str = ""
 
     def __new__(cls, *args, **options):
+        _no_text(args, cls.__name__)        # SymPy's Function would sympify (evaluate) a string
         # f(M) for a matrix M is f applied to every entry (sb.tanh(X @ W1)).
         if args and isinstance(args[0], sp.MatrixBase):      # explicit entries: entry by entry
             return args[0].applyfunc(lambda e: cls(e, *args[1:]))
@@ -220,6 +233,12 @@ def activation(name: str, expr, var: sp.Symbol, *, latex: str | None = None,
             f"only {var} (and declared params) may appear")
     pvars = tuple(params)
     lam = sp.Lambda((var, *pvars), expr)
+    if name in BUILT_IN and name in ACTIVATIONS:
+        old = ACTIVATIONS[name].definition
+        if len(old.variables) != len(lam.variables) or lam.expr.xreplace(dict(zip(lam.variables, old.variables))) != old.expr:
+            raise DefinitionError(f"{name!r} is a built-in activation with another definition; "
+                                  "give yours a name of its own")
+        return ACTIVATIONS[name]
     cls = type(name, (Activation,), {
         "definition": lam,
         "latex_name": latex or rf"\operatorname{{{_tex_ident(name)}}}",
@@ -382,6 +401,7 @@ class LossFunction:
         Called on matrices (rows are samples) it gives the m×1 column of
         per-sample costs, the loss summed over each row's outputs.
         """
+        _no_text((prediction, target), self.name)
         if isinstance(prediction, sp.MatrixExpr) or isinstance(target, sp.MatrixExpr):
             from .matrix import RowCost
             return RowCost(self.name, prediction, target)
@@ -403,6 +423,8 @@ def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
         raise DefinitionError(f"loss name {name!r} must be an identifier")
     if not isinstance(prediction, sp.Symbol) or not isinstance(target, sp.Symbol):
         raise DefinitionError(f"loss {name!r}: prediction and target must be SymPy Symbols")
+    if prediction == target:
+        raise DefinitionError(f"loss {name!r}: prediction and target must be two different symbols")
     expr = user_expr(expr, {prediction.name: prediction, target.name: target}, where=f"loss {name!r}")
     extra = set(expr.free_symbols) - {prediction, target}
     if extra:
@@ -410,6 +432,12 @@ def loss_function(name: str, expr, prediction: sp.Symbol, target: sp.Symbol, *,
             f"loss {name!r}: definition uses unknown symbols {sorted(map(str, extra))}")
     if not expr.has(prediction):
         raise DefinitionError(f"loss {name!r} does not depend on its prediction {prediction}")
+    if name in BUILT_IN and name in LOSSES:     # DESIGN's own logcosh example: the same loss again
+        old = LOSSES[name]
+        if expr.xreplace({prediction: old.prediction, target: old.target}) != old.expr:
+            raise DefinitionError(f"{name!r} is a built-in loss with another definition; "
+                                  "give yours a name of its own")
+        return old
     lf = LossFunction(name, expr, prediction, target, latex or rf"\operatorname{{{_tex_ident(name)}}}", needs,
                       target_range=target_range)
     LOSSES[name] = lf
@@ -435,3 +463,6 @@ cross_entropy = loss_function("cross_entropy", -_t * sp.log(_p), _p, _t, latex=r
 logcosh = loss_function("logcosh", sp.log(sp.cosh(_p - _t)), _p, _t)
 huber = loss_function("huber", sp.Piecewise(((_p - _t) ** 2 / 2, sp.Abs(_p - _t) <= 1),
                                     (sp.Abs(_p - _t) - sp.Rational(1, 2), True)), _p, _t)
+
+#: the names registered above: a user's definition under one of them must be the same function
+BUILT_IN = frozenset(ACTIVATIONS) | frozenset(LOSSES)

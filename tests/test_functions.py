@@ -192,3 +192,38 @@ def test_bad_registrations():
     with pytest.raises(sb.SymbackError, match="stable"):
         sb.activation("bad_stable", sp.exp(z), var=z, stable=sp.exp(2 * z))
     assert "bad_act" not in ACTIVATIONS and "bad_stable" not in ACTIVATIONS and "bad_loss" not in LOSSES
+
+
+def test_a_built_in_name_keeps_its_function():
+    """Registering a built-in name again with another definition replaced it for the whole process
+    (sigmoid as z², every network's loss changed); now refused, while the same function again
+    (DESIGN's logcosh example) is the built-in.  A loss whose prediction is its target is refused."""
+    before = sb.compile(sb.derive(sb.mlp([2, 3, 1], "sigmoid", "identity", "mse")))
+    X, Y = [[0.5, -1.0], [0.0, 2.0]], [[0.3], [0.1]]
+    want = before.loss(X, Y, before.init(seed=0))
+    with pytest.raises(sb.SymbackError, match="'sigmoid' is a built-in activation with another definition"):
+        sb.activation("sigmoid", z ** 2, var=z)
+    yh, t = sp.symbols("yhat t")
+    with pytest.raises(sb.SymbackError, match="'mse' is a built-in loss with another definition"):
+        sb.loss_function("mse", (yh - t) ** 4, prediction=yh, target=t)
+    assert sb.loss_function("logcosh", sp.log(sp.cosh(yh - t)), prediction=yh, target=t) is LOSSES["logcosh"]
+    assert sb.activation("tanh", sp.tanh(z), var=z) is ACTIVATIONS["tanh"]
+    with pytest.raises(sb.SymbackError, match="two different symbols"):
+        sb.loss_function("own_sq", yh ** 2, prediction=yh, target=yh)
+    after = sb.compile(sb.derive(sb.mlp([2, 3, 1], "sigmoid", "identity", "mse")))
+    assert after.loss(X, Y, after.init(seed=0)) == want
+
+
+def test_text_is_never_handed_to_sympify(tmp_path):
+    """sb.sigmoid("…") went through SymPy's Function, whose sympify evaluates a string as Python:
+    the shell command in it ran.  Every function and loss now refuses text before SymPy sees it."""
+    evil = f"__import__('os').system('touch {tmp_path / 'PWNED'}')"
+    for name in ACTIVATIONS:
+        with pytest.raises(sb.SymbackError, match="takes SymPy expressions, got the text"):
+            ACTIVATIONS[name](evil)
+    for name in LOSSES:
+        with pytest.raises(sb.SymbackError, match="takes SymPy expressions, got the text"):
+            LOSSES[name](evil, z)
+    with pytest.raises(sb.SymbackError, match="layer_norm takes a matrix"):
+        sb.layer_norm(evil, evil, evil)
+    assert not (tmp_path / "PWNED").exists()

@@ -114,6 +114,8 @@ def _rownorm_definition(N: RowNorm):
 def layer_norm(H, gamma, beta, eps=sp.Rational(1, 10**5)):
     """Layer normalisation of each row of H: norm(H) ⊙ 𝟏γ + 𝟏β with norm(H)'s rows standardised
     (mean 0, biased variance 1, ε added to the variance); γ, β are 1×d rows."""
+    if not is_matrix(H):
+        raise DefinitionError(f"layer_norm takes a matrix (a row per position), got {H!r}")
     for what, v in (("gamma", gamma), ("beta", beta)):
         if not is_matrix(v) or tuple(v.shape) != (1, H.shape[1]):
             raise DefinitionError(f"layer_norm: {what} must be a 1×{H.shape[1]} matrix, got {v!r}")
