@@ -26,7 +26,7 @@ from .errors import DataError, SymbackError
 from .layout import BatchRows, OneSample, Scalars
 
 __all__ = ["load_data", "read_npz", "available_memory", "format_bytes", "training_arrays",
-           "output_function"]
+           "output_function", "check_seed", "sample_shape"]
 
 # Headers written by np.save are a few hundred bytes; a larger one is not a real array.
 _MAX_HEADER = 10_000
@@ -303,6 +303,12 @@ def _sample_arrays(path, columns, arrays, x_shape, y_shape, image=None):
     if len(X) == 0:
         raise DataError(f"{path}: no samples")
     return X.astype(float), Y.astype(float)
+
+
+def check_seed(seed) -> None:
+    """DataError unless `seed` is a whole number ≥ 0 (what NumPy's generators take)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed must be a whole number >= 0, got {seed!r}")
 
 
 def sample_shape(shape: tuple, want: tuple, image=None) -> tuple:

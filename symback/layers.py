@@ -6,6 +6,7 @@ stands for are written by :class:`~symback.nn.Sequential`, and nothing here diff
 """
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
 
 from .errors import DefinitionError
@@ -19,6 +20,13 @@ def _width(value, what) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DefinitionError(f"{what} must be a positive integer, got {value!r}")
     return value
+
+
+def _flag(value, what) -> bool:
+    # a string such as "no" would be truthy: only True or False (NumPy's too) is a yes or a no
+    if not isinstance(value, (bool, np.bool_)):
+        raise DefinitionError(f"{what} must be True or False, got {value!r}")
+    return bool(value)
 
 
 class Dense:
@@ -80,7 +88,7 @@ class Attention:
 
     def __init__(self, heads: int = 1, causal: bool = False):
         self.heads = _width(heads, "Attention: heads")
-        self.causal = bool(causal)
+        self.causal = _flag(causal, "Attention: causal")
 
     def __repr__(self):
         return f"Attention(heads={self.heads}, causal={self.causal})"
@@ -94,7 +102,7 @@ class TransformerBlock:
     """
 
     def __init__(self, heads: int = 1, hidden: int | None = None, causal: bool = False):
-        self.heads, self.causal = _width(heads, "TransformerBlock: heads"), bool(causal)
+        self.heads, self.causal = _width(heads, "TransformerBlock: heads"), _flag(causal, "TransformerBlock: causal")
         self.hidden = None if hidden is None else _width(hidden, "TransformerBlock: hidden")
 
     def expand(self, d: int) -> list:

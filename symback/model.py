@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import available_memory, format_bytes, sample_shape
+from .data import available_memory, check_seed, format_bytes, sample_shape
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
 from .targets import check_targets, target_rules
@@ -62,6 +62,8 @@ class Model:
         # X as images (n, C, H, W) for a network that reads images, else None
         self._image = namespace.get("X_IMAGE")
         self.n_outputs: int = namespace["N_OUTPUTS"]
+        self._stepped = None    # (the params dict, its arrays) step last checked
+        self._library = {"jax": "jax", "torch": "torch"}.get(getattr(self, "backend", ""), "numpy")
         # the printed functions themselves: the Model checks the data once, then calls them
         self._predict = namespace["_predict"]
         self._loss = namespace["_loss"]
@@ -157,9 +159,33 @@ class Model:
         if (shape := self._sample_shape(a.shape, what)) != a.shape:
             a = a.reshape(shape)
         if a.shape[1:] != want:
-            raise DataError(f"{what} has shape {a.shape}, but one sample of the network is {want}: "
-                            f"give {what} of shape (n, {', '.join(map(str, want))})")
+            raise self._shape_error(a.shape, what)
         return a
+
+    def _shape_error(self, shape, what: str) -> DataError:
+        """The DataError for data of a shape the network does not take, naming the forms it does."""
+        forms = self._forms(what)
+        sample = (f"an image {tuple(self._image)}" if what == "X" and self._image is not None else
+                  str(tuple(self._sample[what])) if self._sample.get(what) is not None else f"a row of {forms[0][0]}")
+        return DataError(f"{what} has shape {tuple(shape)}, but one sample of the network is {sample}: give {what} "
+                         "of shape " + " or ".join("(n, " + ", ".join(map(str, f)) + ")" for f in forms))
+
+    def _forms(self, what: str) -> list:
+        """The shapes after the batch axis that data `what` may have: images (C, H, W) as in
+        PyTorch, a one-row sample's row alone (k), one sample (rows, columns), or a row."""
+        want = self._sample.get(what)
+        if want is None:
+            return [((self.n_inputs,), (self.n_targets,), (self.n_outputs,))["XYG".index(what)]]
+        forms = [tuple(self._image)] if what == "X" and self._image is not None else []
+        return forms + ([(want[1],)] if want[0] == 1 else []) + [tuple(want)]
+
+    def check_input(self, X) -> None:
+        """DataError unless X's shape is one the network takes (the layer forms of torch's module
+        and JAX's function check X with it before the library sees it)."""
+        shape, sample = tuple(np.shape(X)), self._sample["X"]
+        alone = shape == tuple(sample) if sample is not None else len(shape) == 1   # one sample; a 1-D X
+        if not (alone or (len(shape) > 1 and shape[1:] in self._forms("X"))):
+            raise self._shape_error(shape, "X")
 
     def _x(self, X, params=None) -> np.ndarray:
         X = self._matrix(X, self.n_inputs, "X", "inputs", params)
@@ -213,6 +239,7 @@ class Model:
         Raises DefinitionError, before allocating, when the parameters would
         not fit in this machine's available memory.
         """
+        check_seed(seed)
         need = self.param_count() * self.dtype.itemsize
         free = available_memory()
         if free is not None and need > free:
@@ -232,7 +259,14 @@ class Model:
         return total
 
     def _pure(self, params, X=None):
-        """The params of a pure call as the generated code takes them (NumPy's: as they are)."""
+        """The params of a pure call as the generated code takes them (NumPy's: as they are),
+        checked first (names, shapes, real floating-point values)."""
+        self.check_params(params)
+        for k in self.params:       # another library's arrays would fail deep in the generated code
+            lib = type(params[k]).__module__.split(".")[0].replace("jaxlib", "jax")
+            if lib in ("torch", "jax") and lib != self._library:
+                raise DataError(f"parameter {k!r} is a {type(params[k]).__module__}.{type(params[k]).__name__}; "
+                                f"this model computes with {self._library}: convert it with np.asarray")
         return params
 
     def predict(self, X, params: dict) -> np.ndarray:
@@ -305,10 +339,22 @@ class Model:
             X, Y = self._xy(X, Y)
         elif self._target_rules:
             self._check_targets(Y)
+        self._check_step_params(params)
         try:
             return float(self._step(X, Y, params, lr))
         except (KeyError, ValueError) as exc:
             self._failed(exc, params)
+
+    def _check_step_params(self, params) -> None:
+        """check_params before a step changes anything (a bias given as a number was never
+        updated; an integer array failed half-way, after other parameters had changed).  The
+        tight loop's dict, holding the same arrays as last time, passes in one comparison."""
+        arrays = list(map(params.get, self.params)) if isinstance(params, dict) else None
+        last = self._stepped        # (ids compared; the arrays kept alive, so no id is reused)
+        if last is not None and last[0] is params and list(map(id, arrays)) == last[1]:
+            return
+        self.check_params(params)
+        self._stepped = (params, list(map(id, arrays)), arrays)
 
     def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
             seed: int = 0, optimizer="sgd", validation=None, progress: bool = False, **options):
@@ -335,7 +381,14 @@ class Model:
         for p in self.params:
             if p not in params:
                 raise DataError(f"params has no entry {p!r}; the model's parameters are {', '.join(self.params)}")
-            shape, want = tuple(np.shape(params[p])), tuple(shapes[p])
+            v = params[p]
+            dt = getattr(v, "dtype", None)
+            if not (_floating(dt) if dt is not None else isinstance(v, (int, float, list, tuple))) \
+                    or isinstance(v, bool):
+                what = dt if dt is not None else type(v).__name__
+                raise DataError(f"parameter {p!r} is not numeric array data: it holds {what} values, not "
+                                "floating-point numbers (m.init() makes parameters of the model's dtype)")
+            shape, want = tuple(np.shape(v)), tuple(shapes[p])
             if shape != want and not (len(want) == 2 and want[0] == 1 and shape == want[1:]):
                 raise DataError(f"parameter {p!r} has shape {shape}, expected {tuple(shapes[p])}")
 
@@ -371,11 +424,26 @@ class Model:
         return path
 
 
-def _as_array(a, dtype, what) -> np.ndarray:
+def _floating(dt) -> bool:
+    """Whether an array's dtype (NumPy's, JAX's or torch's) is a real floating-point type."""
+    if hasattr(dt, "is_floating_point"):            # a torch dtype
+        return bool(dt.is_floating_point)
     try:
-        return np.asarray(a, dtype=dtype)
-    except (TypeError, ValueError) as exc:
+        return np.dtype(dt).kind == "f"
+    except TypeError:
+        return False
+
+
+def _as_array(a, dtype, what) -> np.ndarray:
+    """a as a NumPy array of `dtype`; DataError for anything but real numbers (complex values
+    would lose their imaginary part, strings be parsed as numbers, objects be anything)."""
+    try:
+        raw = np.asarray(a)
+    except (TypeError, ValueError, RuntimeError) as exc:     # (torch: a tensor that needs grad)
         raise DataError(f"{what} is not numeric array data: {exc}") from None
+    if raw.dtype.kind not in "biuf":
+        raise DataError(f"{what} is not numeric array data: it holds {raw.dtype} values, not real numbers")
+    return raw.astype(dtype, copy=False)
 
 
 def save_params(params: dict, path) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import available_memory, format_bytes, output_function
+from .data import available_memory, check_seed, format_bytes, output_function
 from .errors import DataError, SymbackError, TrainingError
 from .optimizers import OPTIMIZERS, SGD, Adam, Momentum, get_optimizer
 
@@ -105,6 +105,7 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
         raise TrainingError(f"epochs must be a non-negative integer, got {epochs!r}")
     if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
         raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
+    check_seed(seed)
     X, Y = _host_data(model, X, Y)
     model.check_params(params)
     bad = [k for k in model.params if not np.all(np.isfinite(np.asarray(model._host(params[k]))))]

@@ -352,7 +352,7 @@ def test_torch_pure_methods_take_numpy_params():
     close(vt["W3"], vn["W3"], rel=1e-12)
     with pytest.raises(DataError, match="in place"):
         mt.step(X, Y, params)
-    with pytest.raises(DataError, match="not numeric"):
+    with pytest.raises(DataError, match="not numeric array data: it holds str values"):
         mt.grad(X, Y, {**params, "W1": "nope"})
 
 

@@ -46,8 +46,7 @@ class BackendModel(Model):
                 a = b if self._ns["_is_native"](b) else a
         if self._sample.get(what) is not None and self._ns["_is_native"](a):
             if tuple(a.shape[1:]) != tuple(self._sample[what]):
-                raise DataError(f"{what} has shape {tuple(a.shape)}, but one sample of the network is "
-                                f"{tuple(self._sample[what])}")
+                raise self._shape_error(a.shape, what)
             return a
         if self._ns["_is_native"](a):
             if a.shape[1] != width:
@@ -111,6 +110,7 @@ class BackendModel(Model):
                 self._check_targets(Y)
             if self._immutable and type(X) is self._accepted[0]:
                 self._last = (X, Y)
+        self._check_step_params(params)
         try:
             return float(self._step(X, Y, params, lr))
         except _FAULTS as exc:

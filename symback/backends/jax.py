@@ -49,6 +49,8 @@ class Model(BackendModel):
             return as_given(ns["_predict"](samples(X), params), X)
 
         def fwd(params, X):
+            self.check_input(X)         # shapes are known when traced: a DataError, not XLA's
+            self.check_params(params)
             prediction, values = ns["_vjp_forward"](samples(X), params)
             return as_given(prediction, X), (params, X, values)
 

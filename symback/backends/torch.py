@@ -106,6 +106,7 @@ class Model(BackendModel):
         # NumPy parameters are converted for a pure call (predict, loss, grad, vjp), placed where
         # X is or where the other parameters are; step and fit update tensors in place
         import torch
+        self.check_params(params)
         if not isinstance(params, dict) or all(isinstance(v, torch.Tensor) for v in params.values()):
             return params
         device = _device(params) or (X.device if isinstance(X, torch.Tensor) else None)
@@ -162,6 +163,7 @@ class Model(BackendModel):
                 VJP w.r.t. X and every parameter); with targets Y, the batch loss L."""
                 if Y is not None:
                     return self.loss(X, Y)
+                model.check_input(X)
                 given, X = X, ns["_data"](X, ns["N_INPUTS"], ns["X_SAMPLE"])
                 if model._layer_ns()["VJP_ERROR"]:      # no VJP for this graph: the prediction
                     return ns["_as_given"](ns["_predict"](X, dict(self.params)), given)
