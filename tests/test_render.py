@@ -393,6 +393,13 @@ def test_template_errors_are_clear(tmp_path):
         d.latex(template=str(tmp_path / "bad.tex.j2"))
     with pytest.raises(SymbackError, match="values missing"):
         sb.derive(seed004_1d_graph()[0]).latex(values={"x": 1})
+    # NaN, inf and complex numbers reached mpmath (its TypeError); now refused by name
+    good = {"x1": 1, "x2": 2, "y": 1, "w1": 0.1, "w2": 0.2, "b": 0}
+    for name, bad in (("x1", float("nan")), ("w2", float("inf")), ("b", 1 + 2j)):
+        with pytest.raises(SymbackError, match=f"value for '{name}' must be a finite real number"):
+            d.markdown(values={**good, name: bad})
+    with pytest.raises(SymbackError, match="value for 'lr' must be a finite real number"):
+        d.markdown(values=good, lr=float("nan"))
 
 
 def test_write_tex_md_pdf(tmp_path):

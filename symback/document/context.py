@@ -24,7 +24,7 @@ from .batchnorm import batchnorm
 from .convolution import convolution
 from .pooling import pooling
 from .figure import diagram, figure_note, mermaid, tikz
-from .example import example, numbers, path_product, values_of
+from .example import exact, example, numbers, path_product, values_of
 from .bptt import bptt
 from .lines import LINE_WIDTH, Names, aligned_lines, chain_lines, definitions, tex
 from .losses import loss_claims, reader_name
@@ -67,6 +67,8 @@ def _context(d, fmt, nt, options) -> dict:
     param = d._param(options["param"]) if options.get("param") is not None else _deepest_param(d)
     values = values_of(d, options.get("values")) if options.get("values") else None
     lr, apps = options.get("lr"), _apps(d)
+    if lr is not None:
+        exact("lr", lr)                 # a finite real number (NaN, inf, complex, text: refused)
     ctx = {"fmt": fmt, "title": escape(options.get("title") or "Backpropagation, step by step"),
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
            "display": bool(options.get("display", False)), "matrix": d.layout.kind == "matrix",

@@ -7,6 +7,8 @@ edge's local derivative there, and the highlighted path multiplies them
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import sympy as sp
 
@@ -37,6 +39,8 @@ def values_of(d, values: dict) -> dict:
                 out[n] = np.atleast_2d(np.asarray(v, dtype=float))
             except (TypeError, ValueError):
                 raise SymbackError(f"values for {n!r} must be numbers or arrays of numbers") from None
+            if not np.isfinite(out[n]).all() or np.iscomplexobj(v):
+                raise SymbackError(f"values for {n!r} must be finite real numbers")
         else:
             out[n] = exact(n, v)
     return out
@@ -50,9 +54,14 @@ def exact(name, value):
             raise SymbackError(f"value for {name!r} must be a number, got {value!r}") from None
         if not value.is_number:
             raise SymbackError(f"value for {name!r} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SymbackError(f"value for {name!r} must be a finite real number, got {value!r}")
     if isinstance(value, float):
         return sp.Rational(repr(value))     # 0.1 means 1/10: the example stays exact
-    return sp.sympify(value, strict=True)
+    value = sp.sympify(value, strict=True)
+    if not (value.is_real and value.is_finite):
+        raise SymbackError(f"value for {name!r} must be a finite real number, got {value}")
+    return value
 
 
 def numbers(d, values):
