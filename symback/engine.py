@@ -411,7 +411,8 @@ class Derivation:
         return _consumer("render")(self, template=template, fmt="markdown", **options)
 
     def write(self, path, **options):
-        """Write .tex, .md or .pdf (chosen by suffix), whole or not at all."""
+        """Write .tex, .md or .pdf (chosen by suffix), whole or not at all; the call asks for
+        `path`, so a file there is replaced (``symback derive -o`` refuses without --overwrite)."""
         return _consumer("write")(self, path, **options)
 
     def _repr_latex_(self):

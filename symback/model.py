@@ -393,7 +393,8 @@ class Model:
                 raise DataError(f"parameter {p!r} has shape {shape}, expected {tuple(shapes[p])}")
 
     def save(self, params: dict, path) -> Path:
-        """Write params to an .npz file (whole or not at all)."""
+        """Write params to an .npz file (whole or not at all; a file already at `path` is replaced:
+        the call names it, where ``symback train`` refuses without --overwrite)."""
         self.check_params(params)
         shapes = self._ns["SHAPES"]         # each in its declared shape: a (1, n) row given as (n,) too
         return save_params({p: np.asarray(self._host(params[p])).reshape(shapes[p]) for p in self.params}, path)
@@ -416,7 +417,8 @@ class Model:
 
     def export(self, path) -> Path:
         """Write the generated source as a standalone module: NumPy only (JAX or torch too for
-        those backends); ``python module.py`` checks its gradient by finite differences."""
+        those backends); ``python module.py`` checks its gradient by finite differences.  Written
+        whole or not at all; a file already at `path` is replaced (the call names it)."""
         path = Path(path)
         if path.suffix != ".py":
             raise SymbackError(f"export writes a Python module: give a .py path, got {str(path)!r}")

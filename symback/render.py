@@ -305,7 +305,8 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
 def write(derivation, path, **options) -> Path:
     """Write the derivation to `path`: ``.tex``, ``.md`` or ``.pdf`` by suffix.
 
-    The file is written whole or not at all.  A ``.pdf`` is compiled in a
+    The file is written whole or not at all; one already at `path` is replaced (the call
+    names it; the command line refuses without ``--overwrite``).  A ``.pdf`` is compiled in a
     temporary folder with ``latexmk`` (or ``pdflatex``), shell escape off,
     and moved into place only when the engine succeeded.
     """
