@@ -241,7 +241,7 @@ class Sequential(Graph):
         self.loss(self.loss_function(Yhat, Y), reduction=reduction, penalty=penalty)
 
     def _tied(self, layer, A):
-        if layer.tie not in self._kind or self._kind[layer.tie] != "param":
+        if self._kind.get(layer.tie) != "param" or not layer.tie.startswith("W"):     # a weight, not a bias
             raise DefinitionError(f"tie={layer.tie!r}: no earlier weight of that name "
                                   f"(weights so far: {', '.join(n for n in self.param_names if n[0] == 'W')})")
         W = self.symbol(layer.tie).T

@@ -215,8 +215,10 @@ def check_memory(d, optimizer: str, batch: int, itemsize: int, what: str = "the 
     count = sum(math.prod(d.layout.param_shape(p)) for p in g.param_names)
     # parameters, gradients, fit's two snapshots, and the optimizer's state per parameter
     copies = 4 + {"momentum": 1, "adam": 2}.get(optimizer, 0)
-    # every node's value for the batch, and its adjoint on the way back
-    activations = 2 * batch * sum(int(g.shape(n)[1]) for n in g.node_names if g.shape(n))
+    # every node's value for the batch, and its adjoint on the way back: a sample's entries of
+    # each (the batch's own axis m, wherever it stands, a batch norm's (d, m) too, left out)
+    activations = 2 * batch * sum(math.prod(int(x) for x in g.shape(n) if not getattr(x, "free_symbols", ()))
+                                  for n in g.node_names if g.shape(n))
     need = (count * copies + activations) * itemsize
     free = available_memory()
     if free is not None and need > free:

@@ -442,3 +442,16 @@ def test_a_failed_run_leaves_the_parameters_file_as_it_was(moons_csv, tmp_path, 
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and why in err, err
         assert (tmp_path / "p.npz").read_bytes() == saved
+
+
+def test_a_batch_norm_spec_trains(tmp_path, monkeypatch, capsys):
+    """The memory estimate read a batch norm's (d, m) node as d × m with m a symbol: TypeError."""
+    from symback.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bn.toml").write_text('inputs = 3\nloss = "mse"\n[[layer]]\nkind = "Dense"\nunits = 2\n'
+                                      '[[layer]]\nkind = "BatchNorm"\n[[layer]]\nkind = "Dense"\nunits = 1\n')
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(10, 3)), Y=rng.normal(size=(10, 1)))
+    assert main(["train", "bn.toml", "d.npz", "--epochs", "2", "--out", "o.npz"]) == 0, capsys.readouterr().err
+    with np.load(tmp_path / "o.npz", allow_pickle=False) as z:
+        assert z["gamma2"].shape == (1, 2)

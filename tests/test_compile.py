@@ -585,3 +585,23 @@ def test_deep_scalar_chain_compiles_and_matches_finite_differences():
         up[p], dn[p] = params[p] + h, params[p] - h
         fd = (numpy_loss(up) - numpy_loss(dn)) / (2 * h)
         assert abs(float(grads[p]) - fd) <= 1e-5 * abs(fd) + 1e-10
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_exported_selfcheck_fails_a_wrong_gradient_and_allows_for_rounding(dtype, capsys):
+    """`python module.py` compares grad() with central differences of loss().  A gradient off by
+    0.1 fails it; the float32 attention example (a loss near 75, where each difference quotient
+    is only good to about eps·|L|/h: it failed) passes: the check allows for that rounding."""
+    import tomllib
+    from pathlib import Path
+    from symback.spec import spec_from_dict
+    root = Path(__file__).parent.parent / "examples"
+    for d in (sb.derive(sb.mlp([3, 4, 2], "tanh", "softmax", "cross_entropy")),
+              sb.derive(spec_from_dict(tomllib.loads((root / "attention.toml").read_text())).graph)):
+        ns = {"__name__": "exported"}
+        exec(compile(sb.compile(d, dtype=dtype, backend="jax").source, "exported", "exec"), ns)
+        assert ns["selfcheck"]()
+        right = ns["grad"]
+        ns["grad"] = lambda X, Y, p: {k: v + 0.1 for k, v in right(X, Y, p).items()}
+        assert not ns["selfcheck"]()
+    assert "FAILED" in capsys.readouterr().out

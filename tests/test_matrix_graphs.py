@@ -198,6 +198,8 @@ def test_malformed_matrix_graphs_raise(build, match):
     (lambda: sb.Sequential(sb.Dense(2, "tanh"), sb.Dense(3, tie="W1"), inputs=4), "transpose"),
     (lambda: sb.mlp([3, 2], l2=-1), "non-negative"),
     (lambda: sb.rnn(inputs=2, hidden=0, outputs=1, steps=3), "positive integer"),
+    (lambda: sb.Sequential(sb.Dense(2, "tanh"), sb.Dense(2, tie="b1"), inputs=2), "no earlier weight"),
+    (lambda: sb.Sequential(sb.LayerNorm(), sb.Dense(2), inputs=(3, 1), loss="mse"), "rows of width 1 is 0"),
 ])
 def test_malformed_builders_raise(bad, match):
     with pytest.raises(sb.SymbackError, match=match):

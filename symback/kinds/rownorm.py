@@ -116,6 +116,8 @@ def layer_norm(H, gamma, beta, eps=sp.Rational(1, 10**5)):
     (mean 0, biased variance 1, ε added to the variance); γ, β are 1×d rows."""
     if not is_matrix(H):
         raise DefinitionError(f"layer_norm takes a matrix (a row per position), got {H!r}")
+    if H.shape[1] == 1:     # one column minus its own mean: 0 whatever the input, no gradient
+        raise DefinitionError("layer_norm of rows of width 1 is 0 for every input: normalise rows of width 2 or more")
     for what, v in (("gamma", gamma), ("beta", beta)):
         if not is_matrix(v) or tuple(v.shape) != (1, H.shape[1]):
             raise DefinitionError(f"layer_norm: {what} must be a 1×{H.shape[1]} matrix, got {v!r}")
