@@ -249,6 +249,9 @@ def _data_shapes(d):
 
 def _one_sample_arrays(d, path, columns, arrays, targets):
     """X and Y of a graph whose one sample is a matrix (contract 0.3): (n, rows, columns)."""
+    if targets:         # its data are the arrays X and Y: there are no columns to choose from
+        raise SymbackError("--targets names CSV columns; a network of images or sequences reads "
+                           "the arrays X and Y of an .npz file")
     x_shape, y_shape = _data_shapes(d)
     image = getattr(d.graph, "input_images", {}).get("X")
     return _sample_arrays(path, columns, _as_samples(path, d, arrays), x_shape, y_shape, image)

@@ -442,6 +442,8 @@ def test_a_failed_run_leaves_the_parameters_file_as_it_was(moons_csv, tmp_path, 
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and why in err, err
         assert (tmp_path / "p.npz").read_bytes() == saved
+    assert main(base + ["--resume", ".", "--out", "r.npz"]) == 2
+    assert "is a directory, not a parameter file" in capsys.readouterr().err
 
 
 def test_a_batch_norm_spec_trains(tmp_path, monkeypatch, capsys):
@@ -455,3 +457,16 @@ def test_a_batch_norm_spec_trains(tmp_path, monkeypatch, capsys):
     assert main(["train", "bn.toml", "d.npz", "--epochs", "2", "--out", "o.npz"]) == 0, capsys.readouterr().err
     with np.load(tmp_path / "o.npz", allow_pickle=False) as z:
         assert z["gamma2"].shape == (1, 2)
+
+
+def test_targets_with_image_data_is_an_error(tmp_path, monkeypatch, capsys):
+    """--targets chooses CSV columns; an image network's .npz has none: it was silently ignored."""
+    from symback.cli import main
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.random((6, 1, 8, 8)), Y=np.eye(10)[rng.integers(0, 10, 6)])
+    assert main(["train", str(EXAMPLES / "cnn.toml"), "d.npz", "--targets", "y", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["symback: error: --targets names CSV columns; a network of images or sequences "
+                                "reads the arrays X and Y of an .npz file"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
