@@ -44,14 +44,17 @@ class Model(BackendModel):
         def samples(X):     # one-row samples given as rows (n, k) too, as predict takes them
             return as_samples(X, ns["X_SAMPLE"])
 
+        def checked(params, X):     # shapes are known when traced: a DataError, not XLA's
+            self.check_input(X)
+            self.check_params(params)
+            return samples(X)
+
         @jax.custom_vjp
         def f(params, X):   # one row a sample, X images or rows: Ŷ as (n, K) (_as_given)
-            return as_given(ns["_predict"](samples(X), params), X)
+            return as_given(ns["_predict"](checked(params, X), params), X)
 
         def fwd(params, X):
-            self.check_input(X)         # shapes are known when traced: a DataError, not XLA's
-            self.check_params(params)
-            prediction, values = ns["_vjp_forward"](samples(X), params)
+            prediction, values = ns["_vjp_forward"](checked(params, X), params)
             return as_given(prediction, X), (params, X, values)
 
         def bwd(saved, G):
