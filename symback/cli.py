@@ -21,7 +21,7 @@ from . import __version__
 from .data import load_data, training_arrays
 from .errors import OutputError, SymbackError, restore_interrupt
 from .files import atomic_write, check_output, refuse_existing, refuse_overwrite, same_file
-from .cli_options import (Parser, backend_option, fail, network_options, overwrite_option,
+from .cli_options import (Parser, backend_option, fail, file_name, network_options, overwrite_option,
                           parse_layers, positive, seed_number)
 
 __all__ = ["main", "build_parser", "parse_layers", "load_data"]
@@ -48,12 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "symback derive --layers 784,128,64,10 --activation sigmoid "
                               "--output softmax --loss cross_entropy -o mlp.tex")
     network_options(d)
-    d.add_argument("-o", "--out", metavar="FILE",
+    d.add_argument("-o", "--out", type=file_name, metavar="FILE",
                    help="write .tex, .md or .pdf (by suffix; .pdf needs pdflatex) instead of printing")
     overwrite_option(d, "-o")
     d.add_argument("--format", choices=("latex", "markdown", "text"),
                    help="what to print without -o (default latex; text is a plain list of gradients)")
-    d.add_argument("--template", metavar="NAME|FILE.j2",
+    d.add_argument("--template", type=file_name, metavar="NAME|FILE.j2",
                    help="article (default), snippet, beamer, markdown, or a path to your own *.j2")
     d.add_argument("--param", metavar="NAME", help="the parameter whose path is highlighted")
     d.add_argument("--values", metavar="x=3,w1=0.1,y=1",
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "an input.  With a softmax output of K classes a single target "
                               "column of integer class labels 0..K-1 is one-hot encoded.")
     network_options(t, with_data=True)
-    t.add_argument("--data", metavar="FILE.csv|FILE.npz", help="training data (or give it positionally)")
+    t.add_argument("--data", type=file_name, metavar="FILE.csv|FILE.npz", help="training data (or give it positionally)")
     t.add_argument("--targets", metavar="COL[,COL...]",
                    help="target column names for a layer network (default: the last column)")
     t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
@@ -91,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=seed_number, default=0, help="initialisation and shuffling seed (default 0)")
     t.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     backend_option(t, "train with")
-    t.add_argument("--out", default="params.npz", metavar="FILE.npz",
+    t.add_argument("--out", type=file_name, default="params.npz", metavar="FILE.npz",
                    help="where to save the trained parameters (default params.npz)")
-    t.add_argument("--resume", metavar="FILE.npz", help="start from parameters saved by a previous run "
+    t.add_argument("--resume", type=file_name, metavar="FILE.npz", help="start from parameters saved by a previous run "
                                                         "(--resume F --out F continues F in place)")
     overwrite_option(t, "--out or --plot")
-    t.add_argument("--plot", metavar="FILE.png",
+    t.add_argument("--plot", type=file_name, metavar="FILE.png",
                    help="a PNG of the loss curve (and gradient norms); needs matplotlib")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar with the running loss (needs tqdm; default: on when stderr is a terminal)")
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: symback codegen --layers 2,8,1 --activation tanh -o net.py; "
                               "then: import net; loss, grads = net.grad(X, Y, params)")
     network_options(c)
-    c.add_argument("-o", "--out", required=True, metavar="FILE.py", help="the module to write")
+    c.add_argument("-o", "--out", type=file_name, required=True, metavar="FILE.py", help="the module to write")
     overwrite_option(c, "-o")
     c.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     backend_option(c, "write code for")
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Derive seed 004's worked example and a small MLP, write their "
                                    "derivations (.tex, and .pdf when pdflatex is installed), train "
                                    "the MLP on generated data and print the results.")
-    m.add_argument("--outdir", default=".", metavar="DIR", help="where to write the files (default .)")
+    m.add_argument("--outdir", type=file_name, default=".", metavar="DIR", help="where to write the files (default .)")
     m.add_argument("--dataset", choices=("moons", "xor"), default="moons")
     m.add_argument("--no-pdf", action="store_true", help="write .tex only, even if pdflatex is there")
     m.add_argument("--seed", type=seed_number, default=0, help="data and initialisation seed (default 0)")

@@ -76,6 +76,13 @@ seed_number = _number_type(int, lambda v: v >= 0, "zero or positive", "seed_numb
                            "A random seed: a whole number ≥ 0 (NumPy's generators refuse negative ones).")
 
 
+def file_name(text: str) -> str:
+    """An argparse type for a path: '' (an unset shell variable, say) is refused, not read as '.'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty file name")
+    return text
+
+
 def backend_option(p: argparse.ArgumentParser, verb: str):
     """Add ``--backend`` (numpy, jax, torch) to the subcommand `p`."""
     p.add_argument("--backend", choices=("numpy", "jax", "torch"), default="numpy",
@@ -87,11 +94,11 @@ def network_options(p: argparse.ArgumentParser, with_data: bool = False):
     """Add the network's options: a spec file, or --layers and the layer flags (train: also data)."""
     g = p.add_argument_group("the network: a TOML spec file, or a layer network from flags")
     if with_data:   # train: the spec and the data file may both be positional, in either order
-        g.add_argument("spec", nargs="*", metavar="SPEC.toml|DATA.csv",
+        g.add_argument("spec", nargs="*", type=file_name, metavar="SPEC.toml|DATA.csv",
                        help="a TOML spec file (a graph, or builder layers: see examples/*.toml) "
                             "and/or the data file (.csv or .npz)")
     else:
-        g.add_argument("spec", nargs="?", metavar="SPEC.toml",
+        g.add_argument("spec", nargs="?", type=file_name, metavar="SPEC.toml",
                        help="a network written as a TOML spec file: a graph of named nodes, or "
                             "builder layers (see examples/*.toml)")
     g.add_argument("--layers", type=parse_layers, metavar="N0,N1,...",

@@ -172,10 +172,16 @@ def load_data(path) -> tuple[list[str] | None, dict]:
     if not rows:
         raise DataError(f"{path}: empty file")
     header = [h.strip() for h in rows[0]]
-    if any(not h for h in header) or len(set(header)) != len(header):
-        raise DataError(f"{path}: the header row needs a distinct name for every column, got {rows[0]}")
-    if all(_is_number(h) for h in header):
+    # a file without a header is the likelier mistake, and its first row can be long: name
+    # what is wrong, not the whole row
+    if all(_is_number(h) for h in header if h):
         raise DataError(f"{path}: the first row must name the columns (a header row), got numbers")
+    if any(not h for h in header):
+        raise DataError(f"{path}: the header row has an empty name (column {header.index('') + 1})")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header row names a column more than once: "
+                        f"{', '.join(map(repr, repeated[:5]))}{', ...' if len(repeated) > 5 else ''}")
     if len(rows) < 2:
         raise DataError(f"{path}: no data rows after the header")
     try:        # NumPy's C reader first; the loop below only runs to name a bad cell

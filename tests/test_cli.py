@@ -363,6 +363,13 @@ BAD = [
     ("codegen", "good.toml"),
     ("codegen", "broken.toml", "-o", "out.py"),
     ("demo", "--outdir", "good.csv"),
+    # an empty path (an unset shell variable) is refused, not read as "." or as "print it"
+    ("derive", "good.toml", "-o", ""),
+    ("derive", ""),
+    ("codegen", "good.toml", "-o", ""),
+    ("train", "good.toml", "--data", "good.csv", "--out", ""),
+    ("train", "good.toml", "good.csv", "--plot", ""),
+    ("train", "good.toml", ""),
 ]
 
 
@@ -470,3 +477,18 @@ def test_targets_with_image_data_is_an_error(tmp_path, monkeypatch, capsys):
     assert err.splitlines() == ["symback: error: --targets names CSV columns; a network of images or sequences "
                                 "reads the arrays X and Y of an .npz file"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a headerless file whose first row repeats a number: the row (64 cells of it in the report) is not printed
+    ("0.5," * 40 + "0,0\n1,2\n", "the first row must name the columns (a header row), got numbers"),
+    ("x1,x1,y\n1,2,3\n", "the header row names a column more than once: 'x1'"),
+    ("x1,,y\n1,2,3\n", "the header row has an empty name (column 2)"),
+])
+def test_a_bad_header_row_is_named_in_a_short_line(text, expected, tmp_path):
+    from symback.data import load_data
+    from symback.errors import DataError
+    (tmp_path / "d.csv").write_text(text)
+    with pytest.raises(DataError) as info:
+        load_data(tmp_path / "d.csv")
+    assert str(info.value) == f"{tmp_path / 'd.csv'}: {expected}"
