@@ -292,26 +292,34 @@ def _sample_arrays(path, columns, arrays, x_shape, y_shape, image=None):
     """X (n, *x_shape) and Y (n, *y_shape) of a one-sample graph: .npz arrays, the batch first
     (`image`: X's sample as (C, H, W) where the network reads images, named in the errors)."""
     if columns is not None:
-        raise DataError(f"{path}: this network's sample is a {x_shape[0]}×{x_shape[1]} matrix; its data "
-                        f"are an .npz file with arrays X of shape (n, {x_shape[0]}, {x_shape[1]}) and "
-                        f"Y of shape (n, {y_shape[0]}, {y_shape[1]}), not a CSV table")
+        sample = f"an image {tuple(image)}" if image else f"a {x_shape[0]}×{x_shape[1]} matrix"
+        raise DataError(f"{path}: this network's sample is {sample}; its data are an .npz file with arrays "
+                        f"X of shape {_npz_forms('X', x_shape, image)} and Y of shape "
+                        f"{_npz_forms('Y', y_shape)}, not a CSV table")
     if "X" not in arrays or "Y" not in arrays:
         raise DataError(f"{path}: an .npz file needs arrays named X and Y; it has {', '.join(arrays) or 'none'}")
     X, Y = arrays["X"], arrays["Y"]
     for name, a, shape in (("X", X, x_shape), ("Y", Y, y_shape)):
         want = tuple(int(k) for k in shape)
         if a.ndim != 3 or a.shape[1:] != want:
-            forms = ([f"(n, {', '.join(map(str, image))}) (images, channels first, as in PyTorch)"]
-                     if name == "X" and image else []) + ([f"(n, {want[1]})"] if want[0] == 1 else [])
-            last = f"(n, {want[0]}, {want[1]})"
-            shapes = f"{', '.join(forms)} or {last}" if forms else \
-                f"{last} (one {want[0]}×{want[1]} sample per entry of the first axis)"
-            raise DataError(f"{path}: {name} must have shape {shapes}, got {a.shape}")
+            raise DataError(f"{path}: {name} must have shape {_npz_forms(name, want, image)}, got {a.shape}")
     if len(X) != len(Y):
         raise DataError(f"{path}: X holds {len(X)} samples but Y {len(Y)}")
     if len(X) == 0:
         raise DataError(f"{path}: no samples")
     return X.astype(float), Y.astype(float)
+
+
+def _npz_forms(name: str, shape, image=None) -> str:
+    """The shapes an .npz array `name` may have for samples of `shape`, for an error message:
+    images (n, C, H, W), one-row samples as (n, k), or (n, rows, columns)."""
+    want = tuple(int(k) for k in shape)
+    forms = ([f"(n, {', '.join(map(str, image))}) (images, channels first, as in PyTorch)"]
+             if name == "X" and image else []) + ([f"(n, {want[1]})"] if want[0] == 1 else [])
+    last = f"(n, {want[0]}, {want[1]})"
+    if forms:
+        return f"{', '.join(forms)} or {last}"
+    return f"{last} (one {want[0]}×{want[1]} sample per entry of the first axis)" if name == "X" else last
 
 
 def check_seed(seed) -> None:

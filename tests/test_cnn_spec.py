@@ -184,3 +184,10 @@ def test_image_data_in_each_layout_model_takes_and_a_clear_error_otherwise(tmp_p
     assert "X must have shape (n, 1, 5, 5) (images, channels first, as in PyTorch), (n, 25) or (n, 1, 25), " \
            "got (8, 1, 4, 5)" in err
     assert not (tmp_path / "bad_p.npz").exists()
+    # a CSV table: the same forms, the image named (it said "a 1×25 matrix", X (n, 1, 25), Y (n, 1, 3))
+    (tmp_path / "t.csv").write_text(",".join(f"p{i}" for i in range(27)) + "\n" + ",".join(["0"] * 27) + "\n")
+    status, _, err = cli(capsys, monkeypatch, tmp_path, "train", "tiny.toml", "t.csv", "--out", "bad_p.npz")
+    assert status != 0 and len(err.strip().splitlines()) == 1
+    assert "this network's sample is an image (1, 5, 5); its data are an .npz file with arrays X of shape " \
+           "(n, 1, 5, 5) (images, channels first, as in PyTorch), (n, 25) or (n, 1, 25) and Y of shape " \
+           "(n, 3) or (n, 1, 3), not a CSV table" in err
