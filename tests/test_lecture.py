@@ -312,3 +312,25 @@ def test_new_options_compile_with_pdflatex(case, notation, tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, [ln for ln in done.stdout.splitlines() if ln.startswith("!")]
     assert d.markdown(notation=notation, steps="full", verify=False, cost=False, **opts).startswith("# ")
+
+
+def test_the_punchline_says_what_its_products_are_over_a_batch():
+    """Audit: the lecture punchline printed ∂J/∂W⁽³⁾ = a⁽³⁾ᵀ(ŷ − y) in a document defining J = 1/m Σ Cᵢ,
+    m times the gradient.  The notes' ∂J/∂W holds for one sample (m = 1); the text says the product over
+    m rows is Σᵢ ∂Cᵢ/∂W and J's gradient 1/m of it (oracle: NumPy by hand); with a penalty, J ≠ C even
+    for one sample, so the line is about C."""
+    d = punchline_net()
+    ctx = context(d, notation="lecture", **QUICK)
+    intro = str(ctx["punchline_intro"])
+    assert "$m = 1$, where $J$ is the sample's cost $C$" in intro
+    assert r"$\partial J/\partial W$ is $\frac{1}{m}$ times that sum" in intro
+    m = sb.compile(d)
+    p = m.init(seed=0)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 3)), rng.normal(size=(5, 1))
+    a3 = sig(sig(X @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"])
+    yhat = a3 @ p["W3"] + p["b3"]
+    np.testing.assert_allclose(m.grad(X, Y, p)["W3"], a3.T @ (yhat - Y) / 5, rtol=1e-12)     # 1/m times
+    pen = context(sb.derive(sb.mlp([3, 4, 1], loss="half_mse", l2=0.1)), notation="lecture", **QUICK)
+    assert all(r["lhs"].startswith(r"\frac{\partial C}") for r in pen["punchline"])
+    assert "plus the penalty's derivative" in str(pen["punchline_intro"])

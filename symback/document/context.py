@@ -32,7 +32,7 @@ from .notation import layer_names, notation
 from .written import written_form, written_latex
 from .activations import activations
 from .deltas import bp, deltas
-from .punchline import punchline, punchline_note
+from .punchline import punchline, punchline_intro, punchline_note
 
 __all__ = ["context", "plain"]
 
@@ -86,6 +86,7 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["reduction_steps"] = steps.reduction_steps(d) if full else None
     ctx["punchline"] = punchline(d, nt, names, apps)
     ctx["punchline_note"] = punchline_note(d, ctx["punchline"])
+    ctx["punchline_intro"] = punchline_intro(d, nt, ctx["punchline"])
     ctx["notation"] = _notation_keys(d, nt)
     ctx["deltas"] = deltas(d, apps, full)
     ctx["bptt"] = bptt(d, values, apps, options.get("seed", 0))     # None unless rnn/lstm/gru

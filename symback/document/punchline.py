@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..layout import BatchRows
 from ..matrix import simplify_ones
 from ..printing import Chain, Partial, Terms, Tex, latex
 from .factors import compose, edge_expr, notes_start
 from .lines import definitions, tex
 from .notation import punchline_forms
 
-__all__ = ["punchline", "punchline_note"]
+__all__ = ["punchline", "punchline_intro", "punchline_note"]
 
 
 def punchline(d, nt, names=None, apps=()):
@@ -39,7 +40,9 @@ def punchline(d, nt, names=None, apps=()):
         forms = [punchline_forms(d, path) or _sample_product(d, path) for path in paths]
         if not forms or any(f is None or _sums_rows(f[0].args[-1]) for f in forms):
             continue
-        lhs = Partial(sp.Symbol(nt.loss) if lecture else g.symbol(cost), g.symbol(p))
+        # one sample's cost C, as the section says (the notes' J is that cost, m = 1: the batch
+        # loss J is 1/m times the sum a product over m rows gives, and holds the penalty)
+        lhs = Partial(sp.Symbol(nt.loss) if _notes_j(d, nt) else g.symbol(cost), g.symbol(p))
         short = Terms(*[f[0] for f in forms])
         product = forms[0][1] if len(forms) == 1 else sp.MatAdd(*[f[1] for f in forms])
         # one line per path (an unrolled RNN's sum over time steps is wider than a page),
@@ -77,6 +80,44 @@ def _sample_product(d, path):
         labels = [sp.OneMatrix(*labels[0].variables[0].shape)] + labels
     value = simplify_ones(compose(labels))
     return Chain(value), value
+
+
+def punchline_intro(d, nt, rows) -> Tex | None:
+    """What the punchline's lines mean: one sample's ∂C/∂W, and how the batch loss's gradient
+    follows from them (a product over m rows adds up the m samples' gradients)."""
+    if not rows:
+        return None
+    lecture = nt.name == "lecture"
+    g = d.graph
+    J, C = tex(sp.Symbol(nt.loss)), tex(g.symbol(g.cost_name))
+    how = ("as the notes write it: start at the output error and, at each step back, a weight and an "
+           "activation derivative, from the last layer to the first. As matrices each weight enters "
+           "transposed, each $\\sigma'$ multiplies entry by entry ($\\odot$) and the layer's input, "
+           "transposed, multiplies from the left; the second line of each gradient is that product"
+           if lecture else
+           "start at the output error and, at each step back, multiply by a transposed weight or, entry by "
+           "entry ($\\odot$), by an activation derivative")
+    scale = "$\\frac{1}{m}$ times that sum" if g.reduction == "mean" else "that sum"
+    penalty = " plus the penalty's derivative" if _penalized(g) else ""
+    if not isinstance(d.layout, BatchRows) or nt.name == "nielsen":    # no rows of samples to add up
+        batch = (f"Over a batch, ${J}$ is the {g.reduction} of the samples' costs, so "
+                 f"$\\partial {J}/\\partial \\theta$ is the {g.reduction} of these{penalty}.")
+    else:
+        batch = ("With the samples in the rows of the matrices, each product adds up the samples' gradients, "
+                 f"$\\sum_i \\partial {C}_i/\\partial W$, and $\\partial {J}/\\partial W$ is {scale}{penalty}.")
+    sample = f"($m = 1$, where ${J}$ is the sample's cost ${C}$)" if _notes_j(d, nt) else f"(${C}$ its cost)"
+    return Tex(f"For one sample {sample}, {how}. {batch}")
+
+
+def _penalized(g) -> bool:
+    """Whether the loss has a penalty: a term of a matrix graph's loss node, or a one-sample graph's own."""
+    return g.penalty != 0 or bool({s.name for s in g.expr(g.loss_name).free_symbols} & set(g.param_names))
+
+
+def _notes_j(d, nt) -> bool:
+    """Whether the punchline writes the notes' ∂J/∂W: lecture notation, and J is one sample's cost
+    when m = 1 (no penalty in J)."""
+    return nt.name == "lecture" and not _penalized(d.graph)
 
 
 def punchline_note(d, rows) -> Tex | None:
