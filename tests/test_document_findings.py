@@ -481,3 +481,26 @@ def test_path_and_size_counts_have_no_recursion_limit():
     d = sb.derive(g)
     assert (d.path_count("w0"), d.path_count("w0", longest=True)) == (1, 1201)
     assert d.path_count("w1199", longest=True) == 2 and d.listable("w1199") and not d.listable("w0")
+
+
+def test_vanishing_prose_counts_the_factors_of_each_path():
+    """Audit: an LSTM's document said 'the gradient of the early parameters shrinks geometrically with
+    depth', where its own bound has paths with two σ′ factors and paths with six; a batch-norm network's
+    said 'no activation has a derivative bounded below one' under sup|σ′| = 1/4 (σ is the output, inside
+    the output error).  Oracle: the bound's own terms, counted here."""
+    d = sb.derive(sb.lstm(inputs=2, hidden=2, outputs=1, steps=3, output="identity", loss="mse"))
+    v = context(d, verify=False, cost=False)["vanishing"]
+    terms = v["sympy"]["bound"].args[1].args            # the bound's paths: Terms of Chains
+    quarters = [sum(1 for f in t.args if f == sp.Rational(1, 4)) for t in terms]
+    assert min(quarters) < max(quarters)
+    assert "The paths differ" in v["conclusion"] and "early parameters shrinks" not in render(d, verify=False, cost=False)
+    bn = sb.derive(sb.Sequential(sb.Dense(3), sb.BatchNorm(), sb.Dense(1, "sigmoid"), inputs=2, loss="binary_cross_entropy"))
+    text = render(bn, verify=False, cost=False)
+    assert "bounded below one" not in text and "the output activation enters through the output error" in text
+
+
+def test_a_one_sample_networks_check_says_one_sample():
+    """Audit: 'random values (seed 0, 3 samples)' over an attention network checked at one (T, d) sample."""
+    net = sb.Sequential(sb.Attention(heads=1), sb.Dense(2), inputs=(3, 2), loss="mse")
+    assert "random values (seed 0, one sample)" in render(sb.derive(net), cost=False, vanishing=False)
+    assert "random values (seed 0, 3 samples)" in render(sb.derive(sb.mlp([2, 2, 1])), cost=False, vanishing=False)

@@ -220,11 +220,33 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     bound = Tex(latex(expr, applications=apps))
     # one wide path: "≤ …" and "= …" on rows of their own (on one line it ran past the margin)
     rows = [Tex(latex(r, applications=apps)) for r in rhs] if len(rhs) > 1 and visual_len(bound) > LINE_WIDTH else None
+    on_chain = [a.__name__ for a in dict.fromkeys(seen) if a in sups]
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": bound, "bound_rows": rows,
+            "conclusion": _conclusion(shrinking, every, counts, on_chain),
             "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
             "factors": max(counts, default=0), "shrinking": shrinking, "every": every, "any": any(a.__name__ != "identity" for a in sups),
             "matrix_note": bool(d.layout.param_shape(param)),
             "sympy": {"bound": expr, "chain": [lhs, *rhs], "relations": ["<="] + ["="] * (len(rhs) - 1)}}
+
+
+def _conclusion(shrinking, every, counts, on_chain) -> str:
+    """What the bound says about depth, no more: each factor below one shrinks the bound of the
+    path it is on; paths with fewer such factors (a gated cell's additive path) shrink less."""
+    if not shrinking:
+        if not on_chain:
+            return ("No activation derivative is a factor on these paths (the output activation enters "
+                    "through the output error), so the activations do not shrink this gradient with depth.")
+        return (f"The activation derivatives on these paths ({', '.join(on_chain)}) are not bounded below one, "
+                "so they do not shrink the gradient with depth (though zero regions, as ReLU has, can stop it).")
+    most, fewest = max(counts), min(counts)
+    many = f"{fewest} to {most}" if fewest != most else f"{most}"
+    which = f"with {', '.join(shrinking)} every one of them is" if every else f"those of {', '.join(shrinking)} are"
+    text = (f"Each path passes through {many} activation derivative{'s' if most != 1 else ''}; {which} below "
+            "one, so the bound of a path shrinks geometrically with the number of such factors on it: the "
+            "vanishing gradient problem, where every layer or step adds one.")
+    if fewest < most:
+        text += f" The paths differ: the bound of one with {fewest} shrinks far less than that of one with {most}."
+    return text
 
 
 def _activation_factors(e, apps):
@@ -332,7 +354,10 @@ def _verify_matrix(d, values, seed) -> dict:
     if values is None:
         if param_entries(d) > VERIFY_MAX_ENTRIES:
             return None         # the document leaves the section out, as for the cost count
-        values, source = random_values(d, seed), f"random values (seed {seed}, 3 samples)"
+        values = random_values(d, seed)
+        # a one-sample graph's data are one sample (a sequence, an image), whatever the rows
+        rows = "3 samples" if any(BATCH in d.graph.shape(n) for n in d.graph.input_names) else "one sample"
+        source = f"random values (seed {seed}, {rows})"
     else:
         source = "the values of the worked example"
     g = d.graph
