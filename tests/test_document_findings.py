@@ -504,3 +504,21 @@ def test_a_one_sample_networks_check_says_one_sample():
     net = sb.Sequential(sb.Attention(heads=1), sb.Dense(2), inputs=(3, 2), loss="mse")
     assert "random values (seed 0, one sample)" in render(sb.derive(net), cost=False, vanishing=False)
     assert "random values (seed 0, 3 samples)" in render(sb.derive(sb.mlp([2, 2, 1])), cost=False, vanishing=False)
+
+
+def test_a_one_sample_networks_loss_defines_ell_and_is_certified_row_by_row():
+    """Audit: 'c = ℓ(Ŷ, Y)' in a one-sample network's forward pass, ℓ never defined.  The loss section
+    now defines ℓ and cᵢ = Σₖ ℓ(Ŷᵢₖ, Yᵢₖ), checked at every row of the sample (a wrong line is caught)."""
+    from symback.document.certificate import certify
+    from symback.document.points import CertificateError
+    d = sb.derive(sb.Sequential(sb.Attention(heads=1), sb.Dense(2), inputs=(3, 2), loss="mse"))
+    text = d.latex()
+    assert r"\ell{\left(\hat{y},y \right)} &= \left(\hat{y} - y\right)^{2}" in text
+    assert r"{c}_{i} &= \sum_{k=1}^{2} \ell{\left({\hat{Y}}_{i,k},{Y}_{i,k} \right)}" in text
+    assert "enough to differentiate the cost $C$ of one sample" in text
+    ctx = context(d, verify=False, cost=False, vanishing=False)
+    line = next(c for c in ctx["loss"]["sympy"]["claims"] if c.get("rows"))
+    lhs, rhs = line["chain"]
+    line["chain"] = [lhs, rhs.function.xreplace({rhs.limits[0][0]: 1})]     # one output of two
+    with pytest.raises(CertificateError, match="loss.claims"):
+        certify(d, ctx)

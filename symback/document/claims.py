@@ -51,7 +51,10 @@ def claim_values(point, where: str, info: dict) -> list[list]:
     if kind == "batch":
         return _batch_values(point, chain, means)
     if kind == "rows":
-        return [[_row_value(point, e, means, r) for e in chain] for r in range(point.rows)]
+        # every row of the prediction: the batch's samples, or the rows of a one-sample graph's sample
+        rows = np.atleast_2d(value_of(means[sp.Symbol("Yhat")], point.env, point.rows)).shape[0] \
+            if sp.Symbol("Yhat") in means else point.rows
+        return [[_row_value(point, e, means, r) for e in chain] for r in range(rows)]
     here = point.at(info["at"]) if kind == "at" else point
     at = here.map_argument(chain[0])
     # a line's left side ∂L/∂θ is the total derivative; inside a chain (and in the table of local

@@ -188,6 +188,11 @@ def _loss(d, nt) -> dict:
     g = d.graph
     cost_name = d.layout.cost_node()
     cost, C = g.expr(cost_name), g.symbol(cost_name)
+    row_cost = C           # the node whose rows hold ℓ summed over a row: C itself, or a one-sample graph's c
+    if not isinstance(cost, RowCost):   # a one-sample graph: C = Σₖ cₖ, and c = ℓ(Ŷ, Y) row by row
+        row = next((n for n in g.node_names if isinstance(g.expr(n), RowCost)), None)
+        if row is not None:
+            cost, row_cost = g.expr(row), g.symbol(row)
     i = sp.Symbol("i", positive=True, integer=True)
     if isinstance(cost, RowCost):
         lf, width = cost.loss, cost.prediction.shape[1]
@@ -202,9 +207,10 @@ def _loss(d, nt) -> dict:
             sample = sp.Eq(col(C.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
                            evaluate=False)
         else:
+            # row i: a sample, or a row of a one-sample graph's sample (its cost c_i)
             yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
             row = sp.Function("ell")(yk, tk)
-            sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(C.name)), i),
+            sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(row_cost.name)), i),
                            sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
     else:
         lhs, rhs, sample = C, cost, None

@@ -32,8 +32,9 @@ def loss_claims(d, parts, cost) -> list[dict]:
         ell = {sp.Function("ell"): sp.Lambda((lf.prediction, lf.target), lf.expr)}
         out.append({"chain": [parts["lhs"], parts["rhs"]], "forall": True, "means": ell})
         sample = parts["sample"]
-        means = {**ell, sp.Symbol("Yhat"): cost.prediction, sp.Symbol("Y"): cost.target,
-                 sp.Symbol(g.cost_name): g.symbol(g.cost_name)}
+        means = {**ell, sp.Symbol("Yhat"): cost.prediction, sp.Symbol("Y"): cost.target}
+        # the costs' column C, or a one-sample graph's row costs c (ℓ summed over each row of its sample)
+        means.update({sp.Symbol(n): g.symbol(n) for n in g.node_names if isinstance(g.expr(n), RowCost)})
         means.update({sp.Symbol(f"col_{k.name}"): v for k, v in list(means.items()) if isinstance(k, sp.Symbol)})
         out.append({"chain": [sample.lhs, sample.rhs], "rows": True, "means": means})
     else:
