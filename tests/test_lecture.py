@@ -334,3 +334,30 @@ def test_the_punchline_says_what_its_products_are_over_a_batch():
     pen = context(sb.derive(sb.mlp([3, 4, 1], loss="half_mse", l2=0.1)), notation="lecture", **QUICK)
     assert all(r["lhs"].startswith(r"\frac{\partial C}") for r in pen["punchline"])
     assert "plus the penalty's derivative" in str(pen["punchline_intro"])
+
+
+def test_seed000_batch_gradients_end_each_parameter_as_the_notes_do():
+    """Seed 000 ends with ∂L/∂w₁ = 1/m Σᵢ (p − y)·(1 if c ≥ 0, 0)·x₁ (and w₂, b); the document showed
+    only the per-sample ∂C/∂w₁.  Oracle: the seed's own formula in NumPy, against the line's SymPy
+    expression evaluated sample by sample, a sample at c = 0 included."""
+    d = sb.derive(seed000_graph()[0])
+    ctx = context(d, **QUICK)
+    rows = {r["sympy"]["lhs"].args[1].name: r for r in ctx["gradients"]}
+    assert rows["w1"]["batch"] == (r"\frac{\partial L}{\partial w_{1}} = \frac{1}{m} \sum_{i=1}^{m} x_{1} "
+                                   r"\left(p - y\right) \operatorname{ReLU}'\left(c\right)")
+    X = np.array([[1.0, 2.0], [-1.0, 0.5], [2.0, -2.0]])      # c = 0 at the last sample (w = 1, 1, b = 0)
+    y = np.array([0.5, -1.0, 1.0])
+    w = {"w1": 1.0, "w2": 1.0, "b": 0.0}
+    for p in ("w1", "w2", "b"):
+        line = rows[p]["sympy"]["claims"][0]["chain"][1]
+        body = line.args[1].function if isinstance(line.args[1], sp.Sum) else line.args[0].function
+        f = sp.lambdify(sorted(body.free_symbols, key=str), body.rewrite(sp.Piecewise), "math")
+        terms = []
+        for (x1, x2), yi in zip(X, y):
+            c = x1 * w["w1"] + x2 * w["w2"] + w["b"]
+            env = {"x1": x1, "x2": x2, "y": yi, "c": c, "p": max(c, 0.0)}
+            terms.append(f(*[env[s.name] for s in sorted(body.free_symbols, key=str)]))
+        relu_prime = [1.0 if x1 * w["w1"] + x2 * w["w2"] + w["b"] >= 0 else 0.0 for x1, x2 in X]
+        by_hand = np.mean([(max(x1 + x2, 0) - yi) * r * {"w1": x1, "w2": x2, "b": 1.0}[p]
+                           for (x1, x2), yi, r in zip(X, y, relu_prime)])
+        assert np.mean(terms) == pytest.approx(by_hand, rel=1e-12)

@@ -328,7 +328,11 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     chain += [simple_chain] if simple is not None else []
     chain += [expanded] if show_expanded else []
     chain += [recursive] if recursive != closed else []
+    # a scalar graph's batch gradient, as seed 000 ends: ∂L/∂w₁ = 1/m Σᵢ (p − y)·ReLU′(c)·x₁
+    batch = sp.Eq(Partial(sp.Symbol("L"), g.symbol(p)), d.batch_gradient(p), evaluate=False) \
+        if d.layout.worked_in_numbers else None
     return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": paths, "summary": None,
+            "batch": tex(batch, applications=apps) if batch is not None else None,
             "simplified": tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and d.layout.worked_in_numbers else None,
             "closed": Tex(closed_text) if closed_text else None,
@@ -337,7 +341,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
             "expanded": tex(expanded, applications=apps) if show_expanded else None,
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
-                      "expanded": expanded if show_expanded else None, "chain": chain}}
+                      "expanded": expanded if show_expanded else None, "chain": chain,
+                      "claims": [{"chain": [batch.lhs, batch.rhs], "batch": True}] if batch is not None else []}}
 
 
 def _through_deltas(d, p, lhs, apps) -> dict:
