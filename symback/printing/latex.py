@@ -24,7 +24,7 @@ from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from ..functions import Activation
-from .expressions import PerSample, _is_matrixy
+from .expressions import PerSample, Terms, _is_matrixy
 from .primes import mark_primes
 
 __all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values", "factor_latex",
@@ -326,7 +326,9 @@ class LatexPrinter(_SympyLatexPrinter):
             if self._settings["primes"]:
                 f = mark_primes(f, self._settings["applications"])
             text = self._print(f)
-            if isinstance(f, (sp.Add, sp.MatAdd)) or text.lstrip().startswith("-"):
+            # a sum of bounds or paths (Terms) times the other factors: (a + b) · c, not a + b · c
+            if isinstance(f, (sp.Add, sp.MatAdd)) or (isinstance(f, Terms) and len(f.args) > 1) \
+                    or text.lstrip().startswith("-"):
                 text = rf"\left({text}\right)"
             out.append(text)
         return r" \cdot ".join(out) or "1"
