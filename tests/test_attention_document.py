@@ -6,6 +6,8 @@ and ``F.layer_norm`` of the same network written here.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -35,8 +37,11 @@ def test_the_per_head_section_appears_and_is_certified(doc):
     text = d.latex(figure=False, vanishing=False, verify=False, cost=False)
     assert r"\section{Attention, head by head}" in text
     for line in (r"\delta_{S_{3,h}} &= P_{3,h} \odot", r"\delta_{V_{3,h}} &= P_{3,h}^{\top} \delta_{O_{3,h}}",
-                 r"\operatorname{softmax}_{\mathrm{causal}}\left(S_{3,h}\right)", r"\operatorname{mean}"):
+                 r"\operatorname{softmax}_{\mathrm{causal}}\left(S_{3,h}\right)", r"\operatorname{mean}",
+                 # −(… ⊙ P_{3,1}) 𝟏𝟏ᵀ: was printed −(…) ⊙ P_{3,1} 𝟏𝟏ᵀ, read as (…) ⊙ (P_{3,1} 𝟏𝟏ᵀ)
+                 r"\odot P_{3,1}\right) \mathbf{1}\mathbf{1}^{\top}"):
         assert line in text
+    assert not re.search(r"\\odot [^\s()]+ \\mathbf\{1\}", text), "a ⊙ operand beside 𝟏 without brackets"
     layer = ctx["attention"]["layers"][0]
     # each generic line stands for one checked instance per head, none left out
     assert all(len(r["instances"]) == HEADS for r in layer["forward"] + layer["backward"])

@@ -7,6 +7,8 @@ must be caught there, and the measured ‖δ_{h_t}‖ are compared with PyTorch 
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -168,3 +170,33 @@ def test_rendered_markdown_has_the_section():
     text = d.markdown(figure=False, cost=False, verify=False, vanishing=False)
     assert "## Backpropagation through time" in text
     assert r"\frac{\partial L}{\partial W_{h}}" in text and "| 2 | (output) |" in text
+
+
+# the textbook suprema of the gates' derivatives (σ′ ≤ 1/4 at 0, tanh′ ≤ 1 at 0)
+SUP = {r"\sup\lvert \sigma'\rvert": 0.25, r"\sup\lvert \tanh'\rvert": 1.0}
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_the_printed_one_step_bound_reads_as_the_tables_number(sections, name):
+    """The bound's formula, read back as printed (tests/_formula_reader.py) at the section's point, is the
+    table's bound: a sum of bounds inside a product is bracketed, sup|σ′| · (a + b) · ‖U_z‖; the GRU's
+    was printed sup|σ′| · a + b · ‖U_z‖ (7.85 read, 5.88 computed)."""
+    from _formula_reader import read
+    from symback.document.bptt import _At
+    from symback.engine import delta
+    from symback.printing import latex
+    d, ctx, values = sections[name]
+    g, at = d.graph, _At(d, values)
+    names = dict(SUP)
+    for n in g.order:
+        for m in (g.symbol(n), delta(g, n)):
+            if sb.matrix.is_matrix(m) and (not isinstance(m, sb.vjp.AdjointMatrix) or n in d.adjoint):
+                v = np.asarray(at.value(m), dtype=float)
+                names[rf"\max\lvert {latex(m)}\rvert"] = np.abs(v).max()
+                names[rf"\left\lVert {latex(m)} \right\rVert_F"] = np.linalg.norm(v)
+    printed = ctx["flow"]["formula"]["lines"]
+    formula = re.sub(r"&\\le |&\\quad ", "", printed).replace("\\\\\n", " ")
+    bound = next(r["sympy"]["bound"] for r in ctx["flow"]["rows"] if r["t"] == SIZES["steps"] - 1)
+    assert read(formula, names) == pytest.approx(bound, rel=1e-9)
+    if name == "gru":
+        assert r"\sup\lvert \sigma'\rvert \cdot \left(\max\lvert n_{3}\rvert \cdot" in printed

@@ -96,8 +96,8 @@ def test_attention_example_derives_as_text(tmp_path):
     r = ok(run("derive", EXAMPLES / "attention.toml", "--format", "text", cwd=tmp_path))
     for p in ("Wq", "Wk", "Wv", "Wo"):
         assert f"dC/d{p} = " in r.stdout
-    # the printed softmax VJP is the closed form P ⊙ (δ_P − (δ_P ⊙ P) 1)
-    assert "P ⊙ (δ_P - (δ_P ⊙ P) 1)" in r.stdout
+    # the printed softmax VJP is the closed form P ⊙ (δ_P − (δ_P ⊙ P) 𝟏𝟏ᵀ), the ones a matrix (not 1)
+    assert "P ⊙ (δ_P - (δ_P ⊙ P) 𝟏𝟏ᵀ)" in r.stdout
 
 
 def test_attention_example_trains_one_full_batch_sgd_step_like_torch(tmp_path):

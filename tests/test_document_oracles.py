@@ -5,7 +5,9 @@ printed formula, the SymPy expression it was printed from.  Oracles here:
 losses and forward passes written in NumPy in this file, ``sympy.diff`` of
 the unrolled loss, central finite differences, and a small reader that
 turns the printer's LaTeX back into SymPy (so a printed line is checked,
-not only the expression behind it).
+not only the expression behind it).  Matrix formulas, random ones and the
+audit's, are read back by a strict reader of the printed LaTeX and text
+(``tests/_formula_reader.py``) and compared with their expressions' values.
 """
 from __future__ import annotations
 
@@ -313,3 +315,147 @@ def test_delta_rows_evaluate_like_the_engine():
         sym, value = row["sympy"]["lhs"], row["sympy"]["value"]
         env[sym] = sp.ImmutableMatrix(np.atleast_2d(numeric(d.adjoint[sym.name[len("delta_"):]], env, 3)))
         assert np.allclose(numeric(value, env, 3), np.array(env[sym].tolist(), dtype=float))
+
+
+# ------------------------------------------------------------- matrix formulas, printed and read back
+_N = 3
+_MATS = [sp.MatrixSymbol(c, _N, _N) for c in "ABPQ"]
+_SCALARS = sp.symbols("x y")
+_COEFFS = [-1, 2, -2, sp.Rational(1, 2), sp.Rational(-1, 2), sp.Rational(-3, 4), sp.Float(0.5), sp.Float(-0.25)]
+
+
+def random_matrix_expr(rng, depth):
+    """Products (with negative, fractional, −x coefficients), ⊙, sums, transposes and 𝟏𝟏ᵀ, nested,
+    SymPy's evaluated forms and unevaluated ones alike."""
+    if depth == 0 or rng.random() < 0.2:
+        r = rng.random()
+        return (sp.OneMatrix(_N, _N) if r < 0.1 else sp.MatMul(sp.OneMatrix(_N, 1), sp.OneMatrix(1, _N)) if r < 0.15
+                else rng.choice(_MATS))
+    sub, ev = (lambda: random_matrix_expr(rng, depth - 1)), rng.random() < 0.5
+    kind = rng.choice(["matmul", "matmul", "hadamard", "hadamard", "add", "transpose", "coeff", "neg"])
+    if kind == "matmul":
+        head = [rng.choice(_COEFFS)] if rng.random() < 0.6 else []
+        head += [rng.choice(_SCALARS) * rng.choice([1, -1])] if rng.random() < 0.3 else []
+        return sp.MatMul(*head, *[sub() for _ in range(rng.choice([1, 2, 2, 3]))], evaluate=ev)
+    if kind == "hadamard":
+        return sp.HadamardProduct(*[sub() for _ in range(rng.choice([2, 2, 3]))], evaluate=ev)
+    if kind == "add":
+        signs = [lambda t: t, lambda t: -t, lambda t: sp.MatMul(-1, t)]
+        return sp.MatAdd(*[rng.choice(signs)(sub()) for _ in range(rng.choice([2, 2, 3]))], evaluate=ev)
+    return sp.Transpose(sub()) if kind == "transpose" else rng.choice(_COEFFS) * sub() if kind == "coeff" else -sub()
+
+
+def matrix_value(e, env):
+    """The expression's value from its own tree (NumPy), never through a printer."""
+    if e in env:
+        return env[e]
+    if isinstance(e, sp.OneMatrix):
+        return np.ones(tuple(int(k) for k in e.shape))
+    if isinstance(e, sp.MatMul):
+        out = 1.0
+        for v in (matrix_value(a, env) for a in e.args):
+            out = out * v if np.ndim(out) == 0 or np.ndim(v) == 0 else out @ v
+        return out
+    if isinstance(e, sp.HadamardProduct):
+        return np.prod([matrix_value(a, env) for a in e.args], axis=0)
+    if isinstance(e, sp.HadamardPower):
+        return matrix_value(e.base, env) ** int(e.exp)
+    if isinstance(e, sp.MatPow):
+        return np.linalg.matrix_power(matrix_value(e.base, env), int(e.exp))
+    if isinstance(e, sp.MatAdd):
+        return sum(matrix_value(a, env) for a in e.args)
+    if isinstance(e, sp.Transpose):
+        return matrix_value(e.arg, env).T
+    return float(e.xreplace({k: v for k, v in env.items() if not k.is_Matrix}))
+
+
+def _env(seed):
+    rng = np.random.default_rng(seed)
+    return {**{m: rng.normal(size=(_N, _N)) for m in _MATS}, **{s: float(rng.normal()) for s in _SCALARS}}
+
+
+@pytest.mark.parametrize("syntax", ["latex", "text"])
+def test_printed_matrix_formulas_read_back_as_the_expression(syntax):
+    """Random matrix formulas printed (LaTeX, or the text of Mermaid labels and --format text) and read
+    back by a strict reader of our own (tests/_formula_reader.py: a product beside ⊙ without brackets,
+    or a sign inside a product, is refused as readable two ways) have the expression's value."""
+    from _formula_reader import read
+    from symback.printing.text import text
+    printer = sb.printing.latex if syntax == "latex" else text
+    env, rng, checked = _env(29), random.Random(29), 0
+    names = {printer(k): v for k, v in env.items()}
+    for _ in range(250):
+        e = random_matrix_expr(rng, 3)
+        if not isinstance(e, sp.MatrixExpr) or e.has(sp.ZeroMatrix):
+            continue
+        printed = printer(e)
+        assert np.allclose(read(printed, names, _N, syntax), matrix_value(e, env), rtol=1e-9), (printed, sp.srepr(e))
+        checked += 1
+    assert checked > 200
+
+
+_A, _B, _P = _MATS[:3]
+_H, _ONES, _X, _Y = sp.HadamardProduct(_A, _P), sp.OneMatrix(_N, _N), *_SCALARS
+BRACKETED = [      # (expression, LaTeX, text): the audit's cases, and the signs found by the random formulas
+    (sp.MatMul(-1, _H, _ONES), r"- \left(A \odot P\right) \mathbf{1}\mathbf{1}^{\top}", "-(A ⊙ P) 𝟏𝟏ᵀ"),
+    (sp.MatMul(_H, _ONES), r"\left(A \odot P\right) \mathbf{1}\mathbf{1}^{\top}", "(A ⊙ P) 𝟏𝟏ᵀ"),
+    (sp.MatMul(-2, _H, _ONES), r"-2 \left(\left(A \odot P\right) \mathbf{1}\mathbf{1}^{\top}\right)", "-2 (A ⊙ P) 𝟏𝟏ᵀ"),
+    (sp.MatMul(sp.Rational(-1, 2), _H, _ONES),
+     r"- \frac{1}{2} \left(\left(A \odot P\right) \mathbf{1}\mathbf{1}^{\top}\right)", "-1/2 (A ⊙ P) 𝟏𝟏ᵀ"),
+    (sp.MatMul(-1, _A + _B, _ONES), r"- \left(A + B\right) \mathbf{1}\mathbf{1}^{\top}", "-(A + B) 𝟏𝟏ᵀ"),
+    (sp.MatMul(-1, sp.Transpose(_H), _ONES), r"- \left(A \odot P\right)^{\top} \mathbf{1}\mathbf{1}^{\top}",
+     "-(A ⊙ P)ᵀ 𝟏𝟏ᵀ"),
+    (sp.MatMul(sp.Float(0.5), -_X, _P, _A), r"0.5 \left(- x\right) P A", "0.5 (-x) P A"),     # was 0.5 − x P A
+    (sp.MatAdd(_A.T, sp.MatMul(-1, sp.MatMul(-2 * _Y, _P, _B)), evaluate=False),
+     r"A^{\top} - \left(- 2 y P B\right)", "Aᵀ - (-2 y P B)"),                                 # was Aᵀ − − 2y P B
+    (sp.MatAdd(_B, sp.MatMul(-_X, _A)), r"B - x A", "B - x A"),                                 # was B + -x A
+    (sp.HadamardProduct(_A, sp.MatMul(-1, _B, _P)), r"A \odot \left(- B P\right)", "A ⊙ (-B P)"),
+]
+
+
+@pytest.mark.parametrize("expr, tex, plain", BRACKETED, ids=[f"case{i}" for i in range(len(BRACKETED))])
+def test_a_signed_product_keeps_its_factors_brackets(expr, tex, plain):
+    """−(A ⊙ P)𝟏𝟏ᵀ was printed − A ⊙ P 𝟏𝟏ᵀ, which reads A ⊙ (P𝟏𝟏ᵀ): each case by its exact
+    text, and read back to the expression's value."""
+    from _formula_reader import read
+    from symback.printing.text import text
+    env = _env(3)
+    for syntax, printed, want in (("latex", sb.printing.latex(expr), tex), ("text", text(expr), plain)):
+        assert printed == want
+        names = {(sb.printing.latex if syntax == "latex" else text)(k): v for k, v in env.items()}
+        assert np.allclose(read(printed, names, _N, syntax), matrix_value(expr, env))
+
+
+def test_a_long_sums_rows_bracket_a_negated_sum():
+    """A row of a long matrix sum (document.lines): B − (A + P), not B − A + P."""
+    from symback.document.lines import _matrix_lines
+    expr = sp.MatAdd(_B, sp.MatMul(-1, sp.MatAdd(_A, _P), evaluate=False), evaluate=False)
+    assert _matrix_lines(expr, (), 200) == r"B - \left(A + P\right)"
+
+
+def test_a_transpose_printed_without_its_sign_binds_as_its_argument():
+    """The notes' layout in words (transposes=False) prints (A ⊙ P)ᵀ as A ⊙ P: still bracketed in a product."""
+    expr = sp.MatMul(sp.Transpose(_H), _ONES)
+    assert sb.printing.latex(expr, transposes=False) == r"\left(A \odot P\right) \mathbf{1}\mathbf{1}^{\top}"
+
+
+def test_a_softmax_vjp_is_a_product_among_factors():
+    """δ J_softmax(Z) inside Xᵀ(·) and beside ⊙ is bracketed, as any product is."""
+    from symback.matrix import SoftmaxVJP
+    vjp = SoftmaxVJP(_B, _P)
+    assert sb.printing.latex(sp.MatMul(_A.T, vjp)) == \
+        r"A^{\top} \left(B \, J_{\operatorname{softmax}}\left(P\right)\right)"
+    assert sb.printing.latex(sp.HadamardProduct(_A, vjp)) == \
+        r"A \odot \left(B \, J_{\operatorname{softmax}}\left(P\right)\right)"
+
+
+def test_text_writes_ones_as_the_latex_does():
+    """𝟏𝟏ᵀ, 𝟏, 𝟏ᵀ in plain text (Mermaid labels, --format text), as \\mathbf{1}\\mathbf{1}^{\\top} in LaTeX:
+    the matrix of ones was printed 1, so P ⊙ (δ − (δ ⊙ P) 1) read as P ⊙ (δ − δ ⊙ P)."""
+    from symback.document.figure import diagram, mermaid
+    from symback.printing.text import text
+    assert [text(sp.OneMatrix(*s)) for s in ((3, 3), (3, 1), (1, 3), (1, 1))] == ["𝟏𝟏ᵀ", "𝟏", "𝟏ᵀ", "1"]
+    assert text(sp.MatMul(sp.OneMatrix(1, _N), _A, sp.OneMatrix(_N, 1))) == "𝟏ᵀ A 𝟏"
+    d = sb.derive(sb.Sequential(sb.Attention(heads=1), sb.Dense(3), inputs=(3, 3), loss="mse"))
+    chart = mermaid(diagram(d, d.params[0]))
+    assert "δ ↦ P1 ⊙ (δ - (δ ⊙ P1) 𝟏𝟏ᵀ)" in chart and ") 1)" not in chart

@@ -86,6 +86,8 @@ def _matrix_lines(expr, apps, width) -> str:
     for i, t in enumerate(expr.args):
         neg = minus_sign(t)
         body = printer.doprint(negated(t) if neg else t)
+        if (i or neg) and (isinstance(negated(t) if neg else t, sp.MatAdd) or body.lstrip().startswith("-")):
+            body = rf"\left({body}\right)"        # − (A + B), + (−x) A: a second sign or a sum in brackets
         term = ("- " if neg else ("+ " if i else "")) + body
         if cur and visual_len(cur) + visual_len(term) > width:
             lines.append(cur)

@@ -185,6 +185,8 @@ class SoftmaxVJP(Kind, sp.MatrixExpr):
                            "cross-entropy directly (its Jacobian-vector product is not fused); "
                            "use softmax with sb.cross_entropy, or another output activation")
 
+    precedence = 50         # δ J(Z) is a product: bracketed as one among other products' factors and ⊙'s operands
+
     def _latex(self, printer, exp=None):
         return rf"{printer.parenthesize(self.args[0], 60)} \, J_{{\operatorname{{softmax}}}}\left({printer._print(self.args[1])}\right)"
 

@@ -24,7 +24,7 @@ from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from ..functions import Activation
-from .expressions import PerSample, _is_matrixy
+from .expressions import PerSample, Terms, _is_matrixy
 from .primes import mark_primes
 
 __all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values", "factor_latex",
@@ -118,7 +118,9 @@ class LatexPrinter(_SympyLatexPrinter):
                 tex += " - " if neg else " + "
                 term = negated(term) if neg else term
             text = self._print(term)
-            tex += rf"\left({text}\right)" if self._needs_add_brackets(term) else text
+            # B − (−2y) Q or B + (A + C) (an unevaluated −(−2yQ) or sum): a second sign in brackets
+            tex += rf"\left({text}\right)" if self._needs_add_brackets(term) or \
+                (i and text.lstrip().startswith("-")) else text
         return tex
 
     def _print_Symbol(self, expr, style="plain"):
@@ -222,14 +224,21 @@ class LatexPrinter(_SympyLatexPrinter):
         # SymPy's own asks could_extract_minus_sign(), which builds and canonicalises −expr at
         # every level of a nested product (seconds for a deep network): the sign is the coefficient's
         args, sign = [a for a in expr.args if not (isinstance(a, sp.OneMatrix) and a.shape == (1, 1))] or [expr.args[0]], ""
-        if args[0].is_Number and args[0].is_negative:
+        if _negative_scalar(args[0]):
             sign, args = "- ", (args[1:] if args[0] == -1 else [-args[0]] + args[1:])
-        prec = _precedence(expr)
-        return sign + " ".join(self._print(a) if isinstance(a, sp.Mul) and not isinstance(a, sp.MatMul)
-                               else self.parenthesize(a, prec, False) for a in args)
+        # each factor binds as a product's whatever the sign (the whole product's): −(A ⊙ P) 𝟏𝟏ᵀ, not −A ⊙ P 𝟏𝟏ᵀ
+        return sign + " ".join(self._scalar_factor(a, i or sign) if _is_scalar(a)
+                               else self.parenthesize(a, PRECEDENCE["Mul"], False) for i, a in enumerate(args))
+
+    def _scalar_factor(self, a, inside) -> str:
+        """A number or scalar formula among a product's factors: a sum, or a sign not in front, in brackets."""
+        text = self._print(a)
+        return self._add_parens(text) if isinstance(a, sp.Add) or (inside and text.lstrip().startswith("-")) else text
 
     def parenthesize(self, item, level, is_neg=False, strict=False) -> str:
         """SymPy's rule, with a matrix product's precedence read off its coefficient (fast)."""
+        if isinstance(item, sp.Transpose) and not self._settings["transposes"]:
+            item = item.arg         # printed without its ᵀ, a transpose binds as what it transposes
         if not isinstance(item, sp.MatMul):
             return super().parenthesize(item, level, is_neg, strict)
         prec = _precedence(item)
@@ -317,7 +326,9 @@ class LatexPrinter(_SympyLatexPrinter):
             if self._settings["primes"]:
                 f = mark_primes(f, self._settings["applications"])
             text = self._print(f)
-            if isinstance(f, (sp.Add, sp.MatAdd)) or text.lstrip().startswith("-"):
+            # a sum of bounds or paths (Terms) times the other factors: (a + b) · c, not a + b · c
+            if isinstance(f, (sp.Add, sp.MatAdd)) or (isinstance(f, Terms) and len(f.args) > 1) \
+                    or text.lstrip().startswith("-"):
                 text = rf"\left({text}\right)"
             out.append(text)
         return r" \cdot ".join(out) or "1"
@@ -361,8 +372,7 @@ def minus_sign(term) -> bool:
     unrolled network's nested δ forms); a matrix product's sign is its number coefficient's.
     """
     if isinstance(term, sp.MatMul):
-        coeff = term.args[0]
-        return bool(coeff.is_Number and coeff.is_negative)
+        return _negative_scalar(term.args[0])
     if isinstance(term, sp.MatrixExpr) and not isinstance(term, (sp.MatAdd, sp.Transpose)):
         return False
     return term.could_extract_minus_sign()
@@ -370,7 +380,7 @@ def minus_sign(term) -> bool:
 
 def negated(term):
     """−term; a matrix product's coefficient negated in place (no canonicalisation)."""
-    if isinstance(term, sp.MatMul) and term.args[0].is_Number:
+    if isinstance(term, sp.MatMul) and _is_scalar(term.args[0]):
         rest = term.args[1:]
         c = -term.args[0]
         if c == 1:
@@ -381,8 +391,17 @@ def negated(term):
 
 def _precedence(e) -> int:
     """A matrix product binds as a product, as a sum when it starts with a minus sign."""
-    first = e.args[0] if e.args else None
-    return PRECEDENCE["Add"] if first is not None and first.is_Number and first.is_negative else PRECEDENCE["Mul"]
+    return PRECEDENCE["Add"] if e.args and _negative_scalar(e.args[0]) else PRECEDENCE["Mul"]
+
+
+def _is_scalar(e) -> bool:
+    return isinstance(e, sp.Expr) and not getattr(e, "is_Matrix", False)
+
+
+def _negative_scalar(e) -> bool:
+    """A product's scalar factor printed with a minus sign in front (−2, −x, −x/2): the product's sign."""
+    return _is_scalar(e) and (bool(e.is_negative) if e.is_Number else
+                              isinstance(e, sp.Mul) and e.could_extract_minus_sign())
 
 
 def visual_len(tex: str) -> int:

@@ -3,7 +3,7 @@
 SymPy's ``str`` of symback's expressions is Python (``HadamardProduct(...)``,
 ``FPrime(Lambda(_w, sigmoid(_w)), Z1)``, ``X.T``, ``delta_Z1``); this
 printer writes what a reader writes on a board: ``σ'(Z1)``, ``⊙``,
-``δ_Z1``, ``Xᵀ``, ``ŷ``, ``δ ↦ δ W2ᵀ``.  :func:`text_report` writes a whole
+``δ_Z1``, ``Xᵀ``, ``ŷ``, ``δ ↦ δ W2ᵀ``, ``𝟏𝟏ᵀ`` (ones, as the LaTeX writes them).  :func:`text_report` writes a whole
 derivation that way (``symback derive --format text``).
 """
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ..functions import Activation
+from .latex import _is_scalar, _negative_scalar, _precedence, minus_sign, negated
 
 __all__ = ["TextPrinter", "text", "text_name", "text_number", "text_report"]
 
@@ -80,13 +82,41 @@ class TextPrinter(StrPrinter):
             out += (" - " if neg and i else "-" if neg else " + " if i else "") + body
         return out
 
+    def parenthesize(self, item, level, strict=False):
+        """StrPrinter's rule, a matrix product's precedence read off its coefficient (as LaTeX's)."""
+        if not isinstance(item, sp.MatMul):
+            return super().parenthesize(item, level, strict)
+        prec = _precedence(item)
+        return f"({self._print(item)})" if prec < level or (not strict and prec <= level) else self._print(item)
+
     def _print_MatMul(self, expr):
-        coeff, rest = expr.as_coeff_mmul()
-        body = " ".join(self.parenthesize(a, 60) for a in rest.args)
-        return body if coeff == 1 else f"{self._print(coeff)} {body}"
+        # -(A ⊙ P) 𝟏𝟏ᵀ: the sign in front of the whole product, each factor bracketed as a product's
+        args = list(expr.args)
+        sign = ""
+        if _negative_scalar(args[0]):
+            sign, args = "-", (args[1:] if args[0] == -1 else [-args[0]] + args[1:])
+        out = []
+        for i, a in enumerate(args):
+            if not _is_scalar(a):
+                out.append(self.parenthesize(a, PRECEDENCE["Mul"]))
+                continue
+            t = self._print(a)
+            out.append(f"({t})" if isinstance(a, sp.Add) or ((i or sign) and t.startswith("-")) else t)
+        return sign + " ".join(out)
+
+    def _print_MatPow(self, expr):
+        return f"{self.parenthesize(expr.base, PRECEDENCE['Pow'])}^{self._print(expr.exp)}"
+
+    def _print_HadamardPower(self, expr):
+        return f"{self.parenthesize(expr.base, PRECEDENCE['Pow'])}^∘{self._print(expr.exp)}"
 
     def _print_OneMatrix(self, expr):
-        return "1ᵀ" if expr.rows == 1 and expr.cols != 1 else "1"
+        # as the LaTeX printer writes them: 𝟏 a column of ones, 𝟏ᵀ a row, 𝟏𝟏ᵀ a matrix; a 1×1 one is 1
+        if expr.rows == 1 and expr.cols == 1:
+            return "1"
+        if expr.rows != 1 and expr.cols != 1:
+            return "𝟏𝟏ᵀ"
+        return "𝟏ᵀ" if expr.rows == 1 else "𝟏"
 
     def _print_ElementwiseApplyFunction(self, expr):
         f = expr.function
@@ -106,11 +136,13 @@ class TextPrinter(StrPrinter):
         terms = list(expr.args)
         if common.is_Integer and common not in (0, 1):
             terms = [sp.MatMul(t / common).doit() for t in terms]
-        terms.sort(key=lambda t: t.could_extract_minus_sign())
+        terms.sort(key=minus_sign)
         out = ""
         for i, t in enumerate(terms):
-            neg = t.could_extract_minus_sign()
-            body = self.parenthesize(-t if neg else t, 40)
+            neg = minus_sign(t)
+            body = self.parenthesize(negated(t) if neg else t, PRECEDENCE["Add"])
+            if (i or neg) and body.startswith("-"):      # B - (-2y) Q: a second sign in brackets
+                body = f"({body})"
             out += ("- " if neg else ("+ " if i else "")) + body + " "
         out = out.strip()
         return f"{self._print(common)}({out})" if common.is_Integer and common not in (0, 1) else out
