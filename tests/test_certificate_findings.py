@@ -7,6 +7,8 @@ torch's own ``relu`` takes ReLU′(0) = 0), the seed's numbers worked by hand, a
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import sympy as sp
 
@@ -85,3 +87,24 @@ def test_the_cli_writes_the_kink_example(tmp_path, monkeypatch, capsys):
     a = (tmp_path / "a.md").read_text()
     assert a == (tmp_path / "b.md").read_text()
     assert r"w_{1} &\leftarrow w_{1} - \eta \frac{\partial C}{\partial w_{1}} = 1 - 2 \cdot \left(-2\right) = 5" in a
+
+
+# ------------------------------------------------------------- a failed check on the command line
+def test_a_failed_check_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """Fault injection: every link of the certificate made to fail.  The CLI says in one line that
+    the document was not written because a check of symback's own formulas failed (a bug to
+    report), naming the line; no traceback, exit 1, no file."""
+    from symback.cli import main
+    from symback.document import certificate
+    from symback.errors import SymbackError
+    assert issubclass(CertificateError, SymbackError) and issubclass(CertificateError, AssertionError)
+    monkeypatch.setattr(certificate, "_holds", lambda a, b, relation: False)
+    monkeypatch.chdir(tmp_path)
+    code = main(["derive", "--layers", "2,3,1", "--format", "markdown", "-o", "out.md"])
+    out = capsys.readouterr()
+    assert code == 1 and out.out == "" and "Traceback" not in out.err
+    line, = out.err.splitlines()
+    assert line.startswith("symback: error: the document was not written: a check of symback's own formulas failed")
+    assert "a bug in symback" in line and "report" in line
+    assert re.search(r": \w[\w.\[\]]*: link 1 of \d+ is false: ", line), line      # the line that failed, by place
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ import numpy as np
 import sympy as sp
 
 from ..engine import Adjoint, delta
+from ..errors import CertificateError
 from ..functions import Activation
 from ..matrix import BATCH, is_matrix
 from ..printing import Chain, Partial, PerSample, Terms, prime_classes
@@ -23,9 +24,6 @@ from .factors import PENALTY, compose, edge_expr
 
 __all__ = ["CertificateError", "Point", "NumberPoint", "ArrayPoint", "point_at", "ROWS"]
 
-
-class CertificateError(AssertionError):
-    """A displayed equation is false: a bug in symback (never shown to a reader)."""
 
 KINK = 1e-9            # one-sided differences this far apart (relative): a kink, not curvature
 FD_RTOL = 1e-4         # a matrix gradient against a central difference
