@@ -108,3 +108,60 @@ def test_a_failed_check_is_one_line_on_the_command_line(tmp_path, monkeypatch, c
     assert "a bug in symback" in line and "report" in line
     assert re.search(r": \w[\w.\[\]]*: link 1 of \d+ is false: ", line), line      # the line that failed, by place
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------- GELU's constants in a hand-written graph
+def _gelu_graph(rows):
+    g = sb.Graph()
+    X = g.inputs("X", shape=(rows, 4))
+    Y = g.targets("Y", shape=(rows, 2))
+    W = g.params("W", shape=(4, 2))
+    H = g.node("H", sb.gelu(X @ W))
+    g.loss(sb.mse(H, Y))
+    return g
+
+
+@pytest.mark.parametrize("rows", [3, sb.BATCH], ids=["3 rows", "BATCH rows"])
+def test_a_hand_written_gelu_graph_is_documented_and_certified(rows, monkeypatch):
+    """√(2/π) of GELU's tanh form sits in the δ's as a number of its own: π evaluates."""
+    seen = []
+    monkeypatch.setattr(render_module, "certify", lambda d, ctx, seed=0: seen.append(certify(d, ctx, seed)) or seen[-1])
+    d = sb.derive(_gelu_graph(rows))
+    for fmt in ("latex", "markdown"):
+        text = getattr(d, fmt)()
+        assert r"\operatorname{GELU}" in text or "GELU" in text
+    assert len(seen) == 2 and all(r["links"] > 0 for r in seen)
+
+
+@pytest.mark.parametrize("rows", [3, sb.BATCH], ids=["3 rows", "BATCH rows"])
+def test_a_hand_written_gelu_graph_matches_torch(rows):
+    import numpy as np
+    import torch.nn.functional as F
+    from symback.evaluate import numpy_gradients, value_of
+    assert value_of(sp.sqrt(2 / sp.pi), {}, 1) == pytest.approx(0.7978845608028654, rel=1e-15)
+    d = sb.derive(_gelu_graph(rows))
+    rng = np.random.default_rng(0)
+    x, y, w = rng.normal(size=(3, 4)), rng.normal(size=(3, 2)), rng.normal(size=(4, 2))
+    tw = torch.tensor(w, requires_grad=True)
+    # fixed rows: one sample whose cost sums its entries; BATCH rows: the mean over the 3 samples
+    loss = ((F.gelu(torch.tensor(x) @ tw, approximate="tanh") - torch.tensor(y)) ** 2).sum() / (1 if rows == 3 else 3)
+    loss.backward()
+    expected = tw.grad.numpy()
+    # the document's own evaluation of the formulas (what the certificate and verification use)...
+    np.testing.assert_allclose(numpy_gradients(d, {"X": x, "Y": y, "W": w})["W"], expected, rtol=1e-10)
+    # ...and the compiled model's
+    m = sb.compile(d)
+    assert m.loss(x, y, {"W": w}) == pytest.approx(float(loss.detach()), rel=1e-12)
+    np.testing.assert_allclose(m.grad(x, y, {"W": w})["W"], expected, rtol=1e-10)
+
+
+def test_a_gelu_spec_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from symback.cli import main
+    (tmp_path / "gelu.toml").write_text('inputs = ["X"]\ntargets = ["Y"]\nparams = ["W"]\n\n[shapes]\n'
+                                        'X = ["m", 4]\nY = ["m", 2]\nW = [4, 2]\n\n[nodes]\nH = "gelu(X @ W)"\n\n'
+                                        '[loss]\ncost = "mse(H, Y)"\n')
+    monkeypatch.chdir(tmp_path)
+    for out in ("gelu.md", "gelu.tex"):
+        assert main(["derive", "gelu.toml", "-o", out]) == 0
+        assert "GELU" in (tmp_path / out).read_text()
+    assert "Traceback" not in capsys.readouterr().err
