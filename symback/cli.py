@@ -19,7 +19,7 @@ import numpy as np
 
 from . import __version__
 from .data import load_data, training_arrays
-from .errors import OutputError, SymbackError, restore_interrupt
+from .errors import CertificateError, OutputError, SymbackError, restore_interrupt
 from .files import atomic_write, check_output, refuse_existing, refuse_overwrite, same_file
 from .cli_options import (Parser, backend_option, fail, file_name, network_options, overwrite_option,
                           parse_layers, positive, seed_number)
@@ -369,6 +369,10 @@ def _main(argv) -> int:
         for message in held:
             _one_line_warning(message, None, None, None)
         return code
+    except CertificateError as exc:     # symback's own line is false: a bug, not the user's input
+        fail(f"the document was not written: a check of symback's own formulas failed, a bug in symback "
+             f"(please report it with the command that gave it): {exc}")
+        return 1
     except OutputError as exc:
         fail(exc)
         return 1

@@ -32,6 +32,11 @@ class OutputError(SymbackError, OSError):
     """A document or file cannot be produced (missing TeX engine, bad suffix...)."""
 
 
+class CertificateError(SymbackError, AssertionError):
+    """A line of a document fails its check before the document is written: a bug in symback's
+    own formulas (never a user's mistake), to be reported; nothing is written."""
+
+
 class UnusedParameterWarning(UserWarning):
     """A parameter does not affect the loss (its gradient is always 0)."""
 

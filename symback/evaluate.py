@@ -226,6 +226,8 @@ def value_of(e, env, rows):
         args = [value_of(a, env, rows) for a in e.args]
         if all(np.ndim(a) == 0 for a in args):
             return float(sp.N(e.func(*[sp.Float(float(a), 20) for a in args])))
+    if isinstance(e, sp.Expr) and e.is_number and e.is_real:
+        return float(e)     # a constant: π and √(2/π) of GELU, E, EulerGamma
     raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {e}")
 
 

@@ -333,6 +333,15 @@ def _verify_rows(d, point) -> list[dict]:
             rows.append({"name": Tex(latex(sym)), "formula": Tex(r"\text{--}"),
                          "fd": Tex(r"\text{--}"), "error": Tex(r"\text{not real here}")})
             continue
+        here = sp.N(loss.xreplace(env), digits)
+        left, right = (here - minus) / h, (plus - here) / h
+        if abs(right - left) > 1e-6 * max(1, abs(left), abs(right)):
+            # a kink (ReLU at 0): the central difference averages two slopes; the formula takes the
+            # function's convention there (ReLU′(0) = 1), so the one-sided differences are shown
+            rows.append({"name": Tex(latex(sym)), "formula": Tex(number(formula, 10)),
+                         "fd": Tex(rf"{number(left, 10)} \text{{ (left)}}, {number(right, 10)} \text{{ (right)}}"),
+                         "error": Tex(r"\text{a kink: one-sided}"), "value": formula})
+            continue
         # relative to the larger value, absolute below 1: a zero gradient next to a
         # difference of 1e-41 is exact, not a relative error of 1
         err = float(abs(formula - fd) / max(abs(formula), abs(fd), 1))

@@ -6,7 +6,9 @@ chain ``[a, b, c]`` of SymPy expressions (under a part's ``"sympy"`` key,
 that only documents use get their meaning here, independently of the text:
 
 * ``∂L/∂θ`` of a scalar graph is a central difference of the loss recomputed
-  from the definitions (40 digits); of a matrix graph, the engine's gradient,
+  from the definitions (40 digits), or on a kink (the one-sided differences
+  disagree: ReLU at 0) SymPy's derivative of that loss written out, each
+  function's convention its definition's; of a matrix graph, the engine's gradient,
   itself checked against a central difference of the loss (NumPy);
 * ``∂c/∂v`` along an edge is ``sympy.diff`` of c's definition (scalar), or
   the engine's map δ_c ↦ VJP (matrix);

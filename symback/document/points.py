@@ -14,6 +14,8 @@ import numpy as np
 import sympy as sp
 
 from ..engine import Adjoint, delta
+from ..errors import CertificateError
+from ..functions import Activation
 from ..matrix import BATCH, is_matrix
 from ..printing import Chain, Partial, PerSample, Terms, prime_classes
 from .claims import real_diff as _real_diff, unprime
@@ -23,9 +25,7 @@ from .factors import PENALTY, compose, edge_expr
 __all__ = ["CertificateError", "Point", "NumberPoint", "ArrayPoint", "point_at", "ROWS"]
 
 
-class CertificateError(AssertionError):
-    """A displayed equation is false: a bug in symback (never shown to a reader)."""
-
+KINK = 1e-9            # one-sided differences this far apart (relative): a kink, not curvature
 FD_RTOL = 1e-4         # a matrix gradient against a central difference
 FD_H = 1e-6
 ROWS = 2               # the batch size the matrices are checked at
@@ -144,6 +144,7 @@ class NumberPoint(Point):
                    for n in g.input_names + g.target_names + g.param_names}
             env.update({g.symbol(n): sp.N(v, 40) for n, v in (given or {}).items()})
             self.given = dict(env)
+            self.exact = {g.symbol(n): sp.sympify(v) for n, v in (given or {}).items()}   # 1/10, not 0.1
             try:
                 for n in g.order:
                     if n in g._expr:
@@ -168,7 +169,11 @@ class NumberPoint(Point):
 
     def _difference(self, p, of=None):
         """∂of/∂p at the point (of: the loss by default; p any input, parameter or node, shifted
-        where it is computed): a central difference in 40-digit arithmetic, node by node."""
+        where it is computed): a central difference in 40-digit arithmetic, node by node.
+
+        Where the two one-sided differences disagree the point sits on a kink (ReLU at 0), where
+        the central difference is their average, which no convention gives: there ∂of/∂p is
+        SymPy's derivative of the unrolled expression (:meth:`_kink_slope`)."""
         g, h = self.g, sp.Float("1e-15", 40)
         of = of or self.d.loss_name
 
@@ -180,7 +185,30 @@ class NumberPoint(Point):
                 if n in g._expr:
                     env[g.symbol(n)] = sp.N(g.expr(n).xreplace(env), 40) + (shift if n == p else 0)
             return env[g.symbol(of)]
-        return (value(h) - value(-h)) / (2 * h)
+        up, here, down = value(h), self.env[g.symbol(of)], value(-h)     # here: the point's own value
+        right, left = (up - here) / h, (here - down) / h
+        if abs(right - left) > KINK * max(1, abs(right), abs(left)):
+            return self._kink_slope(p, of)
+        return (up - down) / (2 * h)
+
+    def _kink_slope(self, p, of):
+        """∂of/∂p where `of` has a kink: the definitions substituted node by node (a shift s added
+        to p), every activation written as its own definition, SymPy's d/ds at s = 0 and the
+        point's exact values.  A function's convention at its kink is its definition's
+        (ReLU = 0 for z < 0, z otherwise: ReLU′(0) = 1), never the engine's chain of factors."""
+        g, s = self.g, sp.Dummy("s", real=True)
+        real = {g.symbol(n): sp.Dummy(n, real=True) for n in self.given_names}
+        env = {k: v + (s if k == g.symbol(p) else 0) for k, v in real.items()}
+        for n in g.order:
+            if n in g._expr:
+                env[g.symbol(n)] = g.expr(n).xreplace(env) + (s if n == p else 0)
+        e = env[g.symbol(of)].replace(lambda x: isinstance(x, Activation), lambda x: x.definition(*x.args))
+        exact = {v: self.exact.get(k, self.given[k]) for k, v in real.items()}
+        slope = sp.diff(e, s).xreplace({s: 0}).xreplace(exact).doit()
+        v = sp.N(slope, 40)
+        if not (v.is_real and v.is_finite):
+            raise CertificateError(f"∂{of}/∂{p} at a kink has no value: {slope}")
+        return v
 
     @property
     def given_names(self):
