@@ -355,7 +355,7 @@ def _through_deltas(d, p, lhs, apps) -> dict:
     why = (f"There are {n:,} paths to ${name}$; written out, their sum would be a formula of about "
            f"{size:,} symbols, so it is written through the $\\delta$s of the nodes ${name}$ feeds "
            f"(each a line of the section on the $\\delta$s):")
-    return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": [], "simplified": None, "steps": None,
+    return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": [], "simplified": None, "steps": None, "batch": None,
             "closed": None, "closed_aligned": None, "where": [], "expanded": None,
             "recursive": Tex(aligned_lines(recursive, apps)), "summary": Tex(why),
             "sympy": {"lhs": lhs, "closed": None, "recursive": recursive, "simplified": None,
