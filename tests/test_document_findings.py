@@ -522,3 +522,23 @@ def test_a_one_sample_networks_loss_defines_ell_and_is_certified_row_by_row():
     line["chain"] = [lhs, rhs.function.xreplace({rhs.limits[0][0]: 1})]     # one output of two
     with pytest.raises(CertificateError, match="loss.claims"):
         certify(d, ctx)
+
+
+def test_layer_norm_closed_form_is_shown_without_attention():
+    """Audit: layer norm's row-wise δ (DESIGN's (1/σ)(δ_Ĥ − mean(δ_Ĥ) − Ĥ ⊙ mean(δ_Ĥ ⊙ Ĥ))) and the meaning
+    of norm(·) appeared only in networks with attention.  Now a Dense → LayerNorm network has the section,
+    its line checked row by row (a wrong line is caught)."""
+    from symback.document.certificate import certify
+    from symback.document.points import CertificateError
+    d = sb.derive(sb.Sequential(sb.Dense(4), sb.LayerNorm(), sb.Dense(2, "softmax"), inputs=(3, 4),
+                                loss="cross_entropy"))
+    for text in (d.latex(), d.markdown()):
+        assert "Layer norm, row by row" in text and "Attention, head by head" not in text
+        assert r"Here $\operatorname{norm}$ subtracts from each row" in text
+    ctx = context(d, verify=False, cost=False, vanishing=False)
+    rows = ctx["attention"]["norms"][0]["row"]["instances"]
+    assert len(rows) == 3                                   # one checked line per row of the sample
+    lhs, rhs = rows[1]["sympy"]["chain"]
+    rows[1]["sympy"]["chain"] = [lhs, 2 * rhs]
+    with pytest.raises(CertificateError):
+        certify(d, ctx)

@@ -27,15 +27,16 @@ __all__ = ["prove_attention", "section", "small_section", "check"]
 
 
 def section(d, names: dict, apps=()) -> dict | None:
-    """The document's attention section (None when the network has no attention layer),
+    """The document's attention and layer-norm section (None when the network has neither),
     built after the proof.  ``names`` is the document's dict of names, which the
     certificate reads: the meanings of the section's symbols are added to it.
     """
     g = d.graph
     layers = attention_layers(g)
-    if not layers:
+    if not layers and not norm_layers(g):
         return None
-    for causal in sorted({mask_of(g, l, h) == "causal" for l, h in layers}):
+    # the proof's small network has a layer norm too: a network of layer norms alone uses it
+    for causal in sorted({mask_of(g, l, h) == "causal" for l, h in layers}) or [False]:
         prove_attention(causal)
     return build(d, names, apps)
 
