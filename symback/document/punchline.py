@@ -132,8 +132,8 @@ def punchline_note(d, rows) -> Tex | None:
         return ", ".join(f"${latex(d.graph.symbol(p))}$" for p in ps)
     many = [p for p in left if not d.listable(p)]
     rest = [p for p in left if p not in many]
-    why = [f"{listed(rest)}; each ends in a sum over the samples (a bias) or reaches the loss only "
-           "through the penalty"] if rest else []
+    why = [f"{listed(rest)}; each ends in a sum over the samples (a bias, a norm's scale and shift) or "
+           "reaches the loss only through the penalty"] if rest else []
     why += [f"{listed(many)}, whose chain forms are too large to write out here"] if many else []
     return Tex(f"Not shown here: {'; and '.join(why)}. Their gradients are in the chain-rule section above.")
 
