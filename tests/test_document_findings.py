@@ -542,3 +542,17 @@ def test_layer_norm_closed_form_is_shown_without_attention():
     rows[1]["sympy"]["chain"] = [lhs, 2 * rhs]
     with pytest.raises(CertificateError):
         certify(d, ctx)
+
+
+def test_a_causal_softmax_is_explained_where_the_forward_pass_uses_it():
+    """Audit: DESIGN's hand-written attention graph printed softmax_causal(Z_P) and never said what it is."""
+    g = sb.Graph()
+    X = g.inputs("X", shape=(3, 2))
+    Y = g.targets("Y", shape=(3, 2))
+    Wq, Wk = g.params("Wq Wk", shape=[(2, 2)] * 2)
+    P = g.node("P", sb.softmax((X @ Wq) @ (X @ Wk).T, mask="causal"))
+    g.loss(sb.mse(P @ X, Y))
+    for text in (sb.derive(g).latex(), sb.derive(g).markdown()):
+        assert r"\operatorname{softmax}_{\mathrm{causal}}" in text
+        assert "is the row-wise softmax with the entries above the diagonal ($j > i$) left out" in text
+    assert "above the diagonal" not in sb.derive(sb.mlp([2, 3, 2], output="softmax", loss="cross_entropy")).latex()

@@ -16,6 +16,7 @@ from ..errors import OutputError
 from ..functions import Activation
 from ..matrix import BATCH, RowCost, is_matrix, simplify_ones
 from ..kinds.base import zero_like
+from ..kinds.softmax import Softmax
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, visual_len)
 from . import analysis, attention_proof, steps
@@ -170,8 +171,14 @@ def _network(d, apps, nt) -> dict:
         terms = written_form(g, sym.name)     # a spec file's order: b + a₁ + a₂, not SymPy's a₁ + a₂ + b
         rhs = Tex(written_latex(terms, applications=apps)) if terms else tex(e, applications=apps)
         forward.append({"lhs": tex(sym), "rhs": rhs, "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}})
+    # a masked softmax's subscript says which mask; the sentence says what the mask does
+    masked = any(isinstance(x, Softmax) and x.mask == "causal" for _, e in d.program().forward
+                 for x in sp.preorder_traversal(e))
+    note = Tex(r"Here $\operatorname{softmax}_{\mathrm{causal}}$ is the row-wise softmax with the entries "
+               r"above the diagonal ($j > i$) left out: their $P_{ij}$ are 0, and each row's others sum to 1.") \
+        if masked else None
     return {"inputs": declared("input"), "targets": declared("target"), "params": declared("param"),
-            "n_params": len(d.params), "forward": forward}
+            "n_params": len(d.params), "forward": forward, "forward_note": note}
 
 
 def _space(s, column=False):
