@@ -392,6 +392,12 @@ def _main(argv) -> int:
     except OSError as exc:
         fail(_os_message(exc))
         return 1
+    except Exception as exc:           # a bug in symback: still one line, the traceback on request
+        if os.environ.get("SYMBACK_TRACEBACK"):
+            raise
+        fail(f"internal error, a bug in symback ({type(exc).__name__}: {exc}); please report it with the "
+             "command that gave it (SYMBACK_TRACEBACK=1 shows where it happened)")
+        return 1
     finally:
         warnings.showwarning = shown
 

@@ -492,3 +492,24 @@ def test_a_bad_header_row_is_named_in_a_short_line(text, expected, tmp_path):
     with pytest.raises(DataError) as info:
         load_data(tmp_path / "d.csv")
     assert str(info.value) == f"{tmp_path / 'd.csv'}: {expected}"
+
+
+def test_an_internal_error_is_one_line_and_its_traceback_on_request(tmp_path, monkeypatch, capsys):
+    """A bug outside symback's error family (a TypeError deep in a library) printed a traceback; now one
+    line naming it as symback's bug, exit 1, and SYMBACK_TRACEBACK=1 re-raises it for the report."""
+    import symback.cli as cli
+    monkeypatch.chdir(tmp_path)
+
+    def broken(args):
+        raise TypeError("cannot evaluate Pi numerically")
+    monkeypatch.setattr(cli, "cmd_derive", broken)
+    monkeypatch.delenv("SYMBACK_TRACEBACK", raising=False)
+    assert cli.main(["derive", "--layers", "2,1"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["symback: error: internal error, a bug in symback (TypeError: cannot evaluate Pi "
+                                "numerically); please report it with the command that gave it "
+                                "(SYMBACK_TRACEBACK=1 shows where it happened)"]
+    monkeypatch.setenv("SYMBACK_TRACEBACK", "1")
+    with pytest.raises(TypeError, match="Pi"):
+        cli.main(["derive", "--layers", "2,1"])
+    assert list(tmp_path.iterdir()) == []
