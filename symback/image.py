@@ -162,6 +162,15 @@ class ImageMap(Kind, sp.MatrixExpr):
                 "flatten": r"\operatorname{flatten}", "unflatten": r"\operatorname{flatten}^{-1}"}[self.op]
         return r"%s\left(%s\right)" % (name, printer._print(self.arg))
 
+    def _text(self, printer):
+        C, H, W, k, s, p = self.geometry
+        conv = f"{k}×{k}" + "".join(f",{n}={v}" for n, v in (("s", s), ("p", p)) if (n, v) not in (("s", 1), ("p", 0)))
+        pool = str(k) + "".join(f",{n}={v}" for n, v in (("s", s), ("p", p)) if (n, v) not in (("s", k), ("p", 0)))
+        name = {"unfold": f"unfold_{conv}", "fold": f"fold_{conv}", "avgpool": f"avgpool_{pool}",
+                "avgpool_T": f"avgpool_{pool}ᵀ", "maxpool": f"maxpool_{pool}", "flatten": "flatten",
+                "unflatten": "flatten⁻¹"}[self.op]
+        return f"{name}({printer._print(self.arg)})"
+
 
 class MaxPoolVJP(Kind, sp.MatrixExpr):
     """``MaxPoolVJP(D, A, geometry)``: δ_A for P = maxpool(A) and δ_P = D: each window's δ goes to
@@ -216,6 +225,9 @@ class MaxPoolVJP(Kind, sp.MatrixExpr):
     def _latex(self, printer, exp=None):
         return r"\operatorname{route}_{\arg\max}\left(%s, %s\right)" % (
             printer._print(self.args[0]), printer._print(self.args[1]))
+
+    def _text(self, printer):
+        return f"route_argmax({printer._print(self.args[0])}, {printer._print(self.args[1])})"
 
 
 # ---------------------------------------------------------------- definitions, entry by entry

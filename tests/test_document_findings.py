@@ -556,3 +556,20 @@ def test_a_causal_softmax_is_explained_where_the_forward_pass_uses_it():
         assert r"\operatorname{softmax}_{\mathrm{causal}}" in text
         assert "is the row-wise softmax with the entries above the diagonal ($j > i$) left out" in text
     assert "above the diagonal" not in sb.derive(sb.mlp([2, 3, 2], output="softmax", loss="cross_entropy")).latex()
+
+
+def test_text_and_mermaid_name_no_internal_class():
+    """Audit: --format text and Markdown's graph labels printed SymPy internals: MaxPoolVJP(δ, A1, (2, 4, …)),
+    ImageMap(δ, unflatten, …), Elementwise(_p ↦ 1/_p, Ŷ), E_0_2_of_4, gamma2."""
+    from symback.printing.text import text_report
+    nets = [sb.Sequential(sb.Conv2d(2, 3, padding=1, activation="relu"), sb.MaxPool2d(2), sb.AvgPool2d(2),
+                          sb.Flatten(), sb.Dense(3, "softmax"), inputs=(1, 4, 4), loss="cross_entropy"),
+            sb.Sequential(sb.Attention(heads=2), sb.LayerNorm(), sb.Dense(2), inputs=(3, 4), loss="mse")]
+    for net in nets:
+        d = sb.derive(net)
+        for shown in (text_report(d), d.markdown(verify=False, cost=False, vanishing=False)):
+            for internal in ("MaxPoolVJP", "ImageMap", "Elementwise(", "_of_", "↦ 1/_", "_w ↦"):
+                assert internal not in shown, internal
+            assert not re.search(r"(?<!\\)gamma\d", shown)
+    report = text_report(sb.derive(nets[0]))
+    assert "route_argmax(" in report and "flatten⁻¹(" in report and "[1/Y\u0302]_⊙" in report

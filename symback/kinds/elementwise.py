@@ -138,6 +138,10 @@ class Elementwise(Kind, sp.MatrixExpr):
                  for v, m in zip(self.function.variables, self.operands)}
         return r"\left[%s\right]_{\odot}" % printer._print(self.function.expr.xreplace(names))
 
+    def _text(self, printer):
+        names = {v: sp.Symbol(printer._print(m)) for v, m in zip(self.function.variables, self.operands)}
+        return f"[{printer._print(self.function.expr.xreplace(names))}]_⊙"
+
 
 def to_matrix(expr, mapping: dict, shape):
     """Lift an element-wise scalar expression to a matrix expression.

@@ -52,6 +52,10 @@ class Select(Kind, sp.MatrixSymbol):
         start, stop, _ = self.span
         return r"E_{%d:%d}" % (start + 1, stop)
 
+    def _text(self, printer):
+        start, stop, _ = self.span
+        return f"E_{start + 1}:{stop}"
+
 
 class Held(NamedTuple):
     """A value already lowered (a formula or symbol) and its shape, among matrices to multiply."""

@@ -30,7 +30,13 @@ def text_name(name: str) -> str:
     m = re.fullmatch(r"([A-Za-z])hat(.*)", name)
     if m:
         return m.group(1) + "\u0302" + m.group(2)
+    m = re.fullmatch(r"(alpha|beta|gamma|lambda|mu|sigma|theta|eta)(\d*)", name)   # a norm's gamma2: γ2
+    if m:
+        return _GREEK[m.group(1)] + m.group(2)
     return name
+
+
+_GREEK = dict(zip("alpha beta gamma lambda mu sigma theta eta".split(), "αβγλμσθη"))
 
 
 def _fname(cls) -> str:
@@ -127,7 +133,10 @@ class TextPrinter(StrPrinter):
         return f"{self._print(f)}∘({self._print(expr.expr)})"
 
     def _print_Lambda(self, expr):
-        return f"{self._print(expr.variables[0])} ↦ {self._print(expr.expr)}"
+        # a map's variable is a Dummy (printed _w): as a reader writes it, w ↦ …
+        v = expr.variables[0]
+        named = {v: sp.Symbol(v.name)} if isinstance(v, sp.Dummy) else {}
+        return f"{self._print(expr.variables[0].xreplace(named))} ↦ {self._print(expr.expr.xreplace(named))}"
 
     def _print_MatAdd(self, expr):
         # 2(Ŷ − Y), not −2 Y + 2 Ŷ: a common whole number in front, positive terms first
@@ -191,15 +200,15 @@ def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str
     """
     g = d.graph
     apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
-    lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(d.params)}", ""]
+    lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(map(text_name, d.params))}", ""]
     for p in d.params:
         if not d.listable(p):       # too many paths, too long a chain form: through the δs
-            lines.append(f"d{d.loss_name}/d{p} = {text(d.gradient(p, form='recursive'), apps)}")
+            lines.append(f"d{d.loss_name}/d{text_name(p)} = {text(d.gradient(p, form='recursive'), apps)}")
             lines.append(f"    ({d.path_count(p):,} paths, a chain form of about {d.chain_size(p):,} "
                          "symbols: written through the deltas of the nodes it feeds)")
             continue
         grad = d.gradient(p)
-        lines.append(f"d{d.loss_name}/d{p} = {text(grad, apps)}")
+        lines.append(f"d{d.loss_name}/d{text_name(p)} = {text(grad, apps)}")
         if d.layout.worked_in_numbers:        # a gradient in numbers: SymPy text that parses back
             lines.append(f"    as SymPy: {sp.sstr(grad)}")
         simple = d.simplified(p) if d.layout.simplifies else None
