@@ -53,8 +53,11 @@ def attention_layers(g) -> list[tuple[int, int]]:
 
 
 def norm_layers(g) -> list[str]:
-    """The nodes Ĥ = norm(H) whose row-wise δ the section writes (those the backward pass reaches)."""
-    return [n for n in g.node_names if isinstance(g.expr(n), RowNorm)]
+    """The nodes Ĥ = norm(H) whose row-wise δ the section writes (those the backward pass reaches):
+    layer norms, whose rows are a sample's; a batch norm's rows are columns over the batch (a
+    symbolic count), and its own section writes them."""
+    return [n for n in g.node_names if isinstance(g.expr(n), RowNorm)
+            and all(k.is_Integer for k in g.expr(n).shape)]
 
 
 class _Head:
