@@ -25,6 +25,7 @@ from sympy.printing.precedence import PRECEDENCE
 
 from ..functions import Activation
 from .expressions import PerSample, _is_matrixy
+from .width import visual_len
 from .primes import mark_primes
 
 __all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values", "factor_latex",
@@ -383,13 +384,6 @@ def _precedence(e) -> int:
     """A matrix product binds as a product, as a sum when it starts with a minus sign."""
     first = e.args[0] if e.args else None
     return PRECEDENCE["Add"] if first is not None and first.is_Number and first.is_negative else PRECEDENCE["Mul"]
-
-
-def visual_len(tex: str) -> int:
-    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup as none)."""
-    tex = re.sub(r"\\(left|right|bigl|bigr|operatorname|mathrm|mathbf)\b|\\[,;!]", "", tex)
-    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: max(m.group(1), m.group(2), key=len), tex)
-    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
 
 
 def _is_reduction(e) -> bool:
