@@ -28,8 +28,9 @@ def aligned_lines(expr, apps, width: int = LINE_WIDTH, **settings) -> str:
     r"""`expr` printed for an align row, broken into continuation rows (``\\ &\qquad``) when long.
 
     A long sum breaks between its terms; a product with a long sum breaks inside that sum
-    (``\bigl( … \bigr)``: a ``\left(`` cannot close on another row); a map δ ↦ … inside its
-    body.  `settings` go to the printer.
+    (each row's bracket sized to that row: ``\left( … \right.`` then ``\left. … \right)``, as a
+    ``\left(`` cannot close on another row); a map δ ↦ … inside its body.  `settings` go to
+    the printer.
     """
     text = latex(expr, applications=apps, **settings)
     if visual_len(text) <= width:
@@ -51,21 +52,27 @@ def aligned_lines(expr, apps, width: int = LINE_WIDTH, **settings) -> str:
         body = max(adds, key=lambda f: len(f.args))
         if visual_len(latex(body, applications=apps, **settings)) < width // 2:
             return text         # no long sum inside: a break would only split a short factor
-        prefix, suffix = latex(e / body, applications=apps, **settings) + r" \bigl(", r"\bigr)"
+        prefix, suffix = latex(e / body, applications=apps, **settings) + " ", ""
     if not isinstance(body, sp.Add):
         return text
-    return _rows(_signed_terms(body, apps, settings), width, prefix, suffix)
+    return _rows(_signed_terms(body, apps, settings), width, prefix, suffix, bracket=bool(prefix))
 
 
-def _rows(terms, width, prefix="", suffix="") -> str:
-    """Signed terms filled into rows of at most `width` symbols (a term never split)."""
-    lines, cur = [], prefix
+def _rows(terms, width, prefix="", suffix="", bracket=False) -> str:
+    """Signed terms filled into rows of at most `width` symbols (a term never split), after
+    `prefix` and before `suffix`; with `bracket`, the terms in brackets sized row by row."""
+    open_, close = (r"\left(", r"\right)") if bracket else ("", "")
+    lines, cur = [], ""
     for term in terms:
-        if cur not in ("", prefix) and visual_len(cur) + visual_len(term) > width:
+        if cur and visual_len(prefix if not lines else "") + visual_len(cur) + visual_len(term) > width:
             lines.append(cur)
             cur = ""
-        cur = f"{cur} {term}" if cur not in ("", prefix) else cur + term
-    lines.append(cur + suffix)
+        cur = f"{cur} {term}" if cur else term
+    lines.append(cur)
+    if bracket and len(lines) > 1:      # \left( … \right. on the first row, \left. … \right) on the last
+        lines = [("" if i == 0 else r"\left. ") + row + ("" if i == len(lines) - 1 else r" \right.")
+                 for i, row in enumerate(lines)]
+    lines[0], lines[-1] = prefix + open_ + lines[0], lines[-1] + close + suffix
     return r" \\ &\qquad ".join(lines)
 
 
@@ -98,7 +105,7 @@ def chain_lines(chain: Chain, apps, width: int = LINE_WIDTH) -> Tex:
                                                  for i in range(rows)))
 
 
-def _matrix_lines(expr, apps, width, settings=None, prefix="", suffix="") -> str:
+def _matrix_lines(expr, apps, width, settings=None, prefix="", suffix="", bracket=False) -> str:
     """A long sum of matrices, one or more terms per continuation row."""
     printer = LatexPrinter({**(settings or {}), "applications": tuple(apps)})
     terms = []
@@ -108,12 +115,12 @@ def _matrix_lines(expr, apps, width, settings=None, prefix="", suffix="") -> str
         body = printer.doprint(t)
         body = rf"\left({body}\right)" if printer._needs_add_brackets(t) else body
         terms.append(("- " if neg else ("+ " if i else "")) + body)
-    return _rows(terms, width, prefix, suffix)
+    return _rows(terms, width, prefix, suffix, bracket)
 
 
 def _product_lines(expr, apps, width, settings) -> str | None:
     r"""A product (⊙ or matrix) with a long sum among its factors, broken inside that sum:
-    A \bigl(S₁ + S₂ … \bigr) B, or \bigl(S₁ + …\bigr) ⊙ B (None: no long sum inside)."""
+    A (S₁ + S₂ … ) B, or (S₁ + … ) ⊙ B (None: no long sum inside)."""
     if not isinstance(expr, (sp.MatMul, sp.HadamardProduct)):
         return None
     def show(e):
@@ -128,12 +135,12 @@ def _product_lines(expr, apps, width, settings) -> str | None:
     if isinstance(expr, sp.HadamardProduct):     # ⊙ commutes: the sum first, the rest after
         rest = [a for i, a in enumerate(expr.args) if i != k]
         after = " ".join(r"\odot " + (rf"\left({show(a)}\right)" if not _atomic(a) else show(a)) for a in rest)
-        return _matrix_lines(body, apps, width, settings, r"\bigl(", r"\bigr) " + after)
+        return _matrix_lines(body, apps, width, settings, "", " " + after, bracket=True)
     before, after = expr.args[:k], expr.args[k + 1:]
     head = (show(before[0]) if len(before) == 1 else show(sp.MatMul(*before))) if before else ""
     head = "- " if head == "-1" else head
     tail = (show(after[0]) if len(after) == 1 else show(sp.MatMul(*after))) if after else ""
-    return _matrix_lines(body, apps, width, settings, f"{head} \\bigl(".lstrip(), rf"\bigr) {tail}".rstrip())
+    return _matrix_lines(body, apps, width, settings, f"{head} ".lstrip(), f" {tail}".rstrip(), bracket=True)
 
 
 def _atomic(e) -> bool:
