@@ -7,8 +7,9 @@ __all__ = ["visual_len"]
 
 
 def visual_len(tex: str) -> int:
-    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup and accents
-    as none, a fraction as the wider of its numerator and denominator)."""
+    """Roughly how many symbols a formula shows (LaTeX commands count as one, a function's name
+    as its letters, markup and accents as none, a fraction as the wider of its numerator and
+    denominator)."""
     return _shown(re.sub(r"\\(left|right|[bB]igl|[bB]igr|operatorname|mathrm|mathbf|hat|bar|tilde)\b|\\[,;!]",
                          "", tex))
 
@@ -38,4 +39,8 @@ def _closing(tex: str, at: int) -> int:
 
 
 def _plain(tex: str) -> int:
-    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
+    # a function's name is a word (tanh, log), any other command one symbol
+    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\([A-Za-z]+)", lambda m: m[1] if m[1] in _WORDS else "x", tex)))
+
+
+_WORDS = {"tanh", "sinh", "cosh", "sin", "cos", "tan", "log", "exp", "ln", "max", "min", "sup", "inf", "det", "tr"}
