@@ -9,9 +9,12 @@ __all__ = ["visual_len"]
 def visual_len(tex: str) -> int:
     """Roughly how many symbols a formula shows (LaTeX commands count as one, a function's name
     as its letters, markup and accents as none, a fraction as the wider of its numerator and
-    denominator)."""
-    return _shown(re.sub(r"\\(left|right|[bB]igl|[bB]igr|operatorname|mathrm|mathbf|hat|bar|tilde)\b|\\[,;!]",
-                         "", tex))
+    denominator, cases as the widest)."""
+    tex = re.sub(r"\\(left|right|[bB]igl|[bB]igr|operatorname|mathrm|mathbf|hat|bar|tilde)\b|\\[,;:!]", "", tex)
+    # cases stand one above the other: as wide as the brace and the widest (ReLU's were added up)
+    tex = re.sub(r"\\begin\{cases\}(.*?)\\end\{cases\}", lambda m: "x " + max(m[1].split(r"\\"), key=_shown),
+                 tex, flags=re.S)
+    return _shown(tex)
 
 
 def _shown(tex: str) -> int:
