@@ -9,9 +9,9 @@ from __future__ import annotations
 import sympy as sp
 
 from ..functions import Activation
-from ..printing import Tex, latex, number, prime
+from ..printing import Tex, latex, number, prime, visual_len
 from . import analysis
-from .lines import tex
+from .lines import LINE_WIDTH, ROW_INDENT, aligned_lines, tex
 
 __all__ = ["activations", "upper_digits"]
 
@@ -39,10 +39,17 @@ def activations(classes, sups: dict) -> list[dict]:
                    {"chain": [deriv.lhs, deriv.rhs], "forall": True, "means": values},
                    {"chain": [sp.Function("sup")(sp.Abs(prime(cls, app.args))), sup if exact else upper_digits(sup)],
                     "sup": True, "means": values, "relations": ["=" if exact else "~"]}]
+        derivative = latex(deriv.rhs, primes=False, sums_last=True)
+        # side by side while both fit a line (GELU's ran 387 pt past the margin): else a row each,
+        # the derivative broken inside its sum
+        stacked = visual_len(latex(defn)) + visual_len(derivative) + visual_len(latex(deriv.lhs)) > LINE_WIDTH
         out.append({
             "name": cls.__name__,
             "definition": tex(defn),
-            "derivative": Tex(latex(deriv.lhs) + " = " + latex(deriv.rhs, primes=False, sums_last=True)),
+            "derivative": Tex(latex(deriv.lhs) + " = " + derivative),
+            "stacked": {"definition": tex(defn.lhs), "value": tex(defn.rhs), "derivative": tex(deriv.lhs),
+                        "rows": Tex(aligned_lines(deriv.rhs, (), LINE_WIDTH - ROW_INDENT, primes=False,
+                                                  sums_last=True))} if stacked else None,
             "sup_text": Tex(rf"\sup_{{z}} \left|{latex(prime(cls, app.args))}\right| "
                             + (f"= {latex(sup)}" if exact else rf"\approx {number(upper_digits(sup), 4)}")),
             "kinks": analysis.kinks(cls),

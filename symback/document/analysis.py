@@ -23,7 +23,7 @@ from ..engine import delta
 from ..evaluate import evaluate, inert, numeric, numpy_adjoints, numpy_forward, numpy_gradients, value_of
 from ..matrix import BATCH, FPrime, RowCost, explicit, is_matrix
 from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes, visual_len
-from .lines import LINE_WIDTH
+from .lines import LINE_WIDTH, ROW_INDENT, chain_lines
 from ..budget import within
 from .factors import edge_expr, notes_chain
 
@@ -215,11 +215,13 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
     shrinking = [a.__name__ for a in small]
     # is every activation factor below one? (seed 001: one sigmoid′ among two ReLU′ is not "every")
     every = all(a in small for a in seen if a in sups)
-    # several paths: one line per path (an unrolled RNN's bound is wider than a page)
-    lines = [Tex(latex(t, applications=apps)) for t in terms] if len(terms) > 1 else None
+    # several paths: one line per path (an unrolled RNN's bound is wider than a page), a long
+    # path broken after a factor (a GRU's ran 128 pt past the margin, a transformer's 380 pt)
+    lines = [chain_lines(t, apps, LINE_WIDTH - ROW_INDENT) for t in terms] if len(terms) > 1 else None
     bound = Tex(latex(expr, applications=apps))
     # one wide path: "≤ …" and "= …" on rows of their own (on one line it ran past the margin)
-    rows = [Tex(latex(r, applications=apps)) for r in rhs] if len(rhs) > 1 and visual_len(bound) > LINE_WIDTH else None
+    rows = [chain_lines(r.args[0] if isinstance(r, Terms) else r, apps, LINE_WIDTH - ROW_INDENT)
+            for r in rhs] if len(rhs) > 1 and visual_len(bound) > LINE_WIDTH else None
     on_chain = [a.__name__ for a in dict.fromkeys(seen) if a in sups]
     return {"param": Tex(latex(d.graph.symbol(param))), "bound": bound, "bound_rows": rows,
             "conclusion": _conclusion(shrinking, every, counts, on_chain),

@@ -23,7 +23,12 @@ from ..errors import DefinitionError
 from ..matrix import BATCH, RowNorm, explicit
 from ..printing import Tex, latex
 
-__all__ = ["batchnorm", "closed_form", "textbook", "prove", "layers"]
+__all__ = ["batchnorm", "closed_form", "textbook", "prove", "layers", "rstd_symbol"]
+
+
+def rstd_symbol(l: str, width) -> sp.MatrixSymbol:
+    """σ_l⁻¹, the 1 × width row of batch norm l's 1/σ (its section and every other line use it)."""
+    return sp.MatrixSymbol(r"\sigma_{%s}^{-1}" % l, 1, width)
 
 
 def closed_form(D, Hhat, rstd, m):
@@ -138,7 +143,7 @@ def batchnorm(d, names: dict) -> dict | None:
                        for p in ("gamma", "beta"))
         dhat = sp.MatrixSymbol(r"\delta_{\hat{H}_{%s}}" % l, m, w)
         hat = sp.MatrixSymbol(r"\hat{H}_{%s}" % l, m, w)
-        rstd = sp.MatrixSymbol(r"\sigma_{%s}^{-1}" % l, 1, w)
+        rstd = rstd_symbol(l, w)
         r, _ = g.expr(nt).rstd()
         names.update({dhat: sp.HadamardProduct(delta(g, n), sp.MatMul(sp.OneMatrix(m, 1), gamma)),
                       hat: g.symbol(nt).T, rstd: r.T})

@@ -27,7 +27,8 @@ from .pooling import pooling
 from .figure import diagram, figure_note, mermaid, tikz
 from .example import exact, example, numbers, path_product, values_of
 from .bptt import bptt
-from .lines import LINE_WIDTH, Names, aligned_lines, chain_lines, definitions, tex
+from .lines import LINE_WIDTH, ROW_INDENT, Names, aligned_lines, chain_lines, definitions, tex
+from .scales import inverse_sigmas
 from .losses import loss_claims, reader_name
 from .notation import layer_names, notation
 from .written import written_form, written_latex
@@ -74,22 +75,22 @@ def _context(d, fmt, nt, options) -> dict:
            "author": escape(options.get("author") or ""), "date": escape(options.get("date") or ""),
            "display": bool(options.get("display", False)), "matrix": d.layout.kind == "matrix",
            "one_sample": g.per_sample, "param": Tex(latex(g.symbol(param))), "param_name": escape(param)}
-    ctx.update(_network(d, apps, nt))
+    names = Names(inverse_sigmas(g))        # each normalisation's σ⁻¹, defined in the forward pass
+    ctx.update(_network(d, apps, nt, names))
     ctx["loss"] = _loss(d, nt)
     ctx["output"] = _output(d)
-    ctx["local"] = _local(d, apps)
+    ctx["local"] = _local(d, apps, names)
     widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
     ctx["local_cols"] = 2 if widest < 60 else 1
     full = options.get("steps", "brief") == "full"
     ctx["steps"] = "full" if full else "brief"
-    names = Names()
     ctx["gradients"] = [_gradient(d, p, apps, names, full) for p in d.params]
     ctx["reduction_steps"] = steps.reduction_steps(d) if full else None
     ctx["punchline"] = punchline(d, nt, names, apps)
     ctx["punchline_note"] = punchline_note(d, ctx["punchline"])
     ctx["punchline_intro"] = punchline_intro(d, nt, ctx["punchline"])
     ctx["notation"] = _notation_keys(d, nt)
-    ctx["deltas"] = deltas(d, apps, full)
+    ctx["deltas"] = deltas(d, apps, full, names)
     ctx["bptt"] = bptt(d, values, apps, options.get("seed", 0))     # None unless rnn/lstm/gru
     ctx["bp"] = bp(d, ctx["deltas"]) if nt.name == "nielsen" and d.layout.sample_as_column else None
     sups = {}
@@ -157,7 +158,7 @@ def _deepest_param(d) -> str:
 
 
 # ------------------------------------------------------------- the network
-def _network(d, apps, nt) -> dict:
+def _network(d, apps, nt, names) -> dict:
     g = d.graph
     column = nt.name == "nielsen"
 
@@ -166,11 +167,14 @@ def _network(d, apps, nt) -> dict:
         # a matrix is shown with its shape: X ∈ R^{m×3}; in Nielsen's columns, one sample: x ∈ R^{3×1}
         shown = [sp.Contains(s, _space(s, column), evaluate=False) if is_matrix(s) else s for s in syms]
         return Tex(", ".join(latex(s) for s in shown))
-    forward = []
+    forward, sigmas = [], {a.node: a for a in names.given}
     for sym, e in d.program().forward:
         terms = written_form(g, sym.name)     # a spec file's order: b + a₁ + a₂, not SymPy's a₁ + a₂ + b
         rhs = Tex(written_latex(terms, applications=apps)) if terms else tex(e, applications=apps)
         forward.append({"lhs": tex(sym), "rhs": rhs, "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}})
+        if sym.name in sigmas:
+            s, r = sigmas[sym.name].symbol, sigmas[sym.name].definition     # 1/σ, named for the backward
+            forward.append({"lhs": tex(s), "rhs": tex(r, applications=apps), "sympy": {"lhs": s, "rhs": r, "chain": [s, r]}})
     # a masked softmax's subscript says which mask; the sentence says what the mask does
     masked = any(isinstance(x, Softmax) and x.mask == "causal" for _, e in d.program().forward
                  for x in sp.preorder_traversal(e))
@@ -272,26 +276,31 @@ def _output(d):
 
 
 # ------------------------------------------------------ local factors, chains
-def _local(d, apps) -> list[dict]:
+def _local(d, apps, names) -> list[dict]:
     g = d.graph
     rows = []
     for child in g.order:
         for parent in g.parents(child):
             if (child, parent) not in d.local:
                 continue
-            e = edge_expr(d, child, parent)
+            e = names.abbreviate(edge_expr(d, child, parent))
             short, full = latex(e, applications=apps), latex(e, primes=False)
             lhs = edge_partial(d, child, parent)
             named = d.named(e) if not isinstance(e, sp.Lambda) else e
             named_text = latex(named, primes=False, sums_last=True) if named != e else None
-            rows.append({"named": Tex(named_text) if named_text and named_text not in (short, full) else None,
+            named_text = named_text if named_text and named_text not in (short, full) else None
+            written = full if full != short else None
+            # too wide for the page: the map broken inside its body, each other form on a row of its own
+            own = sum(visual_len(t or "") for t in (short, written, named_text)) > LINE_WIDTH - ROW_INDENT
+            shown = aligned_lines(e, apps, LINE_WIDTH - ROW_INDENT) if own else short
+            rows.append({"named": Tex(named_text) if named_text else None, "own_rows": own,
                          "of": tex(g.symbol(child)), "wrt": tex(g.symbol(parent)), "partial": tex(lhs),
-                         "value": Tex(short), "inline": Tex(rf"\partial {latex(g.symbol(child))} / "
+                         "value": Tex(shown), "inline": Tex(rf"\partial {latex(g.symbol(child))} / "
                                                             rf"\partial {latex(g.symbol(parent))}"),
-                         "written_out": Tex(full) if full != short else None,
+                         "written_out": Tex(written) if written else None,
                          "maps": isinstance(e, sp.Lambda),
                          "sympy": {"partial": lhs, "value": e,
-                                   "chain": [lhs, e] + ([named] if named_text and named_text not in (short, full) else [])}})
+                                   "chain": [lhs, e] + ([named] if named_text else [])}})
     return rows
 
 
@@ -314,7 +323,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
         paths.append({"symbols": chain_lines(symbols, apps), "length": len(path),
                       "factors": Tex(latex(shown, applications=apps)), "where": definitions(defs, apps),
                       "sympy": {"symbols": symbols, "factors": factors, "labels": labels}})
-    closed, recursive = closed_softmax(d, d.gradient(p)), closed_softmax(d, d.gradient(p, form="recursive"))
+    closed = names.abbreviate(closed_softmax(d, d.gradient(p)))
+    recursive = names.abbreviate(closed_softmax(d, d.gradient(p, form="recursive")))
     closed_shown, closed_defs = names.fold(closed, apps)
     closed_text = latex(closed_shown, applications=apps)
     expanded = d.gradient(p, form="expanded") if len(g.order) <= MAX_EXPANDED_NODES and not d.layout.param_shape(

@@ -6,17 +6,22 @@ import sympy as sp
 from ..engine import Adjoint, delta
 from ..matrix import activation_of, is_matrix
 from ..kinds.base import zero_like
-from ..printing import Chain, Partial, Terms, Tex
+from ..printing import Chain, Partial, Terms, Tex, latex, visual_len
 from . import steps
 from .factors import closed_softmax, edge_partial
-from .lines import aligned_lines, tex
+from .lines import LINE_WIDTH, ROW_INDENT, aligned_lines, tex
 from .notation import layer_names
 
 __all__ = ["deltas", "bp"]
 
 
-def deltas(d, apps, full=False) -> list[dict]:
-    """The rows δ_n = Σ_c δ_c ∂c/∂n = value, δ_L = 1 first (with steps="full", each δ's case)."""
+def deltas(d, apps, full=False, names=None) -> list[dict]:
+    """The rows δ_n = Σ_c δ_c ∂c/∂n = value, δ_L = 1 first (with steps="full", each δ's case).
+
+    A row too wide for the page goes on: the value (and the recursive form) on a row of
+    its own, itself broken when still too wide; `names` puts in the names given before
+    any fold (a normalisation's σ⁻¹).
+    """
     g = d.graph
     # the output A_l = f(Z_l) of a matrix layer passes δ straight on: shown inlined, as in the notes
     inline = {}
@@ -26,23 +31,40 @@ def deltas(d, apps, full=False) -> list[dict]:
             inline[delta(g, n)] = d.adjoint[n]
     C = g.symbol(d.loss_name)
     rows = [{"case": None, "node": d.loss_name, "name": tex(C), "lhs": tex(Adjoint(d.loss_name)), "symbolic": tex(Partial(C, C)),
-             "value": Tex("1"), "param": False, "recursive": None,
+             "value": Tex("1"), "param": False, "recursive": None, "recursive_row": False, "value_row": False,
              "sympy": {"lhs": Adjoint(d.loss_name), "symbolic": Partial(C, C), "value": sp.S.One,
                        "chain": [Adjoint(d.loss_name), Partial(C, C), sp.S.One]}}]
     backward = d.program().backward
     shown = {sym.name[len("delta_"):] for sym, _ in backward} | {d.loss_name}
     for sym, e in backward:
         n, e = sym.name[len("delta_"):], closed_softmax(d, e)
+        e = names.abbreviate(e) if names is not None else e
         symbolic = _delta_symbolic(d, n, shown)
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym
+        laid = _laid_out([lhs, symbolic] + ([e] if value != e else []) + [value], apps)
         rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
                      "name": tex(g.symbol(n)), "lhs": tex(lhs), "symbolic": tex(symbolic),
-                     "value": Tex(aligned_lines(value, apps)), "param": g.kind(n) == "param",
-                     "recursive": tex(e, applications=apps) if value != e else None,
+                     "value": laid[-1][0], "value_row": laid[-1][1], "param": g.kind(n) == "param",
+                     "recursive": laid[2][0] if value != e else None,
+                     "recursive_row": laid[2][1] if value != e else False,
                      "sympy": {"lhs": lhs, "symbolic": symbolic, "value": value,
                                "chain": [lhs, symbolic] + ([e] if value != e else []) + [value]}})
     return rows
+
+
+def _laid_out(chain, apps) -> list[tuple[Tex, bool]]:
+    """(text, starts a row of its own) for each part of a row lhs = a = b = …: a part goes
+    on the row while the row fits the page, else on a row of its own, broken if still too wide."""
+    out, used = [], 0
+    for k, part in enumerate(chain):
+        text = latex(part, applications=apps)
+        own = k > 1 and used + visual_len(text) > LINE_WIDTH
+        if own:
+            text = aligned_lines(part, apps, LINE_WIDTH - ROW_INDENT)
+        used = (0 if own else used) + visual_len(text.split(r"\\")[-1])
+        out.append((Tex(text), own))
+    return out
 
 
 def _delta_symbolic(d, n, shown):

@@ -25,6 +25,7 @@ from sympy.printing.precedence import PRECEDENCE
 
 from ..functions import Activation
 from .expressions import PerSample, Terms, _is_matrixy
+from .width import visual_len
 from .primes import mark_primes
 
 __all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values", "factor_latex",
@@ -402,13 +403,6 @@ def _negative_scalar(e) -> bool:
     """A product's scalar factor printed with a minus sign in front (−2, −x, −x/2): the product's sign."""
     return _is_scalar(e) and (bool(e.is_negative) if e.is_Number else
                               isinstance(e, sp.Mul) and e.could_extract_minus_sign())
-
-
-def visual_len(tex: str) -> int:
-    """Roughly how many symbols a formula shows (LaTeX commands count as one, markup as none)."""
-    tex = re.sub(r"\\(left|right|bigl|bigr|operatorname|mathrm|mathbf)\b|\\[,;!]", "", tex)
-    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: max(m.group(1), m.group(2), key=len), tex)
-    return len(re.sub(r"[{}\s^_]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
 
 
 def _is_reduction(e) -> bool:
