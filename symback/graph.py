@@ -282,6 +282,11 @@ class Graph:
                 todo += self.parents(n)
         return reach
 
+    def loss_uses(self) -> set:
+        """Every name the batch loss is computed from: the loss's ancestors and, in a one-sample
+        graph, the parameters of its penalty (kept apart from the cost, ``self.penalty``)."""
+        return self.ancestors(self.loss_name) | {s.name for s in _names_in(self.penalty)}
+
     def _check_expr(self, name, expr) -> sp.Expr:
         if isinstance(expr, str):
             raise DefinitionError(f"{name!r}: give a SymPy expression, not a string "
@@ -396,7 +401,7 @@ class Graph:
             raise DefinitionError("the graph has no loss: call g.loss(expr)")
         if not self.param_names:
             raise DefinitionError("the graph has no parameters: declare some with g.params(...)")
-        used = self.ancestors(self.loss_name)
+        used = self.loss_uses()
         if not any(self._kind[n] == "param" for n in used):
             raise DefinitionError(f"the loss {self.loss_name!r} depends on no parameters: nothing to train")
         unused = [p for p in self.param_names if p not in used]

@@ -1,0 +1,148 @@
+"""Regressions for four faults a graph fuzzer found (stop 29), each network also written by hand
+in PyTorch here: torch autograd of that is the oracle (a penalty's gradient in a document is
+checked against a central difference of the penalty).
+
+1. A parameter that only a one-sample graph's penalty uses got gradient 0 (and "does not affect
+   the loss"): the penalty is kept apart from the cost (``g.penalty``), and what reads "the
+   parameters the loss uses" did not look there.
+2. An inline softmax or layer_norm inside another expression (tanh(softmax(S) X), softmax(S)
+   layer_norm(X)) raised SymPy's SympifyError (``Softmax.rows`` hid MatrixExpr's row count) or
+   "write softmax and losses as whole nodes": the graph now gives each its node (``P_``, ``N_``).
+3. The VJP of ŷ = (W₁XW₂) ⊙ (W₁XW₃) failed (SymPy's derivative by X was an array expression),
+   and torch ``module(X)`` then returned a prediction with no grad_fn, silently.
+4. The VJP of tanh(5/2·leaky_relu(swish(X))) W₁ + 1b failed (SymPy fails on f(c·g(X)) inside a
+   product): the nested argument gets its node (``Z_``).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symback as sb
+from symback.errors import UnusedParameterWarning
+from symback.printing import Partial
+
+torch = pytest.importorskip("torch")
+jax = pytest.importorskip("jax")
+jax.config.update("jax_enable_x64", True)
+
+BACKENDS = ("numpy", "jax", "torch")
+RTOL = 1e-9
+F64 = torch.float64
+
+
+def _close(a, b, rtol=RTOL):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = max(1.0, float(np.abs(b).max(initial=0.0)))
+    assert float(np.abs(a - b).max(initial=0.0)) <= rtol * scale, float(np.abs(a - b).max() / scale)
+
+
+def _t(a, grad=False):
+    return torch.tensor(np.asarray(a, dtype=np.float64), dtype=F64, requires_grad=grad)
+
+
+# ---------------------------------------------------------------- 1. a parameter only the penalty uses
+def penalty_graph():
+    g = sb.Graph()
+    X = g.inputs("X", shape=(2, 2)); Y = g.targets("Y", shape=(2, 2))
+    W1, W2 = g.params("W1 W2", shape=[(2, 2), (2, 2)])
+    g.node("Yhat", X @ W1)
+    g.loss(sb.mse(g.symbol("Yhat"), Y), penalty=sp.Rational(3, 2) * sb.sumsq(W2))
+    return g
+
+
+@pytest.fixture(scope="module")
+def penalized():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedParameterWarning)     # (the next test's)
+        d = sb.derive(penalty_graph())
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(size=(2, 2)), "W2": rng.normal(size=(2, 2))}
+    X, Y, G = (rng.normal(size=(4, 2, 2)) for _ in range(3))
+    return d, params, X, Y, G
+
+
+def test_a_parameter_only_the_penalty_uses_affects_the_loss():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnusedParameterWarning)
+        sb.derive(penalty_graph())
+
+
+def _torch_penalized(params, X, Y):
+    t = {k: _t(v, True) for k, v in params.items()}
+    L = ((_t(X) @ t["W1"] - _t(Y)) ** 2).sum(dim=(1, 2)).mean() + 1.5 * (t["W2"] ** 2).sum()
+    L.backward()
+    return L.item(), {k: v.grad.numpy() for k, v in t.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_parameter_only_the_penalty_uses_gets_its_gradient(penalized, backend):
+    d, params, X, Y, _ = penalized
+    L_t, G_t = _torch_penalized(params, X, Y)
+    m = sb.compile(d, backend=backend, dtype="float64")
+    value, grads = m.value_and_grad(X, Y, params)
+    assert value == pytest.approx(L_t, rel=RTOL)
+    assert m.loss(X, Y, params) == pytest.approx(L_t, rel=RTOL)
+    for k in params:
+        _close(grads[k], G_t[k])
+    assert np.abs(np.asarray(grads["W2"])).max() > 0.1          # 3·W2, not the 0 it was
+
+
+def test_the_penalty_only_parameter_is_trained(penalized):
+    d, params, X, Y, _ = penalized
+    _, G_t = _torch_penalized(params, X, Y)
+    m = sb.compile(d, backend="numpy", dtype="float64")
+    moved = {k: v.copy() for k, v in params.items()}
+    m.step(X, Y, moved, lr=0.1)
+    for k in params:
+        _close(moved[k], params[k] - 0.1 * G_t[k])
+    layer = sb.compile(d, backend="torch", dtype="float64").module(params)
+    layer(torch.as_tensor(X), torch.as_tensor(Y)).backward()       # the module's batch loss
+    for k in params:
+        _close(layer.params[k].grad.numpy(), G_t[k])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_layer_vjp_of_a_penalized_graph_has_no_penalty(penalized, backend):
+    d, params, X, _, G = penalized
+    t = {k: _t(v, True) for k, v in params.items()}
+    x = _t(X, True)
+    ((x @ t["W1"]) * _t(G)).sum().backward()
+    dX, grads = sb.compile(d, backend=backend, dtype="float64").vjp(X, params, G)
+    _close(dX, x.grad.numpy())
+    _close(grads["W1"], t["W1"].grad.numpy())
+    _close(grads["W2"], np.zeros((2, 2)))       # ⟨G, Ŷ⟩ does not hold the penalty
+
+
+def test_the_document_shows_and_certifies_the_penalty_gradient(penalized):
+    d = penalized[0]
+    tex = d.latex(verify=False, cost=False)     # written only after the certificate passed
+    assert r"\frac{\partial P}{\partial W_{2}} = 3 W_{2}" in tex
+    assert r"\frac{\partial P}{\partial W_{2}} = 3 W_{2}" in d.markdown(verify=False, cost=False)
+
+
+def test_a_wrong_penalty_gradient_is_refused(monkeypatch):
+    from symback.document import context
+    from symback.document.certificate import CertificateError, certify
+    from symback.engine import Derivation
+    d = sb.derive(penalty_graph())
+    # planted on the line: ∂P/∂W2 = 2 W2
+    ctx = context(d, verify=False, cost=False)
+    for info in ctx["loss"]["sympy"]["claims"]:
+        if info["chain"][0] == Partial(sp.Symbol("P"), d.graph.symbol("W2")):
+            info["chain"] = [info["chain"][0], 2 * d.graph.symbol("W2")]
+            break
+    else:
+        raise AssertionError("the document holds no line ∂P/∂W2")
+    with pytest.raises(CertificateError):
+        certify(d, ctx)
+    # planted in SymPy's derivative itself (the line then agrees with it): the central
+    # difference of P refuses it
+    monkeypatch.setattr(Derivation, "penalty_gradient", lambda self, p: 2 * self.graph.symbol(p)
+                        if p == "W2" else sp.ZeroMatrix(*self.graph.symbol(p).shape))
+    with pytest.raises(CertificateError, match="penalty's gradient of W2"):
+        certify(d, context(d, verify=False, cost=False))
