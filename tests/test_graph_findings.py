@@ -28,6 +28,7 @@ from symback.printing import Partial
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
 
 BACKENDS = ("numpy", "jax", "torch")
 RTOL = 1e-9
@@ -146,3 +147,94 @@ def test_a_wrong_penalty_gradient_is_refused(monkeypatch):
                         if p == "W2" else sp.ZeroMatrix(*self.graph.symbol(p).shape))
     with pytest.raises(CertificateError, match="penalty's gradient of W2"):
         certify(d, context(d, verify=False, cost=False))
+
+
+# ---------------------------------------------------------------- 3. (W1 X W2) ⊙ (W1 X W3) as a layer
+def hadamard_graph():
+    g = sb.Graph()
+    X = g.inputs("X", shape=(3, 2))
+    W1, W2, W3 = g.params("W1 W2 W3", shape=[(4, 3), (2, 2), (2, 2)])
+    g.node("Yhat", sb.hadamard(W1 @ X @ W2, W1 @ X @ W3))
+    g.loss(sb.half_mse(g.symbol("Yhat"), g.targets("Y", shape=(4, 2))))
+    return sb.derive(g)
+
+
+def _hadamard_values():
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(size=(4, 3)), "W2": rng.normal(size=(2, 2)), "W3": rng.normal(size=(2, 2))}
+    return params, rng.normal(size=(2, 3, 2)), rng.normal(size=(2, 4, 2))
+
+
+def _torch_hadamard(t, x):
+    return (t["W1"] @ x @ t["W2"]) * (t["W1"] @ x @ t["W3"])
+
+
+def _torch_hadamard_vjp(params, X, G):
+    t = {k: _t(v, True) for k, v in params.items()}
+    x = _t(X, True)
+    (_torch_hadamard(t, x) * _t(G)).sum().backward()
+    return x.grad.numpy(), {k: v.grad.numpy() for k, v in t.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hadamard_of_products_vjp_equals_torch(backend):
+    params, X, G = _hadamard_values()
+    dX_t, grads_t = _torch_hadamard_vjp(params, X, G)
+    dX, grads = sb.compile(hadamard_graph(), backend=backend, dtype="float64").vjp(X, params, G)
+    _close(dX, dX_t)
+    for k in params:
+        _close(grads[k], grads_t[k])
+
+
+def test_hadamard_of_products_as_torch_module_and_jax_function():
+    d = hadamard_graph()
+    params, X, G = _hadamard_values()
+    dX_t, grads_t = _torch_hadamard_vjp(params, X, G)
+    layer = sb.compile(d, backend="torch", dtype="float64").module(params)
+    x = _t(X, True)
+    out = layer(x)
+    assert out.grad_fn is not None          # symback's backward, not a detached prediction
+    (out * _t(G)).sum().backward()
+    _close(x.grad.numpy(), dX_t)
+    for k in params:
+        _close(layer.params[k].grad.numpy(), grads_t[k])
+    f = sb.compile(d, backend="jax", dtype="float64").function()
+    gp, gx = jax.grad(lambda p, x: jnp.sum(f(p, x) * G), argnums=(0, 1))(
+        {k: jnp.asarray(v) for k, v in params.items()}, jnp.asarray(X))
+    _close(gx, dX_t)
+    for k in params:
+        _close(gp[k], grads_t[k])
+
+
+def test_sympy_array_derivative_is_written_as_matrices():
+    """SymPy's ∂ tr(Aᵀ((W₁XW₂) ⊙ (W₁XW₃)))/∂X is an ArrayAdd; as_matrix gives the matrix product,
+    checked here against explicit entries."""
+    from symback.vjp import as_matrix
+    W1, X, W2, W3, A = (sp.MatrixSymbol(n, *s) for n, s in
+                        (("W1", (2, 3)), ("X", (3, 2)), ("W2", (2, 2)), ("W3", (2, 2)), ("A", (2, 2))))
+    e = sp.Trace(A.T * sp.HadamardProduct(W1 * X * W2, W1 * X * W3))
+    raw = e.diff(X)
+    assert not isinstance(raw, sp.MatrixExpr)
+    got = as_matrix(raw, X)
+    rng = np.random.default_rng(1)
+    at = {s: sp.ImmutableMatrix(rng.normal(size=s.shape)) for s in (W1, X, W2, W3, A)}
+    xs = sp.ImmutableMatrix(3, 2, lambda i, j: sp.Symbol(f"x{i}{j}"))
+    value = e.xreplace({**{k: v for k, v in at.items() if k != X}, X: xs}).doit()
+    want = xs.applyfunc(lambda x: sp.diff(value, x)).xreplace(dict(zip(xs, at[X])))
+    _close(np.array(got.xreplace(at).doit().tolist(), dtype=float), np.array(want.tolist(), dtype=float))
+
+
+def test_a_module_without_vjp_refuses_to_be_differentiated():
+    """Where the graph has no VJP, module(X) under autograd raises; it predicts under no_grad."""
+    g = sb.Graph()
+    X = g.inputs("X", shape=(sb.BATCH, 2)); W = g.params("W", shape=(1, 2))
+    g.node("A", X[:, 0:1] @ W + X)           # X used whole and sliced: no layer VJP
+    g.loss(sb.mse(g.symbol("A"), g.targets("Y", shape=(sb.BATCH, 2))))
+    m = sb.compile(sb.derive(g), backend="torch", dtype="float64")
+    assert m._layer_ns()["VJP_ERROR"]
+    layer = m.module({"W": np.ones((1, 2))})
+    X = np.random.default_rng(0).normal(size=(3, 2))
+    with pytest.raises(sb.SymbackError, match="cannot be used as a layer"):
+        layer(_t(X))
+    with torch.no_grad():
+        _close(layer(_t(X)).numpy(), X[:, :1] @ np.ones((1, 2)) + X)
