@@ -149,6 +149,122 @@ def test_a_wrong_penalty_gradient_is_refused(monkeypatch):
         certify(d, context(d, verify=False, cost=False))
 
 
+# ---------------------------------------------------------------- 2. softmax and layer_norm anywhere
+T, D = 3, 2
+
+
+def _ln(x, g, b):
+    mu = x.mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + 1e-5) * g + b
+
+
+def _sm(s):
+    return torch.softmax(s, -1)
+
+
+def _tT(a):
+    return a.transpose(-1, -2)
+
+
+LN = sb.layer_norm
+INLINE = {
+    "tanh(softmax(S) X)": (lambda X, W, g, b: sb.tanh(sb.softmax(X @ W @ X.T) @ X),
+                           lambda X, W, g, b: torch.tanh(_sm(X @ W @ _tT(X)) @ X)),
+    "softmax(S) LN(X)": (lambda X, W, g, b: sb.softmax(X @ W @ X.T) @ LN(X, g, b),
+                         lambda X, W, g, b: _sm(X @ W @ _tT(X)) @ _ln(X, g, b)),
+    "softmax(X LN(X)^T) LN(X)": (lambda X, W, g, b: sb.softmax(X @ LN(X, g, b).T) @ LN(X, g, b),
+                                 lambda X, W, g, b: _sm(X @ _tT(_ln(X, g, b))) @ _ln(X, g, b)),
+    "softplus(LN(X) W)": (lambda X, W, g, b: sb.softplus(LN(X, g, b) @ W),
+                          lambda X, W, g, b: torch.nn.functional.softplus(_ln(X, g, b) @ W)),
+    "(X + LN(X)) W": (lambda X, W, g, b: (X + LN(X, g, b)) @ W,
+                      lambda X, W, g, b: (X + _ln(X, g, b)) @ W),
+    "LN(LN(X) W)": (lambda X, W, g, b: LN(LN(X, g, b) @ W, g, b),
+                    lambda X, W, g, b: _ln(_ln(X, g, b) @ W, g, b)),
+    "softmax(softmax(S) X X^T) X": (lambda X, W, g, b: sb.softmax(sb.softmax(X @ W @ X.T) @ X @ X.T) @ X,
+                                    lambda X, W, g, b: _sm(_sm(X @ W @ _tT(X)) @ X @ _tT(X)) @ X),
+    "tanh(2 softmax_causal(S) X + X)": (lambda X, W, g, b: sb.tanh(2 * sb.softmax(X @ W @ X.T, mask="causal") @ X + X),
+                                        lambda X, W, g, b: torch.tanh(2 * _sm((X @ W @ _tT(X)).masked_fill(
+                                            torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))) @ X + X)),
+}
+
+
+def _inline_values():
+    rng = np.random.default_rng(5)
+    params = {"W": rng.normal(size=(D, D)), "g": 1 + 0.3 * rng.normal(size=(1, D)), "b": rng.normal(size=(1, D))}
+    return params, rng.normal(size=(4, T, D)), rng.normal(size=(4, T, D)), rng.normal(size=(4, T, D))
+
+
+def _inline_graph(build, in_loss=False):
+    g = sb.Graph()
+    X = g.inputs("X", shape=(T, D)); Y = g.targets("Y", shape=(T, D))
+    W = g.params("W", shape=(D, D)); gm, bt = g.params("g b", shape=[(1, D), (1, D)])
+    H = build(X, W, gm, bt)
+    g.loss(sb.mse(H if in_loss else g.node("H", H), Y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedParameterWarning)      # W, or γ and β, in some cases
+        return sb.derive(g)
+
+
+def _torch_inline(build, params, X, Y, G):
+    t = {k: _t(v, True) for k, v in params.items()}
+    x = _t(X, True)
+    out = build(x, t["W"], t["g"], t["b"])
+    L = ((out - _t(Y)) ** 2).sum(dim=(1, 2)).mean()
+    grads = torch.autograd.grad(L, list(t.values()), retain_graph=True, allow_unused=True)
+    vjp = torch.autograd.grad((out * _t(G)).sum(), [x, *t.values()], allow_unused=True)
+    zero = lambda v, k: v.numpy() if v is not None else np.zeros_like(params[k])  # noqa: E731
+    return L.item(), {k: zero(v, k) for k, v in zip(t, grads)}, vjp[0].numpy(), \
+        {k: zero(v, k) for k, v in zip(t, vjp[1:])}
+
+
+def test_softmax_keeps_matrix_rows():
+    """``Softmax.rows`` was a method: a product's shape read it as its row count (SympifyError)."""
+    X = sb.Graph().inputs("X", shape=(T, D))
+    assert (sb.softmax(X @ X.T) @ X).shape == (T, D)
+    assert sb.softmax(X @ X.T).rows == T
+
+
+@pytest.mark.parametrize("case", sorted(INLINE))
+def test_inline_softmax_and_layer_norm_equal_torch(case):
+    build, oracle = INLINE[case]
+    d = _inline_graph(build)
+    params, X, Y, G = _inline_values()
+    L_t, grads_t, dX_t, vjp_t = _torch_inline(oracle, params, X, Y, G)
+    for backend in BACKENDS:
+        m = sb.compile(d, backend=backend, dtype="float64")
+        value, grads = m.value_and_grad(X, Y, params)
+        assert value == pytest.approx(L_t, rel=RTOL), backend
+        dX, vjp = m.vjp(X, params, G)
+        _close(dX, dX_t)
+        for k in params:
+            _close(grads[k], grads_t[k])
+            _close(vjp[k], vjp_t[k])
+
+
+@pytest.mark.parametrize("case", ["softmax(S) LN(X)", "softplus(LN(X) W)"])
+def test_inline_pieces_in_the_loss_prediction(case):
+    """sb.mse(<an expression with softmax or layer_norm>, Y): the prediction node is split too."""
+    build, oracle = INLINE[case]
+    d = _inline_graph(build, in_loss=True)
+    params, X, Y, G = _inline_values()
+    L_t, grads_t, _, _ = _torch_inline(oracle, params, X, Y, G)
+    value, grads = sb.compile(d, backend="numpy").value_and_grad(X, Y, params)
+    assert value == pytest.approx(L_t, rel=RTOL)
+    for k in params:
+        _close(grads[k], grads_t[k])
+
+
+def test_a_named_layer_norm_is_written_out_as_before():
+    """A node defined by layer_norm holds norm(H) ⊙ 𝟏γ + 𝟏β itself (no N_ node in between)."""
+    g = sb.Graph()
+    X = g.inputs("X", shape=(T, D)); gm, bt = g.params("g b", shape=[(1, D), (1, D)])
+    N = g.node("N", sb.layer_norm(X, gm, bt))
+    assert g.node_names == ["Hhat_N", "N"]
+    assert isinstance(g.expr("N"), sp.MatAdd) and g.expr("N").has(g.symbol("Hhat_N"))
+    g.node("H", 2 * sb.layer_norm(N, gm, bt))
+    assert g.node_names == ["Hhat_N", "N", "Hhat_H", "N_H", "H"]
+
+
 # ---------------------------------------------------------------- 3. (W1 X W2) ⊙ (W1 X W3) as a layer
 def hadamard_graph():
     g = sb.Graph()
