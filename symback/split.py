@@ -21,8 +21,8 @@ __all__ = ["split"]
 
 def split(g, name, expr):
     """`expr` with its parts given nodes of graph `g`: the compound argument of a top-level
-    f(·) or of a whole-node kind, each such kind inside a larger expression, and the compound
-    factors of Hadamard products."""
+    f(·) or of a whole-node kind, each such kind inside a larger expression, the argument of
+    an f nested in another, and the compound factors of Hadamard products."""
     if hasattr(expr, "node_form"):      # a layer norm as the node's whole definition
         expr = expr.node_form()
     if activation_of(expr) is not None and not isinstance(expr.expr, sp.MatrixSymbol):
@@ -35,7 +35,7 @@ def split(g, name, expr):
         # innermost first, looked for again after each: a lifted part changes those around it
         while (sub := next((e for e in sp.postorder_traversal(expr) if _whole(e)), None)) is not None:
             expr = expr.xreplace({sub: _part(g, sub.node_prefix + name, sub)})
-        expr = _factors(g, name, expr)
+        expr = _factors(g, name, _arguments(g, name, expr))
     return expr
 
 
@@ -43,6 +43,18 @@ def _part(g, wanted, expr):
     """A node of `g` for `expr` (itself split), under a fresh name from `wanted`; its symbol."""
     name = g._fresh(wanted)
     return g._add(name, "node", split(g, name, expr))
+
+
+def _arguments(g, name, expr):
+    """The argument of an f(·) inside a larger expression as a node, ``Z_<name>``, where it
+    holds another f (tanh(5/2·swish(X)) W, tanh(swish(X) V) W): SymPy's matrix calculus fails
+    on such a nest (an IndexError, a ValueError) and takes f(Z) of a named Z."""
+    def nested(e):
+        return isinstance(e, ElementwiseApplyFunction) and e is not expr and any(
+            isinstance(a, ElementwiseApplyFunction) for a in sp.preorder_traversal(e.expr))
+    while (f := next((e for e in sp.postorder_traversal(expr) if nested(e)), None)) is not None:
+        expr = expr.xreplace({f: elementwise(f.function, _part(g, f"Z_{name}", f.expr))})
+    return expr
 
 
 def _factors(g, name, expr):

@@ -354,3 +354,46 @@ def test_a_module_without_vjp_refuses_to_be_differentiated():
         layer(_t(X))
     with torch.no_grad():
         _close(layer(_t(X)).numpy(), X[:, :1] @ np.ones((1, 2)) + X)
+
+
+# ---------------------------------------------------------------- 4. nested activations with a scalar
+NESTED = {
+    "tanh(5/2 leaky_relu(swish(X))) W1 + 1 b": (
+        lambda X, W1, V, b: sb.tanh(sp.Rational(5, 2) * sb.leaky_relu(sb.swish(X))) @ W1 + sb.ones(sb.BATCH) @ b,
+        lambda x, W1, V, b: torch.tanh(2.5 * torch.nn.functional.leaky_relu(x * torch.sigmoid(x), 0.01)) @ W1 + b),
+    "tanh(swish(X) V) W1 + 1 b": (
+        lambda X, W1, V, b: sb.tanh(sb.swish(X) @ V) @ W1 + sb.ones(sb.BATCH) @ b,
+        lambda x, W1, V, b: torch.tanh((x * torch.sigmoid(x)) @ V) @ W1 + b),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NESTED))
+def test_nested_activations_vjp_equals_torch(case):
+    build, oracle = NESTED[case]
+    g = sb.Graph()
+    X = g.inputs("X", shape=(sb.BATCH, 2))
+    W1, V, b = g.params("W1 V b", shape=[(2, 3), (2, 2), (1, 3)])
+    g.node("Yhat", build(X, W1, V, b))
+    g.loss(sb.mse(g.symbol("Yhat"), g.targets("Y", shape=(sb.BATCH, 3))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedParameterWarning)      # V, in the first case
+        d = sb.derive(g)
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(size=(2, 3)), "V": rng.normal(size=(2, 2)), "b": rng.normal(size=(1, 3))}
+    X, Y, G = rng.normal(size=(4, 2)), rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    t = {k: _t(v, True) for k, v in params.items()}
+    x = _t(X, True)
+    out = oracle(x, t["W1"], t["V"], t["b"])
+    L = ((out - _t(Y)) ** 2).sum(dim=1).mean()
+    grads_t = torch.autograd.grad(L, list(t.values()), retain_graph=True, allow_unused=True)
+    vjp_t = torch.autograd.grad((out * _t(G)).sum(), [x, *t.values()], allow_unused=True)
+    zero = lambda v, k: v.numpy() if v is not None else np.zeros_like(params[k])  # noqa: E731
+    for backend in BACKENDS:
+        m = sb.compile(d, backend=backend, dtype="float64")
+        value, grads = m.value_and_grad(X, Y, params)
+        assert value == pytest.approx(L.item(), rel=RTOL), backend
+        dX, vjp = m.vjp(X, params, G)
+        _close(dX, vjp_t[0].numpy())
+        for i, k in enumerate(params):
+            _close(grads[k], zero(grads_t[i], k))
+            _close(vjp[k], zero(vjp_t[i + 1], k))
