@@ -47,11 +47,14 @@ def _part(g, wanted, expr):
 
 def _arguments(g, name, expr):
     """The argument of an f(·) inside a larger expression as a node, ``Z_<name>``, where it
-    holds another f (tanh(5/2·swish(X)) W, tanh(swish(X) V) W): SymPy's matrix calculus fails
-    on such a nest (an IndexError, a ValueError) and takes f(Z) of a named Z."""
+    holds another f or a Hadamard product (tanh(5/2·swish(X)) W, tanh(swish(X) V) W,
+    tanh((Z ⊙ Z) U) U): SymPy's matrix calculus fails on such a nest (an IndexError, a
+    ValueError, a NotImplementedError) and takes f(Z) of a named Z."""
+    inner = (ElementwiseApplyFunction, sp.HadamardProduct, sp.HadamardPower)
+
     def nested(e):
         return isinstance(e, ElementwiseApplyFunction) and e is not expr and any(
-            isinstance(a, ElementwiseApplyFunction) for a in sp.preorder_traversal(e.expr))
+            isinstance(a, inner) for a in sp.preorder_traversal(e.expr))
     while (f := next((e for e in sp.postorder_traversal(expr) if nested(e)), None)) is not None:
         expr = expr.xreplace({f: elementwise(f.function, _part(g, f"Z_{name}", f.expr))})
     return expr

@@ -11,7 +11,7 @@ checked against a central difference of the penalty).
 3. The VJP of ŷ = (W₁XW₂) ⊙ (W₁XW₃) failed (SymPy's derivative by X was an array expression),
    and torch ``module(X)`` then returned a prediction with no grad_fn, silently.
 4. The VJP of tanh(5/2·leaky_relu(swish(X))) W₁ + 1b failed (SymPy fails on f(c·g(X)) inside a
-   product): the nested argument gets its node (``Z_``).
+   product, and on f(A ⊙ B ·…) there): the nested argument gets its node (``Z_``).
 """
 from __future__ import annotations
 
@@ -361,6 +361,12 @@ NESTED = {
     "tanh(5/2 leaky_relu(swish(X))) W1 + 1 b": (
         lambda X, W1, V, b: sb.tanh(sp.Rational(5, 2) * sb.leaky_relu(sb.swish(X))) @ W1 + sb.ones(sb.BATCH) @ b,
         lambda x, W1, V, b: torch.tanh(2.5 * torch.nn.functional.leaky_relu(x * torch.sigmoid(x), 0.01)) @ W1 + b),
+    "tanh(tanh(X V) V) W1 + 1 b": (
+        lambda X, W1, V, b: sb.tanh(sb.tanh(X @ V) @ V) @ W1 + sb.ones(sb.BATCH) @ b,
+        lambda x, W1, V, b: torch.tanh(torch.tanh(x @ V) @ V) @ W1 + b),
+    "tanh((X ⊙ X) V) W1 + 1 b": (
+        lambda X, W1, V, b: sb.tanh(sb.hadamard(X, X) @ V) @ W1 + sb.ones(sb.BATCH) @ b,
+        lambda x, W1, V, b: torch.tanh((x * x) @ V) @ W1 + b),
     "tanh(swish(X) V) W1 + 1 b": (
         lambda X, W1, V, b: sb.tanh(sb.swish(X) @ V) @ W1 + sb.ones(sb.BATCH) @ b,
         lambda x, W1, V, b: torch.tanh((x * torch.sigmoid(x)) @ V) @ W1 + b),
