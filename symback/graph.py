@@ -4,13 +4,13 @@ from __future__ import annotations
 import re
 
 import sympy as sp
-from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import DefinitionError, UnusedParameterWarning, warn_user
-from .kinds.base import BATCH, Kind, activation_of, elementwise, is_matrix
+from .kinds.base import BATCH, is_matrix
 from .kinds.rowcost import RowCost
 from .kinds.select import Select
 from .layout import Layout, layout_of
+from .split import split
 
 __all__ = ["Graph", "split_names", "check_name"]
 
@@ -129,7 +129,7 @@ class Graph:
         check_name(name)
         self._claim(name)
         expr = self._check_expr(name, expr)
-        expr = self._split(name, expr)
+        expr = split(self, name, expr)
         return self._add(name, "node", expr)
 
     def _add(self, name, kind, expr):
@@ -144,45 +144,6 @@ class Graph:
         while name in self._kind:
             name, k = f"{wanted}{k}", k + 1
         return name
-
-    def _split(self, name, expr):
-        """Give the compound argument of a top-level f(·), or of a node kind the engine knows only
-        as a whole node (softmax, norm, an image map), its own node, and each such kind inside a
-        larger expression a node of its own (its ``node_prefix``: ``P_<name>``, ``Hhat_<name>``,
-        ``U_<name>``)."""
-        if activation_of(expr) is not None and not isinstance(expr.expr, sp.MatrixSymbol):
-            z = self._add(self._fresh(f"Z_{name}"), "node", expr.expr)
-            return elementwise(expr.function, z)
-        if _whole(expr):
-            if isinstance(expr.arg, sp.MatrixSymbol):
-                return expr
-            z = self._add(self._fresh(f"Z_{name}"), "node", self._split(f"Z_{name}", expr.arg))
-            return expr.func(z, *expr.args[1:])
-        if is_matrix(expr):
-            for sub in [e for e in sp.postorder_traversal(expr) if _whole(e)]:
-                if not expr.has(sub):
-                    continue
-                part = self._fresh(sub.node_prefix + name)
-                sym = self._add(part, "node", self._split(part, sub))
-                expr = expr.xreplace({sub: sym})
-            expr = self._split_factors(name, expr)
-        return expr
-
-    def _split_factors(self, name, expr):
-        """Give each compound factor of a Hadamard product that holds a sum, an activation or
-        another Hadamard product (a gate's 1 − z, σ(x U)) a node of its own, ``F_<name>``:
-        SymPy's matrix calculus fails on such a factor (a raw TypeError or ValueError), and
-        takes the product of named matrices that the split leaves."""
-        for had in [e for e in sp.preorder_traversal(expr) if isinstance(e, sp.HadamardProduct)]:
-            if not expr.has(had):
-                continue
-            factors = [self._factor_node(name, f) if _gate_factor(f) else f for f in had.args]
-            expr = expr.xreplace({had: sp.HadamardProduct(*factors)})
-        return expr
-
-    def _factor_node(self, name, factor):
-        part = self._fresh(f"F_{name}")
-        return self._add(part, "node", self._split(part, factor))
 
     def loss(self, expr, reduction: str = "mean", name: str = "C", penalty=None) -> sp.Symbol:
         """Define the per-sample cost C = expr and its batch reduction.
@@ -231,12 +192,17 @@ class Graph:
         if expr.shape[1] != 1 or not isinstance(expr, RowCost):
             raise DefinitionError(f"the loss of a one-sample graph must be a scalar (its cost) or a built-in "
                                   f"loss called on matrices (sb.mse(Yhat, Y)); got shape {expr.shape}")
-        expr = self._check_expr(name, expr)
-        if not isinstance(expr.prediction, sp.MatrixSymbol):
-            pred = self._add(self._fresh("Yhat"), "node", expr.prediction)
-            expr = RowCost(expr.args[0], pred, expr.target)
+        expr = self._prediction_node(self._check_expr(name, expr))
         rows = self._add(self._fresh("c"), "node", expr)
         return self.loss(sp.Trace(sp.OneMatrix(1, expr.shape[0]) * rows), reduction, name, penalty)
+
+    def _prediction_node(self, cost: RowCost) -> RowCost:
+        """The cost with a prediction written inline (sb.mse(tanh(X @ W), Y)) made a node of its
+        own, ``Yhat``, split as any node is (its pre-activation, a softmax inside it)."""
+        if isinstance(cost.prediction, sp.MatrixSymbol):
+            return cost
+        name = self._fresh("Yhat")
+        return RowCost(cost.args[0], self._add(name, "node", split(self, name, cost.prediction)), cost.target)
 
     @property
     def per_sample(self) -> bool:
@@ -260,9 +226,8 @@ class Graph:
             raise DefinitionError(f"the loss must be a scalar per-sample cost or, in a matrix graph, the "
                                   f"m×1 column of per-sample costs (sb.mse(Yhat, Y)); got shape {expr.shape}")
         expr = self._check_expr(name, expr)
-        if isinstance(expr, RowCost) and not isinstance(expr.prediction, sp.MatrixSymbol):
-            pred = self._add(self._fresh("Yhat"), "node", expr.prediction)
-            expr = RowCost(expr.args[0], pred, expr.target)
+        if isinstance(expr, RowCost):
+            expr = self._prediction_node(expr)
         cost = self._add(name, "node", expr)
         total = sp.Trace(sp.OneMatrix(1, BATCH) * cost)
         total = total / BATCH if reduction == "mean" else total
@@ -281,6 +246,11 @@ class Graph:
                 reach.add(n)
                 todo += self.parents(n)
         return reach
+
+    def loss_uses(self) -> set:
+        """Every name the batch loss is computed from: the loss's ancestors and, in a one-sample
+        graph, the parameters of its penalty (kept apart from the cost, ``self.penalty``)."""
+        return self.ancestors(self.loss_name) | {s.name for s in _names_in(self.penalty)}
 
     def _check_expr(self, name, expr) -> sp.Expr:
         if isinstance(expr, str):
@@ -396,7 +366,7 @@ class Graph:
             raise DefinitionError("the graph has no loss: call g.loss(expr)")
         if not self.param_names:
             raise DefinitionError("the graph has no parameters: declare some with g.params(...)")
-        used = self.ancestors(self.loss_name)
+        used = self.loss_uses()
         if not any(self._kind[n] == "param" for n in used):
             raise DefinitionError(f"the loss {self.loss_name!r} depends on no parameters: nothing to train")
         unused = [p for p in self.param_names if p not in used]
@@ -408,19 +378,6 @@ class Graph:
         lines = [f"Graph(inputs={self.input_names}, targets={self.target_names}, params={self.param_names})"]
         lines += [f"  {n} = {self._expr[n]}" for n in self.order if n in self._expr]
         return "\n".join(lines)
-
-
-def _whole(e) -> bool:
-    """Whether `e` is a node kind that the engine differentiates only as a whole node."""
-    return isinstance(e, Kind) and e.node_prefix is not None
-
-
-def _gate_factor(factor) -> bool:
-    """Whether a Hadamard factor is compound in a way SymPy's matrix calculus cannot take
-    inside the product: it holds a sum, an element-wise function or a Hadamard product."""
-    kinds = (sp.MatAdd, sp.HadamardProduct, ElementwiseApplyFunction)
-    return not isinstance(factor, sp.MatrixSymbol) and any(
-        isinstance(e, kinds) for e in sp.preorder_traversal(factor))
 
 
 def _names_in(expr) -> set:

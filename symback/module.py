@@ -204,8 +204,9 @@ def _shapes(g) -> dict:
 
 
 def _unused(g) -> set:
-    """The parameters the loss does not use: their gradient is zero, of their shape, no update."""
-    return set(g.param_names) - g.ancestors(g.loss_name)
+    """The parameters the batch loss does not use (its penalty included): their gradient is zero,
+    of their shape, no update."""
+    return set(g.param_names) - g.loss_uses()
 
 
 def _returned(g, printer):

@@ -109,7 +109,22 @@ def _matrix_vjp(child_expr, adj, parent):
 @lru_cache(maxsize=None)
 def _derive_canonical(expr, adj, parent):
     """∂ tr(adjᵀ expr)/∂parent for a canonical step (cached: one derivation per kind)."""
-    return sp.Trace(adj.T * expr).diff(parent)
+    return as_matrix(sp.Trace(adj.T * expr).diff(parent), parent)
+
+
+def as_matrix(result, parent):
+    """SymPy's derivative by the matrix `parent` as a matrix expression: its matrix calculus
+    answers in array expressions (ArrayAdd of ArrayContractions) where the parent sits inside
+    a product inside a Hadamard product (X in (W₁XW₂) ⊙ (W₁XW₃)); SymPy's own conversion
+    writes those back as matrix products, and anything it cannot is refused, not printed."""
+    if isinstance(result, sp.MatrixExpr) or not isinstance(result, sp.Basic) or result.is_number:
+        return result
+    from sympy.tensor.array.expressions.from_array_to_matrix import convert_array_to_matrix
+    converted = convert_array_to_matrix(result)
+    if not isinstance(converted, sp.MatrixExpr) or tuple(converted.shape) != tuple(parent.shape):
+        raise DefinitionError(f"SymPy's derivative by {parent} is an array expression that is no matrix "
+                              f"product ({type(result).__name__}); define the factors around it as nodes")
+    return converted
 
 
 def _canonical(expr, adj, parent):

@@ -200,16 +200,22 @@ def test_hand_written_gated_cells_derive_and_match_torch_autograd(kind):
     assert any(n.startswith("F_H") for n in d.graph.node_names)
 
 
-def test_what_the_engine_cannot_take_is_one_symback_error_naming_the_node():
-    # an activation of a product of an activation, inside a sum: SymPy's matrix calculus raises
-    # a bare ValueError on it ("index is larger than expression shape")
+def test_what_the_engine_cannot_take_is_one_symback_error_naming_the_node(monkeypatch):
+    # SymPy's matrix calculus raises bare errors on some nests (a ValueError "index is larger than
+    # expression shape"); the graph gives the nests it knows of nodes of their own (tanh(tanh(Z) U) U + Z,
+    # which this test used to fail on, now derives: tests/test_graph_findings.py), so the failure
+    # of SymPy on a step is planted here
+    import symback.vjp
+
+    def fails(*args):
+        raise ValueError("index is larger than expression shape")
+    monkeypatch.setattr(symback.vjp, "_derive_canonical", fails)
     m = sb.BATCH
     g = sb.Graph()
     X = g.inputs("X", shape=(m, 3))
     Y = g.targets("Y", shape=(m, 3))
     U = g.params("U", shape=(3, 3))
-    Z = g.node("Z", sb.sigmoid(X @ U))
-    g.node("Hnest", sb.tanh(sb.tanh(Z) @ U) @ U + Z)
+    g.node("Hnest", X @ U @ U + X)
     g.loss(sb.mse(g.symbol("Hnest"), Y))
     with pytest.raises(DefinitionError, match="node 'Hnest'") as info:
         sb.derive(g)

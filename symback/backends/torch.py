@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, SymbackError
 from ._model import BackendModel
 
 __all__ = ["Model"]
@@ -165,7 +165,11 @@ class Model(BackendModel):
                     return self.loss(X, Y)
                 model.check_input(X)
                 given, X = X, ns["_data"](X, ns["N_INPUTS"], ns["X_SAMPLE"])
-                if model._layer_ns()["VJP_ERROR"]:      # no VJP for this graph: the prediction
+                why = model._layer_ns()["VJP_ERROR"]
+                if why:             # no VJP for this graph: the prediction only where nothing is differentiated
+                    if torch.is_grad_enabled() and (X.requires_grad or any(p.requires_grad for p in self.parameters())):
+                        raise SymbackError(f"this network cannot be used as a layer: {why} (its prediction "
+                                           "has no backward; under torch.no_grad() module(X) predicts)")
                     return ns["_as_given"](ns["_predict"](X, dict(self.params)), given)
                 # one row a sample for X given as images or rows: (n, K), as _as_given says
                 rows = ns["_rows_out"](np.shape(given))

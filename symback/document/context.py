@@ -225,7 +225,7 @@ def _loss(d, nt) -> dict:
                            sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
     else:
         lhs, rhs, sample = C, cost, None
-    penalty = None
+    penalty, slope_p = None, []
     L = sp.Symbol("L" if d.layout.loss_is_cost else d.loss_name)
     if d.layout.loss_is_cost:         # the loss is the per-sample cost: L reduces it
         theta = sp.Symbol("theta")
@@ -234,6 +234,9 @@ def _loss(d, nt) -> dict:
             # a one-sample graph's penalty P is not in its cost: L = (1/m) Σ Cᵢ + P
             penalty = sp.Eq(PENALTY, g.penalty, evaluate=False)
             costs, slopes = sp.Add(costs, PENALTY), sp.Add(slopes, Partial(PENALTY, theta))
+            # ∂P/∂W of each parameter P uses: the part of ∂L/∂W that no path through C gives
+            slope_p = [sp.Eq(Partial(PENALTY, g.symbol(p)), d.penalty_gradient(p), evaluate=False)
+                       for p in d.params if g.penalty.has(g.symbol(p))]
         batch = sp.Eq(L, costs, evaluate=False)
         full = sp.Eq(L, d.batch_loss(), evaluate=False)
         gradient = sp.Eq(Partial(L, theta), slopes, evaluate=False)
@@ -245,9 +248,10 @@ def _loss(d, nt) -> dict:
         penalty = sp.Eq(PENALTY, sp.Add(*rest), evaluate=False) if rest else None
         full, gradient = None, None
     parts = {"rhs": rhs, "lhs": lhs, "sample": sample, "batch": batch, "batch_full": full,
-             "batch_gradient": gradient, "penalty": penalty}
+             "batch_gradient": gradient, "penalty": penalty, "penalty_gradients": slope_p}
     parts["claims"] = loss_claims(d, parts, cost)
     out = {k: (tex(v) if v is not None else None) for k, v in parts.items()}
+    out["penalty_gradients"] = Tex(r", \qquad ".join(latex(e) for e in slope_p)) if slope_p else None
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
     out.update({"cost": tex(C), "of": tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": d.layout.loss_is_cost,
                 "name": getattr(cost, "loss", None) and reader_name(cost.loss.name),    # words, not an identifier

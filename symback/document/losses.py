@@ -45,6 +45,8 @@ def loss_claims(d, parts, cost) -> list[dict]:
         if parts["penalty"] is not None:        # a one-sample graph's P, outside its cost
             out.append({"chain": [parts["penalty"].lhs, parts["penalty"].rhs],
                         "means": {PENALTY: parts["penalty"].rhs}})
+        # ∂P/∂W: SymPy's derivative of P, which the point checks against a central difference of P
+        out += [{"chain": [e.lhs, e.rhs], "batch": True} for e in parts["penalty_gradients"]]
     else:
         out.append({"chain": [g.symbol(d.loss_name), parts["batch"].rhs]})
         C = g.symbol(g.cost_name)

@@ -325,6 +325,19 @@ class ArrayPoint(Point):
             exact = float(np.sum(grad * v))
             if abs(fd - exact) > FD_RTOL * max(1.0, abs(fd), abs(exact)):
                 raise CertificateError(f"the gradient of {p} disagrees with a finite difference: {exact} vs {fd}")
+        self._check_penalty(rng)
+
+    def _check_penalty(self, rng):
+        """A one-sample graph's ∂P/∂W (SymPy's, outside the cost) against a central difference of P."""
+        d, g = self.d, self.g
+        for p in [p for p in d.params if g.penalty.has(g.symbol(p))]:
+            sym, base = g.symbol(p), self.env[g.symbol(p)]
+            v = rng.normal(size=base.shape)
+            P = lambda w: float(np.sum(value_of(g.penalty, {**self.env, sym: w}, self.rows)))  # noqa: E731
+            fd = (P(base + FD_H * v) - P(base - FD_H * v)) / (2 * FD_H)
+            exact = float(np.sum(np.asarray(value_of(d.penalty_gradient(p), self.env, self.rows), dtype=float) * v))
+            if abs(fd - exact) > FD_RTOL * max(1.0, abs(fd), abs(exact)):
+                raise CertificateError(f"the penalty's gradient of {p} disagrees with a finite difference: {exact} vs {fd}")
 
     def cost_adjoints(self):
         """The δs of C = Σᵢ Cᵢ (δ_C = 1, no penalty): what the punchline's ∂C/∂W means."""

@@ -34,7 +34,9 @@ class Kind:
       (:class:`symback.printing.text.TextPrinter`);
     * ``entrywise``: printed after the flowing δ in a Hadamard product (f'(Z), a formula);
     * ``node_prefix``: the engine differentiates the kind only as a whole node: a larger
-      expression gets it lifted into a node of this prefix (``P_`` for softmax).
+      expression gets it lifted into a node of this prefix (``P_`` for softmax);
+    * ``node_form()``: what a node this kind defines holds, when that is not the kind itself
+      (a layer norm's norm(H) ⊙ 𝟏γ + 𝟏β, written out once it has a node of its own).
     """
 
     entrywise = False

@@ -15,7 +15,7 @@ import sympy as sp
 from ..errors import DefinitionError
 from .base import ENTRY, Kind, elementwise, is_matrix
 
-__all__ = ["RowNorm", "layer_norm", "rownorm_vjp", "prove_rownorm_vjp"]
+__all__ = ["RowNorm", "LayerNorm", "layer_norm", "rownorm_vjp", "prove_rownorm_vjp"]
 
 
 class RowNorm(Kind, sp.MatrixExpr):
@@ -113,7 +113,8 @@ def _rownorm_definition(N: RowNorm):
 
 def layer_norm(H, gamma, beta, eps=sp.Rational(1, 10**5)):
     """Layer normalisation of each row of H: norm(H) ⊙ 𝟏γ + 𝟏β with norm(H)'s rows standardised
-    (mean 0, biased variance 1, ε added to the variance); γ, β are 1×d rows."""
+    (mean 0, biased variance 1, ε added to the variance); γ, β are 1×d rows.  A
+    :class:`LayerNorm`: the graph gives it a node of its own wherever it is written."""
     if not is_matrix(H):
         raise DefinitionError(f"layer_norm takes a matrix (a row per position), got {H!r}")
     if H.shape[1] == 1:     # one column minus its own mean: 0 whatever the input, no gradient
@@ -121,8 +122,35 @@ def layer_norm(H, gamma, beta, eps=sp.Rational(1, 10**5)):
     for what, v in (("gamma", gamma), ("beta", beta)):
         if not is_matrix(v) or tuple(v.shape) != (1, H.shape[1]):
             raise DefinitionError(f"layer_norm: {what} must be a 1×{H.shape[1]} matrix, got {v!r}")
-    rows = sp.OneMatrix(H.shape[0], 1)
-    return sp.MatAdd(sp.HadamardProduct(RowNorm(H, eps), sp.MatMul(rows, gamma)), sp.MatMul(rows, beta))
+    return LayerNorm(RowNorm(H, eps), gamma, beta)
+
+
+class LayerNorm(Kind, sp.MatrixExpr):
+    """``layer_norm(H, γ, β)`` as written: norm(H) ⊙ 𝟏γ + 𝟏β, held whole until the graph
+    gives it a node (``N_<name>`` inside a larger expression, or the node it defines), where
+    :meth:`node_form` writes it out.  SymPy's matrix calculus cannot take the γ ⊙ … + β form
+    inside a product or a function (a ShapeError, an IndexError): as a node of its own it can.
+    """
+
+    node_prefix = "N_"
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def node_form(self):
+        """norm(H) ⊙ 𝟏γ + 𝟏β: what a node defined by this layer norm holds."""
+        norm, gamma, beta = self.args
+        rows = sp.OneMatrix(norm.shape[0], 1)
+        return sp.MatAdd(sp.HadamardProduct(norm, sp.MatMul(rows, gamma)), sp.MatMul(rows, beta))
+
+    def definition(self):
+        """The same, for an evaluator that meets it before the graph has."""
+        return self.node_form()
+
+    def _latex(self, printer, exp=None):
+        norm, gamma, beta = self.args
+        return r"\operatorname{LN}\left(%s\right)" % ", ".join(printer._print(a) for a in (norm.arg, gamma, beta))
 
 
 def rownorm_vjp(N: RowNorm, D, P=None):

@@ -1,6 +1,6 @@
 """Softmax, row by row (optionally masked), and its vector-Jacobian product.
 
-:class:`Softmax` holds its definition (:meth:`Softmax.rows`), its VJP (the closed form
+:class:`Softmax` holds its definition (:meth:`Softmax.explicit_value`), its VJP (the closed form
 P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ), used only after :func:`prove_softmax_vjp` has proved it equal to
 SymPy's derivative of the definition), its lowering (row max, exponentials, row sums; or the
 printer's ``softmax`` kernel) and its printing.  :class:`SoftmaxVJP` is the same product
@@ -60,15 +60,14 @@ class Softmax(Kind, sp.MatrixExpr):
         return self.args[0].shape
 
     # -- definition and evaluation ------------------------------------------------
-    def rows(self, z) -> "sp.ImmutableMatrix":
-        """The explicit softmax of an explicit matrix z, from the definition (masked entries 0)."""
+    def explicit_value(self, z) -> "sp.ImmutableMatrix":
+        """The explicit softmax of an explicit matrix z, from the definition (masked entries 0).
+        (Not named ``rows``: that is MatrixExpr's number of rows, which a product reads.)"""
         def entry(i, k):
             if not self.kept(i, k):
                 return sp.S.Zero
             return sp.exp(z[i, k]) / sum(sp.exp(z[i, j]) for j in range(z.cols) if self.kept(i, j))
         return sp.ImmutableMatrix(z.rows, z.cols, entry)
-
-    explicit_value = rows
 
     def numeric_value(self, z, entrywise=None) -> np.ndarray:
         """The same on a NumPy array, each row shifted by its max (masked entries −∞ first)."""
