@@ -201,15 +201,15 @@ def test_hand_written_gated_cells_derive_and_match_torch_autograd(kind):
 
 
 def test_what_the_engine_cannot_take_is_one_symback_error_naming_the_node():
-    # an activation of a product of an activation, inside a sum: SymPy's matrix calculus raises
-    # a bare ValueError on it ("index is larger than expression shape")
+    # an activation of a Hadamard product, inside a product: SymPy's matrix calculus raises a
+    # bare NotImplementedError on it (tanh(tanh(Z) U) U + Z, once refused so, is derived now:
+    # tests/test_fuzz_findings.py)
     m = sb.BATCH
     g = sb.Graph()
     X = g.inputs("X", shape=(m, 3))
     Y = g.targets("Y", shape=(m, 3))
     U = g.params("U", shape=(3, 3))
-    Z = g.node("Z", sb.sigmoid(X @ U))
-    g.node("Hnest", sb.tanh(sb.tanh(Z) @ U) @ U + Z)
+    g.node("Hnest", sb.tanh(sb.hadamard(X @ U, X)) @ U)
     g.loss(sb.mse(g.symbol("Hnest"), Y))
     with pytest.raises(DefinitionError, match="node 'Hnest'") as info:
         sb.derive(g)
