@@ -8,6 +8,7 @@ model are compared with torch autograd of the hand-written network.  The finding
   SymPy's matrix calculus transposed f's argument and not the δ beside it, a wrong ∂/∂W1 when
   X W1 is square and a refusal when not;
 * a square intermediate times itself (``B @ B``, SymPy's ``B**2``): refused;
+* a prediction that is one row repeated (``ones(m, 1) @ b``): δ_Ŷ = Ŷ − Y printed as −Y − Ŷ.
 """
 from __future__ import annotations
 
@@ -153,3 +154,22 @@ def test_loss_gradient_prediction_and_vjp_match_autograd(case, backend):
     for k in P:
         _close(dP[k], dP_want[k], f"vjp d{k}")
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_prediction_of_one_repeated_row_has_its_loss_and_gradient(backend):
+    """Ŷ = 1 b (every sample predicted the same row): δ_Ŷ = Ŷ − Y with Ŷ one broadcast row was
+    printed in place as −Y − Ŷ (NumPy: the loss and ∂L/∂b wrong)."""
+    torch.set_default_dtype(torch.float64)
+    g = sb.Graph()
+    g.inputs("X", shape=(sb.BATCH, 2))
+    b = g.params("b", shape=(1, 3))
+    Yhat = g.node("Yhat", sb.ones(sb.BATCH, 1) @ b)
+    g.loss(sb.half_mse(Yhat, g.targets("Y", shape=(sb.BATCH, 3))))
+    rng = np.random.default_rng(0)
+    P, X, Y = {"b": rng.standard_normal((1, 3))}, rng.standard_normal((5, 2)), rng.standard_normal((5, 3))
+    bt = torch.tensor(P["b"], requires_grad=True)
+    L = ((bt.expand(5, 3) - torch.tensor(Y)) ** 2).sum() / 2 / 5
+    L.backward()
+    m = sb.compile(sb.derive(g), backend=backend)
+    _close(m.loss(X, Y, P), L.item(), "loss")
+    _close(m.grad(X, Y, P)["b"], bt.grad.numpy(), "dL/db")
