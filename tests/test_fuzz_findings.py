@@ -8,6 +8,9 @@ model are compared with torch autograd of the hand-written network.  The finding
   SymPy's matrix calculus transposed f's argument and not the δ beside it, a wrong ∂/∂W1 when
   X W1 is square and a refusal when not;
 * a square intermediate times itself (``B @ B``, SymPy's ``B**2``): refused;
+* an all-ones matrix wider than one column inside a product (``X @ ones(d, d) @ W``,
+  ``ones(T, T) @ X @ W``): a crash, a prediction of one row, a δ of the wrong sign;
+* ``X @ ones(d, 1) @ W``: the VJP's ∂/∂X one column wide;
 * a prediction that is one row repeated (``ones(m, 1) @ b``): δ_Ŷ = Ŷ − Y printed as −Y − Ŷ.
 """
 from __future__ import annotations
@@ -80,7 +83,38 @@ CASES = {
     "softmax(X W1 X.T X.T) X": (2, 2, {"W1": (2, 2)},
                                 lambda g, X, P: g.node("S", sb.softmax(X @ P["W1"] @ X.T @ X.T)) @ X,
                                 lambda X, P: torch.softmax(X @ P["W1"] @ _t(X) @ _t(X), -1) @ X),
-    # with sb.BATCH rows (X is n × 3)
+    # all-ones matrices wider than one column inside a product
+    "X.T 1(T,T) W": (4, D, {"W": (4, 3)},
+                     lambda g, X, P: X.T @ sb.ones(4, 4) @ P["W"],
+                     lambda X, P: _t(X) @ ones(4, 4) @ P["W"]),
+    "X 1(d,d) W": (4, D, {"W": (D, 3)},
+                   lambda g, X, P: X @ sb.ones(D, D) @ P["W"],
+                   lambda X, P: X @ ones(D, D) @ P["W"]),
+    "1(T,T) X W": (4, D, {"W": (D, 3)},
+                   lambda g, X, P: sb.ones(4, 4) @ X @ P["W"],
+                   lambda X, P: ones(4, 4) @ X @ P["W"]),
+    "1(T,T) tanh(X W)": (4, D, {"W": (D, 3)},
+                         lambda g, X, P: sb.ones(4, 4) @ sb.tanh(X @ P["W"]),
+                         lambda X, P: ones(4, 4) @ torch.tanh(X @ P["W"])),
+    "X W 1(3,5)": (4, D, {"W": (D, 3)},
+                   lambda g, X, P: X @ P["W"] @ sb.ones(3, 5),
+                   lambda X, P: X @ P["W"] @ ones(3, 5)),
+    "W 1(d,T) X": (4, D, {"W": (D, D)},
+                   lambda g, X, P: P["W"] @ sb.ones(D, 4) @ X,
+                   lambda X, P: P["W"] @ ones(D, 4) @ X),
+    "W.T Z, Z = 1(T,T) X a node": (4, D, {"W": (4, 3)},
+                                   lambda g, X, P: P["W"].T @ g.node("Z", sb.ones(4, 4) @ X),
+                                   lambda X, P: _t(P["W"]) @ (ones(4, 4) @ X)),
+    "X 1(d,1) W": (4, D, {"W": (1, 3)},
+                   lambda g, X, P: X @ sb.ones(D, 1) @ P["W"],
+                   lambda X, P: X @ ones(D, 1) @ P["W"]),
+    # the same with sb.BATCH rows (X is n × 3)
+    "batch: X 1(d,d) W": (sb.BATCH, 3, {"W": (3, 2)},
+                          lambda g, X, P: X @ sb.ones(3, 3) @ P["W"],
+                          lambda X, P: X @ ones(3, 3) @ P["W"]),
+    "batch: tanh(X W) 1(2,4) + X W2": (sb.BATCH, 3, {"W": (3, 2), "W2": (3, 4)},
+                                       lambda g, X, P: sb.tanh(X @ P["W"]) @ sb.ones(2, 4) + X @ P["W2"],
+                                       lambda X, P: torch.tanh(X @ P["W"]) @ ones(2, 4) + X @ P["W2"]),
     "batch: tanh(tanh(Z) U) U + Z, Z = σ(X U) a node": (
         sb.BATCH, 3, {"U": (3, 3)},
         lambda g, X, P: sb.tanh(sb.tanh(g.node("Z", sb.sigmoid(X @ P["U"]))) @ P["U"]) @ P["U"] + g.symbol("Z"),
@@ -171,5 +205,6 @@ def test_a_prediction_of_one_repeated_row_has_its_loss_and_gradient(backend):
     L = ((bt.expand(5, 3) - torch.tensor(Y)) ** 2).sum() / 2 / 5
     L.backward()
     m = sb.compile(sb.derive(g), backend=backend)
+    _close(m.predict(X, P), np.broadcast_to(P["b"], (5, 3)), "prediction")
     _close(m.loss(X, Y, P), L.item(), "loss")
     _close(m.grad(X, Y, P)["b"], bt.grad.numpy(), "dL/db")
