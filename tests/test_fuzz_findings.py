@@ -10,7 +10,8 @@ model are compared with torch autograd of the hand-written network.  The finding
 * a square intermediate times itself (``B @ B``, SymPy's ``B**2``): refused;
 * an all-ones matrix wider than one column inside a product (``X @ ones(d, d) @ W``,
   ``ones(T, T) @ X @ W``): a crash, a prediction of one row, a δ of the wrong sign;
-* ``X @ ones(d, 1) @ W``: the VJP's ∂/∂X one column wide;
+* ``X @ ones(d, 1) @ W``: the VJP's ∂/∂X one column wide; a gate 1 − σ(X) in a network with
+  (2B) B and causal attention: the VJP refused (a matmul of mismatched shapes);
 * a prediction that is one row repeated (``ones(m, 1) @ b``): δ_Ŷ = Ŷ − Y printed as −Y − Ŷ.
 """
 from __future__ import annotations
@@ -38,6 +39,19 @@ def _leaky(z):
 
 def _relu(z):
     return torch.where(z >= 0, z, 0 * z)
+
+
+def _gated(g, X, P, lib):
+    """A = (1 − σ(X)) ⊙ X + σ(X) ⊙ X, B = A W1 + 1 b2, Ŷ = softmax_causal(A W5 (A W6)ᵀ/2) (2B) B,
+    in symback (lib = sb, g the graph) or in torch (lib = torch)."""
+    if lib is sb:
+        A = sb.hadamard(sb.ones(2, 2) - sb.sigmoid(X), X) + sb.hadamard(sb.sigmoid(X), X)
+        B = A @ P["W1"] + sb.ones(2, 1) @ P["b2"]
+        return g.node("S", sb.softmax(A @ P["W5"] @ (A @ P["W6"]).T / 2, mask="causal")) @ g.node("N", (2 * B) @ B)
+    A = (1 - torch.sigmoid(X)) * X + torch.sigmoid(X) * X
+    B = A @ P["W1"] + P["b2"]
+    scores = (A @ P["W5"] @ _t(A @ P["W6"]) / 2).masked_fill(torch.ones(2, 2).triu(1).bool(), float("-inf"))
+    return torch.softmax(scores, -1) @ ((2 * B) @ B)
 
 
 #: id -> (rows of X, columns of X, parameter shapes, Ŷ in symback (g, X, P), Ŷ in torch (X, P))
@@ -108,6 +122,8 @@ CASES = {
     "X 1(d,1) W": (4, D, {"W": (1, 3)},
                    lambda g, X, P: X @ sb.ones(D, 1) @ P["W"],
                    lambda X, P: X @ ones(D, 1) @ P["W"]),
+    "gate, (2B) B, causal attention": (2, 2, {"W1": (2, 2), "W5": (2, 2), "W6": (2, 2), "b2": (1, 2)},
+                                       lambda g, X, P: _gated(g, X, P, sb), lambda X, P: _gated(None, X, P, torch)),
     # the same with sb.BATCH rows (X is n × 3)
     "batch: X 1(d,d) W": (sb.BATCH, 3, {"W": (3, 2)},
                           lambda g, X, P: X @ sb.ones(3, 3) @ P["W"],
