@@ -21,6 +21,7 @@ depth costs a substitution, not a derivation.
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import count
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -129,7 +130,7 @@ def _inner_parts(expr) -> list:
     return list(dict.fromkeys(parts))
 
 
-_PART_NAMES = iter(range(10**18))
+_PART_NAMES = count()    # fresh names for the parts held as symbols
 
 
 def _through_parts(expr, adj, parent, parts):
