@@ -122,7 +122,8 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     if any(p is None for p in parts):
         raise SymbackError("internal: an input's adjoint was folded away; its VJP cannot be printed")
     if [b[0] for b in blocks] == g.input_names:     # each input whole: X's columns, or X itself
-        dX = d.layout.stack(parts, printer.prefix)
+        dX = d.layout.stack([d.layout.full(s, g.symbol(x), low.shapes.get(s, ()), printer)
+                             for s, x in zip(parts, g.input_names)], printer.prefix)
     else:
         dX = _placed(blocks, parts, d.layout.width(g.input_names), printer)
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
@@ -133,7 +134,8 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     fnames = [n for n in h.order if h.kind(n) == "node" and n != h.cost_name]
     fsyms = [names[h.symbol(n)] for n in fnames]
     outs = [names[h.symbol(o)] for o in d.outputs]
-    prediction = d.layout.stack(outs, printer.prefix)
+    prediction = d.layout.stack([d.layout.full(s, g.symbol(o), low.shapes.get(s, ()), printer)
+                                 for s, o in zip(outs, d.outputs)], printer.prefix)
     values = "{" + ", ".join(f"{n!r}: {s}" for n, s in zip(fnames, fsyms)) + "}"
     given = set(fsyms)
     loaders = [Stmt(s, "value", (n,), low.shapes.get(s, ())) for n, s in zip(fnames, fsyms)]

@@ -170,6 +170,10 @@ class Layout:
         """The adjoints compiled code sums over the batch axis (a parameter's δ of a one-sample graph)."""
         return set()
 
+    def full(self, code, s, have, printer) -> str:
+        """The code of a value at its full array shape (a matrix graph's broadcasts): here `code`."""
+        return code
+
     def stack(self, syms, prefix) -> str:
         """The code of per-sample values side by side, n × len(syms) (numbers broadcast)."""
         return f"{prefix}.column_stack([{', '.join(f'{prefix}.broadcast_to({s}, X.shape[:1])' for s in syms)}])"
@@ -255,6 +259,15 @@ class _Matrices(Layout):
     def data_shape(self, s) -> tuple:
         """The shape of the array a data matrix's symbol stands for in compiled code."""
         return tuple(s.shape)
+
+    def full(self, code, s, have, printer) -> str:
+        """The code of the graph symbol `s`'s value at its full array shape, where its array (of
+        shape `have`) is a broadcast of it: a ones product's sums, one row for T equal ones."""
+        want = self.data_shape(s)
+        if tuple(have) == want:
+            return code
+        dims = ", ".join("X.shape[0]" if d == BATCH else str(d) for d in want)
+        return f"({printer.op_full('0', f'({dims},)')} + {code})"
 
     def stack(self, syms, prefix) -> str:
         """One prediction matrix as it is; several side by side, their columns after the rows."""

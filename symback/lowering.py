@@ -203,13 +203,18 @@ class Lowering:
         if any(sels[lo:hi + 1]):        # a head's selection between two batched factors
             value = self.emit("bsum", (self.materialize(self.scalar(sp.MatMul(*core))),), shape)
         elif len(core) == 1:
-            value = self.emit("bsum", (self.materialize(self.unwrap(ops[lo])),), shape)
+            one = self.materialize(self.unwrap(ops[lo]))
+            value = self.emit("bsum", (one,), self._dims(one))
         else:
             right = core[1] if len(core) == 2 else sp.MatMul(*core[1:])
-            a, b = ops[lo], self.operand(right)
+            a, b, n = ops[lo], self.operand(right), core[0].shape[1]
+            if n != 1 and self._spread(a, -1):          # Σᵢ (vᵢ 1ᵀ) Rᵢ = Σᵢ vᵢ (1ᵀ Rᵢ)
+                a, b = self.unwrap(a), self._colsums(b, n)
+            elif n != 1 and self._spread(b, -2):        # Σᵢ Lᵢ (1 uᵢ) = Σᵢ (Lᵢ 1) uᵢ
+                a, b = self._rowsums(a, n), self.unwrap(b)
             a = a if isinstance(a, Tr) else self.materialize(a)
             b = b if isinstance(b, Tr) else self.materialize(b)
-            value = self.emit("bgemm", (a, b), shape)
+            value = self.emit("bgemm", (a, b), (self._dims(a)[0], self._dims(b)[1]))
         for f, o in zip(reversed(mats[:lo]), reversed(ops[:lo])):
             if selection(f):
                 value = lower_product(self, [f, Held(value, shape)])
@@ -368,27 +373,73 @@ class Lowering:
         return self.emit("transpose", (v.sym,), tuple(reversed(self.shapes[v.sym][-2:]))) if isinstance(v, Tr) else v
 
     def product(self, left, lshape, right, rshape):
-        """left @ right for formulas; ones-matrices become broadcasts and sums."""
+        """left @ right for formulas; ones-matrices become broadcasts and sums.  A value that such
+        a broadcast left one row or column long (1 X: X's column sums, on every row) is spread
+        along the product's inner axis, and the product is an outer one: (v 1ᵀ) R = v (1ᵀ R)."""
         inner = lshape[1]
         lnum = not isinstance(left, Tr) and not self.is_array(left)
         rnum = not isinstance(right, Tr) and not self.is_array(right)
         if lnum and rnum:                       # c 1 @ d 1 = c d n 1
             return left * right * inner
         if lnum:                                # c 1 @ R: a row broadcast, or c times column sums
-            r = self.unwrap(right)
-            if inner == 1:
-                return left * r
-            if self.sample:     # a sample's rows, not the batch: summed over their own axis
-                r = self.materialize(r)
-                return left * (self.emit("colsum", (r,), (1, rshape[1])) if self.batched(r)
-                               else self.emit("bsum", (r,), (rshape[1],)))
-            return left * self.emit("colsum", (self.materialize(r),), (rshape[1],))
+            return left * self._colsums(right, inner)
         if rnum:                                # L @ d 1: a column broadcast, or d times row sums
-            l_ = self.unwrap(left)
-            return l_ * right if inner == 1 else right * self.emit("rowsum", (l_,), (lshape[0], 1))
+            return right * self._rowsums(left, inner)
+        if inner != 1 and self._spread(left, -1):       # (v 1ᵀ) R = v (1ᵀ R)
+            return self.unwrap(left) * self._colsums(right, inner)
+        if inner != 1 and self._spread(right, -2):      # L (1 u) = (L 1) u
+            return self._rowsums(left, inner) * self.unwrap(right)
         a = left if isinstance(left, Tr) else self.materialize(left)
         b = right if isinstance(right, Tr) else self.materialize(right)
-        return self.emit("matmul", (a, b), (lshape[0], rshape[1]))
+        if self._flat(b) and inner == 1:                # a column times a 1-D row: their outer product
+            return self.unwrap(a) * b
+        if self._flat(a) and self.batched(b):           # u R, u a 1-D row (1ᵀ W) and R batched: as
+            # ((Rᵀ ⊙ u) 1)ᵀ, one row a sample (a product with u would drop the sample's row axis)
+            cols = self._dims(b)[1]
+            rt = b.sym if isinstance(b, Tr) else self.emit("transpose", (b,), (cols, self._dims(b)[0]))
+            return self.emit("transpose", (self.emit("rowsum", (rt * a,), (cols, 1)),), (1, cols))
+        return self.emit("matmul", (a, b), (self._dims(a)[0], self._dims(b)[1]))
+
+    def _flat(self, operand) -> bool:
+        """Whether an operand's value is a 1-D array (a row of column sums)."""
+        return not isinstance(operand, Tr) and len(self.shape_of(operand)) == 1
+
+    def _dims(self, operand) -> tuple:
+        """(rows, columns) of an operand's value as computed: 1 along an axis a ones product left
+        as a broadcast (equal rows or columns); a 1-D value is one row, a number one entry."""
+        shape = tuple(reversed(self.shapes[operand.sym][-2:])) if isinstance(operand, Tr) else self.shape_of(operand)
+        return ((1, 1) + tuple(shape))[-2:]
+
+    def _spread(self, operand, axis) -> bool:
+        """Whether an operand's value is one long along `axis` (-2 rows, -1 columns)."""
+        return self._dims(operand)[axis] == 1
+
+    def _colsums(self, right, inner):
+        """1ᵀ R over R's `inner` rows: R itself when there is one row, inner·R when R's value is
+        one row standing for equal ones."""
+        r = self.unwrap(right)
+        if inner == 1:
+            return r
+        if self._spread(right, -2):
+            return inner * r
+        if self.sample:     # a sample's rows, not the batch: summed over their own axis
+            r = self.materialize(r)
+            cols = self._dims(r)[1]
+            return self.emit("colsum", (r,), (1, cols)) if self.batched(r) else self.emit("bsum", (r,), (cols,))
+        r = self.materialize(r)
+        rows, cols = self._dims(r)
+        # 1ᵀ D over the batch's rows (a BLAS product with a row of m ones); other rows (1ᵀ W,
+        # 1ᵀ Xᵀ) summed along their own axis
+        return self.emit("colsum" if rows == BATCH else "bsum", (r,), (cols,))
+
+    def _rowsums(self, left, inner):
+        """L 1 over L's `inner` columns, as :meth:`_colsums`."""
+        l_ = self.unwrap(left)
+        if inner == 1:
+            return l_
+        if self._spread(left, -1):
+            return inner * l_
+        return self.emit("rowsum", (l_,), (self._dims(l_)[0], 1))
 
     def _trace(self, m):
         """tr of a matrix: 1ᵀ C (a cost column) and tr(Aᵀ B) as sums of entries (each sample's

@@ -312,7 +312,8 @@ def program_module(d, dtype: str, printer: NumpyPrinter, vjp: bool = True) -> st
     def ret_grads(gs):
         return returned(gs, low)
 
-    predict_ret = layout.stack(outputs, printer.prefix) if outputs else None
+    predict_ret = layout.stack([layout.full(o, g.symbol(n), low.shapes.get(o, ()), printer)
+                                for o, n in zip(outputs, d.outputs)], printer.prefix) if outputs else None
     given = set(fsyms)
     # the key under which forward() reports the batch loss: its node's name when it is one
     # forward() reports the batch loss under LOSS: its node's name, when it is a node

@@ -21,6 +21,7 @@ depth costs a substitution, not a derivation.
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import count
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -90,6 +91,9 @@ def edge_factor(child_expr, child_adjoint, parent, child, names):
             "(a function of a product, a factor of a Hadamard product) as nodes of their own") from exc
 
 def _matrix_vjp(child_expr, adj, parent):
+    parts = _inner_parts(child_expr)
+    if parts:
+        return _through_parts(child_expr, adj, parent, parts)
     canon, back, fns = _canonical(child_expr, adj, parent)
     result = _derive_canonical(*canon)
     # undefined functions back to the activations, f' to FPrime
@@ -104,6 +108,46 @@ def _matrix_vjp(child_expr, adj, parent):
     result = result.replace(lambda e: isinstance(e, ElementwiseApplyFunction), restore)
     result = result.xreplace(back["dims"])
     return result.doit() if result.has(sp.Trace) else result
+
+
+def _inner_parts(expr) -> list:
+    """The outermost parts of `expr` that SymPy's matrix calculus cannot take inside a larger
+    expression: an element-wise f(·) below the top (in W f(X V) it transposes f's argument
+    and not the δ it multiplies, a wrong VJP when f(X V) is square, a ShapeError when not),
+    and the compound base of a matrix power ((X W + 1 b)², SymPy's form of B @ B)."""
+    parts: list = []
+
+    def visit(e, top):
+        if isinstance(e, ElementwiseApplyFunction) and not top:
+            parts.append(e)
+        elif isinstance(e, sp.MatPow) and not isinstance(e.base, sp.MatrixSymbol):
+            parts.append(e.base)
+        else:
+            for a in e.args:
+                if is_matrix(a):
+                    visit(a, False)
+    visit(expr, True)
+    return list(dict.fromkeys(parts))
+
+
+_PART_NAMES = count()    # fresh names for the parts held as symbols
+
+
+def _through_parts(expr, adj, parent, parts):
+    """The chain rule through `parts`, each a matrix of its own: SymPy's VJP of `expr` with the
+    parts held as symbols U_k, for `parent` directly and for each U_k, then each part's own
+    VJP (:func:`_matrix_vjp`) applied to its δ_U_k.  Every factor is SymPy's."""
+    held = {q: sp.MatrixSymbol(f"_U{next(_PART_NAMES)}", *q.shape) for q in parts}
+    outer = expr.xreplace(held)
+    terms = [_matrix_vjp(outer, adj, parent)] if outer.has(parent) else []
+    for q, u in held.items():
+        if q.has(parent):
+            flow = sp.MatrixSymbol(f"_V{next(_PART_NAMES)}", *q.shape)
+            terms.append(_matrix_vjp(q, flow, parent).xreplace({flow: _matrix_vjp(outer, adj, u)}))
+    if not terms:
+        return sp.ZeroMatrix(*parent.shape)
+    total = sp.MatAdd(*terms).doit() if len(terms) > 1 else terms[0]
+    return total.xreplace({u: q for q, u in held.items()})
 
 
 @lru_cache(maxsize=None)

@@ -187,7 +187,8 @@ class InPlace:
             if scalar != 0:
                 self._line(ref, " += ", self._number(scalar))
             return ref, True
-        # every array term is subtracted: s - t1 - t2 ...
+        # the first term is subtracted: s - t1 ± t2 ... (a term added after it is one that does
+        # not fit the result's shape, a broadcast row: ŷ − y with ŷ a ones product's column sums)
         ref, owned = self.ev(first)
         owned = owned and self._fits(first, e)
         s_code = self._number(scalar)
@@ -195,9 +196,12 @@ class InPlace:
             self._line(f"{self.np}.subtract(", s_code, ", ", ref, ", out=", ref, ")")
         else:
             ref = self._new(f"{self.np}.subtract(", s_code, ", ", ref, ")")
-        for _, t in signed[1:]:
+        for s, t in signed[1:]:
             r, _ = self.ev(t)
-            self._subtract(ref, r)
+            if s > 0:
+                self._line(ref, " += ", r)
+            else:
+                self._subtract(ref, r)
         return ref, True
 
     def _mul(self, e):
