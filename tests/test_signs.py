@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-from hypothesis import assume
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import symback as sb
+from conftest import examples
 from symback.errors import DefinitionError
 
 pytestmark = pytest.mark.filterwarnings("ignore::symback.errors.UnusedParameterWarning")
@@ -159,9 +160,28 @@ KNOWN = [
     # M was deleted (del M) where the taken line had been, before the line that now read it
     (("add", ("neg", "col"), ("sub", ("neg", "bias"), ("scale", R(-1, 2), (
         "add", "bias2", ("scale", R(3, 2), ("had", ("tanh", "col"), "bias")))))), "sample", ["numpy"]),
+    # SymPy's matrix calculus transposed the partner of a broadcast factor of a Hadamard
+    # product: ∂tr(Dᵀ(XW ⊙ 1b))/∂W came out Xᵀ(1b ⊙ Dᵀ) (R = K = 3 here, and the batch's m
+    # is a symbol: no ShapeError), every backend's δW wrong; (1b ⊙ X u 1ᵀ) did not derive
+    (("had", "xw", "bias"), "sample", ["numpy", "jax", "torch"]),
+    (("had", "xw", "bias"), "batch", ["numpy", "jax", "torch"]),
+    (("had", "bias", ("had", "bias2", "col")), "sample", ["numpy"]),
+    (("scale", R(-3, 2), ("had", ("sigmoid", ("sub", "xwv", "bias")), ("neg", "bias2"))), "batch", ["numpy"]),
 ]
 
 
 @pytest.mark.parametrize("recipe, rows, backends", KNOWN)
 def test_known_expressions(recipe, rows, backends):
     check(recipe, rows, 0, backends)
+
+
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recipe=recipes, rows=st.sampled_from(["sample", "batch"]), seed=st.integers(0, 2 ** 16))
+def test_random_affine_expressions_numpy(recipe, rows, seed):
+    drawn(recipe, rows, seed, ["numpy"])
+
+
+@settings(max_examples=examples(4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recipe=recipes, rows=st.sampled_from(["sample", "batch"]), seed=st.integers(0, 2 ** 16))
+def test_random_affine_expressions_all_backends(recipe, rows, seed):
+    drawn(recipe, rows, seed, ["numpy", "jax", "torch"])
