@@ -398,6 +398,9 @@ class Lowering:
             return l_ * right if inner == 1 else right * self.emit("rowsum", (l_,), (lshape[0], 1))
         a = left if isinstance(left, Tr) else self.materialize(left)
         b = right if isinstance(right, Tr) else self.materialize(right)
+        if isinstance(a, sp.Symbol) and len(self.shapes.get(a, ())) == 1 and not self.batched(b):
+            # 1ᵀ D is a 1-D row (column sums, their batch sum): so is its product, 1-D too
+            return self.emit("matmul", (a, b), (rshape[1],))
         return self.emit("matmul", (a, b), (lshape[0], rshape[1]))
 
     def _trace(self, m):
