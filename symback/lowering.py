@@ -106,6 +106,9 @@ class Lowering:
         # one-sample graphs: a value that depends on the data carries the batch on a leading
         # axis, its shape (m, rows, cols); ``shared`` targets (a parameter's δ) sum over it
         self.sample, self.shared = sample, set(shared)
+        # the values already summed over the batch: the shared targets and what reads them
+        # (a shared node's δ from its parent's: Σ over the samples once, not m times again)
+        self.summed: set = set()
         self.stmts: list[Stmt] = []
         self._memo: dict = {}
         self.defs: dict = {}         # code symbol -> its element-wise formula (forward values)
@@ -150,6 +153,8 @@ class Lowering:
             shape = (BATCH,) + tuple(shape)
         self.shapes[t] = shape
         self.stmts.append(Stmt(t, op, args, shape))
+        if t in self.shared or self.stmts[-1].reads() & self.summed:
+            self.summed.add(t)
         self.made[t] = self.stmts[-1]
         if target is None:
             self._memo[key] = t
@@ -185,8 +190,12 @@ class Lowering:
             return self._reduced_product(e)
         value = self.scalar(e)
         if not self.batched(value):
-            return BATCH * value
+            return value if self._summed(value) else BATCH * value
         return self.emit("bsum", (self.materialize(value),), tuple(e.shape) if is_matrix(e) else ())
+
+    def _summed(self, value) -> bool:
+        """Whether a formula the same for every sample reads a sum over the batch already."""
+        return isinstance(value, sp.Basic) and bool(value.free_symbols & self.summed)
 
     def _reduced_product(self, e):
         """Σᵢ L Mᵢ R = L (Σᵢ Mᵢ) R for shared L, R; Σᵢ Aᵢ Bᵢ of two batched halves is one GEMM."""
@@ -196,7 +205,8 @@ class Lowering:
         ops = [sel or self.operand(f) for f, sel in zip(mats, sels)]
         hit = [k for k, o in enumerate(ops) if not sels[k] and self.batched(o)]
         if not hit:
-            return BATCH * self.scalar(e)
+            value = self.scalar(e)
+            return value if self._summed(value) else BATCH * value
         lo, hi = hit[0], hit[-1]
         core = mats[lo:hi + 1]
         shape = (core[0].shape[0], core[-1].shape[1])
@@ -398,6 +408,8 @@ class Lowering:
             cols = self._dims(b)[1]
             rt = b.sym if isinstance(b, Tr) else self.emit("transpose", (b,), (cols, self._dims(b)[0]))
             return self.emit("transpose", (self.emit("rowsum", (rt * a,), (cols, 1)),), (1, cols))
+        if self._flat(a):                               # 1ᵀ D times a shared matrix: a 1-D row, as the sums
+            return self.emit("matmul", (a, b), (self._dims(b)[1],))
         return self.emit("matmul", (a, b), (self._dims(a)[0], self._dims(b)[1]))
 
     def _flat(self, operand) -> bool:

@@ -191,13 +191,14 @@ class _Printing:
             members.setdefault(root(k), set()).add(k)
         count = Counter(r for rs in reads for r in rs)
         offer = pending = None
+        moved = {}                  # statement index -> the later one whose line took its formula
         starts = []                 # starts[i]: statement i's first line in self.out
         for i, st in enumerate(body):
             starts.append(len(self.out))
             self.free = free_at(i, reads[i])
             t = st.target
             # the line before computed a value this statement alone reads: it may take it
-            self.inline = offer[1:] if offer and count[offer[1]] == 1 and offer[1] not in self.fn.results else None
+            self.inline = offer[1:3] if offer and count[offer[1]] == 1 and offer[1] not in self.fn.results else None
             self.took = False
             if st.op == "let":
                 ref = self.emit(st.args[0], self.free)
@@ -210,6 +211,7 @@ class _Printing:
                 ref = self.code(st)
             if self.took:
                 self.out[offer[0]] = None
+                moved[offer[3]] = i
             if pending is not None and self.out[pending[0]] is not None:
                 self.assign(*pending)
             offer = pending = None
@@ -217,12 +219,12 @@ class _Printing:
                 continue
             if not isinstance(ref, sp.Symbol) or ref != t:
                 self.out.append((ind, t, " = ", ref))
-                offer = (len(self.out) - 1, t, self.out[-1][3:])
+                offer = (len(self.out) - 1, t, self.out[-1][3:], i)
                 if isinstance(ref, sp.Symbol):      # t = s: one name for both, or this line
                     pending = (len(self.out) - 1, i, t, ref)
         if pending is not None:
             self.assign(*pending)
-        frees = self.frees(body, reads)
+        frees = self.frees(body, reads, moved)
         text = []
         for i, (start, end) in enumerate(zip(starts, starts[1:] + [len(self.out)])):
             text += [render(parts, self.names) for parts in self.out[start:end] if parts is not None]
@@ -231,13 +233,14 @@ class _Printing:
         self.p.names = {}           # (the names were this function's)
         return [f"def {spec.name}({spec.args}):", f'{ind}"""{spec.doc}"""'] + text + [f"{ind}return {spec.ret}"]
 
-    def frees(self, body, reads) -> dict:
+    def frees(self, body, reads, moved=None) -> dict:
         """{statement index: the names to delete after its lines}: each temporary array's name
         after the last statement that reads or writes any symbol printed under it, for a printer
         with ``frees`` (NumPy, torch).  The buffer goes back to the allocator while it still
         holds it, to be reused by the next allocation, as autograd frees a saved tensor once its
         backward has run: a step holds fewer arrays at once, and the memory it asks for comes
-        less often from fresh pages (see the printers' ``frees``); the values are unchanged."""
+        less often from fresh pages (see the printers' ``frees``); the values are unchanged.
+        ``moved``: statements whose formula a later one's line took (its reads are read there)."""
         if not getattr(self.p, "frees", False):
             return {}
         name = self.N
@@ -247,7 +250,7 @@ class _Printing:
         last, arrays = {}, set()
         for i, st in enumerate(body):
             for s in reads[i] | {st.target}:
-                last[name(s)] = i
+                last[name(s)] = max(last.get(name(s), -1), (moved or {}).get(i, i))
                 if s in self.arrays:
                     arrays.add(name(s))
         out: dict = {}

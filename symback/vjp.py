@@ -223,9 +223,37 @@ def _canonical(expr, adj, parent):
         {a for m in canon.atoms(sp.MatMul, sp.MatAdd) for a in m.args
          if not isinstance(a, sp.MatrixExpr) and a.is_number and not a.is_Rational}, key=sp.default_sort_key))}
     canon = canon.xreplace(consts) if consts else canon
-    back = {"symbols": {**{v: k for k, v in sym.items()}, **{v: k for k, v in consts.items()}},
-            "dims": {v: k for k, v in dims.items()}}
+    symbols = {**{v: k for k, v in sym.items()}, **{v: k for k, v in consts.items()}}
+    canon, held = _opaque_factors(canon, sym[parent])
+    symbols.update({h: f.xreplace(symbols) for h, f in held.items()})
+    back = {"symbols": symbols, "dims": {v: k for k, v in dims.items()}}
     return (canon, sym[adj], sym[parent]), back, fns
+
+
+def _opaque_factors(canon, parent):
+    """canon with each compound factor of a Hadamard product that does not depend on parent
+    (a bias broadcast down the rows, 1 b) as a matrix symbol of its own: {symbol: factor}.
+
+    SymPy's matrix calculus transposes such a factor's partner: ∂tr(Dᵀ (XW ⊙ 1b))/∂W came
+    out Xᵀ(1b ⊙ Dᵀ), not Xᵀ(1b ⊙ D) (wrong numbers where the shapes happen to agree, a
+    ShapeError where not); of a plain symbol B in its place it is right, Xᵀ(B ⊙ D)."""
+    held: dict = {}
+
+    def opaque(h):
+        args = []
+        for a in h.args:
+            if not isinstance(a, sp.MatrixSymbol) and not a.has(parent):
+                h = next((k for k, v in held.items() if v == a), None)
+                if h is None:
+                    h = sp.MatrixSymbol(f"_H{len(held)}", *a.shape)
+                    held[h] = a
+                a = h
+            args.append(a)
+        return sp.HadamardProduct(*args)
+    if not canon.has(sp.HadamardProduct):
+        return canon, held
+    canon = canon.replace(lambda e: isinstance(e, sp.HadamardProduct), opaque)
+    return canon, held
 
 
 # ---------------------------------------------------------------- fused output rules

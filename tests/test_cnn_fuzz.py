@@ -58,6 +58,12 @@ def _network(shape, layers, classes, loss):
 
 
 def _torch_loss(layers, x, y, t, loss):
+    z = _torch_out(layers, x, t)
+    return F.cross_entropy(z, y.argmax(1)) if loss == "cross_entropy" else ((z - y) ** 2).sum(1).mean()
+
+
+def _torch_out(layers, x, t, head=lambda z: z):
+    """The network's output (the Dense layer's activation `head` of its z) for the images x."""
     a, l = x, 0
     for kind, *o in layers:
         if kind == "conv":
@@ -67,8 +73,7 @@ def _torch_loss(layers, x, y, t, loss):
                                           stride=s, padding=p))
         else:
             a = (F.max_pool2d if kind == "max" else F.avg_pool2d)(a, *o)
-    z = a.flatten(1) @ t[f"W{l + 1}"] + t[f"b{l + 1}"]
-    return F.cross_entropy(z, y.argmax(1)) if loss == "cross_entropy" else ((z - y) ** 2).sum(1).mean()
+    return head(a.flatten(1) @ t[f"W{l + 1}"] + t[f"b{l + 1}"])
 
 
 @settings(max_examples=examples(2), deadline=None,
@@ -92,3 +97,38 @@ def test_random_cnn_equals_torch_autograd_on_every_backend(cnn, seed):
     want = _torch_loss(layers, torch.tensor(x), torch.tensor(y), t, loss)
     want.backward()
     check_backends(d, x, y, params, t, want.item(), lr=0.3)
+
+
+# A layer's VJP (m.vjp) of conv stacks with strides, padding, 1x1 kernels and odd sizes, every
+# backend, against autograd of ⟨G, out⟩.  NumPy's _unfold of a 1x1 kernel was a view of its
+# input (the reshape of strided windows needs no copy when a side is 1); the VJP then squared
+# that input in place (tanh's derivative) before the kernel's δ read the patches: K3 wrong.
+VJP_NETS = [
+    ((2, 4, 5), [("conv", 2, 1, 2, 0, "sigmoid"), ("conv", 2, 1, 1, 0, "tanh"), ("conv", 1, 1, 2, 0, "tanh")]),
+    ((1, 5, 7), [("conv", 2, 1, 1, 0, "tanh"), ("conv", 3, 1, 2, 1, "sigmoid")]),
+    ((3, 7, 5), [("conv", 2, 3, 2, 1, "tanh"), ("conv", 2, 1, 1, 0, "relu"), ("avg", 2, 1, 0)]),
+    ((2, 9, 6), [("conv", 3, 2, 2, 0, "sigmoid"), ("max", 2, 2, 0), ("conv", 1, 1, 1, 0, "tanh")]),
+    ((1, 6, 6), [("conv", 2, 3, 1, 1, "identity"), ("conv", 1, 1, 2, 0, "tanh")]),
+]
+
+
+@pytest.mark.parametrize("shape, layers", VJP_NETS)
+def test_vjp_of_strided_convolutions_equals_torch_autograd(shape, layers):
+    net = sb.Sequential(*[sb.Conv2d(o[0], o[1], stride=o[2], padding=o[3], activation=o[4]) if kind == "conv"
+                          else (sb.MaxPool2d if kind == "max" else sb.AvgPool2d)(o[0], stride=o[1], padding=o[2])
+                          for kind, *o in layers], sb.Flatten(), sb.Dense(2, "leaky_relu"),
+                        inputs=shape, loss="logcosh")
+    d = sb.derive(net)
+    rng = np.random.default_rng(len(layers))
+    x, g = rng.normal(size=(3, *shape)), rng.normal(size=(3, 2))
+    params = {p: 0.6 * rng.normal(size=tuple(int(v) for v in net.symbol(p).shape)) for p in d.params}
+    t = {p: torch.tensor(v, requires_grad=True) for p, v in params.items()}
+    xt = torch.tensor(x, requires_grad=True)
+    out = _torch_out(layers, xt, t, lambda z: torch.where(z < 0, 0.01 * z, z))
+    (out * torch.tensor(g)).sum().backward()
+    for backend in ("numpy", "jax", "torch"):
+        m = sb.compile(d, backend=backend)
+        dx, dp = m.vjp(x, params, g)
+        assert np.allclose(np.asarray(dx), xt.grad.numpy(), rtol=1e-8, atol=1e-12), backend
+        for p in d.params:
+            assert np.allclose(np.asarray(dp[p]), t[p].grad.numpy(), rtol=1e-8, atol=1e-12), (backend, p)

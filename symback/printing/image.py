@@ -191,7 +191,11 @@ def _unfold(a, C, H, W, k, s, p):
     if p:
         x = _pad2(x, p, p, p, p)
     v = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s][:, :, :Ho, :Wo]
-    return v.transpose(0, 1, 4, 5, 2, 3).reshape(n, C * k * k, Ho * Wo)
+    out = v.transpose(0, 1, 4, 5, 2, 3).reshape(n, C * k * k, Ho * Wo)
+    # a 1x1 kernel's patches are pixels of a: the reshape can be a view of it, which the code
+    # would see change when it overwrites a in place after its last read (an activation's
+    # derivative): the patches are always an array of their own
+    return out.copy() if np.may_share_memory(out, a) else out
 
 
 def _fold(d, C, H, W, k, s, p):

@@ -162,46 +162,38 @@ class InPlace:
             signed.append((-1, -t) if c.is_negative else (1, t))
         signed.sort(key=lambda st: (not self._fits(st[1], e), st[0] < 0,
                                     st[1].is_Symbol and st[1] not in self.free))
-        sign, first = signed[0]
-        if sign > 0:
-            ref, owned = self.ev(first)
-            owned = owned and self._fits(first, e)
-            rest = signed[1:]
-            if not owned:
-                if rest:
-                    s2, t2 = rest[0]
-                    r2, _ = self.ev(t2)
-                    ref = self._new(ref, f" {'+' if s2 > 0 else '-'} ", r2)
-                    rest = rest[1:]
-                elif scalar != 0:
-                    ref = self._new(ref, " + ", self._number(scalar))
-                    scalar = sp.S.Zero
-                else:
-                    return ref, False
-            for s, t in rest:
-                r, _ = self.ev(t)
-                if s > 0:
-                    self._line(ref, " += ", r)
-                else:
-                    self._subtract(ref, r)
-            if scalar != 0:
-                self._line(ref, " += ", self._number(scalar))
-            return ref, True
-        # the first term is subtracted: s - t1 ± t2 ... (a term added after it is one that does
-        # not fit the result's shape, a broadcast row: ŷ − y with ŷ a ones product's column sums)
+        (sign, first), rest = signed[0], signed[1:]
         ref, owned = self.ev(first)
         owned = owned and self._fits(first, e)
-        s_code = self._number(scalar)
-        if owned:
-            self._line(f"{self.np}.subtract(", s_code, ", ", ref, ", out=", ref, ")")
-        else:
-            ref = self._new(f"{self.np}.subtract(", s_code, ", ", ref, ")")
-        for s, t in signed[1:]:
+        if sign < 0:        # s - first: the scalar goes in with it
+            if owned:
+                self._line(f"{self.np}.subtract(", self._number(scalar), ", ", ref, ", out=", ref, ")")
+            else:
+                ref = self._new(f"{self.np}.subtract(", self._number(scalar), ", ", ref, ")")
+            scalar = sp.S.Zero
+        elif not owned:
+            if rest:
+                (s2, t2), rest = rest[0], rest[1:]
+                r2, _ = self.ev(t2)
+                ref = self._new(ref, f" {'+' if s2 > 0 else '-'} ", r2)
+                first = first + t2
+            elif scalar != 0:
+                ref = self._new(ref, " + ", self._number(scalar))
+                scalar = sp.S.Zero
+            else:
+                return ref, False
+        held = first        # the terms in the buffer so far (their shape is the buffer's)
+        for s, t in rest:   # each term added or subtracted with its own sign
             r, _ = self.ev(t)
-            if s > 0:
+            if not self._fits(held + t, held):      # it broadcasts wider: a new buffer
+                ref = self._new(ref, f" {'+' if s > 0 else '-'} ", r)
+            elif s > 0:
                 self._line(ref, " += ", r)
             else:
                 self._subtract(ref, r)
+            held = held + t
+        if scalar != 0:
+            self._line(ref, " += ", self._number(scalar))
         return ref, True
 
     def _mul(self, e):
@@ -244,14 +236,17 @@ class InPlace:
                     divs = divs[1:]
                 else:
                     return ref, False
-        for f in factors:
-            r, _ = self.ev(f)
-            self._line(ref, " *= ", r)
-        for m in masks:
-            self._line(ref, " *= ", partial(p.doprint, mask_of(m)))
-        for dv in divs:
-            r, _ = self.ev(dv)
-            self._line(ref, " /= ", r)
+        # the factors in the buffer so far (their shape is the buffer's)
+        held = sp.Mul(*[f for f in e.args if self.is_array(f) and f not in factors and f not in masks
+                        and not (f.is_Pow and f.exp == -1 and f.base in divs)])
+        for op, f, code in ([("*", f, None) for f in factors] + [("*", m, mask_of(m)) for m in masks]
+                            + [("/", dv, None) for dv in divs]):
+            r = partial(p.doprint, code) if code is not None else self.ev(f)[0]
+            if self._fits(held * f, held):
+                self._line(ref, f" {op}= ", r)
+            else:                   # it broadcasts wider: a new buffer
+                ref = self._new(ref, op, r)
+            held = held * f
         if coeff != 1:
             self._line(ref, " *= ", self._number(coeff))
         return ref, True

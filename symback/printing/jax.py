@@ -33,8 +33,8 @@ def _at_b(a, b):
 
 
 def _a_bt(a, b):
-    """a bᵀ as XLA's dot over the columns (no transposed copy of b)."""
-    return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+    """a bᵀ as XLA's dot over the columns (no transposed copy of b); a may be a 1-D row."""
+    return jax.lax.dot_general(a, b, (((a.ndim - 1,), (1,)), ((), ())))
 '''
     extra_helpers += image.JAX
     #: convolutions' derived products by XLA's convolution (see straightline.convolutions)
