@@ -1,13 +1,12 @@
 """A Program's assignments, lowered to array statements a printer can print.
 
-Every value becomes a symbol that stands for a whole array (or a number).
-An assignment becomes either a ``let``, a *scalar* SymPy formula over such
-symbols that NumPy broadcasting applies entry by entry (a HadamardProduct
-is a product, f(Z) is f of the symbol Z, ``1 b`` is just ``b``), or one of
-the few operations that are not element-wise (``matmul``, ``colsum``
-(1ᵀ D), ``rowsum``, ``rowmax``, ``sum``, ``mean``, ``trace``,
-``transpose``, ``slice``, ``pad``, ``concat``), each a :class:`Stmt` of its own.  Scalar and
-matrix graphs lower the same way; only the Program's types differ.
+Every value becomes a symbol that stands for a whole array (or a number).  An assignment
+becomes either a ``let``, a *scalar* SymPy formula over such symbols that NumPy broadcasting
+applies entry by entry (a HadamardProduct is a product, f(Z) is f of the symbol Z, ``1 b`` is
+just ``b``), or one of the few operations that are not element-wise (``matmul``, ``colsum``
+(1ᵀ D), ``rowsum``, ``rowmax``, ``sum``, ``mean``, ``trace``, ``transpose``, ``slice``,
+``pad``, ``concat``), each a :class:`Stmt` of its own.  Scalar and matrix graphs lower the
+same way; only the Program's types differ.
 
 Each node kind lowers itself (its ``lower`` method in :mod:`symback.kinds`, called with
 this Lowering; its closed-form VJP's kernel through ``lower_vjp``), so nothing here names a
@@ -34,10 +33,10 @@ __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "select", "VIEWS", "EXPR_OPS",
 VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten", "pair_item")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
-#: operations whose value carries the batch axis when an operand does (one-sample graphs)
 #: the kinds whose printing passes their last axis' length (a batch norm's columns: m, which
 #: the ``batch`` statement defines, so the function must keep it)
 WIDTH_PRINTED = ("layer_norm", "layer_norm_vjp", "layer_norm_affine", "layer_norm_affine_vjp")
+#: operations whose value carries the batch axis when an operand does (one-sample graphs)
 BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
                "concat", "softmax", "log_softmax", "softmax_vjp", "layer_norm", "layer_norm_vjp", "pair_item") + IMAGE_OPS
 
