@@ -493,9 +493,9 @@ def test_vanishing_prose_counts_the_factors_of_each_path():
     terms = v["sympy"]["bound"].args[1].args            # the bound's paths: Terms of Chains
     quarters = [sum(1 for f in t.args if f == sp.Rational(1, 4)) for t in terms]
     assert min(quarters) < max(quarters)
-    assert "The paths differ" in v["conclusion"] and "early parameters shrinks" not in render(d, verify=False, cost=False)
+    assert "The paths differ" in v["conclusion"] and "early parameters shrinks" not in v["conclusion"]
     bn = sb.derive(sb.Sequential(sb.Dense(3), sb.BatchNorm(), sb.Dense(1, "sigmoid"), inputs=2, loss="binary_cross_entropy"))
-    text = render(bn, verify=False, cost=False)
+    text = render(bn, verify=False, cost=False, figure=False)
     assert "bounded below one" not in text and "the output activation enters through the output error" in text
 
 
@@ -532,7 +532,8 @@ def test_layer_norm_closed_form_is_shown_without_attention():
     from symback.document.points import CertificateError
     d = sb.derive(sb.Sequential(sb.Dense(4), sb.LayerNorm(), sb.Dense(2, "softmax"), inputs=(3, 4),
                                 loss="cross_entropy"))
-    for text in (d.latex(), d.markdown()):
+    light = {"verify": False, "cost": False, "vanishing": False, "figure": False}
+    for text in (d.latex(**light), d.markdown(**light)):
         assert "Layer norm, row by row" in text and "Attention, head by head" not in text
         assert r"Here $\operatorname{norm}$ subtracts from each row" in text
     ctx = context(d, verify=False, cost=False, vanishing=False)
