@@ -416,8 +416,8 @@ class Lowering:
         return not isinstance(operand, Tr) and len(self.shape_of(operand)) == 1
 
     def _dims(self, operand) -> tuple:
-        """(rows, columns) of an operand's value as computed: 1 along an axis a ones product left
-        as a broadcast (equal rows or columns); a 1-D value is one row, a number one entry."""
+        """(rows, columns) of an operand's value as computed: 1 along an axis a ones product left as
+        a broadcast; a 1-D value is one row, a number one entry."""
         shape = tuple(reversed(self.shapes[operand.sym][-2:])) if isinstance(operand, Tr) else self.shape_of(operand)
         return ((1, 1) + tuple(shape))[-2:]
 
@@ -426,8 +426,7 @@ class Lowering:
         return self._dims(operand)[axis] == 1
 
     def _colsums(self, right, inner):
-        """1ᵀ R over R's `inner` rows: R itself when there is one row, inner·R when R's value is
-        one row standing for equal ones."""
+        """1ᵀ R over R's `inner` rows: R itself for one row, inner·R for one standing for equal ones."""
         r = self.unwrap(right)
         if inner == 1:
             return r
