@@ -24,6 +24,7 @@ from functools import lru_cache
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.tensor.array.expressions import ArrayAdd, ArrayContraction, ArrayDiagonal, ArrayTensorProduct, PermuteDims
 
 from .errors import DefinitionError, SymbackError
 from .kinds.base import BATCH, ENTRY, Kind, activation_of, elementwise, is_matrix, real_diff
@@ -92,6 +93,9 @@ def edge_factor(child_expr, child_adjoint, parent, child, names):
 def _matrix_vjp(child_expr, adj, parent):
     canon, back, fns = _canonical(child_expr, adj, parent)
     result = _derive_canonical(*canon)
+    if result.has(ArrayAdd, ArrayContraction, ArrayDiagonal, ArrayTensorProduct, PermuteDims):
+        # (∂ of XW ⊙ XWV by W): no code is printed from a tensor contraction
+        raise NotImplementedError("SymPy's matrix calculus left a tensor contraction it cannot write with matrices")
     # undefined functions back to the activations, f' to FPrime
     def restore(e):
         body = e.function.expr
