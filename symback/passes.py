@@ -34,7 +34,7 @@ from .convkernels import conv_biases, conv_grads
 from .affine_norm import affine_norms
 from .flash import flash_attention
 from .heads import group_heads
-from .lowering import EXPR_OPS, Stmt, Tr, select
+from .lowering import EXPR_OPS, VIEWS, Stmt, Tr, select
 from .matrix import BATCH
 
 __all__ = ["Function", "PASSES", "select", "reads_of", "copies", "convolutions", "pool_indices", "masked_scores",
@@ -174,6 +174,8 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
     (−c, 1) for the c-th update, so a later update after the same S comes
     first; g's own product, when the update is its only reader, moves to
     key(S) + (−c, 0), just before the update (where :func:`fuse_updates` joins them).
+    A statement that reads a view of p (``t = b.T``, read after the update would have run)
+    reads p.
     """
     updates = fn.spec.updates
     if not updates:
@@ -181,11 +183,17 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
     stmts = list(stmts)
     key = {i: (i,) for i in range(len(stmts))}
     readers, writers = defaultdict(set), defaultdict(set)
+    view_of: dict = {}          # a view's symbol -> the array it shows
 
     def index(i):
-        for sym in stmts[i].reads():
+        st = stmts[i]
+        if (st.op in VIEWS or st.op == "let") and st.args and isinstance(st.args[0], sp.Symbol):
+            view_of[st.target] = view_of.get(st.args[0], st.args[0])
+        for sym in st.reads():
             readers[sym].add(i)
-        writers[stmts[i].target].add(i)
+            if sym in view_of:
+                readers[view_of[sym]].add(i)
+        writers[st.target].add(i)
 
     for i in range(len(stmts)):
         index(i)

@@ -3,9 +3,10 @@
 Hypothesis draws a small affine/element-wise matrix expression (products of the data with
 weights, biases broadcast down the rows, a column broadcast across them, negative and rational
 coefficients, differences, negated differences, a coefficient times a sum, Hadamard products,
-σ and tanh) as a recipe.  The recipe is built twice: once as SymPy matrix expressions, the graph
-symback derives and compiles, and once here, directly, as torch operations on the numbers, whose
-autograd is the oracle.  Every backend's predict, loss, grad, vjp and step must agree with it.
+σ and tanh, a product with a K × K weight) as a recipe.  The recipe is built twice: once as
+SymPy matrix expressions, the graph symback derives and compiles, and once here, directly, as
+torch operations on the numbers, whose autograd is the oracle.  Every backend's predict, loss,
+grad, vjp and step must agree with it.
 
 The NumPy printer writes such formulas as ufunc calls into buffers (``symback.printing.inplace``):
 ``-(1/2) X W + 1 b`` once came out as ``t *= 1/2; np.subtract(0.0, t, out=t); t -= b``, the
@@ -41,7 +42,8 @@ recipes = st.recursive(
         st.tuples(st.sampled_from(["add", "sub", "negsub", "had"]), sub, sub),
         st.tuples(st.just("scalesum"), st.sampled_from(COEFFS), sub, sub),
         st.tuples(st.just("neg"), sub),
-        st.tuples(st.sampled_from(["sigmoid", "tanh"]), sub)),
+        st.tuples(st.sampled_from(["sigmoid", "tanh"]), sub),
+        st.tuples(st.just("matv"), sub)),
     max_leaves=5)
 
 
@@ -51,16 +53,18 @@ def build(recipe, leaf, ops):
         return leaf(recipe)
     op, *args = recipe
     args = [a if isinstance(a, (int, sp.Rational)) else build(a, leaf, ops) for a in args]
+    if op == "matv":                # times the K × K parameter V
+        args.append(leaf("V"))
     return ops[op](*args)
 
 
 SYMPY_OPS = {"scale": lambda c, a: c * a, "add": lambda a, b: a + b, "sub": lambda a, b: a - b,
              "negsub": lambda a, b: -(a - b), "had": sb.hadamard, "scalesum": lambda c, a, b: c * (a + b),
-             "neg": lambda a: -a, "sigmoid": sb.sigmoid, "tanh": sb.tanh}
+             "neg": lambda a: -a, "sigmoid": sb.sigmoid, "tanh": sb.tanh, "matv": lambda a, v: a @ v}
 TORCH_OPS = {"scale": lambda c, a: float(c) * a, "add": lambda a, b: a + b, "sub": lambda a, b: a - b,
              "negsub": lambda a, b: -(a - b), "had": lambda a, b: a * b,
              "scalesum": lambda c, a, b: float(c) * (a + b), "neg": lambda a: -a,
-             "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+             "sigmoid": torch.sigmoid, "tanh": torch.tanh, "matv": lambda a, v: a @ v}
 
 
 def graph(recipe, rows):
@@ -71,7 +75,7 @@ def graph(recipe, rows):
     p = dict(zip(PARAMS, g.params(" ".join(PARAMS), shape=list(PARAMS.values()))))
     one = sb.ones(R, 1)
     leaves = {"xw": X @ p["W"], "xv": X @ p["W2"], "bias": one @ p["b"], "bias2": one @ p["c"],
-              "col": X @ p["u"] @ sb.ones(1, K), "xwv": X @ p["W"] @ p["V"]}
+              "col": X @ p["u"] @ sb.ones(1, K), "xwv": X @ p["W"] @ p["V"], "V": p["V"]}
     Yh = g.node("Yhat", build(recipe, leaves.__getitem__, SYMPY_OPS))
     Y = g.targets("Y", shape=(R, K))
     g.loss(sb.mse(Yh, Y))
@@ -85,7 +89,7 @@ def oracle(recipe, Xn, Yn, Gn, P):
         p = {k: torch.tensor(v, requires_grad=True) for k, v in P.items()}
         one = torch.ones(X.shape[:-1] + (1,))
         leaves = {"xw": X @ p["W"], "xv": X @ p["W2"], "bias": one @ p["b"], "bias2": one @ p["c"],
-                  "col": X @ p["u"] @ torch.ones(1, K), "xwv": X @ p["W"] @ p["V"]}
+                  "col": X @ p["u"] @ torch.ones(1, K), "xwv": X @ p["W"] @ p["V"], "V": p["V"]}
         Yh = build(recipe, leaves.__getitem__, TORCH_OPS)
         out = seed_fn(Yh)
         grads = torch.autograd.grad(out, [X] + list(p.values()), allow_unused=True)
@@ -165,6 +169,10 @@ KNOWN = [
     (("add", "xw", ("negsub", "xw", "bias")), "sample", ["numpy", "jax", "torch"]),
     ("bias", "sample", ["numpy", "jax", "torch"]),
     ("bias", "batch", ["numpy"]),
+    # (… + 1 b) V: 1ᵀ D V, a 1-D row times a matrix (JAX's _a_bt, torch's addmm); NumPy's step
+    # updated b in place before δ_V read t = b.T, a view of it (an update waits for b's views)
+    (("matv", ("add", ("scale", R(-1, 2), "xw"), "bias")), "sample", ["numpy", "jax", "torch"]),
+    (("matv", ("sub", "bias", ("tanh", "xv"))), "batch", ["numpy", "jax", "torch"]),
 ]
 
 
