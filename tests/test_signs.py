@@ -173,6 +173,10 @@ KNOWN = [
     # updated b in place before δ_V read t = b.T, a view of it (an update waits for b's views)
     (("matv", ("add", ("scale", R(-1, 2), "xw"), "bias")), "sample", ["numpy", "jax", "torch"]),
     (("matv", ("sub", "bias", ("tanh", "xv"))), "batch", ["numpy", "jax", "torch"]),
+    # SymPy transposed a broadcast factor that depends on the parameter: ∂tr(Dᵀ(1c ⊙ 1c))/∂c came
+    # out 2·1ᵀ(1c ⊙ Dᵀ) (a HadamardPower once SymPy folds 1c ⊙ 1c)
+    (("had", "bias2", "bias2"), "batch", ["numpy", "jax", "torch"]),
+    (("scalesum", -1, ("add", "xw", "xwv"), ("had", "bias2", "bias2")), "sample", ["numpy"]),
 ]
 
 
