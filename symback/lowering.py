@@ -401,7 +401,22 @@ class Lowering:
         if isinstance(a, sp.Symbol) and len(self.shapes.get(a, ())) == 1 and not self.batched(b):
             # 1ᵀ D is a 1-D row (column sums, their batch sum): so is its product, 1-D too
             return self.emit("matmul", (a, b), (rshape[1],))
-        return self.emit("matmul", (a, b), (lshape[0], rshape[1]))
+        if self._stored(a)[1] == 1 != inner:        # (v 1ᵀ) B = v (1ᵀ B): v's column held alone
+            return self.unwrap(a) * self.product(sp.S.One, (1, inner), b, rshape)
+        if self._stored(b)[0] == 1 != inner:        # A (1 r) = (A 1) r
+            return self.product(a, lshape, sp.S.One, (inner, 1)) * self.unwrap(b)
+        # a broadcast row (1 r: one row stands for equal rows) times B is the broadcast row r B;
+        # A times a broadcast column likewise (declared at its full size, it was written in place
+        # with values of the full size: NumPy refused)
+        rows = 1 if self._stored(a)[0] == 1 else lshape[0]
+        cols = 1 if self._stored(b)[-1] == 1 else rshape[1]
+        return self.emit("matmul", (a, b), (rows, cols))
+
+    def _stored(self, x) -> tuple:
+        """One sample's (rows, columns) of an operand as its array holds them (a broadcast row
+        holds one row), or (None, None) where unknown or not a matrix."""
+        shape = tuple(self.shapes.get(x.sym if isinstance(x, Tr) else x, ()))[-2:]
+        return (tuple(reversed(shape)) if isinstance(x, Tr) else shape) if len(shape) == 2 else (None, None)
 
     def _trace(self, m):
         """tr of a matrix: 1ᵀ C (a cost column) and tr(Aᵀ B) as sums of entries (each sample's

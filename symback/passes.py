@@ -371,6 +371,9 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
                 or updates[k] != updates[i + 1]:
             return None
         a, b = body[i].args
+        into = shapes.get(body[k].target, ()) if body[k].op == "update" else body[k].shape
+        if tuple(body[i].shape) != tuple(into):
+            return None         # a broadcast row (1 r) B: the accumulation is of the full size
         flat = rank(a) == 2 and rank(b) == 2        # (torch.addmm: matrices, not a 1-D row 1ᵀ D)
         if flat or (batched and isinstance(a, sp.Symbol) and b in params and rank(a) == 3):
             return i
@@ -403,7 +406,8 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
                 body[k] = addmm(rest[0] if rest else sp.S.Zero, moved, st.target, st.shape)
         elif st.op != "update":
             continue
-        elif isinstance(g, Stmt) and g.op == "matmul" and all(rank(x) == 2 for x in g.args):
+        elif isinstance(g, Stmt) and g.op == "matmul" and all(rank(x) == 2 for x in g.args) \
+                and tuple(g.shape) == tuple(shapes.get(st.target, ())):
             body[k] = st._replace(args=(g._replace(op="addmm", args=(sp.S.Zero, *g.args)),) + st.args[1:])
         elif isinstance(g, sp.Symbol) or isinstance(g, Stmt) and g.op == "let" and terms(g.args[0]):
             moved, rest = moves(g.args[0], terms(g.args[0]), k) if isinstance(g, Stmt) else moves(g, (g,), k)

@@ -177,6 +177,12 @@ KNOWN = [
     # out 2·1ᵀ(1c ⊙ Dᵀ) (a HadamardPower once SymPy folds 1c ⊙ 1c)
     (("had", "bias2", "bias2"), "batch", ["numpy", "jax", "torch"]),
     (("scalesum", -1, ("add", "xw", "xwv"), ("had", "bias2", "bias2")), "sample", ["numpy"]),
+    # products of broadcasts: (1 uᵀXᵀ) δ was declared K × R, held 1 × R, and written in place
+    # with K × R values; (cᵀ 1ᵀ) δ multiplied a K × 1 column by an m × K matrix; torch's step
+    # accumulated a broadcast row into V with addmm_
+    (("matv", ("scalesum", R(2, 3), "xw", "col")), "sample", ["numpy", "jax", "torch"]),
+    (("matv", "bias2"), "batch", ["numpy", "jax", "torch"]),
+    (("matv", "col"), "batch", ["numpy", "jax", "torch"]),
 ]
 
 
