@@ -118,9 +118,9 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     d2, blocks = vjp_derivation(d)
     g, h = d.graph, d2.graph
     low, _, _, names, grads, _, _, _ = lower_program(d2, Namer(), sp.S.One, keep, printer.kernels)
-    parts = [names.get(delta(h, name)) for name, _, _ in blocks]
-    if any(p is None for p in parts):
-        raise SymbackError("internal: an input's adjoint was folded away; its VJP cannot be printed")
+    found = [names.get(delta(h, name)) for name, _, _ in blocks]
+    # an input the prediction does not read (its terms cancel: X W + (1 b − X W)) has δ 0
+    parts = [_zero(b, d.layout, printer) if s is None else s for b, s in zip(blocks, found)]
     if [b[0] for b in blocks] == g.input_names:     # each input whole: X's columns, or X itself
         dX = d.layout.stack([d.layout.full(s, g.symbol(x), low.shapes.get(s, ()), printer)
                              for s, x in zip(parts, g.input_names)], printer.prefix)
@@ -128,7 +128,7 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
         dX = _placed(blocks, parts, d.layout.width(g.input_names), printer)
     X, Y = sp.Symbol("X", real=True), sp.Symbol("Y", real=True)
     protected = {X, Y} | {names[g.symbol(p)] for p in g.param_names}
-    results = parts + [grads[p] for p in g.param_names]
+    results = [s for s in found if s is not None] + [grads[p] for p in g.param_names]
     ret = f"{dX}, {returned(grads, low)}"
     # the prediction part's values: every node of the VJP graph that G does not reach
     fnames = [n for n in h.order if h.kind(n) == "node" and n != h.cost_name]
@@ -150,6 +150,19 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
              (FunctionSpec("_vjp_backward", "X, Y, params, values", doc + ", from _vjp_forward's values.",
                            results, ret, inputs=given), reread)]
     return "\n\n\n".join("\n".join(build_function(spec, stmts, printer, low, protected)) for spec, stmts in funcs) + "\n"
+
+
+def _zero(block, layout, printer) -> str:
+    """The code of a zero δ for the columns `block` of X: all of X, one column (a scalar
+    graph's input), or a slice."""
+    _, start, stop = block
+    if layout.data_matrix() is None:
+        part = f"X[:, {start}]"
+    elif (start, stop) == (0, layout.width(layout.graph.input_names)):
+        part = "X"
+    else:
+        part = f"X[..., {start}:{stop}]"
+    return f"{printer.prefix}.zeros_like({part})"
 
 
 def _placed(blocks, parts, width, printer) -> str:

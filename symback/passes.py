@@ -34,7 +34,7 @@ from .convkernels import conv_biases, conv_grads
 from .affine_norm import affine_norms
 from .flash import flash_attention
 from .heads import group_heads
-from .lowering import EXPR_OPS, Stmt, Tr, select
+from .lowering import EXPR_OPS, VIEWS, Stmt, Tr, select
 from .matrix import BATCH
 
 __all__ = ["Function", "PASSES", "select", "reads_of", "copies", "convolutions", "pool_indices", "masked_scores",
@@ -174,6 +174,8 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
     (−c, 1) for the c-th update, so a later update after the same S comes
     first; g's own product, when the update is its only reader, moves to
     key(S) + (−c, 0), just before the update (where :func:`fuse_updates` joins them).
+    A statement that reads a view of p (``t = b.T``, read after the update would have run)
+    reads p.
     """
     updates = fn.spec.updates
     if not updates:
@@ -181,11 +183,17 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
     stmts = list(stmts)
     key = {i: (i,) for i in range(len(stmts))}
     readers, writers = defaultdict(set), defaultdict(set)
+    view_of: dict = {}          # a view's symbol -> the array it shows
 
     def index(i):
-        for sym in stmts[i].reads():
+        st = stmts[i]
+        if (st.op in VIEWS or st.op == "let") and st.args and isinstance(st.args[0], sp.Symbol):
+            view_of[st.target] = view_of.get(st.args[0], st.args[0])
+        for sym in st.reads():
             readers[sym].add(i)
-        writers[stmts[i].target].add(i)
+            if sym in view_of:
+                readers[view_of[sym]].add(i)
+        writers[st.target].add(i)
 
     for i in range(len(stmts)):
         index(i)
@@ -363,6 +371,9 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
                 or updates[k] != updates[i + 1]:
             return None
         a, b = body[i].args
+        into = shapes.get(body[k].target, ()) if body[k].op == "update" else body[k].shape
+        if tuple(body[i].shape) != tuple(into):
+            return None         # a broadcast row (1 r) B: the accumulation is of the full size
         flat = rank(a) == 2 and rank(b) == 2        # (torch.addmm: matrices, not a 1-D row 1ᵀ D)
         if flat or (batched and isinstance(a, sp.Symbol) and b in params and rank(a) == 3):
             return i
@@ -395,7 +406,8 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
                 body[k] = addmm(rest[0] if rest else sp.S.Zero, moved, st.target, st.shape)
         elif st.op != "update":
             continue
-        elif isinstance(g, Stmt) and g.op == "matmul" and all(rank(x) == 2 for x in g.args):
+        elif isinstance(g, Stmt) and g.op == "matmul" and all(rank(x) == 2 for x in g.args) \
+                and tuple(g.shape) == tuple(shapes.get(st.target, ())):
             body[k] = st._replace(args=(g._replace(op="addmm", args=(sp.S.Zero, *g.args)),) + st.args[1:])
         elif isinstance(g, sp.Symbol) or isinstance(g, Stmt) and g.op == "let" and terms(g.args[0]):
             moved, rest = moves(g.args[0], terms(g.args[0]), k) if isinstance(g, Stmt) else moves(g, (g,), k)

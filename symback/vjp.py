@@ -25,6 +25,7 @@ from itertools import count
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.tensor.array.expressions import ArrayAdd, ArrayContraction, ArrayDiagonal, ArrayTensorProduct, PermuteDims
 
 from .errors import DefinitionError, SymbackError
 from .kinds.base import BATCH, ENTRY, Kind, activation_of, elementwise, is_matrix, real_diff
@@ -94,8 +95,14 @@ def _matrix_vjp(child_expr, adj, parent):
     parts = _inner_parts(child_expr)
     if parts:
         return _through_parts(child_expr, adj, parent, parts)
+    split = _hadamard_terms(child_expr, adj, parent)
+    if split is not None:
+        return split
     canon, back, fns = _canonical(child_expr, adj, parent)
     result = _derive_canonical(*canon)
+    if result.has(ArrayAdd, ArrayContraction, ArrayDiagonal, ArrayTensorProduct, PermuteDims):
+        # (∂ of XW ⊙ XWV by W): no code is printed from a tensor contraction
+        raise NotImplementedError("SymPy's matrix calculus left a tensor contraction it cannot write with matrices")
     # undefined functions back to the activations, f' to FPrime
     def restore(e):
         body = e.function.expr
@@ -148,6 +155,48 @@ def _through_parts(expr, adj, parent, parts):
         return sp.ZeroMatrix(*parent.shape)
     total = sp.MatAdd(*terms).doit() if len(terms) > 1 else terms[0]
     return total.xreplace({u: q for q, u in held.items()})
+
+
+def _hadamard_terms(expr, adj, parent):
+    """The VJP of a sum (times a number) that holds c (F₁ ⊙ F₂ ⊙ ...), a factor Fᵢ depending on
+    parent and broadcasting a row (1 c), else None: term by term, and such a product by the
+    product rule, Σᵢ the VJP of Fᵢ for the adjoint c δ ⊙ Πⱼ≠ᵢ Fⱼ.  SymPy's own derivative
+    transposed the broadcast factor (∂tr(Dᵀ(1c ⊙ 1c))/∂c came out 2·1ᵀ(1c ⊙ Dᵀ))."""
+    if not _splits(expr, parent):
+        return None
+    stand_in = sp.MatrixSymbol("_Ahad", *adj.shape)
+    if isinstance(expr, sp.MatMul):         # c M: M's VJP for c δ
+        coeff = sp.Mul(*[a for a in expr.args if not isinstance(a, sp.MatrixExpr)])
+        m = next(a for a in expr.args if isinstance(a, sp.MatrixExpr))
+        return _matrix_vjp(m, stand_in, parent).xreplace({stand_in: coeff * adj})
+    if isinstance(expr, sp.MatAdd):
+        terms = [_matrix_vjp(t, adj, parent) for t in expr.args if t.has(parent)]
+    elif isinstance(expr, sp.HadamardPower):   # F∘ⁿ: F's VJP for δ ⊙ n F∘⁽ⁿ⁻¹⁾
+        f, n = expr.args
+        held = sp.HadamardProduct(adj, n * sp.HadamardPower(f, n - 1)) if n != 2 else sp.HadamardProduct(adj, 2 * f)
+        terms = [local_factor(f, stand_in, parent, None).xreplace({stand_in: held})]
+    else:
+        terms = []
+        for i, f in enumerate(expr.args):
+            if f.has(parent):
+                others = expr.args[:i] + expr.args[i + 1:]
+                held = sp.HadamardProduct(adj, *others) if others else adj
+                terms.append(local_factor(f, stand_in, parent, None).xreplace({stand_in: held}))
+    return terms[0] if len(terms) == 1 else sp.MatAdd(*terms)
+
+
+def _splits(expr, parent) -> bool:
+    """Whether expr is, or sums (times a number), a Hadamard product that _hadamard_terms takes."""
+    if isinstance(expr, sp.HadamardProduct):
+        return any(f.has(parent) and f.has(sp.OneMatrix) for f in expr.args)
+    if isinstance(expr, sp.HadamardPower):
+        return expr.args[0].has(parent) and expr.args[0].has(sp.OneMatrix) and expr.args[1].is_number
+    if isinstance(expr, sp.MatAdd):
+        return any(_splits(t, parent) for t in expr.args)
+    if isinstance(expr, sp.MatMul):
+        mats = [a for a in expr.args if isinstance(a, sp.MatrixExpr)]
+        return len(mats) == 1 and _splits(mats[0], parent)
+    return False
 
 
 @lru_cache(maxsize=None)
