@@ -144,7 +144,7 @@ class NumberPoint(Point):
                    for n in g.input_names + g.target_names + g.param_names}
             env.update({g.symbol(n): sp.N(v, 40) for n, v in (given or {}).items()})
             self.given = dict(env)
-            self.exact = {g.symbol(n): sp.sympify(v) for n, v in (given or {}).items()}   # 1/10, not 0.1
+            self.exact = {g.symbol(n): sp.sympify(v, strict=True) for n, v in (given or {}).items()}   # 1/10, not 0.1
             try:
                 for n in g.order:
                     if n in g._expr:
