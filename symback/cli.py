@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the generated forward, gradient and training-step "
                                    "functions as a Python module that needs NumPy only.",
                        epilog="example: symback codegen --layers 2,8,1 --activation tanh -o net.py; "
-                              "then: import net; loss, grads = net.grad(X, Y, params)")
+                              "then: import net; params = net.init(0); grads = net.grad(X, Y, params)  "
+                              "(a dict; net.value_and_grad(X, Y, params) gives (loss, grads))")
     network_options(c)
     c.add_argument("-o", "--out", type=file_name, required=True, metavar="FILE.py", help="the module to write")
     overwrite_option(c, "-o")

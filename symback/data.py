@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import struct
 import zipfile
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, SymbackError
+from .errors import DataError, SymbackError, TrainingError
 from .layout import BatchRows, OneSample, Scalars
 
 __all__ = ["load_data", "read_npz", "available_memory", "format_bytes", "training_arrays",
-           "output_function", "check_seed", "sample_shape"]
+           "output_function", "check_rate", "check_finite", "check_seed", "sample_shape"]
 
 # Headers written by np.save are a few hundred bytes; a larger one is not a real array.
 _MAX_HEADER = 10_000
@@ -320,6 +321,32 @@ def _npz_forms(name: str, shape, image=None) -> str:
     if forms:
         return f"{', '.join(forms)} or {last}"
     return f"{last} (one {want[0]}×{want[1]} sample per entry of the first axis)" if name == "X" else last
+
+
+def check_rate(lr) -> None:
+    """TrainingError unless the learning rate `lr` is a positive, finite number (fit and step)."""
+    if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
+        raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
+
+
+def check_finite(X, Y, host=np.asarray) -> None:
+    """DataError, saying how many and where, unless the data X and Y are all finite.
+
+    One sum first, as the library computes it: NaN and infinity survive a sum, so finite data
+    cost one pass and no mask in step's loop (a sum that overflows takes the exact look, and
+    passes it).  Arrays whose values cannot be read (a torch meta tensor) are left to the call.
+    """
+    try:
+        if math.isfinite(float(X.sum() + Y.sum())):
+            return
+        masks = [~np.isfinite(np.asarray(host(a))) for a in (X, Y)]
+    except (RuntimeError, NotImplementedError, TypeError):
+        return
+    for what, bad in zip("XY", masks):
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(f"{what} holds NaN or infinite values ({int(bad.sum())} of them, the first "
+                            f"in sample {row}); training cannot use them")
 
 
 def check_seed(seed) -> None:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import available_memory, check_seed, format_bytes, sample_shape
+from .data import available_memory, check_finite, check_rate, check_seed, format_bytes, sample_shape
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
 from .targets import check_targets, target_rules
 
 __all__ = ["Model", "save_params", "load_params", "run_generated"]
+
+_INF = float("inf")
 
 
 def run_generated(source: str, digest: str, ns: dict) -> None:
@@ -330,7 +332,10 @@ class Model:
         return out
 
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
-        """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step."""
+        """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step.  A bad
+        rate or non-finite data are an error before any parameter changes (a NaN made them all NaN)."""
+        if not (type(lr) is float and 0.0 < lr < _INF):
+            check_rate(lr)
         # step() runs in training's tight loop: arrays already right are checked in one expression
         # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
         if not (type(X) is np.ndarray is type(Y) and X.dtype is self.dtype is Y.dtype
@@ -339,6 +344,7 @@ class Model:
             X, Y = self._xy(X, Y)
         elif self._target_rules:
             self._check_targets(Y)
+        check_finite(X, Y)
         self._check_step_params(params)
         try:
             return float(self._step(X, Y, params, lr))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import available_memory, check_seed, format_bytes, output_function
+from .data import available_memory, check_finite, check_rate, check_seed, format_bytes, output_function
 from .errors import DataError, SymbackError, TrainingError
 from .optimizers import OPTIMIZERS, SGD, Adam, Momentum, get_optimizer
 
@@ -103,8 +103,7 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise TrainingError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
-        raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
+    check_rate(lr)
     check_seed(seed)
     X, Y = _host_data(model, X, Y)
     model.check_params(params)
@@ -164,12 +163,7 @@ def _host_data(model, X, Y):
     with NaN or infinite values are a DataError that says where, before any step (not a
     TrainingError about the loss several steps later)."""
     out = [np.asarray(model._host(a), dtype=model.dtype) for a in model._xy(X, Y)]
-    for what, a in zip("XY", out):
-        bad = ~np.isfinite(a)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise DataError(f"{what} holds NaN or infinite values ({int(bad.sum())} of them, the first "
-                            f"in sample {row}); training cannot use them")
+    check_finite(*out)
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Model
+from ..data import check_finite, check_rate
 from ..errors import DataError
 
 __all__ = ["BackendModel"]
@@ -97,6 +98,8 @@ class BackendModel(Model):
 
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p ← p − lr·∂L/∂p, left in params; returns L before it."""
+        if not (type(lr) is float and 0.0 < lr < float("inf")):
+            check_rate(lr)
         if not (X is self._last[0] and Y is self._last[1]):
             # the tight loop's arrays are the kind accepted last time: checked in one expression
             # (each .shape and .dtype of a JAX array is a Python property: read each once)
@@ -108,6 +111,7 @@ class BackendModel(Model):
                     self._accepted = (type(X), X.dtype)
             elif self._target_rules:
                 self._check_targets(Y)
+            check_finite(X, Y, self._host)
             if self._immutable and type(X) is self._accepted[0]:
                 self._last = (X, Y)
         self._check_step_params(params)
