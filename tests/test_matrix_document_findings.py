@@ -1,0 +1,116 @@
+"""Audit findings on matrix graphs' documents: a worked example exactly on ReLU's kink, and a
+parameter that only the penalty reads in a one-sample graph's chain-rule section.
+
+Oracles: torch autograd with ReLU′(0) = 1 written as ``torch.where(Z >= 0, Z, 0)`` (torch's own
+``relu`` takes ReLU′(0) = 0, shown to differ here), one-sided differences of a NumPy loss written
+in the test, and pdflatex's log of the compiled document.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import symback as sb
+from symback.document.certificate import CertificateError
+from symback.document import points
+from symback.document.points import ArrayPoint
+from symback.engine import delta
+
+torch = pytest.importorskip("torch")
+
+# Z₁ = X W₁ + 𝟏b₁: row 1, column 2 is 1·(−1) + 0·1 + 1 = 0, on ReLU's kink, and that row's
+# residual Ŷ − Y = 1 − 0 is not 0, so the convention changes ∂L/∂W₁ and ∂L/∂b₁
+KINK = dict(X=[[1.0, 0.0], [0.0, 1.0]], W1=[[1.0, -1.0], [0.5, 1.0]], b1=[[0.0, 1.0]],
+            W2=[[1.0], [2.0]], b2=[[0.0]], Y=[[0.0], [2.0]])
+QUICK = {"cost": False, "vanishing": False, "figure": False}
+
+
+def _torch_grads(relu_at_zero_is_one=True):
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k in ("W1", "b1", "W2", "b2")) for k, v in KINK.items()}
+    Z = t["X"] @ t["W1"] + t["b1"]
+    A = torch.where(Z >= 0, Z, torch.zeros_like(Z)) if relu_at_zero_is_one else torch.relu(Z)
+    loss = torch.mean(torch.sum((A @ t["W2"] + t["b2"] - t["Y"]) ** 2, dim=1))      # mse, mean over rows
+    loss.backward()
+    return {k: t[k].grad.numpy() for k in ("W1", "b1", "W2", "b2")}
+
+
+def _numpy_loss(values):
+    Z = np.array(values["X"]) @ np.array(values["W1"]) + np.array(values["b1"])
+    Yhat = np.maximum(Z, 0) @ np.array(values["W2"]) + np.array(values["b2"])
+    return float(np.mean(np.sum((Yhat - np.array(values["Y"])) ** 2, axis=1)))
+
+
+def _printed_matrix(text, lhs):
+    """The matrix a line `lhs &= [[…]]` of the worked example shows, read as numbers."""
+    line = next(ln for ln in text.splitlines() if ln.startswith(lhs + r" &= \left[\begin{matrix}"))
+    body = re.search(r"\\begin\{matrix\}(.*?)\\end\{matrix\}", line).group(1)
+    return np.array([[float(x) for x in row.split("&")] for row in body.split(r"\\")])
+
+
+def test_the_point_is_on_the_kink_where_torch_and_the_convention_differ():
+    ones, torch_zero = _torch_grads(), _torch_grads(relu_at_zero_is_one=False)
+    assert not np.allclose(ones["W1"], torch_zero["W1"])          # torch's relu′(0) = 0 is another number
+    np.testing.assert_allclose(ones["W1"], [[1, 2], [2.5, 5]])      # by hand: Xᵀ((Ŷ − Y)W₂ᵀ ⊙ [Z ≥ 0])
+    np.testing.assert_allclose(ones["b1"], [[3.5, 7]])
+
+
+@pytest.mark.parametrize("fmt", ["latex", "markdown"])
+def test_a_matrix_worked_example_on_relus_kink_is_written(fmt):
+    """The certificate's central difference (the two slopes' average, ∂L/∂W₁ 1 instead of 2)
+    refused it: 'the gradient of W1 disagrees with a finite difference: -3.70 vs -4.52'."""
+    d = sb.derive(sb.mlp([2, 2, 1], activation="relu"))
+    text = getattr(d, fmt)(values={k: np.array(v) for k, v in KINK.items()}, lr=0.1, **QUICK)
+    grads = _torch_grads()
+    for p, tex in (("W1", "W_{1}"), ("b1", "b_{1}"), ("W2", "W_{2}"), ("b2", "b_{2}")):
+        np.testing.assert_allclose(_printed_matrix(text, rf"\frac{{\partial L}}{{\partial {tex}}}"), grads[p], rtol=1e-6)
+    # the verification table: the kink's entries, each with both one-sided differences
+    table = text.split("Verification")[-1]
+    h = 1e-6
+    for p, idx, tex in (("W1", (0, 1), r"\left(W_{1}\right)_{1,2}"), ("b1", (0, 1), r"\left(b_{1}\right)_{1,2}")):
+        row = next(ln for ln in table.splitlines() if tex in ln)
+        at = {k: np.array(v) for k, v in KINK.items()}
+        up, down = {**at, p: at[p].copy()}, {**at, p: at[p].copy()}
+        up[p][idx] += h
+        down[p][idx] -= h
+        left = (_numpy_loss(at) - _numpy_loss(down)) / h
+        right = (_numpy_loss(up) - _numpy_loss(at)) / h
+        shown = [float(x) for x in re.findall(r"(-?[\d.]+) \\text\{ \((?:left|right)\)\}", row)]
+        np.testing.assert_allclose(shown, [left, right], rtol=1e-6)
+        assert grads[p][idx] == pytest.approx(right, rel=1e-5)              # the formula takes the right-hand slope
+        assert "a kink" in row
+    assert not re.search(r"\$0\.1[0-9]\$", table)                   # no norm's "error" of 0.17 any more
+
+
+def test_the_array_point_still_catches_the_average_at_the_kink(monkeypatch):
+    """The kink is told by the one-sided differences alone: a gradient that is their average
+    (∂L/∂(W₁)₁₂ = 1, what the central difference says) is refused, the convention's 2 accepted."""
+    d = sb.derive(sb.mlp([2, 2, 1], activation="relu"))
+    values = {k: np.array(v) for k, v in KINK.items()}
+    ArrayPoint(d, 0, {}, given=values)
+    original = points.numpy_adjoints
+
+    def averaged(*args, **kwargs):
+        out = original(*args, **kwargs)
+        out[delta(d.graph, "W1")] = out[delta(d.graph, "W1")] - np.array([[0.0, 1.0], [0.0, 0.0]])
+        return out
+    monkeypatch.setattr(points, "numpy_adjoints", averaged)
+    with pytest.raises(CertificateError, match="gradient of W1"):
+        ArrayPoint(d, 0, {}, given=values)
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed")
+def test_the_kink_document_compiles_without_overfull_lines(tmp_path):
+    d = sb.derive(sb.mlp([2, 2, 1], activation="relu"))
+    (tmp_path / "doc.tex").write_text(d.latex(values={k: np.array(v) for k, v in KINK.items()}, lr=0.1),
+                                      encoding="utf-8")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=240)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert (tmp_path / "doc.pdf").exists()
+    assert not re.findall(r"^! .*", log, re.M)
+    assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+
