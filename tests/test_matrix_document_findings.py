@@ -114,3 +114,56 @@ def test_the_kink_document_compiles_without_overfull_lines(tmp_path):
     assert not re.findall(r"^! .*", log, re.M)
     assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
 
+
+def _penalty_only_graph():
+    """One sample X (3×2); W₂ is read by the penalty only, never by the cost."""
+    import sympy as sp
+    g = sb.Graph()
+    X = g.inputs("X", shape=(3, 2))
+    Y = g.targets("Y", shape=(3, 2))
+    W1 = g.params("W1", shape=(2, 2))
+    W2 = g.params("W2", shape=(2, 2))
+    H = g.node("H", sb.tanh(X @ W1))
+    g.loss(sb.mse(H, Y), penalty=sp.Rational(1, 10) * (sb.sumsq(W1) + sb.sumsq(W2)))
+    return g
+
+
+def test_a_parameter_only_the_penalty_reads_gets_its_gradient_in_the_chain_rule_section():
+    """The section said ∂C/∂W₂ = 0 and stopped (the penalty's (1/5)W₂ only in the loss section);
+    its δ row read 'δ_{W₂} = 0 = 0'."""
+    from symback.document import context
+    from symback.document.certificate import certify
+    d = sb.derive(_penalty_only_graph())
+    text = d.markdown(**QUICK)
+    line = (r"\frac{\partial L}{\partial W_{2}} = \frac{\partial P}{\partial W_{2}} = \frac{1}{5} W_{2}")
+    assert line in text and "only the penalty" in text
+    assert r"\delta_{W_{2}} &= 0 \\" in text and "= 0 = 0" not in text
+    # the oracle: torch autograd of L = (1/m) Σᵢ Cᵢ + P over a batch, at W₂ drawn at random
+    rng = np.random.default_rng(3)
+    X, Y = (torch.tensor(rng.normal(size=(4, 3, 2))) for _ in range(2))
+    W1, W2 = (torch.tensor(rng.normal(size=(2, 2)), requires_grad=True) for _ in range(2))
+    L = torch.mean(torch.sum((torch.tanh(X @ W1) - Y) ** 2, dim=(1, 2))) + ((W1 ** 2).sum() + (W2 ** 2).sum()) / 10
+    L.backward()
+    np.testing.assert_allclose(W2.grad.numpy(), W2.detach().numpy() / 5, rtol=1e-12)     # the printed (1/5) W₂
+    # the line is certified: a wrong coefficient is refused
+    ctx = context(d, **QUICK)
+    certify(d, ctx)
+    gr = next(x for x in ctx["gradients"] if x["name"] == "W_{2}")
+    claim = next(c for c in gr["sympy"]["claims"] if c.get("batch") and len(c["chain"]) == 3)
+    claim["chain"][-1] = 2 * claim["chain"][-1]
+    with pytest.raises(CertificateError):
+        certify(d, ctx)
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed")
+@pytest.mark.parametrize("template", ["article", "beamer", "snippet"])
+def test_the_penalty_only_document_compiles(tmp_path, template):
+    text = sb.derive(_penalty_only_graph()).latex(template=template, **QUICK)
+    if template == "snippet":
+        text = "\\documentclass{article}\\usepackage{amsmath,amssymb}\\begin{document}\n" + text + "\n\\end{document}\n"
+    (tmp_path / "doc.tex").write_text(text, encoding="utf-8")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=240)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert not re.findall(r"^! .*", log, re.M)
+    assert r"\frac{\partial P}{\partial W_{2}}" in text

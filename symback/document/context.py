@@ -352,7 +352,11 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     # a scalar graph's batch gradient, as seed 000 ends: ∂L/∂w₁ = 1/m Σᵢ (p − y)·ReLU′(c)·x₁
     batch = sp.Eq(Partial(sp.Symbol("L"), g.symbol(p)), d.batch_gradient(p), evaluate=False) \
         if d.layout.worked_in_numbers else None
+    # a one-sample graph's parameter only the penalty reads: no path from C, ∂L/∂W = ∂P/∂W
+    alone = [Partial(sp.Symbol("L"), g.symbol(p)), Partial(PENALTY, g.symbol(p)), d.penalty_gradient(p)] \
+        if d.layout.loss_is_cost and not paths and g.penalty.has(g.symbol(p)) else None
     return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": paths, "summary": None,
+            "penalty_only": Tex(" = ".join(latex(x, applications=apps) for x in alone)) if alone else None,
             "batch": tex(batch, applications=apps) if batch is not None else None,
             "simplified": tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and d.layout.worked_in_numbers else None,
@@ -363,7 +367,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None, "chain": chain,
-                      "claims": [{"chain": [batch.lhs, batch.rhs], "batch": True}] if batch is not None else []}}
+                      "claims": ([{"chain": [batch.lhs, batch.rhs], "batch": True}] if batch is not None else [])
+                      + ([{"chain": alone, "batch": True}] if alone else [])}}
 
 
 def _through_deltas(d, p, lhs, apps) -> dict:
@@ -377,6 +382,7 @@ def _through_deltas(d, p, lhs, apps) -> dict:
            f"{size:,} symbols, so it is written through the $\\delta$s of the nodes ${name}$ feeds "
            f"(each a line of the section on the $\\delta$s):")
     return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": [], "simplified": None, "steps": None, "batch": None,
+            "penalty_only": None,
             "closed": None, "closed_aligned": None, "where": [], "expanded": None,
             "recursive": Tex(aligned_lines(recursive, apps)), "summary": Tex(why),
             "sympy": {"lhs": lhs, "closed": None, "recursive": recursive, "simplified": None,
