@@ -167,3 +167,20 @@ def test_the_penalty_only_document_compiles(tmp_path, template):
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert not re.findall(r"^! .*", log, re.M)
     assert r"\frac{\partial P}{\partial W_{2}}" in text
+
+
+def test_the_punchline_note_gives_only_the_reasons_that_hold():
+    """Seed 004's network (biases, no norm, no penalty) read 'each ends in a sum over the samples
+    (a bias, a norm's scale and shift) or reaches the loss only through the penalty'."""
+    import sympy as sp
+    from symback.document import context
+    note = context(sb.derive(sb.mlp([3, 4, 4, 1], activation="sigmoid", loss="half_mse")), notation="lecture",
+                   **QUICK)["punchline_note"]
+    assert "(a bias)" in note and "penalty" not in note and "norm" not in note
+    g = sb.Graph()
+    X, Y = g.inputs("X", shape=(sb.BATCH, 2)), g.targets("Y", shape=(sb.BATCH, 1))
+    W1, W2, W3 = g.params("W1 W2 W3", shape=[(2, 3), (3, 1), (2, 2)])
+    g.loss(sb.mse(g.node("Yhat", g.node("A", sb.tanh(X @ W1)) @ W2), Y), penalty=sp.Rational(1, 10) * sb.sumsq(W3))
+    note = context(sb.derive(g), **QUICK)["punchline_note"]
+    assert "$W_{3}$, which reaches the loss only through the penalty" in note and "sum over the samples" not in note
+    assert "Its gradient is" in note
