@@ -219,7 +219,9 @@ def _loss(d, nt) -> dict:
                            evaluate=False)
         else:
             # row i: a sample, or a row of a one-sample graph's sample (its cost c_i)
-            yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
+            # in the graph's own names: a prediction H is H_{ik}, not an undefined Ŷ_{ik}
+            yk, tk = (sp.Indexed(sp.IndexedBase(sp.Symbol(getattr(e, "name", n))), i, k)
+                      for e, n in ((cost.prediction, "Yhat"), (cost.target, "Y")))
             row = sp.Function("ell")(yk, tk)
             sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(row_cost.name)), i),
                            sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
