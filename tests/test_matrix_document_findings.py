@@ -184,3 +184,45 @@ def test_the_punchline_note_gives_only_the_reasons_that_hold():
     note = context(sb.derive(g), **QUICK)["punchline_note"]
     assert "$W_{3}$, which reaches the loss only through the penalty" in note and "sum over the samples" not in note
     assert "Its gradient is" in note
+
+
+def _defined_twice(text):
+    """The left sides of the forward pass's rows that are defined more than once."""
+    forward = text.split("## The loss")[0]
+    lhs = [ln.split("&=")[0].strip() for ln in forward.splitlines() if "&=" in ln]
+    return {x for x in lhs if lhs.count(x) > 1}
+
+
+def test_nielsens_tied_output_layer_is_a3_not_the_hidden_a2():
+    """A tied output layer (no W of its own) was named a² like the hidden layer: 'a² = (w²)ᵀ a² + b³',
+    '∂a²/∂a²', and its δ δ² like the hidden layer's."""
+    d = sb.derive(sb.Sequential(sb.Dense(2, "tanh"), sb.Dense(4, "identity", tie="W1"), inputs=4, loss="mse"))
+    text = d.markdown(notation="nielsen", **QUICK)
+    assert not _defined_twice(text)
+    assert r"a^{3} &= \left(w^{2}\right)^{\top} a^{2} + b^{3}" in text
+    assert r"\frac{\partial a^{3}}{\partial w^{2}} &: \left( \delta^{3} \mapsto a^{2} \left(\delta^{3}\right)^{\top} \right)" in text
+    # the transposed ones of a one-sample column are 𝟏, not (𝟏ᵀ)ᵀ; (1/m)·M at m = 1 is M, not 1 (M)
+    assert r"\left(\mathbf{1}^{\top}\right)^{\top}" not in text and r"\left(1 \left(" not in text
+    assert r"\delta^{2} x^{\top} + a^{2} \left(\delta^{3}\right)^{\top}" in text       # BP4 for tied weights
+
+
+@pytest.mark.parametrize("which", ["one sample", "batch"])
+def test_the_loss_line_names_the_graphs_own_prediction(which):
+    """A graph whose prediction is a node H wrote its row cost as Σₖ ℓ(Ŷᵢₖ, Yᵢₖ), Ŷ defined nowhere."""
+    import sympy as sp
+    from symback.document import context
+    from symback.document.certificate import certify
+    m = 4 if which == "one sample" else sb.BATCH
+    g = sb.Graph()
+    X, T = g.inputs("X", shape=(m, 3)), g.targets("T", shape=(m, 2))
+    W = g.params("W", shape=(3, 2))
+    g.loss(sb.mse(g.node("H", sb.tanh(X @ W)), T))
+    d = sb.derive(g)
+    text = d.markdown(**QUICK)
+    assert r"\ell{\left({H}_{i,k},{T}_{i,k} \right)}" in text and r"\hat{Y}" not in text
+    ctx = context(d, **QUICK)
+    certify(d, ctx)                       # the line is checked row by row with H and T read as the nodes
+    claim = next(c for c in ctx["loss"]["sympy"]["claims"] if c.get("rows"))
+    claim["chain"][-1] = claim["chain"][-1].xreplace({sp.Symbol("H"): sp.Symbol("T"), sp.Symbol("T"): sp.Symbol("H")}) * 2
+    with pytest.raises(CertificateError):
+        certify(d, ctx)
