@@ -226,3 +226,14 @@ def test_the_loss_line_names_the_graphs_own_prediction(which):
     claim["chain"][-1] = claim["chain"][-1].xreplace({sp.Symbol("H"): sp.Symbol("T"), sp.Symbol("T"): sp.Symbol("H")}) * 2
     with pytest.raises(CertificateError):
         certify(d, ctx)
+
+
+@pytest.mark.parametrize("notation, first", [("matrix", r"\delta^{(1)}"), ("lecture", r"\delta^{(2)}"),
+                                             ("nielsen", r"\delta^{2}")])
+def test_a_layers_delta_is_said_before_the_maps_use_it(notation, first):
+    """The local derivatives' maps (δ⁽¹⁾ ↦ Xᵀ δ⁽¹⁾) used a layer's δ pages before the δ section said
+    what it is; the section's opening sentence now names each: δ⁽¹⁾ = ∂L/∂Z₁."""
+    d = sb.derive(sb.mlp([3, 4, 2], activation="tanh", output="softmax", loss="cross_entropy"))
+    for text in (d.markdown(notation=notation, **QUICK), d.latex(notation=notation, **QUICK)):
+        at = text.index(first)
+        assert "the notes' name" in text[max(0, at - 400):at]

@@ -82,6 +82,11 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["local"] = _local(d, apps, names)
     widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
     ctx["local_cols"] = 2 if widest < 60 else 1
+    # a layer's δ^{(l)} (Nielsen's δ^l) appears in the maps before the δ section defines it: said here
+    layer_deltas = [n for n in g.order if n in d.adjoint and g.kind(n) == "node"
+                    and not latex(delta(g, n)).startswith(r"\delta_")]
+    ctx["delta_names"] = Tex(", ".join(latex(sp.Eq(delta(g, n), Partial(g.symbol(d.loss_name), g.symbol(n)),
+                                                   evaluate=False)) for n in layer_deltas)) if layer_deltas else None
     full = options.get("steps", "brief") == "full"
     ctx["steps"] = "full" if full else "brief"
     ctx["gradients"] = [_gradient(d, p, apps, names, full) for p in d.params]
