@@ -21,7 +21,8 @@ __all__ = ["one_sided", "sympy_slope", "entry_differences", "kink_rows"]
 KINK_RTOL = 1e-6        # one-sided slopes this far apart (relative): a kink, or curvature (h/10 tells)
 
 
-def one_sided(d, values: dict, p: str, step: np.ndarray, h: float) -> tuple[float, float, float, bool]:
+def one_sided(d, values: dict, p: str, step: np.ndarray, h: float, here: float | None = None
+              ) -> tuple[float, float, float, bool]:
     """(left, central, right) differences of the loss along `step` in parameter p, and whether
     the point is on a kink there.
 
@@ -33,13 +34,15 @@ def one_sided(d, values: dict, p: str, step: np.ndarray, h: float) -> tuple[floa
     def loss(t):
         return float(np.sum(numpy_forward(d, {**values, p: base + t * step})[d.loss_name]))
 
-    here = loss(0.0)
+    here = loss(0.0) if here is None else here      # the point's own loss (the same for every entry)
 
     def sides(t):
         up, down = loss(t), loss(-t)
         return (here - down) / t, (up - down) / (2 * t), (up - here) / t
     left, central, right = sides(h)
-    kink = abs(right - left) > KINK_RTOL * max(1.0, abs(left), abs(right))
+    # rounding moves a one-sided slope by about eps·|L|/h: a large loss's noise is no kink
+    noise = 64 * np.finfo(float).eps * max(1.0, abs(here)) / h
+    kink = abs(right - left) > max(KINK_RTOL * max(1.0, abs(left), abs(right)), noise)
     if kink:
         near_left, _, near_right = sides(h / 10)
         kink = abs(near_right - near_left) > abs(right - left) / 2
@@ -79,11 +82,12 @@ def entry_differences(d, values: dict, p: str, where: list, h: float) -> dict:
     A kink's central difference is no oracle (the average of two slopes): its entry is reported
     with both one-sided differences, and its gradient checked against SymPy's slope instead."""
     base = np.atleast_2d(np.asarray(values[p], dtype=float))
+    here = float(np.sum(numpy_forward(d, values)[d.loss_name]))
     fd, kinks = np.zeros(len(where)), []
     for k, idx in enumerate(where):
         step = np.zeros(base.shape)
         step[idx] = 1.0
-        left, fd[k], right, kink = one_sided(d, values, p, step, h)
+        left, fd[k], right, kink = one_sided(d, values, p, step, h, here)
         if kink:
             kinks.append((k, idx, left, right, sympy_slope(d, values, p, step, _rows(d, values))))
     return {"fd": fd, "kinks": kinks}
