@@ -26,6 +26,7 @@ from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, p
 from .lines import LINE_WIDTH, ROW_INDENT, chain_lines
 from ..budget import within
 from .factors import edge_expr, notes_chain
+from .kinkslope import entry_differences, kink_rows
 
 __all__ = ["derivative_sup", "kinks", "vanishing", "verify", "cost", "numpy_forward", "numeric",
            "random_values", "upper", "evaluate", "inert", "value_of",
@@ -317,7 +318,7 @@ def verify(d, values, seed) -> dict:
     worst = max((r["err"] for r in rows if "err" in r), default=None)
     return {"rows": rows, "point": point_tex, "source": source, "digits": VERIFY_DIGITS,
             "h": Tex(number(VERIFY_H)), "worst": Tex(number(worst, 2)) if worst is not None else None,
-            "matrices": False}
+            "matrices": False, "kinks": False}
 
 
 def _verify_rows(d, point) -> list[dict]:
@@ -383,7 +384,6 @@ def _verify_matrix(d, values, seed) -> dict:
         grads = {p: np.atleast_2d(v) for p, v in model.grad(X, Y, arrays).items()}
     else:
         grads = numpy_gradients(d, values)
-    loss = lambda v: float(numpy_forward(d, v)[d.loss_name])     # noqa: E731
     rng = np.random.default_rng(seed)
     rows, worst = [], 0.0
     for p in d.params:
@@ -391,19 +391,17 @@ def _verify_matrix(d, values, seed) -> dict:
         where = list(np.ndindex(base.shape))
         if sampled and len(where) > VERIFY_SAMPLES:
             where = [where[i] for i in sorted(rng.choice(len(where), VERIFY_SAMPLES, replace=False))]
-        fd = np.zeros(len(where))
-        for k, idx in enumerate(where):
-            plus, minus = base.copy(), base.copy()
-            plus[idx] += MATRIX_H
-            minus[idx] -= MATRIX_H
-            fd[k] = (loss({**values, p: plus}) - loss({**values, p: minus})) / (2 * MATRIX_H)
         gp = np.array([np.asarray(grads[p])[idx] for idx in where])
+        diffs = entry_differences(d, values, p, where, MATRIX_H)
+        rows += kink_rows(g.symbol(p), gp, diffs["kinks"])       # an entry on a kink: a row of its own
+        smooth = [k for k in range(len(where)) if k not in {kink[0] for kink in diffs["kinks"]}]
+        gp, fd = gp[smooth], diffs["fd"][smooth]
         err = float(np.linalg.norm(gp - fd) / max(np.linalg.norm(fd), np.linalg.norm(gp), 1.0))
         worst = max(worst, err)
         rows.append({"name": Tex(latex(g.symbol(p))), "formula": Tex(number(np.linalg.norm(gp), 8)),
                      "fd": Tex(number(np.linalg.norm(fd), 8)), "error": Tex(number(err, 2)), "err": err})
     return {"rows": rows, "point": [], "source": source, "digits": 16, "h": Tex(number(MATRIX_H)),
-            "worst": Tex(number(worst, 2)), "matrices": True,
+            "worst": Tex(number(worst, 2)), "matrices": True, "kinks": len(rows) > len(d.params),
             "sampled": VERIFY_SAMPLES if sampled else None}
 
 

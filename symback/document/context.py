@@ -82,6 +82,11 @@ def _context(d, fmt, nt, options) -> dict:
     ctx["local"] = _local(d, apps, names)
     widest = max((len(r["value"]) + len(r["written_out"] or "") for r in ctx["local"]), default=0)
     ctx["local_cols"] = 2 if widest < 60 else 1
+    # a layer's δ^{(l)} (Nielsen's δ^l) appears in the maps before the δ section defines it: said here
+    layer_deltas = [n for n in g.order if n in d.adjoint and g.kind(n) == "node"
+                    and not latex(delta(g, n)).startswith(r"\delta_")]
+    ctx["delta_names"] = Tex(", ".join(latex(sp.Eq(delta(g, n), Partial(g.symbol(d.loss_name), g.symbol(n)),
+                                                   evaluate=False)) for n in layer_deltas)) if layer_deltas else None
     full = options.get("steps", "brief") == "full"
     ctx["steps"] = "full" if full else "brief"
     ctx["gradients"] = [_gradient(d, p, apps, names, full) for p in d.params]
@@ -219,7 +224,9 @@ def _loss(d, nt) -> dict:
                            evaluate=False)
         else:
             # row i: a sample, or a row of a one-sample graph's sample (its cost c_i)
-            yk, tk = sp.Indexed(sp.IndexedBase(sp.Symbol("Yhat")), i, k), sp.Indexed(sp.IndexedBase(sp.Symbol("Y")), i, k)
+            # in the graph's own names: a prediction H is H_{ik}, not an undefined Ŷ_{ik}
+            yk, tk = (sp.Indexed(sp.IndexedBase(sp.Symbol(getattr(e, "name", n))), i, k)
+                      for e, n in ((cost.prediction, "Yhat"), (cost.target, "Y")))
             row = sp.Function("ell")(yk, tk)
             sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(row_cost.name)), i),
                            sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
@@ -352,7 +359,11 @@ def _gradient(d, p, apps, names, full=False) -> dict:
     # a scalar graph's batch gradient, as seed 000 ends: ∂L/∂w₁ = 1/m Σᵢ (p − y)·ReLU′(c)·x₁
     batch = sp.Eq(Partial(sp.Symbol("L"), g.symbol(p)), d.batch_gradient(p), evaluate=False) \
         if d.layout.worked_in_numbers else None
+    # a one-sample graph's parameter only the penalty reads: no path from C, ∂L/∂W = ∂P/∂W
+    alone = [Partial(sp.Symbol("L"), g.symbol(p)), Partial(PENALTY, g.symbol(p)), d.penalty_gradient(p)] \
+        if d.layout.loss_is_cost and not paths and g.penalty.has(g.symbol(p)) else None
     return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": paths, "summary": None,
+            "penalty_only": Tex(" = ".join(latex(x, applications=apps) for x in alone)) if alone else None,
             "batch": tex(batch, applications=apps) if batch is not None else None,
             "simplified": tex(simple_chain, applications=apps) if simple is not None else None,
             "steps": _gradient_steps(d, p, apps) if full and d.layout.worked_in_numbers else None,
@@ -363,7 +374,8 @@ def _gradient(d, p, apps, names, full=False) -> dict:
             "recursive": Tex(aligned_lines(recursive, apps)) if recursive != closed else None,
             "sympy": {"lhs": lhs, "closed": closed, "recursive": recursive, "simplified": simple,
                       "expanded": expanded if show_expanded else None, "chain": chain,
-                      "claims": [{"chain": [batch.lhs, batch.rhs], "batch": True}] if batch is not None else []}}
+                      "claims": ([{"chain": [batch.lhs, batch.rhs], "batch": True}] if batch is not None else [])
+                      + ([{"chain": alone, "batch": True}] if alone else [])}}
 
 
 def _through_deltas(d, p, lhs, apps) -> dict:
@@ -377,6 +389,7 @@ def _through_deltas(d, p, lhs, apps) -> dict:
            f"{size:,} symbols, so it is written through the $\\delta$s of the nodes ${name}$ feeds "
            f"(each a line of the section on the $\\delta$s):")
     return {"name": tex(g.symbol(p)), "lhs": tex(lhs), "paths": [], "simplified": None, "steps": None, "batch": None,
+            "penalty_only": None,
             "closed": None, "closed_aligned": None, "where": [], "expanded": None,
             "recursive": Tex(aligned_lines(recursive, apps)), "summary": Tex(why),
             "sympy": {"lhs": lhs, "closed": None, "recursive": recursive, "simplified": None,

@@ -43,8 +43,10 @@ def deltas(d, apps, full=False, names=None) -> list[dict]:
         value = e.xreplace(inline).doit() if is_matrix(e) and e.has(*inline) else e
         lhs = sym
         laid = _laid_out([lhs, symbolic] + ([e] if value != e else []) + [value], apps)
+        # nothing uses n (a parameter only a penalty reads): δ_n = 0 once, not "0 = 0"
+        said = symbolic != value
         rows.append({"case": steps.delta_case(d, n) if full else None, "node": n,
-                     "name": tex(g.symbol(n)), "lhs": tex(lhs), "symbolic": tex(symbolic),
+                     "name": tex(g.symbol(n)), "lhs": tex(lhs), "symbolic": tex(symbolic) if said else None,
                      "value": laid[-1][0], "value_row": laid[-1][1], "param": g.kind(n) == "param",
                      "recursive": laid[2][0] if value != e else None,
                      "recursive_row": laid[2][1] if value != e else False,

@@ -33,6 +33,8 @@ def loss_claims(d, parts, cost) -> list[dict]:
         out.append({"chain": [parts["lhs"], parts["rhs"]], "forall": True, "means": ell})
         sample = parts["sample"]
         means = {**ell, sp.Symbol("Yhat"): cost.prediction, sp.Symbol("Y"): cost.target}
+        # the line writes the prediction and target in their own names (H_{ik}, T_{ik})
+        means.update({sp.Symbol(e.name): e for e in (cost.prediction, cost.target) if hasattr(e, "name")})
         # the costs' column C, or a one-sample graph's row costs c (ℓ summed over each row of its sample)
         means.update({sp.Symbol(n): g.symbol(n) for n in g.node_names if isinstance(g.expr(n), RowCost)})
         means.update({sp.Symbol(f"col_{k.name}"): v for k, v in list(means.items()) if isinstance(k, sp.Symbol)})

@@ -62,7 +62,10 @@ def notation(d, name: str | None) -> Notation:
     if name == "matrix":
         return Notation(name, {}, "L")
     layers = layer_names(d)
-    depth = max((l for k, l in layers.values() if k == "W"), default=0)
+    # the output layer's index: its W, b or Z, or one past the last hidden A (a tied output layer
+    # has no W of its own: counting W's alone named its output a² like the hidden layer's)
+    depth = max([l for k, l in layers.values() if k != "A"] + [l + 1 for k, l in layers.values() if k == "A"],
+                default=0)
     names, tnames = {}, {}
     if name == "lecture":
         # seed 004: J the loss; W^{(l)} between a^{(l)} and z^{(l+1)}, a^{(1)} = X
@@ -130,6 +133,8 @@ def _one_sample(e):
     args = [_one_sample(a) for a in e.args]
     if isinstance(e, ElementwiseApplyFunction):
         return sp.MatrixExpr.__new__(ElementwiseApplyFunction, *args)
+    if isinstance(e, sp.MatMul) and args[0] == 1:     # (1/m)·M at m = 1 is M, not "1 (M)"
+        return args[1] if len(args) == 2 else sp.MatMul(*args[1:])
     return e.func(*args)
 
 
@@ -157,6 +162,8 @@ def _transposed(e):
         return Softmax(_transposed(e.arg))
     if isinstance(e, RowCost):
         return e              # one sample's cost is a number; its printer turns its arguments
+    if isinstance(e, sp.OneMatrix):
+        return sp.OneMatrix(*reversed(e.shape))       # 𝟏ᵀ turned is 𝟏, not (𝟏ᵀ)ᵀ
     if isinstance(e, sp.MatrixExpr):
         return sp.Transpose(e)
     return e

@@ -13,7 +13,7 @@ from ..matrix import simplify_ones
 from ..printing import Chain, Partial, Terms, Tex, latex
 from .factors import compose, edge_expr, notes_start
 from .lines import definitions, tex
-from .notation import punchline_forms
+from .notation import layer_names, punchline_forms
 
 __all__ = ["punchline", "punchline_intro", "punchline_note"]
 
@@ -131,11 +131,19 @@ def punchline_note(d, rows) -> Tex | None:
     def listed(ps):
         return ", ".join(f"${latex(d.graph.symbol(p))}$" for p in ps)
     many = [p for p in left if not d.listable(p)]
-    rest = [p for p in left if p not in many]
-    why = [f"{listed(rest)}; each ends in a sum over the samples (a bias, a norm's scale and shift) or "
-           "reaches the loss only through the penalty"] if rest else []
+    # only the reasons that hold here: seed 004 (biases, no penalty) read "… or reaches the loss
+    # only through the penalty", and "a norm's scale and shift" with no norm in the network
+    penalised = [p for p in left if p not in many and all(len(path) == 1 and path[0].of == d.loss_name
+                                                          for path in d.chain(p))]
+    summed = [p for p in left if p not in many and p not in penalised]
+    biases = all(layer_names(d).get(p, ("",))[0] == "b" for p in summed)
+    kinds = "a bias" if biases else "a bias, a norm's scale and shift"
+    why = [f"{listed(summed)}; each ends in a sum over the samples ({kinds})"] if summed else []
+    why += [f"{listed(penalised)}, which reach{'es' if len(penalised) == 1 else ''} the loss only through the penalty"] \
+        if penalised else []
     why += [f"{listed(many)}, whose chain forms are too large to write out here"] if many else []
-    return Tex(f"Not shown here: {'; and '.join(why)}. Their gradients are in the chain-rule section above.")
+    theirs = "Its gradient is" if len(left) == 1 else "Their gradients are"
+    return Tex(f"Not shown here: {'; and '.join(why)}. {theirs} in the chain-rule section above.")
 
 
 def _sums_rows(last) -> bool:
