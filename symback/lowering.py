@@ -240,7 +240,9 @@ class Lowering:
             value = self.scalar(inner)
             if not self.is_array(value):    # c·1 (a node that folded to a constant): c·1ᵀ is c too
                 return value
-            return self.emit("transpose", (self.materialize(value),), (e.shape[0], e.shape[1]))
+            # a broadcast (1 b, one row long as computed) stays one long: (1b)ᵀ is bᵀ, a column
+            v = self.materialize(value)
+            return self.emit("transpose", (v,), tuple(reversed(self._dims(v))))
         if isinstance(e, ElementwiseApplyFunction):
             return e.function(self.scalar(e.expr))
         if isinstance(e, Kind) and hasattr(e, "lower"):    # a node kind lowers itself (symback.kinds)
