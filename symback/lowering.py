@@ -281,7 +281,7 @@ class Lowering:
         """A product's operand: W.T of a named matrix stays a transposed operand (no copy), the
         rest is a formula."""
         if isinstance(a, sp.Transpose) and isinstance(a.arg, sp.MatrixSymbol) and a.arg in self.names \
-                and self.shapes.get(self.names[a.arg], ()) != ():
+                and len(self.shapes.get(self.names[a.arg], ())) > 1:     # (a 1-D row's is a column)
             return Tr(self.names[a.arg])
         return self.scalar(a)
 

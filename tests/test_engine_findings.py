@@ -17,6 +17,10 @@ NumPy, JAX and torch.
 5. A Hadamard product of three factors or more, or with a power, one of them compound and
    depending on the parameter (X W ⊙ X W ⊙ X U, 1b ⊙ X W ⊙ X W): SymPy raised a ValueError
    ("index is larger than expression shape"); the product rule takes them.
+6. A batch graph's node of column sums, S = 1ᵀ X W (a 1-D row in compiled code), transposed or
+   multiplied on (1 S V, X W Sᵀ b, tanh(1 S) V): Sᵀ was printed ``S.T`` (a 1-D row still) or
+   taken as a transposed operand, and the products failed with shape errors on every backend;
+   it is the column ``S[:, None]`` now.
 A broadcast row node used as a matrix, σ(1 b) V, is checked beside them.
 """
 from __future__ import annotations
@@ -194,6 +198,27 @@ SHAPES6 = {"W": (2, 3), "U": (2, 3), "b": (1, 3), "V": (3, 2)}
 def test_hadamard_products_of_three_factors_equal_torch(case):
     build, oracle = THREE[case]
     _check(_graph(T, SHAPES6, [("Yhat", build)]), SHAPES6, oracle)
+
+
+# ---------------------------------------------------------------- 6. a node of a batch's column sums
+SUMS = {
+    "1 S V": (lambda e: sb.ones(e["R"], 1) @ e["S"] @ e["V"], lambda x, p, s: _ones(x.shape[-2], 1) @ s @ p["V"]),
+    "X W Sᵀ b": (lambda e: e["X"] @ e["W"] @ e["S"].T @ e["b"], lambda x, p, s: x @ p["W"] @ s.mT @ p["b"]),
+    "tanh(1 S) V": (lambda e: sb.tanh(sb.ones(e["R"], 1) @ e["S"]) @ e["V"],
+                    lambda x, p, s: torch.tanh(_ones(x.shape[-2], 1) @ s) @ p["V"]),
+    "(1 S ⊙ X W) V": (lambda e: sb.hadamard(sb.ones(e["R"], 1) @ e["S"], e["X"] @ e["W"]) @ e["V"],
+                      lambda x, p, s: ((_ones(x.shape[-2], 1) @ s) * (x @ p["W"])) @ p["V"]),
+}
+SHAPES7 = {"W": (2, 3), "b": (1, 3), "V": (3, 2)}
+
+
+@pytest.mark.parametrize("rows", [T, sb.BATCH], ids=["sample", "batch"])
+@pytest.mark.parametrize("case", list(SUMS))
+def test_a_node_of_column_sums_equals_torch(case, rows):
+    node = ("S", lambda e: sb.ones(1, e["R"]) @ e["X"] @ e["W"])
+    d = _graph(rows, SHAPES7, [node, ("Yhat", SUMS[case][0])])
+    _check(d, SHAPES7, lambda x, p: SUMS[case][1](x, p, _ones(1, x.shape[-2]) @ x @ p["W"]),
+           batch=rows is sb.BATCH, n=5)
 
 
 # ---------------------------------------------------------------- a broadcast-row node used as a matrix
