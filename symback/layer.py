@@ -119,8 +119,10 @@ def vjp_function(d: Derivation, printer, keep, returned) -> str:
     g, h = d.graph, d2.graph
     low, _, _, names, grads, _, _, _ = lower_program(d2, Namer(), sp.S.One, keep, printer.kernels)
     found = [names.get(delta(h, name)) for name, _, _ in blocks]
-    # an input the prediction does not read (its terms cancel: X W + (1 b − X W)) has δ 0
-    parts = [_zero(b, d.layout, printer) if s is None else s for b, s in zip(blocks, found)]
+    # an input the prediction does not read (its terms cancel: X W + (1 b − X W)) has δ 0, an
+    # array of zeros: a scalar graph's δ_x = 0 is the number 0, which torch and JAX cannot stack
+    parts = [_zero(b, d.layout, printer) if s is None or low.defs.get(s) == 0 else s
+             for b, s in zip(blocks, found)]
     if [b[0] for b in blocks] == g.input_names:     # each input whole: X's columns, or X itself
         dX = d.layout.stack([d.layout.full(s, g.symbol(x), low.shapes.get(s, ()), printer)
                              for s, x in zip(parts, g.input_names)], printer.prefix)

@@ -15,8 +15,6 @@ forms, a loss through its SymPy definition.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
@@ -26,6 +24,8 @@ from .image import IMAGE_OPS
 from .kernels import primes
 from .kinds.base import BATCH, Kind, is_matrix
 from .kinds.select import Held, lower_product, selection
+from .stmt import Stmt, Tr
+from .tiling import tiled
 
 __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "select", "VIEWS", "EXPR_OPS", "BATCHED_OPS"]
 
@@ -33,39 +33,9 @@ __all__ = ["Stmt", "Tr", "Lowering", "broadcast", "select", "VIEWS", "EXPR_OPS",
 VIEWS = ("transpose", "slice", "column", "param", "value", "flatten", "unflatten", "pair_item")
 #: operations whose operand is an element-wise formula rather than symbols
 EXPR_OPS = ("let", "sum", "mean", "rowsum", "ssum")
-#: the kinds whose printing passes their last axis' length (a batch norm's columns: m, which
-#: the ``batch`` statement defines, so the function must keep it)
-WIDTH_PRINTED = ("layer_norm", "layer_norm_vjp", "layer_norm_affine", "layer_norm_affine_vjp")
 #: operations whose value carries the batch axis when an operand does (one-sample graphs)
 BATCHED_OPS = ("matmul", "transpose", "slice", "colsum", "rowsum", "rowmax", "trace", "ssum", "mask", "pad",
                "concat", "softmax", "log_softmax", "softmax_vjp", "layer_norm", "layer_norm_vjp", "pair_item") + IMAGE_OPS
-
-
-class Tr(NamedTuple):
-    """A transposed operand of a matrix product (printed ``W.T``, no copy)."""
-
-    sym: sp.Symbol
-
-
-class Stmt(NamedTuple):
-    """``target = op(*args)``; ``shape`` is the value's shape, () for a number."""
-
-    target: sp.Symbol
-    op: str
-    args: tuple
-    shape: tuple
-
-    def reads(self) -> set:
-        """The symbols this statement reads."""
-        out = set()
-        for a in self.args:
-            if isinstance(a, Tr):
-                out.add(a.sym)
-            elif isinstance(a, sp.Basic):
-                out |= a.free_symbols
-        if self.op == "colsum" or (self.op in WIDTH_PRINTED and BATCH in getattr(self.shape[-1], "free_symbols", ())):
-            out.add(BATCH)
-        return out
 
 
 def broadcast(*shapes) -> tuple:
@@ -184,7 +154,7 @@ class Lowering:
         a product of two batched factors is one GEMM over every sample's rows, a value that is
         the same for every sample counts m times."""
         if isinstance(e, sp.MatAdd):
-            return sp.Add(*self._tiled([self.reduced(a) for a in e.args]))
+            return sp.Add(*tiled(self, [self.reduced(a) for a in e.args]))
         if isinstance(e, sp.MatMul):
             return self._reduced_product(e)
         value = self.scalar(e)
@@ -250,7 +220,7 @@ class Lowering:
         if isinstance(e, sp.Identity) and e.shape == (1, 1):    # δ_c = ∂tr(c)/∂c of a 1×1 cost c
             return sp.S.One
         if isinstance(e, sp.MatAdd):
-            return sp.Add(*self._tiled([self.scalar(a) for a in e.args]))
+            return sp.Add(*tiled(self, [self.scalar(a) for a in e.args]))
         if isinstance(e, sp.HadamardProduct):
             for kind, nodes in self.recorded.items():   # a kind's closed-form VJP, by its own kernel
                 found = kind.lower_vjp(self, e, nodes)
@@ -270,7 +240,9 @@ class Lowering:
             value = self.scalar(inner)
             if not self.is_array(value):    # c·1 (a node that folded to a constant): c·1ᵀ is c too
                 return value
-            return self.emit("transpose", (self.materialize(value),), (e.shape[0], e.shape[1]))
+            # a broadcast (1 b, one row long as computed) stays one long: (1b)ᵀ is bᵀ, a column
+            v = self.materialize(value)
+            return self.emit("transpose", (v,), tuple(reversed(self._dims(v))))
         if isinstance(e, ElementwiseApplyFunction):
             return e.function(self.scalar(e.expr))
         if isinstance(e, Kind) and hasattr(e, "lower"):    # a node kind lowers itself (symback.kinds)
@@ -305,74 +277,11 @@ class Lowering:
             value, shape = self.product(value, shape, right, rshape), (shape[0], rshape[1])
         return coeff * self.unwrap(value)
 
-    def _tiled(self, terms):
-        """Terms of a sum whose pieces tile one axis, joined: blocks padded with zeros
-        (c·pad(A_h): each head's δ put back in place) become one concatenation of the blocks,
-        and products with row blocks of one matrix (Σ_h A_h W[rows_h]: the heads' outputs times
-        Wo) one product of the concatenated A_h with W — one copy and one GEMM instead of a
-        zero-filled array, a GEMM and an addition per head.  The other terms are kept."""
-        groups: dict = {}
-        for k, term in enumerate(terms):
-            coeff, sym = term.as_coeff_Mul() if isinstance(term, sp.Mul) else (sp.S.One, term)
-            if coeff.free_symbols:
-                continue
-            if sym in self.pads:
-                block, axis, start, n = self.pads[sym]
-                groups.setdefault(("pad", axis, n), []).append((start, coeff, block, k))
-            elif self._row_block(sym):
-                a, w, start = self._row_block(sym)
-                groups.setdefault(("rows", w), []).append((start, coeff, a, k))
-        done, out = set(), []
-        for key, group in groups.items():
-            group.sort(key=lambda g: g[0])
-            axis = key[1] if key[0] == "pad" else -1          # (the blocks' axis that tiles)
-            n = key[2] if key[0] == "pad" else self.shapes[key[1]][-2]
-            edges = [g[0] for g in group] + [n]
-            widths = [self.shapes[b][axis] for _, _, b, _ in group]
-            if len(group) < 2 or edges[0] != 0 or any(a + w != b for a, w, b in zip(edges, widths, edges[1:])):
-                continue                            # overlaps or gaps: leave the terms
-            coeffs = {c for _, c, _, _ in group}
-            common = coeffs.pop() if len(coeffs) == 1 else sp.S.One
-            blocks = [b if c == common else self.materialize(c * b) for _, c, b, _ in group]
-            shape = list(self.shapes[blocks[0]][-2:])
-            shape[axis] = n
-            sums = [self.made.get(b) for b in blocks]
-            if axis == -2 and all(st is not None and st.op == "bgemm" and st.args[1] == sums[0].args[1]
-                                  and isinstance(st.args[0], Tr) for st in sums):
-                # rows Σ A_hᵀ B stacked: Σ [A_1 … A_h]ᵀ B, one GEMM (the heads' δWo; the
-                # concatenation is the forward pass's own, reused)
-                parts = [st.args[0].sym for st in sums]
-                a = self.emit("concat", (-1, *parts), (self.shapes[parts[0]][-2],
-                                                       sum(self.shapes[x][-1] for x in parts)))
-                joined = self.emit("bgemm", (Tr(a), sums[0].args[1]), tuple(shape))
-            else:
-                joined = self.emit("concat", (axis, *blocks), tuple(shape))
-            if key[0] == "rows":
-                w = key[1]
-                joined = self.emit("matmul", (joined, w), (shape[0], self.shapes[w][-1]))
-            out.append(common * joined)
-            done |= {k for _, _, _, k in group}
-        return out + [t for k, t in enumerate(terms) if k not in done]
-
-    def _row_block(self, sym):
-        """(A, W, start) when `sym` is the product A W[start:stop, :] of a (not transposed)
-        A with a block of whole rows of the matrix W, else None."""
-        st = self.made.get(sym)
-        if st is None or st.op != "matmul" or isinstance(st.args[0], Tr) or isinstance(st.args[1], Tr):
-            return None
-        cut = self.made.get(st.args[1])
-        if cut is None or cut.op != "slice" or cut.args[2] != (0, None, 1) or cut.args[1][2] != 1:
-            return None
-        w = cut.args[0]
-        if len(self.shapes.get(w, ())) != 2 or self.batched(w):     # a parameter-like matrix
-            return None
-        return st.args[0], w, cut.args[1][0]
-
     def operand(self, a):
         """A product's operand: W.T of a named matrix stays a transposed operand (no copy), the
         rest is a formula."""
         if isinstance(a, sp.Transpose) and isinstance(a.arg, sp.MatrixSymbol) and a.arg in self.names \
-                and self.shapes.get(self.names[a.arg], ()) != ():
+                and len(self.shapes.get(self.names[a.arg], ())) > 1:     # (a 1-D row's is a column)
             return Tr(self.names[a.arg])
         return self.scalar(a)
 

@@ -163,6 +163,15 @@ def _symbols(fresh):
         yield fresh()
 
 
+def _views(stmts) -> dict:
+    """A view's symbol -> the array it shows (``t = b.T``, an alias ``t = b``): reading t reads b."""
+    view_of: dict = {}
+    for st in stmts:
+        if (st.op in VIEWS or st.op == "let") and st.args and isinstance(st.args[0], sp.Symbol):
+            view_of[st.target] = view_of.get(st.args[0], st.args[0])
+    return view_of
+
+
 def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
     """Insert each in-place update after the last read of its parameter.
 
@@ -175,7 +184,7 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
     first; g's own product, when the update is its only reader, moves to
     key(S) + (−c, 0), just before the update (where :func:`fuse_updates` joins them).
     A statement that reads a view of p (``t = b.T``, read after the update would have run)
-    reads p.
+    reads p.  g's product does not move past an update of a parameter it reads.
     """
     updates = fn.spec.updates
     if not updates:
@@ -183,12 +192,10 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
     stmts = list(stmts)
     key = {i: (i,) for i in range(len(stmts))}
     readers, writers = defaultdict(set), defaultdict(set)
-    view_of: dict = {}          # a view's symbol -> the array it shows
+    view_of = _views(stmts)
 
     def index(i):
         st = stmts[i]
-        if (st.op in VIEWS or st.op == "let") and st.args and isinstance(st.args[0], sp.Symbol):
-            view_of[st.target] = view_of.get(st.args[0], st.args[0])
         for sym in st.reads():
             readers[sym].add(i)
             if sym in view_of:
@@ -197,6 +204,7 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
 
     for i in range(len(stmts)):
         index(i)
+    placed: dict = {}           # a parameter -> its update's index
     for c, (name, (p, g)) in enumerate(updates.items(), start=1):
         last = readers[p] | writers[g]
         after = key[max(last, key=key.__getitem__)] if last else (-1,)
@@ -204,9 +212,14 @@ def schedule(stmts: list[Stmt], fn) -> list[Stmt]:
         stmts.append(Stmt(p, "update", (g, name, p), ()))
         key[u] = after + (-c, 1)
         index(u)
+        placed[p] = u
         k = min(writers[g], key=key.__getitem__) if writers[g] else None
         if k is not None and len(readers[g]) == 1 and stmts[k].op in ("matmul", "colsum"):
-            key[k] = after + (-c, 0)
+            # not past an update of what the product reads (c -= t b.T after b -= ...: c's step
+            # from the updated b); a later update waits for the product where it moved to
+            ahead = [placed[q] for q in {view_of.get(x, x) for x in stmts[k].reads()} if q in placed]
+            if not any(key[k] < key[v] < after + (-c, 0) for v in ahead):
+                key[k] = after + (-c, 0)
     return [stmts[i] for i in sorted(key, key=key.__getitem__)]
 
 
@@ -359,6 +372,12 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
     reads, shapes = _read_counts(body), fn.low.shapes
     rank = lambda x: len(shapes.get(x.sym if isinstance(x, Tr) else x, ()))    # noqa: E731
     where = {st.target: i for i, st in enumerate(body) if st.op == "matmul"}
+    view_of = _views(body)
+
+    def reads_own(st, k):
+        """Whether `st` reads the parameter that update k writes (W -= A W: torch's W.addmm_(A, W)
+        would read W while writing it, and a second product the updated W)."""
+        return body[k].op == "update" and any(view_of.get(x, x) == body[k].target for x in st.reads())
     updates, n = [], 0             # updates[i]: how many updates come before statement i
     for st in body:
         updates.append(n)
@@ -368,7 +387,7 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
         """The index of t's product when it may move to statement k, else None."""
         i = where.get(t)
         if i is None or body[i] is None or i > k or reads[t] != 1 or t in fn.results \
-                or updates[k] != updates[i + 1]:
+                or updates[k] != updates[i + 1] or reads_own(body[i], k):
             return None
         a, b = body[i].args
         into = shapes.get(body[k].target, ()) if body[k].op == "update" else body[k].shape
@@ -407,7 +426,7 @@ def sum_products(stmts: list[Stmt], fn) -> list[Stmt]:
         elif st.op != "update":
             continue
         elif isinstance(g, Stmt) and g.op == "matmul" and all(rank(x) == 2 for x in g.args) \
-                and tuple(g.shape) == tuple(shapes.get(st.target, ())):
+                and tuple(g.shape) == tuple(shapes.get(st.target, ())) and not reads_own(g, k):
             body[k] = st._replace(args=(g._replace(op="addmm", args=(sp.S.Zero, *g.args)),) + st.args[1:])
         elif isinstance(g, sp.Symbol) or isinstance(g, Stmt) and g.op == "let" and terms(g.args[0]):
             moved, rest = moves(g.args[0], terms(g.args[0]), k) if isinstance(g, Stmt) else moves(g, (g,), k)

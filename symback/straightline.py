@@ -382,6 +382,14 @@ def _bop(c, st):
     return lambda: getattr(c.p, f"op_b{st.op}")(c.N(st.args[0]))
 
 
+def _transpose(c, st):
+    """aᵀ; a 1-D row (1ᵀ D, a batch's column sums) as the column (n, 1) it stands for."""
+    a = st.args[0]
+    if len(c.fn.low.shapes.get(a, ())) == 1 and len(st.shape) == 2:
+        return lambda: f"{c.N(a)}[:, None]"
+    return lambda: c.p.op_transpose(c.N(a))
+
+
 def _one(method):
     """The printer's `method` of the first operand's name."""
     return lambda c, st: (lambda: getattr(c.p, method)(c.N(st.args[0])))
@@ -421,7 +429,7 @@ KINDS = {
     "ones": lambda c, st: c.p.op_ones(),
     "sum": _reduction, "mean": _reduction, "rowsum": _reduction,
     "matmul": _product, "colsum": _colsum,
-    "rowmax": _one("op_rowmax"), "trace": _one("op_trace"), "transpose": _one("op_transpose"),
+    "rowmax": _one("op_rowmax"), "trace": _one("op_trace"), "transpose": _transpose,
     "softmax": _one("op_softmax"), "log_softmax": _one("op_log_softmax"), "bsum": _one("op_bsum"),
     "slice": lambda c, st: lambda: c.p.op_slice(c.N(st.args[0]), st.args[1], st.args[2]),
     "mask": lambda c, st: lambda: c.p.op_mask(c.N(st.args[0]), st.args[1], *st.shape[-2:]),

@@ -121,7 +121,9 @@ def _inner_parts(expr) -> list:
     """The outermost parts of `expr` that SymPy's matrix calculus cannot take inside a larger
     expression: an element-wise f(·) below the top (in W f(X V) it transposes f's argument
     and not the δ it multiplies, a wrong VJP when f(X V) is square, a ShapeError when not),
-    and the compound base of a matrix power ((X W + 1 b)², SymPy's form of B @ B)."""
+    the compound base of a matrix power ((X W + 1 b)², SymPy's form of B @ B), and a Hadamard
+    product with a broadcast factor below the top (in X W (1b ⊙ 1b) V SymPy's δ_b was wrong,
+    in (X W ⊙ (1b)∘²) V it raised a ValueError; at the top :func:`_hadamard_terms` takes it)."""
     parts: list = []
 
     def visit(e, top):
@@ -129,6 +131,8 @@ def _inner_parts(expr) -> list:
             parts.append(e)
         elif isinstance(e, sp.MatPow) and not isinstance(e.base, sp.MatrixSymbol):
             parts.append(e.base)
+        elif isinstance(e, (sp.HadamardProduct, sp.HadamardPower)) and not top and e.has(sp.OneMatrix):
+            parts.append(e)
         else:
             for a in e.args:
                 if is_matrix(a):
@@ -159,9 +163,10 @@ def _through_parts(expr, adj, parent, parts):
 
 def _hadamard_terms(expr, adj, parent):
     """The VJP of a sum (times a number) that holds c (F₁ ⊙ F₂ ⊙ ...), a factor Fᵢ depending on
-    parent and broadcasting a row (1 c), else None: term by term, and such a product by the
-    product rule, Σᵢ the VJP of Fᵢ for the adjoint c δ ⊙ Πⱼ≠ᵢ Fⱼ.  SymPy's own derivative
-    transposed the broadcast factor (∂tr(Dᵀ(1c ⊙ 1c))/∂c came out 2·1ᵀ(1c ⊙ Dᵀ))."""
+    parent and broadcasting a row (1 c), or three factors or more (:func:`_splits`), else None:
+    term by term, and such a product by the product rule, Σᵢ the VJP of Fᵢ for the adjoint
+    c δ ⊙ Πⱼ≠ᵢ Fⱼ.  SymPy's own derivative transposed the broadcast factor (∂tr(Dᵀ(1c ⊙ 1c))/∂c
+    came out 2·1ᵀ(1c ⊙ Dᵀ)), and failed on the others."""
     if not _splits(expr, parent):
         return None
     stand_in = sp.MatrixSymbol("_Ahad", *adj.shape)
@@ -188,7 +193,13 @@ def _hadamard_terms(expr, adj, parent):
 def _splits(expr, parent) -> bool:
     """Whether expr is, or sums (times a number), a Hadamard product that _hadamard_terms takes."""
     if isinstance(expr, sp.HadamardProduct):
-        return any(f.has(parent) and f.has(sp.OneMatrix) for f in expr.args)
+        dependent = [f for f in expr.args if f.has(parent)]
+        # SymPy's matrix calculus raises a ValueError ("index is larger than expression shape")
+        # on three or more factors, or a power, where one that depends on parent is compound
+        # (X W ⊙ X W ⊙ X U, 1b ⊙ (X W)∘²)
+        return any(f.has(sp.OneMatrix) for f in dependent) or any(
+            not isinstance(f, sp.MatrixSymbol) for f in dependent) and (
+            len(expr.args) > 2 or any(isinstance(f, sp.HadamardPower) for f in dependent))
     if isinstance(expr, sp.HadamardPower):
         return expr.args[0].has(parent) and expr.args[0].has(sp.OneMatrix) and expr.args[1].is_number
     if isinstance(expr, sp.MatAdd):

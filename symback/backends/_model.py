@@ -85,7 +85,7 @@ class BackendModel(Model):
         for p, g in zip(self.params, grads):
             if not hasattr(g, "shape"):     # a gradient that is one number for every sample (1/3)
                 g = self._ns["_asarray"](g)
-            given = tuple(params[p].shape)
+            given = tuple(np.shape(params[p]))      # (a number given for a scalar parameter: ())
             out[p] = g.reshape(given) if tuple(g.shape) != given else g
         return out
 
