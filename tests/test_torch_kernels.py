@@ -154,5 +154,8 @@ def test_max_pool_on_cpu_routes_ties_as_torch_autograd(k, H, W):
     assert torch.equal(ns["_maxpool"](a, *geometry), out.detach().reshape(n, C, -1))
     pair = ns["_maxpool_pair"](a, *geometry)
     assert torch.equal(pair[1], idx) and torch.equal(pair[0], out.detach().reshape(n, C, -1))
+    # laid out as autograd's (NCHW): a channels-last maxima would carry its layout into the
+    # next convolution and every kernel after it
+    assert pair[0].stride() == out.detach().reshape(n, C, -1).stride()
     for got in (ns["_maxpool_vjp_idx"](flat, a, pair, *geometry), ns["_maxpool_vjp"](flat, a, *geometry)):
         assert torch.equal(got, x.grad.reshape(n, C, H * W))

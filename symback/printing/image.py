@@ -371,7 +371,9 @@ def _maxpool_pair(a, C, H, W, k, s, p):
         # with the copy, 1.9 ms NCHW; the offsets' slices and a δ routed by masks 1.8 ms)
         x = x.contiguous(memory_format=torch.channels_last)
     out, idx = torch.nn.functional.max_pool2d(x, k, s, p, return_indices=True)
-    return out.reshape(a.shape[0], C, -1), idx
+    # back to NCHW (a channels-last out reshapes to a strided view, and every kernel after it,
+    # the next convolution's included, would copy or run on that layout)
+    return out.contiguous().reshape(a.shape[0], C, -1), idx
 
 
 def _maxpool_vjp_idx(d, a, pair, C, H, W, k, s, p):
