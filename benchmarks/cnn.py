@@ -25,7 +25,9 @@ default device (the GPU where jaxlib has CUDA); every step returns its loss as a
 timed step ends when the device has finished it.  Minor page faults a step
 are printed beside each time: in float64, glibc hands one step or another fresh pages for its
 2-10 MB arrays (which one moves from process to process), several ms of a 12 ms step; the
-best rounds are steps without them.
+best rounds are steps without them.  On CPU the process's CPU time a step is printed too, and
+the median of its per-round ratios: on a shared machine the wall time also holds the time
+other processes had the cores, this does not.
 """
 from __future__ import annotations
 
@@ -255,6 +257,9 @@ def main(rounds=15, batch=64, reps=5, dtype="float64", device="cpu"):
     if device != "cpu":                 # NumPy has no device: only torch and JAX are compared
         del timed["symback-numpy"], timed["numpy"]
     times = {k: [] for k in timed}
+    # the process's CPU time a step beside the wall time: on a shared machine, the time other
+    # processes hold the cores is in the wall time and not in this (page faults are in both)
+    cpu = {k: [] for k in timed}
     faults = {k: [] for k in timed}     # minor page faults a step: fresh pages for large arrays
     names = list(timed)
     for fn in timed.values():           # warm-up (JAX compiles here)
@@ -265,26 +270,30 @@ def main(rounds=15, batch=64, reps=5, dtype="float64", device="cpu"):
         # it left them (a rotation would put each implementation always after the same one)
         for k in order.permutation(names):
             fn = timed[k]
-            f0, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            f0, start, c0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter(), time.process_time()
             for _ in range(reps):
                 fn()
             times[k].append((time.perf_counter() - start) / reps)
+            cpu[k].append((time.process_time() - c0) / reps)
             faults[k].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / reps)
     where = "one CPU thread" if device == "cpu" else \
         f"torch on {torch.cuda.get_device_name(torch.device(device))}, JAX on {jax.devices()[0].device_kind}"
     print(f"\nLeNet-like 28x28, batch {batch}, {dtype}, {where}, {rounds} rounds x {reps} steps")
-    print("| implementation | median ms | page faults a step (median, max) |")
-    print("|---|---:|---:|")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    print("| implementation | median ms | median CPU ms | page faults a step (median, max) |")
+    print("|---|---:|---:|---:|")
     for k in names:
-        print(f"| {k} | {1e3 * np.median(times[k]):.2f} | {np.median(faults[k]):.0f}, {max(faults[k]):.0f} |")
+        print(f"| {k} | {1e3 * np.median(times[k]):.2f} | {1e3 * np.median(cpu[k]):.2f} | "
+              f"{np.median(faults[k]):.0f}, {max(faults[k]):.0f} |")
     # the best rounds: each step's time without the rounds where the allocator handed it fresh
     # pages (which step that happens to moves from one process to the next)
-    print("\n| ratio | median of per-round ratios | best round ÷ best round |")
-    print("|---|---:|---:|")
+    print("\n| ratio | median of per-round ratios | best round ÷ best round | CPU time: median of per-round ratios |")
+    print("|---|---:|---:|---:|")
     for b in ("numpy", "torch", "jax") if device == "cpu" else ("torch", "jax"):
         ratio = np.median(np.array(times[f"symback-{b}"]) / np.array(times[b]))
         best = min(times[f"symback-{b}"]) / min(times[b])
-        print(f"| symback-{b} / {b} | {ratio:.2f} | {best:.2f} |")
+        cpu_ratio = np.median(np.array(cpu[f"symback-{b}"]) / np.array(cpu[b])) if device == "cpu" else np.nan
+        print(f"| symback-{b} / {b} | {ratio:.2f} | {best:.2f} | {cpu_ratio:.2f} |")
 
 
 if __name__ == "__main__":

@@ -136,22 +136,26 @@ def test_numpy_and_jax_modules_have_no_kernels():
 
 @pytest.mark.parametrize("k, H, W", [(2, 6, 8), (2, 7, 5), (3, 9, 7), (1, 3, 4)])
 def test_max_pool_on_cpu_routes_ties_as_torch_autograd(k, H, W):
-    """On CPU data, side-by-side windows are pooled by the maxima of their offsets' slices and
-    δ goes to the first equal one (not torch's pooling kernel): with many ties (integer
-    pixels, two levels) and cropped edges, the pooled values and δ equal autograd's
-    F.max_pool2d, forward and backward in one function (the indices pair) or apart."""
+    """On CPU data, side-by-side windows are pooled by the maxima of their offsets' slices for a
+    prediction, and by torch's kernel on the channels-last map when δ is wanted: with many ties
+    (integer pixels, two levels) and cropped edges, the pooled values, the arg-max indices and
+    δ equal autograd's F.max_pool2d, forward and backward in one function (the indices pair)
+    or apart."""
     net = sb.Sequential(sb.MaxPool2d(2), sb.Flatten(), sb.Dense(2), inputs=(3, 6, 6), loss="mse")
     ns = sb.compile(sb.derive(net), backend="torch", dtype="float64")._ns
     rng = np.random.default_rng(k * 100 + H * 10 + W)
     n, C = 4, 3
     x = torch.tensor(rng.integers(0, 2, size=(n, C, H, W)).astype(float), requires_grad=True)
-    out = F.max_pool2d(x, k)
+    out, idx = F.max_pool2d(x, k, return_indices=True)
     d = torch.tensor(rng.normal(size=out.shape))
     out.backward(d)
     a, flat = x.detach().reshape(n, C, H * W), d.reshape(n, C, -1)
     geometry = (C, H, W, k, k, 0)
     assert torch.equal(ns["_maxpool"](a, *geometry), out.detach().reshape(n, C, -1))
     pair = ns["_maxpool_pair"](a, *geometry)
-    assert pair[1] is None and torch.equal(pair[0], out.detach().reshape(n, C, -1))
+    assert torch.equal(pair[1], idx) and torch.equal(pair[0], out.detach().reshape(n, C, -1))
+    # laid out as autograd's (NCHW): a channels-last maxima would carry its layout into the
+    # next convolution and every kernel after it
+    assert pair[0].stride() == out.detach().reshape(n, C, -1).stride()
     for got in (ns["_maxpool_vjp_idx"](flat, a, pair, *geometry), ns["_maxpool_vjp"](flat, a, *geometry)):
         assert torch.equal(got, x.grad.reshape(n, C, H * W))
