@@ -5,6 +5,8 @@ Each network here is written twice: with symback's builders, and in the test wit
 primitives (``layer_norm``, ``scaled_dot_product_attention``, ``batch_norm``,
 ``gelu(approximate="tanh")``); torch's autograd of the hand-written one is the oracle.
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,32 @@ def test_a_residual_ending_in_a_residual_builds_and_matches_torch(case):
         for k, g in zip(names, gV[1:]):
             _close(dP[k], g, f"{backend} vjp {k}")
 
+
+def test_attention_layer_compiles_for_torch_without_a_deprecated_sympy_product():
+    """Lowering a softmax's VJP for the torch (and JAX) printers looked for its closed form
+    P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) by multiplying the non-matrix args of every candidate term, also of a
+    MatrixSymbol, whose args hold its name (a ``Str``): SymPy's "non-Expr arguments in Mul"
+    deprecation (an error in a coming SymPy).  With that warning made an error, compiling
+    ``Residual(LayerNorm(), Attention())`` on a one-row sample failed; now it compiles, and
+    its VJP and gradients agree with torch's autograd."""
+    from sympy.utilities.exceptions import SymPyDeprecationWarning
+    net = sb.Sequential(sb.Residual(sb.LayerNorm(), sb.Attention(heads=1)), sb.Dense(2, "swish"),
+                        inputs=(1, 3), loss="mse")
+    d = sb.derive(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SymPyDeprecationWarning)
+        m = sb.compile(d, backend="torch")
+    rng = np.random.default_rng(3)
+    params = _random_params(m, rng)
+    X, G, Y = rng.normal(size=(2, 1, 3)), rng.normal(size=(2, 1, 2)), rng.normal(size=(2, 1, 2))
+    P, Xt = _tensors(params), torch.tensor(X, requires_grad=True)
+    Yhat = F.silu(_dense(Xt + _attention(_ln(Xt, P, 1), P, 2, False), P, 3))
+    names = list(m.params)
+    gV = torch.autograd.grad((Yhat * torch.tensor(G)).sum(), [Xt] + [P[k] for k in names], retain_graph=True)
+    gL = torch.autograd.grad(((Yhat - torch.tensor(Y)) ** 2).sum() / 2, [P[k] for k in names])
+    dX, dP = m.vjp(X, params, G)
+    _close(dX, gV[0], "vjp X")
+    grads = m.grad(X, Y, params)
+    for k, gv, gl in zip(names, gV[1:], gL):
+        _close(dP[k], gv, f"vjp {k}")
+        _close(grads[k], gl, f"∂L/∂{k}")
