@@ -220,7 +220,9 @@ class Sequential(Graph):
                     if inner.shape != A.shape:
                         raise DefinitionError(f"Residual: the layers map width {A.shape[1]} to "
                                               f"{inner.shape[1]}; a skip connection needs equal widths")
-                    A = self.node(f"H{count[0]}", A + inner)
+                    # H{l} after the last parameter layer l; a residual that ends in another one
+                    # (Residual(Residual(...)), Residual(TransformerBlock(...))) has the same l
+                    A = self.node(self._fresh(f"H{count[0]}"), A + inner)
                 elif isinstance(layer, TransformerBlock):      # at the width it is given
                     A = run(layer.expand(int(A.shape[1])), A, False)
                 elif isinstance(layer, LayerNorm):

@@ -136,9 +136,11 @@ def _closed_form(e, softmaxes):
         if p not in softmaxes or not isinstance(rest, sp.MatAdd) or len(rest.args) != 2:
             continue
         for d, m in (rest.args, rest.args[::-1]):
-            coeff = sp.Mul(*[a for a in getattr(m, "args", ()) if not isinstance(a, sp.MatrixExpr)])
-            mats = [a for a in getattr(m, "args", ()) if isinstance(a, sp.MatrixExpr)]
-            if not isinstance(m, sp.MatMul) or coeff != -1 or len(mats) < 2 \
+            if not isinstance(m, sp.MatMul):    # a MatrixSymbol's args hold its name, a Str: no Mul of it
+                continue
+            coeff = sp.Mul(*[a for a in m.args if not isinstance(a, sp.MatrixExpr)])
+            mats = [a for a in m.args if isinstance(a, sp.MatrixExpr)]
+            if coeff != -1 or len(mats) < 2 \
                     or not isinstance(mats[0], sp.HadamardProduct) or sorted(mats[0].args, key=str) != \
                     sorted((d, p), key=str) or not all(isinstance(o, sp.OneMatrix) for o in mats[1:]) \
                     or sp.MatMul(*mats[1:]).shape != (p.shape[1], p.shape[1]):
