@@ -190,8 +190,7 @@ def vanishing(d, param: str, sups: dict, apps) -> dict:
             node, _, coeffs = notes
             items = [Norm(delta(d.graph, node))] + coeffs
         else:
-            items = [edge_expr(d, f.of, f.wrt) if not isinstance(edge_expr(d, f.of, f.wrt), sp.Lambda)
-                     else Norm(Partial(d.graph.symbol(f.of), d.graph.symbol(f.wrt))) for f in path]
+            items = [_edge_item(d, f) for f in path]
         parts, found = [], []
         for it in items:
             acts, rest = _activation_factors(it, apps)
@@ -250,6 +249,21 @@ def _conclusion(shrinking, every, counts, on_chain) -> str:
     if fewest < most:
         text += f" The paths differ: the bound of one with {fewest} shrinks far less than that of one with {most}."
     return text
+
+
+def _edge_item(d, f):
+    """A path's factor for the bound: a scalar edge as it is; a matrix map δ ↦ δ ⊙ f'(Z) as f'(Z),
+    whose diagonal Jacobian has operator norm at most sup|f'| (so the activation derivative is
+    bounded, and said to be on the path, like the notes form's); any other map by ‖∂of/∂wrt‖_F."""
+    e = edge_expr(d, f.of, f.wrt)
+    if not isinstance(e, sp.Lambda):
+        return e
+    body, var = e.expr, e.variables[0]
+    if isinstance(body, sp.HadamardProduct) and len(body.args) == 2 and var in body.args:
+        other = body.args[1] if body.args[0] == var else body.args[0]
+        if isinstance(other, FPrime):
+            return other
+    return Norm(Partial(d.graph.symbol(f.of), d.graph.symbol(f.wrt)))
 
 
 def _activation_factors(e, apps):
