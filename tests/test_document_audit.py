@@ -6,6 +6,8 @@ network written in the test.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -53,3 +55,57 @@ def test_one_sample_vanishing_prose_names_the_activation_in_its_bound(act, sup, 
         bound = (np.sqrt(T) * _jacobian_norm(lambda h: ((h - Y) ** 2).sum(1), H) * float(sup)
                  * _jacobian_norm(lambda w: X @ w + b, W.detach()))
         assert float(torch.linalg.norm(grad)) <= bound
+
+
+# --------------------------------------------------------------- a max-pool tie at a worked example
+# conv 2×2 (K₁ reads the window's top-left pixel), max-pool 2 of the 3×3 map: the window's first two
+# pixels are both 1, a tie; Ŷ = 2·max, C = (Ŷ − Y)²
+_IMG = np.array([[1.0, 1.0, 0.2, 0.0], [0.3, -0.5, 0.0, 0.1], [0.0] * 4, [0.0] * 4])
+TIE = dict(X=_IMG.reshape(1, 16), Y=np.array([[0.5]]), K1=np.array([[1.0], [0.0], [0.0], [0.0]]),
+           b1=np.array([[0.0]]), W2=np.array([[2.0]]), b2=np.array([[0.0]]))
+
+
+def _pool_net():
+    return sb.Sequential(sb.Conv2d(1, 2, activation="identity"), sb.MaxPool2d(2), sb.Flatten(),
+                         sb.Dense(1, "identity"), inputs=(1, 4, 4), loss="mse")
+
+
+def _torch_pool_loss(values):
+    t = {k: torch.tensor(np.asarray(v, dtype=float), requires_grad=k in ("K1", "b1", "W2", "b2")) for k, v in values.items()}
+    Z = torch.nn.functional.conv2d(t["X"].reshape(1, 1, 4, 4), t["K1"].T.reshape(1, 1, 2, 2), t["b1"].reshape(1))
+    Yhat = torch.nn.functional.max_pool2d(Z, 2).reshape(1, -1) @ t["W2"] + t["b2"]
+    return ((Yhat - t["Y"]) ** 2).sum(), t
+
+
+def test_torch_routes_a_tied_window_to_its_first_pixel():
+    """The oracle's convention is the engine's: torch's max_pool2d gives a tie to the first pixel."""
+    x = torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]], requires_grad=True)
+    torch.nn.functional.max_pool2d(x, 2).sum().backward()
+    assert x.grad.flatten().tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_a_cnn_worked_example_on_a_max_pool_tie_is_written():
+    """Audit: the certificate refused it ('the gradient of K1 disagrees with a finite difference:
+    11.51 vs 6.79'): at a tie the central difference is the two slopes' average, and SymPy's Max
+    (derivative ½ to each) gives the same average.  Now the slope there is SymPy's derivative of the
+    window written as its first arg-max; the table shows both one-sided differences."""
+    text = sb.derive(_pool_net()).markdown(values=TIE, lr=0.1, cost=False, figure=False, vanishing=False)
+    loss, t = _torch_pool_loss(TIE)
+    loss.backward()
+    line = next(ln for ln in text.splitlines() if ln.startswith(r"\frac{\partial C}{\partial K_{1}} &= \left[\begin{matrix}"))
+    body = line.split(r"\begin{matrix}")[1].split(r"\end{matrix}")[0]
+    np.testing.assert_allclose([float(x) for x in body.split(r"\\")], t["K1"].grad.flatten().numpy(), rtol=1e-12)
+    table = text.split("## Verification")[1].split("\n## ")[0]
+    assert "a max-pool window whose maximum is tied" in table
+    h = 1e-6
+    for idx in (1, 2, 3):          # K₁'s entries 2-4 move the tied pixels apart: a kink each
+        row = next(ln for ln in table.splitlines() if rf"\left(K_{{1}}\right)_{{{idx + 1},1}}" in ln)
+        shown = [float(x) for x in re.findall(r"(-?[\d.]+) \\text\{ \((?:left|right)\)\}", row)]
+        sides = []
+        for s in (-h, h):
+            moved = {**TIE, "K1": TIE["K1"].copy()}
+            moved["K1"][idx, 0] += s
+            sides.append(float(_torch_pool_loss(moved)[0].detach()))
+        here = float(loss.detach())
+        np.testing.assert_allclose(shown, [(here - sides[0]) / h, (sides[1] - here) / h], rtol=1e-5, atol=1e-6)
+        assert "a kink: }0" in row and float(row.split("|")[2].strip(" $")) == pytest.approx(float(t["K1"].grad[idx, 0]))

@@ -416,6 +416,8 @@ def _verify_matrix(d, values, seed) -> dict:
                      "fd": Tex(number(np.linalg.norm(fd), 8)), "error": Tex(number(err, 2)), "err": err})
     return {"rows": rows, "point": [], "source": source, "digits": 16, "h": Tex(number(MATRIX_H)),
             "worst": Tex(number(worst, 2)), "matrices": True, "kinks": len(rows) > len(d.params),
+            # a max-pool's tie is a kink too: the prose says which convention the slope there takes
+            "pool": any(getattr(d.graph.expr(n), "op", None) == "maxpool" for n in d.graph.node_names),
             "sampled": VERIFY_SAMPLES if sampled else None}
 
 

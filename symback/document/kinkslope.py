@@ -2,8 +2,10 @@
 
 There the central difference averages the two one-sided slopes, which no convention gives, so
 it is no oracle: the slope is SymPy's derivative of the loss written out entry by entry, every
-activation as its own definition (ReLU = 0 for z < 0, z otherwise: ReLU′(0) = 1), at the exact
-binary values of the point's floats.  This is what :class:`~symback.document.points.NumberPoint`
+activation as its own definition (ReLU = 0 for z < 0, z otherwise: ReLU′(0) = 1), a max-pool's
+window as its first arg-max (the engine's routing and PyTorch's: SymPy's Max has no order, and its
+derivative at a tie is ½ to each, the two slopes' average again), at the exact binary values of the
+point's floats.  This is what :class:`~symback.document.points.NumberPoint`
 does for a scalar graph; it never reads the engine's chain of factors.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sympy as sp
 
 from ..evaluate import inert, numpy_forward
 from ..functions import Activation
+from ..image import ImageMap, _window
 from ..matrix import explicit, is_matrix
 from ..printing import Tex, latex, number
 
@@ -65,7 +68,10 @@ def sympy_slope(d, values: dict, p: str, step: np.ndarray, rows: int) -> float:
                                       lambda i, j: exact(v[i, j]) + s * exact(moved[i, j]))
     for n in g.order:
         if n in g._expr:
-            env[g.symbol(n)] = explicit(inert(g.expr(n)).xreplace(env), rows)
+            e = g.expr(n)
+            pool = isinstance(e, ImageMap) and e.op == "maxpool"
+            env[g.symbol(n)] = (_first_max_pool(explicit(inert(e.arg).xreplace(env), rows), e.geometry) if pool
+                                else explicit(inert(e).xreplace(env), rows))
     loss = env[g.symbol(d.loss_name)]
     loss = sp.Add(*loss) if isinstance(loss, sp.MatrixBase) else loss
     loss = loss.replace(lambda x: isinstance(x, Activation), lambda x: x.definition(*x.args))
@@ -73,6 +79,21 @@ def sympy_slope(d, values: dict, p: str, step: np.ndarray, rows: int) -> float:
     if not (slope.is_real and slope.is_finite):
         raise ValueError(f"∂L/∂{p} at a kink has no value: {slope}")
     return float(slope)
+
+
+def _first_max(entries) -> sp.Expr:
+    """A window's maximum written as its first arg-max: entry n where it is above every entry
+    before it and at least every entry after it (so SymPy's derivative at a tie is that entry's)."""
+    *head, last = entries
+    return sp.Piecewise(*[(e, sp.And(*[e > f for f in entries[:n]], *[e >= f for f in entries[n + 1:]]))
+                          for n, e in enumerate(head)], (last, True))
+
+
+def _first_max_pool(a, geometry) -> sp.ImmutableMatrix:
+    """maxpool(a) entry by entry (channels × windows, row by row), each window by :func:`_first_max`."""
+    Ho, Wo = geometry.out
+    return sp.ImmutableMatrix([[_first_max([a[c, q] for q in _window(geometry, oy, ox)])
+                                for oy in range(Ho) for ox in range(Wo)] for c in range(geometry[0])])
 
 
 def entry_differences(d, values: dict, p: str, where: list, h: float) -> dict:
