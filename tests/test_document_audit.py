@@ -109,3 +109,33 @@ def test_a_cnn_worked_example_on_a_max_pool_tie_is_written():
         here = float(loss.detach())
         np.testing.assert_allclose(shown, [(here - sides[0]) / h, (sides[1] - here) / h], rtol=1e-5, atol=1e-6)
         assert "a kink: }0" in row and float(row.split("|")[2].strip(" $")) == pytest.approx(float(t["K1"].grad[idx, 0]))
+
+
+# ------------------------------------------------ a one-sample check of L, the penalty included
+def _penalised_graph() -> sb.Graph:
+    g = sb.Graph()
+    X, Y = g.inputs("X", shape=(T, D)), g.targets("Y", shape=(T, K))
+    W, W2 = g.params("W W2", shape=[(D, K), (K, K)])
+    g.loss(sb.mse(g.node("H", sb.tanh(X @ W)), Y), penalty=sp.Rational(1, 10) * (sb.sumsq(W) + sb.sumsq(W2)))
+    return g
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "latex"])
+def test_one_sample_verification_checks_the_gradient_of_L_with_its_penalty(fmt):
+    """Audit: with a penalty, the table differentiated C: the penalty-only W₂'s row read 0 and 0
+    while the document's line says ∂L/∂W₂ = W₂/5.  Oracle: torch autograd of L = C + P."""
+    rng = np.random.default_rng(3)
+    values = {"X": rng.normal(size=(T, D)), "Y": rng.normal(size=(T, K)), "W": rng.normal(size=(D, K)),
+              "W2": rng.normal(size=(K, K))}
+    text = getattr(sb.derive(_penalised_graph()), fmt)(values=values, cost=False, figure=False, vanishing=False)
+    t = {k: torch.tensor(v, requires_grad=k in ("W", "W2")) for k, v in values.items()}
+    L = ((torch.tanh(t["X"] @ t["W"]) - t["Y"]) ** 2).sum() + ((t["W"] ** 2).sum() + (t["W2"] ** 2).sum()) / 10
+    L.backward()
+    table = text.split("Verification")[-1]
+    assert "L = C + P" in table
+    for name, tex in (("W", "$W$"), ("W2", "$W_{2}$")):
+        want = float(torch.linalg.norm(t[name].grad))
+        row = next(ln for ln in table.splitlines() if ln.lstrip("| ").startswith(tex))
+        formula, fd = (float(x) for x in re.findall(r"\$(-?\d+\.\d+)\$", row)[:2])
+        assert formula == pytest.approx(want, rel=1e-7) and fd == pytest.approx(want, rel=1e-6)
+    assert want > 0.1          # W₂'s gradient is the penalty's alone, not 0

@@ -398,6 +398,12 @@ def _verify_matrix(d, values, seed) -> dict:
         grads = {p: np.atleast_2d(v) for p, v in model.grad(X, Y, arrays).items()}
     else:
         grads = numpy_gradients(d, values)
+    # a one-sample graph's formulas give ∂C/∂θ; the document states ∂L/∂θ = ∂C/∂θ + ∂P/∂θ at one
+    # sample (a penalty-only W's row read 0 and 0 beside ∂L/∂W = W/5): the table checks L's
+    penalised = bool(getattr(g, "penalty", 0))
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float)) for n in g.param_names}
+    extra = {p: np.atleast_2d(np.asarray(value_of(d.penalty_gradient(p), env, 1), dtype=float)) * np.ones_like(env[g.symbol(p)])
+             for p in d.params} if penalised else {}
     rng = np.random.default_rng(seed)
     rows, worst = [], 0.0
     for p in d.params:
@@ -405,8 +411,11 @@ def _verify_matrix(d, values, seed) -> dict:
         where = list(np.ndindex(base.shape))
         if sampled and len(where) > VERIFY_SAMPLES:
             where = [where[i] for i in sorted(rng.choice(len(where), VERIFY_SAMPLES, replace=False))]
-        gp = np.array([np.asarray(grads[p])[idx] for idx in where])
-        diffs = entry_differences(d, values, p, where, MATRIX_H)
+        # (the compiled model's grad, when sampled, is ∂L/∂θ already)
+        full = np.atleast_2d(np.asarray(grads[p], dtype=float)) + extra[p] if penalised and not sampled \
+            else np.asarray(grads[p])
+        gp = np.array([full[idx] for idx in where])
+        diffs = entry_differences(d, values, p, where, MATRIX_H, extra.get(p))
         rows += kink_rows(g.symbol(p), gp, diffs["kinks"])       # an entry on a kink: a row of its own
         smooth = [k for k in range(len(where)) if k not in {kink[0] for kink in diffs["kinks"]}]
         gp, fd = gp[smooth], diffs["fd"][smooth]
@@ -418,7 +427,7 @@ def _verify_matrix(d, values, seed) -> dict:
             "worst": Tex(number(worst, 2)), "matrices": True, "kinks": len(rows) > len(d.params),
             # a max-pool's tie is a kink too: the prose says which convention the slope there takes
             "pool": any(getattr(d.graph.expr(n), "op", None) == "maxpool" for n in d.graph.node_names),
-            "sampled": VERIFY_SAMPLES if sampled else None}
+            "sampled": VERIFY_SAMPLES if sampled else None, "penalty": penalised}
 
 
 # ------------------------------------------------------------------- cost

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..evaluate import inert, numpy_forward
+from ..evaluate import inert, numpy_forward, value_of
 from ..functions import Activation
 from ..image import ImageMap, _window
 from ..matrix import explicit, is_matrix
@@ -24,8 +24,17 @@ __all__ = ["one_sided", "sympy_slope", "entry_differences", "kink_rows"]
 KINK_RTOL = 1e-6        # one-sided slopes this far apart (relative): a kink, or curvature (h/10 tells)
 
 
-def one_sided(d, values: dict, p: str, step: np.ndarray, h: float, here: float | None = None
-              ) -> tuple[float, float, float, bool]:
+def penalty_value(d, values: dict) -> float:
+    """A one-sample graph's penalty P at `values` (0 without one; a batch graph's is inside its L)."""
+    g = d.graph
+    if not getattr(g, "penalty", 0):
+        return 0.0
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float)) for n in g.param_names}
+    return float(np.sum(value_of(g.penalty, env, 1)))
+
+
+def one_sided(d, values: dict, p: str, step: np.ndarray, h: float, here: float | None = None,
+              penalty: bool = False) -> tuple[float, float, float, bool]:
     """(left, central, right) differences of the loss along `step` in parameter p, and whether
     the point is on a kink there.
 
@@ -35,7 +44,8 @@ def one_sided(d, values: dict, p: str, step: np.ndarray, h: float, here: float |
     base = np.atleast_2d(np.asarray(values[p], dtype=float))
 
     def loss(t):
-        return float(np.sum(numpy_forward(d, {**values, p: base + t * step})[d.loss_name]))
+        moved = {**values, p: base + t * step}
+        return float(np.sum(numpy_forward(d, moved)[d.loss_name])) + (penalty_value(d, moved) if penalty else 0.0)
 
     here = loss(0.0) if here is None else here      # the point's own loss (the same for every entry)
 
@@ -96,21 +106,25 @@ def _first_max_pool(a, geometry) -> sp.ImmutableMatrix:
                                 for oy in range(Ho) for ox in range(Wo)] for c in range(geometry[0])])
 
 
-def entry_differences(d, values: dict, p: str, where: list, h: float) -> dict:
+def entry_differences(d, values: dict, p: str, where: list, h: float, penalty: np.ndarray | None = None) -> dict:
     """Central differences of the loss at the entries `where` of parameter p, and the entries on
     a kink among them: {"fd": array, "kinks": [(k, index, left, right, SymPy's slope)]}.
 
     A kink's central difference is no oracle (the average of two slopes): its entry is reported
-    with both one-sided differences, and its gradient checked against SymPy's slope instead."""
+    with both one-sided differences, and its gradient checked against SymPy's slope instead.
+    `penalty` (a one-sample graph's ∂P/∂p): the loss differenced is then L = C + P, its slope
+    at a kink SymPy's slope of C plus that (P is smooth)."""
     base = np.atleast_2d(np.asarray(values[p], dtype=float))
-    here = float(np.sum(numpy_forward(d, values)[d.loss_name]))
+    with_p = penalty is not None
+    here = float(np.sum(numpy_forward(d, values)[d.loss_name])) + (penalty_value(d, values) if with_p else 0.0)
     fd, kinks = np.zeros(len(where)), []
     for k, idx in enumerate(where):
         step = np.zeros(base.shape)
         step[idx] = 1.0
-        left, fd[k], right, kink = one_sided(d, values, p, step, h, here)
+        left, fd[k], right, kink = one_sided(d, values, p, step, h, here, with_p)
         if kink:
-            kinks.append((k, idx, left, right, sympy_slope(d, values, p, step, _rows(d, values))))
+            slope = sympy_slope(d, values, p, step, _rows(d, values)) + (float(penalty[idx]) if with_p else 0.0)
+            kinks.append((k, idx, left, right, slope))
     return {"fd": fd, "kinks": kinks}
 
 
