@@ -496,7 +496,9 @@ def test_vanishing_prose_counts_the_factors_of_each_path():
     assert "The paths differ" in v["conclusion"] and "early parameters shrinks" not in v["conclusion"]
     bn = sb.derive(sb.Sequential(sb.Dense(3), sb.BatchNorm(), sb.Dense(1, "sigmoid"), inputs=2, loss="binary_cross_entropy"))
     text = render(bn, verify=False, cost=False, figure=False)
-    assert "bounded below one" not in text and "the output activation enters through the output error" in text
+    # σ′ is a factor of its own on this graph's path (∂Ŷ/∂Z₃ = δ ↦ δ ⊙ σ′(Z₃)): bounded by 1/4 and named
+    assert "bounded below one" not in text and "with sigmoid every one of them is below one" in text
+    assert "\\frac{1}{4}" in text
 
 
 def test_a_one_sample_networks_check_says_one_sample():

@@ -1,5 +1,5 @@
 """The numbers a document reports: activation suprema and kinks, the
-vanishing-gradient bound, the finite-difference check and operation counts.
+vanishing-gradient bound (:mod:`.vanishing`), the finite-difference check and operation counts.
 
 Every function reads the one :class:`~symback.engine.Derivation`; what
 differs between a scalar and a matrix graph is only how an expression is
@@ -18,15 +18,13 @@ import numpy as np
 import sympy as sp
 from sympy.calculus.util import maximum, minimum
 
-from ..engine import delta
 # the one evaluator (exact | NumPy); its names stay importable from here, where documents find them
 from ..evaluate import evaluate, inert, numeric, numpy_adjoints, numpy_forward, numpy_gradients, value_of
-from ..matrix import BATCH, FPrime, RowCost, explicit, is_matrix
-from ..printing import Bound, Chain, Norm, Partial, Terms, Tex, latex, number, prime, split_primes, visual_len
-from .lines import LINE_WIDTH, ROW_INDENT, chain_lines
+from ..matrix import BATCH, RowCost, explicit, is_matrix
+from ..printing import Tex, latex, number, prime
 from ..budget import within
-from .factors import edge_expr, notes_chain
 from .kinkslope import entry_differences, kink_rows
+from .vanishing import upper, vanishing    # the bound's own module; both stay importable from here
 
 __all__ = ["derivative_sup", "kinks", "vanishing", "verify", "cost", "numpy_forward", "numeric",
            "random_values", "upper", "evaluate", "inert", "value_of",
@@ -166,103 +164,6 @@ def kinks(cls) -> list[dict]:
     return out
 
 
-def upper(bound: sp.Expr) -> sp.Expr:
-    """An exact bound as it is; a numeric one rounded up (to 4 digits), so it stays a bound."""
-    if bound.is_Rational or not bound.is_finite:
-        return bound
-    scale = 10 ** (3 - math.floor(math.log10(abs(float(bound))))) if bound else 1
-    return sp.Rational(math.ceil(float(bound) * scale), scale)
-
-
-# -------------------------------------------------------- vanishing gradient
-def vanishing(d, param: str, sups: dict, apps) -> dict:
-    """Bound ‖∂/∂param‖ path by path: every activation derivative by its supremum, the rest by norms.
-
-    A scalar path's factors multiply (|ab| = |a||b|); a matrix path in the
-    notes' form uses ‖AB‖_F ≤ ‖A‖_F‖B‖_F and ‖A ⊙ f'(Z)‖_F ≤ sup|f'| ‖A‖_F,
-    starting from the δ the engine computed at the output block; a factor
-    with no such form is bounded by its own norm.
-    """
-    terms, collapsed, counts, seen = [], [], [], []
-    for path in d.chain(param):
-        notes = notes_chain(d, path)
-        if notes is not None:
-            node, _, coeffs = notes
-            items = [Norm(delta(d.graph, node))] + coeffs
-        else:
-            items = [edge_expr(d, f.of, f.wrt) if not isinstance(edge_expr(d, f.of, f.wrt), sp.Lambda)
-                     else Norm(Partial(d.graph.symbol(f.of), d.graph.symbol(f.wrt))) for f in path]
-        parts, found = [], []
-        for it in items:
-            acts, rest = _activation_factors(it, apps)
-            for act in acts:
-                found.append(act)
-                if sups.get(act, sp.oo) != 1:       # a factor 1 bounds nothing: not printed
-                    parts.append(upper(sups.get(act, sp.oo)))
-            if rest != 1:
-                parts.append(rest if isinstance(rest, Norm) else Norm(rest))
-        counts.append(sum(a in sups for a in found))
-        seen += found
-        terms.append(Chain(*parts))
-        nums = [p for p in parts if p.is_number]
-        collapsed.append(Chain(sp.Mul(*nums), *[p for p in parts if not p.is_number]) if len(nums) > 1 else None)
-    rhs = [Terms(*terms)]
-    if len(terms) == 1 and collapsed[0] is not None:
-        rhs.append(collapsed[0])
-    # ∂L/∂W of the graph's own symbols: a matrix parameter's norm is ‖·‖_F, a number's |·|
-    lhs = Norm(Partial(d.graph.symbol(d.loss_name), d.graph.symbol(param)))
-    expr = Bound(lhs, *rhs)
-    small = [a for a in dict.fromkeys(seen) if a in sups and sups[a].is_number and sups[a] < 1]
-    shrinking = [a.__name__ for a in small]
-    # is every activation factor below one? (seed 001: one sigmoid′ among two ReLU′ is not "every")
-    every = all(a in small for a in seen if a in sups)
-    # several paths: one line per path (an unrolled RNN's bound is wider than a page), a long
-    # path broken after a factor (a GRU's ran 128 pt past the margin, a transformer's 380 pt)
-    lines = [chain_lines(t, apps, LINE_WIDTH - ROW_INDENT) for t in terms] if len(terms) > 1 else None
-    bound = Tex(latex(expr, applications=apps))
-    # one wide path: "≤ …" and "= …" on rows of their own (on one line it ran past the margin)
-    rows = [chain_lines(r.args[0] if isinstance(r, Terms) else r, apps, LINE_WIDTH - ROW_INDENT)
-            for r in rhs] if len(rhs) > 1 and visual_len(bound) > LINE_WIDTH else None
-    on_chain = [a.__name__ for a in dict.fromkeys(seen) if a in sups]
-    return {"param": Tex(latex(d.graph.symbol(param))), "bound": bound, "bound_rows": rows,
-            "conclusion": _conclusion(shrinking, every, counts, on_chain),
-            "bound_lhs": Tex(latex(lhs, applications=apps)), "bound_lines": lines,
-            "factors": max(counts, default=0), "shrinking": shrinking, "every": every, "any": any(a.__name__ != "identity" for a in sups),
-            "matrix_note": bool(d.layout.param_shape(param)),
-            "sympy": {"bound": expr, "chain": [lhs, *rhs], "relations": ["<="] + ["="] * (len(rhs) - 1)}}
-
-
-def _conclusion(shrinking, every, counts, on_chain) -> str:
-    """What the bound says about depth, no more: each factor below one shrinks the bound of the
-    path it is on; paths with fewer such factors (a gated cell's additive path) shrink less."""
-    if not shrinking:
-        if not on_chain:
-            return ("No activation derivative is a factor on these paths (the output activation enters "
-                    "through the output error), so the activations do not shrink this gradient with depth.")
-        return (f"The activation derivatives on these paths ({', '.join(on_chain)}) are not bounded below one, "
-                "so they do not shrink the gradient with depth (though zero regions, as ReLU has, can stop it).")
-    most, fewest = max(counts), min(counts)
-    many = f"{fewest} to {most}" if fewest != most else f"{most}"
-    which = f"with {', '.join(shrinking)} every one of them is" if every else f"those of {', '.join(shrinking)} are"
-    text = (f"Each path passes through {many} activation derivative{'s' if most != 1 else ''}; {which} below "
-            "one, so the bound of a path shrinks geometrically with the number of such factors on it: the "
-            "vanishing gradient problem, where every layer or step adds one.")
-    if fewest < most:
-        text += f" The paths differ: the bound of one with {fewest} shrinks far less than that of one with {most}."
-    return text
-
-
-def _activation_factors(e, apps):
-    """(activation classes whose f' is a factor of e, the rest): σ'(Z) in a matrix, or inside a product."""
-    if isinstance(e, FPrime):
-        w = sp.Dummy("w", real=True)
-        return ([], sp.S.One) if e.scalar(w).is_number else ([e.activation], sp.S.One)
-    if isinstance(e, Norm) or is_matrix(e) or not isinstance(e, sp.Expr):
-        return [], e
-    acts, rest = split_primes(e, apps)
-    return acts, rest
-
-
 def param_entries(d) -> int:
     """How many numbers a matrix graph's parameters hold (Python ints: no overflow)."""
     total = 0
@@ -384,6 +285,12 @@ def _verify_matrix(d, values, seed) -> dict:
         grads = {p: np.atleast_2d(v) for p, v in model.grad(X, Y, arrays).items()}
     else:
         grads = numpy_gradients(d, values)
+    # a one-sample graph's formulas give ∂C/∂θ; the document states ∂L/∂θ = ∂C/∂θ + ∂P/∂θ at one
+    # sample (a penalty-only W's row read 0 and 0 beside ∂L/∂W = W/5): the table checks L's
+    penalised = bool(getattr(g, "penalty", 0))
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float)) for n in g.param_names}
+    extra = {p: np.atleast_2d(np.asarray(value_of(d.penalty_gradient(p), env, 1), dtype=float)) * np.ones_like(env[g.symbol(p)])
+             for p in d.params} if penalised else {}
     rng = np.random.default_rng(seed)
     rows, worst = [], 0.0
     for p in d.params:
@@ -391,8 +298,11 @@ def _verify_matrix(d, values, seed) -> dict:
         where = list(np.ndindex(base.shape))
         if sampled and len(where) > VERIFY_SAMPLES:
             where = [where[i] for i in sorted(rng.choice(len(where), VERIFY_SAMPLES, replace=False))]
-        gp = np.array([np.asarray(grads[p])[idx] for idx in where])
-        diffs = entry_differences(d, values, p, where, MATRIX_H)
+        # (the compiled model's grad, when sampled, is ∂L/∂θ already)
+        full = np.atleast_2d(np.asarray(grads[p], dtype=float)) + extra[p] if penalised and not sampled \
+            else np.asarray(grads[p])
+        gp = np.array([full[idx] for idx in where])
+        diffs = entry_differences(d, values, p, where, MATRIX_H, extra.get(p))
         rows += kink_rows(g.symbol(p), gp, diffs["kinks"])       # an entry on a kink: a row of its own
         smooth = [k for k in range(len(where)) if k not in {kink[0] for kink in diffs["kinks"]}]
         gp, fd = gp[smooth], diffs["fd"][smooth]
@@ -402,7 +312,9 @@ def _verify_matrix(d, values, seed) -> dict:
                      "fd": Tex(number(np.linalg.norm(fd), 8)), "error": Tex(number(err, 2)), "err": err})
     return {"rows": rows, "point": [], "source": source, "digits": 16, "h": Tex(number(MATRIX_H)),
             "worst": Tex(number(worst, 2)), "matrices": True, "kinks": len(rows) > len(d.params),
-            "sampled": VERIFY_SAMPLES if sampled else None}
+            # a max-pool's tie is a kink too: the prose says which convention the slope there takes
+            "pool": any(getattr(d.graph.expr(n), "op", None) == "maxpool" for n in d.graph.node_names),
+            "sampled": VERIFY_SAMPLES if sampled else None, "penalty": penalised}
 
 
 # ------------------------------------------------------------------- cost

@@ -2,8 +2,10 @@
 
 There the central difference averages the two one-sided slopes, which no convention gives, so
 it is no oracle: the slope is SymPy's derivative of the loss written out entry by entry, every
-activation as its own definition (ReLU = 0 for z < 0, z otherwise: ReLU′(0) = 1), at the exact
-binary values of the point's floats.  This is what :class:`~symback.document.points.NumberPoint`
+activation as its own definition (ReLU = 0 for z < 0, z otherwise: ReLU′(0) = 1), a max-pool's
+window as its first arg-max (the engine's routing and PyTorch's: SymPy's Max has no order, and its
+derivative at a tie is ½ to each, the two slopes' average again), at the exact binary values of the
+point's floats.  This is what :class:`~symback.document.points.NumberPoint`
 does for a scalar graph; it never reads the engine's chain of factors.
 """
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..evaluate import inert, numpy_forward
+from ..evaluate import inert, numpy_forward, value_of
 from ..functions import Activation
+from ..image import ImageMap, _window
 from ..matrix import explicit, is_matrix
 from ..printing import Tex, latex, number
 
@@ -21,8 +24,17 @@ __all__ = ["one_sided", "sympy_slope", "entry_differences", "kink_rows"]
 KINK_RTOL = 1e-6        # one-sided slopes this far apart (relative): a kink, or curvature (h/10 tells)
 
 
-def one_sided(d, values: dict, p: str, step: np.ndarray, h: float, here: float | None = None
-              ) -> tuple[float, float, float, bool]:
+def penalty_value(d, values: dict) -> float:
+    """A one-sample graph's penalty P at `values` (0 without one; a batch graph's is inside its L)."""
+    g = d.graph
+    if not getattr(g, "penalty", 0):
+        return 0.0
+    env = {g.symbol(n): np.atleast_2d(np.asarray(values[n], dtype=float)) for n in g.param_names}
+    return float(np.sum(value_of(g.penalty, env, 1)))
+
+
+def one_sided(d, values: dict, p: str, step: np.ndarray, h: float, here: float | None = None,
+              penalty: bool = False) -> tuple[float, float, float, bool]:
     """(left, central, right) differences of the loss along `step` in parameter p, and whether
     the point is on a kink there.
 
@@ -32,7 +44,8 @@ def one_sided(d, values: dict, p: str, step: np.ndarray, h: float, here: float |
     base = np.atleast_2d(np.asarray(values[p], dtype=float))
 
     def loss(t):
-        return float(np.sum(numpy_forward(d, {**values, p: base + t * step})[d.loss_name]))
+        moved = {**values, p: base + t * step}
+        return float(np.sum(numpy_forward(d, moved)[d.loss_name])) + (penalty_value(d, moved) if penalty else 0.0)
 
     here = loss(0.0) if here is None else here      # the point's own loss (the same for every entry)
 
@@ -65,7 +78,10 @@ def sympy_slope(d, values: dict, p: str, step: np.ndarray, rows: int) -> float:
                                       lambda i, j: exact(v[i, j]) + s * exact(moved[i, j]))
     for n in g.order:
         if n in g._expr:
-            env[g.symbol(n)] = explicit(inert(g.expr(n)).xreplace(env), rows)
+            e = g.expr(n)
+            pool = isinstance(e, ImageMap) and e.op == "maxpool"
+            env[g.symbol(n)] = (_first_max_pool(explicit(inert(e.arg).xreplace(env), rows), e.geometry) if pool
+                                else explicit(inert(e).xreplace(env), rows))
     loss = env[g.symbol(d.loss_name)]
     loss = sp.Add(*loss) if isinstance(loss, sp.MatrixBase) else loss
     loss = loss.replace(lambda x: isinstance(x, Activation), lambda x: x.definition(*x.args))
@@ -75,21 +91,40 @@ def sympy_slope(d, values: dict, p: str, step: np.ndarray, rows: int) -> float:
     return float(slope)
 
 
-def entry_differences(d, values: dict, p: str, where: list, h: float) -> dict:
+def _first_max(entries) -> sp.Expr:
+    """A window's maximum written as its first arg-max: entry n where it is above every entry
+    before it and at least every entry after it (so SymPy's derivative at a tie is that entry's)."""
+    *head, last = entries
+    return sp.Piecewise(*[(e, sp.And(*[e > f for f in entries[:n]], *[e >= f for f in entries[n + 1:]]))
+                          for n, e in enumerate(head)], (last, True))
+
+
+def _first_max_pool(a, geometry) -> sp.ImmutableMatrix:
+    """maxpool(a) entry by entry (channels × windows, row by row), each window by :func:`_first_max`."""
+    Ho, Wo = geometry.out
+    return sp.ImmutableMatrix([[_first_max([a[c, q] for q in _window(geometry, oy, ox)])
+                                for oy in range(Ho) for ox in range(Wo)] for c in range(geometry[0])])
+
+
+def entry_differences(d, values: dict, p: str, where: list, h: float, penalty: np.ndarray | None = None) -> dict:
     """Central differences of the loss at the entries `where` of parameter p, and the entries on
     a kink among them: {"fd": array, "kinks": [(k, index, left, right, SymPy's slope)]}.
 
     A kink's central difference is no oracle (the average of two slopes): its entry is reported
-    with both one-sided differences, and its gradient checked against SymPy's slope instead."""
+    with both one-sided differences, and its gradient checked against SymPy's slope instead.
+    `penalty` (a one-sample graph's ∂P/∂p): the loss differenced is then L = C + P, its slope
+    at a kink SymPy's slope of C plus that (P is smooth)."""
     base = np.atleast_2d(np.asarray(values[p], dtype=float))
-    here = float(np.sum(numpy_forward(d, values)[d.loss_name]))
+    with_p = penalty is not None
+    here = float(np.sum(numpy_forward(d, values)[d.loss_name])) + (penalty_value(d, values) if with_p else 0.0)
     fd, kinks = np.zeros(len(where)), []
     for k, idx in enumerate(where):
         step = np.zeros(base.shape)
         step[idx] = 1.0
-        left, fd[k], right, kink = one_sided(d, values, p, step, h, here)
+        left, fd[k], right, kink = one_sided(d, values, p, step, h, here, with_p)
         if kink:
-            kinks.append((k, idx, left, right, sympy_slope(d, values, p, step, _rows(d, values))))
+            slope = sympy_slope(d, values, p, step, _rows(d, values)) + (float(penalty[idx]) if with_p else 0.0)
+            kinks.append((k, idx, left, right, slope))
     return {"fd": fd, "kinks": kinks}
 
 
