@@ -516,7 +516,9 @@ def test_a_one_sample_networks_loss_defines_ell_and_is_certified_row_by_row():
     d = sb.derive(sb.Sequential(sb.Attention(heads=1), sb.Dense(2), inputs=(3, 2), loss="mse"))
     text = d.latex()
     assert r"\ell{\left(\hat{y},y \right)} &= \left(\hat{y} - y\right)^{2}" in text
-    assert r"{c}_{i} &= \sum_{k=1}^{2} \ell{\left({\hat{Y}}_{i,k},{Y}_{i,k} \right)}" in text
+    # r: the sample's rows; i stays the samples' index in L = (1/m) Σᵢ …
+    assert r"{c}_{r} &= \sum_{k=1}^{2} \ell{\left({\hat{Y}}_{r,k},{Y}_{r,k} \right)}" in text
+    assert r"C &= \sum_{r=1}^{3} c_{r}" in text
     assert "enough to differentiate the cost $C$ of one sample" in text
     ctx = context(d, verify=False, cost=False, vanishing=False)
     line = next(c for c in ctx["loss"]["sympy"]["claims"] if c.get("rows"))

@@ -219,7 +219,8 @@ def test_the_loss_line_names_the_graphs_own_prediction(which):
     g.loss(sb.mse(g.node("H", sb.tanh(X @ W)), T))
     d = sb.derive(g)
     text = d.markdown(**QUICK)
-    assert r"\ell{\left({H}_{i,k},{T}_{i,k} \right)}" in text and r"\hat{Y}" not in text
+    row = "r" if which == "one sample" else "i"     # a sample's rows r, a batch's samples i
+    assert rf"\ell{{\left({{H}}_{{{row},k}},{{T}}_{{{row},k}} \right)}}" in text and r"\hat{Y}" not in text
     ctx = context(d, **QUICK)
     certify(d, ctx)                       # the line is checked row by row with H and T read as the nodes
     claim = next(c for c in ctx["loss"]["sympy"]["claims"] if c.get("rows"))

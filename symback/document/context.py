@@ -223,12 +223,13 @@ def _loss(d, nt) -> dict:
             sample = sp.Eq(col(C.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
                            evaluate=False)
         else:
-            # row i: a sample, or a row of a one-sample graph's sample (its cost c_i)
-            # in the graph's own names: a prediction H is H_{ik}, not an undefined Ŷ_{ik}
-            yk, tk = (sp.Indexed(sp.IndexedBase(sp.Symbol(getattr(e, "name", n))), i, k)
+            # row i: a sample; row r of a one-sample graph's sample (its cost c_r; i is the sample's
+            # index in L = (1/m) Σᵢ …), in the graph's own names: H_{rk}, not an undefined Ŷ_{rk}
+            r = i if row_cost is C else sp.Symbol("r", positive=True, integer=True)
+            yk, tk = (sp.Indexed(sp.IndexedBase(sp.Symbol(getattr(e, "name", n))), r, k)
                       for e, n in ((cost.prediction, "Yhat"), (cost.target, "Y")))
             row = sp.Function("ell")(yk, tk)
-            sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(row_cost.name)), i),
+            sample = sp.Eq(sp.Indexed(sp.IndexedBase(sp.Symbol(row_cost.name)), r),
                            sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}), evaluate=False)
     else:
         lhs, rhs, sample = C, cost, None

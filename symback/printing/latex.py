@@ -187,8 +187,9 @@ class LatexPrinter(_SympyLatexPrinter):
                 body = self._print(b)
                 body = f"{{{body}}}" if re.search(r"[_^]", body) else body     # C_{x}: no double subscript
                 # rows of a batch are samples (i, as in L = (1/m) Σᵢ Cᵢ); the rows of one
-                # sample's matrix (a sequence's positions) are not: k, so the two never share i
-                k = "i" if not a.cols.is_Integer else "k"
+                # sample's matrix (a sequence's positions) are not: r, so the two never share i
+                # (and k stays the columns' index of the row cost c_r = Σ_k ℓ(·_{rk}, ·_{rk}))
+                k = "i" if not a.cols.is_Integer else "r"
                 return rf"\sum_{{{k}=1}}^{{{self._print(a.cols)}}} {body}_{{{k}}}"
             if isinstance(a, sp.Transpose) and a.arg == b:
                 return rf"\lVert {self._print(b)} \rVert_F^{{2}}"
