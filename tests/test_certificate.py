@@ -211,7 +211,7 @@ from conftest import examples  # noqa: E402
 from test_differential import scalar_graphs  # noqa: E402
 
 
-@settings(max_examples=examples(10), deadline=None,
+@settings(max_examples=examples(5, slow=200), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(scalar_graphs())
 def test_random_scalar_graphs_render_in_every_notation_and_format(case):
