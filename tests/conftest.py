@@ -20,8 +20,20 @@ import symback as sb
 
 # ---------------------------------------------------------------- slow mode
 # `SYMBACK_SLOW=1 pytest` or `pytest --slow` runs the differential tests with
-# SLOW_FACTOR times more hypothesis examples (thousands instead of hundreds).
+# SLOW_FACTOR times more hypothesis examples (thousands instead of hundreds), and
+# the cases marked `slow` (`slow(...)` below): more sizes, networks and backends
+# of a capability whose every oracle a normal run already checks on one case.
 SLOW_FACTOR = 20
+
+
+def slow_mode() -> bool:
+    """True under `SYMBACK_SLOW=1` or `pytest --slow`."""
+    return os.environ.get("SYMBACK_SLOW") == "1"
+
+
+def slow(*values, id=None):
+    """A parametrize case run in slow mode only (skipped, with the reason, in a normal run)."""
+    return pytest.param(*values, id=id, marks=pytest.mark.slow)
 
 
 def pytest_addoption(parser):
@@ -30,6 +42,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: run in slow mode only (SYMBACK_SLOW=1 or --slow)")
     # Set before the test modules are imported, which read it in examples().
     if config.getoption("--slow"):
         os.environ["SYMBACK_SLOW"] = "1"
@@ -41,9 +54,19 @@ def pytest_configure(config):
     settings.load_profile("symback-slow" if os.environ.get("SYMBACK_SLOW") == "1" else "symback-normal")
 
 
-def examples(n: int) -> int:
-    """max_examples for a hypothesis test: n normally, SLOW_FACTOR·n in slow mode."""
-    return n * SLOW_FACTOR if os.environ.get("SYMBACK_SLOW") == "1" else n
+def pytest_collection_modifyitems(config, items):
+    # Skipped rather than deselected: a normal run's summary still counts them.
+    if slow_mode():
+        return
+    skip = pytest.mark.skip(reason="slow mode only (SYMBACK_SLOW=1 or --slow)")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
+def examples(n: int, slow: int | None = None) -> int:
+    """max_examples for a hypothesis test: n normally; in slow mode `slow`, or SLOW_FACTOR·n."""
+    return (slow or n * SLOW_FACTOR) if slow_mode() else n
 
 
 def _symbols(g: sb.Graph) -> dict[str, sp.Symbol]:

@@ -15,7 +15,7 @@ import sympy as sp
 
 import symback as sb
 import symback.render as render_module
-from conftest import seed000_graph, seed003_case2_graph, seed004_graph
+from conftest import seed000_graph, seed003_case2_graph, seed004_graph, slow
 from symback.document import context
 from symback.document.certificate import CertificateError, certify, claims, lines
 from symback.printing import Chain, Terms
@@ -52,8 +52,10 @@ def _expected_lines(ctx) -> int:
     return n + (1 if ctx["output"] else 0)
 
 
-@pytest.mark.parametrize("notation", ["matrix", "lecture", "nielsen"])
-@pytest.mark.parametrize("builder", sorted(_builders()))
+# a normal run certifies each builder in one notation, the three in turn; slow mode all of them
+@pytest.mark.parametrize("builder, notation", [
+    (builder, notation) if (i - j) % 3 == 0 else slow(builder, notation)
+    for i, builder in enumerate(sorted(_builders())) for j, notation in enumerate(["matrix", "lecture", "nielsen"])])
 def test_every_builder_and_notation_passes_the_certificate(builder, notation):
     d = sb.derive(_builders()[builder]())
     ctx = context(d, notation=notation, **QUICK)
@@ -211,7 +213,7 @@ from conftest import examples  # noqa: E402
 from test_differential import scalar_graphs  # noqa: E402
 
 
-@settings(max_examples=examples(10), deadline=None,
+@settings(max_examples=examples(5, slow=200), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(scalar_graphs())
 def test_random_scalar_graphs_render_in_every_notation_and_format(case):

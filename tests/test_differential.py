@@ -222,7 +222,7 @@ def check_scalar(g, oracle_expr, domains, seed) -> bool:
     return True
 
 
-@settings(max_examples=examples(200), deadline=None, suppress_health_check=RELAXED)
+@settings(max_examples=examples(100, slow=4000), deadline=None, suppress_health_check=RELAXED)
 @given(scalar_graphs(), st.integers(0, 2 ** 32 - 1))
 def test_random_scalar_graph_compiles_to_its_loss_and_gradient(case, seed):
     """Random scalar graphs: compiled loss, gradient and step equal the mpmath/SymPy oracle."""
@@ -249,8 +249,8 @@ def _graph(build, reduction="mean"):
          seed=0, backend="torch")       # found by it: a gradient of one number (1/3) for every sample
 @example(case=_graph(lambda g, x, y, w1, w2: (g.node("n", w1 ** (1 + sb.tanh(w2))) - y) ** 2
                      - sb.relu(g.symbol("n")) / 15), seed=0, backend="torch")   # and: where(c, -1/15, 0) was float32
-@settings(max_examples=examples(20), deadline=None, suppress_health_check=RELAXED,
-          derandomize=os.environ.get("SYMBACK_SLOW") != "1")     # CI runs the same 20; slow mode explores
+@settings(max_examples=examples(10, slow=400), deadline=None, suppress_health_check=RELAXED,
+          derandomize=os.environ.get("SYMBACK_SLOW") != "1")     # CI runs the same 10; slow mode explores
 @given(scalar_graphs(), st.integers(0, 2 ** 32 - 1), st.sampled_from(["jax", "torch"]))
 def test_random_scalar_graph_on_the_other_backends(case, seed, backend):
     """The same random scalar graphs compiled for JAX or torch (float64): loss and gradient
@@ -335,7 +335,7 @@ def mlp_oracle(names, act, out, loss, reduction):
     return total, predict
 
 
-@settings(max_examples=examples(100), deadline=None, suppress_health_check=RELAXED)
+@settings(max_examples=examples(60, slow=2000), deadline=None, suppress_health_check=RELAXED)
 @given(st.lists(st.integers(1, 5), min_size=2, max_size=4), st.sampled_from(sorted(AG_ACT)),
        st.sampled_from(HEADS), st.sampled_from(["mean", "sum"]), st.integers(0, 2 ** 32 - 1))
 def test_random_mlp_matches_autograd_and_finite_differences(sizes, act, head, reduction, seed):

@@ -29,6 +29,7 @@ from symback.lowering import Stmt, Tr, select
 from symback.printing.torch import TorchPrinter
 
 torch = pytest.importorskip("torch")
+from conftest import slow  # noqa: E402
 from _torch_block import (Low, check_against_autograd, check_vjp, close, function, model, net,  # noqa: E402
                           predict)
 KERNEL = "_scaled_dot_product_flash_attention_for_cpu("
@@ -38,8 +39,12 @@ BACKWARD = "_scaled_dot_product_flash_attention_for_cpu_backward("
 DISPATCHED = ("_predict", "_loss", "_grad", "_step", "_vjp")
 
 
-CASES = [(T, d, heads, causal, grouped) for (T, d, heads), causal, grouped in
-         itertools.product([(5, 4, 1), (6, 4, 2), (4, 8, 4), (7, 12, 4), (3, 6, 2)], (True, False), (False, True))]
+#: every size × causal × grouped; a normal run takes each size once, the four (causal, grouped)
+#: pairs in turn (every pair and every size checked), slow mode all twenty
+CASES = [case if (i // 4 - i) % 4 == 0 else slow(*case)
+         for i, case in enumerate((T, d, heads, causal, grouped) for (T, d, heads), causal, grouped in
+                                  itertools.product([(5, 4, 1), (6, 4, 2), (4, 8, 4), (7, 12, 4), (3, 6, 2)],
+                                                    (True, False), (False, True)))]
 
 
 def _random_cases(k=3, seed=17):

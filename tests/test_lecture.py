@@ -15,7 +15,7 @@ import pytest
 import sympy as sp
 
 import symback as sb
-from conftest import num, seed000_graph, seed001_graph, seed002_graph, seed004_1d_graph, skip_graph
+from conftest import num, seed000_graph, slow, seed001_graph, seed002_graph, seed004_1d_graph, skip_graph
 from symback.document import context
 from symback.document.analysis import numeric
 from symback.document.notation import columns
@@ -300,8 +300,10 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("notation", ["lecture", "nielsen"])
-@pytest.mark.parametrize("case", sorted(CASES))
+# a normal run compiles each case in one notation, the two notations in turn; slow mode both
+@pytest.mark.parametrize("case, notation", [
+    (case, notation) if (i + j) % 2 == 0 else slow(case, notation)
+    for i, case in enumerate(sorted(CASES)) for j, notation in enumerate(["lecture", "nielsen"])])
 def test_new_options_compile_with_pdflatex(case, notation, tmp_path):
     build, opts = CASES[case]
     d = build()

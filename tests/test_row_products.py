@@ -14,6 +14,7 @@ import pytest
 import sympy as sp
 
 import symback as sb
+from conftest import slow
 
 torch = pytest.importorskip("torch")
 BACKENDS = ("numpy", "jax", "torch")
@@ -43,8 +44,9 @@ def _torch(case, X, p):
     return torch.sigmoid(A @ p["W4"])
 
 
-@pytest.mark.parametrize("case, h", [("scores", 1), ("scores", 2), ("sample", 1), ("sample", 3), ("batch", 1),
-                                     ("batch", 3)])
+# each case at one height in a normal run, at both in slow mode
+@pytest.mark.parametrize("case, h", [("scores", 1), slow("scores", 2), slow("sample", 1), ("sample", 3), ("batch", 1),
+                                     slow("batch", 3)])
 def test_row_of_sums_times_a_matrix_equals_torch_autograd(case, h):
     d = sb.derive(_graph(case, h))
     rng = np.random.default_rng(h)

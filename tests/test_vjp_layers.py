@@ -17,6 +17,7 @@ import sympy as sp
 
 import symback as sb
 from symback.errors import DataError, SymbackError
+from conftest import slow
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
@@ -314,8 +315,9 @@ def test_torch_module_loss_unchanged():
 
 
 # ------------------------------------------------------------------ JAX: custom_vjp function
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("name", ["mlp-relu-softmax", "scalar", "rnn"])
+# each network once, jitted or not in turn, in a normal run; both ways in slow mode
+@pytest.mark.parametrize("name, jit", [("mlp-relu-softmax", False), ("scalar", True), ("rnn", False),
+                                       slow("mlp-relu-softmax", True), slow("scalar", False), slow("rnn", True)])
 def test_jax_function_grad_equals_plain_jax(name, jit):
     d, predict, n_in, n_out = net(name)
     params, X, G = point(d, n_in, n_out, seed=6)
