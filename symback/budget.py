@@ -13,8 +13,12 @@ import threading
 __all__ = ["within"]
 
 
-class _OutOfTime(Exception):
-    pass
+class _OutOfTime(BaseException):
+    """Not an Exception: SymPy's own ``except Exception`` blocks must not swallow it."""
+
+# A signal whose handler raises while Python runs a garbage collector's callback is printed as
+# "Exception ignored" and lost: the timer repeats every _AGAIN seconds until the work stops.
+_AGAIN = 0.05
 
 
 def within(seconds: float, work, default=None):
@@ -31,7 +35,7 @@ def within(seconds: float, work, default=None):
     previous, left = signal.signal(signal.SIGALRM, stop), 0.0
     try:                    # set and cleared inside: however early or late the timer fires, it is caught
         try:
-            left = signal.setitimer(signal.ITIMER_REAL, seconds)[0]
+            left = signal.setitimer(signal.ITIMER_REAL, seconds, _AGAIN)[0]
             return work()
         finally:
             running[0] = False
