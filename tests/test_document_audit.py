@@ -139,3 +139,35 @@ def test_one_sample_verification_checks_the_gradient_of_L_with_its_penalty(fmt):
         formula, fd = (float(x) for x in re.findall(r"\$(-?\d+\.\d+)\$", row)[:2])
         assert formula == pytest.approx(want, rel=1e-7) and fd == pytest.approx(want, rel=1e-6)
     assert want > 0.1          # W₂'s gradient is the penalty's alone, not 0
+
+
+@pytest.mark.parametrize("net", ["attention", "convolution"])
+def test_nielsen_notation_of_a_one_sample_network_is_written(net, tmp_path):
+    """Audit: notation="nielsen" on a one-sample network (attention, a CNN) raised SymPy's raw
+    TypeError 'Cannot convert expression to float': the loss's row line was written as Nielsen's
+    column C_x = Σₖ ℓ(aₖ, yₖ) while the sample is a matrix.  Its rows are now written as in the
+    matrix notation and certified row by row; pdflatex compiles the document."""
+    layers = {"attention": (sb.Attention(heads=1), sb.Dense(2)),
+              "convolution": (sb.Conv2d(2, 2, activation="relu"), sb.MaxPool2d(2), sb.Flatten(), sb.Dense(2))}
+    d = sb.derive(sb.Sequential(*layers[net], inputs=(3, 2) if net == "attention" else (1, 4, 4), loss="mse"))
+    out = tmp_path / "nielsen.pdf"
+    d.write(out, notation="nielsen")
+    assert out.stat().st_size > 10_000
+    if net == "attention":                     # three rows, each with its cost c_r (the CNN's output is one row)
+        assert r"\sum_{r=1}^{3}" in d.latex(notation="nielsen")
+
+
+def test_an_rnn_forward_pass_prints_its_inputs_columns_as_a_lecture_does(tmp_path):
+    """Audit: an RNN's forward pass printed Python's slices, x₂ = X[:, 2:4]; it now prints the
+    columns counted from 1, both ends in, x₂ = X_{:, 3:4} (step t reads columns 2t − 1 and 2t of X,
+    as DESIGN.md's RNN), and says what the subscript means.  The sentence before it had lost its
+    space ('before it(in a matrix'), seen in pdftotext of the PDF."""
+    import subprocess
+    d = sb.derive(sb.rnn(inputs=2, hidden=3, steps=3, outputs=1))
+    text = d.latex()
+    for t in (1, 2, 3):
+        assert rf"x_{{{t}}} &= X_{{:,\,{2 * t - 1}:{2 * t}}}" in text
+    assert "X[" not in text and "is the block of columns" in text
+    d.write(tmp_path / "rnn.pdf")
+    words = subprocess.run(["pdftotext", str(tmp_path / "rnn.pdf"), "-"], capture_output=True, text=True).stdout
+    assert "before it (in a matrix" in " ".join(words.split())

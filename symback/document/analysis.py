@@ -219,7 +219,7 @@ def verify(d, values, seed) -> dict:
     worst = max((r["err"] for r in rows if "err" in r), default=None)
     return {"rows": rows, "point": point_tex, "source": source, "digits": VERIFY_DIGITS,
             "h": Tex(number(VERIFY_H)), "worst": Tex(number(worst, 2)) if worst is not None else None,
-            "matrices": False, "kinks": False}
+            "matrices": False, "kinks": False, "penalty": False}   # a scalar graph's L is its own node
 
 
 def _verify_rows(d, point) -> list[dict]:

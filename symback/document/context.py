@@ -183,9 +183,12 @@ def _network(d, apps, nt, names) -> dict:
     # a masked softmax's subscript says which mask; the sentence says what the mask does
     masked = any(isinstance(x, Softmax) and x.mask == "causal" for _, e in d.program().forward
                  for x in sp.preorder_traversal(e))
-    note = Tex(r"Here $\operatorname{softmax}_{\mathrm{causal}}$ is the row-wise softmax with the entries "
-               r"above the diagonal ($j > i$) left out: their $P_{ij}$ are 0, and each row's others sum to 1.") \
-        if masked else None
+    notes = [r"Here $\operatorname{softmax}_{\mathrm{causal}}$ is the row-wise softmax with the entries "
+             r"above the diagonal ($j > i$) left out: their $P_{ij}$ are 0, and each row's others sum to 1."] \
+        if masked else []
+    if any(e.has(sp.MatrixSlice) for _, e in d.program().forward):
+        notes.append(r"$X_{:,\,a:b}$ is the block of columns $a$ to $b$ of $X$, all its rows (counted from 1).")
+    note = Tex(" ".join(notes)) if notes else None
     return {"inputs": declared("input"), "targets": declared("target"), "params": declared("param"),
             "n_params": len(d.params), "forward": forward, "forward_note": note}
 
@@ -215,8 +218,8 @@ def _loss(d, nt) -> dict:
         yh, y = sp.Symbol("yhat"), sp.Symbol("y")
         lhs, rhs = sp.Function("ell")(yh, y), lf.expr.xreplace({lf.prediction: yh, lf.target: y})
         k = sp.Symbol("k", positive=True, integer=True)
-        if nt.name == "nielsen":
-            # one sample, a column: C_x = Σ_k ℓ(a_k, y_k) in the notation's column names
+        if nt.name == "nielsen" and row_cost is C:
+            # one sample, a column (a one-sample graph's sample is a matrix: its rows as below): C_x = Σ_k ℓ(a_k, y_k) in the notation's column names
             col = lambda n: sp.Symbol(f"col_{n}")     # noqa: E731 - the notation names col_<node>
             yk, tk = sp.Indexed(sp.IndexedBase(col(cost.prediction.name)), k), sp.Indexed(sp.IndexedBase(col(cost.target.name)), k)
             row = sp.Function("ell")(yk, tk)

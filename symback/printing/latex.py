@@ -178,6 +178,22 @@ class LatexPrinter(_SympyLatexPrinter):
             return rf"\delta^{{({layer.group(1)})}}"
         return r"\delta_{%s}" % self._print(sp.Symbol(expr.node)) if expr.node else r"\delta"
 
+    def _print_MatrixSlice(self, expr):
+        # a lecture's columns 3 to 4 of X, X_{:, 3:4} (from 1, both ends in), not Python's X[:, 2:4]
+        def part(sl, n):
+            a, b, step = sl
+            if step != 1:
+                return None
+            if a == 0 and sp.simplify(b - n) == 0:
+                return ":"
+            return self._print(a + 1) if b - a == 1 else f"{self._print(a + 1)}:{self._print(b)}"
+        rows, cols = (part(sl, n) for sl, n in zip((expr.rowslice, expr.colslice), expr.parent.shape))
+        if rows is None or cols is None:
+            return super()._print_MatrixSlice(expr)
+        parent = self._print(expr.parent)
+        parent = f"{{{parent}}}" if re.search(r"[_^]", parent) else parent     # no double subscript
+        return rf"{parent}_{{{rows},\,{cols}}}"
+
     def _print_Trace(self, expr):
         # tr(1ᵀ C) is the sum of the per-sample costs; tr(Wᵀ W) the squared Frobenius norm
         arg = expr.arg
