@@ -385,6 +385,14 @@ def _maxpool_vjp_idx(d, a, pair, C, H, W, k, s, p):
     return g.reshape(a.shape[0], C, H * W)
 
 
+def _pool_gather(z, pair, C, H, W, k, s, p):
+    """z (n, C, H*W) at each window's first arg-max, the indices _maxpool_pair found: the pooled
+    map's shape (a mask read there moves onto the pooled δ, symback.poolkernels)."""
+    idx = pair[1]
+    # (a channels-last map's indices flatten their two last axes as a view)
+    return torch.gather(z.reshape(z.shape[0], C, H * W), 2, idx.reshape(idx.shape[0], C, -1))
+
+
 def _maxpool_vjp(d, a, C, H, W, k, s, p):
     """delta of each window to its first arg-max: torch's max-pooling backward kernel, with the
     arg-max indices of its forward kernel (_maxpool_pair)."""
