@@ -30,7 +30,8 @@ def pool_indices(stmts: list[Stmt], fn) -> list[Stmt]:
     """Max-pooling's δ routed by the arg-max indices its forward kernel found: where a
     function has both ``maxpool(A)`` and ``maxpool_vjp(D, A)`` of one geometry, the forward
     becomes ``maxpool_pair`` (the pooled values and their indices, one kernel call) read by
-    ``pair_item`` 0, and the δ ``maxpool_vjp_idx`` reads item 1 instead of pooling A again.
+    ``pair_item`` 0, and the δ ``maxpool_vjp_idx`` reads item 1 instead of pooling A again
+    (and not A: the kernel takes only its shape, so A can go after the forward's pooling).
     The same values: the indices are the ones the routing recomputed (first arg-max).
     For a printer with ``pool_indices``."""
     if not getattr(fn.printer, "pool_indices", False):
@@ -48,7 +49,7 @@ def pool_indices(stmts: list[Stmt], fn) -> list[Stmt]:
             out += [Stmt(pair, "maxpool_pair", st.args, st.shape), Stmt(st.target, "pair_item", (pair, 0), st.shape)]
             continue
         if st.op == "maxpool_vjp" and key in pairs:
-            st = st._replace(op="maxpool_vjp_idx", args=(st.args[0], st.args[1], pairs[key], st.args[2]))
+            st = st._replace(op="maxpool_vjp_idx", args=(st.args[0], pairs[key], st.args[2]))
         out.append(st)
     return out
 
@@ -80,7 +81,7 @@ def pool_masks(stmts: list[Stmt], fn) -> list[Stmt]:
                 f.is_number or _mask_factor(f, st.shape, low.shapes) for f in factors):
             out.append(st)
             continue
-        d, a, pair, geometry = made[vjps[0]].args
+        d, pair, geometry = made[vjps[0]].args
         pooled = low.shapes[pair]
         subs = {}
         for z in sorted((s for s in rest.free_symbols if low.shapes.get(s, ()) != ()), key=str):
@@ -92,7 +93,7 @@ def pool_masks(stmts: list[Stmt], fn) -> list[Stmt]:
         dm = low.fresh()
         low.shapes[dm] = pooled
         out += [Stmt(dm, "let", (d * rest.xreplace(subs),), pooled),
-                Stmt(st.target, "maxpool_vjp_idx", (dm, a, pair, geometry), st.shape)]
+                Stmt(st.target, "maxpool_vjp_idx", (dm, pair, geometry), st.shape)]
     if not gathered:
         return stmts
     placed = list(after.pop(-1, []))
