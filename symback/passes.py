@@ -7,9 +7,10 @@ A generated function (``_predict``, ``_grad``, ``_step``, ...) is a list of
 
 1. ``copies``: aliases (x = y) and numbers (x = lr/m) substituted into their users, and
    ``t = X.T @ D; δ_W = t`` written ``δ_W = X.T @ D``;
-2. ``convolutions``, ``conv_biases``, ``conv_grads``, ``pool_indices``, ``masked_scores``, ``group_heads``:
-   derived products read as the library's kernels, where the printer has them
-   (:mod:`symback.convkernels`, attention's heads at once: :mod:`symback.heads`);
+2. ``convolutions``, ``conv_biases``, ``conv_grads``, ``pool_indices``, ``pool_masks``, ``masked_scores``,
+   ``group_heads``: derived products read as the library's kernels, where the printer has them
+   (:mod:`symback.convkernels`, :mod:`symback.poolkernels`, attention's heads at once:
+   :mod:`symback.heads`);
    ``flash_attention``: causal multi-head attention, forward and backward, as the library's
    fused attention kernels where the grouped statements are exactly that (:mod:`symback.flash`);
    ``affine_norms``: a row norm's γ, β and their δ by the layer-norm kernels (:mod:`symback.affine_norm`);
@@ -34,11 +35,12 @@ from .convkernels import conv_biases, conv_grads
 from .affine_norm import affine_norms
 from .flash import flash_attention
 from .heads import group_heads
+from .poolkernels import pool_indices, pool_masks
 from .lowering import EXPR_OPS, VIEWS, Stmt, Tr, select
 from .matrix import BATCH
 
-__all__ = ["Function", "PASSES", "select", "reads_of", "copies", "convolutions", "pool_indices", "masked_scores",
-           "reselect", "cse", "schedule", "fuse_updates", "sum_products", "shared_ones"]
+__all__ = ["Function", "PASSES", "select", "reads_of", "copies", "convolutions", "pool_indices", "pool_masks",
+           "masked_scores", "reselect", "cse", "schedule", "fuse_updates", "sum_products", "shared_ones"]
 
 
 class Function:
@@ -291,35 +293,6 @@ def masked_scores(stmts: list[Stmt], fn) -> list[Stmt]:
     return [st for st in out if st.target not in drop]
 
 
-def pool_indices(stmts: list[Stmt], fn) -> list[Stmt]:
-    """Max-pooling's δ routed by the arg-max indices its forward kernel found: where a
-    function has both ``maxpool(A)`` and ``maxpool_vjp(D, A)`` of one geometry, the forward
-    becomes ``maxpool_pair`` (the pooled values and their indices, one kernel call) read by
-    ``pair_item`` 0, and the δ ``maxpool_vjp_idx`` reads item 1 instead of pooling A again.
-    The same values: the indices are the ones the routing recomputed (first arg-max).
-    For a printer with ``pool_indices``."""
-    if not getattr(fn.printer, "pool_indices", False):
-        return stmts
-    low = fn.low
-    vjps = {(st.args[1], st.args[2]) for st in stmts if st.op == "maxpool_vjp"}
-    pairs, out = {}, []
-    for st in stmts:
-        key = (st.args[0], st.args[1]) if st.op == "maxpool" else (st.args[1], st.args[2]) \
-            if st.op == "maxpool_vjp" else None
-        if st.op == "maxpool" and key in vjps:
-            pair = low.fresh()
-            low.shapes[pair] = st.shape
-            pairs[key] = pair
-            out += [Stmt(pair, "maxpool_pair", st.args, st.shape), Stmt(st.target, "pair_item", (pair, 0), st.shape)]
-            continue
-        if st.op == "maxpool_vjp" and key in pairs:
-            st = st._replace(op="maxpool_vjp_idx", args=(st.args[0], st.args[1], pairs[key], st.args[2]))
-        out.append(st)
-    return out
-
-
-
-
 def copies(stmts: list[Stmt], fn) -> list[Stmt]:
     """Aliases and numbers substituted into their users, then a product written straight into
     the kept name that only copies it."""
@@ -465,5 +438,5 @@ def shared_ones(stmts: list[Stmt], fn) -> list[Stmt]:
 
 #: the passes between selection and printing, in order: each ``(body, fn) -> body``, each
 #: deciding from ``fn.printer`` whether it applies
-PASSES = (copies, convolutions, conv_biases, conv_grads, pool_indices, masked_scores, group_heads, flash_attention,
-          affine_norms, reselect, cse, schedule, fuse_updates, sum_products, shared_ones)
+PASSES = (copies, convolutions, conv_biases, conv_grads, pool_indices, pool_masks, masked_scores, group_heads,
+          flash_attention, affine_norms, reselect, cse, schedule, fuse_updates, sum_products, shared_ones)

@@ -425,7 +425,7 @@ KINDS = {
     "concat": lambda c, st: lambda: c.p.op_concat([c.N(x) for x in st.args[1:]], st.args[0]),
     "pair_item": lambda c, st: lambda: f"{c.N(st.args[0])}[{st.args[1]}]",
     "layer_norm": _layer_norm, "layer_norm_vjp": _layer_norm, "masked_scores": _masked_scores,
-    "maxpool_pair": _image, "maxpool_vjp_idx": _image,
+    "maxpool_pair": _image, "maxpool_vjp_idx": _image, "pool_gather": _image,
     "ones": lambda c, st: c.p.op_ones(),
     "sum": _reduction, "mean": _reduction, "rowsum": _reduction,
     "matmul": _product, "colsum": _colsum,
@@ -444,7 +444,7 @@ KINDS = {
 }
 #: the kinds printed the same whether or not an operand carries the batch axis
 _ANY_SHAPE = ("let", "update", "addmm", "concat", "pair_item", "layer_norm", "layer_norm_vjp", "masked_scores",
-              "maxpool_pair", "maxpool_vjp_idx", "ones") + tuple(heads.KINDS) + tuple(convkernels.KINDS) \
+              "maxpool_pair", "maxpool_vjp_idx", "pool_gather", "ones") + tuple(heads.KINDS) + tuple(convkernels.KINDS) \
     + tuple(flash.KINDS) + tuple(affine_norm.KINDS)
 #: statement kind -> its printing when an operand carries the batch axis (others: ``op_b<op>``)
 BATCHED = {

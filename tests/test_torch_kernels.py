@@ -6,6 +6,8 @@ against PyTorch autograd of the same network written here with ``torch.nn.functi
 the source (a silent fallback to the element-wise formulas fails)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -157,5 +159,53 @@ def test_max_pool_on_cpu_routes_ties_as_torch_autograd(k, H, W):
     # laid out as autograd's (NCHW): a channels-last maxima would carry its layout into the
     # next convolution and every kernel after it
     assert pair[0].stride() == out.detach().reshape(n, C, -1).stride()
-    for got in (ns["_maxpool_vjp_idx"](flat, a, pair, *geometry), ns["_maxpool_vjp"](flat, a, *geometry)):
+    for got in (ns["_maxpool_vjp_idx"](flat, pair, *geometry), ns["_maxpool_vjp"](flat, a, *geometry)):
         assert torch.equal(got, x.grad.reshape(n, C, H * W))
+
+
+@pytest.mark.parametrize("pool, H", [((2, 2, 0), 8), ((2, 2, 0), 7), ((3, 2, 1), 8)])
+def test_relu_mask_moved_onto_the_pooled_delta_equals_autograd(pool, H):
+    """conv → ReLU → max-pooling: the step and the gradients read ReLU's mask at each window's
+    arg-max on the pooled δ (``_pool_gather``, no full-size mask after the pooling's δ, and
+    neither the ReLU's map nor its input held past the forward), and equal autograd of the network written here with ReLU as where(z ≥ 0, z, 0) (ReLU'(0) = 1,
+    symback's convention).  Integer pixels and kernels make many z exactly 0 and many windows
+    all zero (ties: the first pixel is the arg-max, whatever its z), side-by-side, cropped, and
+    overlapping padded windows."""
+    k, s, p = pool
+    net = sb.Sequential(sb.Conv2d(3, 3, padding=1, activation="relu"), sb.MaxPool2d(k, stride=s, padding=p),
+                        sb.Flatten(), sb.Dense(3, "softmax"), inputs=(2, H, H), loss="cross_entropy")
+    d = sb.derive(net)
+    m = sb.compile(d, backend="torch", dtype="float64")
+    step = m.source[m.source.index("def _step("):]
+    step = step[:step.index("\ndef ")]
+    assert "_pool_gather(Z1" in step and "threshold_backward" in step
+    assert "threshold_backward(t" not in step.split("_maxpool_vjp_idx(")[1]      # the full-size mask is gone
+    # neither the map nor its pre-activation is held past the forward's pooling and gathering
+    after = step.split("_pool_gather(Z1")[1].splitlines()[1:]
+    assert not [line for line in after if re.search(r"\b(A1|Z1)\b", line) and not line.strip().startswith("del ")]
+    rng = np.random.default_rng(H + k)
+    n = 6
+    x = rng.integers(0, 2, size=(n, 2, H, H)).astype(float)
+    y = np.eye(3)[rng.integers(0, 3, n)]
+    params = {q: rng.integers(-1, 2, size=tuple(int(v) for v in net.symbol(q).shape)).astype(float) for q in d.params}
+    params["b1"] -= 1.0
+
+    def autograd(relu):
+        t = {q: torch.tensor(v, requires_grad=True) for q, v in params.items()}
+        z = F.conv2d(torch.tensor(x), t["K1"].T.reshape(3, 2, 3, 3), t["b1"][0], padding=1)
+        a, idx = F.max_pool2d(relu(z), k, s, p, return_indices=True)
+        loss = F.cross_entropy(a.flatten(1) @ t["W2"] + t["b2"], torch.tensor(y).argmax(1))
+        loss.backward()
+        return loss.item(), {q: v.grad.numpy() for q, v in t.items()}, z.detach().flatten(2).gather(2, idx.flatten(2))
+    loss, want, at_max = autograd(lambda z: torch.where(z >= 0, z, torch.zeros_like(z)))
+    assert (at_max == 0).any() and (at_max < 0).any()         # ReLU'(0) and the all-zero windows matter
+    got = m.grad(x, y, params)
+    for q in d.params:
+        _close(got[q], want[q], rtol=1e-12)
+    moved = {q: torch.tensor(v) for q, v in params.items()}
+    _close(m.step(x, y, moved, lr=0.5), loss, rtol=1e-12)
+    for q in d.params:
+        _close(moved[q], params[q] - 0.5 * want[q], rtol=1e-12)
+    # the test tells the conventions apart: torch's ReLU'(0) = 0 gives other kernels' gradients
+    other = autograd(torch.relu)[1]
+    assert not np.allclose(other["K1"], want["K1"])

@@ -376,19 +376,31 @@ def _maxpool_pair(a, C, H, W, k, s, p):
     return out.contiguous().reshape(a.shape[0], C, -1), idx
 
 
-def _maxpool_vjp_idx(d, a, pair, C, H, W, k, s, p):
+def _maxpool_vjp_idx(d, pair, C, H, W, k, s, p):
     """_maxpool_vjp with the maxima and arg-max indices the forward's _maxpool_pair found (no
-    second pool)."""
-    x, idx = a.reshape(a.shape[0], C, H, W), pair[1]
+    second pool, and no map: the kernel reads only its input's shape)."""
+    n, idx = d.shape[0], pair[1]
+    # a stand-in for the pooled map, so that the map itself can go after the forward (a LeNet
+    # step: one 2.4 MB array fewer held to the end); the CPU kernel never reads it, and a
+    # GPU one copies its input contiguous, so there it is an empty tensor, not a broadcast
+    x = d.new_empty(()).expand(n, C, H, W) if d.is_cpu else d.new_empty((n, C, H, W))
     g = torch.ops.aten.max_pool2d_with_indices_backward(d.reshape(idx.shape), x, [k, k], [s, s], [p, p],
                                                         [1, 1], False, idx)
-    return g.reshape(a.shape[0], C, H * W)
+    return g.reshape(n, C, H * W)
+
+
+def _pool_gather(z, pair, C, H, W, k, s, p):
+    """z (n, C, H*W) at each window's first arg-max, the indices _maxpool_pair found: the pooled
+    map's shape (a mask read there moves onto the pooled δ, symback.poolkernels)."""
+    idx = pair[1]
+    # (a channels-last map's indices flatten their two last axes as a view)
+    return torch.gather(z.reshape(z.shape[0], C, H * W), 2, idx.reshape(idx.shape[0], C, -1))
 
 
 def _maxpool_vjp(d, a, C, H, W, k, s, p):
     """delta of each window to its first arg-max: torch's max-pooling backward kernel, with the
     arg-max indices of its forward kernel (_maxpool_pair)."""
-    return _maxpool_vjp_idx(d, a, _maxpool_pair(a, C, H, W, k, s, p), C, H, W, k, s, p)
+    return _maxpool_vjp_idx(d, _maxpool_pair(a, C, H, W, k, s, p), C, H, W, k, s, p)
 
 
 def _avgpool_general(a, C, H, W, k, s, p):

@@ -44,7 +44,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     conv_bias = True
     #: a convolution's two backward products of one δ by one kernel call (symback.convkernels)
     conv_grads = True
-    #: max-pooling's δ routed by the indices of the forward's pooling kernel (straightline.pool_indices)
+    #: max-pooling's δ routed by the indices of the forward's pooling kernel, and ReLU's mask
+    #: read at them (symback.poolkernels)
     pool_indices = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
     #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
