@@ -323,10 +323,12 @@ def _npz_forms(name: str, shape, image=None) -> str:
     return f"{last} (one {want[0]}×{want[1]} sample per entry of the first axis)" if name == "X" else last
 
 
-def check_rate(lr) -> None:
-    """TrainingError unless the learning rate `lr` is a positive, finite number (fit and step)."""
-    if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
-        raise TrainingError(f"lr must be a positive finite number, got {lr!r}")
+def check_rate(lr, zero=False) -> None:
+    """TrainingError unless the learning rate `lr` is a positive, finite number (fit); `zero`: or 0
+    (a step of rate 0 leaves the parameters as they are, as torch.optim.SGD(lr=0) does)."""
+    if not (isinstance(lr, (int, float, np.floating)) and not isinstance(lr, bool) and math.isfinite(lr)
+            and (lr > 0 or (zero and lr == 0))):
+        raise TrainingError(f"lr must be a {'non-negative' if zero else 'positive'} finite number, got {lr!r}")
 
 
 def check_finite(X, Y, host=np.asarray) -> None:

@@ -334,8 +334,8 @@ class Model:
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p -= lr·∂L/∂p, in place; returns L before the step.  A bad
         rate or non-finite data are an error before any parameter changes (a NaN made them all NaN)."""
-        if not (type(lr) is float and 0.0 < lr < _INF):
-            check_rate(lr)
+        if not (type(lr) is float and 0.0 <= lr < _INF):
+            check_rate(lr, zero=True)
         # step() runs in training's tight loop: arrays already right are checked in one expression
         # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
         if not (type(X) is np.ndarray is type(Y) and X.dtype is self.dtype is Y.dtype

@@ -98,8 +98,8 @@ class BackendModel(Model):
 
     def step(self, X, Y, params: dict, lr: float = 0.1) -> float:
         """One gradient-descent step p ← p − lr·∂L/∂p, left in params; returns L before it."""
-        if not (type(lr) is float and 0.0 < lr < float("inf")):
-            check_rate(lr)
+        if not (type(lr) is float and 0.0 <= lr < float("inf")):
+            check_rate(lr, zero=True)
         if not (X is self._last[0] and Y is self._last[1]):
             # the tight loop's arrays are the kind accepted last time: checked in one expression
             # (each .shape and .dtype of a JAX array is a Python property: read each once)
