@@ -10,7 +10,7 @@ inside a product or a ``⊙`` (``A ⊙ −B``).
 
 ``values`` maps each printed name (``A``, ``\\delta_{h_{3}}``, ``\\max\\lvert h_{2}\\rvert``)
 to a number or an array; ``n`` is the length of ``𝟏``.  (SymPy's ``parse_latex`` is no help:
-it wants antlr4 4.11, not the 4.13 installed here, and knows neither ``\odot`` nor matrix products.)
+it wants antlr4 4.11, not the 4.13 installed here, and knows neither ``\\odot`` nor matrix products.)
 """
 from __future__ import annotations
 

@@ -138,7 +138,10 @@ def _narrowed(d, ctx):
 
 
 def _short(v) -> str:
-    return np.array2string(np.asarray(v, dtype=float), precision=6, threshold=8) if np.ndim(v) else f"{v:.9g}"
+    a = np.asarray(v)
+    if np.iscomplexobj(a) and not np.any(a.imag):      # SymPy's N gives complex; shown real only if it is
+        a = a.real
+    return np.array2string(a, precision=6, threshold=8) if a.ndim else f"{a.item():.9g}"
 
 
 def _holds(a, b, relation) -> bool:
