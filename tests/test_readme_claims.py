@@ -81,3 +81,38 @@ def test_codegen_description_says_which_library_its_module_needs(tmp_path):
                if line.startswith("import ")}
     assert "torch" in imports
     assert "NumPy only" not in sub.description and "--backend" in sub.description
+
+
+def test_chain_form_of_a_deep_scalar_chain_has_no_recursion_limit():
+    """README: 'a chain of 1,000 scalar nodes derives'; d.gradient(p) (the chain form) raised
+    RecursionError from 300 tanh layers (600 nodes) up, its δs substituted recursively.  Oracle:
+    torch autograd of the same chain, the chain form evaluated at torch's forward values."""
+    import numpy as np
+    import sympy as sp
+    import torch
+
+    import symback as sb
+    depth = 300
+    g = sb.Graph()
+    x, y = g.inputs("x"), g.targets("y")
+    a = x
+    for l in range(1, depth + 1):
+        w, b = g.params(f"w{l} b{l}")
+        a = g.node(f"a{l}", sb.tanh(g.node(f"z{l}", a * w + b)))
+    g.loss((a - y) ** 2 / 2)
+    d = sb.derive(g)
+    rng = np.random.default_rng(0)
+    values = {f"{k}{l}": float(v) for l in range(1, depth + 1)
+              for k, v in zip("wb", (1.0 + 0.1 * rng.normal(), 0.1 * rng.normal()))}
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in values.items()}
+    nodes, h = {"x": 0.7, "y": -0.2}, torch.tensor(0.7, dtype=torch.float64)
+    for l in range(1, depth + 1):
+        z = h * t[f"w{l}"] + t[f"b{l}"]
+        h = torch.tanh(z)
+        nodes[f"z{l}"], nodes[f"a{l}"] = z.item(), h.item()
+    ((h - nodes["y"]) ** 2 / 2).backward()
+    at = {**values, **nodes}
+    for p in ("w1", "b1", f"w{depth}"):
+        expr = d.gradient(p)
+        number = float(expr.xreplace({s: sp.Float(at[s.name]) for s in expr.free_symbols}).doit().evalf())
+        assert number == pytest.approx(t[p].grad.item(), rel=1e-9, abs=1e-300), p
