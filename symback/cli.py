@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=("latex", "markdown", "text"),
                    help="what to print without -o (default latex; text is a plain list of gradients)")
     d.add_argument("--template", type=file_name, metavar="NAME|FILE.j2",
-                   help="article (default), snippet, beamer, markdown, or a path to your own *.j2")
+                   help="LaTeX: article (default), snippet, beamer; Markdown (--format markdown or -o "
+                        "*.md): markdown (default), article; or a path to your own *.j2")
     d.add_argument("--param", metavar="NAME", help="the parameter whose path is highlighted")
     d.add_argument("--values", metavar="x=3,w1=0.1,y=1",
                    help="numbers for every input, target and parameter: a worked example")
@@ -83,13 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=file_name, metavar="FILE.csv|FILE.npz", help="training data (or give it positionally)")
     t.add_argument("--targets", metavar="COL[,COL...]",
                    help="target column names for a layer network (default: the last column)")
-    t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
+    t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd", help="default sgd")
     t.add_argument("--lr", type=positive(float), default=0.1, metavar="RATE",
                    help="learning rate (default 0.1)")
     t.add_argument("--epochs", type=positive(int), default=20, metavar="N", help="default 20")
     t.add_argument("--batch-size", type=positive(int), default=32, metavar="N", help="default 32")
     t.add_argument("--seed", type=seed_number, default=0, help="initialisation and shuffling seed (default 0)")
-    t.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    t.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="default float64")
     backend_option(t, "train with")
     t.add_argument("--out", type=file_name, default="params.npz", metavar="FILE.npz",
                    help="where to save the trained parameters (default params.npz)")
@@ -104,14 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("codegen", help="write a standalone training module (NumPy only, or --backend jax|torch)",
                        description="Write the generated forward, gradient and training-step "
-                                   "functions as a Python module that needs NumPy only.",
+                                   "functions as a Python module that needs only NumPy (or only the "
+                                   "--backend library and NumPy).",
                        epilog="example: symback codegen --layers 2,8,1 --activation tanh -o net.py; "
                               "then: import net; params = net.init(0); grads = net.grad(X, Y, params)  "
                               "(a dict; net.value_and_grad(X, Y, params) gives (loss, grads))")
     network_options(c)
     c.add_argument("-o", "--out", type=file_name, required=True, metavar="FILE.py", help="the module to write")
     overwrite_option(c, "-o")
-    c.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    c.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="default float64")
     backend_option(c, "write code for")
     c.set_defaults(func=cmd_codegen)
 
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "derivations (.tex, and .pdf when pdflatex is installed), train "
                                    "the MLP on generated data and print the results.")
     m.add_argument("--outdir", type=file_name, default=".", metavar="DIR", help="where to write the files (default .)")
-    m.add_argument("--dataset", choices=("moons", "xor"), default="moons")
+    m.add_argument("--dataset", choices=("moons", "xor"), default="moons", help="default moons")
     m.add_argument("--no-pdf", action="store_true", help="write .tex only, even if pdflatex is there")
     m.add_argument("--seed", type=seed_number, default=0, help="data and initialisation seed (default 0)")
     overwrite_option(m, "the demo's files in --outdir")

@@ -105,7 +105,7 @@ def network_options(p: argparse.ArgumentParser, with_data: bool = False):
                    help="layer widths, inputs first, e.g. 784,128,64,10")
     g.add_argument("--activation", metavar="NAME",
                    help="hidden-layer activation (default sigmoid): identity, sigmoid, tanh, relu, "
-                        "leaky_relu, softplus, swish")
+                        "leaky_relu (leaky_relu:0.1 sets the slope), softplus, swish, silu, gelu")
     g.add_argument("--output", metavar="NAME",
                    help="output-layer activation (default identity); softmax for classes")
     g.add_argument("--loss", metavar="NAME",
@@ -120,6 +120,6 @@ def network_options(p: argparse.ArgumentParser, with_data: bool = False):
 
 
 def overwrite_option(parser, what: str) -> None:
-    """Add ``--overwrite`` (replace `what` if it exists) to the subcommand `parser`."""
+    """Add ``--overwrite`` (replace `what` if present) to the subcommand `parser`."""
     parser.add_argument("--overwrite", action="store_true",
-                        help=f"replace {what} if it exists (otherwise an existing file is an error)")
+                        help=f"replace {what} if present (otherwise an existing file is an error)")

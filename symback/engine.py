@@ -223,12 +223,22 @@ class Derivation:
     def _chain_form(self, name: str) -> sp.Expr:
         # δ-symbols replaced by their own chain forms, memoised, so the cost stays linear however
         # many paths share a sub-path; past MAX_CHAIN_NODES the products are not canonicalised.
+        # An explicit stack, not recursion: a chain of 300 scalar layers passed Python's limit.
         if name == self.loss_name:
             return sp.S.One
-        if name not in self._chain:
-            rec = self.adjoint[name]
-            subs = {s: self._chain_form(s.node) for s in _adjoints_in(rec)}
-            self._chain[name] = simplify_ones(rec.xreplace(subs), self.chain_size(name) <= MAX_CHAIN_NODES) if subs else rec
+        stack = [name]
+        while stack:
+            rec = self.adjoint[stack[-1]]
+            adjoints = _adjoints_in(rec)
+            todo = [s.node for s in adjoints if s.node != self.loss_name and s.node not in self._chain]
+            if todo:                                            # its δs' chain forms first
+                stack.extend(todo)
+                continue
+            top = stack.pop()
+            if top not in self._chain:                          # not already done via another path
+                subs = {s: sp.S.One if s.node == self.loss_name else self._chain[s.node] for s in adjoints}
+                self._chain[top] = (simplify_ones(rec.xreplace(subs), self.chain_size(top) <= MAX_CHAIN_NODES)
+                                    if subs else rec)
         return self._chain[name]
 
     def chain(self, p) -> list[list[Factor]]:
