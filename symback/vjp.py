@@ -201,7 +201,11 @@ def _splits(expr, parent) -> bool:
             not isinstance(f, sp.MatrixSymbol) for f in dependent) and (
             len(expr.args) > 2 or any(isinstance(f, sp.HadamardPower) for f in dependent))
     if isinstance(expr, sp.HadamardPower):
-        return expr.args[0].has(parent) and expr.args[0].has(sp.OneMatrix) and expr.args[1].is_number
+        # a compound base (SymPy writes (X W + X V) ⊙ (X W + X V) + X as (X W + X V)∘² + X):
+        # its matrix calculus raised "Mix of Matrix and Scalar symbols" on the power in a sum
+        base = expr.args[0]
+        return base.has(parent) and expr.args[1].is_number and (
+            base.has(sp.OneMatrix) or not isinstance(base, sp.MatrixSymbol))
     if isinstance(expr, sp.MatAdd):
         return any(_splits(t, parent) for t in expr.args)
     if isinstance(expr, sp.MatMul):
