@@ -10,7 +10,10 @@ The findings:
   backend's VJP refused (its printer reached GELU's derivative kernel marker alone, outside a
   product, and SymPy's dispatch never found the marker's print method);
 * the Hadamard square of a sum of products inside a sum (``A ⊙ A + X`` with A = X W1 + X W2,
-  which SymPy writes as A∘² + X): refused at derivation ("Mix of Matrix and Scalar symbols").
+  which SymPy writes as A∘² + X): refused at derivation ("Mix of Matrix and Scalar symbols");
+* a layer norm under a column sum in a one-sample graph (``1 1ᵀ layer_norm(X W1) W5``): on torch
+  δ_N is one broadcast row per sample, (n, 1, d), which ``native_layer_norm_backward`` read as
+  (n, T, d), past its end: δ_X off by 2.3 (by 10¹⁷³ on other data), ∂L/∂W1 by 2.9.
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ def _sum(X, P):
     return X @ P["W1"] + X @ P["W2"]
 
 
+def _ln(A, P):
+    return F.layer_norm(A, (A.shape[-1],), P["g"].reshape(-1), P["b"].reshape(-1), eps=1e-5)
+
+
 #: id -> (rows of X, columns of X, parameter shapes, Ŷ in symback (X, P), Ŷ in torch (X, P))
 CASES = {
     "gelu(X X.T) W": (2, 2, {"W": (2, 3)},
@@ -53,6 +60,12 @@ CASES = {
     "-1/2 A * A * A + X, one sample": (3, 2, {"W1": (2, 2), "W2": (2, 2)},
                                        lambda X, P: sb.hadamard(_sum(X, P), _sum(X, P), _sum(X, P)) * -0.5 + X,
                                        lambda X, P: -0.5 * _sum(X, P) ** 3 + X),
+    "1 1.T ln(X W1) W5": (2, 2, {"W1": (2, 2), "g": (1, 2), "b": (1, 2), "W5": (2, 2)},
+                          lambda X, P: sb.ones(2, 2) @ sb.layer_norm(X @ P["W1"], P["g"], P["b"]) @ P["W5"],
+                          lambda X, P: torch.ones(2, 2) @ _ln(X @ P["W1"], P) @ P["W5"]),
+    "1 1.T ln(X), T = 3": (3, 2, {"g": (1, 2), "b": (1, 2)},
+                           lambda X, P: sb.ones(3, 3) @ sb.layer_norm(X, P["g"], P["b"]),
+                           lambda X, P: torch.ones(3, 3) @ _ln(X, P)),
 }
 
 

@@ -319,7 +319,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     def op_layer_norm_vjp(self, g: str, pair: str, h: str, eps: str, d) -> str:
         """(1/σ)(G − mean(G) − Ĥ ⊙ mean(G ⊙ Ĥ)) row by row for Ĥ = norm(H), from the forward's
         mean and 1/σ: torch's ``native_layer_norm_backward`` (no γ, β; only the input's δ)."""
-        return (f"torch.ops.aten.native_layer_norm_backward({g}, {h}, ({d},), {pair}[1], {pair}[2], "
+        return (f"torch.ops.aten.native_layer_norm_backward({_full(g, h)}, {h}, ({d},), {pair}[1], {pair}[2], "
                 f"None, None, (True, False, False))[0]")
 
     def op_layer_norm_affine(self, h: str, g: str, b: str, eps: str, d) -> str:
@@ -330,7 +330,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     def op_layer_norm_affine_vjp(self, dn: str, pair: str, h: str, g: str, b: str, eps: str, d, dh: bool) -> str:
         """(δH or None, δγ, δβ) of op_layer_norm_affine's value `pair` from δN: torch's
         ``native_layer_norm_backward`` with weight and bias (δH only where asked)."""
-        return (f"torch.ops.aten.native_layer_norm_backward({dn}, {h}, ({d},), {pair}[1], {pair}[2], "
+        return (f"torch.ops.aten.native_layer_norm_backward({_full(dn, h)}, {h}, ({d},), {pair}[1], {pair}[2], "
                 f"{g}.view(-1), {b}.view(-1), ({dh}, True, True))")
 
     def op_masked_scores(self, a: str, b: str, c: str, rows, cols) -> str:
@@ -436,3 +436,10 @@ def _threshold(cond):
     if op == ">=" and c == 0:
         return z, "_BELOW_ZERO"
     return None
+
+
+def _full(g: str, h: str) -> str:
+    """δ as a view of H's full shape: a δ the lowering keeps as one broadcast row per sample
+    (δ of 1 1ᵀ N, (n, 1, d) for an (n, T, d) H) read past its end in native_layer_norm_backward,
+    which takes the shapes equal and does not broadcast (δH off by up to 10¹⁷³)."""
+    return f"({g}).expand_as({h})"
