@@ -13,7 +13,8 @@ The findings:
   which SymPy writes as A∘² + X): refused at derivation ("Mix of Matrix and Scalar symbols");
 * a layer norm under a column sum in a one-sample graph (``1 1ᵀ layer_norm(X W1) W5``): on torch
   δ_N is one broadcast row per sample, (n, 1, d), which ``native_layer_norm_backward`` read as
-  (n, T, d), past its end: δ_X off by 2.3 (by 10¹⁷³ on other data), ∂L/∂W1 by 2.9.
+  (n, T, d), past its end: δ_X off by 2.3 (by 10¹⁷³ on other data), ∂L/∂W1 by 2.9; the same
+  broadcast δ into a softmax (``softmax(X W1) 1 W7``): torch's softmax backward refused it.
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def _t(a):
 
 def _sum(X, P):
     return X @ P["W1"] + X @ P["W2"]
+
+
+def _causal(S):
+    return torch.softmax(S.masked_fill(torch.ones(S.shape[-2:]).triu(1).bool(), float("-inf")), -1)
 
 
 def _ln(A, P):
@@ -66,6 +71,12 @@ CASES = {
     "1 1.T ln(X), T = 3": (3, 2, {"g": (1, 2), "b": (1, 2)},
                            lambda X, P: sb.ones(3, 3) @ sb.layer_norm(X, P["g"], P["b"]),
                            lambda X, P: torch.ones(3, 3) @ _ln(X, P)),
+    "batch: softmax(X W1) 1 W7": (sb.BATCH, 2, {"W1": (2, 3), "W7": (1, 2)},
+                                  lambda X, P: sb.softmax(X @ P["W1"]) @ sb.ones(3, 1) @ P["W7"],
+                                  lambda X, P: torch.softmax(X @ P["W1"], -1).sum(-1, keepdim=True) @ P["W7"]),
+    "1 1.T softmax_causal(X X.T) X W": (3, 2, {"W": (2, 2)},
+                                        lambda X, P: sb.ones(3, 3) @ sb.softmax(X @ X.T, mask="causal") @ X @ P["W"],
+                                        lambda X, P: torch.ones(3, 3) @ _causal(X @ _t(X)) @ X @ P["W"]),
 }
 
 
