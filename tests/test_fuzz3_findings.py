@@ -14,7 +14,10 @@ The findings:
 * a layer norm under a column sum in a one-sample graph (``1 1ᵀ layer_norm(X W1) W5``): on torch
   δ_N is one broadcast row per sample, (n, 1, d), which ``native_layer_norm_backward`` read as
   (n, T, d), past its end: δ_X off by 2.3 (by 10¹⁷³ on other data), ∂L/∂W1 by 2.9; the same
-  broadcast δ into a softmax (``softmax(X W1) 1 W7``): torch's softmax backward refused it.
+  broadcast δ into a softmax (``softmax(X W1) 1 W7``): torch's softmax backward refused it;
+* a softmax of a column sum (``softmax(1 1ᵀ X W) Wᵀ``, one sample): lowered as T rows while its
+  argument is one broadcast row, so the prediction came out one row per sample, (n, 1, k), and
+  ∂L/∂p crashed, on every backend.
 """
 from __future__ import annotations
 
@@ -77,6 +80,12 @@ CASES = {
     "1 1.T softmax_causal(X X.T) X W": (3, 2, {"W": (2, 2)},
                                         lambda X, P: sb.ones(3, 3) @ sb.softmax(X @ X.T, mask="causal") @ X @ P["W"],
                                         lambda X, P: torch.ones(3, 3) @ _causal(X @ _t(X)) @ X @ P["W"]),
+    "softmax(1 1.T X W) W.T": (4, 2, {"W": (2, 3)},
+                               lambda X, P: sb.softmax(sb.ones(4, 4) @ X @ P["W"]) @ P["W"].T,
+                               lambda X, P: torch.softmax(torch.ones(4, 4) @ X @ P["W"], -1) @ _t(P["W"])),
+    "softmax(1 1.T (W3 X + X)) W4.T": (4, 2, {"W3": (4, 4), "W4": (3, 2)},
+                                       lambda X, P: sb.softmax(sb.ones(4, 4) @ (P["W3"] @ X + X)) @ P["W4"].T,
+                                       lambda X, P: torch.softmax(torch.ones(4, 4) @ (P["W3"] @ X + X), -1) @ _t(P["W4"])),
 }
 
 

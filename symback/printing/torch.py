@@ -309,7 +309,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def op_softmax_vjp(self, d: str, p: str) -> str:
         """P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) row by row (each sample's): torch's softmax backward kernel."""
-        return f"torch._softmax_backward_data({_full(d, p)}, {p}, -1, {p}.dtype)"
+        # δ and P broadcast to one shape: either may be kept as one broadcast row (see _full)
+        return f"torch._softmax_backward_data(*torch.broadcast_tensors({d}, {p}), -1, {p}.dtype)"
 
     def op_layer_norm(self, h: str, eps: str, d) -> str:
         """(Ĥ, each row's mean, each row's 1/σ) for Ĥ = (H − μ)/√(var + ε) row by row (no γ, β:
@@ -442,6 +443,6 @@ def _full(g: str, h: str) -> str:
     """δ as a view of the full shape of `h` (the kernel's input or output): a δ the lowering keeps
     broadcast (δ of 1 1ᵀ N, one row per sample, (n, 1, d) for an (n, T, d) N; δ of P 1 w, one
     column, (n, 1) for an (n, k) P) read past its end in native_layer_norm_backward, which takes
-    the shapes equal and does not broadcast (δH off by up to 10¹⁷³), and was refused by
-    _softmax_backward_data."""
+    the shapes equal and does not broadcast (δH off by up to 10¹⁷³); _softmax_backward_data
+    refuses unequal shapes."""
     return f"({g}).expand_as({h})"
