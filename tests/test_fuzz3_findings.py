@@ -17,7 +17,10 @@ The findings:
   broadcast δ into a softmax (``softmax(X W1) 1 W7``): torch's softmax backward refused it;
 * a softmax of a column sum (``softmax(1 1ᵀ X W) Wᵀ``, one sample): lowered as T rows while its
   argument is one broadcast row, so the prediction came out one row per sample, (n, 1, k), and
-  ∂L/∂p crashed, on every backend.
+  ∂L/∂p crashed, on every backend;
+* a bias row read through row sums (``(X W1 + 1 b) 1 W5``, ``layer_norm(X W1, γ, β) 1 W5``): ∂L/∂b
+  is one sum, the same in every column, computed as a 1-D row of length 1 and reshaped to
+  (1, n): the gradient raised ("cannot reshape array of size 1 into shape (1,2)").
 """
 from __future__ import annotations
 
@@ -86,6 +89,15 @@ CASES = {
     "softmax(1 1.T (W3 X + X)) W4.T": (4, 2, {"W3": (4, 4), "W4": (3, 2)},
                                        lambda X, P: sb.softmax(sb.ones(4, 4) @ (P["W3"] @ X + X)) @ P["W4"].T,
                                        lambda X, P: torch.softmax(torch.ones(4, 4) @ (P["W3"] @ X + X), -1) @ _t(P["W4"])),
+    "batch: (X W1 + 1 b) 1 W5": (sb.BATCH, 2, {"W1": (2, 2), "b": (1, 2), "W5": (1, 3)},
+                                 lambda X, P: (X @ P["W1"] + sb.ones(sb.BATCH, 1) @ P["b"]) @ sb.ones(2, 1) @ P["W5"],
+                                 lambda X, P: (X @ P["W1"] + P["b"]).sum(-1, keepdim=True) @ P["W5"]),
+    "batch: ln(X W1) 1 W5": (sb.BATCH, 2, {"W1": (2, 2), "g": (1, 2), "b": (1, 2), "W5": (1, 3)},
+                             lambda X, P: sb.layer_norm(X @ P["W1"], P["g"], P["b"]) @ sb.ones(2, 1) @ P["W5"],
+                             lambda X, P: _ln(X @ P["W1"], P).sum(-1, keepdim=True) @ P["W5"]),
+    "(ln(X W1) + X) 1 W5, one sample": (3, 2, {"W1": (2, 2), "g": (1, 2), "b": (1, 2), "W5": (1, 3)},
+                                        lambda X, P: (sb.layer_norm(X @ P["W1"], P["g"], P["b"]) + X) @ sb.ones(2, 1) @ P["W5"],
+                                        lambda X, P: (_ln(X @ P["W1"], P) + X).sum(-1, keepdim=True) @ P["W5"]),
 }
 
 
