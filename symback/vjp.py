@@ -121,7 +121,8 @@ def _inner_parts(expr) -> list:
     """The outermost parts of `expr` that SymPy's matrix calculus cannot take inside a larger
     expression: an element-wise f(·) below the top (in W f(X V) it transposes f's argument
     and not the δ it multiplies, a wrong VJP when f(X V) is square, a ShapeError when not),
-    the compound base of a matrix power ((X W + 1 b)², SymPy's form of B @ B), and a Hadamard
+    the compound base of a matrix power ((X W + 1 b)², SymPy's form of B @ B), a Hadamard power
+    of a compound base below the top (SymPy's form of A ⊙ A), and a Hadamard
     product with a broadcast factor below the top (in X W (1b ⊙ 1b) V SymPy's δ_b was wrong,
     in (X W ⊙ (1b)∘²) V it raised a ValueError; at the top :func:`_hadamard_terms` takes it)."""
     parts: list = []
@@ -133,6 +134,8 @@ def _inner_parts(expr) -> list:
             parts.append(e.base)
         elif isinstance(e, (sp.HadamardProduct, sp.HadamardPower)) and not top and e.has(sp.OneMatrix):
             parts.append(e)
+        elif isinstance(e, sp.HadamardPower) and not top and not isinstance(e.base, sp.MatrixSymbol):
+            parts.append(e)     # (X W + X V)∘² 1 w U: "Mix of Matrix and Scalar symbols" in SymPy
         else:
             for a in e.args:
                 if is_matrix(a):

@@ -11,6 +11,8 @@ The findings:
   product, and SymPy's dispatch never found the marker's print method);
 * the Hadamard square of a sum of products inside a sum (``A ⊙ A + X`` with A = X W1 + X W2,
   which SymPy writes as A∘² + X): refused at derivation ("Mix of Matrix and Scalar symbols");
+* the same square below the top of a product (``(A ⊙ A) 1 W8 W9``, ``(B ⊙ B)(B ⊙ B)ᵀ``): refused
+  ("Mix of Matrix and Scalar symbols", "index is larger than expression shape");
 * a layer norm under a column sum in a one-sample graph (``1 1ᵀ layer_norm(X W1) W5``): on torch
   δ_N is one broadcast row per sample, (n, 1, d), which ``native_layer_norm_backward`` read as
   (n, T, d), past its end: δ_X off by 2.3 (by 10¹⁷³ on other data), ∂L/∂W1 by 2.9; the same
@@ -98,6 +100,13 @@ CASES = {
     "(ln(X W1) + X) 1 W5, one sample": (3, 2, {"W1": (2, 2), "g": (1, 2), "b": (1, 2), "W5": (1, 3)},
                                         lambda X, P: (sb.layer_norm(X @ P["W1"], P["g"], P["b"]) + X) @ sb.ones(2, 1) @ P["W5"],
                                         lambda X, P: (_ln(X @ P["W1"], P) + X).sum(-1, keepdim=True) @ P["W5"]),
+    "batch: (A * A) 1 W8 W9, A = X W1 + X W2": (sb.BATCH, 2, {"W1": (2, 2), "W2": (2, 2), "W8": (1, 3), "W9": (3, 2)},
+                                                lambda X, P: sb.hadamard(_sum(X, P), _sum(X, P)) @ sb.ones(2, 1) @ P["W8"] @ P["W9"],
+                                                lambda X, P: (_sum(X, P) ** 2).sum(-1, keepdim=True) @ P["W8"] @ P["W9"]),
+    "(B * B) (B * B).T, B = X W1 W2 W2": (3, 2, {"W1": (2, 2), "W2": (2, 2)},
+                                          lambda X, P: (sb.hadamard(X @ P["W1"] @ P["W2"] ** 2, X @ P["W1"] @ P["W2"] ** 2)
+                                                        @ sb.hadamard(X @ P["W1"] @ P["W2"] ** 2, X @ P["W1"] @ P["W2"] ** 2).T),
+                                          lambda X, P: (X @ P["W1"] @ P["W2"] @ P["W2"]) ** 2 @ _t((X @ P["W1"] @ P["W2"] @ P["W2"]) ** 2)),
 }
 
 
