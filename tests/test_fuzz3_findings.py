@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import symback as sb
-from test_fuzz_findings import _autograd, _close
+from test_fuzz_findings import _autograd, _close, check_grads_and_vjp, derive_case
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("jax")
@@ -112,14 +112,7 @@ CASES = {
 
 def _model(case, backend):
     rows, cols, shapes, build, _ = CASES[case]
-    g = sb.Graph()
-    X = g.inputs("X", shape=(rows, cols))
-    names = list(shapes)
-    made = g.params(" ".join(names), shape=[shapes[k] for k in names])
-    P = dict(zip(names, made if isinstance(made, (list, tuple)) else [made]))
-    Yhat = g.node("Yhat", build(X, P))
-    g.loss(sb.mse(Yhat, g.targets("Y", shape=Yhat.shape)))
-    return sb.compile(sb.derive(g), backend=backend)
+    return sb.compile(derive_case(rows, cols, shapes, lambda g, X, P: build(X, P)), backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -139,12 +132,7 @@ def test_fuzz3_cases_match_autograd(case, backend):
     _close(m.predict(X, P), Yhat_want, "prediction")
     value, got = m.value_and_grad(X, Y, P)
     _close(value, ((Yhat_want - Y) ** 2).sum() / n, "loss")
-    for k in P:
-        _close(got[k], grads[k], f"dL/d{k}")
-    dX, dP = m.vjp(X, P, G)
-    _close(dX, dX_want, "vjp dX")
-    for k in P:
-        _close(dP[k], dP_want[k], f"vjp d{k}")
+    check_grads_and_vjp(m, got, grads, X, P, G, dX_want, dP_want)
     stepped = {k: torch.tensor(v) if backend == "torch" else np.array(v) for k, v in P.items()}
     m.step(X, Y, stepped, lr=0.05)
     for k in P:
