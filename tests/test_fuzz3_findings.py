@@ -13,6 +13,8 @@ The findings:
   which SymPy writes as A∘² + X): refused at derivation ("Mix of Matrix and Scalar symbols");
 * the same square below the top of a product (``(A ⊙ A) 1 W8 W9``, ``(B ⊙ B)(B ⊙ B)ᵀ``): refused
   ("Mix of Matrix and Scalar symbols", "index is larger than expression shape");
+* a row sum of a row summed over the samples (δw of ``(X 1 w)(X 1 w)ᵀ V``, one sample: Σᵢ 1ᵀ(Xᵢᵀ Dᵢ Vᵀ Xᵢ)1 w):
+  a row sum along axis 1 of a 1-D array, the gradient raised on every backend;
 * a layer norm under a column sum in a one-sample graph (``1 1ᵀ layer_norm(X W1) W5``): on torch
   δ_N is one broadcast row per sample, (n, 1, d), which ``native_layer_norm_backward`` read as
   (n, T, d), past its end: δ_X off by 2.3 (by 10¹⁷³ on other data), ∂L/∂W1 by 2.9; the same
@@ -107,6 +109,9 @@ CASES = {
                                           lambda X, P: (sb.hadamard(X @ P["W1"] @ P["W2"] ** 2, X @ P["W1"] @ P["W2"] ** 2)
                                                         @ sb.hadamard(X @ P["W1"] @ P["W2"] ** 2, X @ P["W1"] @ P["W2"] ** 2).T),
                                           lambda X, P: (X @ P["W1"] @ P["W2"] @ P["W2"]) ** 2 @ _t((X @ P["W1"] @ P["W2"] @ P["W2"]) ** 2)),
+    "(X 1 w)(X 1 w).T V": (2, 2, {"w": (1, 3), "V": (2, 2)},
+                           lambda X, P: (X @ sb.ones(2, 1) @ P["w"]) @ (X @ sb.ones(2, 1) @ P["w"]).T @ P["V"],
+                           lambda X, P: (X.sum(-1, keepdim=True) @ P["w"]) @ _t(X.sum(-1, keepdim=True) @ P["w"]) @ P["V"]),
 }
 
 
