@@ -134,8 +134,12 @@ def _inner_parts(expr) -> list:
             parts.append(e.base)
         elif isinstance(e, (sp.HadamardProduct, sp.HadamardPower)) and not top and e.has(sp.OneMatrix):
             parts.append(e)
-        elif isinstance(e, sp.HadamardPower) and not top and not isinstance(e.base, sp.MatrixSymbol):
-            parts.append(e)     # (X W + X V)∘² 1 w U: "Mix of Matrix and Scalar symbols" in SymPy
+        elif not top and (isinstance(e, sp.HadamardPower) and not isinstance(e.base, sp.MatrixSymbol)
+                          or isinstance(e, sp.HadamardProduct)
+                          and any(isinstance(f, sp.HadamardPower) for f in e.args)):
+            # (X W + X V)∘² 1 w U: "Mix of Matrix and Scalar symbols" in SymPy; (N∘² ⊙ W∘²) V:
+            # an IndexError
+            parts.append(e)
         else:
             for a in e.args:
                 if is_matrix(a):

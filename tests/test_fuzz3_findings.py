@@ -11,8 +11,9 @@ The findings:
   product, and SymPy's dispatch never found the marker's print method);
 * the Hadamard square of a sum of products inside a sum (``A ⊙ A + X`` with A = X W1 + X W2,
   which SymPy writes as A∘² + X): refused at derivation ("Mix of Matrix and Scalar symbols");
-* the same square below the top of a product (``(A ⊙ A) 1 W8 W9``, ``(B ⊙ B)(B ⊙ B)ᵀ``): refused
-  ("Mix of Matrix and Scalar symbols", "index is larger than expression shape");
+* the same square below the top of a product (``(A ⊙ A) 1 W8 W9``, ``(B ⊙ B)(B ⊙ B)ᵀ``), and a
+  Hadamard product of squares there (``(N ⊙ N ⊙ W ⊙ W) V``): refused ("Mix of Matrix and Scalar
+  symbols", "index is larger than expression shape", IndexError);
 * a row sum of a row summed over the samples (δw of ``(X 1 w)(X 1 w)ᵀ V``, one sample: Σᵢ 1ᵀ(Xᵢᵀ Dᵢ Vᵀ Xᵢ)1 w):
   a row sum along axis 1 of a 1-D array, the gradient raised on every backend;
 * a layer norm under a column sum in a one-sample graph (``1 1ᵀ layer_norm(X W1) W5``): on torch
@@ -112,6 +113,10 @@ CASES = {
     "(X 1 w)(X 1 w).T V": (2, 2, {"w": (1, 3), "V": (2, 2)},
                            lambda X, P: (X @ sb.ones(2, 1) @ P["w"]) @ (X @ sb.ones(2, 1) @ P["w"]).T @ P["V"],
                            lambda X, P: (X.sum(-1, keepdim=True) @ P["w"]) @ _t(X.sum(-1, keepdim=True) @ P["w"]) @ P["V"]),
+    "(N * N * W * W) V, N = tanh(X)": (2, 2, {"W": (2, 2), "V": (2, 3)},
+                                       lambda X, P: sb.hadamard(sb.hadamard(sb.tanh(X), sb.tanh(X)),
+                                                                sb.hadamard(P["W"], P["W"])) @ P["V"],
+                                       lambda X, P: (torch.tanh(X) ** 2 * P["W"] ** 2) @ P["V"]),
 }
 
 
