@@ -358,6 +358,8 @@ class Lowering:
             return l_
         if self._spread(left, -1):
             return inner * l_
+        if self._flat(l_):      # a 1-D row (1ᵀ D summed over the samples) times 1: its total
+            return self._sum(l_)    # (its rowsum, axis 1 of a 1-D array, raised: 1ᵀXᵀD Vᵀ X 1 w)
         return self.emit("rowsum", (l_,), (self._dims(l_)[0], 1))
 
     def _trace(self, m):

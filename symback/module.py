@@ -224,6 +224,10 @@ def _returned(g, printer):
                 out.append(printer.op_full("0", repr(shape)))
             elif have == () and shape != ():
                 out.append(printer.op_full(str(s), repr(shape)))
+            elif shape and shape[0] == 1 and len(have) == 1 and have[0] == 1 != shape[-1]:
+                # 1ᵀ D 1(1, n) with D one column: a 1-D row of one sum, the same in each of the n
+                # columns (layer_norm(·) 1 w's δβ); reshaped, it raised (size 1 into (1, n))
+                out.append(f"{printer.op_full('0', repr(shape))} + {s}")
             elif shape and shape[0] == 1 and len(have) != 2:
                 out.append(f"{printer.prefix}.reshape({s}, {shape!r})")     # 1ᵀ D is a 1-D row
             elif tuple(have) != shape:      # c·1ᵀD of a node folded to a constant: a broadcast row

@@ -121,7 +121,8 @@ def _inner_parts(expr) -> list:
     """The outermost parts of `expr` that SymPy's matrix calculus cannot take inside a larger
     expression: an element-wise f(·) below the top (in W f(X V) it transposes f's argument
     and not the δ it multiplies, a wrong VJP when f(X V) is square, a ShapeError when not),
-    the compound base of a matrix power ((X W + 1 b)², SymPy's form of B @ B), and a Hadamard
+    the compound base of a matrix power ((X W + 1 b)², SymPy's form of B @ B), a Hadamard power
+    of a compound base below the top (SymPy's form of A ⊙ A), and a Hadamard
     product with a broadcast factor below the top (in X W (1b ⊙ 1b) V SymPy's δ_b was wrong,
     in (X W ⊙ (1b)∘²) V it raised a ValueError; at the top :func:`_hadamard_terms` takes it)."""
     parts: list = []
@@ -132,6 +133,12 @@ def _inner_parts(expr) -> list:
         elif isinstance(e, sp.MatPow) and not isinstance(e.base, sp.MatrixSymbol):
             parts.append(e.base)
         elif isinstance(e, (sp.HadamardProduct, sp.HadamardPower)) and not top and e.has(sp.OneMatrix):
+            parts.append(e)
+        elif not top and (isinstance(e, sp.HadamardPower) and not isinstance(e.base, sp.MatrixSymbol)
+                          or isinstance(e, sp.HadamardProduct)
+                          and any(isinstance(f, sp.HadamardPower) for f in e.args)):
+            # (X W + X V)∘² 1 w U: "Mix of Matrix and Scalar symbols" in SymPy; (N∘² ⊙ W∘²) V:
+            # an IndexError
             parts.append(e)
         else:
             for a in e.args:
@@ -201,7 +208,11 @@ def _splits(expr, parent) -> bool:
             not isinstance(f, sp.MatrixSymbol) for f in dependent) and (
             len(expr.args) > 2 or any(isinstance(f, sp.HadamardPower) for f in dependent))
     if isinstance(expr, sp.HadamardPower):
-        return expr.args[0].has(parent) and expr.args[0].has(sp.OneMatrix) and expr.args[1].is_number
+        # a compound base (SymPy writes (X W + X V) ⊙ (X W + X V) + X as (X W + X V)∘² + X):
+        # its matrix calculus raised "Mix of Matrix and Scalar symbols" on the power in a sum
+        base = expr.args[0]
+        return base.has(parent) and expr.args[1].is_number and (
+            base.has(sp.OneMatrix) or not isinstance(base, sp.MatrixSymbol))
     if isinstance(expr, sp.MatAdd):
         return any(_splits(t, parent) for t in expr.args)
     if isinstance(expr, sp.MatMul):

@@ -144,19 +144,24 @@ CASES = {
 _DERIVED: dict = {}
 
 
+def derive_case(rows, cols, shapes, build):
+    """The derivation of Ŷ = build(g, X, P) (X rows × cols, P the parameters of `shapes`) under
+    the mean squared error."""
+    g = sb.Graph()
+    X = g.inputs("X", shape=(rows, cols))
+    names = list(shapes)
+    made = g.params(" ".join(names), shape=[shapes[k] for k in names])
+    P = dict(zip(names, made if isinstance(made, (list, tuple)) else [made]))
+    Yhat = g.node("Yhat", build(g, X, P))
+    g.loss(sb.mse(Yhat, g.targets("Y", shape=Yhat.shape)))
+    return sb.derive(g)
+
+
 def _derived(case):
     """A case's derivation, derived once."""
     if case not in _DERIVED:
         rows, cols, shapes, build, _ = CASES[case]
-        g = sb.Graph()
-        X = g.inputs("X", shape=(rows, cols))
-        names = list(shapes)
-        made = g.params(" ".join(names), shape=[shapes[k] for k in names])
-        P = dict(zip(names, made if isinstance(made, (list, tuple)) else [made]))
-        Yhat = g.node("Yhat", build(g, X, P))
-        Y = g.targets("Y", shape=Yhat.shape)
-        g.loss(sb.mse(Yhat, Y))
-        _DERIVED[case] = sb.derive(g)
+        _DERIVED[case] = derive_case(rows, cols, shapes, build)
     return _DERIVED[case]
 
 
@@ -200,7 +205,11 @@ def test_loss_gradient_prediction_and_vjp_match_autograd(case, backend):
     m = sb.compile(d, backend=backend)
     _close(m.predict(X, P), Yhat_want, "prediction")
     _close(m.loss(X, Y, P), ((Yhat_want - Y) ** 2).sum() / samples, "loss")
-    got = m.grad(X, Y, P)
+    check_grads_and_vjp(m, m.grad(X, Y, P), grads, X, P, G, dX_want, dP_want)
+
+
+def check_grads_and_vjp(m, got, grads, X, P, G, dX_want, dP_want):
+    """The gradients `got` equal `grads`, and m's VJP for G equals (dX_want, dP_want)."""
     for k in P:
         _close(got[k], grads[k], f"dL/d{k}")
     dX, dP = m.vjp(X, P, G)

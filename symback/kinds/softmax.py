@@ -93,6 +93,10 @@ class Softmax(Kind, sp.MatrixExpr):
             t = lo.names[target]
         z = lo.materialize(lo.scalar(self.arg))
         rows, cols = self.shape
+        if self.mask is None and lo.shape_of(z)[-2:-1] == (1,):
+            # a row the lowering keeps broadcast (1 1ᵀ X): its softmax is that one row too; taken
+            # as (rows, cols), the prediction came out one row per sample and ∂L/∂p crashed
+            rows = 1
         if self.mask is not None:
             z = lo.emit("mask", (z, self.mask), (rows, cols))
         if "softmax" in lo.kernels:      # (the log-softmax statement goes unless a loss reads it)

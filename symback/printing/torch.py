@@ -202,6 +202,14 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
                     return f"torch.addcmul({self._print(b)}, {self._print(gx.args[0])}, {self._print(gx.args[1])})"
         return super()._print_Add(expr)
 
+    def _print(self, expr, **kwargs):
+        # SymPy's dispatch skips a Function subclass's bases whose names differ from the
+        # class's own (gelu_prime is no KernelPrime to it): the marker alone (a one-sample
+        # graph's ∂/∂X of gelu(X Xᵀ)) reached _print_Function and was refused
+        if isinstance(expr, KernelPrime):
+            return self._print_KernelPrime(expr)
+        return super()._print(expr, **kwargs)
+
     def _print_KernelPrime(self, expr):
         """f'(z) alone (not times a tensor): the kernel with g = 1."""
         z = self._print(expr.args[0])
@@ -301,7 +309,8 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
 
     def op_softmax_vjp(self, d: str, p: str) -> str:
         """P ⊙ (D − (D ⊙ P)𝟏𝟏ᵀ) row by row (each sample's): torch's softmax backward kernel."""
-        return f"torch._softmax_backward_data({d}, {p}, -1, {p}.dtype)"
+        # δ and P broadcast to one shape: either may be kept as one broadcast row (see _full)
+        return f"torch._softmax_backward_data(*torch.broadcast_tensors({d}, {p}), -1, {p}.dtype)"
 
     def op_layer_norm(self, h: str, eps: str, d) -> str:
         """(Ĥ, each row's mean, each row's 1/σ) for Ĥ = (H − μ)/√(var + ε) row by row (no γ, β:
@@ -311,7 +320,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     def op_layer_norm_vjp(self, g: str, pair: str, h: str, eps: str, d) -> str:
         """(1/σ)(G − mean(G) − Ĥ ⊙ mean(G ⊙ Ĥ)) row by row for Ĥ = norm(H), from the forward's
         mean and 1/σ: torch's ``native_layer_norm_backward`` (no γ, β; only the input's δ)."""
-        return (f"torch.ops.aten.native_layer_norm_backward({g}, {h}, ({d},), {pair}[1], {pair}[2], "
+        return (f"torch.ops.aten.native_layer_norm_backward({_full(g, h)}, {h}, ({d},), {pair}[1], {pair}[2], "
                 f"None, None, (True, False, False))[0]")
 
     def op_layer_norm_affine(self, h: str, g: str, b: str, eps: str, d) -> str:
@@ -322,7 +331,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     def op_layer_norm_affine_vjp(self, dn: str, pair: str, h: str, g: str, b: str, eps: str, d, dh: bool) -> str:
         """(δH or None, δγ, δβ) of op_layer_norm_affine's value `pair` from δN: torch's
         ``native_layer_norm_backward`` with weight and bias (δH only where asked)."""
-        return (f"torch.ops.aten.native_layer_norm_backward({dn}, {h}, ({d},), {pair}[1], {pair}[2], "
+        return (f"torch.ops.aten.native_layer_norm_backward({_full(dn, h)}, {h}, ({d},), {pair}[1], {pair}[2], "
                 f"{g}.view(-1), {b}.view(-1), ({dh}, True, True))")
 
     def op_masked_scores(self, a: str, b: str, c: str, rows, cols) -> str:
@@ -428,3 +437,12 @@ def _threshold(cond):
     if op == ">=" and c == 0:
         return z, "_BELOW_ZERO"
     return None
+
+
+def _full(g: str, h: str) -> str:
+    """δ as a view of the full shape of `h` (the kernel's input or output): a δ the lowering keeps
+    broadcast (δ of 1 1ᵀ N, one row per sample, (n, 1, d) for an (n, T, d) N; δ of P 1 w, one
+    column, (n, 1) for an (n, k) P) read past its end in native_layer_norm_backward, which takes
+    the shapes equal and does not broadcast (δH off by up to 10¹⁷³); _softmax_backward_data
+    refuses unequal shapes."""
+    return f"({g}).expand_as({h})"
