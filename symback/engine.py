@@ -115,7 +115,7 @@ class Derivation:
     """
 
     def __init__(self, graph: Graph, wrt=()):
-        graph.check_complete()
+        graph.check_complete(wrt)
         self.graph = graph
         #: the form of the graph's data (scalars, batch rows, one sample): what asks "scalar or matrix?"
         self.layout = graph.layout

@@ -360,14 +360,15 @@ class Graph:
         """Whether the graph's nodes are matrices (rows are samples)."""
         return self.layout.kind == "matrix"
 
-    def check_complete(self):
-        """Raise DefinitionError unless the graph has a loss and a parameter."""
+    def check_complete(self, wrt=()):
+        """Raise DefinitionError unless the graph has a loss and a parameter it depends on, or
+        (`wrt`: the inputs a layer's VJP differentiates) an input of `wrt` it depends on."""
         if self.loss_name is None:
             raise DefinitionError("the graph has no loss: call g.loss(expr)")
         if not self.param_names:
             raise DefinitionError("the graph has no parameters: declare some with g.params(...)")
         used = self.loss_uses()
-        if not any(self._kind[n] == "param" for n in used):
+        if not any(self._kind[n] == "param" or n in wrt for n in used):
             raise DefinitionError(f"the loss {self.loss_name!r} depends on no parameters: nothing to train")
         unused = [p for p in self.param_names if p not in used]
         if unused:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import sympy as sp
 import pytest
 
 import symback as sb
@@ -244,3 +245,29 @@ def test_a_broadcast_row_node_used_as_a_matrix_equals_torch(case, rows):
     d = _graph(rows, SHAPES4, [node, ("Yhat", ROW_NODES[case])])
     _check(d, SHAPES4, lambda x, p: TORCH_ROW_NODES[case](x, p, torch.sigmoid(_ones(x.shape[-2], 1) @ p["b"])),
            batch=rows is sb.BATCH, n=5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_vjp_of_a_prediction_that_reads_no_parameter_equals_torch(backend):
+    """Fuzz round 3: Ŷ = tanh(X) with a penalty ½‖W‖² trains (predict, value_and_grad, step),
+    but its vjp was refused, 'the loss depends on no parameters': the VJP's cost ⟨G, Ŷ⟩ reads X,
+    which it differentiates.  δ_X is torch's; W's VJP gradient is 0 (the penalty is no part of Ŷ)."""
+    g = sb.Graph()
+    X = g.inputs("X", shape=(sb.BATCH, 2))
+    W = g.params("W", shape=(2, 2))
+    g.loss(sb.mse(g.node("Yhat", sb.tanh(X)), g.targets("Y", shape=(sb.BATCH, 2))),
+           penalty=sp.Rational(1, 2) * sb.sumsq(W))
+    m = sb.compile(sb.derive(g), backend=backend, dtype="float64")
+    rng = np.random.default_rng(0)
+    x, G = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    dX, grads = m.vjp(x, {"W": np.ones((2, 2))}, G)
+    xt = torch.tensor(x, requires_grad=True)
+    (torch.tanh(xt) * torch.tensor(G)).sum().backward()
+    np.testing.assert_allclose(np.asarray(dX), xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(np.asarray(grads["W"]), np.zeros((2, 2)))
+    with pytest.raises(sb.SymbackError, match="depends on no parameters"):
+        h = sb.Graph()                  # training such a loss is still refused: nothing to train
+        Xh = h.inputs("X", shape=(sb.BATCH, 2))
+        h.params("W", shape=(2, 2))
+        h.loss(sb.mse(h.node("Yhat", sb.tanh(Xh)), h.targets("Y", shape=(sb.BATCH, 2))))
+        sb.derive(h)
