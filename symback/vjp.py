@@ -132,13 +132,7 @@ def _inner_parts(expr) -> list:
             parts.append(e)
         elif isinstance(e, sp.MatPow) and not isinstance(e.base, sp.MatrixSymbol):
             parts.append(e.base)
-        elif isinstance(e, (sp.HadamardProduct, sp.HadamardPower)) and not top and e.has(sp.OneMatrix):
-            parts.append(e)
-        elif not top and (isinstance(e, sp.HadamardPower) and not isinstance(e.base, sp.MatrixSymbol)
-                          or isinstance(e, sp.HadamardProduct)
-                          and any(isinstance(f, sp.HadamardPower) for f in e.args)):
-            # (X W + X V)∘² 1 w U: "Mix of Matrix and Scalar symbols" in SymPy; (N∘² ⊙ W∘²) V:
-            # an IndexError
+        elif not top and _hadamard_part(e):
             parts.append(e)
         else:
             for a in e.args:
@@ -146,6 +140,16 @@ def _inner_parts(expr) -> list:
                     visit(a, False)
     visit(expr, True)
     return list(dict.fromkeys(parts))
+
+
+def _hadamard_part(e) -> bool:
+    """Whether the Hadamard product or power `e`, below the top, is held as a part: one with a
+    broadcast factor, a power of a compound base ((X W + X V)∘² 1 w U: "Mix of Matrix and Scalar
+    symbols" in SymPy), or a product with a power among its factors ((N∘² ⊙ W∘²) V: an IndexError)."""
+    if isinstance(e, sp.HadamardPower):
+        return e.has(sp.OneMatrix) or not isinstance(e.base, sp.MatrixSymbol)
+    return isinstance(e, sp.HadamardProduct) and (
+        e.has(sp.OneMatrix) or any(isinstance(f, sp.HadamardPower) for f in e.args))
 
 
 _PART_NAMES = count()    # fresh names for the parts held as symbols
