@@ -273,7 +273,10 @@ def _canonical(expr, adj, parent):
         order.append(parent)
     sym = {s: sp.MatrixSymbol(f"_P{i}", dim(s.shape[0]), dim(s.shape[1])) for i, s in enumerate(order)}
     sym[adj] = sp.MatrixSymbol("_A", dim(adj.shape[0]), dim(adj.shape[1]))
-    ones = {o: sp.OneMatrix(dim(o.shape[0]), dim(o.shape[1])) for o in expr.atoms(sp.OneMatrix)}
+    # constant matrices take the symbolic widths too (a 1×1 ones SymPy turned into Identity(1)
+    # beside the symbolic-width NᵀN: "mismatching shapes in addition")
+    ones = {o: type(o)(*map(dim, o.shape)) if not isinstance(o, sp.Identity) else sp.Identity(dim(o.shape[0]))
+            for o in expr.atoms(sp.OneMatrix, sp.Identity, sp.ZeroMatrix)}
     fns: dict = {}
     lams: dict = {}
 

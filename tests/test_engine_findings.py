@@ -271,3 +271,12 @@ def test_vjp_of_a_prediction_that_reads_no_parameter_equals_torch(backend):
         h.params("W", shape=(2, 2))
         h.loss(sb.mse(h.node("Yhat", sb.tanh(Xh)), h.targets("Y", shape=(sb.BATCH, 2))))
         sb.derive(h)
+
+
+# ---------------------------------------------------------------- 1×1 ones beside a product of symbolic width
+def test_one_by_one_ones_minus_a_product_equals_torch():
+    """`ones(1, 1) - Nᵀ N`: SymPy writes the 1×1 ones as Identity(1), whose width stayed 1 in the
+    engine's symbolic-width calculus beside Nᵀ N's symbol ("mismatching shapes in addition")."""
+    d = _graph(T, {"w": (2, 1)}, [("N", lambda e: e["X"] @ e["w"]),
+                                  ("Yhat", lambda e: sb.ones(1, 1) - e["N"].T @ e["N"])])
+    _check(d, {"w": (2, 1)}, lambda x, p: 1 - (x @ p["w"]).mT @ (x @ p["w"]))
