@@ -19,7 +19,7 @@ F = torch.nn.functional
 BACKENDS = ("numpy", "jax", "torch")
 
 
-def _close(a, b, rtol=1e-8):
+def _close(a, b, rtol=1e-13):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape
     assert float(np.abs(a - b).max()) <= rtol * max(1.0, float(np.abs(b).max()))
@@ -73,7 +73,7 @@ def check(net, plain, heads_causal, n=3, seed=0, classes=False):
         m = sb.compile(d, backend=backend, dtype="float64")
         given = {p: torch.tensor(v) for p, v in params.items()} if backend == "torch" else params
         value, grads = m.value_and_grad(X, Y, given)
-        assert value == pytest.approx(L.item(), rel=1e-8), backend
+        assert value == pytest.approx(L.item(), rel=1e-13), backend
         for p in params:
             _close(grads[p], t[p].grad.numpy())
 
