@@ -12,7 +12,7 @@ terms otherwise, each multiplied by 0 or 1, which rounds nothing).  The mask's f
 derivation's, its array symbols replaced by their values at the arg-max (``pool_gather``);
 the arg-max is the pooling's own, ties included.  One element-wise pass over the pooled map
 instead of the full one, and one full-size array fewer; Z is read at the forward's pooling
-and can go there.  For a printer with ``pool_indices`` (torch).
+and can go there.  For a printer with ``pool_indices`` (torch, JAX) and ``pool_masks`` (torch).
 """
 from __future__ import annotations
 
@@ -63,8 +63,9 @@ def pool_masks(stmts: list[Stmt], fn) -> list[Stmt]:
     """``D = maxpool_vjp_idx(d, …)``, read only by ``δ = D ⊙ m₁ ⊙ … ⊙ c`` (0/1 masks mᵢ of
     arrays shaped like D, numbers c), as ``δ = maxpool_vjp_idx(d ⊙ m₁' ⊙ … ⊙ c, …)`` where
     each mᵢ' reads its arrays at the arg-max (``pool_gather``, put right after the pooling
-    and the array).  Exactly δ (see the module's docstring)."""
-    if not getattr(fn.printer, "pool_indices", False):
+    and the array).  Exactly δ (see the module's docstring).  For a printer with
+    ``pool_masks`` (torch: under XLA the mask fuses into the δ's pass where it is)."""
+    if not getattr(fn.printer, "pool_masks", False):
         return stmts
     low, keep = fn.low, fn.keep
     made = {st.target: st for st in stmts}

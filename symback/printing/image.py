@@ -7,11 +7,11 @@ samples or channels: unfold is a strided view (NumPy), ``F.unfold`` (torch) or
 ``conv_general_dilated_patches`` (JAX); fold adds the k·k kernel offsets' slices; the
 pools are reshapes or the k·k window offsets' strided slices.  What they compute is fixed by
 the definitions in :mod:`symback.image` (tests compare them with ``torch.nn.functional``).
-Text only: printing needs no library.
+JAX's are in :mod:`symback.printing.image_jax`.  Text only: printing needs no library.
 """
 from __future__ import annotations
 
-__all__ = ["NUMPY", "TORCH", "JAX", "call"]
+__all__ = ["NUMPY", "TORCH", "call"]
 
 
 def call(op: str, args: list, geometry) -> str:
@@ -415,58 +415,4 @@ def _avgpool_T_general(d, C, H, W, k, s, p):
     g = torch.ops.aten.avg_pool2d_backward(d.reshape(n, C, _out(H, k, s, p), _out(W, k, s, p)),
                                            d.new_zeros((n, C, H, W)), [k, k], [s, s], [p, p], False, True, None)
     return g.reshape(n, C, H * W)
-'''
-
-JAX = '''
-''' + _ARRAY.replace('xp.', 'jnp.') + '''
-def _add_slice(out, where, v):
-    return out.at[where].add(v)
-
-
-def _unfold(a, C, H, W, k, s, p):
-    """The (n, C*k*k, L) patch matrices, rows (c, i, j): XLA's conv_general_dilated_patches."""
-    n, Ho, Wo = a.shape[0], _out(H, k, s, p), _out(W, k, s, p)
-    x = a.reshape(n, C, H, W)
-    out = jax.lax.conv_general_dilated_patches(x, (k, k), (s, s), ((p, p), (p, p)),
-                                               precision=jax.lax.Precision.HIGHEST)
-    return out.reshape(n, C * k * k, Ho * Wo)
-
-
-def _fold(d, C, H, W, k, s, p):
-    """unfold's adjoint (col2im): each kernel offset's patch entries added to their pixels."""
-    n, Ho, Wo = d.shape[0], _out(H, k, s, p), _out(W, k, s, p)
-    d = d.reshape(n, C, k, k, Ho, Wo)
-    out = jnp.zeros((n, C, max(H + 2 * p, (Ho - 1) * s + k), max(W + 2 * p, (Wo - 1) * s + k)), dtype=d.dtype)
-    for i in range(k):
-        for j in range(k):
-            out = out.at[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s].add(d[:, :, i, j])
-    return out[:, :, p:p + H, p:p + W].reshape(n, C, H * W)
-''' + _COMMON + '''
-
-def _conv_nchw(x, K, C, k, s, p):
-    Co = K.shape[1]
-    return jax.lax.conv_general_dilated(x, K.T.reshape(Co, C, k, k), (s, s), ((p, p), (p, p)),
-                                        precision=jax.lax.Precision.HIGHEST)
-
-
-def _conv(a, K, C, H, W, k, s, p):
-    """K^T unfold(a) for each sample, by XLA's convolution (K = weight.reshape(C_out, -1).T)."""
-    return _conv_nchw(a.reshape(a.shape[0], C, H, W), K, C, k, s, p).reshape(a.shape[0], K.shape[1], -1)
-
-
-def _conv_wgrad(a, d, C, H, W, k, s, p):
-    """The sum over the samples of unfold(a) d^T: the adjoint of the linear map K -> K^T unfold(a)
-    applied to d (jax.linear_transpose: XLA's convolution kernels, no differentiation)."""
-    x, Co = a.reshape(a.shape[0], C, H, W), d.shape[1]
-    K0 = jnp.zeros((C * k * k, Co), dtype=d.dtype)
-    adjoint = jax.linear_transpose(lambda K: _conv_nchw(x, K, C, k, s, p), K0)
-    return adjoint(d.reshape(d.shape[0], Co, _out(H, k, s, p), _out(W, k, s, p)))[0]
-
-
-def _conv_igrad(d, K, C, H, W, k, s, p):
-    """fold(K d) for each sample: the adjoint of the linear map a -> K^T unfold(a) applied to d."""
-    n, Co = d.shape[0], K.shape[1]
-    x0 = jnp.zeros((n, C, H, W), dtype=d.dtype)
-    adjoint = jax.linear_transpose(lambda x: _conv_nchw(x, K, C, k, s, p), x0)
-    return adjoint(d.reshape(n, Co, _out(H, k, s, p), _out(W, k, s, p)))[0].reshape(n, C, H * W)
 '''

@@ -9,7 +9,7 @@ no JAX: this module is text only.
 from __future__ import annotations
 
 from ..functions import sigmoid
-from . import image
+from .image_jax import JAX as IMAGE_HELPERS
 from .numpy import NumpyPrinter
 
 __all__ = ["JaxPrinter"]
@@ -36,9 +36,12 @@ def _a_bt(a, b):
     """a bᵀ as XLA's dot over the columns (no transposed copy of b); a may be a 1-D row."""
     return jax.lax.dot_general(a, b, (((a.ndim - 1,), (1,)), ((), ())))
 '''
-    extra_helpers += image.JAX
+    extra_helpers += IMAGE_HELPERS
     #: convolutions' derived products by XLA's convolution (see straightline.convolutions)
     conv_kernels = True
+    #: max-pooling's δ routed by the arg-max indices its forward found: the maxima and their
+    #: indices by one reduction over the windows (LeNet's step: 0.96x the two apart, symback.poolkernels)
+    pool_indices = True
     #: a step binds each parameter's new value to its name (``W = W - g``), returned
     updates_in_place = False
     #: 1ᵀ D is a reduction XLA fuses (no cached row of ones)

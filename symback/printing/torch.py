@@ -46,7 +46,7 @@ _BELOW_ZERO = torch.nextafter(torch.zeros((), dtype=DTYPE), -torch.ones((), dtyp
     conv_grads = True
     #: max-pooling's δ routed by the indices of the forward's pooling kernel, and ReLU's mask
     #: read at them (symback.poolkernels)
-    pool_indices = True
+    pool_indices = pool_masks = True
     #: σ by torch's own kernel: one pass (the NumPy printer's overflow-safe (1 + tanh(z/2))/2
     #: is four, and torch's float64 tanh is slow); torch.sigmoid does not overflow either
     native = {sigmoid: "torch.sigmoid", gelu: "torch.nn.functional.gelu({}, approximate='tanh')"}
