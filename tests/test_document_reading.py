@@ -208,3 +208,30 @@ def test_the_convolution_section_defines_every_index_before_its_formulas():
                     r"$\operatorname{unfold}(A)$ has a column per output position"):
         assert defined in " ".join(prose.split())
     assert "C_{in}=1" in section and not re.search(r"\$C=\d", section)
+
+
+# ------------------------------------------------------------------ Nielsen's and the lecture's names
+def test_nielsen_names_one_delta_per_quantity_beside_a_softmax_output():
+    """δ³ named both ∂C/∂z³ and ∂C/∂a³ (softmax output), and ∂a³/∂z³'s map read δ³ ↦ …δ³ while
+    the δ section set δ³ = a³ − y, which is ∂C/∂z³: each name now means one thing."""
+    d = sb.derive(sb.mlp([2, 3, 2], output="softmax", loss="cross_entropy"))
+    md = d.markdown(notation="nielsen", **QUICK)
+    said = re.findall(r"(\\delta\^\{\d\}) = \\frac\{\\partial C\}\{\\partial ([az])\^\{(\d)\}\}", md)
+    assert sorted(said) == [(r"\delta^{2}", "z", "2"), (r"\delta^{3}", "z", "3")]
+    softmax_map = next(line for line in md.splitlines() if line.startswith(r"\frac{\partial a^{3}}{\partial z^{3}}"))
+    assert r"\delta_{a^{3}} \mapsto" in softmax_map and r"\delta^{3}" not in softmax_map
+    assert r"&\text{BP1:} & \delta^{3} &= a^{3} - y" in md
+    # an identity output has no z³ of its own: there ŷ = a³ keeps δ³, as BP1
+    md = sb.derive(sb.mlp([2, 3, 1])).markdown(notation="nielsen", **QUICK)
+    assert r"\delta^{3} = \frac{\partial C}{\partial a^{3}}" in md and r"&\text{BP1:} & \delta^{3} &=" in md
+
+
+@pytest.mark.parametrize("notation, kernel, bias", [("nielsen", "k^{2}", "b^{2}"), ("lecture", "K^{(1)}", "b^{(1)}")])
+def test_a_kernel_is_numbered_with_its_bias(notation, kernel, bias):
+    """A CNN's kernel K1 stayed k_1 while its bias b1 became b² (Nielsen's layer 2)."""
+    net = sb.Sequential(sb.Conv2d(2, 3, padding=1), sb.Flatten(), sb.Dense(2, "softmax"), inputs=(1, 4, 4),
+                        loss="cross_entropy")
+    md = sb.derive(net).markdown(notation=notation, **QUICK)
+    params = md.split("parameters ", 1)[1].split("\n", 1)[0]
+    assert params.startswith(f"${kernel} \\in") and f", {bias} \\in" in params
+    assert "k_{1}" not in md and "K_{1}" not in md
