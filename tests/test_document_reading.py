@@ -235,3 +235,12 @@ def test_a_kernel_is_numbered_with_its_bias(notation, kernel, bias):
     params = md.split("parameters ", 1)[1].split("\n", 1)[0]
     assert params.startswith(f"${kernel} \\in") and f", {bias} \\in" in params
     assert "k_{1}" not in md and "K_{1}" not in md
+
+
+def test_the_layer_norm_section_counts_rows_with_r():
+    """Rows are r (the cost's c_r), samples i: the layer-norm section named its rows i."""
+    net = sb.Sequential(sb.Attention(heads=1), sb.LayerNorm(), sb.Dense(2), inputs=(3, 2), loss="mse")
+    md = sb.derive(net).markdown(**QUICK)
+    section = md.split("### Layer norm", 1)[1].split("\n## ", 1)[0]
+    assert r"\sigma_{r}^{-1}" in section and r"\delta_{\hat{h}_{r}}" in section and "Row $r$" in section
+    assert not re.search(r"_\{?i\}?[^a-z]", section.replace(r"\mathrm{", ""))
