@@ -244,3 +244,27 @@ def test_the_layer_norm_section_counts_rows_with_r():
     section = md.split("### Layer norm", 1)[1].split("\n## ", 1)[0]
     assert r"\sigma_{r}^{-1}" in section and r"\delta_{\hat{h}_{r}}" in section and "Row $r$" in section
     assert not re.search(r"_\{?i\}?[^a-z]", section.replace(r"\mathrm{", ""))
+
+
+def test_a_cnn_forward_pass_says_how_an_image_is_a_matrix():
+    """X ∈ ℝ^{1×64} and unfold_{3×3,s=2,p=1}(X) with nothing saying X is one channel of 8×8
+    pixels read row by row, or what unfold, avgpool and flatten give."""
+    net = sb.Sequential(sb.Conv2d(4, 3, stride=2, padding=1), sb.AvgPool2d(2), sb.Flatten(),
+                        sb.Dense(2, "softmax"), inputs=(1, 8, 8), loss="cross_entropy")
+    forward = forward_section(sb.derive(net).markdown(**QUICK))
+    for said in (r"An image is a matrix with a row per channel, its pixels read row by row ($X$: 1 channel of "
+                 r"$8\times8$; $Z_{1}$: 4 channels of $4\times4$",
+                 r"$\operatorname{unfold}$ gives a column per output position", r"$\operatorname{avgpool}$ takes the mean",
+                 r"$\operatorname{flatten}$ puts the rows one after another in one row"):
+        assert said in forward
+    # what it says, against torch: a row per channel read row by row, unfold's columns, flatten's order
+    torch = pytest.importorskip("torch")
+    from symback.image import ImageMap
+    x = np.random.default_rng(0).normal(size=(2, 5, 5))
+    X = sp.MatrixSymbol("X", 2, 25)
+    rows = sp.ImmutableMatrix(x.reshape(2, 25))                 # row c: channel c's pixels, row by row
+    unfold = np.array(ImageMap(X, "unfold", (2, 5, 5, 3, 2, 1)).apply(rows), dtype=float)
+    oracle = torch.nn.functional.unfold(torch.tensor(x)[None], 3, stride=2, padding=1)[0].numpy()
+    assert np.abs(unfold - oracle).max() < 1e-12
+    flat = np.array(ImageMap(X, "flatten", (2, 5, 5, 1, 1, 0)).apply(rows), dtype=float)
+    assert np.array_equal(flat.ravel(), torch.flatten(torch.tensor(x)).numpy())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..image import ImageMap
 from ..kinds.rownorm import RowNorm
 from ..kinds.select import Select
 from ..kinds.softmax import Softmax
@@ -38,4 +39,32 @@ def forward_note(exprs) -> str | None:
                      r"and divides by $\sqrt{v + \varepsilon}$, with $v$ the row's variance (the mean of the "
                      rf"squared deviations) and $\varepsilon = {which}$; the $\sigma^{{-1}}$ defined beside "
                      r"it holds these $1/\sqrt{v + \varepsilon}$, one for each row of $H$.")
+    images = [x for x in parts if isinstance(x, ImageMap)]
+    if images:
+        notes.append(_images(images))
     return " ".join(notes) or None
+
+
+def _images(maps) -> str:
+    """What a CNN's image maps read and give: an image is a matrix, a row per channel."""
+    seen = {}
+    for m in maps:
+        C, H, W = (int(v) for v in m.geometry[:3])
+        seen.setdefault(latex(m.arg), f"{C} channel{'s' if C > 1 else ''} of ${H}\\times{W}$")
+    ops = {m.op for m in maps}
+    said = ["An image is a matrix with a row per channel, its pixels read row by row ("
+            + "; ".join(f"${a}$: {what}" for a, what in seen.items()) + ")"]
+    if "unfold" in ops:
+        said.append(r"$\operatorname{unfold}$ gives a column per output position, holding the entries under "
+                    r"the window its subscript sizes, channel by channel (stride $s$ and zero padding $p$ where "
+                    r"shown, else 1 and 0)")
+    pools = sorted(op for op in ops if op in ("avgpool", "maxpool"))
+    if pools:       # (k is the documents' column index: the window is named by its subscript)
+        said.append(" and ".join(rf"$\operatorname{{{op}}}$" for op in pools) + " take"
+                    + ("s" if len(pools) == 1 else "") + " the "
+                    + " and the ".join({"avgpool": "mean", "maxpool": "maximum"}[op] for op in pools)
+                    + r" of each window, as wide as the subscript and that far apart unless a stride $s$ is "
+                    r"shown (padding $p$ where shown)")
+    if "flatten" in ops:
+        said.append(r"$\operatorname{flatten}$ puts the rows one after another in one row")
+    return "; ".join(said) + "."
