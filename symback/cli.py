@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="matrix (default: row-major, valid matrix products), lecture (the notes': J, "
                         "superscript layers a^(1) = X), nielsen (column vectors z = w a + b, BP1-BP4)")
     d.add_argument("--steps", choices=("brief", "full"),
-                   help="full: every step named by its rule, with inner derivatives and vanishing terms")
+                   help="full: a scalar graph's every step named by its rule, with inner derivatives and "
+                        "vanishing terms; a matrix graph's (--layers, builder layers) delta recursion with each "
+                        "line labelled by its case (output layer or not), the chain rule as in brief")
     d.add_argument("--steps-taken", type=positive(int), metavar="N",
                    help="with --values and --lr: N steps of gradient descent, theta^0 -> theta^1 -> ...")
     d.set_defaults(func=cmd_derive)

@@ -274,7 +274,8 @@ def render(derivation, template: str = "article", fmt: str = "latex", **options)
     leaves a section out), ``display`` (snippet: one ``$$`` block for a
     notebook), ``template_dir`` (a folder searched before the built-ins),
     ``notation`` ("matrix", "lecture" or "nielsen"), ``steps`` ("brief" or
-    "full": every rule named) and ``steps_taken`` (iterates θ⁰ → θ¹ → … of
+    "full": a scalar graph's every rule named; a matrix graph's δ lines labelled by
+    case, nothing more) and ``steps_taken`` (iterates θ⁰ → θ¹ → … of
     the worked example, with ``values`` and ``lr``).
     """
     template_dir = options.pop("template_dir", None)
@@ -318,6 +319,10 @@ def write(derivation, path, **options) -> Path:
     elif suffix in (".tex", ".pdf"):
         data = render(derivation, fmt="latex", **options).encode()
         if suffix == ".pdf":
+            if b"\\documentclass" not in data:     # the snippet: equations to \input elsewhere
+                raise OutputError(f"cannot write {path.name!r}: template {options.get('template', 'article')!r} "
+                                  f"makes equations to \\input into your own document, not a whole one; "
+                                  f"write it as .tex, or use article or beamer for a .pdf")
             data = compile_pdf(data.decode())
     else:
         raise OutputError(f"cannot write {path.name!r}: use a .tex, .md or .pdf suffix")

@@ -4,7 +4,7 @@ For each ``sb.Attention`` layer the section writes head h's forward pass and its
 backward pass in textbook closed form (δ_V = Pᵀδ_O, δ_P = δ_O Vᵀ, softmax's
 δ_S = P ⊙ (δ_P − (δ_P ⊙ P)𝟏𝟏ᵀ) and FlashAttention's P ⊙ (δ_P − rowsum(δ_O ⊙ O)𝟏ᵀ),
 δ_Q, δ_K), then the concatenation and the weights' gradients; for each layer norm the
-δ of one row, (1/σ_i)(δ_ĥ − mean(δ_ĥ)𝟏ᵀ − mean(δ_ĥ ⊙ ĥ) ĥ).
+δ of one row, (1/σ_r)(δ_ĥ − mean(δ_ĥ)𝟏ᵀ − mean(δ_ĥ ⊙ ĥ) ĥ).
 
 Every line is a chain of SymPy expressions in symbols of its own (Q_h, S_h, δ_{S_h},
 ...), whose meanings — the engine's nodes and δs, a head's columns Q E_h — go to the
@@ -189,7 +189,7 @@ def _generic_row(chain, instances, apps) -> dict:
 
 
 def _norm_rows(d, n, names: dict, apps) -> dict | None:
-    """Layer norm Ĥ = norm(H): δ_Ĥ from δ_N, and row i of what δ_H receives through the norm."""
+    """Layer norm Ĥ = norm(H): δ_Ĥ from δ_N, and row r of what δ_H receives through the norm."""
     g = d.graph
     H = g.expr(n).arg
     parent = next((p for p in g.parents(n) if g.symbol(p) == H), None)
@@ -200,19 +200,19 @@ def _norm_rows(d, n, names: dict, apps) -> dict | None:
     r, _ = g.expr(n).rstd()
 
     def line(i):
-        generic = i == "i"
+        generic = i == "r"          # row r, as the cost's rows are (c_r): i counts samples
         row = (lambda M: Named(M, 1, width)) if generic else None   # noqa: E731
         if generic:
-            lhs = Named(rf"\left(\delta_{{{latex(hat)}}} \, \partial {latex(hat)} / \partial {latex(H)}\right)_{{i}}",
+            lhs = Named(rf"\left(\delta_{{{latex(hat)}}} \, \partial {latex(hat)} / \partial {latex(H)}\right)_{{r}}",
                         1, width)
-            dh, h, inv = row(r"\delta_{\hat{h}_{i}}"), row(r"\hat{h}_{i}"), Named(r"\sigma_{i}^{-1}", 1, 1)
+            dh, h, inv = row(r"\delta_{\hat{h}_{r}}"), row(r"\hat{h}_{r}"), Named(r"\sigma_{r}^{-1}", 1, 1)
         else:
             lhs, dh = _slice(vjp, i, width), _slice(_delta(d, n), i, width)
             h, inv = _slice(hat, i, width), _slice(r, i, 1)
         closed = sp.MatMul(inv, sp.MatAdd(dh, -sp.MatMul(RowMean(dh), sp.OneMatrix(1, width)),
                                           -sp.MatMul(RowMean(sp.HadamardProduct(dh, h)), h)))
         return [lhs, closed]
-    row = _generic_row(line("i"), [line(i) for i in range(T)], apps)
+    row = _generic_row(line("r"), [line(i) for i in range(T)], apps)
     return {"node": Tex(latex(hat)), "input": Tex(latex(H)), "rows": T, "row": row}
 
 

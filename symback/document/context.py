@@ -16,7 +16,6 @@ from ..errors import OutputError
 from ..functions import Activation
 from ..matrix import BATCH, RowCost, is_matrix, simplify_ones
 from ..kinds.base import zero_like
-from ..kinds.softmax import Softmax
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
                         markdown_escape, notation_settings, visual_len)
 from . import analysis, attention_proof, steps
@@ -27,6 +26,8 @@ from .pooling import pooling
 from .figure import diagram, figure_note, mermaid, tikz
 from .example import exact, example, numbers, path_product, values_of
 from .bptt import bptt
+from .symbols import forward_note
+from .size import check_size
 from .lines import LINE_WIDTH, ROW_INDENT, Names, aligned_lines, chain_lines, definitions, tex
 from .scales import inverse_sigmas
 from .losses import loss_claims, reader_name
@@ -56,6 +57,7 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
     if unknown:
         raise OutputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
     d = as_derivation(derivation)
+    check_size(d)               # a graph too deep to document is refused before any work
     nt = notation(d, options.get("notation"))
     if options.get("steps", "brief") not in ("brief", "full"):
         raise OutputError(f"unknown steps {options['steps']!r}: use 'brief' or 'full'")
@@ -180,15 +182,8 @@ def _network(d, apps, nt, names) -> dict:
         if sym.name in sigmas:
             s, r = sigmas[sym.name].symbol, sigmas[sym.name].definition     # 1/σ, named for the backward
             forward.append({"lhs": tex(s), "rhs": tex(r, applications=apps), "sympy": {"lhs": s, "rhs": r, "chain": [s, r]}})
-    # a masked softmax's subscript says which mask; the sentence says what the mask does
-    masked = any(isinstance(x, Softmax) and x.mask == "causal" for _, e in d.program().forward
-                 for x in sp.preorder_traversal(e))
-    notes = [r"Here $\operatorname{softmax}_{\mathrm{causal}}$ is the row-wise softmax with the entries "
-             r"above the diagonal ($j > i$) left out: their $P_{ij}$ are 0, and each row's others sum to 1."] \
-        if masked else []
-    if any(e.has(sp.MatrixSlice) for _, e in d.program().forward):
-        notes.append(r"$X_{:,\,a:b}$ is the block of columns $a$ to $b$ of $X$, all its rows (counted from 1).")
-    note = Tex(" ".join(notes)) if notes else None
+    note = forward_note([e for _, e in d.program().forward])
+    note = Tex(note) if note else None
     return {"inputs": declared("input"), "targets": declared("target"), "params": declared("param"),
             "n_params": len(d.params), "forward": forward, "forward_note": note}
 

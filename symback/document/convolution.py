@@ -175,5 +175,5 @@ def convolution(d) -> dict | None:
                        for kn, geo in zip(kernels, geometry)],
             "wgrad": Tex(latex(sp.Eq(lk, wgrad, evaluate=False))),
             "igrad": Tex(latex(sp.Eq(la, igrad, evaluate=False))),
-            "cases": [Tex(r"C=%d,\ %d\times%d,\ k=%d,\ s=%d,\ p=%d,\ C_{out}=%d" % c) for c in CASES],
+            "cases": [Tex(r"C_{in}=%d,\ %d\times%d,\ k=%d,\ s=%d,\ p=%d,\ C_{out}=%d" % c) for c in CASES],
             "worked": worked_example()}

@@ -98,10 +98,12 @@ def bp(d, deltas) -> list[dict]:
     BP3 ∂C/∂b = δ, BP4 ∂C/∂w = δ aᵀ.
     """
     layers = layer_names(d)
+    # the output ŷ is BP1's δ^L only without a z^L of its own (see notation: δ^L = ∂C/∂z^L)
+    output_z = any(kind == "Z" and l == max(i for _, i in layers.values()) for kind, l in layers.values())
     out = []
     for r in deltas[1:]:
         n = r["node"]
-        kind = layers.get(n, (None,))[0] if n in layers else ("Yhat" if n == "Yhat" else None)
+        kind = layers.get(n, (None,))[0] if n in layers else ("Yhat" if n == "Yhat" and not output_z else None)
         if kind in ("Z", "Yhat") and d.graph.kind(n) == "node":
             label = "BP2" if kind == "Z" and steps.delta_case(d, n) == "not output layer" else "BP1"
         elif kind in ("W", "b"):

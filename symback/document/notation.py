@@ -25,14 +25,14 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..errors import OutputError
 from ..matrix import BATCH, FPrime, RowCost, Softmax
-from ..printing import Chain
+from ..printing import Chain, latex
 from .factors import GENERIC, coefficient, edge_expr, notes_chain
 
 __all__ = ["NOTATIONS", "Notation", "notation", "columns", "punchline_forms", "layer_names"]
 
 NOTATIONS = ("matrix", "lecture", "nielsen")
 
-_LAYER = re.compile(r"(Z|A|W|b)(\d+)")
+_LAYER = re.compile(r"(Z|A|W|K|b)(\d+)")   # K: a convolution's kernel, numbered as W
 
 
 class Notation(NamedTuple):
@@ -74,8 +74,8 @@ def notation(d, name: str | None) -> Notation:
             # J is the batch cost; one sample's cost is J^{(i)}, never J as well
             names[d.loss_name] = "J^{(i)}"
         for n, (kind, l) in layers.items():
-            letter = {"Z": "z", "A": "a", "W": "W", "b": "b"}[kind]
-            idx = l if kind in "Wb" else l + 1
+            letter = {"Z": "z", "A": "a", "W": "W", "K": "K", "b": "b"}[kind]
+            idx = l if kind in "WKb" else l + 1
             names[n] = rf"{letter}^{{({idx})}}"
             tnames[n] = rf"{letter}^{{({idx})\top}}"
             if kind == "Z":
@@ -87,21 +87,24 @@ def notation(d, name: str | None) -> Notation:
     if not layout.sample_as_column:
         return Notation(name, {"names": {"L": "C"}}, "L")
     last = depth + 1
+    # δ^L is ∂C/∂z^L: the output's a^L takes the name only where no z^L precedes it (an identity
+    # output); beside a softmax's z^L both were δ^L, and ∂a^L/∂z^L's map read δ^L ↦ … δ^L
+    output_z = any(kind == "Z" and l + 1 == last for kind, l in layers.values())
     for n in g.order:
         if not g.shape(n):      # a number (the cost C): no column to name
             continue
         if n in layers:
             kind, l = layers[n]
-            letter = {"Z": "z", "A": "a", "W": "w", "b": "b"}[kind]
+            letter = {"Z": "z", "A": "a", "W": "w", "K": "k", "b": "b"}[kind]
             col = rf"{letter}^{{{l + 1}}}"
         elif n == "Yhat":
             col = rf"a^{{{last}}}"
         else:
-            col = {"X": "x", "Y": "y", "C": "C_x"}.get(n, sp.latex(sp.Symbol(n.lower())))
+            col = {"X": "x", "Y": "y", "C": "C_x"}.get(n, latex(sp.Symbol(n.lower())))   # avg upright, one word
         tnames[n], names[n], names[f"col_{n}"] = col, _transpose_of(col), col
         if g.kind(n) not in ("input", "target"):
             dl = rf"\delta^{{{layers[n][1] + 1}}}" if n in layers and layers[n][0] == "Z" else (
-                rf"\delta^{{{last}}}" if n == "Yhat" else rf"\delta_{{{col}}}")
+                rf"\delta^{{{last}}}" if n == "Yhat" and not output_z else rf"\delta_{{{col}}}")
             tnames[f"delta_{n}"], names[f"delta_{n}"] = dl, _transpose_of(dl)
     # the figure's bare δ is a column too: (δ ↦ δ xᵀ) as in the local derivatives, not (δᵀ ↦ δᵀ xᵀ)
     tnames[GENERIC], names[GENERIC] = r"\delta", _transpose_of(r"\delta")

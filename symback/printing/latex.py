@@ -102,7 +102,7 @@ class LatexPrinter(_SympyLatexPrinter):
         names = self._settings["names"]
         if names and expr.name in names:
             return names[expr.name]
-        return _subscripted(expr.name) or super()._print_Symbol(expr, style=style)
+        return _subscripted(expr.name) or _upright(super()._print_Symbol(expr, style=style))
 
     def _print_Float(self, expr):
         text = number(expr)
@@ -333,6 +333,10 @@ class LatexPrinter(_SympyLatexPrinter):
 
 # an RNN's Wx, Wh, bh, Wy, by: a weight letter and the one-letter name of what it acts on
 _PARAM_SUFFIX = re.compile(r"([WUb])([a-z])(\d*)")
+# a recurrent gate's pre-activation: zi3 (the LSTM's input gate at step 3) is z_{i,3}, not z·i_3
+_GATE_INPUT = re.compile(r"z([ifgozrn])(\d+)")
+# a name of several plain letters, before any subscript: tc_{3}, Att_{1}, Avg
+_WORD = re.compile(r"([A-Za-z]{2,})((?:_\{[^{}]*\})?)")
 _LAYER_HEAD = re.compile(r"([A-Za-z]+(?:_[A-Za-z]+)?)(\d+)_(\d+)")
 
 
@@ -345,12 +349,22 @@ def _subscripted(name: str) -> str | None:
     m = _PARAM_SUFFIX.fullmatch(name)
     if m:
         return rf"{m[1]}_{{{m[2]},{m[3]}}}" if m[3] else rf"{m[1]}_{{{m[2]}}}"
+    m = _GATE_INPUT.fullmatch(name)
+    if m:
+        return rf"z_{{{m[1]},{m[2]}}}"
     m = _LAYER_HEAD.fullmatch(name)
     if m:
         head, sub = m[1].split("_", 1) if "_" in m[1] else (m[1], None)
         index = f"{m[2]},{m[3]}"
         return rf"{head}_{{{sub}_{{{index}}}}}" if sub else rf"{head}_{{{index}}}"    # Z_P2_1: Z_{P_{2,1}}
     return None
+
+
+def _upright(text: str) -> str:
+    """A name of several letters set upright, one word: tc_{3} read as t times c_3 (and c_3 is
+    the LSTM's cell state, tc_3 its tanh), \\mathrm{tc}_{3} as the name it is."""
+    m = _WORD.fullmatch(text)
+    return rf"\mathrm{{{m[1]}}}{m[2]}" if m else text
 
 
 def minus_sign(term) -> bool:
