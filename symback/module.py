@@ -85,8 +85,8 @@ _API = '''
 def _data(a, width, sample=None):
     """a as an array of DTYPE with samples on the first axis; a 1-D array is one column (one
     row when width > 1); for a one-sample graph (`sample`: one sample's shape), one-row samples
-    given as rows are (n, 1, k) and a lone sample gets its batch axis."""
-    if not _is_native(a):
+    given as rows are (n, 1, k) and a lone sample (one image, one row) gets its batch axis."""
+    if not _is_native(a) or (X_IMAGE and tuple(a.shape) == X_IMAGE):    # (one image (C, H, W): 3-D)
         a = _asarray(a)
         if a.ndim == 1 and NDIM == 2:
             a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
@@ -103,16 +103,19 @@ def predict(X, params):
 
 
 def _as_samples(a, sample):
-    """One-row samples (`sample` is 1×k) given as rows (n, k): (n, 1, k), a view; else a."""
+    """One-row samples (`sample` is 1×k) given as rows (n, k): (n, 1, k), a view; one sample given
+    alone as an image (C, H, W) or a row (k,): (1, *sample); else a."""
     if sample is not None and sample[0] == 1 and len(a.shape) == 2:
         return a.reshape(a.shape[0], 1, -1)
+    if sample is not None and tuple(a.shape) in (X_IMAGE, tuple(sample[1:]) if sample[0] == 1 else None):
+        return a.reshape(1, *sample)
     return a
 
 
 def _rows_out(shape):
     """Whether the prediction for X of this shape is given back as (n, K): one row a sample
-    (ROW_OUTPUT), and X given as images or rows rather than as (n, 1, k) samples."""
-    return bool(ROW_OUTPUT) and len(shape) != len(X_SAMPLE) + 1
+    (ROW_OUTPUT), and X given as images, one image or rows rather than as (n, 1, k) samples."""
+    return bool(ROW_OUTPUT) and (len(shape) != len(X_SAMPLE) + 1 or tuple(shape) == tuple(X_IMAGE or ()))
 
 
 def _as_given(out, X):
