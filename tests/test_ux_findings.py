@@ -198,3 +198,24 @@ def test_jax_function_takes_float32_images(cnn):
     np.testing.assert_allclose(np.asarray(f(p, x32)), scores.detach().numpy(), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(dX), x.grad.numpy(), rtol=1e-5, atol=1e-6)
 
+
+def test_the_exported_module_checks_its_data(mlp, tmp_path):
+    """`symback codegen`'s module (NumPy alone) broadcast a lone target row over the batch: the
+    loss of X (5 rows) against Y (1 row) was a number; labels for a softmax output were NumPy's
+    'cannot reshape array of size 10 into shape (5,)'.  Each is a ValueError that says what to
+    give, and the module's gradient for the data it takes is torch autograd's."""
+    net = _exported(sb.compile(sb.derive(sb.mlp([3, 4, 1], activation="tanh", loss="mse"))), tmp_path)
+    p = net.init(0)
+    with pytest.raises(ValueError, match="X has 5 samples but Y has 1"):
+        net.loss(X, np.ones((1, 1)), p)
+    clf = _exported(sb.compile(mlp), tmp_path / "clf")
+    q = clf.init(0)
+    with pytest.raises(ValueError, match=r"Y has shape \(5,\); the network takes Y of shape \(n, 2\) "
+                                         r"\(class labels\? one-hot encode them: np.eye\(K\)\[labels\]\)"):
+        clf.step(X, LABELS, q)
+    loss, t = _mlp_torch(X, Y, q)
+    loss.backward()
+    value, grads = clf.value_and_grad(X, Y, q)
+    assert value == pytest.approx(loss.item(), rel=1e-12)
+    for k in q:
+        np.testing.assert_allclose(grads[k], t[k].grad.numpy(), rtol=1e-10, atol=1e-13)

@@ -180,7 +180,8 @@ class Model(BackendModel):
                 model.check_input(X)        # shapes torch would fail on deep in the formulas
                 model._check_form(Y, "Y")
                 # images, one-row samples as rows (a CNN's Y as (n, K)), as m.loss takes them
-                given, X, Y = Y, ns["_data"](X, ns["N_INPUTS"], ns["X_SAMPLE"]), ns["_data"](Y, ns["N_TARGETS"], ns["Y_SAMPLE"])
+                given = Y
+                X, Y = ns["_data"](X, ns["N_INPUTS"], ns["X_SAMPLE"]), ns["_data"](Y, ns["N_TARGETS"], ns["Y_SAMPLE"])
                 if X.shape[0] != Y.shape[0]:
                     raise model._rows_error(X, Y, given)
                 check_targets(Y)        # the targets its derived backward holds for
