@@ -291,7 +291,12 @@ class Model(DataShapes):
         if last is not None and last[0] is params and len(params) == last[3] and list(map(id, arrays)) == last[1]:
             return
         self.check_params(params)
+        self._check_updatable(params)
         self._stepped = (params, list(map(id, arrays)), arrays, len(params))
+
+    def _check_updatable(self, params) -> None:
+        """DataError unless step can update params in place (NumPy: any checked params; a number
+        is replaced in the dict)."""
 
     def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
             seed: int = 0, optimizer="sgd", validation=None, progress: bool = False, **options):

@@ -219,3 +219,26 @@ def test_the_exported_module_checks_its_data(mlp, tmp_path):
     assert value == pytest.approx(loss.item(), rel=1e-12)
     for k in q:
         np.testing.assert_allclose(grads[k], t[k].grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_torch_step_refuses_numbers_it_cannot_update():
+    """On torch, m.step(X, Y, {"w1": 0.5, ...}) of a scalar graph returned the loss and left every
+    parameter as it was (the step ran on converted copies); NumPy and JAX replace the numbers in the
+    dict.  Now a DataError; fit, which converts the dict's numbers to tensors first, still trains,
+    to the parameters of plain gradient descent by hand on the same least-squares loss."""
+    g = sb.Graph()
+    x1, x2 = g.inputs("x1 x2")
+    y = g.targets("y")
+    w1, w2, b = g.params("w1 w2 b")
+    g.loss((g.node("yhat", w1 * x1 + w2 * x2 + b) - y) ** 2)
+    m = sb.compile(sb.derive(g), backend="torch")
+    p = {"w1": 0.5, "w2": 1.0, "b": 0.0}
+    with pytest.raises(DataError, match=r"parameter 'w1' is a float, not a torch.Tensor: step and fit update"):
+        m.step(X[:, :2], X[:, 2], p, lr=0.1)
+    assert p == {"w1": 0.5, "w2": 1.0, "b": 0.0}
+    m.fit(X[:, :2], X[:, 2], p, epochs=3, lr=0.1, batch_size=None)
+    w = np.array([0.5, 1.0, 0.0])
+    A = np.column_stack([X[:, :2], np.ones(len(X))])
+    for _ in range(3):
+        w -= 0.1 * 2 * A.T @ (A @ w - X[:, 2]) / len(X)
+    np.testing.assert_allclose([float(p[k]) for k in ("w1", "w2", "b")], w, rtol=1e-12)

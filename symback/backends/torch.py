@@ -120,13 +120,17 @@ class Model(BackendModel):
             out[k] = v
         return out
 
-    def _misplaced(self, data, params):
+    def _check_updatable(self, params):
+        # a number was left as it was: its step ran on a converted copy, and no error said so
         import torch
         for k in self.params:
             if not isinstance(params[k], torch.Tensor):
                 raise DataError(f"parameter {k!r} is a {type(params[k]).__name__}, not a torch.Tensor: "
                                 f"step and fit update the parameters in place, so they need tensors: "
                                 f"start from m.init(), or convert with torch.as_tensor")
+
+    def _misplaced(self, data, params):
+        self._check_updatable(params)
         device = _device(params)
         for what, a in zip(("X", "Y"), data):
             where = getattr(a, "device", None)
