@@ -247,7 +247,8 @@ _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
     "_predict", "_loss", "_grad", "_step", "_apply_step", "_data", "_asarray", "_is_native",
     "value_and_grad", "random_data", "selfcheck", "NP_DTYPE", "TARGET_KIND", "jax", "jnp", "torch", "sys",
     "_vjp", "_vjp_forward", "_vjp_backward", "vjp", "N_OUTPUTS", "VJP_ERROR", "VJP_LAZY",
-    "X_SAMPLE", "Y_SAMPLE", "X_IMAGE", "ROW_OUTPUT", "NDIM", "LOSS", "_as_given", "_as_samples", "_rows_out"} | {
+    "X_SAMPLE", "Y_SAMPLE", "X_IMAGE", "ROW_OUTPUT", "NDIM", "LOSS", "_as_given", "_as_samples", "_rows_out",
+    "_xy", "_WANT"} | {
     # a function printed once per device (symback.straightline.build_function)
     f"_{f}_on_{where}" for f in ("predict", "forward", "backward", "loss", "grad", "step", "vjp", "vjp_forward",
                                  "vjp_backward", "adjoints") for where in ("cpu", "device")}

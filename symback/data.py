@@ -362,12 +362,14 @@ def sample_shape(shape: tuple, want: tuple, image=None) -> tuple:
     reshape, a view): one sample, images (n, C, H, W) as in PyTorch when `image` is (C, H, W),
     or one-row samples as (n, k); `shape` itself where no form applies.  The one rule for the
     Models and the command line's reader."""
-    if shape == want:                                               # one sample
+    if shape == want or (image is not None and shape == tuple(image)):     # one sample, one image
         return (1, *want)
     if image is not None and shape[1:] == tuple(image):             # PyTorch's (n, C, H, W)
         return (shape[0], *want)
     if len(shape) == 2 and want[0] == 1 and shape[1] == want[1]:    # one-row samples as (n, k)
         return (shape[0], 1, want[1])
+    if shape == want[1:] and want[0] == 1:                          # one one-row sample as (k,)
+        return (1, *want)
     return shape
 
 

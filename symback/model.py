@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import available_memory, check_finite, check_rate, check_seed, format_bytes, sample_shape
+from .data import available_memory, check_finite, check_rate, check_seed, format_bytes
+from .datashapes import DataShapes
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
 from .targets import check_targets, target_rules
@@ -32,7 +33,7 @@ def run_generated(source: str, digest: str, ns: dict) -> None:
     exec(builtins.compile(source, filename, "exec"), ns)
 
 
-class Model:
+class Model(DataShapes):
     """A network's generated training code, with data checks around it.
 
     Parameters are a dict name -> ndarray of the model's dtype: a scalar
@@ -64,7 +65,7 @@ class Model:
         # X as images (n, C, H, W) for a network that reads images, else None
         self._image = namespace.get("X_IMAGE")
         self.n_outputs: int = namespace["N_OUTPUTS"]
-        self._stepped = None    # (the params dict, its arrays) step last checked
+        self._stepped = None    # (the params dict, its arrays, its size) step last checked
         self._library = {"jax": "jax", "torch": "torch"}.get(getattr(self, "backend", ""), "numpy")
         # the printed functions themselves: the Model checks the data once, then calls them
         self._predict = namespace["_predict"]
@@ -132,77 +133,7 @@ class Model:
     def __repr__(self):
         return f"<Model {self.kind} params={list(self.params)} dtype={self.dtype.name}>"
 
-    # -- data ------------------------------------------------------------------
-    def _matrix(self, a, width: int, what: str, unit: str, params=None) -> np.ndarray:
-        # params: where the data will meet them (a backend places converted data beside them)
-        if self._sample.get(what) is not None:
-            return self._samples(a, what)
-        # Fast path first: step() is called in tight loops.
-        if not (type(a) is np.ndarray and a.dtype == self.dtype and a.ndim == 2):
-            a = _as_array(a, self.dtype, what)
-            if a.ndim == 1:
-                a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
-            if a.ndim != 2:
-                raise DataError(f"{what} must be a 2-D array (samples in rows), got shape {a.shape}")
-        if a.shape[1] != width:
-            raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
-        return a
-
-    def _sample_shape(self, shape: tuple, what: str) -> tuple:
-        """The shape (n, rows, columns) that data of this shape take as a one-sample graph's
-        samples (a reshape, a view), or the shape itself where no form applies."""
-        return sample_shape(shape, tuple(self._sample[what]), self._image if what == "X" else None)
-
-    def _samples(self, a, what: str) -> np.ndarray:
-        """Data of a one-sample graph: (n, rows, columns), or one sample (rows, columns)."""
-        want = tuple(self._sample[what])
-        if not (type(a) is np.ndarray and a.dtype == self.dtype):
-            a = _as_array(a, self.dtype, what)
-        if (shape := self._sample_shape(a.shape, what)) != a.shape:
-            a = a.reshape(shape)
-        if a.shape[1:] != want:
-            raise self._shape_error(a.shape, what)
-        return a
-
-    def _shape_error(self, shape, what: str) -> DataError:
-        """The DataError for data of a shape the network does not take, naming the forms it does."""
-        forms = self._forms(what)
-        sample = (f"an image {tuple(self._image)}" if what == "X" and self._image is not None else
-                  str(tuple(self._sample[what])) if self._sample.get(what) is not None else f"a row of {forms[0][0]}")
-        return DataError(f"{what} has shape {tuple(shape)}, but one sample of the network is {sample}: give {what} "
-                         "of shape " + " or ".join("(n, " + ", ".join(map(str, f)) + ")" for f in forms))
-
-    def _forms(self, what: str) -> list:
-        """The shapes after the batch axis that data `what` may have: images (C, H, W) as in
-        PyTorch, a one-row sample's row alone (k), one sample (rows, columns), or a row."""
-        want = self._sample.get(what)
-        if want is None:
-            return [((self.n_inputs,), (self.n_targets,), (self.n_outputs,))["XYG".index(what)]]
-        forms = [tuple(self._image)] if what == "X" and self._image is not None else []
-        return forms + ([(want[1],)] if want[0] == 1 else []) + [tuple(want)]
-
-    def check_input(self, X) -> None:
-        """DataError unless X's shape is one the network takes (the layer forms of torch's module
-        and JAX's function check X with it before the library sees it)."""
-        shape, sample = tuple(np.shape(X)), self._sample["X"]
-        alone = shape == tuple(sample) if sample is not None else len(shape) == 1   # one sample; a 1-D X
-        if not (alone or (len(shape) > 1 and shape[1:] in self._forms("X"))):
-            raise self._shape_error(shape, "X")
-
-    def _x(self, X, params=None) -> np.ndarray:
-        X = self._matrix(X, self.n_inputs, "X", "inputs", params)
-        if X.shape[0] == 0:
-            raise DataError("X has no rows")
-        return X
-
-    def _xy(self, X, Y, params=None):
-        X = self._x(X, params)
-        Y = self._matrix(Y, self.n_targets, "Y", "targets", params)
-        if Y.shape[0] != X.shape[0]:
-            raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-        self._check_targets(Y)
-        return X, Y
-
+    # -- data (the shapes: :class:`symback.datashapes.DataShapes`) -------------------------
     def _check_targets(self, Y) -> None:
         """DataError unless Y holds targets the formulas hold for (see :mod:`symback.targets`)."""
         if self._target_rules:
@@ -318,8 +249,8 @@ class Model:
         if G.shape[0] != X.shape[0]:
             raise DataError(f"X has {X.shape[0]} rows but G has {G.shape[0]}")
         dX, grads = self._run(ns["_vjp"], X, G, params)
-        if self._image is not None and tuple(given[1:]) == tuple(self._image):
-            dX = dX.reshape(given)          # images (n, C, H, W) given: their δ as images too
+        if self._image is not None and tuple(self._image) in (tuple(given[1:]), tuple(given)):
+            dX = dX.reshape(-1, *self._image)   # images (n, C, H, W), or one, given: their δ as images
         return dX, self._shaped(grads, params)
 
     def _shaped(self, grads, params) -> dict:
@@ -357,10 +288,15 @@ class Model:
         tight loop's dict, holding the same arrays as last time, passes in one comparison."""
         arrays = list(map(params.get, self.params)) if isinstance(params, dict) else None
         last = self._stepped        # (ids compared; the arrays kept alive, so no id is reused)
-        if last is not None and last[0] is params and list(map(id, arrays)) == last[1]:
+        if last is not None and last[0] is params and len(params) == last[3] and list(map(id, arrays)) == last[1]:
             return
         self.check_params(params)
-        self._stepped = (params, list(map(id, arrays)), arrays)
+        self._check_updatable(params)
+        self._stepped = (params, list(map(id, arrays)), arrays, len(params))
+
+    def _check_updatable(self, params) -> None:
+        """DataError unless step can update params in place (NumPy: any checked params; a number
+        is replaced in the dict)."""
 
     def fit(self, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size: int | None = 32,
             seed: int = 0, optimizer="sgd", validation=None, progress: bool = False, **options):
@@ -397,6 +333,11 @@ class Model:
             shape, want = tuple(np.shape(v)), tuple(shapes[p])
             if shape != want and not (len(want) == 2 and want[0] == 1 and shape == want[1:]):
                 raise DataError(f"parameter {p!r} has shape {shape}, expected {tuple(shapes[p])}")
+        if len(params) != len(self.params):
+            # as torch's load_state_dict(strict=True): a misspelt or stale entry was silently unused
+            extra = [k for k in params if k not in shapes]
+            raise DataError(f"params has entries the model does not have: {', '.join(map(repr, extra))}; "
+                            f"the model's parameters are {', '.join(self.params)}")
 
     def save(self, params: dict, path) -> Path:
         """Write params to an .npz file (whole or not at all; a file already at `path` is replaced:
@@ -440,18 +381,6 @@ def _floating(dt) -> bool:
         return np.dtype(dt).kind == "f"
     except TypeError:
         return False
-
-
-def _as_array(a, dtype, what) -> np.ndarray:
-    """a as a NumPy array of `dtype`; DataError for anything but real numbers (complex values
-    would lose their imaginary part, strings be parsed as numbers, objects be anything)."""
-    try:
-        raw = np.asarray(a)
-    except (TypeError, ValueError, RuntimeError) as exc:     # (torch: a tensor that needs grad)
-        raise DataError(f"{what} is not numeric array data: {exc}") from None
-    if raw.dtype.kind not in "biuf":
-        raise DataError(f"{what} is not numeric array data: it holds {raw.dtype} values, not real numbers")
-    return raw.astype(dtype, copy=False)
 
 
 def save_params(params: dict, path) -> Path:

@@ -85,8 +85,8 @@ _API = '''
 def _data(a, width, sample=None):
     """a as an array of DTYPE with samples on the first axis; a 1-D array is one column (one
     row when width > 1); for a one-sample graph (`sample`: one sample's shape), one-row samples
-    given as rows are (n, 1, k) and a lone sample gets its batch axis."""
-    if not _is_native(a):
+    given as rows are (n, 1, k) and a lone sample (one image, one row) gets its batch axis."""
+    if not _is_native(a) or (X_IMAGE and tuple(a.shape) == X_IMAGE):    # (one image (C, H, W): 3-D)
         a = _asarray(a)
         if a.ndim == 1 and NDIM == 2:
             a = a.reshape(-1, 1) if width == 1 else a.reshape(1, -1)
@@ -103,16 +103,19 @@ def predict(X, params):
 
 
 def _as_samples(a, sample):
-    """One-row samples (`sample` is 1×k) given as rows (n, k): (n, 1, k), a view; else a."""
+    """One-row samples (`sample` is 1×k) given as rows (n, k): (n, 1, k), a view; one sample given
+    alone as an image (C, H, W) or a row (k,): (1, *sample); else a."""
     if sample is not None and sample[0] == 1 and len(a.shape) == 2:
         return a.reshape(a.shape[0], 1, -1)
+    if sample is not None and tuple(a.shape) in (X_IMAGE, tuple(sample[1:]) if sample[0] == 1 else None):
+        return a.reshape(1, *sample)
     return a
 
 
 def _rows_out(shape):
     """Whether the prediction for X of this shape is given back as (n, K): one row a sample
-    (ROW_OUTPUT), and X given as images or rows rather than as (n, 1, k) samples."""
-    return bool(ROW_OUTPUT) and len(shape) != len(X_SAMPLE) + 1
+    (ROW_OUTPUT), and X given as images, one image or rows rather than as (n, 1, k) samples."""
+    return bool(ROW_OUTPUT) and (len(shape) != len(X_SAMPLE) + 1 or tuple(shape) == tuple(X_IMAGE or ()))
 
 
 def _as_given(out, X):
@@ -120,14 +123,39 @@ def _as_given(out, X):
     return out.reshape(out.shape[0], -1) if _rows_out(np.shape(X)) else out
 
 
+def _xy(X, Y):
+    """X and Y as _data makes them, checked: data of a shape the network does not take, or with
+    more samples of one than of the other, are a ValueError that says so (else NumPy's broadcast
+    or reshape error, deep in the formulas, or none: a lone target row broadcast over the batch)."""
+    given = (np.shape(X), np.shape(Y))
+    X, Y = _data(X, N_INPUTS, X_SAMPLE), _data(Y, N_TARGETS, Y_SAMPLE)
+    xs, ys = tuple(X.shape), tuple(Y.shape)
+    if not (xs[1:] == _WANT[0] and ys[1:] == _WANT[1] and xs[0] == ys[0]):
+        for what, shape, want, was in (("X", xs, _WANT[0], given[0]), ("Y", ys, _WANT[1], given[1])):
+            forms = ([want] + ([want[1:]] if len(want) == 2 and want[0] == 1 else [])
+                     + ([X_IMAGE] if what == "X" and X_IMAGE else []))
+            if shape[1:] not in forms:
+                raise ValueError(f"{what} has shape {tuple(was)}; the network takes {what} of shape "
+                                 + " or ".join("(n, " + ", ".join(map(str, f)) + ")" for f in forms)
+                                 + (" (class labels? one-hot encode them: np.eye(K)[labels])"
+                                    if what == "Y" and TARGET_KIND == "onehot" else ""))
+        if xs[0] != ys[0]:
+            raise ValueError(f"X has {xs[0]} samples but Y has {ys[0]}")
+    return X, Y
+
+
+#: one sample's shape of X and of Y after the batch axis, as _data gives them
+_WANT = (tuple(X_SAMPLE or (N_INPUTS,)), tuple(Y_SAMPLE or (N_TARGETS,)))
+
+
 def loss(X, Y, params):
     """The batch loss L, a float."""
-    return float(_loss(_data(X, N_INPUTS, X_SAMPLE), _data(Y, N_TARGETS, Y_SAMPLE), params))
+    return float(_loss(*_xy(X, Y), params))
 
 
 def value_and_grad(X, Y, params):
     """(L, {parameter: dL/dparameter}) from one forward and one backward pass."""
-    value, grads = _grad(_data(X, N_INPUTS, X_SAMPLE), _data(Y, N_TARGETS, Y_SAMPLE), params)
+    value, grads = _grad(*_xy(X, Y), params)
     return float(value), dict(zip(PARAMS, grads))
 
 
@@ -147,7 +175,7 @@ def vjp(X, params, G):
 
 def step(X, Y, params, lr=0.1):
     """One gradient-descent step p <- p - lr dL/dp, left in params; returns L before it."""
-    return float(_apply_step(_data(X, N_INPUTS, X_SAMPLE), _data(Y, N_TARGETS, Y_SAMPLE), params, lr))
+    return float(_apply_step(*_xy(X, Y), params, lr))
 
 
 def random_data(n=8, seed=0):

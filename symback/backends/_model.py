@@ -47,11 +47,12 @@ class BackendModel(Model):
                 a = b if self._ns["_is_native"](b) else a
         if self._sample.get(what) is not None and self._ns["_is_native"](a):
             if tuple(a.shape[1:]) != tuple(self._sample[what]):
-                raise self._shape_error(a.shape, what)
+                raise self._shape_error(a.shape, what, a)
             return a
         if self._ns["_is_native"](a):
             if a.shape[1] != width:
-                raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}")
+                raise DataError(f"{what} has {a.shape[1]} columns but the network has {width} {unit}"
+                                + self._labels_hint(a, what))
             return a
         return self._convert(super()._matrix(self._host(a), width, what, unit), params)
 
@@ -74,6 +75,12 @@ class BackendModel(Model):
             super()._failed(exc, params)
         self.check_params(params)
         self._misplaced(data, params)
+        for k in self.params:       # torch multiplies no float32 by float64 (NumPy and JAX promote)
+            dt = getattr(params[k], "dtype", None)
+            if dt is not None and str(dt).rpartition(".")[2] != self.dtype.name:
+                raise DataError(f"parameter {k!r} holds {dt} values, but this model computes in {self.dtype.name}: "
+                                f"convert the parameters to {self.dtype.name} (m.init() makes them so), or compile "
+                                f"with dtype={str(dt).rpartition('.')[2]!r}") from exc
         raise exc
 
     def _misplaced(self, data, params):

@@ -35,7 +35,7 @@ class Model(BackendModel):
         """
         import jax
         from ..errors import SymbackError
-        ns, names = self._layer_ns(), self.params
+        ns, names, dtype = self._layer_ns(), self.params, self.dtype
         if ns["VJP_ERROR"]:
             raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
 
@@ -47,7 +47,10 @@ class Model(BackendModel):
         def checked(params, X):     # shapes are known when traced: a DataError, not XLA's
             self.check_input(X)
             self.check_params(params)
-            return samples(X)
+            return cast(samples(X))
+
+        def cast(a):    # float32 data into a float64 model, as predict converts them (a convolution
+            return a.astype(dtype) if a.dtype != dtype else a   # of the two dtypes is an XLA TypeError)
 
         @jax.custom_vjp
         def f(params, X):   # one row a sample, X images or rows: Ŷ as (n, K) (_as_given)
@@ -60,9 +63,10 @@ class Model(BackendModel):
         def bwd(saved, G):
             params, X, values = saved        # the forward values: not computed a second time
             G = G.reshape(G.shape[0], 1, -1) if ns["ROW_OUTPUT"] and G.ndim == 2 else G
-            dX, grads = ns["_vjp_backward"](samples(X), G, params, values)
+            dX, grads = ns["_vjp_backward"](cast(samples(X)), G, params, values)
             # the cotangent of params has params' structure: a (n,) bias gets an (n,) gradient
-            return {k: g.reshape(params[k].shape) for k, g in zip(names, grads)}, dX.reshape(X.shape)
+            return ({k: g.reshape(params[k].shape) for k, g in zip(names, grads)},
+                    dX.reshape(X.shape).astype(X.dtype))
 
         f.defvjp(fwd, bwd)
         return f

@@ -120,13 +120,17 @@ class Model(BackendModel):
             out[k] = v
         return out
 
-    def _misplaced(self, data, params):
+    def _check_updatable(self, params):
+        # a number was left as it was: its step ran on a converted copy, and no error said so
         import torch
         for k in self.params:
             if not isinstance(params[k], torch.Tensor):
                 raise DataError(f"parameter {k!r} is a {type(params[k]).__name__}, not a torch.Tensor: "
                                 f"step and fit update the parameters in place, so they need tensors: "
                                 f"start from m.init(), or convert with torch.as_tensor")
+
+    def _misplaced(self, data, params):
+        self._check_updatable(params)
         device = _device(params)
         for what, a in zip(("X", "Y"), data):
             where = getattr(a, "device", None)
@@ -177,9 +181,14 @@ class Model(BackendModel):
 
             def loss(self, X, Y):
                 """The batch loss L; ``L.backward()`` fills each parameter's ``.grad``."""
-                check_targets(Y)        # the targets its derived backward holds for
+                model.check_input(X)        # shapes torch would fail on deep in the formulas
+                model._check_form(Y, "Y")
                 # images, one-row samples as rows (a CNN's Y as (n, K)), as m.loss takes them
+                given = Y
                 X, Y = ns["_data"](X, ns["N_INPUTS"], ns["X_SAMPLE"]), ns["_data"](Y, ns["N_TARGETS"], ns["Y_SAMPLE"])
+                if X.shape[0] != Y.shape[0]:
+                    raise model._rows_error(X, Y, given)
+                check_targets(Y)        # the targets its derived backward holds for
                 return fn.apply(ns, X, Y, *[self.params[k] for k in names])
 
         return SymbackModule()
