@@ -238,3 +238,27 @@ def test_a_layers_delta_is_said_before_the_maps_use_it(notation, first):
     for text in (d.markdown(notation=notation, **QUICK), d.latex(notation=notation, **QUICK)):
         at = text.index(first)
         assert "the notes' name" in text[max(0, at - 400):at]
+
+
+# ---------------------------------------------------------------- rounding is no kink
+@pytest.mark.parametrize("jump, is_kink", [(0.0, False), (0.3, True)])
+def test_one_sided_slopes_tell_rounding_from_a_kink(monkeypatch, jump, is_kink):
+    """A smooth loss of about 1,334 (a transformer's, 4×6 one-sample, the verification table's
+    point) had one-sided slopes 1.9e-5 apart at h = 1e-6, the size of its rounding, which grows
+    tenfold at h/10: read as a kink, SymPy then expanded the whole transformer for its slope
+    (minutes).  Oracle: the loss is written here, smooth plus rounding-sized high-frequency
+    noise, or plus jump·|w| (a kink of that jump, known by construction)."""
+    from types import SimpleNamespace
+
+    from symback.document import kinkslope
+
+    def loss(w):
+        w = float(np.asarray(w).ravel()[0])
+        noise = 2e-11 * np.sin(7.3e9 * w + 1.5)       # rounding's size: 2.0e-5 apart at h = 1e-6
+        return 1333.5 - 1.31 * w + noise + jump * abs(w)
+    monkeypatch.setattr(kinkslope, "numpy_forward", lambda d, values: {"L": loss(values["w"])})
+    d = SimpleNamespace(loss_name="L")
+    left, _, right, kink = kinkslope.one_sided(d, {"w": np.zeros((1, 1))}, "w", np.ones((1, 1)), 1e-6)
+    assert bool(kink) == is_kink
+    if is_kink:       # both slopes, each side's
+        assert left == pytest.approx(-1.31 - jump, abs=1e-3) and right == pytest.approx(-1.31 + jump, abs=1e-3)
