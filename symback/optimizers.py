@@ -13,6 +13,8 @@ NumPy, JAX and torch arrays, inside ``jax.jit`` too.  Two ways to apply it:
 """
 from __future__ import annotations
 
+import inspect
+
 import math
 
 import numpy as np
@@ -147,6 +149,12 @@ def get_optimizer(spec="sgd", **options):
         return spec
     if not isinstance(spec, str) or spec not in OPTIMIZERS:
         raise TrainingError(f"unknown optimizer {spec!r}; use one of {', '.join(OPTIMIZERS)}")
+    takes = list(inspect.signature(OPTIMIZERS[spec]).parameters)
+    unknown = [k for k in options if k not in takes]
+    if unknown:     # a misspelt option (momentumm=0.9) named, with the ones this optimizer takes
+        raise TrainingError(f"unknown option {', '.join(map(repr, unknown))} for optimizer {spec!r}; it takes "
+                            + (", ".join(takes) if takes else "no options") + " (fit's own: epochs, lr, "
+                            "batch_size, seed, optimizer, validation, progress, shuffle, flow)")
     try:
         return OPTIMIZERS[spec](**options)
     except TypeError as exc:

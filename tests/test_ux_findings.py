@@ -242,3 +242,17 @@ def test_torch_step_refuses_numbers_it_cannot_update():
     for _ in range(3):
         w -= 0.1 * 2 * A.T @ (A @ w - X[:, 2]) / len(X)
     np.testing.assert_allclose([float(p[k]) for k in ("w1", "w2", "b")], w, rtol=1e-12)
+
+
+@pytest.mark.parametrize("options, named", [({"momentumm": 0.9}, "'momentumm'"),
+                                            ({"optimizer": "adam", "beta3": 0.9}, "'beta3'")])
+def test_a_misspelt_optimizer_option_is_named(options, named):
+    """fit(..., momentumm=0.9) said "SGD() takes no arguments", naming neither the option nor
+    the ones there are; nothing trains (the parameters stay as they were)."""
+    m = sb.compile(sb.derive(sb.mlp([2, 3, 1])))
+    p = m.init(seed=0)
+    before = {k: v.copy() for k, v in p.items()}
+    with pytest.raises(sb.SymbackError) as info:
+        m.fit(np.zeros((4, 2)), np.zeros((4, 1)), p, epochs=1, **options)
+    assert named in str(info.value) and "it takes" in str(info.value)
+    assert all(np.array_equal(p[k], before[k]) for k in p)
