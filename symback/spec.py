@@ -107,7 +107,9 @@ def read_spec(path) -> Spec:
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+        # a JSON or YAML file is the likely mistake: say that specs are TOML, and where to look
+        hint = "" if path.suffix.lower() == ".toml" else " (spec files are TOML, as examples/*.toml)"
+        raise SpecError(f"{path}: not valid TOML: {exc}{hint}") from None
     except RecursionError:              # tomllib reads nested arrays and tables recursively
         raise SpecError(f"{path}: its TOML is nested too deeply to read") from None
     return spec_from_dict(data, str(path))

@@ -256,3 +256,12 @@ def test_a_misspelt_optimizer_option_is_named(options, named):
         m.fit(np.zeros((4, 2)), np.zeros((4, 1)), p, epochs=1, **options)
     assert named in str(info.value) and "it takes" in str(info.value)
     assert all(np.array_equal(p[k], before[k]) for k in p)
+
+
+def test_a_json_spec_is_told_specs_are_toml(tmp_path):
+    """A spec written as JSON got only "not valid TOML: Invalid statement (at line 1, column 1)"."""
+    from symback.spec import read_spec
+    f = tmp_path / "net.json"
+    f.write_text('{"inputs": ["x"], "params": ["w"]}')
+    with pytest.raises(sb.SymbackError, match=r"spec files are TOML"):
+        read_spec(f)
