@@ -446,13 +446,19 @@ def _sigint_for_children():
 def test_ctrl_c_while_starting_is_one_line(delay, folder):
     """SIGINT while Python is still importing SymPy (about the first second)."""
     before = files(folder)
-    with _sigint_for_children():
-        p = subprocess.Popen(command("derive", "good.toml", "-o", "out.tex"), cwd=folder, env=environment(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             stdin=subprocess.DEVNULL)
-    time.sleep(delay)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    for _ in range(4):
+        with _sigint_for_children():
+            p = subprocess.Popen(command("derive", "good.toml", "-o", "out.tex"), cwd=folder, env=environment(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 stdin=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        # on a loaded machine the signal can land while Python itself starts, before any of
+        # symback's code ("Fatal Python error: init_import_site"): not this test's subject, again later
+        if "Fatal Python error" not in err:
+            break
+        delay *= 2
     assert p.returncode == 130, (p.returncode, err)
     assert err == "symback: error: interrupted\n" and "Traceback" not in out
     assert files(folder) == before
