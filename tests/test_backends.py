@@ -27,6 +27,7 @@ import symback as sb
 from symback.backends import backend_module_source
 from symback.errors import DataError, SymbackError
 from _backend_nets import BUILDERS, HEADS, HIDDEN, data, mlp_net
+from _command import main_run
 
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
@@ -457,9 +458,8 @@ def test_standalone_module_is_the_model(backend, tmp_path):
 
 
 def test_cli_codegen_and_train_with_a_backend(tmp_path):
-    def cli(*args):
-        res = subprocess.run([sys.executable, "-m", "symback", *map(str, args)], capture_output=True, text=True,
-                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    def cli(*args):         # in this process (tests/test_cli.py starts the command itself)
+        res = main_run(*args, cwd=tmp_path)
         assert res.returncode == 0, res.stderr[-2000:]
         return res
     cli("codegen", "--layers", "3,4,1", "--activation", "tanh", "--backend", "torch", "-o", "net.py")
