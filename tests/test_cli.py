@@ -78,7 +78,7 @@ def test_version_and_help(tmp_path, capsys):
 
 
 def test_demo_in_an_empty_folder(tmp_path):
-    r = ok(run("demo", cwd=tmp_path, script=True))
+    r = ok(run("demo", cwd=tmp_path))
     out = r.stdout
     assert "C = 0.49" in out and "dC/dw1 = -4.2" in out and "= 4.3" in out
     test_acc = float(re.search(r"held-out (\d\.\d+)", out).group(1))
