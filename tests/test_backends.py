@@ -313,11 +313,19 @@ def _run(script, env_extra=None, timeout=120):
     return out.stdout
 
 
-def test_jax_fit_on_4_devices_equals_1_device():
+@pytest.fixture(scope="module")
+def four_devices():
+    """The JSON lines of JAX_SCRIPT and GLOBAL_MESH_SCRIPT, run one after the other in one process
+    of 4 simulated devices (one start, one import of JAX and symback, for the two tests)."""
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    four = json.loads(_run(JAX_SCRIPT.format(tests=os.path.join(ROOT, "tests")),
-                           {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
-                      .splitlines()[-1])
+    tests = os.path.join(ROOT, "tests")
+    lines = _run(JAX_SCRIPT.format(tests=tests) + GLOBAL_MESH_SCRIPT.format(tests=tests),
+                 {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}).splitlines()
+    return {"fit": json.loads(lines[-2]), "global mesh": json.loads(lines[-1])}
+
+
+def test_jax_fit_on_4_devices_equals_1_device(four_devices):
+    four = four_devices["fit"]
     assert (four["devices"], four["shards"]) == (4, 4)     # every batch split over 4 devices
     assert len(jax.devices()) == 1                          # this process: one device
     m = sb.compile(net(("tanh", "softmax", "cross_entropy"))[0], "float64", backend="jax")
@@ -357,11 +365,8 @@ print(json.dumps({{"devices": len(jax.devices()), "shards": len(Xb.sharding.devi
 """
 
 
-def test_readme_global_mesh_loop_equals_one_device_steps():
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    four = json.loads(_run(GLOBAL_MESH_SCRIPT.format(tests=os.path.join(ROOT, "tests")),
-                           {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
-                      .splitlines()[-1])
+def test_readme_global_mesh_loop_equals_one_device_steps(four_devices):
+    four = four_devices["global mesh"]
     assert (four["devices"], four["shards"]) == (4, 4)
     m = sb.compile(net(("tanh", "softmax", "cross_entropy"))[0], "float64", backend="jax")
     X, Y = data(3, 2, "softmax", n=64)
