@@ -2,9 +2,9 @@
 
 The scripts hold the checks (the seeds' numbers and formulas, hand-written
 NumPy, sympy.diff); here they run from a fresh folder, and a failed assertion
-inside a script fails the test.  The trained examples run in a subprocess; the
-seed scripts (SymPy and a few NumPy lines each) as ``__main__`` in this process,
-which spares a Python start and SymPy's import each.
+inside a script fails the test.  The scripts run as ``__main__`` in this process,
+which spares a Python start and SymPy's import each; the transformer example (it sets
+BLAS's thread count before NumPy loads) and the README's quick start in a subprocess.
 """
 import contextlib
 import importlib.util
@@ -58,13 +58,13 @@ def test_seed_script(script, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
 def test_digits_above_95_percent(tmp_path):
-    out = run_script(EXAMPLES / "digits.py", tmp_path)
+    out = run_script(EXAMPLES / "digits.py", tmp_path, in_process=True)
     test_acc = float(out.rsplit("test ", 1)[1].split()[0])
     assert test_acc > 0.95
 
 
 def test_gradient_flow_elman_decays_lstm_survives(tmp_path):
-    out = run_script(EXAMPLES / "gradient_flow.py", tmp_path)       # it asserts the two ratios
+    out = run_script(EXAMPLES / "gradient_flow.py", tmp_path, in_process=True)       # it asserts the two ratios
     ratios = {line.split(":")[0].strip(): float(line.rsplit("=", 1)[1].split()[0])
               for line in out.splitlines() if "‖∂L/∂h_1‖" in line}
     assert ratios["Elman tanh"] < 0.1 and ratios["LSTM"] > 10 * ratios["Elman tanh"]
@@ -80,7 +80,7 @@ def test_transformer_reverses_held_out_strings(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
 def test_cnn_digits_at_least_98_percent(tmp_path):
     """A CNN (two convolutions, max-pooling) on the 8x8 digits; the script asserts it too."""
-    out = run_script(EXAMPLES / "cnn_digits.py", tmp_path)
+    out = run_script(EXAMPLES / "cnn_digits.py", tmp_path, in_process=True)
     test_acc = float(out.rsplit("test ", 1)[1].split()[0])
     assert test_acc >= 0.98
     assert list(tmp_path.iterdir()) == []
