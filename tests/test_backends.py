@@ -27,6 +27,7 @@ import symback as sb
 from symback.backends import backend_module_source
 from symback.errors import DataError, SymbackError
 from _backend_nets import BUILDERS, HEADS, HIDDEN, data, mlp_net
+from _command import main_run
 
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
@@ -312,11 +313,19 @@ def _run(script, env_extra=None, timeout=120):
     return out.stdout
 
 
-def test_jax_fit_on_4_devices_equals_1_device():
+@pytest.fixture(scope="module")
+def four_devices():
+    """The JSON lines of JAX_SCRIPT and GLOBAL_MESH_SCRIPT, run one after the other in one process
+    of 4 simulated devices (one start, one import of JAX and symback, for the two tests)."""
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    four = json.loads(_run(JAX_SCRIPT.format(tests=os.path.join(ROOT, "tests")),
-                           {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
-                      .splitlines()[-1])
+    tests = os.path.join(ROOT, "tests")
+    lines = _run(JAX_SCRIPT.format(tests=tests) + GLOBAL_MESH_SCRIPT.format(tests=tests),
+                 {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}).splitlines()
+    return {"fit": json.loads(lines[-2]), "global mesh": json.loads(lines[-1])}
+
+
+def test_jax_fit_on_4_devices_equals_1_device(four_devices):
+    four = four_devices["fit"]
     assert (four["devices"], four["shards"]) == (4, 4)     # every batch split over 4 devices
     assert len(jax.devices()) == 1                          # this process: one device
     m = sb.compile(net(("tanh", "softmax", "cross_entropy"))[0], "float64", backend="jax")
@@ -356,11 +365,8 @@ print(json.dumps({{"devices": len(jax.devices()), "shards": len(Xb.sharding.devi
 """
 
 
-def test_readme_global_mesh_loop_equals_one_device_steps():
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    four = json.loads(_run(GLOBAL_MESH_SCRIPT.format(tests=os.path.join(ROOT, "tests")),
-                           {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
-                      .splitlines()[-1])
+def test_readme_global_mesh_loop_equals_one_device_steps(four_devices):
+    four = four_devices["global mesh"]
     assert (four["devices"], four["shards"]) == (4, 4)
     m = sb.compile(net(("tanh", "softmax", "cross_entropy"))[0], "float64", backend="jax")
     X, Y = data(3, 2, "softmax", n=64)
@@ -457,15 +463,18 @@ def test_standalone_module_is_the_model(backend, tmp_path):
 
 
 def test_cli_codegen_and_train_with_a_backend(tmp_path):
-    def cli(*args):
-        res = subprocess.run([sys.executable, "-m", "symback", *map(str, args)], capture_output=True, text=True,
-                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    def cli(*args):         # in this process (tests/test_cli.py starts the command itself)
+        res = main_run(*args, cwd=tmp_path)
         assert res.returncode == 0, res.stderr[-2000:]
         return res
     cli("codegen", "--layers", "3,4,1", "--activation", "tanh", "--backend", "torch", "-o", "net.py")
     assert "import torch" in (tmp_path / "net.py").read_text()
-    res = subprocess.run([sys.executable, "net.py"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-2000:]
+    # its finite-difference self-check, called here (test_standalone_module_is_the_model runs
+    # torch modules as scripts)
+    spec = importlib.util.spec_from_file_location("net_from_codegen", tmp_path / "net.py")
+    written = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(written)
+    assert written.selfcheck()
     spec, points = os.path.join(ROOT, "examples", "seed002.toml"), os.path.join(ROOT, "examples", "seed002_points.csv")
     for backend in ("numpy", "torch"):
         cli("train", spec, "--data", points, "--epochs", "20", "--backend", backend, "--out", f"{backend}.npz",

@@ -1,4 +1,6 @@
-"""The command line, run as a user runs it: in a subprocess, in a fresh folder.
+"""The command line, run as a user runs it, in a fresh folder: through cli.main in this process
+(the same lines and exit status as a subprocess, without a Python start and SymPy's import each
+time), and the entry points themselves (the console script, `python -m symback`) in subprocesses.
 
 Oracles: least squares (NumPy) for a trained linear model, hand-written
 NumPy gradients and central finite differences for generated modules,
@@ -14,14 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _command import main_run
+from conftest import slow
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPT = shutil.which("symback")
 PDFLATEX = shutil.which("pdflatex")
 
 
-def run(*args, cwd, script=False, timeout=300):
-    """`python -m symback ARGS` (or the `symback` console script) in `cwd`."""
+def run(*args, cwd, script=False, process=False, timeout=300):
+    """`symback ARGS` in `cwd`: through cli.main in this process, or as the `symback` console
+    script (`script`) or `python -m symback` (`process`) in a subprocess."""
+    if not (script or process):
+        return main_run(*args, cwd=cwd)
     cmd = [SCRIPT] if script and SCRIPT else [sys.executable, "-m", "symback"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
@@ -62,7 +70,7 @@ def test_version_and_help(tmp_path, capsys):
     assert SCRIPT, "the `symback` console script is not installed: pip install -e ."
     r = ok(run("--version", cwd=tmp_path, script=True))
     assert r.stdout.strip() == f"symback {symback.__version__}"
-    assert "one-hot" in ok(run("train", "--help", cwd=tmp_path)).stdout
+    assert "one-hot" in ok(run("train", "--help", cwd=tmp_path, process=True)).stdout
     for cmd in ("derive", "train", "codegen", "demo"):
         assert main([cmd, "--help"]) == 0
         assert capsys.readouterr().out.startswith(f"usage: symback {cmd}")
@@ -70,7 +78,7 @@ def test_version_and_help(tmp_path, capsys):
 
 
 def test_demo_in_an_empty_folder(tmp_path):
-    r = ok(run("demo", cwd=tmp_path, script=True))
+    r = ok(run("demo", cwd=tmp_path))
     out = r.stdout
     assert "C = 0.49" in out and "dC/dw1 = -4.2" in out and "= 4.3" in out
     test_acc = float(re.search(r"held-out (\d\.\d+)", out).group(1))
@@ -184,7 +192,7 @@ def test_train_layers_with_one_hot_labels_and_resume(moons_csv, tmp_path):
     args = ["train", "--layers", "2,16,2", "--activation", "tanh", "--output", "softmax",
             "--data", moons_csv, "--optimizer", "adam", "--lr", "0.02", "--epochs", "40",
             "--batch-size", "16", "--out", "net.npz"]
-    r = ok(run(*args, cwd=tmp_path, script=True))
+    r = ok(run(*args, cwd=tmp_path))
     acc = float(re.search(r"training accuracy: ([\d.]+)", r.stdout).group(1))
     assert acc > 0.9
     final = float(re.search(r"final ([\d.e+-]+)", r.stdout).group(1))
@@ -271,7 +279,7 @@ def test_codegen_scalar_module_runs_without_sympy(tmp_path):
 
 def test_codegen_layer_module_runs_without_sympy(tmp_path):
     ok(run("codegen", "--layers", "3,5,2", "--activation", "tanh", "--output", "sigmoid",
-           "--loss", "binary_cross_entropy", "-o", "net.py", cwd=tmp_path, script=True))
+           "--loss", "binary_cross_entropy", "-o", "net.py", cwd=tmp_path))
     res = run_isolated(tmp_path / "net.py", 3, 2, tmp_path)
     assert not res["sympy_loaded"]
     for g, f in zip(res["grads"], res["fd"]):
@@ -395,7 +403,8 @@ def check_one_line_error(code, stdout, stderr, folder, before):
     assert not (folder / "PWNED").exists()
 
 
-# One of each kind of mistake through a real subprocess and the console script...
+# One of each kind of mistake through a real subprocess and the console script (the rest of
+# them that way in slow mode)...
 AS_A_USER = [
     ("derive", "--layers", "784,,10"),
     ("derive", "--layers", "a,b"),
@@ -414,7 +423,14 @@ AS_A_USER = [
 assert set(AS_A_USER) <= set(BAD)
 
 
-@pytest.mark.parametrize("args", AS_A_USER, ids=[" ".join(a) for a in AS_A_USER])
+# a usage error (argparse, exit 2), a spec whose text would run code, an output refused (exit 1),
+# training that fails on the way
+ONE_OF_EACH = {("frobnicate",), ("derive", "attack.toml"), ("derive", "good.toml", "-o", "out.docx"),
+               ("train", "good.toml", "--data", "good.csv", "--lr", "1e6", "--epochs", "50")}
+
+
+@pytest.mark.parametrize("args", [a if a in ONE_OF_EACH else slow(a) for a in AS_A_USER],
+                         ids=[" ".join(a) for a in AS_A_USER])
 def test_bad_input_is_one_line_and_leaves_no_file(args, bad_inputs):
     before = sorted(p.name for p in bad_inputs.iterdir())
     r = run(*args, cwd=bad_inputs, script=True)

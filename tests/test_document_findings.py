@@ -570,11 +570,13 @@ def test_text_and_mermaid_name_no_internal_class():
     nets = [sb.Sequential(sb.Conv2d(2, 3, padding=1, activation="relu"), sb.MaxPool2d(2), sb.AvgPool2d(2),
                           sb.Flatten(), sb.Dense(3, "softmax"), inputs=(1, 4, 4), loss="cross_entropy"),
             sb.Sequential(sb.Attention(heads=2), sb.LayerNorm(), sb.Dense(2), inputs=(3, 4), loss="mse")]
+    reports = []
     for net in nets:
         d = sb.derive(net)
-        for shown in (text_report(d), d.markdown(verify=False, cost=False, vanishing=False)):
+        reports.append(text_report(d))
+        for shown in (reports[-1], d.markdown(verify=False, cost=False, vanishing=False)):
             for internal in ("MaxPoolVJP", "ImageMap", "Elementwise(", "_of_", "↦ 1/_", "_w ↦"):
                 assert internal not in shown, internal
             assert not re.search(r"(?<!\\)gamma\d", shown)
-    report = text_report(sb.derive(nets[0]))
+    report = reports[0]         # the CNN's, read again below for what it does name
     assert "route_argmax(" in report and "flatten⁻¹(" in report and "[1/Y\u0302]_⊙" in report

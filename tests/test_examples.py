@@ -1,11 +1,16 @@
 """Each example script runs as a user runs it and asserts the numbers it reproduces.
 
 The scripts hold the checks (the seeds' numbers and formulas, hand-written
-NumPy, sympy.diff); here they run in a subprocess from a fresh folder, and
-a failed assertion inside a script fails the test.
+NumPy, sympy.diff); here they run from a fresh folder, and a failed assertion
+inside a script fails the test.  The scripts run as ``__main__`` in this process,
+which spares a Python start and SymPy's import each; the transformer example (it sets
+BLAS's thread count before NumPy loads) and the README's quick start in a subprocess.
 """
+import contextlib
 import importlib.util
+import io
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +21,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SEED_SCRIPTS = sorted(EXAMPLES.glob("seed00*_*.py"))
 
 
-def run_script(path, cwd):
+def run_script(path, cwd, in_process=False):
+    """What `python PATH` prints in `cwd`: in a subprocess, or with runpy as __main__ here."""
+    if in_process:
+        out = io.StringIO()
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out):
+            runpy.run_path(str(path), run_name="__main__")
+        return out.getvalue()
     r = subprocess.run([sys.executable, str(path)], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
@@ -38,7 +49,7 @@ PRINTS = {
 
 @pytest.mark.parametrize("script", SEED_SCRIPTS, ids=lambda p: p.name)
 def test_seed_script(script, tmp_path):
-    out = run_script(script, tmp_path)
+    out = run_script(script, tmp_path, in_process=True)
     assert f"{script.name[:4]} {script.name[4:7]} reproduced" in out
     for text in PRINTS[script.name[:7]]:
         assert text in out
@@ -47,13 +58,13 @@ def test_seed_script(script, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
 def test_digits_above_95_percent(tmp_path):
-    out = run_script(EXAMPLES / "digits.py", tmp_path)
+    out = run_script(EXAMPLES / "digits.py", tmp_path, in_process=True)
     test_acc = float(out.rsplit("test ", 1)[1].split()[0])
     assert test_acc > 0.95
 
 
 def test_gradient_flow_elman_decays_lstm_survives(tmp_path):
-    out = run_script(EXAMPLES / "gradient_flow.py", tmp_path)       # it asserts the two ratios
+    out = run_script(EXAMPLES / "gradient_flow.py", tmp_path, in_process=True)       # it asserts the two ratios
     ratios = {line.split(":")[0].strip(): float(line.rsplit("=", 1)[1].split()[0])
               for line in out.splitlines() if "‖∂L/∂h_1‖" in line}
     assert ratios["Elman tanh"] < 0.1 and ratios["LSTM"] > 10 * ratios["Elman tanh"]
@@ -69,7 +80,7 @@ def test_transformer_reverses_held_out_strings(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
 def test_cnn_digits_at_least_98_percent(tmp_path):
     """A CNN (two convolutions, max-pooling) on the 8x8 digits; the script asserts it too."""
-    out = run_script(EXAMPLES / "cnn_digits.py", tmp_path)
+    out = run_script(EXAMPLES / "cnn_digits.py", tmp_path, in_process=True)
     test_acc = float(out.rsplit("test ", 1)[1].split()[0])
     assert test_acc >= 0.98
     assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ parser accepts must be named in ``--activation``'s help), the ``templates/`` fol
 built-in template must be named in ``--template``'s help), and argparse's own option list
 (every option that takes a value says what it does or its default).
 """
+import functools
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from symback.cli import build_parser
+from _command import main_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,13 +31,15 @@ def _help(command: str, option: str) -> str:
     return " ".join((action.help or "").split())
 
 
-def _builtin_activations() -> list:
-    # a fresh process: other tests register activations (mish, ...) in this one's registry
+@functools.lru_cache(maxsize=None)
+def _builtin_activations() -> tuple:
+    # a fresh process (one for the three commands' tests): other tests register activations
+    # (mish, ...) in this one's registry
     code = "import json, symback.functions as f; print(json.dumps(sorted(f.ACTIVATIONS)))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return tuple(json.loads(r.stdout))
 
 
 @pytest.mark.parametrize("command", ["derive", "train", "codegen"])
@@ -73,9 +77,7 @@ def test_codegen_description_says_which_library_its_module_needs(tmp_path):
     """It said 'needs NumPy only' for every --backend; a torch module imports torch."""
     sub = _subparsers()["codegen"]
     out = tmp_path / "net_torch.py"
-    r = subprocess.run([sys.executable, "-m", "symback", "codegen", "--layers", "2,3,1",
-                        "--backend", "torch", "-o", str(out)], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=300)
+    r = main_run("codegen", "--layers", "2,3,1", "--backend", "torch", "-o", out, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     imports = {line.split()[1] for line in out.read_text().splitlines()
                if line.startswith("import ")}
