@@ -16,7 +16,7 @@ import numpy as np
 from .data import available_memory, check_finite, check_rate, check_seed, format_bytes, sample_shape
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
-from .targets import check_targets, target_rules
+from .targets import check_rows, check_targets, min_rows, target_rules
 
 __all__ = ["Model", "save_params", "load_params", "run_generated"]
 
@@ -73,6 +73,7 @@ class Model:
         self._step = namespace["_apply_step"]
         # what the targets must satisfy for the formulas to hold (rows summing to 1, ...)
         self._target_rules = target_rules(derivation)
+        self._min_rows = min_rows(derivation)       # (2 for batch statistics: BatchNorm)
 
     @property
     def source(self) -> str:
@@ -188,11 +189,13 @@ class Model:
         alone = shape == tuple(sample) if sample is not None else len(shape) == 1   # one sample; a 1-D X
         if not (alone or (len(shape) > 1 and shape[1:] in self._forms("X"))):
             raise self._shape_error(shape, "X")
+        check_rows(shape[0] if len(shape) > 1 else 1, self._min_rows)
 
     def _x(self, X, params=None) -> np.ndarray:
         X = self._matrix(X, self.n_inputs, "X", "inputs", params)
         if X.shape[0] == 0:
             raise DataError("X has no rows")
+        check_rows(X.shape[0], self._min_rows)
         return X
 
     def _xy(self, X, Y, params=None):
@@ -340,7 +343,7 @@ class Model:
         # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
         if not (type(X) is np.ndarray is type(Y) and X.dtype is self.dtype is Y.dtype
                 and (xs := X.shape)[1:] == self._rows[0] and (ys := Y.shape)[1:] == self._rows[1]
-                and xs[0] == ys[0] and xs[0]):
+                and xs[0] == ys[0] and xs[0] >= self._min_rows):
             X, Y = self._xy(X, Y)
         elif self._target_rules:
             self._check_targets(Y)

@@ -92,6 +92,7 @@ class Compiled:
 
     def __init__(self, model, params: dict, optimizer, lr: float):
         self.model, self.params, self.lr = model, params, lr
+        model._misplaced((), params)    # (torch: NumPy parameters cannot be updated in place)
         self.current = model._replicate({k: params[k] for k in model.params})
         # symback's optimizers run compiled; any other object's in-place update(params, grads,
         # lr) runs in Python after each batch's gradient, which it reads: eager

@@ -1,0 +1,120 @@
+"""Layer networks and training calls a fourth differential fuzz (recurrent, CNN, BatchNorm and
+transformer stacks, in training) found wrong, checked against torch.
+
+The findings:
+
+* BatchNorm on a batch of one sample: each column minus its own mean is 0, so the output is β
+  whatever the input and every gradient above it is 0; symback trained on (loss 0, gradients 0
+  on every backend, and ``fit`` with a last batch of one row, n = 5 in batches of 2, took that
+  step silently) where torch's ``batch_norm(training=True)`` refuses ("Expected more than 1
+  value per channel when training"): now a DataError naming the rows, from every entry point
+  (predict, loss, grad, vjp, step, fit, torch's module, JAX's function);
+* ``fit`` on the torch backend with NumPy parameters raised torch's TypeError from ``addmm``
+  where ``step`` gave the DataError that says tensors are needed: now the same DataError.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symback as sb
+from symback.errors import DataError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("jax")
+
+BACKENDS = ("numpy", "jax", "torch")
+F = torch.nn.functional
+
+
+def _bn_net():
+    return sb.Sequential(sb.Dense(2, "tanh"), sb.BatchNorm(), sb.Dense(3), inputs=2, loss="mse")
+
+
+def _torch_refuses_one_row():
+    with pytest.raises(ValueError, match="more than 1 value"):
+        F.batch_norm(torch.ones(1, 2), None, None, training=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batchnorm_on_one_sample_is_refused_as_torch_refuses_it(backend):
+    _torch_refuses_one_row()
+    m = sb.compile(sb.derive(_bn_net()), backend=backend)
+    p = m.init(seed=0)
+    X, Y = np.array([[0.3, -0.7]]), np.zeros((1, 3))
+    for call, args in (("predict", (X, p)), ("loss", (X, Y, p)), ("grad", (X, Y, p)),
+                       ("vjp", (X, p, Y)), ("step", (X, Y, p))):
+        with pytest.raises(DataError, match="1 row.*BatchNorm"):
+            getattr(m, call)(*args)
+
+
+def _array(backend, a):
+    """`a` as the backend's own array (step's fast path takes those)."""
+    if backend == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(a)
+    return torch.as_tensor(a) if backend == "torch" else a
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_after_a_two_row_step_still_refuses_one_row(backend):
+    # step's fast path (arrays of the kind it accepted last time) checks the rows too
+    m = sb.compile(sb.derive(_bn_net()), backend=backend)
+    p = m.init(seed=0)
+    X, Y = _array(backend, np.array([[0.3, -0.7], [1.0, 0.5]])), _array(backend, np.zeros((2, 3)))
+    m.step(X, Y, p, lr=0.1)
+    with pytest.raises(DataError, match="1 row"):
+        m.step(X[:1], Y[:1], p, lr=0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fit_refuses_a_last_batch_of_one_sample_and_trains_otherwise_as_torch(backend):
+    m = sb.compile(sb.derive(_bn_net()), backend=backend)
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(5, 2)), rng.normal(size=(5, 3))
+    p = m.init(seed=0)
+    with pytest.raises(DataError, match="last batch.*5 samples in batches of 2"):
+        m.fit(X, Y, p, epochs=1, batch_size=2)
+    # batches of 3 and 2: the same two SGD updates as torch on the same minibatch order
+    start = {k: np.array(v, dtype=np.float64) for k, v in p.items()}
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    opt = torch.optim.SGD(t.values(), lr=0.1)
+    for idx in np.array_split(np.random.default_rng(0).permutation(5), [3]):
+        opt.zero_grad()
+        A = torch.tanh(torch.tensor(X[idx]) @ t["W1"] + t["b1"])
+        A = F.batch_norm(A, None, None, t["gamma2"][0], t["beta2"][0], training=True, eps=1e-5)
+        ((A @ t["W3"] + t["b3"] - torch.tensor(Y[idx])) ** 2).sum(1).mean().backward()
+        opt.step()
+    m.fit(X, Y, p, epochs=1, batch_size=3, lr=0.1, seed=0)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(p[k]), t[k].detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_the_layer_forms_refuse_batchnorm_on_one_sample_too():
+    X = np.array([[0.3, -0.7]])
+    mt = sb.compile(sb.derive(_bn_net()), backend="torch")
+    with pytest.raises(DataError, match="1 row"):
+        mt.module()(torch.tensor(X))
+    mj = sb.compile(sb.derive(_bn_net()), backend="jax")
+    with pytest.raises(DataError, match="1 row"):
+        mj.function()(mj.init(seed=0), X)
+
+
+def test_networks_without_batch_statistics_still_take_one_sample():
+    m = sb.compile(sb.derive(sb.mlp([2, 2, 3], activation="tanh")))
+    X, Y = np.array([[0.3, -0.7]]), np.zeros((1, 3))
+    p = m.init(seed=0)
+    t = {k: torch.tensor(v) for k, v in p.items()}
+    A = torch.tanh(torch.tensor(X) @ t["W1"] + t["b1"])
+    assert m.loss(X, Y, p) == pytest.approx(float(((A @ t["W2"] + t["b2"]) ** 2).sum()), rel=1e-12)
+
+
+def test_torch_fit_with_numpy_parameters_is_the_data_error_step_gives():
+    m = sb.compile(sb.derive(sb.mlp([2, 3, 1])), backend="torch")
+    p = {k: np.asarray(v) for k, v in m.init(seed=0).items()}
+    X, Y = np.ones((4, 2)), np.zeros((4, 1))
+    with pytest.raises(DataError, match="not a torch.Tensor") as step:
+        m.step(X, Y, dict(p))
+    with pytest.raises(DataError, match="not a torch.Tensor") as fit:
+        m.fit(X, Y, dict(p), epochs=1)
+    assert str(fit.value) == str(step.value)
