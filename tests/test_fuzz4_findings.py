@@ -10,7 +10,9 @@ The findings:
   value per channel when training"): now a DataError naming the rows, from every entry point
   (predict, loss, grad, vjp, step, fit, torch's module, JAX's function);
 * ``fit`` on the torch backend with NumPy parameters raised torch's TypeError from ``addmm``
-  where ``step`` gave the DataError that says tensors are needed: now the same DataError.
+  where ``step`` gave the DataError that says tensors are needed: now the same DataError;
+* JAX's ``function()`` given a lone sample (T, d): with two attention heads it raised IndexError,
+  with one it returned (T, K) where predict and torch's module give a batch of one, (1, T, K).
 """
 from __future__ import annotations
 
@@ -118,3 +120,40 @@ def test_torch_fit_with_numpy_parameters_is_the_data_error_step_gives():
     with pytest.raises(DataError, match="not a torch.Tensor") as fit:
         m.fit(X, Y, dict(p), epochs=1)
     assert str(fit.value) == str(step.value)
+
+
+def _heads_oracle(X, t, heads):
+    """Attention(heads) then Dense(2) by hand in torch, X (n, T, d)."""
+    n, T, d = X.shape
+    w = d // heads
+    Q, K, V = X @ t["Wq1"], X @ t["Wk1"], X @ t["Wv1"]
+    outs = [torch.softmax(Q[..., j * w:(j + 1) * w] @ K[..., j * w:(j + 1) * w].transpose(-1, -2) / w ** 0.5, -1)
+            @ V[..., j * w:(j + 1) * w] for j in range(heads)]
+    return torch.cat(outs, -1) @ t["Wo1"] @ t["W2"] + t["b2"]
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_jax_function_takes_a_lone_sample_as_a_batch_of_one(heads):
+    """JAX's function() given one sample (T, d) of a two-head attention raised IndexError (the
+    generated code indexes the batch axis); predict and torch's module take it as a batch of
+    one, (1, T, K): so does the function now, and jax.grad through it is autograd's."""
+    import jax
+    import jax.numpy as jnp
+    d = sb.derive(sb.Sequential(sb.Attention(heads=heads), sb.Dense(2), inputs=(3, 2), loss="mse"))
+    mj = sb.compile(d, backend="jax")
+    rng = np.random.default_rng(heads)
+    p = {k: np.asarray(v) + 0.3 * rng.normal(size=np.shape(v)) for k, v in mj.init(seed=0).items()}
+    X, G = rng.normal(size=(3, 2)), rng.normal(size=(1, 3, 2))
+    f = mj.function()
+    out = f({k: jnp.asarray(v) for k, v in p.items()}, jnp.asarray(X))
+    assert out.shape == tuple(sb.compile(d, backend="torch").module(p)(torch.tensor(X)).shape) == (1, 3, 2)
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    x = torch.tensor(X, requires_grad=True)
+    want = _heads_oracle(x[None], t, heads)
+    np.testing.assert_allclose(np.asarray(out), want.detach().numpy(), rtol=1e-10, atol=1e-12)
+    (want * torch.tensor(G)).sum().backward()
+    gp, gx = jax.jit(jax.grad(lambda q, a: jnp.sum(f(q, a) * G), argnums=(0, 1)))(
+        {k: jnp.asarray(v) for k, v in p.items()}, jnp.asarray(X))
+    np.testing.assert_allclose(np.asarray(gx), x.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(gp[k]), t[k].grad.numpy(), rtol=1e-9, atol=1e-12)
