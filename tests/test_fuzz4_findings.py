@@ -12,7 +12,12 @@ The findings:
 * ``fit`` on the torch backend with NumPy parameters raised torch's TypeError from ``addmm``
   where ``step`` gave the DataError that says tensors are needed: now the same DataError;
 * JAX's ``function()`` given a lone sample (T, d): with two attention heads it raised IndexError,
-  with one it returned (T, K) where predict and torch's module give a batch of one, (1, T, K).
+  with one it returned (T, K) where predict and torch's module give a batch of one, (1, T, K);
+* a CNN's biases given as the (k,) vectors the Model accepts for 1 × k parameters: grad raised
+  "the data do not fit the network" (the Conv2d bias's bᵀ, of a 1-D array, is itself); step
+  raised on NumPy and torch (the (1, k) sum over the samples written into (k,)) and made the
+  bias (1, k) on JAX; fit with Adam raised on NumPy and torch, and JAX and torch gave the biases
+  back as (1, k).
 """
 from __future__ import annotations
 
@@ -157,3 +162,72 @@ def test_jax_function_takes_a_lone_sample_as_a_batch_of_one(heads):
     np.testing.assert_allclose(np.asarray(gx), x.grad.numpy(), rtol=1e-9, atol=1e-12)
     for k in p:
         np.testing.assert_allclose(np.asarray(gp[k]), t[k].grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def _cnn():
+    """(derivation, torch forward) of Conv2d(2, 2, stride 2, padding 1, tanh), Flatten, Dense(3)."""
+    net = sb.Sequential(sb.Conv2d(2, 2, stride=2, padding=1, activation="tanh"), sb.Flatten(), sb.Dense(3),
+                        inputs=(1, 5, 4), loss="mse")
+
+    def forward(X, t):
+        A = torch.tanh(F.conv2d(X, t["K1"].T.reshape(2, 1, 2, 2), t["b1"].reshape(-1), stride=2, padding=1))
+        return A.flatten(1) @ t["W2"] + t["b2"].reshape(-1)
+    return sb.derive(net), forward
+
+
+def _rows_as_vectors(params):
+    """The 1 × k parameters (biases) as the (k,) arrays the Model accepts for them."""
+    return {k: v.reshape(-1) if v.shape[0] == 1 else v for k, v in params.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cnn_takes_its_biases_as_vectors_in_grad_and_step(backend):
+    """A Conv2d's bias b (1 × C) given as the (C,) the Model accepts: grad raised 'the data do not
+    fit the network' (bᵀ of a 1-D array is itself); step with the Dense bias as (k,) raised on
+    NumPy and torch (the (1, k) sum over the samples written into (k,)) and made it (1, k) on JAX."""
+    d, forward = _cnn()
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(5, 1, 5, 4)), rng.normal(size=(5, 3))
+    start = _rows_as_vectors({k: np.asarray(v) + 0.2 * rng.normal(size=np.shape(v))
+                              for k, v in sb.compile(d).init(seed=0).items()})
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    L = ((forward(torch.tensor(X), t) - torch.tensor(Y)) ** 2).sum(1).mean()
+    L.backward()
+    m = sb.compile(d, backend=backend)
+    p = {k: _array(backend, v.copy()) for k, v in start.items()}
+    grads = m.grad(X, Y, p)
+    for k in p:
+        assert tuple(np.shape(grads[k])) == start[k].shape
+        np.testing.assert_allclose(np.asarray(grads[k]), t[k].grad.numpy(), rtol=1e-9, atol=1e-12)
+    assert m.step(_array(backend, X), _array(backend, Y), p, lr=0.1) == pytest.approx(L.item(), rel=1e-10)
+    for k in p:
+        assert tuple(np.shape(p[k])) == start[k].shape
+        np.testing.assert_allclose(np.asarray(p[k]), start[k] - 0.1 * t[k].grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fit_keeps_biases_given_as_vectors_and_trains_as_torch(backend, optimizer):
+    """fit with (k,) biases: Adam raised on NumPy and torch (its move, (1, k), written into (k,));
+    JAX and torch gave them back as (1, k)."""
+    d, forward = _cnn()
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(6, 1, 5, 4)), rng.normal(size=(6, 3))
+    start = _rows_as_vectors({k: np.asarray(v) for k, v in sb.compile(d).init(seed=0).items()})
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    opt = (torch.optim.SGD(t.values(), lr=0.05) if optimizer == "sgd"
+           else torch.optim.Adam(t.values(), lr=0.05, eps=1e-30))
+    order = np.random.default_rng(0)
+    for _ in range(2):
+        for idx in np.array_split(order.permutation(6), [4]):
+            opt.zero_grad()
+            ((forward(torch.tensor(X[idx]), t) - torch.tensor(Y[idx])) ** 2).sum(1).mean().backward()
+            opt.step()
+    m = sb.compile(d, backend=backend)
+    p = {k: _array(backend, v.copy()) for k, v in start.items()}
+    # (ε where it does not matter: torch adds it to √v̂, symback to √v)
+    m.fit(X, Y, p, epochs=2, lr=0.05, batch_size=4, seed=0, optimizer=optimizer,
+          **({"eps": 1e-30} if optimizer == "adam" else {}))
+    for k in p:
+        assert tuple(np.shape(p[k])) == start[k].shape
+        np.testing.assert_allclose(np.asarray(p[k]), t[k].detach().numpy(), rtol=1e-9, atol=1e-12)
