@@ -17,7 +17,7 @@ The findings:
   "the data do not fit the network" (the Conv2d bias's bᵀ, of a 1-D array, is itself); step
   raised on NumPy and torch (the (1, k) sum over the samples written into (k,)) and made the
   bias (1, k) on JAX; fit with Adam raised on NumPy and torch, and JAX and torch gave the biases
-  back as (1, k).
+  back as (1, k) (in any network: ``sb.mlp`` fit with momentum or Adam raised NumPy's ValueError).
 """
 from __future__ import annotations
 
@@ -228,6 +228,29 @@ def test_fit_keeps_biases_given_as_vectors_and_trains_as_torch(backend, optimize
     # (ε where it does not matter: torch adds it to √v̂, symback to √v)
     m.fit(X, Y, p, epochs=2, lr=0.05, batch_size=4, seed=0, optimizer=optimizer,
           **({"eps": 1e-30} if optimizer == "adam" else {}))
+    for k in p:
+        assert tuple(np.shape(p[k])) == start[k].shape
+        np.testing.assert_allclose(np.asarray(p[k]), t[k].detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_mlp_fit_with_momentum_keeps_vector_biases_and_trains_as_torch(backend):
+    """The same in any network: ``sb.mlp`` fit with momentum and (k,) biases raised NumPy's
+    ValueError (torch's RuntimeError) or gave the biases back as (1, k)."""
+    d = sb.derive(sb.mlp([4, 3, 2], activation="tanh"))
+    rng = np.random.default_rng(6)
+    X, Y = rng.normal(size=(6, 4)), rng.normal(size=(6, 2))
+    start = _rows_as_vectors({k: np.asarray(v) for k, v in sb.compile(d).init(seed=0).items()})
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    opt = torch.optim.SGD(t.values(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        A = torch.tanh(torch.tensor(X) @ t["W1"] + t["b1"])
+        ((A @ t["W2"] + t["b2"] - torch.tensor(Y)) ** 2).sum(1).mean().backward()
+        opt.step()
+    m = sb.compile(d, backend=backend)      # (first: JAX's float64 is on before the arrays are made)
+    p = {k: _array(backend, v.copy()) for k, v in start.items()}
+    m.fit(X, Y, p, epochs=3, lr=0.1, batch_size=None, optimizer="momentum")
     for k in p:
         assert tuple(np.shape(p[k])) == start[k].shape
         np.testing.assert_allclose(np.asarray(p[k]), t[k].detach().numpy(), rtol=1e-9, atol=1e-12)
