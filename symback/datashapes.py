@@ -12,13 +12,15 @@ import numpy as np
 
 from .data import sample_shape
 from .errors import DataError
+from .targets import check_rows
 
 __all__ = ["DataShapes"]
 
 
 class DataShapes:
     """Data checks of a Model: needs its ``dtype``, ``n_inputs``, ``n_targets``, ``n_outputs``,
-    ``_sample`` (one sample's shape of X, Y and G, or None), ``_image`` and ``_host``."""
+    ``_sample`` (one sample's shape of X, Y and G, or None), ``_image``, ``_host`` and ``_min_rows``
+    (the fewest samples a batch may have: 2 under batch statistics)."""
 
     def _matrix(self, a, width: int, what: str, unit: str, params=None) -> np.ndarray:
         # params: where the data will meet them (a backend places converted data beside them)
@@ -94,11 +96,13 @@ class DataShapes:
     def check_input(self, X) -> None:
         """DataError unless X's shape is one the network takes (the layer forms of torch's module
         and JAX's function check X with it before the library sees it)."""
-        self._check_form(X, "X")
+        alone = self._check_form(X, "X")
+        check_rows(1 if alone else np.shape(X)[0], self._min_rows)
 
-    def _check_form(self, a, what: str) -> None:
+    def _check_form(self, a, what: str) -> bool:
         """DataError unless data `what` (X, or Y where the torch module's loss takes it) have a
-        shape the network takes: a batch in one of _forms, or one sample (one image, one row)."""
+        shape the network takes: a batch in one of _forms, or one sample (one image, one row);
+        returns whether it is one sample without its batch axis."""
         shape, sample = tuple(np.shape(a)), self._sample[what]
         if sample is not None:
             alone = shape in (tuple(sample), tuple(self._image or ()) if what == "X" else None,
@@ -107,11 +111,13 @@ class DataShapes:
             alone = len(shape) == 1 and shape[0] in (1, self._forms(what)[0][0])
         if not (alone or (len(shape) > 1 and shape[1:] in self._forms(what))):
             raise self._shape_error(shape, what, a)
+        return alone
 
     def _x(self, X, params=None) -> np.ndarray:
         X = self._matrix(X, self.n_inputs, "X", "inputs", params)
         if X.shape[0] == 0:
             raise DataError("X has no rows")
+        check_rows(X.shape[0], self._min_rows)
         return X
 
     def _xy(self, X, Y, params=None):

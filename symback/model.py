@@ -17,7 +17,7 @@ from .data import available_memory, check_finite, check_rate, check_seed, format
 from .datashapes import DataShapes
 from .errors import DataError, DefinitionError, SymbackError
 from .files import atomic_write
-from .targets import check_targets, target_rules
+from .targets import check_targets, min_rows, target_rules
 
 __all__ = ["Model", "save_params", "load_params", "run_generated"]
 
@@ -74,6 +74,7 @@ class Model(DataShapes):
         self._step = namespace["_apply_step"]
         # what the targets must satisfy for the formulas to hold (rows summing to 1, ...)
         self._target_rules = target_rules(derivation)
+        self._min_rows = min_rows(derivation)       # (2 for batch statistics: BatchNorm)
 
     @property
     def source(self) -> str:
@@ -271,7 +272,7 @@ class Model(DataShapes):
         # (dtype objects of built-in types are singletons: `is` is exact, else the slow path decides)
         if not (type(X) is np.ndarray is type(Y) and X.dtype is self.dtype is Y.dtype
                 and (xs := X.shape)[1:] == self._rows[0] and (ys := Y.shape)[1:] == self._rows[1]
-                and xs[0] == ys[0] and xs[0]):
+                and xs[0] == ys[0] and xs[0] >= self._min_rows):
             X, Y = self._xy(X, Y)
         elif self._target_rules:
             self._check_targets(Y)

@@ -325,7 +325,14 @@ def _update(c, st):
             c.out.append((ind, lambda: c.p.op_update(target, c.p._print(g.args[0]))))
         return None
     value = (_let(c, g) if g.op == "let" else c.code(g)) if isinstance(g, Stmt) else g
-    c.out.append((ind, lambda: c.p.op_update(target, c.text(value) if isinstance(g, Stmt) else c.N(value))))
+    shape = tuple(c.fn.low.shapes.get(p, ()))
+    # a one-sample graph's 1×k row (a bias) gets the (1, k) sum over the samples, which does not
+    # fit into the (k,) array the Model accepts for it: the update takes the parameter's own shape
+    # (a value of one entry, the same in every column, broadcasts as it is)
+    fit = (lambda v: f"({v}).reshape({target}.shape)") if (
+        c.fn.low.sample and p in c.arrays and len(shape) == 2 and shape[0] == 1
+        and tuple(getattr(g, "shape", None) or c.fn.low.shapes.get(g, ()))[-1:] == shape[1:]) else (lambda v: v)
+    c.out.append((ind, lambda: c.p.op_update(target, fit(c.text(value) if isinstance(g, Stmt) else c.N(value)))))
     return None
 
 
@@ -383,10 +390,15 @@ def _bop(c, st):
 
 
 def _transpose(c, st):
-    """aᵀ; a 1-D row (1ᵀ D, a batch's column sums) as the column (n, 1) it stands for."""
+    """aᵀ; a 1-D row (1ᵀ D, a batch's column sums) as the column (n, 1) it stands for; a 1×n
+    row of one sample (a Conv2d's bias bᵀ) by reshape, the same column whether the user gave
+    the parameter as (1, n) or as the (n,) the Model accepts for it (``.T`` of that is itself)."""
     a = st.args[0]
-    if len(c.fn.low.shapes.get(a, ())) == 1 and len(st.shape) == 2:
+    shape = c.fn.low.shapes.get(a, ())
+    if len(shape) == 1 and len(st.shape) == 2:
         return lambda: f"{c.N(a)}[:, None]"
+    if len(shape) == 2 and shape[0] == 1 and not c.batched(a):
+        return lambda: f"{c.N(a)}.reshape(-1, 1)"
     return lambda: c.p.op_transpose(c.N(a))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from .data import available_memory, check_finite, check_rate, check_seed, format_bytes, output_function
 from .errors import DataError, SymbackError, TrainingError
 from .optimizers import OPTIMIZERS, SGD, Adam, Momentum, get_optimizer
+from .targets import check_rows
 
 __all__ = ["SGD", "Momentum", "Adam", "OPTIMIZERS", "get_optimizer", "History", "fit", "flow_nodes", "check_memory",
            "NormRecorder", "epoch_losses", "fit_recorded", "accuracy", "resume_params", "plot_history"]
@@ -115,6 +116,9 @@ def fit(model, X, Y, params: dict, epochs: int = 20, lr: float = 0.1, batch_size
         batch_size = n
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise TrainingError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    # the smallest batch an epoch makes (the last one holds what is left)
+    check_rows(min(batch_size, n - (n - 1) // batch_size * batch_size), model._min_rows,
+               f"the last batch (of {n} samples in batches of {batch_size})")
     if validation is not None:
         try:
             Xv, Yv = validation

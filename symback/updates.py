@@ -48,6 +48,7 @@ class InPlace:
         except MemoryError:
             raise TrainingError("not enough memory to keep a copy of the parameters while training") from None
         self._t = 0
+        self._given = _given_shapes(model, params)
 
     def batch(self, X: np.ndarray, Y: np.ndarray):
         """NumPy rows are what the generated code takes."""
@@ -64,7 +65,10 @@ class InPlace:
         value, grads = m._run(m._grad, X, Y, params)
         value = float(value)
         if math.isfinite(value):        # a non-finite loss ends the run: no update from it
-            self.opt.update(params, dict(zip(m.params, grads)), self.lr)
+            grads = dict(zip(m.params, grads))
+            for k, shape in self._given.items():
+                grads[k] = grads[k].reshape(shape)
+            self.opt.update(params, grads, self.lr)
         return value
 
     def restore(self) -> None:
@@ -92,7 +96,13 @@ class Compiled:
 
     def __init__(self, model, params: dict, optimizer, lr: float):
         self.model, self.params, self.lr = model, params, lr
-        self.current = model._replicate({k: params[k] for k in model.params})
+        # trained in their declared shapes, given back in the user's (see _given_shapes)
+        self._given, shapes = _given_shapes(model, params), model._ns["SHAPES"]
+        # NumPy arrays and numbers as the library's own (torch: tensors where the others are);
+        # the user's dict gets the trained ones at the end, whatever it held
+        start = model._pure({k: params[k] for k in model.params})
+        self.current = model._replicate({k: start[k].reshape(shapes[k]) if k in self._given else start[k]
+                                         for k in model.params})
         # symback's optimizers run compiled; any other object's in-place update(params, grads,
         # lr) runs in Python after each batch's gradient, which it reads: eager
         self.eager = not is_pure(optimizer)
@@ -131,7 +141,7 @@ class Compiled:
         host = self.model._host
         for kept in self._kept:
             if all(np.isfinite(np.asarray(host(v))).all() for v in kept.values()):
-                self.params.update(kept)
+                self.params.update(self._as_given(kept))
                 return
 
     def mark(self):
@@ -145,4 +155,16 @@ class Compiled:
 
     def done(self) -> None:
         """The trained parameters into the user's dict (its entries replaced)."""
-        self.params.update(self.current)
+        self.params.update(self._as_given(self.current))
+
+    def _as_given(self, params: dict) -> dict:
+        return {k: v.reshape(self._given[k]) if k in self._given else v for k, v in params.items()}
+
+
+def _given_shapes(model, params: dict) -> dict:
+    """{name: shape} of the parameters given in another shape than declared: a 1 × k row as the
+    (k,) the Model accepts.  Their gradients come in the declared shape (1, k), which an update
+    in place cannot write into (k,) (and a compiled one would broadcast it to (1, k))."""
+    shapes = model._ns["SHAPES"]
+    return {k: tuple(np.shape(params[k])) for k in model.params
+            if tuple(np.shape(params[k])) != tuple(shapes[k])}

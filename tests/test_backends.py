@@ -227,7 +227,7 @@ def test_torch_tensor_on_another_device_is_a_data_error():
     with pytest.raises(DataError, match="Y is on meta"):
         m.loss(torch.tensor(X), Ym, params)
     # a pure call converts NumPy parameters (issue 20); step updates in place, so it needs tensors
-    with pytest.raises(DataError, match="parameter 'W1' is a ndarray, not a torch.Tensor: step and fit"):
+    with pytest.raises(DataError, match="parameter 'W1' is a ndarray, not a torch.Tensor: step updates"):
         m.step(X, Y, {k: v.numpy() for k, v in params.items()})
     for k in params:
         assert torch.equal(params[k], before[k])

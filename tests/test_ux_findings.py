@@ -233,7 +233,7 @@ def test_torch_step_refuses_numbers_it_cannot_update():
     g.loss((g.node("yhat", w1 * x1 + w2 * x2 + b) - y) ** 2)
     m = sb.compile(sb.derive(g), backend="torch")
     p = {"w1": 0.5, "w2": 1.0, "b": 0.0}
-    with pytest.raises(DataError, match=r"parameter 'w1' is a float, not a torch.Tensor: step and fit update"):
+    with pytest.raises(DataError, match=r"parameter 'w1' is a float, not a torch.Tensor: step updates"):
         m.step(X[:, :2], X[:, 2], p, lr=0.1)
     assert p == {"w1": 0.5, "w2": 1.0, "b": 0.0}
     m.fit(X[:, :2], X[:, 2], p, epochs=3, lr=0.1, batch_size=None)

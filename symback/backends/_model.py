@@ -112,7 +112,7 @@ class BackendModel(Model):
             # (each .shape and .dtype of a JAX array is a Python property: read each once)
             kind, dtype = self._accepted
             if not (type(X) is kind and type(Y) is kind and X.dtype is dtype and Y.dtype is dtype
-                    and _fits(X.shape, Y.shape, self.n_inputs, self.n_targets)):
+                    and _fits(X.shape, Y.shape, self.n_inputs, self.n_targets, self._min_rows)):
                 X, Y = self._xy(X, Y, params)
                 if self._ns["_is_native"](X) and type(X) is type(Y) and X.dtype is Y.dtype:
                     self._accepted = (type(X), X.dtype)
@@ -168,6 +168,6 @@ class BackendModel(Model):
         return lr
 
 
-def _fits(xs: tuple, ys: tuple, n_inputs: int, n_targets: int) -> bool:
-    """Shapes (m, n_inputs) and (m, n_targets) with m ≥ 1."""
-    return len(xs) == 2 == len(ys) and xs[0] == ys[0] and xs[0] > 0 and xs[1] == n_inputs and ys[1] == n_targets
+def _fits(xs: tuple, ys: tuple, n_inputs: int, n_targets: int, least: int) -> bool:
+    """Shapes (m, n_inputs) and (m, n_targets) with m ≥ least (the network's fewest samples)."""
+    return len(xs) == 2 == len(ys) and xs[0] == ys[0] and xs[0] >= least and xs[1] == n_inputs and ys[1] == n_targets

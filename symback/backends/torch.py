@@ -104,7 +104,7 @@ class Model(BackendModel):
 
     def _pure(self, params, X=None):
         # NumPy parameters are converted for a pure call (predict, loss, grad, vjp), placed where
-        # X is or where the other parameters are; step and fit update tensors in place
+        # X is or where the other parameters are; step updates tensors in place (fit: symback.updates)
         import torch
         self.check_params(params)
         if not isinstance(params, dict) or all(isinstance(v, torch.Tensor) for v in params.values()):
@@ -126,8 +126,8 @@ class Model(BackendModel):
         for k in self.params:
             if not isinstance(params[k], torch.Tensor):
                 raise DataError(f"parameter {k!r} is a {type(params[k]).__name__}, not a torch.Tensor: "
-                                f"step and fit update the parameters in place, so they need tensors: "
-                                f"start from m.init(), or convert with torch.as_tensor")
+                                f"step updates the parameters in place, so it needs tensors: start from "
+                                f"m.init(), or convert with torch.as_tensor (fit converts them for you)")
 
     def _misplaced(self, data, params):
         self._check_updatable(params)
