@@ -201,7 +201,15 @@ class Model(DataShapes):
             if lib in ("torch", "jax") and lib != self._library:
                 raise DataError(f"parameter {k!r} is a {type(params[k]).__module__}.{type(params[k]).__name__}; "
                                 f"this model computes with {self._library}: convert it with np.asarray")
-        return params
+        return self._declared(params)
+
+    def _declared(self, params: dict) -> dict:
+        """params with a 1 × n parameter given as (n,) viewed as the row it is: a bias broadcasts
+        either way, but a weight (inputs=1's W1) meets a matrix product, which reads (n,) as a
+        column or refuses it."""
+        shapes = self._ns["SHAPES"]
+        rows = [k for k in self.params if len(shapes[k]) == 2 and len(np.shape(params[k])) == 1]
+        return {**params, **{k: params[k].reshape(shapes[k]) for k in rows}} if rows else params
 
     def predict(self, X, params: dict) -> np.ndarray:
         """The network's output for the rows of X (n × outputs)."""
@@ -220,17 +228,17 @@ class Model(DataShapes):
 
     def grad(self, X, Y, params: dict) -> dict:
         """∂L/∂p for every parameter, as a dict shaped like ``params``."""
-        params = self._pure(params, X)
+        given, params = params, self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         _, grads = self._run(self._grad, X, Y, params)
-        return self._shaped(grads, params)
+        return self._shaped(grads, given)
 
     def value_and_grad(self, X, Y, params: dict) -> tuple[float, dict]:
         """(L, grads) from one forward and one backward pass."""
-        params = self._pure(params, X)
+        given, params = params, self._pure(params, X)
         X, Y = self._xy(X, Y, params)
         value, grads = self._run(self._grad, X, Y, params)
-        return float(value), self._shaped(grads, params)
+        return float(value), self._shaped(grads, given)
 
     def vjp(self, X, params: dict, G):
         """(∂⟨G, Ŷ⟩/∂X, {name: ∂⟨G, Ŷ⟩/∂p}) for Ŷ = ``predict(X, params)`` and ⟨G, Ŷ⟩ = Σ G ⊙ Ŷ.
@@ -243,7 +251,7 @@ class Model(DataShapes):
         ns = self._layer_ns()
         if ns["VJP_ERROR"]:
             raise SymbackError(f"this network cannot be used as a layer: {ns['VJP_ERROR']}")
-        params = self._pure(params, X)
+        shapes, params = params, self._pure(params, X)
         given = np.shape(X)
         X = self._x(X, params)
         G = self._matrix(G, self.n_outputs, "G", "outputs", params)
@@ -252,7 +260,7 @@ class Model(DataShapes):
         dX, grads = self._run(ns["_vjp"], X, G, params)
         if self._image is not None and tuple(self._image) in (tuple(given[1:]), tuple(given)):
             dX = dX.reshape(-1, *self._image)   # images (n, C, H, W), or one, given: their δ as images
-        return dX, self._shaped(grads, params)
+        return dX, self._shaped(grads, shapes)
 
     def _shaped(self, grads, params) -> dict:
         # a (1, n) parameter may be given as an (n,) array: its gradient comes back the same way
@@ -279,7 +287,7 @@ class Model(DataShapes):
         check_finite(X, Y)
         self._check_step_params(params)
         try:
-            return float(self._step(X, Y, params, lr))
+            return float(self._step_rows(X, Y, params, lr) if self._rowed else self._step(X, Y, params, lr))
         except (KeyError, ValueError) as exc:
             self._failed(exc, params)
 
@@ -294,6 +302,22 @@ class Model(DataShapes):
         self.check_params(params)
         self._check_updatable(params)
         self._stepped = (params, list(map(id, arrays)), arrays, len(params))
+        self._rowed = self._declared(params) is not params
+
+    #: whether the params of the last step held a 1 × n parameter as (n,) (see _declared)
+    _rowed = False
+
+    def _step_rows(self, X, Y, params: dict, lr):
+        """The generated step with the 1 × n parameters given as (n,) seen as their rows: NumPy's
+        and torch's views are written through in place; an immutable library's new arrays are put
+        back into the dict in the shape given."""
+        rows = self._declared(params)
+        before = dict(rows)
+        value = self._step(X, Y, rows, lr)
+        for k, v in rows.items():
+            if v is not before[k]:      # a new array: into the user's dict, in the shape given
+                params[k] = v.reshape(np.shape(params[k])) if before[k] is not params[k] else v
+        return value
 
     def _check_updatable(self, params) -> None:
         """DataError unless step can update params in place (NumPy: any checked params; a number

@@ -267,3 +267,28 @@ def test_an_mlp_fit_with_momentum_keeps_vector_biases_and_trains_as_torch(backen
     for k in p:
         assert tuple(np.shape(p[k])) == start[k].shape
         np.testing.assert_allclose(np.asarray(p[k]), t[k].detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_a_one_row_weight_given_as_a_vector(backend):
+    """The Model accepts an (n,) array for a 1 × n parameter; for a weight (inputs=1's W1, which
+    meets a matrix product) predict raised NumPy's DataError, XLA's TypeError or torch's
+    RuntimeError.  Oracle: torch autograd of the same mlp with W1 as the 1 × 2 row."""
+    m = sb.compile(sb.derive(sb.mlp([1, 2, 1], activation="tanh")), backend=backend, dtype="float64")
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in m.init(seed=0).items()}
+    p["W1"] = p["W1"].reshape(-1)
+    X, Y = np.array([[0.5], [-1.0], [2.0]]), np.array([[0.1], [0.2], [-0.3]])
+    t = {k: torch.tensor(v.reshape(1, -1) if k == "W1" else v, requires_grad=True) for k, v in p.items()}
+    out = torch.tanh(torch.tensor(X) @ t["W1"] + t["b1"]) @ t["W2"] + t["b2"]
+    loss = ((out - torch.tensor(Y)) ** 2).sum(1).mean()
+    loss.backward()
+    np.testing.assert_allclose(np.asarray(m.predict(X, p)), out.detach().numpy(), rtol=1e-12)
+    grads = m.grad(X, Y, p)
+    for k in t:
+        np.testing.assert_allclose(np.asarray(grads[k]).reshape(t[k].shape), t[k].grad.numpy(), rtol=1e-12)
+    given = {k: (torch.tensor(v) if backend == "torch" else v.copy()) for k, v in p.items()}
+    m.step(X, Y, given, lr=0.1)
+    for k in t:
+        assert tuple(np.shape(given[k])) == np.shape(p[k])
+        np.testing.assert_allclose(np.asarray(given[k]).reshape(t[k].shape),
+                                   (t[k] - 0.1 * t[k].grad).detach().numpy(), rtol=1e-12)

@@ -123,7 +123,7 @@ class BackendModel(Model):
                 self._last = (X, Y)
         self._check_step_params(params)
         try:
-            return float(self._step(X, Y, params, lr))
+            return float(self._step_rows(X, Y, params, lr) if self._rowed else self._step(X, Y, params, lr))
         except _FAULTS as exc:
             self._failed(exc, params, (X, Y))
 

@@ -108,7 +108,7 @@ class Model(BackendModel):
         import torch
         self.check_params(params)
         if not isinstance(params, dict) or all(isinstance(v, torch.Tensor) for v in params.values()):
-            return params
+            return self._declared(params)
         device = _device(params) or (X.device if isinstance(X, torch.Tensor) else None)
         out = {}
         for k, v in params.items():
@@ -118,7 +118,7 @@ class Model(BackendModel):
                 except (TypeError, ValueError) as exc:
                     raise DataError(f"parameter {k!r} is not numeric array data: {exc}") from None
             out[k] = v
-        return out
+        return self._declared(out)
 
     def _check_updatable(self, params):
         # a number was left as it was: its step ran on a converted copy, and no error said so
