@@ -83,6 +83,34 @@ def test_the_command_line_refuses_a_deep_spec_in_one_line(tmp_path):
     assert not (tmp_path / "deep.md").exists()
 
 
+def test_the_text_report_of_a_deep_chain_is_refused_the_same_way(tmp_path, capsys, monkeypatch):
+    """`symback derive --format text` of a 300-layer tanh chain ran for more than 300 s: the size
+    limit covered documents only, and the text report writes the same chains (and simplifies
+    each gradient).  It is now refused at once, in the library and on the command line."""
+    import time
+    from symback.cli import main
+    from symback.engine import Derivation
+    from symback.printing.text import text_report
+
+    def never(*args, **kwargs):
+        raise AssertionError("the report was worked on before it was refused")
+    monkeypatch.setattr(Derivation, "simplified", never)
+    monkeypatch.setattr(Derivation, "chain", never)
+    n = 300
+    d = sb.derive(tanh_chain(n))
+    start = time.perf_counter()
+    with pytest.raises(OutputError, match=f"{n * (n + 2):,} chain-rule factors"):
+        text_report(d)
+    assert time.perf_counter() - start < 10
+    nodes = "\n".join(f'z{k} = "w{k}*{"x" if k == 1 else f"a{k - 1}"}"\na{k} = "tanh(z{k})"' for k in range(1, 46))
+    (tmp_path / "deep.toml").write_text(f'inputs = ["x"]\ntargets = ["y"]\nparams = [{", ".join(f"{chr(34)}w{k}{chr(34)}" for k in range(1, 46))}]\n'
+                                        f'[nodes]\n{nodes}\n[loss]\ncost = "(a45 - y)**2"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["derive", "deep.toml", "--format", "text"]) != 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "2,115 chain-rule factors" in out.err
+
+
 # ------------------------------------------------------------------ --steps full, matrix graphs
 def test_steps_full_of_a_matrix_graph_labels_the_delta_cases_and_the_help_says_so():
     """A matrix graph's full document is the brief one with each δ line's case label, nothing
