@@ -111,6 +111,24 @@ def test_the_text_report_of_a_deep_chain_is_refused_the_same_way(tmp_path, capsy
     assert out.out == "" and out.err.count("\n") == 1 and "2,115 chain-rule factors" in out.err
 
 
+def test_an_lstm_document_indexes_its_samples_by_a_letter_its_gates_leave_free():
+    """The LSTM's input gate is i_t (W_i, z_{i,t}: DESIGN's names), and the loss section summed
+    L = (1/m) Σᵢ Cᵢ over samples i too: one letter, two meanings.  The gate keeps DESIGN's
+    name and the samples take j there (every line still certified, the row line C_j = ℓ(Ŷ_{j,1},
+    Y_{j,1}) evaluated at sample rows); graphs whose names leave i free keep i."""
+    from symback.document.certificate import certify
+    from symback.document.context import context
+    d = sb.derive(sb.lstm(inputs=2, hidden=2, outputs=1, steps=2))
+    md = d.markdown(**QUICK)
+    assert r"L &= \frac{1}{m} \sum_{j=1}^{m} C_{j}" in md
+    assert r"{C}_{j} &= \ell{\left({\hat{Y}}_{j,1},{Y}_{j,1} \right)}" in md
+    assert r"\sum_{i=1}" not in md and not re.search(r"(C|Y\}+)_\{i", md)
+    assert r"z_{i,1} &= x_{1} W_{i} + \mathbf{1} b_{i}" in md          # the gate keeps its name
+    assert certify(d, context(d, **QUICK))["lines"] > 0
+    for other in (sb.gru(inputs=2, hidden=2, outputs=1, steps=2), sb.mlp([2, 2, 1])):
+        assert r"\sum_{i=1}^{m} C_{i}" in sb.derive(other).markdown(**QUICK)
+
+
 # ------------------------------------------------------------------ --steps full, matrix graphs
 def test_steps_full_of_a_matrix_graph_labels_the_delta_cases_and_the_help_says_so():
     """A matrix graph's full document is the brief one with each δ line's case label, nothing
