@@ -129,6 +129,31 @@ def test_an_lstm_document_indexes_its_samples_by_a_letter_its_gates_leave_free()
         assert r"\sum_{i=1}^{m} C_{i}" in sb.derive(other).markdown(**QUICK)
 
 
+def test_gelus_derivative_is_written_through_u_and_proved_equal(monkeypatch):
+    """GELU′ printed as SymPy's expansion, (1/200000) z√2 … (26829z² + 200000): now the chain
+    rule through u = √(2/π)(z + 0.044715 z³), with u and u′ defined beside it.  Oracles: torch
+    autograd of F.gelu(approximate="tanh") at several z; the certificate catches a wrong form."""
+    torch = pytest.importorskip("torch")
+    from symback.document import activations as act
+    from symback.document.certificate import CertificateError
+    from symback.functions import gelu
+    md = sb.derive(sb.mlp([2, 2, 1], activation="gelu")).markdown(**QUICK)
+    line = next(t for t in md.splitlines() if t.startswith("- gelu"))
+    shown = line.split(r"\operatorname{GELU}'\left(z\right) = ", 1)[1]
+    assert shown.startswith(r"\frac{1}{2} \left(u' z \left(1 - \tanh^{2}{\left(u \right)}\right) + \tanh{\left(u \right)} + 1\right)$")
+    assert "where $u = " in shown and r"u' = " in shown
+    form, (u_def, du_def) = act._through_inner(type(gelu(sp.Symbol("t"))))
+    z = sp.Symbol("z", real=True)
+    f = sp.lambdify(z, form.xreplace({u_def.lhs: u_def.rhs, du_def.lhs: du_def.rhs}), "math")
+    x = torch.tensor([-3.1, -0.8, 0.0, 0.45, 2.2], dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.gelu(x, approximate="tanh").sum().backward()
+    assert np.allclose([f(float(v)) for v in x.detach()], x.grad.numpy(), rtol=1e-12, atol=1e-14)
+    wrong = form.xreplace({du_def.lhs: 1})          # the inner derivative dropped
+    monkeypatch.setattr(act, "_through_inner", lambda cls: (wrong, [u_def, du_def]) if cls.__name__ == "gelu" else None)
+    with pytest.raises(CertificateError):
+        sb.derive(sb.mlp([2, 2, 1], activation="gelu")).markdown(**QUICK)
+
+
 # ------------------------------------------------------------------ --steps full, matrix graphs
 def test_steps_full_of_a_matrix_graph_labels_the_delta_cases_and_the_help_says_so():
     """A matrix graph's full document is the brief one with each δ line's case label, nothing
