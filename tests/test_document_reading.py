@@ -154,6 +154,25 @@ def test_gelus_derivative_is_written_through_u_and_proved_equal(monkeypatch):
         sb.derive(sb.mlp([2, 2, 1], activation="gelu")).markdown(**QUICK)
 
 
+def test_a_one_row_samples_cost_reads_as_one_sum_not_a_trace():
+    """A CNN's sample is an image, its cost c a 1×1 matrix: the forward pass ended C = tr(c) and
+    Nielsen's loss line read {c^⊤}_r = Σ_k ℓ((a³)^⊤_{r,k}, y^⊤_{r,k}) for its one row.  Now
+    C = c and c = Σ_k ℓ(a³_k, y_k), as Nielsen writes one sample's cost; the certificate checks
+    the line against the graph's costs.  A sequence's T rows keep C = Σ_r c_r."""
+    from symback.document.certificate import certify
+    from symback.document.context import context
+    net = sb.Sequential(sb.Conv2d(2, 2), sb.Flatten(), sb.Dense(3, activation="softmax"),
+                        inputs=(1, 3, 3), loss="cross_entropy")
+    d = sb.derive(net)
+    nielsen = d.markdown(notation="nielsen", **QUICK)
+    assert "\nC &= c\n" in nielsen and r"\operatorname{tr}" not in nielsen
+    assert r"c &= \sum_{k=1}^{3} \ell{\left({a^{3}}_{k},{y}_{k} \right)}" in nielsen
+    assert certify(d, context(d, notation="nielsen", **QUICK))["lines"] > 0
+    assert "\nC &= c\n" in d.markdown(**QUICK)
+    seq = sb.derive(sb.Sequential(sb.Dense(2), inputs=(3, 2), loss="mse")).markdown(**QUICK)
+    assert r"C &= \sum_{r=1}^{3} c_{r}" in seq
+
+
 # ------------------------------------------------------------------ --steps full, matrix graphs
 def test_steps_full_of_a_matrix_graph_labels_the_delta_cases_and_the_help_says_so():
     """A matrix graph's full document is the brief one with each δ line's case label, nothing

@@ -215,12 +215,13 @@ def _loss(d, nt) -> dict:
         yh, y = sp.Symbol("yhat"), sp.Symbol("y")
         lhs, rhs = sp.Function("ell")(yh, y), lf.expr.xreplace({lf.prediction: yh, lf.target: y})
         k = sp.Symbol("k", positive=True, integer=True)
-        if nt.name == "nielsen" and row_cost is C:
+        # one row: a batch's sample, or a one-sample graph whose sample is one row (a CNN's)
+        if nt.name == "nielsen" and (row_cost is C or cost.prediction.shape[0] == 1):
             # one sample, a column (a one-sample graph's sample is a matrix: its rows as below): C_x = Σ_k ℓ(a_k, y_k) in the notation's column names
             col = lambda n: sp.Symbol(f"col_{n}")     # noqa: E731 - the notation names col_<node>
             yk, tk = sp.Indexed(sp.IndexedBase(col(cost.prediction.name)), k), sp.Indexed(sp.IndexedBase(col(cost.target.name)), k)
             row = sp.Function("ell")(yk, tk)
-            sample = sp.Eq(col(C.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
+            sample = sp.Eq(col(row_cost.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
                            evaluate=False)
         else:
             # row i: a sample; row r of a one-sample graph's sample (its cost c_r; i is the sample's

@@ -180,6 +180,8 @@ class LatexPrinter(_SympyLatexPrinter):
                 return rf"\sum_{{{k}=1}}^{{{self._print(a.cols)}}} {body}_{{{k}}}"
             if isinstance(a, sp.Transpose) and a.arg == b:
                 return rf"\lVert {self._print(b)} \rVert_F^{{2}}"
+        if isinstance(arg, sp.MatrixSymbol) and arg.shape == (1, 1):
+            return self._print(arg)     # C = c for a one-row sample's 1×1 cost, not tr(c)
         return super()._print_Trace(expr)
 
     def _print_Mul(self, expr):
