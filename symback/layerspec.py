@@ -32,6 +32,20 @@ A ``Residual`` layer holds its own ``[[layer.layers]]`` tables.  Each layer's ke
 builder's keyword arguments (:data:`LAYER_KEYS`); every value is checked for its type here
 (numbers are TOML numbers, names are registry names) and then by the builder itself.
 Nothing is evaluated.
+
+A recurrent network is one ``[[layer]]`` of kind ``"RNN"``, ``"LSTM"`` or ``"GRU"`` that is
+the whole network, with the keywords of ``sb.rnn`` / ``sb.lstm`` / ``sb.gru``
+(:data:`RECURRENT_KEYS`); ``inputs`` is then the width of one step's x_t::
+
+    inputs = 2
+    loss = "mse"
+
+    [[layer]]
+    kind = "LSTM"
+    hidden = 3
+    outputs = 1
+    steps = 4
+    output = "identity"     # optional
 """
 from __future__ import annotations
 
@@ -39,10 +53,11 @@ import math
 
 import sympy as sp
 
-from . import nn
+from . import nn, recurrent
 from .errors import DefinitionError, SpecError
+from .graph import Graph
 
-__all__ = ["LAYER_KEYS", "is_layer_spec", "sequential_from_dict"]
+__all__ = ["LAYER_KEYS", "RECURRENT_KEYS", "is_layer_spec", "sequential_from_dict"]
 
 #: each layer kind: its keys, (type, required) each; "int" is a positive integer unless noted
 LAYER_KEYS = {
@@ -58,6 +73,14 @@ LAYER_KEYS = {
     "TransformerBlock": {"heads": ("int", False), "hidden": ("int", False), "causal": ("bool", False)},
     "Residual": {"layers": ("layers", True)},
 }
+_UNROLLED = {"hidden": ("int", True), "outputs": ("int", True), "steps": ("int", True),
+             "output": ("name", False)}
+#: the recurrent kinds, each the whole network: the keywords of sb.rnn, sb.lstm, sb.gru
+RECURRENT_KEYS = {"RNN": {**_UNROLLED, "activation": ("name", False)}, "LSTM": _UNROLLED, "GRU": _UNROLLED}
+_BUILDERS = {"RNN": nn.rnn, "LSTM": recurrent.lstm, "GRU": recurrent.gru}
+#: the most steps a recurrent spec unrolls: each is a dozen nodes built and derived (an LSTM
+#: of 200 steps takes 3 s to build), so more is a typing mistake, not a network
+MAX_STEPS = 1000
 #: the largest size a spec may give (a width, a kernel): larger ones are typing mistakes
 MAX_SIZE = 10 ** 6
 #: the top-level keys of a layer spec
@@ -69,15 +92,50 @@ def is_layer_spec(data: dict) -> bool:
     return "layer" in data
 
 
-def sequential_from_dict(data: dict, where: str = "spec") -> nn.Sequential:
-    """The :class:`~symback.nn.Sequential` a layer spec describes (see the module docstring);
-    any bad key or value is a :class:`SpecError` that names it."""
+def sequential_from_dict(data: dict, where: str = "spec") -> Graph:
+    """The :class:`~symback.nn.Sequential` a layer spec describes, or the RNN/LSTM/GRU of a
+    recurrent one (see the module docstring); any bad key or value is a :class:`SpecError`
+    that names it."""
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} in a layer spec; "
                         f"expected {', '.join(sorted(TOP_KEYS))}")
+    tables = data["layer"]
+    if isinstance(tables, list) and any(isinstance(t, dict) and t.get("kind") in RECURRENT_KEYS
+                                        for t in tables):
+        return _recurrent(data, tables, where)
     inputs = _inputs(data.get("inputs"), where)
-    layers = _layers(data["layer"], where, "layer")
+    layers = _layers(tables, where, "layer")
+    loss, reduction, l2 = _training(data, where)
+    try:
+        return nn.Sequential(*layers, inputs=inputs, loss=loss, reduction=reduction, l2=l2)
+    except DefinitionError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _recurrent(data: dict, tables: list, where: str) -> Graph:
+    """The one recurrent [[layer]] built by sb.rnn / sb.lstm / sb.gru."""
+    kind = next(t["kind"] for t in tables if isinstance(t, dict) and t.get("kind") in RECURRENT_KEYS)
+    if len(tables) != 1:
+        raise SpecError(f"{where}: the {kind} layer is the whole network (it is unrolled over its "
+                        f"steps and ends in its own read-out), so it must be the only [[layer]]; "
+                        f"got {len(tables)} layers")
+    inputs = data.get("inputs")
+    if not (_is_int(inputs) and 1 <= inputs <= MAX_SIZE):
+        raise SpecError(f"{where}: inputs must be a positive integer for the {kind} layer "
+                        f"(the width of one step's x_t), got {inputs!r}")
+    kwargs = _keywords(tables[0], kind, RECURRENT_KEYS[kind], f"{where}: layer 1 ({kind})")
+    if kwargs["steps"] > MAX_STEPS:
+        raise SpecError(f"{where}: layer 1 ({kind}): steps must be at most {MAX_STEPS}, got {kwargs['steps']}")
+    loss, reduction, l2 = _training(data, where)
+    try:
+        return _BUILDERS[kind](inputs, loss=loss, reduction=reduction, l2=l2, **kwargs)
+    except DefinitionError as exc:
+        raise SpecError(f"{where}: layer 1 ({kind}): {exc}") from None
+
+
+def _training(data: dict, where: str):
+    """The top-level loss, reduction and l2 of a layer spec, checked."""
     loss = data.get("loss", "mse")
     if not isinstance(loss, str):
         raise SpecError(f"{where}: loss must be a loss name in quotes (e.g. loss = \"cross_entropy\"), "
@@ -86,10 +144,7 @@ def sequential_from_dict(data: dict, where: str = "spec") -> nn.Sequential:
     if reduction not in ("mean", "sum"):
         raise SpecError(f"{where}: reduction must be \"mean\" or \"sum\", got {reduction!r}")
     l2 = _number(data.get("l2", 0), f"{where}: l2") if "l2" in data else 0.0
-    try:
-        return nn.Sequential(*layers, inputs=inputs, loss=loss, reduction=reduction, l2=l2)
-    except DefinitionError as exc:
-        raise SpecError(f"{where}: {exc}") from None
+    return loss, reduction, l2
 
 
 def _inputs(value, where):
@@ -111,17 +166,10 @@ def _layers(tables, where, key):
 def _layer(table: dict, where: str):
     kind = table.get("kind")
     if kind not in LAYER_KEYS:
-        raise SpecError(f"{where}: kind must be one of {', '.join(LAYER_KEYS)}, got {kind!r}")
+        raise SpecError(f"{where}: kind must be one of {', '.join([*LAYER_KEYS, *RECURRENT_KEYS])}, "
+                        f"got {kind!r}")
     where = f"{where} ({kind})"
-    keys = LAYER_KEYS[kind]
-    unknown = sorted(set(table) - set(keys) - {"kind"})
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                        f"{kind} takes {', '.join(keys) or 'no keys but kind'}")
-    missing = [k for k, (_, required) in keys.items() if required and k not in table]
-    if missing:
-        raise SpecError(f"{where}: missing {', '.join(missing)}")
-    kwargs = {k: _value(table[k], kind_of, f"{where}: {k}") for k, (kind_of, _) in keys.items() if k in table}
+    kwargs = _keywords(table, kind, LAYER_KEYS[kind], where)
     try:
         if kind == "Residual":
             return nn.Residual(*kwargs["layers"])
@@ -134,6 +182,19 @@ def _layer(table: dict, where: str):
         return getattr(nn, kind)(**kwargs)
     except DefinitionError as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def _keywords(table: dict, kind: str, keys: dict, where: str) -> dict:
+    """A layer table's keys checked against `keys` (none unknown, none missing), each value
+    checked for its type: the builder's keyword arguments."""
+    unknown = sorted(set(table) - set(keys) - {"kind"})
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                        f"{kind} takes {', '.join(keys) or 'no keys but kind'}")
+    missing = [k for k, (_, required) in keys.items() if required and k not in table]
+    if missing:
+        raise SpecError(f"{where}: missing {', '.join(missing)}")
+    return {k: _value(table[k], kind_of, f"{where}: {k}") for k, (kind_of, _) in keys.items() if k in table}
 
 
 def _value(value, kind_of: str, what: str):

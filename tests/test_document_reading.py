@@ -83,6 +83,96 @@ def test_the_command_line_refuses_a_deep_spec_in_one_line(tmp_path):
     assert not (tmp_path / "deep.md").exists()
 
 
+def test_the_text_report_of_a_deep_chain_is_refused_the_same_way(tmp_path, capsys, monkeypatch):
+    """`symback derive --format text` of a 300-layer tanh chain ran for more than 300 s: the size
+    limit covered documents only, and the text report writes the same chains (and simplifies
+    each gradient).  It is now refused at once, in the library and on the command line."""
+    import time
+    from symback.cli import main
+    from symback.engine import Derivation
+    from symback.printing.text import text_report
+
+    def never(*args, **kwargs):
+        raise AssertionError("the report was worked on before it was refused")
+    monkeypatch.setattr(Derivation, "simplified", never)
+    monkeypatch.setattr(Derivation, "chain", never)
+    n = 300
+    d = sb.derive(tanh_chain(n))
+    start = time.perf_counter()
+    with pytest.raises(OutputError, match=f"{n * (n + 2):,} chain-rule factors"):
+        text_report(d)
+    assert time.perf_counter() - start < 10
+    nodes = "\n".join(f'z{k} = "w{k}*{"x" if k == 1 else f"a{k - 1}"}"\na{k} = "tanh(z{k})"' for k in range(1, 46))
+    (tmp_path / "deep.toml").write_text(f'inputs = ["x"]\ntargets = ["y"]\nparams = [{", ".join(f"{chr(34)}w{k}{chr(34)}" for k in range(1, 46))}]\n'
+                                        f'[nodes]\n{nodes}\n[loss]\ncost = "(a45 - y)**2"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["derive", "deep.toml", "--format", "text"]) != 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "2,115 chain-rule factors" in out.err
+
+
+def test_an_lstm_document_indexes_its_samples_by_a_letter_its_gates_leave_free():
+    """The LSTM's input gate is i_t (W_i, z_{i,t}: DESIGN's names), and the loss section summed
+    L = (1/m) Σᵢ Cᵢ over samples i too: one letter, two meanings.  The gate keeps DESIGN's
+    name and the samples take j there (every line still certified, the row line C_j = ℓ(Ŷ_{j,1},
+    Y_{j,1}) evaluated at sample rows); graphs whose names leave i free keep i."""
+    from symback.document.certificate import certify
+    from symback.document.context import context
+    d = sb.derive(sb.lstm(inputs=2, hidden=2, outputs=1, steps=2))
+    md = d.markdown(**QUICK)
+    assert r"L &= \frac{1}{m} \sum_{j=1}^{m} C_{j}" in md
+    assert r"{C}_{j} &= \ell{\left({\hat{Y}}_{j,1},{Y}_{j,1} \right)}" in md
+    assert r"\sum_{i=1}" not in md and not re.search(r"(C|Y\}+)_\{i", md)
+    assert r"z_{i,1} &= x_{1} W_{i} + \mathbf{1} b_{i}" in md          # the gate keeps its name
+    assert certify(d, context(d, **QUICK))["lines"] > 0
+    for other in (sb.gru(inputs=2, hidden=2, outputs=1, steps=2), sb.mlp([2, 2, 1])):
+        assert r"\sum_{i=1}^{m} C_{i}" in sb.derive(other).markdown(**QUICK)
+
+
+def test_gelus_derivative_is_written_through_u_and_proved_equal(monkeypatch):
+    """GELU′ printed as SymPy's expansion, (1/200000) z√2 … (26829z² + 200000): now the chain
+    rule through u = √(2/π)(z + 0.044715 z³), with u and u′ defined beside it.  Oracles: torch
+    autograd of F.gelu(approximate="tanh") at several z; the certificate catches a wrong form."""
+    torch = pytest.importorskip("torch")
+    from symback.document import activations as act
+    from symback.document.certificate import CertificateError
+    from symback.functions import gelu
+    md = sb.derive(sb.mlp([2, 2, 1], activation="gelu")).markdown(**QUICK)
+    line = next(t for t in md.splitlines() if t.startswith("- gelu"))
+    shown = line.split(r"\operatorname{GELU}'\left(z\right) = ", 1)[1]
+    assert shown.startswith(r"\frac{1}{2} \left(u' z \left(1 - \tanh^{2}{\left(u \right)}\right) + \tanh{\left(u \right)} + 1\right)$")
+    assert "where $u = " in shown and r"u' = " in shown
+    form, (u_def, du_def) = act._through_inner(type(gelu(sp.Symbol("t"))))
+    z = sp.Symbol("z", real=True)
+    f = sp.lambdify(z, form.xreplace({u_def.lhs: u_def.rhs, du_def.lhs: du_def.rhs}), "math")
+    x = torch.tensor([-3.1, -0.8, 0.0, 0.45, 2.2], dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.gelu(x, approximate="tanh").sum().backward()
+    assert np.allclose([f(float(v)) for v in x.detach()], x.grad.numpy(), rtol=1e-12, atol=1e-14)
+    wrong = form.xreplace({du_def.lhs: 1})          # the inner derivative dropped
+    monkeypatch.setattr(act, "_through_inner", lambda cls: (wrong, [u_def, du_def]) if cls.__name__ == "gelu" else None)
+    with pytest.raises(CertificateError):
+        sb.derive(sb.mlp([2, 2, 1], activation="gelu")).markdown(**QUICK)
+
+
+def test_a_one_row_samples_cost_reads_as_one_sum_not_a_trace():
+    """A CNN's sample is an image, its cost c a 1×1 matrix: the forward pass ended C = tr(c) and
+    Nielsen's loss line read {c^⊤}_r = Σ_k ℓ((a³)^⊤_{r,k}, y^⊤_{r,k}) for its one row.  Now
+    C = c and c = Σ_k ℓ(a³_k, y_k), as Nielsen writes one sample's cost; the certificate checks
+    the line against the graph's costs.  A sequence's T rows keep C = Σ_r c_r."""
+    from symback.document.certificate import certify
+    from symback.document.context import context
+    net = sb.Sequential(sb.Conv2d(2, 2), sb.Flatten(), sb.Dense(3, activation="softmax"),
+                        inputs=(1, 3, 3), loss="cross_entropy")
+    d = sb.derive(net)
+    nielsen = d.markdown(notation="nielsen", **QUICK)
+    assert "\nC &= c\n" in nielsen and r"\operatorname{tr}" not in nielsen
+    assert r"c &= \sum_{k=1}^{3} \ell{\left({a^{3}}_{k},{y}_{k} \right)}" in nielsen
+    assert certify(d, context(d, notation="nielsen", **QUICK))["lines"] > 0
+    assert "\nC &= c\n" in d.markdown(**QUICK)
+    seq = sb.derive(sb.Sequential(sb.Dense(2), inputs=(3, 2), loss="mse")).markdown(**QUICK)
+    assert r"C &= \sum_{r=1}^{3} c_{r}" in seq
+
+
 # ------------------------------------------------------------------ --steps full, matrix graphs
 def test_steps_full_of_a_matrix_graph_labels_the_delta_cases_and_the_help_says_so():
     """A matrix graph's full document is the brief one with each δ line's case label, nothing

@@ -82,11 +82,13 @@ def test_a_normalisations_inverse_sigma_is_named_and_defined_once():
 
 
 def test_wide_rows_go_on_rows_of_their_own():
-    """A δ row's value, GELU′ and a vanishing path each broken onto continuation rows, not cut."""
+    """A δ row's value and a vanishing path each broken onto continuation rows, not cut; GELU′
+    (broken onto rows while SymPy's expansion was printed) is written through u and fits its row,
+    u and u′ defined on the next."""
     tex = _document("one-head block")
     deltas = tex[tex.index(r"\section{Backpropagation: the $\delta$ recursion}"):]
     assert re.search(r"^\\delta_\{H_\{2\}\} &= .* \\\\ & = ", deltas, re.M)
-    assert re.search(r"\\operatorname\{GELU\}'\\left\(z\\right\) &= .*\\\\ &\\qquad", tex)
+    assert re.search(r"\\operatorname\{GELU\}'\\left\(z\\right\) &= \\frac\{1\}\{2\} \\left\(u' z .*, \\\\\n&\\quad \\text\{where \} u = ", tex)
     vanishing = tex[tex.index(r"\section{Vanishing gradients}"):]
     assert r"\cdot \\ &\qquad\quad" in vanishing
 

@@ -28,7 +28,7 @@ import sympy as sp
 
 from ..engine import BATCH_SIZE, SAMPLE
 from ..functions import Activation
-from ..printing import Norm, Partial, PerSample
+from ..printing import SAMPLE_LETTERS, Norm, Partial, PerSample
 from .analysis import value_of
 from .factors import PENALTY
 from .steps import GradL, LossAt, TotalPartial, Vanishes
@@ -251,9 +251,9 @@ def _batch_value(point, samples, e, means):
 
 # ------------------------------------------------------------------ one sample's row of a matrix graph
 def _row_value(point, e, means, r):
-    """A line about row r + 1: sample i of a batch (Ŷ_{ik}, Y_{ik}, C_i) or row r of a one-sample
+    """A line about row r + 1: sample i (or j: printing.sample_index) of a batch (Ŷ_{ik}, Y_{ik}, C_i) or row r of a one-sample
     graph's sample (c_r), read off the graph's values there."""
-    e = e.xreplace({sp.Symbol(n, positive=True, integer=True): sp.Integer(r + 1) for n in "ir"})
+    e = e.xreplace({sp.Symbol(n, positive=True, integer=True): sp.Integer(r + 1) for n in (*SAMPLE_LETTERS, "r")})
     # a network certified at small widths (certificate._narrowed): Σₖ runs over its outputs as they are
     widths = {np.atleast_2d(value_of(v, point.env, point.rows)).shape[1]
               for k, v in means.items() if isinstance(k, sp.Symbol) and k.name in ("Yhat", "Y")}

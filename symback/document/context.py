@@ -17,7 +17,7 @@ from ..functions import Activation
 from ..matrix import BATCH, RowCost, is_matrix, simplify_ones
 from ..kinds.base import zero_like
 from ..printing import (Chain, Partial, PerSample, Terms, Tex, latex, latex_escape,
-                        markdown_escape, notation_settings, visual_len)
+                        markdown_escape, notation_settings, sample_index, visual_len)
 from . import analysis, attention_proof, steps
 from .factors import PENALTY, as_derivation, closed_softmax, compose, edge_expr, edge_partial
 from .batchnorm import batchnorm
@@ -59,6 +59,8 @@ def context(derivation, fmt: str = "latex", **options) -> dict:
     d = as_derivation(derivation)
     check_size(d)               # a graph too deep to document is refused before any work
     nt = notation(d, options.get("notation"))
+    # the batch's sample index: i, unless the graph's own names use it (an LSTM's gate i_t)
+    nt = nt._replace(settings={**nt.settings, "sample": sample_index(d.graph.order)})
     if options.get("steps", "brief") not in ("brief", "full"):
         raise OutputError(f"unknown steps {options['steps']!r}: use 'brief' or 'full'")
     with notation_settings(nt.settings):
@@ -207,18 +209,19 @@ def _loss(d, nt) -> dict:
         row = next((n for n in g.node_names if isinstance(g.expr(n), RowCost)), None)
         if row is not None:
             cost, row_cost = g.expr(row), g.symbol(row)
-    i = sp.Symbol("i", positive=True, integer=True)
+    i = sp.Symbol(nt.settings["sample"], positive=True, integer=True)
     if isinstance(cost, RowCost):
         lf, width = cost.loss, cost.prediction.shape[1]
         yh, y = sp.Symbol("yhat"), sp.Symbol("y")
         lhs, rhs = sp.Function("ell")(yh, y), lf.expr.xreplace({lf.prediction: yh, lf.target: y})
         k = sp.Symbol("k", positive=True, integer=True)
-        if nt.name == "nielsen" and row_cost is C:
+        # one row: a batch's sample, or a one-sample graph whose sample is one row (a CNN's)
+        if nt.name == "nielsen" and (row_cost is C or cost.prediction.shape[0] == 1):
             # one sample, a column (a one-sample graph's sample is a matrix: its rows as below): C_x = Σ_k ℓ(a_k, y_k) in the notation's column names
             col = lambda n: sp.Symbol(f"col_{n}")     # noqa: E731 - the notation names col_<node>
             yk, tk = sp.Indexed(sp.IndexedBase(col(cost.prediction.name)), k), sp.Indexed(sp.IndexedBase(col(cost.target.name)), k)
             row = sp.Function("ell")(yk, tk)
-            sample = sp.Eq(col(C.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
+            sample = sp.Eq(col(row_cost.name), sp.Sum(row, (k, 1, width)) if width != 1 else row.xreplace({k: 1}),
                            evaluate=False)
         else:
             # row i: a sample; row r of a one-sample graph's sample (its cost c_r; i is the sample's

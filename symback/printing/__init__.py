@@ -15,11 +15,11 @@ module's own names are imported with ``from symback.printing.latex import ...``)
 """
 from .escape import Tex, latex_escape, markdown_escape
 from .expressions import Bound, Chain, Norm, Partial, PerSample, Terms
-from .latex import (LatexPrinter, chain_symbols, chain_values, factor_latex, latex, name_latex, notation_settings,
-                    number, partial, visual_len)
+from .latex import (SAMPLE_LETTERS, LatexPrinter, chain_symbols, chain_values, factor_latex, latex, name_latex,
+                    notation_settings, number, partial, sample_index, visual_len)
 from .primes import mark_primes, prime, prime_classes, split_primes
 
 __all__ = ["Tex", "latex_escape", "markdown_escape", "LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values",
            "factor_latex", "split_primes", "mark_primes", "prime", "prime_classes", "name_latex",
            "Chain", "Partial", "PerSample", "Norm", "Bound", "Terms", "visual_len",
-           "notation_settings"]
+           "notation_settings", "sample_index", "SAMPLE_LETTERS"]

@@ -30,7 +30,7 @@ from .width import visual_len
 from .primes import mark_primes
 
 __all__ = ["LatexPrinter", "latex", "number", "partial", "chain_symbols", "chain_values", "factor_latex",
-           "name_latex", "visual_len", "notation_settings"]
+           "name_latex", "visual_len", "notation_settings", "sample_index", "SAMPLE_LETTERS"]
 
 
 # ----------------------------------------------------------------- printer
@@ -48,7 +48,7 @@ class LatexPrinter(_SympyLatexPrinter):
     _default_settings = {**_SympyLatexPrinter._default_settings, "values": None,
                          "applications": (), "primes": True, "sums_last": False,
                          "names": None, "tnames": None, "transposes": True, "columns": None,
-                         "memo": None}
+                         "memo": None, "sample": "i"}
 
     def __init__(self, settings=None):
         # a document's notation (symbol map, transposes, column form) applies to every formula in it
@@ -175,10 +175,13 @@ class LatexPrinter(_SympyLatexPrinter):
                 # rows of a batch are samples (i, as in L = (1/m) Σᵢ Cᵢ); the rows of one
                 # sample's matrix (a sequence's positions) are not: r, so the two never share i
                 # (and k stays the columns' index of the row cost c_r = Σ_k ℓ(·_{rk}, ·_{rk}))
-                k = "i" if not a.cols.is_Integer else "r"
+                # (the batch's letter is the document's: see sample_index)
+                k = self._settings["sample"] if not a.cols.is_Integer else "r"
                 return rf"\sum_{{{k}=1}}^{{{self._print(a.cols)}}} {body}_{{{k}}}"
             if isinstance(a, sp.Transpose) and a.arg == b:
                 return rf"\lVert {self._print(b)} \rVert_F^{{2}}"
+        if isinstance(arg, sp.MatrixSymbol) and arg.shape == (1, 1):
+            return self._print(arg)     # C = c for a one-row sample's 1×1 cost, not tr(c)
         return super()._print_Trace(expr)
 
     def _print_Mul(self, expr):
@@ -436,6 +439,19 @@ def latex(expr, values: dict | None = None, applications: Iterable = (), **setti
     if values:
         settings.setdefault("mul_symbol", "dot")
     return LatexPrinter(dict(settings, values=values, applications=tuple(applications))).doprint(expr)
+
+
+#: the letters a batch's sample index may take, in order: i, as in L = (1/m) Σᵢ Cᵢ, or the
+#: next one a graph's own names leave free (an LSTM's input gate is i_t, with W_i, z_{i,t})
+SAMPLE_LETTERS = ("i", "j", "s")
+
+
+def sample_index(names) -> str:
+    """The sample index's letter in a document of a graph with these names: the first of
+    :data:`SAMPLE_LETTERS` that no name prints as a letter of its own (W_{i}, i_{1}, z_{i,1})."""
+    printed = " ".join(name_latex(n) for n in names)
+    free = (c for c in SAMPLE_LETTERS if not re.search(rf"(?<![A-Za-z\\]){c}(?![A-Za-z])", printed))
+    return next(free, SAMPLE_LETTERS[-1])
 
 
 def name_latex(name: str) -> str:

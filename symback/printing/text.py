@@ -197,7 +197,11 @@ def text_report(d, values: dict | None = None, lr=None, steps_taken=None) -> str
 
     Formulas are written as on a board: 2 x1 (ŷ - y), σ'(Z1), ⊙, δ_Z1, Wᵀ; a scalar graph's
     gradient is given once more as SymPy's text ("as SymPy:"), which parses back.
+    A graph too deep to document is refused the way documents refuse it (an OutputError):
+    the report writes the same chains, and simplifies each gradient on top.
     """
+    from ..document.size import check_size
+    check_size(d)               # a 300-layer chain ran for more than 300 s before this
     g = d.graph
     apps = list({f: None for n in g.order if n in g._expr for f in g.expr(n).atoms(Activation)})
     lines = [f"Backpropagation: d{d.loss_name}/dp for p = {', '.join(map(text_name, d.params))}", ""]
