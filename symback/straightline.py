@@ -325,14 +325,9 @@ def _update(c, st):
             c.out.append((ind, lambda: c.p.op_update(target, c.p._print(g.args[0]))))
         return None
     value = (_let(c, g) if g.op == "let" else c.code(g)) if isinstance(g, Stmt) else g
-    shape = tuple(c.fn.low.shapes.get(p, ()))
-    # a one-sample graph's 1×k row (a bias) gets the (1, k) sum over the samples, which does not
-    # fit into the (k,) array the Model accepts for it: the update takes the parameter's own shape
-    # (a value of one entry, the same in every column, broadcasts as it is)
-    fit = (lambda v: f"({v}).reshape({target}.shape)") if (
-        c.fn.low.sample and p in c.arrays and len(shape) == 2 and shape[0] == 1
-        and tuple(getattr(g, "shape", None) or c.fn.low.shapes.get(g, ()))[-1:] == shape[1:]) else (lambda v: v)
-    c.out.append((ind, lambda: c.p.op_update(target, fit(c.text(value) if isinstance(g, Stmt) else c.N(value)))))
+    # (a 1 × k parameter given as (k,), as the Model accepts, reaches the step as its (1, k) view:
+    # Model._step_rows)
+    c.out.append((ind, lambda: c.p.op_update(target, c.text(value) if isinstance(g, Stmt) else c.N(value))))
     return None
 
 

@@ -48,7 +48,8 @@ class InPlace:
         except MemoryError:
             raise TrainingError("not enough memory to keep a copy of the parameters while training") from None
         self._t = 0
-        self._given = _given_shapes(model, params)
+        # a 1 × k parameter given as (k,) trains as its (1, k) view (written through in place)
+        self._rows = model._declared(params)
 
     def batch(self, X: np.ndarray, Y: np.ndarray):
         """NumPy rows are what the generated code takes."""
@@ -60,15 +61,13 @@ class InPlace:
         self._t += 1
         for k, buf in snapshot.items():
             np.copyto(buf, params[k])
+        rows = self._rows
         if self._fused:
-            return float(m._run(m._step, X, Y, params, self.lr))
-        value, grads = m._run(m._grad, X, Y, params)
+            return float(m._run(m._step, X, Y, rows, self.lr))
+        value, grads = m._run(m._grad, X, Y, rows)
         value = float(value)
         if math.isfinite(value):        # a non-finite loss ends the run: no update from it
-            grads = dict(zip(m.params, grads))
-            for k, shape in self._given.items():
-                grads[k] = grads[k].reshape(shape)
-            self.opt.update(params, grads, self.lr)
+            self.opt.update(rows, dict(zip(m.params, grads)), self.lr)
         return value
 
     def restore(self) -> None:
