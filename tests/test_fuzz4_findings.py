@@ -84,7 +84,7 @@ def test_fit_refuses_a_last_batch_of_one_sample_and_trains_otherwise_as_torch(ba
     with pytest.raises(DataError, match="last batch.*5 samples in batches of 2"):
         m.fit(X, Y, p, epochs=1, batch_size=2)
     # batches of 3 and 2: the same two SGD updates as torch on the same minibatch order
-    start = {k: np.array(v, dtype=np.float64) for k, v in p.items()}
+    start = {k: np.array(np.asarray(v), dtype=np.float64) for k, v in p.items()}
     t = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
     opt = torch.optim.SGD(t.values(), lr=0.1)
     for idx in np.array_split(np.random.default_rng(0).permutation(5), [3]):
