@@ -123,6 +123,8 @@ def test_an_lstm_document_indexes_its_samples_by_a_letter_its_gates_leave_free()
     assert r"L &= \frac{1}{m} \sum_{j=1}^{m} C_{j}" in md
     assert r"{C}_{j} &= \ell{\left({\hat{Y}}_{j,1},{Y}_{j,1} \right)}" in md
     assert r"\sum_{i=1}" not in md and not re.search(r"(C|Y\}+)_\{i", md)
+    # the punchline's prose too: it summed the samples' gradients as Σ_i ∂C_i/∂W
+    assert r"\sum_j \partial C_j/\partial W" in md and not re.search(r"(C|sum)_i\b", md)
     assert r"z_{i,1} &= x_{1} W_{i} + \mathbf{1} b_{i}" in md          # the gate keeps its name
     assert certify(d, context(d, **QUICK))["lines"] > 0
     for other in (sb.gru(inputs=2, hidden=2, outputs=1, steps=2), sb.mlp([2, 2, 1])):

@@ -103,8 +103,9 @@ def punchline_intro(d, nt, rows) -> Tex | None:
         batch = (f"Over a batch, ${J}$ is the {g.reduction} of the samples' costs, so "
                  f"$\\partial {J}/\\partial \\theta$ is the {g.reduction} of these{penalty}.")
     else:
+        i = nt.settings.get("sample", "i")      # the batch's letter (an LSTM's is j: its gate is i_t)
         batch = ("With the samples in the rows of the matrices, each product adds up the samples' gradients, "
-                 f"$\\sum_i \\partial {C}_i/\\partial W$, and $\\partial {J}/\\partial W$ is {scale}{penalty}.")
+                 f"$\\sum_{i} \\partial {C}_{i}/\\partial W$, and $\\partial {J}/\\partial W$ is {scale}{penalty}.")
     sample = f"($m = 1$, where ${J}$ is the sample's cost ${C}$)" if _notes_j(d, nt) else f"(${C}$ its cost)"
     return Tex(f"For one sample {sample}, {how}. {batch}")
 
