@@ -1,0 +1,38 @@
+"""Findings of the spec-file fuzzer: random valid and invalid TOML specs through the command line.
+
+Oracle: the command-line contract (DESIGN.md): bad input exits non-zero with exactly one line
+on stderr starting ``symback: error:``, never the internal-error line of a bug, and writes no
+file; for valid specs, PyTorch autograd of the same network written in the test with torch ops.
+"""
+import pytest
+
+from _command import main_run
+
+
+def _refused(tmp_path, text, *words):
+    """`symback derive` and `codegen` of the spec `text`: exit 2 (bad input), one error line
+    holding `words`, no module written."""
+    (tmp_path / "s.toml").write_text(text, encoding="utf-8")
+    for verb in (["derive", "s.toml", "--format", "text"], ["codegen", "s.toml", "-o", "m.py"]):
+        r = main_run(*verb, cwd=tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2, r.stderr
+        assert len(lines) == 1 and lines[0].startswith("symback: error: "), r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+        for word in words:
+            assert word in lines[0], (word, lines[0])
+        assert not (tmp_path / "m.py").exists()
+
+
+@pytest.mark.parametrize("kind", ['["Dense"]', '{ name = "Dense" }'])
+def test_a_layer_kind_that_is_a_list_or_a_table_is_bad_input_not_a_bug(tmp_path, kind):
+    # was: "internal error, a bug in symback (TypeError: unhashable type: 'list')", exit 1,
+    # from `kind in LAYER_KEYS` on the unhashable value
+    _refused(tmp_path, f"inputs = 4\n[[layer]]\nkind = {kind}\nunits = 1\n", "layer 1", "kind must be")
+
+
+def test_a_recurrent_kind_inside_a_residual_says_why_it_is_refused(tmp_path):
+    # was: "kind must be one of ..., RNN, LSTM, GRU, got 'LSTM'": the list named the kind it refused
+    text = ('inputs = 4\n[[layer]]\nkind = "Residual"\n[[layer.layers]]\nkind = "LSTM"\n'
+            'hidden = 2\noutputs = 1\nsteps = 2\n[[layer]]\nkind = "Dense"\nunits = 1\n')
+    _refused(tmp_path, text, "LSTM is a whole network", "Residual")
