@@ -36,3 +36,21 @@ def test_a_recurrent_kind_inside_a_residual_says_why_it_is_refused(tmp_path):
     text = ('inputs = 4\n[[layer]]\nkind = "Residual"\n[[layer.layers]]\nkind = "LSTM"\n'
             'hidden = 2\noutputs = 1\nsteps = 2\n[[layer]]\nkind = "Dense"\nunits = 1\n')
     _refused(tmp_path, text, "LSTM is a whole network", "Residual")
+
+
+def test_training_a_spec_whose_loss_uses_no_node_finishes_and_reports(tmp_path):
+    # was: the parameters saved, then "symback: error: ... this graph has no prediction node"
+    # with exit 2 (the accuracy line asked predict() before looking at the output function):
+    # a failing exit that had written its --out file
+    import numpy as np
+    (tmp_path / "s.toml").write_text('inputs = ["x1"]\ntargets = ["y"]\nparams = ["w"]\n'
+                                     '[loss]\ncost = "(w*x1 - y)**2"\n', encoding="utf-8")
+    (tmp_path / "data.csv").write_text("x1,y\n1,2\n3,4\n", encoding="utf-8")
+    np.savez(tmp_path / "start.npz", w=np.array(0.3))
+    r = main_run("train", "s.toml", "data.csv", "--epochs", "1", "--lr", "0.1", "--resume", "start.npz",
+                 "--out", "p.npz", cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    # oracle: one full-batch SGD step by hand, w - lr · mean 2(w x - y) x
+    x, y, w = np.array([1.0, 3.0]), np.array([2.0, 4.0]), 0.3
+    want = w - 0.1 * np.mean(2 * (w * x - y) * x)
+    assert abs(float(np.load(tmp_path / "p.npz")["w"]) - want) < 1e-12
