@@ -54,3 +54,23 @@ def test_training_a_spec_whose_loss_uses_no_node_finishes_and_reports(tmp_path):
     x, y, w = np.array([1.0, 3.0]), np.array([2.0, 4.0]), 0.3
     want = w - 0.1 * np.mean(2 * (w * x - y) * x)
     assert abs(float(np.load(tmp_path / "p.npz")["w"]) - want) < 1e-12
+
+
+def test_a_worked_example_with_a_huge_input_is_evaluated_not_an_internal_error(tmp_path):
+    # was: "internal error, a bug in symback (OverflowError: too many digits in integer)", exit 1:
+    # sp.simplify of the substituted node (σ(10³⁰)) reached nsimplify and mpmath's exp overflowed;
+    # at x = 10⁸ the same simplify ran for minutes (killed at 100 s)
+    import math
+    (tmp_path / "s.toml").write_text(
+        'inputs = ["x"]\ntargets = ["y"]\nparams = ["w1", "b1"]\n[nodes]\na1 = "sigmoid(w1*x + b1)"\n'
+        '[loss]\ncost = "(a1 - y)**2"\n[example]\nvalues = { x = 1000000000000000000000000000000, '
+        'w1 = 1, b1 = 0, y = 2 }\n', encoding="utf-8")
+    r = main_run("derive", "s.toml", "--format", "text", cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    shown = dict(line.strip().split(" = ") for line in r.stdout.split("worked example:")[1].splitlines()[1:]
+                 if " = " in line)
+    # oracle: the float formulas, σ(z) = 1/(1 + e^(−z)), C = (a1 − y)², ∂C/∂w1 = 2(a1 − y) σ(1 − σ) x
+    a1 = 1 / (1 + math.exp(-1e30))
+    assert float(shown["a1"]) == pytest.approx(a1, rel=1e-9)
+    assert float(shown["C"]) == pytest.approx((a1 - 2) ** 2, rel=1e-9)
+    assert float(shown["dC/dw1"]) == pytest.approx(2 * (a1 - 2) * a1 * (1 - a1) * 1e30, abs=1e-9)
