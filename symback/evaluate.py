@@ -28,7 +28,8 @@ import numpy as np
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from .engine import CONSUMERS, delta
+from .budget import within
+from .engine import CONSUMERS, SIMPLIFY_SECONDS, delta
 from .errors import DefinitionError, SymbackError
 from .functions import Activation
 from .kinds.base import BATCH, Kind, is_matrix
@@ -70,8 +71,7 @@ def _evaluate_scalar(d, values):
     forward = {}
     for n in g.order:
         if n in g._expr:
-            forward[n] = sp.simplify(g.expr(n).xreplace(env)).evalf() \
-                if not g.expr(n).xreplace(env).is_Number else g.expr(n).xreplace(env)
+            forward[n] = _number(g.expr(n).xreplace(env))
             env[g.symbol(n)] = forward[n]
     grads = {}
     for p in d.params:
@@ -79,6 +79,22 @@ def _evaluate_scalar(d, values):
         if not grads[p].is_Number:
             grads[p] = grads[p].evalf()
     return {"forward": forward, "gradient": grads}
+
+
+def _number(e):
+    """A node's value: exact when SymPy's arithmetic made it a number, else simplified and rounded.
+
+    simplify is bounded (:data:`~symback.engine.SIMPLIFY_SECONDS`): on an example's large
+    numbers (σ(10⁸) holds e^(−10⁸)) its nsimplify ran for minutes, or overflowed mpmath
+    ("too many digits in integer") at 10³⁰; evalf alone rounds the same value.
+    """
+    if e.is_Number:
+        return e
+    try:
+        e = within(SIMPLIFY_SECONDS, lambda: sp.simplify(e), default=e)
+    except OverflowError:
+        pass
+    return e.evalf()
 
 
 def _evaluate_matrix(d, values):

@@ -101,8 +101,7 @@ def sequential_from_dict(data: dict, where: str = "spec") -> Graph:
         raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} in a layer spec; "
                         f"expected {', '.join(sorted(TOP_KEYS))}")
     tables = data["layer"]
-    if isinstance(tables, list) and any(isinstance(t, dict) and t.get("kind") in RECURRENT_KEYS
-                                        for t in tables):
+    if isinstance(tables, list) and any(_kind(t) in RECURRENT_KEYS for t in tables):
         return _recurrent(data, tables, where)
     inputs = _inputs(data.get("inputs"), where)
     layers = _layers(tables, where, "layer")
@@ -115,7 +114,7 @@ def sequential_from_dict(data: dict, where: str = "spec") -> Graph:
 
 def _recurrent(data: dict, tables: list, where: str) -> Graph:
     """The one recurrent [[layer]] built by sb.rnn / sb.lstm / sb.gru."""
-    kind = next(t["kind"] for t in tables if isinstance(t, dict) and t.get("kind") in RECURRENT_KEYS)
+    kind = next(_kind(t) for t in tables if _kind(t) in RECURRENT_KEYS)
     if len(tables) != 1:
         raise SpecError(f"{where}: the {kind} layer is the whole network (it is unrolled over its "
                         f"steps and ends in its own read-out), so it must be the only [[layer]]; "
@@ -163,11 +162,22 @@ def _layers(tables, where, key):
     return [_layer(t, f"{where}: {key} {n}") for n, t in enumerate(tables, start=1)]
 
 
+def _kind(table) -> str | None:
+    """A layer table's kind when it is a name in quotes; None for anything else (a list or a
+    table as the kind is not hashable, so it cannot be looked up in the kinds)."""
+    kind = table.get("kind") if isinstance(table, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _layer(table: dict, where: str):
-    kind = table.get("kind")
+    kind = _kind(table)
+    if kind in RECURRENT_KEYS:
+        # only reached inside a Residual: a recurrent kind is a whole network, never a piece
+        raise SpecError(f"{where}: {kind} is a whole network (a layer of its own), so it cannot sit inside a "
+                        f"Residual; the kinds a Residual holds are {', '.join(LAYER_KEYS)}")
     if kind not in LAYER_KEYS:
         raise SpecError(f"{where}: kind must be one of {', '.join([*LAYER_KEYS, *RECURRENT_KEYS])}, "
-                        f"got {kind!r}")
+                        f"got {table.get('kind')!r}")
     where = f"{where} ({kind})"
     kwargs = _keywords(table, kind, LAYER_KEYS[kind], where)
     try:

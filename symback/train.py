@@ -285,6 +285,9 @@ def accuracy(d, model, X, Y, params) -> float | None:
     """Classification accuracy for softmax (argmax) or one-sigmoid-output networks, else None."""
     from .functions import sigmoid, softmax
     out = output_function(d)
+    if out is not softmax and out is not sigmoid:
+        # first: a scalar spec whose loss uses no node has no prediction to take (predict raises)
+        return None
     P = np.asarray(model.predict(X, params))
     if out is softmax:
         # one class per row of the output: (n, K), or (n, T, K) for one-sample matrices
