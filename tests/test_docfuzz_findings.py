@@ -70,3 +70,43 @@ def test_example_targets_and_rows_meet_what_compiled_models_require():
          "W1": rng.normal(size=(2, 1)), "b1": np.zeros((1, 1))}
     with pytest.raises(sb.SymbackError, match=r"outside \[0, 1\]"):
         d.latex(values=v, lr=0.1, **QUICK)
+
+
+def _lstm_one_step_grads(l2):
+    """Every parameter's ∂L/∂p of a one-step LSTM (h₀ = c₀ = 0), written here, by torch autograd."""
+    gen = torch.Generator().manual_seed(0)
+    names = [f"{k}_{gate}" for gate in "ifgo" for k in "WUb"] + ["W_y", "b_y"]
+    p = {n: torch.randn(1, 1, generator=gen, dtype=torch.float64, requires_grad=True) for n in names}
+    X, Y = torch.randn(3, 1, generator=gen, dtype=torch.float64), torch.randn(3, 1, generator=gen, dtype=torch.float64)
+    h0 = torch.zeros(3, 1, dtype=torch.float64)
+    gate = {k: X @ p[f"W_{k}"] + h0 @ p[f"U_{k}"] + p[f"b_{k}"] for k in "ifgo"}
+    c = torch.sigmoid(gate["f"]) * h0 + torch.sigmoid(gate["i"]) * torch.tanh(gate["g"])
+    h = torch.sigmoid(gate["o"]) * torch.tanh(c)
+    loss = ((h @ p["W_y"] + p["b_y"] - Y) ** 2).sum(1).mean()
+    loss = loss + l2 / 2 * sum((p[n] ** 2).sum() for n in names if n[0] in "WU")
+    loss.backward()
+    return {n: float(t.grad.abs().max()) for n, t in p.items()}, {n: float(t.detach().abs().max()) for n, t in p.items()}
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+def test_punchline_note_says_which_parameters_do_not_reach_the_loss(l2):
+    # Found: a one-step LSTM's note said U_i, W_f, U_f, b_f, U_g, U_o "reach the loss only
+    # through the penalty" with no penalty at all (l2 = 0), and listed the unpenalised bias b_f
+    # so with one; and called the biases "a bias, a norm's scale and shift" with no norm.
+    grads, size = _lstm_one_step_grads(l2)
+    unused = sorted(n for n, v in grads.items() if v == 0.0)
+    penalty_only = sorted(n for n, v in grads.items() if v and abs(v - l2 * size[n]) < 1e-15)
+    assert unused == (["U_f", "U_g", "U_i", "U_o", "W_f", "b_f"] if not l2 else ["b_f"])
+    assert penalty_only == ([] if not l2 else ["U_f", "U_g", "U_i", "U_o", "W_f"])
+    kw = {"l2": l2} if l2 else {}
+    d = sb.derive(sb.lstm(inputs=1, hidden=1, outputs=1, steps=1, output="identity", loss="mse", **kw))
+    note = next(line for line in d.markdown(**QUICK).splitlines() if line.startswith("Not shown here"))
+
+    def named(names):
+        return ", ".join(f"${n[0]}_{{{n[2]}}}$" for n in names)
+    order = [n for n in d.params]
+    assert named([n for n in order if n in unused]) + ", which do" in note
+    assert ("penalty" in note) == bool(l2)
+    if l2:
+        assert named([n for n in order if n in penalty_only]) + ", which reach the loss only through the penalty" in note
+    assert "norm" not in note
