@@ -110,3 +110,51 @@ def test_punchline_note_says_which_parameters_do_not_reach_the_loss(l2):
     if l2:
         assert named([n for n in order if n in penalty_only]) + ", which reach the loss only through the penalty" in note
     assert "norm" not in note
+
+
+def _penalty_terms():
+    """A seven-weight network's penalty λ/2 Σ‖W_l‖² (λ = 0.01), as the loss node holds it."""
+    import sympy as sp
+    d = sb.derive(sb.mlp([2] * 8, activation="tanh", l2=0.01))
+    g = d.graph
+    cost = g.symbol(d.layout.cost_node())
+    return sp.Add(*[t for t in sp.Add.make_args(g.expr(d.loss_name)) if not t.has(cost)]), g, d
+
+
+def test_a_folded_sum_keeps_its_common_factor_when_its_terms_fit_one_row():
+    # Found: aligned_lines factored λ/2 = 1/200 out of the penalty (69 symbols, past the 60 of a
+    # row) and its seven terms then fitted one row: the tuple assignment that decorates the first
+    # and last rows kept only the last's, so "‖W₁‖² + … + ‖W₇‖²\right)" was printed, the factor
+    # 1/200 and the \left( gone (pdflatex: "Missing } inserted").
+    import sympy as sp
+    from symback.document.lines import aligned_lines
+    P, g, _ = _penalty_terms()
+    text = aligned_lines(P, [])
+    assert text.count(r"\left(") == text.count(r"\right)") == 1
+    # oracle: SymPy's own value of the penalty, against the printed factor times the printed norms
+    Ws = {g.symbol(f"W{k}"): sp.Matrix(2, 2, lambda i, j: (k + i + 2 * j) % 5 - 2) for k in range(1, 8)}
+    want = sum(float(m.norm() ** 2) for m in Ws.values()) / 200
+    assert float(P.subs(Ws).doit()) == pytest.approx(want, rel=1e-12)
+    factor, body = text.split(r" \left(")
+    assert factor == r"\frac{1}{200}" and body.count(r"\rVert_F^{2}") == 7
+
+
+def test_the_penalised_loss_lines_stay_inside_the_margin(tmp_path):
+    # Found: a penalised network's "L = …, penalty P = …" and its "∂P/∂W = λW" each sat on one
+    # display line (a TransformerBlock with l2: 195 pt and 235 pt past an article's margin); now
+    # folded rows of an align* and of a gather*.  pdflatex reports every overfull line.
+    import re
+    import shutil
+    import subprocess
+    exe = shutil.which("pdflatex")
+    if not exe:
+        pytest.skip("pdflatex is needed to measure a page")
+    _, _, d = _penalty_terms()
+    tex = d.latex(**QUICK)
+    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
+    subprocess.run([exe, "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=240)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert not re.findall(r"^! .*", log, re.M)
+    assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+    assert r"\text{penalty } P &= \frac{1}{200} \lVert W_{1} \rVert_F^{2}" in tex
