@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import symback as sb
+from conftest import pdflatex_problems
 
 torch = pytest.importorskip("torch")
 
@@ -143,18 +144,10 @@ def test_the_penalised_loss_lines_stay_inside_the_margin(tmp_path):
     # Found: a penalised network's "L = …, penalty P = …" and its "∂P/∂W = λW" each sat on one
     # display line (a TransformerBlock with l2: 195 pt and 235 pt past an article's margin); now
     # folded rows of an align* and of a gather*.  pdflatex reports every overfull line.
-    import re
     import shutil
-    import subprocess
-    exe = shutil.which("pdflatex")
-    if not exe:
+    if not shutil.which("pdflatex"):
         pytest.skip("pdflatex is needed to measure a page")
     _, _, d = _penalty_terms()
     tex = d.latex(**QUICK)
-    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
-    subprocess.run([exe, "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
-                   capture_output=True, timeout=240)
-    log = (tmp_path / "doc.log").read_text(errors="replace")
-    assert not re.findall(r"^! .*", log, re.M)
-    assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+    assert pdflatex_problems(tex, tmp_path) == ([], [])
     assert r"\text{penalty } P &= \frac{1}{200} \lVert W_{1} \rVert_F^{2}" in tex
