@@ -332,3 +332,18 @@ def seed004_1d():
 def rng():
     """A seeded random.Random for reproducible random points."""
     return random.Random(1234)
+
+
+def pdflatex_problems(tex: str, folder) -> tuple[list, list]:
+    """(errors, overfull widths in pt) pdflatex reports for the document `tex`, built in `folder`."""
+    import re
+    import shutil
+    import subprocess
+    exe = shutil.which("pdflatex")
+    assert exe, "pdflatex is required (TeX Live from Debian, installed by .ci/run)"
+    (folder / "doc.tex").write_text(tex, encoding="utf-8")
+    subprocess.run([exe, "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=folder,
+                   capture_output=True, timeout=240)
+    log = (folder / "doc.log").read_text(errors="replace")
+    return re.findall(r"^! .*", log, re.M), re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+

@@ -14,6 +14,7 @@ import pytest
 import sympy as sp
 
 import symback as sb
+from conftest import pdflatex_problems
 from symback.document import context
 from symback.errors import DefinitionError
 from symback.document.analysis import value_of
@@ -323,19 +324,10 @@ def test_no_line_runs_past_the_margin(name, tmp_path):
     """Looked at as pages: the penalty beside L (53 pt into the margin), a nine-factor path and a
     folded part's 'where G₁ = …' (20 pt), an RNN's punchline (49 pt), a skip connection's softmax
     punchline (378 pt), Nielsen's escaped vanishing bound.  pdflatex reports every overfull line."""
-    import shutil
-    import subprocess
-    exe = shutil.which("pdflatex")
-    assert exe, "pdflatex is required (TeX Live from Debian, installed by .ci/run)"
     build, options = PAGE_DOCUMENTS[name]
     tex = sb.derive(build()).latex(**options)
     assert "textbackslash" not in tex
-    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
-    subprocess.run([exe, "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
-                   capture_output=True, timeout=240)
-    log = (tmp_path / "doc.log").read_text(errors="replace")
-    assert not re.findall(r"^! .*", log, re.M)
-    assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+    assert pdflatex_problems(tex, tmp_path) == ([], [])
 
 
 def test_nielsens_figure_labels_are_columns_like_its_text():

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
-import subprocess
 
 import pytest
 
 import symback as sb
 from symback.document import context
-from conftest import slow
+from conftest import pdflatex_problems, slow
 
 SLACK_PT = 3            # TeX's own rounding; the audit's lines ran 7 to 387 pt past
 LIGHT = {"verify": False, "cost": False, "figure": False}    # sections that never ran wide
@@ -44,14 +42,9 @@ PAGES = {
 
 def _overfull(tex: str, tmp_path) -> list[float]:
     """The widths (pt) of the overfull lines pdflatex reports for `tex`."""
-    exe = shutil.which("pdflatex")
-    assert exe, "pdflatex is required (TeX Live from Debian, installed by .ci/run)"
-    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
-    subprocess.run([exe, "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"], cwd=tmp_path,
-                   capture_output=True, timeout=240)
-    log = (tmp_path / "doc.log").read_text(errors="replace")
-    assert not re.findall(r"^! .*", log, re.M), log[-3000:]
-    return [float(w) for w in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
+    errors, widths = pdflatex_problems(tex, tmp_path)
+    assert not errors, errors
+    return [float(w) for w in widths]
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,9 +28,9 @@ from .example import exact, example, numbers, path_product, values_of
 from .bptt import bptt
 from .symbols import forward_note
 from .size import check_size
-from .lines import LINE_WIDTH, ROW_INDENT, Names, aligned_lines, chain_lines, definitions, tex
+from .lines import LINE_WIDTH, ROW_INDENT, Names, aligned_lines, chain_lines, definitions, term_rows, tex
 from .scales import inverse_sigmas
-from .losses import loss_claims, reader_name
+from .losses import loss_claims, penalty_rows, reader_name
 from .notation import layer_names, notation
 from .written import written_form, written_latex
 from .activations import activations
@@ -179,7 +179,8 @@ def _network(d, apps, nt, names) -> dict:
     forward, sigmas = [], {a.node: a for a in names.given}
     for sym, e in d.program().forward:
         terms = written_form(g, sym.name)     # a spec file's order: b + a₁ + a₂, not SymPy's a₁ + a₂ + b
-        rhs = Tex(written_latex(terms, applications=apps)) if terms else tex(e, applications=apps)
+        # a long sum folds (a seven-weight penalty in L's line ran 37 pt past the margin)
+        rhs = Tex(written_latex(terms, applications=apps)) if terms else Tex(term_rows(e, apps))
         forward.append({"lhs": tex(sym), "rhs": rhs, "sympy": {"lhs": sym, "rhs": e, "chain": [sym, e]}})
         if sym.name in sigmas:
             s, r = sigmas[sym.name].symbol, sigmas[sym.name].definition     # 1/σ, named for the backward
@@ -261,6 +262,7 @@ def _loss(d, nt) -> dict:
     parts["claims"] = loss_claims(d, parts, cost)
     out = {k: (tex(v) if v is not None else None) for k, v in parts.items()}
     out["penalty_gradients"] = Tex(r", \qquad ".join(latex(e) for e in slope_p)) if slope_p else None
+    out["penalty_rows"] = penalty_rows(parts) if penalty is not None else None    # an article's, folded
     out["sample"] = Tex(rf"{latex(sample.lhs)} &= {latex(sample.rhs)}") if sample is not None else None
     out.update({"cost": tex(C), "of": tex(g.symbol(d.loss_name)), "reduction": d.reduction, "per_sample": d.layout.loss_is_cost,
                 "name": getattr(cost, "loss", None) and reader_name(cost.loss.name),    # words, not an identifier

@@ -14,6 +14,7 @@ import sympy as sp
 
 from ..errors import SymbackError
 from ..matrix import is_matrix
+from ..targets import check_rows, check_targets, min_rows, target_rules
 from ..printing import Chain, Partial, Terms, Tex, latex, number
 from . import analysis
 from .lines import tex
@@ -43,6 +44,14 @@ def values_of(d, values: dict) -> dict:
                 raise SymbackError(f"values for {n!r} must be finite real numbers")
         else:
             out[n] = exact(n, v)
+    if g.target_names and isinstance(out[g.target_names[0]], np.ndarray):
+        # the example's numbers meet the rules m.grad's data must (targets.py): softmax +
+        # cross-entropy's shown Ŷ − Y holds only for target rows summing to 1, and BatchNorm's
+        # statistics need two samples; otherwise the document would be refused as false
+        rules = target_rules(d)
+        for n in g.target_names:
+            check_targets(out[n], rules)
+        check_rows(min(len(out[n]) for n in g.input_names), min_rows(d))
     return out
 
 

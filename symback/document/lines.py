@@ -8,7 +8,7 @@ from ..matrix import is_matrix
 from ..printing import Chain, LatexPrinter, Tex, latex, visual_len
 from ..printing.latex import minus_sign, negated
 
-__all__ = ["aligned_lines", "chain_lines", "LINE_WIDTH", "Names", "definitions", "tex"]
+__all__ = ["aligned_lines", "term_rows", "chain_lines", "LINE_WIDTH", "Names", "definitions", "tex"]
 
 LINE_WIDTH = 60            # symbols per display row before it is broken (about a page's width)
 ROW_INDENT = 6             # a folded row starts after its align column ("∂L/∂W₁ = "): 20 pt past the margin
@@ -72,8 +72,21 @@ def _rows(terms, width, prefix="", suffix="", bracket=False) -> str:
     if bracket and len(lines) > 1:      # \left( … \right. on the first row, \left. … \right) on the last
         lines = [("" if i == 0 else r"\left. ") + row + ("" if i == len(lines) - 1 else r" \right.")
                  for i, row in enumerate(lines)]
-    lines[0], lines[-1] = prefix + open_ + lines[0], lines[-1] + close + suffix
+    # one at a time: on one row, lines[0] is lines[-1] (a tuple assignment kept only the second,
+    # dropping the common factor the prefix holds: λ/2 of a seven-weight penalty, and its "\left(")
+    lines[0] = prefix + open_ + lines[0]
+    lines[-1] = lines[-1] + close + suffix
     return r" \\ &\qquad ".join(lines)
+
+
+def term_rows(expr, apps, width: int = LINE_WIDTH) -> str:
+    r"""`expr` for an align row: a long sum's terms as printed, filled into continuation rows,
+    nothing factored out (:func:`aligned_lines` factors; a sum over the samples of a constant
+    then read (Σᵢ 1) …)."""
+    text = latex(expr, applications=apps)
+    if visual_len(text) <= width or not isinstance(expr, sp.Add):
+        return text
+    return _rows(_signed_terms(expr, apps), width)
 
 
 def chain_lines(chain: Chain, apps, width: int = LINE_WIDTH) -> Tex:

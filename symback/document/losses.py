@@ -8,9 +8,11 @@ from __future__ import annotations
 import sympy as sp
 
 from ..matrix import RowCost, is_matrix
+from ..printing import Tex, latex, visual_len
 from .factors import PENALTY
+from .lines import LINE_WIDTH, term_rows
 
-__all__ = ["READER_NAMES", "reader_name", "loss_claims"]
+__all__ = ["READER_NAMES", "reader_name", "loss_claims", "penalty_rows"]
 
 
 #: the built-in losses as a reader names them (a registered one: its name, in words)
@@ -59,3 +61,26 @@ def loss_claims(d, parts, cost) -> list[dict]:
             out.append({"chain": [parts["penalty"].lhs, parts["penalty"].rhs],
                         "means": {PENALTY: g.symbol(d.loss_name) - sp.Trace(costs)}})
     return out
+
+
+def penalty_rows(parts) -> dict:
+    r"""An article's penalised loss lines, folded when long: ``rows`` (L = …, L written out, and
+    "penalty P = …", for an align*) and ``gradients`` (the ∂P/∂W, a few to a gather* row).
+
+    On one gather line each, a seven-weight penalty ran 195 pt past the margin and its seven
+    ∂P/∂W 235 pt.  The same expressions as the one-line forms, printed by the same printer.
+    """
+    rows = []
+    for key in ("batch", "batch_full", "penalty"):
+        if parts[key] is not None:
+            lhs = latex(parts[key].lhs)
+            rows.append((r"\text{penalty } " if key == "penalty" else "") + f"{lhs} &= {term_rows(parts[key].rhs, [])}")
+    lines, cur = [], []
+    for e in (latex(e) for e in parts["penalty_gradients"]):
+        if cur and visual_len(r", \qquad ".join(cur + [e])) > LINE_WIDTH:
+            lines.append(cur)
+            cur = []
+        cur.append(e)
+    lines += [cur] if cur else []
+    return {"rows": Tex(r", \\ ".join(rows) + "."),
+            "gradients": Tex(r", \\ ".join(r", \qquad ".join(line) for line in lines) + ".") if lines else None}

@@ -6,6 +6,8 @@ leaves out are named, with the reason (:func:`punchline_note`).
 """
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 from ..layout import BatchRows
@@ -131,20 +133,33 @@ def punchline_note(d, rows) -> Tex | None:
         return None
     def listed(ps):
         return ", ".join(f"${latex(d.graph.symbol(p))}$" for p in ps)
-    many = [p for p in left if not d.listable(p)]
+    unused = [p for p in left if not d.chain(p)]     # no path at all: not even the penalty's
+    many = [p for p in left if p not in unused and not d.listable(p)]
     # only the reasons that hold here: seed 004 (biases, no penalty) read "… or reaches the loss
     # only through the penalty", and "a norm's scale and shift" with no norm in the network
-    penalised = [p for p in left if p not in many and all(len(path) == 1 and path[0].of == d.loss_name
-                                                          for path in d.chain(p))]
-    summed = [p for p in left if p not in many and p not in penalised]
-    biases = all(layer_names(d).get(p, ("",))[0] == "b" for p in summed)
-    kinds = "a bias" if biases else "a bias, a norm's scale and shift"
+    penalised = [p for p in left if p not in many + unused and all(len(path) == 1 and path[0].of == d.loss_name
+                                                                   for path in d.chain(p))]
+    summed = [p for p in left if p not in many + unused + penalised]
+    kinds = {_kind(d, p) for p in summed}
+    kinds = "a bias" if kinds == {"bias"} else "a norm's scale and shift" if kinds == {"norm"} \
+        else "a bias, a norm's scale and shift"
     why = [f"{listed(summed)}; each ends in a sum over the samples ({kinds})"] if summed else []
     why += [f"{listed(penalised)}, which reach{'es' if len(penalised) == 1 else ''} the loss only through the penalty"] \
         if penalised else []
+    why += [f"{listed(unused)}, which do{'es' if len(unused) == 1 else ''} not reach the loss (gradient 0)"] \
+        if unused else []
     why += [f"{listed(many)}, whose chain forms are too large to write out here"] if many else []
     theirs = "Its gradient is" if len(left) == 1 else "Their gradients are"
     return Tex(f"Not shown here: {'; and '.join(why)}. {theirs} in the chain-rule section above.")
+
+
+def _kind(d, p) -> str:
+    """"bias" (b1, an RNN's bh, an LSTM's b_i), "norm" (gamma1, beta1) or "other", for the note's words."""
+    if re.fullmatch(r"(gamma|beta)\d*", p):
+        return "norm"
+    if layer_names(d).get(p, ("",))[0] == "b" or re.fullmatch(r"b(_?[a-z])?\d*", p):
+        return "bias"
+    return "other"
 
 
 def _sums_rows(last) -> bool:
