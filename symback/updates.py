@@ -95,13 +95,10 @@ class Compiled:
 
     def __init__(self, model, params: dict, optimizer, lr: float):
         self.model, self.params, self.lr = model, params, lr
-        # trained in their declared shapes, given back in the user's (see _given_shapes)
-        self._given, shapes = _given_shapes(model, params), model._ns["SHAPES"]
-        # NumPy arrays and numbers as the library's own (torch: tensors where the others are);
-        # the user's dict gets the trained ones at the end, whatever it held
-        start = model._pure({k: params[k] for k in model.params})
-        self.current = model._replicate({k: start[k].reshape(shapes[k]) if k in self._given else start[k]
-                                         for k in model.params})
+        # trained as the library's own arrays in their declared shapes (Model._pure: NumPy arrays and
+        # numbers converted, a (k,) row seen as (1, k)), given back in the user's (_given_shapes)
+        self._given = _given_shapes(model, params)
+        self.current = model._replicate(model._pure({k: params[k] for k in model.params}))
         # symback's optimizers run compiled; any other object's in-place update(params, grads,
         # lr) runs in Python after each batch's gradient, which it reads: eager
         self.eager = not is_pure(optimizer)
