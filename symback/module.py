@@ -104,10 +104,10 @@ def predict(X, params):
 
 def _as_samples(a, sample):
     """One-row samples (`sample` is 1×k) given as rows (n, k): (n, 1, k), a view; one sample given
-    alone as an image (C, H, W) or a row (k,): (1, *sample); else a."""
+    alone as an image (C, H, W), a row (k,) or its matrix (rows, columns): (1, *sample); else a."""
     if sample is not None and sample[0] == 1 and len(a.shape) == 2:
         return a.reshape(a.shape[0], 1, -1)
-    if sample is not None and tuple(a.shape) in (X_IMAGE, tuple(sample[1:]) if sample[0] == 1 else None):
+    if sample is not None and tuple(a.shape) in (X_IMAGE, tuple(sample), tuple(sample[1:]) if sample[0] == 1 else None):
         return a.reshape(1, *sample)
     return a
 

@@ -41,10 +41,8 @@ class Model(BackendModel):
 
         as_given, as_samples = ns["_as_given"], ns["_as_samples"]
 
-        def samples(X):     # one-row samples given as rows (n, k) too, as predict takes them
-            # a lone sample (rows, columns) is a batch of one, as predict and torch's module take it
-            # (the generated code indexes the batch axis: a head's columns of Q, K, V)
-            return X[None] if tuple(X.shape) == tuple(ns["X_SAMPLE"] or ()) else as_samples(X, ns["X_SAMPLE"])
+        def samples(X):     # one-row samples given as rows (n, k), a lone sample: as predict takes them
+            return as_samples(X, ns["X_SAMPLE"])
 
         def checked(params, X):     # shapes are known when traced: a DataError, not XLA's
             self.check_input(X)
